@@ -1,0 +1,131 @@
+-- syncgate's current schema, for reading. The binary builds it from the numbered
+-- migrations in src/store/migrations/ (a unit test checks the two agree).
+-- Timestamps are TEXT in UTC, RFC 3339 with milliseconds and a Z.
+
+PRAGMA user_version = 2;
+
+CREATE TABLE users (
+    id                      INTEGER PRIMARY KEY,
+    email                   TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name                    TEXT,
+    role                    TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin')),
+    calendly_user_uri       TEXT UNIQUE,
+    timezone                TEXT NOT NULL DEFAULT 'UTC',
+    google_sub              TEXT,
+    google_refresh_token    TEXT,
+    google_access_token     TEXT,
+    google_token_expires_at TEXT,
+    google_sync_token       TEXT,
+    google_needs_reconnect  INTEGER NOT NULL DEFAULT 0,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL
+);
+
+CREATE TABLE login_links (
+    code_hash  TEXT PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    expires_at TEXT NOT NULL,
+    used_at    TEXT
+);
+
+CREATE TABLE clients (
+    id         INTEGER PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    name       TEXT NOT NULL,
+    email      TEXT COLLATE NOCASE,
+    phone      TEXT,
+    notes      TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (user_id, email)
+);
+
+CREATE TABLE meetings (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    source      TEXT NOT NULL CHECK (source IN ('google', 'calendly', 'manual')),
+    external_id TEXT,
+    title       TEXT NOT NULL,
+    description TEXT,
+    location    TEXT,
+    meeting_url TEXT,
+    starts_at   TEXT NOT NULL,
+    ends_at     TEXT NOT NULL,
+    all_day     INTEGER NOT NULL DEFAULT 0,
+    timezone    TEXT,
+    status      TEXT NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'canceled', 'no_show')),
+    client_id   INTEGER REFERENCES clients (id),
+    attendees   TEXT NOT NULL DEFAULT '[]',
+    notes       TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL, invitees TEXT NOT NULL DEFAULT '[]', cancel_url TEXT, reschedule_url TEXT, cancel_reason TEXT, canceled_by TEXT, previous_starts_at TEXT, google_event_id TEXT,
+    UNIQUE (user_id, source, external_id)
+);
+
+CREATE TABLE pipeline (
+    id             INTEGER PRIMARY KEY,
+    user_id        INTEGER NOT NULL REFERENCES users (id),
+    client_id      INTEGER REFERENCES clients (id),
+    title          TEXT NOT NULL,
+    stage          TEXT NOT NULL DEFAULT 'lead' CHECK (stage IN ('lead', 'qualified', 'proposal', 'won', 'lost')),
+    value          REAL NOT NULL DEFAULT 0,
+    expected_close TEXT,
+    notes          TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE calendar_watch_channels (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    calendar_id TEXT NOT NULL DEFAULT 'primary',
+    channel_id  TEXT NOT NULL UNIQUE,
+    resource_id TEXT,
+    token       TEXT NOT NULL,
+    expiration  TEXT,
+    webhook_url TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retiring')),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE calendly_webhook_events (
+    id          INTEGER PRIMARY KEY,
+    event       TEXT,
+    invitee_uri TEXT,
+    dedupe_key  TEXT UNIQUE,
+    received_at TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    payload     TEXT,
+    user_id     INTEGER,
+    meeting_id  INTEGER
+);
+
+CREATE TABLE changes (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name   TEXT NOT NULL,
+    op           TEXT NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE')),
+    row_id       INTEGER NOT NULL,
+    user_id      INTEGER NOT NULL,
+    record       TEXT,
+    old_record   TEXT,
+    committed_at TEXT NOT NULL
+);
+
+CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
+
+CREATE INDEX meetings_client ON meetings (client_id);
+
+CREATE INDEX pipeline_user ON pipeline (user_id);
+
+CREATE INDEX pipeline_client ON pipeline (client_id);
+
+CREATE UNIQUE INDEX calendar_watch_channels_one_active
+    ON calendar_watch_channels (user_id, calendar_id) WHERE state = 'active';
+
+CREATE INDEX calendly_webhook_events_received ON calendly_webhook_events (received_at);
+
+CREATE INDEX changes_committed_at ON changes (committed_at);
+
+CREATE INDEX meetings_google_event ON meetings (user_id, google_event_id);

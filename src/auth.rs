@@ -1,0 +1,254 @@
+//! Tokens and identity. HS256 only, keyed by `auth.jwt_secret`; no leeway.
+//! User tokens carry `sub` (the user id as a decimal string), `exp` and an
+//! optional `role`; the anon key is `{"role":"anon"}` and is good only as the
+//! realtime `apikey`. Also the single-use login links of `syncgate login-link`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::store::timefmt;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl Claims {
+    pub fn is_anon(&self) -> bool {
+        self.sub.is_none()
+    }
+    pub fn is_admin(&self) -> bool {
+        self.role.as_deref() == Some("admin")
+    }
+    /// The user id `sub` names, if it is a decimal id.
+    pub fn user_id(&self) -> Option<i64> {
+        self.sub.as_deref().and_then(|s| s.parse::<i64>().ok()).filter(|id| *id > 0)
+    }
+}
+
+/// Why a token was refused, as a sentence safe to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenError {
+    Expired,
+    Invalid(String),
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::Expired => write!(f, "the token has expired"),
+            TokenError::Invalid(why) => write!(f, "the token is not valid: {why}"),
+        }
+    }
+}
+
+/// Signs and verifies this server's tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(..)")
+    }
+}
+
+pub const ANON_TTL_SECS: i64 = 10 * 365 * 86_400;
+
+impl Tokens {
+    pub fn new(secret: &str) -> Tokens {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        Tokens {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
+    }
+
+    pub fn user_token(&self, user_id: i64, role: &str, ttl_secs: i64) -> String {
+        let role = (role == "admin").then(|| "admin".to_string());
+        self.sign(&Claims { sub: Some(user_id.to_string()), exp: unix_now() + ttl_secs, role })
+    }
+
+    pub fn anon_key(&self) -> String {
+        self.sign(&Claims { sub: None, exp: unix_now() + ANON_TTL_SECS, role: Some("anon".into()) })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        match jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation) {
+            Ok(data) => {
+                // jsonwebtoken accepts exp == now; a token *at* exp is expired too.
+                if data.claims.exp <= unix_now() {
+                    return Err(TokenError::Expired);
+                }
+                if data.claims.sub.is_some() && data.claims.user_id().is_none() {
+                    return Err(TokenError::Invalid("sub must be a user id written as a decimal string".into()));
+                }
+                Ok(data.claims)
+            }
+            Err(e) => Err(match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Invalid("only HS256 tokens are accepted".into()),
+                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
+                ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("the {c} claim is required")),
+                ErrorKind::Json(_) => TokenError::Invalid("claims of the wrong type".into()),
+                _ => TokenError::Invalid("malformed token".into()),
+            }),
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The secret to sign with: the configured one; on a loopback bind without
+/// one, a random secret generated once into the data folder (with a warning).
+/// Returns (secret, warning).
+pub fn resolve_secret(config: &Config) -> Result<(String, Option<String>), String> {
+    let configured = config.auth.jwt_secret.trim();
+    if !configured.is_empty() {
+        let warning = (configured.len() < 32).then(|| "auth.jwt_secret is shorter than 32 characters; use a long random value".to_string());
+        return Ok((configured.to_string(), warning));
+    }
+    let bind: SocketAddr = config.bind_addr()?;
+    if !bind.ip().is_loopback() {
+        return Err(format!(
+            "auth.jwt_secret must be set when server.bind ({bind}) is not a loopback address; \
+             set it in config.toml or SYNCGATE_AUTH__JWT_SECRET"
+        ));
+    }
+    let dir = config.data_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the data folder {}: {e}", dir.display()))?;
+    let file = dir.join("jwt_secret");
+    let (secret, created) = read_or_create_secret(&file)?;
+    let warning = created.then(|| {
+        format!(
+            "auth.jwt_secret is not set; generated a random one in {} (fine on this machine; set auth.jwt_secret in production)",
+            file.display()
+        )
+    });
+    Ok((secret, warning))
+}
+
+fn read_or_create_secret(file: &Path) -> Result<(String, bool), String> {
+    if let Ok(s) = std::fs::read_to_string(file) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok((s, false));
+        }
+    }
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(file) {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            Ok((secret, true))
+        }
+        // Another process (the CLI next to the server) made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            Ok((s.trim().to_string(), false))
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", file.display())),
+    }
+}
+
+/// A random URL-safe secret of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+pub const LOGIN_LINK_TTL_SECS: i64 = 15 * 60;
+
+/// Store a new single-use login code for a user; returns the code.
+pub fn create_login_link(conn: &Connection, user_id: i64) -> Result<String, String> {
+    let code = random_token(32);
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(LOGIN_LINK_TTL_SECS);
+    conn.execute(
+        "INSERT INTO login_links (code_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+        rusqlite::params![sha256_hex(&code), user_id, timefmt::format(expires)],
+    )
+    .map_err(|e| format!("cannot store the login link: {e}"))?;
+    Ok(code)
+}
+
+/// Use a login code: returns the user id once; None if unknown, used or expired.
+pub fn redeem_login_link(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<Option<i64>> {
+    let hash = sha256_hex(code);
+    let row: Option<(i64, String, Option<String>)> = conn
+        .query_row("SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1", [&hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match row {
+        Some((user_id, expires_at, None)) if expires_at.as_str() > now => {
+            conn.execute("UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2", rusqlite::params![now, hash])?;
+            Ok(Some(user_id))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let t = Tokens::new("0123456789abcdef0123456789abcdef");
+        let tok = t.user_token(7, "admin", 60);
+        let c = t.verify(&tok).unwrap();
+        assert_eq!(c.user_id(), Some(7));
+        assert!(c.is_admin());
+        assert!(t.verify(&t.anon_key()).unwrap().is_anon());
+        let expired = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() - 1, role: None });
+        assert_eq!(t.verify(&expired), Err(TokenError::Expired));
+        let other = Tokens::new("another-secret-another-secret-xx");
+        assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
+        let numeric_sub = {
+            use base64::Engine;
+            let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+            format!("{}.{}.", e(r#"{"alg":"none","typ":"JWT"}"#), e(&format!(r#"{{"sub":"7","exp":{}}}"#, unix_now() + 60)))
+        };
+        assert!(matches!(t.verify(&numeric_sub), Err(TokenError::Invalid(_))));
+    }
+}

@@ -1,0 +1,181 @@
+//! The `syncgate` command line. Every command reads the same configuration as
+//! `serve`, and works while the server runs (SQLite WAL; CLI writes wait on
+//! the lock). Results go to stdout bare, so scripts can capture them; errors
+//! go to stderr with a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{self, Tokens};
+use crate::config::Config;
+use crate::duration::Dur;
+use crate::store::{self, users};
+
+#[derive(Parser, Debug)]
+#[command(name = "syncgate", version, about = "Calendar sync and realtime server for advisers")]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json (overrides log.format).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print a token: a user's JWT, or the anon key.
+    Token(TokenArgs),
+    /// Print a single-use sign-in URL for a user, valid 15 minutes.
+    LoginLink {
+        #[arg(long)]
+        user: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user; prints the new id.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The user the token is for.
+    #[arg(long, conflicts_with = "anon", required_unless_present = "anon")]
+    user: Option<i64>,
+    /// Print the anon key instead.
+    #[arg(long)]
+    anon: bool,
+    /// Lifetime, like 15m, 24h or 7d.
+    #[arg(long, default_value = "24h")]
+    ttl: Dur,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match Config::load(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("syncgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = loaded.config.clone();
+    if let Some(f) = &cli.log_format {
+        config.log.format = f.clone();
+    }
+    init_logging(&config);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::User(UserCommand::Add { email, name, role }) => user_add(&config, &email, name.as_deref(), &role),
+        Command::Token(args) => token(&config, args),
+        Command::LoginLink { user } => login_link(&config, user),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("syncgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Human-readable logs to stderr by default, JSON lines with `log.format = "json"`.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let server = crate::server::Server::build(config).await?;
+        // A plain print, not a log line: scripts wait for it on stdout.
+        println!("syncgate listening on http://{}", server.addr());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn tokens(config: &Config) -> Result<Tokens, String> {
+    let (secret, _) = auth::resolve_secret(config)?;
+    Ok(Tokens::new(&secret))
+}
+
+fn user_add(config: &Config, email: &str, name: Option<&str>, role: &str) -> Result<(), String> {
+    let conn = store::open_connection(&config.database)?;
+    let id = users::create(&conn, email, name, role)?;
+    println!("{id}");
+    Ok(())
+}
+
+fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
+    let t = tokens(config)?;
+    if args.anon {
+        println!("{}", t.anon_key());
+        return Ok(());
+    }
+    let id = args.user.ok_or("give --user ID or --anon")?;
+    let conn = store::open_connection(&config.database)?;
+    let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
+    println!("{}", t.user_token(user.id, &user.role, args.ttl.as_secs() as i64));
+    Ok(())
+}
+
+fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
+    let conn = store::open_connection(&config.database)?;
+    users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
+    let code = auth::create_login_link(&conn, user_id)?;
+    let bind = config.bind_addr()?;
+    println!("{}/auth/link?code={code}", config.public_url(bind));
+    Ok(())
+}
+

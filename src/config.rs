@@ -1,0 +1,455 @@
+//! Settings: built-in defaults, overridden by `./config.toml` (or `--config
+//! PATH`), overridden by `SYNCGATE_<SECTION>__<KEY>` environment variables.
+//! Unknown keys warn and never stop startup; bad values stop it with a
+//! sentence naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub realtime: RealtimeConfig,
+    pub changes: ChangesConfig,
+    pub google: GoogleConfig,
+    pub calendly: CalendlyConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    /// The address browsers and webhook senders use; empty means `http://<bind>`.
+    pub public_url: String,
+    /// Origins allowed to call the REST API and open the realtime socket.
+    pub cors_origins: Vec<String>,
+    /// Serve the web UI from this folder instead of the copy embedded in the binary.
+    pub static_dir: String,
+    /// How long a shutdown waits for open requests and sockets.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            cors_origins: vec![],
+            static_dir: String::new(),
+            shutdown_grace: Dur::secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    pub path: String,
+    /// SQLite `synchronous`: off | normal | full | extra.
+    pub synchronous: String,
+    pub read_pool_size: u32,
+    /// Most write requests committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: "data/syncgate.db".into(),
+            synchronous: "full".into(),
+            read_pool_size: 8,
+            max_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// HS256 key. Empty on a loopback bind: generated once into the data folder.
+    pub jwt_secret: String,
+    /// Lifetime of the tokens syncgate issues at sign-in.
+    pub token_ttl: Dur,
+    pub allowed_emails: Vec<String>,
+    pub allowed_domains: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            token_ttl: Dur::secs(86_400),
+            allowed_emails: vec![],
+            allowed_domains: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RealtimeConfig {
+    pub max_channels_per_socket: usize,
+    pub max_bindings_per_channel: usize,
+    pub max_sockets_per_user: usize,
+    pub max_bindings_per_user: usize,
+    /// Frames a socket may have waiting before it catches up from the change log.
+    pub queue_size: usize,
+    /// Changes a session may fall behind the head before it is closed (4008).
+    pub max_lag: u64,
+    /// A socket that sends nothing for this long is closed.
+    pub idle_timeout: Dur,
+    /// Read buffer per socket; small keeps idle sockets cheap.
+    pub read_buffer_size: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            max_channels_per_socket: 100,
+            max_bindings_per_channel: 100,
+            max_sockets_per_user: 100,
+            max_bindings_per_user: 1000,
+            queue_size: 1024,
+            max_lag: 100_000,
+            idle_timeout: Dur::secs(60),
+            read_buffer_size: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangesConfig {
+    /// Changes older than this are pruned from the log (resume from before it gets `gap`).
+    pub retention_age: Dur,
+    /// At most this many changes are kept.
+    pub retention_rows: u64,
+    pub prune_interval: Dur,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig { retention_age: Dur::secs(7 * 86_400), retention_rows: 1_000_000, prune_interval: Dur::secs(60) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GoogleConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_url: String,
+    pub webhook_url: String,
+    pub api_base_url: String,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub calendar_id: String,
+    pub channel_ttl: Dur,
+    pub renew_before: Dur,
+    pub safety_net_interval: Dur,
+    pub sync_past: Dur,
+    pub sync_future: Dur,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        GoogleConfig {
+            client_id: String::new(),
+            client_secret: String::new(),
+            redirect_url: String::new(),
+            webhook_url: String::new(),
+            api_base_url: "https://www.googleapis.com/calendar/v3".into(),
+            auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
+            userinfo_url: "https://openidconnect.googleapis.com/v1/userinfo".into(),
+            calendar_id: "primary".into(),
+            channel_ttl: Dur::secs(7 * 86_400),
+            renew_before: Dur::secs(86_400),
+            safety_net_interval: Dur::secs(6 * 3600),
+            sync_past: Dur::secs(30 * 86_400),
+            sync_future: Dur::secs(365 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalendlyConfig {
+    pub signing_keys: Vec<String>,
+    pub tolerance: Dur,
+    pub api_base_url: String,
+    /// Personal access token used to check subscription state (optional).
+    pub token: String,
+    pub keep_payloads: Dur,
+}
+
+impl Default for CalendlyConfig {
+    fn default() -> Self {
+        CalendlyConfig {
+            signing_keys: vec![],
+            tolerance: Dur::secs(180),
+            api_base_url: "https://api.calendly.com".into(),
+            token: String::new(),
+            keep_payloads: Dur::secs(30 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// text | json
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `syncgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertsConfig {
+    pub webhook_url: String,
+    pub check_interval: Dur,
+    pub channel_expiry_warning: Dur,
+    pub silent_push_after: Dur,
+    pub calendly_rejected_threshold: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: String::new(),
+            check_interval: Dur::secs(60),
+            channel_expiry_warning: Dur::secs(3600),
+            silent_push_after: Dur::secs(86_400),
+            calendly_rejected_threshold: 10,
+        }
+    }
+}
+
+/// A loaded configuration plus what the loader wants the operator to know.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+pub const ENV_PREFIX: &str = "SYNCGATE_";
+
+impl Config {
+    /// Load with the documented precedence. `explicit` is `--config PATH`.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, String> {
+        Self::load_from(explicit, std::env::vars().collect(), Path::new("config.toml"))
+    }
+
+    /// The same, with the environment and the default file given (for tests).
+    pub fn load_from(explicit: Option<&Path>, env: Vec<(String, String)>, default_file: &Path) -> Result<Loaded, String> {
+        let mut warnings = Vec::new();
+        let defaults = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
+        let mut merged = defaults.clone();
+
+        let file = match explicit {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?),
+            None if default_file.exists() => Some(
+                std::fs::read_to_string(default_file)
+                    .map_err(|e| format!("cannot read config file {}: {e}", default_file.display()))?,
+            ),
+            None => None,
+        };
+        if let Some(text) = file {
+            let value: toml::Table = text.parse().map_err(|e| format!("config file is not valid TOML: {e}"))?;
+            merge(&mut merged, &defaults, toml::Value::Table(value), "", &mut warnings);
+        }
+
+        let mut env = env;
+        env.sort();
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some((section, key)) = rest.split_once("__") else {
+                if !rest.is_empty() {
+                    warnings.push(format!("ignoring {name}: write it as SYNCGATE_<SECTION>__<KEY>"));
+                }
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
+                warnings.push(format!("ignoring {name}: there is no setting {section}.{key}"));
+                continue;
+            };
+            let value = coerce_env(default, &raw).map_err(|e| format!("{name} (setting {section}.{key}): {e}"))?;
+            if let Some(toml::Value::Table(t)) = merged.get_mut(&section) {
+                t.insert(key, value);
+            }
+        }
+
+        let config: Config = merged.try_into().map_err(|e: toml::de::Error| format!("invalid configuration: {}", e.message()))?;
+        config.validate()?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.bind_addr()?;
+        match self.database.synchronous.as_str() {
+            "off" | "normal" | "full" | "extra" => {}
+            other => return Err(format!("database.synchronous is \"{other}\"; use off, normal, full or extra")),
+        }
+        match self.log.format.as_str() {
+            "text" | "json" => {}
+            other => return Err(format!("log.format is \"{other}\"; use text or json")),
+        }
+        if self.database.path.trim().is_empty() {
+            return Err("database.path may not be empty".into());
+        }
+        if self.database.max_batch == 0 || self.database.read_pool_size == 0 {
+            return Err("database.max_batch and database.read_pool_size must be at least 1".into());
+        }
+        if self.realtime.queue_size == 0 {
+            return Err("realtime.queue_size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn bind_addr(&self) -> Result<SocketAddr, String> {
+        self.server
+            .bind
+            .parse()
+            .map_err(|_| format!("server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080", self.server.bind))
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        PathBuf::from(&self.database.path)
+    }
+
+    /// The folder that holds the database, the generated secret and backups.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.database_path().parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// `server.public_url`, or `http://<bound address>` when unset.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if self.server.public_url.trim().is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn google_enabled(&self) -> bool {
+        !self.google.client_id.is_empty() && !self.google.client_secret.is_empty()
+    }
+}
+
+/// Merge `over` into `base`, warning about keys the defaults do not know.
+fn merge(base: &mut toml::Value, defaults: &toml::Value, over: toml::Value, path: &str, warnings: &mut Vec<String>) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                let key_path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match defaults.get(&k) {
+                    None => warnings.push(format!("unknown setting {key_path} ignored")),
+                    Some(d) if d.is_table() => {
+                        if let Some(slot) = b.get_mut(&k) {
+                            if v.is_table() {
+                                merge(slot, d, v, &key_path, warnings);
+                            } else {
+                                warnings.push(format!("setting {key_path} must be a section; ignored"));
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Environment values are text; read them as the type the default has.
+fn coerce_env(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a whole number"))?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a number"))?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("\"{raw}\" is not true or false")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_string())).collect(),
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_without_any_file() {
+        let l = Config::load_from(None, vec![], Path::new("/nonexistent/config.toml")).unwrap();
+        assert_eq!(l.config.server.bind, "127.0.0.1:8080");
+        assert_eq!(l.config.database.path, "data/syncgate.db");
+        assert_eq!(l.config.calendly.tolerance, Dur::secs(180));
+    }
+
+    #[test]
+    fn env_beats_file_and_lists_split_on_commas() {
+        let dir = std::env::temp_dir().join(format!("sg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[server]\nbind = \"127.0.0.1:9000\"\n[realtime]\nqueue_size = 7\nbogus = 1\n").unwrap();
+        let l = Config::load_from(
+            Some(&f),
+            env(&[("SYNCGATE_SERVER__BIND", "127.0.0.1:9100"), ("SYNCGATE_CALENDLY__SIGNING_KEYS", "a, b"), ("SYNCGATE_CALENDLY__TOLERANCE", "5m")]),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert_eq!(l.config.server.bind, "127.0.0.1:9100");
+        assert_eq!(l.config.realtime.queue_size, 7);
+        assert_eq!(l.config.calendly.signing_keys, vec!["a", "b"]);
+        assert_eq!(l.config.calendly.tolerance, Dur::secs(300));
+        assert!(l.warnings.iter().any(|w| w.contains("realtime.bogus")));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::load_from(None, env(&[("SYNCGATE_REALTIME__QUEUE_SIZE", "many")]), Path::new("/x")).unwrap_err();
+        assert!(e.contains("realtime.queue_size"), "{e}");
+        let e = Config::load_from(None, env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]), Path::new("/x")).unwrap_err();
+        assert!(e.contains("forever"), "{e}");
+    }
+}

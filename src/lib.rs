@@ -1,0 +1,28 @@
+//! syncgate keeps financial advisers' meetings in sync with Google Calendar and
+//! Calendly by webhooks, stores them with clients and a sales pipeline in an
+//! embedded SQLite file, and pushes every committed change to the browsers
+//! allowed to see it over a Supabase-Realtime-compatible WebSocket.
+//!
+//! # Layout
+//! - [`config`]: the settings, their defaults, `config.toml` and `SYNCGATE_*` overrides.
+//! - [`duration`]: `180s` / `15m` / `24h` / `7d` durations used in config and flags.
+//! - [`error`]: the one JSON error shape every 4xx/5xx answer uses.
+//! - [`auth`]: HS256 tokens (user tokens, anon key), login links, the request's identity.
+//! - [`store`]: the schema and migrations, the read pool, the single group-commit
+//!   writer and the `changes` log it keeps in the same transaction as each write.
+//! - [`api`]: REST routes for clients, meetings and pipeline.
+//! - [`realtime`]: the WebSocket protocol, sessions and the in-memory fanout hub.
+//! - [`web`]: the embedded browser UI under `static/`.
+//! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
+//! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod realtime;
+pub mod server;
+pub mod store;
+pub mod web;

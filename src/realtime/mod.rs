@@ -1,0 +1,121 @@
+//! The realtime socket: `GET /realtime/v1/websocket?apikey=…&vsn=…`, speaking
+//! Supabase Realtime's Postgres Changes protocol (see protocol.md).
+//!
+//! The upgrade is done here rather than by warp's `ws()` filter so the
+//! tungstenite buffers can be sized: the default 128 KiB read buffer is
+//! zero-filled on every read and dominates an idle socket's memory.
+
+pub mod channel;
+pub mod filter;
+pub mod hub;
+pub mod protocol;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+use crate::error::ApiError;
+use crate::server::App;
+pub use hub::Hub;
+
+pub const PATH: &str = "/realtime/v1/websocket";
+
+/// Answer an upgrade request: 101 and a session, or a JSON error before any upgrade.
+pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
+    match check(&req, &app) {
+        Err(e) => e.into_response(),
+        Ok((claims, vsn, accept)) => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let ctx = session::SessionCtx {
+                hub: app.hub.clone(),
+                store: app.store.clone(),
+                tokens: app.tokens.clone(),
+                cfg: app.config.realtime.clone(),
+                shutdown: app.shutdown.clone(),
+            };
+            let mut ws_config = WebSocketConfig::default();
+            ws_config.read_buffer_size = app.config.realtime.read_buffer_size.max(256);
+            ws_config.write_buffer_size = 0;
+            ws_config.max_message_size = Some(256 * 1024);
+            ws_config.max_frame_size = Some(256 * 1024);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+                        session::run(ws, ctx, vsn, claims).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                }
+            });
+            let mut res = Response::new(Default::default());
+            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = res.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(v) = HeaderValue::from_str(&accept) {
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+            }
+            res
+        }
+    }
+}
+
+fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, want: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+    };
+    if req.method() != warp::http::Method::GET || !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(ApiError::BadRequest("this endpoint speaks WebSocket only; send a WebSocket upgrade".into()));
+    }
+    if !has(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(ApiError::BadRequest("only WebSocket version 13 is supported".into()));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::BadRequest("the Sec-WebSocket-Key header is missing".into()))?;
+    let q: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let apikey = q.get("apikey").ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
+    let claims = app.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
+    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !crate::server::origin_allowed(&app.config, &app.public_url, origin, host) {
+            return Err(ApiError::Forbidden(format!("origin {origin} is not allowed; add it to server.cors_origins")));
+        }
+    }
+    Ok((claims, vsn, derive_accept_key(key.as_bytes())))
+}
+
+/// Close sessions that fell more than `max_lag` changes behind while their
+/// socket stopped draining (they cannot notice on their own while blocked).
+pub async fn watchdog(hub: Arc<Hub>, max_lag: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let head = hub.head();
+        for s in hub.all_sockets() {
+            if s.lagging.load(Ordering::Acquire) && head - s.delivered.load(Ordering::Relaxed) > max_lag as i64 {
+                s.kill.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Wiring: opens the store, starts the writer and the hub, binds the listener
+//! (port 0 works), serves HTTP and the realtime socket, and shuts down in
+//! order: stop accepting, close sockets with 1001, finish requests, commit
+//! the writer's queue.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_service::Service;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::realtime::Hub;
+use crate::store::Store;
+
+/// Shared state every handler reads. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub hub: Arc<Hub>,
+    /// `server.public_url`, or `http://<bound address>`.
+    pub public_url: String,
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+}
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// Is a browser origin allowed: listed in `server.cors_origins`, or the same
+/// origin as the page (the public URL or the Host the request came to).
+pub fn origin_allowed(config: &Config, public_url: &str, origin: &str, host: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    if config.server.cors_origins.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin) {
+        return true;
+    }
+    if origin == public_url.trim_end_matches('/') {
+        return true;
+    }
+    let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    bare.is_some_and(|b| !host.is_empty() && b == host)
+}
+
+/// A server that is bound and ready to run.
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+    addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    writer_thread: std::thread::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Open everything and bind; nothing is served until [`Server::run`].
+    pub async fn build(config: Config) -> Result<Server, String> {
+        let (secret, warning) = crate::auth::resolve_secret(&config)?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        let opened = Store::open(&config.database)?;
+        let store = opened.store;
+        let hub = Hub::new(store.writer.head.clone());
+        let mut tasks = vec![tokio::spawn(hub.clone().run(opened.feed))];
+        tasks.push(tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag)));
+        let bind = config.bind_addr()?;
+        let listener = TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let public_url = config.public_url(addr);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let app = App(Arc::new(AppInner {
+            tokens: Tokens::new(&secret),
+            config,
+            store,
+            hub,
+            public_url,
+            shutdown: shutdown_rx,
+            started: Instant::now(),
+        }));
+        tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
+        Ok(Server { app, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn app(&self) -> App {
+        self.app.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then shut down in order.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let Server { app, listener, addr, shutdown_tx, writer_thread, tasks } = self;
+        let routes = routes(app.clone());
+        let svc = warp::service(routes);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tracing::info!(%addr, public_url = %app.public_url, "serving");
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let svc = svc.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                let mut svc = svc.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, app, &mut svc, peer).await) }
+            });
+            let conn = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing realtime sockets and finishing requests");
+        let _ = shutdown_tx.send(true);
+        let grace = app.config.server.shutdown_grace.0;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("requests still open after {}; closing them", app.config.server.shutdown_grace);
+        }
+        // Give sessions a moment to send their close frames.
+        let deadline = Instant::now() + grace;
+        while app.hub.stats.sockets.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        app.store.writer.shutdown().await;
+        for t in tasks {
+            t.abort();
+        }
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn handle<S>(req: Request<Incoming>, app: App, svc: &mut S, peer: SocketAddr) -> Response
+where
+    S: Service<Request<Incoming>, Response = Response, Error = std::convert::Infallible>,
+{
+    let rid = crate::auth::random_token(6);
+    let span = tracing::info_span!("request", id = %rid);
+    let _enter = span.enter();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    drop(_enter);
+    let started = Instant::now();
+    let mut res = if path == crate::realtime::PATH {
+        let _e = span.enter();
+        crate::realtime::upgrade(req, app)
+    } else {
+        use tracing::Instrument;
+        match svc.call(req).instrument(span.clone()).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    let status = res.status();
+    let _e = span.enter();
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
+    }
+    res
+}
+
+/// `GET /health`
+fn health() -> BoxedFilter<(Response,)> {
+    warp::path!("health")
+        .and(warp::get())
+        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})))
+        .boxed()
+}
+
+/// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
+pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+    let all = crate::api::routes(app.clone())
+        .or(health())
+        .unify()
+        .or(crate::web::routes(&app.config.server.static_dir))
+        .unify()
+        .recover(crate::api::recover)
+        .unify();
+    if app.config.server.cors_origins.is_empty() {
+        return all.boxed();
+    }
+    let mut cors = warp::cors()
+        .allow_methods(vec!["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
+        .allow_headers(vec!["authorization", "content-type"])
+        .max_age(600);
+    for o in &app.config.server.cors_origins {
+        cors = if o == "*" { cors.allow_any_origin() } else { cors.allow_origin(o.as_str()) };
+    }
+    all.with(cors).map(|r| warp::Reply::into_response(r)).boxed()
+}

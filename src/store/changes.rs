@@ -1,0 +1,87 @@
+//! A committed change as the rest of the process sees it, and reads of the
+//! durable `changes` log (for resume and catch-up).
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::tables::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "INSERT",
+            Op::Update => "UPDATE",
+            Op::Delete => "DELETE",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Op> {
+        match s {
+            "INSERT" => Some(Op::Insert),
+            "UPDATE" => Some(Op::Update),
+            "DELETE" => Some(Op::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One committed row change, exactly as logged in `changes`.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub seq: i64,
+    pub table: Table,
+    pub op: Op,
+    pub row_id: i64,
+    /// The row's owner (`user_id`); who may see the change.
+    pub user_id: i64,
+    pub record: Option<Value>,
+    pub old_record: Option<Value>,
+    /// UTC, milliseconds, `Z`.
+    pub committed_at: String,
+}
+
+/// What the writer publishes after each COMMIT: that batch's changes in seq order.
+pub type ChangeBatch = Arc<Vec<Arc<Change>>>;
+
+/// Read logged changes with `seq > after`, oldest first, at most `limit`.
+pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, table_name, op, row_id, user_id, record, old_record, committed_at
+         FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+        let table: String = r.get(1)?;
+        let op: String = r.get(2)?;
+        let record: Option<String> = r.get(5)?;
+        let old: Option<String> = r.get(6)?;
+        Ok(Change {
+            seq: r.get(0)?,
+            table: Table::parse(&table).unwrap_or(Table::Meetings),
+            op: Op::parse(&op).unwrap_or(Op::Update),
+            row_id: r.get(3)?,
+            user_id: r.get(4)?,
+            record: record.and_then(|s| serde_json::from_str(&s).ok()),
+            old_record: old.and_then(|s| serde_json::from_str(&s).ok()),
+            committed_at: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The newest seq in the log (0 when empty).
+pub fn head(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
+}
+
+/// The oldest seq still retained (None when the log is empty).
+pub fn oldest(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))
+}

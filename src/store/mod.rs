@@ -1,0 +1,101 @@
+//! Storage: the SQLite file, its migrations, a pool of read connections and
+//! the single [`writer::Writer`]. All SQL lives under this module's children.
+
+pub mod changes;
+pub mod migrations;
+pub mod rows;
+pub mod tables;
+pub mod timefmt;
+pub mod retention;
+pub mod users;
+pub mod writer;
+
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc;
+
+use crate::config::DatabaseConfig;
+use crate::error::{ApiError, ApiResult};
+pub use changes::{Change, ChangeBatch, Op};
+pub use tables::{PgType, Table};
+pub use writer::{WriteTx, Writer};
+
+pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+
+/// Handles to the database: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: Pool,
+    pub writer: Writer,
+}
+
+/// What `Store::open` hands to the server besides the store itself.
+pub struct Opened {
+    pub store: Store,
+    /// Batches of committed changes, in seq order, for the realtime hub.
+    pub feed: mpsc::UnboundedReceiver<ChangeBatch>,
+    pub writer_thread: JoinHandle<()>,
+}
+
+fn pragmas(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(())
+}
+
+/// Open a connection for a short-lived tool (CLI): migrated, WAL, waits on locks.
+pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, String> {
+    let path = Path::new(&cfg.path);
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create the data folder {}: {e}", parent.display()))?;
+        }
+    }
+    let mut conn = Connection::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
+    pragmas(&conn, &cfg.synchronous).map_err(|e| e.to_string())?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Create the folder and file if needed, migrate, start the writer and the read pool.
+    pub fn open(cfg: &DatabaseConfig) -> Result<Opened, String> {
+        let conn = open_connection(cfg)?;
+        let sync = cfg.synchronous.clone();
+        let manager = SqliteConnectionManager::file(&cfg.path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+            .with_init(move |c| {
+                pragmas(c, &sync)?;
+                c.pragma_update(None, "query_only", "ON")
+            });
+        let pool = r2d2::Pool::builder()
+            .max_size(cfg.read_pool_size)
+            .min_idle(Some(1))
+            .build(manager)
+            .map_err(|e| format!("cannot open the read pool: {e}"))?;
+        let (feed_tx, feed) = mpsc::unbounded_channel();
+        let (writer, writer_thread) = writer::spawn(conn, cfg.max_batch, feed_tx);
+        Ok(Opened { store: Store { pool, writer }, feed, writer_thread })
+    }
+
+    /// Run a read on a pooled connection off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+    }
+}

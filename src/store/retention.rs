@@ -1,0 +1,57 @@
+//! Background pruning of the `changes` log by age and by count. Deletes go
+//! through the writer in small chunks, so a prune never holds the writer for
+//! long and never races it for SQLite's write lock.
+
+use std::time::Duration;
+
+use crate::server::App;
+
+const CHUNK: i64 = 2000;
+
+/// Delete one chunk of changes past retention; returns how many went.
+pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
+    let cfg = app.config.changes.clone();
+    let cutoff = crate::store::timefmt::format(
+        crate::store::timefmt::now() - time::Duration::seconds(cfg.retention_age.as_secs() as i64),
+    );
+    let keep = cfg.retention_rows as i64;
+    app.store
+        .writer
+        .write(move |tx| {
+            let head = crate::store::changes::head(tx.conn())?;
+            let n = tx.conn().execute(
+                "DELETE FROM changes WHERE seq IN (
+                    SELECT seq FROM changes WHERE committed_at < ?1 OR seq <= ?2 ORDER BY seq LIMIT ?3)",
+                rusqlite::params![cutoff, head - keep, CHUNK],
+            )?;
+            Ok(n)
+        })
+        .await
+}
+
+/// Prune every `changes.prune_interval`, chunk by chunk.
+pub async fn run(app: App) {
+    let mut tick = tokio::time::interval(app.config.changes.prune_interval.0.max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let mut total = 0;
+        loop {
+            match prune_once(&app).await {
+                Ok(n) => {
+                    total += n;
+                    if (n as i64) < CHUNK {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the change log failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(pruned = total, "change log pruned");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The synced tables, their columns and the Postgres type names the realtime
+//! protocol reports for them. One list serves REST rows, the change log and
+//! realtime filters, so a record looks the same everywhere.
+
+use serde::Serialize;
+
+/// A column type as the realtime protocol names it (Postgres type names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PgType {
+    Int8,
+    Float8,
+    Text,
+    Bool,
+    Timestamptz,
+    Date,
+    Jsonb,
+}
+
+impl PgType {
+    pub fn name(self) -> &'static str {
+        match self {
+            PgType::Int8 => "int8",
+            PgType::Float8 => "float8",
+            PgType::Text => "text",
+            PgType::Bool => "bool",
+            PgType::Timestamptz => "timestamptz",
+            PgType::Date => "date",
+            PgType::Jsonb => "jsonb",
+        }
+    }
+}
+
+/// One of the tables whose every change is logged and broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Clients,
+    Meetings,
+    Pipeline,
+}
+
+pub const ALL_TABLES: [Table; 3] = [Table::Clients, Table::Meetings, Table::Pipeline];
+
+use PgType::*;
+
+const CLIENT_COLUMNS: &[(&str, PgType)] = &[
+    ("id", Int8),
+    ("user_id", Int8),
+    ("name", Text),
+    ("email", Text),
+    ("phone", Text),
+    ("notes", Text),
+    ("created_at", Timestamptz),
+    ("updated_at", Timestamptz),
+];
+
+const MEETING_COLUMNS: &[(&str, PgType)] = &[
+    ("id", Int8),
+    ("user_id", Int8),
+    ("source", Text),
+    ("external_id", Text),
+    ("title", Text),
+    ("description", Text),
+    ("location", Text),
+    ("meeting_url", Text),
+    ("starts_at", Timestamptz),
+    ("ends_at", Timestamptz),
+    ("all_day", Bool),
+    ("timezone", Text),
+    ("status", Text),
+    ("client_id", Int8),
+    ("attendees", Jsonb),
+    ("notes", Text),
+    ("invitees", Jsonb),
+    ("cancel_url", Text),
+    ("reschedule_url", Text),
+    ("cancel_reason", Text),
+    ("canceled_by", Text),
+    ("previous_starts_at", Timestamptz),
+    ("google_event_id", Text),
+    ("created_at", Timestamptz),
+    ("updated_at", Timestamptz),
+];
+
+const PIPELINE_COLUMNS: &[(&str, PgType)] = &[
+    ("id", Int8),
+    ("user_id", Int8),
+    ("client_id", Int8),
+    ("title", Text),
+    ("stage", Text),
+    ("value", Float8),
+    ("expected_close", Date),
+    ("notes", Text),
+    ("created_at", Timestamptz),
+    ("updated_at", Timestamptz),
+];
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Clients => "clients",
+            Table::Meetings => "meetings",
+            Table::Pipeline => "pipeline",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Table> {
+        match name {
+            "clients" => Some(Table::Clients),
+            "meetings" => Some(Table::Meetings),
+            "pipeline" => Some(Table::Pipeline),
+            _ => None,
+        }
+    }
+
+    /// Columns in the order the REST row and the realtime record list them.
+    pub fn columns(self) -> &'static [(&'static str, PgType)] {
+        match self {
+            Table::Clients => CLIENT_COLUMNS,
+            Table::Meetings => MEETING_COLUMNS,
+            Table::Pipeline => PIPELINE_COLUMNS,
+        }
+    }
+
+    pub fn column_type(self, column: &str) -> Option<PgType> {
+        self.columns().iter().find(|(n, _)| *n == column).map(|(_, t)| *t)
+    }
+}

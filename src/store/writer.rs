@@ -1,0 +1,341 @@
+//! `GroupCommitWriter`: the only writer of the synced tables. One thread owns
+//! one connection; requests queue on a channel and are committed in batches
+//! (group commit), each request inside its own savepoint so a failing request
+//! rolls back alone. A caller hears back only after COMMIT; then the batch's
+//! changes are published, in seq order, on the feed the realtime hub reads.
+//!
+//! A request is a closure over [`WriteTx`]; row writes go through
+//! `insert` / `update` / `delete`, which write the row and its `changes` row
+//! together, so nothing can change a synced row without logging it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::Connection;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::changes::{Change, ChangeBatch, Op};
+use super::rows;
+use super::tables::Table;
+use super::timefmt;
+use crate::error::{ApiError, ApiResult};
+
+type Deliver = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+type JobFn = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Deliver) + Send>;
+
+enum Msg {
+    Job(JobFn),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters the benchmark and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+    pub failed_requests: AtomicU64,
+    pub commit_micros_total: AtomicU64,
+}
+
+/// A cheap, cloneable handle for sending write requests.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+    pub head: Arc<AtomicI64>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// The open transaction a request runs in.
+pub struct WriteTx<'c> {
+    conn: &'c Connection,
+    now: String,
+    changes: Vec<Change>,
+}
+
+impl<'c> WriteTx<'c> {
+    /// The connection, for reads and for writes to tables that are not synced
+    /// (users, channels, webhook events). Never write clients/meetings/pipeline here.
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// The batch's timestamp, used for `created_at` / `updated_at` / `committed_at`.
+    pub fn now(&self) -> &str {
+        &self.now
+    }
+
+    pub fn get(&self, table: Table, id: i64) -> ApiResult<Option<Value>> {
+        Ok(rows::get(self.conn, table, id)?)
+    }
+
+    /// Insert a row (`created_at` / `updated_at` are set here) and log it.
+    pub fn insert(&mut self, table: Table, values: &[(&str, SqlValue)]) -> ApiResult<Value> {
+        check_columns(table, values)?;
+        let mut cols: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+        let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        for c in ["created_at", "updated_at"] {
+            if !cols.contains(&c) {
+                cols.push(c);
+                params.push(SqlValue::Text(self.now.clone()));
+            }
+        }
+        let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!("INSERT INTO {} ({}) VALUES ({})", table.name(), cols.join(", "), placeholders.join(", "));
+        self.conn.execute(&sql, rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
+        let id = self.conn.last_insert_rowid();
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("inserted row vanished"))?;
+        self.log(table, Op::Insert, id, Some(record.clone()), None)?;
+        Ok(record)
+    }
+
+    /// Update columns of a row and log it. When nothing actually changes, no
+    /// write and no change event happen (so replays are silent). Returns the
+    /// row after, or None when the row does not exist.
+    pub fn update(&mut self, table: Table, id: i64, values: &[(&str, SqlValue)]) -> ApiResult<Option<Value>> {
+        check_columns(table, values)?;
+        let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
+        if values.is_empty() {
+            return Ok(Some(old));
+        }
+        let sets: Vec<String> = values.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
+        let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        params.push(SqlValue::Integer(id));
+        let sql = format!("UPDATE {} SET {} WHERE id = ?{}", table.name(), sets.join(", "), params.len());
+        self.conn.execute(&sql, rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        if new == old {
+            return Ok(Some(old));
+        }
+        self.conn.execute(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()), rusqlite::params![self.now, id])?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
+        Ok(Some(new))
+    }
+
+    /// Delete a row and log it. Returns the deleted row, or None if absent.
+    pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
+        let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
+        self.conn.execute(&format!("DELETE FROM {} WHERE id = ?1", table.name()), [id]).map_err(constraint_error)?;
+        self.log(table, Op::Delete, id, None, Some(old.clone()))?;
+        Ok(Some(old))
+    }
+
+    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> ApiResult<()> {
+        let owner = rows::owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(rusqlite::params![
+                table.name(),
+                op.as_str(),
+                row_id,
+                owner,
+                record.as_ref().map(Value::to_string),
+                old_record.as_ref().map(Value::to_string),
+                self.now,
+            ])?;
+        let seq = self.conn.last_insert_rowid();
+        self.changes.push(Change { seq, table, op, row_id, user_id: owner, record, old_record, committed_at: self.now.clone() });
+        Ok(())
+    }
+}
+
+fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> ApiResult<()> {
+    for (c, _) in values {
+        if table.column_type(c).is_none() {
+            return Err(ApiError::internal(format!("{} has no column {c}", table.name())));
+        }
+    }
+    Ok(())
+}
+
+/// Constraint failures are the caller's input problem (e.g. a duplicate
+/// email), everything else is ours.
+fn constraint_error(e: rusqlite::Error) -> ApiError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            let m = msg.clone().unwrap_or_default();
+            if m.contains("UNIQUE") {
+                ApiError::Conflict(format!("a row with the same unique value already exists ({m})"))
+            } else if m.contains("FOREIGN KEY") {
+                ApiError::Unprocessable("the row refers to something that does not exist".into())
+            } else {
+                ApiError::Unprocessable(format!("the row breaks a rule of the table ({m})"))
+            }
+        }
+        _ => ApiError::from(e),
+    }
+}
+
+impl Writer {
+    /// Run `f` in the writer's transaction; resolves after COMMIT. An `Err`
+    /// from `f` rolls back everything `f` did and nothing else.
+    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> ApiResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<ApiResult<T>>();
+        let job: JobFn = Box::new(move |wtx| {
+            let result = f(wtx);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(e),
+                });
+            });
+            (ok, deliver)
+        });
+        self.tx.send(Msg::Job(job)).await.map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        rx.await.map_err(|_| ApiError::internal("the write request was lost (writer stopped or the request panicked)"))?
+    }
+
+    /// Commit everything queued so far, then stop the writer thread.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Start the writer thread on an open, migrated connection.
+pub fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
+    let head = Arc::new(AtomicI64::new(super::changes::head(&conn).unwrap_or(0)));
+    let stats = Arc::new(WriterStats::default());
+    let writer = Writer { tx, head: head.clone(), stats: stats.clone() };
+    let handle = std::thread::Builder::new()
+        .name("syncgate-writer".into())
+        .spawn(move || run(conn, rx, max_batch, feed, head, stats))
+        .expect("spawning the writer thread");
+    (writer, handle)
+}
+
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    feed: mpsc::UnboundedSender<ChangeBatch>,
+    head: Arc<AtomicI64>,
+    stats: Arc<WriterStats>,
+) {
+    let mut stopping: Option<oneshot::Sender<()>> = None;
+    loop {
+        let mut batch: Vec<JobFn> = Vec::new();
+        let first = match rx.blocking_recv() {
+            Some(m) => m,
+            None => break,
+        };
+        let mut take = |m: Msg, batch: &mut Vec<JobFn>| match m {
+            Msg::Job(j) => batch.push(j),
+            Msg::Shutdown(done) => {
+                // Commit what is already queued, then stop accepting.
+                rx_close_later(&mut stopping, done);
+            }
+        };
+        take(first, &mut batch);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if stopping.is_some() {
+            rx.close();
+            while let Ok(m) = rx.try_recv() {
+                if let Msg::Job(j) = m {
+                    batch.push(j);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&conn, batch, &feed, &head, &stats);
+        }
+        if let Some(done) = stopping.take() {
+            let _ = done.send(());
+            break;
+        }
+    }
+    tracing::info!("writer stopped; every queued write is committed");
+}
+
+fn rx_close_later(slot: &mut Option<oneshot::Sender<()>>, done: oneshot::Sender<()>) {
+    *slot = Some(done);
+}
+
+fn commit_batch(
+    conn: &Connection,
+    batch: Vec<JobFn>,
+    feed: &mpsc::UnboundedSender<ChangeBatch>,
+    head: &AtomicI64,
+    stats: &WriterStats,
+) {
+    let started = std::time::Instant::now();
+    let n = batch.len() as u64;
+    let now = timefmt::format(timefmt::now());
+    let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
+    let mut committed: Vec<Change> = Vec::new();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "writer could not begin a transaction");
+        // Nothing ran; every caller hears about it.
+        drop(batch);
+        return;
+    }
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+            tracing::error!(error = %e, "writer could not open a savepoint");
+            continue;
+        }
+        let mut wtx = WriteTx { conn, now: now.clone(), changes: Vec::new() };
+        let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut wtx)));
+        match outcome {
+            Ok((true, deliver)) => {
+                let _ = conn.execute_batch("RELEASE request");
+                committed.extend(wtx.changes);
+                delivers.push(deliver);
+            }
+            Ok((false, deliver)) => {
+                let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                delivers.push(deliver);
+            }
+            Err(_) => {
+                // A panicking request loses only itself; its caller sees an internal error.
+                tracing::error!("a write request panicked; it was rolled back");
+                let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+                stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            if let Some(last) = committed.last() {
+                head.store(last.seq, Ordering::Release);
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.requests.fetch_add(n, Ordering::Relaxed);
+            stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            if !committed.is_empty() {
+                let _ = feed.send(Arc::new(committed.into_iter().map(Arc::new).collect()));
+            }
+            for d in delivers {
+                d(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed; the batch was rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            for d in delivers {
+                d(Err(ApiError::internal(format!("commit failed: {e}"))));
+            }
+        }
+    }
+}
