@@ -12,6 +12,7 @@
 //!   writer and the `changes` log it keeps in the same transaction as each write.
 //! - [`api`]: REST routes for clients, meetings and pipeline.
 //! - [`realtime`]: the WebSocket protocol, sessions and the in-memory fanout hub.
+//! - [`webhooks`]: inbound Calendly deliveries and Google Calendar notifications.
 //! - [`web`]: the embedded browser UI under `static/`.
 //! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
@@ -26,3 +27,4 @@ pub mod realtime;
 pub mod server;
 pub mod store;
 pub mod web;
+pub mod webhooks;

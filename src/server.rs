@@ -209,6 +209,8 @@ fn health() -> BoxedFilter<(Response,)> {
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 pub fn routes(app: App) -> BoxedFilter<(Response,)> {
     let all = crate::api::routes(app.clone())
+        .or(crate::webhooks::routes(app.clone()))
+        .unify()
         .or(health())
         .unify()
         .or(crate::web::routes(&app.config.server.static_dir))

@@ -1,0 +1,11 @@
+//! `POST /api/calendar/webhook` (to be built: issue 6).
+
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::server::App;
+
+pub fn routes(_app: App) -> BoxedFilter<(Response,)> {
+    warp::any().and_then(|| async { Err::<Response, _>(warp::reject::not_found()) }).boxed()
+}
