@@ -1,0 +1,1 @@
+//! Realtime: see issue 3.
