@@ -453,3 +453,29 @@ mod tests {
         assert!(e.contains("forever"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shipped_file {
+    use super::*;
+
+    /// The shipped `config.toml` documents every setting at its default: loading
+    /// it must give exactly the defaults and no warnings.
+    #[test]
+    fn config_toml_lists_every_key_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let loaded = Config::load_from(Some(&path), vec![], Path::new("/nonexistent")).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let from_file = toml::Value::try_from(&loaded.config).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(from_file, defaults);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        let defaults = defaults.as_table().unwrap();
+        for (section, keys) in defaults {
+            let in_file = table.get(section).and_then(|s| s.as_table()).unwrap_or_else(|| panic!("config.toml lacks [{section}]"));
+            for key in keys.as_table().unwrap().keys() {
+                assert!(in_file.contains_key(key), "config.toml lacks {section}.{key}");
+            }
+        }
+    }
+}

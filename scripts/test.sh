@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh machine: installs what it needs
+# (npm packages; Chromium for the browser tests), then runs the Rust unit and
+# integration tests and the JavaScript tests (the real @supabase/realtime-js
+# client and a headless Chromium) against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo build"
+cargo build --locked --bins
+
+echo "== cargo test"
+cargo test --locked -- --test-threads=2
+
+if [ -d static/tests ] || grep -q chromium tests/js/package.json 2>/dev/null; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium (browser tests)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+
+echo "== javascript tests"
+cd tests/js
+npm ci --no-audit --no-fund
+SYNCGATE_BIN="$(cd ../.. && pwd)/target/debug/syncgate" npm test
