@@ -2,7 +2,7 @@
 -- migrations in src/store/migrations/ (a unit test checks the two agree).
 -- Timestamps are TEXT in UTC, RFC 3339 with milliseconds and a Z.
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 4;
 
 CREATE TABLE users (
     id                      INTEGER PRIMARY KEY,
@@ -100,7 +100,7 @@ CREATE TABLE calendly_webhook_events (
     payload     TEXT,
     user_id     INTEGER,
     meeting_id  INTEGER
-);
+, host TEXT, summary TEXT);
 
 CREATE TABLE changes (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -111,6 +111,48 @@ CREATE TABLE changes (
     record       TEXT,
     old_record   TEXT,
     committed_at TEXT NOT NULL
+);
+
+CREATE TABLE calendly_signing_keys (
+    id               INTEGER PRIMARY KEY,
+    signing_key      TEXT NOT NULL UNIQUE,
+    user_id          INTEGER REFERENCES users (id),
+    subscription_uri TEXT,
+    callback_url     TEXT NOT NULL,
+    scope            TEXT NOT NULL,
+    created_at       TEXT NOT NULL
+);
+
+CREATE TABLE calendly_invitees (
+    invitee_uri TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    meeting_id  INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('expected', 'active', 'no_show', 'canceled', 'rescheduled')),
+    old_invitee TEXT,
+    new_invitee TEXT,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE google_oauth_states (
+    nonce_hash TEXT PRIMARY KEY,
+    expires_at TEXT NOT NULL,
+    used_at    TEXT NOT NULL
+);
+
+CREATE TABLE google_sync_status (
+    user_id              INTEGER PRIMARY KEY REFERENCES users (id),
+    last_notification_at TEXT,
+    notifications        INTEGER NOT NULL DEFAULT 0,
+    last_sync_at         TEXT,
+    last_sync_kind       TEXT,
+    last_sync_outcome    TEXT,
+    last_error           TEXT,
+    last_full_sync_at    TEXT,
+    syncs                INTEGER NOT NULL DEFAULT 0,
+    failed_syncs         INTEGER NOT NULL DEFAULT 0,
+    created              INTEGER NOT NULL DEFAULT 0,
+    updated              INTEGER NOT NULL DEFAULT 0,
+    canceled             INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
@@ -129,3 +171,9 @@ CREATE INDEX calendly_webhook_events_received ON calendly_webhook_events (receiv
 CREATE INDEX changes_committed_at ON changes (committed_at);
 
 CREATE INDEX meetings_google_event ON meetings (user_id, google_event_id);
+
+CREATE INDEX calendly_invitees_meeting ON calendly_invitees (meeting_id, state);
+
+CREATE INDEX calendly_webhook_events_outcome ON calendly_webhook_events (outcome, received_at);
+
+CREATE INDEX google_oauth_states_expires ON google_oauth_states (expires_at);

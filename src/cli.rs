@@ -40,6 +40,16 @@ pub enum Command {
         #[arg(long)]
         user: i64,
     },
+    /// Copy the database to FILE, consistently, while the server runs.
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Print the schema version and run SQLite's integrity check.
+    Check,
+    /// Calendly webhook subscriptions.
+    #[command(subcommand)]
+    Calendly(CalendlyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +79,8 @@ pub struct TokenArgs {
 }
 
 pub fn main() -> ExitCode {
+    // Before any HTTP client is built (reqwest has no TLS provider of its own here).
+    crate::google::install_tls();
     let cli = Cli::parse();
     let loaded = match Config::load(cli.config.as_deref()) {
         Ok(l) => l,
@@ -90,6 +102,9 @@ pub fn main() -> ExitCode {
         Command::User(UserCommand::Add { email, name, role }) => user_add(&config, &email, name.as_deref(), &role),
         Command::Token(args) => token(&config, args),
         Command::LoginLink { user } => login_link(&config, user),
+        Command::Backup { to } => backup(&config, &to),
+        Command::Check => check(&config),
+        Command::Calendly(c) => calendly(&config, c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,3 +194,104 @@ fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     Ok(())
 }
 
+
+/// SQLite's online backup: a consistent copy of the database as of the moment
+/// the copy finishes, taken page by page without stopping the server.
+fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
+    if to.exists() {
+        return Err(format!("{} already exists; choose a new file", to.display()));
+    }
+    let src = store::open_connection(&config.database)?;
+    let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
+    backup
+        .run_to_completion(256, std::time::Duration::from_millis(5), None)
+        .map_err(|e| format!("the backup failed: {e}"))?;
+    drop(backup);
+    let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+    if ok != "ok" {
+        return Err(format!("the copy in {} failed its integrity check: {ok}", to.display()));
+    }
+    println!("{}", to.display());
+    Ok(())
+}
+
+/// `schema version N (latest M)` and the integrity check's verdict; fails when not ok.
+fn check(config: &Config) -> Result<(), String> {
+    let path = std::path::Path::new(&config.database.path);
+    if !path.exists() {
+        return Err(format!("there is no database at {}", path.display()));
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let version = store::migrations::version(&conn).map_err(|e| e.to_string())?;
+    println!("schema version {version} (this syncgate: {})", store::migrations::latest_version());
+    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
+    let problems: Vec<String> = stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?.filter_map(Result::ok).collect();
+    if problems == ["ok"] {
+        println!("integrity ok");
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        Err("the integrity check found problems".into())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CalendlyCommand {
+    /// Subscribe this server to Calendly's invitee events with a fresh signing
+    /// key (stored in the database); prints the subscription's URI.
+    Subscribe {
+        /// A Calendly personal access token (default: calendly.token).
+        #[arg(long)]
+        token: Option<String>,
+        /// The server's public URL (default: server.public_url); the webhook
+        /// path is added unless the URL already ends with it.
+        #[arg(long)]
+        url: Option<String>,
+        /// user or organization.
+        #[arg(long, default_value = "user")]
+        scope: String,
+        /// The syncgate user this Calendly account belongs to (default: the
+        /// user with the token owner's email, if any).
+        #[arg(long)]
+        user: Option<i64>,
+    },
+    /// List the token's webhook subscriptions, one per line, flagging disabled ones.
+    Status {
+        /// A Calendly personal access token (default: calendly.token).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
+    use crate::calendly_api;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.clone());
+    match cmd {
+        CalendlyCommand::Subscribe { token, url, scope, user } => {
+            let opts = calendly_api::SubscribeOptions { token: pick(token), url, scope, user };
+            let (sub, notes) = rt.block_on(calendly_api::subscribe(config, opts))?;
+            for n in notes {
+                eprintln!("{n}");
+            }
+            println!("{}", sub.uri);
+        }
+        CalendlyCommand::Status { token } => {
+            let (subs, notes) = rt.block_on(calendly_api::status(config, &pick(token)))?;
+            for n in notes {
+                eprintln!("{n}");
+            }
+            if subs.is_empty() {
+                eprintln!("no webhook subscriptions; create one with `syncgate calendly subscribe`");
+            }
+            for s in &subs {
+                println!("{}", calendly_api::status_line(s));
+            }
+        }
+    }
+    Ok(())
+}

@@ -13,16 +13,22 @@
 //! - [`api`]: REST routes for clients, meetings and pipeline.
 //! - [`realtime`]: the WebSocket protocol, sessions and the in-memory fanout hub.
 //! - [`webhooks`]: inbound Calendly deliveries and Google Calendar notifications.
+//! - [`calendly_api`]: the client for Calendly's API behind `syncgate calendly subscribe|status`.
+//! - [`google`]: Google sign-in, push channels and the per-user incremental calendar sync.
+//! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`web`]: the embedded browser UI under `static/`.
 //! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
 pub mod api;
 pub mod auth;
+pub mod calendly_api;
 pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod google;
+pub mod metrics;
 pub mod realtime;
 pub mod server;
 pub mod store;

@@ -38,6 +38,10 @@ pub struct AppInner {
     pub public_url: String,
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
+    /// Counters and histograms behind `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Google sign-in, channels and the per-user sync scheduler.
+    pub google: Arc<crate::google::GoogleSync>,
 }
 
 impl Deref for App {
@@ -88,7 +92,12 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_url = config.public_url(addr);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone())?;
+        tasks.push(tokio::spawn(crate::google::run(google.clone())));
+        let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
         let app = App(Arc::new(AppInner {
+            metrics,
+            google,
             tokens: Tokens::new(&secret),
             config,
             store,
@@ -198,12 +207,47 @@ where
     res
 }
 
-/// `GET /health`
-fn health() -> BoxedFilter<(Response,)> {
-    warp::path!("health")
+/// `GET /health`, `GET /health/live`, `GET /health/ready`
+fn health(app: App) -> BoxedFilter<(Response,)> {
+    let basic = warp::path!("health")
         .and(warp::get())
-        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})))
-        .boxed()
+        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
+    let live = warp::path!("health" / "live")
+        .and(warp::get())
+        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+    let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
+        let app = app.clone();
+        async move {
+            let checks = readiness(&app).await;
+            let ok = checks.iter().all(|(_, v)| v.is_none());
+            let detail: serde_json::Map<String, serde_json::Value> = checks
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.map(serde_json::Value::String).unwrap_or_else(|| "ok".into())))
+                .collect();
+            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            crate::api::json_response(status, &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
+        }
+    });
+    basic.or(live).unify().or(ready).unify().boxed()
+}
+
+/// Each readiness check: None when fine, else why not.
+async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
+    let wait = std::time::Duration::from_secs(2);
+    let db = match tokio::time::timeout(wait, app.store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))).await {
+        Ok(Ok(1)) => None,
+        Ok(Ok(_)) => Some("unexpected answer".to_string()),
+        Ok(Err(e)) => Some(e.public_message()),
+        Err(_) => Some("no answer within 2 s".to_string()),
+    };
+    // A no-op request through the writer proves its thread commits.
+    let writer = match tokio::time::timeout(wait, app.store.writer.write(|_| Ok(()))).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.public_message()),
+        Err(_) => Some("the writer did not answer within 2 s".to_string()),
+    };
+    let hub = (!app.hub.is_alive()).then(|| "the realtime hub is not running".to_string());
+    vec![("database", db), ("writer", writer), ("hub", hub)]
 }
 
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
@@ -211,7 +255,9 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
     let all = crate::api::routes(app.clone())
         .or(crate::webhooks::routes(app.clone()))
         .unify()
-        .or(health())
+        .or(health(app.clone()))
+        .unify()
+        .or(crate::metrics::routes(app.clone()))
         .unify()
         .or(crate::web::routes(&app.config.server.static_dir))
         .unify()

@@ -37,13 +37,19 @@ fn load(dir: &Option<PathBuf>, path: &str) -> Option<Vec<u8>> {
 /// to `index.html` so the UI's own routes survive a reload.
 pub fn routes(static_dir: &str) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let dir = (!static_dir.trim().is_empty()).then(|| PathBuf::from(static_dir));
-    warp::get().and(warp::path::tail()).and_then(move |tail: warp::path::Tail| {
+    // Server paths are rejected before the method check: a POST to an unknown
+    // `/api/...` path is then a 404, not the 405 of "the UI only does GET".
+    let not_server_path = warp::path::tail().and_then(|tail: warp::path::Tail| async move {
+        let path = tail.as_str();
+        if path == "api" || path.starts_with("api/") || path.starts_with("realtime/") || path.starts_with("health") || path == "metrics" {
+            return Err(warp::reject::not_found());
+        }
+        Ok::<_, Rejection>(tail)
+    });
+    not_server_path.and(warp::get()).and_then(move |tail: warp::path::Tail| {
         let dir = dir.clone();
         async move {
             let path = tail.as_str();
-            if path.starts_with("api/") || path.starts_with("realtime/") || path.starts_with("health") || path == "metrics" {
-                return Err(warp::reject::not_found());
-            }
             let path = if path.is_empty() { "index.html" } else { path };
             if let Some(bytes) = load(&dir, path) {
                 return Ok(file_response(path, bytes));
@@ -55,7 +61,7 @@ pub fn routes(static_dir: &str) -> impl Filter<Extract = (Response,), Error = Re
             }
             let mut res = crate::error::ApiError::NotFound(format!("no file /{path}")).into_response();
             *res.status_mut() = StatusCode::NOT_FOUND;
-            Ok(res)
+            Ok::<_, Rejection>(res)
         }
     })
 }

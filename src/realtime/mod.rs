@@ -46,7 +46,6 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
             };
             let mut ws_config = WebSocketConfig::default();
             ws_config.read_buffer_size = app.config.realtime.read_buffer_size.max(256);
-            ws_config.write_buffer_size = 0;
             ws_config.max_message_size = Some(256 * 1024);
             ws_config.max_frame_size = Some(256 * 1024);
             tokio::spawn(async move {

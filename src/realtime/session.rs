@@ -516,6 +516,8 @@ where
         second
     }
 
+    /// Queue the reason for every channel; `finish` writes it and the 4008
+    /// close behind whatever the client has not read yet.
     async fn slow_consumer_close(&mut self) -> End {
         self.ctx.hub.stats.closed_slow.fetch_add(1, Ordering::Relaxed);
         let topics: Vec<(Arc<str>, Option<String>)> = self.lock().channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
@@ -530,7 +532,6 @@ where
                 &[],
             ));
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
         End::Close(4008, "slow consumer")
     }
 
@@ -628,9 +629,20 @@ where
         self.ctx.hub.remove(self.shared.id);
         match end {
             End::Close(code, reason) => {
-                let _ = self.flush().await;
+                // A slow consumer may still be reading what was sent before:
+                // give it time to reach the close frame; this waits in this
+                // session's task only.
+                let grace = if code == 4008 { Duration::from_secs(30) } else { Duration::from_secs(2) };
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-                let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(Some(frame))).await;
+                let out = std::mem::take(&mut self.out);
+                let ws = &mut self.ws;
+                let _ = tokio::time::timeout(grace, async move {
+                    for f in out {
+                        ws.feed(Message::text(f)).await?;
+                    }
+                    ws.close(Some(frame)).await
+                })
+                .await;
             }
             End::ClientClosed => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;

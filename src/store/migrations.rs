@@ -8,6 +8,8 @@ use rusqlite::Connection;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_foundation", include_str!("migrations/0001_foundation.sql")),
     ("0002_booking_fields", include_str!("migrations/0002_booking_fields.sql")),
+    ("0003_calendly", include_str!("migrations/0003_calendly.sql")),
+    ("0004_google", include_str!("migrations/0004_google.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -33,12 +33,41 @@ enum Msg {
 }
 
 /// Counters the benchmark and `/metrics` read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub batches: AtomicU64,
     pub requests: AtomicU64,
     pub failed_requests: AtomicU64,
     pub commit_micros_total: AtomicU64,
+    /// Requests per committed batch.
+    pub batch_size: prometheus::Histogram,
+    /// From BEGIN to the end of COMMIT.
+    pub commit_seconds: prometheus::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
+                .unwrap_or_else(|_| prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("invalid", "invalid")).expect("static opts"))
+        };
+        WriterStats {
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failed_requests: AtomicU64::new(0),
+            commit_micros_total: AtomicU64::new(0),
+            batch_size: hist(
+                "syncgate_writer_batch_size",
+                "Write requests committed per transaction (group commit).",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+            commit_seconds: hist(
+                "syncgate_writer_commit_seconds",
+                "Time from BEGIN to the end of COMMIT of one batch.",
+                prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap_or_default(),
+            ),
+        }
+    }
 }
 
 /// A cheap, cloneable handle for sending write requests.
@@ -323,6 +352,8 @@ fn commit_batch(
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n, Ordering::Relaxed);
             stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats.batch_size.observe(n as f64);
+            stats.commit_seconds.observe(started.elapsed().as_secs_f64());
             if !committed.is_empty() {
                 let _ = feed.send(Arc::new(committed.into_iter().map(Arc::new).collect()));
             }

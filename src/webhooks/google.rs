@@ -1,11 +1,264 @@
-//! `POST /api/calendar/webhook` (to be built: issue 6).
+//! Google's HTTP surface: sign-in (`/api/auth/google`, its callback), push
+//! channel setup and removal, the push notification endpoint
+//! `POST /api/calendar/webhook`, its public status, and the admin report.
+//! Handlers are thin; the work is in [`crate::google`].
+//!
+//! A notification carries no data, only which channel fired: it is checked
+//! (unknown channel → 404, wrong token or resource → 403, no sync) and
+//! answered at once; the sync runs in the background, coalesced per user.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::api::{authenticate, json_response, respond, with_app};
+use crate::error::{ApiError, ApiResult};
+use crate::google::oauth::{self, Callback, Purpose};
+use crate::google::{channels, health, sync::SyncError};
 use crate::server::App;
 
-pub fn routes(_app: App) -> BoxedFilter<(Response,)> {
-    warp::any().and_then(|| async { Err::<Response, _>(warp::reject::not_found()) }).boxed()
+fn not_configured() -> ApiError {
+    ApiError::Unavailable("Google is not configured on this server (google.client_id and google.client_secret are empty)".into())
+}
+
+fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
+        .or(warp::any().map(HashMap::new))
+        .unify()
+}
+
+fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+    let start = warp::path!("api" / "auth" / "google")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(query())
+        .and_then(|app, auth, q| async move { respond(start_sign_in(app, auth, q).await) });
+    let callback = warp::path!("api" / "auth" / "google" / "callback")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(query())
+        .and(warp::header::headers_cloned())
+        .and_then(|app, q, headers| async move { Ok::<_, Infallible>(callback(app, q, headers).await) });
+    let setup = warp::path!("api" / "calendar" / "webhook" / "setup")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(setup_channel(app, auth).await) });
+    let remove = warp::path!("api" / "calendar" / "webhook")
+        .and(warp::delete())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(remove_channels(app, auth).await) });
+    let notify = warp::path!("api" / "calendar" / "webhook")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::header::headers_cloned())
+        .and_then(|app, headers| async move { respond(notification(app, headers).await) });
+    let status = warp::path!("api" / "calendar" / "webhook" / "test")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and_then(|app| async move { respond(public_status(app).await) });
+    let admin = warp::path!("api" / "admin" / "health" / "google")
+        .and(warp::get())
+        .and(with_app(app))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(admin_report(app, auth).await) });
+    start.or(callback).unify().or(setup).unify().or(remove).unify().or(notify).unify().or(status).unify().or(admin).unify().boxed()
+}
+
+/// `GET /api/auth/google[?connect=1]`: redirect to Google's consent page.
+/// With `connect=1` the caller must be signed in (Authorization header, or
+/// `access_token` in the query since a browser navigation cannot send headers).
+async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
+    if !app.google.enabled() {
+        return Err(not_configured());
+    }
+    let purpose = match q.get("connect").map(String::as_str) {
+        None | Some("0") | Some("false") => Purpose::SignIn,
+        Some(_) => {
+            let auth = auth.or_else(|| q.get("access_token").map(|t| format!("Bearer {t}")));
+            let who = authenticate(&app, auth).await?;
+            Purpose::Connect(who.user_id)
+        }
+    };
+    let started = app.google.start_sign_in(purpose)?;
+    let mut res = Response::new(Default::default());
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("consent URL is not a header value"))?;
+    res.headers_mut().insert(header::LOCATION, location);
+    if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `GET /api/auth/google/callback?code=…&state=…`: land signed in on `/`,
+/// or a page (JSON for non-browsers) saying why not.
+async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> Response {
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    let result = if app.google.enabled() {
+        let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
+        let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
+        app.google.finish_sign_in(cb, cookie).await
+    } else {
+        Err(not_configured())
+    };
+    let mut res = match result {
+        Ok(user) => {
+            let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
+            crate::api::redirect_with_token(&token)
+        }
+        Err(e) => {
+            match &e {
+                ApiError::Internal(_) => {}
+                other => tracing::warn!(status = other.status().as_u16(), reason = %other, "Google sign-in refused"),
+            }
+            if wants_html {
+                if let ApiError::Internal(cause) = &e {
+                    tracing::error!(error = %cause, "internal error");
+                }
+                html_page(e.status(), "Sign-in with Google did not work", &e.public_message())
+            } else {
+                e.into_response()
+            }
+        }
+    };
+    if let Ok(c) = HeaderValue::from_str(&app.google.clear_state_cookie()) {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to syncgate</a></p></body></html>",
+        t = html_escape(title),
+        m = html_escape(message)
+    );
+    let mut res = Response::new(body.into());
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn sync_error(e: SyncError) -> ApiError {
+    match e {
+        SyncError::NotConnected => {
+            ApiError::Conflict("connect Google Calendar first: sign in with Google (GET /api/auth/google?connect=1)".into())
+        }
+        SyncError::NeedsReconnect => ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()),
+        SyncError::Api(e) => ApiError::Unavailable(format!("Google did not do it: {e}")),
+        SyncError::Store(e) => e,
+        SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
+    }
+}
+
+/// `POST /api/calendar/webhook/setup` (JWT): register or replace the caller's channel.
+async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
+    let who = authenticate(&app, auth).await?;
+    if !app.google.enabled() {
+        return Err(not_configured());
+    }
+    let info = app.google.replace_channel(who.user_id).await.map_err(sync_error)?;
+    Ok(json_response(StatusCode::CREATED, &serde_json::to_value(info).unwrap_or_default()))
+}
+
+/// `DELETE /api/calendar/webhook` (JWT): stop the caller's channels.
+async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> {
+    let who = authenticate(&app, auth).await?;
+    if !app.google.enabled() {
+        return Err(not_configured());
+    }
+    let n = app.google.stop_channels(who.user_id).await.map_err(sync_error)?;
+    if n == 0 {
+        return Err(ApiError::NotFound("you have no Google push channel to stop".into()));
+    }
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
+use warp::Reply;
+
+/// `POST /api/calendar/webhook`: a push notification from Google (empty body).
+async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
+    if !app.google.enabled() {
+        return Err(not_configured());
+    }
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let Some(channel_id) = h("x-goog-channel-id").filter(|c| c.len() <= 256).map(str::to_string) else {
+        tracing::warn!("google notification refused: no X-Goog-Channel-ID header");
+        return Err(ApiError::BadRequest("X-Goog-Channel-ID header is missing".into()));
+    };
+    let state = h("x-goog-resource-state").unwrap_or("").chars().take(40).collect::<String>();
+    let message = h("x-goog-message-number").unwrap_or("-").chars().take(20).collect::<String>();
+    let cid = channel_id.clone();
+    let Some(channel) = app.store.read(move |c| Ok(channels::find(c, &cid)?)).await? else {
+        tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message})");
+        return Err(ApiError::NotFound("unknown channel".into()));
+    };
+    let token_ok: bool = h("x-goog-channel-token").unwrap_or("").as_bytes().ct_eq(channel.token.expose().as_bytes()).into();
+    if !token_ok {
+        tracing::warn!("google notification refused: wrong channel token for channel {channel_id} (user {})", channel.user_id);
+        return Err(ApiError::Forbidden("wrong channel token".into()));
+    }
+    // Before the watch answer is stored the resource id is unknown; the token vouches then.
+    if let Some(expected) = channel.resource_id.as_deref() {
+        if h("x-goog-resource-id") != Some(expected) {
+            tracing::warn!("google notification refused: wrong resource id for channel {channel_id} (user {})", channel.user_id);
+            return Err(ApiError::Forbidden("wrong resource id".into()));
+        }
+    }
+    tracing::info!(
+        "google notification: channel {channel_id} ({}), user {}, state {state}, message {message}",
+        channel.state,
+        channel.user_id
+    );
+    match state.as_str() {
+        "sync" => {}
+        "exists" | "not_exists" => app.google.enqueue(channel.user_id),
+        _ => return Err(ApiError::BadRequest("X-Goog-Resource-State must be sync, exists or not_exists".into())),
+    }
+    app.google.record_notification(channel.user_id);
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
+}
+
+/// `GET /api/calendar/webhook/test`: reachable, configured, last notification. Nothing else.
+async fn public_status(app: App) -> ApiResult<Response> {
+    let last = app.store.read(|c| Ok(health::last_notification_at(c)?)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"reachable": true, "google_configured": app.google.enabled(), "last_notification_at": last}),
+    ))
+}
+
+/// `GET /api/admin/health/google` (admin JWT).
+async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
+    let who = authenticate(&app, auth).await?;
+    if !who.admin {
+        return Err(ApiError::Forbidden("only admins can see this".into()));
+    }
+    let mut report = app.store.read(|c| Ok(crate::google::admin_health(c))).await?;
+    if let Some(o) = report.as_object_mut() {
+        o.insert("configured".into(), app.google.enabled().into());
+        o.insert("webhook_url".into(), app.google.webhook_url().into());
+        o.insert("calendar_id".into(), app.config.google.calendar_id.clone().into());
+    }
+    Ok(json_response(StatusCode::OK, &report))
 }

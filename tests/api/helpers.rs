@@ -24,8 +24,8 @@ pub struct TestApp {
     pub config: Config,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -50,6 +50,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Start a server on an existing data folder and config (e.g. after a restart).
 pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
+    // reqwest is built without a default TLS provider; the tests' client needs one too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = Server::build(config.clone()).await.expect("server builds");
     let addr = server.addr();
     let app = server.app();
@@ -64,8 +66,8 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
         config,
         http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         dir,
-        stop: Some(tx),
-        task: Some(task),
+        stop: std::sync::Mutex::new(Some(tx)),
+        task: std::sync::Mutex::new(Some(task)),
     }
 }
 
@@ -73,14 +75,25 @@ impl TestApp {
     /// Shut down cleanly (as on SIGTERM) and wait until the writer has stopped.
     /// Returns the data folder and config so the test can start again on them.
     pub async fn stop(mut self) -> (Config, tempfile::TempDir) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
+        self.begin_stop();
+        self.wait_stopped().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (self.config.clone(), dir)
+    }
+
+    /// Start a clean shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_stop(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait until the server has fully stopped (writer queue committed).
+    pub async fn wait_stopped(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
     }
 
     /// Add a user directly in the database; returns (id, token).
@@ -179,7 +192,7 @@ pub async fn decode(r: reqwest::Response) -> (u16, Value) {
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub v2: bool,
-    next_ref: u64,
+    pub next_ref: u64,
 }
 
 #[derive(Debug, Clone)]

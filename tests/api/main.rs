@@ -1,5 +1,19 @@
 //! The integration suite: one test binary, one module per feature. Every test
 //! starts the real server on 127.0.0.1:0 with a fresh SQLite file.
 
+mod bad_input;
+mod calendly;
+mod changelog;
+mod cli;
+mod cors;
+mod crud;
+mod fake_calendly;
+mod fake_google;
+mod google;
 mod helpers;
+mod isolation;
+mod metrics;
+mod ops;
 mod realtime;
+mod restart;
+mod resume;

@@ -1,0 +1,303 @@
+//! Writer benchmark: acknowledged writes/s with 64 concurrent callers through
+//! the group-commit writer, the same with one transaction per write, and the
+//! ceiling — a bare rusqlite loop committing the same rows and change rows in
+//! batches of the writer's mean batch size. All with `synchronous=full` on a
+//! real file, in one run, so the ratios compare like with like.
+//!
+//! Run: `cargo bench --bench writer`. Environment: `SYNCGATE_BENCH_WRITES`
+//! (writes per task, default 200), `SYNCGATE_BENCH_DIR` (where the database
+//! files go; default the target folder's tmp, i.e. the project's disk).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value as SqlValue;
+use syncgate::config::DatabaseConfig;
+use syncgate::store::{self, Store, Table};
+
+const TASKS: usize = 64;
+
+struct Run {
+    label: String,
+    writes: usize,
+    elapsed: Duration,
+    mean_batch: f64,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.writes as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn db_config(path: &Path, max_batch: usize) -> DatabaseConfig {
+    DatabaseConfig {
+        path: path.to_string_lossy().into_owned(),
+        synchronous: "full".into(),
+        max_batch,
+        ..DatabaseConfig::default()
+    }
+}
+
+/// The row every mode writes: what `POST /api/clients` would insert.
+fn client_values(uid: i64, task: usize, i: usize) -> Vec<(&'static str, SqlValue)> {
+    vec![
+        ("user_id", SqlValue::Integer(uid)),
+        ("name", SqlValue::Text(format!("Client {task}-{i}"))),
+        ("email", SqlValue::Text(format!("c{task}-{i}@example.com"))),
+        ("phone", SqlValue::Text("+1 555 0100".into())),
+        ("notes", SqlValue::Null),
+    ]
+}
+
+/// 64 tasks, each awaiting one acknowledged write after another.
+async fn writer_run(label: &str, path: &Path, max_batch: usize, per_task: usize) -> Run {
+    let opened = Store::open(&db_config(path, max_batch)).expect("open store");
+    let store = opened.store.clone();
+    let mut feed = opened.feed;
+    // The realtime hub normally drains this; keep it drained the same way.
+    let drain = tokio::spawn(async move { while feed.recv().await.is_some() {} });
+    let uid = {
+        let conn = store::open_connection(&db_config(path, max_batch)).expect("open");
+        store::users::create(&conn, "bench@example.com", None, "user").expect("user")
+    };
+    // Warm up (file growth, statement cache), outside the measurement.
+    for i in 0..TASKS {
+        store
+            .writer
+            .write(move |tx| {
+                tx.insert(Table::Clients, &client_values(uid, usize::MAX, i))
+                    .map(|_| ())
+            })
+            .await
+            .expect("warm-up");
+    }
+    let (b0, r0) = (
+        store.writer.stats.batches.load(Ordering::Relaxed),
+        store.writer.stats.requests.load(Ordering::Relaxed),
+    );
+
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(TASKS);
+    for t in 0..TASKS {
+        let writer = store.writer.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                writer
+                    .write(move |tx| {
+                        tx.insert(Table::Clients, &client_values(uid, t, i))
+                            .map(|_| ())
+                    })
+                    .await
+                    .expect("write acknowledged");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let elapsed = started.elapsed();
+
+    let batches = store.writer.stats.batches.load(Ordering::Relaxed) - b0;
+    let requests = store.writer.stats.requests.load(Ordering::Relaxed) - r0;
+    store.writer.shutdown().await;
+    let _ = opened.writer_thread.join();
+    drain.abort();
+    let writes = TASKS * per_task;
+    assert_eq!(
+        requests as usize, writes,
+        "every write went through the writer"
+    );
+    check(path, writes + TASKS);
+    Run {
+        label: label.into(),
+        writes,
+        elapsed,
+        mean_batch: requests as f64 / batches.max(1) as f64,
+    }
+}
+
+/// The ceiling: one connection, no channel, no savepoints, no read-back —
+/// just the row and its change row, committed every `batch` writes.
+fn bare_run(path: &Path, batch: usize, writes: usize) -> Run {
+    let conn = store::open_connection(&db_config(path, batch)).expect("open");
+    let uid = store::users::create(&conn, "bench@example.com", None, "user").expect("user");
+    let now = "2026-11-23T10:00:00.000Z";
+    let write = |conn: &rusqlite::Connection, t: usize, i: usize| -> rusqlite::Result<()> {
+        let vals = client_values(uid, t, i);
+        conn.prepare_cached(
+            "INSERT INTO clients (user_id, name, email, phone, notes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?
+        .execute(rusqlite::params![vals[0].1, vals[1].1, vals[2].1, vals[3].1, vals[4].1, now])?;
+        let id = conn.last_insert_rowid();
+        let text = |v: &SqlValue| match v {
+            SqlValue::Text(s) => serde_json::Value::String(s.clone()),
+            SqlValue::Integer(n) => serde_json::Value::from(*n),
+            _ => serde_json::Value::Null,
+        };
+        let record = serde_json::json!({
+            "id": id, "user_id": uid, "name": text(&vals[1].1), "email": text(&vals[2].1), "phone": text(&vals[3].1),
+            "notes": null, "created_at": now, "updated_at": now
+        });
+        conn.prepare_cached(
+            "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at) VALUES ('clients', 'INSERT', ?1, ?2, ?3, NULL, ?4)",
+        )?
+        .execute(rusqlite::params![id, uid, record.to_string(), now])?;
+        Ok(())
+    };
+    // The same warm-up as the writer runs.
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for i in 0..TASKS {
+        write(&conn, usize::MAX, i).unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+
+    let started = Instant::now();
+    let mut done = 0;
+    while done < writes {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let n = batch.min(writes - done);
+        for k in 0..n {
+            let w = done + k;
+            write(&conn, w % TASKS, w / TASKS).unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        done += n;
+    }
+    let elapsed = started.elapsed();
+    drop(conn);
+    check(path, writes + TASKS);
+    Run {
+        label: format!("bare rusqlite, batches of {batch}"),
+        writes,
+        elapsed,
+        mean_batch: batch as f64,
+    }
+}
+
+/// Every write is a row and a change, nothing more.
+fn check(path: &Path, want: usize) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))
+        .unwrap();
+    let changes: i64 = conn
+        .query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        (rows as usize, changes as usize),
+        (want, want),
+        "{}",
+        path.display()
+    );
+}
+
+fn file_system(dir: &Path) -> String {
+    let df = std::process::Command::new("df")
+        .arg("-T")
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            let line = s.lines().nth(1)?.to_string();
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            Some(format!("{} on {} (df -T)", cols.get(1)?, cols.first()?))
+        });
+    df.or_else(|| {
+        let o = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        Some(format!(
+            "{} (stat -f)",
+            String::from_utf8_lossy(&o.stdout).trim()
+        ))
+    })
+    .unwrap_or_else(|| "unknown".into())
+}
+
+fn bench_dir() -> PathBuf {
+    match std::env::var_os("SYNCGATE_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a plain main ignores its arguments.
+    let per_task: usize = std::env::var("SYNCGATE_BENCH_WRITES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let base = bench_dir();
+    std::fs::create_dir_all(&base).expect("bench folder");
+    let dir = tempfile::tempdir_in(&base).expect("temp dir");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    println!(
+        "syncgate writer benchmark: {TASKS} concurrent tasks x {per_task} writes, synchronous=full"
+    );
+    println!("  folder: {}", dir.path().display());
+    println!("  file system: {}", file_system(dir.path()));
+    println!("  cores: {cores}, SQLite {}", rusqlite::version());
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "  load average at start: {}",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    println!();
+
+    let group = rt.block_on(writer_run(
+        "writer, group commit (max_batch 256)",
+        &dir.path().join("group.db"),
+        256,
+        per_task,
+    ));
+    let single = rt.block_on(writer_run(
+        "writer, one transaction per write (max_batch 1)",
+        &dir.path().join("single.db"),
+        1,
+        per_task,
+    ));
+    let batch = group.mean_batch.round().max(1.0) as usize;
+    let bare = bare_run(&dir.path().join("bare.db"), batch, TASKS * per_task);
+    // For scale only: what one fsync'd transaction per write costs without the writer.
+    let bare_single = bare_run(&dir.path().join("bare1.db"), 1, TASKS * per_task);
+
+    println!("| mode | writes | seconds | writes/s | mean batch |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in [&group, &single, &bare, &bare_single] {
+        println!(
+            "| {} | {} | {:.3} | {:.0} | {:.1} |",
+            r.label,
+            r.writes,
+            r.elapsed.as_secs_f64(),
+            r.per_sec(),
+            r.mean_batch
+        );
+    }
+    println!();
+    let g_over_s = group.per_sec() / single.per_sec();
+    let w_over_b = group.per_sec() / bare.per_sec();
+    println!(
+        "group commit / one-per-write = {g_over_s:.1}x (target >= 5x): {}",
+        if g_over_s >= 5.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "writer / bare ceiling        = {w_over_b:.2}x (target >= 0.5x): {}",
+        if w_over_b >= 0.5 { "met" } else { "MISSED" }
+    );
+}

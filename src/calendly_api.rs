@@ -1,0 +1,325 @@
+//! The client for Calendly's API v2 behind `syncgate calendly subscribe` and
+//! `syncgate calendly status`: who the token belongs to (`/users/me`), and
+//! webhook subscriptions (create, list). The base URL is
+//! `calendly.api_base_url`, so tests point it at a local fake. The personal
+//! access token and the generated signing key never appear in output or errors.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::store::{self, timefmt, users};
+
+/// The deliveries syncgate acts on (the others Calendly would only log).
+pub const EVENTS: [&str; 4] = ["invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted"];
+
+/// The path deliveries are posted to, under `server.public_url`.
+pub const WEBHOOK_PATH: &str = "/api/calendly/webhook";
+
+/// The token's owner, from `GET /users/me`.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub uri: String,
+    pub organization: String,
+    pub email: Option<String>,
+}
+
+/// A webhook subscription as Calendly reports it.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub uri: String,
+    pub callback_url: String,
+    /// `active` or `disabled` (after 24 h of failed deliveries).
+    pub state: String,
+    pub scope: String,
+    pub events: Vec<String>,
+}
+
+impl Subscription {
+    fn from_json(v: &Value) -> Subscription {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        Subscription {
+            uri: s("uri"),
+            callback_url: s("callback_url"),
+            state: s("state"),
+            scope: s("scope"),
+            events: v
+                .get("events")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.state == "disabled"
+    }
+}
+
+/// Calendly's API with one personal access token.
+pub struct CalendlyApi {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// A failed call: the HTTP status (None when Calendly was not reached) and a sentence.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl CalendlyApi {
+    pub fn new(base: &str, token: &str) -> Result<CalendlyApi, String> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("give a Calendly personal access token with --token (or set calendly.token)".into());
+        }
+        let base = base.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(format!("calendly.api_base_url must be an http(s) URL, not \"{base}\""));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("syncgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(CalendlyApi { base, token: token.to_string(), http })
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, ApiFailure> {
+        let res = req.bearer_auth(&self.token).send().await.map_err(|e| ApiFailure {
+            status: None,
+            message: format!("cannot reach Calendly at {} to {what}: {}", self.base, e.without_url()),
+        })?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        // Calendly's errors are {"title": …, "message": …, "details": [...]}.
+        let title = body.get("title").and_then(Value::as_str).unwrap_or_default();
+        let message = body.get("message").and_then(Value::as_str).unwrap_or_default();
+        let detail = match (title.is_empty(), message.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(": {title}"),
+            (true, false) => format!(": {message}"),
+            (false, false) => format!(": {title}: {message}"),
+        };
+        let hint = match status.as_u16() {
+            401 => " (the personal access token is wrong, expired or revoked)",
+            403 => " (the token's user may not do this; organization scope needs an organization admin)",
+            409 => " (a subscription for this URL already exists; `syncgate calendly status` lists it)",
+            _ => "",
+        };
+        Err(ApiFailure {
+            status: Some(status.as_u16()),
+            message: format!("Calendly refused to {what}: HTTP {}{detail}{hint}", status.as_u16()),
+        })
+    }
+
+    /// `GET /users/me`
+    pub async fn me(&self) -> Result<Me, ApiFailure> {
+        let v = self.call(self.http.get(format!("{}/users/me", self.base)), "say who the token belongs to").await?;
+        let r = v.get("resource").unwrap_or(&Value::Null);
+        let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+        match (s("uri"), s("current_organization")) {
+            (Some(uri), Some(organization)) => Ok(Me { uri, organization, email: s("email") }),
+            _ => Err(ApiFailure { status: None, message: "Calendly's /users/me answer lacks the user's uri or organization".into() }),
+        }
+    }
+
+    /// `POST /webhook_subscriptions`
+    pub async fn create_subscription(
+        &self,
+        callback_url: &str,
+        me: &Me,
+        scope: &str,
+        signing_key: &str,
+    ) -> Result<Subscription, ApiFailure> {
+        let mut body = json!({
+            "url": callback_url,
+            "events": EVENTS,
+            "organization": me.organization,
+            "scope": scope,
+            "signing_key": signing_key,
+        });
+        if scope == "user" {
+            body["user"] = json!(me.uri);
+        }
+        let v = self
+            .call(self.http.post(format!("{}/webhook_subscriptions", self.base)).json(&body), "create the webhook subscription")
+            .await?;
+        Ok(Subscription::from_json(v.get("resource").unwrap_or(&Value::Null)))
+    }
+
+    /// `GET /webhook_subscriptions` for one scope, every page.
+    pub async fn subscriptions(&self, me: &Me, scope: &str) -> Result<Vec<Subscription>, ApiFailure> {
+        let mut query = vec![("organization", me.organization.as_str()), ("scope", scope), ("count", "100")];
+        if scope == "user" {
+            query.push(("user", me.uri.as_str()));
+        }
+        let mut out = Vec::new();
+        let mut req = self.http.get(format!("{}/webhook_subscriptions", self.base)).query(&query);
+        for _ in 0..50 {
+            let v = self.call(req, "list webhook subscriptions").await?;
+            if let Some(items) = v.get("collection").and_then(Value::as_array) {
+                out.extend(items.iter().map(Subscription::from_json));
+            }
+            // Follow the next page only on the same API (never send the token elsewhere).
+            match v.pointer("/pagination/next_page").and_then(Value::as_str) {
+                Some(next) if next.starts_with(&format!("{}/", self.base)) => req = self.http.get(next),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What `syncgate calendly subscribe` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    pub token: String,
+    /// The server's public URL, or the full webhook URL.
+    pub url: Option<String>,
+    /// `user` or `organization`.
+    pub scope: String,
+    /// The syncgate user the Calendly account belongs to.
+    pub user: Option<i64>,
+}
+
+/// The webhook URL: `PUBLIC_URL/api/calendly/webhook` (a full webhook URL is taken as is).
+pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, String> {
+    let base = match url {
+        Some(u) => u.trim().trim_end_matches('/').to_string(),
+        None => config.public_url(config.bind_addr()?),
+    };
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        return Err(format!("--url must be an http(s) URL, not \"{base}\""));
+    }
+    Ok(if base.ends_with(WEBHOOK_PATH) { base } else { format!("{base}{WEBHOOK_PATH}") })
+}
+
+/// Create a subscription with a fresh signing key, store the key (so the
+/// running server accepts its deliveries) and the user's Calendly URI.
+/// Returns the subscription and lines for the operator.
+pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subscription, Vec<String>), String> {
+    if opts.scope != "user" && opts.scope != "organization" {
+        return Err(format!("--scope must be user or organization, not \"{}\"", opts.scope));
+    }
+    let url = callback_url(config, opts.url.as_deref())?;
+    let api = CalendlyApi::new(&config.calendly.api_base_url, &opts.token)?;
+    let me = api.me().await.map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+
+    let db = config.database.clone();
+    let me_uri = me.uri.clone();
+    let me_email = me.email.clone();
+    let user = opts.user;
+    let signing_key = crate::auth::random_token(32);
+    let key = signing_key.clone();
+    let (url2, scope) = (url.clone(), opts.scope.clone());
+    // Store the key before Calendly can use it, so the first delivery verifies.
+    let (key_id, user_id) = tokio::task::spawn_blocking(move || -> Result<(i64, Option<i64>), String> {
+        let conn = store::open_connection(&db)?;
+        let user_id = match user {
+            Some(id) => Some(users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?.id),
+            None => match &me_email {
+                Some(e) => users::by_email(&conn, e).map_err(|e| e.to_string())?.map(|u| u.id),
+                None => None,
+            },
+        };
+        if let Some(id) = user_id {
+            let holder: Option<i64> = conn
+                .query_row("SELECT id FROM users WHERE calendly_user_uri = ?1 AND id != ?2", rusqlite::params![me_uri, id], |r| r.get(0))
+                .ok();
+            if let Some(other) = holder {
+                return Err(format!("the Calendly user {me_uri} is already linked to syncgate user {other}"));
+            }
+        }
+        conn.execute(
+            "INSERT INTO calendly_signing_keys (signing_key, user_id, callback_url, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![key, user_id, url2, scope, timefmt::format(timefmt::now())],
+        )
+        .map_err(|e| format!("cannot store the signing key: {e}"))?;
+        Ok((conn.last_insert_rowid(), user_id))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+
+    let created = api.create_subscription(&url, &me, &opts.scope, &signing_key).await;
+    let db = config.database.clone();
+    let me_uri = me.uri.clone();
+    let sub_uri = created.as_ref().ok().map(|s| s.uri.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let conn = store::open_connection(&db)?;
+        match sub_uri {
+            // Calendly never got it: an unused key must not linger as accepted.
+            None => {
+                conn.execute("DELETE FROM calendly_signing_keys WHERE id = ?1", [key_id]).map_err(|e| e.to_string())?;
+            }
+            Some(uri) => {
+                conn.execute("UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2", rusqlite::params![uri, key_id])
+                    .map_err(|e| e.to_string())?;
+                if let Some(id) = user_id {
+                    conn.execute(
+                        "UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3",
+                        rusqlite::params![me_uri, timefmt::format(timefmt::now()), id],
+                    )
+                    .map_err(|e| format!("cannot store the user's Calendly URI: {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let sub = created.map_err(|e| e.to_string())?;
+
+    notes.push(format!("Calendly will post {} to {url} ({} scope, state {}).", EVENTS.join(", "), opts.scope, sub.state));
+    notes.push("A new signing key is stored in the database; the running server uses it at once.".into());
+    match user_id {
+        Some(id) => notes.push(format!("syncgate user {id} is linked to Calendly user {}.", me.uri)),
+        None => notes.push(format!(
+            "No syncgate user has the token owner's email; deliveries are matched by each host's email (or rerun with --user ID to link {}).",
+            me.uri
+        )),
+    }
+    Ok((sub, notes))
+}
+
+/// Every subscription the token can see: the user's, and the organization's
+/// when the token may list them. Returns (subscriptions, notes).
+pub async fn status(config: &Config, token: &str) -> Result<(Vec<Subscription>, Vec<String>), String> {
+    let api = CalendlyApi::new(&config.calendly.api_base_url, token)?;
+    let me = api.me().await.map_err(|e| e.to_string())?;
+    let mut subs = api.subscriptions(&me, "user").await.map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    match api.subscriptions(&me, "organization").await {
+        Ok(more) => subs.extend(more.into_iter().filter(|s| !subs.iter().any(|x| x.uri == s.uri)).collect::<Vec<_>>()),
+        Err(e) if e.status == Some(403) => {
+            notes.push("organization subscriptions not listed: the token's user is not an organization admin".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok((subs, notes))
+}
+
+/// One line per subscription for `syncgate calendly status`; disabled ones are flagged.
+pub fn status_line(s: &Subscription) -> String {
+    let flag = if s.is_disabled() {
+        "\tDISABLED: Calendly stopped delivering after 24 h of failures; recreate it with `syncgate calendly subscribe`"
+    } else {
+        ""
+    };
+    format!("{}\t{}\t{}\t{}\t{}{flag}", s.state, s.scope, s.callback_url, s.events.join(","), s.uri)
+}

@@ -1,0 +1,236 @@
+//! Push channels (`calendar_watch_channels`): register or replace a user's
+//! channel, stop them, and find the channel a notification names.
+//!
+//! Replacing follows the order a renewal needs: the new row is written
+//! (`active`) before `events.watch` is called, because Google's first `sync`
+//! notification can arrive before the watch answer; the previous channel is
+//! `retiring` meanwhile and notifications on either are accepted; then the old
+//! one is stopped at Google and its row deleted.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::client::CallError;
+use super::sync::{load_creds, SyncError};
+use super::{GoogleSync, Secret};
+use crate::store::timefmt;
+
+/// A channel as the API shows it (never its token).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelInfo {
+    pub channel_id: String,
+    pub calendar_id: String,
+    pub resource_id: Option<String>,
+    pub expiration: Option<String>,
+    pub webhook_url: String,
+    pub state: String,
+}
+
+/// What a notification is checked against.
+#[derive(Debug)]
+pub struct ChannelRow {
+    pub user_id: i64,
+    pub token: Secret,
+    pub resource_id: Option<String>,
+    pub state: String,
+}
+
+pub fn find(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<ChannelRow>> {
+    conn.query_row("SELECT user_id, token, resource_id, state FROM calendar_watch_channels WHERE channel_id = ?1", [channel_id], |r| {
+        Ok(ChannelRow { user_id: r.get(0)?, token: Secret::new(r.get::<_, String>(1)?), resource_id: r.get(2)?, state: r.get(3)? })
+    })
+    .optional()
+}
+
+/// Google's expiration (ms since the epoch, as a string or number) as a timestamp.
+pub fn expiration_from_ms(v: Option<&serde_json::Value>) -> Option<String> {
+    let ms: i64 = match v? {
+        serde_json::Value::String(s) => s.trim().parse().ok()?,
+        serde_json::Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    Some(timefmt::format(t))
+}
+
+impl GoogleSync {
+    /// Register a new channel for the user and stop the one it replaces.
+    pub async fn replace_channel(self: &Arc<Self>, user_id: i64) -> Result<ChannelInfo, SyncError> {
+        let lock = self.channel_lock(user_id);
+        let _held = lock.lock().await;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        if creds.needs_reconnect {
+            return Err(SyncError::NeedsReconnect);
+        }
+        let channel_id = uuid::Uuid::new_v4().to_string();
+        let token = Secret::new(crate::auth::random_token(32));
+        let calendar_id = self.cfg.calendar_id.clone();
+        let webhook_url = self.webhook_url.clone();
+        let access = self.access_token(user_id, &mut creds, false).await?;
+
+        let (cid, tok, cal, url) = (channel_id.clone(), token.clone(), calendar_id.clone(), webhook_url.clone());
+        let previous: Vec<(String, Option<String>)> = self
+            .store
+            .writer
+            .write(move |tx| {
+                let conn = tx.conn();
+                let old: Vec<(String, Option<String>)> = {
+                    let mut stmt = conn.prepare(
+                        "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active'",
+                    )?;
+                    let rows = stmt.query_map(rusqlite::params![user_id, cal], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                conn.execute(
+                    "UPDATE calendar_watch_channels SET state = 'retiring', updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active'",
+                    rusqlite::params![user_id, cal, tx.now()],
+                )?;
+                conn.execute(
+                    "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
+                    rusqlite::params![user_id, cal, cid, tok.expose(), url, tx.now()],
+                )?;
+                Ok(old)
+            })
+            .await?;
+
+        let ttl = self.cfg.channel_ttl.as_secs().max(1);
+        let mut refreshed = false;
+        let mut attempt = 0u32;
+        let mut access = access;
+        let watched = loop {
+            match self.api.watch(&access, &calendar_id, &channel_id, &token, &webhook_url, ttl).await {
+                Ok(w) => break Ok(w),
+                Err(CallError::Unauthorized) if !refreshed => {
+                    refreshed = true;
+                    match self.access_token(user_id, &mut creds, true).await {
+                        Ok(a) => access = a,
+                        Err(e) => break Err(e),
+                    }
+                }
+                Err(e) if e.retryable() && attempt < 3 => {
+                    let wait = super::sync::backoff(attempt, &e);
+                    attempt += 1;
+                    if let Err(e) = self.pause(wait).await {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(SyncError::Api(e)),
+            }
+        };
+        let watched = match watched {
+            Ok(w) => w,
+            Err(e) => {
+                // Undo: drop the new row, the previous channel stays in charge.
+                let (cid, cal) = (channel_id.clone(), calendar_id.clone());
+                let undo = self
+                    .store
+                    .writer
+                    .write(move |tx| {
+                        tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&cid])?;
+                        tx.conn().execute(
+                            "UPDATE calendar_watch_channels SET state = 'active', updated_at = ?3
+                             WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'retiring'
+                               AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active')
+                               AND id = (SELECT MAX(id) FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'retiring')",
+                            rusqlite::params![user_id, cal, tx.now()],
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(u) = undo {
+                    tracing::warn!(user = user_id, error = %u, "could not undo a failed channel registration");
+                }
+                tracing::warn!(user = user_id, error = %e, "Google refused to register the push channel");
+                return Err(e);
+            }
+        };
+        if watched.id.as_deref().is_some_and(|id| id != channel_id) {
+            tracing::warn!(user = user_id, "Google answered the watch with another channel id");
+        }
+        let expiration = expiration_from_ms(watched.expiration.as_ref());
+        let resource_id = watched.resource_id.clone();
+        let (cid, rid, exp) = (channel_id.clone(), resource_id.clone(), expiration.clone());
+        self.store
+            .writer
+            .write(move |tx| {
+                tx.conn().execute(
+                    "UPDATE calendar_watch_channels SET resource_id = ?2, expiration = ?3, updated_at = ?4 WHERE channel_id = ?1",
+                    rusqlite::params![cid, rid, exp, tx.now()],
+                )?;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(user = user_id, channel = %channel_id, expiration = expiration.as_deref().unwrap_or("unknown"), "registered Google push channel");
+
+        for (old_id, old_resource) in previous {
+            self.stop_one(user_id, &mut creds, &old_id, old_resource.as_deref()).await;
+        }
+        Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
+    }
+
+    /// Stop every channel of the user at Google and delete the rows.
+    /// Returns how many there were.
+    pub async fn stop_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
+        let lock = self.channel_lock(user_id);
+        let _held = lock.lock().await;
+        let channels: Vec<(String, Option<String>)> = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare("SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1")?;
+                let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let n = channels.len();
+        for (id, resource) in channels {
+            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
+        }
+        Ok(n)
+    }
+
+    /// Stop one channel at Google (best effort: a channel Google no longer
+    /// knows is as good as stopped) and delete its row.
+    async fn stop_one(&self, user_id: i64, creds: &mut super::sync::Creds, channel_id: &str, resource_id: Option<&str>) {
+        if let Some(resource_id) = resource_id {
+            let stopped = match self.access_token(user_id, creds, false).await {
+                Ok(access) => self.api.stop_channel(&access, channel_id, resource_id).await.map_err(SyncError::Api),
+                Err(e) => Err(e),
+            };
+            match stopped {
+                Ok(()) | Err(SyncError::Api(CallError::NotFound)) => {
+                    tracing::info!(user = user_id, channel = %channel_id, "stopped Google push channel")
+                }
+                Err(e) => {
+                    tracing::warn!(user = user_id, channel = %channel_id, error = %e, "could not stop a Google push channel; deleting it here anyway")
+                }
+            }
+        }
+        let id = channel_id.to_string();
+        let deleted = self
+            .store
+            .writer
+            .write(move |tx| {
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&id])?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(user = user_id, channel = %channel_id, error = %e, "could not delete a stopped channel");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiration_is_milliseconds() {
+        let v = serde_json::json!("1426325213000");
+        assert_eq!(super::expiration_from_ms(Some(&v)).as_deref(), Some("2015-03-14T09:26:53.000Z"));
+        assert_eq!(super::expiration_from_ms(Some(&serde_json::json!("soon"))), None);
+        assert_eq!(super::expiration_from_ms(None), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! Google Calendar: sign-in and connect (OAuth), push channels, and the
+//! per-user incremental sync that turns calendar events into `google`
+//! meetings. Owns the Google token columns of `users`,
+//! `calendar_watch_channels`, `google_oauth_states` and `google_sync_status`.
+//! Writes meetings only through the store's writer; never logs or returns a
+//! Google token (they travel as [`Secret`]).
+//!
+//! - [`oauth`]: consent URL, signed single-use `state`, code exchange, who may sign in.
+//! - [`client`]: the HTTP calls to Google and what their errors mean.
+//! - [`sync`]: events → meetings, the sync pass, per-user coalescing, backoff.
+//! - [`channels`]: registering, replacing and stopping push channels.
+//! - [`health`]: what admins see.
+
+pub mod channels;
+pub mod client;
+pub mod health;
+pub mod oauth;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::config::{AuthConfig, Config, GoogleConfig};
+use crate::store::Store;
+
+pub use health::admin_health;
+pub use sync::SyncReport;
+
+/// Make rustls use the ring provider. reqwest is built with
+/// `rustls-no-provider` (aws-lc needs cmake), so this must run before any
+/// `reqwest::Client` is built; calling it again is harmless.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A credential (OAuth token, sync token, channel token). Prints as `***` in
+/// `Debug` and `Display`, so it cannot reach a log line by accident; read it
+/// with [`Secret::expose`] only where it is sent or stored.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything Google-related the server shares: configuration, the HTTP
+/// client, and the per-user sync scheduler. One per server.
+pub struct GoogleSync {
+    pub(crate) cfg: GoogleConfig,
+    pub(crate) auth: AuthConfig,
+    pub(crate) store: Store,
+    pub(crate) api: client::GoogleApi,
+    /// HMAC key for OAuth `state`, derived from the JWT secret.
+    pub(crate) state_key: [u8; 32],
+    pub(crate) redirect_url: String,
+    pub(crate) webhook_url: String,
+    /// Cookies get `Secure` when the public URL is https.
+    pub(crate) secure_cookies: bool,
+    enabled: bool,
+    /// Users with a sync under way; the flag says "run once more when done".
+    passes: Mutex<HashMap<i64, bool>>,
+    /// Serializes channel changes per user (setup, delete, later renewal).
+    channel_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl GoogleSync {
+    /// Build from the configuration. `secret` is the JWT secret (the state
+    /// key is derived from it); `public_url` gives the default redirect and
+    /// webhook URLs.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        public_url: &str,
+        secret: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<GoogleSync>, String> {
+        install_tls();
+        let cfg = config.google.clone();
+        let base = public_url.trim_end_matches('/');
+        let redirect_url = if cfg.redirect_url.trim().is_empty() {
+            format!("{base}/api/auth/google/callback")
+        } else {
+            cfg.redirect_url.trim().to_string()
+        };
+        let webhook_url =
+            if cfg.webhook_url.trim().is_empty() { format!("{base}/api/calendar/webhook") } else { cfg.webhook_url.trim().to_string() };
+        let enabled = config.google_enabled();
+        if enabled {
+            tracing::info!(%redirect_url, %webhook_url, calendar = %cfg.calendar_id, "Google Calendar sync is on");
+            if !webhook_url.starts_with("https://") {
+                tracing::warn!(%webhook_url, "Google only delivers push notifications to https addresses; set server.public_url or google.webhook_url");
+            }
+        } else {
+            tracing::info!("Google Calendar is not configured (google.client_id and google.client_secret are empty): Google sign-in and calendar sync are off");
+        }
+        let api = client::GoogleApi::new(&cfg, &redirect_url)?;
+        let state_key = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"syncgate google oauth state\0");
+            h.update(secret.as_bytes());
+            h.finalize().into()
+        };
+        Ok(Arc::new(GoogleSync {
+            cfg,
+            auth: config.auth.clone(),
+            store,
+            api,
+            state_key,
+            redirect_url,
+            webhook_url,
+            secure_cookies: base.starts_with("https://"),
+            enabled,
+            passes: Mutex::new(HashMap::new()),
+            channel_locks: Mutex::new(HashMap::new()),
+            shutdown,
+        }))
+    }
+
+    /// Are client credentials configured? Without them every Google route
+    /// answers 503 and nothing syncs.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn webhook_url(&self) -> &str {
+        &self.webhook_url
+    }
+
+    pub fn redirect_url(&self) -> &str {
+        &self.redirect_url
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Note that Google pushed for this user (for the status pages). Not
+    /// awaited: the notification is answered at once and carries no data
+    /// that could be lost.
+    pub fn record_notification(&self, user_id: i64) {
+        let writer = self.store.writer.clone();
+        tokio::spawn(async move {
+            let done = writer
+                .write(move |tx| {
+                    tx.conn().execute(
+                        "INSERT INTO google_sync_status (user_id, last_notification_at, notifications) VALUES (?1, ?2, 1)
+                         ON CONFLICT (user_id) DO UPDATE SET last_notification_at = excluded.last_notification_at,
+                             notifications = notifications + 1",
+                        rusqlite::params![user_id, tx.now()],
+                    )?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = done {
+                tracing::debug!(user = user_id, error = %e, "could not record a Google notification");
+            }
+        });
+    }
+
+    /// The lock that serializes channel changes of one user.
+    pub(crate) fn channel_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.channel_locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(user_id).or_default().clone()
+    }
+}
+
+/// Background upkeep: drops used sign-in states once they have expired. (Channel renewal,
+/// catch-up and the safety-net sync belong here too; see issue 7.)
+pub async fn run(google: Arc<GoogleSync>) {
+    if !google.enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut shutdown = google.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if google.shutting_down() {
+            return;
+        }
+        let pruned = google
+            .store
+            .writer
+            .write(|tx| {
+                let now = tx.now().to_string();
+                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
+            })
+            .await;
+        match pruned {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "dropped expired Google sign-in states"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not drop expired Google sign-in states"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("ya29.very-secret");
+        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "*** *** Some(***)");
+        assert_eq!(s.expose(), "ya29.very-secret");
+    }
+}

@@ -1,0 +1,813 @@
+//! Applying one verified delivery to the adviser's meetings and clients. All
+//! of it runs inside ONE writer request: the `calendly_webhook_events` row
+//! (whose UNIQUE `dedupe_key` makes replays no-ops), the client upsert, the
+//! meeting upsert, the invitee links and their change rows commit together,
+//! and the HTTP 2xx is sent only after that commit.
+//!
+//! # The model
+//! A meeting (source `calendly`) is one booked slot: `external_id` is the URI
+//! of the scheduled event it currently stands for, and `invitees` lists the
+//! people who booked it (`active`, `no_show`, `canceled`, `rescheduled`).
+//! `calendly_invitees` maps every invitee URI we have heard of to its meeting
+//! and state, and keeps `expected` rows for invitees announced by a
+//! reschedule but not yet delivered. Canceled and rescheduled are terminal
+//! for an invitee: a late or replayed `invitee.created` never revives one.
+//!
+//! A meeting's status follows from its invitees: `canceled` when its current
+//! scheduled event is canceled (a plain cancel saying `status: canceled`) or
+//! when no invitee is live (active or no-show) and none is expected;
+//! `no_show` when every live invitee is a no-show; `scheduled` otherwise. So
+//! in a group event one of two invitees canceling keeps it scheduled and the
+//! last one cancels it (reason and canceler taken from that cancellation).
+//!
+//! # Reschedules
+//! Calendly reschedules by canceling the old invitee O (`rescheduled: true`,
+//! `new_invitee: N`) on the old event E1, and creating N (`old_invitee: O`)
+//! on a new event E2. syncgate keeps ONE meeting M that moves from E1 to E2
+//! (`external_id` becomes E2, `previous_starts_at` keeps E1's start), in
+//! either arrival order:
+//!
+//! - **Cancel first.** O's entry becomes `rescheduled` and N is linked to M
+//!   as `expected`. An expected invitee counts as present, so M stays
+//!   `scheduled` at the old time (never canceled) while it waits. When N's
+//!   creation arrives, there is no meeting for E2 yet, N's link names M, and
+//!   M has no other live invitee, so M moves to E2 and N's entry takes O's
+//!   place.
+//! - **Create first.** N's creation finds M through O's link; O is N's
+//!   predecessor, so M has no other live invitee and moves to E2 at once
+//!   (O's entry replaced by N's, O linked as `rescheduled`). The late cancel
+//!   of O finds M through O's link, sees M no longer stands for E1, and
+//!   changes nothing: M is not canceled by E1's cancellation.
+//!
+//! If neither delivery found a meeting (the booking predates the
+//! subscription), the first one creates M: cancel-first creates it at E1
+//! (scheduled, waiting for N) and the creation moves it; create-first
+//! creates it at E2 and the late cancel fills in `previous_starts_at` from
+//! E1. Both orders end in the same row: scheduled at the new time, previous
+//! start kept, N listed.
+//!
+//! M does not move when other invitees are still live on it (a group event:
+//! the rescheduling invitee leaves E1's meeting and joins E2's), when E2
+//! already has a meeting (N joins it), or when N belongs to another adviser
+//! (round robin). In those cases O is marked `rescheduled` on M and M's
+//! status is derived again, so a meeting left with nobody becomes canceled.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::payload::{Delivery, Invitee, Kind, ScheduledEvent};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{users, Table, WriteTx};
+
+/// What happened to a delivery, as recorded in `calendly_webhook_events.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Unmatched,
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unmatched => "unmatched",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// The result of applying a delivery, for the answer and the log line.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub user_id: Option<i64>,
+    pub meeting_id: Option<i64>,
+    /// What changed, e.g. `meeting 12 created, client 4 created`.
+    pub summary: String,
+}
+
+/// One row of `calendly_webhook_events`.
+#[derive(Debug, Default)]
+pub struct EventRow<'a> {
+    pub event: Option<&'a str>,
+    pub invitee_uri: Option<&'a str>,
+    pub dedupe_key: Option<&'a str>,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+    pub payload: Option<&'a str>,
+    pub user_id: Option<i64>,
+    pub host: Option<&'a str>,
+    pub summary: Option<&'a str>,
+}
+
+/// Insert an event-log row. Returns its id, or None when a row with the same
+/// dedupe key exists (the delivery is a duplicate and nothing was written).
+pub fn record(conn: &Connection, now: &str, row: &EventRow<'_>) -> rusqlite::Result<Option<i64>> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO calendly_webhook_events
+                (event, invitee_uri, dedupe_key, received_at, outcome, error, payload, user_id, host, summary)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )?
+        .execute(rusqlite::params![
+            row.event,
+            row.invitee_uri,
+            row.dedupe_key,
+            now,
+            row.outcome,
+            row.error,
+            row.payload,
+            row.user_id,
+            row.host,
+            row.summary
+        ])?;
+    Ok((n == 1).then(|| conn.last_insert_rowid()))
+}
+
+/// Apply a verified delivery. Runs inside the writer; an `Err` rolls back
+/// everything it wrote, including the event-log row.
+pub fn apply(tx: &mut WriteTx<'_>, d: &Delivery, payload: Option<&str>) -> ApiResult<Applied> {
+    let now = tx.now().to_string();
+    let invitee_uri = d.invitee.as_ref().map(|i| i.uri.as_str());
+    let base = EventRow { event: Some(&d.event), invitee_uri, payload, ..Default::default() };
+
+    let (Some(inv), Kind::Created | Kind::Canceled | Kind::Updated | Kind::NoShowCreated | Kind::NoShowDeleted) = (&d.invitee, d.kind)
+    else {
+        let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "ignored", summary: Some("not an event syncgate acts on"), ..base };
+        return Ok(match record(tx.conn(), &now, &row)? {
+            Some(_) => {
+                Applied { outcome: Outcome::Ignored, user_id: None, meeting_id: None, summary: "not an event syncgate acts on".into() }
+            }
+            None => duplicate(None),
+        });
+    };
+
+    let user = match find_adviser(tx.conn(), d)? {
+        Ok(user) => user,
+        Err(host) => {
+            // No dedupe key: once the adviser is set up, a redelivery is applied.
+            let summary = format!("no user matches host {host}");
+            record(tx.conn(), &now, &EventRow { outcome: "unmatched", host: Some(&host), summary: Some(&summary), ..base })?;
+            return Ok(Applied { outcome: Outcome::Unmatched, user_id: None, meeting_id: None, summary });
+        }
+    };
+    let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "accepted", user_id: Some(user), ..base };
+    let Some(event_row) = record(tx.conn(), &now, &row)? else {
+        return Ok(duplicate(Some(user)));
+    };
+
+    let se = d.scheduled_event.as_ref();
+    let mut b = Booking { tx, user, notes: Vec::new() };
+    let meeting = match d.kind {
+        Kind::Created => b.active(inv, se)?,
+        Kind::Updated if inv.status.as_deref() == Some("canceled") => b.canceled(inv, se)?,
+        Kind::Updated => b.active(inv, se)?,
+        Kind::Canceled => b.canceled(inv, se)?,
+        Kind::NoShowCreated => b.no_show(inv, se, true)?,
+        Kind::NoShowDeleted | Kind::Other => b.no_show(inv, se, false)?,
+    };
+    // The meeting first: `meeting 12 created, client 4 created`.
+    b.notes.sort_by_key(|n| !n.starts_with("meeting"));
+    let summary = b.notes.join(", ");
+    b.tx.conn().execute(
+        "UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3",
+        rusqlite::params![meeting, summary, event_row],
+    )?;
+    Ok(Applied { outcome: Outcome::Accepted, user_id: Some(user), meeting_id: meeting, summary })
+}
+
+fn duplicate(user_id: Option<i64>) -> Applied {
+    Applied { outcome: Outcome::Duplicate, user_id, meeting_id: None, summary: "already applied, nothing changed".into() }
+}
+
+/// The adviser: a host's Calendly user URI matched to `users.calendly_user_uri`,
+/// else a host's email to `users.email`. A delivery that names no host (a
+/// no-show carries only the invitee) belongs to whoever the invitee does.
+/// `Err` carries a description of the unmatched host for admins.
+fn find_adviser(conn: &Connection, d: &Delivery) -> ApiResult<Result<i64, String>> {
+    let hosts = d.scheduled_event.as_ref().map(|se| se.hosts.as_slice()).unwrap_or_default();
+    for uri in hosts.iter().filter_map(|h| h.user_uri.as_deref()) {
+        let id: Option<i64> = conn.query_row("SELECT id FROM users WHERE calendly_user_uri = ?1", [uri], |r| r.get(0)).optional()?;
+        if let Some(id) = id {
+            return Ok(Ok(id));
+        }
+    }
+    for email in hosts.iter().filter_map(|h| h.email.as_deref()) {
+        if let Some(u) = users::by_email(conn, email)? {
+            return Ok(Ok(u.id));
+        }
+    }
+    if hosts.is_empty() {
+        if let Some(link) = d.invitee.as_ref().map(|i| get_link(conn, &i.uri)).transpose()?.flatten() {
+            return Ok(Ok(link.user_id));
+        }
+    }
+    let host =
+        hosts.iter().find_map(|h| h.user_uri.clone().or_else(|| h.email.clone())).unwrap_or_else(|| "(the payload names no host)".into());
+    Ok(Err(host))
+}
+
+/// An invitee as listed in `meetings.invitees`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub uri: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// active | no_show | canceled | rescheduled
+    #[serde(default = "active")]
+    pub status: String,
+    #[serde(default)]
+    pub client_id: Option<i64>,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
+    #[serde(default)]
+    pub canceled_by: Option<String>,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+impl Entry {
+    fn is_live(&self) -> bool {
+        self.status == "active" || self.status == "no_show"
+    }
+}
+
+/// A row of `calendly_invitees`.
+#[derive(Debug, Clone)]
+struct Link {
+    user_id: i64,
+    meeting_id: i64,
+    state: String,
+}
+
+fn get_link(conn: &Connection, uri: &str) -> rusqlite::Result<Option<Link>> {
+    conn.prepare_cached("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1")?
+        .query_row([uri], |r| Ok(Link { user_id: r.get(0)?, meeting_id: r.get(1)?, state: r.get(2)? }))
+        .optional()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put_link(
+    conn: &Connection,
+    uri: &str,
+    user: i64,
+    meeting: i64,
+    state: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO calendly_invitees (invitee_uri, user_id, meeting_id, state, old_invitee, new_invitee, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (invitee_uri) DO UPDATE SET user_id = excluded.user_id, meeting_id = excluded.meeting_id,
+            state = excluded.state, old_invitee = COALESCE(excluded.old_invitee, old_invitee),
+            new_invitee = COALESCE(excluded.new_invitee, new_invitee), updated_at = excluded.updated_at",
+    )?
+    .execute(rusqlite::params![uri, user, meeting, state, old, new, now])?;
+    Ok(())
+}
+
+/// Invitees announced by a reschedule into `meeting` but not delivered yet.
+fn expected_for(conn: &Connection, meeting: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'")?
+        .query_row([meeting], |r| r.get(0))
+}
+
+fn meeting_by_event(conn: &Connection, user: i64, event_uri: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2")?
+        .query_row(rusqlite::params![user, event_uri], |r| r.get(0))
+        .optional()
+}
+
+/// The meeting's status from its invitees (see the module doc).
+fn derive(entries: &[Entry], expected: i64, event_canceled: bool) -> &'static str {
+    if event_canceled {
+        return "canceled";
+    }
+    let live: Vec<&Entry> = entries.iter().filter(|e| e.is_live()).collect();
+    if live.is_empty() && expected == 0 {
+        return if entries.is_empty() { "scheduled" } else { "canceled" };
+    }
+    if expected == 0 && live.iter().all(|e| e.status == "no_show") {
+        return "no_show";
+    }
+    "scheduled"
+}
+
+/// The source-owned part of a Calendly meeting, loaded, changed, then saved
+/// with one insert or one update (so one delivery is at most one change
+/// event per meeting).
+#[derive(Debug, Clone)]
+struct Draft {
+    id: Option<i64>,
+    user_id: i64,
+    before: Option<Value>,
+    external_id: String,
+    title: String,
+    starts_at: String,
+    ends_at: String,
+    location: Option<String>,
+    meeting_url: Option<String>,
+    google_event_id: Option<String>,
+    status: String,
+    client_id: Option<i64>,
+    entries: Vec<Entry>,
+    cancel_url: Option<String>,
+    reschedule_url: Option<String>,
+    cancel_reason: Option<String>,
+    canceled_by: Option<String>,
+    previous_starts_at: Option<String>,
+}
+
+fn text_of(row: &Value, key: &str) -> Option<String> {
+    row.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+impl Draft {
+    fn new(user_id: i64, se: &ScheduledEvent) -> Draft {
+        Draft {
+            id: None,
+            user_id,
+            before: None,
+            external_id: se.uri.clone(),
+            title: se.name.clone(),
+            starts_at: se.starts_at.clone(),
+            ends_at: se.ends_at.clone(),
+            location: se.location.clone(),
+            meeting_url: se.join_url.clone(),
+            google_event_id: se.google_event_id.clone(),
+            status: "scheduled".into(),
+            client_id: None,
+            entries: Vec::new(),
+            cancel_url: None,
+            reschedule_url: None,
+            cancel_reason: None,
+            canceled_by: None,
+            previous_starts_at: None,
+        }
+    }
+
+    /// A Calendly meeting by id (None when deleted meanwhile or not a Calendly row).
+    fn load(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Draft>> {
+        let Some(row) = tx.get(Table::Meetings, id)? else { return Ok(None) };
+        if text_of(&row, "source").as_deref() != Some("calendly") {
+            return Ok(None);
+        }
+        let entries: Vec<Entry> = row
+            .get("invitees")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect())
+            .unwrap_or_default();
+        Ok(Some(Draft {
+            id: Some(id),
+            user_id: row.get("user_id").and_then(Value::as_i64).unwrap_or_default(),
+            external_id: text_of(&row, "external_id").unwrap_or_default(),
+            title: text_of(&row, "title").unwrap_or_default(),
+            starts_at: text_of(&row, "starts_at").unwrap_or_default(),
+            ends_at: text_of(&row, "ends_at").unwrap_or_default(),
+            location: text_of(&row, "location"),
+            meeting_url: text_of(&row, "meeting_url"),
+            google_event_id: text_of(&row, "google_event_id"),
+            status: text_of(&row, "status").unwrap_or_else(|| "scheduled".into()),
+            client_id: row.get("client_id").and_then(Value::as_i64),
+            entries,
+            cancel_url: text_of(&row, "cancel_url"),
+            reschedule_url: text_of(&row, "reschedule_url"),
+            cancel_reason: text_of(&row, "cancel_reason"),
+            canceled_by: text_of(&row, "canceled_by"),
+            previous_starts_at: text_of(&row, "previous_starts_at"),
+            before: Some(row),
+        }))
+    }
+
+    /// Take the scheduled event's details; a different event URI means the
+    /// meeting moved there (its old start is kept as `previous_starts_at`).
+    fn take_event(&mut self, se: &ScheduledEvent) {
+        let moved = self.external_id != se.uri;
+        if moved {
+            if self.id.is_some() && self.starts_at != se.starts_at {
+                self.previous_starts_at = Some(self.starts_at.clone());
+            }
+            self.external_id = se.uri.clone();
+            self.google_event_id = se.google_event_id.clone();
+        } else if se.google_event_id.is_some() {
+            self.google_event_id = se.google_event_id.clone();
+        }
+        self.title = se.name.clone();
+        self.starts_at = se.starts_at.clone();
+        self.ends_at = se.ends_at.clone();
+        self.location = se.location.clone();
+        self.meeting_url = se.join_url.clone();
+    }
+
+    fn entry_mut(&mut self, uri: &str) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.uri == uri)
+    }
+
+    /// Can this meeting move to the invitee's new event: nobody else is
+    /// still live on it besides the invitee and the one it replaces.
+    fn can_move_for(&self, inv: &Invitee) -> bool {
+        self.entries.iter().all(|e| !e.is_live() || e.uri == inv.uri || inv.old_invitee.as_deref() == Some(e.uri.as_str()))
+    }
+
+    fn set_status(&mut self, status: &str, cancellation: Option<(&Option<String>, &Option<String>)>) {
+        if status == "canceled" {
+            if self.status != "canceled" || self.id.is_none() {
+                let (reason, by) = cancellation.unwrap_or((&None, &None));
+                self.cancel_reason = reason.clone();
+                self.canceled_by = by.clone();
+            }
+        } else {
+            self.cancel_reason = None;
+            self.canceled_by = None;
+        }
+        self.status = status.to_string();
+    }
+
+    fn values(&self) -> Vec<(&'static str, SqlValue)> {
+        let t = |v: &Option<String>| v.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
+        let invitees = serde_json::to_string(&self.entries).unwrap_or_else(|_| "[]".into());
+        vec![
+            ("external_id", SqlValue::Text(self.external_id.clone())),
+            ("title", SqlValue::Text(self.title.clone())),
+            ("starts_at", SqlValue::Text(self.starts_at.clone())),
+            ("ends_at", SqlValue::Text(self.ends_at.clone())),
+            ("location", t(&self.location)),
+            ("meeting_url", t(&self.meeting_url)),
+            ("google_event_id", t(&self.google_event_id)),
+            ("status", SqlValue::Text(self.status.clone())),
+            ("client_id", self.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
+            ("invitees", SqlValue::Text(invitees)),
+            ("cancel_url", t(&self.cancel_url)),
+            ("reschedule_url", t(&self.reschedule_url)),
+            ("cancel_reason", t(&self.cancel_reason)),
+            ("canceled_by", t(&self.canceled_by)),
+            ("previous_starts_at", t(&self.previous_starts_at)),
+        ]
+    }
+}
+
+/// One delivery's work for one adviser; `notes` become the log line.
+struct Booking<'a, 'c> {
+    tx: &'a mut WriteTx<'c>,
+    user: i64,
+    notes: Vec<String>,
+}
+
+impl Booking<'_, '_> {
+    fn conn(&self) -> &Connection {
+        self.tx.conn()
+    }
+
+    fn now(&self) -> String {
+        self.tx.now().to_string()
+    }
+
+    /// This adviser's link for an invitee (another adviser's is not ours to follow).
+    fn own_link(&self, uri: &str) -> ApiResult<Option<Link>> {
+        Ok(get_link(self.conn(), uri)?.filter(|l| l.user_id == self.user))
+    }
+
+    fn load_own(&self, id: i64) -> ApiResult<Option<Draft>> {
+        Ok(Draft::load(self.tx, id)?.filter(|d| d.user_id == self.user))
+    }
+
+    /// Upsert the client by the invitee's email (per adviser); an existing
+    /// client keeps its name.
+    fn client(&mut self, inv: &Invitee) -> ApiResult<Option<i64>> {
+        let Some(email) = inv.email.clone() else { return Ok(None) };
+        let existing: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2")?
+            .query_row(rusqlite::params![self.user, email], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(Some(id));
+        }
+        let name = inv.name.clone().unwrap_or_else(|| email.clone());
+        let row = self.tx.insert(
+            Table::Clients,
+            &[("user_id", SqlValue::Integer(self.user)), ("name", SqlValue::Text(name)), ("email", SqlValue::Text(email))],
+        )?;
+        let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("client row without id"))?;
+        self.notes.push(format!("client {id} created"));
+        Ok(Some(id))
+    }
+
+    /// Insert or update the meeting; one change event at most.
+    fn save(&mut self, draft: Draft) -> ApiResult<i64> {
+        let values = draft.values();
+        match draft.id {
+            None => {
+                let mut all = vec![("user_id", SqlValue::Integer(draft.user_id)), ("source", SqlValue::Text("calendly".into()))];
+                all.extend(values);
+                let row = self.tx.insert(Table::Meetings, &all)?;
+                let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("meeting row without id"))?;
+                self.notes.push(if draft.status == "scheduled" {
+                    format!("meeting {id} created")
+                } else {
+                    format!("meeting {id} created ({})", draft.status)
+                });
+                Ok(id)
+            }
+            Some(id) => {
+                let after = self.tx.update(Table::Meetings, id, &values)?.ok_or_else(|| ApiError::internal("meeting vanished"))?;
+                let before = draft.before.unwrap_or(Value::Null);
+                let changed: Vec<&str> = ["status", "starts_at", "ends_at", "external_id", "title", "location", "meeting_url", "invitees"]
+                    .into_iter()
+                    .filter(|k| before.get(*k) != after.get(*k))
+                    .collect();
+                let other = before != after && changed.is_empty();
+                self.notes.push(match (changed.is_empty(), other) {
+                    (true, false) => format!("meeting {id} unchanged"),
+                    (true, true) => format!("meeting {id} updated"),
+                    (false, _) => format!("meeting {id} updated ({})", changed.join(", ")),
+                });
+                Ok(id)
+            }
+        }
+    }
+
+    /// `invitee.created` (and an active `invitee.updated`).
+    fn active(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> ApiResult<Option<i64>> {
+        let Some(se) = se else { return Err(ApiError::internal("a creation without its scheduled event got past parsing")) };
+        let now = self.now();
+        let own = get_link(self.conn(), &inv.uri)?;
+        let old = inv.old_invitee.as_deref().map(|o| get_link(self.conn(), o)).transpose()?.flatten();
+        let client = self.client(inv)?;
+
+        let mut draft = match meeting_by_event(self.conn(), self.user, &se.uri)? {
+            Some(id) => self.load_own(id)?,
+            None => None,
+        };
+        if draft.is_none() {
+            // No meeting for this event yet: continue the meeting this invitee
+            // was expected on, or the one its predecessor was on, if it can move.
+            let candidates = [own.as_ref(), old.as_ref()].into_iter().flatten().filter(|l| l.user_id == self.user).map(|l| l.meeting_id);
+            for id in candidates.collect::<Vec<_>>() {
+                if let Some(m) = self.load_own(id)? {
+                    if m.can_move_for(inv) {
+                        draft = Some(m);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut draft = draft.unwrap_or_else(|| Draft::new(self.user, se));
+        draft.take_event(se);
+
+        // Terminal invitee states stay; an expected invitee has now arrived.
+        let state = match own.as_ref().filter(|l| l.user_id == self.user).map(|l| l.state.as_str()) {
+            Some(s @ ("canceled" | "rescheduled" | "no_show")) => s.to_string(),
+            _ => "active".to_string(),
+        };
+        let fresh = Entry {
+            uri: inv.uri.clone(),
+            name: inv.name.clone(),
+            email: inv.email.clone(),
+            status: state.clone(),
+            client_id: client,
+            cancel_reason: None,
+            canceled_by: None,
+        };
+        if let Some(e) = draft.entry_mut(&inv.uri) {
+            e.name = fresh.name;
+            e.email = fresh.email;
+            e.client_id = fresh.client_id.or(e.client_id);
+            e.status = state.clone();
+        } else if let Some(e) = inv.old_invitee.as_deref().and_then(|o| draft.entry_mut(o)) {
+            *e = fresh;
+        } else {
+            draft.entries.push(fresh);
+        }
+        if let Some(e) = inv.old_invitee.as_deref().and_then(|o| draft.entry_mut(o)) {
+            e.status = "rescheduled".into();
+        }
+        if state == "active" {
+            draft.cancel_url = inv.cancel_url.clone();
+            draft.reschedule_url = inv.reschedule_url.clone();
+        }
+        if draft.client_id.is_none() {
+            draft.client_id = client;
+        }
+        let expected = match draft.id {
+            Some(id) => {
+                let n = expected_for(self.conn(), id)?;
+                n - i64::from(own.as_ref().is_some_and(|l| l.meeting_id == id && l.state == "expected"))
+            }
+            None => 0,
+        };
+        let status = derive(&draft.entries, expected, se.is_canceled());
+        draft.set_status(status, None);
+        let id = self.save(draft)?;
+        put_link(self.conn(), &inv.uri, self.user, id, &state, inv.old_invitee.as_deref(), None, &now)?;
+
+        if let Some(o) = inv.old_invitee.as_deref() {
+            match old {
+                Some(ol) if ol.meeting_id != id => {
+                    put_link(self.conn(), o, ol.user_id, ol.meeting_id, "rescheduled", None, Some(&inv.uri), &now)?;
+                    self.left_behind(ol.meeting_id, o)?;
+                }
+                // Unknown predecessor: remember it, so its late cancel finds this meeting.
+                Some(ol) => put_link(self.conn(), o, ol.user_id, id, "rescheduled", None, Some(&inv.uri), &now)?,
+                None => put_link(self.conn(), o, self.user, id, "rescheduled", None, Some(&inv.uri), &now)?,
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// The meeting a rescheduled invitee left without moving it: mark the
+    /// invitee and derive the status again (it may now be empty).
+    fn left_behind(&mut self, meeting: i64, old_uri: &str) -> ApiResult<()> {
+        let Some(mut m) = Draft::load(self.tx, meeting)? else { return Ok(()) };
+        if let Some(e) = m.entry_mut(old_uri) {
+            e.status = "rescheduled".into();
+        }
+        let expected = expected_for(self.conn(), meeting)?;
+        let status = derive(&m.entries, expected, false);
+        let reason = Some("rescheduled".to_string());
+        m.set_status(status, Some((&reason, &None)));
+        self.save(m)?;
+        Ok(())
+    }
+
+    /// `invitee.canceled` (and a canceled `invitee.updated`).
+    fn canceled(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> ApiResult<Option<i64>> {
+        let now = self.now();
+        let own = self.own_link(&inv.uri)?;
+        let rescheduled = inv.rescheduled || inv.new_invitee.is_some();
+        let client = self.client(inv)?;
+
+        let mut draft = match &own {
+            Some(l) => self.load_own(l.meeting_id)?,
+            None => None,
+        };
+        if draft.is_none() {
+            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
+                draft = self.load_own(id)?;
+            }
+        }
+        let is_new = draft.is_none();
+        let mut draft = match (draft, se) {
+            (Some(d), _) => d,
+            (None, Some(se)) => {
+                let mut d = Draft::new(self.user, se);
+                d.cancel_url = inv.cancel_url.clone();
+                d.reschedule_url = inv.reschedule_url.clone();
+                d.client_id = client;
+                d
+            }
+            (None, None) => {
+                self.notes.push("unknown invitee and no scheduled event in the payload: nothing to change".into());
+                return Ok(None);
+            }
+        };
+        // Is this delivery about the event the meeting stands for now? After
+        // a move, the old event's cancellation is not the meeting's.
+        let current = se.is_some_and(|se| se.uri == draft.external_id);
+        if let (true, Some(se)) = (current && !is_new, se) {
+            draft.take_event(se);
+        }
+        if draft.entry_mut(&inv.uri).is_none() && current {
+            draft.entries.push(Entry {
+                uri: inv.uri.clone(),
+                name: inv.name.clone(),
+                email: inv.email.clone(),
+                status: "active".into(),
+                client_id: client,
+                cancel_reason: None,
+                canceled_by: None,
+            });
+        }
+        let state = if rescheduled || own.as_ref().is_some_and(|l| l.state == "rescheduled") { "rescheduled" } else { "canceled" };
+        let (reason, by) = match &inv.cancellation {
+            Some(c) => (c.reason.clone(), c.canceled_by.clone()),
+            None => (None, None),
+        };
+        if let Some(e) = draft.entry_mut(&inv.uri) {
+            if e.status != "rescheduled" {
+                e.status = state.into();
+                if state == "canceled" {
+                    e.cancel_reason = reason.clone();
+                    e.canceled_by = by.clone();
+                }
+            }
+        }
+        let mut announce: Option<&str> = None;
+        if rescheduled {
+            if let Some(n) = inv.new_invitee.as_deref() {
+                match get_link(self.conn(), n)? {
+                    None => announce = Some(n),
+                    Some(nl) => {
+                        // The creation came first and moved the meeting: keep the old start.
+                        if Some(nl.meeting_id) == draft.id && !current && draft.previous_starts_at.is_none() {
+                            if let Some(se) = se.filter(|se| se.starts_at != draft.starts_at) {
+                                draft.previous_starts_at = Some(se.starts_at.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0) + i64::from(announce.is_some());
+        let event_canceled = current && !rescheduled && se.is_some_and(ScheduledEvent::is_canceled);
+        let status = derive(&draft.entries, expected, event_canceled);
+        draft.set_status(status, Some((&reason, &by)));
+        let id = self.save(draft)?;
+        put_link(self.conn(), &inv.uri, self.user, id, state, inv.old_invitee.as_deref(), inv.new_invitee.as_deref(), &now)?;
+        if let Some(n) = announce {
+            put_link(self.conn(), n, self.user, id, "expected", Some(&inv.uri), None, &now)?;
+        }
+        Ok(Some(id))
+    }
+
+    /// `invitee_no_show.created` (`on`) and `.deleted`.
+    fn no_show(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>, on: bool) -> ApiResult<Option<i64>> {
+        let now = self.now();
+        let own = self.own_link(&inv.uri)?;
+        let mut draft = match &own {
+            Some(l) => self.load_own(l.meeting_id)?,
+            None => None,
+        };
+        if draft.is_none() {
+            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
+                draft = self.load_own(id)?;
+            }
+        }
+        let is_new = draft.is_none();
+        let mut draft = match (draft, se) {
+            (Some(d), _) => d,
+            (None, Some(se)) => {
+                let mut d = Draft::new(self.user, se);
+                d.client_id = self.client(inv)?;
+                d.cancel_url = inv.cancel_url.clone();
+                d.reschedule_url = inv.reschedule_url.clone();
+                d
+            }
+            (None, None) => {
+                self.notes.push("unknown invitee and no scheduled event in the payload: nothing to change".into());
+                return Ok(None);
+            }
+        };
+        if draft.entry_mut(&inv.uri).is_none() && (is_new || se.is_some_and(|se| se.uri == draft.external_id)) {
+            draft.entries.push(Entry {
+                uri: inv.uri.clone(),
+                name: inv.name.clone(),
+                email: inv.email.clone(),
+                status: "active".into(),
+                client_id: draft.client_id,
+                cancel_reason: None,
+                canceled_by: None,
+            });
+        }
+        let mut state = own.as_ref().map(|l| l.state.clone()).unwrap_or_else(|| "active".into());
+        if let Some(e) = draft.entry_mut(&inv.uri) {
+            match (on, e.status.as_str()) {
+                (true, "active") => e.status = "no_show".into(),
+                (false, "no_show") => e.status = "active".into(),
+                _ => {}
+            }
+            state = e.status.clone();
+        }
+        // A canceled meeting stays canceled; otherwise its invitees decide.
+        if draft.status != "canceled" {
+            let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0);
+            let status = derive(&draft.entries, expected, false);
+            draft.set_status(status, None);
+        }
+        let id = self.save(draft)?;
+        put_link(self.conn(), &inv.uri, self.user, id, &state, None, None, &now)?;
+        Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(uri: &str, status: &str) -> Entry {
+        Entry { uri: uri.into(), name: None, email: None, status: status.into(), client_id: None, cancel_reason: None, canceled_by: None }
+    }
+
+    #[test]
+    fn status_follows_the_invitees() {
+        assert_eq!(derive(&[e("a", "active"), e("b", "canceled")], 0, false), "scheduled");
+        assert_eq!(derive(&[e("a", "canceled"), e("b", "canceled")], 0, false), "canceled");
+        assert_eq!(derive(&[e("a", "rescheduled")], 1, false), "scheduled", "an expected invitee keeps it scheduled");
+        assert_eq!(derive(&[e("a", "rescheduled")], 0, false), "canceled");
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "canceled")], 0, false), "no_show");
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "active")], 0, false), "scheduled");
+        assert_eq!(derive(&[e("a", "active")], 0, true), "canceled");
+    }
+}

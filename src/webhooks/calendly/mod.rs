@@ -1,0 +1,425 @@
+//! Calendly webhooks: `POST /api/calendly/webhook` receives signed
+//! deliveries and turns bookings, cancellations, reschedules and no-shows
+//! into the adviser's meetings and clients, exactly once; plus the public
+//! status `GET /api/calendly/webhook/test` and the admin details
+//! `GET /api/admin/health/calendly` ([`admin_health`]).
+//!
+//! The path of a delivery: body read up to 256 KiB (413 beyond) →
+//! [`signature::verify`] over the raw bytes (401 and a `rejected` row
+//! otherwise) → [`payload::Delivery::parse`] (400 and an `invalid` row) →
+//! [`booking::apply`] as one writer request → 200 after COMMIT. Every
+//! delivery ends in exactly one `calendly webhook <event>: <outcome>, …` log
+//! line. This module never writes the synced tables itself: `booking` does,
+//! through the writer.
+
+pub mod booking;
+pub mod payload;
+pub mod signature;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{json, Value};
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::api::{authenticate, json_response, respond};
+use crate::error::{ApiError, ApiResult};
+use crate::server::App;
+use crate::store::timefmt;
+use booking::EventRow;
+use payload::Delivery;
+use signature::Reason;
+
+/// Largest delivery accepted. Calendly's payloads are a few KiB.
+pub const MAX_BODY: usize = 256 * 1024;
+pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
+
+/// Per-server state: the app and the signing keys in use.
+struct Webhook {
+    app: App,
+    /// Keys stored by `syncgate calendly subscribe`, cached; re-read when a
+    /// signature matches none of the cached keys (a key added while running).
+    stored: RwLock<Option<Arc<Vec<String>>>>,
+}
+
+impl Webhook {
+    /// Configured keys first, then stored ones.
+    async fn keys(&self, reload: bool) -> ApiResult<Vec<String>> {
+        let cached = self.stored.read().ok().and_then(|g| g.clone());
+        let stored = match cached {
+            Some(k) if !reload => k,
+            _ => {
+                let k = Arc::new(self.app.store.read(|c| Ok(stored_keys(c)?)).await?);
+                if let Ok(mut g) = self.stored.write() {
+                    *g = Some(k.clone());
+                }
+                k
+            }
+        };
+        let mut all =
+            self.app.config.calendly.signing_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect::<Vec<_>>();
+        all.extend(stored.iter().cloned());
+        Ok(all)
+    }
+}
+
+fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// The webhook, its public status and its admin details.
+pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+    // The payload pruner lives with the module that writes the payloads; it
+    // stops with the server. (No runtime when routes are built outside one.)
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::spawn(prune_payloads(app.clone()));
+    }
+    let w = Arc::new(Webhook { app, stored: RwLock::new(None) });
+    let with = {
+        let w = w.clone();
+        warp::any().map(move || w.clone())
+    };
+    let hook = warp::path!("api" / "calendly" / "webhook")
+        .and(warp::post())
+        .and(with.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(|w: Arc<Webhook>, headers: HeaderMap, body| async move { receive(w, headers, body).await });
+    let test = warp::path!("api" / "calendly" / "webhook" / "test")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(|w: Arc<Webhook>| async move { respond(public_status(w).await) });
+    let admin = warp::path!("api" / "admin" / "health" / "calendly")
+        .and(warp::get())
+        .and(with)
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(|w: Arc<Webhook>, auth: Option<String>| async move { respond(admin_status(w, auth).await) });
+    hook.or(test).unify().or(admin).unify().boxed()
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// The raw body, refusing to buffer more than `limit` bytes (also for
+/// chunked bodies that announce no length).
+async fn read_body<S, B>(stream: S, limit: usize) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if buf.len() + chunk.remaining() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn announced_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(warp::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `POST /api/calendly/webhook`
+async fn receive<S, B>(w: Arc<Webhook>, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let started = Instant::now();
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
+    if announced_length(&headers).is_some_and(|n| n > MAX_BODY as u64) {
+        reject(&w, None, "too_large", "the body is larger than the limit").await;
+        return too_large().into_response();
+    }
+    let body = match read_body(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            reject(&w, None, "too_large", "the body is larger than the limit").await;
+            return too_large().into_response();
+        }
+        Err(BodyError::Read(e)) => {
+            tracing::info!(error = %e, "calendly webhook ?: unreadable body");
+            return ApiError::BadRequest("the body could not be read".into()).into_response();
+        }
+    };
+
+    // Headers that are not visible ASCII are malformed, not missing.
+    let header = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or("\u{1}"));
+    if let Err(reason) = check_signature(&w, header, &body).await {
+        let claimed = payload::claimed_event(&body);
+        reject(&w, claimed.as_deref(), reason.code(), &reason.to_string()).await;
+        return ApiError::Unauthorized(reason.to_string()).into_response();
+    }
+
+    let delivery = match Delivery::parse(&body) {
+        Ok(d) => d,
+        Err(why) => {
+            let event = payload::claimed_event(&body);
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let (e2, why2) = (event.clone(), why.clone());
+            let _ = w
+                .app
+                .store
+                .writer
+                .write(move |tx| {
+                    let now = tx.now().to_string();
+                    let row = EventRow {
+                        event: e2.as_deref(),
+                        outcome: "invalid",
+                        error: Some(&why2),
+                        payload: Some(&text),
+                        ..Default::default()
+                    };
+                    Ok(booking::record(tx.conn(), &now, &row)?)
+                })
+                .await;
+            tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
+            return ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response();
+        }
+    };
+
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let d = delivery.clone();
+    let result = w.app.store.writer.write(move |tx| booking::apply(tx, &d, Some(&text))).await;
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(applied) => {
+            let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
+            tracing::info!(
+                event = %delivery.event,
+                outcome = applied.outcome.as_str(),
+                meeting = %meeting,
+                user = applied.user_id.unwrap_or_default(),
+                ms,
+                "calendly webhook {}: {}, {}",
+                delivery.event,
+                applied.outcome.as_str(),
+                applied.summary
+            );
+            json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
+        }
+        Err(e) => {
+            // Nothing of the delivery was kept; Calendly retries a 5xx.
+            let why = e.to_string();
+            let (event, why2) = (delivery.event.clone(), why.clone());
+            let invitee = delivery.invitee.as_ref().map(|i| i.uri.clone());
+            let _ = w
+                .app
+                .store
+                .writer
+                .write(move |tx| {
+                    let now = tx.now().to_string();
+                    let row = EventRow {
+                        event: Some(&event),
+                        invitee_uri: invitee.as_deref(),
+                        outcome: "failed",
+                        error: Some(&why2),
+                        ..Default::default()
+                    };
+                    Ok(booking::record(tx.conn(), &now, &row)?)
+                })
+                .await;
+            tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
+            match e {
+                ApiError::Unavailable(_) => e.into_response(),
+                other => ApiError::internal(other).into_response(),
+            }
+        }
+    }
+}
+
+/// Verify against the cached keys; on a miss re-read the stored keys once,
+/// so a key added by `syncgate calendly subscribe` works without a restart.
+async fn check_signature(w: &Webhook, header: Option<&str>, body: &[u8]) -> Result<(), Reason> {
+    let tolerance = w.app.config.calendly.tolerance.as_secs();
+    let now = crate::auth::unix_now();
+    let keys = w.keys(false).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the Calendly signing keys");
+        Reason::NoKeys
+    })?;
+    match signature::verify(&keys, header, body, now, tolerance) {
+        Ok(_) => Ok(()),
+        Err(Reason::Mismatch | Reason::NoKeys) => {
+            let keys = w.keys(true).await.map_err(|_| Reason::NoKeys)?;
+            signature::verify(&keys, header, body, now, tolerance).map(|_| ())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Record a refused delivery (never its body: it is unauthenticated) and log it.
+async fn reject(w: &Webhook, event: Option<&str>, code: &str, sentence: &str) {
+    let error = format!("{code}: {sentence}");
+    let ev = event.map(str::to_string);
+    let err2 = error.clone();
+    let res = w
+        .app
+        .store
+        .writer
+        .write(move |tx| {
+            let now = tx.now().to_string();
+            let row = EventRow { event: ev.as_deref(), outcome: "rejected", error: Some(&err2), ..Default::default() };
+            Ok(booking::record(tx.conn(), &now, &row)?)
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not record a rejected Calendly delivery");
+    }
+    tracing::info!(reason = code, "calendly webhook {}: rejected, {sentence}", event.unwrap_or("?"));
+}
+
+fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT received_at FROM calendly_webhook_events WHERE outcome = 'accepted' ORDER BY received_at DESC, id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// `GET /api/calendly/webhook/test`: reachable, configured, last accepted
+/// delivery. Nothing else: it is public.
+async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
+    let (stored, last) = w
+        .app
+        .store
+        .read(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
+            Ok((n, last_accepted(c)?))
+        })
+        .await?;
+    let configured = stored > 0 || w.app.config.calendly.signing_keys.iter().any(|k| !k.trim().is_empty());
+    Ok(json_response(StatusCode::OK, &json!({"reachable": true, "configured": configured, "last_accepted_at": last})))
+}
+
+/// `GET /api/admin/health/calendly`: [`admin_health`] for admins.
+async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Response> {
+    let who = authenticate(&w.app, auth).await?;
+    if !who.admin {
+        return Err(ApiError::Forbidden("only admins can see webhook details".into()));
+    }
+    let mut v = w.app.store.read(|c| Ok(admin_health(c))).await?;
+    v["configured_signing_keys"] = json!(w.app.config.calendly.signing_keys.iter().filter(|k| !k.trim().is_empty()).count());
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// Admin details of the Calendly webhook: deliveries by outcome over the
+/// last 24 h (rejections also by reason), hosts that matched no user, the
+/// last delivery and the last accepted one, how many keys are stored. Never
+/// a key or a payload. Duplicates are not counted: they write nothing.
+pub fn admin_health(conn: &Connection) -> Value {
+    match health(conn) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "reading Calendly webhook health failed");
+            json!({"error": "the Calendly webhook log could not be read"})
+        }
+    }
+}
+
+fn health(conn: &Connection) -> rusqlite::Result<Value> {
+    let now = timefmt::now();
+    let day = timefmt::format(now - time::Duration::hours(24));
+    let week = timefmt::format(now - time::Duration::days(7));
+    let mut outcomes = serde_json::Map::new();
+    for o in ["accepted", "unmatched", "ignored", "rejected", "invalid", "failed"] {
+        outcomes.insert(o.into(), json!(0));
+    }
+    let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM calendly_webhook_events WHERE received_at >= ?1 GROUP BY outcome")?;
+    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (o, n) = row?;
+        outcomes.insert(o, json!(n));
+    }
+    let mut reasons = serde_json::Map::new();
+    let mut stmt = conn.prepare(
+        "SELECT substr(error, 1, instr(error, ':') - 1), COUNT(*) FROM calendly_webhook_events
+         WHERE outcome = 'rejected' AND received_at >= ?1 AND instr(error, ':') > 0 GROUP BY 1",
+    )?;
+    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (code, n) = row?;
+        reasons.insert(code, json!(n));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT host, COUNT(*), MAX(received_at) FROM calendly_webhook_events
+         WHERE outcome = 'unmatched' AND received_at >= ?1 GROUP BY host ORDER BY 3 DESC LIMIT 50",
+    )?;
+    let hosts: Vec<Value> = stmt
+        .query_map([&week], |r| {
+            Ok(json!({"host": r.get::<_, Option<String>>(0)?, "deliveries": r.get::<_, i64>(1)?, "last_at": r.get::<_, String>(2)?}))
+        })?
+        .collect::<Result<_, _>>()?;
+    let last = conn
+        .query_row("SELECT received_at, event, outcome, error, summary FROM calendly_webhook_events ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok(json!({
+                "received_at": r.get::<_, String>(0)?,
+                "event": r.get::<_, Option<String>>(1)?,
+                "outcome": r.get::<_, String>(2)?,
+                "error": r.get::<_, Option<String>>(3)?,
+                "summary": r.get::<_, Option<String>>(4)?,
+            }))
+        })
+        .optional()?;
+    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
+    Ok(json!({
+        "outcomes_24h": outcomes,
+        "rejected_by_reason_24h": reasons,
+        "unmatched_hosts_7d": hosts,
+        "last_delivery": last,
+        "last_accepted_at": last_accepted(conn)?,
+        "stored_signing_keys": stored,
+    }))
+}
+
+/// Reduce deliveries older than `calendly.keep_payloads` to their outcome
+/// row (the payload is personal data), hourly, in chunks through the writer.
+async fn prune_payloads(app: App) {
+    const CHUNK: i64 = 2000;
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let keep = app.config.calendly.keep_payloads.as_secs() as i64;
+        let cutoff = timefmt::format(timefmt::now() - time::Duration::seconds(keep));
+        loop {
+            let c = cutoff.clone();
+            let res = app
+                .store
+                .writer
+                .write(move |tx| {
+                    Ok(tx.conn().execute(
+                        "UPDATE calendly_webhook_events SET payload = NULL WHERE id IN (
+                            SELECT id FROM calendly_webhook_events WHERE payload IS NOT NULL AND received_at < ?1 LIMIT ?2)",
+                        rusqlite::params![c, CHUNK],
+                    )?)
+                })
+                .await;
+            match res {
+                Ok(n) if (n as i64) == CHUNK => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pruning Calendly payloads failed");
+                    break;
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+        }
+    }
+}

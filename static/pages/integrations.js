@@ -1,0 +1,161 @@
+// Integrations: is Google Calendar connected (and does it need a
+// reconnect), is Calendly linked, when did each source last deliver a
+// webhook, and for admins the server's health report.
+
+import { h, fmtDateTime, ago } from '/dom.js';
+import { auth } from '/api.js';
+
+const TIMESTAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/;
+
+function label(key) {
+  const s = key.replace(/_/g, ' ').replace(/\b24h\b/, '(24 h)').replace(/\b7d\b/, '(7 days)');
+  return s[0].toUpperCase() + s.slice(1);
+}
+
+function when(iso) {
+  return iso ? h('span', {}, h('time', { datetime: iso }, fmtDateTime(iso)), ` (${ago(iso)})`) : 'never';
+}
+
+/** Any JSON value as readable HTML: objects as <dl>, lists of objects as tables. */
+function show(v) {
+  if (v === null || v === undefined) return h('span', { class: 'muted' }, '—');
+  if (typeof v === 'boolean') return v ? 'yes' : 'no';
+  if (typeof v === 'string' && TIMESTAMP.test(v)) return when(v);
+  if (typeof v !== 'object') return String(v);
+  if (Array.isArray(v)) {
+    if (!v.length) return h('span', { class: 'muted' }, 'none');
+    if (v.every((x) => x && typeof x === 'object' && !Array.isArray(x))) {
+      const cols = [...new Set(v.flatMap((x) => Object.keys(x)))];
+      return h('div', { class: 'table-wrap' }, h('table', {},
+        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, label(c))))),
+        h('tbody', {}, v.map((row) => h('tr', {}, cols.map((c) => h('td', {}, show(row[c]))))))));
+    }
+    return v.map((x) => (typeof x === 'object' ? JSON.stringify(x) : String(x))).join(', ');
+  }
+  const keys = Object.keys(v);
+  if (!keys.length) return h('span', { class: 'muted' }, 'none');
+  return h('dl', { class: 'details' }, keys.flatMap((k) => [h('dt', {}, label(k)), h('dd', {}, show(v[k]))]));
+}
+
+async function getJson(path, withAuth) {
+  const headers = { accept: 'application/json' };
+  if (withAuth && auth.token) headers.authorization = `Bearer ${auth.token}`;
+  try {
+    const r = await fetch(path, { headers });
+    const body = await r.json().catch(() => null);
+    return { status: r.status, body };
+  } catch (_) {
+    return { status: 0, body: null };
+  }
+}
+
+export function mount(main, ctx) {
+  document.title = 'Integrations · syncgate';
+  const google = h('div', { class: 'status-body', id: 'google-status' }, 'Checking…');
+  const calendly = h('div', { class: 'status-body', id: 'calendly-status' }, 'Checking…');
+  const admin = h('section', { class: 'panel', 'aria-labelledby': 'health-h', hidden: true },
+    h('h2', { id: 'health-h' }, 'Server health'), h('div', { id: 'admin-health' }));
+  const refresh = h('button', { type: 'button', id: 'refresh-status', onclick: () => load() }, 'Refresh');
+  const checked = h('p', { class: 'hint', role: 'status', 'aria-live': 'polite' });
+  main.append(
+    h('div', { class: 'page-head' }, h('h1', {}, 'Integrations'), refresh),
+    checked,
+    h('section', { class: 'panel', 'aria-labelledby': 'google-h' }, h('h2', { id: 'google-h' }, 'Google Calendar'), google),
+    h('section', { class: 'panel', 'aria-labelledby': 'calendly-h' }, h('h2', { id: 'calendly-h' }, 'Calendly'), calendly),
+    admin);
+
+  let seq = 0;
+  async function load() {
+    const mine = ++seq;
+    refresh.disabled = true;
+    const me = await ctx.refreshMe().catch(() => ctx.me);
+    const [gs, cs] = await Promise.all([getJson('/api/calendar/webhook/test'), getJson('/api/calendly/webhook/test')]);
+    let health = null;
+    if (me && me.role === 'admin') health = await adminHealth();
+    if (mine !== seq) return;
+    refresh.disabled = false;
+    renderGoogle(me, gs);
+    renderCalendly(me, cs);
+    if (health) {
+      admin.hidden = false;
+      document.getElementById('admin-health').replaceChildren(health);
+    }
+    checked.textContent = `Checked ${new Date().toLocaleTimeString()}.`;
+  }
+
+  function renderGoogle(me, gs) {
+    const configured = gs.body ? gs.body.google_configured : undefined;
+    let state;
+    let action = null;
+    const connectHref = `/api/auth/google?connect=1&access_token=${encodeURIComponent(auth.token || '')}`;
+    if (me && me.google_needs_reconnect) {
+      state = h('p', { class: 'state bad' }, 'Needs reconnect: Google no longer accepts the stored permission, so changes in your calendar are not arriving. Reconnect to resume.');
+      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect' }, 'Reconnect Google Calendar');
+    } else if (me && me.google_connected) {
+      state = h('p', { class: 'state good' }, 'Connected: changes in your Google Calendar arrive here within seconds.');
+      action = h('a', { class: 'button', href: connectHref, id: 'google-connect' }, 'Reconnect Google Calendar');
+    } else {
+      state = h('p', { class: 'state' }, 'Not connected.');
+      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect' }, 'Connect Google Calendar');
+    }
+    if (configured === false) {
+      action = h('p', { class: 'hint' }, 'Google is not set up on this server (an administrator adds the Google client id and secret).');
+    }
+    const facts = [];
+    if (gs.body) {
+      facts.push(['Webhook endpoint', gs.body.reachable ? 'reachable' : 'not reachable']);
+      facts.push(['Last notification from Google (any user)', when(gs.body.last_notification_at)]);
+    } else {
+      facts.push(['Webhook endpoint', gs.status ? `status unknown (the server answered ${gs.status})` : 'the server cannot be reached']);
+    }
+    if (me && me.google_channel_expires_at !== undefined) facts.push(['Push channel expires', when(me.google_channel_expires_at)]);
+    google.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), action);
+  }
+
+  function renderCalendly(me, cs) {
+    const linked = me && me.calendly_user_uri;
+    const state = linked
+      ? h('p', { class: 'state good' }, 'Linked: bookings, cancellations and no-shows arrive here as they happen.')
+      : h('p', { class: 'state' }, 'Bookings are matched to you by your email address. An administrator links your Calendly account with ',
+        h('code', {}, 'syncgate calendly subscribe'), '.');
+    const facts = [];
+    if (cs.body) {
+      facts.push(['Webhook endpoint', cs.body.reachable ? 'reachable' : 'not reachable']);
+      facts.push(['Signing key configured', cs.body.configured ? 'yes' : 'no — deliveries cannot be verified and are refused']);
+      facts.push(['Last accepted delivery (any user)', when(cs.body.last_accepted_at)]);
+    } else {
+      facts.push(['Webhook endpoint', cs.status ? `status unknown (the server answered ${cs.status})` : 'the server cannot be reached']);
+    }
+    calendly.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+  }
+
+  /** The admin report: /api/admin/health, or its per-source parts where that is not there. */
+  async function adminHealth() {
+    const all = await getJson('/api/admin/health', true);
+    if (all.status === 200 && all.body) return renderHealth(all.body);
+    const [g, c] = await Promise.all([getJson('/api/admin/health/google', true), getJson('/api/admin/health/calendly', true)]);
+    const parts = {};
+    if (g.status === 200) parts.google = g.body;
+    if (c.status === 200) parts.calendly = c.body;
+    return Object.keys(parts).length ? renderHealth(parts) : null;
+  }
+
+  function renderHealth(report) {
+    const out = [];
+    const alerts = report.alerts;
+    if (Array.isArray(alerts)) {
+      out.push(h('h3', {}, 'Alerts'), alerts.length
+        ? h('ul', { class: 'alerts' }, alerts.map((a) => h('li', { class: 'alert' }, typeof a === 'string' ? a : a.message || a.text || JSON.stringify(a))))
+        : h('p', { class: 'state good' }, 'No alerts.'));
+    }
+    for (const [k, v] of Object.entries(report)) {
+      if (k === 'alerts') continue;
+      if (v && typeof v === 'object' && !Array.isArray(v)) out.push(h('h3', {}, label(k)), show(v));
+      else out.push(h('dl', { class: 'details' }, h('dt', {}, label(k)), h('dd', {}, show(v))));
+    }
+    return h('div', {}, out);
+  }
+
+  load();
+  return {};
+}

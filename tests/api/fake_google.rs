@@ -1,0 +1,768 @@
+//! A local fake of Google's OAuth 2.0 and Calendar APIs that behaves as
+//! `shared/google-calendar.md` says, failures included: the consent page,
+//! the token endpoint (authorization code, refresh, `invalid_grant`),
+//! userinfo, `events.list` (pagination, sync tokens only on the last page,
+//! cancelled entries, 410 for invalidated tokens, 400 for a sync token with
+//! `timeMin`), `events.watch` (the `sync` notification is sent before the
+//! answer, as Google may), `channels.stop`, and push notifications with the
+//! documented headers and an empty body. Tests drive it: create, edit and
+//! delete events, invalidate sync tokens, revoke access, inject 401 / 403
+//! rateLimitExceeded / 429 / 5xx, slow lists down, and read a call log.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::path::FullPath;
+use warp::reply::Response;
+use warp::Filter;
+
+pub const CLIENT_ID: &str = "fake-client-id.apps.googleusercontent.com";
+pub const CLIENT_SECRET: &str = "fake-client-secret";
+pub const CALENDAR_TZ: &str = "Europe/Berlin";
+
+/// A channel as Google holds it.
+#[derive(Debug, Clone)]
+pub struct FakeChannel {
+    pub id: String,
+    pub token: Option<String>,
+    pub address: String,
+    pub resource_id: String,
+    pub email: String,
+    pub expiration_ms: i64,
+    pub stopped: bool,
+    pub message_number: u64,
+}
+
+/// One `events.list` request as received.
+#[derive(Debug, Clone)]
+pub struct ListCall {
+    pub email: String,
+    pub sync_token: bool,
+    pub page_token: bool,
+    pub time_min: bool,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    body: Value,
+    seq: u64,
+    cancelled: bool,
+}
+
+#[derive(Debug, Default)]
+struct Account {
+    sub: String,
+    name: String,
+    events: Vec<Event>,
+}
+
+struct Pending {
+    email: String,
+    signature: String,
+    chunks: VecDeque<Vec<Value>>,
+    sync_token: String,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    accounts: HashMap<String, Account>,
+    consent_as: Option<String>,
+    codes: HashMap<String, String>,
+    redirect_uris: HashMap<String, String>,
+    refresh: HashMap<String, (String, bool)>,
+    access: HashMap<String, (String, bool)>,
+    sync_tokens: HashMap<String, (String, u64, bool)>,
+    pages: HashMap<String, Pending>,
+    channels: Vec<FakeChannel>,
+    failures: Vec<(String, u16, String, usize, usize)>,
+    calls: HashMap<String, u64>,
+    list_log: Vec<ListCall>,
+    in_flight: HashMap<String, u32>,
+    max_in_flight: HashMap<String, u32>,
+    list_delay: Duration,
+    page_size: usize,
+    expires_in: i64,
+    issued: Vec<String>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    http: reqwest::Client,
+}
+
+/// The running fake. Its URLs go into `[google]`.
+#[derive(Clone)]
+pub struct FakeGoogle {
+    pub addr: SocketAddr,
+    pub base: String,
+    inner: Arc<Inner>,
+}
+
+fn rand_str() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn api_error(status: u16, reason: &str, message: &str) -> (u16, Value) {
+    (status, json!({"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}))
+}
+
+fn reply(status: u16, body: &Value) -> Response {
+    let mut res = Response::new(body.to_string().into());
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res.headers_mut().insert("content-type", "application/json; charset=UTF-8".parse().unwrap());
+    res
+}
+
+/// An event's start and end as Unix seconds (date-only = midnight UTC).
+fn span(ev: &Value) -> Option<(i64, i64)> {
+    let at = |t: &Value| -> Option<i64> {
+        if let Some(dt) = t.get("dateTime").and_then(Value::as_str) {
+            return time::OffsetDateTime::parse(dt, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp());
+        }
+        let d = t.get("date").and_then(Value::as_str)?;
+        let d = time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+        Some(d.midnight().assume_utc().unix_timestamp())
+    };
+    Some((at(ev.get("start")?)?, at(ev.get("end")?)?))
+}
+
+fn rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
+}
+
+impl FakeGoogle {
+    pub async fn start() -> FakeGoogle {
+        syncgate::google::install_tls();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake google binds");
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State { page_size: 250, expires_in: 3599, ..Default::default() }),
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        });
+        let fake = FakeGoogle { addr, base: format!("http://{addr}"), inner };
+        let handler = fake.clone();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .and_then(move |m: Method, p: FullPath, q: String, h: HeaderMap, b: Bytes| {
+                let fake = handler.clone();
+                async move { Ok::<_, Infallible>(fake.handle(m, p.as_str().to_string(), q, h, b).await) }
+            });
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        fake
+    }
+
+    /// Point syncgate's `[google]` at this fake.
+    pub fn configure(&self, c: &mut syncgate::config::Config) {
+        c.google.client_id = CLIENT_ID.into();
+        c.google.client_secret = CLIENT_SECRET.into();
+        c.google.api_base_url = format!("{}/calendar/v3", self.base);
+        c.google.auth_url = format!("{}/o/oauth2/v2/auth", self.base);
+        c.google.token_url = format!("{}/token", self.base);
+        c.google.userinfo_url = format!("{}/v1/userinfo", self.base);
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- test controls -------------------------------------------------
+
+    pub fn add_account(&self, email: &str, name: &str) {
+        let mut st = self.st();
+        st.accounts.entry(email.to_lowercase()).or_insert_with(|| Account {
+            sub: format!("1{:019}", rand::random::<u64>() % 10u64.pow(19)),
+            name: name.into(),
+            events: vec![],
+        });
+    }
+
+    /// Who signs in on the next consent.
+    pub fn consent_as(&self, email: &str) {
+        self.st().consent_as = Some(email.to_lowercase());
+    }
+
+    /// Add an event (an `id` is made when absent); returns its id.
+    pub fn create_event(&self, email: &str, mut event: Value) -> String {
+        let mut st = self.st();
+        st.seq += 1;
+        let seq = st.seq;
+        let id = event.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("ev{}", rand_str()));
+        event["id"] = json!(id);
+        event["kind"] = json!("calendar#event");
+        if event.get("status").is_none() {
+            event["status"] = json!("confirmed");
+        }
+        event["updated"] = json!(time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap());
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        acct.events.push(Event { body: event, seq, cancelled: false });
+        id
+    }
+
+    /// Change top-level fields of an event.
+    pub fn update_event(&self, email: &str, id: &str, patch: Value) {
+        let mut st = self.st();
+        st.seq += 1;
+        let seq = st.seq;
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        for (k, v) in patch.as_object().expect("patch is an object") {
+            ev.body[k] = v.clone();
+        }
+        ev.seq = seq;
+    }
+
+    /// Delete an event: it stays as a `cancelled` entry for incremental syncs.
+    pub fn delete_event(&self, email: &str, id: &str) {
+        let mut st = self.st();
+        st.seq += 1;
+        let seq = st.seq;
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        ev.cancelled = true;
+        ev.seq = seq;
+    }
+
+    /// Every sync token issued so far answers 410 from now on.
+    pub fn invalidate_sync_tokens(&self) {
+        for t in self.st().sync_tokens.values_mut() {
+            t.2 = false;
+        }
+    }
+
+    /// The user revoked access: refresh gives `invalid_grant`, access tokens 401.
+    pub fn revoke(&self, email: &str) {
+        let mut st = self.st();
+        let email = email.to_lowercase();
+        for t in st.refresh.values_mut().filter(|t| t.0 == email) {
+            t.1 = true;
+        }
+        for t in st.access.values_mut().filter(|t| t.0 == email) {
+            t.1 = false;
+        }
+    }
+
+    /// Access tokens stop working (401); refreshing works.
+    pub fn expire_access_tokens(&self, email: &str) {
+        let email = email.to_lowercase();
+        for t in self.st().access.values_mut().filter(|t| t.0 == email) {
+            t.1 = false;
+        }
+    }
+
+    /// The next `times` calls to `endpoint` (token, userinfo, list, watch,
+    /// stop) answer `status` with `reason` (e.g. 403 "rateLimitExceeded",
+    /// 401 "authError", 429 "rateLimitExceeded", 503 "backendError").
+    pub fn fail_next(&self, endpoint: &str, status: u16, reason: &str, times: usize) {
+        self.fail_after(endpoint, 0, status, reason, times);
+    }
+
+    /// Let `skip` calls to `endpoint` through, then fail the next `times`.
+    pub fn fail_after(&self, endpoint: &str, skip: usize, status: u16, reason: &str, times: usize) {
+        self.st().failures.push((endpoint.into(), status, reason.into(), skip, times));
+    }
+
+    pub fn set_page_size(&self, n: usize) {
+        self.st().page_size = n.max(1);
+    }
+
+    pub fn set_list_delay(&self, d: Duration) {
+        self.st().list_delay = d;
+    }
+
+    /// How many calls an endpoint got (token, userinfo, list, watch, stop, consent).
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        self.st().calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    pub fn list_log(&self) -> Vec<ListCall> {
+        self.st().list_log.clone()
+    }
+
+    /// List passes: `events.list` calls without a page token.
+    pub fn list_passes(&self, email: &str) -> usize {
+        self.st().list_log.iter().filter(|c| c.email == email.to_lowercase() && !c.page_token).count()
+    }
+
+    /// Most `events.list` requests of one account that were in flight at once.
+    pub fn max_concurrent_lists(&self, email: &str) -> u32 {
+        self.st().max_in_flight.get(&email.to_lowercase()).copied().unwrap_or(0)
+    }
+
+    pub fn channels(&self, email: &str) -> Vec<FakeChannel> {
+        let email = email.to_lowercase();
+        self.st().channels.iter().filter(|c| c.email == email).cloned().collect()
+    }
+
+    pub fn active_channels(&self, email: &str) -> Vec<FakeChannel> {
+        self.channels(email).into_iter().filter(|c| !c.stopped).collect()
+    }
+
+    /// Every credential this fake issued (access, refresh and sync tokens, codes).
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.st().issued.clone()
+    }
+
+    /// Tell every active channel of the account that something changed
+    /// (`exists`), as Google does: documented headers, empty body. Returns
+    /// the status codes syncgate answered.
+    pub async fn notify(&self, email: &str, state: &str) -> Vec<u16> {
+        let channels = self.active_channels(email);
+        let mut out = Vec::new();
+        for c in channels {
+            out.push(self.notify_channel(&c.id, state).await);
+        }
+        out
+    }
+
+    /// One notification on one channel.
+    pub async fn notify_channel(&self, channel_id: &str, state: &str) -> u16 {
+        let (c, number) = {
+            let mut st = self.st();
+            let c = st.channels.iter_mut().find(|c| c.id == channel_id).expect("channel exists");
+            // Grows, not by one.
+            c.message_number += 1 + rand::random::<u64>() % 5;
+            (c.clone(), c.message_number)
+        };
+        self.send_notification(&c.address, &c.id, c.token.as_deref(), &c.resource_id, state, number, c.expiration_ms).await
+    }
+
+    /// A notification with exactly these headers (for forged ones).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_notification(
+        &self,
+        address: &str,
+        channel_id: &str,
+        token: Option<&str>,
+        resource_id: &str,
+        state: &str,
+        number: u64,
+        expiration_ms: i64,
+    ) -> u16 {
+        let expiration = time::OffsetDateTime::from_unix_timestamp(expiration_ms / 1000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
+        let mut req = self
+            .inner
+            .http
+            .post(address)
+            .header("X-Goog-Channel-ID", channel_id)
+            .header("X-Goog-Channel-Expiration", expiration)
+            .header("X-Goog-Resource-ID", resource_id)
+            .header("X-Goog-Resource-URI", format!("{}/calendar/v3/calendars/primary/events?alt=json", self.base))
+            .header("X-Goog-Resource-State", state)
+            .header("X-Goog-Message-Number", number.to_string())
+            .header("Content-Length", "0");
+        if let Some(t) = token {
+            req = req.header("X-Goog-Channel-Token", t);
+        }
+        match req.send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    // ---- the fake's HTTP side ---------------------------------------------
+
+    fn take_failure(&self, endpoint: &str) -> Option<(u16, String)> {
+        let mut st = self.st();
+        *st.calls.entry(endpoint.to_string()).or_default() += 1;
+        // Every pending failure counts the call against its skip; the first
+        // one with nothing left to skip fires.
+        let mut hit = None;
+        for f in st.failures.iter_mut().filter(|f| f.0 == endpoint && f.4 > 0) {
+            if f.3 > 0 {
+                f.3 -= 1;
+            } else if hit.is_none() {
+                f.4 -= 1;
+                hit = Some((f.1, f.2.clone()));
+            }
+        }
+        hit
+    }
+
+    fn bearer_email(&self, headers: &HeaderMap) -> Option<String> {
+        let h = headers.get("authorization")?.to_str().ok()?;
+        let t = h.strip_prefix("Bearer ")?;
+        match self.st().access.get(t) {
+            Some((email, true)) => Some(email.clone()),
+            _ => None,
+        }
+    }
+
+    async fn handle(&self, method: Method, path: String, query: String, headers: HeaderMap, body: Bytes) -> Response {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["o", "oauth2", "v2", "auth"]) => self.consent(&q),
+            ("POST", ["token"]) => {
+                let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+                let (s, v) = self.token(&form);
+                reply(s, &v)
+            }
+            ("GET", ["v1", "userinfo"]) => {
+                if let Some((s, reason)) = self.take_failure("userinfo") {
+                    let (s, v) = api_error(s, &reason, "injected");
+                    return reply(s, &v);
+                }
+                let Some(email) = self.bearer_email(&headers) else {
+                    let (s, v) = api_error(401, "authError", "Invalid Credentials");
+                    return reply(s, &v);
+                };
+                let st = self.st();
+                let a = &st.accounts[&email];
+                reply(200, &json!({"sub": a.sub, "email": email, "email_verified": true, "name": a.name}))
+            }
+            ("GET", ["calendar", "v3", "calendars", cal, "events"]) => {
+                let cal = cal.to_string();
+                self.list(&cal, &q, &headers).await
+            }
+            ("POST", ["calendar", "v3", "calendars", cal, "events", "watch"]) => {
+                let cal = cal.to_string();
+                self.watch(&cal, &headers, &body).await
+            }
+            ("POST", ["calendar", "v3", "channels", "stop"]) => self.stop(&headers, &body),
+            _ => reply(404, &json!({"error": {"code": 404, "message": format!("fake google has no {method} {path}")}})),
+        }
+    }
+
+    /// The consent page: the user (set by `consent_as`) agrees at once.
+    fn consent(&self, q: &HashMap<String, String>) -> Response {
+        *self.st().calls.entry("consent".into()).or_default() += 1;
+        let ok = q.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+            && q.get("response_type").map(String::as_str) == Some("code")
+            && q.get("access_type").map(String::as_str) == Some("offline")
+            && q.get("scope")
+                .is_some_and(|s| s.split(' ').any(|x| x == "https://www.googleapis.com/auth/calendar.readonly") && s.contains("email"))
+            && q.contains_key("state")
+            && q.contains_key("redirect_uri");
+        if !ok {
+            return reply(400, &json!({"error": "invalid_request", "query": q}));
+        }
+        let mut st = self.st();
+        let Some(email) = st.consent_as.clone() else { return reply(400, &json!({"error": "nobody to sign in as"})) };
+        let code = format!("4/fake-code-{}", rand_str());
+        st.codes.insert(code.clone(), email);
+        st.redirect_uris.insert(code.clone(), q["redirect_uri"].clone());
+        st.issued.push(code.clone());
+        let mut url = url::Url::parse(&q["redirect_uri"]).unwrap();
+        url.query_pairs_mut().append_pair("code", &code).append_pair("state", &q["state"]).append_pair("scope", &q["scope"]);
+        let mut res = Response::new(Default::default());
+        *res.status_mut() = StatusCode::FOUND;
+        res.headers_mut().insert("location", url.as_str().parse().unwrap());
+        res
+    }
+
+    fn issue_access(st: &mut State, email: &str) -> String {
+        let t = format!("ya29.fake-access-{}", rand_str());
+        st.access.insert(t.clone(), (email.to_string(), true));
+        st.issued.push(t.clone());
+        t
+    }
+
+    fn token(&self, form: &HashMap<String, String>) -> (u16, Value) {
+        if let Some((s, reason)) = self.take_failure("token") {
+            return (s, json!({"error": reason}));
+        }
+        if form.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+            || form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+        {
+            return (401, json!({"error": "invalid_client"}));
+        }
+        let mut st = self.st();
+        let expires_in = st.expires_in;
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                let code = form.get("code").cloned().unwrap_or_default();
+                let Some(email) = st.codes.remove(&code) else {
+                    return (400, json!({"error": "invalid_grant", "error_description": "Bad Request"}));
+                };
+                if st.redirect_uris.get(&code) != form.get("redirect_uri") {
+                    return (400, json!({"error": "redirect_uri_mismatch"}));
+                }
+                let access = Self::issue_access(&mut st, &email);
+                let refresh = format!("1//fake-refresh-{}", rand_str());
+                st.refresh.insert(refresh.clone(), (email, false));
+                st.issued.push(refresh.clone());
+                (
+                    200,
+                    json!({"access_token": access, "expires_in": expires_in, "refresh_token": refresh, "scope": "openid email profile https://www.googleapis.com/auth/calendar.readonly", "token_type": "Bearer", "id_token": "fake.id.token"}),
+                )
+            }
+            Some("refresh_token") => {
+                let rt = form.get("refresh_token").cloned().unwrap_or_default();
+                match st.refresh.get(&rt).cloned() {
+                    Some((email, false)) => {
+                        let access = Self::issue_access(&mut st, &email);
+                        (200, json!({"access_token": access, "expires_in": expires_in, "token_type": "Bearer"}))
+                    }
+                    _ => (400, json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})),
+                }
+            }
+            _ => (400, json!({"error": "unsupported_grant_type"})),
+        }
+    }
+
+    fn account_for(&self, cal: &str, headers: &HeaderMap) -> Result<String, (u16, Value)> {
+        let email = self.bearer_email(headers).ok_or_else(|| api_error(401, "authError", "Invalid Credentials"))?;
+        if cal != "primary" && cal.to_lowercase() != email {
+            return Err(api_error(404, "notFound", "Not Found"));
+        }
+        Ok(email)
+    }
+
+    async fn list(&self, cal: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+        let email_for_log = self.bearer_email(headers).unwrap_or_default();
+        let delay = {
+            let mut st = self.st();
+            let n = st.in_flight.entry(email_for_log.clone()).or_default();
+            *n += 1;
+            let now = *n;
+            let max = st.max_in_flight.entry(email_for_log.clone()).or_default();
+            *max = (*max).max(now);
+            st.list_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let (status, body) = match self.take_failure("list") {
+            Some((s, reason)) => api_error(s, &reason, "injected failure"),
+            None => match self.account_for(cal, headers) {
+                Err(e) => e,
+                Ok(email) => self.list_page(&email, q),
+            },
+        };
+        let mut st = self.st();
+        if let Some(n) = st.in_flight.get_mut(&email_for_log) {
+            *n -= 1;
+        }
+        st.list_log.push(ListCall {
+            email: email_for_log,
+            sync_token: q.contains_key("syncToken"),
+            page_token: q.contains_key("pageToken"),
+            time_min: q.contains_key("timeMin"),
+            status,
+        });
+        reply(status, &body)
+    }
+
+    fn list_page(&self, email: &str, q: &HashMap<String, String>) -> (u16, Value) {
+        if q.contains_key("syncToken") && ["timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID"].iter().any(|k| q.contains_key(*k))
+        {
+            return api_error(400, "invalid", "Sync token cannot be used with other parameters.");
+        }
+        let mut st = self.st();
+        let signature = format!("{:?}|{:?}|{:?}", q.get("syncToken"), q.get("timeMin"), q.get("timeMax"));
+        let max_results = q.get("maxResults").and_then(|m| m.parse::<usize>().ok()).unwrap_or(250).clamp(1, 2500);
+        let page_size = st.page_size.min(max_results);
+        let pending = if let Some(pt) = q.get("pageToken") {
+            match st.pages.remove(pt) {
+                Some(p) if p.email == email && p.signature == signature => p,
+                _ => return api_error(400, "invalid", "Invalid page token or a different query."),
+            }
+        } else {
+            let acct = st.accounts.get(email).expect("account");
+            let items: Vec<Value> = if let Some(tok) = q.get("syncToken") {
+                let Some((owner, since, valid)) = st.sync_tokens.get(tok).cloned() else {
+                    return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
+                };
+                if !valid || owner != email {
+                    return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
+                }
+                let mut changed: Vec<&Event> = acct.events.iter().filter(|e| e.seq > since).collect();
+                changed.sort_by_key(|e| e.seq);
+                changed
+                    .into_iter()
+                    .map(|e| {
+                        if e.cancelled {
+                            json!({"kind": "calendar#event", "id": e.body["id"], "status": "cancelled"})
+                        } else {
+                            e.body.clone()
+                        }
+                    })
+                    .collect()
+            } else {
+                let min = q.get("timeMin").and_then(|t| rfc3339(t));
+                let max = q.get("timeMax").and_then(|t| rfc3339(t));
+                acct.events
+                    .iter()
+                    .filter(|e| !e.cancelled)
+                    .filter(|e| match span(&e.body) {
+                        Some((s, en)) => min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m),
+                        None => true,
+                    })
+                    .map(|e| e.body.clone())
+                    .collect()
+            };
+            let sync_token = format!("fake-sync-{}", rand_str());
+            let seq = st.seq;
+            st.sync_tokens.insert(sync_token.clone(), (email.to_string(), seq, true));
+            st.issued.push(sync_token.clone());
+            let mut chunks: VecDeque<Vec<Value>> = items.chunks(page_size).map(|c| c.to_vec()).collect();
+            if chunks.is_empty() {
+                chunks.push_back(vec![]);
+            }
+            Pending { email: email.to_string(), signature, chunks, sync_token }
+        };
+        let mut pending = pending;
+        let items = pending.chunks.pop_front().unwrap_or_default();
+        let mut out = json!({"kind": "calendar#events", "summary": email, "timeZone": CALENDAR_TZ, "items": items});
+        if pending.chunks.is_empty() {
+            out["nextSyncToken"] = json!(pending.sync_token);
+        } else {
+            let pt = format!("fake-page-{}", rand_str());
+            out["nextPageToken"] = json!(pt);
+            st.pages.insert(pt, pending);
+        }
+        (200, out)
+    }
+
+    async fn watch(&self, cal: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        if let Some((s, reason)) = self.take_failure("watch") {
+            let (s, v) = api_error(s, &reason, "injected failure");
+            return reply(s, &v);
+        }
+        let email = match self.account_for(cal, headers) {
+            Ok(e) => e,
+            Err((s, v)) => return reply(s, &v),
+        };
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            let (s, v) = api_error(400, "parseError", "Parse Error");
+            return reply(s, &v);
+        };
+        let id = req["id"].as_str().unwrap_or_default().to_string();
+        let address = req["address"].as_str().unwrap_or_default().to_string();
+        if id.is_empty() || id.len() > 64 || req["type"] != "web_hook" || address.is_empty() {
+            let (s, v) = api_error(400, "invalid", "Invalid channel");
+            return reply(s, &v);
+        }
+        let token = req["token"].as_str().map(str::to_string);
+        if token.as_ref().is_some_and(|t| t.len() > 256) {
+            let (s, v) = api_error(400, "invalid", "Channel token too long");
+            return reply(s, &v);
+        }
+        let ttl: i64 = req["params"]["ttl"].as_str().and_then(|t| t.parse().ok()).unwrap_or(604_800);
+        let channel = {
+            let mut st = self.st();
+            if st.channels.iter().any(|c| c.id == id) {
+                let (s, v) = api_error(400, "channelIdNotUnique", "Channel id not unique");
+                return reply(s, &v);
+            }
+            let c = FakeChannel {
+                id: id.clone(),
+                token,
+                address,
+                resource_id: format!("res-{}", email.replace(['@', '.'], "-")),
+                email,
+                expiration_ms: now_ms() + ttl.min(2_592_000) * 1000,
+                stopped: false,
+                message_number: 1,
+            };
+            st.channels.push(c.clone());
+            c
+        };
+        // Google may confirm the channel before it answers the watch call.
+        self.send_notification(
+            &channel.address,
+            &channel.id,
+            channel.token.as_deref(),
+            &channel.resource_id,
+            "sync",
+            1,
+            channel.expiration_ms,
+        )
+        .await;
+        reply(
+            200,
+            &json!({
+                "kind": "api#channel",
+                "id": channel.id,
+                "resourceId": channel.resource_id,
+                "resourceUri": format!("{}/calendar/v3/calendars/{cal}/events?alt=json", self.base),
+                "token": channel.token,
+                "expiration": channel.expiration_ms.to_string(),
+            }),
+        )
+    }
+
+    fn stop(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        if let Some((s, reason)) = self.take_failure("stop") {
+            let (s, v) = api_error(s, &reason, "injected failure");
+            return reply(s, &v);
+        }
+        let Some(email) = self.bearer_email(headers) else {
+            let (s, v) = api_error(401, "authError", "Invalid Credentials");
+            return reply(s, &v);
+        };
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut st = self.st();
+        match st.channels.iter_mut().find(|c| c.id == req["id"] && c.resource_id == req["resourceId"] && c.email == email && !c.stopped) {
+            Some(c) => {
+                c.stopped = true;
+                let mut res = Response::new(Default::default());
+                *res.status_mut() = StatusCode::NO_CONTENT;
+                res
+            }
+            None => {
+                let (s, v) = api_error(404, "notFound", "Channel not found");
+                reply(s, &v)
+            }
+        }
+    }
+}
+
+/// Self-checks: the fake must refuse what Google refuses, or the suite
+/// would not notice syncgate asking for it.
+#[tokio::test]
+async fn fake_refuses_a_sync_token_with_time_min_and_dead_tokens() {
+    let fake = FakeGoogle::start().await;
+    fake.add_account("self@example.com", "Self");
+    let access = {
+        let mut st = fake.st();
+        FakeGoogle::issue_access(&mut st, "self@example.com")
+    };
+    let http = reqwest::Client::new();
+    let list = |q: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/calendar/v3/calendars/primary/events?{q}", fake.base);
+        let access = access.clone();
+        async move {
+            let r = http.get(url).bearer_auth(access).send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, first) = list("singleEvents=true").await;
+    assert_eq!(s, 200);
+    let token = first["nextSyncToken"].as_str().unwrap().to_string();
+    let with_min = format!("syncToken={token}&timeMin=2026-01-01T00:00:00Z");
+    let r = http.get(format!("{}/calendar/v3/calendars/primary/events?{with_min}", fake.base)).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    fake.invalidate_sync_tokens();
+    let r = http
+        .get(format!("{}/calendar/v3/calendars/primary/events?syncToken={token}", fake.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    let r = http.get(format!("{}/calendar/v3/calendars/primary/events", fake.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
