@@ -202,7 +202,7 @@ where
     if status.is_server_error() {
         tracing::warn!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
     } else {
-        tracing::debug!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
+        tracing::info!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
     }
     res
 }

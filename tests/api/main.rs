@@ -12,6 +12,7 @@ mod fake_google;
 mod google;
 mod helpers;
 mod isolation;
+mod logs;
 mod metrics;
 mod ops;
 mod realtime;
