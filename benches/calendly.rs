@@ -131,7 +131,7 @@ async fn main() {
     }
 
     let epoch = Instant::now();
-    let nanos = |t: Instant| t.duration_since(epoch).as_nanos() as u64;
+    let nanos = move |t: Instant| t.duration_since(epoch).as_nanos() as u64;
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let received: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let frames = Arc::new(AtomicUsize::new(0));

@@ -272,6 +272,8 @@ fn throughput(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>, memory_only
         })
         .collect::<Result<_, String>>()?;
     thread::sleep(Duration::from_secs(k.warm as u64));
+    // A marker for profiling scripts: the measured window starts now.
+    println!("    measuring {} s", k.secs);
     let (f0, c0, t0) = (shared.frames.load(Ordering::Relaxed), server.cpu_secs(), Instant::now());
     let me0 = fanout::procs::cpu_secs("self");
     thread::sleep(Duration::from_secs(k.secs as u64));

@@ -237,6 +237,10 @@ pub struct AlertsConfig {
     pub channel_expiry_warning: Dur,
     pub silent_push_after: Dur,
     pub calendly_rejected_threshold: u64,
+    /// The window the rejected deliveries are counted over.
+    pub calendly_rejected_window: Dur,
+    /// How often Calendly's subscriptions are checked (needs calendly.token).
+    pub calendly_check_interval: Dur,
 }
 
 impl Default for AlertsConfig {
@@ -247,6 +251,8 @@ impl Default for AlertsConfig {
             channel_expiry_warning: Dur::secs(3600),
             silent_push_after: Dur::secs(86_400),
             calendly_rejected_threshold: 10,
+            calendly_rejected_window: Dur::secs(3600),
+            calendly_check_interval: Dur::secs(900),
         }
     }
 }

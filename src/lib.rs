@@ -15,11 +15,13 @@
 //! - [`webhooks`]: inbound Calendly deliveries and Google Calendar notifications.
 //! - [`calendly_api`]: the client for Calendly's API behind `syncgate calendly subscribe|status`.
 //! - [`google`]: Google sign-in, push channels and the per-user incremental calendar sync.
+//! - [`alerts`]: the webhook health monitor (expiring channels, revoked access, rejected or disabled Calendly hooks).
 //! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`web`]: the embedded browser UI under `static/`.
 //! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod calendly_api;

@@ -40,6 +40,8 @@ pub struct AppInner {
     pub started: Instant,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Alerts currently raised by the webhook health monitor.
+    pub alerts: Arc<crate::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
 }
@@ -97,6 +99,7 @@ impl Server {
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
         let app = App(Arc::new(AppInner {
             metrics,
+            alerts: Arc::default(),
             google,
             tokens: Tokens::new(&secret),
             config,
@@ -107,6 +110,7 @@ impl Server {
             started: Instant::now(),
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
+        tasks.push(tokio::spawn(crate::alerts::run(app.clone())));
         Ok(Server { app, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
     }
 

@@ -92,6 +92,9 @@ function showForm({ title, notice, fields, submitLabel = 'Save', submit, destroy
   });
   d.replaceChildren(form);
   d.onclose = () => {
+    // The close event is queued: by the time it runs a new form may already
+    // be showing (Escape, then Enter at once); it is not ours to clear.
+    if (d.open || !form.isConnected) return;
     d.replaceChildren();
     // The row the form was opened from may have been rebuilt meanwhile: find its successor.
     if (opener && opener.isConnected && opener.focus) opener.focus();

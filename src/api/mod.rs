@@ -3,6 +3,7 @@
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
 
+pub mod admin;
 pub mod clients;
 pub mod input;
 pub mod meetings;
@@ -355,7 +356,14 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(with_app(app.clone()))
         .and(query())
         .and_then(|app, q| async move { respond(login_link(app, q).await) });
+    let admin_r = warp::path!("api" / "admin" / "health")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(admin::health(app, auth).await) });
     resource::<clients::Clients>(app.clone())
+        .or(admin_r)
+        .unify()
         .or(resource::<meetings::Meetings>(app.clone()))
         .unify()
         .or(resource::<pipeline::Pipeline>(app))

@@ -34,7 +34,8 @@ pub fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
 }
 
 pub fn get(conn: &Connection, table: Table, id: i64) -> rusqlite::Result<Option<Value>> {
-    conn.query_row(&format!("{} WHERE id = ?1", select_sql(table)), [id], |r| row_to_json(table, r)).optional()
+    // Cached: the writer reads every row it writes back through here.
+    conn.prepare_cached(&format!("{} WHERE id = ?1", select_sql(table)))?.query_row([id], |r| row_to_json(table, r)).optional()
 }
 
 /// The row's owner, from its JSON.

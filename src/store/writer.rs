@@ -114,7 +114,7 @@ impl<'c> WriteTx<'c> {
         }
         let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO {} ({}) VALUES ({})", table.name(), cols.join(", "), placeholders.join(", "));
-        self.conn.execute(&sql, rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
+        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
         let id = self.conn.last_insert_rowid();
         let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("inserted row vanished"))?;
         self.log(table, Op::Insert, id, Some(record.clone()), None)?;
@@ -134,12 +134,12 @@ impl<'c> WriteTx<'c> {
         let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
         params.push(SqlValue::Integer(id));
         let sql = format!("UPDATE {} SET {} WHERE id = ?{}", table.name(), sets.join(", "), params.len());
-        self.conn.execute(&sql, rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
+        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
         let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
         if new == old {
             return Ok(Some(old));
         }
-        self.conn.execute(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()), rusqlite::params![self.now, id])?;
+        self.conn.prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?.execute(rusqlite::params![self.now, id])?;
         let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
         self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
         Ok(Some(new))
@@ -148,7 +148,7 @@ impl<'c> WriteTx<'c> {
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
-        self.conn.execute(&format!("DELETE FROM {} WHERE id = ?1", table.name()), [id]).map_err(constraint_error)?;
+        self.conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name()))?.execute([id]).map_err(constraint_error)?;
         self.log(table, Op::Delete, id, None, Some(old.clone()))?;
         Ok(Some(old))
     }
@@ -238,6 +238,9 @@ impl Writer {
 /// Start the writer thread on an open, migrated connection.
 pub fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
+    // Every row write uses a cached statement (parsing costs more than the
+    // write itself); keep enough for the column sets of all tables and ops.
+    conn.set_prepared_statement_cache_capacity(256);
     let head = Arc::new(AtomicI64::new(super::changes::head(&conn).unwrap_or(0)));
     let stats = Arc::new(WriterStats::default());
     let writer = Writer { tx, head: head.clone(), stats: stats.clone() };
@@ -296,6 +299,12 @@ fn run(
     tracing::info!("writer stopped; every queued write is committed");
 }
 
+/// Run a parameterless statement, parsed once per connection: the per-request
+/// savepoint statements are on the hot path of every write.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn rx_close_later(slot: &mut Option<oneshot::Sender<()>>, done: oneshot::Sender<()>) {
     *slot = Some(done);
 }
@@ -319,7 +328,7 @@ fn commit_batch(
         return;
     }
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+        if let Err(e) = exec_cached(conn, "SAVEPOINT request") {
             tracing::error!(error = %e, "writer could not open a savepoint");
             continue;
         }
@@ -327,19 +336,19 @@ fn commit_batch(
         let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut wtx)));
         match outcome {
             Ok((true, deliver)) => {
-                let _ = conn.execute_batch("RELEASE request");
+                let _ = exec_cached(conn, "RELEASE request");
                 committed.extend(wtx.changes);
                 delivers.push(deliver);
             }
             Ok((false, deliver)) => {
-                let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 delivers.push(deliver);
             }
             Err(_) => {
                 // A panicking request loses only itself; its caller sees an internal error.
                 tracing::error!("a write request panicked; it was rolled back");
-                let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
             }
         }

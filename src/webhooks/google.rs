@@ -199,6 +199,7 @@ use warp::Reply;
 /// `POST /api/calendar/webhook`: a push notification from Google (empty body).
 async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
     if !app.google.enabled() {
+        tracing::warn!("google notification refused: Google is not configured on this server");
         return Err(not_configured());
     }
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
@@ -230,10 +231,10 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
         channel.state,
         channel.user_id
     );
-    match state.as_str() {
-        "sync" => {}
-        "exists" | "not_exists" => app.google.enqueue(channel.user_id),
-        _ => return Err(ApiError::BadRequest("X-Goog-Resource-State must be sync, exists or not_exists".into())),
+    // `sync` only confirms a new channel; a state Google has not documented
+    // is acknowledged (it came on a verified channel) and ignored.
+    if matches!(state.as_str(), "exists" | "not_exists") {
+        app.google.enqueue(channel.user_id);
     }
     app.google.record_notification(channel.user_id);
     Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))

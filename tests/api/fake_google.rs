@@ -319,11 +319,13 @@ impl FakeGoogle {
         self.st().issued.clone()
     }
 
-    /// Tell every active channel of the account that something changed
-    /// (`exists`), as Google does: documented headers, empty body. Returns
-    /// the status codes syncgate answered.
+    /// Tell every live channel of the account (not stopped, not expired)
+    /// that something changed, as Google does: documented headers, empty
+    /// body. Returns the status codes syncgate answered.
     pub async fn notify(&self, email: &str, state: &str) -> Vec<u16> {
-        let channels = self.active_channels(email);
+        // An expired channel is dead at Google: it sends nothing.
+        let now = now_ms();
+        let channels: Vec<FakeChannel> = self.active_channels(email).into_iter().filter(|c| c.expiration_ms > now).collect();
         let mut out = Vec::new();
         for c in channels {
             out.push(self.notify_channel(&c.id, state).await);

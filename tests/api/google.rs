@@ -435,7 +435,7 @@ async fn a_burst_of_fifty_notifications_costs_at_most_two_list_passes() {
     let passes = fake.list_passes("ada@example.com");
     let before = syncs(&app, ada);
     // Slow lists, so the burst arrives while a pass runs.
-    fake.set_list_delay(Duration::from_millis(300));
+    fake.set_list_delay(Duration::from_millis(1000));
     let id = fake.create_event("ada@example.com", timed("Burst", 2, 9));
     let channel = fake.active_channels("ada@example.com").remove(0);
     let sends = (0..50).map(|_| fake.notify_channel(&channel.id, "exists"));

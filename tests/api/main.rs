@@ -1,6 +1,7 @@
 //! The integration suite: one test binary, one module per feature. Every test
 //! starts the real server on 127.0.0.1:0 with a fresh SQLite file.
 
+mod alerts;
 mod bad_input;
 mod calendly;
 mod changelog;

@@ -98,6 +98,22 @@ export class UiPage {
     await this.page.locator('main h1').first().waitFor();
   }
 
+  /** The open form dialog. */
+  dialog() {
+    return this.page.locator('dialog[open] form');
+  }
+
+  /** Press the form's button and wait for the dialog to close; a refusal fails with the form's sentence. */
+  async submitDialog(button) {
+    await this.dialog().getByRole('button', { name: button }).click();
+    try {
+      await this.page.locator('dialog[open]').waitFor({ state: 'detached', timeout: 10000 });
+    } catch (e) {
+      const said = await this.page.locator('dialog[open] .error').innerText().catch(() => '');
+      throw new Error(`the form did not close${said ? `; it says: ${said}` : ''}`);
+    }
+  }
+
   meeting(title) {
     return this.page.locator('li.meeting', { hasText: title });
   }
