@@ -3,6 +3,7 @@
 //! Every URL comes from `[google]`; tokens go in headers and form bodies and
 //! errors are built without URLs, so no credential reaches an error message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use super::Secret;
 use crate::config::GoogleConfig;
+use crate::metrics::Metrics;
 
 /// Why a call to Google failed, in the terms the caller acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,10 +120,12 @@ pub struct GoogleApi {
     pub(crate) client_id: String,
     client_secret: Secret,
     pub(crate) redirect_url: String,
+    /// Counts every call by endpoint and status (`google_api_calls`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl GoogleApi {
-    pub fn new(cfg: &GoogleConfig, redirect_url: &str) -> Result<GoogleApi, String> {
+    pub fn new(cfg: &GoogleConfig, redirect_url: &str, metrics: Option<Arc<Metrics>>) -> Result<GoogleApi, String> {
         super::install_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -139,7 +143,23 @@ impl GoogleApi {
             client_id: cfg.client_id.clone(),
             client_secret: Secret::new(cfg.client_secret.clone()),
             redirect_url: redirect_url.to_string(),
+            metrics,
         })
+    }
+
+    /// Send one request and count it as `endpoint` (token, userinfo,
+    /// events_list, watch, stop) with its HTTP status, or `error` when no
+    /// answer came.
+    async fn send(&self, endpoint: &'static str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+        let res = req.send().await;
+        if let Some(m) = &self.metrics {
+            let status = match &res {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            m.google_api_calls.with_label_values(&[endpoint, status.as_str()]).inc();
+        }
+        res.map_err(net)
     }
 
     /// `{api_base}/<segments...>`, each segment percent-encoded (calendar
@@ -162,7 +182,7 @@ impl GoogleApi {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
         ];
-        let res = self.http.post(&self.token_url).form(&form).send().await.map_err(net)?;
+        let res = self.send("token", self.http.post(&self.token_url).form(&form)).await?;
         json_or_error(res).await
     }
 
@@ -174,12 +194,12 @@ impl GoogleApi {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
         ];
-        let res = self.http.post(&self.token_url).form(&form).send().await.map_err(net)?;
+        let res = self.send("token", self.http.post(&self.token_url).form(&form)).await?;
         json_or_error(res).await
     }
 
     pub async fn userinfo(&self, access: &Secret) -> Result<UserInfo, CallError> {
-        let res = self.http.get(&self.userinfo_url).bearer_auth(access.expose()).send().await.map_err(net)?;
+        let res = self.send("userinfo", self.http.get(&self.userinfo_url).bearer_auth(access.expose())).await?;
         json_or_error(res).await
     }
 
@@ -205,7 +225,7 @@ impl GoogleApi {
         if let Some(p) = page_token {
             q.push(("pageToken", p));
         }
-        let res = self.http.get(url).bearer_auth(access.expose()).query(&q).send().await.map_err(net)?;
+        let res = self.send("events_list", self.http.get(url).bearer_auth(access.expose()).query(&q)).await?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -245,7 +265,7 @@ impl GoogleApi {
             "token": channel_token.expose(),
             "params": {"ttl": ttl_secs.to_string()},
         });
-        let res = self.http.post(url).bearer_auth(access.expose()).json(&body).send().await.map_err(net)?;
+        let res = self.send("watch", self.http.post(url).bearer_auth(access.expose()).json(&body)).await?;
         json_or_error(res).await
     }
 
@@ -253,7 +273,7 @@ impl GoogleApi {
     pub async fn stop_channel(&self, access: &Secret, channel_id: &str, resource_id: &str) -> Result<(), CallError> {
         let url = self.api_url(&["channels", "stop"])?;
         let body = serde_json::json!({"id": channel_id, "resourceId": resource_id});
-        let res = self.http.post(url).bearer_auth(access.expose()).json(&body).send().await.map_err(net)?;
+        let res = self.send("stop", self.http.post(url).bearer_auth(access.expose()).json(&body)).await?;
         if res.status().is_success() {
             return Ok(());
         }
@@ -348,7 +368,7 @@ mod tests {
     #[test]
     fn calendar_ids_are_encoded_as_one_segment() {
         let cfg = GoogleConfig { api_base_url: "http://127.0.0.1:1/calendar/v3/".into(), ..Default::default() };
-        let api = GoogleApi::new(&cfg, "http://x/cb").unwrap();
+        let api = GoogleApi::new(&cfg, "http://x/cb", None).unwrap();
         let url = api.api_url(&["calendars", "a b/c@example.com", "events"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:1/calendar/v3/calendars/a%20b%2Fc@example.com/events");
     }

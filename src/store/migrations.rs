@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_booking_fields", include_str!("migrations/0002_booking_fields.sql")),
     ("0003_calendly", include_str!("migrations/0003_calendly.sql")),
     ("0004_google", include_str!("migrations/0004_google.sql")),
+    ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -1,6 +1,8 @@
-//! Background pruning of the `changes` log by age and by count. Deletes go
-//! through the writer in small chunks, so a prune never holds the writer for
-//! long and never races it for SQLite's write lock.
+//! Background retention: the `changes` log is pruned by age and by count, and
+//! raw Calendly payloads (personal data: names, emails, answers) older than
+//! `calendly.keep_payloads` are dropped, keeping each delivery's outcome row.
+//! Deletes go through the writer in small chunks, so a prune never holds the
+//! writer for long and never races it for SQLite's write lock.
 
 use std::time::Duration;
 
@@ -29,6 +31,24 @@ pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
         .await
 }
 
+/// Drop one chunk of raw Calendly payloads past `calendly.keep_payloads`;
+/// the event row (event, invitee, outcome, error, times) stays.
+pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiError> {
+    let cutoff = crate::store::timefmt::format(
+        crate::store::timefmt::now() - time::Duration::seconds(app.config.calendly.keep_payloads.as_secs() as i64),
+    );
+    app.store
+        .writer
+        .write(move |tx| {
+            Ok(tx.conn().execute(
+                "UPDATE calendly_webhook_events SET payload = NULL WHERE id IN (
+                    SELECT id FROM calendly_webhook_events WHERE payload IS NOT NULL AND received_at < ?1 LIMIT ?2)",
+                rusqlite::params![cutoff, CHUNK],
+            )?)
+        })
+        .await
+}
+
 /// Prune every `changes.prune_interval`, chunk by chunk.
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(app.config.changes.prune_interval.0.max(Duration::from_millis(100)));
@@ -52,6 +72,24 @@ pub async fn run(app: App) {
         }
         if total > 0 {
             tracing::info!(pruned = total, "change log pruned");
+        }
+        let mut reduced = 0;
+        loop {
+            match reduce_payloads_once(&app).await {
+                Ok(n) => {
+                    reduced += n;
+                    if (n as i64) < CHUNK {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping old Calendly payloads failed");
+                    break;
+                }
+            }
+        }
+        if reduced > 0 {
+            tracing::info!(payloads = reduced, "old Calendly payloads dropped; their outcome rows are kept");
         }
     }
 }

@@ -37,6 +37,16 @@ function show(v) {
   return h('dl', { class: 'details' }, keys.flatMap((k) => [h('dt', {}, label(k)), h('dd', {}, show(v[k]))]));
 }
 
+/** A future instant: "Nov 30, 2026, 10:00 AM (in 6 days)"; past ones say so. */
+function whenAhead(iso) {
+  if (!iso) return 'unknown';
+  const left = new Date(iso).getTime() - Date.now();
+  const days = Math.round(left / 86400000);
+  const hours = Math.round(left / 3600000);
+  const rel = left <= 0 ? 'expired' : days >= 1 ? `in ${days} day${days === 1 ? '' : 's'}` : `in ${Math.max(hours, 1)} hour${hours === 1 ? '' : 's'}`;
+  return h('span', { class: left <= 3600000 ? 'state bad' : '' }, h('time', { datetime: iso }, fmtDateTime(iso)), ` (${rel})`);
+}
+
 async function getJson(path, withAuth) {
   const headers = { accept: 'application/json' };
   if (withAuth && auth.token) headers.authorization = `Bearer ${auth.token}`;
@@ -70,20 +80,19 @@ export function mount(main, ctx) {
     refresh.disabled = true;
     const me = await ctx.refreshMe().catch(() => ctx.me);
     const [gs, cs] = await Promise.all([getJson('/api/calendar/webhook/test'), getJson('/api/calendly/webhook/test')]);
-    let health = null;
-    if (me && me.role === 'admin') health = await adminHealth();
+    const report = me && me.role === 'admin' ? await adminReport() : null;
     if (mine !== seq) return;
     refresh.disabled = false;
-    renderGoogle(me, gs);
+    renderGoogle(me, gs, report);
     renderCalendly(me, cs);
-    if (health) {
+    if (report) {
       admin.hidden = false;
-      document.getElementById('admin-health').replaceChildren(health);
+      document.getElementById('admin-health').replaceChildren(renderHealth(report));
     }
     checked.textContent = `Checked ${new Date().toLocaleTimeString()}.`;
   }
 
-  function renderGoogle(me, gs) {
+  function renderGoogle(me, gs, report) {
     const configured = gs.body ? gs.body.google_configured : undefined;
     let state;
     let action = null;
@@ -108,7 +117,11 @@ export function mount(main, ctx) {
     } else {
       facts.push(['Webhook endpoint', gs.status ? `status unknown (the server answered ${gs.status})` : 'the server cannot be reached']);
     }
-    if (me && me.google_channel_expires_at !== undefined) facts.push(['Push channel expires', when(me.google_channel_expires_at)]);
+    // Channel expiry: /api/me may carry it; admins also see it in the health report.
+    const channels = report && report.google && Array.isArray(report.google.channels) ? report.google.channels : [];
+    const mineActive = channels.find((c) => me && c.user_id === me.id && c.state === 'active');
+    if (me && me.google_channel_expires_at !== undefined) facts.push(['Push channel expires', whenAhead(me.google_channel_expires_at)]);
+    else if (mineActive) facts.push(['Push channel expires', whenAhead(mineActive.expiration)]);
     google.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), action);
   }
 
@@ -130,26 +143,35 @@ export function mount(main, ctx) {
   }
 
   /** The admin report: /api/admin/health, or its per-source parts where that is not there. */
-  async function adminHealth() {
+  async function adminReport() {
     const all = await getJson('/api/admin/health', true);
-    if (all.status === 200 && all.body) return renderHealth(all.body);
+    if (all.status === 200 && all.body) return all.body;
     const [g, c] = await Promise.all([getJson('/api/admin/health/google', true), getJson('/api/admin/health/calendly', true)]);
     const parts = {};
     if (g.status === 200) parts.google = g.body;
     if (c.status === 200) parts.calendly = c.body;
-    return Object.keys(parts).length ? renderHealth(parts) : null;
+    return Object.keys(parts).length ? parts : null;
   }
 
   function renderHealth(report) {
     const out = [];
+    if (typeof report.status === 'string') {
+      out.push(h('p', { class: `state ${report.status === 'ok' ? 'good' : 'bad'}` },
+        report.status === 'ok' ? 'All good.' : 'Needs attention: see the alerts below.'));
+    }
     const alerts = report.alerts;
     if (Array.isArray(alerts)) {
       out.push(h('h3', {}, 'Alerts'), alerts.length
-        ? h('ul', { class: 'alerts' }, alerts.map((a) => h('li', { class: 'alert' }, typeof a === 'string' ? a : a.message || a.text || JSON.stringify(a))))
+        ? h('ul', { class: 'alerts' }, alerts.map((a) => (typeof a === 'string'
+          ? h('li', { class: 'alert' }, a)
+          : h('li', { class: 'alert' },
+            h('strong', {}, a.message || a.kind || 'Alert'),
+            a.action ? h('span', { class: 'action' }, ` What to do: ${a.action}`) : null,
+            a.since ? h('span', { class: 'muted' }, ' · since ', when(a.since)) : null))))
         : h('p', { class: 'state good' }, 'No alerts.'));
     }
     for (const [k, v] of Object.entries(report)) {
-      if (k === 'alerts') continue;
+      if (k === 'alerts' || k === 'status') continue;
       if (v && typeof v === 'object' && !Array.isArray(v)) out.push(h('h3', {}, label(k)), show(v));
       else out.push(h('dl', { class: 'details' }, h('dt', {}, label(k)), h('dd', {}, show(v))));
     }

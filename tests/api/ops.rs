@@ -121,3 +121,39 @@ async fn shutdown_under_load_loses_no_acknowledged_write() {
         assert_eq!(n, 1, "acknowledged client {id} survived the shutdown");
     }
 }
+
+#[tokio::test]
+async fn old_calendly_payloads_are_dropped_and_their_outcome_rows_kept() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.calendly.keep_payloads = syncgate::duration::Dur::secs(3600);
+        c.changes.prune_interval = syncgate::duration::Dur::millis(100);
+    })
+    .await;
+    let db = app.db();
+    let now = syncgate::store::timefmt::now();
+    let old = syncgate::store::timefmt::format(now - time::Duration::hours(2));
+    let fresh = syncgate::store::timefmt::format(now - time::Duration::minutes(5));
+    for (key, at) in [("old", &old), ("fresh", &fresh)] {
+        db.execute(
+            "INSERT INTO calendly_webhook_events (event, invitee_uri, dedupe_key, received_at, outcome, payload)
+             VALUES ('invitee.created', 'https://api.calendly.com/x', ?1, ?2, 'accepted', '{\"email\":\"someone@example.com\"}')",
+            rusqlite::params![key, at],
+        )
+        .unwrap();
+    }
+    let mut reduced = false;
+    for _ in 0..100 {
+        let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| r.get(0)).unwrap();
+        if p.is_none() {
+            reduced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reduced, "the old payload was dropped");
+    let (outcome, event): (String, String) =
+        db.query_row("SELECT outcome, event FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((outcome.as_str(), event.as_str()), ("accepted", "invitee.created"), "the outcome row stays");
+    let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'fresh'", [], |r| r.get(0)).unwrap();
+    assert!(p.is_some(), "a recent payload is kept");
+}
