@@ -13,13 +13,14 @@
 //! FANOUT_WARM (2), FANOUT_SOCKETS_A (1000), FANOUT_SOCKETS_B (10000),
 //! FANOUT_WINDOW (writes in flight in (b), 8), FANOUT_CLIENT_THREADS (2),
 //! FANOUT_WRITERS (4), FANOUT_ONLY (syncgate | raw). `-- --memory` measures
-//! only (c); SYNCGATE_* variables reach the syncgate child (e.g.
+//! only (c), `-- --sizes` prints the in-memory sizes behind it; SYNCGATE_* variables reach the syncgate child (e.g.
 //! SYNCGATE_REALTIME__READ_BUFFER_SIZE for the memory breakdown).
 
 mod fanout {
     pub mod client;
     pub mod procs;
     pub mod raw_broadcast;
+    pub mod sizes;
 }
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -406,6 +407,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--raw-server") {
         fanout::raw_broadcast::serve();
+        return;
+    }
+    if args.iter().any(|a| a == "--sizes") {
+        if let Err(e) = fanout::sizes::print() {
+            eprintln!("sizes: {e}");
+        }
         return;
     }
     raise_fd_limit();

@@ -53,7 +53,7 @@ pub fn serve() {
     });
 }
 
-async fn connection(stream: TcpStream, tx: broadcast::Sender<Utf8Bytes>) {
+pub async fn connection(stream: TcpStream, tx: broadcast::Sender<Utf8Bytes>) {
     let mut cfg = WebSocketConfig::default();
     cfg.read_buffer_size = 4096;
     let trigger = Arc::new(AtomicBool::new(false));

@@ -307,9 +307,22 @@ fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error =
 /// `GET /api/me`: the signed-in user, without secrets.
 async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
     let who = authenticate(&app, auth).await?;
-    let user = app.store.read(move |c| Ok(users::get(c, who.user_id)?)).await?;
+    let (user, expires) = app
+        .store
+        .read(move |c| {
+            let expires: Option<String> = c.query_row(
+                "SELECT MAX(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
+                [who.user_id],
+                |r| r.get(0),
+            )?;
+            Ok((users::get(c, who.user_id)?, expires))
+        })
+        .await?;
     let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
-    Ok(json_response(StatusCode::OK, &serde_json::to_value(user).unwrap_or(Value::Null)))
+    let mut body = serde_json::to_value(user).unwrap_or(Value::Null);
+    // When the user's Google push channel runs out (renewed automatically before then).
+    body["google_channel_expires_at"] = expires.map(Value::String).unwrap_or(Value::Null);
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET /auth/link?code=…`: use a single-use login link, land on `/` signed in.

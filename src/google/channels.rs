@@ -5,7 +5,8 @@
 //! (`active`) before `events.watch` is called, because Google's first `sync`
 //! notification can arrive before the watch answer; the previous channel is
 //! `retiring` meanwhile and notifications on either are accepted; then the old
-//! one is stopped at Google and its row deleted.
+//! one is stopped at Google and its row deleted. When to renew is decided
+//! by [`super::upkeep`]; this module only does it.
 
 use std::sync::Arc;
 
@@ -168,6 +169,8 @@ impl GoogleSync {
         for (old_id, old_resource) in previous {
             self.stop_one(user_id, &mut creds, &old_id, old_resource.as_deref()).await;
         }
+        // The renewal scheduler plans from the stored expirations; tell it.
+        self.channels_changed.notify_one();
         Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
     }
 
@@ -187,6 +190,40 @@ impl GoogleSync {
         let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
         for (id, resource) in channels {
+            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
+        }
+        // The user turned push off: a pending renewal retry must not bring it back.
+        self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+        self.channels_changed.notify_one();
+        Ok(n)
+    }
+
+    /// Stop channels a previous run left behind: `retiring` rows (a renewal
+    /// interrupted between registering the new channel and stopping the old
+    /// one) and channels of a calendar that is no longer `google.calendar_id`.
+    /// Orphaned channels keep firing at Google's end. Returns how many.
+    pub async fn stop_leftover_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
+        let lock = self.channel_lock(user_id);
+        let _held = lock.lock().await;
+        let calendar_id = self.cfg.calendar_id.clone();
+        let channels: Vec<(String, Option<String>)> = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT channel_id, resource_id FROM calendar_watch_channels
+                     WHERE user_id = ?1 AND (state = 'retiring' OR calendar_id <> ?2) ORDER BY id",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        if channels.is_empty() {
+            return Ok(0);
+        }
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let n = channels.len();
+        for (id, resource) in channels {
+            tracing::info!(user = user_id, channel = %id, "stopping a Google push channel left over from before the restart");
             self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
         }
         Ok(n)

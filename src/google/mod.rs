@@ -9,25 +9,34 @@
 //! - [`client`]: the HTTP calls to Google and what their errors mean.
 //! - [`sync`]: events → meetings, the sync pass, per-user coalescing, backoff.
 //! - [`channels`]: registering, replacing and stopping push channels.
+//! - [`upkeep`]: the background work that keeps push sync from failing
+//!   quietly: catch-up on start, channel renewal before expiry, the
+//!   safety-net sync, pruning used sign-in states.
+//! - [`bookings`]: one meeting per booking when Calendly and Google both
+//!   deliver it.
 //! - [`health`]: what admins see.
 
+pub mod bookings;
 pub mod channels;
 pub mod client;
 pub mod health;
 pub mod oauth;
 pub mod sync;
+pub mod upkeep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::config::{AuthConfig, Config, GoogleConfig};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use health::admin_health;
-pub use sync::SyncReport;
+pub use sync::{SyncReport, SyncTrigger};
+pub use upkeep::run;
 
 /// Make rustls use the ring provider. reqwest is built with
 /// `rustls-no-provider` (aws-lc needs cmake), so this must run before any
@@ -78,23 +87,31 @@ pub struct GoogleSync {
     /// Cookies get `Secure` when the public URL is https.
     pub(crate) secure_cookies: bool,
     enabled: bool,
-    /// Users with a sync under way; the flag says "run once more when done".
-    passes: Mutex<HashMap<i64, bool>>,
-    /// Serializes channel changes per user (setup, delete, later renewal).
+    /// Users with a sync under way; `Some(trigger)` means "run once more
+    /// when done", for that reason.
+    passes: Mutex<HashMap<i64, Option<SyncTrigger>>>,
+    /// Serializes channel changes per user (setup, delete, renewal).
     channel_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Users whose channel renewal failed: when to try again (see [`upkeep`]).
+    pub(crate) renewal_retries: Mutex<HashMap<i64, upkeep::Retry>>,
+    /// Wakes the renewal scheduler when a channel was registered or removed,
+    /// so a short-lived channel is renewed in time.
+    pub(crate) channels_changed: Notify,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl GoogleSync {
     /// Build from the configuration. `secret` is the JWT secret (the state
     /// key is derived from it); `public_url` gives the default redirect and
-    /// webhook URLs.
+    /// webhook URLs. Syncs and calls to Google are counted in `metrics`.
     pub fn new(
         config: &Config,
         store: Store,
         public_url: &str,
         secret: &str,
         shutdown: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<GoogleSync>, String> {
         install_tls();
         let cfg = config.google.clone();
@@ -115,7 +132,14 @@ impl GoogleSync {
         } else {
             tracing::info!("Google Calendar is not configured (google.client_id and google.client_secret are empty): Google sign-in and calendar sync are off");
         }
-        let api = client::GoogleApi::new(&cfg, &redirect_url)?;
+        if enabled && cfg.renew_before.0 >= cfg.channel_ttl.0 {
+            tracing::warn!(
+                "google.renew_before ({}) is not shorter than google.channel_ttl ({}); channels are renewed halfway through their life instead",
+                cfg.renew_before,
+                cfg.channel_ttl
+            );
+        }
+        let api = client::GoogleApi::new(&cfg, &redirect_url, Some(metrics.clone()))?;
         let state_key = {
             use sha2::{Digest, Sha256};
             let mut h = Sha256::new();
@@ -135,6 +159,9 @@ impl GoogleSync {
             enabled,
             passes: Mutex::new(HashMap::new()),
             channel_locks: Mutex::new(HashMap::new()),
+            renewal_retries: Mutex::new(HashMap::new()),
+            channels_changed: Notify::new(),
+            metrics,
             shutdown,
         }))
     }
@@ -184,38 +211,6 @@ impl GoogleSync {
     pub(crate) fn channel_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.channel_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(user_id).or_default().clone()
-    }
-}
-
-/// Background upkeep: drops used sign-in states once they have expired. (Channel renewal,
-/// catch-up and the safety-net sync belong here too; see issue 7.)
-pub async fn run(google: Arc<GoogleSync>) {
-    if !google.enabled() {
-        return;
-    }
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-    let mut shutdown = google.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if google.shutting_down() {
-            return;
-        }
-        let pruned = google
-            .store
-            .writer
-            .write(|tx| {
-                let now = tx.now().to_string();
-                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
-            })
-            .await;
-        match pruned {
-            Ok(n) if n > 0 => tracing::debug!(pruned = n, "dropped expired Google sign-in states"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not drop expired Google sign-in states"),
-        }
     }
 }
 

@@ -18,6 +18,11 @@
 //!   ends the pass); rate limits and 5xx → exponential backoff with jitter.
 //! - A full sync ends by canceling the user's `google` meetings in the window
 //!   that Google no longer lists (deleted while no token was valid).
+//! - **Why a pass ran** ([`SyncTrigger`]: a push, catch-up, the safety net)
+//!   decides how it is counted: what a safety-net pass finds is what no push
+//!   announced, so it is counted per user for operations.
+//! - **One meeting per booking.** An event that is the Google copy of a
+//!   Calendly booking is left to the Calendly meeting (see [`super::bookings`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -56,11 +61,41 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    fn kind(&self) -> &'static str {
-        if self.full {
-            "full"
-        } else {
-            "incremental"
+    /// Meeting changes the pass made.
+    pub fn changes(&self) -> u64 {
+        self.created + self.updated + self.canceled
+    }
+}
+
+/// Why a sync pass runs. Ordered by precedence: when requests for a user
+/// coalesce into one pass, it counts as the strongest of them (a pass that
+/// also answers a push is not a safety-net find).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SyncTrigger {
+    /// The slow periodic sync (`google.safety_net_interval`).
+    SafetyNet,
+    /// Startup, or a channel that lapsed: changes may have gone unannounced.
+    CatchUp,
+    /// A push notification, a sign-in, or an explicit request.
+    Push,
+}
+
+impl SyncTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncTrigger::SafetyNet => "safety_net",
+            SyncTrigger::CatchUp => "catch_up",
+            SyncTrigger::Push => "push",
+        }
+    }
+
+    /// The `kind` shown to admins and in metrics: `full` when the pass had
+    /// to list the whole window, else `safety_net` or `incremental`.
+    pub fn kind(self, full: bool) -> &'static str {
+        match (full, self) {
+            (true, _) => "full",
+            (false, SyncTrigger::SafetyNet) => "safety_net",
+            (false, _) => "incremental",
         }
     }
 }
@@ -136,28 +171,37 @@ impl Drop for PassGuard {
 }
 
 impl GoogleSync {
-    /// Ask for a sync of this user. Returns at once: starts a pass, or marks
-    /// the running one to go again when it ends.
+    /// Ask for a sync of this user because Google pushed (or the user signed
+    /// in). Returns at once: starts a pass, or marks the running one to go
+    /// again when it ends.
     pub fn enqueue(self: &Arc<Self>, user_id: i64) {
+        self.enqueue_for(user_id, SyncTrigger::Push);
+    }
+
+    /// [`GoogleSync::enqueue`] with the reason the pass is wanted.
+    pub fn enqueue_for(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
         if !self.enabled() || self.shutting_down() {
             return;
         }
         {
             let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(again) = map.get_mut(&user_id) {
-                *again = true;
+                *again = Some(again.map_or(trigger, |t| t.max(trigger)));
                 return;
             }
-            map.insert(user_id, false);
+            map.insert(user_id, None);
         }
         let me = self.clone();
         tokio::spawn(async move {
             let _guard = PassGuard { google: me.clone(), user_id };
+            let mut trigger = trigger;
             loop {
-                me.run_pass(user_id).await;
+                me.run_pass(user_id, trigger).await;
                 let mut map = me.passes.lock().unwrap_or_else(|p| p.into_inner());
                 match map.get_mut(&user_id) {
-                    Some(again) if *again && !me.shutting_down() => *again = false,
+                    Some(again @ Some(_)) if !me.shutting_down() => {
+                        trigger = again.take().unwrap_or(SyncTrigger::Push);
+                    }
                     _ => return,
                 }
             }
@@ -169,21 +213,30 @@ impl GoogleSync {
         self.passes.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&user_id)
     }
 
-    /// One pass, with its log line and its row in `google_sync_status`.
-    async fn run_pass(self: &Arc<Self>, user_id: i64) {
+    /// One pass, with its log line, its row in `google_sync_status` and its metrics.
+    async fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
+        let started = std::time::Instant::now();
         let result = self.sync_user(user_id).await;
         let (kind, outcome, error, report) = match &result {
             Ok(r) => {
+                let kind = trigger.kind(r.full);
                 tracing::info!(
-                    "google sync user {user_id}: {} created, {} updated, {} canceled ({}, {} {})",
+                    trigger = trigger.as_str(),
+                    "google sync user {user_id}: {} created, {} updated, {} canceled ({kind}, {} {})",
                     r.created,
                     r.updated,
                     r.canceled,
-                    r.kind(),
                     r.pages,
                     if r.pages == 1 { "page" } else { "pages" }
                 );
-                (Some(r.kind()), "ok", None, r.clone())
+                if trigger == SyncTrigger::SafetyNet && r.changes() > 0 {
+                    tracing::warn!(
+                        "google safety-net sync user {user_id} found {} change(s) no push notification announced; \
+                         if this keeps happening, Google's notifications are not arriving (check the channel and google.webhook_url)",
+                        r.changes()
+                    );
+                }
+                (Some(kind), "ok", None, r.clone())
             }
             Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => return,
             Err(SyncError::NeedsReconnect) => {
@@ -191,12 +244,21 @@ impl GoogleSync {
                 (None, "needs_reconnect", Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
             }
             Err(e) => {
-                tracing::warn!("google sync user {user_id} failed: {e}");
+                tracing::warn!(trigger = trigger.as_str(), "google sync user {user_id} failed: {e}");
                 (None, "failed", Some(e.to_string()), SyncReport::default())
             }
         };
+        let metric_kind = kind.unwrap_or_else(|| trigger.kind(false));
+        let metric_outcome = match outcome {
+            "failed" => "error",
+            other => other,
+        };
+        self.metrics.google_syncs.with_label_values(&[metric_kind, metric_outcome]).inc();
+        self.metrics.google_sync_seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
         let ok = result.is_ok();
         let full = report.full;
+        let safety_net = trigger == SyncTrigger::SafetyNet;
+        let changes = report.changes() as i64;
         let recorded = self
             .store
             .writer
@@ -214,7 +276,11 @@ impl GoogleSync {
                         failed_syncs = failed_syncs + ?7,
                         created = created + ?8,
                         updated = updated + ?9,
-                        canceled = canceled + ?10
+                        canceled = canceled + ?10,
+                        safety_net_syncs = safety_net_syncs + ?11,
+                        safety_net_changes = safety_net_changes + ?12,
+                        last_safety_net_at = CASE WHEN ?11 THEN ?2 ELSE last_safety_net_at END,
+                        last_safety_net_changes_at = CASE WHEN ?11 AND ?12 > 0 THEN ?2 ELSE last_safety_net_changes_at END
                      WHERE user_id = ?1",
                     rusqlite::params![
                         user_id,
@@ -226,7 +292,9 @@ impl GoogleSync {
                         (!ok) as i64,
                         report.created as i64,
                         report.updated as i64,
-                        report.canceled as i64
+                        report.canceled as i64,
+                        safety_net,
+                        if safety_net { changes } else { 0 }
                     ],
                 )?;
                 Ok(())
@@ -547,13 +615,13 @@ fn apply_event(tx: &mut WriteTx<'_>, user_id: i64, ev: &GEvent, cal_tz: Option<&
             }
         }
         None => {
-            // The booking already exists as a Calendly meeting carrying this event id.
-            let owned_by_calendly: bool = tx.conn().query_row(
-                "SELECT EXISTS (SELECT 1 FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND google_event_id = ?2)",
-                rusqlite::params![user_id, ev.id],
-                |r| r.get(0),
-            )?;
-            if owned_by_calendly {
+            // The Google copy of a Calendly booking: the Calendly meeting is
+            // the booking, now and on every later edit of this event. Found by
+            // time and email, it learns the event id so later edits match by id.
+            if let Some(booking) = super::bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.id, &fields.starts_at, &fields.attendee_emails)? {
+                if !booking.by_event_id {
+                    tx.update(Table::Meetings, booking.meeting_id, &[("google_event_id", SqlValue::Text(ev.id.clone()))])?;
+                }
                 counts.skipped += 1;
                 return Ok(());
             }

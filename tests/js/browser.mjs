@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+// Debian's package; `config.chromium` in package.json (which scripts/test.sh
+// also looks for to install it) or CHROMIUM_PATH can point elsewhere.
+export const CHROMIUM = process.env.CHROMIUM_PATH || process.env.npm_package_config_chromium || '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',

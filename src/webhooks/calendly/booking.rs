@@ -328,6 +328,8 @@ struct Draft {
     cancel_reason: Option<String>,
     canceled_by: Option<String>,
     previous_starts_at: Option<String>,
+    /// A `google` row that is this booking's Google copy, being taken over.
+    adopted: bool,
 }
 
 fn text_of(row: &Value, key: &str) -> Option<String> {
@@ -355,6 +357,7 @@ impl Draft {
             cancel_reason: None,
             canceled_by: None,
             previous_starts_at: None,
+            adopted: false,
         }
     }
 
@@ -364,12 +367,32 @@ impl Draft {
         if text_of(&row, "source").as_deref() != Some("calendly") {
             return Ok(None);
         }
+        Ok(Some(Draft::from_row(id, row)))
+    }
+
+    /// The Google copy of a booking, taken over by the Calendly meeting: same
+    /// row (id, notes, client link kept), now source `calendly` at `se`.
+    fn adopt(id: i64, row: Value, se: &ScheduledEvent) -> Draft {
+        let mut d = Draft::from_row(id, row);
+        // Its Google event id is what the Google sync will match later.
+        let google_id = d.google_event_id.clone().or_else(|| Some(d.external_id.clone())).filter(|g| !g.is_empty());
+        d.external_id = se.uri.clone();
+        d.google_event_id = google_id;
+        d.entries.clear();
+        d.cancel_reason = None;
+        d.canceled_by = None;
+        d.adopted = true;
+        d.take_event(se);
+        d
+    }
+
+    fn from_row(id: i64, row: Value) -> Draft {
         let entries: Vec<Entry> = row
             .get("invitees")
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect())
             .unwrap_or_default();
-        Ok(Some(Draft {
+        Draft {
             id: Some(id),
             user_id: row.get("user_id").and_then(Value::as_i64).unwrap_or_default(),
             external_id: text_of(&row, "external_id").unwrap_or_default(),
@@ -387,8 +410,9 @@ impl Draft {
             cancel_reason: text_of(&row, "cancel_reason"),
             canceled_by: text_of(&row, "canceled_by"),
             previous_starts_at: text_of(&row, "previous_starts_at"),
+            adopted: false,
             before: Some(row),
-        }))
+        }
     }
 
     /// Take the scheduled event's details; a different event URI means the
@@ -439,6 +463,7 @@ impl Draft {
         let t = |v: &Option<String>| v.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
         let invitees = serde_json::to_string(&self.entries).unwrap_or_else(|_| "[]".into());
         vec![
+            ("source", SqlValue::Text("calendly".into())),
             ("external_id", SqlValue::Text(self.external_id.clone())),
             ("title", SqlValue::Text(self.title.clone())),
             ("starts_at", SqlValue::Text(self.starts_at.clone())),
@@ -505,12 +530,31 @@ impl Booking<'_, '_> {
         Ok(Some(id))
     }
 
+    /// A meeting for a booking we have no Calendly meeting for: its Google
+    /// copy when the Google sync got there first (see `google::bookings`),
+    /// else a new one.
+    fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> ApiResult<Draft> {
+        let copy = crate::google::bookings::google_copy(
+            self.conn(),
+            self.user,
+            se.google_event_id.as_deref(),
+            &se.starts_at,
+            inv.email.as_deref(),
+        )?;
+        if let Some(id) = copy {
+            if let Some(row) = self.tx.get(Table::Meetings, id)? {
+                return Ok(Draft::adopt(id, row, se));
+            }
+        }
+        Ok(Draft::new(self.user, se))
+    }
+
     /// Insert or update the meeting; one change event at most.
     fn save(&mut self, draft: Draft) -> ApiResult<i64> {
         let values = draft.values();
         match draft.id {
             None => {
-                let mut all = vec![("user_id", SqlValue::Integer(draft.user_id)), ("source", SqlValue::Text("calendly".into()))];
+                let mut all = vec![("user_id", SqlValue::Integer(draft.user_id))];
                 all.extend(values);
                 let row = self.tx.insert(Table::Meetings, &all)?;
                 let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("meeting row without id"))?;
@@ -530,6 +574,7 @@ impl Booking<'_, '_> {
                     .collect();
                 let other = before != after && changed.is_empty();
                 self.notes.push(match (changed.is_empty(), other) {
+                    _ if draft.adopted => format!("meeting {id} taken over from its Google copy"),
                     (true, false) => format!("meeting {id} unchanged"),
                     (true, true) => format!("meeting {id} updated"),
                     (false, _) => format!("meeting {id} updated ({})", changed.join(", ")),
@@ -564,7 +609,10 @@ impl Booking<'_, '_> {
                 }
             }
         }
-        let mut draft = draft.unwrap_or_else(|| Draft::new(self.user, se));
+        let mut draft = match draft {
+            Some(d) => d,
+            None => self.fresh(se, inv)?,
+        };
         draft.take_event(se);
 
         // Terminal invitee states stay; an expected invitee has now arrived.
@@ -662,10 +710,10 @@ impl Booking<'_, '_> {
         let mut draft = match (draft, se) {
             (Some(d), _) => d,
             (None, Some(se)) => {
-                let mut d = Draft::new(self.user, se);
+                let mut d = self.fresh(se, inv)?;
                 d.cancel_url = inv.cancel_url.clone();
                 d.reschedule_url = inv.reschedule_url.clone();
-                d.client_id = client;
+                d.client_id = d.client_id.or(client);
                 d
             }
             (None, None) => {
@@ -749,8 +797,9 @@ impl Booking<'_, '_> {
         let mut draft = match (draft, se) {
             (Some(d), _) => d,
             (None, Some(se)) => {
-                let mut d = Draft::new(self.user, se);
-                d.client_id = self.client(inv)?;
+                let client = self.client(inv)?;
+                let mut d = self.fresh(se, inv)?;
+                d.client_id = d.client_id.or(client);
                 d.cancel_url = inv.cancel_url.clone();
                 d.reschedule_url = inv.reschedule_url.clone();
                 d

@@ -1,0 +1,152 @@
+//! One meeting per booking. Calendly writes every booking into the
+//! adviser's Google Calendar, so one booking arrives twice: as a Calendly
+//! delivery and as a Google event. It is ONE meeting, source `calendly`,
+//! with the Google event id in `google_event_id`, whichever comes first:
+//!
+//! - **Calendly first.** The Google sync finds the Calendly meeting
+//!   ([`calendly_meeting_for_event`]) and leaves the event to it: no second
+//!   meeting, now or on later edits of the event. A match made by time and
+//!   email stores the event id on the meeting, so later edits match by id.
+//! - **Google first.** The Calendly delivery finds the `google` meeting
+//!   ([`google_copy`]) and takes it over: one UPDATE turns it into the
+//!   Calendly meeting (source, external id, Calendly's fields), keeping its
+//!   id, its notes and its client link.
+//!
+//! A booking is recognised by the Google event id Calendly reports
+//! (`calendar_event.external_id`); without one, by the same start time and
+//! an attendee whose email is the invitee's. Only lookups live here; both
+//! callers run inside the store's writer, so the two sides never race.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// The Calendly meeting a Google event is the copy of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookingMatch {
+    pub meeting_id: i64,
+    /// Found by the stored Google event id; false when found by time and email
+    /// (the caller then stores the event id on the meeting).
+    pub by_event_id: bool,
+}
+
+/// For the Google sync: the user's Calendly meeting this event belongs to.
+/// By `google_event_id` first; else a Calendly meeting without one that
+/// starts at `starts_at` (UTC, as stored) and lists one of `attendee_emails`
+/// among its invitees.
+pub fn calendly_meeting_for_event(
+    conn: &Connection,
+    user_id: i64,
+    event_id: &str,
+    starts_at: &str,
+    attendee_emails: &[String],
+) -> rusqlite::Result<Option<BookingMatch>> {
+    let by_id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND google_event_id = ?2 ORDER BY id LIMIT 1")?
+        .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
+        .optional()?;
+    if let Some(meeting_id) = by_id {
+        return Ok(Some(BookingMatch { meeting_id, by_event_id: true }));
+    }
+    // A malformed `invitees` value must not fail the sync: it then matches nothing.
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id FROM meetings m
+         WHERE m.user_id = ?1 AND m.source = 'calendly' AND m.google_event_id IS NULL AND m.starts_at = ?2 AND m.status <> 'canceled'
+           AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(m.invitees) THEN m.invitees ELSE '[]' END) i
+                       WHERE lower(json_extract(i.value, '$.email')) = lower(?3))
+         ORDER BY m.id LIMIT 1",
+    )?;
+    for email in attendee_emails {
+        if let Some(meeting_id) = stmt.query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0)).optional()? {
+            return Ok(Some(BookingMatch { meeting_id, by_event_id: false }));
+        }
+    }
+    Ok(None)
+}
+
+/// For a Calendly delivery that has no meeting yet: the user's `google`
+/// meeting that is this booking's Google copy. By the Google event id when
+/// Calendly reports one; without it, a meeting that is not canceled, starts
+/// at `starts_at` (UTC, as stored) and has the invitee among its attendees.
+pub fn google_copy(
+    conn: &Connection,
+    user_id: i64,
+    google_event_id: Option<&str>,
+    starts_at: &str,
+    invitee_email: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    if let Some(event_id) = google_event_id {
+        return conn
+            .prepare_cached(
+                "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND (external_id = ?2 OR google_event_id = ?2)
+                 ORDER BY id LIMIT 1",
+            )?
+            .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
+            .optional();
+    }
+    let Some(email) = invitee_email.filter(|e| !e.is_empty()) else { return Ok(None) };
+    conn.prepare_cached(
+        "SELECT m.id FROM meetings m
+         WHERE m.user_id = ?1 AND m.source = 'google' AND m.starts_at = ?2 AND m.status <> 'canceled'
+           AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(m.attendees) THEN m.attendees ELSE '[]' END) a
+                       WHERE lower(json_extract(a.value, '$.email')) = lower(?3))
+         ORDER BY m.id LIMIT 1",
+    )?
+    .query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0))
+    .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO users (id, email, role, created_at, updated_at) VALUES (1, 'a@x.com', 'user', 't', 't'), (2, 'b@x.com', 'user', 't', 't');",
+        )
+        .unwrap();
+        c
+    }
+
+    fn meeting(c: &Connection, user: i64, source: &str, ext: &str, gev: Option<&str>, start: &str, people: &str, status: &str) -> i64 {
+        let col = if source == "calendly" { "invitees" } else { "attendees" };
+        c.execute(
+            &format!(
+                "INSERT INTO meetings (user_id, source, external_id, google_event_id, title, starts_at, ends_at, status, {col}, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'm', ?5, ?5, ?6, ?7, 't', 't')"
+            ),
+            rusqlite::params![user, source, ext, gev, start, status, people],
+        )
+        .unwrap();
+        c.last_insert_rowid()
+    }
+
+    const T: &str = "2026-12-01T10:00:00.000Z";
+
+    #[test]
+    fn a_google_event_finds_its_calendly_booking_by_id_then_by_time_and_email() {
+        let c = db();
+        let by_id = meeting(&c, 1, "calendly", "https://cal/ev1", Some("g1"), T, "[]", "scheduled");
+        let plain = meeting(&c, 1, "calendly", "https://cal/ev2", None, T, r#"[{"uri":"u","email":"Client@Y.com"}]"#, "scheduled");
+        meeting(&c, 1, "calendly", "https://cal/ev3", None, T, "not json", "scheduled");
+        let emails = vec!["client@y.com".to_string()];
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g1", T, &[]).unwrap(), Some(BookingMatch { meeting_id: by_id, by_event_id: true }));
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &emails).unwrap(), Some(BookingMatch { meeting_id: plain, by_event_id: false }));
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", "2026-12-01T11:00:00.000Z", &emails).unwrap(), None, "another time");
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &["other@y.com".into()]).unwrap(), None, "another person");
+        assert_eq!(calendly_meeting_for_event(&c, 2, "g1", T, &emails).unwrap(), None, "another adviser");
+    }
+
+    #[test]
+    fn a_calendly_booking_finds_its_google_copy() {
+        let c = db();
+        let g = meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
+        meeting(&c, 1, "google", "g9", Some("g9"), T, r#"[{"email":"client@y.com"}]"#, "canceled");
+        assert_eq!(google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
+        assert_eq!(google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");
+        assert_eq!(google_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(), Some(g));
+        assert_eq!(google_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(), None);
+        assert_eq!(google_copy(&c, 1, None, T, None).unwrap(), None);
+        assert_eq!(google_copy(&c, 2, Some("g1"), T, None).unwrap(), None, "another adviser");
+    }
+}

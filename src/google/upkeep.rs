@@ -1,0 +1,444 @@
+//! The background work that keeps push-based sync from failing quietly.
+//! Push alone loses changes: channels expire (7 days by default), Google
+//! drops some notifications, and nothing is pushed to a server that is down.
+//!
+//! - **Catch-up on start.** Every connected user (refresh token, not
+//!   `needs_reconnect`) gets an incremental sync (the sync token makes it
+//!   cheap), and a new channel when theirs is missing, expired, about to
+//!   expire, or registered for another webhook address. Channels a previous
+//!   run left behind (`retiring`, or of another calendar) are stopped.
+//! - **Renewal before expiry.** Each channel is replaced
+//!   `google.renew_before` before the expiration Google returned (at the
+//!   latest halfway through its life), by [`GoogleSync::replace_channel`]:
+//!   new channel first, old one stopped after, notifications on both
+//!   accepted meanwhile. A failed renewal is retried with capped exponential
+//!   backoff with jitter, and shown to admins (`google_sync_status`). If the
+//!   old channel lapsed before a renewal worked, a catch-up sync follows.
+//! - **Safety net.** An incremental sync per connected user every
+//!   `google.safety_net_interval` (`0s` turns it off), each user at their own
+//!   random offset in the interval so they are spread out, not all at once.
+//!   Such passes run as [`SyncTrigger::SafetyNet`] and what they find is
+//!   counted per user: changes no push announced.
+//! - Used sign-in states are pruned once they have expired.
+//!
+//! Every loop ends when the server shuts down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use super::sync::{SyncError, SyncTrigger};
+use super::GoogleSync;
+use crate::store::timefmt;
+
+/// How often used sign-in states are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The renewal scheduler plans again at least this often; it is also woken
+/// whenever a channel is registered or removed.
+const RENEWAL_RECHECK: Duration = Duration::from_secs(3600);
+/// The safety net looks for newly connected users at least this often.
+const SAFETY_NET_RECHECK: Duration = Duration::from_secs(60);
+/// Renewal retries: the first wait, and the longest (also at most a quarter
+/// of the renewal margin, so several tries fit before the channel lapses).
+const RETRY_BASE: Duration = Duration::from_secs(5);
+const RETRY_CAP: Duration = Duration::from_secs(15 * 60);
+const RETRY_FLOOR: Duration = Duration::from_secs(1);
+/// A channel is not renewed sooner than this after it was registered, even
+/// if Google gave it a very short life (no renewal storm).
+const MIN_CHANNEL_AGE: time::Duration = time::Duration::seconds(1);
+
+/// A failed renewal waiting for its next try.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Failures in a row.
+    pub failures: u32,
+    pub at: OffsetDateTime,
+}
+
+/// Run the upkeep until shutdown (spawned by `Server::build`).
+pub async fn run(google: Arc<GoogleSync>) {
+    if !google.enabled() {
+        return;
+    }
+    tokio::spawn(prune_states(google.clone()));
+    google.catch_up().await;
+    tokio::spawn(safety_net(google.clone()));
+    renewals(google).await;
+}
+
+/// A connected user's active channel, as the renewal plan needs it.
+#[derive(Debug)]
+struct ChannelView {
+    user_id: i64,
+    /// None: no active channel, or its registration never finished.
+    expiration: Option<OffsetDateTime>,
+    registered_at: Option<OffsetDateTime>,
+    webhook_url: Option<String>,
+}
+
+/// A renewal that is due at `due`. `gap`: the channel has lapsed (or there
+/// is none), so pushes may have been missed and a catch-up sync follows it.
+#[derive(Debug)]
+struct Due {
+    user_id: i64,
+    due: OffsetDateTime,
+    expiration: Option<OffsetDateTime>,
+}
+
+fn to_std(d: time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+/// Wait before renewal try number `failures + 1`: exponential from
+/// [`RETRY_BASE`] with jitter (half to all of the step), capped by
+/// [`RETRY_CAP`] and by a quarter of `margin` (never under [`RETRY_FLOOR`]).
+pub(crate) fn retry_after(failures: u32, margin: Duration) -> Duration {
+    let cap = (margin / 4).clamp(RETRY_FLOOR, RETRY_CAP);
+    let step = RETRY_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap);
+    let ms = step.as_millis() as u64;
+    Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), ms / 2..=ms))
+}
+
+impl GoogleSync {
+    /// How long before expiry a channel is renewed; at most half its life
+    /// (checked per channel in [`GoogleSync::renew_at`]).
+    fn renew_margin(&self) -> Duration {
+        self.cfg.renew_before.0.min(self.cfg.channel_ttl.0 / 2)
+    }
+
+    /// When a channel registered at `registered` that expires at `expiration` is renewed.
+    fn renew_at(&self, expiration: OffsetDateTime, registered: Option<OffsetDateTime>) -> OffsetDateTime {
+        let margin = time::Duration::try_from(self.cfg.renew_before.0).unwrap_or(time::Duration::DAY);
+        let Some(registered) = registered else { return expiration - margin };
+        let half_life = (expiration - registered) / 2;
+        (expiration - margin.min(half_life)).max(registered + MIN_CHANNEL_AGE)
+    }
+
+    /// Users whose calendar syncs: a refresh token, and access not revoked.
+    async fn connected_users(&self) -> Result<Vec<i64>, SyncError> {
+        Ok(self
+            .store
+            .read(|c| {
+                let mut stmt =
+                    c.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+            })
+            .await?)
+    }
+
+    /// Each connected user with their active, fully registered channel of
+    /// `google.calendar_id` (the one expiring last, should there be two).
+    async fn channel_views(&self) -> Result<Vec<ChannelView>, SyncError> {
+        let calendar_id = self.cfg.calendar_id.clone();
+        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT u.id, c.expiration, c.updated_at, c.webhook_url
+                     FROM users u LEFT JOIN calendar_watch_channels c
+                       ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = ?1 AND c.resource_id IS NOT NULL
+                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                     ORDER BY u.id, c.expiration",
+                )?;
+                let rows = stmt.query_map([calendar_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        let mut views: Vec<ChannelView> = Vec::new();
+        for (user_id, expiration, registered, webhook_url) in rows {
+            let view = ChannelView {
+                user_id,
+                expiration: expiration.as_deref().and_then(timefmt::parse),
+                registered_at: registered.as_deref().and_then(timefmt::parse),
+                webhook_url,
+            };
+            // Ordered by expiration: a later row of the same user replaces the earlier.
+            match views.last_mut() {
+                Some(last) if last.user_id == user_id => *last = view,
+                _ => views.push(view),
+            }
+        }
+        Ok(views)
+    }
+
+    /// On start: stop leftovers, new channels where needed, then an
+    /// incremental sync for every connected user.
+    pub(crate) async fn catch_up(self: &Arc<Self>) {
+        let views = match self.channel_views().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "google catch-up: cannot read the connected users; relying on renewal and the safety net");
+                return;
+            }
+        };
+        if views.is_empty() {
+            return;
+        }
+        let now = timefmt::now();
+        let mut replace = Vec::new();
+        for v in &views {
+            if let Err(e) = self.stop_leftover_channels(v.user_id).await {
+                tracing::warn!(user = v.user_id, error = %e, "google catch-up: could not stop leftover channels");
+            }
+            let why = match (v.expiration, v.webhook_url.as_deref()) {
+                (None, _) => Some("no live channel"),
+                (Some(exp), _) if exp <= now => Some("the channel expired"),
+                (_, Some(url)) if url != self.webhook_url => Some("the webhook address changed"),
+                (Some(exp), _) if self.renew_at(exp, v.registered_at) <= now => Some("the channel is due for renewal"),
+                _ => None,
+            };
+            match why {
+                // Channel first, then the sync: a change after the watch is
+                // pushed, one before the sync's list is in it.
+                Some(why) => replace.push((v.user_id, why)),
+                None => self.enqueue_for(v.user_id, SyncTrigger::CatchUp),
+            }
+        }
+        tracing::info!(users = views.len(), new_channels = replace.len(), "google catch-up after start: syncing every connected user");
+        for (user_id, why) in replace {
+            if self.shutting_down() {
+                return;
+            }
+            self.renew(user_id, why).await;
+            self.enqueue_for(user_id, SyncTrigger::CatchUp);
+        }
+    }
+
+    /// What the renewal scheduler has to do, soonest first.
+    async fn renewal_plan(&self) -> Result<Vec<Due>, SyncError> {
+        let views = self.channel_views().await?;
+        let connected: HashSet<i64> = views.iter().map(|v| v.user_id).collect();
+        let mut retries = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Users who disconnected or must reconnect: nothing to retry.
+        retries.retain(|u, _| connected.contains(u));
+        self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).retain(|u, _| connected.contains(u));
+        let mut plan = Vec::new();
+        for v in views {
+            let retry = retries.get(&v.user_id).map(|r| r.at);
+            let due = match (v.expiration, retry) {
+                (Some(exp), Some(at)) => self.renew_at(exp, v.registered_at).max(at),
+                (Some(exp), None) => self.renew_at(exp, v.registered_at),
+                // No channel: only a failed registration is retried here;
+                // a user who removed theirs keeps it removed until restart.
+                (None, Some(at)) => at,
+                (None, None) => continue,
+            };
+            plan.push(Due { user_id: v.user_id, due, expiration: v.expiration });
+        }
+        plan.sort_by_key(|d| d.due);
+        Ok(plan)
+    }
+
+    /// Replace the user's channel and record how it went. Returns whether it worked.
+    pub(crate) async fn renew(self: &Arc<Self>, user_id: i64, why: &str) -> bool {
+        match self.replace_channel(user_id).await {
+            Ok(info) => {
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+                tracing::info!(
+                    user = user_id,
+                    channel = %info.channel_id,
+                    expiration = info.expiration.as_deref().unwrap_or("unknown"),
+                    "renewed the Google push channel ({why})"
+                );
+                self.record_renewal(user_id, None).await;
+                true
+            }
+            Err(SyncError::ShuttingDown) => false,
+            Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected)) => {
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+                tracing::warn!(user = user_id, "google channel renewal skipped: {e}");
+                false
+            }
+            Err(e) => {
+                self.channel_failed(user_id, &e.to_string()).await;
+                false
+            }
+        }
+    }
+
+    /// A channel could not be registered: schedule the next try with backoff
+    /// and show the failure to admins.
+    pub(crate) async fn channel_failed(&self, user_id: i64, error: &str) {
+        let failures = {
+            let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
+            let failures = map.get(&user_id).map_or(1, |r| r.failures.saturating_add(1));
+            let wait = retry_after(failures, self.renew_margin());
+            let at = timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
+            map.insert(user_id, Retry { failures, at });
+            failures
+        };
+        let next = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).get(&user_id).map(|r| r.at);
+        let wait_s = next.map(|t| to_std(t - timefmt::now()).as_secs_f64()).unwrap_or(0.0);
+        tracing::warn!("google channel renewal for user {user_id} failed ({failures} in a row): {error}; next try in {wait_s:.1} s");
+        self.record_renewal(user_id, Some((failures, error.to_string(), next.map(timefmt::format)))).await;
+        self.channels_changed.notify_one();
+    }
+
+    /// `google_sync_status`: a success (None) or a failure (failures in a
+    /// row, error, next try).
+    async fn record_renewal(&self, user_id: i64, failure: Option<(u32, String, Option<String>)>) {
+        let done = self
+            .store
+            .writer
+            .write(move |tx| {
+                let now = tx.now().to_string();
+                let conn = tx.conn();
+                conn.execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", [user_id])?;
+                match &failure {
+                    None => conn.execute(
+                        "UPDATE google_sync_status SET renewals = renewals + 1, last_renewal_at = ?2, renewal_failures = 0,
+                            next_renewal_attempt_at = NULL WHERE user_id = ?1",
+                        rusqlite::params![user_id, now],
+                    )?,
+                    Some((failures, error, next)) => conn.execute(
+                        "UPDATE google_sync_status SET renewal_failures = ?2, last_renewal_error = ?3, last_renewal_error_at = ?4,
+                            next_renewal_attempt_at = ?5 WHERE user_id = ?1",
+                        rusqlite::params![user_id, failures, error, now, next],
+                    )?,
+                };
+                Ok(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::debug!(user = user_id, error = %e, "could not record a channel renewal");
+        }
+    }
+}
+
+/// Renew channels as they come due, until shutdown.
+async fn renewals(google: Arc<GoogleSync>) {
+    let mut shutdown = google.shutdown.clone();
+    loop {
+        if google.shutting_down() {
+            return;
+        }
+        let plan = match google.renewal_plan().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "google channel renewal: cannot read the channels; trying again in a minute");
+                Vec::new()
+            }
+        };
+        let now = timefmt::now();
+        let mut next: Option<OffsetDateTime> = None;
+        let mut acted = false;
+        for d in plan {
+            if d.due > now {
+                next = Some(next.map_or(d.due, |n| n.min(d.due)));
+                continue;
+            }
+            if google.shutting_down() {
+                return;
+            }
+            let now = timefmt::now();
+            let lapsed = d.expiration.is_none_or(|exp| exp <= now);
+            let why = if lapsed { "the channel had lapsed" } else { "before expiry" };
+            if google.renew(d.user_id, why).await && lapsed {
+                // Nothing was pushed while there was no live channel.
+                google.enqueue_for(d.user_id, SyncTrigger::CatchUp);
+            }
+            acted = true;
+        }
+        if acted {
+            // Plan again: the renewed channels have new expirations.
+            continue;
+        }
+        let wait = next.map_or(RENEWAL_RECHECK, |n| to_std(n - timefmt::now())).min(RENEWAL_RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = google.channels_changed.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One safety-net sync per connected user every `google.safety_net_interval`.
+async fn safety_net(google: Arc<GoogleSync>) {
+    let every = google.cfg.safety_net_interval.0;
+    if every.is_zero() {
+        tracing::info!("the Google safety-net sync is off (google.safety_net_interval = 0s)");
+        return;
+    }
+    let mut shutdown = google.shutdown.clone();
+    let mut due: HashMap<i64, Instant> = HashMap::new();
+    loop {
+        if google.shutting_down() {
+            return;
+        }
+        match google.connected_users().await {
+            Ok(users) => {
+                let now = Instant::now();
+                let users: HashSet<i64> = users.into_iter().collect();
+                due.retain(|u, _| users.contains(u));
+                for &user_id in &users {
+                    // A random place in the cycle per user spreads the syncs over the interval.
+                    let at = due.entry(user_id).or_insert_with(|| now + every.mul_f64(rand::random::<f64>()));
+                    if *at <= now {
+                        google.enqueue_for(user_id, SyncTrigger::SafetyNet);
+                        // Keep the user's place in the cycle; turns missed while busy are skipped.
+                        let late = (now - *at).as_nanos() % every.as_nanos();
+                        *at = now + every - Duration::from_nanos(late as u64);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "google safety net: cannot read the connected users"),
+        }
+        let now = Instant::now();
+        let wait = due.values().min().map_or(every, |t| t.saturating_duration_since(now)).min(every).min(SAFETY_NET_RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Drop used sign-in states once they have expired.
+async fn prune_states(google: Arc<GoogleSync>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    let mut shutdown = google.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if google.shutting_down() {
+            return;
+        }
+        let pruned = google
+            .store
+            .writer
+            .write(|tx| {
+                let now = tx.now().to_string();
+                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
+            })
+            .await;
+        match pruned {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "dropped expired Google sign-in states"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not drop expired Google sign-in states"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_retries_back_off_with_jitter_under_a_cap() {
+        let day = Duration::from_secs(86_400);
+        for failures in 1..5u32 {
+            let d = retry_after(failures, day);
+            let step = RETRY_BASE * (1 << (failures - 1));
+            assert!(d >= step / 2 && d <= step, "{d:?} after {failures} failures");
+        }
+        assert!(retry_after(40, day) <= RETRY_CAP);
+        // A short renewal margin (tests) caps the wait at a quarter of it, but not under a second.
+        assert!(retry_after(3, Duration::from_secs(2)) <= RETRY_FLOOR);
+        assert!(retry_after(3, Duration::from_secs(40)) <= Duration::from_secs(10));
+    }
+}
