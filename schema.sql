@@ -2,7 +2,7 @@
 -- migrations in src/store/migrations/ (a unit test checks the two agree).
 -- Timestamps are TEXT in UTC, RFC 3339 with milliseconds and a Z.
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 
 CREATE TABLE users (
     id                      INTEGER PRIMARY KEY,
@@ -153,7 +153,7 @@ CREATE TABLE google_sync_status (
     created              INTEGER NOT NULL DEFAULT 0,
     updated              INTEGER NOT NULL DEFAULT 0,
     canceled             INTEGER NOT NULL DEFAULT 0
-);
+, renewals INTEGER NOT NULL DEFAULT 0, last_renewal_at TEXT, renewal_failures INTEGER NOT NULL DEFAULT 0, last_renewal_error TEXT, last_renewal_error_at TEXT, next_renewal_attempt_at TEXT, safety_net_syncs INTEGER NOT NULL DEFAULT 0, safety_net_changes INTEGER NOT NULL DEFAULT 0, last_safety_net_at TEXT, last_safety_net_changes_at TEXT);
 
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
 

@@ -9,10 +9,11 @@
 //! (c) resident memory per idle joined socket at 10,000 sockets.
 //!
 //! Run: `cargo bench --bench fanout` (results in BENCHMARKS.md). Knobs, as
-//! environment variables: FANOUT_RATE (writes/s in (a), 200), FANOUT_SECS (10),
+//! environment variables: FANOUT_RATES (writes/s in (a), "200,50"), FANOUT_SECS (10),
 //! FANOUT_WARM (2), FANOUT_SOCKETS_A (1000), FANOUT_SOCKETS_B (10000),
 //! FANOUT_WINDOW (writes in flight in (b), 8), FANOUT_CLIENT_THREADS (2),
-//! FANOUT_WRITERS (4), FANOUT_ONLY (syncgate | raw). `-- --memory` measures
+//! FANOUT_WRITERS (4), FANOUT_ONLY (syncgate | raw), FANOUT_SKIP_A=1, FANOUT_ROUNDS
+//! (alternating (b) runs per server, 2). `-- --memory` measures
 //! only (c), `-- --sizes` prints the in-memory sizes behind it; SYNCGATE_* variables reach the syncgate child (e.g.
 //! SYNCGATE_REALTIME__READ_BUFFER_SIZE for the memory breakdown).
 
@@ -115,7 +116,6 @@ impl Clients {
 }
 
 struct Latency {
-    writes: usize,
     rate: f64,
     samples: usize,
     missing: i64,
@@ -123,6 +123,11 @@ struct Latency {
     p99: u32,
     max: u32,
     cpu_per_frame_us: f64,
+    /// Write round trips (REST: until the response; trigger: just the send), µs: p50, p99, max.
+    write_rtt: (u32, u32, u32),
+    /// Medians over writes, µs: write sent → first socket has it; first → last socket has it.
+    to_first_us: u32,
+    spread_us: u32,
 }
 
 /// (a): `rate` writes/s for warm + secs seconds to `sockets` sockets.
@@ -137,11 +142,13 @@ fn latency(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>) -> Result<(Lat
     let frames0 = shared.frames.load(Ordering::Relaxed);
     let start = Instant::now();
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let rtts = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let writers: Vec<_> = (0..k.writers)
         .map(|j| {
             let mut w = server.writer(sample)?;
-            let (sh, errs, rate, nw) = (shared.clone(), errors.clone(), k.rate as f64, k.writers);
+            let (sh, errs, rate, nw, rtts) = (shared.clone(), errors.clone(), k.rate as f64, k.writers, rtts.clone());
             Ok(thread::spawn(move || {
+                let mut mine = Vec::new();
                 let mut i = j;
                 while i < total {
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
@@ -150,12 +157,17 @@ fn latency(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>) -> Result<(Lat
                         thread::sleep(due - now);
                     }
                     sh.sent_at[i].store(sh.now_ns().max(1), Ordering::Release);
+                    let t = Instant::now();
                     if let Err(e) = w.write(i) {
                         errs.lock().map(|mut v| v.push(e)).ok();
-                        return;
+                        break;
+                    }
+                    if i >= record_from {
+                        mine.push(t.elapsed().as_micros() as u32);
                     }
                     i += nw;
                 }
+                rtts.lock().map(|mut v| v.append(&mut mine)).ok();
             }))
         })
         .collect::<Result<_, String>>()?;
@@ -175,13 +187,24 @@ fn latency(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>) -> Result<(Lat
     if let Some(e) = res.errors.first() {
         eprintln!("  {} errors, first: {e}", res.errors.len());
     }
+    let pick_in = |s: &[u32], q: f64| s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(0);
+    let mut w = rtts.lock().map(|v| v.clone()).unwrap_or_default();
+    w.sort_unstable();
+    let write_rtt = (pick_in(&w, 0.5), pick_in(&w, 0.99), w.last().copied().unwrap_or(0));
+    let (mut to_first, mut spread): (Vec<u32>, Vec<u32>) = (record_from..total)
+        .filter_map(|i| {
+            let (sent, f, l) = (shared.sent_at[i].load(Ordering::Relaxed), shared.first_at[i].load(Ordering::Relaxed), shared.last_at[i].load(Ordering::Relaxed));
+            (f != u64::MAX && sent > 0).then(|| ((f.saturating_sub(sent) / 1000) as u32, (l.saturating_sub(f) / 1000) as u32))
+        })
+        .unzip();
+    to_first.sort_unstable();
+    spread.sort_unstable();
     let s = &mut res.lat_us;
     s.sort_unstable();
-    let pick = |q: f64| s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pick = |q: f64| pick_in(s, q);
     let expected = ((total - record_from) * k.sockets_a) as i64;
     Ok((
         Latency {
-            writes: total,
             rate: total as f64 / sent_secs,
             samples: s.len(),
             missing: expected - s.len() as i64,
@@ -189,6 +212,9 @@ fn latency(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>) -> Result<(Lat
             p99: pick(0.99),
             max: s.last().copied().unwrap_or(0),
             cpu_per_frame_us: cpu * 1e6 / frames.max(1) as f64,
+            write_rtt,
+            to_first_us: pick_in(&to_first, 0.5),
+            spread_us: pick_in(&spread, 0.5),
         },
         sample_frame,
     ))
@@ -203,6 +229,7 @@ struct Throughput {
     cpu_per_frame_us: f64,
     cpu_util: f64,
     client_util: f64,
+    frames_per_read: f64,
     stalls: usize,
     writes: usize,
 }
@@ -229,6 +256,7 @@ fn throughput(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>, memory_only
         cpu_per_frame_us: 0.0,
         cpu_util: 0.0,
         client_util: 0.0,
+        frames_per_read: 0.0,
         stalls: 0,
         writes: 0,
     };
@@ -276,10 +304,12 @@ fn throughput(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>, memory_only
     // A marker for profiling scripts: the measured window starts now.
     println!("    measuring {} s", k.secs);
     let (f0, c0, t0) = (shared.frames.load(Ordering::Relaxed), server.cpu_secs(), Instant::now());
+    let r0 = shared.reads.load(Ordering::Relaxed);
     let me0 = fanout::procs::cpu_secs("self");
     thread::sleep(Duration::from_secs(k.secs as u64));
     let (f1, c1, secs) = (shared.frames.load(Ordering::Relaxed), server.cpu_secs(), t0.elapsed().as_secs_f64());
     t.client_util = (fanout::procs::cpu_secs("self") - me0) / secs;
+    t.frames_per_read = (f1 - f0) as f64 / (shared.reads.load(Ordering::Relaxed) - r0).max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
@@ -314,91 +344,110 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-fn run(k: &Knobs, only: Option<Kind>, memory_only: bool) -> Result<(), String> {
+fn start(kind: Kind) -> Result<ServerProc, String> {
+    if kind == Kind::Syncgate {
+        ServerProc::syncgate()
+    } else {
+        ServerProc::raw()
+    }
+}
+
+fn run(k: &Knobs, rates: &[usize], rounds: usize, only: Option<Kind>, memory_only: bool) -> Result<(), String> {
     println!("machine: {}", machine());
     let kinds: Vec<Kind> = [Kind::Syncgate, Kind::Raw].into_iter().filter(|x| only.is_none_or(|o| o == *x)).collect();
-    let mut sample: Option<Vec<u8>> = None;
-    let mut lat = Vec::new();
-    if !memory_only {
-        if kinds.contains(&Kind::Raw) && !kinds.contains(&Kind::Syncgate) {
-            // The raw server broadcasts copies of a syncgate frame; take one.
-            let sg = ServerProc::syncgate()?;
-            let quick = Knobs { rate: 50, secs: 1, warm: 1, sockets_a: 1, ..*k };
-            sample = latency(&sg, &quick, None)?.1;
-        }
+    let skip_a = memory_only || std::env::var("FANOUT_SKIP_A").is_ok_and(|v| v == "1");
+    // The raw server broadcasts copies of a real syncgate change frame; take one first.
+    let sample = {
+        let sg = ServerProc::syncgate()?;
+        let quick = Knobs { rate: 50, secs: 1, warm: 1, sockets_a: 1, ..*k };
+        latency(&sg, &quick, None)?.1
+    };
+    println!("change frame: {} bytes", sample.as_ref().map_or(0, |s| s.len()));
+    let mut lat: Vec<(usize, Kind, Latency)> = Vec::new();
+    for &rate in rates.iter().filter(|_| !skip_a) {
+        let ka = Knobs { rate, ..*k };
         for kind in &kinds {
-            let server = if *kind == Kind::Syncgate { ServerProc::syncgate()? } else { ServerProc::raw()? };
-            println!("(a) {}: {} sockets, {} writes/s for {}+{} s", kind.name(), k.sockets_a, k.rate, k.warm, k.secs);
-            let (l, s) = latency(&server, k, sample.as_deref())?;
-            if sample.is_none() {
-                sample = s;
-            }
+            let server = start(*kind)?;
+            println!("(a) {}: {} sockets, {} writes/s for {}+{} s", kind.name(), ka.sockets_a, rate, ka.warm, ka.secs);
+            let (l, _) = latency(&server, &ka, sample.as_deref())?;
             println!(
-                "    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples ({} missing), {:.1} writes/s achieved, {:.2} µs server CPU per frame",
+                "    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples ({} missing), {:.1} writes/s achieved, {:.2} µs server CPU per frame; write round trip p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; median write → first socket {:.2} ms, first → last socket {:.2} ms",
                 l.p50 as f64 / 1e3,
                 l.p99 as f64 / 1e3,
                 l.max as f64 / 1e3,
                 l.samples,
                 l.missing,
                 l.rate,
-                l.cpu_per_frame_us
+                l.cpu_per_frame_us,
+                l.write_rtt.0 as f64 / 1e3,
+                l.write_rtt.1 as f64 / 1e3,
+                l.write_rtt.2 as f64 / 1e3,
+                l.to_first_us as f64 / 1e3,
+                l.spread_us as f64 / 1e3
             );
-            lat.push((*kind, l));
-            drop(server);
+            lat.push((rate, *kind, l));
         }
     }
-    let mut thr = Vec::new();
-    for kind in &kinds {
-        let server = if *kind == Kind::Syncgate { ServerProc::syncgate()? } else { ServerProc::raw()? };
-        println!("(b,c) {}: {} sockets, window {} writes", kind.name(), k.sockets_b, k.window);
-        let t = throughput(&server, k, sample.as_deref(), memory_only)?;
-        println!(
-            "    RSS {} KiB at start, {} connected, {} joined: {:.0} B per connected socket, {:.0} B per joined socket",
-            t.rss_start_kib,
-            t.rss_connected_kib,
-            t.rss_joined_kib,
-            per_socket(t.rss_start_kib, t.rss_connected_kib, k.sockets_b),
-            per_socket(t.rss_start_kib, t.rss_joined_kib, k.sockets_b)
-        );
-        if !memory_only {
+    let mut thr: Vec<(Kind, Throughput)> = Vec::new();
+    for round in 0..if memory_only { 1 } else { rounds.max(1) } {
+        for kind in &kinds {
+            let server = start(*kind)?;
+            println!("(b,c) {} round {}: {} sockets, window {} writes", kind.name(), round + 1, k.sockets_b, k.window);
+            let t = throughput(&server, k, sample.as_deref(), memory_only)?;
             println!(
-                "    {:.0} frames/s, {:.2} µs server CPU per frame ({:.2} cores busy; client {:.2}), {} writes, {} stalls; RSS after {} KiB ({:.0} B per socket)",
-                t.frames_per_sec,
-                t.cpu_per_frame_us,
-                t.cpu_util,
-                t.client_util,
-                t.writes,
-                t.stalls,
-                t.rss_after_kib,
-                per_socket(t.rss_start_kib, t.rss_after_kib, k.sockets_b)
+                "    RSS {} KiB at start, {} connected, {} joined: {:.0} B per connected socket, {:.0} B per joined socket",
+                t.rss_start_kib,
+                t.rss_connected_kib,
+                t.rss_joined_kib,
+                per_socket(t.rss_start_kib, t.rss_connected_kib, k.sockets_b),
+                per_socket(t.rss_start_kib, t.rss_joined_kib, k.sockets_b)
             );
+            if !memory_only {
+                println!(
+                    "    {:.0} frames/s, {:.2} µs server CPU per frame ({:.2} cores busy; client {:.2}), {:.2} frames per client read, {} writes, {} stalls; RSS after {} KiB ({:.0} B per socket)",
+                    t.frames_per_sec,
+                    t.cpu_per_frame_us,
+                    t.cpu_util,
+                    t.client_util,
+                    t.frames_per_read,
+                    t.writes,
+                    t.stalls,
+                    t.rss_after_kib,
+                    per_socket(t.rss_start_kib, t.rss_after_kib, k.sockets_b)
+                );
+            }
+            thr.push((*kind, t));
         }
-        thr.push((*kind, t));
-        drop(server);
     }
 
-    let find_l = |x: Kind| lat.iter().find(|(k, _)| *k == x).map(|(_, l)| l);
-    let find_t = |x: Kind| thr.iter().find(|(k, _)| *k == x).map(|(_, t)| t);
     println!();
     println!("| measure | syncgate | raw ceiling | ratio | target |");
     println!("|---|---|---|---|---|");
-    if let (Some(s), Some(r)) = (find_l(Kind::Syncgate), find_l(Kind::Raw)) {
+    for &rate in rates {
+        let find = |x: Kind| lat.iter().find(|(r, k, _)| *r == rate && *k == x).map(|(_, _, l)| l);
+        let (Some(s), Some(r)) = (find(Kind::Syncgate), find(Kind::Raw)) else { continue };
         let ms = |us: u32| us as f64 / 1e3;
-        println!("| (a) p50 latency, {} sockets, {} writes/s | {:.2} ms | {:.2} ms | {:.2}× | |", k.sockets_a, k.rate, ms(s.p50), ms(r.p50), s.p50 as f64 / r.p50.max(1) as f64);
-        println!("| (a) p99 latency | {:.2} ms | {:.2} ms | **{:.2}×** | ≤ 1.5× |", ms(s.p99), ms(r.p99), s.p99 as f64 / r.p99.max(1) as f64);
-        println!("| (a) max latency | {:.2} ms | {:.2} ms | {:.2}× | |", ms(s.max), ms(r.max), s.max as f64 / r.max.max(1) as f64);
-        println!("| (a) server CPU per frame | {:.2} µs | {:.2} µs | {:.2}× | |", s.cpu_per_frame_us, r.cpu_per_frame_us, s.cpu_per_frame_us / r.cpu_per_frame_us);
-        println!("| (a) (write, socket) pairs measured | {} ({} missing) | {} ({} missing) | | |", s.samples, s.missing, r.samples, r.missing);
-        let _ = (s.writes, r.writes);
+        let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
+        let at = format!("{} sockets, {rate} writes/s", k.sockets_a);
+        println!("| (a) p50 latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |", ms(s.p50), ms(r.p50), ratio(s.p50, r.p50));
+        println!("| (a) p99 latency, {at} | {:.2} ms | {:.2} ms | **{:.2}×** | ≤ 1.5× |", ms(s.p99), ms(r.p99), ratio(s.p99, r.p99));
+        println!("| (a) max latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |", ms(s.max), ms(r.max), ratio(s.max, r.max));
+        println!("| (a) server CPU per frame, {at} | {:.2} µs | {:.2} µs | {:.2}× | |", s.cpu_per_frame_us, r.cpu_per_frame_us, s.cpu_per_frame_us / r.cpu_per_frame_us);
+        println!("| (a) (write, socket) pairs, {at} | {} ({} missing) | {} ({} missing) | | |", s.samples, s.missing, r.samples, r.missing);
     }
-    if let (Some(s), Some(r)) = (find_t(Kind::Syncgate), find_t(Kind::Raw)) {
+    let of = |x: Kind| thr.iter().filter(move |(k, _)| *k == x).map(|(_, t)| t);
+    if of(Kind::Syncgate).next().is_some() && of(Kind::Raw).next().is_some() {
         if !memory_only {
-            println!("| (b) delivered frames/s, {} sockets | {:.0} | {:.0} | **{:.2}×** | ≥ 0.5× |", k.sockets_b, s.frames_per_sec, r.frames_per_sec, s.frames_per_sec / r.frames_per_sec);
-            println!("| (b) server CPU per frame | {:.2} µs | {:.2} µs | **{:.2}×** | ≤ 2× |", s.cpu_per_frame_us, r.cpu_per_frame_us, s.cpu_per_frame_us / r.cpu_per_frame_us);
+            // Over all rounds: frames/s averaged, CPU per frame weighted by frames.
+            let fps = |x: Kind| of(x).map(|t| t.frames_per_sec).sum::<f64>() / of(x).count() as f64;
+            let cpf = |x: Kind| of(x).map(|t| t.cpu_per_frame_us * t.frames_per_sec).sum::<f64>() / of(x).map(|t| t.frames_per_sec).sum::<f64>();
+            let (sf, rf, sc, rc) = (fps(Kind::Syncgate), fps(Kind::Raw), cpf(Kind::Syncgate), cpf(Kind::Raw));
+            println!("| (b) delivered frames/s, {} sockets | {sf:.0} | {rf:.0} | **{:.2}×** | ≥ 0.5× |", k.sockets_b, sf / rf);
+            println!("| (b) server CPU per frame | {sc:.2} µs | {rc:.2} µs | **{:.2}×** | ≤ 2× |", sc / rc);
         }
-        let ps = per_socket(s.rss_start_kib, s.rss_joined_kib, k.sockets_b);
-        let pr = per_socket(r.rss_start_kib, r.rss_joined_kib, k.sockets_b);
-        println!("| (c) RSS per idle joined socket | {:.0} B ({:.1} KiB) | {:.0} B ({:.1} KiB) | {:.2}× | ≤ 16 KiB |", ps, ps / 1024.0, pr, pr / 1024.0, ps / pr);
+        let mem = |x: Kind| of(x).next().map_or(0.0, |t| per_socket(t.rss_start_kib, t.rss_joined_kib, k.sockets_b));
+        let (ps, pr) = (mem(Kind::Syncgate), mem(Kind::Raw));
+        println!("| (c) RSS per idle joined socket, {} sockets | {:.0} B ({:.1} KiB) | {:.0} B ({:.1} KiB) | {:.2}× | ≤ 16 KiB |", k.sockets_b, ps, ps / 1024.0, pr, pr / 1024.0, ps / pr);
     }
     Ok(())
 }
@@ -417,7 +466,7 @@ fn main() {
     }
     raise_fd_limit();
     let k = Knobs {
-        rate: env_num("FANOUT_RATE", 200),
+        rate: 0,
         secs: env_num("FANOUT_SECS", 10),
         warm: env_num("FANOUT_WARM", 2),
         sockets_a: env_num("FANOUT_SOCKETS_A", 1000),
@@ -432,7 +481,13 @@ fn main() {
         _ => None,
     };
     let memory_only = args.iter().any(|a| a == "--memory");
-    if let Err(e) = run(&k, only, memory_only) {
+    let rates: Vec<usize> = std::env::var("FANOUT_RATES")
+        .unwrap_or_else(|_| "200,50".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .filter(|r| *r > 0)
+        .collect();
+    if let Err(e) = run(&k, &rates, env_num("FANOUT_ROUNDS", 2), only, memory_only) {
         eprintln!("fanout bench failed: {e}");
         std::process::exit(1);
     }

@@ -94,9 +94,9 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_url = config.public_url(addr);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone())?;
-        tasks.push(tokio::spawn(crate::google::run(google.clone())));
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
+        let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone(), metrics.clone())?;
+        tasks.push(tokio::spawn(crate::google::run(google.clone())));
         let app = App(Arc::new(AppInner {
             metrics,
             alerts: Arc::default(),

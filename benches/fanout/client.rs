@@ -20,8 +20,13 @@ pub struct Shared {
     pub sent_at: Vec<AtomicU64>,
     /// How many sockets have received write `k`.
     pub got: Vec<AtomicU32>,
+    /// When the first and the last socket received write `k`, ns after `base`.
+    pub first_at: Vec<AtomicU64>,
+    pub last_at: Vec<AtomicU64>,
     /// Change frames received so far (published by each thread after each poll round).
     pub frames: AtomicU64,
+    /// Reads that returned data (frames per read shows how much the server batches its writes).
+    pub reads: AtomicU64,
     pub connected: AtomicUsize,
     pub joined: AtomicUsize,
     pub closed: AtomicUsize,
@@ -39,7 +44,10 @@ impl Shared {
             base: Instant::now(),
             sent_at: (0..max_writes).map(|_| AtomicU64::new(0)).collect(),
             got: (0..max_writes).map(|_| AtomicU32::new(0)).collect(),
+            first_at: (0..max_writes).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            last_at: (0..max_writes).map(|_| AtomicU64::new(0)).collect(),
             frames: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             connected: AtomicUsize::new(0),
             joined: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
@@ -189,6 +197,7 @@ pub fn run_thread(shared: Arc<Shared>, target: Target, n: usize) -> ThreadResult
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; 256 * 1024];
     let mut frames_local = 0u64;
+    let mut reads_local = 0u64;
     while !shared.stop.load(Ordering::Acquire) {
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -201,11 +210,13 @@ pub fn run_thread(shared: Arc<Shared>, target: Target, n: usize) -> ThreadResult
             if !c.open {
                 continue;
             }
-            read_conn(c, &mut buf, &parser, &shared, &mut res, &mut frames_local);
+            read_conn(c, &mut buf, &parser, &shared, &mut res, &mut frames_local, &mut reads_local);
         }
         if frames_local > 0 {
             shared.frames.fetch_add(frames_local, Ordering::Relaxed);
+            shared.reads.fetch_add(reads_local, Ordering::Relaxed);
             frames_local = 0;
+            reads_local = 0;
         }
     }
     res
@@ -226,7 +237,7 @@ fn write_all_nb(s: &mut mio::net::TcpStream, mut data: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
-fn read_conn(c: &mut Conn, buf: &mut [u8], p: &Parser, shared: &Shared, res: &mut ThreadResult, frames: &mut u64) {
+fn read_conn(c: &mut Conn, buf: &mut [u8], p: &Parser, shared: &Shared, res: &mut ThreadResult, frames: &mut u64, reads: &mut u64) {
     loop {
         let start = c.leftover.len();
         if start >= buf.len() / 2 {
@@ -242,6 +253,7 @@ fn read_conn(c: &mut Conn, buf: &mut [u8], p: &Parser, shared: &Shared, res: &mu
                 return;
             }
             Ok(n) => {
+                *reads += 1;
                 let now = shared.now_ns();
                 let end = start + n;
                 let used = parse_frames(&buf[..end], now, p, shared, res, frames, c);
@@ -307,6 +319,10 @@ fn parse_frames(data: &[u8], now: u64, p: &Parser, shared: &Shared, res: &mut Th
                         g.fetch_add(1, Ordering::Relaxed);
                     }
                     if k >= shared.record_from {
+                        if let (Some(f), Some(l)) = (shared.first_at.get(k), shared.last_at.get(k)) {
+                            f.fetch_min(now, Ordering::Relaxed);
+                            l.fetch_max(now, Ordering::Relaxed);
+                        }
                         let sent = shared.sent_at.get(k).map(|s| s.load(Ordering::Acquire)).unwrap_or(0);
                         if sent > 0 {
                             res.lat_us.push((now.saturating_sub(sent) / 1000) as u32);

@@ -70,7 +70,12 @@ impl ServerProc {
     /// `target/release/syncgate serve` in a fresh data folder, with one user.
     pub fn syncgate() -> Result<ServerProc, String> {
         let bin = env!("CARGO_BIN_EXE_syncgate");
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        // tmpfs by default: the disk is shared with other jobs, and this bench measures fanout, not fsync.
+        let base = std::env::var_os("FANOUT_DATA_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new().prefix("fanout-bench").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))?;
         let env = syncgate_env(dir.path());
         let out = Command::new(bin)
             .args(["user", "add", "--email", "bench@example.com"])

@@ -201,7 +201,6 @@ impl Resource for Meetings {
             }
             None => cur("ends_at").as_str().unwrap_or_default().to_string(),
         };
-        check_times(&starts, &ends)?;
         for (name, val, max) in [("description", p.description, 20_000), ("location", p.location, 1000), ("timezone", p.timezone, 100)] {
             if let Some(v) = val {
                 opt_bounded(name, &v, max)?;
@@ -228,6 +227,8 @@ impl Resource for Meetings {
                 source_owned_changes.join(", ")
             )));
         }
+        // After the ownership check: on a synced meeting, touching its times is a 409 whatever they are.
+        check_times(&starts, &ends)?;
         // Local fields, editable on every meeting.
         if let Some(c) = p.client_id {
             if let Some(id) = c {

@@ -108,6 +108,7 @@ mod tests {
         c
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn meeting(c: &Connection, user: i64, source: &str, ext: &str, gev: Option<&str>, start: &str, people: &str, status: &str) -> i64 {
         let col = if source == "calendly" { "invitees" } else { "attendees" };
         c.execute(
@@ -131,7 +132,10 @@ mod tests {
         meeting(&c, 1, "calendly", "https://cal/ev3", None, T, "not json", "scheduled");
         let emails = vec!["client@y.com".to_string()];
         assert_eq!(calendly_meeting_for_event(&c, 1, "g1", T, &[]).unwrap(), Some(BookingMatch { meeting_id: by_id, by_event_id: true }));
-        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &emails).unwrap(), Some(BookingMatch { meeting_id: plain, by_event_id: false }));
+        assert_eq!(
+            calendly_meeting_for_event(&c, 1, "g2", T, &emails).unwrap(),
+            Some(BookingMatch { meeting_id: plain, by_event_id: false })
+        );
         assert_eq!(calendly_meeting_for_event(&c, 1, "g2", "2026-12-01T11:00:00.000Z", &emails).unwrap(), None, "another time");
         assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &["other@y.com".into()]).unwrap(), None, "another person");
         assert_eq!(calendly_meeting_for_event(&c, 2, "g1", T, &emails).unwrap(), None, "another adviser");
@@ -140,7 +144,8 @@ mod tests {
     #[test]
     fn a_calendly_booking_finds_its_google_copy() {
         let c = db();
-        let g = meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
+        let g =
+            meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
         meeting(&c, 1, "google", "g9", Some("g9"), T, r#"[{"email":"client@y.com"}]"#, "canceled");
         assert_eq!(google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
         assert_eq!(google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");

@@ -16,6 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::OptionalExtension;
 use sha2::Sha256;
 
+use super::sync::SyncError;
 use super::{GoogleSync, Secret};
 use crate::config::AuthConfig;
 use crate::error::{ApiError, ApiResult};
@@ -276,8 +277,13 @@ impl GoogleSync {
             // Channel first, then the full sync: a change after the watch is
             // pushed, one before the sync's list is in it, so none falls between.
             tokio::spawn(async move {
-                if let Err(e) = me.replace_channel(user_id).await {
-                    tracing::warn!(user = user_id, error = %e, "could not register the Google push channel after sign-in");
+                match me.replace_channel(user_id).await {
+                    Ok(_) => {}
+                    Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected | SyncError::ShuttingDown)) => {
+                        tracing::warn!(user = user_id, error = %e, "could not register the Google push channel after sign-in");
+                    }
+                    // The renewal scheduler tries again with backoff.
+                    Err(e) => me.channel_failed(user_id, &e.to_string()).await,
                 }
                 me.enqueue(user_id);
             });

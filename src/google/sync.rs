@@ -618,7 +618,9 @@ fn apply_event(tx: &mut WriteTx<'_>, user_id: i64, ev: &GEvent, cal_tz: Option<&
             // The Google copy of a Calendly booking: the Calendly meeting is
             // the booking, now and on every later edit of this event. Found by
             // time and email, it learns the event id so later edits match by id.
-            if let Some(booking) = super::bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.id, &fields.starts_at, &fields.attendee_emails)? {
+            if let Some(booking) =
+                super::bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.id, &fields.starts_at, &fields.attendee_emails)?
+            {
                 if !booking.by_event_id {
                     tx.update(Table::Meetings, booking.meeting_id, &[("google_event_id", SqlValue::Text(ev.id.clone()))])?;
                 }

@@ -79,8 +79,8 @@ struct ChannelView {
     webhook_url: Option<String>,
 }
 
-/// A renewal that is due at `due`. `gap`: the channel has lapsed (or there
-/// is none), so pushes may have been missed and a catch-up sync follows it.
+/// A renewal that is due at `due`, of the channel expiring at `expiration`
+/// (None: there is no live channel).
 #[derive(Debug)]
 struct Due {
     user_id: i64,
@@ -134,7 +134,7 @@ impl GoogleSync {
     /// `google.calendar_id` (the one expiring last, should there be two).
     async fn channel_views(&self) -> Result<Vec<ChannelView>, SyncError> {
         let calendar_id = self.cfg.calendar_id.clone();
-        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = self
+        let rows: Vec<ChannelView> = self
             .store
             .read(move |c| {
                 let mut stmt = c.prepare(
@@ -144,21 +144,22 @@ impl GoogleSync {
                      WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
                      ORDER BY u.id, c.expiration",
                 )?;
-                let rows = stmt.query_map([calendar_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let rows = stmt.query_map([calendar_id], |r| {
+                    Ok(ChannelView {
+                        user_id: r.get(0)?,
+                        expiration: r.get::<_, Option<String>>(1)?.as_deref().and_then(timefmt::parse),
+                        registered_at: r.get::<_, Option<String>>(2)?.as_deref().and_then(timefmt::parse),
+                        webhook_url: r.get(3)?,
+                    })
+                })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
         let mut views: Vec<ChannelView> = Vec::new();
-        for (user_id, expiration, registered, webhook_url) in rows {
-            let view = ChannelView {
-                user_id,
-                expiration: expiration.as_deref().and_then(timefmt::parse),
-                registered_at: registered.as_deref().and_then(timefmt::parse),
-                webhook_url,
-            };
+        for view in rows {
             // Ordered by expiration: a later row of the same user replaces the earlier.
             match views.last_mut() {
-                Some(last) if last.user_id == user_id => *last = view,
+                Some(last) if last.user_id == view.user_id => *last = view,
                 _ => views.push(view),
             }
         }
@@ -212,10 +213,12 @@ impl GoogleSync {
     async fn renewal_plan(&self) -> Result<Vec<Due>, SyncError> {
         let views = self.channel_views().await?;
         let connected: HashSet<i64> = views.iter().map(|v| v.user_id).collect();
-        let mut retries = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // Users who disconnected or must reconnect: nothing to retry.
-        retries.retain(|u, _| connected.contains(u));
-        self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).retain(|u, _| connected.contains(u));
+        let retries = {
+            let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
+            // Users who disconnected or must reconnect: nothing to retry.
+            map.retain(|u, _| connected.contains(u));
+            map.clone()
+        };
         let mut plan = Vec::new();
         for v in views {
             let retry = retries.get(&v.user_id).map(|r| r.at);
@@ -263,18 +266,18 @@ impl GoogleSync {
     /// A channel could not be registered: schedule the next try with backoff
     /// and show the failure to admins.
     pub(crate) async fn channel_failed(&self, user_id: i64, error: &str) {
-        let failures = {
+        let wait = {
             let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
             let failures = map.get(&user_id).map_or(1, |r| r.failures.saturating_add(1));
             let wait = retry_after(failures, self.renew_margin());
             let at = timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
             map.insert(user_id, Retry { failures, at });
-            failures
+            Retry { failures, at }
         };
-        let next = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).get(&user_id).map(|r| r.at);
-        let wait_s = next.map(|t| to_std(t - timefmt::now()).as_secs_f64()).unwrap_or(0.0);
+        let Retry { failures, at } = wait;
+        let wait_s = to_std(at - timefmt::now()).as_secs_f64();
         tracing::warn!("google channel renewal for user {user_id} failed ({failures} in a row): {error}; next try in {wait_s:.1} s");
-        self.record_renewal(user_id, Some((failures, error.to_string(), next.map(timefmt::format)))).await;
+        self.record_renewal(user_id, Some((failures, error.to_string(), Some(timefmt::format(at))))).await;
         self.channels_changed.notify_one();
     }
 

@@ -71,8 +71,38 @@ pub fn data_json(change: &Change, snapshot: bool) -> String {
 pub struct Delivery {
     pub gen: u64,
     pub topic: Arc<str>,
-    pub ids: Vec<u32>,
+    pub ids: Ids,
     pub item: Arc<Published>,
+}
+
+/// The binding ids a frame names (reads as `&[u32]`). Almost always one, so
+/// that case is kept inline: no allocation per delivery.
+#[derive(Debug, Clone)]
+pub enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    /// Ids of the channel's bindings the change matches; None when none does.
+    pub fn matching(ch: &Channel, change: &Change) -> Option<Ids> {
+        let mut it = ch.bindings.iter().filter(|b| b.matches(change)).map(|b| b.id);
+        let first = it.next()?;
+        Some(match it.next() {
+            None => Ids::One(first),
+            Some(second) => Ids::Many([first, second].into_iter().chain(it).collect()),
+        })
+    }
+}
+
+impl std::ops::Deref for Ids {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(v) => v,
+        }
+    }
 }
 
 /// What a socket is subscribed as, guarded by the socket's mutex. A
@@ -160,53 +190,88 @@ impl Hub {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Consume the writer's feed until it closes.
+    /// Consume the writer's feed until it closes. Everything committed by
+    /// the time a pass starts goes out in that one pass, socket by socket:
+    /// when the hub is busy, a socket is woken (and writes) once for several
+    /// changes instead of once per change.
     pub async fn run(self: Arc<Hub>, mut feed: mpsc::UnboundedReceiver<ChangeBatch>) {
+        const PASS: usize = 256;
         self.alive.store(true, Ordering::Relaxed);
-        while let Some(batch) = feed.recv().await {
-            for change in batch.iter() {
-                self.publish(Arc::new(Published::new((**change).clone())));
+        let mut items: Vec<Arc<Published>> = Vec::new();
+        let prepare = |items: &mut Vec<Arc<Published>>, batch: ChangeBatch| {
+            items.extend(batch.iter().map(|change| Arc::new(Published::new((**change).clone()))));
+        };
+        let hub = self.clone();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new().name("syncgate-hub".into()).spawn(move || {
+            while let Some(batch) = feed.blocking_recv() {
+                prepare(&mut items, batch);
+                while items.len() < PASS {
+                    match feed.try_recv() {
+                        Ok(batch) => prepare(&mut items, batch),
+                        Err(_) => break,
+                    }
+                }
+                hub.publish_all(&items);
+                items.clear();
             }
+            let _ = done_tx.send(());
+        });
+        if spawned.is_ok() {
+            let _ = done.await;
         }
         self.alive.store(false, Ordering::Relaxed);
     }
 
     /// Hand one change to every socket that may see it. Never blocks.
     pub fn publish(&self, item: Arc<Published>) {
-        let owner = item.change.user_id;
-        if let Some(sockets) = self.by_user.get(&owner) {
-            for s in sockets.iter() {
-                self.offer(s.value(), &item, owner);
+        self.publish_all(std::slice::from_ref(&item));
+    }
+
+    /// Hand changes (in seq order) to every socket that may see them, each
+    /// socket getting its whole share in one go. Never blocks.
+    pub fn publish_all(&self, items: &[Arc<Published>]) {
+        let mut owners: Vec<i64> = Vec::new();
+        for item in items {
+            if !owners.contains(&item.change.user_id) {
+                owners.push(item.change.user_id);
+            }
+        }
+        for owner in owners {
+            if let Some(sockets) = self.by_user.get(&owner) {
+                for s in sockets.iter() {
+                    self.offer(s.value(), items.iter().filter(|i| i.change.user_id == owner));
+                }
             }
         }
         for s in self.admins.iter() {
-            self.offer(s.value(), &item, owner);
+            self.offer(s.value(), items.iter());
         }
     }
 
-    fn offer(&self, sock: &Arc<SocketShared>, item: &Arc<Published>, owner: i64) {
+    fn offer<'a>(&self, sock: &Arc<SocketShared>, items: impl Iterator<Item = &'a Arc<Published>>) {
         if sock.lagging.load(Ordering::Acquire) {
             return;
         }
         let Ok(subs) = sock.subs.lock() else { return };
-        if !(subs.admin || subs.user_id == owner) {
-            return;
-        }
-        for ch in &subs.channels {
-            let ids = ch.matching_ids(&item.change);
-            if ids.is_empty() {
+        for item in items {
+            if !(subs.admin || subs.user_id == item.change.user_id) {
                 continue;
             }
-            let d = Delivery { gen: ch.gen, topic: ch.topic.clone(), ids, item: item.clone() };
-            match sock.tx.try_send(d) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    sock.lag_from.store(item.change.seq, Ordering::Release);
-                    sock.lagging.store(true, Ordering::Release);
-                    self.stats.lag_events.fetch_add(1, Ordering::Relaxed);
-                    return;
+            for ch in &subs.channels {
+                let Some(ids) = Ids::matching(ch, &item.change) else { continue };
+                let d = Delivery { gen: ch.gen, topic: ch.topic.clone(), ids, item: item.clone() };
+                match sock.tx.try_send(d) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Nothing from here on is queued; the session reads it from the log.
+                        sock.lag_from.store(item.change.seq, Ordering::Release);
+                        sock.lagging.store(true, Ordering::Release);
+                        self.stats.lag_events.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
     }

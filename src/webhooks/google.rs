@@ -64,7 +64,17 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(warp::header::headers_cloned())
-        .and_then(|app, headers| async move { respond(notification(app, headers).await) });
+        .and_then(|app: App, headers| async move {
+            let result = notification(app.clone(), headers).await;
+            let outcome = match &result {
+                Ok(_) => "accepted",
+                Err(ApiError::NotFound(_)) => "unknown_channel",
+                Err(ApiError::Forbidden(_)) => "rejected",
+                Err(_) => "invalid",
+            };
+            app.metrics.webhook("google", outcome);
+            respond(result)
+        });
     let status = warp::path!("api" / "calendar" / "webhook" / "test")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -260,6 +270,10 @@ async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
         o.insert("configured".into(), app.google.enabled().into());
         o.insert("webhook_url".into(), app.google.webhook_url().into());
         o.insert("calendar_id".into(), app.config.google.calendar_id.clone().into());
+        // The schedule the renewal and safety-net numbers above follow.
+        o.insert("channel_ttl".into(), app.config.google.channel_ttl.to_string().into());
+        o.insert("renew_before".into(), app.config.google.renew_before.to_string().into());
+        o.insert("safety_net_interval".into(), app.config.google.safety_net_interval.to_string().into());
     }
     Ok(json_response(StatusCode::OK, &report))
 }

@@ -462,6 +462,42 @@ async fn a_late_booking_does_not_revive_a_cancellation() {
     assert_eq!(s, 204);
 }
 
+/// The Google sync may have stored the booking's Google copy first: the
+/// delivery takes that row over (one meeting, same id, notes kept), found by
+/// `calendar_event.external_id`, or without it by start time and email.
+#[tokio::test]
+async fn a_booking_takes_over_its_google_copy() {
+    for with_event_id in [true, false] {
+        let app = app().await;
+        let (uid, token) = adviser(&app);
+        let db = app.db();
+        db.execute(
+            "INSERT INTO meetings (user_id, source, external_id, title, starts_at, ends_at, attendees, notes, created_at, updated_at)
+             VALUES (?1, 'google', 'gcal-in1aaaaaaaaaaaaa', 'Financial review', '2026-12-01T10:00:00.000Z', '2026-12-01T10:30:00.000Z',
+                     '[{\"email\":\"jane@example.com\"}]', 'bring the pension papers', '2026-11-23T00:00:00.000Z', '2026-11-23T00:00:00.000Z')",
+            [uid],
+        )
+        .unwrap();
+        let google_id = db.last_insert_rowid();
+        let mut body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
+        if !with_event_id {
+            body["payload"]["scheduled_event"]["calendar_event"] = Value::Null;
+        }
+        accept(&app, &body).await;
+        let (_, all) = app.get("/api/meetings", &token).await;
+        let all = all["items"].as_array().unwrap();
+        assert_eq!(all.len(), 1, "one meeting per booking: {all:?}");
+        let m = &all[0];
+        assert_eq!(m["id"], google_id);
+        assert_eq!((m["source"].as_str(), m["external_id"].as_str()), (Some("calendly"), Some(ev1().uri.as_str())));
+        assert_eq!(m["google_event_id"], "gcal-in1aaaaaaaaaaaaa");
+        assert_eq!(m["notes"], "bring the pension papers");
+        assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".into(), "active".into())]);
+        let ops: Vec<(String, String)> = app.changes().into_iter().map(|c| (c.1, c.2)).collect();
+        assert_eq!(ops, vec![("clients".into(), "INSERT".into()), ("meetings".into(), "UPDATE".into())]);
+    }
+}
+
 #[tokio::test]
 async fn a_no_show_and_its_removal() {
     let app = app().await;

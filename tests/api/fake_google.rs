@@ -39,6 +39,9 @@ pub struct FakeChannel {
     pub expiration_ms: i64,
     pub stopped: bool,
     pub message_number: u64,
+    /// When the watch call made it, and when `channels.stop` stopped it (ms since the epoch).
+    pub created_ms: i64,
+    pub stopped_ms: Option<i64>,
 }
 
 /// One `events.list` request as received.
@@ -93,6 +96,10 @@ struct State {
     page_size: usize,
     expires_in: i64,
     issued: Vec<String>,
+    /// When set, a `channels.stop` of a live channel first sends this
+    /// notification on it (the last push before the stop takes effect).
+    notify_before_stop: Option<String>,
+    before_stop_answers: Vec<u16>,
 }
 
 struct Inner {
@@ -286,6 +293,22 @@ impl FakeGoogle {
         self.st().list_delay = d;
     }
 
+    /// `expires_in` of access tokens issued from now on (Google: 3599).
+    pub fn set_access_token_lifetime(&self, secs: i64) {
+        self.st().expires_in = secs;
+    }
+
+    /// From now on, every `channels.stop` of a live channel first sends a
+    /// `state` notification on that channel, as a push racing the stop.
+    pub fn notify_before_stop(&self, state: &str) {
+        self.st().notify_before_stop = Some(state.to_string());
+    }
+
+    /// What syncgate answered to the notifications sent by `notify_before_stop`.
+    pub fn before_stop_answers(&self) -> Vec<u16> {
+        self.st().before_stop_answers.clone()
+    }
+
     /// How many calls an endpoint got (token, userinfo, list, watch, stop, consent).
     pub fn calls(&self, endpoint: &str) -> u64 {
         self.st().calls.get(endpoint).copied().unwrap_or(0)
@@ -440,7 +463,10 @@ impl FakeGoogle {
                 let cal = cal.to_string();
                 self.watch(&cal, &headers, &body).await
             }
-            ("POST", ["calendar", "v3", "channels", "stop"]) => self.stop(&headers, &body),
+            ("POST", ["calendar", "v3", "channels", "stop"]) => {
+                self.before_stop(&body).await;
+                self.stop(&headers, &body)
+            }
             _ => reply(404, &json!({"error": {"code": 404, "message": format!("fake google has no {method} {path}")}})),
         }
     }
@@ -676,6 +702,8 @@ impl FakeGoogle {
                 expiration_ms: now_ms() + ttl.min(2_592_000) * 1000,
                 stopped: false,
                 message_number: 1,
+                created_ms: now_ms(),
+                stopped_ms: None,
             };
             st.channels.push(c.clone());
             c
@@ -704,6 +732,22 @@ impl FakeGoogle {
         )
     }
 
+    /// The `notify_before_stop` hook: one notification on the channel being
+    /// stopped, while it is still live.
+    async fn before_stop(&self, body: &[u8]) {
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let (state, live) = {
+            let st = self.st();
+            let live = st.channels.iter().any(|c| c.id == req["id"] && !c.stopped);
+            (st.notify_before_stop.clone(), live)
+        };
+        if let (Some(state), true) = (state, live) {
+            let id = req["id"].as_str().unwrap_or_default().to_string();
+            let answer = self.notify_channel(&id, &state).await;
+            self.st().before_stop_answers.push(answer);
+        }
+    }
+
     fn stop(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         if let Some((s, reason)) = self.take_failure("stop") {
             let (s, v) = api_error(s, &reason, "injected failure");
@@ -718,6 +762,7 @@ impl FakeGoogle {
         match st.channels.iter_mut().find(|c| c.id == req["id"] && c.resource_id == req["resourceId"] && c.email == email && !c.stopped) {
             Some(c) => {
                 c.stopped = true;
+                c.stopped_ms = Some(now_ms());
                 let mut res = Response::new(Default::default());
                 *res.status_mut() = StatusCode::NO_CONTENT;
                 res

@@ -161,7 +161,7 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
     let mut state: BTreeMap<i64, Value> = BTreeMap::new();
     let mut snapshot_done = false;
     let mut last_seq = 0;
-    let mut apply = |f: &crate::helpers::Frame, state: &mut BTreeMap<i64, Value>, snapshot_done: &mut bool, last_seq: &mut i64| {
+    let apply = |f: &crate::helpers::Frame, state: &mut BTreeMap<i64, Value>, snapshot_done: &mut bool, last_seq: &mut i64| {
         if f.event == "system" && f.payload["message"] == "snapshot complete" {
             *snapshot_done = true;
             *last_seq = f.payload["seq"].as_i64().unwrap();

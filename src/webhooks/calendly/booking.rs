@@ -20,6 +20,12 @@
 //! in a group event one of two invitees canceling keeps it scheduled and the
 //! last one cancels it (reason and canceler taken from that cancellation).
 //!
+//! A booking is also written to the adviser's Google Calendar, so the
+//! Google sync may have stored its copy first: a delivery that finds no
+//! Calendly meeting takes that `google` row over (`google::bookings::
+//! google_copy`: by `calendar_event.external_id`, else start time and the
+//! invitee's email) with one UPDATE, keeping its id, notes and client link.
+//!
 //! # Reschedules
 //! Calendly reschedules by canceling the old invitee O (`rescheduled: true`,
 //! `new_invitee: N`) on the old event E1, and creating N (`old_invitee: O`)

@@ -17,7 +17,7 @@ pub mod payload;
 pub mod signature;
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -77,11 +77,6 @@ fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// The webhook, its public status and its admin details.
 pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    // The payload pruner lives with the module that writes the payloads; it
-    // stops with the server. (No runtime when routes are built outside one.)
-    if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::spawn(prune_payloads(app.clone()));
-    }
     let w = Arc::new(Webhook { app, stored: RwLock::new(None) });
     let with = {
         let w = w.clone();
@@ -188,6 +183,7 @@ where
                 })
                 .await;
             tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
+            w.app.metrics.webhook("calendly", "invalid");
             return ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response();
         }
     };
@@ -199,6 +195,7 @@ where
     match result {
         Ok(applied) => {
             let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
+            w.app.metrics.webhook("calendly", applied.outcome.as_str());
             tracing::info!(
                 event = %delivery.event,
                 outcome = applied.outcome.as_str(),
@@ -234,6 +231,7 @@ where
                 })
                 .await;
             tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
+            w.app.metrics.webhook("calendly", "failed");
             match e {
                 ApiError::Unavailable(_) => e.into_response(),
                 other => ApiError::internal(other).into_response(),
@@ -280,6 +278,7 @@ async fn reject(w: &Webhook, event: Option<&str>, code: &str, sentence: &str) {
         tracing::warn!(error = %e, "could not record a rejected Calendly delivery");
     }
     tracing::info!(reason = code, "calendly webhook {}: rejected, {sentence}", event.unwrap_or("?"));
+    w.app.metrics.webhook("calendly", "rejected");
 }
 
 fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
@@ -382,44 +381,4 @@ fn health(conn: &Connection) -> rusqlite::Result<Value> {
         "last_accepted_at": last_accepted(conn)?,
         "stored_signing_keys": stored,
     }))
-}
-
-/// Reduce deliveries older than `calendly.keep_payloads` to their outcome
-/// row (the payload is personal data), hourly, in chunks through the writer.
-async fn prune_payloads(app: App) {
-    const CHUNK: i64 = 2000;
-    let mut shutdown = app.shutdown.clone();
-    loop {
-        let keep = app.config.calendly.keep_payloads.as_secs() as i64;
-        let cutoff = timefmt::format(timefmt::now() - time::Duration::seconds(keep));
-        loop {
-            let c = cutoff.clone();
-            let res = app
-                .store
-                .writer
-                .write(move |tx| {
-                    Ok(tx.conn().execute(
-                        "UPDATE calendly_webhook_events SET payload = NULL WHERE id IN (
-                            SELECT id FROM calendly_webhook_events WHERE payload IS NOT NULL AND received_at < ?1 LIMIT ?2)",
-                        rusqlite::params![c, CHUNK],
-                    )?)
-                })
-                .await;
-            match res {
-                Ok(n) if (n as i64) == CHUNK => tokio::task::yield_now().await,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "pruning Calendly payloads failed");
-                    break;
-                }
-            }
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
-        }
-    }
 }
