@@ -100,7 +100,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
 
     // Pushes stopped: no notification for long while safety-net syncs keep finding changes.
     let quiet_since = timefmt::format(now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64));
-    if has_column(conn, "google_sync_status", "last_safety_net_changes_at")? {
+    {
         let mut stmt = conn.prepare(
             "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
              WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
@@ -123,7 +123,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
             ));
         }
     }
-    if has_column(conn, "google_sync_status", "renewal_failures")? {
+    {
         let mut stmt = conn.prepare(
             "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
              WHERE s.renewal_failures > 0 ORDER BY s.user_id",
@@ -157,12 +157,6 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
         ));
     }
     Ok(out)
-}
-
-fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
-    Ok(names.iter().any(|n| n == column))
 }
 
 /// Disabled Calendly subscriptions, checked at most every `alerts.calendly_check_interval`.

@@ -113,3 +113,65 @@ async fn each_alert_is_raised_once_and_cleared_once() {
 fn syncgate_secret() -> &'static str {
     crate::helpers::SECRET
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_calendly_subscription_raises_an_alert_until_it_is_recreated() {
+    let fake = crate::fake_calendly::FakeCalendly::start().await;
+    let uri = fake.add_subscription("https://syncgate.example.com/api/calendly/webhook", "active", "user");
+    let (url, got) = receiver(0).await;
+    let base = fake.base.clone();
+    let app = spawn_app_with(|c| {
+        c.alerts.webhook_url = url.clone();
+        c.alerts.check_interval = Dur::millis(100);
+        c.alerts.calendly_check_interval = Dur::millis(100);
+        c.calendly.token = crate::fake_calendly::TOKEN.into();
+        c.calendly.api_base_url = base;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(got.lock().unwrap().is_empty(), "an active subscription raises nothing: {:?}", got.lock().unwrap());
+    fake.disable(&uri);
+    wait_for(&got, |g| count(g, "syncgate alert:", "Calendly disabled the webhook subscription") == 1, "the disabled alert").await;
+    for s in fake.state.lock().unwrap().subscriptions.iter_mut() {
+        s["state"] = json!("active");
+    }
+    wait_for(&got, |g| count(g, "syncgate resolved:", "Calendly disabled the webhook subscription") == 1, "the disabled alert to clear").await;
+    drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
+    let (url, got) = receiver(0).await;
+    let app = spawn_app_with(|c| {
+        c.alerts.webhook_url = url.clone();
+        c.alerts.check_interval = Dur::millis(100);
+        c.alerts.silent_push_after = Dur::secs(3600);
+    })
+    .await;
+    let (uid, _) = app.add_user("ann@example.com", "user");
+    let db = app.db();
+    let now = syncgate::store::timefmt::now();
+    let ago = |h: i64| syncgate::store::timefmt::format(now - time::Duration::hours(h));
+    // Connected, with a live channel, so only the conditions under test can fire.
+    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", [uid]).unwrap();
+    db.execute(
+        "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
+         VALUES (?1, 'primary', 'chan-ok', 'res', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?3, ?3)",
+        rusqlite::params![uid, syncgate::store::timefmt::format(now + time::Duration::days(5)), ago(1)],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO google_sync_status (user_id, renewal_failures, last_renewal_error, last_notification_at, last_safety_net_changes_at)
+         VALUES (?1, 2, 'Google refused the watch request: HTTP 400', ?2, ?3)",
+        rusqlite::params![uid, ago(48), ago(1)],
+    )
+    .unwrap();
+    wait_for(&got, |g| count(g, "syncgate alert:", "failed 2 time(s)") == 1, "the renewal alert").await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "pushes have stopped arriving") == 1, "the stopped-pushes alert").await;
+    db.execute("UPDATE google_sync_status SET renewal_failures = 0, last_notification_at = ?2 WHERE user_id = ?1", rusqlite::params![uid, ago(0)])
+        .unwrap();
+    wait_for(&got, |g| count(g, "syncgate resolved:", "failed 2 time(s)") == 1, "the renewal alert to clear").await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "pushes have stopped arriving") == 1, "the stopped-pushes alert to clear").await;
+    let g = got.lock().unwrap();
+    assert!(!g.iter().any(|t| t.contains("no push channel")), "a user with a channel is not reported as missing one: {g:?}");
+}

@@ -98,3 +98,33 @@ async fn metrics_token_is_required_when_configured() {
     let m = scrape(&app, Some("scrape-me")).await;
     assert!(m.contains_key("syncgate_uptime_seconds"));
 }
+
+#[tokio::test]
+async fn webhook_counters_move_by_source_and_outcome() {
+    let app = spawn_app_with(|c| {
+        c.calendly.signing_keys = vec!["k".into()];
+        c.google.client_id = "id".into();
+        c.google.client_secret = "secret".into();
+    })
+    .await;
+    let key = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let before = scrape(&app, None).await;
+    for _ in 0..2 {
+        let r = app.http.post(app.url("/api/calendly/webhook")).header("Calendly-Webhook-Signature", "t=1,v1=00").body("{}").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let r = app
+        .http
+        .post(app.url("/api/calendar/webhook"))
+        .header("X-Goog-Channel-ID", "no-such-channel")
+        .header("X-Goog-Resource-State", "exists")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let after = scrape(&app, None).await;
+    let rejected = "syncgate_webhooks_received_total{outcome=rejected,source=calendly}";
+    let unknown = "syncgate_webhooks_received_total{outcome=unknown_channel,source=google}";
+    assert_eq!(key(&after, rejected) - key(&before, rejected), 2.0);
+    assert_eq!(key(&after, unknown) - key(&before, unknown), 1.0);
+}
