@@ -53,10 +53,12 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
     let mut out = Vec::new();
     let soon = timefmt::format(now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64));
 
-    // A channel about to expire with no newer active channel for that calendar.
+    // A channel about to expire that was not renewed. Users who must reconnect
+    // get their own alert instead (their channels cannot be renewed).
     let mut stmt = conn.prepare(
         "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
-         WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1 ORDER BY c.user_id",
+         WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
+           AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
     )?;
     for row in stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))? {
         let (uid, email, channel, exp) = row?;
@@ -134,7 +136,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
                 "google_renewal_failing",
                 &format!("user:{uid}"),
                 format!("renewing the Google push channel of user {uid} ({email}) failed {n} time(s): {err}"),
-                "look at the error; syncgate keeps retrying with backoff until the channel expires",
+                "look at the error; syncgate keeps retrying with backoff (also after the channel expired) until a renewal succeeds",
                 &now_s,
             ));
         }

@@ -217,8 +217,11 @@ impl Hub {
             }
             let _ = done_tx.send(());
         });
-        if spawned.is_ok() {
-            let _ = done.await;
+        match spawned {
+            Ok(_) => {
+                let _ = done.await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the realtime hub thread; no changes will reach sockets"),
         }
         self.alive.store(false, Ordering::Relaxed);
     }
