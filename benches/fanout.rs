@@ -12,7 +12,8 @@
 //! environment variables: FANOUT_RATES (writes/s in (a), "200,50"), FANOUT_SECS (10),
 //! FANOUT_WARM (2), FANOUT_SOCKETS_A (1000), FANOUT_SOCKETS_B (10000),
 //! FANOUT_WINDOW (writes in flight in (b), 8), FANOUT_CLIENT_THREADS (2),
-//! FANOUT_WRITERS (4), FANOUT_ONLY (syncgate | raw), FANOUT_SKIP_A=1, FANOUT_ROUNDS
+//! FANOUT_WRITERS (4), FANOUT_ONLY (syncgate | raw), FANOUT_SKIP_A=1, FANOUT_PRELOAD (with
+//! `--memory`: N changes every socket replays at join), FANOUT_ROUNDS
 //! (alternating (b) runs per server, 2). `-- --memory` measures
 //! only (c), `-- --sizes` prints the in-memory sizes behind it; SYNCGATE_* variables reach the syncgate child (e.g.
 //! SYNCGATE_REALTIME__READ_BUFFER_SIZE for the memory breakdown).
@@ -239,12 +240,25 @@ struct Throughput {
 fn throughput(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>, memory_only: bool) -> Result<Throughput, String> {
     const MAX_WRITES: usize = 200_000;
     let shared = Shared::new(MAX_WRITES, usize::MAX);
+    let preload = if memory_only { env_num("FANOUT_PRELOAD", 0) } else { 0 };
+    if preload > 0 && server.kind == Kind::Syncgate {
+        // Changes in the log before anyone joins; the joins resume from 0 and replay them.
+        let mut w = server.writer(sample)?;
+        for i in 0..preload {
+            w.write(i)?;
+        }
+    }
     thread::sleep(Duration::from_millis(300));
     let rss_start_kib = server.rss_kib();
     let clients = Clients::connect(server, shared.clone(), k.sockets_b, k.client_threads)?;
     thread::sleep(Duration::from_millis(500));
     let rss_connected_kib = server.rss_kib();
     clients.join()?;
+    if preload > 0 && server.kind == Kind::Syncgate {
+        let sh = shared.clone();
+        let want = (preload * k.sockets_b) as u64;
+        wait_for("the replays", 120, || sh.frames.load(Ordering::Relaxed) >= want)?;
+    }
     thread::sleep(Duration::from_millis(1000));
     let rss_joined_kib = server.rss_kib();
     let mut t = Throughput {

@@ -119,7 +119,9 @@ impl ServerProc {
 
     pub fn target(&self) -> Target {
         let join = format!(
-            r#"["1","1","{JOIN_TOPIC}","phx_join",{{"config":{{"broadcast":{{"ack":false,"self":false}},"presence":{{"key":"","enabled":false}},"postgres_changes":[{{"event":"*","schema":"public","table":"clients"}}],"private":false}},"access_token":"{}"}}]"#,
+            r#"["1","1","{JOIN_TOPIC}","phx_join",{{"config":{{"broadcast":{{"ack":false,"self":false}},"presence":{{"key":"","enabled":false}},"postgres_changes":[{{"event":"*","schema":"public","table":"clients"}}],"private":false{}}},"access_token":"{}"}}]"#,
+            // `-- --memory` with FANOUT_PRELOAD: every socket first replays the log (a burst per socket).
+            if std::env::var_os("FANOUT_PRELOAD").is_some() { r#","resume":{"since":0}"# } else { "" },
             self.token
         );
         let path = match self.kind {

@@ -50,6 +50,11 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(query())
         .and(warp::header::headers_cloned())
         .and_then(|app, q, headers| async move { Ok::<_, Infallible>(callback(app, q, headers).await) });
+    let connect = warp::path!("api" / "auth" / "google" / "connect")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(start_connect(app, auth).await) });
     let setup = warp::path!("api" / "calendar" / "webhook" / "setup")
         .and(warp::post())
         .and(with_app(app.clone()))
@@ -84,12 +89,13 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(with_app(app))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin_report(app, auth).await) });
-    start.or(callback).unify().or(setup).unify().or(remove).unify().or(notify).unify().or(status).unify().or(admin).unify().boxed()
+    start.or(callback).unify().or(connect).unify().or(setup).unify().or(remove).unify().or(notify).unify().or(status).unify().or(admin).unify().boxed()
 }
 
 /// `GET /api/auth/google[?connect=1]`: redirect to Google's consent page.
-/// With `connect=1` the caller must be signed in (Authorization header, or
-/// `access_token` in the query since a browser navigation cannot send headers).
+/// With `connect=1` the caller must be signed in with an Authorization header
+/// (scripts). A browser page uses `POST /api/auth/google/connect` instead, so
+/// its token never travels in a URL (history, proxy logs).
 async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
@@ -97,7 +103,6 @@ async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String
     let purpose = match q.get("connect").map(String::as_str) {
         None | Some("0") | Some("false") => Purpose::SignIn,
         Some(_) => {
-            let auth = auth.or_else(|| q.get("access_token").map(|t| format!("Bearer {t}")));
             let who = authenticate(&app, auth).await?;
             Purpose::Connect(who.user_id)
         }
@@ -107,6 +112,23 @@ async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String
     *res.status_mut() = StatusCode::SEE_OTHER;
     let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("consent URL is not a header value"))?;
     res.headers_mut().insert(header::LOCATION, location);
+    if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `POST /api/auth/google/connect` (JWT): for a signed-in page. Answers
+/// `{"location": <Google's consent URL>}` and sets the state cookie; the page
+/// then navigates there. The state names the user, so no token is in any URL.
+async fn start_connect(app: App, auth: Option<String>) -> ApiResult<Response> {
+    if !app.google.enabled() {
+        return Err(not_configured());
+    }
+    let who = authenticate(&app, auth).await?;
+    let started = app.google.start_sign_in(Purpose::Connect(who.user_id))?;
+    let mut res = json_response(StatusCode::OK, &serde_json::json!({"location": started.location}));
     if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }

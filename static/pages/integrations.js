@@ -3,7 +3,7 @@
 // webhook, and for admins the server's health report.
 
 import { h, fmtDateTime, ago } from '/dom.js';
-import { auth } from '/api.js';
+import { auth, api } from '/api.js';
 
 const TIMESTAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/;
 
@@ -96,16 +96,27 @@ export function mount(main, ctx) {
     const configured = gs.body ? gs.body.google_configured : undefined;
     let state;
     let action = null;
-    const connectHref = `/api/auth/google?connect=1&access_token=${encodeURIComponent(auth.token || '')}`;
+    // The page asks for the consent URL with its token in a header, so the
+    // token never appears in a URL (history, proxy logs).
+    const connectHref = '/api/auth/google?connect=1';
+    const connect = async (ev) => {
+      ev.preventDefault();
+      try {
+        const { location } = await api('POST', '/api/auth/google/connect');
+        window.location.assign(location);
+      } catch (e) {
+        checked.textContent = `Could not start connecting Google: ${e.message}`;
+      }
+    };
     if (me && me.google_needs_reconnect) {
       state = h('p', { class: 'state bad' }, 'Needs reconnect: Google no longer accepts the stored permission, so changes in your calendar are not arriving. Reconnect to resume.');
-      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect' }, 'Reconnect Google Calendar');
+      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect', onclick: connect }, 'Reconnect Google Calendar');
     } else if (me && me.google_connected) {
       state = h('p', { class: 'state good' }, 'Connected: changes in your Google Calendar arrive here within seconds.');
-      action = h('a', { class: 'button', href: connectHref, id: 'google-connect' }, 'Reconnect Google Calendar');
+      action = h('a', { class: 'button', href: connectHref, id: 'google-connect', onclick: connect }, 'Reconnect Google Calendar');
     } else {
       state = h('p', { class: 'state' }, 'Not connected.');
-      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect' }, 'Connect Google Calendar');
+      action = h('a', { class: 'button primary', href: connectHref, id: 'google-connect', onclick: connect }, 'Connect Google Calendar');
     }
     if (configured === false) {
       action = h('p', { class: 'hint' }, 'Google is not set up on this server (an administrator adds the Google client id and secret).');

@@ -101,6 +101,30 @@ async fn consent(app: &TestApp, fake: &FakeGoogle, email: &str, path: &str) -> (
     (location(&r), cookie)
 }
 
+/// What a signed-in page does: `POST /api/auth/google/connect` with its token
+/// in the header, then follow the returned consent URL.
+async fn consent_to_connect(app: &TestApp, fake: &FakeGoogle, email: &str, jwt: &str) -> (String, String) {
+    fake.consent_as(email);
+    let r = app.http.post(app.url("/api/auth/google/connect")).bearer_auth(jwt).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("syncgate_google_state="))
+        .and_then(|c| c.split(';').next())
+        .expect("a state cookie")
+        .to_string();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let to_google = body["location"].as_str().unwrap().to_string();
+    assert!(to_google.starts_with(&fake.base), "{to_google}");
+    assert!(!to_google.contains(jwt), "the app token never travels in a URL");
+    let r = app.http.get(&to_google).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
+    (location(&r), cookie)
+}
+
 async fn callback(app: &TestApp, url: &str, cookie: Option<&str>, html: bool) -> reqwest::Response {
     let mut req = app.http.get(url);
     if let Some(c) = cookie {
@@ -310,8 +334,11 @@ async fn connect_attaches_a_google_account_to_the_signed_in_user() {
 
     let r = app.http.get(app.url("/api/auth/google?connect=1")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "connect needs a signed-in user");
-    let path = format!("/api/auth/google?connect=1&access_token={jwt}");
-    let (url, cookie) = consent(&app, &fake, "bob.private@gmail.example", &path).await;
+    let r = app.http.post(app.url("/api/auth/google/connect")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "connect needs a signed-in user");
+    let r = app.http.get(app.url(&format!("/api/auth/google?connect=1&access_token={jwt}"))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a token in the query string is not accepted");
+    let (url, cookie) = consent_to_connect(&app, &fake, "bob.private@gmail.example", &jwt).await;
     let r = callback(&app, &url, Some(&cookie), true).await;
     assert_eq!(r.status().as_u16(), 303);
     let (_, me) = app.get("/api/me", &jwt).await;
@@ -322,8 +349,7 @@ async fn connect_attaches_a_google_account_to_the_signed_in_user() {
 
     // One Google account belongs to one syncgate user.
     let (_, carl_jwt) = app.add_user("carl@work.example", "user");
-    let path = format!("/api/auth/google?connect=1&access_token={carl_jwt}");
-    let (url, cookie) = consent(&app, &fake, "bob.private@gmail.example", &path).await;
+    let (url, cookie) = consent_to_connect(&app, &fake, "bob.private@gmail.example", &carl_jwt).await;
     let r = callback(&app, &url, Some(&cookie), false).await;
     assert_eq!(r.status().as_u16(), 409);
 }
