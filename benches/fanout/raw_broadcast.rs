@@ -20,7 +20,10 @@ const REPLY: &str = r#"["1","1","realtime:bench","phx_reply",{"status":"ok","res
 
 /// Serve on 127.0.0.1:0 until killed; prints `raw listening on <addr>` first.
 pub fn serve() {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raw server: {e}");
@@ -46,7 +49,9 @@ pub fn serve() {
         let _ = std::io::stdout().flush();
         let (tx, _) = broadcast::channel::<Utf8Bytes>(4096);
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             tokio::spawn(connection(stream, tx.clone()));
         }
@@ -58,11 +63,16 @@ pub async fn connection(stream: TcpStream, tx: broadcast::Sender<Utf8Bytes>) {
     cfg.read_buffer_size = 4096;
     let trigger = Arc::new(AtomicBool::new(false));
     let t = trigger.clone();
+    // The callback's error type is tungstenite's (an HTTP response), not ours.
+    #[allow(clippy::result_large_err)]
     let cb = move |req: &Request, res: Response| {
         t.store(req.uri().path() == "/trigger", Ordering::Relaxed);
         Ok(res)
     };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(cfg)).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(cfg)).await
+    else {
+        return;
+    };
     if trigger.load(Ordering::Relaxed) {
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Text(t) = m {

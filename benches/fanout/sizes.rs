@@ -12,7 +12,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 pub fn print() -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let db = syncgate::config::DatabaseConfig { path: dir.path().join("s.db").to_string_lossy().into_owned(), ..Default::default() };

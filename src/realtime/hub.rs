@@ -162,7 +162,14 @@ pub struct Hub {
     pub stats: HubStats,
     next_id: AtomicU64,
     alive: AtomicBool,
+    /// Log replays (resume, catch-up) running at once. Each holds a page of
+    /// changes and its frames in memory; after a restart every browser
+    /// resumes at the same moment, so this bounds the peak.
+    pub replays: tokio::sync::Semaphore,
 }
+
+/// Replays that may read and send a page of the log at the same time.
+pub const CONCURRENT_REPLAYS: usize = 16;
 
 impl Hub {
     pub fn new(head: Arc<AtomicI64>) -> Arc<Hub> {
@@ -175,6 +182,7 @@ impl Hub {
             stats: HubStats::default(),
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(false),
+            replays: tokio::sync::Semaphore::new(CONCURRENT_REPLAYS),
         })
     }
 
@@ -193,7 +201,9 @@ impl Hub {
     /// Consume the writer's feed until it closes. Everything committed by
     /// the time a pass starts goes out in that one pass, socket by socket:
     /// when the hub is busy, a socket is woken (and writes) once for several
-    /// changes instead of once per change.
+    /// changes instead of once per change. The passes run on a thread of
+    /// their own: on a tokio worker a new change waited behind every session
+    /// task the previous pass had woken before its fanout could start.
     pub async fn run(self: Arc<Hub>, mut feed: mpsc::UnboundedReceiver<ChangeBatch>) {
         const PASS: usize = 256;
         self.alive.store(true, Ordering::Relaxed);

@@ -46,6 +46,11 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
             };
             let mut ws_config = WebSocketConfig::default();
             ws_config.read_buffer_size = app.config.realtime.read_buffer_size.max(256);
+            // Frames fed before a flush go out in one write, but tungstenite's
+            // write buffer keeps its largest size for the socket's life: 16 KiB
+            // (~28 frames a write) instead of the 128 KiB default, which a
+            // replay or snapshot burst would leave behind on every socket.
+            ws_config.write_buffer_size = 16 * 1024;
             ws_config.max_message_size = Some(256 * 1024);
             ws_config.max_frame_size = Some(256 * 1024);
             tokio::spawn(async move {

@@ -61,6 +61,9 @@ struct Session<S> {
     out: Vec<String>,
     exp: Option<i64>,
     registered: bool,
+    /// Set when handling a message decided the session must end (a replay
+    /// found the client too slow); the loop ends it next.
+    ending: Option<End>,
 }
 
 pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims)
@@ -77,7 +80,7 @@ where
         kill: Default::default(),
         subs: std::sync::Mutex::new(SocketSubs::default()),
     });
-    let mut s = Session { ctx, vsn, apikey_claims, ws, shared, rx, cursors: HashMap::new(), out: Vec::new(), exp: None, registered: false };
+    let mut s = Session { ctx, vsn, apikey_claims, ws, shared, rx, cursors: HashMap::new(), out: Vec::new(), exp: None, registered: false, ending: None };
     let end = s.run_loop().await;
     s.finish(end).await;
 }
@@ -130,6 +133,9 @@ where
                 _ = sleep_until(expiry.unwrap_or(idle_deadline + idle_timeout)), if expiry.is_some() => {
                     self.expire_all();
                 }
+            }
+            if let Some(end) = self.ending.take() {
+                return end;
             }
             if self.flush().await.is_err() {
                 return End::Broken;
@@ -323,8 +329,20 @@ where
 
     /// Replay the log after `since` to one channel, or say `gap`.
     async fn resume(&mut self, gen: u64, topic: &Arc<str>, join_ref: Option<String>, since: i64) {
-        let oldest = self.ctx.store.read(|c| Ok(changes::oldest(c)?)).await.ok().flatten();
-        let head = self.ctx.hub.head();
+        // Oldest retained and head from one read snapshot: the live head may
+        // already be past an (at read time) empty log without anything lost.
+        let (oldest, head) = self
+            .ctx
+            .store
+            .read(|c| {
+                let tx = c.unchecked_transaction()?;
+                let o = changes::oldest(&tx)?;
+                let h = changes::head(&tx)?;
+                tx.commit()?;
+                Ok((o, h))
+            })
+            .await
+            .unwrap_or((None, 0));
         let lost = match oldest {
             Some(o) => since + 1 < o,
             None => since < head,
@@ -345,14 +363,23 @@ where
         if let Some(c) = self.cursors.get_mut(&gen) {
             c.seq = since;
         }
-        let _ = self.replay_from_log(Some(gen), false).await;
+        if let Err(end) = self.replay_from_log(Some(gen), false).await {
+            self.ending = Some(end);
+        }
     }
 
     /// Read the log after the lowest cursor of `only` (or of every channel)
     /// up to the head, delivering what each channel matches and may see.
+    ///
+    /// At most `CONCURRENT_REPLAYS` sessions hold a page at once; a client that
+    /// cannot take a page within `REPLAY_FLUSH` is closed as a slow consumer,
+    /// so it cannot hold a permit forever.
     async fn replay_from_log(&mut self, only: Option<u64>, enforce_lag: bool) -> Result<(), End> {
-        const PAGE: usize = 1000;
+        const PAGE: usize = 256;
+        const REPLAY_FLUSH: Duration = Duration::from_secs(15);
+        let hub = self.ctx.hub.clone();
         loop {
+            let _permit = hub.replays.acquire().await.map_err(|_| End::Close(1001, "server shutting down"))?;
             let from = match only {
                 Some(g) => self.cursors.get(&g).map(|c| c.seq),
                 None => self.cursors.values().map(|c| c.seq).min(),
@@ -396,16 +423,22 @@ where
                 self.ctx.hub.stats.frames_delivered.fetch_add(frames.len() as u64, Ordering::Relaxed);
                 self.out.extend(frames);
                 self.shared.delivered.fetch_max(seq, Ordering::Relaxed);
-                if self.out.len() >= 256 && self.flush().await.is_err() {
-                    return Err(End::Broken);
+                if self.out.len() >= 64 {
+                    self.flush_replay(REPLAY_FLUSH).await?;
                 }
             }
-            if self.flush().await.is_err() {
-                return Err(End::Broken);
-            }
+            self.flush_replay(REPLAY_FLUSH).await?;
             if n < PAGE {
                 return Ok(());
             }
+        }
+    }
+
+    async fn flush_replay(&mut self, limit: Duration) -> Result<(), End> {
+        match tokio::time::timeout(limit, self.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err(End::Broken),
+            Err(_) => Err(self.slow_consumer_close().await),
         }
     }
 
