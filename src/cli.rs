@@ -194,6 +194,10 @@ fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
     let code = auth::create_login_link(&conn, user_id)?;
     let bind = config.bind_addr()?;
+    if bind.port() == 0 && config.server.public_url.trim().is_empty() {
+        // The CLI cannot know which port a `serve` on port 0 picked.
+        eprintln!("syncgate: server.bind uses port 0, so this link has no real port; set server.public_url to the server's address");
+    }
     println!("{}/auth/link?code={code}", config.public_url(bind));
     Ok(())
 }

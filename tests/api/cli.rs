@@ -187,6 +187,8 @@ impl Served {
 }
 
 fn http() -> reqwest::Client {
+    // reqwest has no TLS provider of its own here; one must be installed first.
+    syncgate::google::install_tls();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
