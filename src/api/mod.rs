@@ -392,11 +392,7 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
     let e = if err.is_not_found() {
         ApiError::NotFound("no such endpoint".into())
     } else if let Some(api) = err.find::<ApiError>() {
-        return Ok(match api {
-            ApiError::Internal(m) => ApiError::Internal(m.clone()),
-            other => clone_public(other),
-        }
-        .into_response());
+        return Ok(api.clone().into_response());
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024))
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
@@ -416,20 +412,4 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest("the request could not be understood".into())
     };
     Ok(e.into_response())
-}
-
-fn clone_public(e: &ApiError) -> ApiError {
-    let m = e.to_string();
-    match e {
-        ApiError::BadRequest(_) => ApiError::BadRequest(m),
-        ApiError::Unprocessable(_) => ApiError::Unprocessable(m),
-        ApiError::Unauthorized(_) => ApiError::Unauthorized(m),
-        ApiError::Forbidden(_) => ApiError::Forbidden(m),
-        ApiError::NotFound(_) => ApiError::NotFound(m),
-        ApiError::Conflict(_) => ApiError::Conflict(m),
-        ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(m),
-        ApiError::RateLimited(_) => ApiError::RateLimited(m),
-        ApiError::Unavailable(_) => ApiError::Unavailable(m),
-        ApiError::Internal(_) => ApiError::Internal(m),
-    }
 }

@@ -49,45 +49,40 @@ pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiE
         .await
 }
 
+/// Run a chunked job until a chunk comes back short; returns the total.
+async fn drain<F, Fut>(app: &App, what: &str, chunk: F) -> usize
+where
+    F: Fn(App) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, crate::error::ApiError>>,
+{
+    let mut total = 0;
+    loop {
+        match chunk(app.clone()).await {
+            Ok(n) => {
+                total += n;
+                if (n as i64) < CHUNK {
+                    return total;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed");
+                return total;
+            }
+        }
+    }
+}
+
 /// Prune every `changes.prune_interval`, chunk by chunk.
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(app.config.changes.prune_interval.0.max(Duration::from_millis(100)));
     loop {
         tick.tick().await;
-        let mut total = 0;
-        loop {
-            match prune_once(&app).await {
-                Ok(n) => {
-                    total += n;
-                    if (n as i64) < CHUNK {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning the change log failed");
-                    break;
-                }
-            }
+        let pruned = drain(&app, "pruning the change log", |a| async move { prune_once(&a).await }).await;
+        if pruned > 0 {
+            tracing::info!(pruned, "change log pruned");
         }
-        if total > 0 {
-            tracing::info!(pruned = total, "change log pruned");
-        }
-        let mut reduced = 0;
-        loop {
-            match reduce_payloads_once(&app).await {
-                Ok(n) => {
-                    reduced += n;
-                    if (n as i64) < CHUNK {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping old Calendly payloads failed");
-                    break;
-                }
-            }
-        }
+        let reduced = drain(&app, "dropping old Calendly payloads", |a| async move { reduce_payloads_once(&a).await }).await;
         if reduced > 0 {
             tracing::info!(payloads = reduced, "old Calendly payloads dropped; their outcome rows are kept");
         }

@@ -81,21 +81,25 @@ fn location(r: &reqwest::Response) -> String {
 
 /// A browser's trip to Google's consent page and back, up to (not
 /// including) the callback request: (callback URL, state cookie).
-async fn consent(app: &TestApp, fake: &FakeGoogle, email: &str, path: &str) -> (String, String) {
-    fake.consent_as(email);
-    let r = app.http.get(app.url(path)).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 303, "GET {path} redirects to Google");
-    let to_google = location(&r);
-    assert!(to_google.starts_with(&fake.base), "{to_google}");
-    let cookie = r
-        .headers()
+/// The `syncgate_google_state=…` cookie a sign-in start sets.
+fn state_cookie(r: &reqwest::Response) -> String {
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find(|c| c.starts_with("syncgate_google_state="))
         .and_then(|c| c.split(';').next())
         .expect("a state cookie")
-        .to_string();
+        .to_string()
+}
+
+async fn consent(app: &TestApp, fake: &FakeGoogle, email: &str, path: &str) -> (String, String) {
+    fake.consent_as(email);
+    let r = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "GET {path} redirects to Google");
+    let to_google = location(&r);
+    assert!(to_google.starts_with(&fake.base), "{to_google}");
+    let cookie = state_cookie(&r);
     let r = app.http.get(&to_google).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
     (location(&r), cookie)
@@ -107,15 +111,7 @@ async fn consent_to_connect(app: &TestApp, fake: &FakeGoogle, email: &str, jwt: 
     fake.consent_as(email);
     let r = app.http.post(app.url("/api/auth/google/connect")).bearer_auth(jwt).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string();
+    let cookie = state_cookie(&r);
     let body: serde_json::Value = r.json().await.unwrap();
     let to_google = body["location"].as_str().unwrap().to_string();
     assert!(to_google.starts_with(&fake.base), "{to_google}");
