@@ -103,7 +103,8 @@ pub struct RealtimeConfig {
     pub max_bindings_per_channel: usize,
     pub max_sockets_per_user: usize,
     pub max_bindings_per_user: usize,
-    /// Frames a socket may have waiting before it catches up from the change log.
+    /// Recent changes kept in memory for sessions to read; a session further
+    /// behind catches up from the change log instead (nothing is lost).
     pub queue_size: usize,
     /// Changes a session may fall behind the head before it is closed (4008).
     pub max_lag: u64,
@@ -120,7 +121,7 @@ impl Default for RealtimeConfig {
             max_bindings_per_channel: 100,
             max_sockets_per_user: 100,
             max_bindings_per_user: 1000,
-            queue_size: 1024,
+            queue_size: 4096,
             max_lag: 100_000,
             idle_timeout: Dur::secs(60),
             read_buffer_size: 4096,

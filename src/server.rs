@@ -86,7 +86,7 @@ impl Server {
         }
         let opened = Store::open(&config.database)?;
         let store = opened.store;
-        let hub = Hub::new(store.writer.head.clone());
+        let hub = Hub::new(store.writer.head.clone(), config.realtime.queue_size);
         let mut tasks = vec![tokio::spawn(hub.clone().run(opened.feed))];
         tasks.push(tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag)));
         let bind = config.bind_addr()?;
@@ -159,6 +159,7 @@ impl Server {
         drop(listener);
         tracing::info!("shutting down: closing realtime sockets and finishing requests");
         let _ = shutdown_tx.send(true);
+        app.hub.close_all();
         let grace = app.config.server.shutdown_grace.0;
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!("requests still open after {}; closing them", app.config.server.shutdown_grace);

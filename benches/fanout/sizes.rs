@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use syncgate::realtime::channel::{Binding, Channel};
-use syncgate::realtime::hub::{Delivery, Hub, SocketShared, SocketSubs};
+use syncgate::realtime::hub::{Hub, Published, SocketShared};
 use syncgate::realtime::{protocol::Vsn, session};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -20,15 +20,13 @@ pub fn print() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let db = syncgate::config::DatabaseConfig { path: dir.path().join("s.db").to_string_lossy().into_owned(), ..Default::default() };
         let opened = syncgate::store::Store::open(&db)?;
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
         let ctx = session::SessionCtx {
-            hub: Hub::new(Arc::new(AtomicI64::new(0))),
+            hub: Hub::new(Arc::new(AtomicI64::new(0)), 4096),
             store: opened.store,
             tokens,
             cfg: Default::default(),
-            shutdown,
         };
         let (a, _b) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(a, Role::Server, Some(WebSocketConfig::default())).await;
@@ -37,10 +35,9 @@ pub fn print() -> Result<(), String> {
         println!("session::run future (one per socket, inside its tokio task): {} B", size_of_val(&fut));
         drop(fut);
         println!("SessionCtx: {} B", size_of::<session::SessionCtx>());
-        println!("SocketShared (Arc'd, includes SocketSubs): {} B", size_of::<SocketShared>());
-        println!("SocketSubs: {} B", size_of::<SocketSubs>());
+        println!("SocketShared (Arc'd): {} B", size_of::<SocketShared>());
         println!("Channel: {} B, Binding: {} B", size_of::<Channel>(), size_of::<Binding>());
-        println!("Delivery: {} B (a tokio mpsc block holds 32: {} B)", size_of::<Delivery>(), 32 * size_of::<Delivery>());
+        println!("Published (one per change in the shared window, not per socket): {} B", size_of::<Published>());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;

@@ -79,6 +79,23 @@ impl Binding {
         Ok((Binding { id, event, table, filter, active, echo: Value::Object(echo) }, problem))
     }
 
+    /// The id a binding gets: derived from the entry as sent, so sockets
+    /// joining with the same bindings get the same ids (and byte-identical
+    /// frames the hub can share), unique within the channel (`taken`).
+    pub fn id_for(entry: &Value, taken: &[u32]) -> u32 {
+        // FNV-1a, 31 bits (ids stay positive and small enough for any client).
+        let mut h: u32 = 0x811c_9dc5;
+        for b in entry.to_string().bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let mut id = h & 0x7fff_ffff;
+        while taken.contains(&id) {
+            id = (id + 1) & 0x7fff_ffff;
+        }
+        id
+    }
+
     pub fn matches(&self, change: &Change) -> bool {
         if !self.active {
             return false;
@@ -110,11 +127,8 @@ pub struct Channel {
     pub topic: Arc<str>,
     pub join_ref: Option<String>,
     pub bindings: Vec<Binding>,
-}
-
-impl Channel {
-    /// Ids of the bindings the change matches (empty: not delivered).
-    pub fn matching_ids(&self, change: &Change) -> Vec<u32> {
-        self.bindings.iter().filter(|b| b.matches(change)).map(|b| b.id).collect()
-    }
+    /// Seq of the last change this channel was given (or decided not to
+    /// need): resume, snapshot, log catch-up and live frames hand over at it
+    /// with no gap and no duplicate.
+    pub cursor: i64,
 }

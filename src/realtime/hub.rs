@@ -1,31 +1,84 @@
-//! The fanout hub: consumes the writer's feed of committed changes and hands
-//! each one to the sockets allowed to see it. A change's `data` JSON is built
-//! once and shared; per socket the hub only checks ownership and bindings in
-//! memory and `try_send`s to the socket's bounded queue. It never awaits a
-//! socket: a full queue marks the socket lagging, and that session catches up
-//! from the `changes` log on its own (nobody waits on the slowest).
+//! The fanout hub: consumes the writer's feed of committed changes and makes
+//! each one readable by the sockets allowed to see it, without touching the
+//! sockets one by one.
+//!
+//! Every committed change becomes one [`Published`] (its `data` JSON built
+//! once) and is appended to a [`Feed`]: one per user with subscribed sockets
+//! (that user's changes) and one for admins (every change). A feed is a
+//! bounded, seq-ordered list of recent changes plus the list of sockets that
+//! read it. Publishing appends, then wakes the feed's sockets; each session
+//! reads what is new after its own cursor, checks its bindings, and writes
+//! the frames itself, on its own task. So the hub's cost per change does not
+//! grow with the work each socket does, and a socket that stops reading holds
+//! nobody up: the feed keeps only the last `realtime.queue_size` changes, and
+//! a session whose cursor fell out of that window reads the `changes` log
+//! instead (losslessly), or is closed past `max_lag`.
+//!
+//! Sessions on the same topic and bindings get byte-identical frames (binding
+//! ids are derived from the binding), so a change's frame is encoded once per
+//! distinct (protocol version, topic, ids) and shared.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::Channel;
+use super::protocol::{self as proto, Vsn};
 use crate::store::{Change, ChangeBatch, Table};
 
-/// A committed change with its `data` payload serialized once.
+/// A committed change with its `data` payload serialized once, and the
+/// frames built from it so far.
 #[derive(Debug)]
 pub struct Published {
-    pub change: Change,
+    pub change: Arc<Change>,
     pub data: String,
+    frames: Mutex<Vec<CachedFrame>>,
 }
 
+#[derive(Debug)]
+struct CachedFrame {
+    vsn: Vsn,
+    topic: Arc<str>,
+    ids: Ids,
+    frame: Utf8Bytes,
+}
+
+/// Distinct frames kept per change; more (rare: many different topics or
+/// bindings for one user's change) are encoded per socket.
+const FRAME_CACHE: usize = 4;
+
 impl Published {
-    pub fn new(change: Change) -> Published {
+    pub fn new(change: Arc<Change>) -> Published {
         let data = data_json(&change, false);
-        Published { change, data }
+        Published { change, data, frames: Mutex::new(Vec::new()) }
+    }
+
+    pub fn seq(&self) -> i64 {
+        self.change.seq
+    }
+
+    /// The `postgres_changes` frame of this change for a channel, shared by
+    /// every socket that asks for the same version, topic and ids.
+    pub fn frame(&self, vsn: Vsn, topic: &Arc<str>, ids: &Ids) -> Utf8Bytes {
+        let same = |c: &CachedFrame| c.vsn == vsn && c.ids[..] == ids[..] && (Arc::ptr_eq(&c.topic, topic) || *c.topic == **topic);
+        if let Ok(cache) = self.frames.lock() {
+            if let Some(c) = cache.iter().find(|c| same(c)) {
+                return c.frame.clone();
+            }
+        }
+        let frame = Utf8Bytes::from(proto::encode_change(vsn, topic, ids, &self.data));
+        if let Ok(mut cache) = self.frames.lock() {
+            if cache.len() < FRAME_CACHE && !cache.iter().any(|c| same(c)) {
+                cache.push(CachedFrame { vsn, topic: topic.clone(), ids: ids.clone(), frame: frame.clone() });
+            }
+        }
+        frame
     }
 }
 
@@ -66,17 +119,8 @@ pub fn data_json(change: &Change, snapshot: bool) -> String {
     Value::Object(data).to_string()
 }
 
-/// One frame's worth of work queued for a socket.
-#[derive(Debug)]
-pub struct Delivery {
-    pub gen: u64,
-    pub topic: Arc<str>,
-    pub ids: Ids,
-    pub item: Arc<Published>,
-}
-
 /// The binding ids a frame names (reads as `&[u32]`). Almost always one, so
-/// that case is kept inline: no allocation per delivery.
+/// that case is kept inline: no allocation per frame.
 #[derive(Debug, Clone)]
 pub enum Ids {
     One(u32),
@@ -105,37 +149,149 @@ impl std::ops::Deref for Ids {
     }
 }
 
-/// What a socket is subscribed as, guarded by the socket's mutex. A
-/// `std::sync::Mutex` because it is held only for in-memory checks, never
-/// across an `.await`.
-#[derive(Debug, Default)]
-pub struct SocketSubs {
-    pub user_id: i64,
-    pub admin: bool,
-    pub channels: Vec<Channel>,
+/// What a session finds in its feed after its cursor.
+pub enum Pull {
+    /// Nothing newer than the cursor.
+    Nothing,
+    /// Changes after the cursor, in seq order (at most the asked number).
+    Items(Vec<Arc<Published>>),
+    /// Changes after the cursor were already dropped from memory: read the log.
+    Behind,
 }
 
-impl SocketSubs {
-    pub fn binding_count(&self) -> usize {
-        self.channels.iter().map(|c| c.bindings.len()).sum()
+#[derive(Debug)]
+struct FeedItems {
+    list: VecDeque<Arc<Published>>,
+    /// Every change of this feed with a seq above this is in `list`.
+    complete_after: i64,
+}
+
+/// Recent changes one group of sockets may see (one user's, or all for
+/// admins), and those sockets.
+#[derive(Debug)]
+pub struct Feed {
+    items: RwLock<FeedItems>,
+    /// Seq of the newest change in the feed (the cheap "anything new?" check).
+    latest: AtomicI64,
+    sockets: Mutex<Vec<Arc<SocketShared>>>,
+}
+
+impl Feed {
+    fn new(complete_after: i64) -> Feed {
+        Feed {
+            items: RwLock::new(FeedItems { list: VecDeque::new(), complete_after }),
+            latest: AtomicI64::new(complete_after),
+            sockets: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn latest(&self) -> i64 {
+        self.latest.load(Ordering::Acquire)
+    }
+
+    /// Every change of this feed above this seq is still in memory.
+    pub fn complete_after(&self) -> i64 {
+        self.items.read().map(|i| i.complete_after).unwrap_or(i64::MAX)
+    }
+
+    /// Up to `max` changes with a seq above `after`.
+    pub fn pull(&self, after: i64, max: usize) -> Pull {
+        if self.latest() <= after {
+            return Pull::Nothing;
+        }
+        let Ok(items) = self.items.read() else { return Pull::Behind };
+        if items.complete_after > after {
+            return Pull::Behind;
+        }
+        let start = items.list.partition_point(|p| p.seq() <= after);
+        if start == items.list.len() {
+            return Pull::Nothing;
+        }
+        Pull::Items(items.list.range(start..).take(max).cloned().collect())
+    }
+
+    fn append(&self, batch: &[Arc<Published>], floor: i64) {
+        let Some(last) = batch.last() else { return };
+        if let Ok(mut items) = self.items.write() {
+            for p in batch {
+                if items.list.back().is_none_or(|b| b.seq() < p.seq()) {
+                    items.list.push_back(p.clone());
+                }
+            }
+            trim(&mut items, floor);
+        }
+        self.latest.fetch_max(last.seq(), Ordering::Release);
+    }
+
+    /// Drop changes at or below `floor` (older than the window).
+    fn trim(&self, floor: i64) {
+        if let Ok(mut items) = self.items.write() {
+            trim(&mut items, floor);
+        }
+    }
+
+    fn wake_all(&self) {
+        if let Ok(sockets) = self.sockets.lock() {
+            for s in sockets.iter() {
+                s.waker.wake();
+            }
+        }
+    }
+
+    fn attach(&self, sock: &Arc<SocketShared>) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            sockets.push(sock.clone());
+        }
+    }
+
+    fn detach(&self, sock_id: u64) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            if let Some(i) = sockets.iter().position(|s| s.id == sock_id) {
+                sockets.swap_remove(i);
+            }
+        }
+    }
+
+    fn sockets(&self) -> Vec<Arc<SocketShared>> {
+        self.sockets.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
+fn trim(items: &mut FeedItems, floor: i64) {
+    while items.list.front().is_some_and(|p| p.seq() <= floor) {
+        if let Some(p) = items.list.pop_front() {
+            items.complete_after = items.complete_after.max(p.seq());
+        }
+    }
+}
+
+/// Why the hub wants a session to stop (bits of [`SocketShared::signal`]).
+pub const SIGNAL_SLOW: u8 = 1;
+pub const SIGNAL_SHUTDOWN: u8 = 2;
+
 /// The part of a session the hub sees.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SocketShared {
     pub id: u64,
-    pub tx: mpsc::Sender<Delivery>,
-    /// Set by the hub when the queue was full; the hub then skips this socket
-    /// until the session has caught up from the log and clears it.
-    pub lagging: AtomicBool,
-    /// Seq of the first change not queued because the queue was full.
-    pub lag_from: AtomicI64,
-    /// Highest seq the session has written to its socket (for the lag limit).
+    /// The session's task, woken when its feed has news or a signal is set.
+    pub waker: AtomicWaker,
+    pub signal: AtomicU8,
+    /// Seq up to which the session has handed changes to its socket.
     pub delivered: AtomicI64,
-    /// Wakes a session that must be closed because it fell too far behind.
-    pub kill: Notify,
-    pub subs: Mutex<SocketSubs>,
+    /// Set while the session reads from the change log because it fell out
+    /// of the in-memory window.
+    pub behind: AtomicBool,
+}
+
+impl SocketShared {
+    pub fn new(id: u64) -> SocketShared {
+        SocketShared { id, ..Default::default() }
+    }
+
+    pub fn raise(&self, signal: u8) {
+        self.signal.fetch_or(signal, Ordering::AcqRel);
+        self.waker.wake();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,19 +305,38 @@ pub struct HubStats {
     pub closed_slow: AtomicU64,
 }
 
-/// Registry of subscribed sockets, indexed by owner so a change touches only
-/// its owner's sockets and admins'.
+/// A user with subscribed sockets: their feed and what they hold (for the caps).
+struct UserEntry {
+    feed: Arc<Feed>,
+    sockets: usize,
+    bindings: usize,
+}
+
+/// Where a session's socket is registered; returned by [`Hub::attach`].
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub user_id: i64,
+    pub admin: bool,
+    pub feed: Arc<Feed>,
+}
+
 pub struct Hub {
-    by_user: DashMap<i64, DashMap<u64, Arc<SocketShared>>>,
-    admins: DashMap<u64, Arc<SocketShared>>,
-    /// Where each registered socket is indexed: (user id, admin).
-    placement: DashMap<u64, (i64, bool)>,
-    per_user_sockets: DashMap<i64, usize>,
+    /// Users with subscribed sockets. Also taken by each publish pass, so a
+    /// feed created meanwhile knows exactly from which seq it is complete.
+    users: Mutex<HashMap<i64, UserEntry>>,
+    admin_feed: Arc<Feed>,
+    /// Seq of the newest change appended to the feeds (set under `users`).
+    published: AtomicI64,
+    /// Every open session, joined or not (for shutdown, metrics, the watchdog).
+    sessions: DashMap<u64, Arc<SocketShared>>,
+    /// Changes kept in memory per feed (`realtime.queue_size`).
+    window: i64,
     /// Head of the change log (owned by the writer).
     pub head: Arc<AtomicI64>,
     pub stats: HubStats,
     next_id: AtomicU64,
     alive: AtomicBool,
+    closing: AtomicBool,
     /// Log replays (resume, catch-up) running at once. Each holds a page of
     /// changes and its frames in memory; after a restart every browser
     /// resumes at the same moment, so this bounds the peak.
@@ -172,16 +347,21 @@ pub struct Hub {
 pub const CONCURRENT_REPLAYS: usize = 16;
 
 impl Hub {
-    pub fn new(head: Arc<AtomicI64>) -> Arc<Hub> {
+    /// `window`: how many recent changes are kept in memory for sessions to
+    /// read; further behind, they read the log.
+    pub fn new(head: Arc<AtomicI64>, window: usize) -> Arc<Hub> {
+        let start = head.load(Ordering::Acquire);
         Arc::new(Hub {
-            by_user: DashMap::new(),
-            admins: DashMap::new(),
-            placement: DashMap::new(),
-            per_user_sockets: DashMap::new(),
+            users: Mutex::new(HashMap::new()),
+            admin_feed: Arc::new(Feed::new(start)),
+            published: AtomicI64::new(start),
+            sessions: DashMap::new(),
+            window: window.max(1) as i64,
             head,
             stats: HubStats::default(),
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             replays: tokio::sync::Semaphore::new(CONCURRENT_REPLAYS),
         })
     }
@@ -199,21 +379,19 @@ impl Hub {
     }
 
     /// Consume the writer's feed until it closes. Everything committed by
-    /// the time a pass starts goes out in that one pass, socket by socket:
-    /// when the hub is busy, a socket is woken (and writes) once for several
-    /// changes instead of once per change. The passes run on a thread of
-    /// their own: on a tokio worker a new change waited behind every session
-    /// task the previous pass had woken before its fanout could start.
+    /// the time a pass starts goes out in that one pass. The passes run on a
+    /// thread of their own: on a tokio worker a new change would wait behind
+    /// every session task the previous pass had woken.
     pub async fn run(self: Arc<Hub>, mut feed: mpsc::UnboundedReceiver<ChangeBatch>) {
         const PASS: usize = 256;
         self.alive.store(true, Ordering::Relaxed);
-        let mut items: Vec<Arc<Published>> = Vec::new();
-        let prepare = |items: &mut Vec<Arc<Published>>, batch: ChangeBatch| {
-            items.extend(batch.iter().map(|change| Arc::new(Published::new((**change).clone()))));
-        };
         let hub = self.clone();
         let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
         let spawned = std::thread::Builder::new().name("syncgate-hub".into()).spawn(move || {
+            let mut items: Vec<Arc<Published>> = Vec::new();
+            let prepare = |items: &mut Vec<Arc<Published>>, batch: ChangeBatch| {
+                items.extend(batch.iter().map(|change| Arc::new(Published::new(change.clone()))));
+            };
             while let Some(batch) = feed.blocking_recv() {
                 prepare(&mut items, batch);
                 while items.len() < PASS {
@@ -236,129 +414,128 @@ impl Hub {
         self.alive.store(false, Ordering::Relaxed);
     }
 
-    /// Hand one change to every socket that may see it. Never blocks.
-    pub fn publish(&self, item: Arc<Published>) {
-        self.publish_all(std::slice::from_ref(&item));
-    }
-
-    /// Hand changes (in seq order) to every socket that may see them, each
-    /// socket getting its whole share in one go. Never blocks.
+    /// Make changes (in seq order) readable by every socket that may see
+    /// them and wake those sockets. Never blocks on a socket.
     pub fn publish_all(&self, items: &[Arc<Published>]) {
-        let mut owners: Vec<i64> = Vec::new();
-        for item in items {
-            if !owners.contains(&item.change.user_id) {
-                owners.push(item.change.user_id);
-            }
-        }
-        for owner in owners {
-            if let Some(sockets) = self.by_user.get(&owner) {
-                for s in sockets.iter() {
-                    self.offer(s.value(), items.iter().filter(|i| i.change.user_id == owner));
+        let Some(last) = items.last() else { return };
+        let floor = last.seq() - self.window;
+        let mut touched: Vec<(Arc<Feed>, Vec<Arc<Published>>)> = Vec::new();
+        {
+            let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            for item in items {
+                let Some(entry) = users.get(&item.change.user_id) else { continue };
+                match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &entry.feed)) {
+                    Some((_, v)) => v.push(item.clone()),
+                    None => touched.push((entry.feed.clone(), vec![item.clone()])),
                 }
             }
+            for (feed, batch) in &touched {
+                feed.append(batch, floor);
+            }
+            self.published.fetch_max(last.seq(), Ordering::AcqRel);
         }
-        for s in self.admins.iter() {
-            self.offer(s.value(), items.iter());
+        self.admin_feed.append(items, floor);
+        for (feed, _) in &touched {
+            feed.wake_all();
         }
+        self.admin_feed.wake_all();
     }
 
-    fn offer<'a>(&self, sock: &Arc<SocketShared>, items: impl Iterator<Item = &'a Arc<Published>>) {
-        if sock.lagging.load(Ordering::Acquire) {
-            return;
+    /// Register a session so it hears of new changes (at its first join, or
+    /// again after a token swap changed whether it is an admin's).
+    pub fn attach(&self, sock: &Arc<SocketShared>, user_id: i64, admin: bool) -> Placement {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let published = self.published.load(Ordering::Acquire);
+        let entry = users.entry(user_id).or_insert_with(|| UserEntry { feed: Arc::new(Feed::new(published)), sockets: 0, bindings: 0 });
+        entry.sockets += 1;
+        let feed = if admin { self.admin_feed.clone() } else { entry.feed.clone() };
+        feed.attach(sock);
+        self.stats.sockets.fetch_add(1, Ordering::Relaxed);
+        Placement { user_id, admin, feed }
+    }
+
+    /// Unregister a session (it closed, or its last channel left); `bindings`
+    /// is how many it held.
+    pub fn detach(&self, sock_id: u64, placement: &Placement, bindings: usize) {
+        placement.feed.detach(sock_id);
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = users.get_mut(&placement.user_id) {
+            entry.sockets = entry.sockets.saturating_sub(1);
+            entry.bindings = entry.bindings.saturating_sub(bindings);
+            if entry.sockets == 0 {
+                users.remove(&placement.user_id);
+            }
         }
-        let Ok(subs) = sock.subs.lock() else { return };
-        for item in items {
-            if !(subs.admin || subs.user_id == item.change.user_id) {
-                continue;
-            }
-            for ch in &subs.channels {
-                let Some(ids) = Ids::matching(ch, &item.change) else { continue };
-                let d = Delivery { gen: ch.gen, topic: ch.topic.clone(), ids, item: item.clone() };
-                match sock.tx.try_send(d) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // Nothing from here on is queued; the session reads it from the log.
-                        sock.lag_from.store(item.change.seq, Ordering::Release);
-                        sock.lagging.store(true, Ordering::Release);
-                        self.stats.lag_events.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
+        self.stats.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Count bindings a user's socket took (+) or released (−), for the cap.
+    pub fn add_bindings(&self, user_id: i64, delta: isize) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = users.get_mut(&user_id) {
+            entry.bindings = entry.bindings.saturating_add_signed(delta);
         }
     }
 
     /// Sockets the user has subscribed (for the per-user cap).
     pub fn user_sockets(&self, user_id: i64) -> usize {
-        self.per_user_sockets.get(&user_id).map(|v| *v).unwrap_or(0)
+        self.users.lock().map(|u| u.get(&user_id).map_or(0, |e| e.sockets)).unwrap_or(0)
     }
 
     /// Bindings across all of a user's sockets (for the per-user cap).
     pub fn user_bindings(&self, user_id: i64) -> usize {
-        let mut n = 0;
-        let count = |s: &Arc<SocketShared>| s.subs.lock().map(|g| if g.user_id == user_id { g.binding_count() } else { 0 }).unwrap_or(0);
-        if let Some(sockets) = self.by_user.get(&user_id) {
-            n += sockets.iter().map(|s| count(s.value())).sum::<usize>();
-        }
-        n += self.admins.iter().map(|s| count(s.value())).sum::<usize>();
-        n
+        self.users.lock().map(|u| u.get(&user_id).map_or(0, |e| e.bindings)).unwrap_or(0)
     }
 
-    /// Index (or re-index after a token swap) a socket under its user / admin.
-    pub fn place(&self, sock: &Arc<SocketShared>, user_id: i64, admin: bool) {
-        if let Some(prev) = self.placement.get(&sock.id).map(|p| *p) {
-            if prev == (user_id, admin) {
-                return;
-            }
-            self.unindex(sock.id, prev);
-        } else {
-            self.stats.sockets.fetch_add(1, Ordering::Relaxed);
-            *self.per_user_sockets.entry(user_id).or_insert(0) += 1;
+    /// A session opened (joined or not); false when the server is closing.
+    pub fn open_session(&self, sock: &Arc<SocketShared>) -> bool {
+        self.sessions.insert(sock.id, sock.clone());
+        if self.closing.load(Ordering::Acquire) {
+            sock.raise(SIGNAL_SHUTDOWN);
         }
-        if admin {
-            self.admins.insert(sock.id, sock.clone());
-        } else {
-            self.by_user.entry(user_id).or_default().insert(sock.id, sock.clone());
-        }
-        self.placement.insert(sock.id, (user_id, admin));
+        !self.closing.load(Ordering::Acquire)
     }
 
-    fn unindex(&self, id: u64, (user_id, admin): (i64, bool)) {
-        if admin {
-            self.admins.remove(&id);
-        } else {
-            let empty = match self.by_user.get(&user_id) {
-                Some(m) => {
-                    m.remove(&id);
-                    m.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                self.by_user.remove_if(&user_id, |_, m| m.is_empty());
-            }
+    pub fn close_session(&self, sock_id: u64) {
+        self.sessions.remove(&sock_id);
+    }
+
+    /// Tell every session the server is shutting down (they close with 1001).
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::Release);
+        for s in self.sessions.iter() {
+            s.value().raise(SIGNAL_SHUTDOWN);
         }
     }
 
-    /// Forget a socket entirely (it closed, or its last channel left).
-    pub fn remove(&self, sock_id: u64) {
-        if let Some((_, p)) = self.placement.remove(&sock_id) {
-            self.unindex(sock_id, p);
-            self.stats.sockets.fetch_sub(1, Ordering::Relaxed);
-            if let Some(mut n) = self.per_user_sockets.get_mut(&p.0) {
-                *n = n.saturating_sub(1);
-            }
-            self.per_user_sockets.remove_if(&p.0, |_, n| *n == 0);
-        }
-    }
-
-    /// Every registered socket (for shutdown and the lag watchdog).
+    /// Every open session (for metrics).
     pub fn all_sockets(&self) -> Vec<Arc<SocketShared>> {
-        let mut v: Vec<Arc<SocketShared>> = self.admins.iter().map(|s| s.value().clone()).collect();
-        for m in self.by_user.iter() {
-            v.extend(m.value().iter().map(|s| s.value().clone()));
+        self.sessions.iter().map(|s| s.value().clone()).collect()
+    }
+
+    /// One watchdog round: release changes older than the window from feeds
+    /// that were quiet (busy ones trim as they go), and close sessions that
+    /// missed changes no longer in memory and are more than `max_lag`
+    /// changes behind the head — a socket that stopped draining cannot
+    /// notice that on its own.
+    pub fn sweep(&self, max_lag: u64) {
+        let floor = self.published.load(Ordering::Acquire) - self.window;
+        let head = self.head();
+        let mut feeds: Vec<Arc<Feed>> = match self.users.lock() {
+            Ok(u) => u.values().map(|e| e.feed.clone()).collect(),
+            Err(_) => return,
+        };
+        feeds.push(self.admin_feed.clone());
+        for feed in feeds {
+            feed.trim(floor);
+            let complete_after = feed.complete_after();
+            for s in feed.sockets() {
+                // Missed changes are no longer in memory and it is too far behind.
+                let delivered = s.delivered.load(Ordering::Acquire);
+                if complete_after > delivered && head - delivered > max_lag as i64 {
+                    s.raise(SIGNAL_SLOW);
+                }
+            }
         }
-        v
     }
 }

@@ -12,7 +12,6 @@ pub mod protocol;
 pub mod session;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +41,6 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
                 store: app.store.clone(),
                 tokens: app.tokens.clone(),
                 cfg: app.config.realtime.clone(),
-                shutdown: app.shutdown.clone(),
             };
             let mut ws_config = WebSocketConfig::default();
             ws_config.read_buffer_size = app.config.realtime.read_buffer_size.max(256);
@@ -109,17 +107,13 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
     Ok((claims, vsn, derive_accept_key(key.as_bytes())))
 }
 
-/// Close sessions that fell more than `max_lag` changes behind while their
-/// socket stopped draining (they cannot notice on their own while blocked).
+/// Every 250 ms: release old changes from quiet feeds and close sessions
+/// that fell more than `max_lag` changes behind while their socket stopped
+/// draining (they cannot notice on their own while blocked).
 pub async fn watchdog(hub: Arc<Hub>, max_lag: u64) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let head = hub.head();
-        for s in hub.all_sockets() {
-            if s.lagging.load(Ordering::Acquire) && head - s.delivered.load(Ordering::Relaxed) > max_lag as i64 {
-                s.kill.notify_one();
-            }
-        }
+        hub.sweep(max_lag);
     }
 }

@@ -1,26 +1,32 @@
 //! One WebSocket session: decodes client frames, joins and leaves channels,
-//! swaps tokens, expires them on a timer, and writes the frames the hub
-//! queued — feeding every waiting frame and flushing once. Each channel keeps
-//! a cursor (the last seq it was given) so resume, snapshot and catch-up from
-//! the `changes` log hand over to live frames with no gap and no duplicate.
+//! swaps tokens, expires them on a timer, and writes change frames — reading
+//! them itself from its feed (see `hub`), feeding every waiting frame and
+//! flushing once. Each channel keeps a cursor (the last seq it was given) so
+//! resume, snapshot, catch-up from the `changes` log and live frames hand
+//! over with no gap and no duplicate.
+//!
+//! The session waits on one thing: a hand-written poll of its socket, its
+//! feed (woken through `SocketShared::waker`), the hub's signals and one
+//! timer, so an idle wakeup costs no timer or notify registration.
 
-use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{Binding, BindingError, Channel};
-use super::hub::{data_json, Delivery, Hub, Published, SocketShared, SocketSubs};
+use super::hub::{data_json, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN};
 use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
@@ -34,7 +40,6 @@ pub struct SessionCtx {
     pub store: Store,
     pub tokens: Tokens,
     pub cfg: RealtimeConfig,
-    pub shutdown: watch::Receiver<bool>,
 }
 
 /// How a session ends, and what the client is told.
@@ -44,10 +49,16 @@ enum End {
     Broken,
 }
 
-/// The per-channel state only the session touches.
-struct Cursor {
-    seq: i64,
+/// What woke the session.
+enum Wake {
+    Signal(u8),
+    Inbound(Option<Result<Message, WsError>>),
+    Feed,
+    Timer,
 }
+
+/// Most changes taken from the feed before the frames are written.
+const PULL: usize = 1024;
 
 struct Session<S> {
     ctx: SessionCtx,
@@ -55,12 +66,17 @@ struct Session<S> {
     apikey_claims: Claims,
     ws: WebSocketStream<S>,
     shared: Arc<SocketShared>,
-    rx: mpsc::Receiver<Delivery>,
-    cursors: HashMap<u64, Cursor>,
+    user_id: i64,
+    admin: bool,
+    channels: Vec<Channel>,
+    /// Set once a channel is joined: the feed this session reads.
+    placement: Option<Placement>,
     /// Frames waiting to be fed to the socket before the next flush.
-    out: Vec<String>,
-    exp: Option<i64>,
-    registered: bool,
+    out: Vec<Utf8Bytes>,
+    /// Change frames among them (for the delivered counter).
+    out_changes: u64,
+    exp_at: Option<Instant>,
+    last_inbound: Instant,
     /// Set when handling a message decided the session must end (a replay
     /// found the client too slow); the loop ends it next.
     ending: Option<End>,
@@ -70,17 +86,24 @@ pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_cl
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (tx, rx) = mpsc::channel(ctx.cfg.queue_size);
-    let shared = Arc::new(SocketShared {
-        id: ctx.hub.next_id(),
-        tx,
-        lagging: Default::default(),
-        lag_from: Default::default(),
-        delivered: Default::default(),
-        kill: Default::default(),
-        subs: std::sync::Mutex::new(SocketSubs::default()),
-    });
-    let mut s = Session { ctx, vsn, apikey_claims, ws, shared, rx, cursors: HashMap::new(), out: Vec::new(), exp: None, registered: false, ending: None };
+    let shared = Arc::new(SocketShared::new(ctx.hub.next_id()));
+    ctx.hub.open_session(&shared);
+    let mut s = Session {
+        ctx,
+        vsn,
+        apikey_claims,
+        ws,
+        shared,
+        user_id: 0,
+        admin: false,
+        channels: Vec::new(),
+        placement: None,
+        out: Vec::new(),
+        out_changes: 0,
+        exp_at: None,
+        last_inbound: Instant::now(),
+        ending: None,
+    };
     let end = s.run_loop().await;
     s.finish(end).await;
 }
@@ -91,91 +114,176 @@ where
 {
     async fn run_loop(&mut self) -> End {
         let idle_timeout = self.ctx.cfg.idle_timeout.0;
-        let mut idle_deadline = Instant::now() + idle_timeout;
-        let mut shutdown = self.ctx.shutdown.clone();
+        let timer = tokio::time::sleep_until(self.last_inbound + idle_timeout);
+        tokio::pin!(timer);
         loop {
-            let expiry = self.exp.map(|e| {
-                let secs = (e - unix_now()).max(0) as u64;
-                Instant::now() + Duration::from_secs(secs)
-            });
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => return End::Close(1001, "server shutting down"),
-                _ = self.shared.kill.notified() => {
-                    return self.slow_consumer_close().await;
-                }
-                msg = self.ws.next() => {
-                    idle_deadline = Instant::now() + idle_timeout;
+            let mut fired = false;
+            match self.next_wake(timer.as_mut()).await {
+                Wake::Signal(sig) => return self.signalled(sig),
+                Wake::Inbound(msg) => {
+                    self.last_inbound = Instant::now();
                     match msg {
                         None => return End::ClientClosed,
                         Some(Err(_)) => return End::Broken,
                         Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
                             let f = proto::reply_error(self.vsn, None, None, "phoenix", "binary frames are not supported; send JSON text frames");
-                            self.out.push(f);
+                            self.push(f);
                         }
                         Some(Ok(Message::Close(_))) => return End::ClientClosed,
                         Some(Ok(_)) => {}
                     }
                 }
-                d = self.rx.recv() => {
-                    if let Some(d) = d {
-                        self.take_delivery(d);
-                        while self.out.len() < 1024 {
-                            match self.rx.try_recv() {
-                                Ok(d) => self.take_delivery(d),
-                                Err(_) => break,
-                            }
-                        }
+                Wake::Feed => {
+                    if let Err(end) = self.take_live().await {
+                        return end;
                     }
                 }
-                _ = sleep_until(idle_deadline) => return End::Close(1000, "no heartbeat received; closing idle socket"),
-                _ = sleep_until(expiry.unwrap_or(idle_deadline + idle_timeout)), if expiry.is_some() => {
-                    self.expire_all();
+                Wake::Timer => {
+                    fired = true;
+                    let now = Instant::now();
+                    if now >= self.last_inbound + idle_timeout {
+                        return End::Close(1000, "no heartbeat received; closing idle socket");
+                    }
+                    if self.exp_at.is_some_and(|e| now >= e) {
+                        self.expire_all();
+                    }
                 }
+            }
+            // One timer for the idle close and the token expiry, moved only
+            // when it fired or must fire sooner (not on every message).
+            let want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| e.min(self.last_inbound + idle_timeout));
+            if fired || want < timer.deadline() {
+                timer.as_mut().reset(want);
             }
             if let Some(end) = self.ending.take() {
                 return end;
             }
-            if self.flush().await.is_err() {
-                return End::Broken;
-            }
-            if self.shared.lagging.load(Ordering::Acquire) && self.rx.is_empty() {
-                if let Err(end) = self.catch_up().await {
-                    return end;
-                }
+            if let Err(end) = self.flush().await {
+                return end;
             }
         }
     }
 
-    /// Write every waiting frame, then flush once.
-    async fn flush(&mut self) -> Result<(), ()> {
+    /// Wait for the socket, the feed, a signal or the timer.
+    async fn next_wake(&mut self, mut timer: Pin<&mut Sleep>) -> Wake {
+        let shared = &self.shared;
+        let ws = &mut self.ws;
+        let feed = self.placement.as_ref().map(|p| &p.feed);
+        let cursor = self.channels.iter().map(|c| c.cursor).min().unwrap_or(i64::MAX);
+        poll_fn(|cx| {
+            shared.waker.register(cx.waker());
+            let sig = shared.signal.load(Ordering::Acquire);
+            if sig != 0 {
+                return Poll::Ready(Wake::Signal(sig));
+            }
+            if let Poll::Ready(m) = ws.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Inbound(m));
+            }
+            if feed.is_some_and(|f| f.latest() > cursor) {
+                return Poll::Ready(Wake::Feed);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn signalled(&mut self, sig: u8) -> End {
+        if sig & SIGNAL_SHUTDOWN != 0 {
+            End::Close(1001, "server shutting down")
+        } else {
+            self.slow_consumer_close()
+        }
+    }
+
+    fn push(&mut self, frame: String) {
+        self.out.push(Utf8Bytes::from(frame));
+    }
+
+    /// Write every waiting frame, then flush once. A signal from the hub
+    /// (slow consumer, shutdown) interrupts it: a client that stopped
+    /// reading must not pin this task.
+    async fn flush(&mut self) -> Result<(), End> {
         if self.out.is_empty() {
             return Ok(());
         }
-        for f in self.out.drain(..) {
-            if self.ws.feed(Message::text(f)).await.is_err() {
-                return Err(());
+        let shared = &self.shared;
+        let ws = &mut self.ws;
+        let out = &mut self.out;
+        let mut next = 0;
+        let result = poll_fn(|cx| {
+            shared.waker.register(cx.waker());
+            let sig = shared.signal.load(Ordering::Acquire);
+            if sig != 0 {
+                return Poll::Ready(Err(Some(sig)));
             }
+            while next < out.len() {
+                match ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(None)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                let frame = std::mem::replace(&mut out[next], Utf8Bytes::from_static(""));
+                next += 1;
+                if ws.start_send_unpin(Message::Text(frame)).is_err() {
+                    return Poll::Ready(Err(None));
+                }
+            }
+            ws.poll_flush_unpin(cx).map(|r| r.map_err(|_| None))
+        })
+        .await;
+        self.out.clear();
+        if self.out_changes > 0 {
+            self.ctx.hub.stats.frames_delivered.fetch_add(self.out_changes, Ordering::Relaxed);
+            self.out_changes = 0;
         }
-        let kill = &self.shared.kill;
-        tokio::select! {
-            r = self.ws.flush() => r.map_err(|_| ()),
-            // A client that stopped reading must not pin this task forever.
-            _ = kill.notified() => { kill.notify_one(); Ok(()) }
+        match result {
+            Ok(()) => Ok(()),
+            Err(Some(sig)) => Err(self.signalled(sig)),
+            Err(None) => Err(End::Broken),
         }
     }
 
-    fn take_delivery(&mut self, d: Delivery) {
-        let Some(cur) = self.cursors.get_mut(&d.gen) else { return };
-        let seq = d.item.change.seq;
-        if seq <= cur.seq {
-            return;
+    /// Take what is new in the feed; from the log when the feed no longer
+    /// holds everything after the cursor.
+    async fn take_live(&mut self) -> Result<(), End> {
+        let Some(feed) = self.placement.as_ref().map(|p| p.feed.clone()) else { return Ok(()) };
+        let Some(from) = self.channels.iter().map(|c| c.cursor).min() else { return Ok(()) };
+        match feed.pull(from, PULL) {
+            Pull::Nothing => Ok(()),
+            Pull::Items(items) => {
+                for item in &items {
+                    self.offer(item);
+                }
+                if let Some(last) = items.last() {
+                    self.shared.delivered.fetch_max(last.seq(), Ordering::Release);
+                }
+                Ok(())
+            }
+            Pull::Behind => self.catch_up().await,
         }
-        cur.seq = seq;
-        self.out.push(proto::encode_change(self.vsn, &d.topic, &d.ids, &d.item.data));
-        self.shared.delivered.fetch_max(seq, Ordering::Relaxed);
-        self.ctx.hub.stats.frames_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frames of one change for every channel that has not had it.
+    fn offer(&mut self, item: &Published) {
+        let seq = item.seq();
+        let visible = self.admin || self.user_id == item.change.user_id;
+        for ch in &mut self.channels {
+            if seq <= ch.cursor {
+                continue;
+            }
+            ch.cursor = seq;
+            if !visible {
+                continue;
+            }
+            if let Some(ids) = Ids::matching(ch, &item.change) {
+                self.out.push(item.frame(self.vsn, &ch.topic, &ids));
+                self.out_changes += 1;
+            }
+        }
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -184,13 +292,14 @@ where
             Err(e) => {
                 let topic = e.topic.as_deref().unwrap_or("phoenix");
                 let f = proto::reply_error(self.vsn, e.join_ref.as_deref(), e.reference.as_deref(), topic, &e.message);
-                self.out.push(f);
+                self.push(f);
                 return;
             }
         };
         match (msg.topic.as_str(), msg.event.as_str()) {
             ("phoenix", "heartbeat") => {
-                self.out.push(proto::reply_ok(self.vsn, None, msg.reference.as_deref(), "phoenix", "{}"));
+                let f = proto::reply_ok(self.vsn, None, msg.reference.as_deref(), "phoenix", "{}");
+                self.push(f);
             }
             (_, "phx_join") => self.join(msg).await,
             (_, "phx_leave") => self.leave(&msg),
@@ -201,13 +310,14 @@ where
                 } else {
                     format!("unknown event \"{}\"", crate::api::input::clip(ev))
                 };
-                self.out.push(proto::reply_error(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, &reason));
+                self.refuse(&msg, &reason);
             }
         }
     }
 
     fn refuse(&mut self, msg: &Inbound, reason: &str) {
-        self.out.push(proto::reply_error(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, reason));
+        let f = proto::reply_error(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, reason);
+        self.push(f);
     }
 
     fn claims_for(&self, payload: &Value) -> Result<Claims, String> {
@@ -227,12 +337,8 @@ where
             return self.refuse(&msg, "sign in first: the anon key cannot join; send a user token as access_token");
         };
         let admin = claims.is_admin();
-        {
-            let subs = self.lock();
-            if self.registered && subs.user_id != user_id {
-                drop(subs);
-                return self.refuse(&msg, "this socket is signed in as another user; open a new socket");
-            }
+        if self.placement.is_some() && self.user_id != user_id {
+            return self.refuse(&msg, "this socket is signed in as another user; open a new socket");
         }
         let config = msg.payload.get("config").cloned().unwrap_or(Value::Null);
         let entries: Vec<Value> = match config.get("postgres_changes") {
@@ -244,11 +350,11 @@ where
         if entries.len() > cfg.max_bindings_per_channel {
             return self.refuse(&msg, &format!("at most {} bindings per channel", cfg.max_bindings_per_channel));
         }
-        let mut bindings = Vec::with_capacity(entries.len());
+        let mut bindings: Vec<Binding> = Vec::with_capacity(entries.len());
         let mut problems = Vec::new();
         for e in &entries {
-            let id = (self.ctx.hub.next_id() % (u32::MAX as u64)) as u32;
-            match Binding::parse(e, id) {
+            let taken: Vec<u32> = bindings.iter().map(|b| b.id).collect();
+            match Binding::parse(e, Binding::id_for(e, &taken)) {
                 Ok((b, p)) => {
                     bindings.push(b);
                     problems.extend(p);
@@ -257,16 +363,12 @@ where
             }
         }
         // A join on a topic this socket already has replaces it (a rejoin).
-        let (same_topic_bindings, other_channels) = {
-            let subs = self.lock();
-            let same: usize = subs.channels.iter().filter(|c| *c.topic == *msg.topic).map(|c| c.bindings.len()).sum();
-            let others = subs.channels.iter().filter(|c| *c.topic != *msg.topic).count();
-            (same, others)
-        };
+        let same_topic_bindings: usize = self.channels.iter().filter(|c| *c.topic == *msg.topic).map(|c| c.bindings.len()).sum();
+        let other_channels = self.channels.iter().filter(|c| *c.topic != *msg.topic).count();
         if other_channels + 1 > cfg.max_channels_per_socket {
             return self.refuse(&msg, &format!("at most {} channels per socket", cfg.max_channels_per_socket));
         }
-        if !self.registered && self.ctx.hub.user_sockets(user_id) >= cfg.max_sockets_per_user {
+        if self.placement.is_none() && self.ctx.hub.user_sockets(user_id) >= cfg.max_sockets_per_user {
             return self.refuse(&msg, &format!("at most {} subscribed sockets per user", cfg.max_sockets_per_user));
         }
         let user_total = self.ctx.hub.user_bindings(user_id).saturating_sub(same_topic_bindings) + bindings.len();
@@ -286,45 +388,49 @@ where
             return self.refuse(&msg, "use either config.snapshot or config.resume, not both");
         }
 
-        // Register first, then read the log: anything committed from here on
-        // arrives live, anything before is in the read; the cursor drops the overlap.
+        // Attach first, then read the head: anything committed after it
+        // reaches the feed, anything before is in the log; the cursor drops
+        // the overlap.
+        self.detach_channel(&msg.topic);
+        if self.placement.is_none() {
+            self.placement = Some(self.ctx.hub.attach(&self.shared, user_id, admin));
+            self.user_id = user_id;
+            self.admin = admin;
+        } else {
+            self.set_admin(admin);
+        }
+        let head = self.ctx.hub.head();
         let gen = self.ctx.hub.next_id();
         let topic: Arc<str> = Arc::from(msg.topic.as_str());
         let echo: Vec<Value> = bindings.iter().map(|b| b.echo.clone()).collect();
-        let binding_count = bindings.len() as i64;
-        let channel = Channel { gen, topic: topic.clone(), join_ref: msg.join_ref.clone(), bindings };
-        self.detach_channel(&msg.topic);
-        {
-            let mut subs = self.lock();
-            subs.user_id = user_id;
-            subs.admin = admin;
-            subs.channels.push(channel);
-        }
+        let binding_count = bindings.len();
+        self.channels.push(Channel { gen, topic: topic.clone(), join_ref: msg.join_ref.clone(), bindings, cursor: head });
+        self.ctx.hub.add_bindings(user_id, binding_count as isize);
         self.ctx.hub.stats.channels.fetch_add(1, Ordering::Relaxed);
-        self.ctx.hub.stats.bindings.fetch_add(binding_count, Ordering::Relaxed);
-        self.ctx.hub.place(&self.shared, user_id, admin);
-        self.registered = true;
-        self.exp = Some(claims.exp);
-        let head = self.ctx.hub.head();
-        self.cursors.insert(gen, Cursor { seq: head });
-        self.shared.delivered.fetch_max(head, Ordering::Relaxed);
+        self.ctx.hub.stats.bindings.fetch_add(binding_count as i64, Ordering::Relaxed);
+        self.exp_at = Some(expiry_instant(claims.exp));
+        self.shared.delivered.fetch_max(head, Ordering::Release);
 
         let mut response = serde_json::Map::new();
         response.insert("postgres_changes".into(), Value::Array(echo.clone()));
         response.insert("seq".into(), Value::from(head));
         let jr = msg.join_ref.as_deref();
-        self.out.push(proto::reply_ok(self.vsn, jr, msg.reference.as_deref(), &msg.topic, &Value::Object(response).to_string()));
+        self.push(proto::reply_ok(self.vsn, jr, msg.reference.as_deref(), &msg.topic, &Value::Object(response).to_string()));
         if !echo.is_empty() {
-            self.out.push(proto::system(self.vsn, jr, &msg.topic, "ok", "Subscribed to PostgreSQL", &[]));
+            self.push(proto::system(self.vsn, jr, &msg.topic, "ok", "Subscribed to PostgreSQL", &[]));
         }
         for p in problems {
-            self.out.push(proto::system(self.vsn, jr, &msg.topic, "error", &p, &[]));
+            self.push(proto::system(self.vsn, jr, &msg.topic, "error", &p, &[]));
         }
         if let Some(since) = resume_since {
             self.resume(gen, &topic, jr.map(str::to_string), since).await;
         } else if snapshot {
             self.snapshot(gen, &topic, jr.map(str::to_string)).await;
         }
+    }
+
+    fn channel_mut(&mut self, gen: u64) -> Option<&mut Channel> {
+        self.channels.iter_mut().find(|c| c.gen == gen)
     }
 
     /// Replay the log after `since` to one channel, or say `gap`.
@@ -349,7 +455,7 @@ where
         };
         if lost {
             let first = oldest.unwrap_or(head + 1);
-            self.out.push(proto::system(
+            self.push(proto::system(
                 self.vsn,
                 join_ref.as_deref(),
                 topic,
@@ -360,8 +466,8 @@ where
             // Live from the head on.
             return;
         }
-        if let Some(c) = self.cursors.get_mut(&gen) {
-            c.seq = since;
+        if let Some(c) = self.channel_mut(gen) {
+            c.cursor = since;
         }
         if let Err(end) = self.replay_from_log(Some(gen), false).await {
             self.ending = Some(end);
@@ -380,49 +486,33 @@ where
         let hub = self.ctx.hub.clone();
         loop {
             let _permit = hub.replays.acquire().await.map_err(|_| End::Close(1001, "server shutting down"))?;
-            let from = match only {
-                Some(g) => self.cursors.get(&g).map(|c| c.seq),
-                None => self.cursors.values().map(|c| c.seq).min(),
-            };
+            let from = self.channels.iter().filter(|c| only.is_none_or(|g| g == c.gen)).map(|c| c.cursor).min();
             let Some(from) = from else { return Ok(()) };
-            let head = self.ctx.hub.head();
+            let head = hub.head();
             if enforce_lag && head - from > self.ctx.cfg.max_lag as i64 {
-                return Err(self.slow_consumer_close().await);
+                return Err(self.slow_consumer_close());
             }
             let page = self.ctx.store.read(move |c| Ok(changes::read_after(c, from, PAGE)?)).await.unwrap_or_default();
             let n = page.len();
             for change in page {
                 let seq = change.seq;
-                let item = Published::new(change);
-                let frames = {
-                    let subs = self.lock();
-                    let visible = subs.admin || subs.user_id == item.change.user_id;
-                    let mut frames = Vec::new();
-                    for ch in &subs.channels {
-                        if only.is_some_and(|g| g != ch.gen) {
-                            continue;
-                        }
-                        let Some(cur) = self.cursors.get(&ch.gen) else { continue };
-                        if seq <= cur.seq {
-                            continue;
-                        }
-                        if visible {
-                            let ids = ch.matching_ids(&item.change);
-                            if !ids.is_empty() {
-                                frames.push(proto::encode_change(self.vsn, &ch.topic, &ids, &item.data));
-                            }
-                        }
+                let visible = self.admin || self.user_id == change.user_id;
+                let mut data: Option<String> = None;
+                for ch in &mut self.channels {
+                    if only.is_some_and(|g| g != ch.gen) || seq <= ch.cursor {
+                        continue;
                     }
-                    frames
-                };
-                for (g, c) in self.cursors.iter_mut() {
-                    if only.is_none_or(|o| o == *g) && c.seq < seq {
-                        c.seq = seq;
+                    ch.cursor = seq;
+                    if !visible {
+                        continue;
+                    }
+                    if let Some(ids) = Ids::matching(ch, &change) {
+                        let data = data.get_or_insert_with(|| data_json(&change, false));
+                        self.out.push(Utf8Bytes::from(proto::encode_change(self.vsn, &ch.topic, &ids, data)));
+                        self.out_changes += 1;
                     }
                 }
-                self.ctx.hub.stats.frames_delivered.fetch_add(frames.len() as u64, Ordering::Relaxed);
-                self.out.extend(frames);
-                self.shared.delivered.fetch_max(seq, Ordering::Relaxed);
+                self.shared.delivered.fetch_max(seq, Ordering::Release);
                 if self.out.len() >= 64 {
                     self.flush_replay(REPLAY_FLUSH).await?;
                 }
@@ -436,41 +526,37 @@ where
 
     async fn flush_replay(&mut self, limit: Duration) -> Result<(), End> {
         match tokio::time::timeout(limit, self.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(())) => Err(End::Broken),
-            Err(_) => Err(self.slow_consumer_close().await),
+            Ok(r) => r,
+            Err(_) => Err(self.slow_consumer_close()),
         }
     }
 
     /// Frames for the rows the channel's bindings match, read in one read
     /// transaction together with the head seq they are consistent with.
     async fn snapshot(&mut self, gen: u64, topic: &Arc<str>, join_ref: Option<String>) {
-        let (user_id, admin, tables) = {
-            let subs = self.lock();
-            let tables: Vec<Table> = subs
-                .channels
-                .iter()
-                .find(|c| c.gen == gen)
-                .map(|c| {
-                    let mut t: Vec<Table> = Vec::new();
-                    for b in &c.bindings {
-                        match b.table {
-                            Some(x) if !t.contains(&x) => t.push(x),
-                            None => {
-                                for x in ALL_TABLES {
-                                    if !t.contains(&x) {
-                                        t.push(x);
-                                    }
+        let (user_id, admin) = (self.user_id, self.admin);
+        let tables: Vec<Table> = self
+            .channels
+            .iter()
+            .find(|c| c.gen == gen)
+            .map(|c| {
+                let mut t: Vec<Table> = Vec::new();
+                for b in &c.bindings {
+                    match b.table {
+                        Some(x) if !t.contains(&x) => t.push(x),
+                        None => {
+                            for x in ALL_TABLES {
+                                if !t.contains(&x) {
+                                    t.push(x);
                                 }
                             }
-                            _ => {}
                         }
+                        _ => {}
                     }
-                    t
-                })
-                .unwrap_or_default();
-            (subs.user_id, subs.admin, tables)
-        };
+                }
+                t
+            })
+            .unwrap_or_default();
         let read = self
             .ctx
             .store
@@ -497,66 +583,60 @@ where
             })
             .await;
         let Ok((head, snapshot_rows)) = read else {
-            self.out.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
+            self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
             return;
         };
-        let frames: Vec<String> = {
-            let subs = self.lock();
-            let Some(ch) = subs.channels.iter().find(|c| c.gen == gen) else { return };
-            snapshot_rows
-                .into_iter()
-                .filter_map(|(t, r)| {
-                    let change = crate::store::Change {
-                        seq: head,
-                        table: t,
-                        op: crate::store::Op::Insert,
-                        row_id: r.get("id").and_then(Value::as_i64).unwrap_or(0),
-                        user_id: rows::owner_of(&r),
-                        record: Some(r),
-                        old_record: None,
-                        committed_at: crate::store::timefmt::format(crate::store::timefmt::now()),
-                    };
-                    let ids = ch.matching_ids(&change);
-                    (!ids.is_empty()).then(|| proto::encode_change(self.vsn, &ch.topic, &ids, &data_json(&change, true)))
-                })
-                .collect()
-        };
+        let vsn = self.vsn;
+        let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return };
+        let frames: Vec<Utf8Bytes> = snapshot_rows
+            .into_iter()
+            .filter_map(|(t, r)| {
+                let change = crate::store::Change {
+                    seq: head,
+                    table: t,
+                    op: crate::store::Op::Insert,
+                    row_id: r.get("id").and_then(Value::as_i64).unwrap_or(0),
+                    user_id: rows::owner_of(&r),
+                    record: Some(r),
+                    old_record: None,
+                    committed_at: crate::store::timefmt::format(crate::store::timefmt::now()),
+                };
+                let ids = Ids::matching(ch, &change)?;
+                Some(Utf8Bytes::from(proto::encode_change(vsn, &ch.topic, &ids, &data_json(&change, true))))
+            })
+            .collect();
         self.out.extend(frames);
-        self.out.push(proto::system(self.vsn, join_ref.as_deref(), topic, "ok", "snapshot complete", &[("seq", json!(head))]));
+        self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "ok", "snapshot complete", &[("seq", json!(head))]));
         // The rows reflect every change up to `head`; live frames at or
         // below it are already in them, so the cursor drops those.
-        if let Some(c) = self.cursors.get_mut(&gen) {
-            c.seq = c.seq.max(head);
+        if let Some(c) = self.channel_mut(gen) {
+            c.cursor = c.cursor.max(head);
         }
     }
 
-    /// The queue overflowed and the hub stopped queuing: everything before
-    /// `lag_from` was queued and has been written; fetch the rest from the log.
+    /// The feed no longer holds everything after the cursor (the client read
+    /// too slowly, or this session was busy): read the rest from the log,
+    /// then go back to the feed. Past `max_lag` the session is closed.
     async fn catch_up(&mut self) -> Result<(), End> {
-        self.ctx.hub.stats.catching_up.fetch_add(1, Ordering::Relaxed);
-        let lag_from = self.shared.lag_from.load(Ordering::Acquire);
-        for c in self.cursors.values_mut() {
-            c.seq = c.seq.max(lag_from - 1);
-        }
-        let first = self.replay_from_log(None, true).await;
-        // Back to live, then one more read for what committed meanwhile.
-        self.shared.lagging.store(false, Ordering::Release);
-        let second = match first {
-            Ok(()) => self.replay_from_log(None, true).await,
-            Err(e) => Err(e),
-        };
-        self.ctx.hub.stats.catching_up.fetch_sub(1, Ordering::Relaxed);
-        second
+        let hub = self.ctx.hub.clone();
+        hub.stats.lag_events.fetch_add(1, Ordering::Relaxed);
+        hub.stats.catching_up.fetch_add(1, Ordering::Relaxed);
+        self.shared.behind.store(true, Ordering::Relaxed);
+        let r = self.replay_from_log(None, true).await;
+        self.shared.behind.store(false, Ordering::Relaxed);
+        hub.stats.catching_up.fetch_sub(1, Ordering::Relaxed);
+        r
     }
 
     /// Queue the reason for every channel; `finish` writes it and the 4008
     /// close behind whatever the client has not read yet.
-    async fn slow_consumer_close(&mut self) -> End {
+    fn slow_consumer_close(&mut self) -> End {
         self.ctx.hub.stats.closed_slow.fetch_add(1, Ordering::Relaxed);
-        let topics: Vec<(Arc<str>, Option<String>)> = self.lock().channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
+        let topics: Vec<(Arc<str>, Option<String>)> = self.channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
         self.out.clear();
+        self.out_changes = 0;
         for (t, jr) in topics {
-            self.out.push(proto::system(
+            self.push(proto::system(
                 self.vsn,
                 jr.as_deref(),
                 &t,
@@ -570,70 +650,83 @@ where
 
     fn leave(&mut self, msg: &Inbound) {
         let removed = self.remove_channel(&msg.topic);
-        self.out.push(proto::reply_ok(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, "{}"));
+        self.push(proto::reply_ok(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, "{}"));
         let jr = removed.or_else(|| msg.join_ref.clone());
-        self.out.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
+        self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
     }
 
-    /// Take a channel out of this socket (stats and cursor too); returns its join_ref.
+    /// Take a channel out of this socket (and its counts); returns its join_ref.
     fn detach_channel(&mut self, topic: &str) -> Option<Option<String>> {
-        let removed = {
-            let mut subs = self.lock();
-            let pos = subs.channels.iter().position(|c| *c.topic == *topic)?;
-            subs.channels.remove(pos)
-        };
+        let pos = self.channels.iter().position(|c| *c.topic == *topic)?;
+        let removed = self.channels.remove(pos);
+        let n = removed.bindings.len();
+        self.ctx.hub.add_bindings(self.user_id, -(n as isize));
         self.ctx.hub.stats.channels.fetch_sub(1, Ordering::Relaxed);
-        self.ctx.hub.stats.bindings.fetch_sub(removed.bindings.len() as i64, Ordering::Relaxed);
-        self.cursors.remove(&removed.gen);
+        self.ctx.hub.stats.bindings.fetch_sub(n as i64, Ordering::Relaxed);
         Some(removed.join_ref)
     }
 
     /// Drop a channel; returns its join_ref. Unregisters the socket when it was the last.
     fn remove_channel(&mut self, topic: &str) -> Option<String> {
         let removed = self.detach_channel(topic);
-        if self.lock().channels.is_empty() && self.registered {
-            self.ctx.hub.remove(self.shared.id);
-            self.registered = false;
-            self.exp = None;
+        if self.channels.is_empty() {
+            if let Some(p) = self.placement.take() {
+                self.ctx.hub.detach(self.shared.id, &p, 0);
+                self.exp_at = None;
+            }
         }
         removed.flatten()
     }
 
     fn swap_token(&mut self, msg: &Inbound) {
         let token = msg.payload.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
-        let joined = self.lock().channels.iter().any(|c| *c.topic == *msg.topic);
-        if !joined {
+        if !self.channels.iter().any(|c| *c.topic == *msg.topic) {
             return self.refuse(msg, "join the channel before sending access_token");
         }
         let verdict = self.ctx.tokens.verify(&token).map_err(|e| e.to_string()).and_then(|c| {
             let uid = c.user_id().ok_or_else(|| "the anon key cannot be used as an access_token".to_string())?;
-            if uid != self.lock().user_id {
+            if uid != self.user_id {
                 return Err("the new token belongs to another user".to_string());
             }
             Ok(c)
         });
         match verdict {
             Ok(c) => {
-                let admin = c.is_admin();
-                let uid = self.lock().user_id;
-                self.lock().admin = admin;
-                self.ctx.hub.place(&self.shared, uid, admin);
-                self.exp = Some(c.exp);
+                self.set_admin(c.is_admin());
+                self.exp_at = Some(expiry_instant(c.exp));
             }
             Err(why) => {
-                let jr = self.lock().channels.iter().find(|c| *c.topic == *msg.topic).and_then(|c| c.join_ref.clone());
-                self.out.push(proto::system_with_extension(self.vsn, jr.as_deref(), &msg.topic, "system", "error", &format!("Invalid token: {why}"), &[]));
+                let jr = self.channels.iter().find(|c| *c.topic == *msg.topic).and_then(|c| c.join_ref.clone());
+                self.push(proto::system_with_extension(self.vsn, jr.as_deref(), &msg.topic, "system", "error", &format!("Invalid token: {why}"), &[]));
                 self.remove_channel(&msg.topic);
-                self.out.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
+                self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
+            }
+        }
+    }
+
+    /// The latest token decides whether this socket sees every user's
+    /// changes; a change moves it to the other feed.
+    fn set_admin(&mut self, admin: bool) {
+        if admin == self.admin {
+            return;
+        }
+        self.admin = admin;
+        if self.placement.is_some() {
+            // Attach to the new feed before leaving the old one, so the
+            // user's counts carry over; the cursor carries over too (a feed
+            // that does not reach back far enough sends the session to the log).
+            let next = self.ctx.hub.attach(&self.shared, self.user_id, admin);
+            if let Some(prev) = self.placement.replace(next) {
+                self.ctx.hub.detach(self.shared.id, &prev, 0);
             }
         }
     }
 
     /// The token expired: tell every channel and close it.
     fn expire_all(&mut self) {
-        let chans: Vec<(Arc<str>, Option<String>)> = self.lock().channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
+        let chans: Vec<(Arc<str>, Option<String>)> = self.channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
         for (topic, jr) in chans {
-            self.out.push(proto::system_with_extension(
+            self.push(proto::system_with_extension(
                 self.vsn,
                 jr.as_deref(),
                 &topic,
@@ -643,23 +736,19 @@ where
                 &[],
             ));
             self.remove_channel(&topic);
-            self.out.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &topic, "phx_close", "{}"));
+            self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &topic, "phx_close", "{}"));
         }
-        self.exp = None;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SocketSubs> {
-        self.shared.subs.lock().unwrap_or_else(|p| p.into_inner())
+        self.exp_at = None;
     }
 
     async fn finish(&mut self, end: End) {
-        let (channels, bindings) = {
-            let subs = self.lock();
-            (subs.channels.len() as i64, subs.binding_count() as i64)
-        };
-        self.ctx.hub.stats.channels.fetch_sub(channels, Ordering::Relaxed);
-        self.ctx.hub.stats.bindings.fetch_sub(bindings, Ordering::Relaxed);
-        self.ctx.hub.remove(self.shared.id);
+        let bindings: usize = self.channels.iter().map(|c| c.bindings.len()).sum();
+        self.ctx.hub.stats.channels.fetch_sub(self.channels.len() as i64, Ordering::Relaxed);
+        self.ctx.hub.stats.bindings.fetch_sub(bindings as i64, Ordering::Relaxed);
+        if let Some(p) = self.placement.take() {
+            self.ctx.hub.detach(self.shared.id, &p, bindings);
+        }
+        self.ctx.hub.close_session(self.shared.id);
         match end {
             End::Close(code, reason) => {
                 // A slow consumer may still be reading what was sent before:
@@ -671,7 +760,7 @@ where
                 let ws = &mut self.ws;
                 let _ = tokio::time::timeout(grace, async move {
                     for f in out {
-                        ws.feed(Message::text(f)).await?;
+                        ws.feed(Message::Text(f)).await?;
                     }
                     ws.close(Some(frame)).await
                 })
@@ -683,4 +772,9 @@ where
             End::Broken => {}
         }
     }
+}
+
+/// When a token with this `exp` (unix seconds) stops being valid.
+fn expiry_instant(exp: i64) -> Instant {
+    Instant::now() + Duration::from_secs((exp - unix_now()).max(0) as u64)
 }
