@@ -44,6 +44,8 @@ pub struct AppInner {
     pub alerts: Arc<crate::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
+    /// Users the REST API has recently seen exist (saves a read per request).
+    pub known_users: crate::api::KnownUsers,
 }
 
 impl Deref for App {
@@ -108,6 +110,7 @@ impl Server {
             public_url,
             shutdown: shutdown_rx,
             started: Instant::now(),
+            known_users: Default::default(),
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
         tasks.push(tokio::spawn(crate::alerts::run(app.clone())));

@@ -54,10 +54,76 @@ pub async fn authenticate(app: &App, header: Option<String>) -> ApiResult<Identi
         return Err(ApiError::Unauthorized("the anon key cannot call the REST API; sign in as a user".into()));
     }
     let user_id = claims.user_id().ok_or_else(|| ApiError::Unauthorized("the token names no user".into()))?;
-    let user = app.store.read(move |c| Ok(users::get(c, user_id)?)).await?;
-    let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
+    let is_admin = match app.known_users.get(user_id) {
+        Some(admin) => admin,
+        None => {
+            let user = app.store.read(move |c| Ok(users::get(c, user_id)?)).await?;
+            let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
+            app.known_users.remember(user_id, user.is_admin());
+            user.is_admin()
+        }
+    };
     // Admin needs both: the token says so and the user still is one.
-    Ok(Identity { user_id, admin: claims.is_admin() && user.is_admin() })
+    Ok(Identity { user_id, admin: claims.is_admin() && is_admin })
+}
+
+/// Users recently seen to exist, with whether they are admins: a request
+/// then needs no database read (and no hop to a blocking thread) before its
+/// write. Entries expire, so a user removed or demoted by hand in the
+/// database stops being trusted within the TTL (10 s).
+#[derive(Debug)]
+pub struct KnownUsers {
+    map: dashmap::DashMap<i64, (bool, std::time::Instant)>,
+    ttl: std::time::Duration,
+}
+
+impl Default for KnownUsers {
+    fn default() -> Self {
+        KnownUsers::new(std::time::Duration::from_secs(10))
+    }
+}
+
+impl KnownUsers {
+    /// Entries kept at most; past it the map is emptied (it refills on demand).
+    const MAX: usize = 100_000;
+
+    pub fn new(ttl: std::time::Duration) -> KnownUsers {
+        KnownUsers { map: Default::default(), ttl }
+    }
+
+    pub fn get(&self, user_id: i64) -> Option<bool> {
+        let hit = self.map.get(&user_id).map(|e| *e)?;
+        if hit.1.elapsed() < self.ttl {
+            Some(hit.0)
+        } else {
+            self.map.remove_if(&user_id, |_, v| v.1 == hit.1);
+            None
+        }
+    }
+
+    pub fn remember(&self, user_id: i64, admin: bool) {
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(user_id, (admin, std::time::Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod known_users_tests {
+    use super::KnownUsers;
+    use std::time::Duration;
+
+    #[test]
+    fn entries_are_trusted_only_until_they_expire() {
+        let known = KnownUsers::new(Duration::from_millis(50));
+        assert_eq!(known.get(7), None, "unknown users are read from the database");
+        known.remember(7, true);
+        assert_eq!(known.get(7), Some(true));
+        assert_eq!(known.get(8), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
+    }
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response {

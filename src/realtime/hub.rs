@@ -374,6 +374,11 @@ impl Hub {
         self.head.load(Ordering::Acquire)
     }
 
+    /// Seq of the newest change the feeds have received.
+    pub fn published(&self) -> i64 {
+        self.published.load(Ordering::Acquire)
+    }
+
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }

@@ -303,7 +303,7 @@ where
             }
             (_, "phx_join") => self.join(msg).await,
             (_, "phx_leave") => self.leave(&msg),
-            (_, "access_token") => self.swap_token(&msg),
+            (_, "access_token") => self.swap_token(&msg).await,
             (_, ev) => {
                 let reason = if ev == "broadcast" || ev == "presence" {
                     format!("{ev} is not supported; syncgate offers postgres_changes only")
@@ -397,7 +397,7 @@ where
             self.user_id = user_id;
             self.admin = admin;
         } else {
-            self.set_admin(admin);
+            self.set_admin(admin).await;
         }
         let head = self.ctx.hub.head();
         let gen = self.ctx.hub.next_id();
@@ -492,7 +492,18 @@ where
             if enforce_lag && head - from > self.ctx.cfg.max_lag as i64 {
                 return Err(self.slow_consumer_close());
             }
-            let page = self.ctx.store.read(move |c| Ok(changes::read_after(c, from, PAGE)?)).await.unwrap_or_default();
+            let (page, read_head) = self
+                .ctx
+                .store
+                .read(move |c| {
+                    let tx = c.unchecked_transaction()?;
+                    let page = changes::read_after(&tx, from, PAGE)?;
+                    let head = changes::head(&tx)?;
+                    tx.commit()?;
+                    Ok((page, head))
+                })
+                .await
+                .unwrap_or_default();
             let n = page.len();
             for change in page {
                 let seq = change.seq;
@@ -519,6 +530,13 @@ where
             }
             self.flush_replay(REPLAY_FLUSH).await?;
             if n < PAGE {
+                // Everything up to the head this read saw has been read (some
+                // of it may have been pruned meanwhile): nothing before it is
+                // still owed, so the feed takes over from there.
+                for ch in self.channels.iter_mut().filter(|c| only.is_none_or(|g| g == c.gen)) {
+                    ch.cursor = ch.cursor.max(read_head);
+                }
+                self.shared.delivered.fetch_max(read_head, Ordering::Release);
                 return Ok(());
             }
         }
@@ -678,7 +696,7 @@ where
         removed.flatten()
     }
 
-    fn swap_token(&mut self, msg: &Inbound) {
+    async fn swap_token(&mut self, msg: &Inbound) {
         let token = msg.payload.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
         if !self.channels.iter().any(|c| *c.topic == *msg.topic) {
             return self.refuse(msg, "join the channel before sending access_token");
@@ -692,7 +710,7 @@ where
         });
         match verdict {
             Ok(c) => {
-                self.set_admin(c.is_admin());
+                self.set_admin(c.is_admin()).await;
                 self.exp_at = Some(expiry_instant(c.exp));
             }
             Err(why) => {
@@ -705,21 +723,47 @@ where
     }
 
     /// The latest token decides whether this socket sees every user's
-    /// changes; a change moves it to the other feed.
-    fn set_admin(&mut self, admin: bool) {
+    /// changes. A change of role moves the session to the other feed, from
+    /// the moment of the swap: first everything the old role is owed up to
+    /// now goes out, then the new role's changes from there on.
+    async fn set_admin(&mut self, admin: bool) {
         if admin == self.admin {
             return;
         }
-        self.admin = admin;
-        if self.placement.is_some() {
-            // Attach to the new feed before leaving the old one, so the
-            // user's counts carry over; the cursor carries over too (a feed
-            // that does not reach back far enough sends the session to the log).
-            let next = self.ctx.hub.attach(&self.shared, self.user_id, admin);
-            if let Some(prev) = self.placement.replace(next) {
-                self.ctx.hub.detach(self.shared.id, &prev, 0);
+        let Some(feed) = self.placement.as_ref().map(|p| p.feed.clone()) else {
+            self.admin = admin;
+            return;
+        };
+        let now = self.ctx.hub.published();
+        loop {
+            let Some(from) = self.channels.iter().map(|c| c.cursor).min() else { break };
+            match feed.pull(from, PULL) {
+                Pull::Nothing => break,
+                Pull::Items(items) => {
+                    for item in &items {
+                        self.offer(item);
+                    }
+                }
+                Pull::Behind => {
+                    if let Err(end) = self.catch_up().await {
+                        self.ending = Some(end);
+                        return;
+                    }
+                    break;
+                }
             }
         }
+        // Attach to the new feed before leaving the old one, so the user's
+        // counts carry over.
+        let next = self.ctx.hub.attach(&self.shared, self.user_id, admin);
+        if let Some(prev) = self.placement.replace(next) {
+            self.ctx.hub.detach(self.shared.id, &prev, 0);
+        }
+        self.admin = admin;
+        for ch in &mut self.channels {
+            ch.cursor = ch.cursor.max(now);
+        }
+        self.shared.delivered.fetch_max(now, Ordering::Release);
     }
 
     /// The token expired: tell every channel and close it.

@@ -465,3 +465,66 @@ async fn several_channels_on_one_socket_each_get_their_frames() {
     assert_eq!((a.topic.as_str(), b.topic.as_str()), ("realtime:cli", "realtime:meet"));
     assert!(a.payload["data"]["seq"].as_i64() < b.payload["data"]["seq"].as_i64());
 }
+
+#[tokio::test]
+async fn sockets_sharing_a_topic_get_frames_in_their_own_version_with_their_own_ids() {
+    let app = spawn_app().await;
+    let (_, ann) = app.add_user("ann@example.com", "user");
+    let mut v2 = app.ws(&ann, "2.0.0").await;
+    let mut v1 = app.ws(&ann, "1.0.0").await;
+    let mut other = app.ws(&ann, "2.0.0").await;
+    let mut ids = Vec::new();
+    for ws in [&mut v2, &mut v1] {
+        ws.join("realtime:room", meetings_binding(), Some(&ann)).await;
+        ids.push(ws.joined().await.payload["response"]["postgres_changes"][0]["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "the same binding gets the same id on every socket");
+    // Same topic, a binding that is not the same: its own id.
+    other.join("realtime:room", json!([{"event": "INSERT", "schema": "public", "table": "meetings"}]), Some(&ann)).await;
+    let other_id = other.joined().await.payload["response"]["postgres_changes"][0]["id"].clone();
+    assert_ne!(other_id, ids[0]);
+
+    let (_, row) = app.post("/api/meetings", &ann, &new_meeting("Shared")).await;
+    for (ws, id) in [(&mut v2, &ids[0]), (&mut v1, &ids[1]), (&mut other, &other_id)] {
+        let f = next_change(ws).await;
+        assert_eq!(f.topic, "realtime:room");
+        assert_eq!(f.payload["ids"], json!([id]));
+        assert_eq!(f.payload["data"]["record"]["title"], "Shared");
+    }
+    // The parser for each version already checked the frame's shape; the
+    // UPDATE reaches the two "*" sockets only.
+    let id = row["id"].as_i64().unwrap();
+    app.patch(&format!("/api/meetings/{id}"), &ann, &json!({"title": "Renamed"})).await;
+    for ws in [&mut v2, &mut v1] {
+        assert_eq!(next_change(ws).await.payload["data"]["type"], "UPDATE");
+    }
+    assert_no_change(&mut other).await;
+}
+
+#[tokio::test]
+async fn an_access_token_that_makes_the_socket_an_admins_widens_what_it_sees_and_back() {
+    let app = spawn_app().await;
+    let (ann_id, ann) = app.add_user("ann@example.com", "admin");
+    let (_, bob) = app.add_user("bob@example.com", "user");
+    let as_user = app.token_for(ann_id, "user", 3600);
+    let as_admin = app.token_for(ann_id, "admin", 3600);
+    let mut ws = app.ws(&ann, "2.0.0").await;
+    let jr = ws.join("realtime:m", meetings_binding(), Some(&as_user)).await;
+    ws.joined().await;
+    app.post("/api/meetings", &bob, &new_meeting("Bob 1")).await;
+    assert_no_change(&mut ws).await;
+
+    ws.send(Some(&jr), "realtime:m", "access_token", json!({"access_token": as_admin})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.post("/api/meetings", &bob, &new_meeting("Bob 2")).await;
+    let f = next_change(&mut ws).await;
+    assert_eq!(f.payload["data"]["record"]["title"], "Bob 2", "an admin's socket sees every user's changes, and nothing from before the swap");
+
+    ws.send(Some(&jr), "realtime:m", "access_token", json!({"access_token": as_user})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.post("/api/meetings", &bob, &new_meeting("Bob 3")).await;
+    app.post("/api/meetings", &ann, &new_meeting("Ann 1")).await;
+    let f = next_change(&mut ws).await;
+    assert_eq!(f.payload["data"]["record"]["title"], "Ann 1", "back to the user's own changes only");
+    assert_no_change(&mut ws).await;
+}

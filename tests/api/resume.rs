@@ -387,3 +387,31 @@ async fn resuming_from_before_the_retained_log_says_gap_then_goes_live() {
     }
     assert_eq!(got, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_socket_far_behind_the_head_is_not_taken_for_a_slow_one() {
+    // Tiny window and lag limit: Bob's writes push the head far past Ann's
+    // last change, but Ann's socket owes nothing, so it stays open and live.
+    let app = spawn_app_with(|c| {
+        c.realtime.queue_size = 8;
+        c.realtime.max_lag = 50;
+    })
+    .await;
+    let (ann, ann_token) = app.add_user("ann@example.com", "user");
+    let (bob, _) = app.add_user("bob@example.com", "user");
+    let mut ws = app.ws(&ann_token, "2.0.0").await;
+    ws.join("realtime:p", all_tables(), Some(&ann_token)).await;
+    let start = ws.joined().await.payload["response"]["seq"].as_i64().unwrap();
+    write_clients(&app, &[bob], 300, 4).await;
+    // Several watchdog rounds pass with Ann 300 changes behind the head.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    write_clients(&app, &[ann], 3, 1).await;
+    let mut seen = Vec::new();
+    while let Some(f) = ws.recv_within(Duration::from_secs(2)).await {
+        seen.extend(seq_of(&f));
+    }
+    assert_eq!(seen, expected_seqs(&app, ann, start), "Ann's three changes, live");
+    assert_eq!(app.app.hub.stats.closed_slow.load(Ordering::Relaxed), 0, "nobody was closed as slow");
+    ws.send(None, "phoenix", "heartbeat", json!({})).await;
+    assert_eq!(ws.recv_event("phx_reply").await.payload["status"], "ok", "the socket is still open");
+}
