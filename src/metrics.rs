@@ -81,12 +81,11 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut families = app.metrics.registry.gather();
     let hub = &app.hub.stats;
-    let lagging = app.hub.all_sockets().iter().filter(|s| s.behind.load(Relaxed)).count();
     families.extend(gauge("syncgate_realtime_sockets", "Realtime sockets with at least one joined channel.", hub.sockets.load(Relaxed) as f64));
     families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
     families.extend(gauge("syncgate_realtime_bindings", "postgres_changes bindings across joined channels.", hub.bindings.load(Relaxed) as f64));
     families.extend(counter("syncgate_realtime_frames_delivered_total", "Change frames written to sockets.", hub.frames_delivered.load(Relaxed)));
-    families.extend(gauge("syncgate_realtime_sessions_lagging", "Sessions that fell out of the in-memory window and read from the change log.", lagging as f64));
+    families.extend(gauge("syncgate_realtime_sessions_lagging", "Sessions that fell out of the in-memory window and read from the change log.", hub.catching_up.load(Relaxed) as f64));
     families.extend(gauge("syncgate_realtime_sessions_catching_up", "Sessions catching up from the change log right now.", hub.catching_up.load(Relaxed) as f64));
     families.extend(counter("syncgate_realtime_sessions_closed_slow_total", "Sessions closed with 4008 slow consumer.", hub.closed_slow.load(Relaxed)));
     families.extend(counter("syncgate_realtime_lag_events_total", "Times a session fell out of the in-memory window and went to the change log.", hub.lag_events.load(Relaxed)));

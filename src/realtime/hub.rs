@@ -278,9 +278,6 @@ pub struct SocketShared {
     pub signal: AtomicU8,
     /// Seq up to which the session has handed changes to its socket.
     pub delivered: AtomicI64,
-    /// Set while the session reads from the change log because it fell out
-    /// of the in-memory window.
-    pub behind: AtomicBool,
 }
 
 impl SocketShared {
@@ -327,7 +324,7 @@ pub struct Hub {
     admin_feed: Arc<Feed>,
     /// Seq of the newest change appended to the feeds (set under `users`).
     published: AtomicI64,
-    /// Every open session, joined or not (for shutdown, metrics, the watchdog).
+    /// Every open session, joined or not (for shutdown).
     sessions: DashMap<u64, Arc<SocketShared>>,
     /// Changes kept in memory per feed (`realtime.queue_size`).
     window: i64,
@@ -492,13 +489,13 @@ impl Hub {
         self.users.lock().map(|u| u.get(&user_id).map_or(0, |e| e.bindings)).unwrap_or(0)
     }
 
-    /// A session opened (joined or not); false when the server is closing.
-    pub fn open_session(&self, sock: &Arc<SocketShared>) -> bool {
+    /// A session opened (joined or not); told to close at once when the
+    /// server is already shutting down.
+    pub fn open_session(&self, sock: &Arc<SocketShared>) {
         self.sessions.insert(sock.id, sock.clone());
         if self.closing.load(Ordering::Acquire) {
             sock.raise(SIGNAL_SHUTDOWN);
         }
-        !self.closing.load(Ordering::Acquire)
     }
 
     pub fn close_session(&self, sock_id: u64) {
@@ -511,11 +508,6 @@ impl Hub {
         for s in self.sessions.iter() {
             s.value().raise(SIGNAL_SHUTDOWN);
         }
-    }
-
-    /// Every open session (for metrics).
-    pub fn all_sockets(&self) -> Vec<Arc<SocketShared>> {
-        self.sessions.iter().map(|s| s.value().clone()).collect()
     }
 
     /// One watchdog round: release changes older than the window from feeds

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{Binding, BindingError, Channel};
-use super::hub::{data_json, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN};
+use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN};
 use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
@@ -167,10 +167,10 @@ where
 
     /// Wait for the socket, the feed, a signal or the timer.
     async fn next_wake(&mut self, mut timer: Pin<&mut Sleep>) -> Wake {
+        let cursor = self.live_cursor().unwrap_or(i64::MAX);
         let shared = &self.shared;
         let ws = &mut self.ws;
         let feed = self.placement.as_ref().map(|p| &p.feed);
-        let cursor = self.channels.iter().map(|c| c.cursor).min().unwrap_or(i64::MAX);
         poll_fn(|cx| {
             shared.waker.register(cx.waker());
             let sig = shared.signal.load(Ordering::Acquire);
@@ -251,9 +251,16 @@ where
     /// holds everything after the cursor.
     async fn take_live(&mut self) -> Result<(), End> {
         let Some(feed) = self.placement.as_ref().map(|p| p.feed.clone()) else { return Ok(()) };
-        let Some(from) = self.channels.iter().map(|c| c.cursor).min() else { return Ok(()) };
+        self.take_from(&feed).await.map(|_| ())
+    }
+
+    /// One step of reading `feed`: up to `PULL` changes after the cursor, or
+    /// a catch-up from the log when the feed no longer reaches back that far.
+    /// `Ok(true)` when the feed may hold more.
+    async fn take_from(&mut self, feed: &Feed) -> Result<bool, End> {
+        let Some(from) = self.live_cursor() else { return Ok(false) };
         match feed.pull(from, PULL) {
-            Pull::Nothing => Ok(()),
+            Pull::Nothing => Ok(false),
             Pull::Items(items) => {
                 for item in &items {
                     self.offer(item);
@@ -261,10 +268,15 @@ where
                 if let Some(last) = items.last() {
                     self.shared.delivered.fetch_max(last.seq(), Ordering::Release);
                 }
-                Ok(())
+                Ok(true)
             }
-            Pull::Behind => self.catch_up().await,
+            Pull::Behind => self.catch_up().await.map(|_| false),
         }
+    }
+
+    /// The lowest channel cursor: where reading the feed starts.
+    fn live_cursor(&self) -> Option<i64> {
+        self.channels.iter().map(|c| c.cursor).min()
     }
 
     /// Frames of one change for every channel that has not had it.
@@ -639,9 +651,7 @@ where
         let hub = self.ctx.hub.clone();
         hub.stats.lag_events.fetch_add(1, Ordering::Relaxed);
         hub.stats.catching_up.fetch_add(1, Ordering::Relaxed);
-        self.shared.behind.store(true, Ordering::Relaxed);
         let r = self.replay_from_log(None, true).await;
-        self.shared.behind.store(false, Ordering::Relaxed);
         hub.stats.catching_up.fetch_sub(1, Ordering::Relaxed);
         r
     }
@@ -736,20 +746,12 @@ where
         };
         let now = self.ctx.hub.published();
         loop {
-            let Some(from) = self.channels.iter().map(|c| c.cursor).min() else { break };
-            match feed.pull(from, PULL) {
-                Pull::Nothing => break,
-                Pull::Items(items) => {
-                    for item in &items {
-                        self.offer(item);
-                    }
-                }
-                Pull::Behind => {
-                    if let Err(end) = self.catch_up().await {
-                        self.ending = Some(end);
-                        return;
-                    }
-                    break;
+            match self.take_from(&feed).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(end) => {
+                    self.ending = Some(end);
+                    return;
                 }
             }
         }
