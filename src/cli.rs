@@ -97,6 +97,11 @@ pub fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    // A short or empty secret would let anyone sign tokens: no command runs with one.
+    if let Err(e) = auth::check_secret(&config) {
+        eprintln!("syncgate: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::User(UserCommand::Add { email, name, role }) => user_add(&config, &email, name.as_deref(), &role),
@@ -210,6 +215,8 @@ fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
         return Err(format!("{} already exists; choose a new file", to.display()));
     }
     let src = store::open_connection(&config.database)?;
+    // The copy holds the same secrets as the database: only its owner may read it.
+    store::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
     backup

@@ -2,6 +2,7 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod changes;
+pub mod files;
 pub mod migrations;
 pub mod rows;
 pub mod tables;
@@ -52,15 +53,25 @@ fn pragmas(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
 pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, String> {
     let path = Path::new(&cfg.path);
     if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create the data folder {}: {e}", parent.display()))?;
-        }
+        files::create_private_dir(parent)?;
+    }
+    // Made 0600 before SQLite opens it: SQLite gives -wal and -shm the database's mode.
+    files::create_private_file(path).map_err(|e| format!("cannot create the database {}: {e}", path.display()))?;
+    for f in [path.to_path_buf(), suffixed(path, "-wal"), suffixed(path, "-shm")] {
+        files::tighten_file(&f);
     }
     let mut conn = Connection::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
     pragmas(&conn, &cfg.synchronous).map_err(|e| e.to_string())?;
     migrations::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// `path` with `suffix` appended to its file name (`x.db` → `x.db-wal`).
+pub fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
 }
 
 impl Store {

@@ -16,11 +16,11 @@ use tokio::process::{Child, Command};
 use crate::helpers::decode;
 
 const WAIT: Duration = Duration::from_secs(10);
-const SECRET: &str = "cli-test-secret-cli-test-secret-0123456789";
+pub(crate) const SECRET: &str = "cli-test-secret-cli-test-secret-0123456789";
 
 /// A `syncgate` command run in `dir` with nothing inherited from the
 /// caller's SYNCGATE_* environment, the database in `dir/data`, port 0.
-fn syncgate(dir: &Path) -> Command {
+pub(crate) fn syncgate(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_syncgate"));
     c.current_dir(dir);
     for (k, _) in std::env::vars_os() {
@@ -34,11 +34,11 @@ fn syncgate(dir: &Path) -> Command {
     c
 }
 
-fn db_path(dir: &Path) -> PathBuf {
+pub(crate) fn db_path(dir: &Path) -> PathBuf {
     dir.join("data").join("syncgate.db")
 }
 
-async fn run(mut cmd: Command, args: &[&str]) -> Output {
+pub(crate) async fn run(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).stdin(Stdio::null());
     tokio::time::timeout(WAIT, cmd.output())
         .await
@@ -47,7 +47,7 @@ async fn run(mut cmd: Command, args: &[&str]) -> Output {
 }
 
 /// Run a command that must succeed; returns its stdout.
-async fn ok(cmd: Command, args: &[&str]) -> String {
+pub(crate) async fn ok(cmd: Command, args: &[&str]) -> String {
     let out = run(cmd, args).await;
     let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
     assert!(
@@ -59,7 +59,7 @@ async fn ok(cmd: Command, args: &[&str]) -> String {
 }
 
 /// The only line of stdout (there must be exactly one).
-fn only_line(stdout: &str) -> &str {
+pub(crate) fn only_line(stdout: &str) -> &str {
     assert!(
         stdout.ends_with('\n'),
         "one line ending in a newline: {stdout:?}"
@@ -99,13 +99,13 @@ fn claims(jwt: &str) -> Value {
 }
 
 /// `syncgate serve` as a child process, with its address from the listening line.
-struct Served {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) stderr: Arc<Mutex<String>>,
 }
 
-async fn serve(mut cmd: Command) -> Served {
+pub(crate) async fn serve(mut cmd: Command) -> Served {
     cmd.arg("serve")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -152,11 +152,11 @@ async fn serve(mut cmd: Command) -> Served {
 }
 
 impl Served {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         decode(
             http()
                 .get(self.url(path))
@@ -169,7 +169,7 @@ impl Served {
     }
 
     /// SIGTERM, then the exit status within the wait.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("still running").to_string();
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -186,7 +186,7 @@ impl Served {
     }
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     // reqwest has no TLS provider of its own here; one must be installed first.
     syncgate::google::install_tls();
     reqwest::Client::builder()
