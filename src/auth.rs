@@ -260,6 +260,14 @@ pub fn create_login_link(conn: &Connection, user_id: i64) -> Result<String, Stri
     Ok(code)
 }
 
+/// Whether a login code could still be used (read only: looking does not use it up).
+pub fn login_link_usable(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<bool> {
+    let row: Option<(String, Option<String>)> = conn
+        .query_row("SELECT expires_at, used_at FROM login_links WHERE code_hash = ?1", [sha256_hex(code)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(matches!(row, Some((expires_at, None)) if expires_at.as_str() > now))
+}
+
 /// Use a login code: returns the user id once; None if unknown, used or expired.
 pub fn redeem_login_link(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<Option<i64>> {
     let hash = sha256_hex(code);

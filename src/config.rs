@@ -313,12 +313,20 @@ impl Config {
             }
         }
 
-        let config: Config = merged.try_into().map_err(|e: toml::de::Error| format!("invalid configuration: {}", e.message()))?;
+        // The path of a value that does not fit (e.g. `changes.retention_age`) goes into the sentence.
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            format!("invalid configuration: {key}: {}", inner.message())
+        })?;
         config.validate()?;
         Ok(Loaded { config, warnings })
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Every value checked before anything binds or opens: a bad one is a
+    /// sentence naming its key. [`crate::server::Server::build`] runs this
+    /// too, so a config built in code is held to the same rules.
+    pub fn validate(&self) -> Result<(), String> {
         self.bind_addr()?;
         match self.database.synchronous.as_str() {
             "off" | "normal" | "full" | "extra" => {}
@@ -328,14 +336,89 @@ impl Config {
             "text" | "json" => {}
             other => return Err(format!("log.format is \"{other}\"; use text or json")),
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(format!("log.level is \"{}\"; write a level like info or a filter like syncgate=debug,info", self.log.level));
+        }
         if self.database.path.trim().is_empty() {
             return Err("database.path may not be empty".into());
         }
         if self.database.max_batch == 0 || self.database.read_pool_size == 0 {
             return Err("database.max_batch and database.read_pool_size must be at least 1".into());
         }
-        if self.realtime.queue_size == 0 {
-            return Err("realtime.queue_size must be at least 1".into());
+        let at_least_one = [
+            ("realtime.queue_size", self.realtime.queue_size as u64),
+            ("realtime.max_channels_per_socket", self.realtime.max_channels_per_socket as u64),
+            ("realtime.max_bindings_per_channel", self.realtime.max_bindings_per_channel as u64),
+            ("realtime.max_sockets_per_user", self.realtime.max_sockets_per_user as u64),
+            ("realtime.max_bindings_per_user", self.realtime.max_bindings_per_user as u64),
+            ("realtime.max_lag", self.realtime.max_lag),
+            ("realtime.read_buffer_size", self.realtime.read_buffer_size as u64),
+            ("changes.retention_rows", self.changes.retention_rows),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        // Zero would mean "at once, forever" (a busy loop) or "nothing lives".
+        let positive = [
+            ("server.shutdown_grace", self.server.shutdown_grace),
+            ("auth.token_ttl", self.auth.token_ttl),
+            ("realtime.idle_timeout", self.realtime.idle_timeout),
+            ("changes.retention_age", self.changes.retention_age),
+            ("changes.prune_interval", self.changes.prune_interval),
+            ("google.channel_ttl", self.google.channel_ttl),
+            ("calendly.tolerance", self.calendly.tolerance),
+            ("calendly.keep_payloads", self.calendly.keep_payloads),
+            ("alerts.check_interval", self.alerts.check_interval),
+            ("alerts.calendly_rejected_window", self.alerts.calendly_rejected_window),
+            ("alerts.calendly_check_interval", self.alerts.calendly_check_interval),
+        ];
+        for (key, value) in positive {
+            if value.0.is_zero() {
+                return Err(format!("{key} must be longer than 0s"));
+            }
+        }
+        let others = [
+            ("google.renew_before", self.google.renew_before),
+            ("google.safety_net_interval", self.google.safety_net_interval),
+            ("google.sync_past", self.google.sync_past),
+            ("google.sync_future", self.google.sync_future),
+            ("alerts.channel_expiry_warning", self.alerts.channel_expiry_warning),
+            ("alerts.silent_push_after", self.alerts.silent_push_after),
+        ];
+        // Set in code, a duration skips the parser's cap: check it here too.
+        for (key, value) in positive.iter().chain(others.iter()) {
+            if *value > Dur::MAX {
+                return Err(format!("{key} is longer than 100 years"));
+            }
+        }
+        for o in &self.server.cors_origins {
+            check_origin(o).map_err(|why| format!("server.cors_origins has \"{o}\": {why}"))?;
+        }
+        let urls = [
+            ("server.public_url", &self.server.public_url, true),
+            ("google.redirect_url", &self.google.redirect_url, true),
+            ("google.webhook_url", &self.google.webhook_url, true),
+            ("google.api_base_url", &self.google.api_base_url, false),
+            ("google.auth_url", &self.google.auth_url, false),
+            ("google.token_url", &self.google.token_url, false),
+            ("google.userinfo_url", &self.google.userinfo_url, false),
+            ("calendly.api_base_url", &self.calendly.api_base_url, false),
+            ("alerts.webhook_url", &self.alerts.webhook_url, true),
+        ];
+        for (key, value, may_be_empty) in urls {
+            if value.trim().is_empty() && may_be_empty {
+                continue;
+            }
+            check_http_url(value).map_err(|why| format!("{key} is \"{value}\": {why}"))?;
+        }
+        if self.google.calendar_id.trim().is_empty() {
+            return Err("google.calendar_id may not be empty (use primary for the user's main calendar)".into());
+        }
+        let dir = self.server.static_dir.trim();
+        if !dir.is_empty() && !Path::new(dir).is_dir() {
+            return Err(format!("server.static_dir is \"{dir}\", which is not a folder"));
         }
         Ok(())
     }
@@ -371,6 +454,39 @@ impl Config {
     pub fn google_enabled(&self) -> bool {
         !self.google.client_id.is_empty() && !self.google.client_secret.is_empty()
     }
+}
+
+/// A browser origin as CORS compares it: `scheme://host[:port]`, http or
+/// https, nothing after; or `*`.
+fn check_origin(o: &str) -> Result<(), String> {
+    if o == "*" {
+        return Ok(());
+    }
+    let example = "write it like https://app.example.com";
+    if !o.contains("://") {
+        return Err(format!("an origin needs its scheme; {example}"));
+    }
+    let url = url::Url::parse(o).map_err(|e| format!("not an origin ({e}); {example}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("an origin is http:// or https:// and a host; {example}"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("an origin has no path, query or user; {example}"));
+    }
+    // warp compares and prints the origin as a header value.
+    if warp::http::HeaderValue::from_str(o).is_err() {
+        return Err(format!("not a valid header value; {example}"));
+    }
+    Ok(())
+}
+
+/// An absolute http(s) URL with a host.
+fn check_http_url(u: &str) -> Result<(), String> {
+    let url = url::Url::parse(u.trim()).map_err(|e| format!("not a URL ({e}); write it like https://host/path"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("write it as an http:// or https:// URL with a host".into());
+    }
+    Ok(())
 }
 
 /// Merge `over` into `base`, warning about keys the defaults do not know.
@@ -458,6 +574,19 @@ mod tests {
         assert!(e.contains("realtime.queue_size"), "{e}");
         let e = Config::load_from(None, env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]), Path::new("/x")).unwrap_err();
         assert!(e.contains("forever"), "{e}");
+        for (var, key) in [
+            ("SYNCGATE_SERVER__CORS_ORIGINS", "server.cors_origins"),
+            ("SYNCGATE_SERVER__PUBLIC_URL", "server.public_url"),
+            ("SYNCGATE_GOOGLE__TOKEN_URL", "google.token_url"),
+            ("SYNCGATE_ALERTS__WEBHOOK_URL", "alerts.webhook_url"),
+        ] {
+            let e = Config::load_from(None, env(&[(var, "app.example.com")]), Path::new("/x")).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+        let e = Config::load_from(None, env(&[("SYNCGATE_CHANGES__PRUNE_INTERVAL", "0s")]), Path::new("/x")).unwrap_err();
+        assert!(e.contains("changes.prune_interval"), "{e}");
+        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "syncgate=loud")]), Path::new("/x")).unwrap_err();
+        assert!(e.contains("log.level"), "{e}");
     }
 }
 

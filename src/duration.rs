@@ -23,6 +23,12 @@ impl Dur {
     }
 }
 
+impl Dur {
+    /// Longest duration accepted: far beyond any sensible setting, and short
+    /// enough that `now ± d` can never leave the representable range.
+    pub const MAX: Dur = Dur::secs(100 * 366 * 86_400);
+}
+
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Dur, String> {
@@ -33,9 +39,13 @@ impl FromStr for Dur {
         if t.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!("duration \"{t}\" needs a unit: write it like {t}s, {t}m, {t}h or {t}d"));
         }
-        humantime::parse_duration(t)
+        let d = humantime::parse_duration(t)
             .map(Dur)
-            .map_err(|_| format!("\"{t}\" is not a duration; write it like 180s, 15m, 24h or 7d"))
+            .map_err(|_| format!("\"{t}\" is not a duration; write it like 180s, 15m, 24h or 7d"))?;
+        if d > Dur::MAX {
+            return Err(format!("duration \"{t}\" is longer than 100 years"));
+        }
+        Ok(d)
     }
 }
 
@@ -81,6 +91,8 @@ mod tests {
         assert_eq!("250ms".parse::<Dur>().unwrap(), Dur::millis(250));
         assert!("12".parse::<Dur>().unwrap_err().contains("needs a unit"));
         assert!("soon".parse::<Dur>().is_err());
+        assert!("101y".parse::<Dur>().unwrap_err().contains("100 years"));
+        assert!("99999999999999999999d".parse::<Dur>().is_err());
     }
 
     #[test]

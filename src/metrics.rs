@@ -15,6 +15,17 @@ use warp::Filter;
 use crate::error::ApiError;
 use crate::server::App;
 
+/// Every outcome a webhook delivery can be counted under, by source. Each
+/// series is exported at 0 from startup, so `rate(...)` alerts and dashboards
+/// see a series before the first event instead of "no data".
+pub const WEBHOOK_OUTCOMES: &[(&str, &[&str])] = &[
+    ("calendly", &["accepted", "duplicate", "unmatched", "ignored", "invalid", "failed", "rejected"]),
+    ("google", &["accepted", "unknown_channel", "rejected", "invalid"]),
+];
+/// Kinds and outcomes of a Google sync pass (also exported at 0 from startup).
+pub const SYNC_KINDS: &[&str] = &["incremental", "full", "safety_net"];
+pub const SYNC_OUTCOMES: &[&str] = &["ok", "error", "needs_reconnect"];
+
 /// Counters and histograms the webhook and sync code record into.
 pub struct Metrics {
     pub registry: Registry,
@@ -46,6 +57,18 @@ impl Metrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(google_sync_seconds.clone()));
+        // Touching a label set creates its series at 0.
+        for (source, outcomes) in WEBHOOK_OUTCOMES {
+            for outcome in *outcomes {
+                webhooks.with_label_values(&[source, outcome]);
+            }
+        }
+        for kind in SYNC_KINDS {
+            for outcome in SYNC_OUTCOMES {
+                google_syncs.with_label_values(&[kind, outcome]);
+            }
+            google_sync_seconds.with_label_values(&[kind]);
+        }
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
         Metrics { registry, webhooks, google_syncs, google_sync_seconds, google_api_calls }

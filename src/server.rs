@@ -46,6 +46,8 @@ pub struct AppInner {
     pub google: Arc<crate::google::GoogleSync>,
     /// Users the REST API has recently seen exist (saves a read per request).
     pub known_users: crate::api::KnownUsers,
+    /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
+    pub log_throttle: crate::webhooks::LogThrottle,
 }
 
 impl Deref for App {
@@ -72,6 +74,8 @@ pub fn origin_allowed(config: &Config, public_url: &str, origin: &str, host: &st
 /// A server that is bound and ready to run.
 pub struct Server {
     app: App,
+    /// Built before the listening line, so a route that cannot be built stops startup instead.
+    routes: BoxedFilter<(Response,)>,
     listener: TcpListener,
     addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
@@ -82,6 +86,8 @@ pub struct Server {
 impl Server {
     /// Open everything and bind; nothing is served until [`Server::run`].
     pub async fn build(config: Config) -> Result<Server, String> {
+        // Nothing binds with a bad value (a config built in code skips the loader).
+        config.validate()?;
         let (secret, warning) = crate::auth::resolve_secret(&config)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
@@ -111,10 +117,12 @@ impl Server {
             shutdown: shutdown_rx,
             started: Instant::now(),
             known_users: Default::default(),
+            log_throttle: Default::default(),
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
         tasks.push(tokio::spawn(crate::alerts::run(app.clone())));
-        Ok(Server { app, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
+        let routes = routes(app.clone())?;
+        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,8 +135,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then shut down in order.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let Server { app, listener, addr, shutdown_tx, writer_thread, tasks } = self;
-        let routes = routes(app.clone());
+        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, tasks } = self;
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
@@ -259,7 +266,8 @@ async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
 }
 
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
-pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+/// Fails (never panics) on an origin warp cannot use.
+pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
     let all = crate::api::routes(app.clone())
         .or(crate::webhooks::routes(app.clone()))
         .unify()
@@ -272,14 +280,22 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .recover(crate::api::recover)
         .unify();
     if app.config.server.cors_origins.is_empty() {
-        return all.boxed();
+        return Ok(all.boxed());
     }
     let mut cors = warp::cors()
         .allow_methods(vec!["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
         .allow_headers(vec!["authorization", "content-type"])
         .max_age(600);
     for o in &app.config.server.cors_origins {
-        cors = if o == "*" { cors.allow_any_origin() } else { cors.allow_origin(o.as_str()) };
+        if o == "*" {
+            cors = cors.allow_any_origin();
+            continue;
+        }
+        // warp panics on an origin it cannot parse; config validation refuses those,
+        // and this catches whatever it might still find wrong.
+        let origin = o.trim_end_matches('/').to_string();
+        cors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cors.allow_origin(origin.as_str())))
+            .map_err(|_| format!("server.cors_origins has \"{o}\", which is not an origin like https://app.example.com"))?;
     }
-    all.with(cors).map(|r| warp::Reply::into_response(r)).boxed()
+    Ok(all.with(cors).map(|r| warp::Reply::into_response(r)).boxed())
 }

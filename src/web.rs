@@ -65,3 +65,36 @@ pub fn routes(static_dir: &str) -> impl Filter<Extract = (Response,), Error = Re
         }
     })
 }
+
+/// Text made safe to put in HTML, including attribute values.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A small server-rendered page in the UI's style (for the few answers a
+/// browser lands on outside the UI, like a login link). `body_html` must
+/// already be escaped. No script and no inline style, so the page works
+/// under `default-src 'self'`.
+pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{t}</title>\
+         <link rel=\"stylesheet\" href=\"/app.css\"></head>\
+         <body><main class=\"standalone\"><h1>{t}</h1>{body_html}</main></body></html>",
+        t = html_escape(title),
+    );
+    let mut res = Response::new(body.into());
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    // The page's URL may hold a secret (a login code): never send it on.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    );
+    res
+}

@@ -73,9 +73,17 @@ where
 }
 
 pub fn timestamp(field: &str, s: &str) -> ApiResult<String> {
-    timefmt::normalize(s).ok_or_else(|| {
-        ApiError::BadRequest(format!("{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"", clip(s)))
-    })
+    match timefmt::parse_checked(s) {
+        Ok(t) => Ok(timefmt::format(t)),
+        Err(timefmt::TimeError::Malformed) => Err(ApiError::BadRequest(format!(
+            "{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"",
+            clip(s)
+        ))),
+        Err(timefmt::TimeError::OutOfRange) => Err(ApiError::Unprocessable(format!(
+            "{field} is \"{}\", which is outside the years 0000 to 9999 in UTC",
+            clip(s)
+        ))),
+    }
 }
 
 pub fn date(field: &str, s: &str) -> ApiResult<String> {

@@ -140,8 +140,47 @@ fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> 
     warp::header::optional::<String>("authorization")
 }
 
+/// The request body, at most [`MAX_BODY`] bytes: a `Content-Length` over the
+/// limit is refused before anything is read, and a body without one (chunked,
+/// what `fetch` with a stream sends) is read until it passes the limit — 413
+/// either way, never more than the limit buffered.
 fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes())
+    warp::header::optional::<String>("content-length").and(warp::body::stream()).and_then(
+        |announced: Option<String>, stream| async move {
+            let too_large = || warp::reject::custom(ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024)));
+            if let Some(n) = announced {
+                match n.trim().parse::<u64>() {
+                    Ok(n) if n > MAX_BODY => return Err(too_large()),
+                    Ok(_) => {}
+                    Err(_) => return Err(warp::reject::custom(ApiError::BadRequest("the Content-Length header is not a number".into()))),
+                }
+            }
+            read_limited(stream, MAX_BODY as usize).await.map_err(|e| match e {
+                None => too_large(),
+                Some(why) => warp::reject::custom(ApiError::BadRequest(format!("the body could not be read: {why}"))),
+            })
+        },
+    )
+}
+
+/// Collect a body stream, giving up (None) as soon as it passes `limit` bytes.
+async fn read_limited<S, B>(stream: S, limit: usize) -> Result<Bytes, Option<String>>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Some(e.to_string()))?;
+        if buf.len() + chunk.remaining() > limit {
+            return Err(None);
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
 }
 
 fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
@@ -391,26 +430,95 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `GET /auth/link?code=…`: use a single-use login link, land on `/` signed in.
-async fn login_link(app: App, q: HashMap<String, String>) -> ApiResult<Response> {
-    let code = q.get("code").cloned().unwrap_or_default();
-    if code.is_empty() || code.len() > 200 {
+/// A login code as it arrives: non-empty, bounded, URL-safe base64.
+fn login_code(raw: Option<&String>) -> ApiResult<String> {
+    let code = raw.map(|c| c.trim()).unwrap_or_default();
+    if code.is_empty() || code.len() > 200 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::BadRequest("the link has no valid code".into()));
     }
-    let user = app
-        .store
-        .writer
-        .write(move |tx| {
-            let now = tx.now().to_string();
-            let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
-                return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
-            };
-            users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))
-        })
-        .await?;
-    let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
-    tracing::info!(user = user.id, "signed in with a login link");
-    Ok(redirect_with_token(&token))
+    Ok(code.to_string())
+}
+
+fn wants_html(headers: &warp::http::HeaderMap) -> bool {
+    headers.get(warp::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// Browsers get a page saying why; programs the JSON error.
+fn link_error(e: ApiError, html: bool) -> Response {
+    if !html {
+        return e.into_response();
+    }
+    if let ApiError::Internal(cause) = &e {
+        tracing::error!(error = %cause, "internal error");
+    }
+    let body = format!(
+        "<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>",
+        crate::web::html_escape(&e.public_message())
+    );
+    crate::web::html_page(e.status(), "This sign-in link did not work", &body)
+}
+
+/// `GET /auth/link?code=…`: a page whose button signs in. GET never uses the
+/// code up: mail security scanners fetch every link they see, and would
+/// otherwise spend it before the person clicks.
+async fn login_link_page(app: App, q: HashMap<String, String>, headers: warp::http::HeaderMap) -> Response {
+    let html = wants_html(&headers);
+    let checked = async {
+        let code = login_code(q.get("code"))?;
+        let c = code.clone();
+        let usable = app.store.read(move |conn| Ok(crate::auth::login_link_usable(conn, &c, &crate::store::timefmt::format(crate::store::timefmt::now()))?)).await?;
+        if !usable {
+            return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
+        }
+        Ok(code)
+    }
+    .await;
+    let code = match checked {
+        Ok(code) => code,
+        Err(e) => return link_error(e, html),
+    };
+    // A plain form POST: no script or inline style, so it works under `default-src 'self'`.
+    let body = format!(
+        "<p>This link signs you in to syncgate once.</p>\
+         <form method=\"post\" action=\"link\">\
+         <input type=\"hidden\" name=\"code\" value=\"{}\">\
+         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+        crate::web::html_escape(&code)
+    );
+    crate::web::html_page(StatusCode::OK, "Sign in to syncgate", &body)
+}
+
+/// `POST /auth/link` (form `code=…`): use a single-use login link, land on
+/// `/` signed in with the token in the URL fragment.
+async fn login_link(app: App, headers: warp::http::HeaderMap, body: Bytes) -> Response {
+    let html = wants_html(&headers);
+    let result = async {
+        // A form from another site must not sign this browser in (login CSRF).
+        if let Some(origin) = headers.get(warp::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            let host = headers.get(warp::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if origin != "null" && !crate::server::origin_allowed(&app.config, &app.public_url, origin, host) {
+                return Err(ApiError::Forbidden("this sign-in form was sent from another site".into()));
+            }
+        }
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let code = login_code(form.get("code"))?;
+        let user = app
+            .store
+            .writer
+            .write(move |tx| {
+                let now = tx.now().to_string();
+                let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
+                    return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
+                };
+                users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))
+            })
+            .await?;
+        let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
+        tracing::info!(user = user.id, "signed in with a login link");
+        Ok(redirect_with_token(&token))
+    }
+    .await;
+    result.unwrap_or_else(|e| link_error(e, html))
 }
 
 /// A 303 to `/` carrying the token in the URL fragment (never sent to servers or logs).
@@ -430,11 +538,18 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(with_app(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(me(app, auth).await) });
-    let link_r = warp::path!("auth" / "link")
+    let link_page_r = warp::path!("auth" / "link")
         .and(warp::get())
         .and(with_app(app.clone()))
         .and(query())
-        .and_then(|app, q| async move { respond(login_link(app, q).await) });
+        .and(warp::header::headers_cloned())
+        .then(login_link_page);
+    let link_r = warp::path!("auth" / "link")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::header::headers_cloned())
+        .and(body())
+        .then(login_link);
     let admin_r = warp::path!("api" / "admin" / "health")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -448,6 +563,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .or(resource::<pipeline::Pipeline>(app))
         .unify()
         .or(me_r)
+        .unify()
+        .or(link_page_r)
         .unify()
         .or(link_r)
         .unify()

@@ -747,7 +747,7 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
     let ends_at = match ev.end.as_ref().and_then(instant) {
         Some((e, _)) if e >= starts_at => e,
         // No (or an earlier) end: an all-day event lasts its day, others are instants.
-        _ if all_day => timefmt::format(timefmt::parse(&starts_at)? + time::Duration::days(1)),
+        _ if all_day => timefmt::format(timefmt::add(timefmt::parse(&starts_at)?, time::Duration::days(1))?),
         _ => starts_at.clone(),
     };
     let timezone = start.time_zone.clone().or_else(|| cal_tz.map(str::to_string)).filter(|t| !t.is_empty() && t.len() <= 100);

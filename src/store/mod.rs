@@ -9,6 +9,7 @@ pub mod tables;
 pub mod timefmt;
 pub mod retention;
 pub mod users;
+pub mod watch_channels;
 pub mod writer;
 
 use std::path::Path;

@@ -19,8 +19,9 @@ use warp::Filter;
 use crate::api::{authenticate, json_response, respond, with_app};
 use crate::error::{ApiError, ApiResult};
 use crate::google::oauth::{self, Callback, Purpose};
-use crate::google::{channels, health, sync::SyncError};
+use crate::google::{health, sync::SyncError};
 use crate::server::App;
+use crate::store::{timefmt, watch_channels};
 
 fn not_configured() -> ApiError {
     ApiError::Unavailable("Google is not configured on this server (google.client_id and google.client_secret are empty)".into())
@@ -228,35 +229,83 @@ async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> 
 
 use warp::Reply;
 
+/// The headers of a push notification, read and bounded (the body is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationHeaders {
+    pub channel_id: String,
+    pub token: Option<String>,
+    pub resource_id: Option<String>,
+    /// `sync`, `exists`, `not_exists` (anything else is acknowledged and ignored).
+    pub state: String,
+    /// For the log line only.
+    pub message: String,
+}
+
+impl NotificationHeaders {
+    /// Longest channel id accepted (Google allows 64 characters; ours are UUIDs).
+    pub const MAX_CHANNEL_ID: usize = 256;
+
+    pub fn parse(headers: &HeaderMap) -> ApiResult<NotificationHeaders> {
+        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+        let Some(channel_id) = h("x-goog-channel-id") else {
+            return Err(ApiError::BadRequest("X-Goog-Channel-ID header is missing".into()));
+        };
+        if channel_id.len() > Self::MAX_CHANNEL_ID {
+            return Err(ApiError::BadRequest("X-Goog-Channel-ID header is too long".into()));
+        }
+        Ok(NotificationHeaders {
+            channel_id: channel_id.to_string(),
+            token: h("x-goog-channel-token").map(|t| t.chars().take(512).collect()),
+            resource_id: h("x-goog-resource-id").map(|t| t.chars().take(512).collect()),
+            state: h("x-goog-resource-state").unwrap_or("").chars().take(40).collect(),
+            message: h("x-goog-message-number").unwrap_or("-").chars().take(20).collect(),
+        })
+    }
+}
+
 /// `POST /api/calendar/webhook`: a push notification from Google (empty body).
 async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
     if !app.google.enabled() {
         tracing::warn!("google notification refused: Google is not configured on this server");
         return Err(not_configured());
     }
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let Some(channel_id) = h("x-goog-channel-id").filter(|c| c.len() <= 256).map(str::to_string) else {
-        tracing::warn!("google notification refused: no X-Goog-Channel-ID header");
-        return Err(ApiError::BadRequest("X-Goog-Channel-ID header is missing".into()));
+    let n = match NotificationHeaders::parse(&headers) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("google notification refused: {e}");
+            return Err(e);
+        }
     };
-    let state = h("x-goog-resource-state").unwrap_or("").chars().take(40).collect::<String>();
-    let message = h("x-goog-message-number").unwrap_or("-").chars().take(20).collect::<String>();
+    let NotificationHeaders { channel_id, state, message, .. } = &n;
+    // One lookup by the unique channel_id index; a stopped channel's row is gone.
     let cid = channel_id.clone();
-    let Some(channel) = app.store.read(move |c| Ok(channels::find(c, &cid)?)).await? else {
-        tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message})");
+    let Some(channel) = app.store.read(move |c| Ok(watch_channels::find_for_notification(c, &cid)?)).await? else {
+        // A flood on one dead channel costs one log line a minute, not one per request.
+        if app.log_throttle.should_log(&format!("google-channel:{channel_id}")) {
+            tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message}); further ones for it are not logged for a minute");
+        }
         return Err(ApiError::NotFound("unknown channel".into()));
     };
-    let token_ok: bool = h("x-goog-channel-token").unwrap_or("").as_bytes().ct_eq(channel.token.expose().as_bytes()).into();
+    let token_ok: bool = n.token.as_deref().unwrap_or("").as_bytes().ct_eq(channel.token.as_bytes()).into();
     if !token_ok {
         tracing::warn!("google notification refused: wrong channel token for channel {channel_id} (user {})", channel.user_id);
         return Err(ApiError::Forbidden("wrong channel token".into()));
     }
     // Before the watch answer is stored the resource id is unknown; the token vouches then.
     if let Some(expected) = channel.resource_id.as_deref() {
-        if h("x-goog-resource-id") != Some(expected) {
+        if n.resource_id.as_deref() != Some(expected) {
             tracing::warn!("google notification refused: wrong resource id for channel {channel_id} (user {})", channel.user_id);
             return Err(ApiError::Forbidden("wrong resource id".into()));
         }
+    }
+    // Google sends nothing on a channel past its expiration: whatever arrives
+    // for one is a replay, and must not start a sync.
+    let now = timefmt::format(timefmt::now());
+    if channel.expiration.as_deref().is_some_and(|exp| exp <= now.as_str()) {
+        if app.log_throttle.should_log(&format!("google-channel:{channel_id}")) {
+            tracing::warn!("google notification refused: channel {channel_id} (user {}) expired at {}", channel.user_id, channel.expiration.as_deref().unwrap_or("?"));
+        }
+        return Err(ApiError::NotFound("the channel has expired".into()));
     }
     tracing::info!(
         "google notification: channel {channel_id} ({}), user {}, state {state}, message {message}",

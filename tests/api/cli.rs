@@ -310,7 +310,7 @@ async fn users_tokens_and_login_links_work_against_a_running_server() {
         link.starts_with(&format!("{}/auth/link?code=", server.base)),
         "{link}"
     );
-    let r = http().get(&link).send().await.unwrap();
+    let r = crate::hardening_input::follow_login_link(&http(), &link).await;
     assert_eq!(r.status().as_u16(), 303);
     let location = r
         .headers()
@@ -326,7 +326,7 @@ async fn users_tokens_and_login_links_work_against_a_running_server() {
     let (s, me) = server.get("/api/me", jwt).await;
     assert_eq!(s, 200);
     assert_eq!(me["id"].to_string(), id);
-    let again = decode(http().get(&link).send().await.unwrap()).await;
+    let again = decode(crate::hardening_input::follow_login_link(&http(), &link).await).await;
     assert_eq!(
         (again.0, again.1["error"].as_str()),
         (401, Some("unauthorized")),

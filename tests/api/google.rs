@@ -40,11 +40,11 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     .clone()
 }
 
-fn logs_text() -> String {
+pub(crate) fn logs_text() -> String {
     String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
 }
 
-async fn google_app(fake: &FakeGoogle) -> TestApp {
+pub(crate) async fn google_app(fake: &FakeGoogle) -> TestApp {
     captured_logs();
     spawn_app_with(|c| fake.configure(c)).await
 }
@@ -137,18 +137,18 @@ fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
 }
 
 /// Finished sync passes of a user.
-fn syncs(app: &TestApp, user: i64) -> i64 {
+pub(crate) fn syncs(app: &TestApp, user: i64) -> i64 {
     app.db().query_row("SELECT syncs FROM google_sync_status WHERE user_id = ?1", [user], |r| r.get(0)).optional().unwrap().unwrap_or(0)
 }
 
 /// Wait until a pass that started after `before` finished and nothing is queued.
-async fn wait_synced(app: &TestApp, user: i64, before: i64) {
+pub(crate) async fn wait_synced(app: &TestApp, user: i64, before: i64) {
     eventually("a finished sync pass", || (syncs(app, user) > before && !app.app.google.sync_pending(user)).then_some(())).await;
 }
 
 /// Sign `email` in with Google as an existing user; waits for the first full
 /// sync and the push channel. Returns (user id, syncgate JWT).
-async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
+pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
     fake.add_account(email, "Ada Adviser");
     let (id, _) = app.add_user(email, "user");
     let (url, cookie) = consent(app, fake, email, "/api/auth/google").await;

@@ -47,7 +47,7 @@ async fn json_logs_carry_request_ids_and_never_a_secret() {
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let r = http.get(format!("{base}/api/clients")).bearer_auth(format!("{token}tampered")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = http.get(format!("{base}/auth/link?code={code}")).send().await.unwrap();
+    let r = crate::hardening_input::follow_login_link(&http, &format!("{base}/auth/link?code={code}")).await;
     assert_eq!(r.status().as_u16(), 303);
     let r = http.get(format!("{base}/metrics")).bearer_auth("metrics-token-do-not-log").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);

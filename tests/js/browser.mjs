@@ -81,7 +81,9 @@ export class UiPage {
 
   /** Follow a sign-in link and wait until the page is live. */
   async signIn(link) {
+    // The link opens a page whose button signs in (a GET never uses the code up).
     await this.page.goto(link);
+    await this.page.locator('#sign-in').click();
     await this.live();
   }
 
