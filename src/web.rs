@@ -79,7 +79,7 @@ pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{t}</title>\
+         <meta name=\"robots\" content=\"noindex\"><title>{t}</title><link rel=\"icon\" href=\"data:,\">\
          <link rel=\"stylesheet\" href=\"/app.css\"></head>\
          <body><main class=\"standalone\"><h1>{t}</h1>{body_html}</main></body></html>",
         t = html_escape(title),
@@ -94,7 +94,10 @@ pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+        // The UI's own policy (index.html), plus no framing.
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
     );
     res
 }
