@@ -122,9 +122,13 @@ pub fn main() -> ExitCode {
 
 /// Human-readable logs to stderr by default, JSON lines with `log.format = "json"`.
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCGATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // SYNCGATE_LOG wins over log.level; non-ASCII text is skipped before the
+    // parser sees it (tracing-subscriber panics on some of it).
+    let from_env = std::env::var("SYNCGATE_LOG").ok().filter(|v| v.is_ascii());
+    let filter = from_env
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| config.log.level.is_ascii().then(|| tracing_subscriber::EnvFilter::try_new(&config.log.level).ok()).flatten())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
         builder.json().with_current_span(true).with_span_list(false).try_init()

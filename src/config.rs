@@ -336,7 +336,8 @@ impl Config {
             "text" | "json" => {}
             other => return Err(format!("log.format is \"{other}\"; use text or json")),
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        // tracing-subscriber's parser panics on some non-ASCII text; filters are ASCII anyway.
+        if !self.log.level.is_ascii() || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(format!("log.level is \"{}\"; write a level like info or a filter like syncgate=debug,info", self.log.level));
         }
         if self.database.path.trim().is_empty() {
@@ -586,6 +587,9 @@ mod tests {
         let e = Config::load_from(None, env(&[("SYNCGATE_CHANGES__PRUNE_INTERVAL", "0s")]), Path::new("/x")).unwrap_err();
         assert!(e.contains("changes.prune_interval"), "{e}");
         let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "syncgate=loud")]), Path::new("/x")).unwrap_err();
+        assert!(e.contains("log.level"), "{e}");
+        // Found by the property tests: this used to panic inside tracing-subscriber.
+        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "\ta\u{a1}=")]), Path::new("/x")).unwrap_err();
         assert!(e.contains("log.level"), "{e}");
     }
 }
