@@ -34,6 +34,22 @@ async fn a_bad_value_stops_serve_before_the_listening_line_naming_its_key() {
 }
 
 #[tokio::test]
+async fn a_non_ascii_log_filter_is_a_sentence_not_a_panic() {
+    // Found by the property tests: tracing-subscriber's parser panicked on this.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = syncgate(dir.path());
+    cmd.env("SYNCGATE_AUTH__JWT_SECRET", SECRET).env("SYNCGATE_LOG__LEVEL", "\ta\u{a1}=");
+    let out = run(cmd, &["token", "--anon"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("log.level") && !stderr.contains("panicked"), "{stderr}");
+    // SYNCGATE_LOG (the override) with the same text is ignored, not fatal.
+    let mut cmd = syncgate(dir.path());
+    cmd.env("SYNCGATE_AUTH__JWT_SECRET", SECRET).env("SYNCGATE_LOG", "\ta\u{a1}=");
+    let out = run(cmd, &["token", "--anon"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
 async fn a_config_built_in_code_is_held_to_the_same_rules() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = crate::helpers::test_config(dir.path());
