@@ -297,5 +297,5 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
         cors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cors.allow_origin(origin.as_str())))
             .map_err(|_| format!("server.cors_origins has \"{o}\", which is not an origin like https://app.example.com"))?;
     }
-    Ok(all.with(cors).map(|r| warp::Reply::into_response(r)).boxed())
+    Ok(all.with(cors).map(warp::Reply::into_response).boxed())
 }
