@@ -462,7 +462,7 @@ where
             .await
             .unwrap_or((None, 0));
         let lost = match oldest {
-            Some(o) => since + 1 < o,
+            Some(o) => since.saturating_add(1) < o,
             None => since < head,
         };
         if lost {

@@ -274,3 +274,20 @@ async fn every_alerting_counter_is_exported_at_zero_from_startup() {
     let found: Vec<&String> = m.keys().filter(|k| k.starts_with("syncgate_webhooks") || k.starts_with("syncgate_google_syncs")).collect();
     assert!(missing.is_empty(), "not exported at 0 from startup: {missing:?}\nexported: {found:?}");
 }
+
+#[tokio::test]
+async fn a_resume_point_at_the_top_of_the_seq_range_does_not_kill_the_socket() {
+    let app = spawn_app().await;
+    let (_, token) = app.add_user("ann@example.com", "user");
+    let (s, _) = app.post("/api/clients", &token, &json!({"name": "one"})).await;
+    assert_eq!(s, 201);
+    let mut ws = app.ws(&token, "2.0.0").await;
+    let bindings = json!([{"event": "*", "schema": "public", "table": "clients"}]);
+    // `since + 1` overflowed here (a panic in debug builds, a wrap in release).
+    ws.join_with("realtime:max", json!({"postgres_changes": bindings, "resume": {"since": i64::MAX}}), Some(&token)).await;
+    let reply = ws.recv_event("phx_reply").await;
+    assert!(reply.payload["status"].is_string(), "the join is answered: {:?}", reply.payload);
+    ws.send(None, "phoenix", "heartbeat", json!({})).await;
+    let hb = ws.recv_event("phx_reply").await;
+    assert_eq!(hb.topic, "phoenix", "the socket is still served");
+}
