@@ -153,13 +153,15 @@ async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
     let now = syncgate::store::timefmt::now();
     let ago = |h: i64| syncgate::store::timefmt::format(now - time::Duration::hours(h));
     // Connected, with a live channel, so only the conditions under test can fire.
-    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", [uid]).unwrap();
+    // The channel first: the monitor checks every 100 ms, and a connected user
+    // without one for a moment would rightly raise `google_channel_missing`.
     db.execute(
         "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
          VALUES (?1, 'primary', 'chan-ok', 'res', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?3, ?3)",
         rusqlite::params![uid, syncgate::store::timefmt::format(now + time::Duration::days(5)), ago(1)],
     )
     .unwrap();
+    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", [uid]).unwrap();
     db.execute(
         "INSERT INTO google_sync_status (user_id, renewal_failures, last_renewal_error, last_notification_at, last_safety_net_changes_at)
          VALUES (?1, 2, 'Google refused the watch request: HTTP 400', ?2, ?3)",
