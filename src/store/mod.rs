@@ -2,6 +2,7 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod changes;
+pub mod google;
 pub mod migrations;
 pub mod rows;
 pub mod tables;
