@@ -1,9 +1,10 @@
 //! REST: `/api/clients`, `/api/meetings`, `/api/pipeline` (list, get, create,
-//! patch, delete), `/api/me`, and the login-link landing `/auth/link`.
+//! patch, delete), `/api/me`, `/api/me/calendars`, and the login-link landing `/auth/link`.
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
 
 pub mod admin;
+pub mod calendars;
 pub mod clients;
 pub mod input;
 pub mod meetings;
@@ -430,6 +431,17 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(with_app(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(me(app, auth).await) });
+    let calendars_get = warp::path!("api" / "me" / "calendars")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(calendars::list(app, auth).await) });
+    let calendars_put = warp::path!("api" / "me" / "calendars")
+        .and(warp::put())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(body())
+        .and_then(|app, auth, body| async move { respond(calendars::set(app, auth, body).await) });
     let link_r = warp::path!("auth" / "link")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -448,6 +460,10 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .or(resource::<pipeline::Pipeline>(app))
         .unify()
         .or(me_r)
+        .unify()
+        .or(calendars_get)
+        .unify()
+        .or(calendars_put)
         .unify()
         .or(link_r)
         .unify()

@@ -611,6 +611,16 @@ impl FakeGoogle {
         self.create_event_in(&email_l, &calendar, new_body)
     }
 
+    /// A refresh token for the account, as a consent long ago gave it (for
+    /// tests that build a database by hand).
+    pub fn issue_refresh_token(&self, email: &str) -> String {
+        let mut st = self.st();
+        let t = format!("1//fake-refresh-{}", rand_str());
+        st.refresh.insert(t.clone(), (email.to_lowercase(), false));
+        st.issued.push(t.clone());
+        t
+    }
+
     /// Every sync token issued so far answers 410 from now on.
     pub fn invalidate_sync_tokens(&self) {
         for t in self.st().sync_tokens.values_mut() {
