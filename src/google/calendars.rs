@@ -40,7 +40,8 @@ fn listed(e: &CalendarListEntry) -> ListedCalendar {
     ListedCalendar {
         calendar_id: e.id.clone(),
         name: clip(&e.summary_override, 200).or_else(|| clip(&e.summary, 200)).unwrap_or_else(|| e.id.clone()),
-        color: clip(&e.background_color, 20),
+        // Only a colour (`#rrggbb`) reaches the page's style attribute.
+        color: clip(&e.background_color, 9).filter(|c| c.len() >= 4 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit())),
         primary: e.primary == Some(true),
         time_zone: clip(&e.time_zone, 100),
     }
