@@ -592,3 +592,89 @@ async fn all_day_events_keep_their_dates_and_timed_events_their_instant_and_own_
     let m = meeting_of(&app, &jwt, &ny).await.unwrap();
     assert_eq!((m["starts_at"].as_str(), m["timezone"].as_str()), (Some(format!("{}T14:30:00.000Z", day(7)).as_str()), Some("America/New_York")));
 }
+
+// ---- the idle cost with two calendars ----------------------------------------------
+
+fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
+    app.db()
+        .query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [user], |r| r.get(0))
+        .optional()
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// What an idle connected user with two ticked calendars costs in Google
+/// API calls per day at the defaults (`safety_net_interval` 6h,
+/// `channel_ttl` 7d, `renew_before` 1d, `window_step` 1d; access tokens last 1h):
+///
+/// - safety net: 4 passes a day, each one incremental `events.list` per
+///   calendar (one page: nothing changed) + at most 1 token refresh = 3 → 12;
+/// - the window moving forward: once a day, one bounded `events.list` per
+///   calendar, inside a safety-net pass (its token) → 2;
+/// - renewal: each of the 2 channels every 6 days, 1 `watch` + 1
+///   `channels.stop` + at most 1 refresh = 3 → 2 × 3 / 6 = 1;
+///
+/// about 15 a day (8.5 with one calendar). The test runs the machinery
+/// scaled down (safety net and window step 1 s, channels of 4 s renewed 2 s
+/// before expiry, access tokens usable for 1 s), checks each operation costs
+/// no more than that, and scales the measured costs back to the defaults.
+#[tokio::test]
+async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day() {
+    let fake = FakeGoogle::start().await;
+    fake.set_access_token_lifetime(61);
+    let app = spawn_app_with(|c| {
+        fake.configure(c);
+        c.google.calendars = vec!["primary".into(), CLIENTS.into()];
+        c.google.safety_net_interval = Dur::secs(1);
+        c.google.window_step = Dur::secs(1);
+        c.google.channel_ttl = Dur::secs(4);
+        c.google.renew_before = Dur::secs(2);
+    })
+    .await;
+    fake.add_account(ADA, "Ada");
+    fake.add_calendar(ADA, CLIENTS, "Client meetings", "#f83a22");
+    fake.create_event(ADA, timed("Plan", 2, 10));
+    fake.create_event_in(ADA, CLIENTS, timed("Client", 3, 10));
+    let (uid, _) = connect(&app, &fake, ADA).await;
+    let calls = |f: &FakeGoogle| (f.calls("list"), f.calls("token"), f.calls("watch"), f.calls("stop"), f.calls("calendar_list"));
+    let base = calls(&fake);
+    let base_log = fake.list_log().len();
+    let (base_syncs, base_renewals) = (status_count(&app, uid, "safety_net_syncs"), status_count(&app, uid, "renewals"));
+    eventually("several safety-net syncs and renewals", || {
+        let s = status_count(&app, uid, "safety_net_syncs") - base_syncs;
+        let r = status_count(&app, uid, "renewals") - base_renewals;
+        (s >= 6 && r >= 4).then_some(())
+    })
+    .await;
+    let (config, _dir) = app.stop().await;
+    let end = calls(&fake);
+    let db = rusqlite::Connection::open(&config.database.path).unwrap();
+    let counter = |column: &str| -> f64 {
+        db.query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [uid], |r| r.get::<_, i64>(0)).unwrap() as f64
+    };
+    let syncs = counter("safety_net_syncs") - base_syncs as f64;
+    let renewals = counter("renewals") - base_renewals as f64;
+    let log: Vec<_> = fake.list_log().into_iter().skip(base_log).collect();
+    let incremental = log.iter().filter(|c| c.sync_token).count() as f64;
+    let slices = log.iter().filter(|c| c.time_min).count() as f64;
+    let tokens = (end.1 - base.1) as f64;
+    let (watches, stops) = ((end.2 - base.2) as f64, (end.3 - base.3) as f64);
+    assert_eq!(end.4, base.4, "the calendar list is not read while idle");
+    assert!(log.iter().all(|c| !c.page_token && c.status == 200), "one page each: {log:?}");
+    assert!(incremental <= 2.0 * (syncs + 1.0), "one incremental list per calendar per pass: {incremental} for {syncs}");
+    // Every slice listing is bounded (timeMin and timeMax), one per calendar per window step.
+    assert!(slices <= 2.0 * (syncs + 1.0), "{slices} slices for {syncs} passes");
+    assert!(watches <= renewals + 2.0 && stops <= renewals + 2.0, "one watch and one stop per renewal: {watches}/{stops} for {renewals}");
+    assert!(tokens <= syncs + renewals + 2.0, "at most one refresh per operation: {tokens} for {syncs} + {renewals}");
+
+    // Scaled back to the defaults.
+    let per_pass = incremental / syncs + 1.0;
+    let per_window_step = 2.0;
+    let per_renewal = (watches + stops) / renewals + 1.0;
+    let per_day = 4.0 * per_pass + per_window_step + (2.0 / 6.0) * per_renewal;
+    eprintln!(
+        "idle user, two calendars: {syncs} safety-net passes, {renewals} renewals -> {incremental} incremental lists, {slices} window slices, \
+         {tokens} token calls, {watches} watches, {stops} stops; at the defaults {per_day:.1} calls a day"
+    );
+    assert!(per_day <= 16.0, "an idle user with two calendars costs {per_day:.1} Google calls a day");
+}
