@@ -29,29 +29,54 @@ pub struct Alert {
     pub since: String,
 }
 
+/// When the Calendly subscriptions were last checked, and what was found
+/// (disabled subscription URIs, or an error).
+type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
+
 /// The alerts currently raised.
 #[derive(Default)]
 pub struct AlertMonitor {
     active: Mutex<BTreeMap<String, Alert>>,
     /// Last Calendly subscription check: (when, disabled subscription URIs or an error).
-    calendly: Mutex<Option<(std::time::Instant, Result<Vec<String>, String>)>>,
+    calendly: Mutex<Option<CalendlyCheck>>,
 }
 
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {
-        self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default()
+        self.active
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
-fn alert(kind: &'static str, subject: &str, message: String, action: &'static str, now: &str) -> Alert {
-    Alert { key: format!("{kind}:{subject}"), kind, message, action, since: now.to_string() }
+fn alert(
+    kind: &'static str,
+    subject: &str,
+    message: String,
+    action: &'static str,
+    now: &str,
+) -> Alert {
+    Alert {
+        key: format!("{kind}:{subject}"),
+        kind,
+        message,
+        action,
+        since: now.to_string(),
+    }
 }
 
 /// Evaluate every database-backed condition.
-pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -> rusqlite::Result<Vec<Alert>> {
+pub fn evaluate(
+    conn: &Connection,
+    config: &Config,
+    now: time::OffsetDateTime,
+) -> rusqlite::Result<Vec<Alert>> {
     let now_s = timefmt::format(now);
     let mut out = Vec::new();
-    let soon = timefmt::format(now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64));
+    let soon = timefmt::format(
+        now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64),
+    );
 
     // A channel about to expire that was not renewed. Users who must reconnect
     // get their own alert instead (their channels cannot be renewed).
@@ -60,9 +85,20 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
          WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
            AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
     )?;
-    for row in stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))? {
+    for row in stmt.query_map([&soon], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })? {
         let (uid, email, channel, exp) = row?;
-        let verb = if exp.as_str() <= now_s.as_str() { "expired" } else { "expires" };
+        let verb = if exp.as_str() <= now_s.as_str() {
+            "expired"
+        } else {
+            "expires"
+        };
         out.push(alert(
             "google_channel_expiring",
             &format!("channel:{channel}"),
@@ -72,23 +108,28 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
         ));
     }
 
-    // Connected users without any channel: Google cannot push to them.
+    // Connected users without any channel, or with a ticked calendar that
+    // has none: Google cannot push (those) changes to them.
     let mut stmt = conn.prepare(
         "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id) ORDER BY u.id",
+         AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
+              OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
+                         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
+         ORDER BY u.id",
     )?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (uid, email) = row?;
         out.push(alert(
             "google_channel_missing",
             &format!("user:{uid}"),
-            format!("user {uid} ({email}) is connected to Google but has no push channel, so changes arrive only by the safety-net sync"),
+            format!("user {uid} ({email}) is connected to Google but has no push channel (for at least one ticked calendar), so changes arrive only by the safety-net sync"),
             "POST /api/calendar/webhook/setup as that user, or restart syncgate (it recreates missing channels)",
             &now_s,
         ));
     }
 
-    let mut stmt = conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (uid, email) = row?;
         out.push(alert(
@@ -101,7 +142,9 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
     }
 
     // Pushes stopped: no notification for long while safety-net syncs keep finding changes.
-    let quiet_since = timefmt::format(now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64));
+    let quiet_since = timefmt::format(
+        now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64),
+    );
     {
         let mut stmt = conn.prepare(
             "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
@@ -111,7 +154,9 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
                AND s.last_safety_net_changes_at > COALESCE(s.last_notification_at, '')
              ORDER BY s.user_id",
         )?;
-        for row in stmt.query_map([&quiet_since], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        for row in stmt.query_map([&quiet_since], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })? {
             let (uid, email) = row?;
             out.push(alert(
                 "google_pushes_stopped",
@@ -130,7 +175,14 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
             "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
              WHERE s.renewal_failures > 0 ORDER BY s.user_id",
         )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)))? {
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })? {
             let (uid, email, n, err) = row?;
             out.push(alert(
                 "google_renewal_failing",
@@ -143,7 +195,9 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
     }
 
     // Calendly deliveries refused (bad or stale signatures) above the threshold.
-    let window = timefmt::format(now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64));
+    let window = timefmt::format(
+        now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64),
+    );
     let rejected: i64 =
         conn.query_row("SELECT COUNT(*) FROM calendly_webhook_events WHERE outcome = 'rejected' AND received_at >= ?1", [&window], |r| r.get(0))?;
     if rejected > config.alerts.calendly_rejected_threshold as i64 {
@@ -168,18 +222,33 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
         return vec![];
     }
     let due = {
-        let last = app.alerts.calendly.lock().map(|g| g.as_ref().map(|(t, _)| *t)).unwrap_or(None);
+        let last = app
+            .alerts
+            .calendly
+            .lock()
+            .map(|g| g.as_ref().map(|(t, _)| *t))
+            .unwrap_or(None);
         last.is_none_or(|t| t.elapsed() >= app.config.alerts.calendly_check_interval.0)
     };
     if due {
         let result = crate::calendly_api::status(&app.config, token)
             .await
-            .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>());
+            .map(|(subs, _)| {
+                subs.into_iter()
+                    .filter(|s| s.is_disabled())
+                    .map(|s| s.callback_url)
+                    .collect::<Vec<_>>()
+            });
         if let Ok(mut g) = app.alerts.calendly.lock() {
             *g = Some((std::time::Instant::now(), result));
         }
     }
-    let last = app.alerts.calendly.lock().ok().and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
+    let last = app
+        .alerts
+        .calendly
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
     match last {
         Some(Ok(disabled)) => disabled
             .into_iter()
@@ -209,7 +278,11 @@ pub async fn check_once(app: &App) {
     let config = app.config.clone();
     let now = timefmt::now();
     let now_s = timefmt::format(now);
-    let mut found = match app.store.read(move |c| Ok(evaluate(c, &config, now)?)).await {
+    let mut found = match app
+        .store
+        .read(move |c| Ok(evaluate(c, &config, now)?))
+        .await
+    {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e.public_message(), "alert check could not read the database");
@@ -218,14 +291,22 @@ pub async fn check_once(app: &App) {
     };
     found.extend(calendly_alerts(app, &now_s).await);
     let (started, cleared) = {
-        let Ok(mut active) = app.alerts.active.lock() else { return };
+        let Ok(mut active) = app.alerts.active.lock() else {
+            return;
+        };
         let mut started = Vec::new();
         let mut next = BTreeMap::new();
         for a in found {
             match active.remove(&a.key) {
                 // Still on: keep the original start time, refresh the wording.
                 Some(prev) => {
-                    next.insert(a.key.clone(), Alert { since: prev.since, ..a });
+                    next.insert(
+                        a.key.clone(),
+                        Alert {
+                            since: prev.since,
+                            ..a
+                        },
+                    );
                 }
                 None => {
                     started.push(a.clone());
@@ -233,7 +314,9 @@ pub async fn check_once(app: &App) {
                 }
             }
         }
-        let cleared: Vec<Alert> = std::mem::replace(&mut *active, next).into_values().collect();
+        let cleared: Vec<Alert> = std::mem::replace(&mut *active, next)
+            .into_values()
+            .collect();
         (started, cleared)
     };
     for a in &started {
@@ -253,7 +336,10 @@ fn notify(app: &App, text: String) {
         return;
     }
     tokio::spawn(async move {
-        let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+        let http = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+        {
             Ok(h) => h,
             Err(_) => return,
         };
@@ -262,8 +348,14 @@ fn notify(app: &App, text: String) {
         for attempt in 1..=6 {
             match http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => return,
-                Ok(r) => tracing::warn!(status = r.status().as_u16(), attempt, "alert webhook refused the notification"),
-                Err(e) => tracing::warn!(error = %e.without_url(), attempt, "alert webhook unreachable"),
+                Ok(r) => tracing::warn!(
+                    status = r.status().as_u16(),
+                    attempt,
+                    "alert webhook refused the notification"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e.without_url(), attempt, "alert webhook unreachable")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
@@ -274,7 +366,13 @@ fn notify(app: &App, text: String) {
 
 /// Check every `alerts.check_interval`.
 pub async fn run(app: App) {
-    let mut tick = tokio::time::interval(app.config.alerts.check_interval.0.max(Duration::from_millis(50)));
+    let mut tick = tokio::time::interval(
+        app.config
+            .alerts
+            .check_interval
+            .0
+            .max(Duration::from_millis(50)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
