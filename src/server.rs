@@ -342,7 +342,5 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
             cors.allow_origin(o.as_str())
         };
     }
-    all.with(cors)
-        .map(warp::Reply::into_response)
-        .boxed()
+    all.with(cors).map(warp::Reply::into_response).boxed()
 }
