@@ -23,6 +23,17 @@ function statusBadge(m) {
   return null;
 }
 
+/** "09:30 in America/New_York" when the meeting was set in another zone than the viewer's. */
+function ownZone(m) {
+  if (m.all_day || !m.timezone || m.timezone === TZ) return null;
+  try {
+    const t = new Intl.DateTimeFormat(undefined, { timeZone: m.timezone, hour: '2-digit', minute: '2-digit' }).format(new Date(m.starts_at));
+    return h('span', { class: 'own-zone' }, `${t} in ${m.timezone.replace(/_/g, ' ')}`);
+  } catch (_) {
+    return null;
+  }
+}
+
 function isHttp(u) {
   return typeof u === 'string' && /^https?:\/\//i.test(u.trim());
 }
@@ -54,6 +65,8 @@ export function meetingItem(ctx, m, { withDate = false, showClient = true } = {}
       }
       if (m.location && m.location !== join) meta.push(h('span', { class: 'location' }, m.location));
       if (m.calendar_name) meta.push(h('span', { class: 'calendar' }, `Calendar: ${m.calendar_name}`));
+      const zone = ownZone(m);
+      if (zone) meta.push(zone);
       const invitees = Array.isArray(m.invitees) ? m.invitees : [];
       const li = h('li', { class: `meeting status-${m.status}${ctx.flashing('meetings', m) ? ' flash' : ''}`, dataset: { id: String(m.id), source: m.source } },
         h('div', { class: 'when' }, when),

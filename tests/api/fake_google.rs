@@ -158,6 +158,9 @@ struct State {
     list_log: Vec<ListCall>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
+    /// `events.list` requests in flight over all accounts, and the most at once.
+    in_flight_all: u32,
+    max_in_flight_all: u32,
     list_delay: Duration,
     page_size: usize,
     expires_in: i64,
@@ -899,6 +902,11 @@ impl FakeGoogle {
             .unwrap_or(0)
     }
 
+    /// Most `events.list` requests in flight at once, over all accounts.
+    pub fn max_concurrent_lists_all(&self) -> u32 {
+        self.st().max_in_flight_all
+    }
+
     pub fn channels(&self, email: &str) -> Vec<FakeChannel> {
         let email = email.to_lowercase();
         self.st()
@@ -1278,6 +1286,8 @@ impl FakeGoogle {
             let now = *n;
             let max = st.max_in_flight.entry(email_for_log.clone()).or_default();
             *max = (*max).max(now);
+            st.in_flight_all += 1;
+            st.max_in_flight_all = st.max_in_flight_all.max(st.in_flight_all);
             st.list_delay
         };
         if !delay.is_zero() {
@@ -1294,6 +1304,7 @@ impl FakeGoogle {
         if let Some(n) = st.in_flight.get_mut(&email_for_log) {
             *n -= 1;
         }
+        st.in_flight_all -= 1;
         st.list_log.push(ListCall {
             email: email_for_log,
             calendar: cal.to_string(),

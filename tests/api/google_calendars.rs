@@ -314,11 +314,19 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     }
     let id_of = |event: &str| rows.iter().find(|r| r.0 == event).unwrap().1;
 
+    // Slow lists, so two full syncs at once would overlap.
+    fake.set_list_delay(Duration::from_millis(300));
     let app = start(config, dir).await;
     eventually("both users' upgrade syncs", || {
         (settled(&app, 1) && settled(&app, 2)).then_some(())
     })
     .await;
+    fake.set_list_delay(Duration::ZERO);
+    assert_eq!(
+        fake.max_concurrent_lists_all(),
+        1,
+        "full syncs are staggered (google.full_sync_concurrency = 1)"
+    );
     let changes = meeting_changes_after(&app, 0);
     assert!(
         changes.contains(&("DELETE".into(), id_of(&ooo))),
@@ -351,7 +359,7 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
         "what Google no longer lists is canceled"
     );
     assert_eq!(meetings(&app, 2)[0].0, id_of(&bob_event));
-    // One full listing per user (the old token is gone), one at a time.
+    // One full listing per user (the old token is gone).
     let log = fake.list_log();
     assert!(log.iter().all(|c| !c.sync_token && c.time_min), "{log:?}");
     assert_eq!(fake.list_passes(ADA), 1);

@@ -2,6 +2,9 @@
 // the real binary and a fake Google: connect Google, see the calendars with
 // a tick each, tick a second calendar, and watch its meetings arrive on the
 // Meetings page of another tab without a reload; untick it and they go.
+// Declined and unanswered invitations say so, an all-day event keeps its date
+// with the server in a far-off zone (TZ=Pacific/Kiritimati, UTC+14), and an
+// event set in another zone shows that zone's time too.
 // Each step waits up to 10 s and prints the delay it saw; none asserts a time.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +27,14 @@ function at(days, hour) {
   return d.toISOString().replace('.000Z', 'Z');
 }
 
+const offsiteDay = at(5, 0).slice(0, 10);
+
+function dayAfter(date) {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return d.toISOString().slice(0, 10);
+}
+
 function timed(summary, days, hour) {
   return { summary, start: { dateTime: at(days, hour), timeZone: 'UTC' }, end: { dateTime: at(days, hour + 1), timeZone: 'UTC' } };
 }
@@ -36,7 +47,16 @@ before(async () => {
   google.createEvent(EMAIL, EMAIL, timed('Team lunch', 1, 11));
   google.createEvent(EMAIL, CLIENTS, timed('Review with Carla', 2, 9));
   google.createEvent(EMAIL, EMAIL, { ...timed('Focus time', 1, 14), eventType: 'focusTime' });
-  sg = await Syncgate.start(google.env());
+  const invitees = (mine) => [{ email: 'client@example.com', organizer: true, responseStatus: 'accepted' }, { email: EMAIL, responseStatus: mine }];
+  google.createEvent(EMAIL, EMAIL, { ...timed('Invitation I declined', 3, 9), attendees: invitees('declined') });
+  google.createEvent(EMAIL, EMAIL, { ...timed('Invitation not answered', 3, 12), attendees: invitees('needsAction') });
+  google.createEvent(EMAIL, EMAIL, { summary: 'Offsite', start: { date: offsiteDay }, end: { date: dayAfter(offsiteDay) } });
+  google.createEvent(EMAIL, EMAIL, {
+    summary: 'Call set in New York',
+    start: { dateTime: `${dayAfter(offsiteDay)}T09:30:00-05:00`, timeZone: 'America/New_York' },
+    end: { dateTime: `${dayAfter(offsiteDay)}T10:00:00-05:00`, timeZone: 'America/New_York' },
+  });
+  sg = await Syncgate.start({ ...google.env(), TZ: 'Pacific/Kiritimati' });
   browser = await launch();
 });
 
@@ -62,6 +82,14 @@ test('tick a calendar on Integrations: its meetings arrive on the Meetings page 
   saw('the primary calendar synced', await visible(A.meeting('Team lunch')));
   assert.equal(await A.meeting('Focus time').count(), 0, 'focus time is not a meeting');
   assert.equal(await A.meeting('Review with Carla').count(), 0, 'the second calendar is not ticked yet');
+  assert.match(await A.meeting('Invitation I declined').innerText(), /Declined/);
+  assert.match(await A.meeting('Invitation not answered').innerText(), /Not answered/);
+  assert.doesNotMatch(await A.meeting('Invitation not answered').innerText(), /Declined|Canceled/);
+  assert.match(await A.meeting('Call set in New York').innerText(), /09:30( AM)? in America\/New York/);
+  // The server runs at UTC+14; the all-day event keeps its date.
+  const rows = await fetch(`${sg.base}/api/meetings?limit=100`, { headers: { authorization: `Bearer ${ann.token}` } }).then((r) => r.json());
+  const offsite = rows.items.find((m) => m.title === 'Offsite');
+  assert.deepEqual([offsite.all_day, offsite.starts_at, offsite.ends_at], [true, `${offsiteDay}T00:00:00.000Z`, `${dayAfter(offsiteDay)}T00:00:00.000Z`]);
 
   // Tab B watches the Meetings page; it must never reload.
   const B = await UiPage.open('B (meetings)', context);

@@ -103,7 +103,11 @@ export class FakeGoogle {
       if (!cal) return json(404, { error: { code: 404, errors: [{ reason: 'notFound' }] } });
       const token = url.searchParams.get('syncToken');
       const since = token ? Number(token.split('|')[1]) : 0;
-      const items = cal.events.filter((e) => e.seq > since).map((e) => e.body);
+      // The account's own attendee entry is marked `self`, as Google does.
+      const present = (b) => (Array.isArray(b.attendees)
+        ? { ...b, attendees: b.attendees.map((a) => (a.email === email ? { ...a, self: true } : a)) }
+        : b);
+      const items = cal.events.filter((e) => e.seq > since).map((e) => present(e.body));
       return json(200, { kind: 'calendar#events', timeZone: 'Europe/Berlin', items, nextSyncToken: `sync|${this.seq}` });
     }
     if (req.method === 'POST' && seg[0] === 'calendar' && seg[2] === 'calendars' && seg[4] === 'events' && seg[5] === 'watch') {
