@@ -1568,6 +1568,56 @@ mod tests {
     }
 
     #[test]
+    fn only_default_events_are_meetings() {
+        assert!(is_meeting_type(None), "an event from before types existed");
+        assert!(is_meeting_type(Some("default")));
+        for t in [
+            "fromGmail",
+            "outOfOffice",
+            "focusTime",
+            "workingLocation",
+            "birthday",
+            "somethingNew",
+            "",
+        ] {
+            assert!(!is_meeting_type(Some(t)), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_users_own_answer_decides_declined() {
+        let invite = |mine: &str| {
+            ev(
+                json!({"id": "i", "start": {"dateTime": "2026-11-23T10:00:00Z"}, "end": {"dateTime": "2026-11-23T11:00:00Z"},
+                "attendees": [{"email": "boss@x.com", "responseStatus": "declined"}, {"email": "me@x.com", "self": true, "responseStatus": mine}]}),
+            )
+        };
+        assert!(to_meeting(&invite("declined"), None).unwrap().declined);
+        for mine in ["accepted", "tentative", "needsAction"] {
+            assert!(
+                !to_meeting(&invite(mine), None).unwrap().declined,
+                "{mine}: another attendee's refusal does not count"
+            );
+        }
+    }
+
+    #[test]
+    fn an_occurrence_is_named_by_its_original_start() {
+        let moved = ev(
+            json!({"id": "s_20261201T090000Z", "iCalUID": "s@google.com", "recurringEventId": "s",
+            "originalStartTime": {"dateTime": "2026-12-01T10:00:00+01:00"},
+            "start": {"dateTime": "2026-12-01T15:00:00+01:00"}, "end": {"dateTime": "2026-12-01T16:00:00+01:00"}}),
+        );
+        assert_eq!(
+            moved.occurrence().as_deref(),
+            Some("2026-12-01T09:00:00.000Z")
+        );
+        assert_eq!(moved.i_cal_uid.as_deref(), Some("s@google.com"));
+        let single = ev(json!({"id": "x", "start": {"dateTime": "2026-12-01T15:00:00Z"}}));
+        assert_eq!(single.occurrence(), None, "the caller uses the start");
+    }
+
+    #[test]
     fn backoff_grows_with_jitter_and_honours_retry_after() {
         let rl = CallError::RateLimited { retry_after: None };
         for attempt in 0..4 {
