@@ -33,9 +33,7 @@ const HOST_URI: &str = "https://api.calendly.com/users/BENCHHOSTAAAAAAA";
 fn bench_dir() -> PathBuf {
     match std::env::var("SYNCGATE_BENCH_DIR") {
         Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("tmp"),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("tmp"),
     }
 }
 
@@ -43,12 +41,7 @@ fn bench_dir() -> PathBuf {
 fn delivery(i: usize) -> Vec<u8> {
     let ev = format!("https://api.calendly.com/scheduled_events/BENCH{i:011}");
     let start = 1_900_000_000 + (i as i64) * 3600;
-    let t = |s: i64| {
-        time::OffsetDateTime::from_unix_timestamp(s)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
+    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap();
     let se = json!({
         "uri": ev, "name": "Financial review (30 min)", "status": "active",
         "start_time": t(start), "end_time": t(start + 1800),
@@ -83,13 +76,7 @@ fn delivery(i: usize) -> Vec<u8> {
 }
 
 fn index_of(record: &Value) -> Option<usize> {
-    record
-        .get("external_id")?
-        .as_str()?
-        .rsplit("BENCH")
-        .next()?
-        .parse()
-        .ok()
+    record.get("external_id")?.as_str()?.rsplit("BENCH").next()?.parse().ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -102,10 +89,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let measured: usize = std::env::var("SYNCGATE_BENCH_DELIVERIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6400);
+    let measured: usize = std::env::var("SYNCGATE_BENCH_DELIVERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(6400);
     let warmup = 256;
     let total = warmup + measured;
     let base_dir = bench_dir();
@@ -126,33 +110,19 @@ async fn main() {
     }));
 
     let conn = syncgate::store::open_connection(&config.database).unwrap();
-    let uid = syncgate::store::users::create(
-        &conn,
-        "bench.adviser@example.com",
-        Some("Bench Adviser"),
-        "user",
-    )
-    .unwrap();
-    conn.execute(
-        "UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2",
-        rusqlite::params![HOST_URI, uid],
-    )
-    .unwrap();
+    let uid = syncgate::store::users::create(&conn, "bench.adviser@example.com", Some("Bench Adviser"), "user").unwrap();
+    conn.execute("UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2", rusqlite::params![HOST_URI, uid]).unwrap();
     drop(conn);
     let token = app.tokens.user_token(uid, "user", 3600);
 
     // The adviser's realtime subscriber.
     let url = format!("ws://{addr}/realtime/v1/websocket?apikey={token}&vsn=2.0.0");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
     let join = json!(["1", "1", "realtime:bench", "phx_join",
         {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "meetings"}]}, "access_token": token}]);
     ws.send(Message::text(join.to_string())).await.unwrap();
     loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("socket closed before the join reply")
-        };
+        let Some(Ok(Message::Text(t))) = ws.next().await else { panic!("socket closed before the join reply") };
         let v: Value = serde_json::from_str(t.as_str()).unwrap();
         if v[3] == "phx_reply" {
             assert_eq!(v[4]["status"], "ok", "join refused: {v}");
@@ -196,10 +166,7 @@ async fn main() {
         })
     };
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(SENDERS)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
     let webhook = format!("http://{addr}/api/calendly/webhook");
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new((0..total).map(delivery).collect());
 
@@ -209,13 +176,7 @@ async fn main() {
         let started = Instant::now();
         let tasks: Vec<_> = (0..SENDERS)
             .map(|_| {
-                let (next, http, webhook, payloads, sent) = (
-                    next.clone(),
-                    http.clone(),
-                    webhook.clone(),
-                    payloads.clone(),
-                    sent.clone(),
-                );
+                let (next, http, webhook, payloads, sent) = (next.clone(), http.clone(), webhook.clone(), payloads.clone(), sent.clone());
                 tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::AcqRel);
@@ -225,19 +186,10 @@ async fn main() {
                         let body = payloads[i].clone();
                         let header = signature::sign(KEY, syncgate::auth::unix_now(), &body);
                         sent[i].store(nanos(Instant::now()), Ordering::Release);
-                        let res = http
-                            .post(&webhook)
-                            .header("Calendly-Webhook-Signature", header)
-                            .body(body)
-                            .send()
-                            .await
-                            .expect("post");
+                        let res = http.post(&webhook).header("Calendly-Webhook-Signature", header).body(body).send().await.expect("post");
                         let status = res.status();
                         let v: Value = res.json().await.unwrap_or(Value::Null);
-                        assert!(
-                            status.is_success() && v["outcome"] == "accepted",
-                            "delivery {i}: {status} {v}"
-                        );
+                        assert!(status.is_success() && v["outcome"] == "accepted", "delivery {i}: {status} {v}");
                     }
                 })
             })
@@ -252,15 +204,9 @@ async fn main() {
 
     run(0, warmup).await;
     let stats = app.store.writer.stats.clone();
-    let (b0, r0) = (
-        stats.batches.load(Ordering::Relaxed),
-        stats.requests.load(Ordering::Relaxed),
-    );
+    let (b0, r0) = (stats.batches.load(Ordering::Relaxed), stats.requests.load(Ordering::Relaxed));
     let elapsed = run(warmup, total).await;
-    let (b1, r1) = (
-        stats.batches.load(Ordering::Relaxed),
-        stats.requests.load(Ordering::Relaxed),
-    );
+    let (b1, r1) = (stats.batches.load(Ordering::Relaxed), stats.requests.load(Ordering::Relaxed));
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while frames.load(Ordering::Acquire) < total && Instant::now() < deadline {
@@ -268,10 +214,7 @@ async fn main() {
     }
     let mut lat: Vec<Duration> = (warmup..total)
         .filter_map(|i| {
-            let (s, r) = (
-                sent[i].load(Ordering::Acquire),
-                received[i].load(Ordering::Acquire),
-            );
+            let (s, r) = (sent[i].load(Ordering::Acquire), received[i].load(Ordering::Acquire));
             (r > 0).then(|| Duration::from_nanos(r.saturating_sub(s)))
         })
         .collect();
@@ -281,10 +224,7 @@ async fn main() {
     let per_sec = measured as f64 / elapsed.as_secs_f64();
     let mean_batch = (r1 - r0) as f64 / (b1 - b0).max(1) as f64;
     println!("Calendly webhooks: {measured} signed invitee.created deliveries, {SENDERS} concurrent senders, synchronous=full");
-    println!(
-        "  accepted end to end: {per_sec:.0} deliveries/s ({:.2} s)",
-        elapsed.as_secs_f64()
-    );
+    println!("  accepted end to end: {per_sec:.0} deliveries/s ({:.2} s)", elapsed.as_secs_f64());
     println!(
         "  POST sent -> realtime INSERT frame: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} frames, {missing} missing)",
         percentile(&lat, 0.50).as_secs_f64() * 1e3,

@@ -43,40 +43,19 @@ pub struct AlertMonitor {
 
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {
-        self.active
-            .lock()
-            .map(|a| a.values().cloned().collect())
-            .unwrap_or_default()
+        self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default()
     }
 }
 
-fn alert(
-    kind: &'static str,
-    subject: &str,
-    message: String,
-    action: &'static str,
-    now: &str,
-) -> Alert {
-    Alert {
-        key: format!("{kind}:{subject}"),
-        kind,
-        message,
-        action,
-        since: now.to_string(),
-    }
+fn alert(kind: &'static str, subject: &str, message: String, action: &'static str, now: &str) -> Alert {
+    Alert { key: format!("{kind}:{subject}"), kind, message, action, since: now.to_string() }
 }
 
 /// Evaluate every database-backed condition.
-pub fn evaluate(
-    conn: &Connection,
-    config: &Config,
-    now: time::OffsetDateTime,
-) -> rusqlite::Result<Vec<Alert>> {
+pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -> rusqlite::Result<Vec<Alert>> {
     let now_s = timefmt::format(now);
     let mut out = Vec::new();
-    let soon = timefmt::format(
-        now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64),
-    );
+    let soon = timefmt::format(now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64));
 
     // A channel about to expire that was not renewed. Users who must reconnect
     // get their own alert instead (their channels cannot be renewed).
@@ -85,20 +64,9 @@ pub fn evaluate(
          WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
            AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
     )?;
-    for row in stmt.query_map([&soon], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })? {
+    for row in stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))? {
         let (uid, email, channel, exp) = row?;
-        let verb = if exp.as_str() <= now_s.as_str() {
-            "expired"
-        } else {
-            "expires"
-        };
+        let verb = if exp.as_str() <= now_s.as_str() { "expired" } else { "expires" };
         out.push(alert(
             "google_channel_expiring",
             &format!("channel:{channel}"),
@@ -128,8 +96,7 @@ pub fn evaluate(
         ));
     }
 
-    let mut stmt =
-        conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (uid, email) = row?;
         out.push(alert(
@@ -142,9 +109,7 @@ pub fn evaluate(
     }
 
     // Pushes stopped: no notification for long while safety-net syncs keep finding changes.
-    let quiet_since = timefmt::format(
-        now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64),
-    );
+    let quiet_since = timefmt::format(now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64));
     {
         let mut stmt = conn.prepare(
             "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
@@ -154,9 +119,7 @@ pub fn evaluate(
                AND s.last_safety_net_changes_at > COALESCE(s.last_notification_at, '')
              ORDER BY s.user_id",
         )?;
-        for row in stmt.query_map([&quiet_since], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })? {
+        for row in stmt.query_map([&quiet_since], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
             let (uid, email) = row?;
             out.push(alert(
                 "google_pushes_stopped",
@@ -175,14 +138,7 @@ pub fn evaluate(
             "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
              WHERE s.renewal_failures > 0 ORDER BY s.user_id",
         )?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })? {
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)))? {
             let (uid, email, n, err) = row?;
             out.push(alert(
                 "google_renewal_failing",
@@ -195,9 +151,7 @@ pub fn evaluate(
     }
 
     // Calendly deliveries refused (bad or stale signatures) above the threshold.
-    let window = timefmt::format(
-        now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64),
-    );
+    let window = timefmt::format(now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64));
     let rejected: i64 =
         conn.query_row("SELECT COUNT(*) FROM calendly_webhook_events WHERE outcome = 'rejected' AND received_at >= ?1", [&window], |r| r.get(0))?;
     if rejected > config.alerts.calendly_rejected_threshold as i64 {
@@ -222,33 +176,18 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
         return vec![];
     }
     let due = {
-        let last = app
-            .alerts
-            .calendly
-            .lock()
-            .map(|g| g.as_ref().map(|(t, _)| *t))
-            .unwrap_or(None);
+        let last = app.alerts.calendly.lock().map(|g| g.as_ref().map(|(t, _)| *t)).unwrap_or(None);
         last.is_none_or(|t| t.elapsed() >= app.config.alerts.calendly_check_interval.0)
     };
     if due {
         let result = crate::calendly_api::status(&app.config, token)
             .await
-            .map(|(subs, _)| {
-                subs.into_iter()
-                    .filter(|s| s.is_disabled())
-                    .map(|s| s.callback_url)
-                    .collect::<Vec<_>>()
-            });
+            .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>());
         if let Ok(mut g) = app.alerts.calendly.lock() {
             *g = Some((std::time::Instant::now(), result));
         }
     }
-    let last = app
-        .alerts
-        .calendly
-        .lock()
-        .ok()
-        .and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
+    let last = app.alerts.calendly.lock().ok().and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
     match last {
         Some(Ok(disabled)) => disabled
             .into_iter()
@@ -278,11 +217,7 @@ pub async fn check_once(app: &App) {
     let config = app.config.clone();
     let now = timefmt::now();
     let now_s = timefmt::format(now);
-    let mut found = match app
-        .store
-        .read(move |c| Ok(evaluate(c, &config, now)?))
-        .await
-    {
+    let mut found = match app.store.read(move |c| Ok(evaluate(c, &config, now)?)).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e.public_message(), "alert check could not read the database");
@@ -291,22 +226,14 @@ pub async fn check_once(app: &App) {
     };
     found.extend(calendly_alerts(app, &now_s).await);
     let (started, cleared) = {
-        let Ok(mut active) = app.alerts.active.lock() else {
-            return;
-        };
+        let Ok(mut active) = app.alerts.active.lock() else { return };
         let mut started = Vec::new();
         let mut next = BTreeMap::new();
         for a in found {
             match active.remove(&a.key) {
                 // Still on: keep the original start time, refresh the wording.
                 Some(prev) => {
-                    next.insert(
-                        a.key.clone(),
-                        Alert {
-                            since: prev.since,
-                            ..a
-                        },
-                    );
+                    next.insert(a.key.clone(), Alert { since: prev.since, ..a });
                 }
                 None => {
                     started.push(a.clone());
@@ -314,9 +241,7 @@ pub async fn check_once(app: &App) {
                 }
             }
         }
-        let cleared: Vec<Alert> = std::mem::replace(&mut *active, next)
-            .into_values()
-            .collect();
+        let cleared: Vec<Alert> = std::mem::replace(&mut *active, next).into_values().collect();
         (started, cleared)
     };
     for a in &started {
@@ -336,10 +261,7 @@ fn notify(app: &App, text: String) {
         return;
     }
     tokio::spawn(async move {
-        let http = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
+        let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
             Ok(h) => h,
             Err(_) => return,
         };
@@ -348,14 +270,8 @@ fn notify(app: &App, text: String) {
         for attempt in 1..=6 {
             match http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => return,
-                Ok(r) => tracing::warn!(
-                    status = r.status().as_u16(),
-                    attempt,
-                    "alert webhook refused the notification"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e.without_url(), attempt, "alert webhook unreachable")
-                }
+                Ok(r) => tracing::warn!(status = r.status().as_u16(), attempt, "alert webhook refused the notification"),
+                Err(e) => tracing::warn!(error = %e.without_url(), attempt, "alert webhook unreachable"),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
@@ -366,13 +282,7 @@ fn notify(app: &App, text: String) {
 
 /// Check every `alerts.check_interval`.
 pub async fn run(app: App) {
-    let mut tick = tokio::time::interval(
-        app.config
-            .alerts
-            .check_interval
-            .0
-            .max(Duration::from_millis(50)),
-    );
+    let mut tick = tokio::time::interval(app.config.alerts.check_interval.0.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

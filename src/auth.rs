@@ -33,10 +33,7 @@ impl Claims {
     }
     /// The user id `sub` names, if it is a decimal id.
     pub fn user_id(&self) -> Option<i64> {
-        self.sub
-            .as_deref()
-            .and_then(|s| s.parse::<i64>().ok())
-            .filter(|id| *id > 0)
+        self.sub.as_deref().and_then(|s| s.parse::<i64>().ok()).filter(|id| *id > 0)
     }
 }
 
@@ -86,25 +83,16 @@ impl Tokens {
     }
 
     pub fn sign(&self, claims: &Claims) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
 
     pub fn user_token(&self, user_id: i64, role: &str, ttl_secs: i64) -> String {
         let role = (role == "admin").then(|| "admin".to_string());
-        self.sign(&Claims {
-            sub: Some(user_id.to_string()),
-            exp: unix_now() + ttl_secs,
-            role,
-        })
+        self.sign(&Claims { sub: Some(user_id.to_string()), exp: unix_now() + ttl_secs, role })
     }
 
     pub fn anon_key(&self) -> String {
-        self.sign(&Claims {
-            sub: None,
-            exp: unix_now() + ANON_TTL_SECS,
-            role: Some("anon".into()),
-        })
+        self.sign(&Claims { sub: None, exp: unix_now() + ANON_TTL_SECS, role: Some("anon".into()) })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -116,21 +104,15 @@ impl Tokens {
                     return Err(TokenError::Expired);
                 }
                 if data.claims.sub.is_some() && data.claims.user_id().is_none() {
-                    return Err(TokenError::Invalid(
-                        "sub must be a user id written as a decimal string".into(),
-                    ));
+                    return Err(TokenError::Invalid("sub must be a user id written as a decimal string".into()));
                 }
                 Ok(data.claims)
             }
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::Invalid("only HS256 tokens are accepted".into())
-                }
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Invalid("only HS256 tokens are accepted".into()),
                 ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    TokenError::Invalid(format!("the {c} claim is required"))
-                }
+                ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("the {c} claim is required")),
                 ErrorKind::Json(_) => TokenError::Invalid("claims of the wrong type".into()),
                 _ => TokenError::Invalid("malformed token".into()),
             }),
@@ -148,9 +130,7 @@ pub fn unix_now() -> i64 {
 pub fn resolve_secret(config: &Config) -> Result<(String, Option<String>), String> {
     let configured = config.auth.jwt_secret.trim();
     if !configured.is_empty() {
-        let warning = (configured.len() < 32).then(|| {
-            "auth.jwt_secret is shorter than 32 characters; use a long random value".to_string()
-        });
+        let warning = (configured.len() < 32).then(|| "auth.jwt_secret is shorter than 32 characters; use a long random value".to_string());
         return Ok((configured.to_string(), warning));
     }
     let bind: SocketAddr = config.bind_addr()?;
@@ -161,8 +141,7 @@ pub fn resolve_secret(config: &Config) -> Result<(String, Option<String>), Strin
         ));
     }
     let dir = config.data_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create the data folder {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the data folder {}: {e}", dir.display()))?;
     let file = dir.join("jwt_secret");
     let (secret, created) = read_or_create_secret(&file)?;
     let warning = created.then(|| {
@@ -194,14 +173,12 @@ fn read_or_create_secret(file: &Path) -> Result<(String, bool), String> {
     match opts.open(file) {
         Ok(mut f) => {
             use std::io::Write;
-            f.write_all(secret.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            f.write_all(secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
             Ok((secret, true))
         }
         // Another process (the CLI next to the server) made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let s = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let s = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             Ok((s.trim().to_string(), false))
         }
         Err(e) => Err(format!("cannot create {}: {e}", file.display())),
@@ -241,25 +218,16 @@ pub fn create_login_link(conn: &Connection, user_id: i64) -> Result<String, Stri
 }
 
 /// Use a login code: returns the user id once; None if unknown, used or expired.
-pub fn redeem_login_link(
-    conn: &Connection,
-    code: &str,
-    now: &str,
-) -> rusqlite::Result<Option<i64>> {
+pub fn redeem_login_link(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<Option<i64>> {
     let hash = sha256_hex(code);
     let row: Option<(i64, String, Option<String>)> = conn
-        .query_row(
-            "SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1",
-            [&hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .query_row("SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1", [&hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     match row {
         Some((user_id, expires_at, None)) if expires_at.as_str() > now => {
-            conn.execute(
-                "UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2",
-                rusqlite::params![now, hash],
-            )?;
+            conn.execute("UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2", rusqlite::params![now, hash])?;
             Ok(Some(user_id))
         }
         _ => Ok(None),
@@ -278,26 +246,15 @@ mod tests {
         assert_eq!(c.user_id(), Some(7));
         assert!(c.is_admin());
         assert!(t.verify(&t.anon_key()).unwrap().is_anon());
-        let expired = t.sign(&Claims {
-            sub: Some("7".into()),
-            exp: unix_now() - 1,
-            role: None,
-        });
+        let expired = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() - 1, role: None });
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));
         let other = Tokens::new("another-secret-another-secret-xx");
         assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
         let numeric_sub = {
             use base64::Engine;
             let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-            format!(
-                "{}.{}.",
-                e(r#"{"alg":"none","typ":"JWT"}"#),
-                e(&format!(r#"{{"sub":"7","exp":{}}}"#, unix_now() + 60))
-            )
+            format!("{}.{}.", e(r#"{"alg":"none","typ":"JWT"}"#), e(&format!(r#"{{"sub":"7","exp":{}}}"#, unix_now() + 60)))
         };
-        assert!(matches!(
-            t.verify(&numeric_sub),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(t.verify(&numeric_sub), Err(TokenError::Invalid(_))));
     }
 }

@@ -12,12 +12,7 @@ use crate::config::Config;
 use crate::store::{self, timefmt, users};
 
 /// The deliveries syncgate acts on (the others Calendly would only log).
-pub const EVENTS: [&str; 4] = [
-    "invitee.created",
-    "invitee.canceled",
-    "invitee_no_show.created",
-    "invitee_no_show.deleted",
-];
+pub const EVENTS: [&str; 4] = ["invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted"];
 
 /// The path deliveries are posted to, under `server.public_url`.
 pub const WEBHOOK_PATH: &str = "/api/calendly/webhook";
@@ -43,12 +38,7 @@ pub struct Subscription {
 
 impl Subscription {
     fn from_json(v: &Value) -> Subscription {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         Subscription {
             uri: s("uri"),
             callback_url: s("callback_url"),
@@ -57,12 +47,7 @@ impl Subscription {
             events: v
                 .get("events")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
                 .unwrap_or_default(),
         }
     }
@@ -96,41 +81,25 @@ impl CalendlyApi {
     pub fn new(base: &str, token: &str) -> Result<CalendlyApi, String> {
         let token = token.trim();
         if token.is_empty() {
-            return Err(
-                "give a Calendly personal access token with --token (or set calendly.token)".into(),
-            );
+            return Err("give a Calendly personal access token with --token (or set calendly.token)".into());
         }
         let base = base.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(format!(
-                "calendly.api_base_url must be an http(s) URL, not \"{base}\""
-            ));
+            return Err(format!("calendly.api_base_url must be an http(s) URL, not \"{base}\""));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("syncgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(CalendlyApi {
-            base,
-            token: token.to_string(),
-            http,
-        })
+        Ok(CalendlyApi { base, token: token.to_string(), http })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, ApiFailure> {
-        let res = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ApiFailure {
-                status: None,
-                message: format!(
-                    "cannot reach Calendly at {} to {what}: {}",
-                    self.base,
-                    e.without_url()
-                ),
-            })?;
+        let res = req.bearer_auth(&self.token).send().await.map_err(|e| ApiFailure {
+            status: None,
+            message: format!("cannot reach Calendly at {} to {what}: {}", self.base, e.without_url()),
+        })?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -138,14 +107,8 @@ impl CalendlyApi {
             return Ok(body);
         }
         // Calendly's errors are {"title": …, "message": …, "details": [...]}.
-        let title = body
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let message = body
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let title = body.get("title").and_then(Value::as_str).unwrap_or_default();
+        let message = body.get("message").and_then(Value::as_str).unwrap_or_default();
         let detail = match (title.is_empty(), message.is_empty()) {
             (true, true) => String::new(),
             (false, true) => format!(": {title}"),
@@ -160,33 +123,18 @@ impl CalendlyApi {
         };
         Err(ApiFailure {
             status: Some(status.as_u16()),
-            message: format!(
-                "Calendly refused to {what}: HTTP {}{detail}{hint}",
-                status.as_u16()
-            ),
+            message: format!("Calendly refused to {what}: HTTP {}{detail}{hint}", status.as_u16()),
         })
     }
 
     /// `GET /users/me`
     pub async fn me(&self) -> Result<Me, ApiFailure> {
-        let v = self
-            .call(
-                self.http.get(format!("{}/users/me", self.base)),
-                "say who the token belongs to",
-            )
-            .await?;
+        let v = self.call(self.http.get(format!("{}/users/me", self.base)), "say who the token belongs to").await?;
         let r = v.get("resource").unwrap_or(&Value::Null);
         let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
         match (s("uri"), s("current_organization")) {
-            (Some(uri), Some(organization)) => Ok(Me {
-                uri,
-                organization,
-                email: s("email"),
-            }),
-            _ => Err(ApiFailure {
-                status: None,
-                message: "Calendly's /users/me answer lacks the user's uri or organization".into(),
-            }),
+            (Some(uri), Some(organization)) => Ok(Me { uri, organization, email: s("email") }),
+            _ => Err(ApiFailure { status: None, message: "Calendly's /users/me answer lacks the user's uri or organization".into() }),
         }
     }
 
@@ -209,37 +157,19 @@ impl CalendlyApi {
             body["user"] = json!(me.uri);
         }
         let v = self
-            .call(
-                self.http
-                    .post(format!("{}/webhook_subscriptions", self.base))
-                    .json(&body),
-                "create the webhook subscription",
-            )
+            .call(self.http.post(format!("{}/webhook_subscriptions", self.base)).json(&body), "create the webhook subscription")
             .await?;
-        Ok(Subscription::from_json(
-            v.get("resource").unwrap_or(&Value::Null),
-        ))
+        Ok(Subscription::from_json(v.get("resource").unwrap_or(&Value::Null)))
     }
 
     /// `GET /webhook_subscriptions` for one scope, every page.
-    pub async fn subscriptions(
-        &self,
-        me: &Me,
-        scope: &str,
-    ) -> Result<Vec<Subscription>, ApiFailure> {
-        let mut query = vec![
-            ("organization", me.organization.as_str()),
-            ("scope", scope),
-            ("count", "100"),
-        ];
+    pub async fn subscriptions(&self, me: &Me, scope: &str) -> Result<Vec<Subscription>, ApiFailure> {
+        let mut query = vec![("organization", me.organization.as_str()), ("scope", scope), ("count", "100")];
         if scope == "user" {
             query.push(("user", me.uri.as_str()));
         }
         let mut out = Vec::new();
-        let mut req = self
-            .http
-            .get(format!("{}/webhook_subscriptions", self.base))
-            .query(&query);
+        let mut req = self.http.get(format!("{}/webhook_subscriptions", self.base)).query(&query);
         for _ in 0..50 {
             let v = self.call(req, "list webhook subscriptions").await?;
             if let Some(items) = v.get("collection").and_then(Value::as_array) {
@@ -247,9 +177,7 @@ impl CalendlyApi {
             }
             // Follow the next page only on the same API (never send the token elsewhere).
             match v.pointer("/pagination/next_page").and_then(Value::as_str) {
-                Some(next) if next.starts_with(&format!("{}/", self.base)) => {
-                    req = self.http.get(next)
-                }
+                Some(next) if next.starts_with(&format!("{}/", self.base)) => req = self.http.get(next),
                 _ => break,
             }
         }
@@ -278,25 +206,15 @@ pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, String
     if !(base.starts_with("https://") || base.starts_with("http://")) {
         return Err(format!("--url must be an http(s) URL, not \"{base}\""));
     }
-    Ok(if base.ends_with(WEBHOOK_PATH) {
-        base
-    } else {
-        format!("{base}{WEBHOOK_PATH}")
-    })
+    Ok(if base.ends_with(WEBHOOK_PATH) { base } else { format!("{base}{WEBHOOK_PATH}") })
 }
 
 /// Create a subscription with a fresh signing key, store the key (so the
 /// running server accepts its deliveries) and the user's Calendly URI.
 /// Returns the subscription and lines for the operator.
-pub async fn subscribe(
-    config: &Config,
-    opts: SubscribeOptions,
-) -> Result<(Subscription, Vec<String>), String> {
+pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subscription, Vec<String>), String> {
     if opts.scope != "user" && opts.scope != "organization" {
-        return Err(format!(
-            "--scope must be user or organization, not \"{}\"",
-            opts.scope
-        ));
+        return Err(format!("--scope must be user or organization, not \"{}\"", opts.scope));
     }
     let url = callback_url(config, opts.url.as_deref())?;
     let api = CalendlyApi::new(&config.calendly.api_base_url, &opts.token)?;
@@ -338,9 +256,7 @@ pub async fn subscribe(
     .await
     .map_err(|e| e.to_string())??;
 
-    let created = api
-        .create_subscription(&url, &me, &opts.scope, &signing_key)
-        .await;
+    let created = api.create_subscription(&url, &me, &opts.scope, &signing_key).await;
     let db = config.database.clone();
     let me_uri = me.uri.clone();
     let sub_uri = created.as_ref().ok().map(|s| s.uri.clone());
@@ -349,15 +265,11 @@ pub async fn subscribe(
         match sub_uri {
             // Calendly never got it: an unused key must not linger as accepted.
             None => {
-                conn.execute("DELETE FROM calendly_signing_keys WHERE id = ?1", [key_id])
-                    .map_err(|e| e.to_string())?;
+                conn.execute("DELETE FROM calendly_signing_keys WHERE id = ?1", [key_id]).map_err(|e| e.to_string())?;
             }
             Some(uri) => {
-                conn.execute(
-                    "UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2",
-                    rusqlite::params![uri, key_id],
-                )
-                .map_err(|e| e.to_string())?;
+                conn.execute("UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2", rusqlite::params![uri, key_id])
+                    .map_err(|e| e.to_string())?;
                 if let Some(id) = user_id {
                     conn.execute(
                         "UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3",
@@ -373,15 +285,8 @@ pub async fn subscribe(
     .map_err(|e| e.to_string())??;
     let sub = created.map_err(|e| e.to_string())?;
 
-    notes.push(format!(
-        "Calendly will post {} to {url} ({} scope, state {}).",
-        EVENTS.join(", "),
-        opts.scope,
-        sub.state
-    ));
-    notes.push(
-        "A new signing key is stored in the database; the running server uses it at once.".into(),
-    );
+    notes.push(format!("Calendly will post {} to {url} ({} scope, state {}).", EVENTS.join(", "), opts.scope, sub.state));
+    notes.push("A new signing key is stored in the database; the running server uses it at once.".into());
     match user_id {
         Some(id) => notes.push(format!("syncgate user {id} is linked to Calendly user {}.", me.uri)),
         None => notes.push(format!(
@@ -394,27 +299,16 @@ pub async fn subscribe(
 
 /// Every subscription the token can see: the user's, and the organization's
 /// when the token may list them. Returns (subscriptions, notes).
-pub async fn status(
-    config: &Config,
-    token: &str,
-) -> Result<(Vec<Subscription>, Vec<String>), String> {
+pub async fn status(config: &Config, token: &str) -> Result<(Vec<Subscription>, Vec<String>), String> {
     let api = CalendlyApi::new(&config.calendly.api_base_url, token)?;
     let me = api.me().await.map_err(|e| e.to_string())?;
-    let mut subs = api
-        .subscriptions(&me, "user")
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut subs = api.subscriptions(&me, "user").await.map_err(|e| e.to_string())?;
     let mut notes = Vec::new();
     match api.subscriptions(&me, "organization").await {
-        Ok(more) => subs.extend(
-            more.into_iter()
-                .filter(|s| !subs.iter().any(|x| x.uri == s.uri))
-                .collect::<Vec<_>>(),
-        ),
-        Err(e) if e.status == Some(403) => notes.push(
-            "organization subscriptions not listed: the token's user is not an organization admin"
-                .into(),
-        ),
+        Ok(more) => subs.extend(more.into_iter().filter(|s| !subs.iter().any(|x| x.uri == s.uri)).collect::<Vec<_>>()),
+        Err(e) if e.status == Some(403) => {
+            notes.push("organization subscriptions not listed: the token's user is not an organization admin".into())
+        }
         Err(e) => return Err(e.to_string()),
     }
     Ok((subs, notes))
@@ -427,12 +321,5 @@ pub fn status_line(s: &Subscription) -> String {
     } else {
         ""
     };
-    format!(
-        "{}\t{}\t{}\t{}\t{}{flag}",
-        s.state,
-        s.scope,
-        s.callback_url,
-        s.events.join(","),
-        s.uri
-    )
+    format!("{}\t{}\t{}\t{}\t{}{flag}", s.state, s.scope, s.callback_url, s.events.join(","), s.uri)
 }

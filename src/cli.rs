@@ -14,11 +14,7 @@ use crate::duration::Dur;
 use crate::store::{self, users};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "syncgate",
-    version,
-    about = "Calendar sync and realtime server for advisers"
-)]
+#[command(name = "syncgate", version, about = "Calendar sync and realtime server for advisers")]
 pub struct Cli {
     /// Configuration file (default: ./config.toml when present).
     #[arg(long, global = true)]
@@ -103,9 +99,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::User(UserCommand::Add { email, name, role }) => {
-            user_add(&config, &email, name.as_deref(), &role)
-        }
+        Command::User(UserCommand::Add { email, name, role }) => user_add(&config, &email, name.as_deref(), &role),
         Command::Token(args) => token(&config, args),
         Command::LoginLink { user } => login_link(&config, user),
         Command::Backup { to } => backup(&config, &to),
@@ -126,25 +120,16 @@ pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        builder.json().with_current_span(true).with_span_list(false).try_init()
     } else {
         builder.try_init()
     };
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let server = crate::server::Server::build(config).await?;
         // A plain print, not a log line: scripts wait for it on stdout.
@@ -161,14 +146,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -200,21 +184,14 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
     }
     let id = args.user.ok_or("give --user ID or --anon")?;
     let conn = store::open_connection(&config.database)?;
-    let user = users::get(&conn, id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("there is no user {id}"))?;
-    println!(
-        "{}",
-        t.user_token(user.id, &user.role, args.ttl.as_secs() as i64)
-    );
+    let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
+    println!("{}", t.user_token(user.id, &user.role, args.ttl.as_secs() as i64));
     Ok(())
 }
 
 fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     let conn = store::open_connection(&config.database)?;
-    users::get(&conn, user_id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("there is no user {user_id}"))?;
+    users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
     let code = auth::create_login_link(&conn, user_id)?;
     let bind = config.bind_addr()?;
     if bind.port() == 0 && config.server.public_url.trim().is_empty() {
@@ -225,32 +202,23 @@ fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     Ok(())
 }
 
+
 /// SQLite's online backup: a consistent copy of the database as of the moment
 /// the copy finishes, taken page by page without stopping the server.
 fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
     if to.exists() {
-        return Err(format!(
-            "{} already exists; choose a new file",
-            to.display()
-        ));
+        return Err(format!("{} already exists; choose a new file", to.display()));
     }
     let src = store::open_connection(&config.database)?;
-    let mut dst = rusqlite::Connection::open(to)
-        .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    let backup = rusqlite::backup::Backup::new(&src, &mut dst)
-        .map_err(|e| format!("cannot start the backup: {e}"))?;
+    let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
     backup
         .run_to_completion(256, std::time::Duration::from_millis(5), None)
         .map_err(|e| format!("the backup failed: {e}"))?;
     drop(backup);
-    let ok: String = dst
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+    let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if ok != "ok" {
-        return Err(format!(
-            "the copy in {} failed its integrity check: {ok}",
-            to.display()
-        ));
+        return Err(format!("the copy in {} failed its integrity check: {ok}", to.display()));
     }
     println!("{}", to.display());
     Ok(())
@@ -262,22 +230,12 @@ fn check(config: &Config) -> Result<(), String> {
     if !path.exists() {
         return Err(format!("there is no database at {}", path.display()));
     }
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let version = store::migrations::version(&conn).map_err(|e| e.to_string())?;
-    println!(
-        "schema version {version} (this syncgate: {})",
-        store::migrations::latest_version()
-    );
-    let mut stmt = conn
-        .prepare("PRAGMA integrity_check")
-        .map_err(|e| e.to_string())?;
-    let problems: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .collect();
+    println!("schema version {version} (this syncgate: {})", store::migrations::latest_version());
+    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
+    let problems: Vec<String> = stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?.filter_map(Result::ok).collect();
     if problems == ["ok"] {
         println!("integrity ok");
         Ok(())
@@ -319,24 +277,11 @@ pub enum CalendlyCommand {
 
 fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
     use crate::calendly_api;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.clone());
     match cmd {
-        CalendlyCommand::Subscribe {
-            token,
-            url,
-            scope,
-            user,
-        } => {
-            let opts = calendly_api::SubscribeOptions {
-                token: pick(token),
-                url,
-                scope,
-                user,
-            };
+        CalendlyCommand::Subscribe { token, url, scope, user } => {
+            let opts = calendly_api::SubscribeOptions { token: pick(token), url, scope, user };
             let (sub, notes) = rt.block_on(calendly_api::subscribe(config, opts))?;
             for n in notes {
                 eprintln!("{n}");
@@ -349,9 +294,7 @@ fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
                 eprintln!("{n}");
             }
             if subs.is_empty() {
-                eprintln!(
-                    "no webhook subscriptions; create one with `syncgate calendly subscribe`"
-                );
+                eprintln!("no webhook subscriptions; create one with `syncgate calendly subscribe`");
             }
             for s in &subs {
                 println!("{}", calendly_api::status_line(s));

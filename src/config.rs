@@ -141,11 +141,7 @@ pub struct ChangesConfig {
 
 impl Default for ChangesConfig {
     fn default() -> Self {
-        ChangesConfig {
-            retention_age: Dur::secs(7 * 86_400),
-            retention_rows: 1_000_000,
-            prune_interval: Dur::secs(60),
-        }
+        ChangesConfig { retention_age: Dur::secs(7 * 86_400), retention_rows: 1_000_000, prune_interval: Dur::secs(60) }
     }
 }
 
@@ -211,11 +207,7 @@ impl GoogleConfig {
     /// `[calendar_id]`; blanks dropped, each named once.
     pub fn default_calendars(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let listed = if self.calendars.iter().any(|c| !c.trim().is_empty()) {
-            self.calendars.clone()
-        } else {
-            vec![self.calendar_id.clone()]
-        };
+        let listed = if self.calendars.iter().any(|c| !c.trim().is_empty()) { self.calendars.clone() } else { vec![self.calendar_id.clone()] };
         for c in listed {
             let c = c.trim().to_string();
             if !c.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&c)) {
@@ -263,10 +255,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            level: "info".into(),
-        }
+        LogConfig { format: "text".into(), level: "info".into() }
     }
 }
 
@@ -317,79 +306,50 @@ pub const ENV_PREFIX: &str = "SYNCGATE_";
 impl Config {
     /// Load with the documented precedence. `explicit` is `--config PATH`.
     pub fn load(explicit: Option<&Path>) -> Result<Loaded, String> {
-        Self::load_from(
-            explicit,
-            std::env::vars().collect(),
-            Path::new("config.toml"),
-        )
+        Self::load_from(explicit, std::env::vars().collect(), Path::new("config.toml"))
     }
 
     /// The same, with the environment and the default file given (for tests).
-    pub fn load_from(
-        explicit: Option<&Path>,
-        env: Vec<(String, String)>,
-        default_file: &Path,
-    ) -> Result<Loaded, String> {
+    pub fn load_from(explicit: Option<&Path>, env: Vec<(String, String)>, default_file: &Path) -> Result<Loaded, String> {
         let mut warnings = Vec::new();
         let defaults = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
         let mut merged = defaults.clone();
 
         let file = match explicit {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?,
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?),
+            None if default_file.exists() => Some(
+                std::fs::read_to_string(default_file)
+                    .map_err(|e| format!("cannot read config file {}: {e}", default_file.display()))?,
             ),
-            None if default_file.exists() => {
-                Some(std::fs::read_to_string(default_file).map_err(|e| {
-                    format!("cannot read config file {}: {e}", default_file.display())
-                })?)
-            }
             None => None,
         };
         if let Some(text) = file {
-            let value: toml::Table = text
-                .parse()
-                .map_err(|e| format!("config file is not valid TOML: {e}"))?;
-            merge(
-                &mut merged,
-                &defaults,
-                toml::Value::Table(value),
-                "",
-                &mut warnings,
-            );
+            let value: toml::Table = text.parse().map_err(|e| format!("config file is not valid TOML: {e}"))?;
+            merge(&mut merged, &defaults, toml::Value::Table(value), "", &mut warnings);
         }
 
         let mut env = env;
         env.sort();
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             let Some((section, key)) = rest.split_once("__") else {
                 if !rest.is_empty() {
-                    warnings.push(format!(
-                        "ignoring {name}: write it as SYNCGATE_<SECTION>__<KEY>"
-                    ));
+                    warnings.push(format!("ignoring {name}: write it as SYNCGATE_<SECTION>__<KEY>"));
                 }
                 continue;
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
-                warnings.push(format!(
-                    "ignoring {name}: there is no setting {section}.{key}"
-                ));
+                warnings.push(format!("ignoring {name}: there is no setting {section}.{key}"));
                 continue;
             };
-            let value = coerce_env(default, &raw)
-                .map_err(|e| format!("{name} (setting {section}.{key}): {e}"))?;
+            let value = coerce_env(default, &raw).map_err(|e| format!("{name} (setting {section}.{key}): {e}"))?;
             if let Some(toml::Value::Table(t)) = merged.get_mut(&section) {
                 t.insert(key, value);
             }
         }
 
-        let config: Config = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("invalid configuration: {}", e.message()))?;
+        let config: Config = merged.try_into().map_err(|e: toml::de::Error| format!("invalid configuration: {}", e.message()))?;
         config.validate()?;
         Ok(Loaded { config, warnings })
     }
@@ -398,11 +358,7 @@ impl Config {
         self.bind_addr()?;
         match self.database.synchronous.as_str() {
             "off" | "normal" | "full" | "extra" => {}
-            other => {
-                return Err(format!(
-                    "database.synchronous is \"{other}\"; use off, normal, full or extra"
-                ))
-            }
+            other => return Err(format!("database.synchronous is \"{other}\"; use off, normal, full or extra")),
         }
         match self.log.format.as_str() {
             "text" | "json" => {}
@@ -421,12 +377,10 @@ impl Config {
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, String> {
-        self.server.bind.parse().map_err(|_| {
-            format!(
-                "server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080",
-                self.server.bind
-            )
-        })
+        self.server
+            .bind
+            .parse()
+            .map_err(|_| format!("server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080", self.server.bind))
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -456,21 +410,11 @@ impl Config {
 }
 
 /// Merge `over` into `base`, warning about keys the defaults do not know.
-fn merge(
-    base: &mut toml::Value,
-    defaults: &toml::Value,
-    over: toml::Value,
-    path: &str,
-    warnings: &mut Vec<String>,
-) {
+fn merge(base: &mut toml::Value, defaults: &toml::Value, over: toml::Value, path: &str, warnings: &mut Vec<String>) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
             for (k, v) in o {
-                let key_path = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let key_path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match defaults.get(&k) {
                     None => warnings.push(format!("unknown setting {key_path} ignored")),
                     Some(d) if d.is_table() => {
@@ -478,8 +422,7 @@ fn merge(
                             if v.is_table() {
                                 merge(slot, d, v, &key_path, warnings);
                             } else {
-                                warnings
-                                    .push(format!("setting {key_path} must be a section; ignored"));
+                                warnings.push(format!("setting {key_path} must be a section; ignored"));
                             }
                         }
                     }
@@ -496,29 +439,15 @@ fn merge(
 /// Environment values are text; read them as the type the default has.
 fn coerce_env(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(
-            raw.trim()
-                .parse()
-                .map_err(|_| format!("\"{raw}\" is not a whole number"))?,
-        ),
-        toml::Value::Float(_) => toml::Value::Float(
-            raw.trim()
-                .parse()
-                .map_err(|_| format!("\"{raw}\" is not a number"))?,
-        ),
-        toml::Value::Boolean(_) => {
-            toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(format!("\"{raw}\" is not true or false")),
-            })
-        }
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a whole number"))?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a number"))?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("\"{raw}\" is not true or false")),
+        }),
         toml::Value::Array(_) => toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_string()))
-                .collect(),
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_string())).collect(),
         ),
         _ => toml::Value::String(raw.to_string()),
     })
@@ -529,10 +458,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -548,18 +474,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sg-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(
-            &f,
-            "[server]\nbind = \"127.0.0.1:9000\"\n[realtime]\nqueue_size = 7\nbogus = 1\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "[server]\nbind = \"127.0.0.1:9000\"\n[realtime]\nqueue_size = 7\nbogus = 1\n").unwrap();
         let l = Config::load_from(
             Some(&f),
-            env(&[
-                ("SYNCGATE_SERVER__BIND", "127.0.0.1:9100"),
-                ("SYNCGATE_CALENDLY__SIGNING_KEYS", "a, b"),
-                ("SYNCGATE_CALENDLY__TOLERANCE", "5m"),
-            ]),
+            env(&[("SYNCGATE_SERVER__BIND", "127.0.0.1:9100"), ("SYNCGATE_CALENDLY__SIGNING_KEYS", "a, b"), ("SYNCGATE_CALENDLY__TOLERANCE", "5m")]),
             Path::new("/nonexistent"),
         )
         .unwrap();
@@ -572,19 +490,9 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = Config::load_from(
-            None,
-            env(&[("SYNCGATE_REALTIME__QUEUE_SIZE", "many")]),
-            Path::new("/x"),
-        )
-        .unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_REALTIME__QUEUE_SIZE", "many")]), Path::new("/x")).unwrap_err();
         assert!(e.contains("realtime.queue_size"), "{e}");
-        let e = Config::load_from(
-            None,
-            env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]),
-            Path::new("/x"),
-        )
-        .unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]), Path::new("/x")).unwrap_err();
         assert!(e.contains("forever"), "{e}");
     }
 }
@@ -607,15 +515,9 @@ mod shipped_file {
         let table: toml::Table = text.parse().unwrap();
         let defaults = defaults.as_table().unwrap();
         for (section, keys) in defaults {
-            let in_file = table
-                .get(section)
-                .and_then(|s| s.as_table())
-                .unwrap_or_else(|| panic!("config.toml lacks [{section}]"));
+            let in_file = table.get(section).and_then(|s| s.as_table()).unwrap_or_else(|| panic!("config.toml lacks [{section}]"));
             for key in keys.as_table().unwrap().keys() {
-                assert!(
-                    in_file.contains_key(key),
-                    "config.toml lacks {section}.{key}"
-                );
+                assert!(in_file.contains_key(key), "config.toml lacks {section}.{key}");
             }
         }
     }

@@ -31,9 +31,7 @@ impl FromStr for Dur {
             return Err("a duration may not be empty; write it like 180s, 15m, 24h or 7d".into());
         }
         if t.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "duration \"{t}\" needs a unit: write it like {t}s, {t}m, {t}h or {t}d"
-            ));
+            return Err(format!("duration \"{t}\" needs a unit: write it like {t}s, {t}m, {t}h or {t}d"));
         }
         humantime::parse_duration(t)
             .map(Dur)
@@ -48,12 +46,7 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return write!(f, "0s");
         }
-        for (unit, size) in [
-            ("d", 86_400_000u128),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
             if ms.is_multiple_of(size) {
                 return write!(f, "{}{}", ms / size, unit);
             }

@@ -66,9 +66,7 @@ impl ApiError {
     /// The sentence sent to the client.
     pub fn public_message(&self) -> String {
         match self {
-            ApiError::Internal(_) => {
-                "Something went wrong on the server; it has been logged.".into()
-            }
+            ApiError::Internal(_) => "Something went wrong on the server; it has been logged.".into(),
             other => other.to_string(),
         }
     }

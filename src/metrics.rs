@@ -6,9 +6,7 @@
 
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -37,42 +35,20 @@ impl Metrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
-        let webhooks = counter(
-            "syncgate_webhooks_received_total",
-            "Webhook deliveries received, by source and outcome.",
-            &["source", "outcome"],
-        );
-        let google_syncs = counter(
-            "syncgate_google_syncs_total",
-            "Google Calendar syncs, by kind and outcome.",
-            &["kind", "outcome"],
-        );
-        let google_api_calls = counter(
-            "syncgate_google_api_calls_total",
-            "Calls to Google's APIs, by endpoint and HTTP status.",
-            &["endpoint", "status"],
-        );
+        let webhooks = counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
+        let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
+        let google_api_calls =
+            counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
         let google_sync_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "syncgate_google_sync_duration_seconds",
-                "Duration of Google Calendar syncs, by kind.",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ]),
+            HistogramOpts::new("syncgate_google_sync_duration_seconds", "Duration of Google Calendar syncs, by kind.")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             &["kind"],
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(google_sync_seconds.clone()));
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
-        Metrics {
-            registry,
-            webhooks,
-            google_syncs,
-            google_sync_seconds,
-            google_api_calls,
-        }
+        Metrics { registry, webhooks, google_syncs, google_sync_seconds, google_api_calls }
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {
@@ -105,95 +81,34 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut families = app.metrics.registry.gather();
     let hub = &app.hub.stats;
-    families.extend(gauge(
-        "syncgate_realtime_sockets",
-        "Realtime sockets with at least one joined channel.",
-        hub.sockets.load(Relaxed) as f64,
-    ));
-    families.extend(gauge(
-        "syncgate_realtime_channels",
-        "Joined realtime channels.",
-        hub.channels.load(Relaxed) as f64,
-    ));
-    families.extend(gauge(
-        "syncgate_realtime_bindings",
-        "postgres_changes bindings across joined channels.",
-        hub.bindings.load(Relaxed) as f64,
-    ));
-    families.extend(counter(
-        "syncgate_realtime_frames_delivered_total",
-        "Change frames written to sockets.",
-        hub.frames_delivered.load(Relaxed),
-    ));
-    families.extend(gauge(
-        "syncgate_realtime_sessions_lagging",
-        "Sessions that fell out of the in-memory window and read from the change log.",
-        hub.catching_up.load(Relaxed) as f64,
-    ));
-    families.extend(gauge(
-        "syncgate_realtime_sessions_catching_up",
-        "Sessions catching up from the change log right now.",
-        hub.catching_up.load(Relaxed) as f64,
-    ));
-    families.extend(counter(
-        "syncgate_realtime_sessions_closed_slow_total",
-        "Sessions closed with 4008 slow consumer.",
-        hub.closed_slow.load(Relaxed),
-    ));
-    families.extend(counter(
-        "syncgate_realtime_lag_events_total",
-        "Times a session fell out of the in-memory window and went to the change log.",
-        hub.lag_events.load(Relaxed),
-    ));
+    families.extend(gauge("syncgate_realtime_sockets", "Realtime sockets with at least one joined channel.", hub.sockets.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_bindings", "postgres_changes bindings across joined channels.", hub.bindings.load(Relaxed) as f64));
+    families.extend(counter("syncgate_realtime_frames_delivered_total", "Change frames written to sockets.", hub.frames_delivered.load(Relaxed)));
+    families.extend(gauge("syncgate_realtime_sessions_lagging", "Sessions that fell out of the in-memory window and read from the change log.", hub.catching_up.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_sessions_catching_up", "Sessions catching up from the change log right now.", hub.catching_up.load(Relaxed) as f64));
+    families.extend(counter("syncgate_realtime_sessions_closed_slow_total", "Sessions closed with 4008 slow consumer.", hub.closed_slow.load(Relaxed)));
+    families.extend(counter("syncgate_realtime_lag_events_total", "Times a session fell out of the in-memory window and went to the change log.", hub.lag_events.load(Relaxed)));
     let (retained, channels, soonest) = app
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            let channels: i64 =
-                c.query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| {
-                    r.get(0)
-                })?;
-            let soonest: Option<String> = c.query_row(
-                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )?;
+            let channels: i64 = c.query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0))?;
+            let soonest: Option<String> = c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", [], |r| r.get(0))?;
             Ok((retained, channels, soonest))
         })
         .await?;
-    families.extend(gauge(
-        "syncgate_changes_head_seq",
-        "Seq of the newest committed change.",
-        app.hub.head() as f64,
-    ));
-    families.extend(gauge(
-        "syncgate_changes_retained_rows",
-        "Rows kept in the change log.",
-        retained as f64,
-    ));
-    families.extend(gauge(
-        "syncgate_google_watch_channels",
-        "Google push channels (active and retiring).",
-        channels as f64,
-    ));
+    families.extend(gauge("syncgate_changes_head_seq", "Seq of the newest committed change.", app.hub.head() as f64));
+    families.extend(gauge("syncgate_changes_retained_rows", "Rows kept in the change log.", retained as f64));
+    families.extend(gauge("syncgate_google_watch_channels", "Google push channels (active and retiring).", channels as f64));
     if let Some(t) = soonest.as_deref().and_then(crate::store::timefmt::parse) {
         let secs = (t - crate::store::timefmt::now()).as_seconds_f64();
-        families.extend(gauge(
-            "syncgate_google_channel_soonest_expiry_seconds",
-            "Seconds until the soonest Google channel expires.",
-            secs,
-        ));
+        families.extend(gauge("syncgate_google_channel_soonest_expiry_seconds", "Seconds until the soonest Google channel expires.", secs));
     }
-    families.extend(gauge(
-        "syncgate_uptime_seconds",
-        "Seconds since the server started.",
-        app.started.elapsed().as_secs_f64(),
-    ));
+    families.extend(gauge("syncgate_uptime_seconds", "Seconds since the server started.", app.started.elapsed().as_secs_f64()));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();
-    TextEncoder::new()
-        .encode(&families, &mut buf)
-        .map_err(ApiError::internal)?;
+    TextEncoder::new().encode(&families, &mut buf).map_err(ApiError::internal)?;
     String::from_utf8(buf).map_err(ApiError::internal)
 }
 
@@ -208,14 +123,9 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
                 let result = async {
                     let required = app.config.metrics.token.trim();
                     if !required.is_empty() {
-                        let given = auth
-                            .as_deref()
-                            .and_then(|h| h.strip_prefix("Bearer "))
-                            .unwrap_or_default();
+                        let given = auth.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
                         if !crate::auth::constant_time_eq(given.as_bytes(), required.as_bytes()) {
-                            return Err(ApiError::Unauthorized(
-                                "send Authorization: Bearer <metrics.token>".into(),
-                            ));
+                            return Err(ApiError::Unauthorized("send Authorization: Bearer <metrics.token>".into()));
                         }
                     }
                     let text = render(&app).await?;

@@ -59,20 +59,13 @@ impl Deref for App {
 /// origin as the page (the public URL or the Host the request came to).
 pub fn origin_allowed(config: &Config, public_url: &str, origin: &str, host: &str) -> bool {
     let origin = origin.trim_end_matches('/');
-    if config
-        .server
-        .cors_origins
-        .iter()
-        .any(|o| o == "*" || o.trim_end_matches('/') == origin)
-    {
+    if config.server.cors_origins.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin) {
         return true;
     }
     if origin == public_url.trim_end_matches('/') {
         return true;
     }
-    let bare = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
+    let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
     bare.is_some_and(|b| !host.is_empty() && b == host)
 }
 
@@ -97,26 +90,14 @@ impl Server {
         let store = opened.store;
         let hub = Hub::new(store.writer.head.clone(), config.realtime.queue_size);
         let mut tasks = vec![tokio::spawn(hub.clone().run(opened.feed))];
-        tasks.push(tokio::spawn(crate::realtime::watchdog(
-            hub.clone(),
-            config.realtime.max_lag,
-        )));
+        tasks.push(tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag)));
         let bind = config.bind_addr()?;
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
+        let listener = TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_url = config.public_url(addr);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
-        let google = crate::google::GoogleSync::new(
-            &config,
-            store.clone(),
-            &public_url,
-            &secret,
-            shutdown_rx.clone(),
-            metrics.clone(),
-        )?;
+        let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone(), metrics.clone())?;
         tasks.push(tokio::spawn(crate::google::run(google.clone())));
         let app = App(Arc::new(AppInner {
             metrics,
@@ -133,14 +114,7 @@ impl Server {
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
         tasks.push(tokio::spawn(crate::alerts::run(app.clone())));
-        Ok(Server {
-            app,
-            listener,
-            addr,
-            shutdown_tx,
-            writer_thread: opened.writer_thread,
-            tasks,
-        })
+        Ok(Server { app, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -153,14 +127,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then shut down in order.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let Server {
-            app,
-            listener,
-            addr,
-            shutdown_tx,
-            writer_thread,
-            tasks,
-        } = self;
+        let Server { app, listener, addr, shutdown_tx, writer_thread, tasks } = self;
         let routes = routes(app.clone());
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -186,9 +153,7 @@ impl Server {
                 let mut svc = svc.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, app, &mut svc, peer).await) }
             });
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
+            let conn = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -199,25 +164,12 @@ impl Server {
         let _ = shutdown_tx.send(true);
         app.hub.close_all();
         let grace = app.config.server.shutdown_grace.0;
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "requests still open after {}; closing them",
-                app.config.server.shutdown_grace
-            );
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("requests still open after {}; closing them", app.config.server.shutdown_grace);
         }
         // Give sessions a moment to send their close frames.
         let deadline = Instant::now() + grace;
-        while app
-            .hub
-            .stats
-            .sockets
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-            && Instant::now() < deadline
-        {
+        while app.hub.stats.sockets.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         app.store.writer.shutdown().await;
@@ -265,12 +217,9 @@ where
 
 /// `GET /health`, `GET /health/live`, `GET /health/ready`
 fn health(app: App) -> BoxedFilter<(Response,)> {
-    let basic = warp::path!("health").and(warp::get()).map(|| {
-        crate::api::json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-        )
-    });
+    let basic = warp::path!("health")
+        .and(warp::get())
+        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
     let live = warp::path!("health" / "live")
         .and(warp::get())
         .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
@@ -293,13 +242,7 @@ fn health(app: App) -> BoxedFilter<(Response,)> {
 /// Each readiness check: None when fine, else why not.
 async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
     let wait = std::time::Duration::from_secs(2);
-    let db = match tokio::time::timeout(
-        wait,
-        app.store
-            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)),
-    )
-    .await
-    {
+    let db = match tokio::time::timeout(wait, app.store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))).await {
         Ok(Ok(1)) => None,
         Ok(Ok(_)) => Some("unexpected answer".to_string()),
         Ok(Err(e)) => Some(e.public_message()),
@@ -336,11 +279,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .allow_headers(vec!["authorization", "content-type"])
         .max_age(600);
     for o in &app.config.server.cors_origins {
-        cors = if o == "*" {
-            cors.allow_any_origin()
-        } else {
-            cors.allow_origin(o.as_str())
-        };
+        cors = if o == "*" { cors.allow_any_origin() } else { cors.allow_origin(o.as_str()) };
     }
     all.with(cors).map(warp::Reply::into_response).boxed()
 }

@@ -15,9 +15,7 @@ use crate::server::App;
 pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
     let who = super::authenticate(&app, auth).await?;
     if !who.admin {
-        return Err(ApiError::Forbidden(
-            "only admins may see the health details".into(),
-        ));
+        return Err(ApiError::Forbidden("only admins may see the health details".into()));
     }
     let (google, calendly, retained, oldest) = app
         .store

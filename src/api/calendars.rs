@@ -35,23 +35,13 @@ pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let calendars = app
-        .google
-        .list_calendars(who.user_id)
-        .await
-        .map_err(|e| match e {
-            SyncError::NotConnected => {
-                ApiError::Conflict("connect Google Calendar first: sign in with Google".into())
-            }
-            SyncError::NeedsReconnect => ApiError::Conflict(
-                "Google access was revoked or has expired; sign in with Google again".into(),
-            ),
-            SyncError::Api(e) => {
-                ApiError::Unavailable(format!("Google did not list your calendars: {e}"))
-            }
-            SyncError::Store(e) => e,
-            SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
-        })?;
+    let calendars = app.google.list_calendars(who.user_id).await.map_err(|e| match e {
+        SyncError::NotConnected => ApiError::Conflict("connect Google Calendar first: sign in with Google".into()),
+        SyncError::NeedsReconnect => ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()),
+        SyncError::Api(e) => ApiError::Unavailable(format!("Google did not list your calendars: {e}")),
+        SyncError::Store(e) => e,
+        SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
+    })?;
     Ok(answer(calendars))
 }
 
@@ -61,20 +51,11 @@ pub async fn set(app: App, auth: Option<String>, body: Bytes) -> ApiResult<Respo
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let selection: Selection = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("send {{\"selected\": [calendar ids]}}: {e}")))?;
-    if selection
-        .selected
-        .iter()
-        .any(|id| id.trim().is_empty() || id.len() > 1024)
-    {
-        return Err(ApiError::Unprocessable(
-            "a calendar id is empty or longer than 1024 characters".into(),
-        ));
+    let selection: Selection =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("send {{\"selected\": [calendar ids]}}: {e}")))?;
+    if selection.selected.iter().any(|id| id.trim().is_empty() || id.len() > 1024) {
+        return Err(ApiError::Unprocessable("a calendar id is empty or longer than 1024 characters".into()));
     }
-    let calendars = app
-        .google
-        .set_calendars(who.user_id, selection.selected)
-        .await?;
+    let calendars = app.google.set_calendars(who.user_id, selection.selected).await?;
     Ok(answer(calendars))
 }

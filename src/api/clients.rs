@@ -44,10 +44,9 @@ struct ClientPatch {
 
 fn email(e: Option<String>) -> ApiResult<Option<String>> {
     match e.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-        Some(s) if !crate::store::users::valid_email(&s) => Err(ApiError::Unprocessable(format!(
-            "email \"{}\" is not an email address",
-            input::clip(&s)
-        ))),
+        Some(s) if !crate::store::users::valid_email(&s) => {
+            Err(ApiError::Unprocessable(format!("email \"{}\" is not an email address", input::clip(&s))))
+        }
         other => Ok(other),
     }
 }
@@ -58,27 +57,16 @@ impl Resource for Clients {
     fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["q"], &["id"])?;
         if let Some(s) = q.get("q").filter(|s| !s.trim().is_empty()) {
-            let like = format!(
-                "%{}%",
-                s.trim()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+            let like = format!("%{}%", s.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
             lq.conditions.push((
-                "(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')"
-                    .into(),
+                "(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')".into(),
                 SqlValue::Text(like),
             ));
         }
         Ok(lq)
     }
 
-    fn create(
-        _tx: &mut WriteTx<'_>,
-        _owner: i64,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn create(_tx: &mut WriteTx<'_>, _owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
         let c: NewClient = input::parse_body(body)?;
         let name = required_text("name", &c.name, 200)?;
         opt_bounded("phone", &c.phone, 50)?;
@@ -91,11 +79,7 @@ impl Resource for Clients {
         ])
     }
 
-    fn patch(
-        _tx: &mut WriteTx<'_>,
-        _existing: &Value,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn patch(_tx: &mut WriteTx<'_>, _existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
         let p: ClientPatch = input::parse_body(body)?;
         let mut cols = Vec::new();
         if let Some(n) = p.name {
@@ -117,19 +101,11 @@ impl Resource for Clients {
 
     fn before_delete(tx: &mut WriteTx<'_>, existing: &Value) -> ApiResult<()> {
         let id = existing.get("id").and_then(Value::as_i64).unwrap_or(0);
-        let meetings: Vec<i64> = ids(
-            tx,
-            "SELECT id FROM meetings WHERE client_id = ?1 ORDER BY id",
-            id,
-        )?;
+        let meetings: Vec<i64> = ids(tx, "SELECT id FROM meetings WHERE client_id = ?1 ORDER BY id", id)?;
         for m in meetings {
             tx.update(Table::Meetings, m, &[("client_id", SqlValue::Null)])?;
         }
-        let deals: Vec<i64> = ids(
-            tx,
-            "SELECT id FROM pipeline WHERE client_id = ?1 ORDER BY id",
-            id,
-        )?;
+        let deals: Vec<i64> = ids(tx, "SELECT id FROM pipeline WHERE client_id = ?1 ORDER BY id", id)?;
         for d in deals {
             tx.delete(Table::Pipeline, d)?;
         }

@@ -15,10 +15,7 @@ use crate::store::timefmt;
 pub fn parse_id(s: &str) -> ApiResult<i64> {
     match s.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(ApiError::BadRequest(format!(
-            "\"{}\" is not a valid id; ids are positive integers",
-            clip(s)
-        ))),
+        _ => Err(ApiError::BadRequest(format!("\"{}\" is not a valid id; ids are positive integers", clip(s)))),
     }
 }
 
@@ -34,12 +31,8 @@ pub fn clip(s: &str) -> String {
 pub fn check_json_object(body: &[u8]) -> ApiResult<()> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(_)) => Ok(()),
-        Ok(_) => Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "the body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
     }
 }
 
@@ -63,9 +56,7 @@ pub fn owner_for_create(body: &[u8], who: Identity) -> ApiResult<i64> {
         Some(Value::Number(n)) => match n.as_i64() {
             Some(id) if id == who.user_id => Ok(id),
             Some(id) if who.admin => Ok(id),
-            Some(_) => Err(ApiError::Unprocessable(
-                "user_id may only name yourself".into(),
-            )),
+            Some(_) => Err(ApiError::Unprocessable("user_id may only name yourself".into())),
             None => Err(ApiError::BadRequest("user_id must be an integer".into())),
         },
         Some(_) => Err(ApiError::BadRequest("user_id must be an integer".into())),
@@ -83,22 +74,14 @@ where
 
 pub fn timestamp(field: &str, s: &str) -> ApiResult<String> {
     timefmt::normalize(s).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"",
-            clip(s)
-        ))
+        ApiError::BadRequest(format!("{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"", clip(s)))
     })
 }
 
 pub fn date(field: &str, s: &str) -> ApiResult<String> {
     timefmt::parse_date(s)
         .map(timefmt::format_date)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{field} must be a date like 2026-11-23, not \"{}\"",
-                clip(s)
-            ))
-        })
+        .ok_or_else(|| ApiError::BadRequest(format!("{field} must be a date like 2026-11-23, not \"{}\"", clip(s))))
 }
 
 pub fn text(v: Option<String>) -> SqlValue {
@@ -120,9 +103,7 @@ pub fn required_text(field: &str, s: &str, max: usize) -> ApiResult<String> {
 
 pub fn bounded(field: &str, s: &str, max: usize) -> ApiResult<()> {
     if s.chars().count() > max {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} is longer than {max} characters"
-        )));
+        return Err(ApiError::Unprocessable(format!("{field} is longer than {max} characters")));
     }
     Ok(())
 }
@@ -136,22 +117,13 @@ pub fn opt_bounded(field: &str, s: &Option<String>, max: usize) -> ApiResult<()>
 
 /// An opaque cursor: the sort-key values of the last row, base64url JSON.
 pub fn encode_cursor(row: &Value, order: &[&str]) -> String {
-    let vals: Vec<Value> = order
-        .iter()
-        .map(|c| row.get(*c).cloned().unwrap_or(Value::Null))
-        .collect();
+    let vals: Vec<Value> = order.iter().map(|c| row.get(*c).cloned().unwrap_or(Value::Null)).collect();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Value::Array(vals).to_string())
 }
 
 pub fn decode_cursor(c: &str, n: usize) -> ApiResult<Vec<SqlValue>> {
-    let bad = || {
-        ApiError::BadRequest(
-            "cursor is not one this server gave out; start again without it".into(),
-        )
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c.as_bytes())
-        .map_err(|_| bad())?;
+    let bad = || ApiError::BadRequest("cursor is not one this server gave out; start again without it".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
     let vals: Vec<Value> = serde_json::from_slice(&raw).map_err(|_| bad())?;
     if vals.len() != n {
         return Err(bad());
@@ -174,8 +146,6 @@ pub fn check_client(conn: &rusqlite::Connection, client_id: i64, owner: i64) -> 
     ))?;
     match found {
         Some(o) if o == owner => Ok(()),
-        _ => Err(ApiError::Unprocessable(format!(
-            "client_id {client_id} is not one of this user's clients"
-        ))),
+        _ => Err(ApiError::Unprocessable(format!("client_id {client_id} is not one of this user's clients"))),
     }
 }

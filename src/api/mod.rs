@@ -45,41 +45,27 @@ pub fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> +
 
 /// `Authorization: Bearer <jwt>` → the caller, or 401.
 pub async fn authenticate(app: &App, header: Option<String>) -> ApiResult<Identity> {
-    let header = header
-        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
+    let header = header.ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
-        })?;
-    let claims = app
-        .tokens
-        .verify(token)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <token>".into()))?;
+    let claims = app.tokens.verify(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     if claims.is_anon() {
-        return Err(ApiError::Unauthorized(
-            "the anon key cannot call the REST API; sign in as a user".into(),
-        ));
+        return Err(ApiError::Unauthorized("the anon key cannot call the REST API; sign in as a user".into()));
     }
-    let user_id = claims
-        .user_id()
-        .ok_or_else(|| ApiError::Unauthorized("the token names no user".into()))?;
+    let user_id = claims.user_id().ok_or_else(|| ApiError::Unauthorized("the token names no user".into()))?;
     let is_admin = match app.known_users.get(user_id) {
         Some(admin) => admin,
         None => {
             let user = app.store.read(move |c| Ok(users::get(c, user_id)?)).await?;
-            let user = user
-                .ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
+            let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
             app.known_users.remember(user_id, user.is_admin());
             user.is_admin()
         }
     };
     // Admin needs both: the token says so and the user still is one.
-    Ok(Identity {
-        user_id,
-        admin: claims.is_admin() && is_admin,
-    })
+    Ok(Identity { user_id, admin: claims.is_admin() && is_admin })
 }
 
 /// Users recently seen to exist, with whether they are admins: a request
@@ -103,10 +89,7 @@ impl KnownUsers {
     const MAX: usize = 100_000;
 
     pub fn new(ttl: std::time::Duration) -> KnownUsers {
-        KnownUsers {
-            map: Default::default(),
-            ttl,
-        }
+        KnownUsers { map: Default::default(), ttl }
     }
 
     pub fn get(&self, user_id: i64) -> Option<bool> {
@@ -147,11 +130,7 @@ fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
 
 fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
     warp::query::raw()
-        .map(|q: String| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect::<HashMap<String, String>>()
-        })
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
         .or(warp::any().map(HashMap::new))
         .unify()
 }
@@ -163,17 +142,9 @@ pub trait Resource: Send + Sync + 'static {
     /// `GET` list: builds the WHERE clause and ORDER BY for this table.
     fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery>;
     /// Validated columns for a new row owned by `owner`.
-    fn create(
-        tx: &mut crate::store::WriteTx<'_>,
-        owner: i64,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>>;
+    fn create(tx: &mut crate::store::WriteTx<'_>, owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>>;
     /// Validated columns to change on `existing`.
-    fn patch(
-        tx: &mut crate::store::WriteTx<'_>,
-        existing: &Value,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>>;
+    fn patch(tx: &mut crate::store::WriteTx<'_>, existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>>;
     /// Dependent changes to make (and log) before the row is deleted.
     fn before_delete(_tx: &mut crate::store::WriteTx<'_>, _existing: &Value) -> ApiResult<()> {
         Ok(())
@@ -195,11 +166,7 @@ pub const MAX_LIMIT: usize = 500;
 
 /// `limit` and `cursor` common to every list, plus a check that no other
 /// parameter than `allowed` was sent.
-pub fn paging(
-    q: &HashMap<String, String>,
-    allowed: &[&str],
-    order: &'static [&'static str],
-) -> ApiResult<ListQuery> {
+pub fn paging(q: &HashMap<String, String>, allowed: &[&str], order: &'static [&'static str]) -> ApiResult<ListQuery> {
     for k in q.keys() {
         if k != "limit" && k != "cursor" && !allowed.contains(&k.as_str()) {
             return Err(ApiError::BadRequest(format!("unknown query parameter {k}")));
@@ -209,30 +176,17 @@ pub fn paging(
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}"
-                )))
-            }
+            _ => return Err(ApiError::BadRequest(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
         },
     };
     let after = match q.get("cursor") {
         None => None,
         Some(c) => Some(input::decode_cursor(c, order.len())?),
     };
-    Ok(ListQuery {
-        limit,
-        conditions: vec![],
-        order,
-        after,
-    })
+    Ok(ListQuery { limit, conditions: vec![], order, after })
 }
 
-async fn list<R: Resource>(
-    app: App,
-    auth: Option<String>,
-    q: HashMap<String, String>,
-) -> ApiResult<Response> {
+async fn list<R: Resource>(app: App, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
     let who = authenticate(&app, auth).await?;
     let lq = R::list_query(&q)?;
     let page = app
@@ -262,22 +216,13 @@ async fn list<R: Resource>(
                 sql.push_str(" WHERE ");
                 sql.push_str(&conds.join(" AND "));
             }
-            sql.push_str(&format!(
-                " ORDER BY {} LIMIT {}",
-                lq.order.join(", "),
-                lq.limit + 1
-            ));
+            sql.push_str(&format!(" ORDER BY {} LIMIT {}", lq.order.join(", "), lq.limit + 1));
             let mut stmt = conn.prepare(&sql)?;
-            let mut items: Vec<Value> = stmt
-                .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                    rows::row_to_json(R::TABLE, r)
-                })?
-                .collect::<Result<_, _>>()?;
+            let mut items: Vec<Value> =
+                stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| rows::row_to_json(R::TABLE, r))?.collect::<Result<_, _>>()?;
             let next = if items.len() > lq.limit {
                 items.truncate(lq.limit);
-                items
-                    .last()
-                    .map(|last| input::encode_cursor(last, lq.order))
+                items.last().map(|last| input::encode_cursor(last, lq.order))
             } else {
                 None
             };
@@ -289,10 +234,7 @@ async fn list<R: Resource>(
 
 async fn get_one<R: Resource>(app: App, id: i64, auth: Option<String>) -> ApiResult<Response> {
     let who = authenticate(&app, auth).await?;
-    let row = app
-        .store
-        .read(move |c| Ok(rows::get(c, R::TABLE, id)?))
-        .await?;
+    let row = app.store.read(move |c| Ok(rows::get(c, R::TABLE, id)?)).await?;
     match row {
         Some(r) if who.may_see(rows::owner_of(&r)) => Ok(json_response(StatusCode::OK, &r)),
         _ => Err(not_found(R::TABLE, id)),
@@ -328,12 +270,7 @@ async fn create<R: Resource>(app: App, auth: Option<String>, body: Bytes) -> Api
     Ok(json_response(StatusCode::CREATED, &row))
 }
 
-async fn patch<R: Resource>(
-    app: App,
-    id: i64,
-    auth: Option<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
+async fn patch<R: Resource>(app: App, id: i64, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
     let who = authenticate(&app, auth).await?;
     input::check_json_object(&body)?;
     let row = app
@@ -345,8 +282,7 @@ async fn patch<R: Resource>(
                 _ => return Err(not_found(R::TABLE, id)),
             };
             let cols = R::patch(tx, &existing, &body)?;
-            tx.update(R::TABLE, id, &cols)?
-                .ok_or_else(|| not_found(R::TABLE, id))
+            tx.update(R::TABLE, id, &cols)?.ok_or_else(|| not_found(R::TABLE, id))
         })
         .await?;
     Ok(json_response(StatusCode::OK, &row))
@@ -370,9 +306,7 @@ async fn delete<R: Resource>(app: App, id: i64, auth: Option<String>) -> ApiResu
 }
 
 /// The five routes of one resource under `/api/<table>`.
-fn resource<R: Resource>(
-    app: App,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let name = R::TABLE.name();
     let base = warp::path("api").and(warp::path(name));
     let list_r = base
@@ -417,15 +351,7 @@ fn resource<R: Resource>(
         .and_then(|id: String, app, auth| async move {
             respond(async { delete::<R>(app, input::parse_id(&id)?, auth).await }.await)
         });
-    list_r
-        .or(create_r)
-        .unify()
-        .or(get_r)
-        .unify()
-        .or(patch_r)
-        .unify()
-        .or(delete_r)
-        .unify()
+    list_r.or(create_r).unify().or(get_r).unify().or(patch_r).unify().or(delete_r).unify()
 }
 
 /// `GET /api/me`: the signed-in user, without secrets.
@@ -442,8 +368,7 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
             Ok((users::get(c, who.user_id)?, expires))
         })
         .await?;
-    let user =
-        user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
+    let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
     let mut body = serde_json::to_value(user).unwrap_or(Value::Null);
     // When the user's Google push channel runs out (renewed automatically before then).
     body["google_channel_expires_at"] = expires.map(Value::String).unwrap_or(Value::Null);
@@ -462,20 +387,12 @@ async fn login_link(app: App, q: HashMap<String, String>) -> ApiResult<Response>
         .write(move |tx| {
             let now = tx.now().to_string();
             let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
-                return Err(ApiError::Unauthorized(
-                    "this sign-in link is unknown, already used or expired; ask for a new one"
-                        .into(),
-                ));
+                return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
             };
-            users::get(tx.conn(), user_id)?
-                .ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))
+            users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))
         })
         .await?;
-    let token = app.tokens.user_token(
-        user.id,
-        &user.role,
-        app.config.auth.token_ttl.as_secs() as i64,
-    );
+    let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
     tracing::info!(user = user.id, "signed in with a login link");
     Ok(redirect_with_token(&token))
 }
@@ -487,10 +404,7 @@ pub fn redirect_with_token(token: &str) -> Response {
     if let Ok(v) = warp::http::HeaderValue::from_str(&format!("/#access_token={token}")) {
         res.headers_mut().insert(warp::http::header::LOCATION, v);
     }
-    res.headers_mut().insert(
-        warp::http::header::CACHE_CONTROL,
-        warp::http::HeaderValue::from_static("no-store"),
-    );
+    res.headers_mut().insert(warp::http::header::CACHE_CONTROL, warp::http::HeaderValue::from_static("no-store"));
     res
 }
 
@@ -549,17 +463,14 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::BadRequest("send a Content-Length header with the body".into())
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        let mut res =
-            ApiError::BadRequest("this method is not allowed on this path".into()).into_response();
+        let mut res = ApiError::BadRequest("this method is not allowed on this path".into()).into_response();
         *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         return Ok(res);
     } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
         ApiError::BadRequest("send the body as JSON".into())
     } else if err.find::<warp::reject::InvalidQuery>().is_some() {
         ApiError::BadRequest("the query string is malformed".into())
-    } else if err.find::<warp::reject::MissingHeader>().is_some()
-        || err.find::<warp::reject::InvalidHeader>().is_some()
-    {
+    } else if err.find::<warp::reject::MissingHeader>().is_some() || err.find::<warp::reject::InvalidHeader>().is_some() {
         ApiError::BadRequest("a required header is missing or malformed".into())
     } else {
         tracing::debug!(?err, "unhandled rejection");
@@ -576,19 +487,11 @@ mod known_users_tests {
     #[test]
     fn entries_are_trusted_only_until_they_expire() {
         let known = KnownUsers::new(Duration::from_millis(50));
-        assert_eq!(
-            known.get(7),
-            None,
-            "unknown users are read from the database"
-        );
+        assert_eq!(known.get(7), None, "unknown users are read from the database");
         known.remember(7, true);
         assert_eq!(known.get(7), Some(true));
         assert_eq!(known.get(8), None);
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(
-            known.get(7),
-            None,
-            "an expired entry sends the next request to the database again"
-        );
+        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
     }
 }

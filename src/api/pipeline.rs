@@ -55,18 +55,13 @@ fn stage(s: &str) -> ApiResult<String> {
     if STAGES.contains(&s) {
         Ok(s.to_string())
     } else {
-        Err(ApiError::Unprocessable(format!(
-            "stage must be one of lead, qualified, proposal, won, lost, not \"{}\"",
-            input::clip(s)
-        )))
+        Err(ApiError::Unprocessable(format!("stage must be one of lead, qualified, proposal, won, lost, not \"{}\"", input::clip(s))))
     }
 }
 
 fn value(v: f64) -> ApiResult<SqlValue> {
     if !v.is_finite() || v < 0.0 {
-        return Err(ApiError::Unprocessable(
-            "value must be a number of zero or more".into(),
-        ));
+        return Err(ApiError::Unprocessable("value must be a number of zero or more".into()));
     }
     Ok(SqlValue::Real(v))
 }
@@ -78,27 +73,17 @@ impl Resource for Pipeline {
         let mut lq = paging(q, &["stage", "client_id"], &["id"])?;
         if let Some(s) = q.get("stage") {
             if !STAGES.contains(&s.as_str()) {
-                return Err(ApiError::BadRequest(
-                    "stage must be one of lead, qualified, proposal, won, lost".into(),
-                ));
+                return Err(ApiError::BadRequest("stage must be one of lead, qualified, proposal, won, lost".into()));
             }
-            lq.conditions
-                .push(("stage = $".into(), SqlValue::Text(s.clone())));
+            lq.conditions.push(("stage = $".into(), SqlValue::Text(s.clone())));
         }
         if let Some(c) = q.get("client_id") {
-            lq.conditions.push((
-                "client_id = $".into(),
-                SqlValue::Integer(input::parse_id(c)?),
-            ));
+            lq.conditions.push(("client_id = $".into(), SqlValue::Integer(input::parse_id(c)?)));
         }
         Ok(lq)
     }
 
-    fn create(
-        tx: &mut WriteTx<'_>,
-        owner: i64,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn create(tx: &mut WriteTx<'_>, owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
         let d: NewDeal = input::parse_body(body)?;
         let title = required_text("title", &d.title, 300)?;
         if let Some(c) = d.client_id {
@@ -111,25 +96,15 @@ impl Resource for Pipeline {
         };
         Ok(vec![
             ("title", SqlValue::Text(title)),
-            (
-                "client_id",
-                d.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null),
-            ),
-            (
-                "stage",
-                SqlValue::Text(stage(d.stage.as_deref().unwrap_or("lead"))?),
-            ),
+            ("client_id", d.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
+            ("stage", SqlValue::Text(stage(d.stage.as_deref().unwrap_or("lead"))?)),
             ("value", value(d.value.unwrap_or(0.0))?),
             ("expected_close", text(close)),
             ("notes", text(d.notes)),
         ])
     }
 
-    fn patch(
-        tx: &mut WriteTx<'_>,
-        existing: &Value,
-        body: &[u8],
-    ) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn patch(tx: &mut WriteTx<'_>, existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
         let p: DealPatch = input::parse_body(body)?;
         let mut cols = Vec::new();
         if let Some(t) = p.title {
@@ -139,10 +114,7 @@ impl Resource for Pipeline {
             if let Some(id) = c {
                 input::check_client(tx.conn(), id, rows::owner_of(existing))?;
             }
-            cols.push((
-                "client_id",
-                c.map(SqlValue::Integer).unwrap_or(SqlValue::Null),
-            ));
+            cols.push(("client_id", c.map(SqlValue::Integer).unwrap_or(SqlValue::Null)));
         }
         if let Some(s) = p.stage {
             cols.push(("stage", SqlValue::Text(stage(&s)?)));

@@ -44,10 +44,7 @@ pub fn calendly_meeting_for_event(
         .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
         .optional()?;
     if let Some(meeting_id) = by_id {
-        return Ok(Some(BookingMatch {
-            meeting_id,
-            by_event_id: true,
-        }));
+        return Ok(Some(BookingMatch { meeting_id, by_event_id: true }));
     }
     // A malformed `invitees` value must not fail the sync: it then matches nothing.
     let mut stmt = conn.prepare_cached(
@@ -58,14 +55,8 @@ pub fn calendly_meeting_for_event(
          ORDER BY m.id LIMIT 1",
     )?;
     for email in attendee_emails {
-        if let Some(meeting_id) = stmt
-            .query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0))
-            .optional()?
-        {
-            return Ok(Some(BookingMatch {
-                meeting_id,
-                by_event_id: false,
-            }));
+        if let Some(meeting_id) = stmt.query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0)).optional()? {
+            return Ok(Some(BookingMatch { meeting_id, by_event_id: false }));
         }
     }
     Ok(None)
@@ -91,9 +82,7 @@ pub fn google_copy(
             .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
             .optional();
     }
-    let Some(email) = invitee_email.filter(|e| !e.is_empty()) else {
-        return Ok(None);
-    };
+    let Some(email) = invitee_email.filter(|e| !e.is_empty()) else { return Ok(None) };
     conn.prepare_cached(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.starts_at = ?2 AND m.status <> 'canceled'
@@ -120,21 +109,8 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn meeting(
-        c: &Connection,
-        user: i64,
-        source: &str,
-        ext: &str,
-        gev: Option<&str>,
-        start: &str,
-        people: &str,
-        status: &str,
-    ) -> i64 {
-        let col = if source == "calendly" {
-            "invitees"
-        } else {
-            "attendees"
-        };
+    fn meeting(c: &Connection, user: i64, source: &str, ext: &str, gev: Option<&str>, start: &str, people: &str, status: &str) -> i64 {
+        let col = if source == "calendly" { "invitees" } else { "attendees" };
         c.execute(
             &format!(
                 "INSERT INTO meetings (user_id, source, external_id, google_event_id, title, starts_at, ends_at, status, {col}, created_at, updated_at)
@@ -151,113 +127,31 @@ mod tests {
     #[test]
     fn a_google_event_finds_its_calendly_booking_by_id_then_by_time_and_email() {
         let c = db();
-        let by_id = meeting(
-            &c,
-            1,
-            "calendly",
-            "https://cal/ev1",
-            Some("g1"),
-            T,
-            "[]",
-            "scheduled",
-        );
-        let plain = meeting(
-            &c,
-            1,
-            "calendly",
-            "https://cal/ev2",
-            None,
-            T,
-            r#"[{"uri":"u","email":"Client@Y.com"}]"#,
-            "scheduled",
-        );
-        meeting(
-            &c,
-            1,
-            "calendly",
-            "https://cal/ev3",
-            None,
-            T,
-            "not json",
-            "scheduled",
-        );
+        let by_id = meeting(&c, 1, "calendly", "https://cal/ev1", Some("g1"), T, "[]", "scheduled");
+        let plain = meeting(&c, 1, "calendly", "https://cal/ev2", None, T, r#"[{"uri":"u","email":"Client@Y.com"}]"#, "scheduled");
+        meeting(&c, 1, "calendly", "https://cal/ev3", None, T, "not json", "scheduled");
         let emails = vec!["client@y.com".to_string()];
-        assert_eq!(
-            calendly_meeting_for_event(&c, 1, "g1", T, &[]).unwrap(),
-            Some(BookingMatch {
-                meeting_id: by_id,
-                by_event_id: true
-            })
-        );
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g1", T, &[]).unwrap(), Some(BookingMatch { meeting_id: by_id, by_event_id: true }));
         assert_eq!(
             calendly_meeting_for_event(&c, 1, "g2", T, &emails).unwrap(),
-            Some(BookingMatch {
-                meeting_id: plain,
-                by_event_id: false
-            })
+            Some(BookingMatch { meeting_id: plain, by_event_id: false })
         );
-        assert_eq!(
-            calendly_meeting_for_event(&c, 1, "g2", "2026-12-01T11:00:00.000Z", &emails).unwrap(),
-            None,
-            "another time"
-        );
-        assert_eq!(
-            calendly_meeting_for_event(&c, 1, "g2", T, &["other@y.com".into()]).unwrap(),
-            None,
-            "another person"
-        );
-        assert_eq!(
-            calendly_meeting_for_event(&c, 2, "g1", T, &emails).unwrap(),
-            None,
-            "another adviser"
-        );
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", "2026-12-01T11:00:00.000Z", &emails).unwrap(), None, "another time");
+        assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &["other@y.com".into()]).unwrap(), None, "another person");
+        assert_eq!(calendly_meeting_for_event(&c, 2, "g1", T, &emails).unwrap(), None, "another adviser");
     }
 
     #[test]
     fn a_calendly_booking_finds_its_google_copy() {
         let c = db();
-        let g = meeting(
-            &c,
-            1,
-            "google",
-            "g1",
-            Some("g1"),
-            T,
-            r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#,
-            "scheduled",
-        );
-        meeting(
-            &c,
-            1,
-            "google",
-            "g9",
-            Some("g9"),
-            T,
-            r#"[{"email":"client@y.com"}]"#,
-            "canceled",
-        );
-        assert_eq!(
-            google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(),
-            Some(g)
-        );
-        assert_eq!(
-            google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(),
-            None,
-            "an id that names no copy"
-        );
-        assert_eq!(
-            google_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(),
-            Some(g)
-        );
-        assert_eq!(
-            google_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(),
-            None
-        );
+        let g =
+            meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
+        meeting(&c, 1, "google", "g9", Some("g9"), T, r#"[{"email":"client@y.com"}]"#, "canceled");
+        assert_eq!(google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
+        assert_eq!(google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");
+        assert_eq!(google_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(), Some(g));
+        assert_eq!(google_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(), None);
         assert_eq!(google_copy(&c, 1, None, T, None).unwrap(), None);
-        assert_eq!(
-            google_copy(&c, 2, Some("g1"), T, None).unwrap(),
-            None,
-            "another adviser"
-        );
+        assert_eq!(google_copy(&c, 2, Some("g1"), T, None).unwrap(), None, "another adviser");
     }
 }

@@ -31,32 +31,18 @@ pub struct CalendarView {
 
 impl From<&CalendarRow> for CalendarView {
     fn from(c: &CalendarRow) -> CalendarView {
-        CalendarView {
-            id: c.calendar_id.clone(),
-            name: c.name.clone(),
-            color: c.color.clone(),
-            primary: c.primary,
-            selected: c.selected,
-        }
+        CalendarView { id: c.calendar_id.clone(), name: c.name.clone(), color: c.color.clone(), primary: c.primary, selected: c.selected }
     }
 }
 
 fn listed(e: &CalendarListEntry) -> ListedCalendar {
-    let clip = |s: &Option<String>, max: usize| {
-        s.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.chars().take(max).collect())
-    };
+    let clip =
+        |s: &Option<String>, max: usize| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(|s| s.chars().take(max).collect());
     ListedCalendar {
         calendar_id: e.id.clone(),
-        name: clip(&e.summary_override, 200)
-            .or_else(|| clip(&e.summary, 200))
-            .unwrap_or_else(|| e.id.clone()),
+        name: clip(&e.summary_override, 200).or_else(|| clip(&e.summary, 200)).unwrap_or_else(|| e.id.clone()),
         // Only a colour (`#rrggbb`) reaches the page's style attribute.
-        color: clip(&e.background_color, 9).filter(|c| {
-            c.len() >= 4 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit())
-        }),
+        color: clip(&e.background_color, 9).filter(|c| c.len() >= 4 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit())),
         primary: e.primary == Some(true),
         time_zone: clip(&e.time_zone, 100),
     }
@@ -64,9 +50,7 @@ fn listed(e: &CalendarListEntry) -> ListedCalendar {
 
 /// Is this calendar in the configured set?
 fn configured(defaults: &[String], c: &ListedCalendar) -> bool {
-    defaults.iter().any(|d| {
-        d.eq_ignore_ascii_case(&c.calendar_id) || (c.primary && d.eq_ignore_ascii_case("primary"))
-    })
+    defaults.iter().any(|d| d.eq_ignore_ascii_case(&c.calendar_id) || (c.primary && d.eq_ignore_ascii_case("primary")))
 }
 
 impl GoogleSync {
@@ -78,18 +62,11 @@ impl GoogleSync {
         creds: &mut Creds,
         refreshed_for_401: &mut bool,
     ) -> Result<Vec<CalendarRow>, SyncError> {
-        let known = self
-            .store
-            .read(move |c| Ok(google_store::has_calendar_list(c, user_id)?))
-            .await?;
+        let known = self.store.read(move |c| Ok(google_store::has_calendar_list(c, user_id)?)).await?;
         if !known {
-            self.refresh_calendar_list(user_id, creds, refreshed_for_401)
-                .await?;
+            self.refresh_calendar_list(user_id, creds, refreshed_for_401).await?;
         }
-        Ok(self
-            .store
-            .read(move |c| Ok(google_store::ticked(c, user_id)?))
-            .await?)
+        Ok(self.store.read(move |c| Ok(google_store::ticked(c, user_id)?)).await?)
     }
 
     /// Read `calendarList.list` and store it. Calendars that left the list
@@ -126,21 +103,14 @@ impl GoogleSync {
                 let first = !google_store::has_calendar_list(tx.conn(), user_id)?;
                 let now = tx.now().to_string();
                 let tick = |c: &ListedCalendar| first && configured(&defaults, c);
-                let gone =
-                    google_store::save_calendar_list(tx.conn(), user_id, &listed, &tick, &now)?;
+                let gone = google_store::save_calendar_list(tx.conn(), user_id, &listed, &tick, &now)?;
                 for cal in &gone {
                     release_calendar(tx, user_id, cal)?;
                 }
                 if first {
                     let ticked = google_store::ticked(tx.conn(), user_id)?;
-                    let missing: Vec<&String> = defaults
-                        .iter()
-                        .filter(|d| {
-                            !listed
-                                .iter()
-                                .any(|c| configured(std::slice::from_ref(d), c))
-                        })
-                        .collect();
+                    let missing: Vec<&String> =
+                        defaults.iter().filter(|d| !listed.iter().any(|c| configured(std::slice::from_ref(d), c))).collect();
                     if !missing.is_empty() {
                         tracing::warn!(
                             user = user_id,
@@ -163,24 +133,15 @@ impl GoogleSync {
     }
 
     /// `GET /api/me/calendars`: the list, fresh from Google.
-    pub async fn list_calendars(
-        self: &Arc<Self>,
-        user_id: i64,
-    ) -> Result<Vec<CalendarView>, SyncError> {
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+    pub async fn list_calendars(self: &Arc<Self>, user_id: i64) -> Result<Vec<CalendarView>, SyncError> {
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
         if creds.refresh.is_none() {
             return Err(SyncError::NotConnected);
         }
-        let rows = self
-            .refresh_calendar_list(user_id, &mut creds, &mut false)
-            .await?;
+        let rows = self.refresh_calendar_list(user_id, &mut creds, &mut false).await?;
         Ok(rows.iter().map(CalendarView::from).collect())
     }
 
@@ -188,27 +149,14 @@ impl GoogleSync {
     /// `primary` names the primary calendar). Newly ticked calendars get a
     /// channel and a full listing; unticked ones lose their channel and the
     /// meetings only they listed.
-    pub async fn set_calendars(
-        self: &Arc<Self>,
-        user_id: i64,
-        wanted: Vec<String>,
-    ) -> Result<Vec<CalendarView>, ApiError> {
-        let creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?;
+    pub async fn set_calendars(self: &Arc<Self>, user_id: i64, wanted: Vec<String>) -> Result<Vec<CalendarView>, ApiError> {
+        let creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?;
         match creds {
             Some(c) if c.needs_reconnect => {
-                return Err(ApiError::Conflict(
-                    "Google access was revoked or has expired; sign in with Google again".into(),
-                ))
+                return Err(ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()))
             }
             Some(c) if c.refresh.is_some() => {}
-            _ => {
-                return Err(ApiError::Conflict(
-                    "connect Google Calendar first: sign in with Google".into(),
-                ))
-            }
+            _ => return Err(ApiError::Conflict("connect Google Calendar first: sign in with Google".into())),
         }
         if wanted.len() > self.cfg.max_calendars {
             return Err(ApiError::Unprocessable(format!(
@@ -216,16 +164,10 @@ impl GoogleSync {
                 self.cfg.max_calendars
             )));
         }
-        let known = self
-            .store
-            .read(move |c| Ok(google_store::calendars(c, user_id)?))
-            .await?;
+        let known = self.store.read(move |c| Ok(google_store::calendars(c, user_id)?)).await?;
         let mut ids: Vec<String> = Vec::new();
         for w in &wanted {
-            let Some(c) = known
-                .iter()
-                .find(|c| c.calendar_id == *w || (c.primary && w.eq_ignore_ascii_case("primary")))
-            else {
+            let Some(c) = known.iter().find(|c| c.calendar_id == *w || (c.primary && w.eq_ignore_ascii_case("primary"))) else {
                 return Err(ApiError::Unprocessable(format!(
                     "{} is not one of your calendars (GET /api/me/calendars lists them)",
                     w.chars().take(200).collect::<String>()
@@ -252,13 +194,7 @@ impl GoogleSync {
                         google_store::set_selected(tx.conn(), user_id, &c.calendar_id, true, &now)?;
                         added.push(c.calendar_id);
                     } else if !want && c.selected {
-                        google_store::set_selected(
-                            tx.conn(),
-                            user_id,
-                            &c.calendar_id,
-                            false,
-                            &now,
-                        )?;
+                        google_store::set_selected(tx.conn(), user_id, &c.calendar_id, false, &now)?;
                         release_calendar(tx, user_id, &c.calendar_id)?;
                         dropped.push(c.calendar_id);
                     }
@@ -266,12 +202,7 @@ impl GoogleSync {
                 Ok((added, dropped))
             })
             .await?;
-        tracing::info!(
-            user = user_id,
-            ?added,
-            ?dropped,
-            "Google calendar selection changed"
-        );
+        tracing::info!(user = user_id, ?added, ?dropped, "Google calendar selection changed");
         for cal in &dropped {
             if let Err(e) = self.stop_calendar_channels(user_id, cal).await {
                 tracing::warn!(user = user_id, error = %e, "could not stop the channel of an unticked calendar");
@@ -280,11 +211,7 @@ impl GoogleSync {
         for cal in &added {
             match self.replace_channel(user_id, cal).await {
                 Ok(_) => {}
-                Err(
-                    e @ (SyncError::NeedsReconnect
-                    | SyncError::NotConnected
-                    | SyncError::ShuttingDown),
-                ) => {
+                Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected | SyncError::ShuttingDown)) => {
                     tracing::warn!(user = user_id, error = %e, "could not register the push channel of a ticked calendar");
                 }
                 Err(e) => self.channel_failed(user_id, cal, &e.to_string()).await,
@@ -293,10 +220,7 @@ impl GoogleSync {
         if !added.is_empty() {
             self.enqueue(user_id);
         }
-        let rows = self
-            .store
-            .read(move |c| Ok(google_store::calendars(c, user_id)?))
-            .await?;
+        let rows = self.store.read(move |c| Ok(google_store::calendars(c, user_id)?)).await?;
         Ok(rows.iter().map(CalendarView::from).collect())
     }
 }

@@ -60,21 +60,12 @@ pub fn expiration_from_ms(v: Option<&serde_json::Value>) -> Option<String> {
 impl GoogleSync {
     /// Register a new channel for every ticked calendar of the user (each
     /// replacing that calendar's previous one). The first error ends it.
-    pub async fn replace_channels(
-        self: &Arc<Self>,
-        user_id: i64,
-    ) -> Result<Vec<ChannelInfo>, SyncError> {
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+    pub async fn replace_channels(self: &Arc<Self>, user_id: i64) -> Result<Vec<ChannelInfo>, SyncError> {
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
-        let calendars = self
-            .ticked_calendars(user_id, &mut creds, &mut false)
-            .await?;
+        let calendars = self.ticked_calendars(user_id, &mut creds, &mut false).await?;
         let mut out = Vec::with_capacity(calendars.len());
         for c in calendars {
             out.push(self.replace_channel(user_id, &c.calendar_id).await?);
@@ -83,18 +74,10 @@ impl GoogleSync {
     }
 
     /// Register a new channel for one calendar of the user and stop the one it replaces.
-    pub async fn replace_channel(
-        self: &Arc<Self>,
-        user_id: i64,
-        calendar_id: &str,
-    ) -> Result<ChannelInfo, SyncError> {
+    pub async fn replace_channel(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<ChannelInfo, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -104,12 +87,7 @@ impl GoogleSync {
         let webhook_url = self.webhook_url.clone();
         let access = self.access_token(user_id, &mut creds, false).await?;
 
-        let (cid, tok, cal, url) = (
-            channel_id.clone(),
-            token.clone(),
-            calendar_id.clone(),
-            webhook_url.clone(),
-        );
+        let (cid, tok, cal, url) = (channel_id.clone(), token.clone(), calendar_id.clone(), webhook_url.clone());
         let previous: Vec<(String, Option<String>)> = self
             .store
             .writer
@@ -140,18 +118,7 @@ impl GoogleSync {
         let mut attempt = 0u32;
         let mut access = access;
         let watched = loop {
-            match self
-                .api
-                .watch(
-                    &access,
-                    &calendar_id,
-                    &channel_id,
-                    &token,
-                    &webhook_url,
-                    ttl,
-                )
-                .await
-            {
+            match self.api.watch(&access, &calendar_id, &channel_id, &token, &webhook_url, ttl).await {
                 Ok(w) => break Ok(w),
                 Err(CallError::Unauthorized) if !refreshed => {
                     refreshed = true;
@@ -198,10 +165,7 @@ impl GoogleSync {
             }
         };
         if watched.id.as_deref().is_some_and(|id| id != channel_id) {
-            tracing::warn!(
-                user = user_id,
-                "Google answered the watch with another channel id"
-            );
+            tracing::warn!(user = user_id, "Google answered the watch with another channel id");
         }
         let expiration = expiration_from_ms(watched.expiration.as_ref());
         let resource_id = watched.resource_id.clone();
@@ -219,19 +183,11 @@ impl GoogleSync {
         tracing::info!(user = user_id, channel = %channel_id, expiration = expiration.as_deref().unwrap_or("unknown"), "registered Google push channel");
 
         for (old_id, old_resource) in previous {
-            self.stop_one(user_id, &mut creds, &old_id, old_resource.as_deref())
-                .await;
+            self.stop_one(user_id, &mut creds, &old_id, old_resource.as_deref()).await;
         }
         // The renewal scheduler plans from the stored expirations; tell it.
         self.channels_changed.notify_one();
-        Ok(ChannelInfo {
-            channel_id,
-            calendar_id,
-            resource_id,
-            expiration,
-            webhook_url,
-            state: "active".into(),
-        })
+        Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
     }
 
     /// Stop every channel of the user (all their calendars) at Google and
@@ -241,20 +197,11 @@ impl GoogleSync {
     }
 
     /// Stop the channels of one calendar of the user (it was unticked).
-    pub async fn stop_calendar_channels(
-        self: &Arc<Self>,
-        user_id: i64,
-        calendar_id: &str,
-    ) -> Result<usize, SyncError> {
-        self.stop_channels_of(user_id, Some(calendar_id.to_string()))
-            .await
+    pub async fn stop_calendar_channels(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<usize, SyncError> {
+        self.stop_channels_of(user_id, Some(calendar_id.to_string())).await
     }
 
-    async fn stop_channels_of(
-        self: &Arc<Self>,
-        user_id: i64,
-        calendar_id: Option<String>,
-    ) -> Result<usize, SyncError> {
+    async fn stop_channels_of(self: &Arc<Self>, user_id: i64, calendar_id: Option<String>) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
         let cal = calendar_id.clone();
@@ -268,23 +215,16 @@ impl GoogleSync {
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
         for (id, resource) in channels {
-            self.stop_one(user_id, &mut creds, &id, resource.as_deref())
-                .await;
+            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
         }
         // Push was turned off: a pending renewal retry must not bring it back.
         self.renewal_retries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(u, c), _| {
-                *u != user_id || calendar_id.as_ref().is_some_and(|only| only != c)
-            });
+            .retain(|(u, c), _| *u != user_id || calendar_id.as_ref().is_some_and(|only| only != c));
         self.channels_changed.notify_one();
         Ok(n)
     }
@@ -294,10 +234,7 @@ impl GoogleSync {
     /// one) and channels of a calendar that is not ticked (any more, or
     /// named `primary` before the upgrade that lists calendars by id).
     /// Orphaned channels keep firing at Google's end. Returns how many.
-    pub async fn stop_leftover_channels(
-        self: &Arc<Self>,
-        user_id: i64,
-    ) -> Result<usize, SyncError> {
+    pub async fn stop_leftover_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
         let channels: Vec<(String, Option<String>)> = self
@@ -316,36 +253,21 @@ impl GoogleSync {
         if channels.is_empty() {
             return Ok(0);
         }
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
         for (id, resource) in channels {
             tracing::info!(user = user_id, channel = %id, "stopping a Google push channel left over from before the restart");
-            self.stop_one(user_id, &mut creds, &id, resource.as_deref())
-                .await;
+            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
         }
         Ok(n)
     }
 
     /// Stop one channel at Google (best effort: a channel Google no longer
     /// knows is as good as stopped) and delete its row.
-    async fn stop_one(
-        &self,
-        user_id: i64,
-        creds: &mut super::sync::Creds,
-        channel_id: &str,
-        resource_id: Option<&str>,
-    ) {
+    async fn stop_one(&self, user_id: i64, creds: &mut super::sync::Creds, channel_id: &str, resource_id: Option<&str>) {
         if let Some(resource_id) = resource_id {
             let stopped = match self.access_token(user_id, creds, false).await {
-                Ok(access) => self
-                    .api
-                    .stop_channel(&access, channel_id, resource_id)
-                    .await
-                    .map_err(SyncError::Api),
+                Ok(access) => self.api.stop_channel(&access, channel_id, resource_id).await.map_err(SyncError::Api),
                 Err(e) => Err(e),
             };
             match stopped {
@@ -362,10 +284,7 @@ impl GoogleSync {
             .store
             .writer
             .write(move |tx| {
-                tx.conn().execute(
-                    "DELETE FROM calendar_watch_channels WHERE channel_id = ?1",
-                    [&id],
-                )?;
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&id])?;
                 Ok(())
             })
             .await;
@@ -380,14 +299,8 @@ mod tests {
     #[test]
     fn expiration_is_milliseconds() {
         let v = serde_json::json!("1426325213000");
-        assert_eq!(
-            super::expiration_from_ms(Some(&v)).as_deref(),
-            Some("2015-03-14T09:26:53.000Z")
-        );
-        assert_eq!(
-            super::expiration_from_ms(Some(&serde_json::json!("soon"))),
-            None
-        );
+        assert_eq!(super::expiration_from_ms(Some(&v)).as_deref(), Some("2015-03-14T09:26:53.000Z"));
+        assert_eq!(super::expiration_from_ms(Some(&serde_json::json!("soon"))), None);
         assert_eq!(super::expiration_from_ms(None), None);
     }
 }

@@ -37,10 +37,7 @@ pub enum CallError {
 impl CallError {
     /// Worth retrying after a pause.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            CallError::RateLimited { .. } | CallError::Transient(_)
-        )
+        matches!(self, CallError::RateLimited { .. } | CallError::Transient(_))
     }
 }
 
@@ -52,12 +49,8 @@ impl std::fmt::Display for CallError {
             CallError::Transient(why) => write!(f, "Google is unavailable: {why}"),
             CallError::Gone => write!(f, "the sync token is no longer valid (410)"),
             CallError::NotFound => write!(f, "the calendar was not found (404)"),
-            CallError::InvalidGrant => {
-                write!(f, "Google access was revoked or expired (invalid_grant)")
-            }
-            CallError::Refused { status, reason } => {
-                write!(f, "Google refused the request ({status}: {reason})")
-            }
+            CallError::InvalidGrant => write!(f, "Google access was revoked or expired (invalid_grant)"),
+            CallError::Refused { status, reason } => write!(f, "Google refused the request ({status}: {reason})"),
             CallError::BadResponse(why) => write!(f, "unexpected answer from Google: {why}"),
         }
     }
@@ -152,11 +145,7 @@ pub struct GoogleApi {
 }
 
 impl GoogleApi {
-    pub fn new(
-        cfg: &GoogleConfig,
-        redirect_url: &str,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Result<GoogleApi, String> {
+    pub fn new(cfg: &GoogleConfig, redirect_url: &str, metrics: Option<Arc<Metrics>>) -> Result<GoogleApi, String> {
         super::install_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -181,20 +170,14 @@ impl GoogleApi {
     /// Send one request and count it as `endpoint` (token, userinfo,
     /// events_list, watch, stop) with its HTTP status, or `error` when no
     /// answer came.
-    async fn send(
-        &self,
-        endpoint: &'static str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, CallError> {
+    async fn send(&self, endpoint: &'static str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
         let res = req.send().await;
         if let Some(m) = &self.metrics {
             let status = match &res {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            m.google_api_calls
-                .with_label_values(&[endpoint, status.as_str()])
-                .inc();
+            m.google_api_calls.with_label_values(&[endpoint, status.as_str()]).inc();
         }
         res.map_err(net)
     }
@@ -202,8 +185,7 @@ impl GoogleApi {
     /// `{api_base}/<segments...>`, each segment percent-encoded (calendar
     /// ids are often email addresses).
     fn api_url(&self, segments: &[&str]) -> Result<reqwest::Url, CallError> {
-        let mut url = reqwest::Url::parse(&self.api_base)
-            .map_err(|_| CallError::BadResponse("google.api_base_url is not a URL".into()))?;
+        let mut url = reqwest::Url::parse(&self.api_base).map_err(|_| CallError::BadResponse("google.api_base_url is not a URL".into()))?;
         url.path_segments_mut()
             .map_err(|_| CallError::BadResponse("google.api_base_url cannot take a path".into()))?
             .pop_if_empty()
@@ -220,9 +202,7 @@ impl GoogleApi {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
         ];
-        let res = self
-            .send("token", self.http.post(&self.token_url).form(&form))
-            .await?;
+        let res = self.send("token", self.http.post(&self.token_url).form(&form)).await?;
         json_or_error(res).await
     }
 
@@ -234,21 +214,12 @@ impl GoogleApi {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
         ];
-        let res = self
-            .send("token", self.http.post(&self.token_url).form(&form))
-            .await?;
+        let res = self.send("token", self.http.post(&self.token_url).form(&form)).await?;
         json_or_error(res).await
     }
 
     pub async fn userinfo(&self, access: &Secret) -> Result<UserInfo, CallError> {
-        let res = self
-            .send(
-                "userinfo",
-                self.http
-                    .get(&self.userinfo_url)
-                    .bearer_auth(access.expose()),
-            )
-            .await?;
+        let res = self.send("userinfo", self.http.get(&self.userinfo_url).bearer_auth(access.expose())).await?;
         json_or_error(res).await
     }
 
@@ -274,12 +245,7 @@ impl GoogleApi {
         if let Some(p) = page_token {
             q.push(("pageToken", p));
         }
-        let res = self
-            .send(
-                "events_list",
-                self.http.get(url).bearer_auth(access.expose()).query(&q),
-            )
-            .await?;
+        let res = self.send("events_list", self.http.get(url).bearer_auth(access.expose()).query(&q)).await?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -302,10 +268,7 @@ impl GoogleApi {
     }
 
     /// `calendarList.list`, every page: the calendars on the user's list.
-    pub async fn calendar_list(
-        &self,
-        access: &Secret,
-    ) -> Result<Vec<CalendarListEntry>, CallError> {
+    pub async fn calendar_list(&self, access: &Secret) -> Result<Vec<CalendarListEntry>, CallError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -323,25 +286,13 @@ impl GoogleApi {
             if let Some(p) = page_token.as_deref() {
                 q.push(("pageToken", p));
             }
-            let res = self
-                .send(
-                    "calendar_list",
-                    self.http
-                        .get(url.clone())
-                        .bearer_auth(access.expose())
-                        .query(&q),
-                )
-                .await?;
+            let res = self.send("calendar_list", self.http.get(url.clone()).bearer_auth(access.expose()).query(&q)).await?;
             let page: Page = json_or_error(res).await?;
             for item in page.items.unwrap_or_default() {
                 match serde_json::from_value::<CalendarListEntry>(item) {
-                    Ok(e) if !e.id.is_empty() && e.id.len() <= 1024 && e.deleted != Some(true) => {
-                        out.push(e)
-                    }
+                    Ok(e) if !e.id.is_empty() && e.id.len() <= 1024 && e.deleted != Some(true) => out.push(e),
                     Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping a calendar-list entry in an unexpected shape")
-                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping a calendar-list entry in an unexpected shape"),
                 }
             }
             match page.next_page_token {
@@ -370,30 +321,15 @@ impl GoogleApi {
             "token": channel_token.expose(),
             "params": {"ttl": ttl_secs.to_string()},
         });
-        let res = self
-            .send(
-                "watch",
-                self.http.post(url).bearer_auth(access.expose()).json(&body),
-            )
-            .await?;
+        let res = self.send("watch", self.http.post(url).bearer_auth(access.expose()).json(&body)).await?;
         json_or_error(res).await
     }
 
     /// `channels.stop`.
-    pub async fn stop_channel(
-        &self,
-        access: &Secret,
-        channel_id: &str,
-        resource_id: &str,
-    ) -> Result<(), CallError> {
+    pub async fn stop_channel(&self, access: &Secret, channel_id: &str, resource_id: &str) -> Result<(), CallError> {
         let url = self.api_url(&["channels", "stop"])?;
         let body = serde_json::json!({"id": channel_id, "resourceId": resource_id});
-        let res = self
-            .send(
-                "stop",
-                self.http.post(url).bearer_auth(access.expose()).json(&body),
-            )
-            .await?;
+        let res = self.send("stop", self.http.post(url).bearer_auth(access.expose()).json(&body)).await?;
         if res.status().is_success() {
             return Ok(());
         }
@@ -413,15 +349,12 @@ fn net(e: reqwest::Error) -> CallError {
     }
 }
 
-async fn json_or_error<T: serde::de::DeserializeOwned>(
-    res: reqwest::Response,
-) -> Result<T, CallError> {
+async fn json_or_error<T: serde::de::DeserializeOwned>(res: reqwest::Response) -> Result<T, CallError> {
     if !res.status().is_success() {
         return Err(classify(res).await);
     }
     let bytes = res.bytes().await.map_err(net)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CallError::BadResponse(format!("cannot read the JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| CallError::BadResponse(format!("cannot read the JSON: {e}")))
 }
 
 /// Map an error answer to what it means. Google's API errors look like
@@ -456,24 +389,14 @@ pub(crate) fn classify_parts(status: u16, v: &Value, retry_after: Option<Duratio
     }
     match status {
         401 => CallError::Unauthorized,
-        403 if reason == "rateLimitExceeded"
-            || reason == "userRateLimitExceeded"
-            || reason == "RESOURCE_EXHAUSTED" =>
-        {
+        403 if reason == "rateLimitExceeded" || reason == "userRateLimitExceeded" || reason == "RESOURCE_EXHAUSTED" => {
             CallError::RateLimited { retry_after }
         }
         429 => CallError::RateLimited { retry_after },
         410 => CallError::Gone,
         404 => CallError::NotFound,
         500..=599 => CallError::Transient(format!("HTTP {status}")),
-        _ => CallError::Refused {
-            status,
-            reason: if reason.is_empty() {
-                "no reason given".into()
-            } else {
-                reason
-            },
-        },
+        _ => CallError::Refused { status, reason: if reason.is_empty() { "no reason given".into() } else { reason } },
     }
 }
 
@@ -485,46 +408,24 @@ mod tests {
     #[test]
     fn errors_mean_what_the_guide_says() {
         let rate = json!({"error":{"code":403,"errors":[{"reason":"rateLimitExceeded"}]}});
-        assert_eq!(
-            classify_parts(403, &rate, None),
-            CallError::RateLimited { retry_after: None }
-        );
+        assert_eq!(classify_parts(403, &rate, None), CallError::RateLimited { retry_after: None });
         let forbidden = json!({"error":{"code":403,"errors":[{"reason":"forbidden"}]}});
-        assert!(matches!(
-            classify_parts(403, &forbidden, None),
-            CallError::Refused { status: 403, .. }
-        ));
+        assert!(matches!(classify_parts(403, &forbidden, None), CallError::Refused { status: 403, .. }));
         assert_eq!(
             classify_parts(429, &Value::Null, Some(Duration::from_secs(2))),
-            CallError::RateLimited {
-                retry_after: Some(Duration::from_secs(2))
-            }
+            CallError::RateLimited { retry_after: Some(Duration::from_secs(2)) }
         );
-        assert_eq!(
-            classify_parts(400, &json!({"error":"invalid_grant"}), None),
-            CallError::InvalidGrant
-        );
+        assert_eq!(classify_parts(400, &json!({"error":"invalid_grant"}), None), CallError::InvalidGrant);
         assert_eq!(classify_parts(410, &Value::Null, None), CallError::Gone);
-        assert_eq!(
-            classify_parts(401, &Value::Null, None),
-            CallError::Unauthorized
-        );
+        assert_eq!(classify_parts(401, &Value::Null, None), CallError::Unauthorized);
         assert!(classify_parts(503, &Value::Null, None).retryable());
     }
 
     #[test]
     fn calendar_ids_are_encoded_as_one_segment() {
-        let cfg = GoogleConfig {
-            api_base_url: "http://127.0.0.1:1/calendar/v3/".into(),
-            ..Default::default()
-        };
+        let cfg = GoogleConfig { api_base_url: "http://127.0.0.1:1/calendar/v3/".into(), ..Default::default() };
         let api = GoogleApi::new(&cfg, "http://x/cb", None).unwrap();
-        let url = api
-            .api_url(&["calendars", "a b/c@example.com", "events"])
-            .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:1/calendar/v3/calendars/a%20b%2Fc@example.com/events"
-        );
+        let url = api.api_url(&["calendars", "a b/c@example.com", "events"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/calendar/v3/calendars/a%20b%2Fc@example.com/events");
     }
 }

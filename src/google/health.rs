@@ -22,11 +22,7 @@ pub fn admin_health(conn: &Connection) -> Value {
 
 /// The time of the last notification from Google, for the public status page.
 pub fn last_notification_at(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT MAX(last_notification_at) FROM google_sync_status",
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT MAX(last_notification_at) FROM google_sync_status", [], |r| r.get(0))
 }
 
 fn report(conn: &Connection) -> rusqlite::Result<Value> {
@@ -97,13 +93,7 @@ fn report(conn: &Connection) -> rusqlite::Result<Value> {
             }))
         })?
         .collect::<Result<_, _>>()?;
-    let ids = |f: &dyn Fn(&Value) -> bool| -> Vec<Value> {
-        users
-            .iter()
-            .filter(|u| f(u))
-            .map(|u| u["user_id"].clone())
-            .collect()
-    };
+    let ids = |f: &dyn Fn(&Value) -> bool| -> Vec<Value> { users.iter().filter(|u| f(u)).map(|u| u["user_id"].clone()).collect() };
     let needs_reconnect = ids(&|u| u["needs_reconnect"] == true);
     let renewal_failing = ids(&|u| u["renewal_failures"].as_i64().unwrap_or(0) > 0);
     let push_gap_suspected = ids(&|u| u["push_gap_suspected"] == true);

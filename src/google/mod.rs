@@ -128,11 +128,8 @@ impl GoogleSync {
         } else {
             cfg.redirect_url.trim().to_string()
         };
-        let webhook_url = if cfg.webhook_url.trim().is_empty() {
-            format!("{base}/api/calendar/webhook")
-        } else {
-            cfg.webhook_url.trim().to_string()
-        };
+        let webhook_url =
+            if cfg.webhook_url.trim().is_empty() { format!("{base}/api/calendar/webhook") } else { cfg.webhook_url.trim().to_string() };
         let enabled = config.google_enabled();
         if enabled {
             tracing::info!(%redirect_url, %webhook_url, calendars = ?cfg.default_calendars(), "Google Calendar sync is on");
@@ -170,9 +167,7 @@ impl GoogleSync {
             passes: Mutex::new(HashMap::new()),
             channel_locks: Mutex::new(HashMap::new()),
             selection_locks: Mutex::new(HashMap::new()),
-            full_syncs: Arc::new(tokio::sync::Semaphore::new(
-                config.google.full_sync_concurrency.max(1),
-            )),
+            full_syncs: Arc::new(tokio::sync::Semaphore::new(config.google.full_sync_concurrency.max(1))),
             renewal_retries: Mutex::new(HashMap::new()),
             channels_changed: Notify::new(),
             metrics,
@@ -229,10 +224,7 @@ impl GoogleSync {
 
     /// The lock that serializes calendar selection changes of one user.
     pub(crate) fn selection_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .selection_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.selection_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(user_id).or_default().clone()
     }
 }

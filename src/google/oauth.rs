@@ -78,9 +78,7 @@ pub fn sign_state(key: &[u8; 32], nonce: &str, exp: i64, purpose: Purpose) -> St
         Purpose::Connect(id) => id,
     };
     let payload = format!("{nonce}.{exp}.{uid}");
-    let sig = state_mac(key, &payload)
-        .map(|m| b64(&m.finalize().into_bytes()))
-        .unwrap_or_default();
+    let sig = state_mac(key, &payload).map(|m| b64(&m.finalize().into_bytes())).unwrap_or_default();
     format!("{payload}.{sig}")
 }
 
@@ -92,9 +90,7 @@ pub fn verify_state(key: &[u8; 32], state: &str, now_unix: i64) -> Option<StateC
     if parts.next().is_some() || nonce.is_empty() || nonce.len() > 100 {
         return None;
     }
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(sig)
-        .ok()?;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).ok()?;
     state_mac(key, payload)?.verify_slice(&sig).ok()?;
     let exp: i64 = exp.parse().ok()?;
     let purpose = match uid.parse::<i64>().ok()? {
@@ -102,40 +98,24 @@ pub fn verify_state(key: &[u8; 32], state: &str, now_unix: i64) -> Option<StateC
         id if id > 0 => Purpose::Connect(id),
         _ => return None,
     };
-    (exp > now_unix).then(|| StateClaims {
-        nonce: nonce.to_string(),
-        exp,
-        purpose,
-    })
+    (exp > now_unix).then(|| StateClaims { nonce: nonce.to_string(), exp, purpose })
 }
 
 /// May someone without an account sign up with this (verified) email?
 pub fn may_sign_up(auth: &AuthConfig, email: &str) -> bool {
     let email = email.trim();
-    if auth
-        .allowed_emails
-        .iter()
-        .any(|a| a.trim().eq_ignore_ascii_case(email))
-    {
+    if auth.allowed_emails.iter().any(|a| a.trim().eq_ignore_ascii_case(email)) {
         return true;
     }
     match email.rsplit_once('@') {
-        Some((_, domain)) => auth.allowed_domains.iter().any(|d| {
-            d.trim()
-                .trim_start_matches('@')
-                .eq_ignore_ascii_case(domain)
-        }),
+        Some((_, domain)) => auth.allowed_domains.iter().any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(domain)),
         None => false,
     }
 }
 
 /// The value of our state cookie in a `Cookie` header.
 pub fn cookie_nonce(header: Option<&str>) -> Option<String> {
-    header?
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == STATE_COOKIE)
-        .map(|(_, v)| v.trim().to_string())
+    header?.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == STATE_COOKIE).map(|(_, v)| v.trim().to_string())
 }
 
 impl GoogleSync {
@@ -153,8 +133,7 @@ impl GoogleSync {
         let nonce = crate::auth::random_token(24);
         let exp = crate::auth::unix_now() + STATE_TTL_SECS;
         let state = sign_state(&self.state_key, &nonce, exp, purpose);
-        let mut url = reqwest::Url::parse(&self.api.auth_url)
-            .map_err(|_| ApiError::internal("google.auth_url is not a URL"))?;
+        let mut url = reqwest::Url::parse(&self.api.auth_url).map_err(|_| ApiError::internal("google.auth_url is not a URL"))?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.api.client_id)
             .append_pair("redirect_uri", &self.api.redirect_url)
@@ -168,44 +147,27 @@ impl GoogleSync {
             "{STATE_COOKIE}={nonce}; Path={COOKIE_PATH}; Max-Age={STATE_TTL_SECS}; HttpOnly; SameSite=Lax{}",
             if self.secure_cookies { "; Secure" } else { "" }
         );
-        Ok(Started {
-            location: url.to_string(),
-            set_cookie,
-        })
+        Ok(Started { location: url.to_string(), set_cookie })
     }
 
     /// Finish a sign-in: check the state (signature, expiry, this browser,
     /// first use), exchange the code, find or create the user, store the
     /// tokens, then start the first full sync and the push channel in the
     /// background. Errors are sentences safe to show.
-    pub async fn finish_sign_in(
-        self: &Arc<Self>,
-        q: Callback,
-        cookie: Option<String>,
-    ) -> ApiResult<users::User> {
+    pub async fn finish_sign_in(self: &Arc<Self>, q: Callback, cookie: Option<String>) -> ApiResult<users::User> {
         if let Some(err) = q.error.as_deref() {
             let err = crate::api::input::clip(err);
             return Err(if err == "access_denied" {
-                ApiError::Forbidden(
-                    "Google sign-in was cancelled: syncgate was not given access".into(),
-                )
+                ApiError::Forbidden("Google sign-in was cancelled: syncgate was not given access".into())
             } else {
                 ApiError::BadRequest(format!("Google sign-in failed ({err}); start again"))
             });
         }
-        let (Some(code), Some(state)) =
-            (q.code.filter(|c| !c.is_empty() && c.len() <= 2048), q.state)
-        else {
-            return Err(ApiError::BadRequest(
-                "the sign-in answer from Google lacks its code or state; start again".into(),
-            ));
+        let (Some(code), Some(state)) = (q.code.filter(|c| !c.is_empty() && c.len() <= 2048), q.state) else {
+            return Err(ApiError::BadRequest("the sign-in answer from Google lacks its code or state; start again".into()));
         };
-        let claims =
-            verify_state(&self.state_key, &state, crate::auth::unix_now()).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "this sign-in request is invalid or has expired; start again".into(),
-                )
-            })?;
+        let claims = verify_state(&self.state_key, &state, crate::auth::unix_now())
+            .ok_or_else(|| ApiError::BadRequest("this sign-in request is invalid or has expired; start again".into()))?;
         if cookie.as_deref() != Some(claims.nonce.as_str()) {
             return Err(ApiError::BadRequest(
                 "this sign-in was started in another browser or its cookie is gone; start again from the sign-in page".into(),
@@ -213,9 +175,7 @@ impl GoogleSync {
         }
         // Single use: the first use records the nonce; a replay finds it.
         let hash = crate::auth::sha256_hex(&claims.nonce);
-        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
-            .map(timefmt::format)
-            .map_err(ApiError::internal)?;
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp).map(timefmt::format).map_err(ApiError::internal)?;
         let purpose = claims.purpose;
         let first_use = self
             .store
@@ -229,39 +189,31 @@ impl GoogleSync {
             })
             .await?;
         if !first_use {
-            return Err(ApiError::BadRequest(
-                "this sign-in request was already used; start again".into(),
-            ));
+            return Err(ApiError::BadRequest("this sign-in request was already used; start again".into()));
         }
 
         let tokens = self.api.exchange_code(&code).await.map_err(|e| match e {
-            super::client::CallError::InvalidGrant => ApiError::BadRequest(
-                "Google refused the sign-in code (used or expired); start again".into(),
-            ),
-            other => {
-                ApiError::Unavailable(format!("could not finish the sign-in with Google: {other}"))
+            super::client::CallError::InvalidGrant => {
+                ApiError::BadRequest("Google refused the sign-in code (used or expired); start again".into())
             }
+            other => ApiError::Unavailable(format!("could not finish the sign-in with Google: {other}")),
         })?;
-        let info = self.api.userinfo(&tokens.access_token).await.map_err(|e| {
-            ApiError::Unavailable(format!("could not ask Google who signed in: {e}"))
-        })?;
+        let info = self
+            .api
+            .userinfo(&tokens.access_token)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("could not ask Google who signed in: {e}")))?;
         let email = info.email.clone().unwrap_or_default().trim().to_string();
         if email.is_empty() || info.email_verified == Some(false) {
-            return Err(ApiError::Forbidden(
-                "your Google account has no verified email address, so syncgate cannot sign you in"
-                    .into(),
-            ));
+            return Err(ApiError::Forbidden("your Google account has no verified email address, so syncgate cannot sign you in".into()));
         }
         if info.sub.is_empty() || info.sub.len() > 255 {
-            return Err(ApiError::Unavailable(
-                "Google did not say who signed in".into(),
-            ));
+            return Err(ApiError::Unavailable("Google did not say who signed in".into()));
         }
         if tokens.refresh_token.is_none() {
             tracing::warn!(%email, "Google gave no refresh token; calendar sync needs the user to grant offline access again");
         }
-        let expires_at = time::OffsetDateTime::now_utc()
-            + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30));
+        let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30));
         let expires_at = timefmt::format(expires_at);
         let auth = self.auth.clone();
         let sub = info.sub.clone();
@@ -322,23 +274,14 @@ impl GoogleSync {
                 Ok((user, created))
             })
             .await?;
-        tracing::info!(
-            user = user.id,
-            created,
-            connect = matches!(purpose, Purpose::Connect(_)),
-            "signed in with Google"
-        );
+        tracing::info!(user = user.id, created, connect = matches!(purpose, Purpose::Connect(_)), "signed in with Google");
         if user.google_connected {
             let me = self.clone();
             let user_id = user.id;
             // Channel first, then the full sync: a change after the watch is
             // pushed, one before the sync's list is in it, so none falls between.
             tokio::spawn(async move {
-                let mut creds = match me
-                    .store
-                    .read(move |c| Ok(super::sync::load_creds(c, user_id)?))
-                    .await
-                {
+                let mut creds = match me.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await {
                     Ok(Some(c)) => c,
                     _ => return,
                 };
@@ -347,24 +290,15 @@ impl GoogleSync {
                         for c in calendars {
                             match me.replace_channel(user_id, &c.calendar_id).await {
                                 Ok(_) => {}
-                                Err(
-                                    e @ (SyncError::NeedsReconnect
-                                    | SyncError::NotConnected
-                                    | SyncError::ShuttingDown),
-                                ) => {
+                                Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected | SyncError::ShuttingDown)) => {
                                     tracing::warn!(user = user_id, error = %e, "could not register the Google push channel after sign-in");
                                 }
                                 // The renewal scheduler tries again with backoff.
-                                Err(e) => {
-                                    me.channel_failed(user_id, &c.calendar_id, &e.to_string())
-                                        .await
-                                }
+                                Err(e) => me.channel_failed(user_id, &c.calendar_id, &e.to_string()).await,
                             }
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(user = user_id, error = %e, "could not read the Google calendar list after sign-in")
-                    }
+                    Err(e) => tracing::warn!(user = user_id, error = %e, "could not read the Google calendar list after sign-in"),
                 }
                 me.enqueue(user_id);
             });
@@ -382,32 +316,14 @@ mod tests {
         let key = [7u8; 32];
         let s = sign_state(&key, "abc", 1000, Purpose::SignIn);
         let c = verify_state(&key, &s, 999).unwrap();
-        assert_eq!(
-            (c.nonce.as_str(), c.exp, c.purpose),
-            ("abc", 1000, Purpose::SignIn)
-        );
+        assert_eq!((c.nonce.as_str(), c.exp, c.purpose), ("abc", 1000, Purpose::SignIn));
         assert_eq!(verify_state(&key, &s, 1000), None, "expired");
         assert_eq!(verify_state(&[8u8; 32], &s, 999), None, "other key");
-        assert_eq!(
-            verify_state(&key, &s.replace("abc", "abd"), 999),
-            None,
-            "tampered nonce"
-        );
-        assert_eq!(
-            verify_state(&key, &s.replace(".1000.", ".2000."), 999),
-            None,
-            "tampered expiry"
-        );
+        assert_eq!(verify_state(&key, &s.replace("abc", "abd"), 999), None, "tampered nonce");
+        assert_eq!(verify_state(&key, &s.replace(".1000.", ".2000."), 999), None, "tampered expiry");
         let c = sign_state(&key, "abc", 1000, Purpose::Connect(7));
-        assert_eq!(
-            verify_state(&key, &c, 0).unwrap().purpose,
-            Purpose::Connect(7)
-        );
-        assert_eq!(
-            verify_state(&key, &c.replace(".1000.7.", ".1000.8."), 0),
-            None,
-            "tampered user"
-        );
+        assert_eq!(verify_state(&key, &c, 0).unwrap().purpose, Purpose::Connect(7));
+        assert_eq!(verify_state(&key, &c.replace(".1000.7.", ".1000.8."), 0), None, "tampered user");
         assert_eq!(verify_state(&key, "garbage", 0), None);
         assert_eq!(verify_state(&key, "a.b.c.d.e", 0), None);
     }
@@ -415,10 +331,7 @@ mod tests {
     #[test]
     fn sign_up_policy() {
         let mut auth = AuthConfig::default();
-        assert!(
-            !may_sign_up(&auth, "a@example.com"),
-            "by default only existing users"
-        );
+        assert!(!may_sign_up(&auth, "a@example.com"), "by default only existing users");
         auth.allowed_emails = vec!["A@Example.com".into()];
         auth.allowed_domains = vec!["@firm.example".into()];
         assert!(may_sign_up(&auth, "a@example.com"));
@@ -429,10 +342,7 @@ mod tests {
 
     #[test]
     fn cookie_is_found_among_others() {
-        assert_eq!(
-            cookie_nonce(Some("a=1; syncgate_google_state=xyz; b=2")).as_deref(),
-            Some("xyz")
-        );
+        assert_eq!(cookie_nonce(Some("a=1; syncgate_google_state=xyz; b=2")).as_deref(), Some("xyz"));
         assert_eq!(cookie_nonce(Some("a=1")), None);
         assert_eq!(cookie_nonce(None), None);
     }

@@ -143,10 +143,7 @@ impl std::fmt::Display for SyncError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SyncError::NotConnected => write!(f, "the user has not connected Google Calendar"),
-            SyncError::NeedsReconnect => write!(
-                f,
-                "Google access was revoked; the user must sign in with Google again"
-            ),
+            SyncError::NeedsReconnect => write!(f, "Google access was revoked; the user must sign in with Google again"),
             SyncError::Api(e) => write!(f, "{e}"),
             SyncError::Store(e) => write!(f, "{e}"),
             SyncError::ShuttingDown => write!(f, "the server is shutting down"),
@@ -221,10 +218,7 @@ impl GoogleSync {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let _guard = PassGuard {
-                google: me.clone(),
-                user_id,
-            };
+            let _guard = PassGuard { google: me.clone(), user_id };
             let mut trigger = trigger;
             loop {
                 me.run_pass(user_id, trigger).await;
@@ -241,10 +235,7 @@ impl GoogleSync {
 
     /// Is a pass running (or queued) for this user?
     pub fn sync_pending(&self, user_id: i64) -> bool {
-        self.passes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&user_id)
+        self.passes.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&user_id)
     }
 
     /// One pass, with its log line, its row in `google_sync_status` and its metrics.
@@ -276,18 +267,10 @@ impl GoogleSync {
             Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => return,
             Err(SyncError::NeedsReconnect) => {
                 tracing::warn!("google sync user {user_id} stopped: Google access was revoked; the user must sign in with Google again");
-                (
-                    None,
-                    "needs_reconnect",
-                    Some(SyncError::NeedsReconnect.to_string()),
-                    SyncReport::default(),
-                )
+                (None, "needs_reconnect", Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
             }
             Err(e) => {
-                tracing::warn!(
-                    trigger = trigger.as_str(),
-                    "google sync user {user_id} failed: {e}"
-                );
+                tracing::warn!(trigger = trigger.as_str(), "google sync user {user_id} failed: {e}");
                 (None, "failed", Some(e.to_string()), SyncReport::default())
             }
         };
@@ -296,14 +279,8 @@ impl GoogleSync {
             "failed" => "error",
             other => other,
         };
-        self.metrics
-            .google_syncs
-            .with_label_values(&[metric_kind, metric_outcome])
-            .inc();
-        self.metrics
-            .google_sync_seconds
-            .with_label_values(&[metric_kind])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.google_syncs.with_label_values(&[metric_kind, metric_outcome]).inc();
+        self.metrics.google_sync_seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
         let ok = result.is_ok();
         let full = report.full;
         let safety_net = trigger == SyncTrigger::SafetyNet;
@@ -358,11 +335,7 @@ impl GoogleSync {
     /// has a sync token, else listed in full; cancellations last (see the
     /// module doc).
     pub async fn sync_user(self: &Arc<Self>, user_id: i64) -> Result<SyncReport, SyncError> {
-        let mut creds = self
-            .store
-            .read(move |c| Ok(load_creds(c, user_id)?))
-            .await?
-            .ok_or(SyncError::NotConnected)?;
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -370,56 +343,23 @@ impl GoogleSync {
             return Err(SyncError::NotConnected);
         }
         let mut refreshed_for_401 = false;
-        let calendars = self
-            .ticked_calendars(user_id, &mut creds, &mut refreshed_for_401)
-            .await?;
+        let calendars = self.ticked_calendars(user_id, &mut creds, &mut refreshed_for_401).await?;
         let window = self.full_window();
-        let mut pass = Pass {
-            report: SyncReport::default(),
-            pending: HashSet::new(),
-            full_permit: None,
-        };
+        let mut pass = Pass { report: SyncReport::default(), pending: HashSet::new(), full_permit: None };
         let mut listings = Vec::with_capacity(calendars.len());
         for calendar in calendars {
-            let listing = self
-                .list_calendar(
-                    user_id,
-                    &mut creds,
-                    calendar,
-                    &window,
-                    &mut pass,
-                    &mut refreshed_for_401,
-                )
-                .await?;
+            let listing = self.list_calendar(user_id, &mut creds, calendar, &window, &mut pass, &mut refreshed_for_401).await?;
             listings.push(listing);
         }
         // The window moves with time: list the slice that entered it since.
-        let ListMode::Full {
-            time_max: desired_end,
-            ..
-        } = &window
-        else {
-            unreachable!("full_window is full")
-        };
+        let ListMode::Full { time_max: desired_end, .. } = &window else { unreachable!("full_window is full") };
         for listing in listings.iter_mut().filter(|l| l.full.is_none()) {
             if self.window_due(listing.calendar.window_end.as_deref(), desired_end) {
-                self.advance_window(
-                    user_id,
-                    &mut creds,
-                    listing,
-                    desired_end,
-                    &mut pass,
-                    &mut refreshed_for_401,
-                )
-                .await?;
+                self.advance_window(user_id, &mut creds, listing, desired_end, &mut pass, &mut refreshed_for_401).await?;
             }
         }
         let legacy_window = listings.iter().find_map(|l| l.full.clone());
-        let counts = self
-            .store
-            .writer
-            .write(move |tx| finish_pass(tx, user_id, listings, legacy_window))
-            .await?;
+        let counts = self.store.writer.write(move |tx| finish_pass(tx, user_id, listings, legacy_window)).await?;
         pass.report.add(&counts);
         Ok(pass.report)
     }
@@ -452,34 +392,15 @@ impl GoogleSync {
             pass.report.full |= full.is_some();
             // Full listings import up to their own end; incremental ones up to
             // the window the calendar was last listed to.
-            let window_end = full
-                .as_ref()
-                .map(|(_, max)| max.clone())
-                .or_else(|| calendar.window_end.clone());
-            let mut listing = Listing {
-                calendar: calendar.clone(),
-                full,
-                seen: HashSet::new(),
-                cancelled: Vec::new(),
-                next: None,
-            };
+            let window_end = full.as_ref().map(|(_, max)| max.clone()).or_else(|| calendar.window_end.clone());
+            let mut listing = Listing { calendar: calendar.clone(), full, seen: HashSet::new(), cancelled: Vec::new(), next: None };
             let mut page_token: Option<String> = None;
             let mut pages = 0usize;
             loop {
                 if self.shutting_down() {
                     return Err(SyncError::ShuttingDown);
                 }
-                let page = match self
-                    .list_page(
-                        user_id,
-                        creds,
-                        &calendar.calendar_id,
-                        &mode,
-                        page_token.as_deref(),
-                        refreshed_for_401,
-                    )
-                    .await
-                {
+                let page = match self.list_page(user_id, creds, &calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await {
                     Ok(p) => p,
                     Err(SyncError::Api(CallError::Gone)) if !had_410 => {
                         // The token is dead: forget it, then one full listing. A
@@ -489,16 +410,7 @@ impl GoogleSync {
                             "google sync user {user_id}: sync token of a calendar expired (410); listing that calendar in full"
                         );
                         let cal = calendar.calendar_id.clone();
-                        self.store
-                            .writer
-                            .write(move |tx| {
-                                Ok(google_store::clear_sync_tokens(
-                                    tx.conn(),
-                                    user_id,
-                                    Some(&cal),
-                                )?)
-                            })
-                            .await?;
+                        self.store.writer.write(move |tx| Ok(google_store::clear_sync_tokens(tx.conn(), user_id, Some(&cal))?)).await?;
                         mode = window.clone();
                         continue 'calendar;
                     }
@@ -506,12 +418,7 @@ impl GoogleSync {
                 };
                 pages += 1;
                 pass.report.pages += 1;
-                let EventsPage {
-                    items,
-                    next_page_token,
-                    next_sync_token,
-                    time_zone,
-                } = page;
+                let EventsPage { items, next_page_token, next_sync_token, time_zone } = page;
                 let events: Vec<GEvent> = items
                     .into_iter()
                     .filter_map(|v| match serde_json::from_value::<GEvent>(v) {
@@ -529,8 +436,7 @@ impl GoogleSync {
                         listing.seen.insert(ev.id.clone());
                     }
                     if ev.status.as_deref() == Some("cancelled") {
-                        pass.pending
-                            .insert((calendar.calendar_id.clone(), ev.id.clone()));
+                        pass.pending.insert((calendar.calendar_id.clone(), ev.id.clone()));
                         listing.cancelled.push(ev.id);
                     } else {
                         live.push(ev);
@@ -538,10 +444,7 @@ impl GoogleSync {
                 }
                 let last = next_page_token.is_none() || pages >= MAX_PAGES;
                 if next_page_token.is_some() && pages >= MAX_PAGES {
-                    tracing::warn!(
-                        user = user_id,
-                        "google sync stopped after {MAX_PAGES} pages of one calendar"
-                    );
+                    tracing::warn!(user = user_id, "google sync stopped after {MAX_PAGES} pages of one calendar");
                 }
                 let ctx = PageContext {
                     calendar: calendar.clone(),
@@ -549,11 +452,7 @@ impl GoogleSync {
                     window_end: window_end.clone(),
                     pending: pass.pending.clone(),
                 };
-                let counts = self
-                    .store
-                    .writer
-                    .write(move |tx| apply_events(tx, user_id, &ctx, &live))
-                    .await?;
+                let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
                 pass.report.add(&counts);
                 if last {
                     if next_sync_token.is_none() {
@@ -588,9 +487,7 @@ impl GoogleSync {
 
     /// Is the calendar's window end far enough behind the desired one to list the new slice?
     fn window_due(&self, window_end: Option<&str>, desired_end: &str) -> bool {
-        let Some(desired) = timefmt::parse(desired_end) else {
-            return false;
-        };
+        let Some(desired) = timefmt::parse(desired_end) else { return false };
         let step = time::Duration::try_from(self.cfg.window_step.0).unwrap_or(time::Duration::DAY);
         match window_end.and_then(timefmt::parse) {
             Some(end) => desired - end >= step,
@@ -609,27 +506,11 @@ impl GoogleSync {
         pass: &mut Pass,
         refreshed_for_401: &mut bool,
     ) -> Result<(), SyncError> {
-        let from = listing
-            .calendar
-            .window_end
-            .clone()
-            .unwrap_or_else(|| timefmt::format(timefmt::now()));
-        let mode = ListMode::Full {
-            time_min: from,
-            time_max: desired_end.to_string(),
-        };
+        let from = listing.calendar.window_end.clone().unwrap_or_else(|| timefmt::format(timefmt::now()));
+        let mode = ListMode::Full { time_min: from, time_max: desired_end.to_string() };
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page = self
-                .list_page(
-                    user_id,
-                    creds,
-                    &listing.calendar.calendar_id,
-                    &mode,
-                    page_token.as_deref(),
-                    refreshed_for_401,
-                )
-                .await?;
+            let page = self.list_page(user_id, creds, &listing.calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await?;
             pass.report.pages += 1;
             let live: Vec<GEvent> = page
                 .items
@@ -639,17 +520,11 @@ impl GoogleSync {
                 .collect();
             let ctx = PageContext {
                 calendar: listing.calendar.clone(),
-                time_zone: page
-                    .time_zone
-                    .or_else(|| listing.calendar.time_zone.clone()),
+                time_zone: page.time_zone.or_else(|| listing.calendar.time_zone.clone()),
                 window_end: Some(desired_end.to_string()),
                 pending: pass.pending.clone(),
             };
-            let counts = self
-                .store
-                .writer
-                .write(move |tx| apply_events(tx, user_id, &ctx, &live))
-                .await?;
+            let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
             pass.report.add(&counts);
             match page.next_page_token {
                 Some(t) => page_token = Some(t),
@@ -665,14 +540,9 @@ impl GoogleSync {
     /// A full sync's window, from now.
     pub(crate) fn full_window(&self) -> ListMode {
         let now = timefmt::now();
-        let past =
-            time::Duration::try_from(self.cfg.sync_past.0).unwrap_or(time::Duration::days(30));
-        let future =
-            time::Duration::try_from(self.cfg.sync_future.0).unwrap_or(time::Duration::days(365));
-        ListMode::Full {
-            time_min: timefmt::format(now - past),
-            time_max: timefmt::format(now + future),
-        }
+        let past = time::Duration::try_from(self.cfg.sync_past.0).unwrap_or(time::Duration::days(30));
+        let future = time::Duration::try_from(self.cfg.sync_future.0).unwrap_or(time::Duration::days(365));
+        ListMode::Full { time_min: timefmt::format(now - past), time_max: timefmt::format(now + future) }
     }
 
     /// One `events.list` page with the retry rules: backoff on rate limits
@@ -689,11 +559,7 @@ impl GoogleSync {
         let mut attempt = 0u32;
         loop {
             let access = self.access_token(user_id, creds, false).await?;
-            match self
-                .api
-                .list_events(&access, calendar_id, mode, page_token)
-                .await
-            {
+            match self.api.list_events(&access, calendar_id, mode, page_token).await {
                 Ok(p) => return Ok(p),
                 Err(CallError::Unauthorized) if !*refreshed_for_401 => {
                     *refreshed_for_401 = true;
@@ -725,17 +591,9 @@ impl GoogleSync {
     /// A valid access token: the stored one, or a fresh one when it is
     /// (nearly) expired or `force`. `invalid_grant` marks the user as
     /// needing to reconnect.
-    pub(crate) async fn access_token(
-        &self,
-        user_id: i64,
-        creds: &mut Creds,
-        force: bool,
-    ) -> Result<Secret, SyncError> {
+    pub(crate) async fn access_token(&self, user_id: i64, creds: &mut Creds, force: bool) -> Result<Secret, SyncError> {
         if !force {
-            if let (Some(access), Some(exp)) = (
-                &creds.access,
-                creds.expires_at.as_deref().and_then(timefmt::parse),
-            ) {
+            if let (Some(access), Some(exp)) = (&creds.access, creds.expires_at.as_deref().and_then(timefmt::parse)) {
                 if exp - time::Duration::seconds(REFRESH_MARGIN_SECS) > timefmt::now() {
                     return Ok(access.clone());
                 }
@@ -768,10 +626,7 @@ impl GoogleSync {
                 Err(e) => return Err(SyncError::Api(e)),
             }
         };
-        let expires_at = timefmt::format(
-            timefmt::now()
-                + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30)),
-        );
+        let expires_at = timefmt::format(timefmt::now() + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30)));
         let access = tokens.access_token.clone();
         let new_refresh = tokens.refresh_token.clone();
         let (a, e, r) = (access.clone(), expires_at.clone(), new_refresh.clone());
@@ -798,15 +653,10 @@ impl GoogleSync {
 /// Exponential backoff with jitter (half to all of the step), or what
 /// `Retry-After` asks for, capped.
 pub(crate) fn backoff(attempt: u32, e: &CallError) -> Duration {
-    if let CallError::RateLimited {
-        retry_after: Some(d),
-    } = e
-    {
+    if let CallError::RateLimited { retry_after: Some(d) } = e {
         return (*d).min(BACKOFF_CAP);
     }
-    let step = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
+    let step = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
     let ms = step.as_millis() as u64;
     let jittered = rand::Rng::random_range(&mut rand::rng(), ms / 2..=ms);
     Duration::from_millis(jittered)
@@ -879,23 +729,14 @@ pub fn is_meeting_type(event_type: Option<&str>) -> bool {
 /// The meeting, if it is still a `google` one (a Calendly delivery may have
 /// taken a Google meeting over as its booking; then it is Calendly's).
 fn google_meeting(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Value>> {
-    Ok(tx
-        .get(Table::Meetings, id)?
-        .filter(|m| m.get("source").and_then(Value::as_str) == Some("google")))
+    Ok(tx.get(Table::Meetings, id)?.filter(|m| m.get("source").and_then(Value::as_str) == Some("google")))
 }
 
 /// A page of live (not cancelled) events of one calendar, in one writer closure.
-fn apply_events(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    ctx: &PageContext,
-    events: &[GEvent],
-) -> ApiResult<Counts> {
+fn apply_events(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, events: &[GEvent]) -> ApiResult<Counts> {
     let mut counts = Counts::default();
     // Unticked while this pass was listing it: its meetings were let go already.
-    let still_ticked = google_store::ticked(tx.conn(), user_id)?
-        .iter()
-        .any(|c| c.calendar_id == ctx.calendar.calendar_id);
+    let still_ticked = google_store::ticked(tx.conn(), user_id)?.iter().any(|c| c.calendar_id == ctx.calendar.calendar_id);
     if !still_ticked {
         counts.skipped += events.len() as u64;
         return Ok(counts);
@@ -914,17 +755,8 @@ fn apply_events(
 
 /// An event that is not a meeting: if an earlier version of syncgate made a
 /// meeting of it, that row goes (a DELETE: it never was a meeting).
-fn remove_non_meeting(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    calendar_id: &str,
-    event_id: &str,
-    counts: &mut Counts,
-) -> ApiResult<()> {
-    let mut meetings: Vec<i64> = google_store::links_by_event(tx.conn(), user_id, event_id)?
-        .into_iter()
-        .map(|l| l.meeting_id)
-        .collect();
+fn remove_non_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
+    let mut meetings: Vec<i64> = google_store::links_by_event(tx.conn(), user_id, event_id)?.into_iter().map(|l| l.meeting_id).collect();
     if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
         meetings.push(id);
     }
@@ -945,23 +777,12 @@ fn remove_non_meeting(
 /// event id in another calendar, else the same iCalendar UID *and*
 /// occurrence, else a row from before links existed. Links to meetings that
 /// no longer exist (deleted through REST) are dropped on the way.
-fn find_meeting(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    calendar_id: &str,
-    ev: &GEvent,
-    occurrence: &str,
-) -> ApiResult<Option<(i64, Value)>> {
+fn find_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, ev: &GEvent, occurrence: &str) -> ApiResult<Option<(i64, Value)>> {
     let mut candidates: Vec<EventLink> = Vec::new();
     candidates.extend(google_store::link(tx.conn(), user_id, calendar_id, &ev.id)?);
     candidates.extend(google_store::links_by_event(tx.conn(), user_id, &ev.id)?);
     if let Some(uid) = ev.i_cal_uid.as_deref().filter(|u| !u.is_empty()) {
-        candidates.extend(google_store::links_by_ical(
-            tx.conn(),
-            user_id,
-            uid,
-            occurrence,
-        )?);
+        candidates.extend(google_store::links_by_ical(tx.conn(), user_id, uid, occurrence)?);
     }
     for l in candidates {
         match google_meeting(tx, l.meeting_id)? {
@@ -977,13 +798,7 @@ fn find_meeting(
     Ok(None)
 }
 
-fn upsert_event(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    ctx: &PageContext,
-    ev: &GEvent,
-    counts: &mut Counts,
-) -> ApiResult<()> {
+fn upsert_event(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, ev: &GEvent, counts: &mut Counts) -> ApiResult<()> {
     let calendar_id = ctx.calendar.calendar_id.as_str();
     let Some(fields) = to_meeting(ev, ctx.time_zone.as_deref()) else {
         tracing::warn!(user = user_id, event = %ev.id, "skipping a Google event without readable start and end times");
@@ -1000,10 +815,7 @@ fn upsert_event(
     match find_meeting(tx, user_id, calendar_id, ev, &occurrence)? {
         Some((id, before)) => {
             google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
-            let home = before
-                .get("calendar_id")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let home = before.get("calendar_id").and_then(Value::as_str).map(str::to_string);
             // One calendar's copy speaks for the meeting: its home calendar's,
             // or this one's when the home no longer lists it (moved here).
             let home_lists_it = match home.as_deref() {
@@ -1011,12 +823,7 @@ fn upsert_event(
                 Some(h) if h == calendar_id => true,
                 Some(h) => google_store::links_of_meeting(tx.conn(), id)?
                     .iter()
-                    .any(|l| {
-                        l.calendar_id == h
-                            && !ctx
-                                .pending
-                                .contains(&(l.calendar_id.clone(), l.event_id.clone()))
-                    }),
+                    .any(|l| l.calendar_id == h && !ctx.pending.contains(&(l.calendar_id.clone(), l.event_id.clone()))),
             };
             if home_lists_it && home.as_deref() != Some(calendar_id) {
                 return Ok(());
@@ -1037,30 +844,18 @@ fn upsert_event(
         None => {
             // An endless series is imported only up to the window's end; the
             // window moving forward brings the rest (see `advance_window`).
-            if ctx
-                .window_end
-                .as_deref()
-                .is_some_and(|end| fields.starts_at.as_str() >= end)
-            {
+            if ctx.window_end.as_deref().is_some_and(|end| fields.starts_at.as_str() >= end) {
                 counts.skipped += 1;
                 return Ok(());
             }
             // The Google copy of a Calendly booking: the Calendly meeting is
             // the booking, now and on every later edit of this event. Found by
             // time and email, it learns the event id so later edits match by id.
-            if let Some(booking) = super::bookings::calendly_meeting_for_event(
-                tx.conn(),
-                user_id,
-                &ev.id,
-                &fields.starts_at,
-                &fields.attendee_emails,
-            )? {
+            if let Some(booking) =
+                super::bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.id, &fields.starts_at, &fields.attendee_emails)?
+            {
                 if !booking.by_event_id {
-                    tx.update(
-                        Table::Meetings,
-                        booking.meeting_id,
-                        &[("google_event_id", SqlValue::Text(ev.id.clone()))],
-                    )?;
+                    tx.update(Table::Meetings, booking.meeting_id, &[("google_event_id", SqlValue::Text(ev.id.clone()))])?;
                 }
                 counts.skipped += 1;
                 return Ok(());
@@ -1075,10 +870,7 @@ fn upsert_event(
                 cols.push(("client_id", SqlValue::Integer(c)));
             }
             let row = tx.insert(Table::Meetings, &cols)?;
-            let id = row
-                .get("id")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| ApiError::internal("inserted meeting has no id"))?;
+            let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("inserted meeting has no id"))?;
             google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
             counts.created += 1;
         }
@@ -1090,22 +882,9 @@ fn upsert_event(
 /// meeting unless another ticked calendar still lists it (then that one
 /// becomes its home). A cancelled id that names a recurring series also
 /// covers the occurrences of it this calendar listed.
-fn apply_cancellation(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    calendar_id: &str,
-    event_id: &str,
-    counts: &mut Counts,
-) -> ApiResult<()> {
-    let mut links: Vec<EventLink> = google_store::link(tx.conn(), user_id, calendar_id, event_id)?
-        .into_iter()
-        .collect();
-    links.extend(google_store::links_of_series(
-        tx.conn(),
-        user_id,
-        calendar_id,
-        event_id,
-    )?);
+fn apply_cancellation(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
+    let mut links: Vec<EventLink> = google_store::link(tx.conn(), user_id, calendar_id, event_id)?.into_iter().collect();
+    links.extend(google_store::links_of_series(tx.conn(), user_id, calendar_id, event_id)?);
     if links.is_empty() {
         // A row from before links existed.
         if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
@@ -1126,64 +905,32 @@ fn apply_cancellation(
         let rest = google_store::links_of_meeting(tx.conn(), l.meeting_id)?;
         match rest.first() {
             None => cancel_meeting(tx, l.meeting_id, counts)?,
-            Some(other) => rehome(
-                tx,
-                user_id,
-                l.meeting_id,
-                calendar_id,
-                &other.calendar_id,
-                counts,
-            )?,
+            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, counts)?,
         }
     }
     Ok(())
 }
 
 fn cancel_meeting(tx: &mut WriteTx<'_>, id: i64, counts: &mut Counts) -> ApiResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else {
-        return Ok(());
-    };
+    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
     if before.get("status").and_then(Value::as_str) != Some("canceled") {
-        tx.update(
-            Table::Meetings,
-            id,
-            &[("status", SqlValue::Text("canceled".into()))],
-        )?;
+        tx.update(Table::Meetings, id, &[("status", SqlValue::Text("canceled".into()))])?;
         counts.canceled += 1;
     }
     Ok(())
 }
 
 /// The meeting's home calendar `from` let it go; `to` still lists it.
-fn rehome(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    id: i64,
-    from: &str,
-    to: &str,
-    counts: &mut Counts,
-) -> ApiResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else {
-        return Ok(());
-    };
-    if before
-        .get("calendar_id")
-        .and_then(Value::as_str)
-        .is_some_and(|h| h != from)
-    {
+fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, counts: &mut Counts) -> ApiResult<()> {
+    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
+    if before.get("calendar_id").and_then(Value::as_str).is_some_and(|h| h != from) {
         return Ok(());
     }
-    let name = google_store::calendars(tx.conn(), user_id)?
-        .into_iter()
-        .find(|c| c.calendar_id == to)
-        .map_or_else(|| to.to_string(), |c| c.name);
+    let name = google_store::calendars(tx.conn(), user_id)?.into_iter().find(|c| c.calendar_id == to).map_or_else(|| to.to_string(), |c| c.name);
     let after = tx.update(
         Table::Meetings,
         id,
-        &[
-            ("calendar_id", SqlValue::Text(to.to_string())),
-            ("calendar_name", SqlValue::Text(name)),
-        ],
+        &[("calendar_id", SqlValue::Text(to.to_string())), ("calendar_name", SqlValue::Text(name))],
     )?;
     if after.as_ref() != Some(&before) {
         counts.updated += 1;
@@ -1194,11 +941,7 @@ fn rehome(
 /// Let go of an unticked (or vanished) calendar: its links go; a meeting
 /// only it listed is removed (a DELETE), one another ticked calendar lists
 /// moves there.
-pub(crate) fn release_calendar(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    calendar_id: &str,
-) -> ApiResult<u64> {
+pub(crate) fn release_calendar(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str) -> ApiResult<u64> {
     let mut counts = Counts::default();
     for l in google_store::links_of_calendar(tx.conn(), user_id, calendar_id)? {
         google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
@@ -1212,14 +955,7 @@ pub(crate) fn release_calendar(
                     counts.removed += 1;
                 }
             }
-            Some(other) => rehome(
-                tx,
-                user_id,
-                l.meeting_id,
-                calendar_id,
-                &other.calendar_id,
-                &mut counts,
-            )?,
+            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, &mut counts)?,
         }
     }
     for id in google_store::unlinked_meetings_of_calendar(tx.conn(), user_id, calendar_id)? {
@@ -1235,30 +971,16 @@ pub(crate) fn release_calendar(
 /// cancellation now that all ticked calendars were read, cancel rows from
 /// before the upgrade that no full listing found, and store each calendar's
 /// new sync token and window.
-fn finish_pass(
-    tx: &mut WriteTx<'_>,
-    user_id: i64,
-    listings: Vec<Listing>,
-    legacy_window: Option<(String, String)>,
-) -> ApiResult<Counts> {
+fn finish_pass(tx: &mut WriteTx<'_>, user_id: i64, listings: Vec<Listing>, legacy_window: Option<(String, String)>) -> ApiResult<Counts> {
     let mut counts = Counts::default();
-    let ticked: HashSet<String> = google_store::ticked(tx.conn(), user_id)?
-        .into_iter()
-        .map(|c| c.calendar_id)
-        .collect();
+    let ticked: HashSet<String> = google_store::ticked(tx.conn(), user_id)?.into_iter().map(|c| c.calendar_id).collect();
     for l in &listings {
         if !ticked.contains(&l.calendar.calendar_id) {
             continue;
         }
         let mut gone: Vec<String> = l.cancelled.clone();
         if let Some((from, to)) = &l.full {
-            for link in google_store::links_in_window(
-                tx.conn(),
-                user_id,
-                &l.calendar.calendar_id,
-                from,
-                to,
-            )? {
+            for link in google_store::links_in_window(tx.conn(), user_id, &l.calendar.calendar_id, from, to)? {
                 if !l.seen.contains(&link.event_id) {
                     gone.push(link.event_id);
                 }
@@ -1275,18 +997,9 @@ fn finish_pass(
     }
     for l in &listings {
         if let Some(next) = &l.next {
-            google_store::save_sync_token(
-                tx.conn(),
-                user_id,
-                &l.calendar.calendar_id,
-                next.as_ref().map(Secret::expose),
-            )?;
+            google_store::save_sync_token(tx.conn(), user_id, &l.calendar.calendar_id, next.as_ref().map(Secret::expose))?;
         }
-        let end = l
-            .full
-            .as_ref()
-            .map(|(_, to)| to.clone())
-            .or_else(|| l.calendar.window_end.clone());
+        let end = l.full.as_ref().map(|(_, to)| to.clone()).or_else(|| l.calendar.window_end.clone());
         if let Some(end) = end {
             google_store::save_window_end(tx.conn(), user_id, &l.calendar.calendar_id, &end)?;
         }
@@ -1295,17 +1008,10 @@ fn finish_pass(
 }
 
 /// The first of the user's clients whose email is an attendee's.
-fn link_client(
-    conn: &Connection,
-    user_id: i64,
-    emails: &[String],
-) -> rusqlite::Result<Option<i64>> {
+fn link_client(conn: &Connection, user_id: i64, emails: &[String]) -> rusqlite::Result<Option<i64>> {
     let mut stmt = conn.prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2 COLLATE NOCASE ORDER BY id LIMIT 1")?;
     for e in emails {
-        if let Some(id) = stmt
-            .query_row(rusqlite::params![user_id, e], |r| r.get(0))
-            .optional()?
-        {
+        if let Some(id) = stmt.query_row(rusqlite::params![user_id, e], |r| r.get(0)).optional()? {
             return Ok(Some(id));
         }
     }
@@ -1340,18 +1046,12 @@ impl GEvent {
     /// Which occurrence of its iCalendar UID this event is: the original
     /// start of an occurrence, else None (the caller uses the start).
     pub fn occurrence(&self) -> Option<String> {
-        self.original_start_time
-            .as_ref()
-            .and_then(instant)
-            .map(|(s, _)| s)
+        self.original_start_time.as_ref().and_then(instant).map(|(s, _)| s)
     }
 
     /// Has the user declined it? (their own attendee entry, `self: true`)
     pub fn declined_by_self(&self) -> bool {
-        self.attendees
-            .iter()
-            .flatten()
-            .any(|a| a.is_self == Some(true) && a.response_status.as_deref() == Some("declined"))
+        self.attendees.iter().flatten().any(|a| a.is_self == Some(true) && a.response_status.as_deref() == Some("declined"))
     }
 }
 
@@ -1407,17 +1107,7 @@ impl MeetingFields {
             ("timezone", text(&self.timezone)),
             // Confirmed and tentative events both show as scheduled; one the
             // user declined does not take place for them.
-            (
-                "status",
-                SqlValue::Text(
-                    if self.declined {
-                        "canceled"
-                    } else {
-                        "scheduled"
-                    }
-                    .into(),
-                ),
-            ),
+            ("status", SqlValue::Text(if self.declined { "canceled" } else { "scheduled" }.into())),
             ("attendees", SqlValue::Text(self.attendees.to_string())),
         ]
     }
@@ -1450,11 +1140,7 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
         _ if all_day => timefmt::format(timefmt::parse(&starts_at)? + time::Duration::days(1)),
         _ => starts_at.clone(),
     };
-    let timezone = start
-        .time_zone
-        .clone()
-        .or_else(|| cal_tz.map(str::to_string))
-        .filter(|t| !t.is_empty() && t.len() <= 100);
+    let timezone = start.time_zone.clone().or_else(|| cal_tz.map(str::to_string)).filter(|t| !t.is_empty() && t.len() <= 100);
     let meeting_url = clip(&ev.hangout_link, 2000).or_else(|| {
         ev.conference_data
             .as_ref()?
@@ -1470,9 +1156,7 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
     let mut attendees = Vec::new();
     let mut emails = Vec::new();
     for a in ev.attendees.iter().flatten().take(500) {
-        let Some(email) = a.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) else {
-            continue;
-        };
+        let Some(email) = a.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) else { continue };
         let mut o = serde_json::Map::new();
         o.insert("email".into(), Value::String(email.to_string()));
         if let Some(n) = a.display_name.as_deref().filter(|n| !n.is_empty()) {
@@ -1532,25 +1216,17 @@ mod tests {
         assert_eq!(m.ends_at, "2026-11-23T11:00:00.000Z");
         assert_eq!(m.timezone.as_deref(), Some("Europe/Paris"));
         assert!(!m.all_day);
-        assert_eq!(
-            m.meeting_url.as_deref(),
-            Some("https://meet.google.com/abc")
-        );
+        assert_eq!(m.meeting_url.as_deref(), Some("https://meet.google.com/abc"));
         assert_eq!(m.attendee_emails, vec!["Client@Y.com"]);
         assert_eq!(m.attendees[0]["self"], true);
     }
 
     #[test]
     fn all_day_event_is_midnight_utc_with_exclusive_end() {
-        let m = to_meeting(
-            &ev(json!({"id": "d", "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-26"}})),
-            Some("America/New_York"),
-        )
-        .unwrap();
-        assert_eq!(
-            (m.starts_at.as_str(), m.ends_at.as_str(), m.all_day),
-            ("2026-12-24T00:00:00.000Z", "2026-12-26T00:00:00.000Z", true)
-        );
+        let m =
+            to_meeting(&ev(json!({"id": "d", "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-26"}})), Some("America/New_York"))
+                .unwrap();
+        assert_eq!((m.starts_at.as_str(), m.ends_at.as_str(), m.all_day), ("2026-12-24T00:00:00.000Z", "2026-12-26T00:00:00.000Z", true));
         assert_eq!(m.timezone.as_deref(), Some("America/New_York"));
         assert_eq!(m.title, "(no title)");
     }
@@ -1559,11 +1235,7 @@ mod tests {
     fn unreadable_times_are_refused_not_panicked_on() {
         assert!(to_meeting(&ev(json!({"id": "x"})), None).is_none());
         assert!(to_meeting(&ev(json!({"id": "x", "start": {"dateTime": "soon"}})), None).is_none());
-        assert!(to_meeting(
-            &ev(json!({"id": "x", "start": {"date": "2026-02-30"}})),
-            None
-        )
-        .is_none());
+        assert!(to_meeting(&ev(json!({"id": "x", "start": {"date": "2026-02-30"}})), None).is_none());
         assert!(serde_json::from_value::<GEvent>(json!({"id": 5})).is_err());
     }
 
@@ -1571,15 +1243,7 @@ mod tests {
     fn only_default_events_are_meetings() {
         assert!(is_meeting_type(None), "an event from before types existed");
         assert!(is_meeting_type(Some("default")));
-        for t in [
-            "fromGmail",
-            "outOfOffice",
-            "focusTime",
-            "workingLocation",
-            "birthday",
-            "somethingNew",
-            "",
-        ] {
+        for t in ["fromGmail", "outOfOffice", "focusTime", "workingLocation", "birthday", "somethingNew", ""] {
             assert!(!is_meeting_type(Some(t)), "{t}");
         }
     }
@@ -1587,31 +1251,21 @@ mod tests {
     #[test]
     fn the_users_own_answer_decides_declined() {
         let invite = |mine: &str| {
-            ev(
-                json!({"id": "i", "start": {"dateTime": "2026-11-23T10:00:00Z"}, "end": {"dateTime": "2026-11-23T11:00:00Z"},
-                "attendees": [{"email": "boss@x.com", "responseStatus": "declined"}, {"email": "me@x.com", "self": true, "responseStatus": mine}]}),
-            )
+            ev(json!({"id": "i", "start": {"dateTime": "2026-11-23T10:00:00Z"}, "end": {"dateTime": "2026-11-23T11:00:00Z"},
+                "attendees": [{"email": "boss@x.com", "responseStatus": "declined"}, {"email": "me@x.com", "self": true, "responseStatus": mine}]}))
         };
         assert!(to_meeting(&invite("declined"), None).unwrap().declined);
         for mine in ["accepted", "tentative", "needsAction"] {
-            assert!(
-                !to_meeting(&invite(mine), None).unwrap().declined,
-                "{mine}: another attendee's refusal does not count"
-            );
+            assert!(!to_meeting(&invite(mine), None).unwrap().declined, "{mine}: another attendee's refusal does not count");
         }
     }
 
     #[test]
     fn an_occurrence_is_named_by_its_original_start() {
-        let moved = ev(
-            json!({"id": "s_20261201T090000Z", "iCalUID": "s@google.com", "recurringEventId": "s",
+        let moved = ev(json!({"id": "s_20261201T090000Z", "iCalUID": "s@google.com", "recurringEventId": "s",
             "originalStartTime": {"dateTime": "2026-12-01T10:00:00+01:00"},
-            "start": {"dateTime": "2026-12-01T15:00:00+01:00"}, "end": {"dateTime": "2026-12-01T16:00:00+01:00"}}),
-        );
-        assert_eq!(
-            moved.occurrence().as_deref(),
-            Some("2026-12-01T09:00:00.000Z")
-        );
+            "start": {"dateTime": "2026-12-01T15:00:00+01:00"}, "end": {"dateTime": "2026-12-01T16:00:00+01:00"}}));
+        assert_eq!(moved.occurrence().as_deref(), Some("2026-12-01T09:00:00.000Z"));
         assert_eq!(moved.i_cal_uid.as_deref(), Some("s@google.com"));
         let single = ev(json!({"id": "x", "start": {"dateTime": "2026-12-01T15:00:00Z"}}));
         assert_eq!(single.occurrence(), None, "the caller uses the start");
@@ -1626,14 +1280,6 @@ mod tests {
             assert!(d >= step / 2 && d <= step, "{d:?} for attempt {attempt}");
         }
         assert!(backoff(30, &rl) <= BACKOFF_CAP);
-        assert_eq!(
-            backoff(
-                0,
-                &CallError::RateLimited {
-                    retry_after: Some(Duration::from_secs(3))
-                }
-            ),
-            Duration::from_secs(3)
-        );
+        assert_eq!(backoff(0, &CallError::RateLimited { retry_after: Some(Duration::from_secs(3)) }), Duration::from_secs(3));
     }
 }

@@ -102,9 +102,7 @@ fn to_std(d: time::Duration) -> Duration {
 /// [`RETRY_CAP`] and by a quarter of `margin` (never under [`RETRY_FLOOR`]).
 pub(crate) fn retry_after(failures: u32, margin: Duration) -> Duration {
     let cap = (margin / 4).clamp(RETRY_FLOOR, RETRY_CAP);
-    let step = RETRY_BASE
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(cap);
+    let step = RETRY_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap);
     let ms = step.as_millis() as u64;
     Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), ms / 2..=ms))
 }
@@ -117,26 +115,16 @@ impl GoogleSync {
     }
 
     /// When a channel registered at `registered` that expires at `expiration` is renewed.
-    fn renew_at(
-        &self,
-        expiration: OffsetDateTime,
-        registered: Option<OffsetDateTime>,
-    ) -> OffsetDateTime {
-        let margin =
-            time::Duration::try_from(self.cfg.renew_before.0).unwrap_or(time::Duration::DAY);
-        let Some(registered) = registered else {
-            return expiration - margin;
-        };
+    fn renew_at(&self, expiration: OffsetDateTime, registered: Option<OffsetDateTime>) -> OffsetDateTime {
+        let margin = time::Duration::try_from(self.cfg.renew_before.0).unwrap_or(time::Duration::DAY);
+        let Some(registered) = registered else { return expiration - margin };
         let half_life = (expiration - registered) / 2;
         (expiration - margin.min(half_life)).max(registered + MIN_CHANNEL_AGE)
     }
 
     /// Users whose calendar syncs: a refresh token, and access not revoked.
     async fn connected_users(&self) -> Result<Vec<i64>, SyncError> {
-        Ok(self
-            .store
-            .read(|c| Ok(crate::store::google::connected_users(c)?))
-            .await?)
+        Ok(self.store.read(|c| Ok(crate::store::google::connected_users(c)?)).await?)
     }
 
     /// Each ticked calendar of each connected user with its active, fully
@@ -169,11 +157,7 @@ impl GoogleSync {
         for view in rows {
             // Ordered by expiration: a later row of the same calendar replaces the earlier.
             match views.last_mut() {
-                Some(last)
-                    if last.user_id == view.user_id && last.calendar_id == view.calendar_id =>
-                {
-                    *last = view
-                }
+                Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
                 _ => views.push(view),
             }
         }
@@ -189,17 +173,11 @@ impl GoogleSync {
             if self.shutting_down() {
                 return Err(SyncError::ShuttingDown);
             }
-            let known = self
-                .store
-                .read(move |c| Ok(crate::store::google::has_calendar_list(c, user_id)?))
-                .await?;
+            let known = self.store.read(move |c| Ok(crate::store::google::has_calendar_list(c, user_id)?)).await?;
             if known {
                 continue;
             }
-            let creds = self
-                .store
-                .read(move |c| Ok(super::sync::load_creds(c, user_id)?))
-                .await?;
+            let creds = self.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await?;
             let Some(mut creds) = creds else { continue };
             if let Err(e) = self.ticked_calendars(user_id, &mut creds, &mut false).await {
                 tracing::warn!(user = user_id, error = %e, "google catch-up: cannot read the user's calendar list; their sync will try again");
@@ -242,9 +220,7 @@ impl GoogleSync {
                 (None, _) => Some("no live channel"),
                 (Some(exp), _) if exp <= now => Some("the channel expired"),
                 (_, Some(url)) if url != self.webhook_url => Some("the webhook address changed"),
-                (Some(exp), _) if self.renew_at(exp, v.registered_at) <= now => {
-                    Some("the channel is due for renewal")
-                }
+                (Some(exp), _) if self.renew_at(exp, v.registered_at) <= now => Some("the channel is due for renewal"),
                 _ => None,
             };
             if let Some(why) = why {
@@ -257,11 +233,7 @@ impl GoogleSync {
         for &user_id in &fine {
             self.enqueue_for(user_id, SyncTrigger::CatchUp);
         }
-        tracing::info!(
-            users = users.len(),
-            new_channels = replace.len(),
-            "google catch-up after start: syncing every connected user"
-        );
+        tracing::info!(users = users.len(), new_channels = replace.len(), "google catch-up after start: syncing every connected user");
         let mut renewed: HashSet<i64> = HashSet::new();
         for (user_id, calendar_id, why) in replace {
             if self.shutting_down() {
@@ -278,24 +250,16 @@ impl GoogleSync {
     /// What the renewal scheduler has to do, soonest first.
     async fn renewal_plan(&self) -> Result<Vec<Due>, SyncError> {
         let views = self.channel_views().await?;
-        let ticked: HashSet<(i64, String)> = views
-            .iter()
-            .map(|v| (v.user_id, v.calendar_id.clone()))
-            .collect();
+        let ticked: HashSet<(i64, String)> = views.iter().map(|v| (v.user_id, v.calendar_id.clone())).collect();
         let retries = {
-            let mut map = self
-                .renewal_retries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
             // Users who disconnected or must reconnect, calendars unticked: nothing to retry.
             map.retain(|k, _| ticked.contains(k));
             map.clone()
         };
         let mut plan = Vec::new();
         for v in views {
-            let retry = retries
-                .get(&(v.user_id, v.calendar_id.clone()))
-                .map(|r| r.at);
+            let retry = retries.get(&(v.user_id, v.calendar_id.clone())).map(|r| r.at);
             let due = match (v.expiration, retry) {
                 (Some(exp), Some(at)) => self.renew_at(exp, v.registered_at).max(at),
                 (Some(exp), None) => self.renew_at(exp, v.registered_at),
@@ -304,12 +268,7 @@ impl GoogleSync {
                 (None, Some(at)) => at,
                 (None, None) => continue,
             };
-            plan.push(Due {
-                user_id: v.user_id,
-                calendar_id: v.calendar_id,
-                due,
-                expiration: v.expiration,
-            });
+            plan.push(Due { user_id: v.user_id, calendar_id: v.calendar_id, due, expiration: v.expiration });
         }
         plan.sort_by_key(|d| d.due);
         Ok(plan)
@@ -317,19 +276,11 @@ impl GoogleSync {
 
     /// Replace the channel of one of the user's calendars and record how it
     /// went. Returns whether it worked.
-    pub(crate) async fn renew(
-        self: &Arc<Self>,
-        user_id: i64,
-        calendar_id: &str,
-        why: &str,
-    ) -> bool {
+    pub(crate) async fn renew(self: &Arc<Self>, user_id: i64, calendar_id: &str, why: &str) -> bool {
         let key = (user_id, calendar_id.to_string());
         match self.replace_channel(user_id, calendar_id).await {
             Ok(info) => {
-                self.renewal_retries
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 tracing::info!(
                     user = user_id,
                     channel = %info.channel_id,
@@ -341,16 +292,12 @@ impl GoogleSync {
             }
             Err(SyncError::ShuttingDown) => false,
             Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected)) => {
-                self.renewal_retries
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 tracing::warn!(user = user_id, "google channel renewal skipped: {e}");
                 false
             }
             Err(e) => {
-                self.channel_failed(user_id, calendar_id, &e.to_string())
-                    .await;
+                self.channel_failed(user_id, calendar_id, &e.to_string()).await;
                 false
             }
         }
@@ -360,26 +307,18 @@ impl GoogleSync {
     /// and show the failure to admins.
     pub(crate) async fn channel_failed(&self, user_id: i64, calendar_id: &str, error: &str) {
         let wait = {
-            let mut map = self
-                .renewal_retries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
             let key = (user_id, calendar_id.to_string());
             let failures = map.get(&key).map_or(1, |r| r.failures.saturating_add(1));
             let wait = retry_after(failures, self.renew_margin());
-            let at =
-                timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
+            let at = timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
             map.insert(key, Retry { failures, at });
             Retry { failures, at }
         };
         let Retry { failures, at } = wait;
         let wait_s = to_std(at - timefmt::now()).as_secs_f64();
         tracing::warn!("google channel renewal for user {user_id} failed ({failures} in a row): {error}; next try in {wait_s:.1} s");
-        self.record_renewal(
-            user_id,
-            Some((failures, error.to_string(), Some(timefmt::format(at)))),
-        )
-        .await;
+        self.record_renewal(user_id, Some((failures, error.to_string(), Some(timefmt::format(at))))).await;
         self.channels_changed.notify_one();
     }
 
@@ -441,11 +380,7 @@ async fn renewals(google: Arc<GoogleSync>) {
             }
             let now = timefmt::now();
             let lapsed = d.expiration.is_none_or(|exp| exp <= now);
-            let why = if lapsed {
-                "the channel had lapsed"
-            } else {
-                "before expiry"
-            };
+            let why = if lapsed { "the channel had lapsed" } else { "before expiry" };
             if google.renew(d.user_id, &d.calendar_id, why).await && lapsed {
                 // Nothing was pushed while there was no live channel.
                 google.enqueue_for(d.user_id, SyncTrigger::CatchUp);
@@ -456,9 +391,7 @@ async fn renewals(google: Arc<GoogleSync>) {
             // Plan again: the renewed channels have new expirations.
             continue;
         }
-        let wait = next
-            .map_or(RENEWAL_RECHECK, |n| to_std(n - timefmt::now()))
-            .min(RENEWAL_RECHECK);
+        let wait = next.map_or(RENEWAL_RECHECK, |n| to_std(n - timefmt::now())).min(RENEWAL_RECHECK);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = google.channels_changed.notified() => {}
@@ -487,9 +420,7 @@ async fn safety_net(google: Arc<GoogleSync>) {
                 due.retain(|u, _| users.contains(u));
                 for &user_id in &users {
                     // A random place in the cycle per user spreads the syncs over the interval.
-                    let at = due
-                        .entry(user_id)
-                        .or_insert_with(|| now + every.mul_f64(rand::random::<f64>()));
+                    let at = due.entry(user_id).or_insert_with(|| now + every.mul_f64(rand::random::<f64>()));
                     if *at <= now {
                         google.enqueue_for(user_id, SyncTrigger::SafetyNet);
                         // Keep the user's place in the cycle; turns missed while busy are skipped.
@@ -498,17 +429,10 @@ async fn safety_net(google: Arc<GoogleSync>) {
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "google safety net: cannot read the connected users")
-            }
+            Err(e) => tracing::warn!(error = %e, "google safety net: cannot read the connected users"),
         }
         let now = Instant::now();
-        let wait = due
-            .values()
-            .min()
-            .map_or(every, |t| t.saturating_duration_since(now))
-            .min(every)
-            .min(SAFETY_NET_RECHECK);
+        let wait = due.values().min().map_or(every, |t| t.saturating_duration_since(now)).min(every).min(SAFETY_NET_RECHECK);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -533,10 +457,7 @@ async fn prune_states(google: Arc<GoogleSync>) {
             .writer
             .write(|tx| {
                 let now = tx.now().to_string();
-                Ok(tx.conn().execute(
-                    "DELETE FROM google_oauth_states WHERE expires_at <= ?1",
-                    [now],
-                )?)
+                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
             })
             .await;
         match pruned {
@@ -557,10 +478,7 @@ mod tests {
         for failures in 1..5u32 {
             let d = retry_after(failures, day);
             let step = RETRY_BASE * (1 << (failures - 1));
-            assert!(
-                d >= step / 2 && d <= step,
-                "{d:?} after {failures} failures"
-            );
+            assert!(d >= step / 2 && d <= step, "{d:?} after {failures} failures");
         }
         assert!(retry_after(40, day) <= RETRY_CAP);
         // A short renewal margin (tests) caps the wait at a quarter of it, but not under a second.

@@ -39,9 +39,7 @@ impl Binding {
     /// Parse one entry. A bad filter is not an error here: the binding comes
     /// back inactive with the sentence to send as a system error.
     pub fn parse(entry: &Value, id: u32) -> Result<(Binding, Option<String>), BindingError> {
-        let obj = entry.as_object().ok_or_else(|| {
-            BindingError::Refuse("each postgres_changes entry must be an object".into())
-        })?;
+        let obj = entry.as_object().ok_or_else(|| BindingError::Refuse("each postgres_changes entry must be an object".into()))?;
         let event = match obj.get("event") {
             None => EventKind::All,
             Some(Value::String(e)) => match e.to_ascii_uppercase().as_str() {
@@ -49,31 +47,21 @@ impl Binding {
                 "INSERT" => EventKind::Only(Op::Insert),
                 "UPDATE" => EventKind::Only(Op::Update),
                 "DELETE" => EventKind::Only(Op::Delete),
-                _ => {
-                    return Err(BindingError::Refuse(format!(
-                        "event must be *, INSERT, UPDATE or DELETE, not \"{e}\""
-                    )))
-                }
+                _ => return Err(BindingError::Refuse(format!("event must be *, INSERT, UPDATE or DELETE, not \"{e}\""))),
             },
             Some(_) => return Err(BindingError::Refuse("event must be a string".into())),
         };
         match obj.get("schema") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "public" || s == "*" => {}
-            Some(Value::String(s)) => {
-                return Err(BindingError::Refuse(format!(
-                    "unknown schema \"{s}\"; syncgate has only public"
-                )))
-            }
+            Some(Value::String(s)) => return Err(BindingError::Refuse(format!("unknown schema \"{s}\"; syncgate has only public"))),
             Some(_) => return Err(BindingError::Refuse("schema must be a string".into())),
         }
         let table = match obj.get("table") {
             None | Some(Value::Null) => None,
             Some(Value::String(t)) if t == "*" => None,
             Some(Value::String(t)) => Some(Table::parse(t).ok_or_else(|| {
-                BindingError::Refuse(format!(
-                    "unknown table \"{t}\"; syncgate has meetings, clients and pipeline"
-                ))
+                BindingError::Refuse(format!("unknown table \"{t}\"; syncgate has meetings, clients and pipeline"))
             })?),
             Some(_) => return Err(BindingError::Refuse("table must be a string".into())),
         };
@@ -84,25 +72,11 @@ impl Binding {
                 Ok(rf) => (Some(rf), true, None),
                 Err(why) => (None, false, Some(format!("invalid filter \"{f}\": {why}"))),
             },
-            Some(_) => (
-                None,
-                false,
-                Some("filter must be a string such as client_id=eq.7".to_string()),
-            ),
+            Some(_) => (None, false, Some("filter must be a string such as client_id=eq.7".to_string())),
         };
         let mut echo = obj.clone();
         echo.insert("id".into(), Value::from(id));
-        Ok((
-            Binding {
-                id,
-                event,
-                table,
-                filter,
-                active,
-                echo: Value::Object(echo),
-            },
-            problem,
-        ))
+        Ok((Binding { id, event, table, filter, active, echo: Value::Object(echo) }, problem))
     }
 
     /// The id a binding gets: derived from the entry as sent, so sockets
@@ -139,14 +113,8 @@ impl Binding {
         let Some(f) = &self.filter else { return true };
         // UPDATE and DELETE match on the old row too, so a row leaving a
         // filter still reaches the client that showed it.
-        let new_ok = change
-            .record
-            .as_ref()
-            .is_some_and(|r| f.matches(change.table, r));
-        let old_ok = change
-            .old_record
-            .as_ref()
-            .is_some_and(|r| f.matches(change.table, r));
+        let new_ok = change.record.as_ref().is_some_and(|r| f.matches(change.table, r));
+        let old_ok = change.old_record.as_ref().is_some_and(|r| f.matches(change.table, r));
         new_ok || old_ok
     }
 }

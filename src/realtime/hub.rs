@@ -56,11 +56,7 @@ const FRAME_CACHE: usize = 4;
 impl Published {
     pub fn new(change: Arc<Change>) -> Published {
         let data = data_json(&change, false);
-        Published {
-            change,
-            data,
-            frames: Mutex::new(Vec::new()),
-        }
+        Published { change, data, frames: Mutex::new(Vec::new()) }
     }
 
     pub fn seq(&self) -> i64 {
@@ -70,11 +66,7 @@ impl Published {
     /// The `postgres_changes` frame of this change for a channel, shared by
     /// every socket that asks for the same version, topic and ids.
     pub fn frame(&self, vsn: Vsn, topic: &Arc<str>, ids: &Ids) -> Utf8Bytes {
-        let same = |c: &CachedFrame| {
-            c.vsn == vsn
-                && c.ids[..] == ids[..]
-                && (Arc::ptr_eq(&c.topic, topic) || *c.topic == **topic)
-        };
+        let same = |c: &CachedFrame| c.vsn == vsn && c.ids[..] == ids[..] && (Arc::ptr_eq(&c.topic, topic) || *c.topic == **topic);
         if let Ok(cache) = self.frames.lock() {
             if let Some(c) = cache.iter().find(|c| same(c)) {
                 return c.frame.clone();
@@ -83,12 +75,7 @@ impl Published {
         let frame = Utf8Bytes::from(proto::encode_change(vsn, topic, ids, &self.data));
         if let Ok(mut cache) = self.frames.lock() {
             if cache.len() < FRAME_CACHE && !cache.iter().any(&same) {
-                cache.push(CachedFrame {
-                    vsn,
-                    topic: topic.clone(),
-                    ids: ids.clone(),
-                    frame: frame.clone(),
-                });
+                cache.push(CachedFrame { vsn, topic: topic.clone(), ids: ids.clone(), frame: frame.clone() });
             }
         }
         frame
@@ -99,18 +86,9 @@ fn columns_json(table: Table) -> &'static Value {
     static CACHE: OnceLock<[Value; 3]> = OnceLock::new();
     let all = CACHE.get_or_init(|| {
         let build = |t: Table| {
-            Value::Array(
-                t.columns()
-                    .iter()
-                    .map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()}))
-                    .collect(),
-            )
+            Value::Array(t.columns().iter().map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()})).collect())
         };
-        [
-            build(Table::Clients),
-            build(Table::Meetings),
-            build(Table::Pipeline),
-        ]
+        [build(Table::Clients), build(Table::Meetings), build(Table::Pipeline)]
     });
     match table {
         Table::Clients => &all[0],
@@ -124,10 +102,7 @@ pub fn data_json(change: &Change, snapshot: bool) -> String {
     let mut data = serde_json::Map::with_capacity(10);
     data.insert("schema".into(), Value::from("public"));
     data.insert("table".into(), Value::from(change.table.name()));
-    data.insert(
-        "commit_timestamp".into(),
-        Value::from(change.committed_at.as_str()),
-    );
+    data.insert("commit_timestamp".into(), Value::from(change.committed_at.as_str()));
     data.insert("type".into(), Value::from(change.op.as_str()));
     data.insert("columns".into(), columns_json(change.table).clone());
     if let Some(r) = &change.record {
@@ -155,11 +130,7 @@ pub enum Ids {
 impl Ids {
     /// Ids of the channel's bindings the change matches; None when none does.
     pub fn matching(ch: &Channel, change: &Change) -> Option<Ids> {
-        let mut it = ch
-            .bindings
-            .iter()
-            .filter(|b| b.matches(change))
-            .map(|b| b.id);
+        let mut it = ch.bindings.iter().filter(|b| b.matches(change)).map(|b| b.id);
         let first = it.next()?;
         Some(match it.next() {
             None => Ids::One(first),
@@ -208,10 +179,7 @@ pub struct Feed {
 impl Feed {
     fn new(complete_after: i64) -> Feed {
         Feed {
-            items: RwLock::new(FeedItems {
-                list: VecDeque::new(),
-                complete_after,
-            }),
+            items: RwLock::new(FeedItems { list: VecDeque::new(), complete_after }),
             latest: AtomicI64::new(complete_after),
             sockets: Mutex::new(Vec::new()),
         }
@@ -223,10 +191,7 @@ impl Feed {
 
     /// Every change of this feed above this seq is still in memory.
     pub fn complete_after(&self) -> i64 {
-        self.items
-            .read()
-            .map(|i| i.complete_after)
-            .unwrap_or(i64::MAX)
+        self.items.read().map(|i| i.complete_after).unwrap_or(i64::MAX)
     }
 
     /// Up to `max` changes with a seq above `after`.
@@ -234,9 +199,7 @@ impl Feed {
         if self.latest() <= after {
             return Pull::Nothing;
         }
-        let Ok(items) = self.items.read() else {
-            return Pull::Behind;
-        };
+        let Ok(items) = self.items.read() else { return Pull::Behind };
         if items.complete_after > after {
             return Pull::Behind;
         }
@@ -319,10 +282,7 @@ pub struct SocketShared {
 
 impl SocketShared {
     pub fn new(id: u64) -> SocketShared {
-        SocketShared {
-            id,
-            ..Default::default()
-        }
+        SocketShared { id, ..Default::default() }
     }
 
     pub fn raise(&self, signal: u8) {
@@ -429,37 +389,29 @@ impl Hub {
         self.alive.store(true, Ordering::Relaxed);
         let hub = self.clone();
         let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name("syncgate-hub".into())
-            .spawn(move || {
-                let mut items: Vec<Arc<Published>> = Vec::new();
-                let prepare = |items: &mut Vec<Arc<Published>>, batch: ChangeBatch| {
-                    items.extend(
-                        batch
-                            .iter()
-                            .map(|change| Arc::new(Published::new(change.clone()))),
-                    );
-                };
-                while let Some(batch) = feed.blocking_recv() {
-                    prepare(&mut items, batch);
-                    while items.len() < PASS {
-                        match feed.try_recv() {
-                            Ok(batch) => prepare(&mut items, batch),
-                            Err(_) => break,
-                        }
+        let spawned = std::thread::Builder::new().name("syncgate-hub".into()).spawn(move || {
+            let mut items: Vec<Arc<Published>> = Vec::new();
+            let prepare = |items: &mut Vec<Arc<Published>>, batch: ChangeBatch| {
+                items.extend(batch.iter().map(|change| Arc::new(Published::new(change.clone()))));
+            };
+            while let Some(batch) = feed.blocking_recv() {
+                prepare(&mut items, batch);
+                while items.len() < PASS {
+                    match feed.try_recv() {
+                        Ok(batch) => prepare(&mut items, batch),
+                        Err(_) => break,
                     }
-                    hub.publish_all(&items);
-                    items.clear();
                 }
-                let _ = done_tx.send(());
-            });
+                hub.publish_all(&items);
+                items.clear();
+            }
+            let _ = done_tx.send(());
+        });
         match spawned {
             Ok(_) => {
                 let _ = done.await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the realtime hub thread; no changes will reach sockets")
-            }
+            Err(e) => tracing::error!(error = %e, "cannot start the realtime hub thread; no changes will reach sockets"),
         }
         self.alive.store(false, Ordering::Relaxed);
     }
@@ -473,13 +425,8 @@ impl Hub {
         {
             let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
             for item in items {
-                let Some(entry) = users.get(&item.change.user_id) else {
-                    continue;
-                };
-                match touched
-                    .iter_mut()
-                    .find(|(f, _)| Arc::ptr_eq(f, &entry.feed))
-                {
+                let Some(entry) = users.get(&item.change.user_id) else { continue };
+                match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &entry.feed)) {
                     Some((_, v)) => v.push(item.clone()),
                     None => touched.push((entry.feed.clone(), vec![item.clone()])),
                 }
@@ -501,24 +448,12 @@ impl Hub {
     pub fn attach(&self, sock: &Arc<SocketShared>, user_id: i64, admin: bool) -> Placement {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let published = self.published.load(Ordering::Acquire);
-        let entry = users.entry(user_id).or_insert_with(|| UserEntry {
-            feed: Arc::new(Feed::new(published)),
-            sockets: 0,
-            bindings: 0,
-        });
+        let entry = users.entry(user_id).or_insert_with(|| UserEntry { feed: Arc::new(Feed::new(published)), sockets: 0, bindings: 0 });
         entry.sockets += 1;
-        let feed = if admin {
-            self.admin_feed.clone()
-        } else {
-            entry.feed.clone()
-        };
+        let feed = if admin { self.admin_feed.clone() } else { entry.feed.clone() };
         feed.attach(sock);
         self.stats.sockets.fetch_add(1, Ordering::Relaxed);
-        Placement {
-            user_id,
-            admin,
-            feed,
-        }
+        Placement { user_id, admin, feed }
     }
 
     /// Unregister a session (it closed, or its last channel left); `bindings`
@@ -546,18 +481,12 @@ impl Hub {
 
     /// Sockets the user has subscribed (for the per-user cap).
     pub fn user_sockets(&self, user_id: i64) -> usize {
-        self.users
-            .lock()
-            .map(|u| u.get(&user_id).map_or(0, |e| e.sockets))
-            .unwrap_or(0)
+        self.users.lock().map(|u| u.get(&user_id).map_or(0, |e| e.sockets)).unwrap_or(0)
     }
 
     /// Bindings across all of a user's sockets (for the per-user cap).
     pub fn user_bindings(&self, user_id: i64) -> usize {
-        self.users
-            .lock()
-            .map(|u| u.get(&user_id).map_or(0, |e| e.bindings))
-            .unwrap_or(0)
+        self.users.lock().map(|u| u.get(&user_id).map_or(0, |e| e.bindings)).unwrap_or(0)
     }
 
     /// A session opened (joined or not); told to close at once when the

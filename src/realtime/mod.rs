@@ -54,12 +54,7 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
             tokio::spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            Some(ws_config),
-                        )
-                        .await;
+                        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
                         session::run(ws, ctx, vsn, claims).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -78,10 +73,7 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
     }
 }
 
-fn check(
-    req: &Request<Incoming>,
-    app: &App,
-) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
+fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
     let headers = req.headers();
     let has = |name: header::HeaderName, want: &str| {
         headers
@@ -89,18 +81,11 @@ fn check(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
     };
-    if req.method() != warp::http::Method::GET
-        || !has(header::UPGRADE, "websocket")
-        || !has(header::CONNECTION, "upgrade")
-    {
-        return Err(ApiError::BadRequest(
-            "this endpoint speaks WebSocket only; send a WebSocket upgrade".into(),
-        ));
+    if req.method() != warp::http::Method::GET || !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(ApiError::BadRequest("this endpoint speaks WebSocket only; send a WebSocket upgrade".into()));
     }
     if !has(header::SEC_WEBSOCKET_VERSION, "13") {
-        return Err(ApiError::BadRequest(
-            "only WebSocket version 13 is supported".into(),
-        ));
+        return Err(ApiError::BadRequest("only WebSocket version 13 is supported".into()));
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -108,30 +93,15 @@ fn check(
     let q: HashMap<String, String> = req
         .uri()
         .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let apikey = q
-        .get("apikey")
-        .ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
-    let claims = app
-        .tokens
-        .verify(apikey)
-        .map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
-    let vsn =
-        protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
+    let apikey = q.get("apikey").ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
+    let claims = app.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
+    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !crate::server::origin_allowed(&app.config, &app.public_url, origin, host) {
-            return Err(ApiError::Forbidden(format!(
-                "origin {origin} is not allowed; add it to server.cors_origins"
-            )));
+            return Err(ApiError::Forbidden(format!("origin {origin} is not allowed; add it to server.cors_origins")));
         }
     }
     Ok((claims, vsn, derive_accept_key(key.as_bytes())))

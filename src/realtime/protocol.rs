@@ -139,12 +139,10 @@ fn decode_v1(value: Value) -> Result<Inbound, DecodeError> {
 fn decode_v2(value: Value) -> Result<Inbound, DecodeError> {
     let items = match value {
         Value::Array(items) => items,
-        other => {
-            return Err(bare_error(format!(
+        other => return Err(bare_error(format!(
             "vsn 2.0.0 frames must be a JSON array [join_ref, ref, topic, event, payload], got {}",
             kind(&other)
-        )))
-        }
+        ))),
     };
     let join_ref = items.first().and_then(salvage_ref);
     let reference = items.get(1).and_then(salvage_ref);

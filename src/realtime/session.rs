@@ -26,9 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{Binding, BindingError, Channel};
-use super::hub::{
-    data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN,
-};
+use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN};
 use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
@@ -129,13 +127,7 @@ where
                         Some(Err(_)) => return End::Broken,
                         Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
-                            let f = proto::reply_error(
-                                self.vsn,
-                                None,
-                                None,
-                                "phoenix",
-                                "binary frames are not supported; send JSON text frames",
-                            );
+                            let f = proto::reply_error(self.vsn, None, None, "phoenix", "binary frames are not supported; send JSON text frames");
                             self.push(f);
                         }
                         Some(Ok(Message::Close(_))) => return End::ClientClosed,
@@ -160,9 +152,7 @@ where
             }
             // One timer for the idle close and the token expiry, moved only
             // when it fired or must fire sooner (not on every message).
-            let want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| {
-                e.min(self.last_inbound + idle_timeout)
-            });
+            let want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| e.min(self.last_inbound + idle_timeout));
             if fired || want < timer.deadline() {
                 timer.as_mut().reset(want);
             }
@@ -247,11 +237,7 @@ where
         .await;
         self.out.clear();
         if self.out_changes > 0 {
-            self.ctx
-                .hub
-                .stats
-                .frames_delivered
-                .fetch_add(self.out_changes, Ordering::Relaxed);
+            self.ctx.hub.stats.frames_delivered.fetch_add(self.out_changes, Ordering::Relaxed);
             self.out_changes = 0;
         }
         match result {
@@ -264,9 +250,7 @@ where
     /// Take what is new in the feed; from the log when the feed no longer
     /// holds everything after the cursor.
     async fn take_live(&mut self) -> Result<(), End> {
-        let Some(feed) = self.placement.as_ref().map(|p| p.feed.clone()) else {
-            return Ok(());
-        };
+        let Some(feed) = self.placement.as_ref().map(|p| p.feed.clone()) else { return Ok(()) };
         self.take_from(&feed).await.map(|_| ())
     }
 
@@ -274,9 +258,7 @@ where
     /// a catch-up from the log when the feed no longer reaches back that far.
     /// `Ok(true)` when the feed may hold more.
     async fn take_from(&mut self, feed: &Feed) -> Result<bool, End> {
-        let Some(from) = self.live_cursor() else {
-            return Ok(false);
-        };
+        let Some(from) = self.live_cursor() else { return Ok(false) };
         match feed.pull(from, PULL) {
             Pull::Nothing => Ok(false),
             Pull::Items(items) => {
@@ -284,9 +266,7 @@ where
                     self.offer(item);
                 }
                 if let Some(last) = items.last() {
-                    self.shared
-                        .delivered
-                        .fetch_max(last.seq(), Ordering::Release);
+                    self.shared.delivered.fetch_max(last.seq(), Ordering::Release);
                 }
                 Ok(true)
             }
@@ -323,13 +303,7 @@ where
             Ok(m) => m,
             Err(e) => {
                 let topic = e.topic.as_deref().unwrap_or("phoenix");
-                let f = proto::reply_error(
-                    self.vsn,
-                    e.join_ref.as_deref(),
-                    e.reference.as_deref(),
-                    topic,
-                    &e.message,
-                );
+                let f = proto::reply_error(self.vsn, e.join_ref.as_deref(), e.reference.as_deref(), topic, &e.message);
                 self.push(f);
                 return;
             }
@@ -354,21 +328,13 @@ where
     }
 
     fn refuse(&mut self, msg: &Inbound, reason: &str) {
-        let f = proto::reply_error(
-            self.vsn,
-            msg.join_ref.as_deref(),
-            msg.reference.as_deref(),
-            &msg.topic,
-            reason,
-        );
+        let f = proto::reply_error(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, reason);
         self.push(f);
     }
 
     fn claims_for(&self, payload: &Value) -> Result<Claims, String> {
         match payload.get("access_token") {
-            Some(Value::String(t)) if !t.is_empty() => {
-                self.ctx.tokens.verify(t).map_err(|e| e.to_string())
-            }
+            Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| e.to_string()),
             Some(Value::Null) | None => Ok(self.apikey_claims.clone()),
             Some(_) => Err("access_token must be a string".into()),
         }
@@ -380,17 +346,11 @@ where
             Err(why) => return self.refuse(&msg, &why),
         };
         let Some(user_id) = claims.user_id() else {
-            return self.refuse(
-                &msg,
-                "sign in first: the anon key cannot join; send a user token as access_token",
-            );
+            return self.refuse(&msg, "sign in first: the anon key cannot join; send a user token as access_token");
         };
         let admin = claims.is_admin();
         if self.placement.is_some() && self.user_id != user_id {
-            return self.refuse(
-                &msg,
-                "this socket is signed in as another user; open a new socket",
-            );
+            return self.refuse(&msg, "this socket is signed in as another user; open a new socket");
         }
         let config = msg.payload.get("config").cloned().unwrap_or(Value::Null);
         let entries: Vec<Value> = match config.get("postgres_changes") {
@@ -400,13 +360,7 @@ where
         };
         let cfg = self.ctx.cfg.clone();
         if entries.len() > cfg.max_bindings_per_channel {
-            return self.refuse(
-                &msg,
-                &format!(
-                    "at most {} bindings per channel",
-                    cfg.max_bindings_per_channel
-                ),
-            );
+            return self.refuse(&msg, &format!("at most {} bindings per channel", cfg.max_bindings_per_channel));
         }
         let mut bindings: Vec<Binding> = Vec::with_capacity(entries.len());
         let mut problems = Vec::new();
@@ -421,69 +375,29 @@ where
             }
         }
         // A join on a topic this socket already has replaces it (a rejoin).
-        let same_topic_bindings: usize = self
-            .channels
-            .iter()
-            .filter(|c| *c.topic == *msg.topic)
-            .map(|c| c.bindings.len())
-            .sum();
-        let other_channels = self
-            .channels
-            .iter()
-            .filter(|c| *c.topic != *msg.topic)
-            .count();
+        let same_topic_bindings: usize = self.channels.iter().filter(|c| *c.topic == *msg.topic).map(|c| c.bindings.len()).sum();
+        let other_channels = self.channels.iter().filter(|c| *c.topic != *msg.topic).count();
         if other_channels + 1 > cfg.max_channels_per_socket {
-            return self.refuse(
-                &msg,
-                &format!(
-                    "at most {} channels per socket",
-                    cfg.max_channels_per_socket
-                ),
-            );
+            return self.refuse(&msg, &format!("at most {} channels per socket", cfg.max_channels_per_socket));
         }
-        if self.placement.is_none()
-            && self.ctx.hub.user_sockets(user_id) >= cfg.max_sockets_per_user
-        {
-            return self.refuse(
-                &msg,
-                &format!(
-                    "at most {} subscribed sockets per user",
-                    cfg.max_sockets_per_user
-                ),
-            );
+        if self.placement.is_none() && self.ctx.hub.user_sockets(user_id) >= cfg.max_sockets_per_user {
+            return self.refuse(&msg, &format!("at most {} subscribed sockets per user", cfg.max_sockets_per_user));
         }
-        let user_total = self
-            .ctx
-            .hub
-            .user_bindings(user_id)
-            .saturating_sub(same_topic_bindings)
-            + bindings.len();
+        let user_total = self.ctx.hub.user_bindings(user_id).saturating_sub(same_topic_bindings) + bindings.len();
         if user_total > cfg.max_bindings_per_user {
-            return self.refuse(
-                &msg,
-                &format!(
-                    "at most {} bindings per user across sockets",
-                    cfg.max_bindings_per_user
-                ),
-            );
+            return self.refuse(&msg, &format!("at most {} bindings per user across sockets", cfg.max_bindings_per_user));
         }
 
         let resume_since = match config.get("resume") {
             None | Some(Value::Null) => None,
             Some(r) => match r.get("since").and_then(Value::as_i64) {
                 Some(n) if n >= 0 => Some(n),
-                _ => {
-                    return self
-                        .refuse(&msg, "config.resume.since must be a seq number (0 or more)")
-                }
+                _ => return self.refuse(&msg, "config.resume.since must be a seq number (0 or more)"),
             },
         };
         let snapshot = matches!(config.get("snapshot"), Some(Value::Bool(true)));
         if snapshot && resume_since.is_some() {
-            return self.refuse(
-                &msg,
-                "use either config.snapshot or config.resume, not both",
-            );
+            return self.refuse(&msg, "use either config.snapshot or config.resume, not both");
         }
 
         // Attach first, then read the head: anything committed after it
@@ -502,20 +416,10 @@ where
         let topic: Arc<str> = Arc::from(msg.topic.as_str());
         let echo: Vec<Value> = bindings.iter().map(|b| b.echo.clone()).collect();
         let binding_count = bindings.len();
-        self.channels.push(Channel {
-            gen,
-            topic: topic.clone(),
-            join_ref: msg.join_ref.clone(),
-            bindings,
-            cursor: head,
-        });
+        self.channels.push(Channel { gen, topic: topic.clone(), join_ref: msg.join_ref.clone(), bindings, cursor: head });
         self.ctx.hub.add_bindings(user_id, binding_count as isize);
         self.ctx.hub.stats.channels.fetch_add(1, Ordering::Relaxed);
-        self.ctx
-            .hub
-            .stats
-            .bindings
-            .fetch_add(binding_count as i64, Ordering::Relaxed);
+        self.ctx.hub.stats.bindings.fetch_add(binding_count as i64, Ordering::Relaxed);
         self.exp_at = Some(expiry_instant(claims.exp));
         self.shared.delivered.fetch_max(head, Ordering::Release);
 
@@ -523,29 +427,15 @@ where
         response.insert("postgres_changes".into(), Value::Array(echo.clone()));
         response.insert("seq".into(), Value::from(head));
         let jr = msg.join_ref.as_deref();
-        self.push(proto::reply_ok(
-            self.vsn,
-            jr,
-            msg.reference.as_deref(),
-            &msg.topic,
-            &Value::Object(response).to_string(),
-        ));
+        self.push(proto::reply_ok(self.vsn, jr, msg.reference.as_deref(), &msg.topic, &Value::Object(response).to_string()));
         if !echo.is_empty() {
-            self.push(proto::system(
-                self.vsn,
-                jr,
-                &msg.topic,
-                "ok",
-                "Subscribed to PostgreSQL",
-                &[],
-            ));
+            self.push(proto::system(self.vsn, jr, &msg.topic, "ok", "Subscribed to PostgreSQL", &[]));
         }
         for p in problems {
             self.push(proto::system(self.vsn, jr, &msg.topic, "error", &p, &[]));
         }
         if let Some(since) = resume_since {
-            self.resume(gen, &topic, jr.map(str::to_string), since)
-                .await;
+            self.resume(gen, &topic, jr.map(str::to_string), since).await;
         } else if snapshot {
             self.snapshot(gen, &topic, jr.map(str::to_string)).await;
         }
@@ -607,17 +497,8 @@ where
         const REPLAY_FLUSH: Duration = Duration::from_secs(15);
         let hub = self.ctx.hub.clone();
         loop {
-            let _permit = hub
-                .replays
-                .acquire()
-                .await
-                .map_err(|_| End::Close(1001, "server shutting down"))?;
-            let from = self
-                .channels
-                .iter()
-                .filter(|c| only.is_none_or(|g| g == c.gen))
-                .map(|c| c.cursor)
-                .min();
+            let _permit = hub.replays.acquire().await.map_err(|_| End::Close(1001, "server shutting down"))?;
+            let from = self.channels.iter().filter(|c| only.is_none_or(|g| g == c.gen)).map(|c| c.cursor).min();
             let Some(from) = from else { return Ok(()) };
             let head = hub.head();
             if enforce_lag && head - from > self.ctx.cfg.max_lag as i64 {
@@ -650,9 +531,7 @@ where
                     }
                     if let Some(ids) = Ids::matching(ch, &change) {
                         let data = data.get_or_insert_with(|| data_json(&change, false));
-                        self.out.push(Utf8Bytes::from(proto::encode_change(
-                            self.vsn, &ch.topic, &ids, data,
-                        )));
+                        self.out.push(Utf8Bytes::from(proto::encode_change(self.vsn, &ch.topic, &ids, data)));
                         self.out_changes += 1;
                     }
                 }
@@ -666,16 +545,10 @@ where
                 // Everything up to the head this read saw has been read (some
                 // of it may have been pruned meanwhile): nothing before it is
                 // still owed, so the feed takes over from there.
-                for ch in self
-                    .channels
-                    .iter_mut()
-                    .filter(|c| only.is_none_or(|g| g == c.gen))
-                {
+                for ch in self.channels.iter_mut().filter(|c| only.is_none_or(|g| g == c.gen)) {
                     ch.cursor = ch.cursor.max(read_head);
                 }
-                self.shared
-                    .delivered
-                    .fetch_max(read_head, Ordering::Release);
+                self.shared.delivered.fetch_max(read_head, Ordering::Release);
                 return Ok(());
             }
         }
@@ -729,11 +602,9 @@ where
                     };
                     let mut stmt = tx.prepare(&sql)?;
                     let mapped: Vec<Value> = if admin {
-                        stmt.query_map([], |r| rows::row_to_json(t, r))?
-                            .collect::<Result<_, _>>()?
+                        stmt.query_map([], |r| rows::row_to_json(t, r))?.collect::<Result<_, _>>()?
                     } else {
-                        stmt.query_map([user_id], |r| rows::row_to_json(t, r))?
-                            .collect::<Result<_, _>>()?
+                        stmt.query_map([user_id], |r| rows::row_to_json(t, r))?.collect::<Result<_, _>>()?
                     };
                     out.extend(mapped.into_iter().map(|r| (t, r)));
                 }
@@ -742,20 +613,11 @@ where
             })
             .await;
         let Ok((head, snapshot_rows)) = read else {
-            self.push(proto::system(
-                self.vsn,
-                join_ref.as_deref(),
-                topic,
-                "error",
-                "the snapshot could not be read; rejoin to retry",
-                &[],
-            ));
+            self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
             return;
         };
         let vsn = self.vsn;
-        let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else {
-            return;
-        };
+        let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return };
         let frames: Vec<Utf8Bytes> = snapshot_rows
             .into_iter()
             .filter_map(|(t, r)| {
@@ -770,23 +632,11 @@ where
                     committed_at: crate::store::timefmt::format(crate::store::timefmt::now()),
                 };
                 let ids = Ids::matching(ch, &change)?;
-                Some(Utf8Bytes::from(proto::encode_change(
-                    vsn,
-                    &ch.topic,
-                    &ids,
-                    &data_json(&change, true),
-                )))
+                Some(Utf8Bytes::from(proto::encode_change(vsn, &ch.topic, &ids, &data_json(&change, true))))
             })
             .collect();
         self.out.extend(frames);
-        self.push(proto::system(
-            self.vsn,
-            join_ref.as_deref(),
-            topic,
-            "ok",
-            "snapshot complete",
-            &[("seq", json!(head))],
-        ));
+        self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "ok", "snapshot complete", &[("seq", json!(head))]));
         // The rows reflect every change up to `head`; live frames at or
         // below it are already in them, so the cursor drops those.
         if let Some(c) = self.channel_mut(gen) {
@@ -809,16 +659,8 @@ where
     /// Queue the reason for every channel; `finish` writes it and the 4008
     /// close behind whatever the client has not read yet.
     fn slow_consumer_close(&mut self) -> End {
-        self.ctx
-            .hub
-            .stats
-            .closed_slow
-            .fetch_add(1, Ordering::Relaxed);
-        let topics: Vec<(Arc<str>, Option<String>)> = self
-            .channels
-            .iter()
-            .map(|c| (c.topic.clone(), c.join_ref.clone()))
-            .collect();
+        self.ctx.hub.stats.closed_slow.fetch_add(1, Ordering::Relaxed);
+        let topics: Vec<(Arc<str>, Option<String>)> = self.channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
         self.out.clear();
         self.out_changes = 0;
         for (t, jr) in topics {
@@ -836,22 +678,9 @@ where
 
     fn leave(&mut self, msg: &Inbound) {
         let removed = self.remove_channel(&msg.topic);
-        self.push(proto::reply_ok(
-            self.vsn,
-            msg.join_ref.as_deref(),
-            msg.reference.as_deref(),
-            &msg.topic,
-            "{}",
-        ));
+        self.push(proto::reply_ok(self.vsn, msg.join_ref.as_deref(), msg.reference.as_deref(), &msg.topic, "{}"));
         let jr = removed.or_else(|| msg.join_ref.clone());
-        self.push(proto::encode(
-            self.vsn,
-            jr.as_deref(),
-            jr.as_deref(),
-            &msg.topic,
-            "phx_close",
-            "{}",
-        ));
+        self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
     }
 
     /// Take a channel out of this socket (and its counts); returns its join_ref.
@@ -861,11 +690,7 @@ where
         let n = removed.bindings.len();
         self.ctx.hub.add_bindings(self.user_id, -(n as isize));
         self.ctx.hub.stats.channels.fetch_sub(1, Ordering::Relaxed);
-        self.ctx
-            .hub
-            .stats
-            .bindings
-            .fetch_sub(n as i64, Ordering::Relaxed);
+        self.ctx.hub.stats.bindings.fetch_sub(n as i64, Ordering::Relaxed);
         Some(removed.join_ref)
     }
 
@@ -882,58 +707,27 @@ where
     }
 
     async fn swap_token(&mut self, msg: &Inbound) {
-        let token = msg
-            .payload
-            .get("access_token")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let token = msg.payload.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
         if !self.channels.iter().any(|c| *c.topic == *msg.topic) {
             return self.refuse(msg, "join the channel before sending access_token");
         }
-        let verdict = self
-            .ctx
-            .tokens
-            .verify(&token)
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                let uid = c
-                    .user_id()
-                    .ok_or_else(|| "the anon key cannot be used as an access_token".to_string())?;
-                if uid != self.user_id {
-                    return Err("the new token belongs to another user".to_string());
-                }
-                Ok(c)
-            });
+        let verdict = self.ctx.tokens.verify(&token).map_err(|e| e.to_string()).and_then(|c| {
+            let uid = c.user_id().ok_or_else(|| "the anon key cannot be used as an access_token".to_string())?;
+            if uid != self.user_id {
+                return Err("the new token belongs to another user".to_string());
+            }
+            Ok(c)
+        });
         match verdict {
             Ok(c) => {
                 self.set_admin(c.is_admin()).await;
                 self.exp_at = Some(expiry_instant(c.exp));
             }
             Err(why) => {
-                let jr = self
-                    .channels
-                    .iter()
-                    .find(|c| *c.topic == *msg.topic)
-                    .and_then(|c| c.join_ref.clone());
-                self.push(proto::system_with_extension(
-                    self.vsn,
-                    jr.as_deref(),
-                    &msg.topic,
-                    "system",
-                    "error",
-                    &format!("Invalid token: {why}"),
-                    &[],
-                ));
+                let jr = self.channels.iter().find(|c| *c.topic == *msg.topic).and_then(|c| c.join_ref.clone());
+                self.push(proto::system_with_extension(self.vsn, jr.as_deref(), &msg.topic, "system", "error", &format!("Invalid token: {why}"), &[]));
                 self.remove_channel(&msg.topic);
-                self.push(proto::encode(
-                    self.vsn,
-                    jr.as_deref(),
-                    jr.as_deref(),
-                    &msg.topic,
-                    "phx_close",
-                    "{}",
-                ));
+                self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
             }
         }
     }
@@ -976,11 +770,7 @@ where
 
     /// The token expired: tell every channel and close it.
     fn expire_all(&mut self) {
-        let chans: Vec<(Arc<str>, Option<String>)> = self
-            .channels
-            .iter()
-            .map(|c| (c.topic.clone(), c.join_ref.clone()))
-            .collect();
+        let chans: Vec<(Arc<str>, Option<String>)> = self.channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
         for (topic, jr) in chans {
             self.push(proto::system_with_extension(
                 self.vsn,
@@ -992,30 +782,15 @@ where
                 &[],
             ));
             self.remove_channel(&topic);
-            self.push(proto::encode(
-                self.vsn,
-                jr.as_deref(),
-                jr.as_deref(),
-                &topic,
-                "phx_close",
-                "{}",
-            ));
+            self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &topic, "phx_close", "{}"));
         }
         self.exp_at = None;
     }
 
     async fn finish(&mut self, end: End) {
         let bindings: usize = self.channels.iter().map(|c| c.bindings.len()).sum();
-        self.ctx
-            .hub
-            .stats
-            .channels
-            .fetch_sub(self.channels.len() as i64, Ordering::Relaxed);
-        self.ctx
-            .hub
-            .stats
-            .bindings
-            .fetch_sub(bindings as i64, Ordering::Relaxed);
+        self.ctx.hub.stats.channels.fetch_sub(self.channels.len() as i64, Ordering::Relaxed);
+        self.ctx.hub.stats.bindings.fetch_sub(bindings as i64, Ordering::Relaxed);
         if let Some(p) = self.placement.take() {
             self.ctx.hub.detach(self.shared.id, &p, bindings);
         }
@@ -1025,15 +800,8 @@ where
                 // A slow consumer may still be reading what was sent before:
                 // give it time to reach the close frame; this waits in this
                 // session's task only.
-                let grace = if code == 4008 {
-                    Duration::from_secs(30)
-                } else {
-                    Duration::from_secs(2)
-                };
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
+                let grace = if code == 4008 { Duration::from_secs(30) } else { Duration::from_secs(2) };
+                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                 let out = std::mem::take(&mut self.out);
                 let ws = &mut self.ws;
                 let _ = tokio::time::timeout(grace, async move {

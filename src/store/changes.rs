@@ -78,11 +78,7 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
 
 /// The newest seq in the log (0 when empty).
 pub fn head(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
 }
 
 /// The oldest seq still retained (None when the log is empty).

@@ -47,28 +47,20 @@ const CALENDAR_SELECT: &str =
 
 /// Every calendar on the user's list, the primary first, then by name.
 pub fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, name COLLATE NOCASE, calendar_id"
-    ))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, name COLLATE NOCASE, calendar_id"))?;
     let rows = stmt.query_map([user_id], calendar_from_row)?;
     rows.collect()
 }
 
 /// The user's ticked calendars.
 pub fn ticked(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
-    Ok(calendars(conn, user_id)?
-        .into_iter()
-        .filter(|c| c.selected)
-        .collect())
+    Ok(calendars(conn, user_id)?.into_iter().filter(|c| c.selected).collect())
 }
 
 /// Has the user's calendar list been read at least once?
 pub fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)",
-        [user_id],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)", [user_id], |r| r.get(0))
 }
 
 /// Store the calendar list Google gave. New entries are ticked when `tick`
@@ -110,13 +102,7 @@ pub fn save_calendar_list(
 
 /// Tick or untick a calendar. Either way its sync token and window are
 /// forgotten: a ticked calendar starts with a full sync.
-pub fn set_selected(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    selected: bool,
-    now: &str,
-) -> rusqlite::Result<usize> {
+pub fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE google_calendars SET selected = ?3, sync_token = NULL, window_end = NULL, updated_at = ?4
          WHERE user_id = ?1 AND calendar_id = ?2",
@@ -125,34 +111,20 @@ pub fn set_selected(
 }
 
 /// What the last page of a calendar's listing commits.
-pub fn save_sync_token(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    token: Option<&str>,
-) -> rusqlite::Result<()> {
+pub fn save_sync_token(conn: &Connection, user_id: i64, calendar_id: &str, token: Option<&str>) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE google_calendars SET sync_token = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
         .execute(rusqlite::params![user_id, calendar_id, token])?;
     Ok(())
 }
 
-pub fn save_window_end(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    window_end: &str,
-) -> rusqlite::Result<()> {
+pub fn save_window_end(conn: &Connection, user_id: i64, calendar_id: &str, window_end: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE google_calendars SET window_end = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
         .execute(rusqlite::params![user_id, calendar_id, window_end])?;
     Ok(())
 }
 
 /// Forget every sync token of the user (a 410, or another Google account).
-pub fn clear_sync_tokens(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: Option<&str>,
-) -> rusqlite::Result<()> {
+pub fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&str>) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE google_calendars SET sync_token = NULL WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
         rusqlite::params![user_id, calendar_id],
@@ -163,10 +135,7 @@ pub fn clear_sync_tokens(
 /// Another Google account was connected: its calendars are listed afresh.
 pub fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM google_calendars WHERE user_id = ?1", [user_id])?;
-    conn.execute(
-        "DELETE FROM google_event_links WHERE user_id = ?1",
-        [user_id],
-    )?;
+    conn.execute("DELETE FROM google_event_links WHERE user_id = ?1", [user_id])?;
     Ok(())
 }
 
@@ -188,20 +157,11 @@ pub struct EventLink {
 }
 
 fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventLink> {
-    Ok(EventLink {
-        calendar_id: r.get(0)?,
-        event_id: r.get(1)?,
-        meeting_id: r.get(2)?,
-    })
+    Ok(EventLink { calendar_id: r.get(0)?, event_id: r.get(1)?, meeting_id: r.get(2)? })
 }
 
 /// The meeting a calendar's event is linked to.
-pub fn link(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    event_id: &str,
-) -> rusqlite::Result<Option<EventLink>> {
+pub fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<Option<EventLink>> {
     conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
     )?
@@ -210,11 +170,7 @@ pub fn link(
 }
 
 /// Links of the same event id in any calendar of the user.
-pub fn links_by_event(
-    conn: &Connection,
-    user_id: i64,
-    event_id: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
+pub fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND event_id = ?2 ORDER BY calendar_id",
     )?;
@@ -224,20 +180,12 @@ pub fn links_by_event(
 
 /// Links of the same iCalendar UID *and* occurrence (never the UID alone:
 /// every occurrence of a series shares it).
-pub fn links_by_ical(
-    conn: &Connection,
-    user_id: i64,
-    ical_uid: &str,
-    occurrence: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
+pub fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links
          WHERE user_id = ?1 AND ical_uid = ?2 AND occurrence = ?3 ORDER BY calendar_id, event_id",
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![user_id, ical_uid, occurrence],
-        link_from_row,
-    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, ical_uid, occurrence], link_from_row)?;
     rows.collect()
 }
 
@@ -250,11 +198,7 @@ pub fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<
 }
 
 /// Every link of one calendar.
-pub fn links_of_calendar(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
+pub fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 ORDER BY event_id",
     )?;
@@ -263,38 +207,21 @@ pub fn links_of_calendar(
 }
 
 /// Links of one calendar to occurrences of a recurring series.
-pub fn links_of_series(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    series_id: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
+pub fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, series_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND series_id = ?3",
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![user_id, calendar_id, series_id],
-        link_from_row,
-    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, series_id], link_from_row)?;
     rows.collect()
 }
 
 /// Links of one calendar whose meeting overlaps `[from, to)`.
-pub fn links_in_window(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    from: &str,
-    to: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
+pub fn links_in_window(conn: &Connection, user_id: i64, calendar_id: &str, from: &str, to: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare(
         "SELECT l.calendar_id, l.event_id, l.meeting_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id
          WHERE l.user_id = ?1 AND l.calendar_id = ?2 AND m.ends_at > ?3 AND m.starts_at < ?4",
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![user_id, calendar_id, from, to],
-        link_from_row,
-    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, from, to], link_from_row)?;
     rows.collect()
 }
 
@@ -324,47 +251,28 @@ pub fn save_link(
     Ok(())
 }
 
-pub fn delete_link(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    event_id: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
-    )?
-    .execute(rusqlite::params![user_id, calendar_id, event_id])?;
+pub fn delete_link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3")?
+        .execute(rusqlite::params![user_id, calendar_id, event_id])?;
     Ok(())
 }
 
 pub fn delete_links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM google_event_links WHERE meeting_id = ?1")?
-        .execute([meeting_id])?;
+    conn.prepare_cached("DELETE FROM google_event_links WHERE meeting_id = ?1")?.execute([meeting_id])?;
     Ok(())
 }
 
 /// A `google` meeting imported before links existed (by its event id), or
 /// one whose links all went (a canceled meeting that comes back).
-pub fn meeting_by_external_id(
-    conn: &Connection,
-    user_id: i64,
-    event_id: &str,
-) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2",
-    )?
-    .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
-    .optional()
+pub fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2")?
+        .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
+        .optional()
 }
 
 /// `google` meetings in `[from, to)` that no calendar links, not canceled:
 /// rows imported before the upgrade that a full sync did not list again.
-pub fn unlinked_meetings_in_window(
-    conn: &Connection,
-    user_id: i64,
-    from: &str,
-    to: &str,
-) -> rusqlite::Result<Vec<i64>> {
+pub fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, to: &str) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.status <> 'canceled' AND m.ends_at > ?2 AND m.starts_at < ?3
@@ -376,11 +284,7 @@ pub fn unlinked_meetings_in_window(
 
 /// `google` meetings whose home is this calendar and that no calendar
 /// links any more (canceled there earlier): they go when it is unticked.
-pub fn unlinked_meetings_of_calendar(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-) -> rusqlite::Result<Vec<i64>> {
+pub fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.calendar_id = ?2
@@ -392,7 +296,8 @@ pub fn unlinked_meetings_of_calendar(
 
 /// Connected users whose calendars sync: a refresh token, access not revoked.
 pub fn connected_users(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }

@@ -6,27 +6,12 @@ use rusqlite::Connection;
 
 /// In order; the schema version is the number of migrations applied.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_foundation",
-        include_str!("migrations/0001_foundation.sql"),
-    ),
-    (
-        "0002_booking_fields",
-        include_str!("migrations/0002_booking_fields.sql"),
-    ),
-    (
-        "0003_calendly",
-        include_str!("migrations/0003_calendly.sql"),
-    ),
+    ("0001_foundation", include_str!("migrations/0001_foundation.sql")),
+    ("0002_booking_fields", include_str!("migrations/0002_booking_fields.sql")),
+    ("0003_calendly", include_str!("migrations/0003_calendly.sql")),
     ("0004_google", include_str!("migrations/0004_google.sql")),
-    (
-        "0005_google_renewal",
-        include_str!("migrations/0005_google_renewal.sql"),
-    ),
-    (
-        "0006_google_calendars",
-        include_str!("migrations/0006_google_calendars.sql"),
-    ),
+    ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
+    ("0006_google_calendars", include_str!("migrations/0006_google_calendars.sql")),
 ];
 
 pub fn latest_version() -> i64 {
@@ -51,19 +36,10 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(i64, i64), Stri
             latest_version()
         ));
     }
-    for (i, (name, sql)) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .take(target as usize)
-        .skip(from as usize)
-    {
-        let tx = conn
-            .transaction()
-            .map_err(|e| format!("migration {name}: {e}"))?;
-        tx.execute_batch(sql)
-            .map_err(|e| format!("migration {name} failed: {e}"))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(|e| format!("migration {name}: {e}"))?;
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
+        let tx = conn.transaction().map_err(|e| format!("migration {name}: {e}"))?;
+        tx.execute_batch(sql).map_err(|e| format!("migration {name} failed: {e}"))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| format!("migration {name}: {e}"))?;
         tx.commit().map_err(|e| format!("migration {name}: {e}"))?;
         tracing::info!(migration = name, version = i + 1, "applied migration");
     }
@@ -85,11 +61,7 @@ mod tests {
         let mut from_file = Connection::open_in_memory().unwrap();
         from_file.execute_batch(file).unwrap();
         let _ = &mut from_file;
-        assert_eq!(
-            normalize(&dumped),
-            normalize(&dump_schema(&from_file)),
-            "schema.sql is out of date: regenerate it from the migrations"
-        );
+        assert_eq!(normalize(&dumped), normalize(&dump_schema(&from_file)), "schema.sql is out of date: regenerate it from the migrations");
     }
 
     fn dump_schema(conn: &Connection) -> String {
@@ -97,17 +69,12 @@ mod tests {
             .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
             .unwrap();
         let mut out = String::new();
-        let rows: Vec<(String, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let rows: Vec<(String, String, String)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect();
         for (ty, name, tbl) in rows {
             out.push_str(&format!("{ty} {name} on {tbl}\n"));
             if ty == "table" {
-                let mut cols = conn
-                    .prepare(&format!("PRAGMA table_info(\"{name}\")"))
-                    .unwrap();
+                let mut cols = conn.prepare(&format!("PRAGMA table_info(\"{name}\")")).unwrap();
                 let c: Vec<String> = cols
                     .query_map([], |r| {
                         Ok(format!(
@@ -132,11 +99,7 @@ mod tests {
     }
 
     fn normalize(s: &str) -> String {
-        s.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
+        s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
     }
 
     #[test]

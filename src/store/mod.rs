@@ -4,10 +4,10 @@
 pub mod changes;
 pub mod google;
 pub mod migrations;
-pub mod retention;
 pub mod rows;
 pub mod tables;
 pub mod timefmt;
+pub mod retention;
 pub mod users;
 pub mod writer;
 
@@ -54,14 +54,11 @@ pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, String> {
     let path = Path::new(&cfg.path);
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create the data folder {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create the data folder {}: {e}", parent.display()))?;
         }
     }
-    let mut conn = Connection::open(path)
-        .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
+    let mut conn = Connection::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
     pragmas(&conn, &cfg.synchronous).map_err(|e| e.to_string())?;
     migrations::migrate(&mut conn)?;
     Ok(conn)
@@ -73,11 +70,7 @@ impl Store {
         let conn = open_connection(cfg)?;
         let sync = cfg.synchronous.clone();
         let manager = SqliteConnectionManager::file(&cfg.path)
-            .with_flags(
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
-            )
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
             .with_init(move |c| {
                 pragmas(c, &sync)?;
                 c.pragma_update(None, "query_only", "ON")
@@ -89,11 +82,7 @@ impl Store {
             .map_err(|e| format!("cannot open the read pool: {e}"))?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn(conn, cfg.max_batch, feed_tx);
-        Ok(Opened {
-            store: Store { pool, writer },
-            feed,
-            writer_thread,
-        })
+        Ok(Opened { store: Store { pool, writer }, feed, writer_thread })
     }
 
     /// Run a read on a pooled connection off the async runtime.

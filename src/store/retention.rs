@@ -35,8 +35,7 @@ pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
 /// the event row (event, invitee, outcome, error, times) stays.
 pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiError> {
     let cutoff = crate::store::timefmt::format(
-        crate::store::timefmt::now()
-            - time::Duration::seconds(app.config.calendly.keep_payloads.as_secs() as i64),
+        crate::store::timefmt::now() - time::Duration::seconds(app.config.calendly.keep_payloads.as_secs() as i64),
     );
     app.store
         .writer
@@ -76,31 +75,16 @@ where
 
 /// Prune every `changes.prune_interval`, chunk by chunk.
 pub async fn run(app: App) {
-    let mut tick = tokio::time::interval(
-        app.config
-            .changes
-            .prune_interval
-            .0
-            .max(Duration::from_millis(100)),
-    );
+    let mut tick = tokio::time::interval(app.config.changes.prune_interval.0.max(Duration::from_millis(100)));
     loop {
         tick.tick().await;
-        let pruned = drain(&app, "pruning the change log", |a| async move {
-            prune_once(&a).await
-        })
-        .await;
+        let pruned = drain(&app, "pruning the change log", |a| async move { prune_once(&a).await }).await;
         if pruned > 0 {
             tracing::info!(pruned, "change log pruned");
         }
-        let reduced = drain(&app, "dropping old Calendly payloads", |a| async move {
-            reduce_payloads_once(&a).await
-        })
-        .await;
+        let reduced = drain(&app, "dropping old Calendly payloads", |a| async move { reduce_payloads_once(&a).await }).await;
         if reduced > 0 {
-            tracing::info!(
-                payloads = reduced,
-                "old Calendly payloads dropped; their outcome rows are kept"
-            );
+            tracing::info!(payloads = reduced, "old Calendly payloads dropped; their outcome rows are kept");
         }
     }
 }

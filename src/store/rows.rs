@@ -21,13 +21,9 @@ pub fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
         let v = match (row.get_ref(i)?, ty) {
             (ValueRef::Null, _) => Value::Null,
             (ValueRef::Integer(n), PgType::Bool) => Value::Bool(n != 0),
-            (ValueRef::Integer(n), PgType::Float8) => serde_json::Number::from_f64(n as f64)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+            (ValueRef::Integer(n), PgType::Float8) => serde_json::Number::from_f64(n as f64).map(Value::Number).unwrap_or(Value::Null),
             (ValueRef::Integer(n), _) => Value::from(n),
-            (ValueRef::Real(f), _) => serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+            (ValueRef::Real(f), _) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
             (ValueRef::Text(t), PgType::Jsonb) => serde_json::from_slice(t).unwrap_or(Value::Null),
             (ValueRef::Text(t), _) => Value::String(String::from_utf8_lossy(t).into_owned()),
             (ValueRef::Blob(_), _) => Value::Null,
@@ -39,9 +35,7 @@ pub fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
 
 pub fn get(conn: &Connection, table: Table, id: i64) -> rusqlite::Result<Option<Value>> {
     // Cached: the writer reads every row it writes back through here.
-    conn.prepare_cached(&format!("{} WHERE id = ?1", select_sql(table)))?
-        .query_row([id], |r| row_to_json(table, r))
-        .optional()
+    conn.prepare_cached(&format!("{} WHERE id = ?1", select_sql(table)))?.query_row([id], |r| row_to_json(table, r)).optional()
 }
 
 /// The row's owner, from its JSON.

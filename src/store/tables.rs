@@ -124,9 +124,6 @@ impl Table {
     }
 
     pub fn column_type(self, column: &str) -> Option<PgType> {
-        self.columns()
-            .iter()
-            .find(|(n, _)| *n == column)
-            .map(|(_, t)| *t)
+        self.columns().iter().find(|(n, _)| *n == column).map(|(_, t)| *t)
     }
 }

@@ -42,17 +42,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
-    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row)
-        .optional()
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row).optional()
 }
 
 pub fn by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<User>> {
-    conn.query_row(
-        &format!("{SELECT} WHERE email = ?1"),
-        [email.trim()],
-        from_row,
-    )
-    .optional()
+    conn.query_row(&format!("{SELECT} WHERE email = ?1"), [email.trim()], from_row).optional()
 }
 
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<User>> {
@@ -66,24 +60,14 @@ pub fn valid_email(email: &str) -> bool {
     let e = email.trim();
     match e.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !e.contains(char::is_whitespace)
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@') && !e.contains(char::is_whitespace)
         }
         None => false,
     }
 }
 
 /// Create a user; returns its id. Errors are sentences for the CLI.
-pub fn create(
-    conn: &Connection,
-    email: &str,
-    name: Option<&str>,
-    role: &str,
-) -> Result<i64, String> {
+pub fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> Result<i64, String> {
     let email = email.trim();
     if !valid_email(email) {
         return Err(format!("\"{email}\" is not an email address"));

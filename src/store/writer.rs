@@ -48,15 +48,8 @@ pub struct WriterStats {
 impl Default for WriterStats {
     fn default() -> Self {
         let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            prometheus::Histogram::with_opts(
-                prometheus::HistogramOpts::new(name, help).buckets(buckets),
-            )
-            .unwrap_or_else(|_| {
-                prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
-                    "invalid", "invalid",
-                ))
-                .expect("static opts")
-            })
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
+                .unwrap_or_else(|_| prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("invalid", "invalid")).expect("static opts"))
         };
         WriterStats {
             batches: AtomicU64::new(0),
@@ -120,19 +113,10 @@ impl<'c> WriteTx<'c> {
             }
         }
         let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            table.name(),
-            cols.join(", "),
-            placeholders.join(", ")
-        );
-        self.conn
-            .prepare_cached(&sql)?
-            .execute(rusqlite::params_from_iter(params.iter()))
-            .map_err(constraint_error)?;
+        let sql = format!("INSERT INTO {} ({}) VALUES ({})", table.name(), cols.join(", "), placeholders.join(", "));
+        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
         let id = self.conn.last_insert_rowid();
-        let record = rows::get(self.conn, table, id)?
-            .ok_or_else(|| ApiError::internal("inserted row vanished"))?;
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("inserted row vanished"))?;
         self.log(table, Op::Insert, id, Some(record.clone()), None)?;
         Ok(record)
     }
@@ -140,80 +124,37 @@ impl<'c> WriteTx<'c> {
     /// Update columns of a row and log it. When nothing actually changes, no
     /// write and no change event happen (so replays are silent). Returns the
     /// row after, or None when the row does not exist.
-    pub fn update(
-        &mut self,
-        table: Table,
-        id: i64,
-        values: &[(&str, SqlValue)],
-    ) -> ApiResult<Option<Value>> {
+    pub fn update(&mut self, table: Table, id: i64, values: &[(&str, SqlValue)]) -> ApiResult<Option<Value>> {
         check_columns(table, values)?;
-        let Some(old) = rows::get(self.conn, table, id)? else {
-            return Ok(None);
-        };
+        let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
         if values.is_empty() {
             return Ok(Some(old));
         }
-        let sets: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| format!("{c} = ?{}", i + 1))
-            .collect();
+        let sets: Vec<String> = values.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
         let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
         params.push(SqlValue::Integer(id));
-        let sql = format!(
-            "UPDATE {} SET {} WHERE id = ?{}",
-            table.name(),
-            sets.join(", "),
-            params.len()
-        );
-        self.conn
-            .prepare_cached(&sql)?
-            .execute(rusqlite::params_from_iter(params.iter()))
-            .map_err(constraint_error)?;
-        let new = rows::get(self.conn, table, id)?
-            .ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        let sql = format!("UPDATE {} SET {} WHERE id = ?{}", table.name(), sets.join(", "), params.len());
+        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
         if new == old {
             return Ok(Some(old));
         }
-        self.conn
-            .prepare_cached(&format!(
-                "UPDATE {} SET updated_at = ?1 WHERE id = ?2",
-                table.name()
-            ))?
-            .execute(rusqlite::params![self.now, id])?;
-        let new = rows::get(self.conn, table, id)?
-            .ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        self.conn.prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?.execute(rusqlite::params![self.now, id])?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
         self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
         Ok(Some(new))
     }
 
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
-        let Some(old) = rows::get(self.conn, table, id)? else {
-            return Ok(None);
-        };
-        self.conn
-            .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name()))?
-            .execute([id])
-            .map_err(constraint_error)?;
+        let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
+        self.conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name()))?.execute([id]).map_err(constraint_error)?;
         self.log(table, Op::Delete, id, None, Some(old.clone()))?;
         Ok(Some(old))
     }
 
-    fn log(
-        &mut self,
-        table: Table,
-        op: Op,
-        row_id: i64,
-        record: Option<Value>,
-        old_record: Option<Value>,
-    ) -> ApiResult<()> {
-        let owner = rows::owner_of(
-            record
-                .as_ref()
-                .or(old_record.as_ref())
-                .unwrap_or(&Value::Null),
-        );
+    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> ApiResult<()> {
+        let owner = rows::owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
         self.conn
             .prepare_cached(
                 "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at)
@@ -229,16 +170,7 @@ impl<'c> WriteTx<'c> {
                 self.now,
             ])?;
         let seq = self.conn.last_insert_rowid();
-        self.changes.push(Change {
-            seq,
-            table,
-            op,
-            row_id,
-            user_id: owner,
-            record,
-            old_record,
-            committed_at: self.now.clone(),
-        });
+        self.changes.push(Change { seq, table, op, row_id, user_id: owner, record, old_record, committed_at: self.now.clone() });
         Ok(())
     }
 }
@@ -246,10 +178,7 @@ impl<'c> WriteTx<'c> {
 fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> ApiResult<()> {
     for (c, _) in values {
         if table.column_type(c).is_none() {
-            return Err(ApiError::internal(format!(
-                "{} has no column {c}",
-                table.name()
-            )));
+            return Err(ApiError::internal(format!("{} has no column {c}", table.name())));
         }
     }
     Ok(())
@@ -259,14 +188,10 @@ fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> ApiResult<()> {
 /// email), everything else is ours.
 fn constraint_error(e: rusqlite::Error) -> ApiError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, msg)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             let m = msg.clone().unwrap_or_default();
             if m.contains("UNIQUE") {
-                ApiError::Conflict(format!(
-                    "a row with the same unique value already exists ({m})"
-                ))
+                ApiError::Conflict(format!("a row with the same unique value already exists ({m})"))
             } else if m.contains("FOREIGN KEY") {
                 ApiError::Unprocessable("the row refers to something that does not exist".into())
             } else {
@@ -297,15 +222,8 @@ impl Writer {
             });
             (ok, deliver)
         });
-        self.tx
-            .send(Msg::Job(job))
-            .await
-            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        rx.await.map_err(|_| {
-            ApiError::internal(
-                "the write request was lost (writer stopped or the request panicked)",
-            )
-        })?
+        self.tx.send(Msg::Job(job)).await.map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        rx.await.map_err(|_| ApiError::internal("the write request was lost (writer stopped or the request panicked)"))?
     }
 
     /// Commit everything queued so far, then stop the writer thread.
@@ -318,22 +236,14 @@ impl Writer {
 }
 
 /// Start the writer thread on an open, migrated connection.
-pub fn spawn(
-    conn: Connection,
-    max_batch: usize,
-    feed: mpsc::UnboundedSender<ChangeBatch>,
-) -> (Writer, JoinHandle<()>) {
+pub fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
     // Every row write uses a cached statement (parsing costs more than the
     // write itself); keep enough for the column sets of all tables and ops.
     conn.set_prepared_statement_cache_capacity(256);
     let head = Arc::new(AtomicI64::new(super::changes::head(&conn).unwrap_or(0)));
     let stats = Arc::new(WriterStats::default());
-    let writer = Writer {
-        tx,
-        head: head.clone(),
-        stats: stats.clone(),
-    };
+    let writer = Writer { tx, head: head.clone(), stats: stats.clone() };
     let handle = std::thread::Builder::new()
         .name("syncgate-writer".into())
         .spawn(move || run(conn, rx, max_batch, feed, head, stats))
@@ -422,11 +332,7 @@ fn commit_batch(
             tracing::error!(error = %e, "writer could not open a savepoint");
             continue;
         }
-        let mut wtx = WriteTx {
-            conn,
-            now: now.clone(),
-            changes: Vec::new(),
-        };
+        let mut wtx = WriteTx { conn, now: now.clone(), changes: Vec::new() };
         let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut wtx)));
         match outcome {
             Ok((true, deliver)) => {
@@ -435,16 +341,14 @@ fn commit_batch(
                 delivers.push(deliver);
             }
             Ok((false, deliver)) => {
-                let _ = exec_cached(conn, "ROLLBACK TO request")
-                    .and_then(|()| exec_cached(conn, "RELEASE request"));
+                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 delivers.push(deliver);
             }
             Err(_) => {
                 // A panicking request loses only itself; its caller sees an internal error.
                 tracing::error!("a write request panicked; it was rolled back");
-                let _ = exec_cached(conn, "ROLLBACK TO request")
-                    .and_then(|()| exec_cached(conn, "RELEASE request"));
+                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -456,13 +360,9 @@ fn commit_batch(
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n, Ordering::Relaxed);
-            stats
-                .commit_micros_total
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             stats.batch_size.observe(n as f64);
-            stats
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
+            stats.commit_seconds.observe(started.elapsed().as_secs_f64());
             if !committed.is_empty() {
                 let _ = feed.send(Arc::new(committed.into_iter().map(Arc::new).collect()));
             }

@@ -28,11 +28,7 @@ fn not_configured() -> ApiError {
 
 fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
     warp::query::raw()
-        .map(|q: String| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect::<HashMap<String, String>>()
-        })
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
         .or(warp::any().map(HashMap::new))
         .unify()
 }
@@ -53,9 +49,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(with_app(app.clone()))
         .and(query())
         .and(warp::header::headers_cloned())
-        .and_then(
-            |app, q, headers| async move { Ok::<_, Infallible>(callback(app, q, headers).await) },
-        );
+        .and_then(|app, q, headers| async move { Ok::<_, Infallible>(callback(app, q, headers).await) });
     let connect = warp::path!("api" / "auth" / "google" / "connect")
         .and(warp::post())
         .and(with_app(app.clone()))
@@ -95,33 +89,14 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(with_app(app))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin_report(app, auth).await) });
-    start
-        .or(callback)
-        .unify()
-        .or(connect)
-        .unify()
-        .or(setup)
-        .unify()
-        .or(remove)
-        .unify()
-        .or(notify)
-        .unify()
-        .or(status)
-        .unify()
-        .or(admin)
-        .unify()
-        .boxed()
+    start.or(callback).unify().or(connect).unify().or(setup).unify().or(remove).unify().or(notify).unify().or(status).unify().or(admin).unify().boxed()
 }
 
 /// `GET /api/auth/google[?connect=1]`: redirect to Google's consent page.
 /// With `connect=1` the caller must be signed in with an Authorization header
 /// (scripts). A browser page uses `POST /api/auth/google/connect` instead, so
 /// its token never travels in a URL (history, proxy logs).
-async fn start_sign_in(
-    app: App,
-    auth: Option<String>,
-    q: HashMap<String, String>,
-) -> ApiResult<Response> {
+async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -135,14 +110,12 @@ async fn start_sign_in(
     let started = app.google.start_sign_in(purpose)?;
     let mut res = Response::new(Default::default());
     *res.status_mut() = StatusCode::SEE_OTHER;
-    let location = HeaderValue::from_str(&started.location)
-        .map_err(|_| ApiError::internal("consent URL is not a header value"))?;
+    let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("consent URL is not a header value"))?;
     res.headers_mut().insert(header::LOCATION, location);
     if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 
@@ -155,61 +128,40 @@ async fn start_connect(app: App, auth: Option<String>) -> ApiResult<Response> {
     }
     let who = authenticate(&app, auth).await?;
     let started = app.google.start_sign_in(Purpose::Connect(who.user_id))?;
-    let mut res = json_response(
-        StatusCode::OK,
-        &serde_json::json!({"location": started.location}),
-    );
+    let mut res = json_response(StatusCode::OK, &serde_json::json!({"location": started.location}));
     if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 
 /// `GET /api/auth/google/callback?code=…&state=…`: land signed in on `/`,
 /// or a page (JSON for non-browsers) saying why not.
 async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     let result = if app.google.enabled() {
         let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
-        let cb = Callback {
-            code: q.get("code").cloned(),
-            state: q.get("state").cloned(),
-            error: q.get("error").cloned(),
-        };
+        let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
         app.google.finish_sign_in(cb, cookie).await
     } else {
         Err(not_configured())
     };
     let mut res = match result {
         Ok(user) => {
-            let token = app.tokens.user_token(
-                user.id,
-                &user.role,
-                app.config.auth.token_ttl.as_secs() as i64,
-            );
+            let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
             crate::api::redirect_with_token(&token)
         }
         Err(e) => {
             match &e {
                 ApiError::Internal(_) => {}
-                other => {
-                    tracing::warn!(status = other.status().as_u16(), reason = %other, "Google sign-in refused")
-                }
+                other => tracing::warn!(status = other.status().as_u16(), reason = %other, "Google sign-in refused"),
             }
             if wants_html {
                 if let ApiError::Internal(cause) = &e {
                     tracing::error!(error = %cause, "internal error");
                 }
-                html_page(
-                    e.status(),
-                    "Sign-in with Google did not work",
-                    &e.public_message(),
-                )
+                html_page(e.status(), "Sign-in with Google did not work", &e.public_message())
             } else {
                 e.into_response()
             }
@@ -222,11 +174,7 @@ async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> R
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -238,24 +186,17 @@ fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
     );
     let mut res = Response::new(body.into());
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
 fn sync_error(e: SyncError) -> ApiError {
     match e {
-        SyncError::NotConnected => ApiError::Conflict(
-            "connect Google Calendar first: sign in with Google (GET /api/auth/google?connect=1)"
-                .into(),
-        ),
-        SyncError::NeedsReconnect => ApiError::Conflict(
-            "Google access was revoked or has expired; sign in with Google again".into(),
-        ),
+        SyncError::NotConnected => {
+            ApiError::Conflict("connect Google Calendar first: sign in with Google (GET /api/auth/google?connect=1)".into())
+        }
+        SyncError::NeedsReconnect => ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()),
         SyncError::Api(e) => ApiError::Unavailable(format!("Google did not do it: {e}")),
         SyncError::Store(e) => e,
         SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
@@ -270,15 +211,8 @@ async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
     }
     // One channel per ticked calendar: the first is the answer's top level (as
     // with one calendar), all of them are under `channels`.
-    let infos = app
-        .google
-        .replace_channels(who.user_id)
-        .await
-        .map_err(sync_error)?;
-    let mut body = infos
-        .first()
-        .map(|i| serde_json::to_value(i).unwrap_or_default())
-        .unwrap_or_else(|| serde_json::json!({}));
+    let infos = app.google.replace_channels(who.user_id).await.map_err(sync_error)?;
+    let mut body = infos.first().map(|i| serde_json::to_value(i).unwrap_or_default()).unwrap_or_else(|| serde_json::json!({}));
     body["channels"] = serde_json::to_value(&infos).unwrap_or_default();
     Ok(json_response(StatusCode::CREATED, &body))
 }
@@ -289,15 +223,9 @@ async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> 
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let n = app
-        .google
-        .stop_channels(who.user_id)
-        .await
-        .map_err(sync_error)?;
+    let n = app.google.stop_channels(who.user_id).await.map_err(sync_error)?;
     if n == 0 {
-        return Err(ApiError::NotFound(
-            "you have no Google push channel to stop".into(),
-        ));
+        return Err(ApiError::NotFound("you have no Google push channel to stop".into()));
     }
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
@@ -310,60 +238,27 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
         tracing::warn!("google notification refused: Google is not configured on this server");
         return Err(not_configured());
     }
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let Some(channel_id) = h("x-goog-channel-id")
-        .filter(|c| c.len() <= 256)
-        .map(str::to_string)
-    else {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let Some(channel_id) = h("x-goog-channel-id").filter(|c| c.len() <= 256).map(str::to_string) else {
         tracing::warn!("google notification refused: no X-Goog-Channel-ID header");
-        return Err(ApiError::BadRequest(
-            "X-Goog-Channel-ID header is missing".into(),
-        ));
+        return Err(ApiError::BadRequest("X-Goog-Channel-ID header is missing".into()));
     };
-    let state = h("x-goog-resource-state")
-        .unwrap_or("")
-        .chars()
-        .take(40)
-        .collect::<String>();
-    let message = h("x-goog-message-number")
-        .unwrap_or("-")
-        .chars()
-        .take(20)
-        .collect::<String>();
+    let state = h("x-goog-resource-state").unwrap_or("").chars().take(40).collect::<String>();
+    let message = h("x-goog-message-number").unwrap_or("-").chars().take(20).collect::<String>();
     let cid = channel_id.clone();
-    let Some(channel) = app
-        .store
-        .read(move |c| Ok(channels::find(c, &cid)?))
-        .await?
-    else {
+    let Some(channel) = app.store.read(move |c| Ok(channels::find(c, &cid)?)).await? else {
         tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message})");
         return Err(ApiError::NotFound("unknown channel".into()));
     };
-    let token_ok: bool = h("x-goog-channel-token")
-        .unwrap_or("")
-        .as_bytes()
-        .ct_eq(channel.token.expose().as_bytes())
-        .into();
+    let token_ok: bool = h("x-goog-channel-token").unwrap_or("").as_bytes().ct_eq(channel.token.expose().as_bytes()).into();
     if !token_ok {
-        tracing::warn!(
-            "google notification refused: wrong channel token for channel {channel_id} (user {})",
-            channel.user_id
-        );
+        tracing::warn!("google notification refused: wrong channel token for channel {channel_id} (user {})", channel.user_id);
         return Err(ApiError::Forbidden("wrong channel token".into()));
     }
     // Before the watch answer is stored the resource id is unknown; the token vouches then.
     if let Some(expected) = channel.resource_id.as_deref() {
         if h("x-goog-resource-id") != Some(expected) {
-            tracing::warn!(
-                "google notification refused: wrong resource id for channel {channel_id} (user {})",
-                channel.user_id
-            );
+            tracing::warn!("google notification refused: wrong resource id for channel {channel_id} (user {})", channel.user_id);
             return Err(ApiError::Forbidden("wrong resource id".into()));
         }
     }
@@ -378,18 +273,12 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
         app.google.enqueue(channel.user_id);
     }
     app.google.record_notification(channel.user_id);
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"ok": true}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"ok": true})))
 }
 
 /// `GET /api/calendar/webhook/test`: reachable, configured, last notification. Nothing else.
 async fn public_status(app: App) -> ApiResult<Response> {
-    let last = app
-        .store
-        .read(|c| Ok(health::last_notification_at(c)?))
-        .await?;
+    let last = app.store.read(|c| Ok(health::last_notification_at(c)?)).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"reachable": true, "google_configured": app.google.enabled(), "last_notification_at": last}),
@@ -402,34 +291,16 @@ async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see this".into()));
     }
-    let mut report = app
-        .store
-        .read(|c| Ok(crate::google::admin_health(c)))
-        .await?;
+    let mut report = app.store.read(|c| Ok(crate::google::admin_health(c))).await?;
     if let Some(o) = report.as_object_mut() {
         o.insert("configured".into(), app.google.enabled().into());
         o.insert("webhook_url".into(), app.google.webhook_url().into());
-        o.insert(
-            "calendar_id".into(),
-            app.config.google.calendar_id.clone().into(),
-        );
-        o.insert(
-            "calendars".into(),
-            app.config.google.default_calendars().into(),
-        );
+        o.insert("calendar_id".into(), app.config.google.calendar_id.clone().into());
+        o.insert("calendars".into(), app.config.google.default_calendars().into());
         // The schedule the renewal and safety-net numbers above follow.
-        o.insert(
-            "channel_ttl".into(),
-            app.config.google.channel_ttl.to_string().into(),
-        );
-        o.insert(
-            "renew_before".into(),
-            app.config.google.renew_before.to_string().into(),
-        );
-        o.insert(
-            "safety_net_interval".into(),
-            app.config.google.safety_net_interval.to_string().into(),
-        );
+        o.insert("channel_ttl".into(), app.config.google.channel_ttl.to_string().into());
+        o.insert("renew_before".into(), app.config.google.renew_before.to_string().into());
+        o.insert("safety_net_interval".into(), app.config.google.safety_net_interval.to_string().into());
     }
     Ok(json_response(StatusCode::OK, &report))
 }

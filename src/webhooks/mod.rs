@@ -11,8 +11,5 @@ use crate::server::App;
 
 /// Every webhook and webhook-status route.
 pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    calendly::routes(app.clone())
-        .or(google::routes(app))
-        .unify()
-        .boxed()
+    calendly::routes(app.clone()).or(google::routes(app)).unify().boxed()
 }

@@ -17,22 +17,15 @@ async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<String>>>) {
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
     let attempts = Arc::new(Mutex::new(0usize));
     let g = got.clone();
-    let route = warp::post()
-        .and(warp::body::json())
-        .map(move |body: Value| {
-            let mut n = attempts.lock().unwrap();
-            *n += 1;
-            if *n <= fail_first {
-                return warp::reply::with_status(
-                    "try later",
-                    warp::http::StatusCode::INTERNAL_SERVER_ERROR,
-                );
-            }
-            g.lock()
-                .unwrap()
-                .push(body["text"].as_str().unwrap_or_default().to_string());
-            warp::reply::with_status("ok", warp::http::StatusCode::OK)
-        });
+    let route = warp::post().and(warp::body::json()).map(move |body: Value| {
+        let mut n = attempts.lock().unwrap();
+        *n += 1;
+        if *n <= fail_first {
+            return warp::reply::with_status("try later", warp::http::StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        g.lock().unwrap().push(body["text"].as_str().unwrap_or_default().to_string());
+        warp::reply::with_status("ok", warp::http::StatusCode::OK)
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(route).incoming(listener).run());
@@ -50,9 +43,7 @@ async fn wait_for(got: &Arc<Mutex<Vec<String>>>, pred: impl Fn(&[String]) -> boo
 }
 
 fn count(got: &[String], prefix: &str, needle: &str) -> usize {
-    got.iter()
-        .filter(|t| t.starts_with(prefix) && t.contains(needle))
-        .count()
+    got.iter().filter(|t| t.starts_with(prefix) && t.contains(needle)).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,50 +62,19 @@ async fn each_alert_is_raised_once_and_cleared_once() {
     let db = app.db();
 
     // A user whose Google access was revoked.
-    db.execute(
-        "UPDATE users SET google_needs_reconnect = 1 WHERE id = ?1",
-        [uid],
-    )
-    .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate alert:", "must reconnect Google") == 1,
-        "the reconnect alert",
-    )
-    .await;
+    db.execute("UPDATE users SET google_needs_reconnect = 1 WHERE id = ?1", [uid]).unwrap();
+    wait_for(&got, |g| count(g, "syncgate alert:", "must reconnect Google") == 1, "the reconnect alert").await;
     let (status, health) = app.get("/api/admin/health", &admin).await;
     assert_eq!(status, 200);
-    let kinds: Vec<&str> = health["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = health["alerts"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"google_needs_reconnect"), "{health}");
     assert_eq!(health["status"], "attention");
     let (status, body) = app.get("/api/admin/health", &user_token).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        count(
-            &got.lock().unwrap(),
-            "syncgate alert:",
-            "must reconnect Google"
-        ),
-        1,
-        "raised once, not on every check"
-    );
-    db.execute(
-        "UPDATE users SET google_needs_reconnect = 0 WHERE id = ?1",
-        [uid],
-    )
-    .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate resolved:", "must reconnect Google") == 1,
-        "the reconnect alert to clear",
-    )
-    .await;
+    assert_eq!(count(&got.lock().unwrap(), "syncgate alert:", "must reconnect Google"), 1, "raised once, not on every check");
+    db.execute("UPDATE users SET google_needs_reconnect = 0 WHERE id = ?1", [uid]).unwrap();
+    wait_for(&got, |g| count(g, "syncgate resolved:", "must reconnect Google") == 1, "the reconnect alert to clear").await;
 
     // A channel about to expire.
     db.execute(
@@ -123,23 +83,9 @@ async fn each_alert_is_raised_once_and_cleared_once() {
         rusqlite::params![uid, syncgate::store::timefmt::format(syncgate::store::timefmt::now() + time::Duration::minutes(20))],
     )
     .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate alert:", "has not been renewed") == 1,
-        "the expiring channel alert",
-    )
-    .await;
-    db.execute(
-        "DELETE FROM calendar_watch_channels WHERE channel_id = 'chan-1'",
-        [],
-    )
-    .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate resolved:", "has not been renewed") == 1,
-        "the channel alert to clear",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "has not been renewed") == 1, "the expiring channel alert").await;
+    db.execute("DELETE FROM calendar_watch_channels WHERE channel_id = 'chan-1'", []).unwrap();
+    wait_for(&got, |g| count(g, "syncgate resolved:", "has not been renewed") == 1, "the channel alert to clear").await;
 
     // Calendly deliveries with bad signatures, above the threshold.
     for _ in 0..3 {
@@ -153,28 +99,15 @@ async fn each_alert_is_raised_once_and_cleared_once() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 401);
     }
-    wait_for(
-        &got,
-        |g| count(g, "syncgate alert:", "Calendly deliveries were rejected") == 1,
-        "the rejected-deliveries alert",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "Calendly deliveries were rejected") == 1, "the rejected-deliveries alert").await;
     // Once the window has passed, it clears by itself.
-    wait_for(
-        &got,
-        |g| count(g, "syncgate resolved:", "Calendly deliveries were rejected") == 1,
-        "the rejected alert to clear",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "Calendly deliveries were rejected") == 1, "the rejected alert to clear").await;
 
     let (_, health) = app.get("/api/admin/health", &admin).await;
     assert_eq!(health["alerts"], json!([]));
     assert_eq!(health["status"], "ok");
     let text = health.to_string();
-    assert!(
-        !text.contains("a-signing-key") && !text.contains(syncgate_secret()),
-        "no secret in the health page"
-    );
+    assert!(!text.contains("a-signing-key") && !text.contains(syncgate_secret()), "no secret in the health page");
 }
 
 fn syncgate_secret() -> &'static str {
@@ -184,11 +117,7 @@ fn syncgate_secret() -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_calendly_subscription_raises_an_alert_until_it_is_recreated() {
     let fake = crate::fake_calendly::FakeCalendly::start().await;
-    let uri = fake.add_subscription(
-        "https://syncgate.example.com/api/calendly/webhook",
-        "active",
-        "user",
-    );
+    let uri = fake.add_subscription("https://syncgate.example.com/api/calendly/webhook", "active", "user");
     let (url, got) = receiver(0).await;
     let base = fake.base.clone();
     let app = spawn_app_with(|c| {
@@ -200,39 +129,13 @@ async fn a_disabled_calendly_subscription_raises_an_alert_until_it_is_recreated(
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        got.lock().unwrap().is_empty(),
-        "an active subscription raises nothing: {:?}",
-        got.lock().unwrap()
-    );
+    assert!(got.lock().unwrap().is_empty(), "an active subscription raises nothing: {:?}", got.lock().unwrap());
     fake.disable(&uri);
-    wait_for(
-        &got,
-        |g| {
-            count(
-                g,
-                "syncgate alert:",
-                "Calendly disabled the webhook subscription",
-            ) == 1
-        },
-        "the disabled alert",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "Calendly disabled the webhook subscription") == 1, "the disabled alert").await;
     for s in fake.state.lock().unwrap().subscriptions.iter_mut() {
         s["state"] = json!("active");
     }
-    wait_for(
-        &got,
-        |g| {
-            count(
-                g,
-                "syncgate resolved:",
-                "Calendly disabled the webhook subscription",
-            ) == 1
-        },
-        "the disabled alert to clear",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "Calendly disabled the webhook subscription") == 1, "the disabled alert to clear").await;
     drop(app);
 }
 
@@ -250,11 +153,7 @@ async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
     let now = syncgate::store::timefmt::now();
     let ago = |h: i64| syncgate::store::timefmt::format(now - time::Duration::hours(h));
     // Connected, with a live channel, so only the conditions under test can fire.
-    db.execute(
-        "UPDATE users SET google_refresh_token = 'r' WHERE id = ?1",
-        [uid],
-    )
-    .unwrap();
+    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", [uid]).unwrap();
     db.execute(
         "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
          VALUES (?1, 'primary', 'chan-ok', 'res', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?3, ?3)",
@@ -267,35 +166,12 @@ async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
         rusqlite::params![uid, ago(48), ago(1)],
     )
     .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate alert:", "failed 2 time(s)") == 1,
-        "the renewal alert",
-    )
-    .await;
-    wait_for(
-        &got,
-        |g| count(g, "syncgate alert:", "pushes have stopped arriving") == 1,
-        "the stopped-pushes alert",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "failed 2 time(s)") == 1, "the renewal alert").await;
+    wait_for(&got, |g| count(g, "syncgate alert:", "pushes have stopped arriving") == 1, "the stopped-pushes alert").await;
     db.execute("UPDATE google_sync_status SET renewal_failures = 0, last_notification_at = ?2 WHERE user_id = ?1", rusqlite::params![uid, ago(0)])
         .unwrap();
-    wait_for(
-        &got,
-        |g| count(g, "syncgate resolved:", "failed 2 time(s)") == 1,
-        "the renewal alert to clear",
-    )
-    .await;
-    wait_for(
-        &got,
-        |g| count(g, "syncgate resolved:", "pushes have stopped arriving") == 1,
-        "the stopped-pushes alert to clear",
-    )
-    .await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "failed 2 time(s)") == 1, "the renewal alert to clear").await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "pushes have stopped arriving") == 1, "the stopped-pushes alert to clear").await;
     let g = got.lock().unwrap();
-    assert!(
-        !g.iter().any(|t| t.contains("no push channel")),
-        "a user with a channel is not reported as missing one: {g:?}"
-    );
+    assert!(!g.iter().any(|t| t.contains("no push channel")), "a user with a channel is not reported as missing one: {g:?}");
 }

@@ -53,11 +53,7 @@ fn sched(id: &str, start: &str, end: &str) -> Ev {
 }
 
 fn ev1() -> Ev {
-    sched(
-        "EV1AAAAAAAAAAAAA",
-        "2026-12-01T10:00:00.000000Z",
-        "2026-12-01T10:30:00.000000Z",
-    )
+    sched("EV1AAAAAAAAAAAAA", "2026-12-01T10:00:00.000000Z", "2026-12-01T10:30:00.000000Z")
 }
 
 fn inv_uri(ev: &Ev, id: &str) -> String {
@@ -135,12 +131,7 @@ async fn app() -> TestApp {
 /// The adviser whose Calendly user is the host; returns (id, token).
 fn adviser(app: &TestApp) -> (i64, String) {
     let (id, token) = app.add_user(HOST_EMAIL, "user");
-    app.db()
-        .execute(
-            "UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2",
-            rusqlite::params![HOST_URI, id],
-        )
-        .unwrap();
+    app.db().execute("UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2", rusqlite::params![HOST_URI, id]).unwrap();
     (id, token)
 }
 
@@ -149,11 +140,7 @@ fn now() -> i64 {
 }
 
 async fn post_signed(app: &TestApp, body: &[u8], header: Option<String>) -> (u16, Value) {
-    let mut req = app
-        .http
-        .post(app.url(PATH))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
+    let mut req = app.http.post(app.url(PATH)).header("content-type", "application/json").body(body.to_vec());
     if let Some(h) = header {
         req = req.header("Calendly-Webhook-Signature", h);
     }
@@ -169,11 +156,7 @@ async fn deliver(app: &TestApp, body: &Value) -> (u16, Value) {
 /// Deliver and insist it was accepted.
 async fn accept(app: &TestApp, body: &Value) -> Value {
     let (status, v) = deliver(app, body).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("accepted")),
-        "{body}\n{v}"
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{body}\n{v}");
     v
 }
 
@@ -199,31 +182,15 @@ async fn clients(app: &TestApp, token: &str) -> Vec<Value> {
 /// (outcome, error) of every logged delivery, oldest first.
 fn event_log(app: &TestApp) -> Vec<(String, Option<String>)> {
     let conn = app.db();
-    let mut stmt = conn
-        .prepare("SELECT outcome, error FROM calendly_webhook_events ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+    let mut stmt = conn.prepare("SELECT outcome, error FROM calendly_webhook_events ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
 }
 
 fn statuses(inv: &Value) -> Vec<(String, String)> {
     inv.as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["uri"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .to_string(),
-                e["status"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|e| (e["uri"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
         .collect()
 }
 
@@ -234,16 +201,7 @@ async fn a_booking_becomes_a_meeting_and_a_client() {
     let app = app().await;
     let (uid, token) = adviser(&app);
     let ev = ev1();
-    let v = accept(
-        &app,
-        &created(
-            &ev,
-            "IN1AAAAAAAAAAAAA",
-            "Jane.Client@Example.com",
-            "Jane Client",
-        ),
-    )
-    .await;
+    let v = accept(&app, &created(&ev, "IN1AAAAAAAAAAAAA", "Jane.Client@Example.com", "Jane Client")).await;
 
     let m = only_meeting(&app, &token).await;
     assert_eq!(v["meeting_id"], m["id"]);
@@ -256,78 +214,36 @@ async fn a_booking_becomes_a_meeting_and_a_client() {
     assert_eq!(m["status"], "scheduled");
     assert_eq!(m["meeting_url"], "https://meet.google.com/abc-defg-hij");
     assert_eq!(m["google_event_id"], "gcal-in1aaaaaaaaaaaaa");
-    assert_eq!(
-        m["cancel_url"],
-        "https://calendly.com/cancellations/IN1AAAAAAAAAAAAA"
-    );
-    assert_eq!(
-        m["reschedule_url"],
-        "https://calendly.com/reschedulings/IN1AAAAAAAAAAAAA"
-    );
+    assert_eq!(m["cancel_url"], "https://calendly.com/cancellations/IN1AAAAAAAAAAAAA");
+    assert_eq!(m["reschedule_url"], "https://calendly.com/reschedulings/IN1AAAAAAAAAAAAA");
     assert_eq!(m["previous_starts_at"], Value::Null);
     let inv = &m["invitees"][0];
     assert_eq!(inv["uri"], inv_uri(&ev, "IN1AAAAAAAAAAAAA"));
     assert_eq!(
-        (
-            inv["name"].as_str(),
-            inv["email"].as_str(),
-            inv["status"].as_str()
-        ),
-        (
-            Some("Jane Client"),
-            Some("Jane.Client@Example.com"),
-            Some("active")
-        )
+        (inv["name"].as_str(), inv["email"].as_str(), inv["status"].as_str()),
+        (Some("Jane Client"), Some("Jane.Client@Example.com"), Some("active"))
     );
 
     let c = clients(&app, &token).await;
     assert_eq!(c.len(), 1);
-    assert_eq!(
-        (c[0]["name"].as_str(), c[0]["email"].as_str()),
-        (Some("Jane Client"), Some("Jane.Client@Example.com"))
-    );
+    assert_eq!((c[0]["name"].as_str(), c[0]["email"].as_str()), (Some("Jane Client"), Some("Jane.Client@Example.com")));
     assert_eq!(m["client_id"], c[0]["id"]);
     assert_eq!(inv["client_id"], c[0]["id"]);
 
     // The adviser renames the client; a second booking by the same email
     // (any case) links the same client and keeps the adviser's name.
     let cid = c[0]["id"].as_i64().unwrap();
-    let (s, _) = app
-        .patch(
-            &format!("/api/clients/{cid}"),
-            &token,
-            &json!({"name": "Jane (pension)"}),
-        )
-        .await;
+    let (s, _) = app.patch(&format!("/api/clients/{cid}"), &token, &json!({"name": "Jane (pension)"})).await;
     assert_eq!(s, 200);
-    let ev2 = sched(
-        "EV2AAAAAAAAAAAAA",
-        "2026-12-08T10:00:00Z",
-        "2026-12-08T10:30:00Z",
-    );
-    accept(
-        &app,
-        &created(
-            &ev2,
-            "IN2AAAAAAAAAAAAA",
-            "jane.client@example.com",
-            "J. Client",
-        ),
-    )
-    .await;
+    let ev2 = sched("EV2AAAAAAAAAAAAA", "2026-12-08T10:00:00Z", "2026-12-08T10:30:00Z");
+    accept(&app, &created(&ev2, "IN2AAAAAAAAAAAAA", "jane.client@example.com", "J. Client")).await;
     let c = clients(&app, &token).await;
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0]["name"], "Jane (pension)");
     let all = meetings(&app, &token).await;
     assert_eq!(all.len(), 2);
     assert!(all.iter().all(|m| m["client_id"] == cid));
-    assert_eq!(
-        event_log(&app)
-            .iter()
-            .filter(|(o, _)| o == "accepted")
-            .count(),
-        2
-    );
+    assert_eq!(event_log(&app).iter().filter(|(o, _)| o == "accepted").count(), 2);
 }
 
 #[tokio::test]
@@ -335,26 +251,15 @@ async fn a_cancellation_keeps_the_meeting_with_reason_and_canceler() {
     let app = app().await;
     let (_, token) = adviser(&app);
     let mut ev = ev1();
-    accept(
-        &app,
-        &created(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client"),
-    )
-    .await;
+    accept(&app, &created(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     ev.status = "canceled";
-    accept(
-        &app,
-        &canceled(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client"),
-    )
-    .await;
+    accept(&app, &canceled(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
 
     let m = only_meeting(&app, &token).await;
     assert_eq!(m["status"], "canceled");
     assert_eq!(m["cancel_reason"], "Meeting Conflict");
     assert_eq!(m["canceled_by"], "Jane Client");
-    assert_eq!(
-        statuses(&m["invitees"]),
-        vec![("IN1AAAAAAAAAAAAA".to_string(), "canceled".to_string())]
-    );
+    assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".to_string(), "canceled".to_string())]);
     assert_eq!(m["invitees"][0]["cancel_reason"], "Meeting Conflict");
 }
 
@@ -362,22 +267,10 @@ async fn a_cancellation_keeps_the_meeting_with_reason_and_canceler() {
 async fn a_group_event_is_canceled_only_by_its_last_invitee() {
     let app = app().await;
     let (_, token) = adviser(&app);
-    let mut ev = sched(
-        "GROUPAAAAAAAAAAA",
-        "2026-12-03T16:00:00Z",
-        "2026-12-03T17:00:00Z",
-    );
+    let mut ev = sched("GROUPAAAAAAAAAAA", "2026-12-03T16:00:00Z", "2026-12-03T17:00:00Z");
     ev.name = "Retirement workshop".into();
-    accept(
-        &app,
-        &created(&ev, "INAAAAAAAAAAAAAA", "a@example.com", "Alex"),
-    )
-    .await;
-    accept(
-        &app,
-        &created(&ev, "INBBBBBBBBBBBBBB", "b@example.com", "Bea"),
-    )
-    .await;
+    accept(&app, &created(&ev, "INAAAAAAAAAAAAAA", "a@example.com", "Alex")).await;
+    accept(&app, &created(&ev, "INBBBBBBBBBBBBBB", "b@example.com", "Bea")).await;
     let m = only_meeting(&app, &token).await;
     assert_eq!(m["invitees"].as_array().unwrap().len(), 2);
     assert_eq!(clients(&app, &token).await.len(), 2);
@@ -391,23 +284,16 @@ async fn a_group_event_is_canceled_only_by_its_last_invitee() {
     assert_eq!(m["cancel_reason"], Value::Null);
     assert_eq!(
         statuses(&m["invitees"]),
-        vec![
-            ("INAAAAAAAAAAAAAA".into(), "canceled".into()),
-            ("INBBBBBBBBBBBBBB".into(), "active".into())
-        ]
+        vec![("INAAAAAAAAAAAAAA".into(), "canceled".into()), ("INBBBBBBBBBBBBBB".into(), "active".into())]
     );
 
     // The last one cancels: the meeting is canceled with that reason and canceler.
     let mut b = canceled(&ev, "INBBBBBBBBBBBBBB", "b@example.com", "Bea");
-    b["payload"]["cancellation"] =
-        json!({"canceled_by": "Bea", "reason": "Travelling", "canceler_type": "invitee"});
+    b["payload"]["cancellation"] = json!({"canceled_by": "Bea", "reason": "Travelling", "canceler_type": "invitee"});
     accept(&app, &b).await;
     let m = only_meeting(&app, &token).await;
     assert_eq!(m["status"], "canceled");
-    assert_eq!(
-        (m["cancel_reason"].as_str(), m["canceled_by"].as_str()),
-        (Some("Travelling"), Some("Bea"))
-    );
+    assert_eq!((m["cancel_reason"].as_str(), m["canceled_by"].as_str()), (Some("Travelling"), Some("Bea")));
 }
 
 /// The two deliveries of a 1:1 reschedule from EV1 (Dec 1, 10:00) to EV2
@@ -416,27 +302,12 @@ async fn a_group_event_is_canceled_only_by_its_last_invitee() {
 fn reschedule_pair() -> (Value, Value) {
     let mut old_ev = ev1();
     old_ev.status = "canceled";
-    let new_ev = sched(
-        "EV2BBBBBBBBBBBBB",
-        "2026-12-02T15:00:00.000000Z",
-        "2026-12-02T15:30:00.000000Z",
-    );
-    let mut cancel = canceled(
-        &old_ev,
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    );
+    let new_ev = sched("EV2BBBBBBBBBBBBB", "2026-12-02T15:00:00.000000Z", "2026-12-02T15:30:00.000000Z");
+    let mut cancel = canceled(&old_ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
     cancel["payload"]["rescheduled"] = json!(true);
     cancel["payload"]["new_invitee"] = json!(inv_uri(&new_ev, "IN2BBBBBBBBBBBBB"));
-    cancel["payload"]["cancellation"] =
-        json!({"canceled_by": "Jane Client", "reason": null, "canceler_type": "invitee"});
-    let mut create = created(
-        &new_ev,
-        "IN2BBBBBBBBBBBBB",
-        "jane@example.com",
-        "Jane Client",
-    );
+    cancel["payload"]["cancellation"] = json!({"canceled_by": "Jane Client", "reason": null, "canceler_type": "invitee"});
+    let mut create = created(&new_ev, "IN2BBBBBBBBBBBBB", "jane@example.com", "Jane Client");
     create["payload"]["old_invitee"] = json!(inv_uri(&ev1(), "IN1AAAAAAAAAAAAA"));
     (cancel, create)
 }
@@ -448,63 +319,30 @@ async fn reschedule(cancel_first: bool, unknown_before: bool) -> Value {
     let app = app().await;
     let (uid, token) = adviser(&app);
     if !unknown_before {
-        accept(
-            &app,
-            &created(
-                &ev1(),
-                "IN1AAAAAAAAAAAAA",
-                "jane@example.com",
-                "Jane Client",
-            ),
-        )
-        .await;
+        accept(&app, &created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     }
     let (cancel, create) = reschedule_pair();
-    let order = if cancel_first {
-        [cancel, create]
-    } else {
-        [create, cancel]
-    };
+    let order = if cancel_first { [cancel, create] } else { [create, cancel] };
     for d in &order {
         accept(&app, d).await;
         let m = only_meeting(&app, &token).await;
-        assert_eq!(
-            m["status"], "scheduled",
-            "between the two deliveries too: {m}"
-        );
+        assert_eq!(m["status"], "scheduled", "between the two deliveries too: {m}");
     }
     let m = only_meeting(&app, &token).await;
     for (_, table, _, row_id, owner, record, _) in app.changes() {
         if table == "meetings" {
-            assert_eq!(
-                (row_id, owner),
-                (m["id"].as_i64().unwrap(), uid),
-                "one meeting, never a second one"
-            );
-            assert_ne!(
-                record.unwrap()["status"],
-                "canceled",
-                "the meeting never showed as canceled"
-            );
+            assert_eq!((row_id, owner), (m["id"].as_i64().unwrap(), uid), "one meeting, never a second one");
+            assert_ne!(record.unwrap()["status"], "canceled", "the meeting never showed as canceled");
         }
     }
-    assert_eq!(
-        m["external_id"],
-        "https://api.calendly.com/scheduled_events/EV2BBBBBBBBBBBBB"
-    );
+    assert_eq!(m["external_id"], "https://api.calendly.com/scheduled_events/EV2BBBBBBBBBBBBB");
     assert_eq!(m["starts_at"], "2026-12-02T15:00:00.000Z");
     assert_eq!(m["ends_at"], "2026-12-02T15:30:00.000Z");
     assert_eq!(m["previous_starts_at"], "2026-12-01T10:00:00.000Z");
     assert_eq!(m["status"], "scheduled");
     assert_eq!(m["cancel_reason"], Value::Null);
-    assert_eq!(
-        m["reschedule_url"],
-        "https://calendly.com/reschedulings/IN2BBBBBBBBBBBBB"
-    );
-    assert_eq!(
-        statuses(&m["invitees"]),
-        vec![("IN2BBBBBBBBBBBBB".to_string(), "active".to_string())]
-    );
+    assert_eq!(m["reschedule_url"], "https://calendly.com/reschedulings/IN2BBBBBBBBBBBBB");
+    assert_eq!(statuses(&m["invitees"]), vec![("IN2BBBBBBBBBBBBB".to_string(), "active".to_string())]);
     assert_eq!(clients(&app, &token).await.len(), 1);
     m
 }
@@ -539,36 +377,16 @@ async fn a_group_invitee_who_reschedules_leaves_the_group_meeting() {
     for cancel_first in [true, false] {
         let app = app().await;
         let (_, token) = adviser(&app);
-        let group = sched(
-            "GROUPAAAAAAAAAAA",
-            "2026-12-03T16:00:00Z",
-            "2026-12-03T17:00:00Z",
-        );
-        let slot = sched(
-            "SLOTBBBBBBBBBBBB",
-            "2026-12-10T16:00:00Z",
-            "2026-12-10T17:00:00Z",
-        );
-        accept(
-            &app,
-            &created(&group, "INAAAAAAAAAAAAAA", "a@example.com", "Alex"),
-        )
-        .await;
-        accept(
-            &app,
-            &created(&group, "INBBBBBBBBBBBBBB", "b@example.com", "Bea"),
-        )
-        .await;
+        let group = sched("GROUPAAAAAAAAAAA", "2026-12-03T16:00:00Z", "2026-12-03T17:00:00Z");
+        let slot = sched("SLOTBBBBBBBBBBBB", "2026-12-10T16:00:00Z", "2026-12-10T17:00:00Z");
+        accept(&app, &created(&group, "INAAAAAAAAAAAAAA", "a@example.com", "Alex")).await;
+        accept(&app, &created(&group, "INBBBBBBBBBBBBBB", "b@example.com", "Bea")).await;
         let mut cancel = canceled(&group, "INAAAAAAAAAAAAAA", "a@example.com", "Alex");
         cancel["payload"]["rescheduled"] = json!(true);
         cancel["payload"]["new_invitee"] = json!(inv_uri(&slot, "INA2AAAAAAAAAAAA"));
         let mut create = created(&slot, "INA2AAAAAAAAAAAA", "a@example.com", "Alex");
         create["payload"]["old_invitee"] = json!(inv_uri(&group, "INAAAAAAAAAAAAAA"));
-        let order = if cancel_first {
-            [cancel, create]
-        } else {
-            [create, cancel]
-        };
+        let order = if cancel_first { [cancel, create] } else { [create, cancel] };
         for d in &order {
             accept(&app, d).await;
         }
@@ -579,16 +397,10 @@ async fn a_group_invitee_who_reschedules_leaves_the_group_meeting() {
         assert_eq!(g["status"], "scheduled");
         assert_eq!(
             statuses(&g["invitees"]),
-            vec![
-                ("INAAAAAAAAAAAAAA".into(), "rescheduled".into()),
-                ("INBBBBBBBBBBBBBB".into(), "active".into())
-            ]
+            vec![("INAAAAAAAAAAAAAA".into(), "rescheduled".into()), ("INBBBBBBBBBBBBBB".into(), "active".into())]
         );
         assert_eq!(n["status"], "scheduled");
-        assert_eq!(
-            statuses(&n["invitees"]),
-            vec![("INA2AAAAAAAAAAAA".into(), "active".into())]
-        );
+        assert_eq!(statuses(&n["invitees"]), vec![("INA2AAAAAAAAAAAA".into(), "active".into())]);
         finals.push(
             all.into_iter()
                 .map(comparable)
@@ -615,36 +427,17 @@ async fn a_reschedule_to_another_host_moves_the_booking_between_advisers() {
         let (_, ann) = adviser(&app);
         let (bob_id, bob) = app.add_user("bob.adviser@example.com", "user");
         let (cancel, mut create) = reschedule_pair();
-        create["payload"]["scheduled_event"]["event_memberships"] = json!([{"user": "https://api.calendly.com/users/BOBAAAAAAAAAAAAA", "user_email": "bob.adviser@example.com"}]);
-        accept(
-            &app,
-            &created(
-                &ev1(),
-                "IN1AAAAAAAAAAAAA",
-                "jane@example.com",
-                "Jane Client",
-            ),
-        )
-        .await;
-        let order = if cancel_first {
-            [cancel, create]
-        } else {
-            [create, cancel]
-        };
+        create["payload"]["scheduled_event"]["event_memberships"] =
+            json!([{"user": "https://api.calendly.com/users/BOBAAAAAAAAAAAAA", "user_email": "bob.adviser@example.com"}]);
+        accept(&app, &created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
+        let order = if cancel_first { [cancel, create] } else { [create, cancel] };
         for d in &order {
             accept(&app, d).await;
         }
         let a = only_meeting(&app, &ann).await;
-        assert_eq!(
-            (a["status"].as_str(), a["cancel_reason"].as_str()),
-            (Some("canceled"), Some("rescheduled")),
-            "{a}"
-        );
+        assert_eq!((a["status"].as_str(), a["cancel_reason"].as_str()), (Some("canceled"), Some("rescheduled")), "{a}");
         let b = only_meeting(&app, &bob).await;
-        assert_eq!(
-            (b["status"].as_str(), b["user_id"].as_i64()),
-            (Some("scheduled"), Some(bob_id))
-        );
+        assert_eq!((b["status"].as_str(), b["user_id"].as_i64()), (Some("scheduled"), Some(bob_id)));
         assert_eq!(b["starts_at"], "2026-12-02T15:00:00.000Z");
     }
 }
@@ -657,39 +450,15 @@ async fn a_late_booking_does_not_revive_a_cancellation() {
     let (_, token) = adviser(&app);
     let mut ev = ev1();
     ev.status = "canceled";
-    accept(
-        &app,
-        &canceled(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client"),
-    )
-    .await;
+    accept(&app, &canceled(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     let m = only_meeting(&app, &token).await;
-    assert_eq!(
-        (m["status"].as_str(), m["cancel_reason"].as_str()),
-        (Some("canceled"), Some("Meeting Conflict"))
-    );
-    accept(
-        &app,
-        &created(
-            &ev1(),
-            "IN1AAAAAAAAAAAAA",
-            "jane@example.com",
-            "Jane Client",
-        ),
-    )
-    .await;
+    assert_eq!((m["status"].as_str(), m["cancel_reason"].as_str()), (Some("canceled"), Some("Meeting Conflict")));
+    accept(&app, &created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     let m = only_meeting(&app, &token).await;
-    assert_eq!(
-        (m["status"].as_str(), m["cancel_reason"].as_str()),
-        (Some("canceled"), Some("Meeting Conflict"))
-    );
-    assert_eq!(
-        statuses(&m["invitees"]),
-        vec![("IN1AAAAAAAAAAAAA".into(), "canceled".into())]
-    );
+    assert_eq!((m["status"].as_str(), m["cancel_reason"].as_str()), (Some("canceled"), Some("Meeting Conflict")));
+    assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".into(), "canceled".into())]);
     // The adviser may still delete it (no key ties the invitee links to it).
-    let (s, _) = app
-        .delete(&format!("/api/meetings/{}", m["id"]), &token)
-        .await;
+    let (s, _) = app.delete(&format!("/api/meetings/{}", m["id"]), &token).await;
     assert_eq!(s, 204);
 }
 
@@ -710,12 +479,7 @@ async fn a_booking_takes_over_its_google_copy() {
         )
         .unwrap();
         let google_id = db.last_insert_rowid();
-        let mut body = created(
-            &ev1(),
-            "IN1AAAAAAAAAAAAA",
-            "jane@example.com",
-            "Jane Client",
-        );
+        let mut body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
         if !with_event_id {
             body["payload"]["scheduled_event"]["calendar_event"] = Value::Null;
         }
@@ -725,24 +489,12 @@ async fn a_booking_takes_over_its_google_copy() {
         assert_eq!(all.len(), 1, "one meeting per booking: {all:?}");
         let m = &all[0];
         assert_eq!(m["id"], google_id);
-        assert_eq!(
-            (m["source"].as_str(), m["external_id"].as_str()),
-            (Some("calendly"), Some(ev1().uri.as_str()))
-        );
+        assert_eq!((m["source"].as_str(), m["external_id"].as_str()), (Some("calendly"), Some(ev1().uri.as_str())));
         assert_eq!(m["google_event_id"], "gcal-in1aaaaaaaaaaaaa");
         assert_eq!(m["notes"], "bring the pension papers");
-        assert_eq!(
-            statuses(&m["invitees"]),
-            vec![("IN1AAAAAAAAAAAAA".into(), "active".into())]
-        );
+        assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".into(), "active".into())]);
         let ops: Vec<(String, String)> = app.changes().into_iter().map(|c| (c.1, c.2)).collect();
-        assert_eq!(
-            ops,
-            vec![
-                ("clients".into(), "INSERT".into()),
-                ("meetings".into(), "UPDATE".into())
-            ]
-        );
+        assert_eq!(ops, vec![("clients".into(), "INSERT".into()), ("meetings".into(), "UPDATE".into())]);
     }
 }
 
@@ -751,41 +503,25 @@ async fn a_no_show_and_its_removal() {
     let app = app().await;
     let (_, token) = adviser(&app);
     let ev = ev1();
-    accept(
-        &app,
-        &created(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client"),
-    )
-    .await;
-    let mut ns = delivery(
-        "invitee_no_show.created",
-        &ev,
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    );
-    ns["payload"]["no_show"] = json!({"uri": "https://api.calendly.com/invitee_no_shows/NS1AAAAAAAAAAAAA", "created_at": "2026-12-01T10:20:00.000000Z"});
+    accept(&app, &created(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
+    let mut ns = delivery("invitee_no_show.created", &ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
+    ns["payload"]["no_show"] =
+        json!({"uri": "https://api.calendly.com/invitee_no_shows/NS1AAAAAAAAAAAAA", "created_at": "2026-12-01T10:20:00.000000Z"});
     accept(&app, &ns).await;
     let m = only_meeting(&app, &token).await;
     assert_eq!(m["status"], "no_show");
-    assert_eq!(
-        statuses(&m["invitees"]),
-        vec![("IN1AAAAAAAAAAAAA".into(), "no_show".into())]
-    );
+    assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".into(), "no_show".into())]);
 
     let mut del = ns.clone();
     del["event"] = json!("invitee_no_show.deleted");
     accept(&app, &del).await;
     let m = only_meeting(&app, &token).await;
     assert_eq!(m["status"], "scheduled");
-    assert_eq!(
-        statuses(&m["invitees"]),
-        vec![("IN1AAAAAAAAAAAAA".into(), "active".into())]
-    );
+    assert_eq!(statuses(&m["invitees"]), vec![("IN1AAAAAAAAAAAAA".into(), "active".into())]);
 
     // A second no-show (a new no-show resource) is a new delivery, not a duplicate.
     let mut again = ns.clone();
-    again["payload"]["no_show"]["uri"] =
-        json!("https://api.calendly.com/invitee_no_shows/NS2AAAAAAAAAAAAA");
+    again["payload"]["no_show"]["uri"] = json!("https://api.calendly.com/invitee_no_shows/NS2AAAAAAAAAAAAA");
     accept(&app, &again).await;
     assert_eq!(only_meeting(&app, &token).await["status"], "no_show");
 }
@@ -795,37 +531,14 @@ async fn invitee_updated_is_an_upsert_of_that_invitee() {
     let app = app().await;
     let (_, token) = adviser(&app);
     let mut ev = ev1();
-    accept(
-        &app,
-        &delivery(
-            "invitee.updated",
-            &ev,
-            "IN1AAAAAAAAAAAAA",
-            "jane@example.com",
-            "Jane",
-        ),
-    )
-    .await;
+    accept(&app, &delivery("invitee.updated", &ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane")).await;
     let m = only_meeting(&app, &token).await;
-    assert_eq!(
-        (m["status"].as_str(), m["starts_at"].as_str()),
-        (Some("scheduled"), Some("2026-12-01T10:00:00.000Z"))
-    );
+    assert_eq!((m["status"].as_str(), m["starts_at"].as_str()), (Some("scheduled"), Some("2026-12-01T10:00:00.000Z")));
     assert_eq!(m["invitees"][0]["name"], "Jane");
 
     ev.start = "2026-12-01T11:00:00Z".into();
     ev.end = "2026-12-01T11:30:00Z".into();
-    accept(
-        &app,
-        &delivery(
-            "invitee.updated",
-            &ev,
-            "IN1AAAAAAAAAAAAA",
-            "jane@example.com",
-            "Jane Client",
-        ),
-    )
-    .await;
+    accept(&app, &delivery("invitee.updated", &ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     let after = only_meeting(&app, &token).await;
     assert_eq!(after["id"], m["id"]);
     assert_eq!(after["starts_at"], "2026-12-01T11:00:00.000Z");
@@ -840,11 +553,7 @@ async fn an_unknown_event_is_logged_and_ignored() {
     let body = json!({"event": "routing_form_submission.created", "created_at": "2026-11-23T17:54:22.000000Z",
         "payload": {"uri": "https://api.calendly.com/routing_form_submissions/RF1", "questions_and_answers": []}});
     let (status, v) = deliver(&app, &body).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("ignored")),
-        "{v}"
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("ignored")), "{v}");
     assert!(meetings(&app, &token).await.is_empty());
     assert!(app.changes().is_empty());
     assert_eq!(event_log(&app), vec![("ignored".to_string(), None)]);
@@ -856,31 +565,14 @@ async fn an_unknown_event_is_logged_and_ignored() {
 async fn a_duplicate_delivery_changes_nothing() {
     let app = app().await;
     let (_, token) = adviser(&app);
-    let body = created(
-        &ev1(),
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    );
+    let body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
     accept(&app, &body).await;
-    let before = (
-        only_meeting(&app, &token).await,
-        app.changes().len(),
-        event_log(&app).len(),
-    );
+    let before = (only_meeting(&app, &token).await, app.changes().len(), event_log(&app).len());
     // Calendly's retry carries the same body under a fresh signature.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, v) = deliver(&app, &body).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("duplicate")),
-        "{v}"
-    );
-    let after = (
-        only_meeting(&app, &token).await,
-        app.changes().len(),
-        event_log(&app).len(),
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("duplicate")), "{v}");
+    let after = (only_meeting(&app, &token).await, app.changes().len(), event_log(&app).len());
     assert_eq!(before, after);
     // A cancellation replayed after it was applied does not touch the row either.
     let mut ev = ev1();
@@ -896,12 +588,7 @@ async fn a_duplicate_delivery_changes_nothing() {
 async fn ten_concurrent_copies_apply_once() {
     let app = app().await;
     let (_, token) = adviser(&app);
-    let body = created(
-        &ev1(),
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    );
+    let body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
     let raw = serde_json::to_vec(&body).unwrap();
     let header = signature::sign(KEY, now(), &raw);
     let sends = (0..10).map(|_| post_signed(&app, &raw, Some(header.clone())));
@@ -918,13 +605,7 @@ async fn ten_concurrent_copies_apply_once() {
     only_meeting(&app, &token).await;
     assert_eq!(clients(&app, &token).await.len(), 1);
     let changes: Vec<(String, String)> = app.changes().into_iter().map(|c| (c.1, c.2)).collect();
-    assert_eq!(
-        changes,
-        vec![
-            ("clients".to_string(), "INSERT".to_string()),
-            ("meetings".to_string(), "INSERT".to_string())
-        ]
-    );
+    assert_eq!(changes, vec![("clients".to_string(), "INSERT".to_string()), ("meetings".to_string(), "INSERT".to_string())]);
 }
 
 // ---------------------------------------------------------------- refusals
@@ -939,11 +620,7 @@ async fn an_unknown_host_is_acknowledged_but_nothing_is_written() {
     ev.host_email = "stranger@elsewhere.example".into();
     let body = created(&ev, "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
     let (status, v) = deliver(&app, &body).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("unmatched")),
-        "{v}"
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("unmatched")), "{v}");
     assert!(meetings(&app, &admin).await.is_empty());
     assert!(clients(&app, &admin).await.is_empty());
     assert!(app.changes().is_empty());
@@ -951,19 +628,13 @@ async fn an_unknown_host_is_acknowledged_but_nothing_is_written() {
     let (s, h) = app.get("/api/admin/health/calendly", &admin).await;
     assert_eq!(s, 200, "{h}");
     assert_eq!(h["outcomes_24h"]["unmatched"], 1);
-    assert_eq!(
-        h["unmatched_hosts_7d"][0]["host"],
-        "https://api.calendly.com/users/STRANGERAAAAAAAA"
-    );
+    assert_eq!(h["unmatched_hosts_7d"][0]["host"], "https://api.calendly.com/users/STRANGERAAAAAAAA");
 
     // Once an adviser has that email, Calendly's redelivery is applied (an
     // unmatched delivery does not count as seen).
     app.add_user("stranger@elsewhere.example", "user");
     accept(&app, &body).await;
-    assert!(
-        meetings(&app, &token).await.is_empty(),
-        "it is the other adviser's meeting"
-    );
+    assert!(meetings(&app, &token).await.is_empty(), "it is the other adviser's meeting");
     assert_eq!(meetings(&app, &admin).await.len(), 1);
 }
 
@@ -973,13 +644,7 @@ async fn an_unknown_host_is_acknowledged_but_nothing_is_written() {
 async fn forged_stale_and_malformed_signatures_are_refused() {
     let app = app().await;
     let (_, token) = adviser(&app);
-    let body = serde_json::to_vec(&created(
-        &ev1(),
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    ))
-    .unwrap();
+    let body = serde_json::to_vec(&created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).unwrap();
     let t = now();
     let good = signature::sign(KEY, t, &body);
     let v1 = good.split("v1=").nth(1).unwrap().to_string();
@@ -988,66 +653,23 @@ async fn forged_stale_and_malformed_signatures_are_refused() {
     altered[i] = b'K';
 
     let cases: Vec<(&str, Vec<u8>, Option<String>, &str)> = vec![
-        (
-            "body altered by one byte",
-            altered,
-            Some(good.clone()),
-            "mismatch",
-        ),
-        (
-            "wrong key",
-            body.clone(),
-            Some(signature::sign("not-the-key", t, &body)),
-            "mismatch",
-        ),
-        (
-            "stale t",
-            body.clone(),
-            Some(signature::sign(KEY, t - 600, &body)),
-            "stale",
-        ),
-        (
-            "future t",
-            body.clone(),
-            Some(signature::sign(KEY, t + 600, &body)),
-            "future",
-        ),
+        ("body altered by one byte", altered, Some(good.clone()), "mismatch"),
+        ("wrong key", body.clone(), Some(signature::sign("not-the-key", t, &body)), "mismatch"),
+        ("stale t", body.clone(), Some(signature::sign(KEY, t - 600, &body)), "stale"),
+        ("future t", body.clone(), Some(signature::sign(KEY, t + 600, &body)), "future"),
         ("no header", body.clone(), None, "missing"),
         ("no v1", body.clone(), Some(format!("t={t}")), "malformed"),
         ("no t", body.clone(), Some(format!("v1={v1}")), "malformed"),
-        (
-            "t not a number",
-            body.clone(),
-            Some(format!("t=yesterday,v1={v1}")),
-            "malformed",
-        ),
-        (
-            "v1 not hex",
-            body.clone(),
-            Some(format!("t={t},v1={}", "zz".repeat(32))),
-            "malformed",
-        ),
-        (
-            "v1 too short",
-            body.clone(),
-            Some(format!("t={t},v1={}", &v1[..40])),
-            "malformed",
-        ),
-        (
-            "not key=value",
-            body.clone(),
-            Some("sha256 deadbeef".into()),
-            "malformed",
-        ),
+        ("t not a number", body.clone(), Some(format!("t=yesterday,v1={v1}")), "malformed"),
+        ("v1 not hex", body.clone(), Some(format!("t={t},v1={}", "zz".repeat(32))), "malformed"),
+        ("v1 too short", body.clone(), Some(format!("t={t},v1={}", &v1[..40])), "malformed"),
+        ("not key=value", body.clone(), Some("sha256 deadbeef".into()), "malformed"),
     ];
     for (what, b, h, _) in &cases {
         let (status, v) = post_signed(&app, b, h.clone()).await;
         assert_eq!(status, 401, "{what}: {v}");
         assert_eq!(v["error"], "unauthorized", "{what}");
-        assert!(
-            v["message"].as_str().is_some_and(|m| !m.contains(KEY)),
-            "{what}: {v}"
-        );
+        assert!(v["message"].as_str().is_some_and(|m| !m.contains(KEY)), "{what}: {v}");
     }
     assert!(meetings(&app, &token).await.is_empty());
     assert!(app.changes().is_empty());
@@ -1055,37 +677,20 @@ async fn forged_stale_and_malformed_signatures_are_refused() {
     assert_eq!(log.len(), cases.len());
     for ((outcome, error), (what, _, _, code)) in log.iter().zip(&cases) {
         assert_eq!(outcome, "rejected", "{what}");
-        assert!(
-            error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(&format!("{code}:"))),
-            "{what}: {error:?}"
-        );
+        assert!(error.as_deref().is_some_and(|e| e.starts_with(&format!("{code}:"))), "{what}: {error:?}");
     }
     // The genuine delivery still goes through.
     let (status, v) = post_signed(&app, &body, Some(good)).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("accepted")),
-        "{v}"
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{v}");
 }
 
 #[tokio::test]
 async fn a_signed_body_that_is_not_a_calendly_event_is_400() {
     let app = app().await;
     adviser(&app);
-    for body in [
-        &b"not json"[..],
-        br#"{"event":"invitee.created","payload":{"uri":"nope"}}"#,
-        br#"[1,2]"#,
-    ] {
+    for body in [&b"not json"[..], br#"{"event":"invitee.created","payload":{"uri":"nope"}}"#, br#"[1,2]"#] {
         let (status, v) = post_signed(&app, body, Some(signature::sign(KEY, now(), body))).await;
-        assert_eq!(
-            (status, v["error"].as_str()),
-            (400, Some("bad_request")),
-            "{v}"
-        );
+        assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")), "{v}");
     }
     assert!(app.changes().is_empty());
     assert!(event_log(&app).iter().all(|(o, _)| o == "invalid"));
@@ -1095,19 +700,10 @@ async fn a_signed_body_that_is_not_a_calendly_event_is_400() {
 async fn a_body_over_256_kib_is_413() {
     let app = app().await;
     let (_, token) = adviser(&app);
-    let mut body = created(
-        &ev1(),
-        "IN1AAAAAAAAAAAAA",
-        "jane@example.com",
-        "Jane Client",
-    );
+    let mut body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
     body["payload"]["questions_and_answers"][0]["answer"] = json!("x".repeat(300 * 1024));
     let (status, v) = deliver(&app, &body).await;
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (413, Some("payload_too_large")),
-        "{v}"
-    );
+    assert_eq!((status, v["error"].as_str()), (413, Some("payload_too_large")), "{v}");
     // Chunked, without a Content-Length, too (raw HTTP/1.1: reqwest here cannot stream a body).
     let raw = serde_json::to_vec(&body).unwrap();
     let header = signature::sign(KEY, now(), &raw);
@@ -1140,47 +736,21 @@ async fn rotated_and_stored_keys_are_accepted() {
     let (_, token) = adviser(&app);
     let a = serde_json::to_vec(&created(&ev1(), "IN1AAAAAAAAAAAAA", "a@example.com", "A")).unwrap();
     let b = serde_json::to_vec(&created(&ev1(), "IN2AAAAAAAAAAAAA", "b@example.com", "B")).unwrap();
-    assert_eq!(
-        post_signed(&app, &a, Some(signature::sign(OLD_KEY, now(), &a)))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        post_signed(&app, &b, Some(signature::sign(KEY, now(), &b)))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(post_signed(&app, &a, Some(signature::sign(OLD_KEY, now(), &a))).await.0, 200);
+    assert_eq!(post_signed(&app, &b, Some(signature::sign(KEY, now(), &b))).await.0, 200);
 
     // A key stored by `syncgate calendly subscribe` while the server runs works at once.
     let c = serde_json::to_vec(&created(&ev1(), "IN3AAAAAAAAAAAAA", "c@example.com", "C")).unwrap();
     let stored = "stored-by-subscribe-0123456789abcdef";
-    assert_eq!(
-        post_signed(&app, &c, Some(signature::sign(stored, now(), &c)))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(post_signed(&app, &c, Some(signature::sign(stored, now(), &c))).await.0, 401);
     app.db()
         .execute(
             "INSERT INTO calendly_signing_keys (signing_key, callback_url, scope, created_at) VALUES (?1, 'http://x/api/calendly/webhook', 'user', '2026-01-01T00:00:00.000Z')",
             [stored],
         )
         .unwrap();
-    assert_eq!(
-        post_signed(&app, &c, Some(signature::sign(stored, now(), &c)))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        only_meeting(&app, &token).await["invitees"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(post_signed(&app, &c, Some(signature::sign(stored, now(), &c))).await.0, 200);
+    assert_eq!(only_meeting(&app, &token).await["invitees"].as_array().unwrap().len(), 3);
 }
 
 // ---------------------------------------------------------------- status
@@ -1190,52 +760,22 @@ async fn the_public_status_is_minimal_and_admin_details_need_an_admin() {
     let bare = spawn_app_with(|_| {}).await;
     let (s, v) = bare.get("/api/calendly/webhook/test", "").await;
     assert_eq!(s, 200);
-    assert_eq!(
-        v,
-        json!({"reachable": true, "configured": false, "last_accepted_at": null})
-    );
+    assert_eq!(v, json!({"reachable": true, "configured": false, "last_accepted_at": null}));
 
     let app = app().await;
     let (_, user) = adviser(&app);
     let (_, admin) = app.add_user("root@example.com", "admin");
-    accept(
-        &app,
-        &created(
-            &ev1(),
-            "IN1AAAAAAAAAAAAA",
-            "jane@example.com",
-            "Jane Client",
-        ),
-    )
-    .await;
+    accept(&app, &created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
     post_signed(&app, b"{}", Some("t=1,v1=00".into())).await;
-    let r = app
-        .http
-        .get(app.url("/api/calendly/webhook/test"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/calendly/webhook/test")).send().await.unwrap();
     let (s, v) = decode(r).await;
     assert_eq!(s, 200);
     let keys: HashSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        HashSet::from(["reachable", "configured", "last_accepted_at"])
-    );
+    assert_eq!(keys, HashSet::from(["reachable", "configured", "last_accepted_at"]));
     assert_eq!(v["configured"], true);
-    assert!(
-        v["last_accepted_at"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z')),
-        "{v}"
-    );
+    assert!(v["last_accepted_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
 
-    let r = app
-        .http
-        .get(app.url("/api/admin/health/calendly"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/admin/health/calendly")).send().await.unwrap();
     assert_eq!(decode(r).await.0, 401);
     let (s, v) = app.get("/api/admin/health/calendly", &user).await;
     assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")));
@@ -1247,10 +787,7 @@ async fn the_public_status_is_minimal_and_admin_details_need_an_admin() {
     assert_eq!(v["last_delivery"]["outcome"], "rejected");
     assert!(v["last_accepted_at"].is_string());
     assert!(!v.to_string().contains(KEY), "never a key");
-    assert!(
-        !v.to_string().contains("jane@example.com"),
-        "never a payload"
-    );
+    assert!(!v.to_string().contains("jane@example.com"), "never a payload");
 }
 
 // ---------------------------------------------------------------- realtime
@@ -1266,8 +803,7 @@ async fn a_signed_delivery_reaches_the_advisers_subscriber_and_nobody_else() {
     let (_, other) = app.add_user("other.adviser@example.com", "user");
     let bindings = json!([{"event": "*", "schema": "public", "table": "meetings"}]);
     let mut mine = app.ws(&token, "2.0.0").await;
-    mine.join("realtime:mine", bindings.clone(), Some(&token))
-        .await;
+    mine.join("realtime:mine", bindings.clone(), Some(&token)).await;
     mine.joined().await;
     let mut theirs = app.ws(&other, "2.0.0").await;
     theirs.join("realtime:theirs", bindings, Some(&other)).await;
@@ -1289,21 +825,13 @@ async fn a_signed_delivery_reaches_the_advisers_subscriber_and_nobody_else() {
     let mut forged = created(&ev, "IN9AAAAAAAAAAAAA", "eve@example.com", "Eve");
     forged["payload"]["name"] = json!("Eve");
     let raw = serde_json::to_vec(&forged).unwrap();
-    assert_eq!(
-        post_signed(&app, &raw, Some(signature::sign("forged", now(), &raw)))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(post_signed(&app, &raw, Some(signature::sign("forged", now(), &raw))).await.0, 401);
     assert_eq!(deliver(&app, &body).await.1["outcome"], "duplicate");
     let mut seen = mine.recv_within(QUIET).await;
     while seen.as_ref().is_some_and(|f| f.event != "postgres_changes") {
         seen = mine.recv_within(QUIET).await;
     }
-    assert!(
-        !is_change(&seen),
-        "no change event after a rejected or duplicate delivery: {seen:?}"
-    );
+    assert!(!is_change(&seen), "no change event after a rejected or duplicate delivery: {seen:?}");
     assert_eq!(app.changes().len(), n);
 
     // The other adviser's subscriber saw nothing at all.
@@ -1311,10 +839,7 @@ async fn a_signed_delivery_reaches_the_advisers_subscriber_and_nobody_else() {
     while seen.as_ref().is_some_and(|f| f.event != "postgres_changes") {
         seen = theirs.recv_within(QUIET).await;
     }
-    assert!(
-        !is_change(&seen),
-        "another adviser's subscriber got {seen:?}"
-    );
+    assert!(!is_change(&seen), "another adviser's subscriber got {seen:?}");
 }
 
 // ---------------------------------------------------------------- CLI
@@ -1328,33 +853,20 @@ fn syncgate(dir: &Path, fake: &FakeCalendly) -> Command {
             c.env_remove(k);
         }
     }
-    c.env(
-        "SYNCGATE_DATABASE__PATH",
-        dir.join("data").join("syncgate.db"),
-    )
-    .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
-    .env("SYNCGATE_SERVER__PUBLIC_URL", "https://sync.example.com")
-    .env(
-        "SYNCGATE_AUTH__JWT_SECRET",
-        "calendly-cli-secret-calendly-cli-secret-00",
-    )
-    .env("SYNCGATE_CALENDLY__API_BASE_URL", &fake.base)
-    .stdin(Stdio::null())
-    .kill_on_drop(true);
+    c.env("SYNCGATE_DATABASE__PATH", dir.join("data").join("syncgate.db"))
+        .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+        .env("SYNCGATE_SERVER__PUBLIC_URL", "https://sync.example.com")
+        .env("SYNCGATE_AUTH__JWT_SECRET", "calendly-cli-secret-calendly-cli-secret-00")
+        .env("SYNCGATE_CALENDLY__API_BASE_URL", &fake.base)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     c
 }
 
 async fn run(mut cmd: Command, args: &[&str]) -> (bool, String, String) {
     cmd.args(args);
-    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
-        .await
-        .expect("finishes")
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await.expect("finishes").expect("runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn db(dir: &Path) -> rusqlite::Connection {
@@ -1365,81 +877,33 @@ fn db(dir: &Path) -> rusqlite::Connection {
 async fn subscribe_creates_a_subscription_and_stores_its_key_and_the_users_uri() {
     let fake = FakeCalendly::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["user", "add", "--email", "someone@example.com"],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["user", "add", "--email", "someone@example.com"]).await;
     assert!(ok, "{err}");
     let uid: i64 = out.trim().parse().unwrap();
 
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &[
-            "calendly",
-            "subscribe",
-            "--token",
-            fake_calendly::TOKEN,
-            "--user",
-            &uid.to_string(),
-        ],
-    )
-    .await;
+    let (ok, out, err) =
+        run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN, "--user", &uid.to_string()]).await;
     assert!(ok, "{err}");
     let sub_uri = out.trim().to_string();
-    assert_eq!(
-        sub_uri,
-        "https://api.calendly.com/webhook_subscriptions/SUB1"
-    );
-    assert!(
-        !out.contains(fake_calendly::TOKEN) && !err.contains(fake_calendly::TOKEN),
-        "the token is never printed"
-    );
+    assert_eq!(sub_uri, "https://api.calendly.com/webhook_subscriptions/SUB1");
+    assert!(!out.contains(fake_calendly::TOKEN) && !err.contains(fake_calendly::TOKEN), "the token is never printed");
 
     let (sent, key) = {
         let st = fake.state.lock().unwrap();
         (st.created[0].clone(), st.signing_keys[0].1.clone())
     };
     assert_eq!(sent["url"], "https://sync.example.com/api/calendly/webhook");
-    assert_eq!(
-        sent["events"],
-        json!([
-            "invitee.created",
-            "invitee.canceled",
-            "invitee_no_show.created",
-            "invitee_no_show.deleted"
-        ])
-    );
-    assert_eq!(
-        (sent["scope"].as_str(), sent["user"].as_str()),
-        (Some("user"), Some(fake_calendly::USER_URI))
-    );
+    assert_eq!(sent["events"], json!(["invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted"]));
+    assert_eq!((sent["scope"].as_str(), sent["user"].as_str()), (Some("user"), Some(fake_calendly::USER_URI)));
     assert_eq!(sent["organization"], fake_calendly::ORG_URI);
     assert!(key.len() >= 32, "a fresh, long signing key");
-    assert!(
-        !out.contains(&key) && !err.contains(&key),
-        "the signing key is never printed"
-    );
+    assert!(!out.contains(&key) && !err.contains(&key), "the signing key is never printed");
 
     let conn = db(dir.path());
-    let (stored, stored_sub): (String, String) = conn
-        .query_row(
-            "SELECT signing_key, subscription_uri FROM calendly_signing_keys",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (stored.as_str(), stored_sub.as_str()),
-        (key.as_str(), sub_uri.as_str())
-    );
-    let linked: String = conn
-        .query_row(
-            "SELECT calendly_user_uri FROM users WHERE id = ?1",
-            [uid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let (stored, stored_sub): (String, String) =
+        conn.query_row("SELECT signing_key, subscription_uri FROM calendly_signing_keys", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((stored.as_str(), stored_sub.as_str()), (key.as_str(), sub_uri.as_str()));
+    let linked: String = conn.query_row("SELECT calendly_user_uri FROM users WHERE id = ?1", [uid], |r| r.get(0)).unwrap();
     assert_eq!(linked, fake_calendly::USER_URI);
 
     // A second subscribe with a fresh key for an organization-wide hook, URL given as the full webhook URL.
@@ -1461,19 +925,10 @@ async fn subscribe_creates_a_subscription_and_stores_its_key_and_the_users_uri()
     let sent = fake.state.lock().unwrap().created[1].clone();
     assert_eq!(
         (sent["url"].as_str(), sent["scope"].as_str()),
-        (
-            Some("https://other.example.com/api/calendly/webhook"),
-            Some("organization")
-        )
+        (Some("https://other.example.com/api/calendly/webhook"), Some("organization"))
     );
     assert!(sent.get("user").is_none());
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(DISTINCT signing_key) FROM calendly_signing_keys",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(DISTINCT signing_key) FROM calendly_signing_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2);
 }
 
@@ -1482,72 +937,28 @@ async fn subscribe_reports_calendlys_errors_and_keeps_no_key() {
     let fake = FakeCalendly::start().await;
     let dir = tempfile::tempdir().unwrap();
 
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "subscribe", "--token", "wrong-token"],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", "wrong-token"]).await;
     assert!(!ok && out.is_empty(), "{out}");
-    assert!(
-        err.contains("401") && err.contains("The access token is invalid"),
-        "{err}"
-    );
+    assert!(err.contains("401") && err.contains("The access token is invalid"), "{err}");
     assert!(!err.contains("wrong-token"));
 
-    fake.add_subscription(
-        "https://sync.example.com/api/calendly/webhook",
-        "active",
-        "user",
-    );
-    let (ok, _, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "subscribe", "--token", fake_calendly::TOKEN],
-    )
-    .await;
+    fake.add_subscription("https://sync.example.com/api/calendly/webhook", "active", "user");
+    let (ok, _, err) = run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN]).await;
     assert!(!ok);
-    assert!(
-        err.contains("409") && err.contains("Hook with this url already exists"),
-        "{err}"
-    );
+    assert!(err.contains("409") && err.contains("Hook with this url already exists"), "{err}");
 
-    fake.state.lock().unwrap().fail_create = Some((
-        500,
-        json!({"title": "Internal Server Error", "message": "try later"}),
-    ));
-    let (ok, _, err) = run(
-        syncgate(dir.path(), &fake),
-        &[
-            "calendly",
-            "subscribe",
-            "--token",
-            fake_calendly::TOKEN,
-            "--url",
-            "https://x.example.com",
-        ],
-    )
-    .await;
+    fake.state.lock().unwrap().fail_create = Some((500, json!({"title": "Internal Server Error", "message": "try later"})));
+    let (ok, _, err) =
+        run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN, "--url", "https://x.example.com"])
+            .await;
     assert!(!ok);
     assert!(err.contains("500"), "{err}");
 
-    let (ok, _, err) = run(
-        syncgate(dir.path(), &fake),
-        &[
-            "calendly",
-            "subscribe",
-            "--token",
-            fake_calendly::TOKEN,
-            "--scope",
-            "team",
-        ],
-    )
-    .await;
+    let (ok, _, err) =
+        run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN, "--scope", "team"]).await;
     assert!(!ok && err.contains("--scope"), "{err}");
 
-    let n: i64 = db(dir.path())
-        .query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let n: i64 = db(dir.path()).query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0, "a key Calendly never accepted is not kept");
 }
 
@@ -1555,62 +966,30 @@ async fn subscribe_reports_calendlys_errors_and_keeps_no_key() {
 async fn status_lists_subscriptions_and_flags_disabled_ones() {
     let fake = FakeCalendly::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "subscribe", "--token", fake_calendly::TOKEN],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN]).await;
     assert!(ok, "{err}");
     let ours = out.trim().to_string();
-    let org = fake.add_subscription(
-        "https://old.example.com/api/calendly/webhook",
-        "active",
-        "organization",
-    );
+    let org = fake.add_subscription("https://old.example.com/api/calendly/webhook", "active", "organization");
     fake.disable(&ours);
 
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "status", "--token", fake_calendly::TOKEN],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["calendly", "status", "--token", fake_calendly::TOKEN]).await;
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    let line = lines
-        .iter()
-        .find(|l| l.contains(&ours))
-        .expect("our subscription is listed");
-    assert!(
-        line.starts_with("disabled\tuser\thttps://sync.example.com/api/calendly/webhook\t"),
-        "{line}"
-    );
-    assert!(
-        line.contains("DISABLED") && line.contains("syncgate calendly subscribe"),
-        "{line}"
-    );
+    let line = lines.iter().find(|l| l.contains(&ours)).expect("our subscription is listed");
+    assert!(line.starts_with("disabled\tuser\thttps://sync.example.com/api/calendly/webhook\t"), "{line}");
+    assert!(line.contains("DISABLED") && line.contains("syncgate calendly subscribe"), "{line}");
     let line = lines.iter().find(|l| l.contains(&org)).unwrap();
-    assert!(
-        line.starts_with("active\torganization\t") && !line.contains("DISABLED"),
-        "{line}"
-    );
+    assert!(line.starts_with("active\torganization\t") && !line.contains("DISABLED"), "{line}");
 
     // A token that may not list organization subscriptions still sees its own.
     fake.state.lock().unwrap().not_org_admin = true;
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "status", "--token", fake_calendly::TOKEN],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["calendly", "status", "--token", fake_calendly::TOKEN]).await;
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(err.contains("organization"), "{err}");
 
-    let (ok, _, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "status", "--token", "nope"],
-    )
-    .await;
+    let (ok, _, err) = run(syncgate(dir.path(), &fake), &["calendly", "status", "--token", "nope"]).await;
     assert!(!ok && err.contains("401"), "{err}");
 }
 
@@ -1621,71 +1000,38 @@ async fn status_lists_subscriptions_and_flags_disabled_ones() {
 async fn serve_accepts_deliveries_signed_with_the_subscribed_key_and_logs_one_line() {
     let fake = FakeCalendly::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = run(
-        syncgate(dir.path(), &fake),
-        &["user", "add", "--email", fake_calendly::EMAIL],
-    )
-    .await;
+    let (ok, out, err) = run(syncgate(dir.path(), &fake), &["user", "add", "--email", fake_calendly::EMAIL]).await;
     assert!(ok, "{err}");
     let uid = out.trim().to_string();
-    let (ok, _, err) = run(
-        syncgate(dir.path(), &fake),
-        &["calendly", "subscribe", "--token", fake_calendly::TOKEN],
-    )
-    .await;
+    let (ok, _, err) = run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN]).await;
     assert!(ok, "{err}");
-    assert!(
-        err.contains(&format!("syncgate user {uid} is linked")),
-        "matched by the token owner's email: {err}"
-    );
+    assert!(err.contains(&format!("syncgate user {uid} is linked")), "matched by the token owner's email: {err}");
     let key = fake.state.lock().unwrap().signing_keys[0].1.clone();
 
     let mut cmd = syncgate(dir.path(), &fake);
-    cmd.env(
-        "SYNCGATE_CALENDLY__SIGNING_KEYS",
-        "configured-key-one, configured-key-two",
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.env("SYNCGATE_CALENDLY__SIGNING_KEYS", "configured-key-one, configured-key-two").stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.arg("serve");
     let mut child = cmd.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
-        .await
-        .expect("listening line")
-        .unwrap()
-        .unwrap();
-    let base = line
-        .strip_prefix("syncgate listening on ")
-        .expect("the listening line")
-        .to_string();
+    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line()).await.expect("listening line").unwrap().unwrap();
+    let base = line.strip_prefix("syncgate listening on ").expect("the listening line").to_string();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
 
     let mut ev = ev1();
     ev.host_uri = fake_calendly::USER_URI.into();
     syncgate::google::install_tls();
     let http = reqwest::Client::new();
-    for (k, id) in [
-        (key.as_str(), "IN1AAAAAAAAAAAAA"),
-        ("configured-key-two", "IN2AAAAAAAAAAAAA"),
-    ] {
+    for (k, id) in [(key.as_str(), "IN1AAAAAAAAAAAAA"), ("configured-key-two", "IN2AAAAAAAAAAAAA")] {
         let raw = serde_json::to_vec(&created(&ev, id, "jane@example.com", "Jane Client")).unwrap();
         let res = http
             .post(format!("{base}{PATH}"))
-            .header(
-                "Calendly-Webhook-Signature",
-                signature::sign(k, now(), &raw),
-            )
+            .header("Calendly-Webhook-Signature", signature::sign(k, now(), &raw))
             .body(raw)
             .send()
             .await
             .unwrap();
         let (status, v) = decode(res).await;
-        assert_eq!(
-            (status, v["outcome"].as_str()),
-            (200, Some("accepted")),
-            "{v}"
-        );
+        assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{v}");
     }
     let want = "calendly webhook invitee.created: accepted, meeting 1 created";
     let found = tokio::time::timeout(Duration::from_secs(10), async {

@@ -50,9 +50,7 @@ pub struct FakeCalendly {
 impl FakeCalendly {
     pub async fn start() -> FakeCalendly {
         let state = Arc::new(Mutex::new(FakeState::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake");
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let st = state.clone();
@@ -62,28 +60,15 @@ impl FakeCalendly {
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
-            .map(
-                move |m: Method, p: FullPath, q: String, h: HeaderMap, body: Bytes| {
-                    handle(&st, &b, m, p.as_str(), &q, &h, &body)
-                },
-            );
+            .map(move |m: Method, p: FullPath, q: String, h: HeaderMap, body: Bytes| handle(&st, &b, m, p.as_str(), &q, &h, &body));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.await;
             };
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(stop)
-                .run()
-                .await;
+            warp::serve(routes).incoming(listener).graceful(stop).run().await;
         });
-        FakeCalendly {
-            addr,
-            base,
-            state,
-            _stop: tx,
-        }
+        FakeCalendly { addr, base, state, _stop: tx }
     }
 
     /// Calendly disables a subscription after 24 h of failed deliveries.
@@ -98,17 +83,8 @@ impl FakeCalendly {
     /// Add a subscription made elsewhere (another tool, another server).
     pub fn add_subscription(&self, callback_url: &str, state: &str, scope: &str) -> String {
         let mut st = self.state.lock().unwrap();
-        let uri = format!(
-            "https://api.calendly.com/webhook_subscriptions/SUB{}",
-            st.subscriptions.len() + 1
-        );
-        st.subscriptions.push(resource(
-            &uri,
-            callback_url,
-            state,
-            scope,
-            &json!(["invitee.created"]),
-        ));
+        let uri = format!("https://api.calendly.com/webhook_subscriptions/SUB{}", st.subscriptions.len() + 1);
+        st.subscriptions.push(resource(&uri, callback_url, state, scope, &json!(["invitee.created"])));
         uri
     }
 }
@@ -132,39 +108,18 @@ fn resource(uri: &str, url: &str, state: &str, scope: &str, events: &Value) -> V
 fn answer(status: u16, body: Value) -> Response {
     let mut res = Response::new(body.to_string().into());
     *res.status_mut() = StatusCode::from_u16(status).unwrap();
-    res.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
+    res.headers_mut().insert("content-type", "application/json".parse().unwrap());
     res
 }
 
-fn handle(
-    state: &Mutex<FakeState>,
-    base: &str,
-    method: Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
+fn handle(state: &Mutex<FakeState>, base: &str, method: Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let mut st = state.lock().unwrap();
-    st.calls.push(if query.is_empty() {
-        format!("{method} {path}")
-    } else {
-        format!("{method} {path}?{query}")
-    });
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    st.calls.push(if query.is_empty() { format!("{method} {path}") } else { format!("{method} {path}?{query}") });
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if auth != format!("Bearer {TOKEN}") {
-        return answer(
-            401,
-            json!({"title": "Unauthenticated", "message": "The access token is invalid"}),
-        );
+        return answer(401, json!({"title": "Unauthenticated", "message": "The access token is invalid"}));
     }
-    let q: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let q: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     match (method.as_str(), path) {
         ("GET", "/users/me") => answer(
@@ -188,19 +143,16 @@ fn handle(
                 problems.push(json!({"parameter": "url", "message": "is not a valid URL"}));
             }
             if v["events"].as_array().is_none_or(|e| e.is_empty()) {
-                problems
-                    .push(json!({"parameter": "events", "message": "must be a non-empty list"}));
+                problems.push(json!({"parameter": "events", "message": "must be a non-empty list"}));
             }
             if v["organization"] != ORG_URI {
                 problems.push(json!({"parameter": "organization", "message": "is not the token's organization"}));
             }
             if scope != "user" && scope != "organization" {
-                problems
-                    .push(json!({"parameter": "scope", "message": "must be user or organization"}));
+                problems.push(json!({"parameter": "scope", "message": "must be user or organization"}));
             }
             if scope == "user" && v["user"] != USER_URI {
-                problems
-                    .push(json!({"parameter": "user", "message": "is required for user scope"}));
+                problems.push(json!({"parameter": "user", "message": "is required for user scope"}));
             }
             if !problems.is_empty() {
                 return answer(
@@ -208,20 +160,10 @@ fn handle(
                     json!({"title": "Invalid Argument", "message": "The supplied parameters are invalid.", "details": problems}),
                 );
             }
-            if st
-                .subscriptions
-                .iter()
-                .any(|s| s["callback_url"] == url.as_str())
-            {
-                return answer(
-                    409,
-                    json!({"title": "Already Exists", "message": "Hook with this url already exists"}),
-                );
+            if st.subscriptions.iter().any(|s| s["callback_url"] == url.as_str()) {
+                return answer(409, json!({"title": "Already Exists", "message": "Hook with this url already exists"}));
             }
-            let uri = format!(
-                "https://api.calendly.com/webhook_subscriptions/SUB{}",
-                st.subscriptions.len() + 1
-            );
+            let uri = format!("https://api.calendly.com/webhook_subscriptions/SUB{}", st.subscriptions.len() + 1);
             let r = resource(&uri, &url, "active", &scope, &v["events"]);
             if let Some(k) = v["signing_key"].as_str() {
                 st.signing_keys.push((uri.clone(), k.to_string()));
@@ -231,10 +173,7 @@ fn handle(
         }
         ("GET", "/webhook_subscriptions") => {
             let (Some(org), Some(scope)) = (param("organization"), param("scope")) else {
-                return answer(
-                    400,
-                    json!({"title": "Invalid Argument", "message": "organization and scope are required"}),
-                );
+                return answer(400, json!({"title": "Invalid Argument", "message": "organization and scope are required"}));
             };
             if org != ORG_URI {
                 return answer(
@@ -252,21 +191,12 @@ fn handle(
             let items: Vec<Value> = st
                 .subscriptions
                 .iter()
-                .filter(|s| {
-                    s["scope"] == scope.as_str()
-                        && (scope != "user" || user.as_deref() == s["user"].as_str())
-                })
+                .filter(|s| s["scope"] == scope.as_str() && (scope != "user" || user.as_deref() == s["user"].as_str()))
                 .cloned()
                 .collect();
             let _ = base;
-            answer(
-                200,
-                json!({"collection": items, "pagination": {"count": items.len(), "next_page": null, "previous_page": null}}),
-            )
+            answer(200, json!({"collection": items, "pagination": {"count": items.len(), "next_page": null, "previous_page": null}}))
         }
-        _ => answer(
-            404,
-            json!({"title": "Resource Not Found", "message": "The server could not find the requested resource."}),
-        ),
+        _ => answer(404, json!({"title": "Resource Not Found", "message": "The server could not find the requested resource."})),
     }
 }

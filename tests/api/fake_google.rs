@@ -102,14 +102,10 @@ struct Account {
 
 impl Account {
     fn calendar(&self, id: &str) -> Option<&Calendar> {
-        self.calendars
-            .iter()
-            .find(|c| c.id.eq_ignore_ascii_case(id))
+        self.calendars.iter().find(|c| c.id.eq_ignore_ascii_case(id))
     }
     fn calendar_mut(&mut self, id: &str) -> Option<&mut Calendar> {
-        self.calendars
-            .iter_mut()
-            .find(|c| c.id.eq_ignore_ascii_case(id))
+        self.calendars.iter_mut().find(|c| c.id.eq_ignore_ascii_case(id))
     }
     /// The calendar holding a live event with this id (else any holding it).
     fn calendar_of_event(&mut self, id: &str) -> &mut Calendar {
@@ -117,11 +113,7 @@ impl Account {
             .calendars
             .iter()
             .position(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled))
-            .or_else(|| {
-                self.calendars
-                    .iter()
-                    .position(|c| c.events.iter().any(|e| e.body["id"] == id))
-            })
+            .or_else(|| self.calendars.iter().position(|c| c.events.iter().any(|e| e.body["id"] == id)))
             .expect("event exists");
         &mut self.calendars[i]
     }
@@ -193,19 +185,13 @@ fn now_ms() -> i64 {
 }
 
 fn api_error(status: u16, reason: &str, message: &str) -> (u16, Value) {
-    (
-        status,
-        json!({"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}),
-    )
+    (status, json!({"error": {"code": status, "message": message, "errors": [{"domain": "global", "reason": reason, "message": message}]}}))
 }
 
 fn reply(status: u16, body: &Value) -> Response {
     let mut res = Response::new(body.to_string().into());
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    res.headers_mut().insert(
-        "content-type",
-        "application/json; charset=UTF-8".parse().unwrap(),
-    );
+    res.headers_mut().insert("content-type", "application/json; charset=UTF-8".parse().unwrap());
     res
 }
 
@@ -213,22 +199,17 @@ fn reply(status: u16, body: &Value) -> Response {
 fn span(ev: &Value) -> Option<(i64, i64)> {
     let at = |t: &Value| -> Option<i64> {
         if let Some(dt) = t.get("dateTime").and_then(Value::as_str) {
-            return time::OffsetDateTime::parse(dt, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|t| t.unix_timestamp());
+            return time::OffsetDateTime::parse(dt, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp());
         }
         let d = t.get("date").and_then(Value::as_str)?;
-        let d =
-            time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+        let d = time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
         Some(d.midnight().assume_utc().unix_timestamp())
     };
     Some((at(ev.get("start")?)?, at(ev.get("end")?)?))
 }
 
 fn rfc3339(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
 fn parse_dt(s: &str) -> Option<time::OffsetDateTime> {
@@ -236,51 +217,28 @@ fn parse_dt(s: &str) -> Option<time::OffsetDateTime> {
 }
 
 fn rfc(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 /// `20261201T100000Z`, as occurrence ids and `UNTIL` write a UTC time.
 fn basic(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
 }
 
 fn parse_basic(s: &str) -> Option<time::OffsetDateTime> {
     let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    time::PrimitiveDateTime::parse(s, f)
-        .ok()
-        .map(|t| t.assume_utc())
+    time::PrimitiveDateTime::parse(s, f).ok().map(|t| t.assume_utc())
 }
 
 /// A series' occurrences (start, occurrence id) from its `RRULE` (`FREQ`
 /// DAILY or WEEKLY, `INTERVAL`, `COUNT`, `UNTIL`), overlapping `[min, max)`
 /// when given, never past the horizon.
-fn occurrences(
-    series: &Value,
-    min: Option<i64>,
-    max: Option<i64>,
-) -> Vec<(time::OffsetDateTime, String)> {
-    let Some(rule) = series["recurrence"][0]
-        .as_str()
-        .and_then(|r| r.strip_prefix("RRULE:"))
-    else {
-        return vec![];
-    };
-    let Some(first) = series["start"]["dateTime"].as_str().and_then(parse_dt) else {
-        return vec![];
-    };
+fn occurrences(series: &Value, min: Option<i64>, max: Option<i64>) -> Vec<(time::OffsetDateTime, String)> {
+    let Some(rule) = series["recurrence"][0].as_str().and_then(|r| r.strip_prefix("RRULE:")) else { return vec![] };
+    let Some(first) = series["start"]["dateTime"].as_str().and_then(parse_dt) else { return vec![] };
     let length = span(series).map(|(s, e)| e - s).unwrap_or(0);
-    let (mut step_days, mut interval, mut count, mut until) =
-        (7i64, 1i64, None::<usize>, None::<time::OffsetDateTime>);
+    let (mut step_days, mut interval, mut count, mut until) = (7i64, 1i64, None::<usize>, None::<time::OffsetDateTime>);
     for part in rule.split(';') {
         match part.split_once('=') {
             Some(("FREQ", "DAILY")) => step_days = 1,
@@ -311,12 +269,7 @@ fn occurrences(
 }
 
 /// One occurrence of a series as `singleEvents=true` lists it.
-fn occurrence_body(
-    series: &Value,
-    start: time::OffsetDateTime,
-    occurrence_id: &str,
-    patch: Option<&Value>,
-) -> Value {
+fn occurrence_body(series: &Value, start: time::OffsetDateTime, occurrence_id: &str, patch: Option<&Value>) -> Value {
     let length = span(series).map(|(s, e)| e - s).unwrap_or(0);
     let mut b = series.clone();
     if let Some(o) = b.as_object_mut() {
@@ -324,12 +277,9 @@ fn occurrence_body(
     }
     b["id"] = json!(occurrence_id);
     b["recurringEventId"] = series["id"].clone();
-    b["originalStartTime"] =
-        json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
+    b["originalStartTime"] = json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
     b["start"]["dateTime"] = json!(rfc(start));
-    b["end"]["dateTime"] = json!(rfc(
-        (start + time::Duration::seconds(length)).to_offset(start.offset())
-    ));
+    b["end"]["dateTime"] = json!(rfc((start + time::Duration::seconds(length)).to_offset(start.offset())));
     if let Some(p) = patch.and_then(Value::as_object) {
         for (k, v) in p {
             b[k] = v.clone();
@@ -343,8 +293,7 @@ fn cancelled_entry(id: &str, series: Option<(&Value, time::OffsetDateTime)>) -> 
     let mut v = json!({"kind": "calendar#event", "id": id, "status": "cancelled"});
     if let Some((series, start)) = series {
         v["recurringEventId"] = series["id"].clone();
-        v["originalStartTime"] =
-            json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
+        v["originalStartTime"] = json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
     }
     v
 }
@@ -375,19 +324,14 @@ fn listing(cal: &Calendar, since: Option<u64>, min: Option<i64>, max: Option<i64
                             }
                         }
                     }
-                } else if span(&e.body)
-                    .is_none_or(|(s, en)| min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m))
-                {
+                } else if span(&e.body).is_none_or(|(s, en)| min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m)) {
                     out.push((e.seq, e.body.clone()));
                 }
             }
             Some(since) => {
                 if e.cancelled {
                     if e.seq > since {
-                        out.push((
-                            e.seq,
-                            cancelled_entry(e.body["id"].as_str().unwrap_or_default(), None),
-                        ));
+                        out.push((e.seq, cancelled_entry(e.body["id"].as_str().unwrap_or_default(), None)));
                     }
                     continue;
                 }
@@ -407,23 +351,14 @@ fn listing(cal: &Calendar, since: Option<u64>, min: Option<i64>, max: Option<i64
                     listed.insert(occ.clone());
                     let seq = exc.map_or(e.seq, |x| x.seq.max(e.seq));
                     match exc {
-                        Some(x) if x.cancelled => {
-                            out.push((seq, cancelled_entry(&occ, Some((&e.body, start)))))
-                        }
-                        _ => out.push((
-                            seq,
-                            occurrence_body(&e.body, start, &occ, exc.map(|x| &x.patch)),
-                        )),
+                        Some(x) if x.cancelled => out.push((seq, cancelled_entry(&occ, Some((&e.body, start))))),
+                        _ => out.push((seq, occurrence_body(&e.body, start, &occ, exc.map(|x| &x.patch)))),
                     }
                 }
                 // Occurrences the rule no longer has (cut by a split) are cancelled entries.
                 for (occ, x) in &e.exceptions {
                     if x.cancelled && x.seq > since && !listed.contains(occ) {
-                        let start = occ
-                            .rsplit('_')
-                            .next()
-                            .and_then(parse_basic)
-                            .unwrap_or_else(time::OffsetDateTime::now_utc);
+                        let start = occ.rsplit('_').next().and_then(parse_basic).unwrap_or_else(time::OffsetDateTime::now_utc);
                         out.push((x.seq, cancelled_entry(occ, Some((&e.body, start)))));
                     }
                 }
@@ -438,10 +373,7 @@ fn listing(cal: &Calendar, since: Option<u64>, min: Option<i64>, max: Option<i64
 fn present(mut ev: Value, email: &str) -> Value {
     if let Some(attendees) = ev.get_mut("attendees").and_then(Value::as_array_mut) {
         for a in attendees {
-            if a["email"]
-                .as_str()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-            {
+            if a["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(email)) {
                 a["self"] = json!(true);
             }
         }
@@ -452,40 +384,23 @@ fn present(mut ev: Value, email: &str) -> Value {
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
         syncgate::google::install_tls();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake google binds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake google binds");
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
-            state: Mutex::new(State {
-                page_size: 250,
-                expires_in: 3599,
-                ..Default::default()
-            }),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            state: Mutex::new(State { page_size: 250, expires_in: 3599, ..Default::default() }),
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         });
-        let fake = FakeGoogle {
-            addr,
-            base: format!("http://{addr}"),
-            inner,
-        };
+        let fake = FakeGoogle { addr, base: format!("http://{addr}"), inner };
         let handler = fake.clone();
         let route = warp::method()
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
-            .and_then(
-                move |m: Method, p: FullPath, q: String, h: HeaderMap, b: Bytes| {
-                    let fake = handler.clone();
-                    async move {
-                        Ok::<_, Infallible>(fake.handle(m, p.as_str().to_string(), q, h, b).await)
-                    }
-                },
-            );
+            .and_then(move |m: Method, p: FullPath, q: String, h: HeaderMap, b: Bytes| {
+                let fake = handler.clone();
+                async move { Ok::<_, Infallible>(fake.handle(m, p.as_str().to_string(), q, h, b).await) }
+            });
         tokio::spawn(warp::serve(route).incoming(listener).run());
         fake
     }
@@ -527,10 +442,7 @@ impl FakeGoogle {
     /// or one shared with the account). Returns its id.
     pub fn add_calendar(&self, email: &str, id: &str, summary: &str, color: &str) -> String {
         let mut st = self.st();
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
         acct.calendars.push(Calendar {
             id: id.into(),
             summary: summary.into(),
@@ -559,11 +471,7 @@ impl FakeGoogle {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
-        let id = event
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("ev{}", rand_str()));
+        let id = event.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("ev{}", rand_str()));
         event["id"] = json!(id);
         event["kind"] = json!("calendar#event");
         if event.get("status").is_none() {
@@ -575,20 +483,10 @@ impl FakeGoogle {
         if event.get("iCalUID").is_none() {
             event["iCalUID"] = json!(format!("{id}@google.com"));
         }
-        event["updated"] = json!(time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap());
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
+        event["updated"] = json!(time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap());
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
         let cal = acct.calendar_mut(calendar).expect("calendar exists");
-        cal.events.push(Event {
-            body: event,
-            seq,
-            cancelled: false,
-            exceptions: BTreeMap::new(),
-        });
+        cal.events.push(Event { body: event, seq, cancelled: false, exceptions: BTreeMap::new() });
         id
     }
 
@@ -597,16 +495,8 @@ impl FakeGoogle {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
-        let ev = acct
-            .calendar_of_event(id)
-            .events
-            .iter_mut()
-            .find(|e| e.body["id"] == id)
-            .expect("event exists");
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
         for (k, v) in patch.as_object().expect("patch is an object") {
             ev.body[k] = v.clone();
         }
@@ -618,16 +508,8 @@ impl FakeGoogle {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
-        let ev = acct
-            .calendar_of_event(id)
-            .events
-            .iter_mut()
-            .find(|e| e.body["id"] == id)
-            .expect("event exists");
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
         ev.cancelled = true;
         ev.seq = seq;
     }
@@ -640,23 +522,9 @@ impl FakeGoogle {
         st.seq += 1;
         let seq = st.seq;
         let acct = st.accounts.get_mut(&email_l).expect("account exists");
-        let ev = acct
-            .calendar_of_event(id)
-            .events
-            .iter_mut()
-            .find(|e| e.body["id"] == id)
-            .expect("event exists");
-        let attendees = ev.body["attendees"]
-            .as_array_mut()
-            .expect("the event has attendees");
-        let me = attendees
-            .iter_mut()
-            .find(|a| {
-                a["email"]
-                    .as_str()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(&email_l))
-            })
-            .expect("invited");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        let attendees = ev.body["attendees"].as_array_mut().expect("the event has attendees");
+        let me = attendees.iter_mut().find(|a| a["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(&email_l))).expect("invited");
         me["responseStatus"] = json!(response);
         ev.seq = seq;
     }
@@ -669,16 +537,9 @@ impl FakeGoogle {
         let gone = st.seq;
         st.seq += 1;
         let arrived = st.seq;
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
         let src = acct.calendar_mut(from).expect("source calendar");
-        let ev = src
-            .events
-            .iter_mut()
-            .find(|e| e.body["id"] == id && !e.cancelled)
-            .expect("event in the source calendar");
+        let ev = src.events.iter_mut().find(|e| e.body["id"] == id && !e.cancelled).expect("event in the source calendar");
         let mut copy = ev.clone();
         ev.cancelled = true;
         ev.seq = gone;
@@ -699,35 +560,13 @@ impl FakeGoogle {
         self.set_exception(email, series, occurrence, json!({}), true);
     }
 
-    fn set_exception(
-        &self,
-        email: &str,
-        series: &str,
-        occurrence: &str,
-        patch: Value,
-        cancelled: bool,
-    ) {
+    fn set_exception(&self, email: &str, series: &str, occurrence: &str, patch: Value, cancelled: bool) {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
-        let acct = st
-            .accounts
-            .get_mut(&email.to_lowercase())
-            .expect("account exists");
-        let ev = acct
-            .calendar_of_event(series)
-            .events
-            .iter_mut()
-            .find(|e| e.body["id"] == series)
-            .expect("series exists");
-        ev.exceptions.insert(
-            occurrence.to_string(),
-            Exception {
-                patch,
-                cancelled,
-                seq,
-            },
-        );
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.calendar_of_event(series).events.iter_mut().find(|e| e.body["id"] == series).expect("series exists");
+        ev.exceptions.insert(occurrence.to_string(), Exception { patch, cancelled, seq });
     }
 
     /// "This and following events": the series ends before the occurrence
@@ -744,36 +583,15 @@ impl FakeGoogle {
             let acct = st.accounts.get_mut(&email_l).expect("account exists");
             let cal = acct.calendar_of_event(series);
             let calendar = cal.id.clone();
-            let ev = cal
-                .events
-                .iter_mut()
-                .find(|e| e.body["id"] == series)
-                .expect("series exists");
-            let later: Vec<String> = occurrences(&ev.body, None, None)
-                .into_iter()
-                .filter(|(start, _)| *start >= from_t)
-                .map(|(_, id)| id)
-                .collect();
+            let ev = cal.events.iter_mut().find(|e| e.body["id"] == series).expect("series exists");
+            let later: Vec<String> =
+                occurrences(&ev.body, None, None).into_iter().filter(|(start, _)| *start >= from_t).map(|(_, id)| id).collect();
             for occ in later {
-                ev.exceptions.insert(
-                    occ,
-                    Exception {
-                        patch: json!({}),
-                        cancelled: true,
-                        seq,
-                    },
-                );
+                ev.exceptions.insert(occ, Exception { patch: json!({}), cancelled: true, seq });
             }
             let until = (from_t - time::Duration::seconds(1)).to_offset(time::UtcOffset::UTC);
-            let rule = ev.body["recurrence"][0]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let new_rule = rule
-                .split(';')
-                .filter(|p| !p.starts_with("COUNT=") && !p.starts_with("UNTIL="))
-                .collect::<Vec<_>>()
-                .join(";");
+            let rule = ev.body["recurrence"][0].as_str().unwrap_or_default().to_string();
+            let new_rule = rule.split(';').filter(|p| !p.starts_with("COUNT=") && !p.starts_with("UNTIL=")).collect::<Vec<_>>().join(";");
             ev.body["recurrence"] = json!([format!("{new_rule};UNTIL={}", basic(until))]);
             ev.seq = seq;
             // The new series: the old rule (without its end) from `from` on.
@@ -785,11 +603,7 @@ impl FakeGoogle {
             let new_id = format!("{series}_R{}", basic(start.to_offset(time::UtcOffset::UTC)));
             body["id"] = json!(new_id);
             body["iCalUID"] = json!(format!("{new_id}@google.com"));
-            body["recurrence"] = json!([rule
-                .split(';')
-                .filter(|p| !p.starts_with("UNTIL="))
-                .collect::<Vec<_>>()
-                .join(";")]);
+            body["recurrence"] = json!([rule.split(';').filter(|p| !p.starts_with("UNTIL=")).collect::<Vec<_>>().join(";")]);
             body["start"]["dateTime"] = json!(rfc(start));
             body["end"]["dateTime"] = json!(rfc(end));
             for (k, v) in patch.as_object().expect("patch is an object") {
@@ -846,9 +660,7 @@ impl FakeGoogle {
 
     /// Let `skip` calls to `endpoint` through, then fail the next `times`.
     pub fn fail_after(&self, endpoint: &str, skip: usize, status: u16, reason: &str, times: usize) {
-        self.st()
-            .failures
-            .push((endpoint.into(), status, reason.into(), skip, times));
+        self.st().failures.push((endpoint.into(), status, reason.into(), skip, times));
     }
 
     pub fn set_page_size(&self, n: usize) {
@@ -886,20 +698,12 @@ impl FakeGoogle {
 
     /// List passes: `events.list` calls without a page token.
     pub fn list_passes(&self, email: &str) -> usize {
-        self.st()
-            .list_log
-            .iter()
-            .filter(|c| c.email == email.to_lowercase() && !c.page_token)
-            .count()
+        self.st().list_log.iter().filter(|c| c.email == email.to_lowercase() && !c.page_token).count()
     }
 
     /// Most `events.list` requests of one account that were in flight at once.
     pub fn max_concurrent_lists(&self, email: &str) -> u32 {
-        self.st()
-            .max_in_flight
-            .get(&email.to_lowercase())
-            .copied()
-            .unwrap_or(0)
+        self.st().max_in_flight.get(&email.to_lowercase()).copied().unwrap_or(0)
     }
 
     /// Most `events.list` requests in flight at once, over all accounts.
@@ -909,19 +713,11 @@ impl FakeGoogle {
 
     pub fn channels(&self, email: &str) -> Vec<FakeChannel> {
         let email = email.to_lowercase();
-        self.st()
-            .channels
-            .iter()
-            .filter(|c| c.email == email)
-            .cloned()
-            .collect()
+        self.st().channels.iter().filter(|c| c.email == email).cloned().collect()
     }
 
     pub fn active_channels(&self, email: &str) -> Vec<FakeChannel> {
-        self.channels(email)
-            .into_iter()
-            .filter(|c| !c.stopped)
-            .collect()
+        self.channels(email).into_iter().filter(|c| !c.stopped).collect()
     }
 
     /// Every credential this fake issued (access, refresh and sync tokens, codes).
@@ -935,11 +731,7 @@ impl FakeGoogle {
     pub async fn notify(&self, email: &str, state: &str) -> Vec<u16> {
         // An expired channel is dead at Google: it sends nothing.
         let now = now_ms();
-        let channels: Vec<FakeChannel> = self
-            .active_channels(email)
-            .into_iter()
-            .filter(|c| c.expiration_ms > now)
-            .collect();
+        let channels: Vec<FakeChannel> = self.active_channels(email).into_iter().filter(|c| c.expiration_ms > now).collect();
         let mut out = Vec::new();
         for c in channels {
             out.push(self.notify_channel(&c.id, state).await);
@@ -966,25 +758,12 @@ impl FakeGoogle {
     pub async fn notify_channel(&self, channel_id: &str, state: &str) -> u16 {
         let (c, number) = {
             let mut st = self.st();
-            let c = st
-                .channels
-                .iter_mut()
-                .find(|c| c.id == channel_id)
-                .expect("channel exists");
+            let c = st.channels.iter_mut().find(|c| c.id == channel_id).expect("channel exists");
             // Grows, not by one.
             c.message_number += 1 + rand::random::<u64>() % 5;
             (c.clone(), c.message_number)
         };
-        self.send_notification(
-            &c.address,
-            &c.id,
-            c.token.as_deref(),
-            &c.resource_id,
-            state,
-            number,
-            c.expiration_ms,
-        )
-        .await
+        self.send_notification(&c.address, &c.id, c.token.as_deref(), &c.resource_id, state, number, c.expiration_ms).await
     }
 
     /// A notification with exactly these headers (for forged ones).
@@ -1010,13 +789,7 @@ impl FakeGoogle {
             .header("X-Goog-Channel-ID", channel_id)
             .header("X-Goog-Channel-Expiration", expiration)
             .header("X-Goog-Resource-ID", resource_id)
-            .header(
-                "X-Goog-Resource-URI",
-                format!(
-                    "{}/calendar/v3/calendars/primary/events?alt=json",
-                    self.base
-                ),
-            )
+            .header("X-Goog-Resource-URI", format!("{}/calendar/v3/calendars/primary/events?alt=json", self.base))
             .header("X-Goog-Resource-State", state)
             .header("X-Goog-Message-Number", number.to_string())
             .header("Content-Length", "0");
@@ -1037,11 +810,7 @@ impl FakeGoogle {
         // Every pending failure counts the call against its skip; the first
         // one with nothing left to skip fires.
         let mut hit = None;
-        for f in st
-            .failures
-            .iter_mut()
-            .filter(|f| f.0 == endpoint && f.4 > 0)
-        {
+        for f in st.failures.iter_mut().filter(|f| f.0 == endpoint && f.4 > 0) {
             if f.3 > 0 {
                 f.3 -= 1;
             } else if hit.is_none() {
@@ -1061,23 +830,13 @@ impl FakeGoogle {
         }
     }
 
-    async fn handle(
-        &self,
-        method: Method,
-        path: String,
-        query: String,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+    async fn handle(&self, method: Method, path: String, query: String, headers: HeaderMap, body: Bytes) -> Response {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["o", "oauth2", "v2", "auth"]) => self.consent(&q),
             ("POST", ["token"]) => {
-                let form: HashMap<String, String> =
-                    url::form_urlencoded::parse(&body).into_owned().collect();
+                let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
                 let (s, v) = self.token(&form);
                 reply(s, &v)
             }
@@ -1092,10 +851,7 @@ impl FakeGoogle {
                 };
                 let st = self.st();
                 let a = &st.accounts[&email];
-                reply(
-                    200,
-                    &json!({"sub": a.sub, "email": email, "email_verified": true, "name": a.name}),
-                )
+                reply(200, &json!({"sub": a.sub, "email": email, "email_verified": true, "name": a.name}))
             }
             ("GET", ["calendar", "v3", "calendars", cal, "events"]) => {
                 let cal = cal.to_string();
@@ -1117,10 +873,7 @@ impl FakeGoogle {
                 self.before_stop(&body).await;
                 self.stop(&headers, &body)
             }
-            _ => reply(
-                404,
-                &json!({"error": {"code": 404, "message": format!("fake google has no {method} {path}")}}),
-            ),
+            _ => reply(404, &json!({"error": {"code": 404, "message": format!("fake google has no {method} {path}")}})),
         }
     }
 
@@ -1130,34 +883,24 @@ impl FakeGoogle {
         let ok = q.get("client_id").map(String::as_str) == Some(CLIENT_ID)
             && q.get("response_type").map(String::as_str) == Some("code")
             && q.get("access_type").map(String::as_str) == Some("offline")
-            && q.get("scope").is_some_and(|s| {
-                s.split(' ')
-                    .any(|x| x == "https://www.googleapis.com/auth/calendar.readonly")
-                    && s.contains("email")
-            })
+            && q.get("scope")
+                .is_some_and(|s| s.split(' ').any(|x| x == "https://www.googleapis.com/auth/calendar.readonly") && s.contains("email"))
             && q.contains_key("state")
             && q.contains_key("redirect_uri");
         if !ok {
             return reply(400, &json!({"error": "invalid_request", "query": q}));
         }
         let mut st = self.st();
-        let Some(email) = st.consent_as.clone() else {
-            return reply(400, &json!({"error": "nobody to sign in as"}));
-        };
+        let Some(email) = st.consent_as.clone() else { return reply(400, &json!({"error": "nobody to sign in as"})) };
         let code = format!("4/fake-code-{}", rand_str());
         st.codes.insert(code.clone(), email);
-        st.redirect_uris
-            .insert(code.clone(), q["redirect_uri"].clone());
+        st.redirect_uris.insert(code.clone(), q["redirect_uri"].clone());
         st.issued.push(code.clone());
         let mut url = url::Url::parse(&q["redirect_uri"]).unwrap();
-        url.query_pairs_mut()
-            .append_pair("code", &code)
-            .append_pair("state", &q["state"])
-            .append_pair("scope", &q["scope"]);
+        url.query_pairs_mut().append_pair("code", &code).append_pair("state", &q["state"]).append_pair("scope", &q["scope"]);
         let mut res = Response::new(Default::default());
         *res.status_mut() = StatusCode::FOUND;
-        res.headers_mut()
-            .insert("location", url.as_str().parse().unwrap());
+        res.headers_mut().insert("location", url.as_str().parse().unwrap());
         res
     }
 
@@ -1183,10 +926,7 @@ impl FakeGoogle {
             Some("authorization_code") => {
                 let code = form.get("code").cloned().unwrap_or_default();
                 let Some(email) = st.codes.remove(&code) else {
-                    return (
-                        400,
-                        json!({"error": "invalid_grant", "error_description": "Bad Request"}),
-                    );
+                    return (400, json!({"error": "invalid_grant", "error_description": "Bad Request"}));
                 };
                 if st.redirect_uris.get(&code) != form.get("redirect_uri") {
                     return (400, json!({"error": "redirect_uri_mismatch"}));
@@ -1205,15 +945,9 @@ impl FakeGoogle {
                 match st.refresh.get(&rt).cloned() {
                     Some((email, false)) => {
                         let access = Self::issue_access(&mut st, &email);
-                        (
-                            200,
-                            json!({"access_token": access, "expires_in": expires_in, "token_type": "Bearer"}),
-                        )
+                        (200, json!({"access_token": access, "expires_in": expires_in, "token_type": "Bearer"}))
                     }
-                    _ => (
-                        400,
-                        json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
-                    ),
+                    _ => (400, json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})),
                 }
             }
             _ => (400, json!({"error": "unsupported_grant_type"})),
@@ -1222,24 +956,11 @@ impl FakeGoogle {
 
     /// The account a bearer token is for, and the calendar `cal` names
     /// on it (`primary`: the account's primary calendar, under its id).
-    fn account_for(
-        &self,
-        cal: &str,
-        headers: &HeaderMap,
-    ) -> Result<(String, String), (u16, Value)> {
-        let email = self
-            .bearer_email(headers)
-            .ok_or_else(|| api_error(401, "authError", "Invalid Credentials"))?;
+    fn account_for(&self, cal: &str, headers: &HeaderMap) -> Result<(String, String), (u16, Value)> {
+        let email = self.bearer_email(headers).ok_or_else(|| api_error(401, "authError", "Invalid Credentials"))?;
         let st = self.st();
-        let acct = st
-            .accounts
-            .get(&email)
-            .ok_or_else(|| api_error(404, "notFound", "Not Found"))?;
-        let found = if cal == "primary" {
-            acct.calendars.iter().find(|c| c.primary)
-        } else {
-            acct.calendar(cal)
-        };
+        let acct = st.accounts.get(&email).ok_or_else(|| api_error(404, "notFound", "Not Found"))?;
+        let found = if cal == "primary" { acct.calendars.iter().find(|c| c.primary) } else { acct.calendar(cal) };
         match found {
             Some(c) => Ok((email.clone(), c.id.clone())),
             None => Err(api_error(404, "notFound", "Not Found")),
@@ -1251,9 +972,7 @@ impl FakeGoogle {
         if let Some((s, reason)) = self.take_failure("calendar_list") {
             return api_error(s, &reason, "injected failure");
         }
-        let Some(email) = self.bearer_email(headers) else {
-            return api_error(401, "authError", "Invalid Credentials");
-        };
+        let Some(email) = self.bearer_email(headers) else { return api_error(401, "authError", "Invalid Credentials") };
         let st = self.st();
         let acct = &st.accounts[&email];
         let items: Vec<Value> = acct
@@ -1271,10 +990,7 @@ impl FakeGoogle {
                 v
             })
             .collect();
-        (
-            200,
-            json!({"kind": "calendar#calendarList", "items": items, "nextSyncToken": format!("fake-list-{}", rand_str())}),
-        )
+        (200, json!({"kind": "calendar#calendarList", "items": items, "nextSyncToken": format!("fake-list-{}", rand_str())}))
     }
 
     async fn list(&self, cal: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
@@ -1317,48 +1033,21 @@ impl FakeGoogle {
     }
 
     fn list_page(&self, email: &str, calendar: &str, q: &HashMap<String, String>) -> (u16, Value) {
-        if q.contains_key("syncToken")
-            && [
-                "timeMin",
-                "timeMax",
-                "updatedMin",
-                "orderBy",
-                "q",
-                "iCalUID",
-            ]
-            .iter()
-            .any(|k| q.contains_key(*k))
+        if q.contains_key("syncToken") && ["timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID"].iter().any(|k| q.contains_key(*k))
         {
-            return api_error(
-                400,
-                "invalid",
-                "Sync token cannot be used with other parameters.",
-            );
+            return api_error(400, "invalid", "Sync token cannot be used with other parameters.");
         }
         if q.get("singleEvents").map(String::as_str) != Some("true") {
             // syncgate always asks for occurrences; the fake only serves that.
             return api_error(400, "invalid", "The fake serves singleEvents=true only.");
         }
         let mut st = self.st();
-        let signature = format!(
-            "{:?}|{:?}|{:?}",
-            q.get("syncToken"),
-            q.get("timeMin"),
-            q.get("timeMax")
-        );
-        let max_results = q
-            .get("maxResults")
-            .and_then(|m| m.parse::<usize>().ok())
-            .unwrap_or(250)
-            .clamp(1, 2500);
+        let signature = format!("{:?}|{:?}|{:?}", q.get("syncToken"), q.get("timeMin"), q.get("timeMax"));
+        let max_results = q.get("maxResults").and_then(|m| m.parse::<usize>().ok()).unwrap_or(250).clamp(1, 2500);
         let page_size = st.page_size.min(max_results);
         let pending = if let Some(pt) = q.get("pageToken") {
             match st.pages.remove(pt) {
-                Some(p)
-                    if p.email == email && p.calendar == calendar && p.signature == signature =>
-                {
-                    p
-                }
+                Some(p) if p.email == email && p.calendar == calendar && p.signature == signature => p,
                 _ => return api_error(400, "invalid", "Invalid page token or a different query."),
             }
         } else {
@@ -1366,18 +1055,10 @@ impl FakeGoogle {
             let cal = acct.calendar(calendar).expect("calendar");
             let items: Vec<Value> = if let Some(tok) = q.get("syncToken") {
                 let Some((owner, tok_cal, since, valid)) = st.sync_tokens.get(tok).cloned() else {
-                    return api_error(
-                        410,
-                        "fullSyncRequired",
-                        "Sync token is no longer valid, a full sync is required.",
-                    );
+                    return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
                 };
                 if !valid || owner != email || tok_cal != calendar {
-                    return api_error(
-                        410,
-                        "fullSyncRequired",
-                        "Sync token is no longer valid, a full sync is required.",
-                    );
+                    return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
                 }
                 listing(cal, Some(since), None, None)
             } else {
@@ -1388,23 +1069,13 @@ impl FakeGoogle {
             let items: Vec<Value> = items.into_iter().map(|v| present(v, email)).collect();
             let sync_token = format!("fake-sync-{}", rand_str());
             let seq = st.seq;
-            st.sync_tokens.insert(
-                sync_token.clone(),
-                (email.to_string(), calendar.to_string(), seq, true),
-            );
+            st.sync_tokens.insert(sync_token.clone(), (email.to_string(), calendar.to_string(), seq, true));
             st.issued.push(sync_token.clone());
-            let mut chunks: VecDeque<Vec<Value>> =
-                items.chunks(page_size).map(|c| c.to_vec()).collect();
+            let mut chunks: VecDeque<Vec<Value>> = items.chunks(page_size).map(|c| c.to_vec()).collect();
             if chunks.is_empty() {
                 chunks.push_back(vec![]);
             }
-            Pending {
-                email: email.to_string(),
-                calendar: calendar.to_string(),
-                signature,
-                chunks,
-                sync_token,
-            }
+            Pending { email: email.to_string(), calendar: calendar.to_string(), signature, chunks, sync_token }
         };
         let mut pending = pending;
         let items = pending.chunks.pop_front().unwrap_or_default();
@@ -1412,11 +1083,8 @@ impl FakeGoogle {
             .accounts
             .get(email)
             .and_then(|a| a.calendar(calendar))
-            .map_or((calendar.to_string(), CALENDAR_TZ.to_string()), |c| {
-                (c.summary.clone(), c.time_zone.clone())
-            });
-        let mut out =
-            json!({"kind": "calendar#events", "summary": summary, "timeZone": tz, "items": items});
+            .map_or((calendar.to_string(), CALENDAR_TZ.to_string()), |c| (c.summary.clone(), c.time_zone.clone()));
+        let mut out = json!({"kind": "calendar#events", "summary": summary, "timeZone": tz, "items": items});
         if pending.chunks.is_empty() {
             out["nextSyncToken"] = json!(pending.sync_token);
         } else {
@@ -1428,36 +1096,23 @@ impl FakeGoogle {
     }
 
     /// `events.move` over HTTP: `POST .../calendars/{from}/events/{id}/move?destination={to}`.
-    fn move_http(
-        &self,
-        cal: &str,
-        id: &str,
-        q: &HashMap<String, String>,
-        headers: &HeaderMap,
-    ) -> (u16, Value) {
+    fn move_http(&self, cal: &str, id: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> (u16, Value) {
         let (email, from) = match self.account_for(cal, headers) {
             Ok(x) => x,
             Err(e) => return e,
         };
-        let Some(dest) = q.get("destination") else {
-            return api_error(400, "required", "Required parameter: destination");
-        };
+        let Some(dest) = q.get("destination") else { return api_error(400, "required", "Required parameter: destination") };
         let to = match self.account_for(dest, headers) {
             Ok((_, to)) => to,
             Err(e) => return e,
         };
-        let exists = self.st().accounts[&email]
-            .calendar(&from)
-            .is_some_and(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled));
+        let exists = self.st().accounts[&email].calendar(&from).is_some_and(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled));
         if !exists {
             return api_error(404, "notFound", "Not Found");
         }
         self.move_event(&email, &from, id, &to);
         let st = self.st();
-        let body = st.accounts[&email]
-            .calendar(&to)
-            .and_then(|c| c.events.iter().find(|e| e.body["id"] == id))
-            .map(|e| e.body.clone());
+        let body = st.accounts[&email].calendar(&to).and_then(|c| c.events.iter().find(|e| e.body["id"] == id)).map(|e| e.body.clone());
         (200, body.unwrap_or(Value::Null))
     }
 
@@ -1485,10 +1140,7 @@ impl FakeGoogle {
             let (s, v) = api_error(400, "invalid", "Channel token too long");
             return reply(s, &v);
         }
-        let ttl: i64 = req["params"]["ttl"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(604_800);
+        let ttl: i64 = req["params"]["ttl"].as_str().and_then(|t| t.parse().ok()).unwrap_or(604_800);
         let channel = {
             let mut st = self.st();
             if st.channels.iter().any(|c| c.id == id) {
@@ -1562,12 +1214,7 @@ impl FakeGoogle {
         };
         let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let mut st = self.st();
-        match st.channels.iter_mut().find(|c| {
-            c.id == req["id"]
-                && c.resource_id == req["resourceId"]
-                && c.email == email
-                && !c.stopped
-        }) {
+        match st.channels.iter_mut().find(|c| c.id == req["id"] && c.resource_id == req["resourceId"] && c.email == email && !c.stopped) {
             Some(c) => {
                 c.stopped = true;
                 c.stopped_ms = Some(now_ms());
@@ -1608,34 +1255,16 @@ async fn fake_refuses_a_sync_token_with_time_min_and_dead_tokens() {
     assert_eq!(s, 200);
     let token = first["nextSyncToken"].as_str().unwrap().to_string();
     let with_min = format!("singleEvents=true&syncToken={token}&timeMin=2026-01-01T00:00:00Z");
-    let r = http
-        .get(format!(
-            "{}/calendar/v3/calendars/primary/events?{with_min}",
-            fake.base
-        ))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/calendar/v3/calendars/primary/events?{with_min}", fake.base)).bearer_auth(&access).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     fake.invalidate_sync_tokens();
     let r = http
-        .get(format!(
-            "{}/calendar/v3/calendars/primary/events?singleEvents=true&syncToken={token}",
-            fake.base
-        ))
+        .get(format!("{}/calendar/v3/calendars/primary/events?singleEvents=true&syncToken={token}", fake.base))
         .bearer_auth(&access)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 410);
-    let r = http
-        .get(format!(
-            "{}/calendar/v3/calendars/primary/events",
-            fake.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/calendar/v3/calendars/primary/events", fake.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }

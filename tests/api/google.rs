@@ -20,10 +20,7 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
         struct Sink(Arc<Mutex<Vec<u8>>>);
         impl Write for Sink {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(b);
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
                 Ok(b.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -37,10 +34,7 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
             .with_ansi(false)
             .with_writer(move || Sink(b.clone()))
             .try_init();
-        assert!(
-            installed.is_ok(),
-            "another log subscriber was installed first; the log checks need this one"
-        );
+        assert!(installed.is_ok(), "another log subscriber was installed first; the log checks need this one");
         buf
     })
     .clone()
@@ -82,11 +76,7 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// A browser's trip to Google's consent page and back, up to (not
@@ -111,45 +101,23 @@ async fn consent(app: &TestApp, fake: &FakeGoogle, email: &str, path: &str) -> (
     assert!(to_google.starts_with(&fake.base), "{to_google}");
     let cookie = state_cookie(&r);
     let r = app.http.get(&to_google).send().await.unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        302,
-        "the fake consent page accepts the request"
-    );
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
     (location(&r), cookie)
 }
 
 /// What a signed-in page does: `POST /api/auth/google/connect` with its token
 /// in the header, then follow the returned consent URL.
-async fn consent_to_connect(
-    app: &TestApp,
-    fake: &FakeGoogle,
-    email: &str,
-    jwt: &str,
-) -> (String, String) {
+async fn consent_to_connect(app: &TestApp, fake: &FakeGoogle, email: &str, jwt: &str) -> (String, String) {
     fake.consent_as(email);
-    let r = app
-        .http
-        .post(app.url("/api/auth/google/connect"))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(app.url("/api/auth/google/connect")).bearer_auth(jwt).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let cookie = state_cookie(&r);
     let body: serde_json::Value = r.json().await.unwrap();
     let to_google = body["location"].as_str().unwrap().to_string();
     assert!(to_google.starts_with(&fake.base), "{to_google}");
-    assert!(
-        !to_google.contains(jwt),
-        "the app token never travels in a URL"
-    );
+    assert!(!to_google.contains(jwt), "the app token never travels in a URL");
     let r = app.http.get(&to_google).send().await.unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        302,
-        "the fake consent page accepts the request"
-    );
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
     (location(&r), cookie)
 }
 
@@ -166,33 +134,18 @@ async fn callback(app: &TestApp, url: &str, cookie: Option<&str>, html: bool) ->
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
     app.db()
-        .query_row(
-            "SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1",
-            [user],
-            |r| r.get(0),
-        )
+        .query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0))
         .unwrap()
 }
 
 /// Finished sync passes of a user.
 fn syncs(app: &TestApp, user: i64) -> i64 {
-    app.db()
-        .query_row(
-            "SELECT syncs FROM google_sync_status WHERE user_id = ?1",
-            [user],
-            |r| r.get(0),
-        )
-        .optional()
-        .unwrap()
-        .unwrap_or(0)
+    app.db().query_row("SELECT syncs FROM google_sync_status WHERE user_id = ?1", [user], |r| r.get(0)).optional().unwrap().unwrap_or(0)
 }
 
 /// Wait until a pass that started after `before` finished and nothing is queued.
 async fn wait_synced(app: &TestApp, user: i64, before: i64) {
-    eventually("a finished sync pass", || {
-        (syncs(app, user) > before && !app.app.google.sync_pending(user)).then_some(())
-    })
-    .await;
+    eventually("a finished sync pass", || (syncs(app, user) > before && !app.app.google.sync_pending(user)).then_some(())).await;
 }
 
 /// Sign `email` in with Google as an existing user; waits for the first full
@@ -203,10 +156,7 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
     let (url, cookie) = consent(app, fake, email, "/api/auth/google").await;
     let r = callback(app, &url, Some(&cookie), true).await;
     assert_eq!(r.status().as_u16(), 303);
-    let jwt = location(&r)
-        .strip_prefix("/#access_token=")
-        .expect("lands on / with the token in the fragment")
-        .to_string();
+    let jwt = location(&r).strip_prefix("/#access_token=").expect("lands on / with the token in the fragment").to_string();
     eventually("the first full sync and the push channel", || {
         let resource: Option<String> = app
             .db()
@@ -224,11 +174,7 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
 async fn meeting(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
     let id: Option<i64> = app
         .db()
-        .query_row(
-            "SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
         .optional()
         .unwrap();
     let id = id?;
@@ -238,23 +184,12 @@ async fn meeting(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
 }
 
 fn meeting_id(app: &TestApp, event_id: &str) -> Option<i64> {
-    app.db()
-        .query_row(
-            "SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .unwrap()
+    app.db().query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0)).optional().unwrap()
 }
 
 fn status_of(app: &TestApp, event_id: &str) -> Option<String> {
     app.db()
-        .query_row(
-            "SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
         .optional()
         .unwrap()
 }
@@ -283,19 +218,13 @@ async fn sign_in_with_google_signs_in_stores_tokens_syncs_and_watches() {
     assert_eq!(me["google_connected"], true);
     assert_eq!(me["google_needs_reconnect"], false);
 
-    let m = meeting(&app, &jwt, &ev)
-        .await
-        .expect("the first full sync made the meeting");
+    let m = meeting(&app, &jwt, &ev).await.expect("the first full sync made the meeting");
     assert_eq!(m["source"], "google");
     assert_eq!(m["title"], "Kick-off");
     assert_eq!(m["status"], "scheduled");
     assert_eq!(m["timezone"], "Europe/Berlin");
     let d = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
-    assert_eq!(
-        m["starts_at"],
-        format!("{d}T09:00:00.000Z"),
-        "stored in UTC"
-    );
+    assert_eq!(m["starts_at"], format!("{d}T09:00:00.000Z"), "stored in UTC");
 
     // The channel Google registered, with the resource id and expiry Google returned.
     let channels = fake.active_channels("ada@example.com");
@@ -310,13 +239,8 @@ async fn sign_in_with_google_signs_in_stores_tokens_syncs_and_watches() {
     assert_eq!(Some(token), channels[0].token);
     assert_eq!(resource.as_deref(), Some(channels[0].resource_id.as_str()));
     let exp = time::OffsetDateTime::from_unix_timestamp(channels[0].expiration_ms / 1000).unwrap();
-    assert_eq!(
-        expiration.unwrap()[..19],
-        syncgate::store::timefmt::format(exp)[..19]
-    );
-    assert!(logs_text().contains(&format!(
-        "google sync user {id}: 1 created, 0 updated, 0 canceled (full, 1 page)"
-    )));
+    assert_eq!(expiration.unwrap()[..19], syncgate::store::timefmt::format(exp)[..19]);
+    assert!(logs_text().contains(&format!("google sync user {id}: 1 created, 0 updated, 0 canceled (full, 1 page)")));
 }
 
 #[tokio::test]
@@ -327,19 +251,10 @@ async fn unknown_addresses_are_refused_with_a_page_saying_why_unless_the_policy_
     let (url, cookie) = consent(&app, &fake, "stranger@example.com", "/api/auth/google").await;
     let r = callback(&app, &url, Some(&cookie), true).await;
     assert_eq!(r.status().as_u16(), 403);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let page = r.text().await.unwrap();
-    assert!(
-        page.contains("stranger@example.com has no syncgate account"),
-        "{page}"
-    );
-    let n: i64 = app
-        .db()
-        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    assert!(page.contains("stranger@example.com has no syncgate account"), "{page}");
+    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0, "nobody was created");
 
     // A non-browser gets the same refusal as JSON.
@@ -360,10 +275,7 @@ async fn unknown_addresses_are_refused_with_a_page_saying_why_unless_the_policy_
     let (url, cookie) = consent(&app2, &fake2, "new@example.org", "/api/auth/google").await;
     let r = callback(&app2, &url, Some(&cookie), true).await;
     assert_eq!(r.status().as_u16(), 303);
-    let jwt = location(&r)
-        .strip_prefix("/#access_token=")
-        .unwrap()
-        .to_string();
+    let jwt = location(&r).strip_prefix("/#access_token=").unwrap().to_string();
     let (s, me) = app2.get("/api/me", &jwt).await;
     assert_eq!(s, 200);
     assert_eq!(me["email"], "new@example.org");
@@ -379,23 +291,14 @@ async fn the_state_is_single_use_signed_and_tied_to_the_browser() {
     app.add_user("ada@example.com", "user");
 
     let (url, cookie) = consent(&app, &fake, "ada@example.com", "/api/auth/google").await;
-    assert_eq!(
-        callback(&app, &url, Some(&cookie), false)
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    assert_eq!(callback(&app, &url, Some(&cookie), false).await.status().as_u16(), 303);
     let tokens_exchanged = fake.calls("token");
     // Replayed: refused before the code reaches Google.
     let r = callback(&app, &url, Some(&cookie), false).await;
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_request");
-    assert!(
-        body["message"].as_str().unwrap().contains("already used"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
     assert_eq!(fake.calls("token"), tokens_exchanged);
 
     // Tampered state.
@@ -404,53 +307,18 @@ async fn the_state_is_single_use_signed_and_tied_to_the_browser() {
     let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
     u.query_pairs_mut().clear();
     for (k, v) in pairs {
-        let v = if k == "state" {
-            format!("{}x", &v[..v.len() - 1])
-        } else {
-            v
-        };
+        let v = if k == "state" { format!("{}x", &v[..v.len() - 1]) } else { v };
         u.query_pairs_mut().append_pair(&k, &v);
     }
-    assert_eq!(
-        callback(&app, u.as_str(), Some(&cookie), false)
-            .await
-            .status()
-            .as_u16(),
-        400
-    );
+    assert_eq!(callback(&app, u.as_str(), Some(&cookie), false).await.status().as_u16(), 400);
     // The untampered one still works, but not from a browser without the cookie.
-    assert_eq!(
-        callback(&app, &url, None, false).await.status().as_u16(),
-        400
-    );
-    assert_eq!(
-        callback(
-            &app,
-            &url,
-            Some("syncgate_google_state=someone-else"),
-            false
-        )
-        .await
-        .status()
-        .as_u16(),
-        400
-    );
-    assert_eq!(
-        callback(&app, &url, Some(&cookie), false)
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    assert_eq!(callback(&app, &url, None, false).await.status().as_u16(), 400);
+    assert_eq!(callback(&app, &url, Some("syncgate_google_state=someone-else"), false).await.status().as_u16(), 400);
+    assert_eq!(callback(&app, &url, Some(&cookie), false).await.status().as_u16(), 303);
     assert_eq!(fake.calls("token"), tokens_exchanged + 1);
 
     // Google's own refusal lands on a page too.
-    let r = app
-        .http
-        .get(app.url("/api/auth/google/callback?error=access_denied"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/auth/google/callback?error=access_denied")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
 
@@ -460,57 +328,26 @@ async fn connect_attaches_a_google_account_to_the_signed_in_user() {
     let app = google_app(&fake).await;
     let (bob, jwt) = app.add_user("bob@work.example", "user");
     fake.add_account("bob.private@gmail.example", "Bob");
-    let ev = fake.create_event(
-        "bob.private@gmail.example",
-        timed("From the private calendar", 1, 9),
-    );
+    let ev = fake.create_event("bob.private@gmail.example", timed("From the private calendar", 1, 9));
 
-    let r = app
-        .http
-        .get(app.url("/api/auth/google?connect=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/auth/google?connect=1")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "connect needs a signed-in user");
-    let r = app
-        .http
-        .post(app.url("/api/auth/google/connect"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(app.url("/api/auth/google/connect")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "connect needs a signed-in user");
-    let r = app
-        .http
-        .get(app.url(&format!("/api/auth/google?connect=1&access_token={jwt}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        401,
-        "a token in the query string is not accepted"
-    );
+    let r = app.http.get(app.url(&format!("/api/auth/google?connect=1&access_token={jwt}"))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a token in the query string is not accepted");
     let (url, cookie) = consent_to_connect(&app, &fake, "bob.private@gmail.example", &jwt).await;
     let r = callback(&app, &url, Some(&cookie), true).await;
     assert_eq!(r.status().as_u16(), 303);
     let (_, me) = app.get("/api/me", &jwt).await;
-    assert_eq!(
-        (me["email"].as_str(), me["google_connected"].as_bool()),
-        (Some("bob@work.example"), Some(true))
-    );
+    assert_eq!((me["email"].as_str(), me["google_connected"].as_bool()), (Some("bob@work.example"), Some(true)));
     let mid = eventually("the connected calendar's meeting", || meeting_id(&app, &ev)).await;
-    let owner: i64 = app
-        .db()
-        .query_row("SELECT user_id FROM meetings WHERE id = ?1", [mid], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let owner: i64 = app.db().query_row("SELECT user_id FROM meetings WHERE id = ?1", [mid], |r| r.get(0)).unwrap();
     assert_eq!(owner, bob);
 
     // One Google account belongs to one syncgate user.
     let (_, carl_jwt) = app.add_user("carl@work.example", "user");
-    let (url, cookie) =
-        consent_to_connect(&app, &fake, "bob.private@gmail.example", &carl_jwt).await;
+    let (url, cookie) = consent_to_connect(&app, &fake, "bob.private@gmail.example", &carl_jwt).await;
     let r = callback(&app, &url, Some(&cookie), false).await;
     assert_eq!(r.status().as_u16(), 409);
 }
@@ -523,25 +360,15 @@ async fn google_edits_become_meeting_changes_once_and_reach_only_their_users_sub
     let app = google_app(&fake).await;
     let (ada, jwt) = connect(&app, &fake, "ada@example.com").await;
     let (_bob, bob_jwt) = app.add_user("bob@example.com", "user");
-    let (s, client) = app
-        .post(
-            "/api/clients",
-            &jwt,
-            &json!({"name": "Carla Client", "email": "carla@client.example"}),
-        )
-        .await;
+    let (s, client) = app.post("/api/clients", &jwt, &json!({"name": "Carla Client", "email": "carla@client.example"})).await;
     assert_eq!(s, 201);
 
     let bindings = json!([{"event": "*", "schema": "public", "table": "meetings"}]);
     let mut ada_ws = app.ws(&jwt, "2.0.0").await;
-    ada_ws
-        .join("realtime:meetings", bindings.clone(), Some(&jwt))
-        .await;
+    ada_ws.join("realtime:meetings", bindings.clone(), Some(&jwt)).await;
     ada_ws.joined().await;
     let mut bob_ws = app.ws(&bob_jwt, "2.0.0").await;
-    bob_ws
-        .join("realtime:meetings", bindings, Some(&bob_jwt))
-        .await;
+    bob_ws.join("realtime:meetings", bindings, Some(&bob_jwt)).await;
     bob_ws.joined().await;
 
     // Create.
@@ -561,10 +388,7 @@ async fn google_edits_become_meeting_changes_once_and_reach_only_their_users_sub
     assert_eq!(rec["title"], "Portfolio review");
     assert_eq!(rec["location"], "Office 3");
     assert_eq!(rec["meeting_url"], "https://meet.google.com/abc-defg-hij");
-    assert_eq!(
-        rec["client_id"], client["id"],
-        "linked by attendee email, case-insensitively"
-    );
+    assert_eq!(rec["client_id"], client["id"], "linked by attendee email, case-insensitively");
     assert_eq!(rec["attendees"][1]["email"], "Carla@Client.example");
 
     // Edit.
@@ -576,10 +400,7 @@ async fn google_edits_become_meeting_changes_once_and_reach_only_their_users_sub
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
     let f = ada_ws.recv_event("postgres_changes").await;
     assert_eq!(f.payload["data"]["type"], "UPDATE");
-    assert_eq!(
-        f.payload["data"]["record"]["title"],
-        "Portfolio review (moved)"
-    );
+    assert_eq!(f.payload["data"]["record"]["title"], "Portfolio review (moved)");
     assert_eq!(f.payload["data"]["old_record"]["title"], "Portfolio review");
 
     // Delete: the meeting is kept, canceled.
@@ -595,22 +416,11 @@ async fn google_edits_become_meeting_changes_once_and_reach_only_their_users_sub
     // A notification without a change changes nothing: exactly once.
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
     let mid = m["id"].as_i64().unwrap();
-    let logged: Vec<String> = app
-        .changes()
-        .into_iter()
-        .filter(|c| c.1 == "meetings" && c.3 == mid)
-        .map(|c| c.2)
-        .collect();
+    let logged: Vec<String> = app.changes().into_iter().filter(|c| c.1 == "meetings" && c.3 == mid).map(|c| c.2).collect();
     assert_eq!(logged, vec!["INSERT", "UPDATE", "UPDATE"]);
 
     // Bob saw none of it: his first change is his own.
-    let (s, _) = app
-        .post(
-            "/api/meetings",
-            &bob_jwt,
-            &json!({"title": "Bob's", "starts_at": at(1, 9), "ends_at": at(1, 10)}),
-        )
-        .await;
+    let (s, _) = app.post("/api/meetings", &bob_jwt, &json!({"title": "Bob's", "starts_at": at(1, 9), "ends_at": at(1, 10)})).await;
     assert_eq!(s, 201);
     let f = bob_ws.recv_event("postgres_changes").await;
     assert_eq!(f.payload["data"]["record"]["title"], "Bob's");
@@ -635,16 +445,8 @@ async fn all_day_and_tentative_events() {
     let m = meeting(&app, &jwt, &all_day).await.unwrap();
     assert_eq!(m["all_day"], true);
     assert_eq!(m["starts_at"], format!("{d}T00:00:00.000Z"));
-    assert_eq!(
-        m["ends_at"],
-        format!("{end}T00:00:00.000Z"),
-        "the end date is exclusive"
-    );
-    assert_eq!(
-        m["timezone"],
-        crate::fake_google::CALENDAR_TZ,
-        "the calendar's zone when the event names none"
-    );
+    assert_eq!(m["ends_at"], format!("{end}T00:00:00.000Z"), "the end date is exclusive");
+    assert_eq!(m["timezone"], crate::fake_google::CALENDAR_TZ, "the calendar's zone when the event names none");
     let m = meeting(&app, &jwt, &tentative).await.unwrap();
     assert_eq!(m["status"], "scheduled", "tentative stays visible");
 }
@@ -667,19 +469,8 @@ async fn a_burst_of_fifty_notifications_costs_at_most_two_list_passes() {
     assert!(meeting(&app, &jwt, &id).await.is_some());
     let used = fake.list_passes("ada@example.com") - passes;
     assert!((1..=2).contains(&used), "{used} list passes for one burst");
-    assert_eq!(
-        fake.max_concurrent_lists("ada@example.com"),
-        1,
-        "never two syncs of one user at once"
-    );
-    let n: i64 = app
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM meetings WHERE external_id = ?1",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    assert_eq!(fake.max_concurrent_lists("ada@example.com"), 1, "never two syncs of one user at once");
+    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM meetings WHERE external_id = ?1", [&id], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
 }
 
@@ -693,61 +484,30 @@ async fn pages_are_all_read_and_the_token_moves_only_with_the_last_one() {
         fake.create_event("ada@example.com", timed(&format!("Full {i}"), i + 1, 10));
     }
     let (ada, _jwt) = connect(&app, &fake, "ada@example.com").await;
-    let n: i64 = app
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM meetings WHERE source = 'google'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM meetings WHERE source = 'google'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 5);
-    assert!(logs_text().contains(&format!(
-        "google sync user {ada}: 5 created, 0 updated, 0 canceled (full, 3 pages)"
-    )));
+    assert!(logs_text().contains(&format!("google sync user {ada}: 5 created, 0 updated, 0 canceled (full, 3 pages)")));
 
     // Five changes, three pages; the second page fails (not retryable).
     let token_before = sync_token_of(&app, ada);
-    let new: Vec<String> = (0..5)
-        .map(|i| fake.create_event("ada@example.com", timed(&format!("Inc {i}"), i + 10, 11)))
-        .collect();
+    let new: Vec<String> = (0..5).map(|i| fake.create_event("ada@example.com", timed(&format!("Inc {i}"), i + 10, 11))).collect();
     let lists = fake.list_log().len();
     fake.fail_after("list", 1, 400, "badRequest", 1);
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
-    let made: Vec<bool> = new
-        .iter()
-        .map(|id| meeting_id(&app, id).is_some())
-        .collect();
-    assert_eq!(
-        made,
-        vec![true, true, false, false, false],
-        "the first page is committed"
-    );
-    assert_eq!(
-        sync_token_of(&app, ada),
-        token_before,
-        "no token without the last page"
-    );
+    let made: Vec<bool> = new.iter().map(|id| meeting_id(&app, id).is_some()).collect();
+    assert_eq!(made, vec![true, true, false, false, false], "the first page is committed");
+    assert_eq!(sync_token_of(&app, ada), token_before, "no token without the last page");
     let changes_before = app.changes().len();
 
     // The next pass lists everything again from the old token: pages already
     // applied are silent, the rest is created, and the token moves.
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
     assert!(new.iter().all(|id| meeting_id(&app, id).is_some()));
-    assert_eq!(
-        app.changes().len(),
-        changes_before + 3,
-        "no change event for the replayed page"
-    );
+    assert_eq!(app.changes().len(), changes_before + 3, "no change event for the replayed page");
     assert_ne!(sync_token_of(&app, ada), token_before);
-    assert!(logs_text().contains(&format!(
-        "google sync user {ada}: 3 created, 0 updated, 0 canceled (incremental, 3 pages)"
-    )));
+    assert!(logs_text().contains(&format!("google sync user {ada}: 3 created, 0 updated, 0 canceled (incremental, 3 pages)")));
     let log = fake.list_log();
-    assert!(
-        log[lists..].iter().all(|c| c.sync_token && !c.time_min),
-        "incremental passes send only the sync token"
-    );
+    assert!(log[lists..].iter().all(|c| c.sync_token && !c.time_min), "incremental passes send only the sync token");
 }
 
 #[tokio::test]
@@ -766,21 +526,10 @@ async fn a_dead_sync_token_means_one_full_sync_that_also_catches_deletions() {
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
 
     assert_eq!(status_of(&app, &keep).as_deref(), Some("scheduled"));
-    assert_eq!(
-        status_of(&app, &gone).as_deref(),
-        Some("canceled"),
-        "a full sync cancels what Google no longer lists"
-    );
+    assert_eq!(status_of(&app, &gone).as_deref(), Some("canceled"), "a full sync cancels what Google no longer lists");
     assert_eq!(status_of(&app, &added).as_deref(), Some("scheduled"));
-    let calls: Vec<(bool, bool, u16)> = fake.list_log()[lists..]
-        .iter()
-        .map(|c| (c.sync_token, c.time_min, c.status))
-        .collect();
-    assert_eq!(
-        calls,
-        vec![(true, false, 410), (false, true, 200)],
-        "one 410, one full sync, no loop"
-    );
+    let calls: Vec<(bool, bool, u16)> = fake.list_log()[lists..].iter().map(|c| (c.sync_token, c.time_min, c.status)).collect();
+    assert_eq!(calls, vec![(true, false, 410), (false, true, 200)], "one 410, one full sync, no loop");
 
     // And the new token works for the next incremental sync.
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
@@ -811,13 +560,7 @@ async fn revoked_access_marks_the_user_for_reconnect_and_stops_syncing() {
 
     // Signing in again reconnects.
     let (url, cookie) = consent(&app, &fake, "ada@example.com", "/api/auth/google").await;
-    assert_eq!(
-        callback(&app, &url, Some(&cookie), false)
-            .await
-            .status()
-            .as_u16(),
-        303
-    );
+    assert_eq!(callback(&app, &url, Some(&cookie), false).await.status().as_u16(), 303);
     let (_, me) = app.get("/api/me", &jwt).await;
     assert_eq!(me["google_needs_reconnect"], false);
 }
@@ -871,61 +614,16 @@ async fn forged_notifications_are_refused_and_cause_no_sync() {
     let passes = fake.list_passes("ada@example.com");
     let before = syncs(&app, ada);
 
-    let unknown = fake
-        .send_notification(
-            &address,
-            "no-such-channel",
-            c.token.as_deref(),
-            &c.resource_id,
-            "exists",
-            9,
-            c.expiration_ms,
-        )
-        .await;
+    let unknown =
+        fake.send_notification(&address, "no-such-channel", c.token.as_deref(), &c.resource_id, "exists", 9, c.expiration_ms).await;
     assert_eq!(unknown, 404);
-    let wrong_token = fake
-        .send_notification(
-            &address,
-            &c.id,
-            Some("guessed"),
-            &c.resource_id,
-            "exists",
-            9,
-            c.expiration_ms,
-        )
-        .await;
+    let wrong_token = fake.send_notification(&address, &c.id, Some("guessed"), &c.resource_id, "exists", 9, c.expiration_ms).await;
     assert_eq!(wrong_token, 403);
-    let no_token = fake
-        .send_notification(
-            &address,
-            &c.id,
-            None,
-            &c.resource_id,
-            "exists",
-            9,
-            c.expiration_ms,
-        )
-        .await;
+    let no_token = fake.send_notification(&address, &c.id, None, &c.resource_id, "exists", 9, c.expiration_ms).await;
     assert_eq!(no_token, 403);
-    let wrong_resource = fake
-        .send_notification(
-            &address,
-            &c.id,
-            c.token.as_deref(),
-            "res-other",
-            "exists",
-            9,
-            c.expiration_ms,
-        )
-        .await;
+    let wrong_resource = fake.send_notification(&address, &c.id, c.token.as_deref(), "res-other", "exists", 9, c.expiration_ms).await;
     assert_eq!(wrong_resource, 403);
-    let r = app
-        .http
-        .post(&address)
-        .header("X-Goog-Channel-ID", "no-such-channel")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(&address).header("X-Goog-Channel-ID", "no-such-channel").send().await.unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
 
@@ -936,14 +634,8 @@ async fn forged_notifications_are_refused_and_cause_no_sync() {
     assert_eq!(syncs(&app, ada), before + 1);
     let logs = logs_text();
     assert!(logs.contains("google notification refused: unknown channel no-such-channel"));
-    assert!(logs.contains(&format!(
-        "google notification refused: wrong channel token for channel {}",
-        c.id
-    )));
-    assert!(logs.contains(&format!(
-        "google notification refused: wrong resource id for channel {}",
-        c.id
-    )));
+    assert!(logs.contains(&format!("google notification refused: wrong channel token for channel {}", c.id)));
+    assert!(logs.contains(&format!("google notification refused: wrong resource id for channel {}", c.id)));
 }
 
 #[tokio::test]
@@ -953,30 +645,20 @@ async fn channel_setup_replaces_the_old_channel_and_delete_stops_it() {
     let (ada, jwt) = connect(&app, &fake, "ada@example.com").await;
     let old = fake.active_channels("ada@example.com").remove(0);
 
-    let (s, info) = app
-        .post("/api/calendar/webhook/setup", &jwt, &json!({}))
-        .await;
+    let (s, info) = app.post("/api/calendar/webhook/setup", &jwt, &json!({})).await;
     assert_eq!(s, 201, "{info}");
     assert_ne!(info["channel_id"], old.id.as_str());
     assert!(info["expiration"].is_string());
     assert!(info.get("token").is_none());
     let channels = fake.channels("ada@example.com");
-    assert!(
-        channels.iter().find(|c| c.id == old.id).unwrap().stopped,
-        "the replaced channel is stopped at Google"
-    );
+    assert!(channels.iter().find(|c| c.id == old.id).unwrap().stopped, "the replaced channel is stopped at Google");
     let active = fake.active_channels("ada@example.com");
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].id, info["channel_id"].as_str().unwrap());
     let rows: Vec<(String, String)> = {
         let db = app.db();
-        let mut st = db
-            .prepare("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1")
-            .unwrap();
-        st.query_map([ada], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        let mut st = db.prepare("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1").unwrap();
+        st.query_map([ada], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(rows, vec![(active[0].id.clone(), "active".to_string())]);
     // The old channel is gone here too.
@@ -986,25 +668,16 @@ async fn channel_setup_replaces_the_old_channel_and_delete_stops_it() {
     let (s, _) = app.delete("/api/calendar/webhook", &jwt).await;
     assert_eq!(s, 204);
     assert!(fake.active_channels("ada@example.com").is_empty());
-    let n: i64 = app
-        .db()
-        .query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
     let (s, body) = app.delete("/api/calendar/webhook", &jwt).await;
     assert_eq!((s, body["error"].as_str()), (404, Some("not_found")));
 
     // Someone who never connected Google cannot set one up.
     let (_, bob_jwt) = app.add_user("bob@example.com", "user");
-    let (s, body) = app
-        .post("/api/calendar/webhook/setup", &bob_jwt, &json!({}))
-        .await;
+    let (s, body) = app.post("/api/calendar/webhook/setup", &bob_jwt, &json!({})).await;
     assert_eq!((s, body["error"].as_str()), (409, Some("conflict")));
-    let (s, _) = app
-        .post("/api/calendar/webhook/setup", "not-a-token", &json!({}))
-        .await;
+    let (s, _) = app.post("/api/calendar/webhook/setup", "not-a-token", &json!({})).await;
     assert_eq!(s, 401);
 }
 
@@ -1016,29 +689,14 @@ async fn status_pages_public_minimal_and_admin_detailed() {
     let (_, admin_jwt) = app.add_user("root@example.com", "admin");
     notify_and_sync(&app, &fake, "ada@example.com", ada).await;
 
-    let r = app
-        .http
-        .get(app.url("/api/calendar/webhook/test"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/calendar/webhook/test")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-    assert_eq!(
-        keys,
-        vec!["reachable", "google_configured", "last_notification_at"]
-    );
+    assert_eq!(keys, vec!["reachable", "google_configured", "last_notification_at"]);
     assert_eq!(body["google_configured"], true);
     eventually("the notification time", || {
-        let t: Option<String> = app
-            .db()
-            .query_row(
-                "SELECT MAX(last_notification_at) FROM google_sync_status",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let t: Option<String> = app.db().query_row("SELECT MAX(last_notification_at) FROM google_sync_status", [], |r| r.get(0)).unwrap();
         t
     })
     .await;
@@ -1055,46 +713,22 @@ async fn status_pages_public_minimal_and_admin_detailed() {
     assert_eq!(u["user_id"], ada);
     assert_eq!(u["last_sync_outcome"], "ok");
     assert!(u["syncs"].as_i64().unwrap() >= 2);
-    assert_eq!(
-        syncgate::google::admin_health(&app.db())["connected_users"],
-        1
-    );
+    assert_eq!(syncgate::google::admin_health(&app.db())["connected_users"], 1);
 }
 
 #[tokio::test]
 async fn without_client_credentials_google_is_off_and_says_so() {
     let app = spawn_app().await;
     let (_, jwt) = app.add_user("ada@example.com", "user");
-    let r = app
-        .http
-        .get(app.url("/api/auth/google"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let body: Value = r.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("not configured"),
-        "{body}"
-    );
-    let r = app
-        .http
-        .post(app.url("/api/calendar/webhook"))
-        .header("X-Goog-Channel-ID", "x")
-        .send()
-        .await
-        .unwrap();
+    assert!(body["message"].as_str().unwrap().contains("not configured"), "{body}");
+    let r = app.http.post(app.url("/api/calendar/webhook")).header("X-Goog-Channel-ID", "x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
-    let (s, _) = app
-        .post("/api/calendar/webhook/setup", &jwt, &json!({}))
-        .await;
+    let (s, _) = app.post("/api/calendar/webhook/setup", &jwt, &json!({})).await;
     assert_eq!(s, 503);
-    let r = app
-        .http
-        .get(app.url("/api/calendar/webhook/test"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/calendar/webhook/test")).send().await.unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["google_configured"], false);
     // Everything else works.
@@ -1120,41 +754,19 @@ async fn google_tokens_never_appear_in_logs_or_responses() {
     for path in ["/api/me", "/api/meetings", "/api/calendar/webhook/test"] {
         bodies.push(app.get(path, &jwt).await.1.to_string());
     }
-    bodies.push(
-        app.get("/api/admin/health/google", &admin_jwt)
-            .await
-            .1
-            .to_string(),
-    );
-    bodies.push(
-        app.post("/api/calendar/webhook/setup", &jwt, &json!({}))
-            .await
-            .1
-            .to_string(),
-    );
-    let channel_token: String = app
-        .db()
-        .query_row(
-            "SELECT token FROM calendar_watch_channels WHERE user_id = ?1",
-            [ada],
-            |r| r.get(0),
-        )
-        .unwrap();
+    bodies.push(app.get("/api/admin/health/google", &admin_jwt).await.1.to_string());
+    bodies.push(app.post("/api/calendar/webhook/setup", &jwt, &json!({})).await.1.to_string());
+    let channel_token: String =
+        app.db().query_row("SELECT token FROM calendar_watch_channels WHERE user_id = ?1", [ada], |r| r.get(0)).unwrap();
 
     let logs = logs_text();
-    assert!(
-        logs.contains(&format!("google sync user {ada}:")),
-        "the capture works"
-    );
+    assert!(logs.contains(&format!("google sync user {ada}:")), "the capture works");
     let secrets = fake.issued_secrets();
     assert!(secrets.len() >= 4);
     for s in secrets.iter().chain([&channel_token]) {
         assert!(!logs.contains(s.as_str()), "a Google token is in the logs");
         for b in &bodies {
-            assert!(
-                !b.contains(s.as_str()),
-                "a Google token is in a response: {b}"
-            );
+            assert!(!b.contains(s.as_str()), "a Google token is in a response: {b}");
         }
     }
 }

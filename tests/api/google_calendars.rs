@@ -54,30 +54,15 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 fn syncs(app: &TestApp, user: i64) -> i64 {
-    app.db()
-        .query_row(
-            "SELECT syncs FROM google_sync_status WHERE user_id = ?1",
-            [user],
-            |r| r.get(0),
-        )
-        .optional()
-        .unwrap()
-        .unwrap_or(0)
+    app.db().query_row("SELECT syncs FROM google_sync_status WHERE user_id = ?1", [user], |r| r.get(0)).optional().unwrap().unwrap_or(0)
 }
 
 async fn wait_synced(app: &TestApp, user: i64, before: i64) {
-    eventually("a finished sync pass", || {
-        (syncs(app, user) > before && !app.app.google.sync_pending(user)).then_some(())
-    })
-    .await;
+    eventually("a finished sync pass", || (syncs(app, user) > before && !app.app.google.sync_pending(user)).then_some(())).await;
 }
 
 /// Every ticked calendar of the user has a sync token and a registered channel, and no pass runs.
@@ -92,13 +77,8 @@ fn settled(app: &TestApp, user: i64) -> bool {
             |r| r.get(0),
         )
         .unwrap();
-    let ticked: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM google_calendars WHERE user_id = ?1 AND selected = 1",
-            [user],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let ticked: i64 =
+        db.query_row("SELECT COUNT(*) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap();
     ticked > 0 && unready == 0 && !app.app.google.sync_pending(user)
 }
 
@@ -107,12 +87,7 @@ fn settled(app: &TestApp, user: i64) -> bool {
 async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
-    let r = app
-        .http
-        .get(app.url("/api/auth/google"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let cookie = r
         .headers()
@@ -124,47 +99,27 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
         .expect("a state cookie")
         .to_string();
     let r = app.http.get(location(&r)).send().await.unwrap();
-    let r = app
-        .http
-        .get(location(&r))
-        .header("cookie", cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let jwt = location(&r)
-        .strip_prefix("/#access_token=")
-        .expect("signed in")
-        .to_string();
-    eventually(
-        "the first sync of every ticked calendar and their channels",
-        || settled(app, id).then_some(()),
-    )
-    .await;
+    let jwt = location(&r).strip_prefix("/#access_token=").expect("signed in").to_string();
+    eventually("the first sync of every ticked calendar and their channels", || settled(app, id).then_some(())).await;
     (id, jwt)
 }
 
 /// Push on one calendar's channel and wait for the pass it causes.
 async fn push(app: &TestApp, fake: &FakeGoogle, calendar: &str, user: i64) {
     let before = syncs(app, user);
-    assert_eq!(
-        fake.notify_calendar(ADA, calendar, "exists").await,
-        vec![200],
-        "one live channel on {calendar}"
-    );
+    assert_eq!(fake.notify_calendar(ADA, calendar, "exists").await, vec![200], "one live channel on {calendar}");
     wait_synced(app, user, before).await;
 }
 
 /// (id, title, status, calendar_id) of the user's google meetings, by start.
 fn meetings(app: &TestApp, user: i64) -> Vec<(i64, String, String, Option<String>)> {
     let db = app.db();
-    let mut stmt =
-        db.prepare("SELECT id, title, status, calendar_id FROM meetings WHERE user_id = ?1 AND source = 'google' ORDER BY starts_at, id").unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+    let mut stmt = db
+        .prepare("SELECT id, title, status, calendar_id FROM meetings WHERE user_id = ?1 AND source = 'google' ORDER BY starts_at, id")
+        .unwrap();
+    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
 }
 
 fn titles(app: &TestApp, user: i64) -> Vec<String> {
@@ -175,24 +130,13 @@ fn titles(app: &TestApp, user: i64) -> Vec<String> {
 
 /// The meeting a calendar's event is, as REST returns it.
 async fn meeting_of(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
-    let id: Option<i64> = app
-        .db()
-        .query_row(
-            "SELECT meeting_id FROM google_event_links WHERE event_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .unwrap();
+    let id: Option<i64> =
+        app.db().query_row("SELECT meeting_id FROM google_event_links WHERE event_id = ?1", [event_id], |r| r.get(0)).optional().unwrap();
     let id = match id {
         Some(id) => id,
         None => app
             .db()
-            .query_row(
-                "SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1",
-                [event_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
             .optional()
             .unwrap()?,
     };
@@ -202,11 +146,7 @@ async fn meeting_of(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
 
 /// Meeting changes after `seq`: (op, row id).
 fn meeting_changes_after(app: &TestApp, seq: i64) -> Vec<(String, i64)> {
-    app.changes()
-        .into_iter()
-        .filter(|c| c.0 > seq && c.1 == "meetings")
-        .map(|c| (c.2, c.3))
-        .collect()
+    app.changes().into_iter().filter(|c| c.0 > seq && c.1 == "meetings").map(|c| (c.2, c.3)).collect()
 }
 
 fn last_seq(app: &TestApp) -> i64 {
@@ -222,13 +162,7 @@ fn of_type(summary: &str, days: i64, event_type: &str) -> Value {
 /// One event of each type Google has (and one it may add later).
 fn one_of_each_type(fake: &FakeGoogle, days: i64, tag: &str) {
     fake.create_event(ADA, timed(&format!("Client review {tag}"), days, 9));
-    for t in [
-        "fromGmail",
-        "outOfOffice",
-        "focusTime",
-        "workingLocation",
-        "someFutureType",
-    ] {
+    for t in ["fromGmail", "outOfOffice", "focusTime", "workingLocation", "someFutureType"] {
         fake.create_event(ADA, of_type(&format!("{t} {tag}"), days, t));
     }
     let d = day(days + 1);
@@ -248,19 +182,11 @@ async fn only_default_events_become_meetings_in_full_and_incremental_syncs() {
     fake.add_account(ADA, "Ada");
     one_of_each_type(&fake, 2, "seeded");
     let (ada, _) = connect(&app, &fake, ADA).await;
-    assert_eq!(
-        titles(&app, ada),
-        vec!["Client review seeded"],
-        "the full sync"
-    );
+    assert_eq!(titles(&app, ada), vec!["Client review seeded"], "the full sync");
 
     one_of_each_type(&fake, 3, "pushed");
     push(&app, &fake, ADA, ada).await;
-    assert_eq!(
-        titles(&app, ada),
-        vec!["Client review pushed", "Client review seeded"],
-        "the incremental sync"
-    );
+    assert_eq!(titles(&app, ada), vec!["Client review pushed", "Client review seeded"], "the incremental sync");
 }
 
 #[tokio::test]
@@ -317,47 +243,18 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     // Slow lists, so two full syncs at once would overlap.
     fake.set_list_delay(Duration::from_millis(300));
     let app = start(config, dir).await;
-    eventually("both users' upgrade syncs", || {
-        (settled(&app, 1) && settled(&app, 2)).then_some(())
-    })
-    .await;
+    eventually("both users' upgrade syncs", || (settled(&app, 1) && settled(&app, 2)).then_some(())).await;
     fake.set_list_delay(Duration::ZERO);
-    assert_eq!(
-        fake.max_concurrent_lists_all(),
-        1,
-        "full syncs are staggered (google.full_sync_concurrency = 1)"
-    );
+    assert_eq!(fake.max_concurrent_lists_all(), 1, "full syncs are staggered (google.full_sync_concurrency = 1)");
     let changes = meeting_changes_after(&app, 0);
-    assert!(
-        changes.contains(&("DELETE".into(), id_of(&ooo))),
-        "{changes:?}"
-    );
-    assert!(
-        changes.contains(&("DELETE".into(), id_of(&focus))),
-        "{changes:?}"
-    );
-    assert_eq!(
-        changes.iter().filter(|c| c.0 == "DELETE").count(),
-        2,
-        "only the non-meetings go: {changes:?}"
-    );
+    assert!(changes.contains(&("DELETE".into(), id_of(&ooo))), "{changes:?}");
+    assert!(changes.contains(&("DELETE".into(), id_of(&focus))), "{changes:?}");
+    assert_eq!(changes.iter().filter(|c| c.0 == "DELETE").count(), 2, "only the non-meetings go: {changes:?}");
     let ada = meetings(&app, 1);
     assert_eq!(ada.len(), 2, "{ada:?}");
-    assert_eq!(
-        ada[0],
-        (
-            id_of(&review),
-            "Client review".to_string(),
-            "scheduled".to_string(),
-            Some(ADA.to_string())
-        ),
-        "kept, same id"
-    );
+    assert_eq!(ada[0], (id_of(&review), "Client review".to_string(), "scheduled".to_string(), Some(ADA.to_string())), "kept, same id");
     assert_eq!(ada[1].0, id_of(&gone));
-    assert_eq!(
-        ada[1].2, "canceled",
-        "what Google no longer lists is canceled"
-    );
+    assert_eq!(ada[1].2, "canceled", "what Google no longer lists is canceled");
     assert_eq!(meetings(&app, 2)[0].0, id_of(&bob_event));
     // One full listing per user (the old token is gone).
     let log = fake.list_log();
@@ -365,11 +262,7 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     assert_eq!(fake.list_passes(ADA), 1);
     assert_eq!(fake.list_passes("bob@example.com"), 1);
     // And each now syncs incrementally, pushed on its new channel.
-    fake.update_event(
-        ADA,
-        &review,
-        json!({"summary": "Client review, moved room"}),
-    );
+    fake.update_event(ADA, &review, json!({"summary": "Client review, moved room"}));
     push(&app, &fake, ADA, 1).await;
     assert_eq!(meetings(&app, 1)[0].1, "Client review, moved room");
 }
@@ -391,17 +284,8 @@ async fn a_declined_invitation_is_canceled_and_accepting_brings_it_back_one_chan
 
     let m = meeting_of(&app, &jwt, &id).await.unwrap();
     assert_eq!(m["status"], "scheduled", "not answered yet stays scheduled");
-    let me = m["attendees"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["self"] == true)
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        me["response_status"], "needsAction",
-        "shown as not answered: {m}"
-    );
+    let me = m["attendees"].as_array().unwrap().iter().find(|a| a["self"] == true).cloned().unwrap();
+    assert_eq!(me["response_status"], "needsAction", "shown as not answered: {m}");
 
     let seq = last_seq(&app);
     fake.respond(ADA, &id, "declined");
@@ -409,23 +293,10 @@ async fn a_declined_invitation_is_canceled_and_accepting_brings_it_back_one_chan
     let m = meeting_of(&app, &jwt, &id).await.unwrap();
     assert_eq!(m["status"], "canceled");
     let attendees = m["attendees"].as_array().unwrap();
-    assert!(
-        attendees
-            .iter()
-            .any(|a| a["self"] == true && a["response_status"] == "declined"),
-        "{m}"
-    );
-    assert!(
-        attendees
-            .iter()
-            .any(|a| a["email"] == "client@example.com" && a["response_status"] == "accepted"),
-        "each response kept"
-    );
+    assert!(attendees.iter().any(|a| a["self"] == true && a["response_status"] == "declined"), "{m}");
+    assert!(attendees.iter().any(|a| a["email"] == "client@example.com" && a["response_status"] == "accepted"), "each response kept");
     let mid = m["id"].as_i64().unwrap();
-    assert_eq!(
-        meeting_changes_after(&app, seq),
-        vec![("UPDATE".to_string(), mid)]
-    );
+    assert_eq!(meeting_changes_after(&app, seq), vec![("UPDATE".to_string(), mid)]);
 
     let seq = last_seq(&app);
     fake.respond(ADA, &id, "accepted");
@@ -433,10 +304,7 @@ async fn a_declined_invitation_is_canceled_and_accepting_brings_it_back_one_chan
     let m = meeting_of(&app, &jwt, &id).await.unwrap();
     assert_eq!(m["status"], "scheduled");
     assert_eq!(m["id"], mid);
-    assert_eq!(
-        meeting_changes_after(&app, seq),
-        vec![("UPDATE".to_string(), mid)]
-    );
+    assert_eq!(meeting_changes_after(&app, seq), vec![("UPDATE".to_string(), mid)]);
 }
 
 // ---- 3. several calendars ------------------------------------------------------
@@ -456,11 +324,7 @@ async fn ticking_a_second_calendar_syncs_it_with_its_own_channel_and_unticking_r
     let in_clients = fake.create_event_in(ADA, CLIENTS, timed("In the clients calendar", 3, 10));
     let (ada, jwt) = connect(&app, &fake, ADA).await;
     assert_eq!(titles(&app, ada), vec!["In my calendar"]);
-    assert_eq!(
-        fake.active_channels(ADA).len(),
-        1,
-        "primary ticked once, one channel"
-    );
+    assert_eq!(fake.active_channels(ADA).len(), 1, "primary ticked once, one channel");
 
     let (s, list) = app.get("/api/me/calendars", &jwt).await;
     assert_eq!(s, 200, "{list}");
@@ -474,49 +338,27 @@ async fn ticking_a_second_calendar_syncs_it_with_its_own_channel_and_unticking_r
 
     // Bad selections change nothing.
     let put = |body: Value| {
-        let req = app
-            .http
-            .put(app.url("/api/me/calendars"))
-            .bearer_auth(&jwt)
-            .json(&body);
+        let req = app.http.put(app.url("/api/me/calendars")).bearer_auth(&jwt).json(&body);
         async move {
             let r = req.send().await.unwrap();
             crate::helpers::decode(r).await
         }
     };
     let (s, e) = put(json!({"selected": ["nobody@example.com"]})).await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
     let (s, e) = put(json!({"chosen": [CLIENTS]})).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("bad_request")), "{e}");
-    let (s, _) = app
-        .http
-        .put(app.url("/api/me/calendars"))
-        .json(&json!({"selected": []}))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), ()))
-        .unwrap();
+    let (s, _) =
+        app.http.put(app.url("/api/me/calendars")).json(&json!({"selected": []})).send().await.map(|r| (r.status().as_u16(), ())).unwrap();
     assert_eq!(s, 401);
 
     // Tick the second calendar ("primary" names the primary).
     let (s, list) = put(json!({"selected": ["primary", CLIENTS]})).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["items"][1]["selected"], true);
-    eventually("the second calendar's events", || {
-        settled(&app, ada)
-            .then_some(())
-            .filter(|_| titles(&app, ada).len() == 2)
-    })
-    .await;
+    eventually("the second calendar's events", || settled(&app, ada).then_some(()).filter(|_| titles(&app, ada).len() == 2)).await;
     let m = meeting_of(&app, &jwt, &in_clients).await.unwrap();
-    assert_eq!(
-        (m["calendar_id"].as_str(), m["calendar_name"].as_str()),
-        (Some(CLIENTS), Some("Client meetings"))
-    );
+    assert_eq!((m["calendar_id"].as_str(), m["calendar_name"].as_str()), (Some(CLIENTS), Some("Client meetings")));
     let live = fake.active_channels(ADA);
     assert_eq!(live.len(), 2, "one channel per ticked calendar: {live:?}");
 
@@ -526,27 +368,14 @@ async fn ticking_a_second_calendar_syncs_it_with_its_own_channel_and_unticking_r
     assert!(meeting_of(&app, &jwt, &pushed).await.is_some());
 
     // Untick: its channel stops, its meetings go (DELETE), the other stays.
-    let clients_channel = live
-        .iter()
-        .find(|c| c.calendar == CLIENTS)
-        .unwrap()
-        .id
-        .clone();
+    let clients_channel = live.iter().find(|c| c.calendar == CLIENTS).unwrap().id.clone();
     let seq = last_seq(&app);
     let (s, list) = put(json!({"selected": [ADA]})).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(titles(&app, ada), vec!["In my calendar"]);
-    let ops: Vec<String> = meeting_changes_after(&app, seq)
-        .into_iter()
-        .map(|c| c.0)
-        .collect();
+    let ops: Vec<String> = meeting_changes_after(&app, seq).into_iter().map(|c| c.0).collect();
     assert_eq!(ops, vec!["DELETE", "DELETE"]);
-    assert!(
-        fake.channels(ADA)
-            .iter()
-            .any(|c| c.id == clients_channel && c.stopped),
-        "its channel was stopped at Google"
-    );
+    assert!(fake.channels(ADA).iter().any(|c| c.id == clients_channel && c.stopped), "its channel was stopped at Google");
     assert_eq!(fake.active_channels(ADA).len(), 1);
     let (_, list) = app.get("/api/me/calendars", &jwt).await;
     assert_eq!(list["items"][1]["selected"], false);
@@ -580,35 +409,18 @@ async fn the_same_event_in_two_ticked_calendars_is_one_meeting_until_neither_lis
     other["iCalUID"] = json!("outside-invite-42@example.org");
     fake.create_event_in(ADA, SHARED, other);
     let (ada, _) = connect(&app, &fake, ADA).await;
-    assert_eq!(
-        titles(&app, ada),
-        vec![
-            "Same iCalUID twice",
-            "Same iCalUID, another time",
-            "Same id twice"
-        ]
-    );
+    assert_eq!(titles(&app, ada), vec!["Same iCalUID twice", "Same iCalUID, another time", "Same id twice"]);
 
     // Gone from one calendar: still listed by the other, still scheduled.
     fake.delete_event(ADA, "outsidecopya");
     push(&app, &fake, ADA, ada).await;
-    let m = meetings(&app, ada)
-        .into_iter()
-        .find(|m| m.1 == "Same iCalUID twice")
-        .unwrap();
+    let m = meetings(&app, ada).into_iter().find(|m| m.1 == "Same iCalUID twice").unwrap();
     assert_eq!(m.2, "scheduled");
-    assert_eq!(
-        m.3.as_deref(),
-        Some(SHARED),
-        "its home is now the calendar that lists it"
-    );
+    assert_eq!(m.3.as_deref(), Some(SHARED), "its home is now the calendar that lists it");
     // Gone from both: canceled.
     fake.delete_event(ADA, "outsidecopyb");
     push(&app, &fake, SHARED, ada).await;
-    let m = meetings(&app, ada)
-        .into_iter()
-        .find(|m| m.1 == "Same iCalUID twice")
-        .unwrap();
+    let m = meetings(&app, ada).into_iter().find(|m| m.1 == "Same iCalUID twice").unwrap();
     assert_eq!(m.2, "canceled");
 }
 
@@ -628,12 +440,8 @@ async fn an_event_moved_between_ticked_calendars_stays_one_meeting_with_one_upda
     let first = fake.create_event(ADA, timed("Moved, new calendar pushes first", 2, 9));
     let second = fake.create_event(ADA, timed("Moved, old calendar pushes first", 3, 9));
     let (ada, jwt) = connect(&app, &fake, ADA).await;
-    let id1 = meeting_of(&app, &jwt, &first).await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let id2 = meeting_of(&app, &jwt, &second).await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let id1 = meeting_of(&app, &jwt, &first).await.unwrap()["id"].as_i64().unwrap();
+    let id2 = meeting_of(&app, &jwt, &second).await.unwrap()["id"].as_i64().unwrap();
 
     for (event, id, pushes_first) in [(&first, id1, CLIENTS), (&second, id2, ADA)] {
         let seq = last_seq(&app);
@@ -641,30 +449,16 @@ async fn an_event_moved_between_ticked_calendars_stays_one_meeting_with_one_upda
         push(&app, &fake, pushes_first, ada).await;
         let other = if pushes_first == ADA { CLIENTS } else { ADA };
         push(&app, &fake, other, ada).await;
-        assert_eq!(
-            meeting_changes_after(&app, seq),
-            vec![("UPDATE".to_string(), id)],
-            "one UPDATE, never DELETE+INSERT"
-        );
+        assert_eq!(meeting_changes_after(&app, seq), vec![("UPDATE".to_string(), id)], "one UPDATE, never DELETE+INSERT");
         let m = meeting_of(&app, &jwt, event).await.unwrap();
-        assert_eq!(
-            (
-                m["id"].as_i64(),
-                m["status"].as_str(),
-                m["calendar_id"].as_str()
-            ),
-            (Some(id), Some("scheduled"), Some(CLIENTS))
-        );
+        assert_eq!((m["id"].as_i64(), m["status"].as_str(), m["calendar_id"].as_str()), (Some(id), Some("scheduled"), Some(CLIENTS)));
         assert_eq!(m["calendar_name"], "Client meetings");
     }
 
     // Moved to a calendar that is not ticked: canceled.
     fake.move_event(ADA, CLIENTS, &first, SHARED);
     push(&app, &fake, CLIENTS, ada).await;
-    assert_eq!(
-        meeting_of(&app, &jwt, &first).await.unwrap()["status"],
-        "canceled"
-    );
+    assert_eq!(meeting_of(&app, &jwt, &first).await.unwrap()["status"], "canceled");
 }
 
 // ---- 5. recurring events -------------------------------------------------------
@@ -692,24 +486,14 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     // Cancel the second occurrence only; edit the third only.
     let ids: Vec<String> = {
         let db = app.db();
-        let mut stmt = db.prepare("SELECT l.event_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id ORDER BY m.starts_at").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        let mut stmt =
+            db.prepare("SELECT l.event_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id ORDER BY m.starts_at").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     };
-    assert!(
-        ids.iter().all(|i| i.starts_with(&format!("{weekly_id}_"))),
-        "{ids:?}"
-    );
+    assert!(ids.iter().all(|i| i.starts_with(&format!("{weekly_id}_"))), "{ids:?}");
     let seq = last_seq(&app);
     fake.cancel_occurrence(ADA, &weekly_id, &ids[1]);
-    fake.edit_occurrence(
-        ADA,
-        &weekly_id,
-        &ids[2],
-        json!({"summary": "Weekly review (with the auditor)"}),
-    );
+    fake.edit_occurrence(ADA, &weekly_id, &ids[2], json!({"summary": "Weekly review (with the auditor)"}));
     push(&app, &fake, ADA, ada).await;
     let after = meetings(&app, ada);
     let status: Vec<(&str, &str)> = after.iter().map(|m| (m.1.as_str(), m.2.as_str())).collect();
@@ -722,16 +506,9 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
             ("Weekly review", "scheduled")
         ]
     );
-    let mut touched: Vec<i64> = meeting_changes_after(&app, seq)
-        .into_iter()
-        .map(|c| c.1)
-        .collect();
+    let mut touched: Vec<i64> = meeting_changes_after(&app, seq).into_iter().map(|c| c.1).collect();
     touched.sort_unstable();
-    assert_eq!(
-        touched,
-        vec![after[1].0, after[2].0],
-        "only those two occurrences changed"
-    );
+    assert_eq!(touched, vec![after[1].0, after[2].0], "only those two occurrences changed");
 
     // An endless series never imports past the window's end.
     let endless = fake.create_event(ADA, weekly("Endless standup", 2, "INTERVAL=1"));
@@ -739,71 +516,30 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     let horizon = format!("{}", day(31));
     let standups: Vec<String> = {
         let db = app.db();
-        let mut stmt = db
-            .prepare(
-                "SELECT starts_at FROM meetings WHERE title = 'Endless standup' ORDER BY starts_at",
-            )
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        let mut stmt = db.prepare("SELECT starts_at FROM meetings WHERE title = 'Endless standup' ORDER BY starts_at").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     };
-    assert!(
-        (4..=5).contains(&standups.len()),
-        "about a month of weekly occurrences: {standups:?}"
-    );
-    assert!(
-        standups.iter().all(|s| s.as_str() < horizon.as_str()),
-        "{standups:?}"
-    );
+    assert!((4..=5).contains(&standups.len()), "about a month of weekly occurrences: {standups:?}");
+    assert!(standups.iter().all(|s| s.as_str() < horizon.as_str()), "{standups:?}");
 
     // "This and following": from the third standup on, at 11:00.
     let before_split = meetings(&app, ada);
     let third = at(2 + 14, 10);
     let seq = last_seq(&app);
-    fake.split_series(
-        ADA,
-        &endless,
-        &third,
-        json!({"summary": "Standup (new time)"}),
-    );
+    fake.split_series(ADA, &endless, &third, json!({"summary": "Standup (new time)"}));
     push(&app, &fake, ADA, ada).await;
     let after_split = meetings(&app, ada);
-    let early: Vec<_> = after_split
-        .iter()
-        .filter(|m| m.1 == "Endless standup" && m.2 == "scheduled")
-        .collect();
-    assert_eq!(
-        early.len(),
-        2,
-        "the first two are untouched: {after_split:?}"
-    );
+    let early: Vec<_> = after_split.iter().filter(|m| m.1 == "Endless standup" && m.2 == "scheduled").collect();
+    assert_eq!(early.len(), 2, "the first two are untouched: {after_split:?}");
     for m in &early {
         assert!(before_split.contains(m));
-        assert!(
-            !meeting_changes_after(&app, seq).iter().any(|c| c.1 == m.0),
-            "no change on an earlier occurrence"
-        );
+        assert!(!meeting_changes_after(&app, seq).iter().any(|c| c.1 == m.0), "no change on an earlier occurrence");
     }
-    let later: Vec<_> = after_split
-        .iter()
-        .filter(|m| m.1 == "Standup (new time)")
-        .collect();
-    assert_eq!(
-        later.len(),
-        standups.len() - 2,
-        "each later occurrence once: {after_split:?}"
-    );
+    let later: Vec<_> = after_split.iter().filter(|m| m.1 == "Standup (new time)").collect();
+    assert_eq!(later.len(), standups.len() - 2, "each later occurrence once: {after_split:?}");
     assert!(later.iter().all(|m| m.2 == "scheduled"));
-    let live_later = after_split
-        .iter()
-        .filter(|m| m.1 == "Endless standup" && m.2 == "scheduled")
-        .count();
-    assert_eq!(
-        live_later, 2,
-        "the old later occurrences are no longer scheduled"
-    );
+    let live_later = after_split.iter().filter(|m| m.1 == "Endless standup" && m.2 == "scheduled").count();
+    assert_eq!(live_later, 2, "the old later occurrences are no longer scheduled");
 
     // Time passes: the window's end moves (here: a longer sync_future after a
     // restart), and the occurrences that entered it appear without a push.
@@ -814,30 +550,16 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     let lists = fake.list_log().len();
     let app = start(config, dir).await;
     eventually("the occurrences that entered the window", || {
-        let n = meetings(&app, ada)
-            .iter()
-            .filter(|m| m.1 == "Standup (new time)")
-            .count();
+        let n = meetings(&app, ada).iter().filter(|m| m.1 == "Standup (new time)").count();
         (n >= later.len() + 3).then_some(())
     })
     .await;
     let horizon = format!("{}", day(61));
-    let newest: String = app
-        .db()
-        .query_row(
-            "SELECT MAX(starts_at) FROM meetings WHERE title = 'Standup (new time)'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let newest: String =
+        app.db().query_row("SELECT MAX(starts_at) FROM meetings WHERE title = 'Standup (new time)'", [], |r| r.get(0)).unwrap();
     assert!(newest < horizon, "{newest}");
     // Bounded: one listing of the new slice, not a whole-window resync.
-    let slice: Vec<_> = fake
-        .list_log()
-        .into_iter()
-        .skip(lists)
-        .filter(|c| c.time_min)
-        .collect();
+    let slice: Vec<_> = fake.list_log().into_iter().skip(lists).filter(|c| c.time_min).collect();
     assert_eq!(slice.len(), 1, "{slice:?}");
 }
 
@@ -862,20 +584,10 @@ async fn all_day_events_keep_their_dates_and_timed_events_their_instant_and_own_
     );
     let (ada, jwt) = connect(&app, &fake, ADA).await;
     let m = meeting_of(&app, &jwt, &all_day).await.unwrap();
-    assert_eq!(
-        (m["all_day"].as_bool(), m["starts_at"].as_str()),
-        (Some(true), Some(format!("{d}T00:00:00.000Z").as_str()))
-    );
-    assert_eq!(
-        m["ends_at"],
-        format!("{}T00:00:00.000Z", d.next_day().unwrap())
-    );
+    assert_eq!((m["all_day"].as_bool(), m["starts_at"].as_str()), (Some(true), Some(format!("{d}T00:00:00.000Z").as_str())));
+    assert_eq!(m["ends_at"], format!("{}T00:00:00.000Z", d.next_day().unwrap()));
     let m = meeting_of(&app, &jwt, &ny).await.unwrap();
-    assert_eq!(
-        m["starts_at"],
-        format!("{}T14:30:00.000Z", day(7)),
-        "the same instant"
-    );
+    assert_eq!(m["starts_at"], format!("{}T14:30:00.000Z", day(7)), "the same instant");
     assert_eq!(m["timezone"], "America/New_York", "shown in its own zone");
 
     // An incremental change keeps both right.
@@ -884,10 +596,7 @@ async fn all_day_events_keep_their_dates_and_timed_events_their_instant_and_own_
     let m = meeting_of(&app, &jwt, &ny).await.unwrap();
     assert_eq!(
         (m["starts_at"].as_str(), m["timezone"].as_str()),
-        (
-            Some(format!("{}T14:30:00.000Z", day(7)).as_str()),
-            Some("America/New_York")
-        )
+        (Some(format!("{}T14:30:00.000Z", day(7)).as_str()), Some("America/New_York"))
     );
 }
 
@@ -895,11 +604,7 @@ async fn all_day_events_keep_their_dates_and_timed_events_their_instant_and_own_
 
 fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
     app.db()
-        .query_row(
-            &format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"),
-            [user],
-            |r| r.get(0),
-        )
+        .query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [user], |r| r.get(0))
         .optional()
         .unwrap()
         .unwrap_or(0)
@@ -938,21 +643,10 @@ async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day(
     fake.create_event(ADA, timed("Plan", 2, 10));
     fake.create_event_in(ADA, CLIENTS, timed("Client", 3, 10));
     let (uid, _) = connect(&app, &fake, ADA).await;
-    let calls = |f: &FakeGoogle| {
-        (
-            f.calls("list"),
-            f.calls("token"),
-            f.calls("watch"),
-            f.calls("stop"),
-            f.calls("calendar_list"),
-        )
-    };
+    let calls = |f: &FakeGoogle| (f.calls("list"), f.calls("token"), f.calls("watch"), f.calls("stop"), f.calls("calendar_list"));
     let base = calls(&fake);
     let base_log = fake.list_log().len();
-    let (base_syncs, base_renewals) = (
-        status_count(&app, uid, "safety_net_syncs"),
-        status_count(&app, uid, "renewals"),
-    );
+    let (base_syncs, base_renewals) = (status_count(&app, uid, "safety_net_syncs"), status_count(&app, uid, "renewals"));
     eventually("several safety-net syncs and renewals", || {
         let s = status_count(&app, uid, "safety_net_syncs") - base_syncs;
         let r = status_count(&app, uid, "renewals") - base_renewals;
@@ -963,12 +657,7 @@ async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day(
     let end = calls(&fake);
     let db = rusqlite::Connection::open(&config.database.path).unwrap();
     let counter = |column: &str| -> f64 {
-        db.query_row(
-            &format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"),
-            [uid],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap() as f64
+        db.query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [uid], |r| r.get::<_, i64>(0)).unwrap() as f64
     };
     let syncs = counter("safety_net_syncs") - base_syncs as f64;
     let renewals = counter("renewals") - base_renewals as f64;
@@ -978,27 +667,12 @@ async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day(
     let tokens = (end.1 - base.1) as f64;
     let (watches, stops) = ((end.2 - base.2) as f64, (end.3 - base.3) as f64);
     assert_eq!(end.4, base.4, "the calendar list is not read while idle");
-    assert!(
-        log.iter().all(|c| !c.page_token && c.status == 200),
-        "one page each: {log:?}"
-    );
-    assert!(
-        incremental <= 2.0 * (syncs + 1.0),
-        "one incremental list per calendar per pass: {incremental} for {syncs}"
-    );
+    assert!(log.iter().all(|c| !c.page_token && c.status == 200), "one page each: {log:?}");
+    assert!(incremental <= 2.0 * (syncs + 1.0), "one incremental list per calendar per pass: {incremental} for {syncs}");
     // Every slice listing is bounded (timeMin and timeMax), one per calendar per window step.
-    assert!(
-        slices <= 2.0 * (syncs + 1.0),
-        "{slices} slices for {syncs} passes"
-    );
-    assert!(
-        watches <= renewals + 2.0 && stops <= renewals + 2.0,
-        "one watch and one stop per renewal: {watches}/{stops} for {renewals}"
-    );
-    assert!(
-        tokens <= syncs + renewals + 2.0,
-        "at most one refresh per operation: {tokens} for {syncs} + {renewals}"
-    );
+    assert!(slices <= 2.0 * (syncs + 1.0), "{slices} slices for {syncs} passes");
+    assert!(watches <= renewals + 2.0 && stops <= renewals + 2.0, "one watch and one stop per renewal: {watches}/{stops} for {renewals}");
+    assert!(tokens <= syncs + renewals + 2.0, "at most one refresh per operation: {tokens} for {syncs} + {renewals}");
 
     // Scaled back to the defaults.
     let per_pass = incremental / syncs + 1.0;
@@ -1009,8 +683,5 @@ async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day(
         "idle user, two calendars: {syncs} safety-net passes, {renewals} renewals -> {incremental} incremental lists, {slices} window slices, \
          {tokens} token calls, {watches} watches, {stops} stops; at the defaults {per_day:.1} calls a day"
     );
-    assert!(
-        per_day <= 16.0,
-        "an idle user with two calendars costs {per_day:.1} Google calls a day"
-    );
+    assert!(per_day <= 16.0, "an idle user with two calendars costs {per_day:.1} Google calls a day");
 }

@@ -76,31 +76,19 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
     app.db()
-        .query_row(
-            "SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1",
-            [user],
-            |r| r.get(0),
-        )
+        .query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0))
         .unwrap()
 }
 
 /// A `google_sync_status` counter of a user (0 before the first row).
 fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
     app.db()
-        .query_row(
-            &format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"),
-            [user],
-            |r| r.get(0),
-        )
+        .query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [user], |r| r.get(0))
         .optional()
         .unwrap()
         .unwrap_or(0)
@@ -108,11 +96,8 @@ fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
 
 /// Wait until a pass that started after `before` finished and nothing is queued.
 async fn wait_synced(app: &TestApp, user: i64, before: i64) {
-    eventually("a finished sync pass", || {
-        (status_count(app, user, "syncs") > before && !app.app.google.sync_pending(user))
-            .then_some(())
-    })
-    .await;
+    eventually("a finished sync pass", || (status_count(app, user, "syncs") > before && !app.app.google.sync_pending(user)).then_some(()))
+        .await;
 }
 
 /// Google pushes a change for `email`; wait for the sync it causes.
@@ -123,10 +108,7 @@ async fn notify_and_sync(app: &TestApp, fake: &FakeGoogle, email: &str, user: i6
 }
 
 /// The user's active channel row: (channel id, resource id, expiration, webhook url).
-fn active_row(
-    app: &TestApp,
-    user: i64,
-) -> Option<(String, Option<String>, Option<String>, String)> {
+fn active_row(app: &TestApp, user: i64) -> Option<(String, Option<String>, Option<String>, String)> {
     app.db()
         .query_row(
             "SELECT channel_id, resource_id, expiration, webhook_url FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
@@ -139,15 +121,8 @@ fn active_row(
 
 fn channel_rows(app: &TestApp, user: i64) -> Vec<(String, String)> {
     let db = app.db();
-    let mut stmt = db
-        .prepare(
-            "SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
-        )
-        .unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+    let mut stmt = db.prepare("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id").unwrap();
+    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
 }
 
 /// Sign `email` in with Google as an existing user; waits for the first full
@@ -156,12 +131,7 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
     fake.add_account(email, "Ada Adviser");
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
-    let r = app
-        .http
-        .get(app.url("/api/auth/google"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let cookie = r
         .headers()
@@ -173,28 +143,13 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
         .expect("a state cookie")
         .to_string();
     let r = app.http.get(location(&r)).send().await.unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        302,
-        "the fake consent page accepts the request"
-    );
-    let r = app
-        .http
-        .get(location(&r))
-        .header("cookie", cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
+    let r = app.http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let jwt = location(&r)
-        .strip_prefix("/#access_token=")
-        .expect("lands on / with the token in the fragment")
-        .to_string();
+    let jwt = location(&r).strip_prefix("/#access_token=").expect("lands on / with the token in the fragment").to_string();
     eventually("the first full sync and the push channel", || {
         let registered = active_row(app, id).is_some_and(|c| c.1.is_some());
-        (sync_token_of(app, id).is_some() && registered && !app.app.google.sync_pending(id))
-            .then_some(())
+        (sync_token_of(app, id).is_some() && registered && !app.app.google.sync_pending(id)).then_some(())
     })
     .await;
     (id, jwt)
@@ -204,30 +159,19 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String)
 fn meetings_of(app: &TestApp, user: i64) -> Vec<(i64, String, String, Option<String>)> {
     let db = app.db();
     let mut stmt = db.prepare("SELECT id, title, source, google_event_id FROM meetings WHERE user_id = ?1 ORDER BY id").unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
 }
 
 fn title_of(app: &TestApp, event_id: &str) -> Option<String> {
     app.db()
-        .query_row(
-            "SELECT title FROM meetings WHERE source = 'google' AND external_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT title FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
         .optional()
         .unwrap()
 }
 
 fn status_of(app: &TestApp, event_id: &str) -> Option<String> {
     app.db()
-        .query_row(
-            "SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1",
-            [event_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
         .optional()
         .unwrap()
 }
@@ -236,28 +180,18 @@ fn status_of(app: &TestApp, event_id: &str) -> Option<String> {
 async fn admin_entry(app: &TestApp, admin: &str, user: i64) -> (Value, Value) {
     let (s, report) = app.get("/api/admin/health/google", admin).await;
     assert_eq!(s, 200, "{report}");
-    let entry = report["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["user_id"] == user)
-        .cloned()
-        .unwrap_or(Value::Null);
+    let entry = report["users"].as_array().unwrap().iter().find(|u| u["user_id"] == user).cloned().unwrap_or(Value::Null);
     (report, entry)
 }
 
 fn fake_channel(fake: &FakeGoogle, email: &str, id: &str) -> FakeChannel {
-    fake.channels(email)
-        .into_iter()
-        .find(|c| c.id == id)
-        .expect("the fake knows the channel")
+    fake.channels(email).into_iter().find(|c| c.id == id).expect("the fake knows the channel")
 }
 
 // ---- renewal ---------------------------------------------------------------
 
 #[tokio::test]
-async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during_the_overlap_counts(
-) {
+async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during_the_overlap_counts() {
     let fake = FakeGoogle::start().await;
     let app = spawn_app_with(|c| {
         google_config(&fake, c);
@@ -277,11 +211,7 @@ async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during
 
     // A change nobody has announced yet; Google pushes it on the old channel
     // just as syncgate stops that channel, i.e. while both channels are live.
-    fake.update_event(
-        "ada@example.com",
-        &ev,
-        json!({"summary": "Plan (moved room)"}),
-    );
+    fake.update_event("ada@example.com", &ev, json!({"summary": "Plan (moved room)"}));
     fake.notify_before_stop("exists");
 
     let old = eventually("the old channel to be stopped", || {
@@ -289,58 +219,26 @@ async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during
         c.stopped.then_some(c)
     })
     .await;
-    assert_eq!(
-        fake.before_stop_answers(),
-        vec![200],
-        "the push on the old channel during the overlap was accepted"
-    );
-    eventually("the pushed change to be synced", || {
-        (title_of(&app, &ev).as_deref() == Some("Plan (moved room)")).then_some(())
-    })
-    .await;
+    assert_eq!(fake.before_stop_answers(), vec![200], "the push on the old channel during the overlap was accepted");
+    eventually("the pushed change to be synced", || (title_of(&app, &ev).as_deref() == Some("Plan (moved room)")).then_some(())).await;
 
     // The new channel was registered before the old one expired, and the
     // old one was stopped before it expired too: no moment without a channel.
     let live = fake.active_channels("ada@example.com");
-    assert_eq!(
-        live.len(),
-        1,
-        "exactly one live channel at Google: {live:?}"
-    );
+    assert_eq!(live.len(), 1, "exactly one live channel at Google: {live:?}");
     let new = &live[0];
     assert_ne!(new.id, first);
-    assert!(
-        new.created_ms < first_at_google.expiration_ms,
-        "renewed before expiry"
-    );
-    assert!(
-        old.stopped_ms.unwrap() < old.expiration_ms,
-        "the old channel was stopped, not left to lapse"
-    );
+    assert!(new.created_ms < first_at_google.expiration_ms, "renewed before expiry");
+    assert!(old.stopped_ms.unwrap() < old.expiration_ms, "the old channel was stopped, not left to lapse");
     assert!(new.expiration_ms > old.expiration_ms);
     // syncgate keeps only the new channel, with what Google returned.
     let (cid, resource, _, _) = active_row(&app, uid).unwrap();
-    assert_eq!(
-        (cid.as_str(), resource.as_deref()),
-        (new.id.as_str(), Some(new.resource_id.as_str()))
-    );
-    eventually("only the new channel kept", || {
-        (channel_rows(&app, uid) == vec![(new.id.clone(), "active".to_string())]).then_some(())
-    })
-    .await;
+    assert_eq!((cid.as_str(), resource.as_deref()), (new.id.as_str(), Some(new.resource_id.as_str())));
+    eventually("only the new channel kept", || (channel_rows(&app, uid) == vec![(new.id.clone(), "active".to_string())]).then_some(()))
+        .await;
 
     // After the overlap the old channel is unknown: a late push on it is refused.
-    let late = fake
-        .send_notification(
-            &old.address,
-            &old.id,
-            old.token.as_deref(),
-            &old.resource_id,
-            "exists",
-            99,
-            old.expiration_ms,
-        )
-        .await;
+    let late = fake.send_notification(&old.address, &old.id, old.token.as_deref(), &old.resource_id, "exists", 99, old.expiration_ms).await;
     assert_eq!(late, 404);
 
     // Admins see the renewal (recorded just after the old channel is stopped).
@@ -349,13 +247,7 @@ async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during
         (entry["renewals"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })
     .await;
-    assert_eq!(
-        (
-            report["channel_ttl"].as_str(),
-            report["renew_before"].as_str()
-        ),
-        (Some("12s"), Some("6s"))
-    );
+    assert_eq!((report["channel_ttl"].as_str(), report["renew_before"].as_str()), (Some("12s"), Some("6s")));
     assert_eq!(entry["renewal_failures"], 0, "{entry}");
     assert!(entry["last_renewal_at"].is_string(), "{entry}");
 }
@@ -385,37 +277,21 @@ async fn a_failed_renewal_is_retried_with_backoff_and_admins_see_it() {
     let (report, entry) = failing;
     assert_eq!(report["renewal_failing"], json!([uid]), "{report}");
     let error = entry["last_renewal_error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("403"),
-        "the error says what Google answered: {entry}"
-    );
-    assert!(
-        entry["next_renewal_attempt_at"].is_string(),
-        "and when the next try is: {entry}"
-    );
-    assert!(
-        !report.to_string().contains("ya29."),
-        "no token in the report"
-    );
+    assert!(error.contains("403"), "the error says what Google answered: {entry}");
+    assert!(entry["next_renewal_attempt_at"].is_string(), "and when the next try is: {entry}");
+    assert!(!report.to_string().contains("ya29."), "no token in the report");
 
     // The retries go on until Google accepts; then the old channel is stopped
     // and the failure streak is over (the last error stays visible).
     let (report, entry) = within_async(20, "a renewal that finally works", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
-        (entry["renewal_failures"] == 0 && entry["renewals"].as_i64().unwrap_or(0) >= 1)
-            .then_some((report, entry))
+        (entry["renewal_failures"] == 0 && entry["renewals"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })
     .await;
     assert_eq!(report["renewal_failing"], json!([]));
-    assert!(entry["last_renewal_error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("403"));
+    assert!(entry["last_renewal_error"].as_str().unwrap_or_default().contains("403"));
     assert_eq!(entry["next_renewal_attempt_at"], Value::Null);
-    assert!(
-        fake.calls("watch") >= watches + 4,
-        "three refused registrations, then one that worked"
-    );
+    assert!(fake.calls("watch") >= watches + 4, "three refused registrations, then one that worked");
     let live = fake.active_channels("ada@example.com");
     assert_eq!(live.len(), 1, "{live:?}");
     assert_ne!(live[0].id, first);
@@ -448,11 +324,7 @@ async fn after_a_restart_changes_made_while_down_appear_without_a_notification()
 
     let (config, dir) = stop_keeping_address(app).await;
     // While syncgate is down: nobody is there to be told.
-    fake.update_event(
-        "ada@example.com",
-        &moved,
-        json!({"summary": "Moved to Friday"}),
-    );
+    fake.update_event("ada@example.com", &moved, json!({"summary": "Moved to Friday"}));
     fake.delete_event("ada@example.com", &dropped);
     let added = fake.create_event("ada@example.com", timed("Added while down", 5, 9));
 
@@ -467,10 +339,7 @@ async fn after_a_restart_changes_made_while_down_appear_without_a_notification()
     assert_eq!(title_of(&app, &kept).as_deref(), Some("Kept"));
     // One incremental list (the sync token survived the restart), no full sync.
     let after: Vec<_> = fake.list_log().into_iter().skip(lists).collect();
-    assert!(
-        !after.is_empty() && after.iter().all(|c| c.sync_token && !c.time_min),
-        "{after:?}"
-    );
+    assert!(!after.is_empty() && after.iter().all(|c| c.sync_token && !c.time_min), "{after:?}");
     // The channel was still good: kept, not re-registered.
     assert_eq!(fake.calls("watch"), watches);
     assert_eq!(active_row(&app, uid).unwrap().0, channel);
@@ -478,10 +347,7 @@ async fn after_a_restart_changes_made_while_down_appear_without_a_notification()
     // And pushes keep working on it.
     fake.update_event("ada@example.com", &kept, json!({"summary": "Kept, pushed"}));
     assert_eq!(fake.notify("ada@example.com", "exists").await, vec![200]);
-    eventually("the pushed change", || {
-        (title_of(&app, &kept).as_deref() == Some("Kept, pushed")).then_some(())
-    })
-    .await;
+    eventually("the pushed change", || (title_of(&app, &kept).as_deref() == Some("Kept, pushed")).then_some(())).await;
 }
 
 #[tokio::test]
@@ -499,11 +365,7 @@ async fn on_start_missing_expired_and_left_over_channels_are_put_right() {
         // As if syncgate had died in the middle of renewing A's channel (old
         // one already `retiring`, new one not registered) ...
         let db = rusqlite::Connection::open(&config.database.path).unwrap();
-        db.execute(
-            "UPDATE calendar_watch_channels SET state = 'retiring' WHERE channel_id = ?1",
-            [&a_old],
-        )
-        .unwrap();
+        db.execute("UPDATE calendar_watch_channels SET state = 'retiring' WHERE channel_id = ?1", [&a_old]).unwrap();
         // ... and had been down past the expiry of B's channel.
         db.execute("UPDATE calendar_watch_channels SET expiration = '2020-01-01T00:00:00.000Z' WHERE channel_id = ?1", [&b_old]).unwrap();
     }
@@ -511,24 +373,17 @@ async fn on_start_missing_expired_and_left_over_channels_are_put_right() {
 
     for (user, email, old) in [(a, "a@example.com", &a_old), (b, "b@example.com", &b_old)] {
         let new = eventually("a new channel", || {
-            active_row(&app, user)
-                .filter(|r| &r.0 != old && r.1.is_some() && channel_rows(&app, user).len() == 1)
+            active_row(&app, user).filter(|r| &r.0 != old && r.1.is_some() && channel_rows(&app, user).len() == 1)
         })
         .await;
         let live = fake.active_channels(email);
         assert_eq!(live.len(), 1, "{email}: {live:?}");
         assert_eq!(live[0].id, new.0);
         assert_eq!(live[0].address, new.3);
-        assert!(
-            fake_channel(&fake, email, old).stopped,
-            "{email}: the replaced channel was stopped at Google"
-        );
+        assert!(fake_channel(&fake, email, old).stopped, "{email}: the replaced channel was stopped at Google");
     }
     // C's channel was fine and is kept.
-    eventually("C's catch-up sync", || {
-        (status_count(&app, c, "syncs") >= 2 && !app.app.google.sync_pending(c)).then_some(())
-    })
-    .await;
+    eventually("C's catch-up sync", || (status_count(&app, c, "syncs") >= 2 && !app.app.google.sync_pending(c)).then_some(())).await;
     assert_eq!(active_row(&app, c).unwrap().0, c_old);
     assert_eq!(fake.active_channels("c@example.com").len(), 1);
 }
@@ -544,28 +399,13 @@ async fn a_new_webhook_address_gets_new_channels_on_start() {
     // Restart on another port: the public URL, hence the webhook URL, changes.
     let (config, dir) = app.stop().await;
     let app = start(config, dir).await;
-    let new = eventually("a channel at the new address", || {
-        active_row(&app, uid).filter(|r| r.0 != old && r.1.is_some())
-    })
-    .await;
+    let new = eventually("a channel at the new address", || active_row(&app, uid).filter(|r| r.0 != old && r.1.is_some())).await;
     assert_ne!(new.3, old_url);
     assert_eq!(new.3, app.app.google.webhook_url());
-    eventually("the old channel stopped", || {
-        fake_channel(&fake, "ada@example.com", &old)
-            .stopped
-            .then_some(())
-    })
-    .await;
+    eventually("the old channel stopped", || fake_channel(&fake, "ada@example.com", &old).stopped.then_some(())).await;
     fake.update_event("ada@example.com", &ev, json!({"summary": "Plan B"}));
-    assert_eq!(
-        fake.notify("ada@example.com", "exists").await,
-        vec![200],
-        "Google pushes to the new address"
-    );
-    eventually("the pushed change", || {
-        (title_of(&app, &ev).as_deref() == Some("Plan B")).then_some(())
-    })
-    .await;
+    assert_eq!(fake.notify("ada@example.com", "exists").await, vec![200], "Google pushes to the new address");
+    eventually("the pushed change", || (title_of(&app, &ev).as_deref() == Some("Plan B")).then_some(())).await;
 }
 
 // ---- safety net ------------------------------------------------------------
@@ -585,15 +425,9 @@ async fn the_safety_net_sync_brings_changes_no_notification_announced_and_counts
     let (uid, _) = connect(&app, &fake, "ada@example.com").await;
 
     // Google changes the event and never says so.
-    fake.update_event(
-        "ada@example.com",
-        &ev,
-        json!({"summary": "Changed, never pushed"}),
-    );
-    eventually("the safety net to find the change", || {
-        (title_of(&app, &ev).as_deref() == Some("Changed, never pushed")).then_some(())
-    })
-    .await;
+    fake.update_event("ada@example.com", &ev, json!({"summary": "Changed, never pushed"}));
+    eventually("the safety net to find the change", || (title_of(&app, &ev).as_deref() == Some("Changed, never pushed")).then_some(()))
+        .await;
     let (report, entry) = within_async(10, "the safety net's find counted", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
         (entry["safety_net_changes"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
@@ -601,28 +435,10 @@ async fn the_safety_net_sync_brings_changes_no_notification_announced_and_counts
     .await;
     assert!(entry["safety_net_syncs"].as_i64().unwrap() >= 1, "{entry}");
     assert!(entry["last_safety_net_changes_at"].is_string(), "{entry}");
-    assert_eq!(
-        report["push_gap_suspected"],
-        json!([uid]),
-        "a change no push announced: {report}"
-    );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"syncgate_google_syncs_total{kind="safety_net",outcome="ok"}"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"syncgate_google_api_calls_total{endpoint="events_list",status="200"}"#),
-        "{metrics}"
-    );
+    assert_eq!(report["push_gap_suspected"], json!([uid]), "a change no push announced: {report}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"syncgate_google_syncs_total{kind="safety_net",outcome="ok"}"#), "{metrics}");
+    assert!(metrics.contains(r#"syncgate_google_api_calls_total{endpoint="events_list",status="200"}"#), "{metrics}");
 
     // A pushed change is not counted as a safety-net find.
     let found = status_count(&app, uid, "safety_net_changes");
@@ -630,15 +446,9 @@ async fn the_safety_net_sync_brings_changes_no_notification_announced_and_counts
     fake.update_event("ada@example.com", &ev, json!({"summary": "Pushed"}));
     assert_eq!(fake.notify("ada@example.com", "exists").await, vec![200]);
     wait_synced(&app, uid, before).await;
-    eventually("the pushed change", || {
-        (title_of(&app, &ev).as_deref() == Some("Pushed")).then_some(())
-    })
-    .await;
+    eventually("the pushed change", || (title_of(&app, &ev).as_deref() == Some("Pushed")).then_some(())).await;
     let more = status_count(&app, uid, "safety_net_changes");
-    assert!(
-        more == found || more == found + 1,
-        "at most a safety-net pass racing the push may count it"
-    );
+    assert!(more == found || more == found + 1, "at most a safety-net pass racing the push may count it");
 }
 
 /// What an idle connected user costs in Google API calls per day, with the
@@ -674,20 +484,10 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
     fake.add_account("ada@example.com", "Ada");
     fake.create_event("ada@example.com", timed("Plan", 2, 10));
     let (uid, _) = connect(&app, &fake, "ada@example.com").await;
-    let calls = |f: &FakeGoogle| {
-        (
-            f.calls("list"),
-            f.calls("token"),
-            f.calls("watch"),
-            f.calls("stop"),
-        )
-    };
+    let calls = |f: &FakeGoogle| (f.calls("list"), f.calls("token"), f.calls("watch"), f.calls("stop"));
     let base = calls(&fake);
     let base_log = fake.list_log().len();
-    let (base_syncs, base_renewals) = (
-        status_count(&app, uid, "safety_net_syncs"),
-        status_count(&app, uid, "renewals"),
-    );
+    let (base_syncs, base_renewals) = (status_count(&app, uid, "safety_net_syncs"), status_count(&app, uid, "renewals"));
 
     within(30, "several safety-net syncs and renewals", || {
         let s = status_count(&app, uid, "safety_net_syncs") - base_syncs;
@@ -702,13 +502,7 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
     let end = calls(&fake);
     let db = rusqlite::Connection::open(&config.database.path).unwrap();
     let counter = |column: &str| -> f64 {
-        let n: i64 = db
-            .query_row(
-                &format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"),
-                [uid],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let n: i64 = db.query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [uid], |r| r.get(0)).unwrap();
         n as f64
     };
     let syncs = counter("safety_net_syncs") - base_syncs as f64;
@@ -718,23 +512,10 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
     let tokens = (end.1 - base.1) as f64;
     let watches = (end.2 - base.2) as f64;
     let stops = (end.3 - base.3) as f64;
-    assert!(
-        log.iter()
-            .all(|c| c.sync_token && !c.page_token && !c.time_min && c.status == 200),
-        "incremental, one page: {log:?}"
-    );
-    assert!(
-        lists <= syncs + 1.0,
-        "one events.list per safety-net sync: {lists} lists for {syncs} syncs"
-    );
-    assert!(
-        watches <= renewals + 1.0 && stops <= renewals + 1.0,
-        "one watch and one stop per renewal: {watches}/{stops} for {renewals}"
-    );
-    assert!(
-        tokens <= syncs + renewals + 1.0,
-        "at most one refresh per operation: {tokens} for {syncs} + {renewals}"
-    );
+    assert!(log.iter().all(|c| c.sync_token && !c.page_token && !c.time_min && c.status == 200), "incremental, one page: {log:?}");
+    assert!(lists <= syncs + 1.0, "one events.list per safety-net sync: {lists} lists for {syncs} syncs");
+    assert!(watches <= renewals + 1.0 && stops <= renewals + 1.0, "one watch and one stop per renewal: {watches}/{stops} for {renewals}");
+    assert!(tokens <= syncs + renewals + 1.0, "at most one refresh per operation: {tokens} for {syncs} + {renewals}");
 
     // Scaled back to the defaults.
     let per_sync = lists / syncs + 1.0;
@@ -744,10 +525,7 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
         "idle user: {syncs} safety-net syncs, {renewals} renewals -> {lists} lists, {tokens} token calls, {watches} watches, {stops} stops; \
          at the defaults {per_day:.1} calls a day"
     );
-    assert!(
-        per_day <= 10.0,
-        "an idle user costs {per_day:.1} Google calls a day"
-    );
+    assert!(per_day <= 10.0, "an idle user costs {per_day:.1} Google calls a day");
 }
 
 // ---- one meeting per booking -------------------------------------------------
@@ -758,15 +536,7 @@ const CALENDLY_KEY: &str = "calendly-signing-key-for-the-google-tests-01";
 /// (`email`) books scheduled event `event` at `start` with the adviser
 /// `host`; `google_event_id` is `calendar_event.external_id` (None: Calendly
 /// reported no calendar event).
-fn booking(
-    host: &str,
-    event: &str,
-    invitee: &str,
-    email: &str,
-    start: &str,
-    end: &str,
-    google_event_id: Option<&str>,
-) -> Value {
+fn booking(host: &str, event: &str, invitee: &str, email: &str, start: &str, end: &str, google_event_id: Option<&str>) -> Value {
     let ev_uri = format!("https://api.calendly.com/scheduled_events/{event}");
     json!({
         "event": "invitee.created",
@@ -816,11 +586,7 @@ async fn deliver(app: &TestApp, body: &Value) {
         .await
         .unwrap();
     let (status, v) = decode(r).await;
-    assert_eq!(
-        (status, v["outcome"].as_str()),
-        (200, Some("accepted")),
-        "{v}"
-    );
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{v}");
 }
 
 /// The Google event Calendly writes for a booking: the adviser and the invitee attend.
@@ -849,17 +615,9 @@ async fn a_calendly_booking_and_its_google_copy_are_one_meeting_whichever_arrive
     let (uid, jwt) = connect(&app, &fake, adviser).await;
 
     // (case, Calendly first?, with calendar_event.external_id?)
-    let cases = [
-        ("one", true, true),
-        ("two", false, true),
-        ("three", true, false),
-        ("four", false, false),
-    ];
+    let cases = [("one", true, true), ("two", false, true), ("three", true, false), ("four", false, false)];
     for (i, (name, calendly_first, with_id)) in cases.into_iter().enumerate() {
-        let (start, end) = (
-            at(3 + i as i64, 10),
-            format!("{}T10:30:00Z", &at(3 + i as i64, 10)[..10]),
-        );
+        let (start, end) = (at(3 + i as i64, 10), format!("{}T10:30:00Z", &at(3 + i as i64, 10)[..10]));
         let gid = format!("gbook{name}");
         let invitee_email = format!("client.{name}@example.com");
         let delivery = booking(
@@ -879,58 +637,29 @@ async fn a_calendly_booking_and_its_google_copy_are_one_meeting_whichever_arrive
         } else {
             fake.create_event(adviser, google);
             notify_and_sync(&app, &fake, adviser, uid).await;
-            let m = meetings_of(&app, uid)
-                .into_iter()
-                .find(|m| m.3.as_deref() == Some(gid.as_str()));
-            assert_eq!(
-                m.map(|m| m.2).as_deref(),
-                Some("google"),
-                "case {name}: first a Google meeting"
-            );
+            let m = meetings_of(&app, uid).into_iter().find(|m| m.3.as_deref() == Some(gid.as_str()));
+            assert_eq!(m.map(|m| m.2).as_deref(), Some("google"), "case {name}: first a Google meeting");
             deliver(&app, &delivery).await;
         }
         // Later edits in Google do not make a second meeting either.
-        fake.update_event(
-            adviser,
-            &gid,
-            json!({"summary": "Edited in Google", "location": "Room 2"}),
-        );
+        fake.update_event(adviser, &gid, json!({"summary": "Edited in Google", "location": "Room 2"}));
         notify_and_sync(&app, &fake, adviser, uid).await;
 
-        let of_booking: Vec<_> = meetings_of(&app, uid)
-            .into_iter()
-            .filter(|m| m.3.as_deref() == Some(gid.as_str()))
-            .collect();
-        assert_eq!(
-            of_booking.len(),
-            1,
-            "case {name}: one meeting per booking: {of_booking:?}"
-        );
+        let of_booking: Vec<_> = meetings_of(&app, uid).into_iter().filter(|m| m.3.as_deref() == Some(gid.as_str())).collect();
+        assert_eq!(of_booking.len(), 1, "case {name}: one meeting per booking: {of_booking:?}");
         let (id, title, source, _) = &of_booking[0];
         assert_eq!(source, "calendly", "case {name}");
-        assert_eq!(
-            title, "Financial review (30 min)",
-            "case {name}: Calendly owns the booking's fields"
-        );
+        assert_eq!(title, "Financial review (30 min)", "case {name}: Calendly owns the booking's fields");
         let (s, m) = app.get(&format!("/api/meetings/{id}"), &jwt).await;
         assert_eq!(s, 200);
-        assert_eq!(
-            m["external_id"],
-            format!("https://api.calendly.com/scheduled_events/EV{name}AAAAAAAAAAA"),
-            "case {name}"
-        );
+        assert_eq!(m["external_id"], format!("https://api.calendly.com/scheduled_events/EV{name}AAAAAAAAAAA"), "case {name}");
         assert_eq!(m["google_event_id"], gid.as_str(), "case {name}");
     }
     // Four bookings, four meetings, none ever deleted: a Google meeting that
     // came first was turned into the Calendly one by an UPDATE.
     let all = meetings_of(&app, uid);
     assert_eq!(all.len(), 4, "{all:?}");
-    let ops: Vec<(String, String)> = app
-        .changes()
-        .into_iter()
-        .filter(|c| c.1 == "meetings")
-        .map(|c| (c.2, c.3.to_string()))
-        .collect();
+    let ops: Vec<(String, String)> = app.changes().into_iter().filter(|c| c.1 == "meetings").map(|c| (c.2, c.3.to_string())).collect();
     assert_eq!(ops.iter().filter(|o| o.0 == "INSERT").count(), 4, "{ops:?}");
     assert!(!ops.iter().any(|o| o.0 == "DELETE"), "{ops:?}");
 }

@@ -67,10 +67,7 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
         base: format!("http://{addr}"),
         app,
         config,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         dir,
         stop: std::sync::Mutex::new(Some(tx)),
         task: std::sync::Mutex::new(Some(task)),
@@ -105,8 +102,7 @@ impl TestApp {
     /// Add a user directly in the database; returns (id, token).
     pub fn add_user(&self, email: &str, role: &str) -> (i64, String) {
         let conn = syncgate::store::open_connection(&self.config.database).expect("open db");
-        let id = syncgate::store::users::create(&conn, email, Some("Test User"), role)
-            .expect("create user");
+        let id = syncgate::store::users::create(&conn, email, Some("Test User"), role).expect("create user");
         (id, self.app.tokens.user_token(id, role, 3600))
     }
 
@@ -124,34 +120,16 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("request");
         decode(r).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request");
+        let r = self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("request");
         decode(r).await
     }
 
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        token: &str,
-        body: impl Into<reqwest::Body>,
-    ) -> (u16, Value) {
+    pub async fn post_raw(&self, path: &str, token: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let r = self
             .http
             .post(self.url(path))
@@ -165,42 +143,20 @@ impl TestApp {
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request");
+        let r = self.http.patch(self.url(path)).bearer_auth(token).json(body).send().await.expect("request");
         decode(r).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request");
+        let r = self.http.delete(self.url(path)).bearer_auth(token).send().await.expect("request");
         decode(r).await
     }
 
     /// Open a realtime socket (`vsn` 1.0.0 or 2.0.0) with `apikey`.
     pub async fn ws(&self, apikey: &str, vsn: &str) -> Ws {
-        let url = format!(
-            "ws://{}/realtime/v1/websocket?apikey={}&vsn={}",
-            self.addr, apikey, vsn
-        );
-        let (s, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
-        Ws {
-            inner: s,
-            v2: vsn == "2.0.0",
-            next_ref: 1,
-        }
+        let url = format!("ws://{}/realtime/v1/websocket?apikey={}&vsn={}", self.addr, apikey, vsn);
+        let (s, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        Ws { inner: s, v2: vsn == "2.0.0", next_ref: 1 }
     }
 
     /// Every row of `changes`, oldest first: (seq, table, op, row_id, user_id, record, old_record).
@@ -253,20 +209,11 @@ pub struct Frame {
 
 impl Ws {
     pub async fn send_raw(&mut self, text: &str) {
-        self.inner
-            .send(Message::text(text.to_string()))
-            .await
-            .expect("send");
+        self.inner.send(Message::text(text.to_string())).await.expect("send");
     }
 
     /// Send a frame; returns the ref used.
-    pub async fn send(
-        &mut self,
-        join_ref: Option<&str>,
-        topic: &str,
-        event: &str,
-        payload: Value,
-    ) -> String {
+    pub async fn send(&mut self, join_ref: Option<&str>, topic: &str, event: &str, payload: Value) -> String {
         let r = self.next_ref.to_string();
         self.next_ref += 1;
         let text = if self.v2 {
@@ -280,12 +227,7 @@ impl Ws {
 
     /// Join `topic` with postgres_changes bindings and an access token. Returns the join ref.
     pub async fn join(&mut self, topic: &str, bindings: Value, token: Option<&str>) -> String {
-        self.join_with(
-            topic,
-            serde_json::json!({"postgres_changes": bindings}),
-            token,
-        )
-        .await
+        self.join_with(topic, serde_json::json!({"postgres_changes": bindings}), token).await
     }
 
     pub async fn join_with(&mut self, topic: &str, config: Value, token: Option<&str>) -> String {
@@ -294,18 +236,14 @@ impl Ws {
         if let Some(t) = token {
             payload["access_token"] = Value::String(t.into());
         }
-        self.send(Some(&jr.clone()), topic, "phx_join", payload)
-            .await;
+        self.send(Some(&jr.clone()), topic, "phx_join", payload).await;
         jr
     }
 
     /// Next frame within `wait`, or None.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Frame> {
         loop {
-            let msg = tokio::time::timeout(wait, self.inner.next())
-                .await
-                .ok()??
-                .ok()?;
+            let msg = tokio::time::timeout(wait, self.inner.next()).await.ok()??.ok()?;
             match msg {
                 Message::Text(t) => return Some(parse_frame(t.as_str(), self.v2)),
                 Message::Close(_) => return None,
@@ -315,9 +253,7 @@ impl Ws {
     }
 
     pub async fn recv(&mut self) -> Frame {
-        self.recv_within(Duration::from_secs(10))
-            .await
-            .expect("a frame within 10 s")
+        self.recv_within(Duration::from_secs(10)).await.expect("a frame within 10 s")
     }
 
     /// Skip frames until one with this event arrives.
@@ -333,11 +269,7 @@ impl Ws {
     /// Wait for the ok reply and the "Subscribed" system message of a join.
     pub async fn joined(&mut self) -> Frame {
         let reply = self.recv_event("phx_reply").await;
-        assert_eq!(
-            reply.payload["status"], "ok",
-            "join refused: {:?}",
-            reply.payload
-        );
+        assert_eq!(reply.payload["status"], "ok", "join refused: {:?}", reply.payload);
         reply
     }
 
@@ -350,9 +282,7 @@ impl Ws {
                 Err(_) => return None,
                 Ok(None) => return Some((1006, String::new())),
                 Ok(Some(Err(_))) => return Some((1006, String::new())),
-                Ok(Some(Ok(Message::Close(Some(f))))) => {
-                    return Some((u16::from(f.code), f.reason.to_string()))
-                }
+                Ok(Some(Ok(Message::Close(Some(f))))) => return Some((u16::from(f.code), f.reason.to_string())),
                 Ok(Some(Ok(Message::Close(None)))) => return Some((1005, String::new())),
                 Ok(Some(Ok(_))) => continue,
             }
@@ -366,13 +296,7 @@ pub fn parse_frame(text: &str, v2: bool) -> Frame {
     if v2 {
         let a = v.as_array().expect("vsn 2 frames are arrays");
         assert_eq!(a.len(), 5, "vsn 2 frames have 5 elements: {text}");
-        Frame {
-            join_ref: s(&a[0]),
-            reference: s(&a[1]),
-            topic: s(&a[2]).unwrap(),
-            event: s(&a[3]).unwrap(),
-            payload: a[4].clone(),
-        }
+        Frame { join_ref: s(&a[0]), reference: s(&a[1]), topic: s(&a[2]).unwrap(), event: s(&a[3]).unwrap(), payload: a[4].clone() }
     } else {
         Frame {
             join_ref: s(&v["join_ref"]),

@@ -15,10 +15,7 @@ pub async fn scrape(app: &TestApp, token: Option<&str>) -> HashMap<String, f64> 
     }
     let r = req.send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
@@ -26,15 +23,9 @@ pub async fn scrape(app: &TestApp, token: Option<&str>) -> HashMap<String, f64> 
     for s in parsed.samples {
         let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
-        let key = if labels.is_empty() {
-            s.metric.clone()
-        } else {
-            format!("{}{{{}}}", s.metric, labels.join(","))
-        };
+        let key = if labels.is_empty() { s.metric.clone() } else { format!("{}{{{}}}", s.metric, labels.join(",")) };
         let v = match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
             prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => continue,
         };
@@ -50,10 +41,7 @@ async fn liveness_and_readiness() {
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = app.get("/health/ready", "").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        body["checks"],
-        json!({"database": "ok", "writer": "ok", "hub": "ok"})
-    );
+    assert_eq!(body["checks"], json!({"database": "ok", "writer": "ok", "hub": "ok"}));
 }
 
 #[tokio::test]
@@ -76,8 +64,7 @@ async fn metrics_move_with_writes_and_sockets() {
     ws.join("realtime:m", json!([{"event": "*", "schema": "public"}, {"event": "*", "schema": "public", "table": "meetings"}]), Some(&token)).await;
     ws.joined().await;
     for i in 0..5 {
-        app.post("/api/clients", &token, &json!({"name": format!("c{i}")}))
-            .await;
+        app.post("/api/clients", &token, &json!({"name": format!("c{i}")})).await;
     }
     for _ in 0..5 {
         ws.recv_event("postgres_changes").await;
@@ -86,15 +73,8 @@ async fn metrics_move_with_writes_and_sockets() {
     assert_eq!(after["syncgate_realtime_sockets"], 1.0);
     assert_eq!(after["syncgate_realtime_channels"], 1.0);
     assert_eq!(after["syncgate_realtime_bindings"], 2.0);
-    assert_eq!(
-        after["syncgate_realtime_frames_delivered_total"]
-            - before["syncgate_realtime_frames_delivered_total"],
-        5.0
-    );
-    assert_eq!(
-        after["syncgate_changes_head_seq"],
-        before["syncgate_changes_head_seq"] + 5.0
-    );
+    assert_eq!(after["syncgate_realtime_frames_delivered_total"] - before["syncgate_realtime_frames_delivered_total"], 5.0);
+    assert_eq!(after["syncgate_changes_head_seq"], before["syncgate_changes_head_seq"] + 5.0);
     assert_eq!(after["syncgate_changes_retained_rows"], 5.0);
     assert!(after["syncgate_writer_batch_size_count"] >= 5.0);
     assert!(after.contains_key("syncgate_writer_commit_seconds_count"));
@@ -113,13 +93,7 @@ async fn metrics_token_is_required_when_configured() {
     let app = spawn_app_with(|c| c.metrics.token = "scrape-me".into()).await;
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = app
-        .http
-        .get(app.url("/metrics"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/metrics")).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let m = scrape(&app, Some("scrape-me")).await;
     assert!(m.contains_key("syncgate_uptime_seconds"));
@@ -136,14 +110,7 @@ async fn webhook_counters_move_by_source_and_outcome() {
     let key = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     let before = scrape(&app, None).await;
     for _ in 0..2 {
-        let r = app
-            .http
-            .post(app.url("/api/calendly/webhook"))
-            .header("Calendly-Webhook-Signature", "t=1,v1=00")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.post(app.url("/api/calendly/webhook")).header("Calendly-Webhook-Signature", "t=1,v1=00").body("{}").send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401);
     }
     let r = app

@@ -32,13 +32,7 @@ async fn a_backup_taken_under_write_load_is_consistent_and_has_every_earlier_wri
         writers.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::Acquire) {
-                let (status, row) = app
-                    .post(
-                        "/api/clients",
-                        &token,
-                        &json!({"name": format!("w{w}-{i}")}),
-                    )
-                    .await;
+                let (status, row) = app.post("/api/clients", &token, &json!({"name": format!("w{w}-{i}")})).await;
                 assert_eq!(status, 201);
                 acked.lock().unwrap().push(row["id"].as_i64().unwrap());
                 i += 1;
@@ -50,14 +44,8 @@ async fn a_backup_taken_under_write_load_is_consistent_and_has_every_earlier_wri
     let file = app.dir.path().join("backup.db");
     let db = app.config.database.path.clone();
     let file_s = file.to_string_lossy().into_owned();
-    let out = tokio::task::spawn_blocking(move || cli(&db, &["backup", "--to", &file_s]))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "backup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tokio::task::spawn_blocking(move || cli(&db, &["backup", "--to", &file_s])).await.unwrap();
+    assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Release);
     for w in writers {
@@ -65,16 +53,10 @@ async fn a_backup_taken_under_write_load_is_consistent_and_has_every_earlier_wri
     }
     assert!(before.len() > 10, "writes were running");
     let copy = rusqlite::Connection::open(&file).unwrap();
-    let ok: String = copy
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let ok: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     for id in &before {
-        let n: i64 = copy
-            .query_row("SELECT COUNT(*) FROM clients WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let n: i64 = copy.query_row("SELECT COUNT(*) FROM clients WHERE id = ?1", [id], |r| r.get(0)).unwrap();
         assert_eq!(n, 1, "client {id} was acknowledged before the backup began");
     }
     // Every client in the copy has its change logged in the copy (one transaction each).
@@ -86,20 +68,11 @@ async fn a_backup_taken_under_write_load_is_consistent_and_has_every_earlier_wri
     let out = cli(&app.config.database.path, &["check"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&format!(
-            "schema version {}",
-            syncgate::store::migrations::latest_version()
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!("schema version {}", syncgate::store::migrations::latest_version())), "{text}");
     assert!(text.contains("integrity ok"), "{text}");
 
     // A backup never overwrites.
-    let out = cli(
-        &app.config.database.path,
-        &["backup", "--to", &file.to_string_lossy()],
-    );
+    let out = cli(&app.config.database.path, &["backup", "--to", &file.to_string_lossy()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
@@ -114,13 +87,7 @@ async fn shutdown_under_load_loses_no_acknowledged_write() {
         let (app, token, acked) = (app.clone(), token.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             for i in 0.. {
-                let r = app
-                    .http
-                    .post(app.url("/api/clients"))
-                    .bearer_auth(&token)
-                    .json(&json!({"name": format!("w{w}-{i}")}))
-                    .send()
-                    .await;
+                let r = app.http.post(app.url("/api/clients")).bearer_auth(&token).json(&json!({"name": format!("w{w}-{i}")})).send().await;
                 match r {
                     Ok(r) if r.status().as_u16() == 201 => {
                         let row: serde_json::Value = r.json().await.unwrap();
@@ -132,22 +99,13 @@ async fn shutdown_under_load_loses_no_acknowledged_write() {
         }));
     }
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join(
-        "realtime:x",
-        json!([{"event": "*", "schema": "public"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:x", json!([{"event": "*", "schema": "public"}]), Some(&token)).await;
     ws.joined().await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     app.begin_stop();
     // Sockets are told why they close.
     let closed = ws.closed_with(Duration::from_secs(10)).await;
-    assert_eq!(
-        closed,
-        Some((1001, "server shutting down".to_string())),
-        "realtime sockets get 1001 on shutdown"
-    );
+    assert_eq!(closed, Some((1001, "server shutting down".to_string())), "realtime sockets get 1001 on shutdown");
     app.wait_stopped().await;
     for w in writers {
         let _ = w.await;
@@ -155,18 +113,11 @@ async fn shutdown_under_load_loses_no_acknowledged_write() {
     let app = Arc::try_unwrap(app).unwrap_or_else(|_| panic!("the writers are done"));
     let (config, dir) = app.stop().await;
     let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 20,
-        "writes were acknowledged before the shutdown"
-    );
+    assert!(acked.len() > 20, "writes were acknowledged before the shutdown");
     let app = start(config, dir).await;
     let conn = app.db();
     for id in acked {
-        let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM clients WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM clients WHERE id = ?1", [id], |r| r.get(0)).unwrap();
         assert_eq!(n, 1, "acknowledged client {id} survived the shutdown");
     }
 }
@@ -192,13 +143,7 @@ async fn old_calendly_payloads_are_dropped_and_their_outcome_rows_kept() {
     }
     let mut reduced = false;
     for _ in 0..100 {
-        let p: Option<String> = db
-            .query_row(
-                "SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'old'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| r.get(0)).unwrap();
         if p.is_none() {
             reduced = true;
             break;
@@ -206,24 +151,9 @@ async fn old_calendly_payloads_are_dropped_and_their_outcome_rows_kept() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reduced, "the old payload was dropped");
-    let (outcome, event): (String, String) = db
-        .query_row(
-            "SELECT outcome, event FROM calendly_webhook_events WHERE dedupe_key = 'old'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (outcome.as_str(), event.as_str()),
-        ("accepted", "invitee.created"),
-        "the outcome row stays"
-    );
-    let p: Option<String> = db
-        .query_row(
-            "SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'fresh'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let (outcome, event): (String, String) =
+        db.query_row("SELECT outcome, event FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((outcome.as_str(), event.as_str()), ("accepted", "invitee.created"), "the outcome row stays");
+    let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'fresh'", [], |r| r.get(0)).unwrap();
     assert!(p.is_some(), "a recent payload is kept");
 }

@@ -26,36 +26,23 @@ async fn next_change(ws: &mut Ws) -> crate::helpers::Frame {
 /// No postgres_changes frame arrives within `QUIET`.
 async fn assert_no_change(ws: &mut Ws) {
     while let Some(f) = ws.recv_within(QUIET).await {
-        assert_ne!(
-            f.event, "postgres_changes",
-            "unexpected change frame: {:?}",
-            f.payload
-        );
+        assert_ne!(f.event, "postgres_changes", "unexpected change frame: {:?}", f.payload);
     }
 }
 
 #[tokio::test]
 async fn upgrade_requires_one_of_our_tokens_and_an_allowed_origin() {
-    let app =
-        spawn_app_with(|c| c.server.cors_origins = vec!["https://app.example.com".into()]).await;
+    let app = spawn_app_with(|c| c.server.cors_origins = vec!["https://app.example.com".into()]).await;
     let (_, token) = app.add_user("ann@example.com", "user");
-    let url = |key: &str| {
-        format!(
-            "ws://{}/realtime/v1/websocket?apikey={key}&vsn=2.0.0",
-            app.addr
-        )
-    };
+    let url = |key: &str| format!("ws://{}/realtime/v1/websocket?apikey={key}&vsn=2.0.0", app.addr);
 
     // Refused before any upgrade, with a JSON body.
     for key in ["", "not-a-jwt", &format!("{token}x")] {
-        let err = tokio_tungstenite::connect_async(url(key))
-            .await
-            .unwrap_err();
+        let err = tokio_tungstenite::connect_async(url(key)).await.unwrap_err();
         match err {
             tokio_tungstenite::tungstenite::Error::Http(resp) => {
                 assert_eq!(resp.status().as_u16(), 401);
-                let body: Value =
-                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
                 assert_eq!(body["error"], "unauthorized");
             }
             other => panic!("expected an HTTP 401, got {other:?}"),
@@ -71,31 +58,15 @@ async fn upgrade_requires_one_of_our_tokens_and_an_allowed_origin() {
         req
     };
     match tokio_tungstenite::connect_async(with_origin("https://evil.example.com")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status().as_u16(), 403)
-        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
         other => panic!("a foreign origin must be refused, got {other:?}"),
     }
-    assert!(
-        tokio_tungstenite::connect_async(with_origin("https://app.example.com"))
-            .await
-            .is_ok()
-    );
-    assert!(
-        tokio_tungstenite::connect_async(with_origin(&app.base))
-            .await
-            .is_ok(),
-        "same origin is allowed"
-    );
+    assert!(tokio_tungstenite::connect_async(with_origin("https://app.example.com")).await.is_ok());
+    assert!(tokio_tungstenite::connect_async(with_origin(&app.base)).await.is_ok(), "same origin is allowed");
 
-    let bad_vsn = format!(
-        "ws://{}/realtime/v1/websocket?apikey={token}&vsn=9.9.9",
-        app.addr
-    );
+    let bad_vsn = format!("ws://{}/realtime/v1/websocket?apikey={token}&vsn=9.9.9", app.addr);
     match tokio_tungstenite::connect_async(bad_vsn).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status().as_u16(), 400)
-        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 400),
         other => panic!("unknown vsn must be refused, got {other:?}"),
     }
     // A plain GET (no upgrade) gets a JSON error too.
@@ -113,16 +84,11 @@ async fn join_and_receive_changes(vsn: &str) {
         {"event": "*", "schema": "public", "table": "clients", "filter": "name=eq.Zed"},
         {"event": "*", "schema": "public", "table": "meetings"}
     ]);
-    let jr = ws
-        .join("realtime:room", bindings.clone(), Some(&token))
-        .await;
+    let jr = ws.join("realtime:room", bindings.clone(), Some(&token)).await;
     let reply = ws.joined().await;
     assert_eq!(reply.join_ref.as_deref(), Some(jr.as_str()));
     assert_eq!(reply.topic, "realtime:room");
-    let echoed = reply.payload["response"]["postgres_changes"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let echoed = reply.payload["response"]["postgres_changes"].as_array().unwrap().clone();
     assert_eq!(echoed.len(), 3);
     let mut ids = vec![];
     for (sent, got) in bindings.as_array().unwrap().iter().zip(&echoed) {
@@ -130,16 +96,9 @@ async fn join_and_receive_changes(vsn: &str) {
         let id = without_id.remove("id").expect("each binding gets an id");
         assert!(id.is_u64(), "ids are integers");
         ids.push(id.as_u64().unwrap());
-        assert_eq!(
-            &Value::Object(without_id),
-            sent,
-            "bindings are echoed exactly as sent"
-        );
+        assert_eq!(&Value::Object(without_id), sent, "bindings are echoed exactly as sent");
     }
-    assert!(
-        echoed[0].get("filter").is_none(),
-        "no filter sent, none echoed (not even null)"
-    );
+    assert!(echoed[0].get("filter").is_none(), "no filter sent, none echoed (not even null)");
     assert!(reply.payload["response"]["seq"].is_i64());
     let sys = ws.recv_event("system").await;
     assert_eq!(sys.payload["message"], "Subscribed to PostgreSQL");
@@ -148,20 +107,13 @@ async fn join_and_receive_changes(vsn: &str) {
     assert_eq!(sys.payload["channel"], "room");
 
     // INSERT: both meeting bindings match; the clients one does not.
-    let (status, row) = app
-        .post("/api/meetings", &token, &new_meeting("Intro"))
-        .await;
+    let (status, row) = app.post("/api/meetings", &token, &new_meeting("Intro")).await;
     assert_eq!(status, 201);
     let f = next_change(&mut ws).await;
     assert_eq!(f.topic, "realtime:room");
     assert_eq!(f.join_ref, None);
     assert_eq!(f.reference, None);
-    let got_ids: Vec<u64> = f.payload["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let got_ids: Vec<u64> = f.payload["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(got_ids, vec![ids[0], ids[2]]);
     let data = &f.payload["data"];
     assert_eq!(data["type"], "INSERT");
@@ -171,17 +123,9 @@ async fn join_and_receive_changes(vsn: &str) {
     assert!(data.get("old_record").is_none());
     assert!(data["errors"].is_null());
     let ts = data["commit_timestamp"].as_str().unwrap();
-    assert!(
-        ts.ends_with('Z') && ts.len() == "2026-11-23T10:00:00.123Z".len(),
-        "UTC with milliseconds: {ts}"
-    );
+    assert!(ts.ends_with('Z') && ts.len() == "2026-11-23T10:00:00.123Z".len(), "UTC with milliseconds: {ts}");
     let columns = data["columns"].as_array().unwrap();
-    let col = |name: &str| {
-        columns
-            .iter()
-            .find(|c| c["name"] == name)
-            .map(|c| c["type"].clone())
-    };
+    let col = |name: &str| columns.iter().find(|c| c["name"] == name).map(|c| c["type"].clone());
     assert_eq!(col("id"), Some(json!("int8")));
     assert_eq!(col("title"), Some(json!("text")));
     assert_eq!(col("starts_at"), Some(json!("timestamptz")));
@@ -191,13 +135,7 @@ async fn join_and_receive_changes(vsn: &str) {
 
     // UPDATE: only the "*" binding; old_record is the previous row.
     let id = row["id"].as_i64().unwrap();
-    let (_, updated) = app
-        .patch(
-            &format!("/api/meetings/{id}"),
-            &token,
-            &json!({"title": "Review"}),
-        )
-        .await;
+    let (_, updated) = app.patch(&format!("/api/meetings/{id}"), &token, &json!({"title": "Review"})).await;
     let f = next_change(&mut ws).await;
     assert_eq!(f.payload["ids"], json!([ids[2]]));
     assert_eq!(f.payload["data"]["type"], "UPDATE");
@@ -215,12 +153,10 @@ async fn join_and_receive_changes(vsn: &str) {
     assert!(f.payload["data"]["columns"].is_array());
 
     // A client named Zed matches the filtered clients binding only.
-    app.post("/api/clients", &token, &json!({"name": "Zed"}))
-        .await;
+    app.post("/api/clients", &token, &json!({"name": "Zed"})).await;
     let f = next_change(&mut ws).await;
     assert_eq!(f.payload["ids"], json!([ids[1]]));
-    app.post("/api/clients", &token, &json!({"name": "Amy"}))
-        .await;
+    app.post("/api/clients", &token, &json!({"name": "Amy"})).await;
     assert_no_change(&mut ws).await;
 }
 
@@ -239,29 +175,14 @@ async fn no_table_binding_sees_every_table() {
     let app = spawn_app().await;
     let (_, token) = app.add_user("ann@example.com", "user");
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join(
-        "realtime:all",
-        json!([{"event": "*", "schema": "public"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:all", json!([{"event": "*", "schema": "public"}]), Some(&token)).await;
     ws.joined().await;
     app.post("/api/clients", &token, &new_client("Bo")).await;
-    assert_eq!(
-        next_change(&mut ws).await.payload["data"]["table"],
-        "clients"
-    );
-    app.post("/api/pipeline", &token, &json!({"title": "Deal"}))
-        .await;
-    assert_eq!(
-        next_change(&mut ws).await.payload["data"]["table"],
-        "pipeline"
-    );
+    assert_eq!(next_change(&mut ws).await.payload["data"]["table"], "clients");
+    app.post("/api/pipeline", &token, &json!({"title": "Deal"})).await;
+    assert_eq!(next_change(&mut ws).await.payload["data"]["table"], "pipeline");
     app.post("/api/meetings", &token, &new_meeting("M")).await;
-    assert_eq!(
-        next_change(&mut ws).await.payload["data"]["table"],
-        "meetings"
-    );
+    assert_eq!(next_change(&mut ws).await.payload["data"]["table"], "meetings");
 }
 
 fn new_client(name: &str) -> Value {
@@ -278,21 +199,13 @@ async fn filters_compare_as_the_column_type_and_rows_leaving_a_filter_are_delive
     let c8 = c8["id"].as_i64().unwrap();
     let mut ws = app.ws(&token, "2.0.0").await;
     let filter = format!("client_id=eq.{c7}");
-    ws.join(
-        "realtime:f",
-        json!([{"event": "*", "schema": "public", "table": "meetings", "filter": filter}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:f", json!([{"event": "*", "schema": "public", "table": "meetings", "filter": filter}]), Some(&token)).await;
     ws.joined().await;
 
     let mut m = new_meeting("for seven");
     m["client_id"] = json!(c7);
     let (_, row) = app.post("/api/meetings", &token, &m).await;
-    assert_eq!(
-        next_change(&mut ws).await.payload["data"]["record"]["id"],
-        row["id"]
-    );
+    assert_eq!(next_change(&mut ws).await.payload["data"]["record"]["id"], row["id"]);
 
     let mut other = new_meeting("for eight");
     other["client_id"] = json!(c8);
@@ -301,12 +214,7 @@ async fn filters_compare_as_the_column_type_and_rows_leaving_a_filter_are_delive
 
     // Moving the meeting to client 8 leaves the filter: still delivered (old row matched).
     let id = row["id"].as_i64().unwrap();
-    app.patch(
-        &format!("/api/meetings/{id}"),
-        &token,
-        &json!({"client_id": c8}),
-    )
-    .await;
+    app.patch(&format!("/api/meetings/{id}"), &token, &json!({"client_id": c8})).await;
     let f = next_change(&mut ws).await;
     assert_eq!(f.payload["data"]["type"], "UPDATE");
     assert_eq!(f.payload["data"]["record"]["client_id"], c8);
@@ -321,8 +229,7 @@ async fn filters_compare_as_the_column_type_and_rows_leaving_a_filter_are_delive
     )
     .await;
     ws2.joined().await;
-    app.post("/api/meetings", &token, &new_meeting("early"))
-        .await; // 2026-12-01T10:00Z: before
+    app.post("/api/meetings", &token, &new_meeting("early")).await; // 2026-12-01T10:00Z: before
     let late = json!({"title": "late", "starts_at": "2026-12-02T00:00:00Z", "ends_at": "2026-12-02T01:00:00Z"});
     let (_, late_row) = app.post("/api/meetings", &token, &late).await;
     let f = next_change(&mut ws2).await;
@@ -334,13 +241,8 @@ async fn filters_compare_as_the_column_type_and_rows_leaving_a_filter_are_delive
         .await;
     ws3.joined().await;
     app.post("/api/clients", &token, &new_client("Carl")).await;
-    let (_, bo) = app
-        .post("/api/clients", &token, &new_client("Bo, Jr"))
-        .await;
-    assert_eq!(
-        next_change(&mut ws3).await.payload["data"]["record"]["id"],
-        bo["id"]
-    );
+    let (_, bo) = app.post("/api/clients", &token, &new_client("Bo, Jr")).await;
+    assert_eq!(next_change(&mut ws3).await.payload["data"]["record"]["id"], bo["id"]);
 }
 
 #[tokio::test]
@@ -349,43 +251,21 @@ async fn bad_filters_get_a_system_error_and_bad_tables_an_error_reply() {
     let (_, token) = app.add_user("ann@example.com", "user");
     let mut ws = app.ws(&token, "2.0.0").await;
 
-    ws.join(
-        "realtime:a",
-        json!([{"event": "*", "schema": "public", "table": "invoices"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:a", json!([{"event": "*", "schema": "public", "table": "invoices"}]), Some(&token)).await;
     let r = ws.recv_event("phx_reply").await;
     assert_eq!(r.payload["status"], "error");
-    assert!(r.payload["response"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("invoices"));
+    assert!(r.payload["response"]["reason"].as_str().unwrap().contains("invoices"));
 
-    ws.join(
-        "realtime:b",
-        json!([{"event": "*", "schema": "private", "table": "meetings"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:b", json!([{"event": "*", "schema": "private", "table": "meetings"}]), Some(&token)).await;
     let r = ws.recv_event("phx_reply").await;
     assert_eq!(r.payload["status"], "error");
 
-    ws.join(
-        "realtime:c",
-        json!([{"event": "*", "schema": "public", "table": "meetings", "filter": "id=eq.abc"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:c", json!([{"event": "*", "schema": "public", "table": "meetings", "filter": "id=eq.abc"}]), Some(&token)).await;
     ws.joined().await;
     let mut saw_error = false;
     while let Some(f) = ws.recv_within(QUIET).await {
         if f.event == "system" && f.payload["status"] == "error" {
-            assert!(
-                f.payload["message"].as_str().unwrap().contains("int8"),
-                "{:?}",
-                f.payload
-            );
+            assert!(f.payload["message"].as_str().unwrap().contains("int8"), "{:?}", f.payload);
             saw_error = true;
         }
     }
@@ -402,64 +282,34 @@ async fn users_see_only_their_own_rows_and_admins_see_all() {
     let (_, ann) = app.add_user("ann@example.com", "user");
     let (_, bob) = app.add_user("bob@example.com", "user");
     let (_, root) = app.add_user("root@example.com", "admin");
-    let (_, ann_client) = app
-        .post("/api/clients", &ann, &new_client("Ann's client"))
-        .await;
+    let (_, ann_client) = app.post("/api/clients", &ann, &new_client("Ann's client")).await;
     let filter = format!("client_id=eq.{}", ann_client["id"]);
 
     let mut bob_ws = app.ws(&bob, "2.0.0").await;
-    bob_ws
-        .join(
-            "realtime:all",
-            json!([{"event": "*", "schema": "public"}]),
-            Some(&bob),
-        )
-        .await;
+    bob_ws.join("realtime:all", json!([{"event": "*", "schema": "public"}]), Some(&bob)).await;
     bob_ws.joined().await;
-    bob_ws
-        .join("realtime:m", meetings_binding(), Some(&bob))
-        .await;
+    bob_ws.join("realtime:m", meetings_binding(), Some(&bob)).await;
     bob_ws.joined().await;
-    bob_ws
-        .join(
-            "realtime:f",
-            json!([{"event": "*", "schema": "public", "table": "meetings", "filter": filter}]),
-            Some(&bob),
-        )
-        .await;
+    bob_ws.join("realtime:f", json!([{"event": "*", "schema": "public", "table": "meetings", "filter": filter}]), Some(&bob)).await;
     bob_ws.joined().await;
     let mut admin_ws = app.ws(&root, "2.0.0").await;
-    admin_ws
-        .join("realtime:m", meetings_binding(), Some(&root))
-        .await;
+    admin_ws.join("realtime:m", meetings_binding(), Some(&root)).await;
     admin_ws.joined().await;
     // Drain the join system messages.
-    while bob_ws
-        .recv_within(Duration::from_millis(200))
-        .await
-        .is_some()
-    {}
+    while bob_ws.recv_within(Duration::from_millis(200)).await.is_some() {}
 
     let mut m = new_meeting("Ann only");
     m["client_id"] = ann_client["id"].clone();
     let (_, row) = app.post("/api/meetings", &ann, &m).await;
     let id = row["id"].as_i64().unwrap();
-    app.patch(
-        &format!("/api/meetings/{id}"),
-        &ann,
-        &json!({"notes": "secret"}),
-    )
-    .await;
+    app.patch(&format!("/api/meetings/{id}"), &ann, &json!({"notes": "secret"})).await;
     app.delete(&format!("/api/meetings/{id}"), &ann).await;
 
     // The admin sees all three; Bob sees nothing at all.
     for op in ["INSERT", "UPDATE", "DELETE"] {
         assert_eq!(next_change(&mut admin_ws).await.payload["data"]["type"], op);
     }
-    assert!(
-        bob_ws.recv_within(Duration::from_secs(1)).await.is_none(),
-        "Bob's socket receives zero frames"
-    );
+    assert!(bob_ws.recv_within(Duration::from_secs(1)).await.is_none(), "Bob's socket receives zero frames");
 }
 
 #[tokio::test]
@@ -471,8 +321,7 @@ async fn anon_key_connects_but_cannot_join_without_a_user_token() {
     ws.join("realtime:x", meetings_binding(), None).await;
     let r = ws.recv_event("phx_reply").await;
     assert_eq!(r.payload["status"], "error");
-    ws.join("realtime:x", meetings_binding(), Some(&token))
-        .await;
+    ws.join("realtime:x", meetings_binding(), Some(&token)).await;
     ws.joined().await;
     app.post("/api/meetings", &token, &new_meeting("M")).await;
     next_change(&mut ws).await;
@@ -484,30 +333,19 @@ async fn access_token_swaps_claims_and_expiry_closes_the_channel_on_a_timer() {
     let (id, token) = app.add_user("ann@example.com", "user");
     let short = app.token_for(id, "user", 2);
     let mut ws = app.ws(&short, "2.0.0").await;
-    let jr = ws
-        .join("realtime:x", meetings_binding(), Some(&short))
-        .await;
+    let jr = ws.join("realtime:x", meetings_binding(), Some(&short)).await;
     ws.joined().await;
     // A fresh token before expiry keeps the channel alive past the old expiry.
-    ws.send(
-        Some(&jr),
-        "realtime:x",
-        "access_token",
-        json!({"access_token": token}),
-    )
-    .await;
+    ws.send(Some(&jr), "realtime:x", "access_token", json!({"access_token": token})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    app.post("/api/meetings", &token, &new_meeting("after swap"))
-        .await;
+    app.post("/api/meetings", &token, &new_meeting("after swap")).await;
     let f = next_change(&mut ws).await;
     assert_eq!(f.payload["data"]["record"]["title"], "after swap");
 
     // Without a refresh: system error then phx_close, with no change needed to trigger it.
     let mut ws2 = app.ws(&token, "2.0.0").await;
     let short = app.token_for(id, "user", 2);
-    let jr2 = ws2
-        .join("realtime:y", meetings_binding(), Some(&short))
-        .await;
+    let jr2 = ws2.join("realtime:y", meetings_binding(), Some(&short)).await;
     ws2.joined().await;
     let err = loop {
         let f = ws2.recv().await;
@@ -515,34 +353,18 @@ async fn access_token_swaps_claims_and_expiry_closes_the_channel_on_a_timer() {
             break f;
         }
     };
-    assert!(err.payload["message"]
-        .as_str()
-        .unwrap()
-        .contains("Token has expired"));
+    assert!(err.payload["message"].as_str().unwrap().contains("Token has expired"));
     assert_eq!(err.payload["extension"], "system");
     let close = ws2.recv_event("phx_close").await;
-    assert_eq!(
-        close.reference.as_deref(),
-        Some(jr2.as_str()),
-        "phx_close carries ref == join_ref"
-    );
+    assert_eq!(close.reference.as_deref(), Some(jr2.as_str()), "phx_close carries ref == join_ref");
     assert_eq!(close.join_ref.as_deref(), Some(jr2.as_str()));
-    app.post("/api/meetings", &token, &new_meeting("too late"))
-        .await;
+    app.post("/api/meetings", &token, &new_meeting("too late")).await;
     assert_no_change(&mut ws2).await;
 
     // An invalid token in access_token closes the channel too.
-    let jr3 = ws
-        .join("realtime:z", meetings_binding(), Some(&token))
-        .await;
+    let jr3 = ws.join("realtime:z", meetings_binding(), Some(&token)).await;
     ws.joined().await;
-    ws.send(
-        Some(&jr3),
-        "realtime:z",
-        "access_token",
-        json!({"access_token": "garbage"}),
-    )
-    .await;
+    ws.send(Some(&jr3), "realtime:z", "access_token", json!({"access_token": "garbage"})).await;
     let close = ws.recv_event("phx_close").await;
     assert_eq!(close.topic, "realtime:z");
     assert_eq!(close.reference.as_deref(), Some(jr3.as_str()));
@@ -558,40 +380,24 @@ async fn caps_refuse_joins_with_a_sentence() {
     .await;
     let (_, token) = app.add_user("ann@example.com", "user");
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join("realtime:1", meetings_binding(), Some(&token))
-        .await;
+    ws.join("realtime:1", meetings_binding(), Some(&token)).await;
     ws.joined().await;
-    ws.join("realtime:2", meetings_binding(), Some(&token))
-        .await;
+    ws.join("realtime:2", meetings_binding(), Some(&token)).await;
     ws.joined().await;
-    ws.join("realtime:3", meetings_binding(), Some(&token))
-        .await;
+    ws.join("realtime:3", meetings_binding(), Some(&token)).await;
     let r = ws.recv_event("phx_reply").await;
     assert_eq!(r.payload["status"], "error");
-    assert!(r.payload["response"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("channels per socket"));
+    assert!(r.payload["response"]["reason"].as_str().unwrap().contains("channels per socket"));
 
     let mut ws2 = app.ws(&token, "2.0.0").await;
     let four = json!([{"event": "*", "schema": "public"}, {"event": "*", "schema": "public"}, {"event": "*", "schema": "public"}, {"event": "*", "schema": "public"}]);
     ws2.join("realtime:big", four, Some(&token)).await;
     let r = ws2.recv_event("phx_reply").await;
-    assert!(r.payload["response"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("per channel"));
+    assert!(r.payload["response"]["reason"].as_str().unwrap().contains("per channel"));
     let three = json!([{"event": "*", "schema": "public"}, {"event": "*", "schema": "public"}, {"event": "*", "schema": "public"}]);
     ws2.join("realtime:three", three, Some(&token)).await;
     let r = ws2.recv_event("phx_reply").await;
-    assert!(
-        r.payload["response"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("per user"),
-        "{:?}",
-        r.payload
-    );
+    assert!(r.payload["response"]["reason"].as_str().unwrap().contains("per user"), "{:?}", r.payload);
 }
 
 #[tokio::test]
@@ -607,43 +413,27 @@ async fn heartbeat_leave_and_malformed_frames() {
     assert_eq!(reply.payload, json!({"status": "ok", "response": {}}));
 
     // Malformed frames: error replies, the socket stays open.
-    for bad in [
-        "not json",
-        "[1,2]",
-        "{\"topic\":1}",
-        "[null,\"9\",\"realtime:q\",\"phx_join\",\"payload\"]",
-        "[[[[[[[[[[[[[[[[[[[[",
-    ] {
+    for bad in ["not json", "[1,2]", "{\"topic\":1}", "[null,\"9\",\"realtime:q\",\"phx_join\",\"payload\"]", "[[[[[[[[[[[[[[[[[[[["] {
         ws.send_raw(bad).await;
         let f = ws.recv().await;
         assert_eq!(f.event, "phx_reply", "for {bad}");
         assert_eq!(f.payload["status"], "error");
     }
-    ws.inner
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
-            1u8, 2, 3,
-        ]))
-        .await
-        .unwrap();
+    ws.inner.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(ws.recv().await.payload["status"], "error");
     ws.send(None, "realtime:x", "broadcast", json!({})).await;
     assert_eq!(ws.recv().await.payload["status"], "error");
 
-    let jr = ws
-        .join("realtime:x", meetings_binding(), Some(&token))
-        .await;
+    let jr = ws.join("realtime:x", meetings_binding(), Some(&token)).await;
     ws.joined().await;
-    let leave_ref = ws
-        .send(Some(&jr), "realtime:x", "phx_leave", json!({}))
-        .await;
+    let leave_ref = ws.send(Some(&jr), "realtime:x", "phx_leave", json!({})).await;
     let ok = ws.recv_event("phx_reply").await;
     assert_eq!(ok.reference.as_deref(), Some(leave_ref.as_str()));
     assert_eq!(ok.payload["status"], "ok");
     let close = ws.recv_event("phx_close").await;
     assert_eq!(close.join_ref.as_deref(), Some(jr.as_str()));
     assert_eq!(close.reference.as_deref(), Some(jr.as_str()));
-    app.post("/api/meetings", &token, &new_meeting("after leave"))
-        .await;
+    app.post("/api/meetings", &token, &new_meeting("after leave")).await;
     assert_no_change(&mut ws).await;
 }
 
@@ -664,24 +454,15 @@ async fn several_channels_on_one_socket_each_get_their_frames() {
     let app = spawn_app().await;
     let (_, token) = app.add_user("ann@example.com", "user");
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join("realtime:meet", meetings_binding(), Some(&token))
-        .await;
+    ws.join("realtime:meet", meetings_binding(), Some(&token)).await;
     ws.joined().await;
-    ws.join(
-        "realtime:cli",
-        json!([{"event": "*", "schema": "public", "table": "clients"}]),
-        Some(&token),
-    )
-    .await;
+    ws.join("realtime:cli", json!([{"event": "*", "schema": "public", "table": "clients"}]), Some(&token)).await;
     ws.joined().await;
     app.post("/api/clients", &token, &new_client("C")).await;
     app.post("/api/meetings", &token, &new_meeting("M")).await;
     let a = next_change(&mut ws).await;
     let b = next_change(&mut ws).await;
-    assert_eq!(
-        (a.topic.as_str(), b.topic.as_str()),
-        ("realtime:cli", "realtime:meet")
-    );
+    assert_eq!((a.topic.as_str(), b.topic.as_str()), ("realtime:cli", "realtime:meet"));
     assert!(a.payload["data"]["seq"].as_i64() < b.payload["data"]["seq"].as_i64());
 }
 
@@ -694,33 +475,17 @@ async fn sockets_sharing_a_topic_get_frames_in_their_own_version_with_their_own_
     let mut other = app.ws(&ann, "2.0.0").await;
     let mut ids = Vec::new();
     for ws in [&mut v2, &mut v1] {
-        ws.join("realtime:room", meetings_binding(), Some(&ann))
-            .await;
+        ws.join("realtime:room", meetings_binding(), Some(&ann)).await;
         ids.push(ws.joined().await.payload["response"]["postgres_changes"][0]["id"].clone());
     }
-    assert_eq!(
-        ids[0], ids[1],
-        "the same binding gets the same id on every socket"
-    );
+    assert_eq!(ids[0], ids[1], "the same binding gets the same id on every socket");
     // Same topic, a binding that is not the same: its own id.
-    other
-        .join(
-            "realtime:room",
-            json!([{"event": "INSERT", "schema": "public", "table": "meetings"}]),
-            Some(&ann),
-        )
-        .await;
+    other.join("realtime:room", json!([{"event": "INSERT", "schema": "public", "table": "meetings"}]), Some(&ann)).await;
     let other_id = other.joined().await.payload["response"]["postgres_changes"][0]["id"].clone();
     assert_ne!(other_id, ids[0]);
 
-    let (_, row) = app
-        .post("/api/meetings", &ann, &new_meeting("Shared"))
-        .await;
-    for (ws, id) in [
-        (&mut v2, &ids[0]),
-        (&mut v1, &ids[1]),
-        (&mut other, &other_id),
-    ] {
+    let (_, row) = app.post("/api/meetings", &ann, &new_meeting("Shared")).await;
+    for (ws, id) in [(&mut v2, &ids[0]), (&mut v1, &ids[1]), (&mut other, &other_id)] {
         let f = next_change(ws).await;
         assert_eq!(f.topic, "realtime:room");
         assert_eq!(f.payload["ids"], json!([id]));
@@ -729,12 +494,7 @@ async fn sockets_sharing_a_topic_get_frames_in_their_own_version_with_their_own_
     // The parser for each version already checked the frame's shape; the
     // UPDATE reaches the two "*" sockets only.
     let id = row["id"].as_i64().unwrap();
-    app.patch(
-        &format!("/api/meetings/{id}"),
-        &ann,
-        &json!({"title": "Renamed"}),
-    )
-    .await;
+    app.patch(&format!("/api/meetings/{id}"), &ann, &json!({"title": "Renamed"})).await;
     for ws in [&mut v2, &mut v1] {
         assert_eq!(next_change(ws).await.payload["data"]["type"], "UPDATE");
     }
@@ -749,42 +509,22 @@ async fn an_access_token_that_makes_the_socket_an_admins_widens_what_it_sees_and
     let as_user = app.token_for(ann_id, "user", 3600);
     let as_admin = app.token_for(ann_id, "admin", 3600);
     let mut ws = app.ws(&ann, "2.0.0").await;
-    let jr = ws
-        .join("realtime:m", meetings_binding(), Some(&as_user))
-        .await;
+    let jr = ws.join("realtime:m", meetings_binding(), Some(&as_user)).await;
     ws.joined().await;
     app.post("/api/meetings", &bob, &new_meeting("Bob 1")).await;
     assert_no_change(&mut ws).await;
 
-    ws.send(
-        Some(&jr),
-        "realtime:m",
-        "access_token",
-        json!({"access_token": as_admin}),
-    )
-    .await;
+    ws.send(Some(&jr), "realtime:m", "access_token", json!({"access_token": as_admin})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.post("/api/meetings", &bob, &new_meeting("Bob 2")).await;
     let f = next_change(&mut ws).await;
-    assert_eq!(
-        f.payload["data"]["record"]["title"], "Bob 2",
-        "an admin's socket sees every user's changes, and nothing from before the swap"
-    );
+    assert_eq!(f.payload["data"]["record"]["title"], "Bob 2", "an admin's socket sees every user's changes, and nothing from before the swap");
 
-    ws.send(
-        Some(&jr),
-        "realtime:m",
-        "access_token",
-        json!({"access_token": as_user}),
-    )
-    .await;
+    ws.send(Some(&jr), "realtime:m", "access_token", json!({"access_token": as_user})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.post("/api/meetings", &bob, &new_meeting("Bob 3")).await;
     app.post("/api/meetings", &ann, &new_meeting("Ann 1")).await;
     let f = next_change(&mut ws).await;
-    assert_eq!(
-        f.payload["data"]["record"]["title"], "Ann 1",
-        "back to the user's own changes only"
-    );
+    assert_eq!(f.payload["data"]["record"]["title"], "Ann 1", "back to the user's own changes only");
     assert_no_change(&mut ws).await;
 }

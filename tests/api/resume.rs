@@ -30,15 +30,7 @@ async fn write_clients(app: &TestApp, owners: &[i64], n: usize, concurrency: usi
                 let owner = owners[i % owners.len()];
                 let name = format!("client {i}");
                 writer
-                    .write(move |tx| {
-                        tx.insert(
-                            Table::Clients,
-                            &[
-                                ("user_id", SqlValue::Integer(owner)),
-                                ("name", SqlValue::Text(name)),
-                            ],
-                        )
-                    })
+                    .write(move |tx| tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(name))]))
                     .await
                     .expect("write acknowledged");
                 i += concurrency;
@@ -52,26 +44,18 @@ async fn write_clients(app: &TestApp, owners: &[i64], n: usize, concurrency: usi
 
 /// Seqs of logged changes owned by `user`, after `after`.
 fn expected_seqs(app: &TestApp, user: i64, after: i64) -> Vec<i64> {
-    app.changes()
-        .into_iter()
-        .filter(|c| c.4 == user && c.0 > after)
-        .map(|c| c.0)
-        .collect()
+    app.changes().into_iter().filter(|c| c.4 == user && c.0 > after).map(|c| c.0).collect()
 }
 
 fn seq_of(f: &crate::helpers::Frame) -> Option<i64> {
-    (f.event == "postgres_changes")
-        .then(|| f.payload["data"]["seq"].as_i64())
-        .flatten()
+    (f.event == "postgres_changes").then(|| f.payload["data"]["seq"].as_i64()).flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_reconnecting_with_resume_get_every_change_once_in_order() {
     // A small queue makes sessions overflow and catch up from the log too.
     let app = Arc::new(spawn_app_with(|c| c.realtime.queue_size = 32).await);
-    let users: Vec<(i64, String)> = (0..5)
-        .map(|i| app.add_user(&format!("u{i}@example.com"), "user"))
-        .collect();
+    let users: Vec<(i64, String)> = (0..5).map(|i| app.add_user(&format!("u{i}@example.com"), "user")).collect();
     let owners: Vec<i64> = users.iter().map(|u| u.0).collect();
     let done = Arc::new(AtomicBool::new(false));
 
@@ -86,17 +70,11 @@ async fn fifty_clients_reconnecting_with_resume_get_every_change_once_in_order()
             let mut rounds = 0u64;
             loop {
                 let finished = done.load(Ordering::Acquire);
-                let mut ws = app
-                    .ws(&token, if c % 2 == 0 { "2.0.0" } else { "1.0.0" })
-                    .await;
+                let mut ws = app.ws(&token, if c % 2 == 0 { "2.0.0" } else { "1.0.0" }).await;
                 let config = match (start, seen.last()) {
                     (None, _) => json!({"postgres_changes": all_tables()}),
-                    (Some(s), None) => {
-                        json!({"postgres_changes": all_tables(), "resume": {"since": s}})
-                    }
-                    (Some(_), Some(last)) => {
-                        json!({"postgres_changes": all_tables(), "resume": {"since": last}})
-                    }
+                    (Some(s), None) => json!({"postgres_changes": all_tables(), "resume": {"since": s}}),
+                    (Some(_), Some(last)) => json!({"postgres_changes": all_tables(), "resume": {"since": last}}),
                 };
                 ws.join_with("realtime:churn", config, Some(&token)).await;
                 let reply = ws.joined().await;
@@ -104,29 +82,12 @@ async fn fifty_clients_reconnecting_with_resume_get_every_change_once_in_order()
                     start = reply.payload["response"]["seq"].as_i64();
                 }
                 // Read for a pseudo-random while, then drop the connection abruptly.
-                let budget =
-                    Duration::from_millis(30 + ((c as u64 * 7919 + rounds * 104729) % 250));
-                let deadline = tokio::time::Instant::now()
-                    + if finished {
-                        Duration::from_secs(3)
-                    } else {
-                        budget
-                    };
-                while let Some(f) = ws
-                    .recv_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                    .await
-                {
-                    assert_ne!(
-                        f.payload["status"], "gap",
-                        "no gap expected within retention"
-                    );
+                let budget = Duration::from_millis(30 + ((c as u64 * 7919 + rounds * 104729) % 250));
+                let deadline = tokio::time::Instant::now() + if finished { Duration::from_secs(3) } else { budget };
+                while let Some(f) = ws.recv_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+                    assert_ne!(f.payload["status"], "gap", "no gap expected within retention");
                     if let Some(s) = seq_of(&f) {
-                        assert_eq!(
-                            f.payload["data"]["record"]["user_id"]
-                                .as_i64()
-                                .or(f.payload["data"]["old_record"]["user_id"].as_i64()),
-                            Some(user)
-                        );
+                        assert_eq!(f.payload["data"]["record"]["user_id"].as_i64().or(f.payload["data"]["old_record"]["user_id"].as_i64()), Some(user));
                         seen.push(s);
                     }
                 }
@@ -151,15 +112,8 @@ async fn fifty_clients_reconnecting_with_resume_get_every_change_once_in_order()
         let (user, start, seen, rounds) = c.await.unwrap();
         let expected = expected_seqs(&app, user, start);
         assert!(rounds > 1, "the client reconnected");
-        assert_eq!(
-            seen.len(),
-            expected.len(),
-            "user {user}: every visible change exactly once"
-        );
-        assert_eq!(
-            seen, expected,
-            "user {user}: in seq order, no gap, no duplicate"
-        );
+        assert_eq!(seen.len(), expected.len(), "user {user}: every visible change exactly once");
+        assert_eq!(seen, expected, "user {user}: in seq order, no gap, no duplicate");
     }
 }
 
@@ -181,20 +135,10 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
                 let w = app.app.store.writer.clone();
                 let owner = if i % 3 == 0 { bob } else { ann };
                 w.write(move |tx| {
-                    let r = tx.insert(
-                        Table::Clients,
-                        &[
-                            ("user_id", SqlValue::Integer(owner)),
-                            ("name", SqlValue::Text(format!("new {i}"))),
-                        ],
-                    )?;
+                    let r = tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(format!("new {i}")))])?;
                     let id = r["id"].as_i64().unwrap_or(0);
                     if i % 2 == 0 {
-                        tx.update(
-                            Table::Clients,
-                            id - 5,
-                            &[("name", SqlValue::Text(format!("renamed {i}")))],
-                        )?;
+                        tx.update(Table::Clients, id - 5, &[("name", SqlValue::Text(format!("renamed {i}")))])?;
                     }
                     if i % 5 == 0 {
                         tx.delete(Table::Clients, id - 7)?;
@@ -217,10 +161,7 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
     let mut state: BTreeMap<i64, Value> = BTreeMap::new();
     let mut snapshot_done = false;
     let mut last_seq = 0;
-    let apply = |f: &crate::helpers::Frame,
-                 state: &mut BTreeMap<i64, Value>,
-                 snapshot_done: &mut bool,
-                 last_seq: &mut i64| {
+    let apply = |f: &crate::helpers::Frame, state: &mut BTreeMap<i64, Value>, snapshot_done: &mut bool, last_seq: &mut i64| {
         if f.event == "system" && f.payload["message"] == "snapshot complete" {
             *snapshot_done = true;
             *last_seq = f.payload["seq"].as_i64().unwrap();
@@ -231,18 +172,12 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
         }
         let d = &f.payload["data"];
         if d["snapshot"] == true {
-            assert!(
-                !*snapshot_done,
-                "snapshot rows come before 'snapshot complete'"
-            );
+            assert!(!*snapshot_done, "snapshot rows come before 'snapshot complete'");
             assert_eq!(d["type"], "INSERT");
         } else {
             assert!(*snapshot_done, "live changes come after the snapshot");
             let s = d["seq"].as_i64().unwrap();
-            assert!(
-                s > *last_seq,
-                "live changes follow the snapshot's seq in order"
-            );
+            assert!(s > *last_seq, "live changes follow the snapshot's seq in order");
             *last_seq = s;
         }
         match d["type"].as_str().unwrap() {
@@ -275,18 +210,9 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
     }
     // The client's state equals the table.
     let conn = app.db();
-    let mut stmt = conn
-        .prepare("SELECT id, name FROM clients WHERE user_id = ?1 ORDER BY id")
-        .unwrap();
-    let table: Vec<(i64, String)> = stmt
-        .query_map([ann], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    let mine: Vec<(i64, String)> = state
-        .iter()
-        .map(|(id, r)| (*id, r["name"].as_str().unwrap().to_string()))
-        .collect();
+    let mut stmt = conn.prepare("SELECT id, name FROM clients WHERE user_id = ?1 ORDER BY id").unwrap();
+    let table: Vec<(i64, String)> = stmt.query_map([ann], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect();
+    let mine: Vec<(i64, String)> = state.iter().map(|(id, r)| (*id, r["name"].as_str().unwrap().to_string())).collect();
     assert_eq!(mine, table);
 }
 
@@ -304,23 +230,11 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let stream = sock.connect(app.addr).await.unwrap();
-    let url = format!(
-        "ws://{}/realtime/v1/websocket?apikey={token}&vsn=2.0.0",
-        app.addr
-    );
-    let (inner, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut slow = Ws {
-        inner,
-        v2: true,
-        next_ref: 1,
-    };
+    let url = format!("ws://{}/realtime/v1/websocket?apikey={token}&vsn=2.0.0", app.addr);
+    let (inner, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let mut slow = Ws { inner, v2: true, next_ref: 1 };
     slow.join("realtime:slow", all_tables(), Some(&token)).await;
-    let start = slow.joined().await.payload["response"]["seq"]
-        .as_i64()
-        .unwrap();
+    let start = slow.joined().await.payload["response"]["seq"].as_i64().unwrap();
 
     // The reading client behaves like a browser: if it is ever closed it
     // reconnects and resumes from the last seq it saw.
@@ -333,12 +247,7 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
             while seen.len() < 6000 && tokio::time::Instant::now() < deadline {
                 let mut ws = app.ws(&token, "2.0.0").await;
                 let since = seen.last().copied().unwrap_or(start);
-                ws.join_with(
-                    "realtime:fast",
-                    json!({"postgres_changes": all_tables(), "resume": {"since": since}}),
-                    Some(&token),
-                )
-                .await;
+                ws.join_with("realtime:fast", json!({"postgres_changes": all_tables(), "resume": {"since": since}}), Some(&token)).await;
                 ws.joined().await;
                 while let Some(f) = ws.recv_within(Duration::from_secs(5)).await {
                     if let Some(s) = seq_of(&f) {
@@ -365,11 +274,7 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
                 w.write(move |tx| {
                     tx.insert(
                         Table::Clients,
-                        &[
-                            ("user_id", SqlValue::Integer(ann)),
-                            ("name", SqlValue::Text(format!("c{t}-{i}"))),
-                            ("notes", SqlValue::Text(notes)),
-                        ],
+                        &[("user_id", SqlValue::Integer(ann)), ("name", SqlValue::Text(format!("c{t}-{i}"))), ("notes", SqlValue::Text(notes))],
                     )
                 })
                 .await
@@ -383,21 +288,13 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
     let expected = expected_seqs(&app, ann, start);
     assert_eq!(expected.len(), 6000);
     let fast_seen = fast_reader.await.unwrap();
-    assert_eq!(
-        fast_seen, expected,
-        "the reading client got everything, in order, meanwhile"
-    );
+    assert_eq!(fast_seen, expected, "the reading client got everything, in order, meanwhile");
 
     // Now read the slow one: an in-order prefix, then either all of it or a 4008 close.
     let mut seen = Vec::new();
     let mut closed = None;
     loop {
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            futures_util::StreamExt::next(&mut slow.inner),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut slow.inner)).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 let f = crate::helpers::parse_frame(t.as_str(), true);
                 if let Some(s) = seq_of(&f) {
@@ -415,17 +312,9 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
             _ => break,
         }
     }
-    assert_eq!(
-        &expected[..seen.len()],
-        &seen[..],
-        "what the slow client got is in order with no gap"
-    );
+    assert_eq!(&expected[..seen.len()], &seen[..], "what the slow client got is in order with no gap");
     if seen.len() < expected.len() {
-        assert_eq!(
-            closed,
-            Some((4008, "slow consumer".to_string())),
-            "not caught up, so closed as a slow consumer"
-        );
+        assert_eq!(closed, Some((4008, "slow consumer".to_string())), "not caught up, so closed as a slow consumer");
         assert!(app.app.hub.stats.closed_slow.load(Ordering::Relaxed) >= 1);
     }
 }
@@ -436,9 +325,7 @@ async fn a_reader_that_pauses_catches_up_from_the_log_without_loss() {
     let (ann, token) = app.add_user("ann@example.com", "user");
     let mut ws = app.ws(&token, "2.0.0").await;
     ws.join("realtime:p", all_tables(), Some(&token)).await;
-    let start = ws.joined().await.payload["response"]["seq"]
-        .as_i64()
-        .unwrap();
+    let start = ws.joined().await.payload["response"]["seq"].as_i64().unwrap();
     write_clients(&app, &[ann], 2000, 16).await;
     let mut seen = Vec::new();
     while let Some(f) = ws.recv_within(Duration::from_secs(5)).await {
@@ -447,10 +334,7 @@ async fn a_reader_that_pauses_catches_up_from_the_log_without_loss() {
         }
     }
     assert_eq!(seen, expected_seqs(&app, ann, start));
-    assert!(
-        app.app.hub.stats.lag_events.load(Ordering::Relaxed) >= 1,
-        "the tiny queue overflowed, so the log path was used"
-    );
+    assert!(app.app.hub.stats.lag_events.load(Ordering::Relaxed) >= 1, "the tiny queue overflowed, so the log path was used");
 }
 
 #[tokio::test]
@@ -472,40 +356,26 @@ async fn resuming_from_before_the_retained_log_says_gap_then_goes_live() {
     let oldest = app.changes().first().unwrap().0;
     assert!(oldest > 2, "old changes were pruned");
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join_with(
-        "realtime:g",
-        json!({"postgres_changes": all_tables(), "resume": {"since": 1}}),
-        Some(&token),
-    )
-    .await;
+    ws.join_with("realtime:g", json!({"postgres_changes": all_tables(), "resume": {"since": 1}}), Some(&token)).await;
     ws.joined().await;
     let gap = loop {
         let f = ws.recv().await;
         if f.event == "system" && f.payload["status"] == "gap" {
             break f;
         }
-        assert_ne!(
-            f.event, "postgres_changes",
-            "nothing is replayed across a gap"
-        );
+        assert_ne!(f.event, "postgres_changes", "nothing is replayed across a gap");
     };
     assert_eq!(gap.payload["seq"].as_i64(), Some(oldest));
     assert_eq!(gap.payload["channel"], "g");
     // Still joined: live changes arrive.
-    app.post("/api/clients", &token, &json!({"name": "live"}))
-        .await;
+    app.post("/api/clients", &token, &json!({"name": "live"})).await;
     let f = ws.recv_event("postgres_changes").await;
     assert_eq!(f.payload["data"]["record"]["name"], "live");
 
     // A resume inside the retained log replays exactly what followed.
     let mut ws2 = app.ws(&token, "1.0.0").await;
     let since = oldest + 3;
-    ws2.join_with(
-        "realtime:r",
-        json!({"postgres_changes": all_tables(), "resume": {"since": since}}),
-        Some(&token),
-    )
-    .await;
+    ws2.join_with("realtime:r", json!({"postgres_changes": all_tables(), "resume": {"since": since}}), Some(&token)).await;
     ws2.joined().await;
     let want = expected_seqs(&app, ann, since);
     let mut got = Vec::new();
@@ -531,9 +401,7 @@ async fn a_quiet_socket_far_behind_the_head_is_not_taken_for_a_slow_one() {
     let (bob, _) = app.add_user("bob@example.com", "user");
     let mut ws = app.ws(&ann_token, "2.0.0").await;
     ws.join("realtime:p", all_tables(), Some(&ann_token)).await;
-    let start = ws.joined().await.payload["response"]["seq"]
-        .as_i64()
-        .unwrap();
+    let start = ws.joined().await.payload["response"]["seq"].as_i64().unwrap();
     write_clients(&app, &[bob], 300, 4).await;
     // Several watchdog rounds pass with Ann 300 changes behind the head.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -542,20 +410,8 @@ async fn a_quiet_socket_far_behind_the_head_is_not_taken_for_a_slow_one() {
     while let Some(f) = ws.recv_within(Duration::from_secs(2)).await {
         seen.extend(seq_of(&f));
     }
-    assert_eq!(
-        seen,
-        expected_seqs(&app, ann, start),
-        "Ann's three changes, live"
-    );
-    assert_eq!(
-        app.app.hub.stats.closed_slow.load(Ordering::Relaxed),
-        0,
-        "nobody was closed as slow"
-    );
+    assert_eq!(seen, expected_seqs(&app, ann, start), "Ann's three changes, live");
+    assert_eq!(app.app.hub.stats.closed_slow.load(Ordering::Relaxed), 0, "nobody was closed as slow");
     ws.send(None, "phoenix", "heartbeat", json!({})).await;
-    assert_eq!(
-        ws.recv_event("phx_reply").await.payload["status"],
-        "ok",
-        "the socket is still open"
-    );
+    assert_eq!(ws.recv_event("phx_reply").await.payload["status"], "ok", "the socket is still open");
 }

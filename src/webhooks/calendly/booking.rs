@@ -141,31 +141,15 @@ pub fn record(conn: &Connection, now: &str, row: &EventRow<'_>) -> rusqlite::Res
 pub fn apply(tx: &mut WriteTx<'_>, d: &Delivery, payload: Option<&str>) -> ApiResult<Applied> {
     let now = tx.now().to_string();
     let invitee_uri = d.invitee.as_ref().map(|i| i.uri.as_str());
-    let base = EventRow {
-        event: Some(&d.event),
-        invitee_uri,
-        payload,
-        ..Default::default()
-    };
+    let base = EventRow { event: Some(&d.event), invitee_uri, payload, ..Default::default() };
 
-    let (
-        Some(inv),
-        Kind::Created | Kind::Canceled | Kind::Updated | Kind::NoShowCreated | Kind::NoShowDeleted,
-    ) = (&d.invitee, d.kind)
+    let (Some(inv), Kind::Created | Kind::Canceled | Kind::Updated | Kind::NoShowCreated | Kind::NoShowDeleted) = (&d.invitee, d.kind)
     else {
-        let row = EventRow {
-            dedupe_key: Some(&d.dedupe_key),
-            outcome: "ignored",
-            summary: Some("not an event syncgate acts on"),
-            ..base
-        };
+        let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "ignored", summary: Some("not an event syncgate acts on"), ..base };
         return Ok(match record(tx.conn(), &now, &row)? {
-            Some(_) => Applied {
-                outcome: Outcome::Ignored,
-                user_id: None,
-                meeting_id: None,
-                summary: "not an event syncgate acts on".into(),
-            },
+            Some(_) => {
+                Applied { outcome: Outcome::Ignored, user_id: None, meeting_id: None, summary: "not an event syncgate acts on".into() }
+            }
             None => duplicate(None),
         });
     };
@@ -175,40 +159,17 @@ pub fn apply(tx: &mut WriteTx<'_>, d: &Delivery, payload: Option<&str>) -> ApiRe
         Err(host) => {
             // No dedupe key: once the adviser is set up, a redelivery is applied.
             let summary = format!("no user matches host {host}");
-            record(
-                tx.conn(),
-                &now,
-                &EventRow {
-                    outcome: "unmatched",
-                    host: Some(&host),
-                    summary: Some(&summary),
-                    ..base
-                },
-            )?;
-            return Ok(Applied {
-                outcome: Outcome::Unmatched,
-                user_id: None,
-                meeting_id: None,
-                summary,
-            });
+            record(tx.conn(), &now, &EventRow { outcome: "unmatched", host: Some(&host), summary: Some(&summary), ..base })?;
+            return Ok(Applied { outcome: Outcome::Unmatched, user_id: None, meeting_id: None, summary });
         }
     };
-    let row = EventRow {
-        dedupe_key: Some(&d.dedupe_key),
-        outcome: "accepted",
-        user_id: Some(user),
-        ..base
-    };
+    let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "accepted", user_id: Some(user), ..base };
     let Some(event_row) = record(tx.conn(), &now, &row)? else {
         return Ok(duplicate(Some(user)));
     };
 
     let se = d.scheduled_event.as_ref();
-    let mut b = Booking {
-        tx,
-        user,
-        notes: Vec::new(),
-    };
+    let mut b = Booking { tx, user, notes: Vec::new() };
     let meeting = match d.kind {
         Kind::Created => b.active(inv, se)?,
         Kind::Updated if inv.status.as_deref() == Some("canceled") => b.canceled(inv, se)?,
@@ -224,21 +185,11 @@ pub fn apply(tx: &mut WriteTx<'_>, d: &Delivery, payload: Option<&str>) -> ApiRe
         "UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3",
         rusqlite::params![meeting, summary, event_row],
     )?;
-    Ok(Applied {
-        outcome: Outcome::Accepted,
-        user_id: Some(user),
-        meeting_id: meeting,
-        summary,
-    })
+    Ok(Applied { outcome: Outcome::Accepted, user_id: Some(user), meeting_id: meeting, summary })
 }
 
 fn duplicate(user_id: Option<i64>) -> Applied {
-    Applied {
-        outcome: Outcome::Duplicate,
-        user_id,
-        meeting_id: None,
-        summary: "already applied, nothing changed".into(),
-    }
+    Applied { outcome: Outcome::Duplicate, user_id, meeting_id: None, summary: "already applied, nothing changed".into() }
 }
 
 /// The adviser: a host's Calendly user URI matched to `users.calendly_user_uri`,
@@ -246,19 +197,9 @@ fn duplicate(user_id: Option<i64>) -> Applied {
 /// no-show carries only the invitee) belongs to whoever the invitee does.
 /// `Err` carries a description of the unmatched host for admins.
 fn find_adviser(conn: &Connection, d: &Delivery) -> ApiResult<Result<i64, String>> {
-    let hosts = d
-        .scheduled_event
-        .as_ref()
-        .map(|se| se.hosts.as_slice())
-        .unwrap_or_default();
+    let hosts = d.scheduled_event.as_ref().map(|se| se.hosts.as_slice()).unwrap_or_default();
     for uri in hosts.iter().filter_map(|h| h.user_uri.as_deref()) {
-        let id: Option<i64> = conn
-            .query_row(
-                "SELECT id FROM users WHERE calendly_user_uri = ?1",
-                [uri],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let id: Option<i64> = conn.query_row("SELECT id FROM users WHERE calendly_user_uri = ?1", [uri], |r| r.get(0)).optional()?;
         if let Some(id) = id {
             return Ok(Ok(id));
         }
@@ -269,20 +210,12 @@ fn find_adviser(conn: &Connection, d: &Delivery) -> ApiResult<Result<i64, String
         }
     }
     if hosts.is_empty() {
-        if let Some(link) = d
-            .invitee
-            .as_ref()
-            .map(|i| get_link(conn, &i.uri))
-            .transpose()?
-            .flatten()
-        {
+        if let Some(link) = d.invitee.as_ref().map(|i| get_link(conn, &i.uri)).transpose()?.flatten() {
             return Ok(Ok(link.user_id));
         }
     }
-    let host = hosts
-        .iter()
-        .find_map(|h| h.user_uri.clone().or_else(|| h.email.clone()))
-        .unwrap_or_else(|| "(the payload names no host)".into());
+    let host =
+        hosts.iter().find_map(|h| h.user_uri.clone().or_else(|| h.email.clone())).unwrap_or_else(|| "(the payload names no host)".into());
     Ok(Err(host))
 }
 
@@ -324,17 +257,9 @@ struct Link {
 }
 
 fn get_link(conn: &Connection, uri: &str) -> rusqlite::Result<Option<Link>> {
-    conn.prepare_cached(
-        "SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1",
-    )?
-    .query_row([uri], |r| {
-        Ok(Link {
-            user_id: r.get(0)?,
-            meeting_id: r.get(1)?,
-            state: r.get(2)?,
-        })
-    })
-    .optional()
+    conn.prepare_cached("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1")?
+        .query_row([uri], |r| Ok(Link { user_id: r.get(0)?, meeting_id: r.get(1)?, state: r.get(2)? }))
+        .optional()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -361,22 +286,14 @@ fn put_link(
 
 /// Invitees announced by a reschedule into `meeting` but not delivered yet.
 fn expected_for(conn: &Connection, meeting: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'",
-    )?
-    .query_row([meeting], |r| r.get(0))
+    conn.prepare_cached("SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'")?
+        .query_row([meeting], |r| r.get(0))
 }
 
-fn meeting_by_event(
-    conn: &Connection,
-    user: i64,
-    event_uri: &str,
-) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2",
-    )?
-    .query_row(rusqlite::params![user, event_uri], |r| r.get(0))
-    .optional()
+fn meeting_by_event(conn: &Connection, user: i64, event_uri: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2")?
+        .query_row(rusqlite::params![user, event_uri], |r| r.get(0))
+        .optional()
 }
 
 /// The meeting's status from its invitees (see the module doc).
@@ -386,11 +303,7 @@ fn derive(entries: &[Entry], expected: i64, event_canceled: bool) -> &'static st
     }
     let live: Vec<&Entry> = entries.iter().filter(|e| e.is_live()).collect();
     if live.is_empty() && expected == 0 {
-        return if entries.is_empty() {
-            "scheduled"
-        } else {
-            "canceled"
-        };
+        return if entries.is_empty() { "scheduled" } else { "canceled" };
     }
     if expected == 0 && live.iter().all(|e| e.status == "no_show") {
         return "no_show";
@@ -456,9 +369,7 @@ impl Draft {
 
     /// A Calendly meeting by id (None when deleted meanwhile or not a Calendly row).
     fn load(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Draft>> {
-        let Some(row) = tx.get(Table::Meetings, id)? else {
-            return Ok(None);
-        };
+        let Some(row) = tx.get(Table::Meetings, id)? else { return Ok(None) };
         if text_of(&row, "source").as_deref() != Some("calendly") {
             return Ok(None);
         }
@@ -470,11 +381,7 @@ impl Draft {
     fn adopt(id: i64, row: Value, se: &ScheduledEvent) -> Draft {
         let mut d = Draft::from_row(id, row);
         // Its Google event id is what the Google sync will match later.
-        let google_id = d
-            .google_event_id
-            .clone()
-            .or_else(|| Some(d.external_id.clone()))
-            .filter(|g| !g.is_empty());
+        let google_id = d.google_event_id.clone().or_else(|| Some(d.external_id.clone())).filter(|g| !g.is_empty());
         d.external_id = se.uri.clone();
         d.google_event_id = google_id;
         d.entries.clear();
@@ -489,18 +396,11 @@ impl Draft {
         let entries: Vec<Entry> = row
             .get("invitees")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| serde_json::from_value(e.clone()).ok())
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect())
             .unwrap_or_default();
         Draft {
             id: Some(id),
-            user_id: row
-                .get("user_id")
-                .and_then(Value::as_i64)
-                .unwrap_or_default(),
+            user_id: row.get("user_id").and_then(Value::as_i64).unwrap_or_default(),
             external_id: text_of(&row, "external_id").unwrap_or_default(),
             title: text_of(&row, "title").unwrap_or_default(),
             starts_at: text_of(&row, "starts_at").unwrap_or_default(),
@@ -548,16 +448,10 @@ impl Draft {
     /// Can this meeting move to the invitee's new event: nobody else is
     /// still live on it besides the invitee and the one it replaces.
     fn can_move_for(&self, inv: &Invitee) -> bool {
-        self.entries.iter().all(|e| {
-            !e.is_live() || e.uri == inv.uri || inv.old_invitee.as_deref() == Some(e.uri.as_str())
-        })
+        self.entries.iter().all(|e| !e.is_live() || e.uri == inv.uri || inv.old_invitee.as_deref() == Some(e.uri.as_str()))
     }
 
-    fn set_status(
-        &mut self,
-        status: &str,
-        cancellation: Option<(&Option<String>, &Option<String>)>,
-    ) {
+    fn set_status(&mut self, status: &str, cancellation: Option<(&Option<String>, &Option<String>)>) {
         if status == "canceled" {
             if self.status != "canceled" || self.id.is_none() {
                 let (reason, by) = cancellation.unwrap_or((&None, &None));
@@ -584,12 +478,7 @@ impl Draft {
             ("meeting_url", t(&self.meeting_url)),
             ("google_event_id", t(&self.google_event_id)),
             ("status", SqlValue::Text(self.status.clone())),
-            (
-                "client_id",
-                self.client_id
-                    .map(SqlValue::Integer)
-                    .unwrap_or(SqlValue::Null),
-            ),
+            ("client_id", self.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
             ("invitees", SqlValue::Text(invitees)),
             ("cancel_url", t(&self.cancel_url)),
             ("reschedule_url", t(&self.reschedule_url)),
@@ -628,9 +517,7 @@ impl Booking<'_, '_> {
     /// Upsert the client by the invitee's email (per adviser); an existing
     /// client keeps its name.
     fn client(&mut self, inv: &Invitee) -> ApiResult<Option<i64>> {
-        let Some(email) = inv.email.clone() else {
-            return Ok(None);
-        };
+        let Some(email) = inv.email.clone() else { return Ok(None) };
         let existing: Option<i64> = self
             .conn()
             .prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2")?
@@ -642,16 +529,9 @@ impl Booking<'_, '_> {
         let name = inv.name.clone().unwrap_or_else(|| email.clone());
         let row = self.tx.insert(
             Table::Clients,
-            &[
-                ("user_id", SqlValue::Integer(self.user)),
-                ("name", SqlValue::Text(name)),
-                ("email", SqlValue::Text(email)),
-            ],
+            &[("user_id", SqlValue::Integer(self.user)), ("name", SqlValue::Text(name)), ("email", SqlValue::Text(email))],
         )?;
-        let id = row
-            .get("id")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| ApiError::internal("client row without id"))?;
+        let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("client row without id"))?;
         self.notes.push(format!("client {id} created"));
         Ok(Some(id))
     }
@@ -683,10 +563,7 @@ impl Booking<'_, '_> {
                 let mut all = vec![("user_id", SqlValue::Integer(draft.user_id))];
                 all.extend(values);
                 let row = self.tx.insert(Table::Meetings, &all)?;
-                let id = row
-                    .get("id")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| ApiError::internal("meeting row without id"))?;
+                let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("meeting row without id"))?;
                 self.notes.push(if draft.status == "scheduled" {
                     format!("meeting {id} created")
                 } else {
@@ -695,24 +572,12 @@ impl Booking<'_, '_> {
                 Ok(id)
             }
             Some(id) => {
-                let after = self
-                    .tx
-                    .update(Table::Meetings, id, &values)?
-                    .ok_or_else(|| ApiError::internal("meeting vanished"))?;
+                let after = self.tx.update(Table::Meetings, id, &values)?.ok_or_else(|| ApiError::internal("meeting vanished"))?;
                 let before = draft.before.unwrap_or(Value::Null);
-                let changed: Vec<&str> = [
-                    "status",
-                    "starts_at",
-                    "ends_at",
-                    "external_id",
-                    "title",
-                    "location",
-                    "meeting_url",
-                    "invitees",
-                ]
-                .into_iter()
-                .filter(|k| before.get(*k) != after.get(*k))
-                .collect();
+                let changed: Vec<&str> = ["status", "starts_at", "ends_at", "external_id", "title", "location", "meeting_url", "invitees"]
+                    .into_iter()
+                    .filter(|k| before.get(*k) != after.get(*k))
+                    .collect();
                 let other = before != after && changed.is_empty();
                 self.notes.push(match (changed.is_empty(), other) {
                     _ if draft.adopted => format!("meeting {id} taken over from its Google copy"),
@@ -727,19 +592,10 @@ impl Booking<'_, '_> {
 
     /// `invitee.created` (and an active `invitee.updated`).
     fn active(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> ApiResult<Option<i64>> {
-        let Some(se) = se else {
-            return Err(ApiError::internal(
-                "a creation without its scheduled event got past parsing",
-            ));
-        };
+        let Some(se) = se else { return Err(ApiError::internal("a creation without its scheduled event got past parsing")) };
         let now = self.now();
         let own = get_link(self.conn(), &inv.uri)?;
-        let old = inv
-            .old_invitee
-            .as_deref()
-            .map(|o| get_link(self.conn(), o))
-            .transpose()?
-            .flatten();
+        let old = inv.old_invitee.as_deref().map(|o| get_link(self.conn(), o)).transpose()?.flatten();
         let client = self.client(inv)?;
 
         let mut draft = match meeting_by_event(self.conn(), self.user, &se.uri)? {
@@ -749,11 +605,7 @@ impl Booking<'_, '_> {
         if draft.is_none() {
             // No meeting for this event yet: continue the meeting this invitee
             // was expected on, or the one its predecessor was on, if it can move.
-            let candidates = [own.as_ref(), old.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter(|l| l.user_id == self.user)
-                .map(|l| l.meeting_id);
+            let candidates = [own.as_ref(), old.as_ref()].into_iter().flatten().filter(|l| l.user_id == self.user).map(|l| l.meeting_id);
             for id in candidates.collect::<Vec<_>>() {
                 if let Some(m) = self.load_own(id)? {
                     if m.can_move_for(inv) {
@@ -770,11 +622,7 @@ impl Booking<'_, '_> {
         draft.take_event(se);
 
         // Terminal invitee states stay; an expected invitee has now arrived.
-        let state = match own
-            .as_ref()
-            .filter(|l| l.user_id == self.user)
-            .map(|l| l.state.as_str())
-        {
+        let state = match own.as_ref().filter(|l| l.user_id == self.user).map(|l| l.state.as_str()) {
             Some(s @ ("canceled" | "rescheduled" | "no_show")) => s.to_string(),
             _ => "active".to_string(),
         };
@@ -810,63 +658,24 @@ impl Booking<'_, '_> {
         let expected = match draft.id {
             Some(id) => {
                 let n = expected_for(self.conn(), id)?;
-                n - i64::from(
-                    own.as_ref()
-                        .is_some_and(|l| l.meeting_id == id && l.state == "expected"),
-                )
+                n - i64::from(own.as_ref().is_some_and(|l| l.meeting_id == id && l.state == "expected"))
             }
             None => 0,
         };
         let status = derive(&draft.entries, expected, se.is_canceled());
         draft.set_status(status, None);
         let id = self.save(draft)?;
-        put_link(
-            self.conn(),
-            &inv.uri,
-            self.user,
-            id,
-            &state,
-            inv.old_invitee.as_deref(),
-            None,
-            &now,
-        )?;
+        put_link(self.conn(), &inv.uri, self.user, id, &state, inv.old_invitee.as_deref(), None, &now)?;
 
         if let Some(o) = inv.old_invitee.as_deref() {
             match old {
                 Some(ol) if ol.meeting_id != id => {
-                    put_link(
-                        self.conn(),
-                        o,
-                        ol.user_id,
-                        ol.meeting_id,
-                        "rescheduled",
-                        None,
-                        Some(&inv.uri),
-                        &now,
-                    )?;
+                    put_link(self.conn(), o, ol.user_id, ol.meeting_id, "rescheduled", None, Some(&inv.uri), &now)?;
                     self.left_behind(ol.meeting_id, o)?;
                 }
                 // Unknown predecessor: remember it, so its late cancel finds this meeting.
-                Some(ol) => put_link(
-                    self.conn(),
-                    o,
-                    ol.user_id,
-                    id,
-                    "rescheduled",
-                    None,
-                    Some(&inv.uri),
-                    &now,
-                )?,
-                None => put_link(
-                    self.conn(),
-                    o,
-                    self.user,
-                    id,
-                    "rescheduled",
-                    None,
-                    Some(&inv.uri),
-                    &now,
-                )?,
+                Some(ol) => put_link(self.conn(), o, ol.user_id, id, "rescheduled", None, Some(&inv.uri), &now)?,
+                None => put_link(self.conn(), o, self.user, id, "rescheduled", None, Some(&inv.uri), &now)?,
             }
         }
         Ok(Some(id))
@@ -875,9 +684,7 @@ impl Booking<'_, '_> {
     /// The meeting a rescheduled invitee left without moving it: mark the
     /// invitee and derive the status again (it may now be empty).
     fn left_behind(&mut self, meeting: i64, old_uri: &str) -> ApiResult<()> {
-        let Some(mut m) = Draft::load(self.tx, meeting)? else {
-            return Ok(());
-        };
+        let Some(mut m) = Draft::load(self.tx, meeting)? else { return Ok(()) };
         if let Some(e) = m.entry_mut(old_uri) {
             e.status = "rescheduled".into();
         }
@@ -901,11 +708,7 @@ impl Booking<'_, '_> {
             None => None,
         };
         if draft.is_none() {
-            if let Some(id) = se
-                .map(|se| meeting_by_event(self.conn(), self.user, &se.uri))
-                .transpose()?
-                .flatten()
-            {
+            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
                 draft = self.load_own(id)?;
             }
         }
@@ -920,10 +723,7 @@ impl Booking<'_, '_> {
                 d
             }
             (None, None) => {
-                self.notes.push(
-                    "unknown invitee and no scheduled event in the payload: nothing to change"
-                        .into(),
-                );
+                self.notes.push("unknown invitee and no scheduled event in the payload: nothing to change".into());
                 return Ok(None);
             }
         };
@@ -944,11 +744,7 @@ impl Booking<'_, '_> {
                 canceled_by: None,
             });
         }
-        let state = if rescheduled || own.as_ref().is_some_and(|l| l.state == "rescheduled") {
-            "rescheduled"
-        } else {
-            "canceled"
-        };
+        let state = if rescheduled || own.as_ref().is_some_and(|l| l.state == "rescheduled") { "rescheduled" } else { "canceled" };
         let (reason, by) = match &inv.cancellation {
             Some(c) => (c.reason.clone(), c.canceled_by.clone()),
             None => (None, None),
@@ -969,10 +765,7 @@ impl Booking<'_, '_> {
                     None => announce = Some(n),
                     Some(nl) => {
                         // The creation came first and moved the meeting: keep the old start.
-                        if Some(nl.meeting_id) == draft.id
-                            && !current
-                            && draft.previous_starts_at.is_none()
-                        {
+                        if Some(nl.meeting_id) == draft.id && !current && draft.previous_starts_at.is_none() {
                             if let Some(se) = se.filter(|se| se.starts_at != draft.starts_at) {
                                 draft.previous_starts_at = Some(se.starts_at.clone());
                             }
@@ -981,48 +774,20 @@ impl Booking<'_, '_> {
                 }
             }
         }
-        let expected = draft
-            .id
-            .map(|id| expected_for(self.conn(), id))
-            .transpose()?
-            .unwrap_or(0)
-            + i64::from(announce.is_some());
+        let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0) + i64::from(announce.is_some());
         let event_canceled = current && !rescheduled && se.is_some_and(ScheduledEvent::is_canceled);
         let status = derive(&draft.entries, expected, event_canceled);
         draft.set_status(status, Some((&reason, &by)));
         let id = self.save(draft)?;
-        put_link(
-            self.conn(),
-            &inv.uri,
-            self.user,
-            id,
-            state,
-            inv.old_invitee.as_deref(),
-            inv.new_invitee.as_deref(),
-            &now,
-        )?;
+        put_link(self.conn(), &inv.uri, self.user, id, state, inv.old_invitee.as_deref(), inv.new_invitee.as_deref(), &now)?;
         if let Some(n) = announce {
-            put_link(
-                self.conn(),
-                n,
-                self.user,
-                id,
-                "expected",
-                Some(&inv.uri),
-                None,
-                &now,
-            )?;
+            put_link(self.conn(), n, self.user, id, "expected", Some(&inv.uri), None, &now)?;
         }
         Ok(Some(id))
     }
 
     /// `invitee_no_show.created` (`on`) and `.deleted`.
-    fn no_show(
-        &mut self,
-        inv: &Invitee,
-        se: Option<&ScheduledEvent>,
-        on: bool,
-    ) -> ApiResult<Option<i64>> {
+    fn no_show(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>, on: bool) -> ApiResult<Option<i64>> {
         let now = self.now();
         let own = self.own_link(&inv.uri)?;
         let mut draft = match &own {
@@ -1030,11 +795,7 @@ impl Booking<'_, '_> {
             None => None,
         };
         if draft.is_none() {
-            if let Some(id) = se
-                .map(|se| meeting_by_event(self.conn(), self.user, &se.uri))
-                .transpose()?
-                .flatten()
-            {
+            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
                 draft = self.load_own(id)?;
             }
         }
@@ -1050,16 +811,11 @@ impl Booking<'_, '_> {
                 d
             }
             (None, None) => {
-                self.notes.push(
-                    "unknown invitee and no scheduled event in the payload: nothing to change"
-                        .into(),
-                );
+                self.notes.push("unknown invitee and no scheduled event in the payload: nothing to change".into());
                 return Ok(None);
             }
         };
-        if draft.entry_mut(&inv.uri).is_none()
-            && (is_new || se.is_some_and(|se| se.uri == draft.external_id))
-        {
+        if draft.entry_mut(&inv.uri).is_none() && (is_new || se.is_some_and(|se| se.uri == draft.external_id)) {
             draft.entries.push(Entry {
                 uri: inv.uri.clone(),
                 name: inv.name.clone(),
@@ -1070,10 +826,7 @@ impl Booking<'_, '_> {
                 canceled_by: None,
             });
         }
-        let mut state = own
-            .as_ref()
-            .map(|l| l.state.clone())
-            .unwrap_or_else(|| "active".into());
+        let mut state = own.as_ref().map(|l| l.state.clone()).unwrap_or_else(|| "active".into());
         if let Some(e) = draft.entry_mut(&inv.uri) {
             match (on, e.status.as_str()) {
                 (true, "active") => e.status = "no_show".into(),
@@ -1084,25 +837,12 @@ impl Booking<'_, '_> {
         }
         // A canceled meeting stays canceled; otherwise its invitees decide.
         if draft.status != "canceled" {
-            let expected = draft
-                .id
-                .map(|id| expected_for(self.conn(), id))
-                .transpose()?
-                .unwrap_or(0);
+            let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0);
             let status = derive(&draft.entries, expected, false);
             draft.set_status(status, None);
         }
         let id = self.save(draft)?;
-        put_link(
-            self.conn(),
-            &inv.uri,
-            self.user,
-            id,
-            &state,
-            None,
-            None,
-            &now,
-        )?;
+        put_link(self.conn(), &inv.uri, self.user, id, &state, None, None, &now)?;
         Ok(Some(id))
     }
 }
@@ -1112,41 +852,17 @@ mod tests {
     use super::*;
 
     fn e(uri: &str, status: &str) -> Entry {
-        Entry {
-            uri: uri.into(),
-            name: None,
-            email: None,
-            status: status.into(),
-            client_id: None,
-            cancel_reason: None,
-            canceled_by: None,
-        }
+        Entry { uri: uri.into(), name: None, email: None, status: status.into(), client_id: None, cancel_reason: None, canceled_by: None }
     }
 
     #[test]
     fn status_follows_the_invitees() {
-        assert_eq!(
-            derive(&[e("a", "active"), e("b", "canceled")], 0, false),
-            "scheduled"
-        );
-        assert_eq!(
-            derive(&[e("a", "canceled"), e("b", "canceled")], 0, false),
-            "canceled"
-        );
-        assert_eq!(
-            derive(&[e("a", "rescheduled")], 1, false),
-            "scheduled",
-            "an expected invitee keeps it scheduled"
-        );
+        assert_eq!(derive(&[e("a", "active"), e("b", "canceled")], 0, false), "scheduled");
+        assert_eq!(derive(&[e("a", "canceled"), e("b", "canceled")], 0, false), "canceled");
+        assert_eq!(derive(&[e("a", "rescheduled")], 1, false), "scheduled", "an expected invitee keeps it scheduled");
         assert_eq!(derive(&[e("a", "rescheduled")], 0, false), "canceled");
-        assert_eq!(
-            derive(&[e("a", "no_show"), e("b", "canceled")], 0, false),
-            "no_show"
-        );
-        assert_eq!(
-            derive(&[e("a", "no_show"), e("b", "active")], 0, false),
-            "scheduled"
-        );
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "canceled")], 0, false), "no_show");
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "active")], 0, false), "scheduled");
         assert_eq!(derive(&[e("a", "active")], 0, true), "canceled");
     }
 }

@@ -62,33 +62,22 @@ impl Webhook {
                 k
             }
         };
-        let mut all = self
-            .app
-            .config
-            .calendly
-            .signing_keys
-            .iter()
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect::<Vec<_>>();
+        let mut all =
+            self.app.config.calendly.signing_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect::<Vec<_>>();
         all.extend(stored.iter().cloned());
         Ok(all)
     }
 }
 
 fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC")?;
+    let mut stmt = conn.prepare_cached("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }
 
 /// The webhook, its public status and its admin details.
 pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    let w = Arc::new(Webhook {
-        app,
-        stored: RwLock::new(None),
-    });
+    let w = Arc::new(Webhook { app, stored: RwLock::new(None) });
     let with = {
         let w = w.clone();
         warp::any().map(move || w.clone())
@@ -98,9 +87,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(with.clone())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(|w: Arc<Webhook>, headers: HeaderMap, body| async move {
-            receive(w, headers, body).await
-        });
+        .then(|w: Arc<Webhook>, headers: HeaderMap, body| async move { receive(w, headers, body).await });
     let test = warp::path!("api" / "calendly" / "webhook" / "test")
         .and(warp::get())
         .and(with.clone())
@@ -109,9 +96,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with)
         .and(warp::header::optional::<String>("authorization"))
-        .and_then(|w: Arc<Webhook>, auth: Option<String>| async move {
-            respond(admin_status(w, auth).await)
-        });
+        .and_then(|w: Arc<Webhook>, auth: Option<String>| async move { respond(admin_status(w, auth).await) });
     hook.or(test).unify().or(admin).unify().boxed()
 }
 
@@ -140,13 +125,7 @@ where
 }
 
 fn announced_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(warp::http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(warp::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// `POST /api/calendly/webhook`
@@ -156,8 +135,7 @@ where
     B: Buf,
 {
     let started = Instant::now();
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
     if announced_length(&headers).is_some_and(|n| n > MAX_BODY as u64) {
         reject(&w, None, "too_large", "the body is larger than the limit").await;
         return too_large().into_response();
@@ -175,9 +153,7 @@ where
     };
 
     // Headers that are not visible ASCII are malformed, not missing.
-    let header = headers
-        .get(SIGNATURE_HEADER)
-        .map(|v| v.to_str().unwrap_or("\u{1}"));
+    let header = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or("\u{1}"));
     if let Err(reason) = check_signature(&w, header, &body).await {
         let claimed = payload::claimed_event(&body);
         reject(&w, claimed.as_deref(), reason.code(), &reason.to_string()).await;
@@ -206,33 +182,19 @@ where
                     Ok(booking::record(tx.conn(), &now, &row)?)
                 })
                 .await;
-            tracing::info!(
-                "calendly webhook {}: invalid, {why}",
-                event.as_deref().unwrap_or("?")
-            );
+            tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
             w.app.metrics.webhook("calendly", "invalid");
-            return ApiError::BadRequest(format!(
-                "the delivery is not a Calendly event this server understands: {why}"
-            ))
-            .into_response();
+            return ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response();
         }
     };
 
     let text = String::from_utf8_lossy(&body).into_owned();
     let d = delivery.clone();
-    let result = w
-        .app
-        .store
-        .writer
-        .write(move |tx| booking::apply(tx, &d, Some(&text)))
-        .await;
+    let result = w.app.store.writer.write(move |tx| booking::apply(tx, &d, Some(&text))).await;
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(applied) => {
-            let meeting = applied
-                .meeting_id
-                .map(|m| m.to_string())
-                .unwrap_or_default();
+            let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
             w.app.metrics.webhook("calendly", applied.outcome.as_str());
             tracing::info!(
                 event = %delivery.event,
@@ -245,10 +207,7 @@ where
                 applied.outcome.as_str(),
                 applied.summary
             );
-            json_response(
-                StatusCode::OK,
-                &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}),
-            )
+            json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
         }
         Err(e) => {
             // Nothing of the delivery was kept; Calendly retries a 5xx.
@@ -311,23 +270,14 @@ async fn reject(w: &Webhook, event: Option<&str>, code: &str, sentence: &str) {
         .writer
         .write(move |tx| {
             let now = tx.now().to_string();
-            let row = EventRow {
-                event: ev.as_deref(),
-                outcome: "rejected",
-                error: Some(&err2),
-                ..Default::default()
-            };
+            let row = EventRow { event: ev.as_deref(), outcome: "rejected", error: Some(&err2), ..Default::default() };
             Ok(booking::record(tx.conn(), &now, &row)?)
         })
         .await;
     if let Err(e) = res {
         tracing::warn!(error = %e, "could not record a rejected Calendly delivery");
     }
-    tracing::info!(
-        reason = code,
-        "calendly webhook {}: rejected, {sentence}",
-        event.unwrap_or("?")
-    );
+    tracing::info!(reason = code, "calendly webhook {}: rejected, {sentence}", event.unwrap_or("?"));
     w.app.metrics.webhook("calendly", "rejected");
 }
 
@@ -347,42 +297,22 @@ async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
         .app
         .store
         .read(|c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| {
-                r.get(0)
-            })?;
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
             Ok((n, last_accepted(c)?))
         })
         .await?;
-    let configured = stored > 0
-        || w.app
-            .config
-            .calendly
-            .signing_keys
-            .iter()
-            .any(|k| !k.trim().is_empty());
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"reachable": true, "configured": configured, "last_accepted_at": last}),
-    ))
+    let configured = stored > 0 || w.app.config.calendly.signing_keys.iter().any(|k| !k.trim().is_empty());
+    Ok(json_response(StatusCode::OK, &json!({"reachable": true, "configured": configured, "last_accepted_at": last})))
 }
 
 /// `GET /api/admin/health/calendly`: [`admin_health`] for admins.
 async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Response> {
     let who = authenticate(&w.app, auth).await?;
     if !who.admin {
-        return Err(ApiError::Forbidden(
-            "only admins can see webhook details".into(),
-        ));
+        return Err(ApiError::Forbidden("only admins can see webhook details".into()));
     }
     let mut v = w.app.store.read(|c| Ok(admin_health(c))).await?;
-    v["configured_signing_keys"] = json!(w
-        .app
-        .config
-        .calendly
-        .signing_keys
-        .iter()
-        .filter(|k| !k.trim().is_empty())
-        .count());
+    v["configured_signing_keys"] = json!(w.app.config.calendly.signing_keys.iter().filter(|k| !k.trim().is_empty()).count());
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -405,20 +335,11 @@ fn health(conn: &Connection) -> rusqlite::Result<Value> {
     let day = timefmt::format(now - time::Duration::hours(24));
     let week = timefmt::format(now - time::Duration::days(7));
     let mut outcomes = serde_json::Map::new();
-    for o in [
-        "accepted",
-        "unmatched",
-        "ignored",
-        "rejected",
-        "invalid",
-        "failed",
-    ] {
+    for o in ["accepted", "unmatched", "ignored", "rejected", "invalid", "failed"] {
         outcomes.insert(o.into(), json!(0));
     }
     let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM calendly_webhook_events WHERE received_at >= ?1 GROUP BY outcome")?;
-    for row in stmt.query_map([&day], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })? {
+    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (o, n) = row?;
         outcomes.insert(o, json!(n));
     }
@@ -427,9 +348,7 @@ fn health(conn: &Connection) -> rusqlite::Result<Value> {
         "SELECT substr(error, 1, instr(error, ':') - 1), COUNT(*) FROM calendly_webhook_events
          WHERE outcome = 'rejected' AND received_at >= ?1 AND instr(error, ':') > 0 GROUP BY 1",
     )?;
-    for row in stmt.query_map([&day], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })? {
+    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (code, n) = row?;
         reasons.insert(code, json!(n));
     }
@@ -453,9 +372,7 @@ fn health(conn: &Connection) -> rusqlite::Result<Value> {
             }))
         })
         .optional()?;
-    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| {
-        r.get(0)
-    })?;
+    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
     Ok(json!({
         "outcomes_24h": outcomes,
         "rejected_by_reason_24h": reasons,

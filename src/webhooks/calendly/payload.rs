@@ -103,31 +103,19 @@ pub struct Delivery {
 }
 
 fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
+    v.get(key).and_then(Value::as_str).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string)
 }
 
 /// Text for display: trimmed and cut to `max` characters.
 fn text(v: &Value, key: &str, max: usize) -> Option<String> {
-    s(v, key).map(|t| {
-        if t.chars().count() > max {
-            t.chars().take(max).collect()
-        } else {
-            t
-        }
-    })
+    s(v, key).map(|t| if t.chars().count() > max { t.chars().take(max).collect() } else { t })
 }
 
 fn uri(v: &Value, key: &str) -> Result<Option<String>, String> {
     match s(v, key) {
         None => Ok(None),
         Some(u) if u.len() > MAX_URI => Err(format!("{key} is longer than {MAX_URI} characters")),
-        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
-            Err(format!("{key} is not a URI"))
-        }
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => Err(format!("{key} is not a URI")),
         Some(u) => Ok(Some(u)),
     }
 }
@@ -167,20 +155,11 @@ impl ScheduledEvent {
             _ => (None, None),
         };
         let calendar = v.get("calendar_event").filter(|c| c.is_object());
-        let google_event_id = calendar
-            .filter(|c| s(c, "kind").is_none_or(|k| k == "google"))
-            .and_then(|c| text(c, "external_id", 1024));
+        let google_event_id = calendar.filter(|c| s(c, "kind").is_none_or(|k| k == "google")).and_then(|c| text(c, "external_id", 1024));
         let hosts = v
             .get("event_memberships")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|m| Host {
-                        user_uri: link(m, "user"),
-                        email: email(m, "user_email"),
-                    })
-                    .collect()
-            })
+            .map(|a| a.iter().map(|m| Host { user_uri: link(m, "user"), email: email(m, "user_email") }).collect())
             .unwrap_or_default();
         Ok(ScheduledEvent {
             uri,
@@ -203,12 +182,7 @@ impl Invitee {
         let (invitee_uri, no_show_uri) = match kind {
             Kind::NoShowCreated | Kind::NoShowDeleted => {
                 let own = uri(p, "uri")?;
-                let nested = p
-                    .get("no_show")
-                    .filter(|n| n.is_object())
-                    .map(|n| uri(n, "uri"))
-                    .transpose()?
-                    .flatten();
+                let nested = p.get("no_show").filter(|n| n.is_object()).map(|n| uri(n, "uri")).transpose()?.flatten();
                 match uri(p, "invitee")? {
                     Some(inv) => (Some(inv), own.or(nested)),
                     None => (own, nested),
@@ -220,20 +194,14 @@ impl Invitee {
         let cancellation = p
             .get("cancellation")
             .filter(|c| c.is_object())
-            .map(|c| Cancellation {
-                canceled_by: text(c, "canceled_by", MAX_TEXT),
-                reason: text(c, "reason", 2000),
-            });
+            .map(|c| Cancellation { canceled_by: text(c, "canceled_by", MAX_TEXT), reason: text(c, "reason", 2000) });
         Ok(Invitee {
             uri: invitee_uri,
             email: email(p, "email"),
             name: text(p, "name", MAX_TEXT),
             status: s(p, "status"),
             timezone: text(p, "timezone", 100),
-            rescheduled: p
-                .get("rescheduled")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            rescheduled: p.get("rescheduled").and_then(Value::as_bool).unwrap_or(false),
             old_invitee: uri(p, "old_invitee")?,
             new_invitee: uri(p, "new_invitee")?,
             cancel_url: link(p, "cancel_url"),
@@ -247,8 +215,7 @@ impl Invitee {
 impl Delivery {
     /// Parse a verified body. An `Err` is a sentence saying what is wrong.
     pub fn parse(body: &[u8]) -> Result<Delivery, String> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("the body is not valid JSON ({e})"))?;
+        let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON ({e})"))?;
         if !v.is_object() {
             return Err("the body must be a JSON object".into());
         }
@@ -259,18 +226,9 @@ impl Delivery {
         let kind = Kind::parse(&event);
         let body_key = || format!("{event}|sha256:{}", hex_sha256(body));
         if kind == Kind::Other {
-            return Ok(Delivery {
-                dedupe_key: body_key(),
-                event,
-                kind,
-                invitee: None,
-                scheduled_event: None,
-            });
+            return Ok(Delivery { dedupe_key: body_key(), event, kind, invitee: None, scheduled_event: None });
         }
-        let p = v
-            .get("payload")
-            .filter(|p| p.is_object())
-            .ok_or("payload must be an object")?;
+        let p = v.get("payload").filter(|p| p.is_object()).ok_or("payload must be an object")?;
         let invitee = Invitee::parse(p, kind)?;
         let scheduled_event = match p.get("scheduled_event") {
             None | Some(Value::Null) => None,
@@ -287,13 +245,7 @@ impl Delivery {
             },
             Kind::Updated | Kind::Other => body_key(),
         };
-        Ok(Delivery {
-            event,
-            kind,
-            invitee: Some(invitee),
-            scheduled_event,
-            dedupe_key,
-        })
+        Ok(Delivery { event, kind, invitee: Some(invitee), scheduled_event, dedupe_key })
     }
 }
 
@@ -301,11 +253,7 @@ impl Delivery {
 /// only (never acted on): a short plain string or nothing.
 pub fn claimed_event(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    s(&v, "event").filter(|e| {
-        e.len() <= 64
-            && e.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
-    })
+    s(&v, "event").filter(|e| e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
 }
 
 #[cfg(test)]
@@ -330,19 +278,13 @@ mod tests {
     fn a_created_delivery() {
         let d = Delivery::parse(created().to_string().as_bytes()).unwrap();
         assert_eq!(d.kind, Kind::Created);
-        assert_eq!(
-            d.dedupe_key,
-            "invitee.created|https://api.calendly.com/scheduled_events/EV1/invitees/IN1"
-        );
+        assert_eq!(d.dedupe_key, "invitee.created|https://api.calendly.com/scheduled_events/EV1/invitees/IN1");
         let se = d.scheduled_event.unwrap();
         assert_eq!(se.starts_at, "2019-08-24T14:15:22.123Z");
         assert_eq!(se.join_url.as_deref(), Some("https://meet.google.com/abc"));
         assert_eq!(se.google_event_id.as_deref(), Some("gev123"));
         assert_eq!(se.hosts[0].email.as_deref(), Some("adviser@example.com"));
-        assert_eq!(
-            d.invitee.unwrap().email.as_deref(),
-            Some("Client@Example.com")
-        );
+        assert_eq!(d.invitee.unwrap().email.as_deref(), Some("Client@Example.com"));
     }
 
     #[test]
@@ -352,40 +294,27 @@ mod tests {
             ("{".to_string(), "JSON"),
             (json!({"payload":{}}).to_string(), "event"),
             (json!({"event":"invitee.created"}).to_string(), "payload"),
-            (
-                json!({"event":"invitee.created","payload":{"uri":"x"}}).to_string(),
-                "not a URI",
-            ),
+            (json!({"event":"invitee.created","payload":{"uri":"x"}}).to_string(), "not a URI"),
         ] {
             let e = Delivery::parse(body.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
         let mut v = created();
         v["payload"]["scheduled_event"]["end_time"] = json!("2019-08-24T14:00:00Z");
-        assert!(Delivery::parse(v.to_string().as_bytes())
-            .unwrap_err()
-            .contains("after"));
+        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().contains("after"));
         v["payload"]["scheduled_event"]["start_time"] = json!(7);
-        assert!(Delivery::parse(v.to_string().as_bytes())
-            .unwrap_err()
-            .contains("start_time"));
+        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().contains("start_time"));
     }
 
     #[test]
     fn dedupe_keys() {
-        let other = Delivery::parse(br#"{"event":"routing_form_submission.created","payload":{}}"#)
-            .unwrap();
+        let other = Delivery::parse(br#"{"event":"routing_form_submission.created","payload":{}}"#).unwrap();
         assert_eq!(other.kind, Kind::Other);
-        assert!(other
-            .dedupe_key
-            .starts_with("routing_form_submission.created|sha256:"));
+        assert!(other.dedupe_key.starts_with("routing_form_submission.created|sha256:"));
         let ns = json!({"event":"invitee_no_show.created","payload":{"uri":"https://api.calendly.com/invitee_no_shows/NS1",
             "invitee":"https://api.calendly.com/scheduled_events/EV1/invitees/IN1"}});
         let d = Delivery::parse(ns.to_string().as_bytes()).unwrap();
-        assert_eq!(
-            d.invitee.unwrap().uri,
-            "https://api.calendly.com/scheduled_events/EV1/invitees/IN1"
-        );
+        assert_eq!(d.invitee.unwrap().uri, "https://api.calendly.com/scheduled_events/EV1/invitees/IN1");
         assert_eq!(
             d.dedupe_key,
             "invitee_no_show.created|https://api.calendly.com/scheduled_events/EV1/invitees/IN1|https://api.calendly.com/invitee_no_shows/NS1"
@@ -394,8 +323,6 @@ mod tests {
         nested["event"] = json!("invitee_no_show.created");
         nested["payload"]["no_show"] = json!({"uri":"https://api.calendly.com/invitee_no_shows/NS2","created_at":"2020-01-01T00:00:00Z"});
         let d = Delivery::parse(nested.to_string().as_bytes()).unwrap();
-        assert!(d
-            .dedupe_key
-            .ends_with("|https://api.calendly.com/invitee_no_shows/NS2"));
+        assert!(d.dedupe_key.ends_with("|https://api.calendly.com/invitee_no_shows/NS2"));
     }
 }

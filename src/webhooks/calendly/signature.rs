@@ -77,9 +77,7 @@ impl CalendlySignature {
             if part.is_empty() {
                 continue;
             }
-            let (k, v) = part
-                .split_once('=')
-                .ok_or(Reason::Malformed("every part must be key=value"))?;
+            let (k, v) = part.split_once('=').ok_or(Reason::Malformed("every part must be key=value"))?;
             match k.trim() {
                 "t" => {
                     let v = v.trim();
@@ -89,15 +87,11 @@ impl CalendlySignature {
                     if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
                         return Err(Reason::Malformed("t must be a unix time in seconds"));
                     }
-                    t = Some(
-                        v.parse()
-                            .map_err(|_| Reason::Malformed("t must be a unix time in seconds"))?,
-                    );
+                    t = Some(v.parse().map_err(|_| Reason::Malformed("t must be a unix time in seconds"))?);
                 }
                 "v1" => {
                     let mut mac = [0u8; 32];
-                    hex::decode_to_slice(v.trim(), &mut mac)
-                        .map_err(|_| Reason::Malformed("v1 must be 64 hex digits"))?;
+                    hex::decode_to_slice(v.trim(), &mut mac).map_err(|_| Reason::Malformed("v1 must be 64 hex digits"))?;
                     v1.push(mac);
                 }
                 _ => {}
@@ -127,22 +121,13 @@ pub fn mac(key: &[u8], t: i64, body: &[u8]) -> Option<[u8; 32]> {
 /// The header Calendly would send for `body` signed with `key` at `t`
 /// (used by tests, the benchmark and anyone replaying a delivery).
 pub fn sign(key: &str, t: i64, body: &[u8]) -> String {
-    format!(
-        "t={t},v1={}",
-        hex::encode(mac(key.as_bytes(), t, body).unwrap_or_default())
-    )
+    format!("t={t},v1={}", hex::encode(mac(key.as_bytes(), t, body).unwrap_or_default()))
 }
 
 /// Verify a delivery. `keys` are every signing key currently accepted (the
 /// configured list plus stored ones; several during a rotation). Returns the
 /// index of the key that matched.
-pub fn verify<K: AsRef<str>>(
-    keys: &[K],
-    header: Option<&str>,
-    body: &[u8],
-    now: i64,
-    tolerance_secs: u64,
-) -> Result<usize, Reason> {
+pub fn verify<K: AsRef<str>>(keys: &[K], header: Option<&str>, body: &[u8], now: i64, tolerance_secs: u64) -> Result<usize, Reason> {
     let header = header.ok_or(Reason::Missing)?;
     let sig = CalendlySignature::parse(header)?;
     let tolerance = i64::try_from(tolerance_secs).unwrap_or(i64::MAX);
@@ -157,9 +142,7 @@ pub fn verify<K: AsRef<str>>(
     }
     let mut matched: Option<usize> = None;
     for (i, key) in keys.iter().enumerate() {
-        let Some(expected) = mac(key.as_ref().as_bytes(), sig.t, body) else {
-            continue;
-        };
+        let Some(expected) = mac(key.as_ref().as_bytes(), sig.t, body) else { continue };
         for given in &sig.v1 {
             // Constant time in the MAC bytes; which key matched is not secret.
             if bool::from(expected.ct_eq(given)) && matched.is_none() {
@@ -184,10 +167,7 @@ mod tests {
     #[test]
     fn known_vector() {
         assert_eq!(sign(KEY, T, BODY), format!("t={T},v1={V1}"));
-        assert_eq!(
-            verify(&[KEY], Some(&format!("t={T},v1={V1}")), BODY, T, 180),
-            Ok(0)
-        );
+        assert_eq!(verify(&[KEY], Some(&format!("t={T},v1={V1}")), BODY, T, 180), Ok(0));
     }
 
     #[test]
@@ -195,46 +175,27 @@ mod tests {
         let h = sign(KEY, T, BODY);
         let mut body = BODY.to_vec();
         body[5] ^= 1;
-        assert_eq!(
-            verify(&[KEY], Some(&h), &body, T, 180),
-            Err(Reason::Mismatch)
-        );
-        assert_eq!(
-            verify(&["another key"], Some(&h), BODY, T, 180),
-            Err(Reason::Mismatch)
-        );
+        assert_eq!(verify(&[KEY], Some(&h), &body, T, 180), Err(Reason::Mismatch));
+        assert_eq!(verify(&["another key"], Some(&h), BODY, T, 180), Err(Reason::Mismatch));
         // A signature over the same body at another t is not this one.
         let other_t = sign(KEY, T + 1, BODY).replace(&format!("t={}", T + 1), &format!("t={T}"));
-        assert_eq!(
-            verify(&[KEY], Some(&other_t), BODY, T, 180),
-            Err(Reason::Mismatch)
-        );
+        assert_eq!(verify(&[KEY], Some(&other_t), BODY, T, 180), Err(Reason::Mismatch));
     }
 
     #[test]
     fn tolerance_both_ways() {
         let h = sign(KEY, T, BODY);
         assert_eq!(verify(&[KEY], Some(&h), BODY, T + 180, 180), Ok(0));
-        assert_eq!(
-            verify(&[KEY], Some(&h), BODY, T + 181, 180),
-            Err(Reason::Stale)
-        );
+        assert_eq!(verify(&[KEY], Some(&h), BODY, T + 181, 180), Err(Reason::Stale));
         assert_eq!(verify(&[KEY], Some(&h), BODY, T - 180, 180), Ok(0));
-        assert_eq!(
-            verify(&[KEY], Some(&h), BODY, T - 181, 180),
-            Err(Reason::Future)
-        );
+        assert_eq!(verify(&[KEY], Some(&h), BODY, T - 181, 180), Err(Reason::Future));
     }
 
     #[test]
     fn rotation_any_key_and_any_v1() {
         let h = sign(KEY, T, BODY);
         assert_eq!(verify(&["old key", KEY], Some(&h), BODY, T, 180), Ok(1));
-        let two = format!(
-            "t={T},v1={},v1={}",
-            "00".repeat(32),
-            h.split("v1=").nth(1).unwrap()
-        );
+        let two = format!("t={T},v1={},v1={}", "00".repeat(32), h.split("v1=").nth(1).unwrap());
         assert_eq!(verify(&[KEY], Some(&two), BODY, T, 180), Ok(0));
         let empty: [&str; 0] = [];
         assert_eq!(verify(&empty, Some(&h), BODY, T, 180), Err(Reason::NoKeys));
@@ -257,24 +218,9 @@ mod tests {
             format!("t={T},t={T},v1={v1}"),
             format!("t=99999999999999999999,v1={v1}"),
         ] {
-            assert!(
-                matches!(
-                    verify(&[KEY], Some(&h), BODY, T, 180),
-                    Err(Reason::Malformed(_))
-                ),
-                "{h}"
-            );
+            assert!(matches!(verify(&[KEY], Some(&h), BODY, T, 180), Err(Reason::Malformed(_))), "{h}");
         }
         // Spaces around parts are tolerated, unknown schemes are skipped.
-        assert_eq!(
-            verify(
-                &[KEY],
-                Some(&format!(" t={T} , v0=abc, v1={v1} ")),
-                BODY,
-                T,
-                180
-            ),
-            Ok(0)
-        );
+        assert_eq!(verify(&[KEY], Some(&format!(" t={T} , v0=abc, v1={v1} ")), BODY, T, 180), Ok(0));
     }
 }
