@@ -94,8 +94,17 @@ impl GoogleSync {
                 Err(e) => return Err(SyncError::Api(e)),
             }
         };
-        let listed: Vec<ListedCalendar> = entries.iter().map(listed).collect();
+        let mut listed: Vec<ListedCalendar> = entries.iter().map(listed).collect();
         let defaults = self.cfg.default_calendars();
+        // A configured calendar the user can read but has not added to their
+        // list (named by id in google.calendars) still syncs, as it did with
+        // the one-calendar form: it is kept under its id.
+        for d in &defaults {
+            if !d.eq_ignore_ascii_case("primary") && !listed.iter().any(|c| configured(std::slice::from_ref(d), c)) {
+                tracing::info!(user = user_id, calendar = %d, "a configured Google calendar is not on the user's calendar list; syncing it by id");
+                listed.push(ListedCalendar { calendar_id: d.clone(), name: d.clone(), color: None, primary: false, time_zone: None });
+            }
+        }
         let (rows, gone) = self
             .store
             .writer
@@ -106,19 +115,6 @@ impl GoogleSync {
                 let gone = google_store::save_calendar_list(tx.conn(), user_id, &listed, &tick, &now)?;
                 for cal in &gone {
                     release_calendar(tx, user_id, cal)?;
-                }
-                if first {
-                    let ticked = google_store::ticked(tx.conn(), user_id)?;
-                    let missing: Vec<&String> =
-                        defaults.iter().filter(|d| !listed.iter().any(|c| configured(std::slice::from_ref(d), c))).collect();
-                    if !missing.is_empty() {
-                        tracing::warn!(
-                            user = user_id,
-                            ?missing,
-                            ticked = ticked.len(),
-                            "configured Google calendars are not on the user's calendar list"
-                        );
-                    }
                 }
                 Ok((google_store::calendars(tx.conn(), user_id)?, gone))
             })

@@ -348,8 +348,15 @@ impl GoogleSync {
         let mut pass = Pass { report: SyncReport::default(), pending: HashSet::new(), full_permit: None };
         let mut listings = Vec::with_capacity(calendars.len());
         for calendar in calendars {
-            let listing = self.list_calendar(user_id, &mut creds, calendar, &window, &mut pass, &mut refreshed_for_401).await?;
-            listings.push(listing);
+            let id = calendar.calendar_id.clone();
+            match self.list_calendar(user_id, &mut creds, calendar, &window, &mut pass, &mut refreshed_for_401).await {
+                Ok(listing) => listings.push(listing),
+                // One calendar gone (deleted, or access withdrawn) must not stop the others.
+                Err(SyncError::Api(CallError::NotFound)) => {
+                    tracing::warn!(user = user_id, calendar = %id, "Google says this ticked calendar does not exist (404); skipping it");
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The window moves with time: list the slice that entered it since.
         let ListMode::Full { time_max: desired_end, .. } = &window else { unreachable!("full_window is full") };

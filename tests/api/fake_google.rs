@@ -91,6 +91,8 @@ struct Calendar {
     primary: bool,
     time_zone: String,
     events: Vec<Event>,
+    /// Readable, but not on the account's calendar list.
+    unlisted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -434,6 +436,7 @@ impl FakeGoogle {
                 primary: true,
                 time_zone: CALENDAR_TZ.into(),
                 events: vec![],
+                unlisted: false,
             }],
         });
     }
@@ -450,8 +453,21 @@ impl FakeGoogle {
             primary: false,
             time_zone: CALENDAR_TZ.into(),
             events: vec![],
+            unlisted: false,
         });
         id.to_string()
+    }
+
+    /// A calendar the account can read (by its id) that is not on its calendar list.
+    pub fn unlist_calendar(&self, email: &str, id: &str) {
+        let mut st = self.st();
+        st.accounts.get_mut(&email.to_lowercase()).and_then(|a| a.calendar_mut(id)).expect("calendar exists").unlisted = true;
+    }
+
+    /// The calendar is deleted at Google: listing or watching it answers 404.
+    pub fn remove_calendar(&self, email: &str, id: &str) {
+        let mut st = self.st();
+        st.accounts.get_mut(&email.to_lowercase()).expect("account exists").calendars.retain(|c| !c.id.eq_ignore_ascii_case(id));
     }
 
     /// Who signs in on the next consent.
@@ -978,6 +994,7 @@ impl FakeGoogle {
         let items: Vec<Value> = acct
             .calendars
             .iter()
+            .filter(|c| !c.unlisted)
             .map(|c| {
                 let mut v = json!({
                     "kind": "calendar#calendarListEntry", "id": c.id, "summary": c.summary, "timeZone": c.time_zone,

@@ -424,6 +424,30 @@ async fn the_same_event_in_two_ticked_calendars_is_one_meeting_until_neither_lis
     assert_eq!(m.2, "canceled");
 }
 
+#[tokio::test]
+async fn a_configured_calendar_off_the_list_syncs_by_id_and_a_deleted_one_does_not_stop_the_others() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| {
+        google_config(&fake, c);
+        c.google.calendars = vec!["primary".into(), SHARED.into(), CLIENTS.into()];
+    })
+    .await;
+    fake.add_account(ADA, "Ada");
+    fake.add_calendar(ADA, SHARED, "Team", "#7bd148");
+    fake.unlist_calendar(ADA, SHARED);
+    fake.add_calendar(ADA, CLIENTS, "Client meetings", "#f83a22");
+    fake.create_event_in(ADA, SHARED, timed("Team planning", 2, 9));
+    fake.create_event_in(ADA, CLIENTS, timed("Client call", 3, 9));
+    let (ada, _) = connect(&app, &fake, ADA).await;
+    assert_eq!(titles(&app, ada), vec!["Client call", "Team planning"], "the unlisted calendar syncs under its id");
+
+    // The clients calendar is deleted at Google: the others keep syncing.
+    fake.remove_calendar(ADA, CLIENTS);
+    fake.create_event(ADA, timed("Still arriving", 4, 9));
+    push(&app, &fake, ADA, ada).await;
+    assert!(titles(&app, ada).contains(&"Still arriving".to_string()), "{:?}", titles(&app, ada));
+}
+
 // ---- 4. moved events -----------------------------------------------------------
 
 #[tokio::test]
