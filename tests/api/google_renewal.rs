@@ -462,7 +462,9 @@ async fn the_safety_net_sync_brings_changes_no_notification_announced_and_counts
 ///   `channels.stop` + at most 1 token refresh = 3 calls → 0.5;
 /// - nothing else (no notifications means no other syncs).
 ///
-/// Total: about 8.5 calls a day. The test runs the same machinery with
+/// Total: about 8.5 calls a day (plus one bounded `events.list` a day since
+/// the sync window moves forward with time, `google.window_step`; the
+/// two-calendar measurement is in `google_calendars.rs`). The test runs the same machinery with
 /// intervals scaled down (safety net 1s, channels of 4s renewed 2s before
 /// expiry, access tokens usable for 1s) and checks each operation costs no
 /// more than that: every safety-net sync is one incremental `events.list`,
