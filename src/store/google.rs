@@ -139,15 +139,6 @@ pub fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Does any ticked calendar of the user hold a sync token? (admin report)
-pub fn has_sync_token(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1 AND selected = 1 AND sync_token IS NOT NULL)",
-        [user_id],
-        |r| r.get(0),
-    )
-}
-
 /// One (calendar, event) → meeting entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventLink {
