@@ -361,7 +361,7 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
         .store
         .read(move |c| {
             let expires: Option<String> = c.query_row(
-                "SELECT MAX(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
                 [who.user_id],
                 |r| r.get(0),
             )?;
@@ -370,7 +370,8 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
         .await?;
     let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
     let mut body = serde_json::to_value(user).unwrap_or(Value::Null);
-    // When the user's Google push channel runs out (renewed automatically before then).
+    // When the user's first Google push channel runs out (one per ticked
+    // calendar; each is renewed automatically before then).
     body["google_channel_expires_at"] = expires.map(Value::String).unwrap_or(Value::Null);
     Ok(json_response(StatusCode::OK, &body))
 }
