@@ -2,7 +2,7 @@
 -- migrations in src/store/migrations/ (a unit test checks the two agree).
 -- Timestamps are TEXT in UTC, RFC 3339 with milliseconds and a Z.
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 CREATE TABLE users (
     id                      INTEGER PRIMARY KEY,
@@ -15,7 +15,6 @@ CREATE TABLE users (
     google_refresh_token    TEXT,
     google_access_token     TEXT,
     google_token_expires_at TEXT,
-    google_sync_token       TEXT,
     google_needs_reconnect  INTEGER NOT NULL DEFAULT 0,
     created_at              TEXT NOT NULL,
     updated_at              TEXT NOT NULL
@@ -58,7 +57,7 @@ CREATE TABLE meetings (
     attendees   TEXT NOT NULL DEFAULT '[]',
     notes       TEXT,
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL, invitees TEXT NOT NULL DEFAULT '[]', cancel_url TEXT, reschedule_url TEXT, cancel_reason TEXT, canceled_by TEXT, previous_starts_at TEXT, google_event_id TEXT,
+    updated_at  TEXT NOT NULL, invitees TEXT NOT NULL DEFAULT '[]', cancel_url TEXT, reschedule_url TEXT, cancel_reason TEXT, canceled_by TEXT, previous_starts_at TEXT, google_event_id TEXT, calendar_id TEXT, calendar_name TEXT,
     UNIQUE (user_id, source, external_id)
 );
 
@@ -155,6 +154,31 @@ CREATE TABLE google_sync_status (
     canceled             INTEGER NOT NULL DEFAULT 0
 , renewals INTEGER NOT NULL DEFAULT 0, last_renewal_at TEXT, renewal_failures INTEGER NOT NULL DEFAULT 0, last_renewal_error TEXT, last_renewal_error_at TEXT, next_renewal_attempt_at TEXT, safety_net_syncs INTEGER NOT NULL DEFAULT 0, safety_net_changes INTEGER NOT NULL DEFAULT 0, last_safety_net_at TEXT, last_safety_net_changes_at TEXT);
 
+CREATE TABLE google_calendars (
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    calendar_id TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    color       TEXT,
+    is_primary  INTEGER NOT NULL DEFAULT 0,
+    selected    INTEGER NOT NULL DEFAULT 0,
+    sync_token  TEXT,
+    window_end  TEXT,
+    time_zone   TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, calendar_id)
+);
+
+CREATE TABLE google_event_links (
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    calendar_id TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    meeting_id  INTEGER NOT NULL,
+    ical_uid    TEXT,
+    occurrence  TEXT,
+    series_id   TEXT,
+    PRIMARY KEY (user_id, calendar_id, event_id)
+);
+
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
 
 CREATE INDEX meetings_client ON meetings (client_id);
@@ -177,3 +201,11 @@ CREATE INDEX calendly_invitees_meeting ON calendly_invitees (meeting_id, state);
 CREATE INDEX calendly_webhook_events_outcome ON calendly_webhook_events (outcome, received_at);
 
 CREATE INDEX google_oauth_states_expires ON google_oauth_states (expires_at);
+
+CREATE INDEX google_event_links_event ON google_event_links (user_id, event_id);
+
+CREATE INDEX google_event_links_ical ON google_event_links (user_id, ical_uid, occurrence);
+
+CREATE INDEX google_event_links_meeting ON google_event_links (meeting_id);
+
+CREATE INDEX google_event_links_series ON google_event_links (user_id, series_id);

@@ -29,6 +29,10 @@ pub struct Alert {
     pub since: String,
 }
 
+/// When the Calendly subscriptions were last checked, and what was found
+/// (disabled subscription URIs, or an error).
+type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
+
 /// The alerts currently raised.
 #[derive(Default)]
 pub struct AlertMonitor {
@@ -75,17 +79,21 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
         ));
     }
 
-    // Connected users without any channel: Google cannot push to them.
+    // Connected users without any channel, or with a ticked calendar that
+    // has none: Google cannot push (those) changes to them.
     let mut stmt = conn.prepare(
         "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id) ORDER BY u.id",
+         AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
+              OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
+                         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
+         ORDER BY u.id",
     )?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (uid, email) = row?;
         out.push(alert(
             "google_channel_missing",
             &format!("user:{uid}"),
-            format!("user {uid} ({email}) is connected to Google but has no push channel, so changes arrive only by the safety-net sync"),
+            format!("user {uid} ({email}) is connected to Google but has no push channel (for at least one ticked calendar), so changes arrive only by the safety-net sync"),
             "POST /api/calendar/webhook/setup as that user, or restart syncgate (it recreates missing channels)",
             &now_s,
         ));

@@ -156,7 +156,20 @@ pub struct GoogleConfig {
     pub auth_url: String,
     pub token_url: String,
     pub userinfo_url: String,
+    /// The one-calendar form of `calendars`, still honoured: used when `calendars` is empty.
     pub calendar_id: String,
+    /// The calendars synced for a user who has not chosen (`primary` is the
+    /// calendar-list entry with `primary: true`). Empty: `[calendar_id]`.
+    pub calendars: Vec<String>,
+    /// Most calendars one user may tick.
+    pub max_calendars: usize,
+    /// Most full syncs (whole window listings) running at once, so an
+    /// upgrade or a burst of expired sync tokens is worked through in turn.
+    pub full_sync_concurrency: usize,
+    /// The window's end moves forward with time: once it is this far behind
+    /// `now + sync_future`, the next pass lists the new slice (occurrences of
+    /// endless series that entered the window appear without a push).
+    pub window_step: Dur,
     pub channel_ttl: Dur,
     pub renew_before: Dur,
     pub safety_net_interval: Dur,
@@ -176,12 +189,35 @@ impl Default for GoogleConfig {
             token_url: "https://oauth2.googleapis.com/token".into(),
             userinfo_url: "https://openidconnect.googleapis.com/v1/userinfo".into(),
             calendar_id: "primary".into(),
+            calendars: vec![],
+            max_calendars: 10,
+            full_sync_concurrency: 2,
+            window_step: Dur::secs(86_400),
             channel_ttl: Dur::secs(7 * 86_400),
             renew_before: Dur::secs(86_400),
             safety_net_interval: Dur::secs(6 * 3600),
             sync_past: Dur::secs(30 * 86_400),
             sync_future: Dur::secs(365 * 86_400),
         }
+    }
+}
+
+impl GoogleConfig {
+    /// The calendars a user who has not chosen syncs: `calendars`, else
+    /// `[calendar_id]`; blanks dropped, each named once.
+    pub fn default_calendars(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let listed = if self.calendars.iter().any(|c| !c.trim().is_empty()) { self.calendars.clone() } else { vec![self.calendar_id.clone()] };
+        for c in listed {
+            let c = c.trim().to_string();
+            if !c.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&c)) {
+                out.push(c);
+            }
+        }
+        if out.is_empty() {
+            out.push("primary".into());
+        }
+        out
     }
 }
 

@@ -14,7 +14,8 @@
 //! - [`realtime`]: the WebSocket protocol, sessions and the in-memory fanout hub.
 //! - [`webhooks`]: inbound Calendly deliveries and Google Calendar notifications.
 //! - [`calendly_api`]: the client for Calendly's API behind `syncgate calendly subscribe|status`.
-//! - [`google`]: Google sign-in, push channels and the per-user incremental calendar sync.
+//! - [`google`]: Google sign-in, the calendars each user ticks, their push channels and the
+//!   per-user incremental calendar sync.
 //! - [`alerts`]: the webhook health monitor (expiring channels, revoked access, rejected or disabled Calendly hooks).
 //! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`web`]: the embedded browser UI under `static/`.

@@ -1,9 +1,10 @@
 //! REST: `/api/clients`, `/api/meetings`, `/api/pipeline` (list, get, create,
-//! patch, delete), `/api/me`, and the login-link landing `/auth/link`.
+//! patch, delete), `/api/me`, `/api/me/calendars`, and the login-link landing `/auth/link`.
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
 
 pub mod admin;
+pub mod calendars;
 pub mod clients;
 pub mod input;
 pub mod meetings;
@@ -399,7 +400,7 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
         .store
         .read(move |c| {
             let expires: Option<String> = c.query_row(
-                "SELECT MAX(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
                 [who.user_id],
                 |r| r.get(0),
             )?;
@@ -408,7 +409,8 @@ async fn me(app: App, auth: Option<String>) -> ApiResult<Response> {
         .await?;
     let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
     let mut body = serde_json::to_value(user).unwrap_or(Value::Null);
-    // When the user's Google push channel runs out (renewed automatically before then).
+    // When the user's first Google push channel runs out (one per ticked
+    // calendar; each is renewed automatically before then).
     body["google_channel_expires_at"] = expires.map(Value::String).unwrap_or(Value::Null);
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -521,6 +523,17 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(with_app(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(me(app, auth).await) });
+    let calendars_get = warp::path!("api" / "me" / "calendars")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(calendars::list(app, auth).await) });
+    let calendars_put = warp::path!("api" / "me" / "calendars")
+        .and(warp::put())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(body())
+        .and_then(|app, auth, body| async move { respond(calendars::set(app, auth, body).await) });
     let link_page_r = warp::path!("auth" / "link")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -546,6 +559,10 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .or(resource::<pipeline::Pipeline>(app))
         .unify()
         .or(me_r)
+        .unify()
+        .or(calendars_get)
+        .unify()
+        .or(calendars_put)
         .unify()
         .or(link_page_r)
         .unify()

@@ -1,5 +1,6 @@
-//! Push channels (`calendar_watch_channels`): register or replace a user's
-//! channel, stop them, and find the channel a notification names.
+//! Push channels (`calendar_watch_channels`): register or replace the
+//! channel of one of a user's ticked calendars (each has its own), stop
+//! them, and find the channel a notification names.
 //!
 //! Replacing follows the order a renewal needs: the new row is written
 //! (`active`) before `events.watch` is called, because Google's first `sync`
@@ -57,8 +58,23 @@ pub fn expiration_from_ms(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 impl GoogleSync {
-    /// Register a new channel for the user and stop the one it replaces.
-    pub async fn replace_channel(self: &Arc<Self>, user_id: i64) -> Result<ChannelInfo, SyncError> {
+    /// Register a new channel for every ticked calendar of the user (each
+    /// replacing that calendar's previous one). The first error ends it.
+    pub async fn replace_channels(self: &Arc<Self>, user_id: i64) -> Result<Vec<ChannelInfo>, SyncError> {
+        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        if creds.needs_reconnect {
+            return Err(SyncError::NeedsReconnect);
+        }
+        let calendars = self.ticked_calendars(user_id, &mut creds, &mut false).await?;
+        let mut out = Vec::with_capacity(calendars.len());
+        for c in calendars {
+            out.push(self.replace_channel(user_id, &c.calendar_id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Register a new channel for one calendar of the user and stop the one it replaces.
+    pub async fn replace_channel(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<ChannelInfo, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
         let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
@@ -67,7 +83,7 @@ impl GoogleSync {
         }
         let channel_id = uuid::Uuid::new_v4().to_string();
         let token = Secret::new(crate::auth::random_token(32));
-        let calendar_id = self.cfg.calendar_id.clone();
+        let calendar_id = calendar_id.to_string();
         let webhook_url = self.webhook_url.clone();
         let access = self.access_token(user_id, &mut creds, false).await?;
 
@@ -174,16 +190,28 @@ impl GoogleSync {
         Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
     }
 
-    /// Stop every channel of the user at Google and delete the rows.
-    /// Returns how many there were.
+    /// Stop every channel of the user (all their calendars) at Google and
+    /// delete the rows. Returns how many there were.
     pub async fn stop_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
+        self.stop_channels_of(user_id, None).await
+    }
+
+    /// Stop the channels of one calendar of the user (it was unticked).
+    pub async fn stop_calendar_channels(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<usize, SyncError> {
+        self.stop_channels_of(user_id, Some(calendar_id.to_string())).await
+    }
+
+    async fn stop_channels_of(self: &Arc<Self>, user_id: i64, calendar_id: Option<String>) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
+        let cal = calendar_id.clone();
         let channels: Vec<(String, Option<String>)> = self
             .store
             .read(move |c| {
-                let mut stmt = c.prepare("SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1")?;
-                let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut stmt = c.prepare(
+                    "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![user_id, cal], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
@@ -192,29 +220,34 @@ impl GoogleSync {
         for (id, resource) in channels {
             self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
         }
-        // The user turned push off: a pending renewal retry must not bring it back.
-        self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+        // Push was turned off: a pending renewal retry must not bring it back.
+        self.renewal_retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(u, c), _| *u != user_id || calendar_id.as_ref().is_some_and(|only| only != c));
         self.channels_changed.notify_one();
         Ok(n)
     }
 
     /// Stop channels a previous run left behind: `retiring` rows (a renewal
     /// interrupted between registering the new channel and stopping the old
-    /// one) and channels of a calendar that is no longer `google.calendar_id`.
+    /// one) and channels of a calendar that is not ticked (any more, or
+    /// named `primary` before the upgrade that lists calendars by id).
     /// Orphaned channels keep firing at Google's end. Returns how many.
     pub async fn stop_leftover_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let calendar_id = self.cfg.calendar_id.clone();
         let channels: Vec<(String, Option<String>)> = self
             .store
             .read(move |c| {
+                let ticked: Vec<String> =
+                    crate::store::google::ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
                 let mut stmt = c.prepare(
-                    "SELECT channel_id, resource_id FROM calendar_watch_channels
-                     WHERE user_id = ?1 AND (state = 'retiring' OR calendar_id <> ?2) ORDER BY id",
+                    "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
                 )?;
-                let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+                let all = rows.collect::<Result<Vec<(String, Option<String>, String, String)>, _>>()?;
+                Ok(all.into_iter().filter(|(_, _, cal, state)| state == "retiring" || !ticked.contains(cal)).map(|(id, r, _, _)| (id, r)).collect())
             })
             .await?;
         if channels.is_empty() {

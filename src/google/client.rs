@@ -95,6 +95,26 @@ pub enum ListMode {
     Full { time_min: String, time_max: String },
 }
 
+/// One entry of `calendarList.list`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalendarListEntry {
+    pub id: String,
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// The name the user gave the calendar for themselves; shown before `summary`.
+    #[serde(default)]
+    pub summary_override: Option<String>,
+    #[serde(default)]
+    pub background_color: Option<String>,
+    #[serde(default)]
+    pub primary: Option<bool>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub deleted: Option<bool>,
+}
+
 /// The channel Google registered.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -245,6 +265,42 @@ impl GoogleApi {
             next_sync_token: p.next_sync_token,
             time_zone: p.time_zone,
         })
+    }
+
+    /// `calendarList.list`, every page: the calendars on the user's list.
+    pub async fn calendar_list(&self, access: &Secret) -> Result<Vec<CalendarListEntry>, CallError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            items: Option<Vec<Value>>,
+            #[serde(default)]
+            next_page_token: Option<String>,
+        }
+        let url = self.api_url(&["users", "me", "calendarList"])?;
+        let mut out = Vec::new();
+        let mut page_token: Option<String> = None;
+        // A user has at most a few hundred calendars; the guard stops a runaway.
+        for _ in 0..20 {
+            let mut q: Vec<(&str, &str)> = vec![("maxResults", "250")];
+            if let Some(p) = page_token.as_deref() {
+                q.push(("pageToken", p));
+            }
+            let res = self.send("calendar_list", self.http.get(url.clone()).bearer_auth(access.expose()).query(&q)).await?;
+            let page: Page = json_or_error(res).await?;
+            for item in page.items.unwrap_or_default() {
+                match serde_json::from_value::<CalendarListEntry>(item) {
+                    Ok(e) if !e.id.is_empty() && e.id.len() <= 1024 && e.deleted != Some(true) => out.push(e),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "skipping a calendar-list entry in an unexpected shape"),
+                }
+            }
+            match page.next_page_token {
+                Some(t) => page_token = Some(t),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// `events.watch`: ask Google to push changes of `calendar_id` to `address`.

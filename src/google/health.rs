@@ -27,7 +27,8 @@ pub fn last_notification_at(conn: &Connection) -> rusqlite::Result<Option<String
 
 fn report(conn: &Connection) -> rusqlite::Result<Value> {
     let mut stmt = conn.prepare(
-        "SELECT u.id, u.email, u.google_refresh_token IS NOT NULL, u.google_needs_reconnect, u.google_sync_token IS NOT NULL,
+        "SELECT u.id, u.email, u.google_refresh_token IS NOT NULL, u.google_needs_reconnect,
+                EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1 AND g.sync_token IS NOT NULL),
                 s.last_notification_at, COALESCE(s.notifications, 0), s.last_sync_at, s.last_sync_kind, s.last_sync_outcome,
                 s.last_error, s.last_full_sync_at, COALESCE(s.syncs, 0), COALESCE(s.failed_syncs, 0),
                 COALESCE(s.created, 0), COALESCE(s.updated, 0), COALESCE(s.canceled, 0),

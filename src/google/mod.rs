@@ -1,12 +1,14 @@
 //! Google Calendar: sign-in and connect (OAuth), push channels, and the
 //! per-user incremental sync that turns calendar events into `google`
-//! meetings. Owns the Google token columns of `users`,
+//! meetings, over every calendar the user ticked. Owns the Google token
+//! columns of `users`, `google_calendars`, `google_event_links`,
 //! `calendar_watch_channels`, `google_oauth_states` and `google_sync_status`.
 //! Writes meetings only through the store's writer; never logs or returns a
 //! Google token (they travel as [`Secret`]).
 //!
 //! - [`oauth`]: consent URL, signed single-use `state`, code exchange, who may sign in.
 //! - [`client`]: the HTTP calls to Google and what their errors mean.
+//! - [`calendars`]: which of a user's calendars sync (the list, the ticks).
 //! - [`sync`]: events → meetings, the sync pass, per-user coalescing, backoff.
 //! - [`channels`]: registering, replacing and stopping push channels.
 //! - [`upkeep`]: the background work that keeps push sync from failing
@@ -17,6 +19,7 @@
 //! - [`health`]: what admins see.
 
 pub mod bookings;
+pub mod calendars;
 pub mod channels;
 pub mod client;
 pub mod health;
@@ -92,8 +95,12 @@ pub struct GoogleSync {
     passes: Mutex<HashMap<i64, Option<SyncTrigger>>>,
     /// Serializes channel changes per user (setup, delete, renewal).
     channel_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Users whose channel renewal failed: when to try again (see [`upkeep`]).
-    pub(crate) renewal_retries: Mutex<HashMap<i64, upkeep::Retry>>,
+    /// Serializes calendar selection changes per user.
+    selection_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Full listings running at once (`google.full_sync_concurrency`).
+    pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
+    /// Channels (user, calendar) whose renewal failed: when to try again (see [`upkeep`]).
+    pub(crate) renewal_retries: Mutex<HashMap<(i64, String), upkeep::Retry>>,
     /// Wakes the renewal scheduler when a channel was registered or removed,
     /// so a short-lived channel is renewed in time.
     pub(crate) channels_changed: Notify,
@@ -125,7 +132,7 @@ impl GoogleSync {
             if cfg.webhook_url.trim().is_empty() { format!("{base}/api/calendar/webhook") } else { cfg.webhook_url.trim().to_string() };
         let enabled = config.google_enabled();
         if enabled {
-            tracing::info!(%redirect_url, %webhook_url, calendar = %cfg.calendar_id, "Google Calendar sync is on");
+            tracing::info!(%redirect_url, %webhook_url, calendars = ?cfg.default_calendars(), "Google Calendar sync is on");
             if !webhook_url.starts_with("https://") {
                 tracing::warn!(%webhook_url, "Google only delivers push notifications to https addresses; set server.public_url or google.webhook_url");
             }
@@ -159,6 +166,8 @@ impl GoogleSync {
             enabled,
             passes: Mutex::new(HashMap::new()),
             channel_locks: Mutex::new(HashMap::new()),
+            selection_locks: Mutex::new(HashMap::new()),
+            full_syncs: Arc::new(tokio::sync::Semaphore::new(config.google.full_sync_concurrency.max(1))),
             renewal_retries: Mutex::new(HashMap::new()),
             channels_changed: Notify::new(),
             metrics,
@@ -210,6 +219,12 @@ impl GoogleSync {
     /// The lock that serializes channel changes of one user.
     pub(crate) fn channel_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.channel_locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(user_id).or_default().clone()
+    }
+
+    /// The lock that serializes calendar selection changes of one user.
+    pub(crate) fn selection_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.selection_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(user_id).or_default().clone()
     }
 }

@@ -253,10 +253,14 @@ impl GoogleSync {
                         },
                     },
                 };
-                // A different Google account than before: its calendar starts from a full sync.
+                // A different Google account than before: its calendars are listed afresh.
+                let previous_sub: Option<String> =
+                    conn.query_row("SELECT google_sub FROM users WHERE id = ?1", [user_id], |r| r.get(0)).optional()?.flatten();
+                if previous_sub.as_deref() != Some(sub.as_str()) {
+                    crate::store::google::forget_calendars(conn, user_id)?;
+                }
                 conn.execute(
                     "UPDATE users SET
-                        google_sync_token = CASE WHEN google_sub IS ?1 THEN google_sync_token ELSE NULL END,
                         google_sub = ?1,
                         google_refresh_token = COALESCE(?2, google_refresh_token),
                         google_access_token = ?3,
@@ -277,13 +281,24 @@ impl GoogleSync {
             // Channel first, then the full sync: a change after the watch is
             // pushed, one before the sync's list is in it, so none falls between.
             tokio::spawn(async move {
-                match me.replace_channel(user_id).await {
-                    Ok(_) => {}
-                    Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected | SyncError::ShuttingDown)) => {
-                        tracing::warn!(user = user_id, error = %e, "could not register the Google push channel after sign-in");
+                let mut creds = match me.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await {
+                    Ok(Some(c)) => c,
+                    _ => return,
+                };
+                match me.ticked_calendars(user_id, &mut creds, &mut false).await {
+                    Ok(calendars) => {
+                        for c in calendars {
+                            match me.replace_channel(user_id, &c.calendar_id).await {
+                                Ok(_) => {}
+                                Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected | SyncError::ShuttingDown)) => {
+                                    tracing::warn!(user = user_id, error = %e, "could not register the Google push channel after sign-in");
+                                }
+                                // The renewal scheduler tries again with backoff.
+                                Err(e) => me.channel_failed(user_id, &c.calendar_id, &e.to_string()).await,
+                            }
+                        }
                     }
-                    // The renewal scheduler tries again with backoff.
-                    Err(e) => me.channel_failed(user_id, &e.to_string()).await,
+                    Err(e) => tracing::warn!(user = user_id, error = %e, "could not read the Google calendar list after sign-in"),
                 }
                 me.enqueue(user_id);
             });

@@ -4,20 +4,44 @@
 //!   if one is running, marks it to run once more when it ends. A burst of
 //!   notifications therefore costs at most two passes, and one user never has
 //!   two passes at once.
-//! - **A pass.** Incremental with the stored sync token, else a full sync of
-//!   the window `sync_past`..`sync_future`. Every page's meeting changes are
-//!   committed as the page arrives; the last page's changes and its
-//!   `nextSyncToken` are committed in one writer closure. A crash between
-//!   pages leaves the old token in place, so the next pass lists the same
-//!   changes again and the already written ones are silent no-ops
-//!   (`tx.update` writes nothing when nothing differs): nothing lost, nothing
-//!   twice, and the token never gets ahead of the meetings it covers.
+//! - **A pass** reads every calendar the user ticked (see
+//!   [`super::calendars`]), each incremental with its own sync token, else
+//!   in full over the window `sync_past`..`sync_future`. Every page's new and
+//!   changed meetings are committed as the page arrives; cancellations wait
+//!   for the end of the pass, when every ticked calendar has been read, and
+//!   are committed with each calendar's `nextSyncToken` in one writer
+//!   closure. So an event moved between two ticked calendars (cancelled in
+//!   one, new in the other, whichever channel pushed first) stays the same
+//!   meeting with its `calendar_id` updated, never a DELETE+INSERT. A crash
+//!   mid-pass leaves the old tokens in place, so the next pass lists the
+//!   same changes again and the already written ones are silent no-ops
+//!   (`tx.update` writes nothing when nothing differs).
+//! - **One meeting per event, whatever lists it.** `google_event_links` maps
+//!   (calendar, event id) → meeting. An event is matched by that, else by
+//!   its id in another calendar, else by `iCalUID` *and* occurrence
+//!   (`originalStartTime`, else the start; never the UID alone, which every
+//!   occurrence of a series shares). A meeting is canceled only when no
+//!   ticked calendar lists it any more.
+//! - **What is a meeting.** Only `eventType: default` events; others (focus
+//!   time, out of office, working location, birthdays, Gmail reservations,
+//!   unknown types) are skipped, and a row an earlier version made of one is
+//!   deleted. An invitation the user declined (their own attendee entry,
+//!   `self: true`) is `canceled`; accepting it again brings it back.
+//! - **Recurring events** arrive expanded (`singleEvents=true`), one
+//!   occurrence per id. New meetings are made only up to the calendar's
+//!   window end, and the window moves forward with time (a bounded listing
+//!   of the new slice once it is `google.window_step` behind), so an endless
+//!   series never imports past it and occurrences entering it appear
+//!   without a push.
 //! - **Failures.** 401 → refresh the access token once and retry;
 //!   `invalid_grant` → the user needs to reconnect and is not synced again
-//!   until they do; 410 → drop the token and do one full sync (a second 410
-//!   ends the pass); rate limits and 5xx → exponential backoff with jitter.
-//! - A full sync ends by canceling the user's `google` meetings in the window
-//!   that Google no longer lists (deleted while no token was valid).
+//!   until they do; 410 → drop that calendar's token and list it in full
+//!   once (a second 410 ends the pass); rate limits and 5xx → exponential
+//!   backoff with jitter. Full listings run `google.full_sync_concurrency`
+//!   at a time.
+//! - A full listing ends by cancelling what that calendar no longer lists
+//!   (deleted while no token was valid), and rows from before the upgrade
+//!   that no calendar listed.
 //! - **Why a pass ran** ([`SyncTrigger`]: a push, catch-up, the safety net)
 //!   decides how it is counted: what a safety-net pass finds is what no push
 //!   announced, so it is counted per user for operations.
@@ -36,6 +60,7 @@ use serde_json::Value;
 use super::client::{CallError, EventsPage, ListMode};
 use super::{GoogleSync, Secret};
 use crate::error::{ApiError, ApiResult};
+use crate::store::google::{self as google_store, CalendarRow, EventLink, LinkKeys};
 use crate::store::{timefmt, Table, WriteTx};
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
@@ -56,14 +81,16 @@ pub struct SyncReport {
     pub created: u64,
     pub updated: u64,
     pub canceled: u64,
-    /// Events left alone (owned by Calendly, unreadable, deletions of unknown events).
+    /// Rows removed: events that are not meetings, imported by an earlier version.
+    pub removed: u64,
+    /// Events left alone (owned by Calendly, not meetings, unreadable, deletions of unknown events).
     pub skipped: u64,
 }
 
 impl SyncReport {
     /// Meeting changes the pass made.
     pub fn changes(&self) -> u64 {
-        self.created + self.updated + self.canceled
+        self.created + self.updated + self.canceled + self.removed
     }
 }
 
@@ -135,13 +162,12 @@ pub(crate) struct Creds {
     pub refresh: Option<Secret>,
     pub access: Option<Secret>,
     pub expires_at: Option<String>,
-    pub sync_token: Option<Secret>,
     pub needs_reconnect: bool,
 }
 
 pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Option<Creds>> {
     conn.query_row(
-        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_sync_token, google_needs_reconnect
+        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect
          FROM users WHERE id = ?1",
         [user_id],
         |r| {
@@ -149,8 +175,7 @@ pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Op
                 refresh: r.get::<_, Option<String>>(0)?.map(Secret::new),
                 access: r.get::<_, Option<String>>(1)?.map(Secret::new),
                 expires_at: r.get(2)?,
-                sync_token: r.get::<_, Option<String>>(3)?.map(Secret::new),
-                needs_reconnect: r.get::<_, i64>(4)? != 0,
+                needs_reconnect: r.get::<_, i64>(3)? != 0,
             })
         },
     )
@@ -222,6 +247,7 @@ impl GoogleSync {
                 let kind = trigger.kind(r.full);
                 tracing::info!(
                     trigger = trigger.as_str(),
+                    removed = r.removed,
                     "google sync user {user_id}: {} created, {} updated, {} canceled ({kind}, {} {})",
                     r.created,
                     r.updated,
@@ -305,7 +331,9 @@ impl GoogleSync {
         }
     }
 
-    /// One sync of one user: incremental when a token is stored, else full.
+    /// One sync of one user: every ticked calendar, each incremental when it
+    /// has a sync token, else listed in full; cancellations last (see the
+    /// module doc).
     pub async fn sync_user(self: &Arc<Self>, user_id: i64) -> Result<SyncReport, SyncError> {
         let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
@@ -315,39 +343,88 @@ impl GoogleSync {
             return Err(SyncError::NotConnected);
         }
         let mut refreshed_for_401 = false;
-        let mut mode = match creds.sync_token.clone() {
-            Some(t) => ListMode::Incremental(t),
-            None => self.full_window(),
+        let calendars = self.ticked_calendars(user_id, &mut creds, &mut refreshed_for_401).await?;
+        let window = self.full_window();
+        let mut pass = Pass { report: SyncReport::default(), pending: HashSet::new(), full_permit: None };
+        let mut listings = Vec::with_capacity(calendars.len());
+        for calendar in calendars {
+            let id = calendar.calendar_id.clone();
+            match self.list_calendar(user_id, &mut creds, calendar, &window, &mut pass, &mut refreshed_for_401).await {
+                Ok(listing) => listings.push(listing),
+                // One calendar gone (deleted, or access withdrawn) must not stop the others.
+                Err(SyncError::Api(CallError::NotFound)) => {
+                    tracing::warn!(user = user_id, calendar = %id, "Google says this ticked calendar does not exist (404); skipping it");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The window moves with time: list the slice that entered it since.
+        let ListMode::Full { time_max: desired_end, .. } = &window else { unreachable!("full_window is full") };
+        for listing in listings.iter_mut().filter(|l| l.full.is_none()) {
+            if self.window_due(listing.calendar.window_end.as_deref(), desired_end) {
+                self.advance_window(user_id, &mut creds, listing, desired_end, &mut pass, &mut refreshed_for_401).await?;
+            }
+        }
+        let legacy_window = listings.iter().find_map(|l| l.full.clone());
+        let counts = self.store.writer.write(move |tx| finish_pass(tx, user_id, listings, legacy_window)).await?;
+        pass.report.add(&counts);
+        Ok(pass.report)
+    }
+
+    /// List one calendar: every page, each page's meetings committed as it
+    /// arrives, its cancellations kept for the end of the pass. A 410 drops
+    /// the calendar's token and lists it in full once.
+    async fn list_calendar(
+        self: &Arc<Self>,
+        user_id: i64,
+        creds: &mut Creds,
+        calendar: CalendarRow,
+        window: &ListMode,
+        pass: &mut Pass,
+        refreshed_for_401: &mut bool,
+    ) -> Result<Listing, SyncError> {
+        let mut mode = match calendar.sync_token.clone() {
+            Some(t) => ListMode::Incremental(Secret::new(t)),
+            None => window.clone(),
         };
         let mut had_410 = false;
-        'pass: loop {
-            let mut report = SyncReport { full: matches!(mode, ListMode::Full { .. }), ..Default::default() };
-            let mut seen: HashSet<String> = HashSet::new();
+        'calendar: loop {
+            let full = match &mode {
+                ListMode::Full { time_min, time_max } => {
+                    self.hold_full_sync_permit(pass).await?;
+                    Some((time_min.clone(), time_max.clone()))
+                }
+                ListMode::Incremental(_) => None,
+            };
+            pass.report.full |= full.is_some();
+            // Full listings import up to their own end; incremental ones up to
+            // the window the calendar was last listed to.
+            let window_end = full.as_ref().map(|(_, max)| max.clone()).or_else(|| calendar.window_end.clone());
+            let mut listing = Listing { calendar: calendar.clone(), full, seen: HashSet::new(), cancelled: Vec::new(), next: None };
             let mut page_token: Option<String> = None;
+            let mut pages = 0usize;
             loop {
                 if self.shutting_down() {
                     return Err(SyncError::ShuttingDown);
                 }
-                let page = match self.list_page(user_id, &mut creds, &mode, page_token.as_deref(), &mut refreshed_for_401).await {
+                let page = match self.list_page(user_id, creds, &calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await {
                     Ok(p) => p,
                     Err(SyncError::Api(CallError::Gone)) if !had_410 => {
-                        // The token is dead: forget it, then one full sync. A
-                        // second 410 (which a full sync cannot get) ends the pass.
+                        // The token is dead: forget it, then one full listing. A
+                        // second 410 (which a full listing cannot get) ends the pass.
                         had_410 = true;
-                        tracing::info!("google sync user {user_id}: sync token expired (410); doing a full sync");
-                        self.store
-                            .writer
-                            .write(move |tx| {
-                                tx.conn().execute("UPDATE users SET google_sync_token = NULL WHERE id = ?1", [user_id])?;
-                                Ok(())
-                            })
-                            .await?;
-                        mode = self.full_window();
-                        continue 'pass;
+                        tracing::info!(
+                            "google sync user {user_id}: sync token of a calendar expired (410); listing that calendar in full"
+                        );
+                        let cal = calendar.calendar_id.clone();
+                        self.store.writer.write(move |tx| Ok(google_store::clear_sync_tokens(tx.conn(), user_id, Some(&cal))?)).await?;
+                        mode = window.clone();
+                        continue 'calendar;
                     }
                     Err(e) => return Err(e),
                 };
-                report.pages += 1;
+                pages += 1;
+                pass.report.pages += 1;
                 let EventsPage { items, next_page_token, next_sync_token, time_zone } = page;
                 let events: Vec<GEvent> = items
                     .into_iter()
@@ -355,49 +432,120 @@ impl GoogleSync {
                         Ok(e) => Some(e),
                         Err(e) => {
                             tracing::warn!(user = user_id, error = %e, "skipping an event Google sent in an unexpected shape");
-                            report.skipped += 1;
+                            pass.report.skipped += 1;
                             None
                         }
                     })
                     .collect();
-                if report.full {
-                    seen.extend(events.iter().map(|e| e.id.clone()));
+                let mut live = Vec::with_capacity(events.len());
+                for ev in events {
+                    if listing.full.is_some() {
+                        listing.seen.insert(ev.id.clone());
+                    }
+                    if ev.status.as_deref() == Some("cancelled") {
+                        pass.pending.insert((calendar.calendar_id.clone(), ev.id.clone()));
+                        listing.cancelled.push(ev.id);
+                    } else {
+                        live.push(ev);
+                    }
                 }
-                let last = next_page_token.is_none() || report.pages >= MAX_PAGES;
-                if next_page_token.is_some() && report.pages >= MAX_PAGES {
-                    tracing::warn!(user = user_id, "google sync stopped after {MAX_PAGES} pages");
+                let last = next_page_token.is_none() || pages >= MAX_PAGES;
+                if next_page_token.is_some() && pages >= MAX_PAGES {
+                    tracing::warn!(user = user_id, "google sync stopped after {MAX_PAGES} pages of one calendar");
                 }
-                let finish = if last {
-                    Some(Finish {
-                        sync_token: next_sync_token.clone(),
-                        reconcile: match &mode {
-                            ListMode::Full { time_min, time_max } if next_page_token.is_none() => {
-                                Some((time_min.clone(), time_max.clone(), std::mem::take(&mut seen)))
-                            }
-                            _ => None,
-                        },
-                    })
-                } else {
-                    None
+                let ctx = PageContext {
+                    calendar: calendar.clone(),
+                    time_zone: time_zone.or_else(|| calendar.time_zone.clone()),
+                    window_end: window_end.clone(),
+                    pending: pass.pending.clone(),
                 };
-                if last && next_sync_token.is_none() {
-                    tracing::warn!(user = user_id, "Google sent no sync token on the last page; the next sync will be a full one");
-                }
-                let counts = self.store.writer.write(move |tx| apply_page(tx, user_id, &events, time_zone.as_deref(), finish)).await?;
-                report.created += counts.created;
-                report.updated += counts.updated;
-                report.canceled += counts.canceled;
-                report.skipped += counts.skipped;
+                let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
+                pass.report.add(&counts);
                 if last {
-                    return Ok(report);
+                    if next_sync_token.is_none() {
+                        tracing::warn!(user = user_id, "Google sent no sync token on the last page; the next sync will be a full one");
+                    }
+                    if next_page_token.is_some() {
+                        // Cut short: not every event was seen, so nothing may be reconciled.
+                        listing.full = None;
+                    }
+                    listing.next = Some(next_sync_token);
+                    return Ok(listing);
                 }
                 page_token = next_page_token;
             }
         }
     }
 
+    /// Wait for a full-sync slot (held until the pass ends): full listings
+    /// run `google.full_sync_concurrency` at a time, so an upgrade that
+    /// needs one per user works through them in turn.
+    async fn hold_full_sync_permit(&self, pass: &mut Pass) -> Result<(), SyncError> {
+        if pass.full_permit.is_none() {
+            let mut shutdown = self.shutdown.clone();
+            let permit = tokio::select! {
+                p = self.full_syncs.clone().acquire_owned() => p.map_err(|_| SyncError::ShuttingDown)?,
+                _ = shutdown.changed() => return Err(SyncError::ShuttingDown),
+            };
+            pass.full_permit = Some(permit);
+        }
+        Ok(())
+    }
+
+    /// Is the calendar's window end far enough behind the desired one to list the new slice?
+    fn window_due(&self, window_end: Option<&str>, desired_end: &str) -> bool {
+        let Some(desired) = timefmt::parse(desired_end) else { return false };
+        let step = time::Duration::try_from(self.cfg.window_step.0).unwrap_or(time::Duration::DAY);
+        match window_end.and_then(timefmt::parse) {
+            Some(end) => desired - end >= step,
+            None => true,
+        }
+    }
+
+    /// List `[window_end, desired_end)` of a calendar (no sync token, so a
+    /// time range is allowed) and import what entered the window.
+    async fn advance_window(
+        self: &Arc<Self>,
+        user_id: i64,
+        creds: &mut Creds,
+        listing: &mut Listing,
+        desired_end: &str,
+        pass: &mut Pass,
+        refreshed_for_401: &mut bool,
+    ) -> Result<(), SyncError> {
+        let from = listing.calendar.window_end.clone().unwrap_or_else(|| timefmt::format(timefmt::now()));
+        let mode = ListMode::Full { time_min: from, time_max: desired_end.to_string() };
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self.list_page(user_id, creds, &listing.calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await?;
+            pass.report.pages += 1;
+            let live: Vec<GEvent> = page
+                .items
+                .into_iter()
+                .filter_map(|v| serde_json::from_value::<GEvent>(v).ok())
+                .filter(|e| e.status.as_deref() != Some("cancelled"))
+                .collect();
+            let ctx = PageContext {
+                calendar: listing.calendar.clone(),
+                time_zone: page.time_zone.or_else(|| listing.calendar.time_zone.clone()),
+                window_end: Some(desired_end.to_string()),
+                pending: pass.pending.clone(),
+            };
+            let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
+            pass.report.add(&counts);
+            match page.next_page_token {
+                Some(t) => page_token = Some(t),
+                None => {
+                    listing.new_window_end(desired_end);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A full sync's window, from now.
-    fn full_window(&self) -> ListMode {
+    pub(crate) fn full_window(&self) -> ListMode {
         let now = timefmt::now();
         let past = time::Duration::try_from(self.cfg.sync_past.0).unwrap_or(time::Duration::days(30));
         let future = time::Duration::try_from(self.cfg.sync_future.0).unwrap_or(time::Duration::days(365));
@@ -410,6 +558,7 @@ impl GoogleSync {
         self: &Arc<Self>,
         user_id: i64,
         creds: &mut Creds,
+        calendar_id: &str,
         mode: &ListMode,
         page_token: Option<&str>,
         refreshed_for_401: &mut bool,
@@ -417,7 +566,7 @@ impl GoogleSync {
         let mut attempt = 0u32;
         loop {
             let access = self.access_token(user_id, creds, false).await?;
-            match self.api.list_events(&access, &self.cfg.calendar_id, mode, page_token).await {
+            match self.api.list_events(&access, calendar_id, mode, page_token).await {
                 Ok(p) => return Ok(p),
                 Err(CallError::Unauthorized) if !*refreshed_for_401 => {
                     *refreshed_for_401 = true;
@@ -437,7 +586,6 @@ impl GoogleSync {
             }
         }
     }
-
     /// Sleep, unless the server is shutting down.
     pub(crate) async fn pause(&self, wait: Duration) -> Result<(), SyncError> {
         let mut shutdown = self.shutdown.clone();
@@ -521,88 +669,174 @@ pub(crate) fn backoff(attempt: u32, e: &CallError) -> Duration {
     Duration::from_millis(jittered)
 }
 
-/// What the last page of a pass also commits.
-struct Finish {
-    sync_token: Option<Secret>,
-    /// For a full sync: its window and every event id it saw.
-    reconcile: Option<(String, String, HashSet<String>)>,
+/// What a pass carries from calendar to calendar.
+struct Pass {
+    report: SyncReport,
+    /// (calendar, event id) of every cancelled entry listed so far: a meeting
+    /// these leave is not kept in their calendar when another lists it.
+    pending: HashSet<(String, String)>,
+    full_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// One ticked calendar as a pass listed it.
+struct Listing {
+    calendar: CalendarRow,
+    /// The window, when the calendar was listed in full to the last page.
+    full: Option<(String, String)>,
+    /// Event ids a full listing saw.
+    seen: HashSet<String>,
+    /// Ids of cancelled entries, applied at the end of the pass.
+    cancelled: Vec<String>,
+    /// The last page's `nextSyncToken` (Some(None): the last page had none).
+    next: Option<Option<Secret>>,
+}
+
+impl Listing {
+    fn new_window_end(&mut self, end: &str) {
+        self.calendar.window_end = Some(end.to_string());
+    }
+}
+
+/// What applying a page needs to know besides the events.
+struct PageContext {
+    calendar: CalendarRow,
+    /// The calendar's zone, for events that name none.
+    time_zone: Option<String>,
+    /// New meetings are not made for events starting at or after this.
+    window_end: Option<String>,
+    pending: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Default)]
-struct Counts {
+pub(crate) struct Counts {
     created: u64,
     updated: u64,
     canceled: u64,
+    removed: u64,
     skipped: u64,
 }
 
-/// One page in one writer closure; on the last page also the reconciliation
-/// of a full sync and the new sync token.
-fn apply_page(tx: &mut WriteTx<'_>, user_id: i64, events: &[GEvent], cal_tz: Option<&str>, finish: Option<Finish>) -> ApiResult<Counts> {
-    let mut counts = Counts::default();
-    for ev in events {
-        apply_event(tx, user_id, ev, cal_tz, &mut counts)?;
+impl SyncReport {
+    fn add(&mut self, c: &Counts) {
+        self.created += c.created;
+        self.updated += c.updated;
+        self.canceled += c.canceled;
+        self.removed += c.removed;
+        self.skipped += c.skipped;
     }
-    if let Some(fin) = finish {
-        if let Some((time_min, time_max, seen)) = fin.reconcile {
-            let stale: Vec<(i64, String)> = {
-                let mut stmt = tx.conn().prepare(
-                    "SELECT id, external_id FROM meetings
-                     WHERE user_id = ?1 AND source = 'google' AND status <> 'canceled' AND ends_at > ?2 AND starts_at < ?3",
-                )?;
-                let rows = stmt.query_map(rusqlite::params![user_id, time_min, time_max], |r| {
-                    Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|(_, ext)| !seen.contains(ext)).collect()
-            };
-            for (id, _) in stale {
-                tx.update(Table::Meetings, id, &[("status", SqlValue::Text("canceled".into()))])?;
-                counts.canceled += 1;
-            }
-        }
-        if let Some(token) = fin.sync_token {
-            tx.conn().execute("UPDATE users SET google_sync_token = ?1 WHERE id = ?2", rusqlite::params![token.expose(), user_id])?;
+}
+
+/// Only `default` events are meetings. Focus time, out of office, working
+/// location, birthdays, Gmail's reservations and any type Google adds later
+/// are not. An event without a type is from before types existed: default.
+pub fn is_meeting_type(event_type: Option<&str>) -> bool {
+    matches!(event_type, None | Some("default"))
+}
+
+/// The meeting, if it is still a `google` one (a Calendly delivery may have
+/// taken a Google meeting over as its booking; then it is Calendly's).
+fn google_meeting(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Value>> {
+    Ok(tx.get(Table::Meetings, id)?.filter(|m| m.get("source").and_then(Value::as_str) == Some("google")))
+}
+
+/// A page of live (not cancelled) events of one calendar, in one writer closure.
+fn apply_events(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, events: &[GEvent]) -> ApiResult<Counts> {
+    let mut counts = Counts::default();
+    // Unticked while this pass was listing it: its meetings were let go already.
+    let still_ticked = google_store::ticked(tx.conn(), user_id)?.iter().any(|c| c.calendar_id == ctx.calendar.calendar_id);
+    if !still_ticked {
+        counts.skipped += events.len() as u64;
+        return Ok(counts);
+    }
+    for ev in events {
+        if ev.id.is_empty() || ev.id.len() > 1024 {
+            counts.skipped += 1;
+        } else if !is_meeting_type(ev.event_type.as_deref()) {
+            remove_non_meeting(tx, user_id, &ctx.calendar.calendar_id, &ev.id, &mut counts)?;
+        } else {
+            upsert_event(tx, user_id, ctx, ev, &mut counts)?;
         }
     }
     Ok(counts)
 }
 
-fn apply_event(tx: &mut WriteTx<'_>, user_id: i64, ev: &GEvent, cal_tz: Option<&str>, counts: &mut Counts) -> ApiResult<()> {
-    if ev.id.is_empty() || ev.id.len() > 1024 {
-        counts.skipped += 1;
-        return Ok(());
+/// An event that is not a meeting: if an earlier version of syncgate made a
+/// meeting of it, that row goes (a DELETE: it never was a meeting).
+fn remove_non_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
+    let mut meetings: Vec<i64> = google_store::links_by_event(tx.conn(), user_id, event_id)?.into_iter().map(|l| l.meeting_id).collect();
+    if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
+        meetings.push(id);
     }
-    let existing: Option<i64> = tx
-        .conn()
-        .query_row(
-            "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2",
-            rusqlite::params![user_id, ev.id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if ev.status.as_deref() == Some("cancelled") {
-        match existing {
-            Some(id) => {
-                let before = tx.get(Table::Meetings, id)?;
-                if before.as_ref().and_then(|m| m.get("status")).and_then(Value::as_str) != Some("canceled") {
-                    tx.update(Table::Meetings, id, &[("status", SqlValue::Text("canceled".into()))])?;
-                    counts.canceled += 1;
-                }
-            }
-            // A deletion of an event we never had (outside the window, or Calendly's).
-            None => counts.skipped += 1,
+    meetings.sort_unstable();
+    meetings.dedup();
+    for id in meetings {
+        google_store::delete_links_of_meeting(tx.conn(), id)?;
+        if google_meeting(tx, id)?.is_some() && tx.delete(Table::Meetings, id)?.is_some() {
+            counts.removed += 1;
         }
-        return Ok(());
     }
-    let Some(fields) = to_meeting(ev, cal_tz) else {
+    google_store::delete_link(tx.conn(), user_id, calendar_id, event_id)?;
+    counts.skipped += 1;
+    Ok(())
+}
+
+/// The existing meeting an event is: by (calendar, event id), else the same
+/// event id in another calendar, else the same iCalendar UID *and*
+/// occurrence, else a row from before links existed. Links to meetings that
+/// no longer exist (deleted through REST) are dropped on the way.
+fn find_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, ev: &GEvent, occurrence: &str) -> ApiResult<Option<(i64, Value)>> {
+    let mut candidates: Vec<EventLink> = Vec::new();
+    candidates.extend(google_store::link(tx.conn(), user_id, calendar_id, &ev.id)?);
+    candidates.extend(google_store::links_by_event(tx.conn(), user_id, &ev.id)?);
+    if let Some(uid) = ev.i_cal_uid.as_deref().filter(|u| !u.is_empty()) {
+        candidates.extend(google_store::links_by_ical(tx.conn(), user_id, uid, occurrence)?);
+    }
+    for l in candidates {
+        match google_meeting(tx, l.meeting_id)? {
+            Some(m) => return Ok(Some((l.meeting_id, m))),
+            None => google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?,
+        }
+    }
+    if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, &ev.id)? {
+        if let Some(m) = google_meeting(tx, id)? {
+            return Ok(Some((id, m)));
+        }
+    }
+    Ok(None)
+}
+
+fn upsert_event(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, ev: &GEvent, counts: &mut Counts) -> ApiResult<()> {
+    let calendar_id = ctx.calendar.calendar_id.as_str();
+    let Some(fields) = to_meeting(ev, ctx.time_zone.as_deref()) else {
         tracing::warn!(user = user_id, event = %ev.id, "skipping a Google event without readable start and end times");
         counts.skipped += 1;
         return Ok(());
     };
+    let occurrence = ev.occurrence().unwrap_or_else(|| fields.starts_at.clone());
+    let keys = LinkKeys {
+        ical_uid: ev.i_cal_uid.as_deref().filter(|u| !u.is_empty()),
+        occurrence: Some(occurrence.as_str()),
+        series_id: ev.recurring_event_id.as_deref(),
+    };
     let mut cols = fields.columns();
-    match existing {
-        Some(id) => {
-            let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
+    match find_meeting(tx, user_id, calendar_id, ev, &occurrence)? {
+        Some((id, before)) => {
+            google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
+            let home = before.get("calendar_id").and_then(Value::as_str).map(str::to_string);
+            // One calendar's copy speaks for the meeting: its home calendar's,
+            // or this one's when the home no longer lists it (moved here).
+            let home_lists_it = match home.as_deref() {
+                None => false,
+                Some(h) if h == calendar_id => true,
+                Some(h) => google_store::links_of_meeting(tx.conn(), id)?
+                    .iter()
+                    .any(|l| l.calendar_id == h && !ctx.pending.contains(&(l.calendar_id.clone(), l.event_id.clone()))),
+            };
+            if home_lists_it && home.as_deref() != Some(calendar_id) {
+                return Ok(());
+            }
+            cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
+            cols.push(("calendar_name", SqlValue::Text(ctx.calendar.name.clone())));
             // client_id is the adviser's to set; fill it only while empty.
             if before.get("client_id").is_none_or(Value::is_null) {
                 if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
@@ -615,6 +849,12 @@ fn apply_event(tx: &mut WriteTx<'_>, user_id: i64, ev: &GEvent, cal_tz: Option<&
             }
         }
         None => {
+            // An endless series is imported only up to the window's end; the
+            // window moving forward brings the rest (see `advance_window`).
+            if ctx.window_end.as_deref().is_some_and(|end| fields.starts_at.as_str() >= end) {
+                counts.skipped += 1;
+                return Ok(());
+            }
             // The Google copy of a Calendly booking: the Calendly meeting is
             // the booking, now and on every later edit of this event. Found by
             // time and email, it learns the event id so later edits match by id.
@@ -631,14 +871,147 @@ fn apply_event(tx: &mut WriteTx<'_>, user_id: i64, ev: &GEvent, cal_tz: Option<&
             cols.push(("source", SqlValue::Text("google".into())));
             cols.push(("external_id", SqlValue::Text(ev.id.clone())));
             cols.push(("google_event_id", SqlValue::Text(ev.id.clone())));
+            cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
+            cols.push(("calendar_name", SqlValue::Text(ctx.calendar.name.clone())));
             if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
                 cols.push(("client_id", SqlValue::Integer(c)));
             }
-            tx.insert(Table::Meetings, &cols)?;
+            let row = tx.insert(Table::Meetings, &cols)?;
+            let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("inserted meeting has no id"))?;
+            google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
             counts.created += 1;
         }
     }
     Ok(())
+}
+
+/// A calendar no longer lists an event: drop its link, and cancel the
+/// meeting unless another ticked calendar still lists it (then that one
+/// becomes its home). A cancelled id that names a recurring series also
+/// covers the occurrences of it this calendar listed.
+fn apply_cancellation(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
+    let mut links: Vec<EventLink> = google_store::link(tx.conn(), user_id, calendar_id, event_id)?.into_iter().collect();
+    links.extend(google_store::links_of_series(tx.conn(), user_id, calendar_id, event_id)?);
+    if links.is_empty() {
+        // A row from before links existed.
+        if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
+            if google_store::links_of_meeting(tx.conn(), id)?.is_empty() {
+                cancel_meeting(tx, id, counts)?;
+                return Ok(());
+            }
+        }
+        // A deletion of an event we never had (outside the window, or Calendly's).
+        counts.skipped += 1;
+        return Ok(());
+    }
+    for l in links {
+        google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
+        if google_meeting(tx, l.meeting_id)?.is_none() {
+            continue;
+        }
+        let rest = google_store::links_of_meeting(tx.conn(), l.meeting_id)?;
+        match rest.first() {
+            None => cancel_meeting(tx, l.meeting_id, counts)?,
+            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, counts)?,
+        }
+    }
+    Ok(())
+}
+
+fn cancel_meeting(tx: &mut WriteTx<'_>, id: i64, counts: &mut Counts) -> ApiResult<()> {
+    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
+    if before.get("status").and_then(Value::as_str) != Some("canceled") {
+        tx.update(Table::Meetings, id, &[("status", SqlValue::Text("canceled".into()))])?;
+        counts.canceled += 1;
+    }
+    Ok(())
+}
+
+/// The meeting's home calendar `from` let it go; `to` still lists it.
+fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, counts: &mut Counts) -> ApiResult<()> {
+    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
+    if before.get("calendar_id").and_then(Value::as_str).is_some_and(|h| h != from) {
+        return Ok(());
+    }
+    let name = google_store::calendars(tx.conn(), user_id)?.into_iter().find(|c| c.calendar_id == to).map_or_else(|| to.to_string(), |c| c.name);
+    let after = tx.update(
+        Table::Meetings,
+        id,
+        &[("calendar_id", SqlValue::Text(to.to_string())), ("calendar_name", SqlValue::Text(name))],
+    )?;
+    if after.as_ref() != Some(&before) {
+        counts.updated += 1;
+    }
+    Ok(())
+}
+
+/// Let go of an unticked (or vanished) calendar: its links go; a meeting
+/// only it listed is removed (a DELETE), one another ticked calendar lists
+/// moves there.
+pub(crate) fn release_calendar(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str) -> ApiResult<u64> {
+    let mut counts = Counts::default();
+    for l in google_store::links_of_calendar(tx.conn(), user_id, calendar_id)? {
+        google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
+        if google_meeting(tx, l.meeting_id)?.is_none() {
+            continue;
+        }
+        let rest = google_store::links_of_meeting(tx.conn(), l.meeting_id)?;
+        match rest.first() {
+            None => {
+                if tx.delete(Table::Meetings, l.meeting_id)?.is_some() {
+                    counts.removed += 1;
+                }
+            }
+            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, &mut counts)?,
+        }
+    }
+    for id in google_store::unlinked_meetings_of_calendar(tx.conn(), user_id, calendar_id)? {
+        if tx.delete(Table::Meetings, id)?.is_some() {
+            counts.removed += 1;
+        }
+    }
+    Ok(counts.removed + counts.updated)
+}
+
+/// The end of a pass, in one writer closure: reconcile full listings (what
+/// a calendar no longer lists counts as cancelled there), apply every
+/// cancellation now that all ticked calendars were read, cancel rows from
+/// before the upgrade that no full listing found, and store each calendar's
+/// new sync token and window.
+fn finish_pass(tx: &mut WriteTx<'_>, user_id: i64, listings: Vec<Listing>, legacy_window: Option<(String, String)>) -> ApiResult<Counts> {
+    let mut counts = Counts::default();
+    let ticked: HashSet<String> = google_store::ticked(tx.conn(), user_id)?.into_iter().map(|c| c.calendar_id).collect();
+    for l in &listings {
+        if !ticked.contains(&l.calendar.calendar_id) {
+            continue;
+        }
+        let mut gone: Vec<String> = l.cancelled.clone();
+        if let Some((from, to)) = &l.full {
+            for link in google_store::links_in_window(tx.conn(), user_id, &l.calendar.calendar_id, from, to)? {
+                if !l.seen.contains(&link.event_id) {
+                    gone.push(link.event_id);
+                }
+            }
+        }
+        for event_id in gone {
+            apply_cancellation(tx, user_id, &l.calendar.calendar_id, &event_id, &mut counts)?;
+        }
+    }
+    if let Some((from, to)) = legacy_window {
+        for id in google_store::unlinked_meetings_in_window(tx.conn(), user_id, &from, &to)? {
+            cancel_meeting(tx, id, &mut counts)?;
+        }
+    }
+    for l in &listings {
+        if let Some(next) = &l.next {
+            google_store::save_sync_token(tx.conn(), user_id, &l.calendar.calendar_id, next.as_ref().map(Secret::expose))?;
+        }
+        let end = l.full.as_ref().map(|(_, to)| to.clone()).or_else(|| l.calendar.window_end.clone());
+        if let Some(end) = end {
+            google_store::save_window_end(tx.conn(), user_id, &l.calendar.calendar_id, &end)?;
+        }
+    }
+    Ok(counts)
 }
 
 /// The first of the user's clients whose email is an attendee's.
@@ -666,6 +1039,27 @@ pub struct GEvent {
     pub attendees: Option<Vec<GAttendee>>,
     pub hangout_link: Option<String>,
     pub conference_data: Option<Value>,
+    /// `default`, `outOfOffice`, `focusTime`, `workingLocation`, `birthday`, `fromGmail`, ...
+    pub event_type: Option<String>,
+    #[serde(rename = "iCalUID")]
+    pub i_cal_uid: Option<String>,
+    /// For an occurrence of a recurring series (`singleEvents=true`): the series' id.
+    pub recurring_event_id: Option<String>,
+    /// For an occurrence: where the series put it (before any edit of this one).
+    pub original_start_time: Option<GTime>,
+}
+
+impl GEvent {
+    /// Which occurrence of its iCalendar UID this event is: the original
+    /// start of an occurrence, else None (the caller uses the start).
+    pub fn occurrence(&self) -> Option<String> {
+        self.original_start_time.as_ref().and_then(instant).map(|(s, _)| s)
+    }
+
+    /// Has the user declined it? (their own attendee entry, `self: true`)
+    pub fn declined_by_self(&self) -> bool {
+        self.attendees.iter().flatten().any(|a| a.is_self == Some(true) && a.response_status.as_deref() == Some("declined"))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -702,6 +1096,8 @@ pub struct MeetingFields {
     pub attendees: Value,
     /// Other people's addresses, for linking a client.
     pub attendee_emails: Vec<String>,
+    /// The user declined the invitation: the meeting is `canceled`.
+    pub declined: bool,
 }
 
 impl MeetingFields {
@@ -716,8 +1112,9 @@ impl MeetingFields {
             ("ends_at", SqlValue::Text(self.ends_at.clone())),
             ("all_day", SqlValue::Integer(self.all_day as i64)),
             ("timezone", text(&self.timezone)),
-            // Confirmed and tentative events both show as scheduled.
-            ("status", SqlValue::Text("scheduled".into())),
+            // Confirmed and tentative events both show as scheduled; one the
+            // user declined does not take place for them.
+            ("status", SqlValue::Text(if self.declined { "canceled" } else { "scheduled" }.into())),
             ("attendees", SqlValue::Text(self.attendees.to_string())),
         ]
     }
@@ -796,6 +1193,7 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
         timezone,
         attendees: Value::Array(attendees),
         attendee_emails: emails,
+        declined: ev.declined_by_self(),
     })
 }
 
@@ -846,6 +1244,38 @@ mod tests {
         assert!(to_meeting(&ev(json!({"id": "x", "start": {"dateTime": "soon"}})), None).is_none());
         assert!(to_meeting(&ev(json!({"id": "x", "start": {"date": "2026-02-30"}})), None).is_none());
         assert!(serde_json::from_value::<GEvent>(json!({"id": 5})).is_err());
+    }
+
+    #[test]
+    fn only_default_events_are_meetings() {
+        assert!(is_meeting_type(None), "an event from before types existed");
+        assert!(is_meeting_type(Some("default")));
+        for t in ["fromGmail", "outOfOffice", "focusTime", "workingLocation", "birthday", "somethingNew", ""] {
+            assert!(!is_meeting_type(Some(t)), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_users_own_answer_decides_declined() {
+        let invite = |mine: &str| {
+            ev(json!({"id": "i", "start": {"dateTime": "2026-11-23T10:00:00Z"}, "end": {"dateTime": "2026-11-23T11:00:00Z"},
+                "attendees": [{"email": "boss@x.com", "responseStatus": "declined"}, {"email": "me@x.com", "self": true, "responseStatus": mine}]}))
+        };
+        assert!(to_meeting(&invite("declined"), None).unwrap().declined);
+        for mine in ["accepted", "tentative", "needsAction"] {
+            assert!(!to_meeting(&invite(mine), None).unwrap().declined, "{mine}: another attendee's refusal does not count");
+        }
+    }
+
+    #[test]
+    fn an_occurrence_is_named_by_its_original_start() {
+        let moved = ev(json!({"id": "s_20261201T090000Z", "iCalUID": "s@google.com", "recurringEventId": "s",
+            "originalStartTime": {"dateTime": "2026-12-01T10:00:00+01:00"},
+            "start": {"dateTime": "2026-12-01T15:00:00+01:00"}, "end": {"dateTime": "2026-12-01T16:00:00+01:00"}}));
+        assert_eq!(moved.occurrence().as_deref(), Some("2026-12-01T09:00:00.000Z"));
+        assert_eq!(moved.i_cal_uid.as_deref(), Some("s@google.com"));
+        let single = ev(json!({"id": "x", "start": {"dateTime": "2026-12-01T15:00:00Z"}}));
+        assert_eq!(single.occurrence(), None, "the caller uses the start");
     }
 
     #[test]

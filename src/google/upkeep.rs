@@ -3,11 +3,14 @@
 //! drops some notifications, and nothing is pushed to a server that is down.
 //!
 //! - **Catch-up on start.** Every connected user (refresh token, not
-//!   `needs_reconnect`) gets an incremental sync (the sync token makes it
-//!   cheap), and a new channel when theirs is missing, expired, about to
-//!   expire, or registered for another webhook address. Channels a previous
-//!   run left behind (`retiring`, or of another calendar) are stopped.
-//! - **Renewal before expiry.** Each channel is replaced
+//!   `needs_reconnect`) gets a sync of all their ticked calendars (the sync
+//!   tokens make it cheap; a calendar without one, as after the upgrade that
+//!   brought several calendars, is listed in full, a few users at a time),
+//!   and each ticked calendar a new channel when its own is missing, expired,
+//!   about to expire, or registered for another webhook address. Channels a
+//!   previous run left behind (`retiring`, or of a calendar not ticked) are
+//!   stopped.
+//! - **Renewal before expiry.** Each channel (one per ticked calendar) is replaced
 //!   `google.renew_before` before the expiration Google returned (at the
 //!   latest halfway through its life), by [`GoogleSync::replace_channel`]:
 //!   new channel first, old one stopped after, notifications on both
@@ -69,10 +72,11 @@ pub async fn run(google: Arc<GoogleSync>) {
     renewals(google).await;
 }
 
-/// A connected user's active channel, as the renewal plan needs it.
+/// A ticked calendar's active channel, as the renewal plan needs it.
 #[derive(Debug)]
 struct ChannelView {
     user_id: i64,
+    calendar_id: String,
     /// None: no active channel, or its registration never finished.
     expiration: Option<OffsetDateTime>,
     registered_at: Option<OffsetDateTime>,
@@ -84,6 +88,7 @@ struct ChannelView {
 #[derive(Debug)]
 struct Due {
     user_id: i64,
+    calendar_id: String,
     due: OffsetDateTime,
     expiration: Option<OffsetDateTime>,
 }
@@ -119,37 +124,30 @@ impl GoogleSync {
 
     /// Users whose calendar syncs: a refresh token, and access not revoked.
     async fn connected_users(&self) -> Result<Vec<i64>, SyncError> {
-        Ok(self
-            .store
-            .read(|c| {
-                let mut stmt =
-                    c.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
-                let rows = stmt.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<Result<Vec<i64>, _>>()?)
-            })
-            .await?)
+        Ok(self.store.read(|c| Ok(crate::store::google::connected_users(c)?)).await?)
     }
 
-    /// Each connected user with their active, fully registered channel of
-    /// `google.calendar_id` (the one expiring last, should there be two).
+    /// Each ticked calendar of each connected user with its active, fully
+    /// registered channel (the one expiring last, should there be two).
     async fn channel_views(&self) -> Result<Vec<ChannelView>, SyncError> {
-        let calendar_id = self.cfg.calendar_id.clone();
         let rows: Vec<ChannelView> = self
             .store
             .read(move |c| {
                 let mut stmt = c.prepare(
-                    "SELECT u.id, c.expiration, c.updated_at, c.webhook_url
-                     FROM users u LEFT JOIN calendar_watch_channels c
-                       ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = ?1 AND c.resource_id IS NOT NULL
+                    "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
+                     FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected = 1
+                     LEFT JOIN calendar_watch_channels c
+                       ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
                      WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-                     ORDER BY u.id, c.expiration",
+                     ORDER BY u.id, g.calendar_id, c.expiration",
                 )?;
-                let rows = stmt.query_map([calendar_id], |r| {
+                let rows = stmt.query_map([], |r| {
                     Ok(ChannelView {
                         user_id: r.get(0)?,
-                        expiration: r.get::<_, Option<String>>(1)?.as_deref().and_then(timefmt::parse),
-                        registered_at: r.get::<_, Option<String>>(2)?.as_deref().and_then(timefmt::parse),
-                        webhook_url: r.get(3)?,
+                        calendar_id: r.get(1)?,
+                        expiration: r.get::<_, Option<String>>(2)?.as_deref().and_then(timefmt::parse),
+                        registered_at: r.get::<_, Option<String>>(3)?.as_deref().and_then(timefmt::parse),
+                        webhook_url: r.get(4)?,
                     })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -157,34 +155,67 @@ impl GoogleSync {
             .await?;
         let mut views: Vec<ChannelView> = Vec::new();
         for view in rows {
-            // Ordered by expiration: a later row of the same user replaces the earlier.
+            // Ordered by expiration: a later row of the same calendar replaces the earlier.
             match views.last_mut() {
-                Some(last) if last.user_id == view.user_id => *last = view,
+                Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
                 _ => views.push(view),
             }
         }
         Ok(views)
     }
 
-    /// On start: stop leftovers, new channels where needed, then an
-    /// incremental sync for every connected user.
+    /// Make sure every connected user's calendar list has been read (after
+    /// the upgrade that brought several calendars, nobody's has), so their
+    /// ticked calendars are known. Returns the connected users.
+    async fn resolve_calendars(self: &Arc<Self>) -> Result<Vec<i64>, SyncError> {
+        let users = self.connected_users().await?;
+        for &user_id in &users {
+            if self.shutting_down() {
+                return Err(SyncError::ShuttingDown);
+            }
+            let known = self.store.read(move |c| Ok(crate::store::google::has_calendar_list(c, user_id)?)).await?;
+            if known {
+                continue;
+            }
+            let creds = self.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await?;
+            let Some(mut creds) = creds else { continue };
+            if let Err(e) = self.ticked_calendars(user_id, &mut creds, &mut false).await {
+                tracing::warn!(user = user_id, error = %e, "google catch-up: cannot read the user's calendar list; their sync will try again");
+            }
+        }
+        Ok(users)
+    }
+
+    /// On start: stop leftovers, new channels where needed, then a sync
+    /// for every connected user.
     pub(crate) async fn catch_up(self: &Arc<Self>) {
-        let views = match self.channel_views().await {
-            Ok(v) => v,
+        let users = match self.resolve_calendars().await {
+            Ok(u) => u,
+            Err(SyncError::ShuttingDown) => return,
             Err(e) => {
                 tracing::error!(error = %e, "google catch-up: cannot read the connected users; relying on renewal and the safety net");
                 return;
             }
         };
-        if views.is_empty() {
+        let views = match self.channel_views().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "google catch-up: cannot read the channels; relying on renewal and the safety net");
+                return;
+            }
+        };
+        if users.is_empty() {
             return;
+        }
+        for &user_id in &users {
+            if let Err(e) = self.stop_leftover_channels(user_id).await {
+                tracing::warn!(user = user_id, error = %e, "google catch-up: could not stop leftover channels");
+            }
         }
         let now = timefmt::now();
         let mut replace = Vec::new();
+        let mut fine: HashSet<i64> = users.iter().copied().collect();
         for v in &views {
-            if let Err(e) = self.stop_leftover_channels(v.user_id).await {
-                tracing::warn!(user = v.user_id, error = %e, "google catch-up: could not stop leftover channels");
-            }
             let why = match (v.expiration, v.webhook_url.as_deref()) {
                 (None, _) => Some("no live channel"),
                 (Some(exp), _) if exp <= now => Some("the channel expired"),
@@ -192,19 +223,26 @@ impl GoogleSync {
                 (Some(exp), _) if self.renew_at(exp, v.registered_at) <= now => Some("the channel is due for renewal"),
                 _ => None,
             };
-            match why {
+            if let Some(why) = why {
                 // Channel first, then the sync: a change after the watch is
                 // pushed, one before the sync's list is in it.
-                Some(why) => replace.push((v.user_id, why)),
-                None => self.enqueue_for(v.user_id, SyncTrigger::CatchUp),
+                replace.push((v.user_id, v.calendar_id.clone(), why));
+                fine.remove(&v.user_id);
             }
         }
-        tracing::info!(users = views.len(), new_channels = replace.len(), "google catch-up after start: syncing every connected user");
-        for (user_id, why) in replace {
+        for &user_id in &fine {
+            self.enqueue_for(user_id, SyncTrigger::CatchUp);
+        }
+        tracing::info!(users = users.len(), new_channels = replace.len(), "google catch-up after start: syncing every connected user");
+        let mut renewed: HashSet<i64> = HashSet::new();
+        for (user_id, calendar_id, why) in replace {
             if self.shutting_down() {
                 return;
             }
-            self.renew(user_id, why).await;
+            self.renew(user_id, &calendar_id, why).await;
+            renewed.insert(user_id);
+        }
+        for user_id in renewed {
             self.enqueue_for(user_id, SyncTrigger::CatchUp);
         }
     }
@@ -212,16 +250,16 @@ impl GoogleSync {
     /// What the renewal scheduler has to do, soonest first.
     async fn renewal_plan(&self) -> Result<Vec<Due>, SyncError> {
         let views = self.channel_views().await?;
-        let connected: HashSet<i64> = views.iter().map(|v| v.user_id).collect();
+        let ticked: HashSet<(i64, String)> = views.iter().map(|v| (v.user_id, v.calendar_id.clone())).collect();
         let retries = {
             let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
-            // Users who disconnected or must reconnect: nothing to retry.
-            map.retain(|u, _| connected.contains(u));
+            // Users who disconnected or must reconnect, calendars unticked: nothing to retry.
+            map.retain(|k, _| ticked.contains(k));
             map.clone()
         };
         let mut plan = Vec::new();
         for v in views {
-            let retry = retries.get(&v.user_id).map(|r| r.at);
+            let retry = retries.get(&(v.user_id, v.calendar_id.clone())).map(|r| r.at);
             let due = match (v.expiration, retry) {
                 (Some(exp), Some(at)) => self.renew_at(exp, v.registered_at).max(at),
                 (Some(exp), None) => self.renew_at(exp, v.registered_at),
@@ -230,17 +268,19 @@ impl GoogleSync {
                 (None, Some(at)) => at,
                 (None, None) => continue,
             };
-            plan.push(Due { user_id: v.user_id, due, expiration: v.expiration });
+            plan.push(Due { user_id: v.user_id, calendar_id: v.calendar_id, due, expiration: v.expiration });
         }
         plan.sort_by_key(|d| d.due);
         Ok(plan)
     }
 
-    /// Replace the user's channel and record how it went. Returns whether it worked.
-    pub(crate) async fn renew(self: &Arc<Self>, user_id: i64, why: &str) -> bool {
-        match self.replace_channel(user_id).await {
+    /// Replace the channel of one of the user's calendars and record how it
+    /// went. Returns whether it worked.
+    pub(crate) async fn renew(self: &Arc<Self>, user_id: i64, calendar_id: &str, why: &str) -> bool {
+        let key = (user_id, calendar_id.to_string());
+        match self.replace_channel(user_id, calendar_id).await {
             Ok(info) => {
-                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 tracing::info!(
                     user = user_id,
                     channel = %info.channel_id,
@@ -252,12 +292,12 @@ impl GoogleSync {
             }
             Err(SyncError::ShuttingDown) => false,
             Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected)) => {
-                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id);
+                self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 tracing::warn!(user = user_id, "google channel renewal skipped: {e}");
                 false
             }
             Err(e) => {
-                self.channel_failed(user_id, &e.to_string()).await;
+                self.channel_failed(user_id, calendar_id, &e.to_string()).await;
                 false
             }
         }
@@ -265,13 +305,14 @@ impl GoogleSync {
 
     /// A channel could not be registered: schedule the next try with backoff
     /// and show the failure to admins.
-    pub(crate) async fn channel_failed(&self, user_id: i64, error: &str) {
+    pub(crate) async fn channel_failed(&self, user_id: i64, calendar_id: &str, error: &str) {
         let wait = {
             let mut map = self.renewal_retries.lock().unwrap_or_else(|p| p.into_inner());
-            let failures = map.get(&user_id).map_or(1, |r| r.failures.saturating_add(1));
+            let key = (user_id, calendar_id.to_string());
+            let failures = map.get(&key).map_or(1, |r| r.failures.saturating_add(1));
             let wait = retry_after(failures, self.renew_margin());
             let at = timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
-            map.insert(user_id, Retry { failures, at });
+            map.insert(key, Retry { failures, at });
             Retry { failures, at }
         };
         let Retry { failures, at } = wait;
@@ -340,7 +381,7 @@ async fn renewals(google: Arc<GoogleSync>) {
             let now = timefmt::now();
             let lapsed = d.expiration.is_none_or(|exp| exp <= now);
             let why = if lapsed { "the channel had lapsed" } else { "before expiry" };
-            if google.renew(d.user_id, why).await && lapsed {
+            if google.renew(d.user_id, &d.calendar_id, why).await && lapsed {
                 // Nothing was pushed while there was no live channel.
                 google.enqueue_for(d.user_id, SyncTrigger::CatchUp);
             }

@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod files;
+pub mod google;
 pub mod migrations;
 pub mod rows;
 pub mod tables;

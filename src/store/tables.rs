@@ -77,6 +77,8 @@ const MEETING_COLUMNS: &[(&str, PgType)] = &[
     ("canceled_by", Text),
     ("previous_starts_at", Timestamptz),
     ("google_event_id", Text),
+    ("calendar_id", Text),
+    ("calendar_name", Text),
     ("created_at", Timestamptz),
     ("updated_at", Timestamptz),
 ];

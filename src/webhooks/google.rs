@@ -210,8 +210,12 @@ async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let info = app.google.replace_channel(who.user_id).await.map_err(sync_error)?;
-    Ok(json_response(StatusCode::CREATED, &serde_json::to_value(info).unwrap_or_default()))
+    // One channel per ticked calendar: the first is the answer's top level (as
+    // with one calendar), all of them are under `channels`.
+    let infos = app.google.replace_channels(who.user_id).await.map_err(sync_error)?;
+    let mut body = infos.first().map(|i| serde_json::to_value(i).unwrap_or_default()).unwrap_or_else(|| serde_json::json!({}));
+    body["channels"] = serde_json::to_value(&infos).unwrap_or_default();
+    Ok(json_response(StatusCode::CREATED, &body))
 }
 
 /// `DELETE /api/calendar/webhook` (JWT): stop the caller's channels.
@@ -341,6 +345,7 @@ async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
         o.insert("configured".into(), app.google.enabled().into());
         o.insert("webhook_url".into(), app.google.webhook_url().into());
         o.insert("calendar_id".into(), app.config.google.calendar_id.clone().into());
+        o.insert("calendars".into(), app.config.google.default_calendars().into());
         // The schedule the renewal and safety-net numbers above follow.
         o.insert("channel_ttl".into(), app.config.google.channel_ttl.to_string().into());
         o.insert("renew_before".into(), app.config.google.renew_before.to_string().into());

@@ -1,6 +1,7 @@
 // Integrations: is Google Calendar connected (and does it need a
-// reconnect), is Calendly linked, when did each source last deliver a
-// webhook, and for admins the server's health report.
+// reconnect), which of the user's Google calendars sync (a tick each), is
+// Calendly linked, when did each source last deliver a webhook, and for
+// admins the server's health report.
 
 import { h, fmtDateTime, ago } from '/dom.js';
 import { auth, api } from '/api.js';
@@ -133,7 +134,54 @@ export function mount(main, ctx) {
     const mineActive = channels.find((c) => me && c.user_id === me.id && c.state === 'active');
     if (me && me.google_channel_expires_at !== undefined) facts.push(['Push channel expires', whenAhead(me.google_channel_expires_at)]);
     else if (mineActive) facts.push(['Push channel expires', whenAhead(mineActive.expiration)]);
-    google.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), action);
+    const calendars = h('div', { id: 'google-calendars' });
+    google.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), calendars, action);
+    if (me && me.google_connected && !me.google_needs_reconnect && configured !== false) loadCalendars(calendars);
+  }
+
+  /** The calendar's colour dot (set through the CSSOM: the page's CSP allows no inline style attribute). */
+  function swatch(color) {
+    const dot = h('span', { class: 'swatch', 'aria-hidden': 'true' });
+    if (color) dot.style.backgroundColor = color;
+    return dot;
+  }
+
+  /** The user's Google calendars with a tick each; a change is saved at once. */
+  async function loadCalendars(box) {
+    box.replaceChildren(h('p', { class: 'hint' }, 'Loading your calendars…'));
+    let list;
+    try {
+      list = (await api('GET', '/api/me/calendars')).items || [];
+    } catch (e) {
+      box.replaceChildren(h('p', { class: 'state bad' }, `Your calendars could not be listed: ${e.message}`));
+      return;
+    }
+    const saved = h('p', { class: 'hint', role: 'status', 'aria-live': 'polite', id: 'calendars-saved' });
+    const boxes = list.map((c) => h('input', { type: 'checkbox', value: c.id, checked: !!c.selected, onchange: () => save() }));
+    async function save() {
+      const selected = boxes.filter((b) => b.checked).map((b) => b.value);
+      boxes.forEach((b) => { b.disabled = true; });
+      saved.textContent = 'Saving…';
+      try {
+        const after = (await api('PUT', '/api/me/calendars', { selected })).items || [];
+        for (const b of boxes) b.checked = !!after.find((c) => c.id === b.value && c.selected);
+        saved.textContent = selected.length
+          ? `Saved. Meetings from ${selected.length === 1 ? 'this calendar' : `these ${selected.length} calendars`} sync here.`
+          : 'Saved. No calendar syncs now.';
+      } catch (e) {
+        saved.textContent = `Not saved: ${e.message}`;
+      } finally {
+        boxes.forEach((b) => { b.disabled = false; });
+      }
+    }
+    box.replaceChildren(h('fieldset', { class: 'calendars' },
+      h('legend', {}, 'Calendars to sync'),
+      list.length ? h('ul', { class: 'calendar-list' }, list.map((c, i) => h('li', {},
+        h('label', {}, boxes[i], ' ',
+          swatch(c.color),
+          ` ${c.name}`, c.primary ? h('span', { class: 'muted' }, ' (your main calendar)') : null))))
+        : h('p', { class: 'muted' }, 'Google lists no calendars for this account.'),
+      saved));
   }
 
   function renderCalendly(me, cs) {

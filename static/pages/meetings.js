@@ -8,6 +8,32 @@ const PAST_PAGE = 30;
 
 const STATUS_LABEL = { canceled: 'Canceled', no_show: 'No-show' };
 
+/** The user's own answer to an invitation (their attendee entry), if any. */
+function ownResponse(m) {
+  const me = Array.isArray(m.attendees) ? m.attendees.find((a) => a && a.self) : null;
+  return me ? me.response_status : null;
+}
+
+/** The status badge: a declined invitation says so, one not answered yet too. */
+function statusBadge(m) {
+  const response = ownResponse(m);
+  if (m.status === 'canceled' && response === 'declined') return h('span', { class: 'badge st-declined' }, 'Declined');
+  if (STATUS_LABEL[m.status]) return h('span', { class: `badge st-${m.status}` }, STATUS_LABEL[m.status]);
+  if (m.status === 'scheduled' && response === 'needsAction') return h('span', { class: 'badge st-unanswered' }, 'Not answered');
+  return null;
+}
+
+/** "09:30 in America/New_York" when the meeting was set in another zone than the viewer's. */
+function ownZone(m) {
+  if (m.all_day || !m.timezone || m.timezone === TZ) return null;
+  try {
+    const t = new Intl.DateTimeFormat(undefined, { timeZone: m.timezone, hour: '2-digit', minute: '2-digit' }).format(new Date(m.starts_at));
+    return h('span', { class: 'own-zone' }, `${t} in ${m.timezone.replace(/_/g, ' ')}`);
+  } catch (_) {
+    return null;
+  }
+}
+
 function isHttp(u) {
   return typeof u === 'string' && /^https?:\/\//i.test(u.trim());
 }
@@ -18,7 +44,7 @@ export function meetingItem(ctx, m, { withDate = false, showClient = true } = {}
   const clientName = ctx.clientName(m.client_id);
   return {
     key,
-    sig: [m.updated_at, m.status, clientName, withDate, showClient].join('|'),
+    sig: [m.updated_at, m.status, clientName, withDate, showClient, m.calendar_name].join('|'),
     build: () => {
       const when = m.all_day
         ? h('span', {}, withDate ? `${fmtDateTime(m.starts_at).split(',')[0]} · ` : '', 'All day')
@@ -38,6 +64,9 @@ export function meetingItem(ctx, m, { withDate = false, showClient = true } = {}
         meta.push(h('a', { href: join, class: 'join', target: '_blank', rel: 'noopener noreferrer' }, 'Join', h('span', { class: 'sr-only' }, ` ${m.title}`)));
       }
       if (m.location && m.location !== join) meta.push(h('span', { class: 'location' }, m.location));
+      if (m.calendar_name) meta.push(h('span', { class: 'calendar' }, `Calendar: ${m.calendar_name}`));
+      const zone = ownZone(m);
+      if (zone) meta.push(zone);
       const invitees = Array.isArray(m.invitees) ? m.invitees : [];
       const li = h('li', { class: `meeting status-${m.status}${ctx.flashing('meetings', m) ? ' flash' : ''}`, dataset: { id: String(m.id), source: m.source } },
         h('div', { class: 'when' }, when),
@@ -45,7 +74,7 @@ export function meetingItem(ctx, m, { withDate = false, showClient = true } = {}
           h('p', { class: 'title' },
             h('span', { class: 'title-text' }, m.title), ' ',
             h('span', { class: `badge src-${m.source}`, title: `From ${SOURCES[m.source] || m.source}` }, SOURCES[m.source] || m.source),
-            STATUS_LABEL[m.status] ? [' ', h('span', { class: `badge st-${m.status}` }, STATUS_LABEL[m.status])] : null),
+            statusBadge(m) ? [' ', statusBadge(m)] : null),
           meta.length ? h('p', { class: 'meta' }, meta.flatMap((x, i) => (i ? [' · ', x] : [x]))) : null,
           m.status === 'canceled' && (m.cancel_reason || m.canceled_by)
             ? h('p', { class: 'meta' }, `Canceled${m.canceled_by ? ` by ${m.canceled_by}` : ''}${m.cancel_reason ? `: ${m.cancel_reason}` : ''}`)

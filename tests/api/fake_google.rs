@@ -1,17 +1,26 @@
 //! A local fake of Google's OAuth 2.0 and Calendar APIs that behaves as
 //! `shared/google-calendar.md` says, failures included: the consent page,
 //! the token endpoint (authorization code, refresh, `invalid_grant`),
-//! userinfo, `events.list` (pagination, sync tokens only on the last page,
-//! cancelled entries, 410 for invalidated tokens, 400 for a sync token with
-//! `timeMin`), `events.watch` (the `sync` notification is sent before the
-//! answer, as Google may), `channels.stop`, and push notifications with the
-//! documented headers and an empty body. Tests drive it: create, edit and
-//! delete events, invalidate sync tokens, revoke access, inject 401 / 403
-//! rateLimitExceeded / 429 / 5xx, slow lists down, and read a call log.
+//! userinfo, `calendarList.list` (the primary calendar under its email id
+//! with `primary: true`, and any others the test adds), `events.list` per
+//! calendar (pagination, sync tokens only on the last page and only good for
+//! their calendar, cancelled entries, 410 for invalidated tokens, 400 for a
+//! sync token with `timeMin`; `singleEvents=true` expands recurring series
+//! into occurrences `<series>_<start>` with `recurringEventId`,
+//! `originalStartTime` and the series' `iCalUID`, honouring cancelled and
+//! edited occurrences and "this and following" splits; every event has an
+//! `eventType`, and the account's own attendee entry is marked `self: true`),
+//! `events.move` (cancelled in the first calendar, new with the same id in
+//! the second), `events.watch` per calendar (the `sync` notification is sent
+//! before the answer, as Google may), `channels.stop`, and push notifications
+//! with the documented headers and an empty body. Tests drive it: create,
+//! edit, move and delete events, invalidate sync tokens, revoke access,
+//! inject 401 / 403 rateLimitExceeded / 429 / 5xx, slow lists down, and read
+//! a call log.
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,6 +41,8 @@ pub const CALENDAR_TZ: &str = "Europe/Berlin";
 #[derive(Debug, Clone)]
 pub struct FakeChannel {
     pub id: String,
+    /// The calendar watched (its id: the account's email for the primary).
+    pub calendar: String,
     pub token: Option<String>,
     pub address: String,
     pub resource_id: String,
@@ -48,6 +59,7 @@ pub struct FakeChannel {
 #[derive(Debug, Clone)]
 pub struct ListCall {
     pub email: String,
+    pub calendar: String,
     pub sync_token: bool,
     pub page_token: bool,
     pub time_min: bool,
@@ -59,17 +71,64 @@ struct Event {
     body: Value,
     seq: u64,
     cancelled: bool,
+    /// Occurrences of a recurring series that were edited or cancelled, by
+    /// occurrence id.
+    exceptions: BTreeMap<String, Exception>,
+}
+
+#[derive(Debug, Clone)]
+struct Exception {
+    patch: Value,
+    cancelled: bool,
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Calendar {
+    id: String,
+    summary: String,
+    color: String,
+    primary: bool,
+    time_zone: String,
+    events: Vec<Event>,
+    /// Readable, but not on the account's calendar list.
+    unlisted: bool,
 }
 
 #[derive(Debug, Default)]
 struct Account {
     sub: String,
     name: String,
-    events: Vec<Event>,
+    calendars: Vec<Calendar>,
 }
+
+impl Account {
+    fn calendar(&self, id: &str) -> Option<&Calendar> {
+        self.calendars.iter().find(|c| c.id.eq_ignore_ascii_case(id))
+    }
+    fn calendar_mut(&mut self, id: &str) -> Option<&mut Calendar> {
+        self.calendars.iter_mut().find(|c| c.id.eq_ignore_ascii_case(id))
+    }
+    /// The calendar holding a live event with this id (else any holding it).
+    fn calendar_of_event(&mut self, id: &str) -> &mut Calendar {
+        let i = self
+            .calendars
+            .iter()
+            .position(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled))
+            .or_else(|| self.calendars.iter().position(|c| c.events.iter().any(|e| e.body["id"] == id)))
+            .expect("event exists");
+        &mut self.calendars[i]
+    }
+}
+
+/// How far ahead an endless series is expanded when it is listed without a
+/// time range (a sync token): well past any test's window.
+const SERIES_HORIZON_DAYS: i64 = 730;
+const SERIES_MAX_OCCURRENCES: usize = 500;
 
 struct Pending {
     email: String,
+    calendar: String,
     signature: String,
     chunks: VecDeque<Vec<Value>>,
     sync_token: String,
@@ -84,7 +143,8 @@ struct State {
     redirect_uris: HashMap<String, String>,
     refresh: HashMap<String, (String, bool)>,
     access: HashMap<String, (String, bool)>,
-    sync_tokens: HashMap<String, (String, u64, bool)>,
+    /// token → (account, calendar, seq, valid)
+    sync_tokens: HashMap<String, (String, String, u64, bool)>,
     pages: HashMap<String, Pending>,
     channels: Vec<FakeChannel>,
     failures: Vec<(String, u16, String, usize, usize)>,
@@ -92,6 +152,9 @@ struct State {
     list_log: Vec<ListCall>,
     in_flight: HashMap<String, u32>,
     max_in_flight: HashMap<String, u32>,
+    /// `events.list` requests in flight over all accounts, and the most at once.
+    in_flight_all: u32,
+    max_in_flight_all: u32,
     list_delay: Duration,
     page_size: usize,
     expires_in: i64,
@@ -151,6 +214,175 @@ fn rfc3339(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
+fn parse_dt(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn rfc(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// `20261201T100000Z`, as occurrence ids and `UNTIL` write a UTC time.
+fn basic(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+}
+
+fn parse_basic(s: &str) -> Option<time::OffsetDateTime> {
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(s, f).ok().map(|t| t.assume_utc())
+}
+
+/// A series' occurrences (start, occurrence id) from its `RRULE` (`FREQ`
+/// DAILY or WEEKLY, `INTERVAL`, `COUNT`, `UNTIL`), overlapping `[min, max)`
+/// when given, never past the horizon.
+fn occurrences(series: &Value, min: Option<i64>, max: Option<i64>) -> Vec<(time::OffsetDateTime, String)> {
+    let Some(rule) = series["recurrence"][0].as_str().and_then(|r| r.strip_prefix("RRULE:")) else { return vec![] };
+    let Some(first) = series["start"]["dateTime"].as_str().and_then(parse_dt) else { return vec![] };
+    let length = span(series).map(|(s, e)| e - s).unwrap_or(0);
+    let (mut step_days, mut interval, mut count, mut until) = (7i64, 1i64, None::<usize>, None::<time::OffsetDateTime>);
+    for part in rule.split(';') {
+        match part.split_once('=') {
+            Some(("FREQ", "DAILY")) => step_days = 1,
+            Some(("FREQ", "WEEKLY")) => step_days = 7,
+            Some(("INTERVAL", n)) => interval = n.parse().unwrap_or(1),
+            Some(("COUNT", n)) => count = n.parse().ok(),
+            Some(("UNTIL", u)) => until = parse_basic(u),
+            _ => {}
+        }
+    }
+    let horizon = time::OffsetDateTime::now_utc() + time::Duration::days(SERIES_HORIZON_DAYS);
+    let id = series["id"].as_str().unwrap_or_default();
+    let mut out = Vec::new();
+    for k in 0..SERIES_MAX_OCCURRENCES {
+        if count.is_some_and(|c| k >= c) {
+            break;
+        }
+        let start = first + time::Duration::days(step_days * interval * k as i64);
+        if until.is_some_and(|u| start > u) || start > horizon {
+            break;
+        }
+        let (s, e) = (start.unix_timestamp(), start.unix_timestamp() + length);
+        if min.is_none_or(|m| e > m) && max.is_none_or(|m| s < m) {
+            out.push((start, format!("{id}_{}", basic(start))));
+        }
+    }
+    out
+}
+
+/// One occurrence of a series as `singleEvents=true` lists it.
+fn occurrence_body(series: &Value, start: time::OffsetDateTime, occurrence_id: &str, patch: Option<&Value>) -> Value {
+    let length = span(series).map(|(s, e)| e - s).unwrap_or(0);
+    let mut b = series.clone();
+    if let Some(o) = b.as_object_mut() {
+        o.remove("recurrence");
+    }
+    b["id"] = json!(occurrence_id);
+    b["recurringEventId"] = series["id"].clone();
+    b["originalStartTime"] = json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
+    b["start"]["dateTime"] = json!(rfc(start));
+    b["end"]["dateTime"] = json!(rfc((start + time::Duration::seconds(length)).to_offset(start.offset())));
+    if let Some(p) = patch.and_then(Value::as_object) {
+        for (k, v) in p {
+            b[k] = v.clone();
+        }
+    }
+    b
+}
+
+/// A cancelled entry, as Google lists a deleted event or occurrence.
+fn cancelled_entry(id: &str, series: Option<(&Value, time::OffsetDateTime)>) -> Value {
+    let mut v = json!({"kind": "calendar#event", "id": id, "status": "cancelled"});
+    if let Some((series, start)) = series {
+        v["recurringEventId"] = series["id"].clone();
+        v["originalStartTime"] = json!({"dateTime": rfc(start), "timeZone": series["start"]["timeZone"]});
+    }
+    v
+}
+
+/// What one calendar's listing holds: for a full listing (no sync token)
+/// the live events and occurrences overlapping the range; for an
+/// incremental one everything changed after `since`, deletions as
+/// cancelled entries.
+fn listing(cal: &Calendar, since: Option<u64>, min: Option<i64>, max: Option<i64>) -> Vec<Value> {
+    let mut out: Vec<(u64, Value)> = Vec::new();
+    for e in &cal.events {
+        let recurring = e.body.get("recurrence").is_some();
+        match since {
+            None => {
+                if e.cancelled {
+                    continue;
+                }
+                if recurring {
+                    for (start, occ) in occurrences(&e.body, None, None) {
+                        let exc = e.exceptions.get(&occ);
+                        if exc.is_some_and(|x| x.cancelled) {
+                            continue;
+                        }
+                        let b = occurrence_body(&e.body, start, &occ, exc.map(|x| &x.patch));
+                        if let Some((s, en)) = span(&b) {
+                            if min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m) {
+                                out.push((e.seq, b));
+                            }
+                        }
+                    }
+                } else if span(&e.body).is_none_or(|(s, en)| min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m)) {
+                    out.push((e.seq, e.body.clone()));
+                }
+            }
+            Some(since) => {
+                if e.cancelled {
+                    if e.seq > since {
+                        out.push((e.seq, cancelled_entry(e.body["id"].as_str().unwrap_or_default(), None)));
+                    }
+                    continue;
+                }
+                if !recurring {
+                    if e.seq > since {
+                        out.push((e.seq, e.body.clone()));
+                    }
+                    continue;
+                }
+                let series_changed = e.seq > since;
+                let mut listed = std::collections::HashSet::new();
+                for (start, occ) in occurrences(&e.body, None, None) {
+                    let exc = e.exceptions.get(&occ);
+                    if !series_changed && exc.is_none_or(|x| x.seq <= since) {
+                        continue;
+                    }
+                    listed.insert(occ.clone());
+                    let seq = exc.map_or(e.seq, |x| x.seq.max(e.seq));
+                    match exc {
+                        Some(x) if x.cancelled => out.push((seq, cancelled_entry(&occ, Some((&e.body, start))))),
+                        _ => out.push((seq, occurrence_body(&e.body, start, &occ, exc.map(|x| &x.patch)))),
+                    }
+                }
+                // Occurrences the rule no longer has (cut by a split) are cancelled entries.
+                for (occ, x) in &e.exceptions {
+                    if x.cancelled && x.seq > since && !listed.contains(occ) {
+                        let start = occ.rsplit('_').next().and_then(parse_basic).unwrap_or_else(time::OffsetDateTime::now_utc);
+                        out.push((x.seq, cancelled_entry(occ, Some((&e.body, start)))));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// An event as the account sees it: its own attendee entry says `self: true`.
+fn present(mut ev: Value, email: &str) -> Value {
+    if let Some(attendees) = ev.get_mut("attendees").and_then(Value::as_array_mut) {
+        for a in attendees {
+            if a["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(email)) {
+                a["self"] = json!(true);
+            }
+        }
+    }
+    ev
+}
+
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
         syncgate::google::install_tls();
@@ -193,11 +425,49 @@ impl FakeGoogle {
 
     pub fn add_account(&self, email: &str, name: &str) {
         let mut st = self.st();
-        st.accounts.entry(email.to_lowercase()).or_insert_with(|| Account {
+        let email = email.to_lowercase();
+        st.accounts.entry(email.clone()).or_insert_with(|| Account {
             sub: format!("1{:019}", rand::random::<u64>() % 10u64.pow(19)),
             name: name.into(),
-            events: vec![],
+            calendars: vec![Calendar {
+                id: email.clone(),
+                summary: email.clone(),
+                color: "#9fe1e7".into(),
+                primary: true,
+                time_zone: CALENDAR_TZ.into(),
+                events: vec![],
+                unlisted: false,
+            }],
         });
+    }
+
+    /// Another calendar on the account's calendar list (a secondary calendar
+    /// or one shared with the account). Returns its id.
+    pub fn add_calendar(&self, email: &str, id: &str, summary: &str, color: &str) -> String {
+        let mut st = self.st();
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        acct.calendars.push(Calendar {
+            id: id.into(),
+            summary: summary.into(),
+            color: color.into(),
+            primary: false,
+            time_zone: CALENDAR_TZ.into(),
+            events: vec![],
+            unlisted: false,
+        });
+        id.to_string()
+    }
+
+    /// A calendar the account can read (by its id) that is not on its calendar list.
+    pub fn unlist_calendar(&self, email: &str, id: &str) {
+        let mut st = self.st();
+        st.accounts.get_mut(&email.to_lowercase()).and_then(|a| a.calendar_mut(id)).expect("calendar exists").unlisted = true;
+    }
+
+    /// The calendar is deleted at Google: listing or watching it answers 404.
+    pub fn remove_calendar(&self, email: &str, id: &str) {
+        let mut st = self.st();
+        st.accounts.get_mut(&email.to_lowercase()).expect("account exists").calendars.retain(|c| !c.id.eq_ignore_ascii_case(id));
     }
 
     /// Who signs in on the next consent.
@@ -205,8 +475,15 @@ impl FakeGoogle {
         self.st().consent_as = Some(email.to_lowercase());
     }
 
-    /// Add an event (an `id` is made when absent); returns its id.
-    pub fn create_event(&self, email: &str, mut event: Value) -> String {
+    /// Add an event to the account's primary calendar; returns its id.
+    pub fn create_event(&self, email: &str, event: Value) -> String {
+        let email = email.to_lowercase();
+        self.create_event_in(&email, &email, event)
+    }
+
+    /// Add an event (an `id` is made when absent; `eventType` is `default`
+    /// unless given; a `recurrence` makes it a series) to one calendar.
+    pub fn create_event_in(&self, email: &str, calendar: &str, mut event: Value) -> String {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
@@ -216,19 +493,26 @@ impl FakeGoogle {
         if event.get("status").is_none() {
             event["status"] = json!("confirmed");
         }
+        if event.get("eventType").is_none() {
+            event["eventType"] = json!("default");
+        }
+        if event.get("iCalUID").is_none() {
+            event["iCalUID"] = json!(format!("{id}@google.com"));
+        }
         event["updated"] = json!(time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap());
         let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
-        acct.events.push(Event { body: event, seq, cancelled: false });
+        let cal = acct.calendar_mut(calendar).expect("calendar exists");
+        cal.events.push(Event { body: event, seq, cancelled: false, exceptions: BTreeMap::new() });
         id
     }
 
-    /// Change top-level fields of an event.
+    /// Change top-level fields of an event (in whichever calendar holds it).
     pub fn update_event(&self, email: &str, id: &str, patch: Value) {
         let mut st = self.st();
         st.seq += 1;
         let seq = st.seq;
         let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
-        let ev = acct.events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
         for (k, v) in patch.as_object().expect("patch is an object") {
             ev.body[k] = v.clone();
         }
@@ -241,15 +525,125 @@ impl FakeGoogle {
         st.seq += 1;
         let seq = st.seq;
         let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
-        let ev = acct.events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
         ev.cancelled = true;
         ev.seq = seq;
+    }
+
+    /// The account's own answer to an invitation: its attendee entry's
+    /// `responseStatus` (`accepted`, `declined`, `tentative`, `needsAction`).
+    pub fn respond(&self, email: &str, id: &str, response: &str) {
+        let email_l = email.to_lowercase();
+        let mut st = self.st();
+        st.seq += 1;
+        let seq = st.seq;
+        let acct = st.accounts.get_mut(&email_l).expect("account exists");
+        let ev = acct.calendar_of_event(id).events.iter_mut().find(|e| e.body["id"] == id).expect("event exists");
+        let attendees = ev.body["attendees"].as_array_mut().expect("the event has attendees");
+        let me = attendees.iter_mut().find(|a| a["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(&email_l))).expect("invited");
+        me["responseStatus"] = json!(response);
+        ev.seq = seq;
+    }
+
+    /// `events.move`: the event leaves `from` (a cancelled entry there) and
+    /// appears in `to` with the same id.
+    pub fn move_event(&self, email: &str, from: &str, id: &str, to: &str) {
+        let mut st = self.st();
+        st.seq += 1;
+        let gone = st.seq;
+        st.seq += 1;
+        let arrived = st.seq;
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let src = acct.calendar_mut(from).expect("source calendar");
+        let ev = src.events.iter_mut().find(|e| e.body["id"] == id && !e.cancelled).expect("event in the source calendar");
+        let mut copy = ev.clone();
+        ev.cancelled = true;
+        ev.seq = gone;
+        copy.seq = arrived;
+        let dst = acct.calendar_mut(to).expect("destination calendar");
+        dst.events.retain(|e| e.body["id"] != id);
+        dst.events.push(copy);
+    }
+
+    /// Edit one occurrence of a series ("this event"): fields of `patch`
+    /// override the series' for it. `occurrence` is its id.
+    pub fn edit_occurrence(&self, email: &str, series: &str, occurrence: &str, patch: Value) {
+        self.set_exception(email, series, occurrence, patch, false);
+    }
+
+    /// Delete one occurrence of a series.
+    pub fn cancel_occurrence(&self, email: &str, series: &str, occurrence: &str) {
+        self.set_exception(email, series, occurrence, json!({}), true);
+    }
+
+    fn set_exception(&self, email: &str, series: &str, occurrence: &str, patch: Value, cancelled: bool) {
+        let mut st = self.st();
+        st.seq += 1;
+        let seq = st.seq;
+        let acct = st.accounts.get_mut(&email.to_lowercase()).expect("account exists");
+        let ev = acct.calendar_of_event(series).events.iter_mut().find(|e| e.body["id"] == series).expect("series exists");
+        ev.exceptions.insert(occurrence.to_string(), Exception { patch, cancelled, seq });
+    }
+
+    /// "This and following events": the series ends before the occurrence
+    /// starting at `from` (those after it are cancelled entries), and a new
+    /// series with the same rule and `patch` applied starts there. Returns
+    /// the new series' id (`<old>_R<start>`, as Google names it).
+    pub fn split_series(&self, email: &str, series: &str, from: &str, patch: Value) -> String {
+        let email_l = email.to_lowercase();
+        let from_t = parse_dt(from).expect("from is RFC 3339");
+        let (calendar, new_body) = {
+            let mut st = self.st();
+            st.seq += 1;
+            let seq = st.seq;
+            let acct = st.accounts.get_mut(&email_l).expect("account exists");
+            let cal = acct.calendar_of_event(series);
+            let calendar = cal.id.clone();
+            let ev = cal.events.iter_mut().find(|e| e.body["id"] == series).expect("series exists");
+            let later: Vec<String> =
+                occurrences(&ev.body, None, None).into_iter().filter(|(start, _)| *start >= from_t).map(|(_, id)| id).collect();
+            for occ in later {
+                ev.exceptions.insert(occ, Exception { patch: json!({}), cancelled: true, seq });
+            }
+            let until = (from_t - time::Duration::seconds(1)).to_offset(time::UtcOffset::UTC);
+            let rule = ev.body["recurrence"][0].as_str().unwrap_or_default().to_string();
+            let new_rule = rule.split(';').filter(|p| !p.starts_with("COUNT=") && !p.starts_with("UNTIL=")).collect::<Vec<_>>().join(";");
+            ev.body["recurrence"] = json!([format!("{new_rule};UNTIL={}", basic(until))]);
+            ev.seq = seq;
+            // The new series: the old rule (without its end) from `from` on.
+            let mut body = ev.body.clone();
+            let length = span(&ev.body).map(|(s, e)| e - s).unwrap_or(3600);
+            let offset = from_t.offset();
+            let start = from_t;
+            let end = (start + time::Duration::seconds(length)).to_offset(offset);
+            let new_id = format!("{series}_R{}", basic(start.to_offset(time::UtcOffset::UTC)));
+            body["id"] = json!(new_id);
+            body["iCalUID"] = json!(format!("{new_id}@google.com"));
+            body["recurrence"] = json!([rule.split(';').filter(|p| !p.starts_with("UNTIL=")).collect::<Vec<_>>().join(";")]);
+            body["start"]["dateTime"] = json!(rfc(start));
+            body["end"]["dateTime"] = json!(rfc(end));
+            for (k, v) in patch.as_object().expect("patch is an object") {
+                body[k] = v.clone();
+            }
+            (calendar, body)
+        };
+        self.create_event_in(&email_l, &calendar, new_body)
+    }
+
+    /// A refresh token for the account, as a consent long ago gave it (for
+    /// tests that build a database by hand).
+    pub fn issue_refresh_token(&self, email: &str) -> String {
+        let mut st = self.st();
+        let t = format!("1//fake-refresh-{}", rand_str());
+        st.refresh.insert(t.clone(), (email.to_lowercase(), false));
+        st.issued.push(t.clone());
+        t
     }
 
     /// Every sync token issued so far answers 410 from now on.
     pub fn invalidate_sync_tokens(&self) {
         for t in self.st().sync_tokens.values_mut() {
-            t.2 = false;
+            t.3 = false;
         }
     }
 
@@ -328,6 +722,11 @@ impl FakeGoogle {
         self.st().max_in_flight.get(&email.to_lowercase()).copied().unwrap_or(0)
     }
 
+    /// Most `events.list` requests in flight at once, over all accounts.
+    pub fn max_concurrent_lists_all(&self) -> u32 {
+        self.st().max_in_flight_all
+    }
+
     pub fn channels(&self, email: &str) -> Vec<FakeChannel> {
         let email = email.to_lowercase();
         self.st().channels.iter().filter(|c| c.email == email).cloned().collect()
@@ -349,6 +748,21 @@ impl FakeGoogle {
         // An expired channel is dead at Google: it sends nothing.
         let now = now_ms();
         let channels: Vec<FakeChannel> = self.active_channels(email).into_iter().filter(|c| c.expiration_ms > now).collect();
+        let mut out = Vec::new();
+        for c in channels {
+            out.push(self.notify_channel(&c.id, state).await);
+        }
+        out
+    }
+
+    /// Tell the live channels of one calendar of the account that something changed.
+    pub async fn notify_calendar(&self, email: &str, calendar: &str, state: &str) -> Vec<u16> {
+        let now = now_ms();
+        let channels: Vec<FakeChannel> = self
+            .active_channels(email)
+            .into_iter()
+            .filter(|c| c.expiration_ms > now && c.calendar.eq_ignore_ascii_case(calendar))
+            .collect();
         let mut out = Vec::new();
         for c in channels {
             out.push(self.notify_channel(&c.id, state).await);
@@ -459,6 +873,14 @@ impl FakeGoogle {
                 let cal = cal.to_string();
                 self.list(&cal, &q, &headers).await
             }
+            ("GET", ["calendar", "v3", "users", "me", "calendarList"]) => {
+                let (s, v) = self.calendar_list(&headers);
+                reply(s, &v)
+            }
+            ("POST", ["calendar", "v3", "calendars", cal, "events", id, "move"]) => {
+                let (s, v) = self.move_http(cal, id, &q, &headers);
+                reply(s, &v)
+            }
             ("POST", ["calendar", "v3", "calendars", cal, "events", "watch"]) => {
                 let cal = cal.to_string();
                 self.watch(&cal, &headers, &body).await
@@ -548,12 +970,44 @@ impl FakeGoogle {
         }
     }
 
-    fn account_for(&self, cal: &str, headers: &HeaderMap) -> Result<String, (u16, Value)> {
+    /// The account a bearer token is for, and the calendar `cal` names
+    /// on it (`primary`: the account's primary calendar, under its id).
+    fn account_for(&self, cal: &str, headers: &HeaderMap) -> Result<(String, String), (u16, Value)> {
         let email = self.bearer_email(headers).ok_or_else(|| api_error(401, "authError", "Invalid Credentials"))?;
-        if cal != "primary" && cal.to_lowercase() != email {
-            return Err(api_error(404, "notFound", "Not Found"));
+        let st = self.st();
+        let acct = st.accounts.get(&email).ok_or_else(|| api_error(404, "notFound", "Not Found"))?;
+        let found = if cal == "primary" { acct.calendars.iter().find(|c| c.primary) } else { acct.calendar(cal) };
+        match found {
+            Some(c) => Ok((email.clone(), c.id.clone())),
+            None => Err(api_error(404, "notFound", "Not Found")),
         }
-        Ok(email)
+    }
+
+    /// `calendarList.list`: the account's calendars.
+    fn calendar_list(&self, headers: &HeaderMap) -> (u16, Value) {
+        if let Some((s, reason)) = self.take_failure("calendar_list") {
+            return api_error(s, &reason, "injected failure");
+        }
+        let Some(email) = self.bearer_email(headers) else { return api_error(401, "authError", "Invalid Credentials") };
+        let st = self.st();
+        let acct = &st.accounts[&email];
+        let items: Vec<Value> = acct
+            .calendars
+            .iter()
+            .filter(|c| !c.unlisted)
+            .map(|c| {
+                let mut v = json!({
+                    "kind": "calendar#calendarListEntry", "id": c.id, "summary": c.summary, "timeZone": c.time_zone,
+                    "backgroundColor": c.color, "foregroundColor": "#000000", "selected": true,
+                    "accessRole": if c.primary { "owner" } else { "reader" },
+                });
+                if c.primary {
+                    v["primary"] = json!(true);
+                }
+                v
+            })
+            .collect();
+        (200, json!({"kind": "calendar#calendarList", "items": items, "nextSyncToken": format!("fake-list-{}", rand_str())}))
     }
 
     async fn list(&self, cal: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
@@ -565,6 +1019,8 @@ impl FakeGoogle {
             let now = *n;
             let max = st.max_in_flight.entry(email_for_log.clone()).or_default();
             *max = (*max).max(now);
+            st.in_flight_all += 1;
+            st.max_in_flight_all = st.max_in_flight_all.max(st.in_flight_all);
             st.list_delay
         };
         if !delay.is_zero() {
@@ -574,15 +1030,17 @@ impl FakeGoogle {
             Some((s, reason)) => api_error(s, &reason, "injected failure"),
             None => match self.account_for(cal, headers) {
                 Err(e) => e,
-                Ok(email) => self.list_page(&email, q),
+                Ok((email, calendar)) => self.list_page(&email, &calendar, q),
             },
         };
         let mut st = self.st();
         if let Some(n) = st.in_flight.get_mut(&email_for_log) {
             *n -= 1;
         }
+        st.in_flight_all -= 1;
         st.list_log.push(ListCall {
             email: email_for_log,
+            calendar: cal.to_string(),
             sync_token: q.contains_key("syncToken"),
             page_token: q.contains_key("pageToken"),
             time_min: q.contains_key("timeMin"),
@@ -591,10 +1049,14 @@ impl FakeGoogle {
         reply(status, &body)
     }
 
-    fn list_page(&self, email: &str, q: &HashMap<String, String>) -> (u16, Value) {
+    fn list_page(&self, email: &str, calendar: &str, q: &HashMap<String, String>) -> (u16, Value) {
         if q.contains_key("syncToken") && ["timeMin", "timeMax", "updatedMin", "orderBy", "q", "iCalUID"].iter().any(|k| q.contains_key(*k))
         {
             return api_error(400, "invalid", "Sync token cannot be used with other parameters.");
+        }
+        if q.get("singleEvents").map(String::as_str) != Some("true") {
+            // syncgate always asks for occurrences; the fake only serves that.
+            return api_error(400, "invalid", "The fake serves singleEvents=true only.");
         }
         let mut st = self.st();
         let signature = format!("{:?}|{:?}|{:?}", q.get("syncToken"), q.get("timeMin"), q.get("timeMax"));
@@ -602,56 +1064,44 @@ impl FakeGoogle {
         let page_size = st.page_size.min(max_results);
         let pending = if let Some(pt) = q.get("pageToken") {
             match st.pages.remove(pt) {
-                Some(p) if p.email == email && p.signature == signature => p,
+                Some(p) if p.email == email && p.calendar == calendar && p.signature == signature => p,
                 _ => return api_error(400, "invalid", "Invalid page token or a different query."),
             }
         } else {
             let acct = st.accounts.get(email).expect("account");
+            let cal = acct.calendar(calendar).expect("calendar");
             let items: Vec<Value> = if let Some(tok) = q.get("syncToken") {
-                let Some((owner, since, valid)) = st.sync_tokens.get(tok).cloned() else {
+                let Some((owner, tok_cal, since, valid)) = st.sync_tokens.get(tok).cloned() else {
                     return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
                 };
-                if !valid || owner != email {
+                if !valid || owner != email || tok_cal != calendar {
                     return api_error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.");
                 }
-                let mut changed: Vec<&Event> = acct.events.iter().filter(|e| e.seq > since).collect();
-                changed.sort_by_key(|e| e.seq);
-                changed
-                    .into_iter()
-                    .map(|e| {
-                        if e.cancelled {
-                            json!({"kind": "calendar#event", "id": e.body["id"], "status": "cancelled"})
-                        } else {
-                            e.body.clone()
-                        }
-                    })
-                    .collect()
+                listing(cal, Some(since), None, None)
             } else {
                 let min = q.get("timeMin").and_then(|t| rfc3339(t));
                 let max = q.get("timeMax").and_then(|t| rfc3339(t));
-                acct.events
-                    .iter()
-                    .filter(|e| !e.cancelled)
-                    .filter(|e| match span(&e.body) {
-                        Some((s, en)) => min.is_none_or(|m| en > m) && max.is_none_or(|m| s < m),
-                        None => true,
-                    })
-                    .map(|e| e.body.clone())
-                    .collect()
+                listing(cal, None, min, max)
             };
+            let items: Vec<Value> = items.into_iter().map(|v| present(v, email)).collect();
             let sync_token = format!("fake-sync-{}", rand_str());
             let seq = st.seq;
-            st.sync_tokens.insert(sync_token.clone(), (email.to_string(), seq, true));
+            st.sync_tokens.insert(sync_token.clone(), (email.to_string(), calendar.to_string(), seq, true));
             st.issued.push(sync_token.clone());
             let mut chunks: VecDeque<Vec<Value>> = items.chunks(page_size).map(|c| c.to_vec()).collect();
             if chunks.is_empty() {
                 chunks.push_back(vec![]);
             }
-            Pending { email: email.to_string(), signature, chunks, sync_token }
+            Pending { email: email.to_string(), calendar: calendar.to_string(), signature, chunks, sync_token }
         };
         let mut pending = pending;
         let items = pending.chunks.pop_front().unwrap_or_default();
-        let mut out = json!({"kind": "calendar#events", "summary": email, "timeZone": CALENDAR_TZ, "items": items});
+        let (summary, tz) = st
+            .accounts
+            .get(email)
+            .and_then(|a| a.calendar(calendar))
+            .map_or((calendar.to_string(), CALENDAR_TZ.to_string()), |c| (c.summary.clone(), c.time_zone.clone()));
+        let mut out = json!({"kind": "calendar#events", "summary": summary, "timeZone": tz, "items": items});
         if pending.chunks.is_empty() {
             out["nextSyncToken"] = json!(pending.sync_token);
         } else {
@@ -662,12 +1112,33 @@ impl FakeGoogle {
         (200, out)
     }
 
+    /// `events.move` over HTTP: `POST .../calendars/{from}/events/{id}/move?destination={to}`.
+    fn move_http(&self, cal: &str, id: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> (u16, Value) {
+        let (email, from) = match self.account_for(cal, headers) {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        let Some(dest) = q.get("destination") else { return api_error(400, "required", "Required parameter: destination") };
+        let to = match self.account_for(dest, headers) {
+            Ok((_, to)) => to,
+            Err(e) => return e,
+        };
+        let exists = self.st().accounts[&email].calendar(&from).is_some_and(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled));
+        if !exists {
+            return api_error(404, "notFound", "Not Found");
+        }
+        self.move_event(&email, &from, id, &to);
+        let st = self.st();
+        let body = st.accounts[&email].calendar(&to).and_then(|c| c.events.iter().find(|e| e.body["id"] == id)).map(|e| e.body.clone());
+        (200, body.unwrap_or(Value::Null))
+    }
+
     async fn watch(&self, cal: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         if let Some((s, reason)) = self.take_failure("watch") {
             let (s, v) = api_error(s, &reason, "injected failure");
             return reply(s, &v);
         }
-        let email = match self.account_for(cal, headers) {
+        let (email, calendar) = match self.account_for(cal, headers) {
             Ok(e) => e,
             Err((s, v)) => return reply(s, &v),
         };
@@ -695,9 +1166,10 @@ impl FakeGoogle {
             }
             let c = FakeChannel {
                 id: id.clone(),
+                calendar: calendar.clone(),
                 token,
                 address,
-                resource_id: format!("res-{}", email.replace(['@', '.'], "-")),
+                resource_id: format!("res-{}", calendar.replace(['@', '.'], "-")),
                 email,
                 expiration_ms: now_ms() + ttl.min(2_592_000) * 1000,
                 stopped: false,
@@ -725,7 +1197,7 @@ impl FakeGoogle {
                 "kind": "api#channel",
                 "id": channel.id,
                 "resourceId": channel.resource_id,
-                "resourceUri": format!("{}/calendar/v3/calendars/{cal}/events?alt=json", self.base),
+                "resourceUri": format!("{}/calendar/v3/calendars/{calendar}/events?alt=json", self.base),
                 "token": channel.token,
                 "expiration": channel.expiration_ms.to_string(),
             }),
@@ -799,12 +1271,12 @@ async fn fake_refuses_a_sync_token_with_time_min_and_dead_tokens() {
     let (s, first) = list("singleEvents=true").await;
     assert_eq!(s, 200);
     let token = first["nextSyncToken"].as_str().unwrap().to_string();
-    let with_min = format!("syncToken={token}&timeMin=2026-01-01T00:00:00Z");
+    let with_min = format!("singleEvents=true&syncToken={token}&timeMin=2026-01-01T00:00:00Z");
     let r = http.get(format!("{}/calendar/v3/calendars/primary/events?{with_min}", fake.base)).bearer_auth(&access).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     fake.invalidate_sync_tokens();
     let r = http
-        .get(format!("{}/calendar/v3/calendars/primary/events?syncToken={token}", fake.base))
+        .get(format!("{}/calendar/v3/calendars/primary/events?singleEvents=true&syncToken={token}", fake.base))
         .bearer_auth(&access)
         .send()
         .await

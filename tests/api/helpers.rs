@@ -17,6 +17,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
+/// One row of `changes`: (seq, table, op, row_id, user_id, record, old_record).
+pub type ChangeRow = (i64, String, String, i64, i64, Option<Value>, Option<Value>);
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,

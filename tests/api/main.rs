@@ -11,6 +11,7 @@ mod crud;
 mod fake_calendly;
 mod fake_google;
 mod google;
+mod google_calendars;
 mod google_renewal;
 mod hardening_config;
 mod hardening_files;

@@ -1,0 +1,294 @@
+//! The SQL of the Google sync's own tables: a user's calendars
+//! (`google_calendars`: the calendar list, the ticks, each ticked calendar's
+//! sync token and window) and which meeting each (calendar, event) is
+//! (`google_event_links`). Meetings themselves are written only through the
+//! writer's logged calls, never here.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// A calendar on a user's list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalendarRow {
+    pub calendar_id: String,
+    pub name: String,
+    pub color: Option<String>,
+    pub primary: bool,
+    pub selected: bool,
+    pub sync_token: Option<String>,
+    pub window_end: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// A calendar as `calendarList.list` describes it.
+#[derive(Debug, Clone)]
+pub struct ListedCalendar {
+    pub calendar_id: String,
+    pub name: String,
+    pub color: Option<String>,
+    pub primary: bool,
+    pub time_zone: Option<String>,
+}
+
+fn calendar_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CalendarRow> {
+    Ok(CalendarRow {
+        calendar_id: r.get(0)?,
+        name: r.get(1)?,
+        color: r.get(2)?,
+        primary: r.get::<_, i64>(3)? != 0,
+        selected: r.get::<_, i64>(4)? != 0,
+        sync_token: r.get(5)?,
+        window_end: r.get(6)?,
+        time_zone: r.get(7)?,
+    })
+}
+
+const CALENDAR_SELECT: &str =
+    "SELECT calendar_id, name, color, is_primary, selected, sync_token, window_end, time_zone FROM google_calendars";
+
+/// Every calendar on the user's list, the primary first, then by name.
+pub fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, name COLLATE NOCASE, calendar_id"))?;
+    let rows = stmt.query_map([user_id], calendar_from_row)?;
+    rows.collect()
+}
+
+/// The user's ticked calendars.
+pub fn ticked(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
+    Ok(calendars(conn, user_id)?.into_iter().filter(|c| c.selected).collect())
+}
+
+/// Has the user's calendar list been read at least once?
+pub fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)", [user_id], |r| r.get(0))
+}
+
+/// Store the calendar list Google gave. New entries are ticked when `tick`
+/// says so (the configured set, the first time only); entries Google no
+/// longer lists are removed. Returns the ids of removed entries that were
+/// ticked, so their meetings can be let go as for an untick.
+pub fn save_calendar_list(
+    conn: &Connection,
+    user_id: i64,
+    listed: &[ListedCalendar],
+    tick: &dyn Fn(&ListedCalendar) -> bool,
+    now: &str,
+) -> rusqlite::Result<Vec<String>> {
+    let known: Vec<CalendarRow> = calendars(conn, user_id)?;
+    for c in listed {
+        let selected = tick(c);
+        conn.prepare_cached(
+            "INSERT INTO google_calendars (user_id, calendar_id, name, color, is_primary, selected, time_zone, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (user_id, calendar_id) DO UPDATE SET name = excluded.name, color = excluded.color,
+                 is_primary = excluded.is_primary, time_zone = excluded.time_zone, updated_at = excluded.updated_at",
+        )?
+        .execute(rusqlite::params![user_id, c.calendar_id, c.name, c.color, c.primary, selected, c.time_zone, now])?;
+    }
+    let mut gone_ticked = Vec::new();
+    for k in known {
+        if !listed.iter().any(|c| c.calendar_id == k.calendar_id) {
+            conn.execute(
+                "DELETE FROM google_calendars WHERE user_id = ?1 AND calendar_id = ?2",
+                rusqlite::params![user_id, k.calendar_id],
+            )?;
+            if k.selected {
+                gone_ticked.push(k.calendar_id);
+            }
+        }
+    }
+    Ok(gone_ticked)
+}
+
+/// Tick or untick a calendar. Either way its sync token and window are
+/// forgotten: a ticked calendar starts with a full sync.
+pub fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE google_calendars SET selected = ?3, sync_token = NULL, window_end = NULL, updated_at = ?4
+         WHERE user_id = ?1 AND calendar_id = ?2",
+        rusqlite::params![user_id, calendar_id, selected, now],
+    )
+}
+
+/// What the last page of a calendar's listing commits.
+pub fn save_sync_token(conn: &Connection, user_id: i64, calendar_id: &str, token: Option<&str>) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE google_calendars SET sync_token = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
+        .execute(rusqlite::params![user_id, calendar_id, token])?;
+    Ok(())
+}
+
+pub fn save_window_end(conn: &Connection, user_id: i64, calendar_id: &str, window_end: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE google_calendars SET window_end = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
+        .execute(rusqlite::params![user_id, calendar_id, window_end])?;
+    Ok(())
+}
+
+/// Forget every sync token of the user (a 410, or another Google account).
+pub fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE google_calendars SET sync_token = NULL WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
+        rusqlite::params![user_id, calendar_id],
+    )?;
+    Ok(())
+}
+
+/// Another Google account was connected: its calendars are listed afresh.
+pub fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM google_calendars WHERE user_id = ?1", [user_id])?;
+    conn.execute("DELETE FROM google_event_links WHERE user_id = ?1", [user_id])?;
+    Ok(())
+}
+
+/// One (calendar, event) → meeting entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventLink {
+    pub calendar_id: String,
+    pub event_id: String,
+    pub meeting_id: i64,
+}
+
+fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventLink> {
+    Ok(EventLink { calendar_id: r.get(0)?, event_id: r.get(1)?, meeting_id: r.get(2)? })
+}
+
+/// The meeting a calendar's event is linked to.
+pub fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<Option<EventLink>> {
+    conn.prepare_cached(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
+    )?
+    .query_row(rusqlite::params![user_id, calendar_id, event_id], link_from_row)
+    .optional()
+}
+
+/// Links of the same event id in any calendar of the user.
+pub fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND event_id = ?2 ORDER BY calendar_id",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, event_id], link_from_row)?;
+    rows.collect()
+}
+
+/// Links of the same iCalendar UID *and* occurrence (never the UID alone:
+/// every occurrence of a series shares it).
+pub fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence: &str) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links
+         WHERE user_id = ?1 AND ical_uid = ?2 AND occurrence = ?3 ORDER BY calendar_id, event_id",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, ical_uid, occurrence], link_from_row)?;
+    rows.collect()
+}
+
+/// Every link to a meeting.
+pub fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE meeting_id = ?1 ORDER BY calendar_id")?;
+    let rows = stmt.query_map([meeting_id], link_from_row)?;
+    rows.collect()
+}
+
+/// Every link of one calendar.
+pub fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 ORDER BY event_id",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], link_from_row)?;
+    rows.collect()
+}
+
+/// Links of one calendar to occurrences of a recurring series.
+pub fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, series_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND series_id = ?3",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, series_id], link_from_row)?;
+    rows.collect()
+}
+
+/// Links of one calendar whose meeting overlaps `[from, to)`.
+pub fn links_in_window(conn: &Connection, user_id: i64, calendar_id: &str, from: &str, to: &str) -> rusqlite::Result<Vec<EventLink>> {
+    let mut stmt = conn.prepare(
+        "SELECT l.calendar_id, l.event_id, l.meeting_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id
+         WHERE l.user_id = ?1 AND l.calendar_id = ?2 AND m.ends_at > ?3 AND m.starts_at < ?4",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, from, to], link_from_row)?;
+    rows.collect()
+}
+
+/// What identifies an event across calendars besides its id.
+#[derive(Debug, Clone, Default)]
+pub struct LinkKeys<'a> {
+    pub ical_uid: Option<&'a str>,
+    pub occurrence: Option<&'a str>,
+    pub series_id: Option<&'a str>,
+}
+
+pub fn save_link(
+    conn: &Connection,
+    user_id: i64,
+    calendar_id: &str,
+    event_id: &str,
+    meeting_id: i64,
+    keys: &LinkKeys<'_>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO google_event_links (user_id, calendar_id, event_id, meeting_id, ical_uid, occurrence, series_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (user_id, calendar_id, event_id) DO UPDATE SET meeting_id = excluded.meeting_id,
+             ical_uid = excluded.ical_uid, occurrence = excluded.occurrence, series_id = excluded.series_id",
+    )?
+    .execute(rusqlite::params![user_id, calendar_id, event_id, meeting_id, keys.ical_uid, keys.occurrence, keys.series_id])?;
+    Ok(())
+}
+
+pub fn delete_link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3")?
+        .execute(rusqlite::params![user_id, calendar_id, event_id])?;
+    Ok(())
+}
+
+pub fn delete_links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM google_event_links WHERE meeting_id = ?1")?.execute([meeting_id])?;
+    Ok(())
+}
+
+/// A `google` meeting imported before links existed (by its event id), or
+/// one whose links all went (a canceled meeting that comes back).
+pub fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2")?
+        .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
+        .optional()
+}
+
+/// `google` meetings in `[from, to)` that no calendar links, not canceled:
+/// rows imported before the upgrade that a full sync did not list again.
+pub fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, to: &str) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare(
+        "SELECT m.id FROM meetings m
+         WHERE m.user_id = ?1 AND m.source = 'google' AND m.status <> 'canceled' AND m.ends_at > ?2 AND m.starts_at < ?3
+           AND NOT EXISTS (SELECT 1 FROM google_event_links l WHERE l.meeting_id = m.id)",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, from, to], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// `google` meetings whose home is this calendar and that no calendar
+/// links any more (canceled there earlier): they go when it is unticked.
+pub fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare(
+        "SELECT m.id FROM meetings m
+         WHERE m.user_id = ?1 AND m.source = 'google' AND m.calendar_id = ?2
+           AND NOT EXISTS (SELECT 1 FROM google_event_links l WHERE l.meeting_id = m.id)",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Connected users whose calendars sync: a refresh token, access not revoked.
+pub fn connected_users(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt =
+        conn.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
