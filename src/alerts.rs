@@ -41,9 +41,6 @@ pub struct AlertMonitor {
     calendly: Mutex<Option<CalendlyCheck>>,
 }
 
-/// When Calendly's subscriptions were last checked, and the disabled ones (or why the check failed).
-type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
-
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {
         self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default()

@@ -184,8 +184,6 @@ impl TestApp {
     }
 }
 
-/// One row of `changes`: (seq, table, op, row_id, user_id, record, old_record).
-pub type ChangeRow = (i64, String, String, i64, i64, Option<Value>, Option<Value>);
 
 pub async fn decode(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
