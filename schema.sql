@@ -2,7 +2,7 @@
 -- migrations in src/store/migrations/ (a unit test checks the two agree).
 -- Timestamps are TEXT in UTC, RFC 3339 with milliseconds and a Z.
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 CREATE TABLE users (
     id                      INTEGER PRIMARY KEY,
@@ -18,7 +18,13 @@ CREATE TABLE users (
     google_sync_token       TEXT,
     google_needs_reconnect  INTEGER NOT NULL DEFAULT 0,
     created_at              TEXT NOT NULL,
-    updated_at              TEXT NOT NULL
+    updated_at              TEXT NOT NULL,
+    -- active | disabled: a disabled user's tokens are refused; their data stays.
+    status                  TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    -- Sign out everywhere: tokens issued (iat) at or before this are refused.
+    tokens_valid_after      TEXT,
+    -- Written at most once a minute per user; never in the change log.
+    last_seen               TEXT
 );
 
 CREATE TABLE login_links (
@@ -155,6 +161,18 @@ CREATE TABLE google_sync_status (
     canceled             INTEGER NOT NULL DEFAULT 0
 , renewals INTEGER NOT NULL DEFAULT 0, last_renewal_at TEXT, renewal_failures INTEGER NOT NULL DEFAULT 0, last_renewal_error TEXT, last_renewal_error_at TEXT, next_renewal_attempt_at TEXT, safety_net_syncs INTEGER NOT NULL DEFAULT 0, safety_net_changes INTEGER NOT NULL DEFAULT 0, last_safety_net_at TEXT, last_safety_net_changes_at TEXT);
 
+-- Who changed which account, and how (kept auth.audit_retention).
+CREATE TABLE audit_log (
+    id        INTEGER PRIMARY KEY,
+    at        TEXT NOT NULL,
+    actor_id  INTEGER,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target_id INTEGER,
+    target    TEXT,
+    detail    TEXT
+);
+
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
 
 CREATE INDEX meetings_client ON meetings (client_id);
@@ -177,3 +195,5 @@ CREATE INDEX calendly_invitees_meeting ON calendly_invitees (meeting_id, state);
 CREATE INDEX calendly_webhook_events_outcome ON calendly_webhook_events (outcome, received_at);
 
 CREATE INDEX google_oauth_states_expires ON google_oauth_states (expires_at);
+
+CREATE INDEX audit_log_at ON audit_log (at);

@@ -75,7 +75,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
     // Connected users without any channel: Google cannot push to them.
     let mut stmt = conn.prepare(
         "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id) ORDER BY u.id",
+         AND u.status = 'active' AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id) ORDER BY u.id",
     )?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
         let (uid, email) = row?;

@@ -83,6 +83,13 @@ pub struct AuthConfig {
     pub token_ttl: Dur,
     pub allowed_emails: Vec<String>,
     pub allowed_domains: Vec<String>,
+    /// How long a user's stored state (exists, active, role, signed out
+    /// everywhere) is trusted before REST and realtime read it again: an
+    /// account change reaches open sockets within this (immediately when made
+    /// through the server).
+    pub user_cache: Dur,
+    /// How long the account audit log is kept.
+    pub audit_retention: Dur,
 }
 
 impl Default for AuthConfig {
@@ -92,6 +99,8 @@ impl Default for AuthConfig {
             token_ttl: Dur::secs(86_400),
             allowed_emails: vec![],
             allowed_domains: vec![],
+            user_cache: Dur::secs(10),
+            audit_retention: Dur::secs(365 * 86_400),
         }
     }
 }
@@ -333,6 +342,9 @@ impl Config {
         }
         if self.database.max_batch == 0 || self.database.read_pool_size == 0 {
             return Err("database.max_batch and database.read_pool_size must be at least 1".into());
+        }
+        if self.auth.user_cache.0.is_zero() {
+            return Err("auth.user_cache must be longer than 0s (it bounds how often a user's account is read)".into());
         }
         if self.realtime.queue_size == 0 {
             return Err("realtime.queue_size must be at least 1".into());

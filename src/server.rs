@@ -44,8 +44,8 @@ pub struct AppInner {
     pub alerts: Arc<crate::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
-    /// Users the REST API has recently seen exist (saves a read per request).
-    pub known_users: crate::api::KnownUsers,
+    /// The identity check REST and realtime share, with its per-user cache.
+    pub identities: Arc<crate::identity::Identities>,
 }
 
 impl Deref for App {
@@ -99,6 +99,7 @@ impl Server {
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
         let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone(), metrics.clone())?;
         tasks.push(tokio::spawn(crate::google::run(google.clone())));
+        let identities = Arc::new(crate::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let app = App(Arc::new(AppInner {
             metrics,
             alerts: Arc::default(),
@@ -110,7 +111,7 @@ impl Server {
             public_url,
             shutdown: shutdown_rx,
             started: Instant::now(),
-            known_users: Default::default(),
+            identities,
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
         tasks.push(tokio::spawn(crate::alerts::run(app.clone())));
@@ -132,6 +133,7 @@ impl Server {
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
+        let server_file = crate::cli::running::announce(&app.config, addr);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -173,6 +175,9 @@ impl Server {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         app.store.writer.shutdown().await;
+        if let Some(f) = server_file {
+            f.remove();
+        }
         for t in tasks {
             t.abort();
         }

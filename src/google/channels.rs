@@ -65,6 +65,9 @@ impl GoogleSync {
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
+        if creds.disabled {
+            return Err(SyncError::NotConnected);
+        }
         let channel_id = uuid::Uuid::new_v4().to_string();
         let token = Secret::new(crate::auth::random_token(32));
         let calendar_id = self.cfg.calendar_id.clone();

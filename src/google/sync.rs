@@ -137,11 +137,13 @@ pub(crate) struct Creds {
     pub expires_at: Option<String>,
     pub sync_token: Option<Secret>,
     pub needs_reconnect: bool,
+    /// The account is disabled: no sync and no channel until it is enabled.
+    pub disabled: bool,
 }
 
 pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Option<Creds>> {
     conn.query_row(
-        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_sync_token, google_needs_reconnect
+        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_sync_token, google_needs_reconnect, status
          FROM users WHERE id = ?1",
         [user_id],
         |r| {
@@ -151,6 +153,7 @@ pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Op
                 expires_at: r.get(2)?,
                 sync_token: r.get::<_, Option<String>>(3)?.map(Secret::new),
                 needs_reconnect: r.get::<_, i64>(4)? != 0,
+                disabled: r.get::<_, String>(5)? != "active",
             })
         },
     )
@@ -311,7 +314,7 @@ impl GoogleSync {
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
-        if creds.refresh.is_none() {
+        if creds.refresh.is_none() || creds.disabled {
             return Err(SyncError::NotConnected);
         }
         let mut refreshed_for_401 = false;

@@ -123,7 +123,7 @@ impl GoogleSync {
             .store
             .read(|c| {
                 let mut stmt =
-                    c.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 ORDER BY id")?;
+                    c.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = 'active' ORDER BY id")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<i64>, _>>()?)
             })
@@ -141,7 +141,7 @@ impl GoogleSync {
                     "SELECT u.id, c.expiration, c.updated_at, c.webhook_url
                      FROM users u LEFT JOIN calendar_watch_channels c
                        ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = ?1 AND c.resource_id IS NOT NULL
-                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0 AND u.status = 'active'
                      ORDER BY u.id, c.expiration",
                 )?;
                 let rows = stmt.query_map([calendar_id], |r| {

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_calendly", include_str!("migrations/0003_calendly.sql")),
     ("0004_google", include_str!("migrations/0004_google.sql")),
     ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
+    ("0006_accounts", include_str!("migrations/0006_accounts.sql")),
 ];
 
 pub fn latest_version() -> i64 {

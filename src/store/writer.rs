@@ -154,7 +154,7 @@ impl<'c> WriteTx<'c> {
     }
 
     fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> ApiResult<()> {
-        let owner = rows::owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
+        let owner = table.owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
         self.conn
             .prepare_cached(
                 "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at)
