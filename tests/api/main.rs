@@ -1,6 +1,8 @@
 //! The integration suite: one test binary, one module per feature. Every test
 //! starts the real server on 127.0.0.1:0 with a fresh SQLite file.
 
+mod accounts;
+mod accounts_cli;
 mod alerts;
 mod bad_input;
 mod calendly;
@@ -14,6 +16,7 @@ mod google;
 mod google_renewal;
 mod helpers;
 mod isolation;
+mod join_checks;
 mod logs;
 mod metrics;
 mod ops;
