@@ -12,6 +12,7 @@ import * as clientPage from '/pages/client.js';
 import * as pipelinePage from '/pages/pipeline.js';
 import * as integrationsPage from '/pages/integrations.js';
 import * as signinPage from '/pages/signin.js';
+import * as teamPage from '/pages/team.js';
 
 const TABLES = ['meetings', 'clients', 'pipeline'];
 const FLASH_MS = 2500;
@@ -40,6 +41,7 @@ const ROUTES = [
   [/^\/clients\/(\d+)\/?$/, clientPage, 'clients'],
   [/^\/pipeline\/?$/, pipelinePage, 'pipeline'],
   [/^\/integrations\/?$/, integrationsPage, 'integrations'],
+  [/^\/team\/?$/, teamPage, 'team'],
 ];
 
 /** What every page gets. */
@@ -111,6 +113,7 @@ async function boot() {
   window.addEventListener('popstate', () => route());
   document.addEventListener('click', onLinkClick);
   document.getElementById('sign-out').addEventListener('click', () => signOut('You signed out.', true));
+  document.getElementById('sign-out-everywhere').addEventListener('click', signOutEverywhere);
   reconnectBtn.addEventListener('click', () => state.live && state.live.reconnectNow());
 
   const fragmentError = takeFragment();
@@ -170,6 +173,29 @@ function renderWho() {
   const who = document.getElementById('who');
   who.replaceChildren(me.name || me.email, me.role === 'admin' ? h('span', { class: 'badge' }, 'admin') : '');
   who.title = me.email;
+  document.getElementById('nav-team').hidden = me.role !== 'admin';
+}
+
+/** Ends every session of this account (other browsers, phones, this one); asks first. */
+let everywhereArmed = null;
+async function signOutEverywhere() {
+  const btn = document.getElementById('sign-out-everywhere');
+  if (!everywhereArmed) {
+    btn.textContent = 'Really sign out on every device?';
+    everywhereArmed = setTimeout(() => { everywhereArmed = null; btn.textContent = 'Sign out everywhere'; }, 5000);
+    return;
+  }
+  clearTimeout(everywhereArmed);
+  everywhereArmed = null;
+  btn.disabled = true;
+  try {
+    await api('POST', '/api/me/signout');
+    signOut('You signed out everywhere: every browser and device using your account must sign in again.', true);
+  } catch (e) {
+    btn.disabled = false;
+    btn.textContent = 'Sign out everywhere';
+    if (e.status !== 401) announce(`Signing out everywhere did not work: ${e.message}`);
+  }
 }
 
 function startLive(token) {
