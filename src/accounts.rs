@@ -26,7 +26,14 @@ fn changed(app: &App, user_id: i64) {
 
 /// Create a user; with `with_link`, also a single-use sign-in link (as
 /// `syncgate login-link` makes). Returns the public row and the link.
-pub async fn invite(app: &App, actor: Actor, email: String, name: Option<String>, role: String, with_link: bool) -> ApiResult<(Value, Option<String>)> {
+pub async fn invite(
+    app: &App,
+    actor: Actor,
+    email: String,
+    name: Option<String>,
+    role: String,
+    with_link: bool,
+) -> ApiResult<(Value, Option<String>)> {
     let (row, code) = app
         .store
         .writer
@@ -102,11 +109,10 @@ pub async fn remove(app: &App, actor: Actor, id: i64) -> ApiResult<Removed> {
     let (exists, last_admin) = app
         .store
         .read(move |c| {
-            let row: Option<(String, String)> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT role, status FROM users WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ))?;
+            let row: Option<(String, String)> =
+                rusqlite::OptionalExtension::optional(
+                    c.query_row("SELECT role, status FROM users WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))),
+                )?;
             let others: i64 =
                 c.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
             Ok((row.is_some(), row.is_some_and(|(role, status)| role == "admin" && status == "active") && others == 0))
@@ -122,7 +128,10 @@ pub async fn remove(app: &App, actor: Actor, id: i64) -> ApiResult<Removed> {
         match tokio::time::timeout(GOOGLE_WAIT, app.google.stop_channels(id)).await {
             Ok(Ok(_)) | Ok(Err(crate::google::sync::SyncError::NotConnected)) => {}
             Ok(Err(e)) => tracing::warn!(user = id, error = %e, "removing a user: their Google channels could not be stopped"),
-            Err(_) => tracing::warn!(user = id, "removing a user: Google did not answer in time; their channels are deleted here and lapse at Google"),
+            Err(_) => tracing::warn!(
+                user = id,
+                "removing a user: Google did not answer in time; their channels are deleted here and lapse at Google"
+            ),
         }
     }
     let removed = app.store.writer.write(move |tx| sql::remove(tx, &actor, id)).await?;

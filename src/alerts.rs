@@ -29,12 +29,15 @@ pub struct Alert {
     pub since: String,
 }
 
+/// When the Calendly subscriptions were last checked, and the disabled ones (or the error).
+type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
+
 /// The alerts currently raised.
 #[derive(Default)]
 pub struct AlertMonitor {
     active: Mutex<BTreeMap<String, Alert>>,
     /// Last Calendly subscription check: (when, disabled subscription URIs or an error).
-    calendly: Mutex<Option<(std::time::Instant, Result<Vec<String>, String>)>>,
+    calendly: Mutex<Option<CalendlyCheck>>,
 }
 
 impl AlertMonitor {

@@ -132,7 +132,14 @@ impl Identities {
                 }
                 let entry = Cached { account, fetched };
                 // A concurrent `forget` may have dropped a fresher entry; keep the newest read.
-                self.cache.entry(user_id).and_modify(|e| if e.fetched < fetched { *e = entry }).or_insert(entry);
+                self.cache
+                    .entry(user_id)
+                    .and_modify(|e| {
+                        if e.fetched < fetched {
+                            *e = entry
+                        }
+                    })
+                    .or_insert(entry);
                 entry
             }
         };
@@ -147,10 +154,7 @@ impl Identities {
             }
         }
         self.saw(user_id);
-        Ok(Checked {
-            identity: Identity { user_id, admin: claims.is_admin() && account.admin },
-            valid_until: cached.fetched + self.ttl,
-        })
+        Ok(Checked { identity: Identity { user_id, admin: claims.is_admin() && account.admin }, valid_until: cached.fetched + self.ttl })
     }
 
     /// Drop what is cached about a user (their account just changed here).

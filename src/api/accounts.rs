@@ -155,9 +155,12 @@ async fn audit(app: App, auth: Option<String>, q: HashMap<String, String>) -> Ap
     };
     let before = match q.get("cursor") {
         None => None,
-        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::BadRequest("cursor is not one this server gave out; start again without it".into())
-        })?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::BadRequest("cursor is not one this server gave out; start again without it".into()))?,
+        ),
     };
     let mut items = app.store.read(move |c| Ok(crate::store::accounts::audit_page(c, limit + 1, before)?)).await?;
     let next = if items.len() > limit {
@@ -172,7 +175,11 @@ async fn audit(app: App, auth: Option<String>, q: HashMap<String, String>) -> Ap
 pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let users = warp::path!("api" / "admin" / "users");
     let one = warp::path!("api" / "admin" / "users" / String);
-    let list_r = users.and(warp::get()).and(with_app(app.clone())).and(auth_header()).and_then(|app, auth| async move { respond(list(app, auth).await) });
+    let list_r = users
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(list(app, auth).await) });
     let invite_r = users
         .and(warp::post())
         .and(with_app(app.clone()))

@@ -30,7 +30,8 @@ pub struct Announced {
 impl Announced {
     /// Remove the file, if it is still this process's.
     pub fn remove(self) {
-        let ours = std::fs::read(&self.path).ok().and_then(|b| serde_json::from_slice::<ServerFile>(&b).ok()).is_some_and(|f| f.pid == self.pid);
+        let ours =
+            std::fs::read(&self.path).ok().and_then(|b| serde_json::from_slice::<ServerFile>(&b).ok()).is_some_and(|f| f.pid == self.pid);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -95,7 +96,8 @@ pub async fn locate(config: &Config) -> Result<Option<String>, String> {
     let path = config.data_dir().join(FILE_NAME);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let file: ServerFile = serde_json::from_slice(&bytes).map_err(|e| format!("{} is unreadable ({e}); delete it if no server runs", path.display()))?;
+            let file: ServerFile = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is unreadable ({e}); delete it if no server runs", path.display()))?;
             if answers(&file.url).await {
                 return Ok(Some(file.url));
             }

@@ -111,7 +111,9 @@ async fn through_server(config: &Config, url: &str, change: Change) -> Result<St
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().map_err(|e| e.to_string())?;
     let users_url = format!("{url}/api/admin/users");
     let req = match &change {
-        Change::Add { email, name, role } => http.post(&users_url).json(&json!({"email": email, "name": name, "role": role, "link": false})),
+        Change::Add { email, name, role } => {
+            http.post(&users_url).json(&json!({"email": email, "name": name, "role": role, "link": false}))
+        }
         Change::Invite { email, name, role } => http.post(&users_url).json(&json!({"email": email, "name": name, "role": role})),
         Change::Role { id, role } => http.patch(format!("{users_url}/{id}")).json(&json!({"role": role})),
         Change::Status { id, status } => http.patch(format!("{users_url}/{id}")).json(&json!({"status": status})),
@@ -153,7 +155,9 @@ async fn directly(config: &Config, change: Change) -> Result<String, String> {
             .await
             .map(|code| {
                 if config.bind_addr().is_ok_and(|b| b.port() == 0) && config.server.public_url.trim().is_empty() {
-                    eprintln!("syncgate: server.bind uses port 0, so this link has no real port; set server.public_url to the server's address");
+                    eprintln!(
+                        "syncgate: server.bind uses port 0, so this link has no real port; set server.public_url to the server's address"
+                    );
                 }
                 format!("{public_url}/auth/link?code={code}")
             }),

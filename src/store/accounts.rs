@@ -10,8 +10,8 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::tables::Table;
-use super::writer::WriteTx;
 use super::users;
+use super::writer::WriteTx;
 use crate::error::{ApiError, ApiResult};
 
 /// Who made an account change, for the audit log.
@@ -42,9 +42,7 @@ fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> ApiResult<()>
     let others: i64 =
         conn.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
     if others == 0 {
-        return Err(ApiError::Conflict(format!(
-            "user {id} is the last active admin and cannot be {what}; make another user admin first"
-        )));
+        return Err(ApiError::Conflict(format!("user {id} is the last active admin and cannot be {what}; make another user admin first")));
     }
     Ok(())
 }
@@ -108,7 +106,9 @@ pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> Api
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "demoted")?;
     }
-    let after = tx.update(Table::Users, id, &[("role", SqlValue::Text(role.into()))])?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    let after = tx
+        .update(Table::Users, id, &[("role", SqlValue::Text(role.into()))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, "role", &after, json!({"from": before, "to": role}))?;
     Ok(after)
 }
@@ -125,8 +125,9 @@ pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) ->
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "disabled")?;
     }
-    let after =
-        tx.update(Table::Users, id, &[("status", SqlValue::Text(status.into()))])?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    let after = tx
+        .update(Table::Users, id, &[("status", SqlValue::Text(status.into()))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, if status == "disabled" { "disable" } else { "enable" }, &after, json!({}))?;
     Ok(after)
 }
@@ -135,8 +136,9 @@ pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) ->
 pub fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Value> {
     user_row(tx, id)?;
     let now = tx.now().to_string();
-    let after =
-        tx.update(Table::Users, id, &[("tokens_valid_after", SqlValue::Text(now))])?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    let after = tx
+        .update(Table::Users, id, &[("tokens_valid_after", SqlValue::Text(now))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, "signout", &after, json!({}))?;
     Ok(after)
 }

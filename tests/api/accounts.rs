@@ -118,7 +118,7 @@ async fn disabling_a_user_refuses_their_token_closes_their_channels_and_enabling
     assert_eq!(status, "error");
     assert!(reason.contains("disabled"), "{reason}");
     // The data stays.
-    let (_, list) = app.get(&format!("/api/meetings?limit=10"), &admin).await;
+    let (_, list) = app.get("/api/meetings?limit=10", &admin).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 
     let (s, body) = app.patch(&format!("/api/admin/users/{uid}"), &admin, &json!({"status": "active"})).await;
@@ -257,7 +257,8 @@ async fn the_last_admin_cannot_be_demoted_disabled_or_removed_even_by_two_at_onc
     statuses.sort();
     // The second either loses the race at the rule (409) or, demoted first, is no longer an admin (403).
     assert!(statuses == [200, 409] || statuses == [200, 403], "{ra:?} {rb:?}");
-    let admins: i64 = app.db().query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active'", [], |r| r.get(0)).unwrap();
+    let admins: i64 =
+        app.db().query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active'", [], |r| r.get(0)).unwrap();
     assert_eq!(admins, 1);
 }
 
@@ -341,12 +342,9 @@ async fn bad_account_requests_are_answered_and_write_nothing() {
     let (uid, _) = app.add_user("ann@example.com", "user");
     let before = app.changes().len();
     let path = format!("/api/admin/users/{uid}");
-    for (body, code) in [
-        (json!({"role": "owner"}), 422),
-        (json!({"status": "gone"}), 422),
-        (json!({"colour": "red"}), 400),
-        (json!({}), 400),
-    ] {
+    for (body, code) in
+        [(json!({"role": "owner"}), 422), (json!({"status": "gone"}), 422), (json!({"colour": "red"}), 400), (json!({}), 400)]
+    {
         let (s, e) = app.patch(&path, &boss, &body).await;
         assert_eq!(s, code, "{body}: {e}");
         assert!(e["message"].is_string());

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{spawn_app, start, TestApp, SECRET};
 
@@ -109,6 +109,6 @@ async fn cli_user_commands_write_directly_when_no_server_runs() {
     let (s, e) = app.get("/api/meetings", &user).await;
     assert_eq!(s, 401, "{e}");
     let changes = app.changes();
-    let last: &(i64, String, String, i64, i64, Option<Value>, Option<Value>) = changes.last().unwrap();
+    let last = changes.last().unwrap();
     assert_eq!((last.1.as_str(), last.2.as_str(), last.3), ("users", "UPDATE", uid), "the direct write is in the log for resume");
 }
