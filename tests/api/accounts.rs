@@ -357,3 +357,41 @@ async fn bad_account_requests_are_answered_and_write_nothing() {
     assert_eq!(app.patch("/api/admin/users/abc", &boss, &json!({"role": "user"})).await.0, 400);
     assert_eq!(app.changes().len(), before);
 }
+
+#[tokio::test]
+async fn last_seen_is_kept_at_most_once_a_minute_and_never_logged_as_a_change() {
+    let app = spawn_app().await;
+    let (uid, user) = app.add_user("ann@example.com", "user");
+    let seen = || -> Option<String> { app.db().query_row("SELECT last_seen FROM users WHERE id = ?1", [uid], |r| r.get(0)).unwrap() };
+    assert_eq!(seen(), None);
+    assert_eq!(app.get("/api/meetings", &user).await.0, 200);
+    let deadline = std::time::Instant::now() + SLACK;
+    while seen().is_none() {
+        assert!(std::time::Instant::now() < deadline, "last_seen is written");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = seen();
+    assert_eq!(app.get("/api/meetings", &user).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen(), first, "not again within the minute");
+    assert!(app.changes().iter().all(|c| c.1 != "users"), "last_seen is not a change");
+}
+
+#[tokio::test]
+async fn audit_entries_are_deleted_after_the_retention() {
+    let app = spawn_app_with(|c| {
+        c.auth.audit_retention = syncgate::duration::Dur::millis(200);
+        c.changes.prune_interval = syncgate::duration::Dur::millis(100);
+    })
+    .await;
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let (s, _) = app.post("/api/admin/users", &boss, &json!({"email": "new@example.com"})).await;
+    assert_eq!(s, 201);
+    let count = || -> i64 { app.db().query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0)).unwrap() };
+    assert_eq!(count(), 1);
+    let deadline = std::time::Instant::now() + SLACK;
+    while count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the old entry is pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

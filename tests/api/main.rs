@@ -3,6 +3,7 @@
 
 mod accounts;
 mod accounts_cli;
+mod accounts_google;
 mod alerts;
 mod bad_input;
 mod calendly;
