@@ -55,21 +55,28 @@ pub fn login_url(app: &App, code: &str) -> String {
     format!("{}/auth/link?code={code}", app.public_url.trim_end_matches('/'))
 }
 
-pub async fn set_role(app: &App, actor: Actor, id: i64, role: String) -> ApiResult<Value> {
-    let row = app.store.writer.write(move |tx| sql::set_role(tx, &actor, id, &role)).await?;
+/// Change the role and/or the status in one transaction (both or neither).
+/// Disabling stops the user's Google sync and channels (data and Calendly
+/// deliveries stay); enabling re-creates the channel and runs a catch-up sync.
+pub async fn update(app: &App, actor: Actor, id: i64, role: Option<String>, status: Option<String>) -> ApiResult<Value> {
+    let (was, row) = app
+        .store
+        .writer
+        .write(move |tx| {
+            let was = tx.get(crate::store::Table::Users, id)?.and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_string));
+            let mut row = Value::Null;
+            if let Some(role) = role {
+                row = sql::set_role(tx, &actor, id, &role)?;
+            }
+            if let Some(status) = status {
+                row = sql::set_status(tx, &actor, id, &status)?;
+            }
+            Ok((was.unwrap_or_default(), row))
+        })
+        .await?;
     changed(app, id);
-    Ok(row)
-}
-
-/// Disable (their tokens are refused, Google sync and channels stop; data
-/// and Calendly deliveries stay) or enable (channels re-created, catch-up sync).
-pub async fn set_status(app: &App, actor: Actor, id: i64, status: String) -> ApiResult<Value> {
-    let before = app.store.read(move |c| Ok(crate::store::users::get(c, id)?)).await?;
-    let row = app.store.writer.write(move |tx| sql::set_status(tx, &actor, id, &status)).await?;
-    changed(app, id);
-    let was = before.map(|u| u.status).unwrap_or_default();
     let now = row.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
-    if was != now && app.google.enabled() {
+    if !now.is_empty() && was != now && app.google.enabled() {
         let google = app.google.clone();
         if now == "disabled" {
             tokio::spawn(async move {

@@ -234,13 +234,19 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
     let id = args.user.ok_or("give --user ID or --anon")?;
     let conn = store::open_connection(&config.database)?;
     let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
+    if !user.is_active() {
+        return Err(format!("user {id} is disabled; enable them first (syncgate user enable {id})"));
+    }
     println!("{}", t.user_token(user.id, &user.role, args.ttl.as_secs() as i64));
     Ok(())
 }
 
 fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     let conn = store::open_connection(&config.database)?;
-    users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
+    let user = users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
+    if !user.is_active() {
+        return Err(format!("user {user_id} is disabled; enable them first (syncgate user enable {user_id})"));
+    }
     let code = auth::create_login_link(&conn, user_id)?;
     let bind = config.bind_addr()?;
     if bind.port() == 0 && config.server.public_url.trim().is_empty() {

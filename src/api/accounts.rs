@@ -106,12 +106,7 @@ async fn patch(app: App, id: i64, auth: Option<String>, body: Bytes) -> ApiResul
     if b.role.is_none() && b.status.is_none() {
         return Err(ApiError::BadRequest("send role and/or status".into()));
     }
-    if let Some(role) = b.role {
-        crate::accounts::set_role(&app, actor.clone(), id, role).await?;
-    }
-    if let Some(status) = b.status {
-        crate::accounts::set_status(&app, actor, id, status).await?;
-    }
+    crate::accounts::update(&app, actor, id, b.role, b.status).await?;
     Ok(json_response(StatusCode::OK, &user_json(&app, id).await?))
 }
 

@@ -353,6 +353,11 @@ async fn bad_account_requests_are_answered_and_write_nothing() {
         let (s, e) = app.post("/api/admin/users", &boss, &body).await;
         assert_eq!(s, code, "{body}: {e}");
     }
+    // Role and status change together or not at all.
+    let (s, _) = app.patch(&path, &boss, &json!({"role": "admin", "status": "gone"})).await;
+    assert_eq!(s, 422);
+    let (_, list) = app.get("/api/admin/users", &boss).await;
+    assert_eq!(list["items"][1]["role"], "user", "{list}");
     assert_eq!(app.patch("/api/admin/users/999", &boss, &json!({"role": "user"})).await.0, 404);
     assert_eq!(app.patch("/api/admin/users/abc", &boss, &json!({"role": "user"})).await.0, 400);
     assert_eq!(app.changes().len(), before);
