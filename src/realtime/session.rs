@@ -88,6 +88,9 @@ struct Session<S> {
     claims: Option<Claims>,
     /// When the identity answer in use runs out and must be checked again.
     recheck_at: Option<Instant>,
+    /// The feed carried a change of this user's own account: check it again
+    /// before taking anything after it.
+    account_changed: bool,
     last_inbound: Instant,
     /// Set when handling a message decided the session must end (a replay
     /// found the client too slow); the loop ends it next.
@@ -115,6 +118,7 @@ where
         exp_at: None,
         claims: None,
         recheck_at: None,
+        account_changed: false,
         last_inbound: Instant::now(),
         ending: None,
     };
@@ -174,6 +178,9 @@ where
                         self.recheck().await;
                     }
                 }
+            }
+            if std::mem::take(&mut self.account_changed) {
+                self.recheck().await;
             }
             // One timer for the idle close, the token expiry and the identity
             // recheck, moved only when it fired or must fire sooner (not on
@@ -291,11 +298,21 @@ where
         match feed.pull(from, PULL) {
             Pull::Nothing => Ok(false),
             Pull::Items(items) => {
+                let mut last = None;
                 for item in &items {
                     self.offer(item);
+                    last = Some(item.seq());
+                    // The user's own account changed (disabled, removed,
+                    // signed out, role): nothing after it goes out before
+                    // the account is read again, uncached.
+                    if item.change.table == Table::Users && item.change.row_id == self.user_id {
+                        self.ctx.identities.forget(self.user_id);
+                        self.account_changed = true;
+                        break;
+                    }
                 }
-                if let Some(last) = items.last() {
-                    self.shared.delivered.fetch_max(last.seq(), Ordering::Release);
+                if let Some(last) = last {
+                    self.shared.delivered.fetch_max(last, Ordering::Release);
                 }
                 Ok(true)
             }
@@ -796,10 +813,13 @@ where
         }
     }
 
-    /// The latest token decides whether this socket sees every user's
-    /// changes. A change of role moves the session to the other feed, from
-    /// the moment of the swap: first everything the old role is owed up to
-    /// now goes out, then the new role's changes from there on.
+    /// The latest token (and the stored role) decides whether this socket
+    /// sees every user's changes. A change of role moves the session to the
+    /// other feed, from the moment of the swap: first what is still waiting
+    /// in the old feed goes out, then the new role's changes from there on.
+    /// Narrowing takes effect before that drain: what waits is filtered as
+    /// the ordinary user (a demoted admin must not receive other users' rows
+    /// committed after the demotion but not yet read).
     async fn set_admin(&mut self, admin: bool) {
         if admin == self.admin {
             return;
@@ -808,6 +828,9 @@ where
             self.admin = admin;
             return;
         };
+        if !admin {
+            self.admin = false;
+        }
         let now = self.ctx.hub.published();
         loop {
             match self.take_from(&feed).await {

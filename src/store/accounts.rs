@@ -161,6 +161,11 @@ pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Removed
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "removed")?;
     }
+    // The account goes first in the log: its open sockets see it before
+    // any DELETE of their rows, and stop there (see `realtime::session`).
+    if field(&row, "status") == "active" {
+        tx.update(Table::Users, id, &[("status", SqlValue::Text("disabled".into()))])?;
+    }
     let ids_where = |tx: &WriteTx<'_>, sql: &str| -> ApiResult<Vec<i64>> {
         let mut stmt = tx.conn().prepare(sql)?;
         let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
