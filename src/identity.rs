@@ -83,6 +83,9 @@ pub struct Identities {
     store: Store,
     ttl: Duration,
     cache: DashMap<i64, Cached>,
+    /// When each user's entry was last dropped: a read that started before
+    /// then may have seen the account as it was, and is not cached.
+    forgotten: DashMap<i64, Instant>,
     /// When `last_seen` was last written per user (at most once a minute).
     seen_written: DashMap<i64, Instant>,
 }
@@ -99,7 +102,7 @@ const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
 impl Identities {
     pub fn new(store: Store, ttl: Duration) -> Identities {
-        Identities { store, ttl: ttl.max(Duration::from_millis(1)), cache: DashMap::new(), seen_written: DashMap::new() }
+        Identities { store, ttl: ttl.max(Duration::from_millis(1)), cache: DashMap::new(), forgotten: DashMap::new(), seen_written: DashMap::new() }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -131,15 +134,18 @@ impl Identities {
                     self.cache.clear();
                 }
                 let entry = Cached { account, fetched };
-                // A concurrent `forget` may have dropped a fresher entry; keep the newest read.
-                self.cache
-                    .entry(user_id)
-                    .and_modify(|e| {
-                        if e.fetched < fetched {
-                            *e = entry
-                        }
-                    })
-                    .or_insert(entry);
+                // A read older than the last change (or than another read) is not kept.
+                let stale = self.forgotten.get(&user_id).is_some_and(|f| *f >= fetched);
+                if !stale {
+                    self.cache
+                        .entry(user_id)
+                        .and_modify(|e| {
+                            if e.fetched < fetched {
+                                *e = entry
+                            }
+                        })
+                        .or_insert(entry);
+                }
                 entry
             }
         };
@@ -159,6 +165,10 @@ impl Identities {
 
     /// Drop what is cached about a user (their account just changed here).
     pub fn forget(&self, user_id: i64) {
+        if self.forgotten.len() >= MAX_CACHED {
+            self.forgotten.clear();
+        }
+        self.forgotten.insert(user_id, Instant::now());
         self.cache.remove(&user_id);
     }
 
