@@ -33,7 +33,11 @@ const state = {
   updateQueued: false,
   pendingFocus: null,
   signedOut: false,
+  /** "Sign out everywhere" was pressed here: the socket may end before the answer arrives. */
+  endingEverywhere: false,
 };
+
+const EVERYWHERE = 'You signed out everywhere: every browser and device using your account must sign in again.';
 
 const ROUTES = [
   [/^\/meetings\/?$/, meetingsPage, 'meetings'],
@@ -188,10 +192,12 @@ async function signOutEverywhere() {
   clearTimeout(everywhereArmed);
   everywhereArmed = null;
   btn.disabled = true;
+  state.endingEverywhere = true;
   try {
     await api('POST', '/api/me/signout');
-    signOut('You signed out everywhere: every browser and device using your account must sign in again.', true);
+    signOut(EVERYWHERE, true);
   } catch (e) {
+    state.endingEverywhere = false;
     btn.disabled = false;
     btn.textContent = 'Sign out everywhere';
     if (e.status !== 401) announce(`Signing out everywhere did not work: ${e.message}`);
@@ -338,6 +344,11 @@ function showSignIn(message) {
 /** Back to the sign-in view with a sentence saying why. */
 function signOut(message, byUser = false) {
   if (state.signedOut) return;
+  if (state.endingEverywhere) {
+    // This window's own socket learnt of it first; say what the person did.
+    message = EVERYWHERE;
+    byUser = true;
+  }
   state.signedOut = true;
   clearTimeout(state.expiryTimer);
   if (state.live) state.live.stop();
