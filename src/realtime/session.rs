@@ -934,10 +934,11 @@ where
     }
 }
 
-/// When to check an identity answer again: just after it runs out of the
-/// cache, so the check reads the account afresh.
+/// When to check an identity answer again: after it ran out of the cache,
+/// spread over a second so that one socket reads the account afresh and the
+/// user's other sockets find that answer cached (no burst of reads).
 fn recheck_instant(valid_until: Instant) -> Instant {
-    valid_until + Duration::from_millis(20)
+    valid_until + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 20..=1000))
 }
 
 /// When a token with this `exp` (unix seconds) stops being valid.
