@@ -145,6 +145,18 @@ impl<'c> WriteTx<'c> {
         Ok(Some(new))
     }
 
+    /// Log the INSERT of a row written in this transaction by other means
+    /// (a user created together with their Google credentials, which are not
+    /// among the logged columns). Only for `users`: the synced data tables
+    /// are written with [`WriteTx::insert`].
+    pub fn log_inserted(&mut self, table: Table, id: i64) -> ApiResult<()> {
+        if table != Table::Users {
+            return Err(ApiError::internal("rows of the data tables are inserted with WriteTx::insert"));
+        }
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("the row to log does not exist"))?;
+        self.log(table, Op::Insert, id, Some(record), None)
+    }
+
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };

@@ -108,3 +108,39 @@ async fn removing_a_user_stops_their_google_channels() {
     assert_eq!(channel_rows(&app, id), 0);
     assert_eq!(fake.notify(email, "exists").await, Vec::<u16>::new());
 }
+
+#[tokio::test]
+async fn a_google_sign_up_reaches_admins_watching_users() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| {
+        fake.configure(c);
+        c.auth.allowed_domains = vec!["example.org".into()];
+    })
+    .await;
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let mut ws = app.ws(&boss, "2.0.0").await;
+    ws.join("realtime:team", json!([{"event": "*", "schema": "public", "table": "users"}]), Some(&boss)).await;
+    ws.joined().await;
+
+    let email = "newcomer@example.org";
+    fake.add_account(email, "New Comer");
+    fake.consent_as(email);
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("syncgate_google_state="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let r = app.http.get(location(&r)).send().await.unwrap();
+    let r = app.http.get(location(&r)).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let f = ws.recv_event("postgres_changes").await;
+    let data = &f.payload["data"];
+    assert_eq!((data["table"].as_str(), data["type"].as_str()), (Some("users"), Some("INSERT")), "{data}");
+    assert_eq!(data["record"]["email"], email);
+    assert!(data["record"].get("google_refresh_token").is_none());
+}
