@@ -102,7 +102,13 @@ const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
 impl Identities {
     pub fn new(store: Store, ttl: Duration) -> Identities {
-        Identities { store, ttl: ttl.max(Duration::from_millis(1)), cache: DashMap::new(), forgotten: DashMap::new(), seen_written: DashMap::new() }
+        Identities {
+            store,
+            ttl: ttl.max(Duration::from_millis(1)),
+            cache: DashMap::new(),
+            forgotten: DashMap::new(),
+            seen_written: DashMap::new(),
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -191,5 +197,48 @@ impl Identities {
                 tracing::debug!(user = user_id, error = %e, "could not record last_seen");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+
+    #[tokio::test]
+    async fn the_stored_account_decides_and_is_read_again_only_after_it_is_dropped_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DatabaseConfig { path: dir.path().join("t.db").to_string_lossy().into_owned(), ..Default::default() };
+        let opened = crate::store::Store::open(&db).unwrap();
+        let conn = crate::store::open_connection(&db).unwrap();
+        let id = users::create(&conn, "ann@example.com", None, "user").unwrap();
+        let tokens = Tokens::new("identity-test-secret-identity-test-0123");
+        let ids = Identities::new(opened.store.clone(), Duration::from_secs(60));
+
+        let admin_token = tokens.verify(&tokens.user_token(id, "admin", 60)).unwrap();
+        let checked = ids.check(&admin_token).await.unwrap();
+        assert_eq!(checked.identity, Identity { user_id: id, admin: false }, "an admin token of a user who is not admin is narrowed");
+
+        conn.execute("UPDATE users SET status = 'disabled' WHERE id = ?1", [id]).unwrap();
+        assert!(ids.check(&admin_token).await.is_ok(), "cached for the ttl: no read per request");
+        ids.forget(id);
+        assert_eq!(ids.check(&admin_token).await.unwrap_err(), Refused::Disabled);
+
+        conn.execute(
+            "UPDATE users SET status = 'active', tokens_valid_after = ?2 WHERE id = ?1",
+            rusqlite::params![id, crate::store::timefmt::format(crate::store::timefmt::now())],
+        )
+        .unwrap();
+        ids.forget(id);
+        assert_eq!(ids.check(&admin_token).await.unwrap_err(), Refused::SignedOut, "issued before the sign-out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fresh = tokens.verify(&tokens.user_token(id, "user", 60)).unwrap();
+        assert!(ids.check(&fresh).await.is_ok(), "issued after it");
+
+        conn.execute("DELETE FROM users WHERE id = ?1", [id]).unwrap();
+        ids.forget(id);
+        assert_eq!(ids.check(&fresh).await.unwrap_err(), Refused::NoUser);
+        let anon = tokens.verify(&tokens.anon_key()).unwrap();
+        assert_eq!(ids.check(&anon).await.unwrap_err(), Refused::Anon);
     }
 }
