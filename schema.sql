@@ -17,7 +17,13 @@ CREATE TABLE users (
     google_token_expires_at TEXT,
     google_needs_reconnect  INTEGER NOT NULL DEFAULT 0,
     created_at              TEXT NOT NULL,
-    updated_at              TEXT NOT NULL
+    updated_at              TEXT NOT NULL,
+    -- active | disabled: a disabled user's tokens are refused; their data stays.
+    status                  TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    -- Sign out everywhere: tokens issued (iat) at or before this are refused.
+    tokens_valid_after      TEXT,
+    -- Written at most once a minute per user; never in the change log.
+    last_seen               TEXT
 );
 
 CREATE TABLE login_links (
@@ -179,6 +185,18 @@ CREATE TABLE google_event_links (
     PRIMARY KEY (user_id, calendar_id, event_id)
 );
 
+-- Who changed which account, and how (kept auth.audit_retention).
+CREATE TABLE audit_log (
+    id        INTEGER PRIMARY KEY,
+    at        TEXT NOT NULL,
+    actor_id  INTEGER,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target_id INTEGER,
+    target    TEXT,
+    detail    TEXT
+);
+
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
 
 CREATE INDEX meetings_client ON meetings (client_id);
@@ -209,3 +227,5 @@ CREATE INDEX google_event_links_ical ON google_event_links (user_id, ical_uid, o
 CREATE INDEX google_event_links_meeting ON google_event_links (meeting_id);
 
 CREATE INDEX google_event_links_series ON google_event_links (user_id, series_id);
+
+CREATE INDEX audit_log_at ON audit_log (at);

@@ -80,6 +80,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
     // has none: Google cannot push (those) changes to them.
     let mut stmt = conn.prepare(
         "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+         AND u.status = 'active'
          AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
               OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
                          AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))

@@ -1,7 +1,9 @@
 //! Tokens and identity. HS256 only, keyed by `auth.jwt_secret`; no leeway.
-//! User tokens carry `sub` (the user id as a decimal string), `exp` and an
-//! optional `role`; the anon key is `{"role":"anon"}` and is good only as the
-//! realtime `apikey`. Also the single-use login links of `syncgate login-link`.
+//! User tokens carry `sub` (the user id as a decimal string), `exp`, `iat`
+//! (compared with the user's `tokens_valid_after`, see [`crate::identity`]) and
+//! an optional `role`; `nbf` is honoured when present. The anon key is
+//! `{"role":"anon"}` and is good only as the realtime `apikey`. Also the
+//! single-use login links of `syncgate login-link`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,6 +24,14 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Issued at, seconds since the epoch. syncgate writes milliseconds as a
+    /// fraction (JWT allows it), so a token issued right after a sign-out
+    /// everywhere is told apart from one issued in the same second before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<f64>,
+    /// Not before, seconds since the epoch (honoured when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<f64>,
 }
 
 impl Claims {
@@ -35,12 +45,35 @@ impl Claims {
     pub fn user_id(&self) -> Option<i64> {
         self.sub.as_deref().and_then(|s| s.parse::<i64>().ok()).filter(|id| *id > 0)
     }
+
+    /// Is the token good at this moment: not expired (no leeway: a token
+    /// *at* `exp` is expired) and past its `nbf`? Checked at verification and
+    /// again whenever claims verified earlier are used (a realtime join that
+    /// falls back to the socket's `apikey`).
+    pub fn check_times(&self) -> Result<(), TokenError> {
+        let now_ms = unix_now_ms();
+        if self.exp.saturating_mul(1000) <= now_ms {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = self.nbf {
+            if !nbf.is_finite() || nbf * 1000.0 > now_ms as f64 {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        Ok(())
+    }
+
+    /// `iat` in milliseconds since the epoch, when present and sane.
+    pub fn issued_at_ms(&self) -> Option<i64> {
+        self.iat.filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e13).map(|v| (v * 1000.0).round() as i64)
+    }
 }
 
 /// Why a token was refused, as a sentence safe to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenError {
     Expired,
+    NotYetValid,
     Invalid(String),
 }
 
@@ -48,6 +81,7 @@ impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TokenError::Expired => write!(f, "the token has expired"),
+            TokenError::NotYetValid => write!(f, "the token is not valid yet (nbf is in the future)"),
             TokenError::Invalid(why) => write!(f, "the token is not valid: {why}"),
         }
     }
@@ -88,11 +122,20 @@ impl Tokens {
 
     pub fn user_token(&self, user_id: i64, role: &str, ttl_secs: i64) -> String {
         let role = (role == "admin").then(|| "admin".to_string());
-        self.sign(&Claims { sub: Some(user_id.to_string()), exp: unix_now() + ttl_secs, role })
+        let iat = Some(unix_now_ms() as f64 / 1000.0);
+        self.sign(&Claims { sub: Some(user_id.to_string()), exp: unix_now() + ttl_secs, role, iat, nbf: None })
     }
 
     pub fn anon_key(&self) -> String {
-        self.sign(&Claims { sub: None, exp: unix_now() + ANON_TTL_SECS, role: Some("anon".into()) })
+        let iat = Some(unix_now() as f64);
+        self.sign(&Claims { sub: None, exp: unix_now() + ANON_TTL_SECS, role: Some("anon".into()), iat, nbf: None })
+    }
+
+    /// A short-lived token for the command line to call this server's admin
+    /// routes: no user, `role: operator` (see `api::accounts`).
+    pub fn operator_token(&self, ttl_secs: i64) -> String {
+        let iat = Some(unix_now_ms() as f64 / 1000.0);
+        self.sign(&Claims { sub: None, exp: unix_now() + ttl_secs, role: Some("operator".into()), iat, nbf: None })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -100,9 +143,7 @@ impl Tokens {
         match jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation) {
             Ok(data) => {
                 // jsonwebtoken accepts exp == now; a token *at* exp is expired too.
-                if data.claims.exp <= unix_now() {
-                    return Err(TokenError::Expired);
-                }
+                data.claims.check_times()?;
                 if data.claims.sub.is_some() && data.claims.user_id().is_none() {
                     return Err(TokenError::Invalid("sub must be a user id written as a decimal string".into()));
                 }
@@ -174,6 +215,10 @@ fn check_file_secret(file: &Path, bytes: &[u8]) -> Result<String, String> {
         ));
     }
     Ok(secret.to_string())
+}
+
+pub fn unix_now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The secret to sign with: the configured one; on a loopback bind without
@@ -297,8 +342,12 @@ mod tests {
         assert_eq!(c.user_id(), Some(7));
         assert!(c.is_admin());
         assert!(t.verify(&t.anon_key()).unwrap().is_anon());
-        let expired = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() - 1, role: None });
+        let expired = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() - 1, role: None, iat: None, nbf: None });
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));
+        let early = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() + 60, role: None, iat: None, nbf: Some((unix_now() + 30) as f64) });
+        assert_eq!(t.verify(&early), Err(TokenError::NotYetValid));
+        let iat = c.issued_at_ms().expect("minted tokens carry iat");
+        assert!((iat - unix_now_ms()).abs() < 5_000);
         let other = Tokens::new("another-secret-another-secret-xx");
         assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
         let numeric_sub = {

@@ -13,6 +13,9 @@ use crate::config::Config;
 use crate::duration::Dur;
 use crate::store::{self, users};
 
+pub mod running;
+mod users_cmd;
+
 #[derive(Parser, Debug)]
 #[command(name = "syncgate", version, about = "Calendar sync and realtime server for advisers")]
 pub struct Cli {
@@ -52,6 +55,8 @@ pub enum Command {
     Calendly(CalendlyCommand),
 }
 
+/// Changes go through the running server when there is one (so open
+/// browsers see them at once); without one they are written here.
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Add a user; prints the new id.
@@ -63,6 +68,37 @@ pub enum UserCommand {
         #[arg(long, default_value = "user")]
         role: String,
     },
+    /// Add a user and print a single-use sign-in link for them (valid 15 minutes).
+    Invite {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+    /// One line per user, tab-separated: id, email, name, role, status,
+    /// last seen, Google (yes/no/reconnect), Calendly (yes/no); `-` for none.
+    List,
+    /// Make a user an admin or an ordinary user; prints their line.
+    Role {
+        id: i64,
+        /// admin or user
+        role: String,
+    },
+    /// Refuse the user's tokens and stop their Google sync (data stays); prints their line.
+    Disable { id: i64 },
+    /// Let a disabled user in again (Google channels re-created); prints their line.
+    Enable { id: i64 },
+    /// Delete the user and all their clients, meetings and pipeline; prints the id.
+    Remove {
+        id: i64,
+        /// Confirm: the data cannot be brought back.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Sign the user out everywhere (every token issued until now is refused); prints the id.
+    Signout { id: i64 },
 }
 
 #[derive(Args, Debug)]
@@ -104,7 +140,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::User(UserCommand::Add { email, name, role }) => user_add(&config, &email, name.as_deref(), &role),
+        Command::User(cmd) => user(&config, cmd),
         Command::Token(args) => token(&config, args),
         Command::LoginLink { user } => login_link(&config, user),
         Command::Backup { to } => backup(&config, &to),
@@ -178,11 +214,24 @@ fn tokens(config: &Config) -> Result<Tokens, String> {
     Ok(Tokens::new(&secret))
 }
 
-fn user_add(config: &Config, email: &str, name: Option<&str>, role: &str) -> Result<(), String> {
-    let conn = store::open_connection(&config.database)?;
-    let id = users::create(&conn, email, name, role)?;
-    println!("{id}");
-    Ok(())
+fn user(config: &Config, cmd: UserCommand) -> Result<(), String> {
+    use users_cmd::Change;
+    let change = match cmd {
+        UserCommand::List => return users_cmd::list(config),
+        UserCommand::Add { email, name, role } => Change::Add { email, name, role },
+        UserCommand::Invite { email, name, role } => Change::Invite { email, name, role },
+        UserCommand::Role { id, role } => Change::Role { id, role },
+        UserCommand::Disable { id } => Change::Status { id, status: "disabled".into() },
+        UserCommand::Enable { id } => Change::Status { id, status: "active".into() },
+        UserCommand::Remove { id, yes } => {
+            if !yes {
+                return Err(format!("removing user {id} deletes them and all their clients, meetings and pipeline; add --yes to confirm"));
+            }
+            Change::Remove { id }
+        }
+        UserCommand::Signout { id } => Change::SignOut { id },
+    };
+    users_cmd::change(config, change)
 }
 
 fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
@@ -194,13 +243,19 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
     let id = args.user.ok_or("give --user ID or --anon")?;
     let conn = store::open_connection(&config.database)?;
     let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
+    if !user.is_active() {
+        return Err(format!("user {id} is disabled; enable them first (syncgate user enable {id})"));
+    }
     println!("{}", t.user_token(user.id, &user.role, args.ttl.as_secs() as i64));
     Ok(())
 }
 
 fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     let conn = store::open_connection(&config.database)?;
-    users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
+    let user = users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
+    if !user.is_active() {
+        return Err(format!("user {user_id} is disabled; enable them first (syncgate user enable {user_id})"));
+    }
     let code = auth::create_login_link(&conn, user_id)?;
     let bind = config.bind_addr()?;
     if bind.port() == 0 && config.server.public_url.trim().is_empty() {

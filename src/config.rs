@@ -83,6 +83,13 @@ pub struct AuthConfig {
     pub token_ttl: Dur,
     pub allowed_emails: Vec<String>,
     pub allowed_domains: Vec<String>,
+    /// How long a user's stored state (exists, active, role, signed out
+    /// everywhere) is trusted before REST and realtime read it again: an
+    /// account change reaches open sockets within this (immediately when made
+    /// through the server).
+    pub user_cache: Dur,
+    /// How long the account audit log is kept.
+    pub audit_retention: Dur,
 }
 
 impl Default for AuthConfig {
@@ -92,6 +99,8 @@ impl Default for AuthConfig {
             token_ttl: Dur::secs(86_400),
             allowed_emails: vec![],
             allowed_domains: vec![],
+            user_cache: Dur::secs(10),
+            audit_retention: Dur::secs(365 * 86_400),
         }
     }
 }
@@ -401,6 +410,8 @@ impl Config {
         let positive = [
             ("server.shutdown_grace", self.server.shutdown_grace),
             ("auth.token_ttl", self.auth.token_ttl),
+            ("auth.user_cache", self.auth.user_cache),
+            ("auth.audit_retention", self.auth.audit_retention),
             ("realtime.idle_timeout", self.realtime.idle_timeout),
             ("changes.retention_age", self.changes.retention_age),
             ("changes.prune_interval", self.changes.prune_interval),

@@ -7,7 +7,12 @@
 //! - [`config`]: the settings, their defaults, `config.toml` and `SYNCGATE_*` overrides.
 //! - [`duration`]: `180s` / `15m` / `24h` / `7d` durations used in config and flags.
 //! - [`error`]: the one JSON error shape every 4xx/5xx answer uses.
-//! - [`auth`]: HS256 tokens (user tokens, anon key), login links, the request's identity.
+//! - [`auth`]: HS256 tokens (user tokens, anon key), login links.
+//! - [`identity`]: who a token is now (user exists, active, role, not signed
+//!   out): the one check REST and realtime share, cached per user.
+//! - [`accounts`]: account changes (invite, role, disable, remove, sign out
+//!   everywhere) and what they set off: the audit log, open sockets checked
+//!   again, Google channels stopped or restarted.
 //! - [`store`]: the schema and migrations, the read pool, the single group-commit
 //!   writer and the `changes` log it keeps in the same transaction as each write.
 //! - [`api`]: REST routes for clients, meetings and pipeline.
@@ -22,6 +27,7 @@
 //! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
+pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod auth;
@@ -31,6 +37,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod google;
+pub mod identity;
 pub mod metrics;
 pub mod realtime;
 pub mod server;

@@ -44,8 +44,8 @@ pub struct AppInner {
     pub alerts: Arc<crate::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
-    /// Users the REST API has recently seen exist (saves a read per request).
-    pub known_users: crate::api::KnownUsers,
+    /// The identity check REST and realtime share, with its per-user cache.
+    pub identities: Arc<crate::identity::Identities>,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
     pub log_throttle: crate::webhooks::LogThrottle,
 }
@@ -105,6 +105,7 @@ impl Server {
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
         let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone(), metrics.clone())?;
         tasks.push(tokio::spawn(crate::google::run(google.clone())));
+        let identities = Arc::new(crate::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let app = App(Arc::new(AppInner {
             metrics,
             alerts: Arc::default(),
@@ -116,7 +117,7 @@ impl Server {
             public_url,
             shutdown: shutdown_rx,
             started: Instant::now(),
-            known_users: Default::default(),
+            identities,
             log_throttle: Default::default(),
         }));
         tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
@@ -139,6 +140,7 @@ impl Server {
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
+        let server_file = crate::cli::running::announce(&app.config, addr);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -180,6 +182,9 @@ impl Server {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         app.store.writer.shutdown().await;
+        if let Some(f) = server_file {
+            f.remove();
+        }
         for t in tasks {
             t.abort();
         }

@@ -12,6 +12,7 @@ import * as clientPage from '/pages/client.js';
 import * as pipelinePage from '/pages/pipeline.js';
 import * as integrationsPage from '/pages/integrations.js';
 import * as signinPage from '/pages/signin.js';
+import * as teamPage from '/pages/team.js';
 
 const TABLES = ['meetings', 'clients', 'pipeline'];
 const FLASH_MS = 2500;
@@ -32,7 +33,11 @@ const state = {
   updateQueued: false,
   pendingFocus: null,
   signedOut: false,
+  /** "Sign out everywhere" was pressed here: the socket may end before the answer arrives. */
+  endingEverywhere: false,
 };
+
+const EVERYWHERE = 'You signed out everywhere: every browser and device using your account must sign in again.';
 
 const ROUTES = [
   [/^\/meetings\/?$/, meetingsPage, 'meetings'],
@@ -40,6 +45,7 @@ const ROUTES = [
   [/^\/clients\/(\d+)\/?$/, clientPage, 'clients'],
   [/^\/pipeline\/?$/, pipelinePage, 'pipeline'],
   [/^\/integrations\/?$/, integrationsPage, 'integrations'],
+  [/^\/team\/?$/, teamPage, 'team'],
 ];
 
 /** What every page gets. */
@@ -111,6 +117,7 @@ async function boot() {
   window.addEventListener('popstate', () => route());
   document.addEventListener('click', onLinkClick);
   document.getElementById('sign-out').addEventListener('click', () => signOut('You signed out.', true));
+  document.getElementById('sign-out-everywhere').addEventListener('click', signOutEverywhere);
   reconnectBtn.addEventListener('click', () => state.live && state.live.reconnectNow());
 
   const fragmentError = takeFragment();
@@ -170,6 +177,31 @@ function renderWho() {
   const who = document.getElementById('who');
   who.replaceChildren(me.name || me.email, me.role === 'admin' ? h('span', { class: 'badge' }, 'admin') : '');
   who.title = me.email;
+  document.getElementById('nav-team').hidden = me.role !== 'admin';
+}
+
+/** Ends every session of this account (other browsers, phones, this one); asks first. */
+let everywhereArmed = null;
+async function signOutEverywhere() {
+  const btn = document.getElementById('sign-out-everywhere');
+  if (!everywhereArmed) {
+    btn.textContent = 'Really sign out on every device?';
+    everywhereArmed = setTimeout(() => { everywhereArmed = null; btn.textContent = 'Sign out everywhere'; }, 5000);
+    return;
+  }
+  clearTimeout(everywhereArmed);
+  everywhereArmed = null;
+  btn.disabled = true;
+  state.endingEverywhere = true;
+  try {
+    await api('POST', '/api/me/signout');
+    signOut(EVERYWHERE, true);
+  } catch (e) {
+    state.endingEverywhere = false;
+    btn.disabled = false;
+    btn.textContent = 'Sign out everywhere';
+    if (e.status !== 401) announce(`Signing out everywhere did not work: ${e.message}`);
+  }
 }
 
 function startLive(token) {
@@ -312,6 +344,11 @@ function showSignIn(message) {
 /** Back to the sign-in view with a sentence saying why. */
 function signOut(message, byUser = false) {
   if (state.signedOut) return;
+  if (state.endingEverywhere) {
+    // This window's own socket learnt of it first; say what the person did.
+    message = EVERYWHERE;
+    byUser = true;
+  }
   state.signedOut = true;
   clearTimeout(state.expiryTimer);
   if (state.live) state.live.stop();

@@ -252,7 +252,8 @@ export class Live {
   onJoinReply(payload) {
     if (payload.status !== 'ok') {
       const reason = (payload.response && payload.response.reason) || 'the server refused to subscribe';
-      if (/token|sign in|expired|anon/i.test(reason)) {
+      // Refusals about who is signed in end the session; others are retried.
+      if (/token|sign in|expired|anon|disabled|signed out|does not exist|only admins/i.test(reason)) {
         this.deny(reason);
       } else {
         this.teardown();

@@ -22,10 +22,12 @@ pub fn print() -> Result<(), String> {
         let opened = syncgate::store::Store::open(&db)?;
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
+        let identities = Arc::new(syncgate::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
         let ctx = session::SessionCtx {
             hub: Hub::new(Arc::new(AtomicI64::new(0)), 4096),
             store: opened.store,
             tokens,
+            identities,
             cfg: Default::default(),
         };
         let (a, _b) = tokio::io::duplex(64);

@@ -1,8 +1,10 @@
 //! REST: `/api/clients`, `/api/meetings`, `/api/pipeline` (list, get, create,
-//! patch, delete), `/api/me`, `/api/me/calendars`, and the login-link landing `/auth/link`.
+//! patch, delete), `/api/me`, `/api/me/calendars`, the login-link landing `/auth/link`, and the
+//! account routes of [`accounts`] (`/api/admin/users`, `/api/me/signout`, ...).
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
 
+pub mod accounts;
 pub mod admin;
 pub mod calendars;
 pub mod clients;
@@ -26,88 +28,31 @@ use crate::store::{rows, users, Table};
 
 pub const MAX_BODY: u64 = 64 * 1024;
 
-/// Who is calling: a real user (anon keys never get this far).
-#[derive(Debug, Clone, Copy)]
-pub struct Identity {
-    pub user_id: i64,
-    pub admin: bool,
-}
-
-impl Identity {
-    pub fn may_see(&self, owner: i64) -> bool {
-        self.admin || self.user_id == owner
-    }
-}
+pub use crate::identity::Identity;
 
 pub fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
 }
 
-/// `Authorization: Bearer <jwt>` → the caller, or 401.
-pub async fn authenticate(app: &App, header: Option<String>) -> ApiResult<Identity> {
+/// The token of `Authorization: Bearer <jwt>`, or 401.
+pub fn bearer(header: Option<&str>) -> ApiResult<&str> {
     let header = header.ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <token>".into()))?;
-    let token = header
+    header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <token>".into()))?;
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <token>".into()))
+}
+
+/// `Authorization: Bearer <jwt>` → the caller, or 401: the shared identity
+/// check (token valid, user exists and is active, not signed out; admin only
+/// while the stored role is admin), cached per user for `auth.user_cache`.
+pub async fn authenticate(app: &App, header: Option<String>) -> ApiResult<Identity> {
+    let token = bearer(header.as_deref())?;
     let claims = app.tokens.verify(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     if claims.is_anon() {
         return Err(ApiError::Unauthorized("the anon key cannot call the REST API; sign in as a user".into()));
     }
-    let user_id = claims.user_id().ok_or_else(|| ApiError::Unauthorized("the token names no user".into()))?;
-    let is_admin = match app.known_users.get(user_id) {
-        Some(admin) => admin,
-        None => {
-            let user = app.store.read(move |c| Ok(users::get(c, user_id)?)).await?;
-            let user = user.ok_or_else(|| ApiError::Unauthorized("the token's user does not exist".into()))?;
-            app.known_users.remember(user_id, user.is_admin());
-            user.is_admin()
-        }
-    };
-    // Admin needs both: the token says so and the user still is one.
-    Ok(Identity { user_id, admin: claims.is_admin() && is_admin })
-}
-
-/// Users recently seen to exist, with whether they are admins: a request
-/// then needs no database read (and no hop to a blocking thread) before its
-/// write. Entries expire, so a user removed or demoted by hand in the
-/// database stops being trusted within the TTL (10 s).
-#[derive(Debug)]
-pub struct KnownUsers {
-    map: dashmap::DashMap<i64, (bool, std::time::Instant)>,
-    ttl: std::time::Duration,
-}
-
-impl Default for KnownUsers {
-    fn default() -> Self {
-        KnownUsers::new(std::time::Duration::from_secs(10))
-    }
-}
-
-impl KnownUsers {
-    /// Entries kept at most; past it the map is emptied (it refills on demand).
-    const MAX: usize = 100_000;
-
-    pub fn new(ttl: std::time::Duration) -> KnownUsers {
-        KnownUsers { map: Default::default(), ttl }
-    }
-
-    pub fn get(&self, user_id: i64) -> Option<bool> {
-        let hit = self.map.get(&user_id).map(|e| *e)?;
-        if hit.1.elapsed() < self.ttl {
-            Some(hit.0)
-        } else {
-            self.map.remove_if(&user_id, |_, v| v.1 == hit.1);
-            None
-        }
-    }
-
-    pub fn remember(&self, user_id: i64, admin: bool) {
-        if self.map.len() >= Self::MAX {
-            self.map.clear();
-        }
-        self.map.insert(user_id, (admin, std::time::Instant::now()));
-    }
+    Ok(app.identities.check(&claims).await?.identity)
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -289,6 +234,7 @@ pub fn singular(table: Table) -> &'static str {
         Table::Clients => "client",
         Table::Meetings => "meeting",
         Table::Pipeline => "pipeline entry",
+        Table::Users => "user",
     }
 }
 
@@ -495,7 +441,12 @@ async fn login_link(app: App, headers: warp::http::HeaderMap, body: Bytes) -> Re
                 let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
                     return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
                 };
-                users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))
+                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))?;
+                if !user.is_active() {
+                    // The error rolls the redeem back: the link works again once the account is enabled.
+                    return Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into()));
+                }
+                Ok(user)
             })
             .await?;
         let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
@@ -552,6 +503,8 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin::health(app, auth).await) });
     resource::<clients::Clients>(app.clone())
+        .or(accounts::routes(app.clone()))
+        .unify()
         .or(admin_r)
         .unify()
         .or(resource::<meetings::Meetings>(app.clone()))
@@ -595,21 +548,4 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest("the request could not be understood".into())
     };
     Ok(e.into_response())
-}
-
-#[cfg(test)]
-mod known_users_tests {
-    use super::KnownUsers;
-    use std::time::Duration;
-
-    #[test]
-    fn entries_are_trusted_only_until_they_expire() {
-        let known = KnownUsers::new(Duration::from_millis(50));
-        assert_eq!(known.get(7), None, "unknown users are read from the database");
-        known.remember(7, true);
-        assert_eq!(known.get(7), Some(true));
-        assert_eq!(known.get(8), None);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
-    }
 }

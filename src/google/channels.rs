@@ -62,6 +62,9 @@ impl GoogleSync {
     /// replacing that calendar's previous one). The first error ends it.
     pub async fn replace_channels(self: &Arc<Self>, user_id: i64) -> Result<Vec<ChannelInfo>, SyncError> {
         let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        if creds.disabled {
+            return Err(SyncError::NotConnected);
+        }
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -80,6 +83,9 @@ impl GoogleSync {
         let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
+        }
+        if creds.disabled {
+            return Err(SyncError::NotConnected);
         }
         let channel_id = uuid::Uuid::new_v4().to_string();
         let token = Secret::new(crate::auth::random_token(32));

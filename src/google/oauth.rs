@@ -271,6 +271,10 @@ impl GoogleSync {
                     rusqlite::params![sub, refresh.as_ref().map(Secret::expose), access.expose(), expires_at, tx.now(), user_id],
                 )?;
                 let user = users::get(conn, user_id)?.ok_or_else(|| ApiError::internal("signed-in user vanished"))?;
+                if created {
+                    // A new account, as admins see it live (public columns only).
+                    tx.log_inserted(crate::store::Table::Users, user_id)?;
+                }
                 Ok((user, created))
             })
             .await?;

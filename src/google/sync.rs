@@ -163,11 +163,13 @@ pub(crate) struct Creds {
     pub access: Option<Secret>,
     pub expires_at: Option<String>,
     pub needs_reconnect: bool,
+    /// The account is disabled: no sync and no channel until it is enabled.
+    pub disabled: bool,
 }
 
 pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Option<Creds>> {
     conn.query_row(
-        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect
+        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
          FROM users WHERE id = ?1",
         [user_id],
         |r| {
@@ -176,6 +178,7 @@ pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Op
                 access: r.get::<_, Option<String>>(1)?.map(Secret::new),
                 expires_at: r.get(2)?,
                 needs_reconnect: r.get::<_, i64>(3)? != 0,
+                disabled: r.get::<_, String>(4)? != "active",
             })
         },
     )
@@ -339,7 +342,7 @@ impl GoogleSync {
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
-        if creds.refresh.is_none() {
+        if creds.refresh.is_none() || creds.disabled {
             return Err(SyncError::NotConnected);
         }
         let mut refreshed_for_401 = false;

@@ -138,7 +138,7 @@ impl GoogleSync {
                      FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected = 1
                      LEFT JOIN calendar_watch_channels c
                        ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
-                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0 AND u.status = 'active'
                      ORDER BY u.id, g.calendar_id, c.expiration",
                 )?;
                 let rows = stmt.query_map([], |r| {

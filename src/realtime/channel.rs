@@ -61,7 +61,7 @@ impl Binding {
             None | Some(Value::Null) => None,
             Some(Value::String(t)) if t == "*" => None,
             Some(Value::String(t)) => Some(Table::parse(t).ok_or_else(|| {
-                BindingError::Refuse(format!("unknown table \"{t}\"; syncgate has meetings, clients and pipeline"))
+                BindingError::Refuse(format!("unknown table \"{t}\"; syncgate has meetings, clients, pipeline and (for admins) users"))
             })?),
             Some(_) => return Err(BindingError::Refuse("table must be a string".into())),
         };
@@ -100,10 +100,11 @@ impl Binding {
         if !self.active {
             return false;
         }
-        if let Some(t) = self.table {
-            if t != change.table {
-                return false;
-            }
+        match self.table {
+            Some(t) if t != change.table => return false,
+            // No table means the data tables: accounts only to bindings that name `users`.
+            None if change.table == Table::Users => return false,
+            _ => {}
         }
         if let EventKind::Only(op) = self.event {
             if op != change.op {

@@ -83,17 +83,18 @@ impl Published {
 }
 
 fn columns_json(table: Table) -> &'static Value {
-    static CACHE: OnceLock<[Value; 3]> = OnceLock::new();
+    static CACHE: OnceLock<[Value; 4]> = OnceLock::new();
     let all = CACHE.get_or_init(|| {
         let build = |t: Table| {
             Value::Array(t.columns().iter().map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()})).collect())
         };
-        [build(Table::Clients), build(Table::Meetings), build(Table::Pipeline)]
+        [build(Table::Clients), build(Table::Meetings), build(Table::Pipeline), build(Table::Users)]
     });
     match table {
         Table::Clients => &all[0],
         Table::Meetings => &all[1],
         Table::Pipeline => &all[2],
+        Table::Users => &all[3],
     }
 }
 
@@ -265,9 +266,13 @@ fn trim(items: &mut FeedItems, floor: i64) {
     }
 }
 
-/// Why the hub wants a session to stop (bits of [`SocketShared::signal`]).
+/// Why the hub wants a session's attention (bits of [`SocketShared::signal`]):
+/// the first two end it, the last asks it to check its user's account again.
 pub const SIGNAL_SLOW: u8 = 1;
 pub const SIGNAL_SHUTDOWN: u8 = 2;
+pub const SIGNAL_RECHECK: u8 = 4;
+/// The signals that end a session.
+pub const SIGNALS_ENDING: u8 = SIGNAL_SLOW | SIGNAL_SHUTDOWN;
 
 /// The part of a session the hub sees.
 #[derive(Debug, Default)]
@@ -278,6 +283,8 @@ pub struct SocketShared {
     pub signal: AtomicU8,
     /// Seq up to which the session has handed changes to its socket.
     pub delivered: AtomicI64,
+    /// The user the session is signed in as (0 before its first join).
+    pub user_id: AtomicI64,
 }
 
 impl SocketShared {
@@ -288,6 +295,11 @@ impl SocketShared {
     pub fn raise(&self, signal: u8) {
         self.signal.fetch_or(signal, Ordering::AcqRel);
         self.waker.wake();
+    }
+
+    /// Take a recheck request, if any (it does not end the session).
+    pub fn take_recheck(&self) -> bool {
+        self.signal.fetch_and(!SIGNAL_RECHECK, Ordering::AcqRel) & SIGNAL_RECHECK != 0
     }
 }
 
@@ -452,6 +464,7 @@ impl Hub {
         entry.sockets += 1;
         let feed = if admin { self.admin_feed.clone() } else { entry.feed.clone() };
         feed.attach(sock);
+        sock.user_id.store(user_id, Ordering::Release);
         self.stats.sockets.fetch_add(1, Ordering::Relaxed);
         Placement { user_id, admin, feed }
     }
@@ -500,6 +513,17 @@ impl Hub {
 
     pub fn close_session(&self, sock_id: u64) {
         self.sessions.remove(&sock_id);
+    }
+
+    /// The user's account changed (disabled, removed, signed out, role): ask
+    /// each of their open sessions to check it again now rather than when
+    /// their cached answer runs out. Rare, so a walk over the sessions is fine.
+    pub fn recheck_user(&self, user_id: i64) {
+        for s in self.sessions.iter() {
+            if s.value().user_id.load(Ordering::Acquire) == user_id {
+                s.value().raise(SIGNAL_RECHECK);
+            }
+        }
     }
 
     /// Tell every session the server is shutting down (they close with 1001).

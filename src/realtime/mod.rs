@@ -40,6 +40,7 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
                 hub: app.hub.clone(),
                 store: app.store.clone(),
                 tokens: app.tokens.clone(),
+                identities: app.identities.clone(),
                 cfg: app.config.realtime.clone(),
             };
             let mut ws_config = WebSocketConfig::default();

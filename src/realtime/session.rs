@@ -8,6 +8,12 @@
 //! The session waits on one thing: a hand-written poll of its socket, its
 //! feed (woken through `SocketShared::waker`), the hub's signals and one
 //! timer, so an idle wakeup costs no timer or notify registration.
+//!
+//! Who the socket is signed in as is decided by the shared identity check
+//! ([`crate::identity`]) at every join and token swap, and again whenever the
+//! cached answer it used runs out or the hub says the user's account changed:
+//! a user no longer allowed in gets a `system` error and `phx_close` on every
+//! channel; a demoted admin continues with only their own rows.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -26,10 +32,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{Binding, BindingError, Channel};
-use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNAL_SHUTDOWN};
+use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNALS_ENDING, SIGNAL_SHUTDOWN};
 use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
+use crate::identity::{Identities, Refused};
 use crate::store::tables::ALL_TABLES;
 use crate::store::{changes, rows, Store, Table};
 
@@ -39,6 +46,7 @@ pub struct SessionCtx {
     pub hub: Arc<Hub>,
     pub store: Store,
     pub tokens: Tokens,
+    pub identities: Arc<Identities>,
     pub cfg: RealtimeConfig,
 }
 
@@ -76,6 +84,13 @@ struct Session<S> {
     /// Change frames among them (for the delivered counter).
     out_changes: u64,
     exp_at: Option<Instant>,
+    /// The claims of the token the channels were joined (or last swapped) with.
+    claims: Option<Claims>,
+    /// When the identity answer in use runs out and must be checked again.
+    recheck_at: Option<Instant>,
+    /// The feed carried a change of this user's own account: check it again
+    /// before taking anything after it.
+    account_changed: bool,
     last_inbound: Instant,
     /// Set when handling a message decided the session must end (a replay
     /// found the client too slow); the loop ends it next.
@@ -101,6 +116,9 @@ where
         out: Vec::new(),
         out_changes: 0,
         exp_at: None,
+        claims: None,
+        recheck_at: None,
+        account_changed: false,
         last_inbound: Instant::now(),
         ending: None,
     };
@@ -119,9 +137,17 @@ where
         loop {
             let mut fired = false;
             match self.next_wake(timer.as_mut()).await {
-                Wake::Signal(sig) => return self.signalled(sig),
+                Wake::Signal(sig) if sig & SIGNALS_ENDING != 0 => return self.signalled(sig),
+                Wake::Signal(_) => {
+                    if self.shared.take_recheck() {
+                        self.recheck().await;
+                    }
+                }
                 Wake::Inbound(msg) => {
-                    self.last_inbound = Instant::now();
+                    // Text frames count as activity in `on_text` (a join does not).
+                    if !matches!(msg, Some(Ok(Message::Text(_)))) {
+                        self.last_inbound = Instant::now();
+                    }
                     match msg {
                         None => return End::ClientClosed,
                         Some(Err(_)) => return End::Broken,
@@ -148,11 +174,21 @@ where
                     if self.exp_at.is_some_and(|e| now >= e) {
                         self.expire_all();
                     }
+                    if self.recheck_at.is_some_and(|r| now >= r) {
+                        self.recheck().await;
+                    }
                 }
             }
-            // One timer for the idle close and the token expiry, moved only
-            // when it fired or must fire sooner (not on every message).
-            let want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| e.min(self.last_inbound + idle_timeout));
+            if std::mem::take(&mut self.account_changed) {
+                self.recheck().await;
+            }
+            // One timer for the idle close, the token expiry and the identity
+            // recheck, moved only when it fired or must fire sooner (not on
+            // every message).
+            let mut want = self.last_inbound + idle_timeout;
+            for t in [self.exp_at, self.recheck_at].into_iter().flatten() {
+                want = want.min(t);
+            }
             if fired || want < timer.deadline() {
                 timer.as_mut().reset(want);
             }
@@ -217,7 +253,7 @@ where
         let result = poll_fn(|cx| {
             shared.waker.register(cx.waker());
             let sig = shared.signal.load(Ordering::Acquire);
-            if sig != 0 {
+            if sig & SIGNALS_ENDING != 0 {
                 return Poll::Ready(Err(Some(sig)));
             }
             while next < out.len() {
@@ -262,11 +298,21 @@ where
         match feed.pull(from, PULL) {
             Pull::Nothing => Ok(false),
             Pull::Items(items) => {
+                let mut last = None;
                 for item in &items {
                     self.offer(item);
+                    last = Some(item.seq());
+                    // The user's own account changed (disabled, removed,
+                    // signed out, role): nothing after it goes out before
+                    // the account is read again, uncached.
+                    if item.change.table == Table::Users && item.change.row_id == self.user_id {
+                        self.ctx.identities.forget(self.user_id);
+                        self.account_changed = true;
+                        break;
+                    }
                 }
-                if let Some(last) = items.last() {
-                    self.shared.delivered.fetch_max(last.seq(), Ordering::Release);
+                if let Some(last) = last {
+                    self.shared.delivered.fetch_max(last, Ordering::Release);
                 }
                 Ok(true)
             }
@@ -282,7 +328,7 @@ where
     /// Frames of one change for every channel that has not had it.
     fn offer(&mut self, item: &Published) {
         let seq = item.seq();
-        let visible = self.admin || self.user_id == item.change.user_id;
+        let visible = self.may_see(&item.change);
         for ch in &mut self.channels {
             if seq <= ch.cursor {
                 continue;
@@ -298,6 +344,15 @@ where
         }
     }
 
+    /// May this socket see the change: its own rows, everything for an
+    /// admin; accounts (`users`) only for an admin.
+    fn may_see(&self, change: &crate::store::Change) -> bool {
+        if change.table == Table::Users {
+            return self.admin;
+        }
+        self.admin || self.user_id == change.user_id
+    }
+
     async fn on_text(&mut self, text: &str) {
         let msg = match proto::decode(self.vsn, text) {
             Ok(m) => m,
@@ -308,6 +363,11 @@ where
                 return;
             }
         };
+        // Any well-formed frame but a join keeps the socket alive: joining
+        // over and over (refused or not) must not hold a socket open.
+        if msg.event != "phx_join" {
+            self.last_inbound = Instant::now();
+        }
         match (msg.topic.as_str(), msg.event.as_str()) {
             ("phoenix", "heartbeat") => {
                 let f = proto::reply_ok(self.vsn, None, msg.reference.as_deref(), "phoenix", "{}");
@@ -332,6 +392,8 @@ where
         self.push(f);
     }
 
+    /// The token a join speaks for: its `access_token`, else the socket's
+    /// `apikey` (its claims are checked again, now, by the identity check).
     fn claims_for(&self, payload: &Value) -> Result<Claims, String> {
         match payload.get("access_token") {
             Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| e.to_string()),
@@ -345,10 +407,14 @@ where
             Ok(c) => c,
             Err(why) => return self.refuse(&msg, &why),
         };
-        let Some(user_id) = claims.user_id() else {
+        if claims.is_anon() {
             return self.refuse(&msg, "sign in first: the anon key cannot join; send a user token as access_token");
+        }
+        let checked = match self.ctx.identities.check(&claims).await {
+            Ok(c) => c,
+            Err(why) => return self.refuse(&msg, &why.to_string()),
         };
-        let admin = claims.is_admin();
+        let (user_id, admin) = (checked.identity.user_id, checked.identity.admin);
         if self.placement.is_some() && self.user_id != user_id {
             return self.refuse(&msg, "this socket is signed in as another user; open a new socket");
         }
@@ -373,6 +439,9 @@ where
                 }
                 Err(BindingError::Refuse(why)) => return self.refuse(&msg, &why),
             }
+        }
+        if !admin && bindings.iter().any(|b| b.table == Some(Table::Users)) {
+            return self.refuse(&msg, "only admins may subscribe to users");
         }
         // A join on a topic this socket already has replaces it (a rejoin).
         let same_topic_bindings: usize = self.channels.iter().filter(|c| *c.topic == *msg.topic).map(|c| c.bindings.len()).sum();
@@ -421,6 +490,8 @@ where
         self.ctx.hub.stats.channels.fetch_add(1, Ordering::Relaxed);
         self.ctx.hub.stats.bindings.fetch_add(binding_count as i64, Ordering::Relaxed);
         self.exp_at = Some(expiry_instant(claims.exp));
+        self.claims = Some(claims);
+        self.recheck_at = Some(recheck_instant(checked.valid_until));
         self.shared.delivered.fetch_max(head, Ordering::Release);
 
         let mut response = serde_json::Map::new();
@@ -519,7 +590,7 @@ where
             let n = page.len();
             for change in page {
                 let seq = change.seq;
-                let visible = self.admin || self.user_id == change.user_id;
+                let visible = self.may_see(&change);
                 let mut data: Option<String> = None;
                 for ch in &mut self.channels {
                     if only.is_some_and(|g| g != ch.gen) || seq <= ch.cursor {
@@ -595,6 +666,9 @@ where
                 let head = changes::head(&tx)?;
                 let mut out = Vec::new();
                 for t in tables {
+                    if t == Table::Users && !admin {
+                        continue;
+                    }
                     let sql = if admin {
                         format!("{} ORDER BY id", rows::select_sql(t))
                     } else {
@@ -626,7 +700,7 @@ where
                     table: t,
                     op: crate::store::Op::Insert,
                     row_id: r.get("id").and_then(Value::as_i64).unwrap_or(0),
-                    user_id: rows::owner_of(&r),
+                    user_id: t.owner_of(&r),
                     record: Some(r),
                     old_record: None,
                     committed_at: crate::store::timefmt::format(crate::store::timefmt::now()),
@@ -701,6 +775,7 @@ where
             if let Some(p) = self.placement.take() {
                 self.ctx.hub.detach(self.shared.id, &p, 0);
                 self.exp_at = None;
+                self.recheck_at = None;
             }
         }
         removed.flatten()
@@ -718,10 +793,16 @@ where
             }
             Ok(c)
         });
+        let verdict = match verdict {
+            Ok(c) => self.ctx.identities.check(&c).await.map(|checked| (c, checked)).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
         match verdict {
-            Ok(c) => {
-                self.set_admin(c.is_admin()).await;
+            Ok((c, checked)) => {
+                self.set_admin(checked.identity.admin).await;
                 self.exp_at = Some(expiry_instant(c.exp));
+                self.claims = Some(c);
+                self.recheck_at = Some(recheck_instant(checked.valid_until));
             }
             Err(why) => {
                 let jr = self.channels.iter().find(|c| *c.topic == *msg.topic).and_then(|c| c.join_ref.clone());
@@ -732,10 +813,13 @@ where
         }
     }
 
-    /// The latest token decides whether this socket sees every user's
-    /// changes. A change of role moves the session to the other feed, from
-    /// the moment of the swap: first everything the old role is owed up to
-    /// now goes out, then the new role's changes from there on.
+    /// The latest token (and the stored role) decides whether this socket
+    /// sees every user's changes. A change of role moves the session to the
+    /// other feed, from the moment of the swap: first what is still waiting
+    /// in the old feed goes out, then the new role's changes from there on.
+    /// Narrowing takes effect before that drain: what waits is filtered as
+    /// the ordinary user (a demoted admin must not receive other users' rows
+    /// committed after the demotion but not yet read).
     async fn set_admin(&mut self, admin: bool) {
         if admin == self.admin {
             return;
@@ -744,6 +828,9 @@ where
             self.admin = admin;
             return;
         };
+        if !admin {
+            self.admin = false;
+        }
         let now = self.ctx.hub.published();
         loop {
             match self.take_from(&feed).await {
@@ -770,21 +857,48 @@ where
 
     /// The token expired: tell every channel and close it.
     fn expire_all(&mut self) {
+        self.close_all_channels("Token has expired; send a fresh access_token or rejoin");
+    }
+
+    /// Tell every channel why with a `system` error, and close it.
+    fn close_all_channels(&mut self, message: &str) {
         let chans: Vec<(Arc<str>, Option<String>)> = self.channels.iter().map(|c| (c.topic.clone(), c.join_ref.clone())).collect();
         for (topic, jr) in chans {
-            self.push(proto::system_with_extension(
-                self.vsn,
-                jr.as_deref(),
-                &topic,
-                "system",
-                "error",
-                "Token has expired; send a fresh access_token or rejoin",
-                &[],
-            ));
+            self.push(proto::system_with_extension(self.vsn, jr.as_deref(), &topic, "system", "error", message, &[]));
             self.remove_channel(&topic);
             self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &topic, "phx_close", "{}"));
         }
         self.exp_at = None;
+        self.recheck_at = None;
+    }
+
+    /// Check the signed-in user again (their cached answer ran out, or the
+    /// hub said their account changed): refused → every channel is closed
+    /// with the reason; a changed role → the socket moves to the new role's
+    /// feed (a demoted admin keeps only their own rows). No change is
+    /// delivered while this runs, so nothing reaches a socket after the
+    /// check that refused it.
+    async fn recheck(&mut self) {
+        let Some(claims) = self.claims.clone().filter(|_| !self.channels.is_empty()) else {
+            self.recheck_at = None;
+            return;
+        };
+        match self.ctx.identities.check(&claims).await {
+            Ok(checked) if checked.identity.user_id == self.user_id => {
+                self.recheck_at = Some(recheck_instant(checked.valid_until));
+                self.set_admin(checked.identity.admin).await;
+            }
+            Ok(_) => self.close_all_channels("Access revoked: the token names another user"),
+            Err(Refused::Unavailable) => {
+                // The database did not answer: keep the channels, ask again soon.
+                self.recheck_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            Err(Refused::Token(crate::auth::TokenError::Expired)) => self.expire_all(),
+            Err(why) => {
+                tracing::info!(user = self.user_id, reason = %why, "realtime access revoked");
+                self.close_all_channels(&format!("Access revoked: {why}"));
+            }
+        }
     }
 
     async fn finish(&mut self, end: End) {
@@ -818,6 +932,13 @@ where
             End::Broken => {}
         }
     }
+}
+
+/// When to check an identity answer again: after it ran out of the cache,
+/// spread over a second so that one socket reads the account afresh and the
+/// user's other sockets find that answer cached (no burst of reads).
+fn recheck_instant(valid_until: Instant) -> Instant {
+    valid_until + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 20..=1000))
 }
 
 /// When a token with this `exp` (unix seconds) stops being valid.

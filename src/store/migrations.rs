@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_google", include_str!("migrations/0004_google.sql")),
     ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
     ("0006_google_calendars", include_str!("migrations/0006_google_calendars.sql")),
+    ("0007_accounts", include_str!("migrations/0007_accounts.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -1,6 +1,7 @@
 //! Storage: the SQLite file, its migrations, a pool of read connections and
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
+pub mod accounts;
 pub mod changes;
 pub mod files;
 pub mod google;

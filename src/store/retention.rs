@@ -1,6 +1,7 @@
-//! Background retention: the `changes` log is pruned by age and by count, and
+//! Background retention: the `changes` log is pruned by age and by count,
 //! raw Calendly payloads (personal data: names, emails, answers) older than
-//! `calendly.keep_payloads` are dropped, keeping each delivery's outcome row.
+//! `calendly.keep_payloads` are dropped, keeping each delivery's outcome row,
+//! and account audit entries older than `auth.audit_retention` are deleted.
 //! Deletes go through the writer in small chunks, so a prune never holds the
 //! writer for long and never races it for SQLite's write lock.
 
@@ -49,6 +50,14 @@ pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiE
         .await
 }
 
+/// Delete one chunk of audit entries older than `auth.audit_retention`.
+pub async fn prune_audit_once(app: &App) -> Result<usize, crate::error::ApiError> {
+    let cutoff = crate::store::timefmt::format(
+        crate::store::timefmt::now() - time::Duration::seconds(app.config.auth.audit_retention.as_secs().min(i64::MAX as u64 / 2) as i64),
+    );
+    app.store.writer.write(move |tx| Ok(crate::store::accounts::prune_audit(tx.conn(), &cutoff, CHUNK)?)).await
+}
+
 /// Run a chunked job until a chunk comes back short; returns the total.
 async fn drain<F, Fut>(app: &App, what: &str, chunk: F) -> usize
 where
@@ -85,6 +94,10 @@ pub async fn run(app: App) {
         let reduced = drain(&app, "dropping old Calendly payloads", |a| async move { reduce_payloads_once(&a).await }).await;
         if reduced > 0 {
             tracing::info!(payloads = reduced, "old Calendly payloads dropped; their outcome rows are kept");
+        }
+        let audited = drain(&app, "pruning the audit log", |a| async move { prune_audit_once(&a).await }).await;
+        if audited > 0 {
+            tracing::info!(entries = audited, "old audit entries deleted (auth.audit_retention)");
         }
     }
 }

@@ -36,8 +36,12 @@ pub enum Table {
     Clients,
     Meetings,
     Pipeline,
+    /// Accounts, as admins see them (never a secret column). Changes are
+    /// delivered only to admins and only to bindings that name the table.
+    Users,
 }
 
+/// The synced data tables: what a realtime binding without a table means.
 pub const ALL_TABLES: [Table; 3] = [Table::Clients, Table::Meetings, Table::Pipeline];
 
 use PgType::*;
@@ -96,12 +100,28 @@ const PIPELINE_COLUMNS: &[(&str, PgType)] = &[
     ("updated_at", Timestamptz),
 ];
 
+/// The public columns of `users`: no Google or Calendly credential, no
+/// `last_seen` (written without a change, so a record would show it stale).
+const USER_COLUMNS: &[(&str, PgType)] = &[
+    ("id", Int8),
+    ("email", Text),
+    ("name", Text),
+    ("role", Text),
+    ("status", Text),
+    ("timezone", Text),
+    ("calendly_user_uri", Text),
+    ("tokens_valid_after", Timestamptz),
+    ("created_at", Timestamptz),
+    ("updated_at", Timestamptz),
+];
+
 impl Table {
     pub fn name(self) -> &'static str {
         match self {
             Table::Clients => "clients",
             Table::Meetings => "meetings",
             Table::Pipeline => "pipeline",
+            Table::Users => "users",
         }
     }
 
@@ -110,6 +130,7 @@ impl Table {
             "clients" => Some(Table::Clients),
             "meetings" => Some(Table::Meetings),
             "pipeline" => Some(Table::Pipeline),
+            "users" => Some(Table::Users),
             _ => None,
         }
     }
@@ -120,7 +141,14 @@ impl Table {
             Table::Clients => CLIENT_COLUMNS,
             Table::Meetings => MEETING_COLUMNS,
             Table::Pipeline => PIPELINE_COLUMNS,
+            Table::Users => USER_COLUMNS,
         }
+    }
+
+    /// The user a row belongs to: `user_id`, or the id itself for a user.
+    pub fn owner_of(self, record: &serde_json::Value) -> i64 {
+        let key = if self == Table::Users { "id" } else { "user_id" };
+        record.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0)
     }
 
     pub fn column_type(self, column: &str) -> Option<PgType> {

@@ -1,5 +1,7 @@
 //! Users (advisers and admins). Their Google token columns are read only by
-//! the Google sync and never leave the process.
+//! the Google sync and never leave the process. Account lifecycle writes
+//! (invite, role, disable, remove, sign out everywhere) are in
+//! [`accounts`](super::accounts).
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -17,16 +19,27 @@ pub struct User {
     pub calendly_user_uri: Option<String>,
     pub google_connected: bool,
     pub google_needs_reconnect: bool,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Last time a token of this user was accepted (at most a minute stale).
+    pub last_seen: Option<String>,
+    /// Whether Calendly bookings are matched to this user.
+    pub calendly_connected: bool,
 }
 
 impl User {
     pub fn is_admin(&self) -> bool {
         self.role == "admin"
     }
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
 }
 
 const SELECT: &str = "SELECT id, email, name, role, timezone, calendly_user_uri,
-    google_refresh_token IS NOT NULL, google_needs_reconnect FROM users";
+    google_refresh_token IS NOT NULL, google_needs_reconnect, status, last_seen,
+    calendly_user_uri IS NOT NULL OR EXISTS (SELECT 1 FROM calendly_signing_keys k WHERE k.user_id = users.id)
+    FROM users";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -38,7 +51,41 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         calendly_user_uri: r.get(5)?,
         google_connected: r.get(6)?,
         google_needs_reconnect: r.get::<_, i64>(7)? != 0,
+        status: r.get(8)?,
+        last_seen: r.get(9)?,
+        calendly_connected: r.get(10)?,
     })
+}
+
+/// What the identity check needs to know about a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub admin: bool,
+    pub active: bool,
+    /// Sign out everywhere: tokens issued at or before this (ms since the epoch) are refused.
+    pub tokens_valid_after_ms: Option<i64>,
+}
+
+pub fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached("SELECT role, status, tokens_valid_after FROM users WHERE id = ?1")?
+        .query_row([id], |r| {
+            let after: Option<String> = r.get(2)?;
+            Ok(Account {
+                admin: r.get::<_, String>(0)? == "admin",
+                active: r.get::<_, String>(1)? == "active",
+                // An unreadable stamp signs out every token rather than none.
+                tokens_valid_after_ms: after.map(|a| {
+                    timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                }),
+            })
+        })
+        .optional()
+}
+
+/// Record that the user was seen (not a synced change: never logged).
+pub fn touch_last_seen(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?.execute(rusqlite::params![id, now])?;
+    Ok(())
 }
 
 pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {

@@ -145,6 +145,18 @@ impl<'c> WriteTx<'c> {
         Ok(Some(new))
     }
 
+    /// Log the INSERT of a row written in this transaction by other means
+    /// (a user created together with their Google credentials, which are not
+    /// among the logged columns). Only for `users`: the synced data tables
+    /// are written with [`WriteTx::insert`].
+    pub fn log_inserted(&mut self, table: Table, id: i64) -> ApiResult<()> {
+        if table != Table::Users {
+            return Err(ApiError::internal("rows of the data tables are inserted with WriteTx::insert"));
+        }
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("the row to log does not exist"))?;
+        self.log(table, Op::Insert, id, Some(record), None)
+    }
+
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
@@ -154,7 +166,7 @@ impl<'c> WriteTx<'c> {
     }
 
     fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> ApiResult<()> {
-        let owner = rows::owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
+        let owner = table.owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
         self.conn
             .prepare_cached(
                 "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at)

@@ -144,7 +144,10 @@ async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> R
     let result = if app.google.enabled() {
         let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
         let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
-        app.google.finish_sign_in(cb, cookie).await
+        match app.google.finish_sign_in(cb, cookie).await {
+            Ok(user) if !user.is_active() => Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into())),
+            other => other,
+        }
     } else {
         Err(not_configured())
     };

@@ -1048,3 +1048,19 @@ async fn serve_accepts_deliveries_signed_with_the_subscribed_key_and_logs_one_li
     assert!(!found.contains(&key));
     let _ = child.start_kill();
 }
+
+#[tokio::test]
+async fn a_disabled_advisers_bookings_are_still_verified_and_stored() {
+    let app = app().await;
+    let (uid, token) = adviser(&app);
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let (s, _) = app.patch(&format!("/api/admin/users/{uid}"), &boss, &json!({"status": "disabled"})).await;
+    assert_eq!(s, 200);
+    let v = accept(&app, &created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client")).await;
+    assert_eq!(app.get("/api/meetings", &token).await.0, 401, "the adviser is still refused");
+    let (s, m) = app.get(&format!("/api/meetings/{}", v["meeting_id"]), &boss).await;
+    assert_eq!((s, m["user_id"].as_i64()), (200, Some(uid)), "the firm's booking is kept: {m}");
+    // Enabled again, the adviser finds it.
+    app.patch(&format!("/api/admin/users/{uid}"), &boss, &json!({"status": "active"})).await;
+    assert_eq!(only_meeting(&app, &token).await["id"], v["meeting_id"]);
+}

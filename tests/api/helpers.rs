@@ -184,6 +184,8 @@ impl TestApp {
     }
 }
 
+/// The accounts tests' name for a [`ChangeRow`].
+pub type LoggedChange = ChangeRow;
 
 pub async fn decode(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();

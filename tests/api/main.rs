@@ -1,6 +1,9 @@
 //! The integration suite: one test binary, one module per feature. Every test
 //! starts the real server on 127.0.0.1:0 with a fresh SQLite file.
 
+mod accounts;
+mod accounts_cli;
+mod accounts_google;
 mod alerts;
 mod bad_input;
 mod calendly;
@@ -19,6 +22,7 @@ mod hardening_google;
 mod hardening_input;
 mod helpers;
 mod isolation;
+mod join_checks;
 mod logs;
 mod metrics;
 mod ops;

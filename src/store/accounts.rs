@@ -1,0 +1,246 @@
+//! Account lifecycle writes: invite, change role, disable/enable, sign out
+//! everywhere, remove; and the audit log they write. Each runs inside one
+//! writer transaction, so the last-admin rule is checked where the write
+//! happens (two concurrent demotions cannot both pass), and every change of
+//! a user or of their synced rows goes through [`WriteTx`] and is logged
+//! (a `users` change carries only the public columns).
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+use super::tables::Table;
+use super::users;
+use super::writer::WriteTx;
+use crate::error::{ApiError, ApiResult};
+
+/// Who made an account change, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The acting user, or None for the command line.
+    pub user_id: Option<i64>,
+    /// How the audit log names them: an email, or `cli`.
+    pub label: String,
+}
+
+impl Actor {
+    pub fn cli() -> Actor {
+        Actor { user_id: None, label: "cli".into() }
+    }
+}
+
+fn user_row(tx: &WriteTx<'_>, id: i64) -> ApiResult<Value> {
+    tx.get(Table::Users, id)?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))
+}
+
+fn field<'a>(row: &'a Value, name: &str) -> &'a str {
+    row.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Refuse when `id` is the only active admin left.
+fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> ApiResult<()> {
+    let others: i64 =
+        conn.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
+    if others == 0 {
+        return Err(ApiError::Conflict(format!("user {id} is the last active admin and cannot be {what}; make another user admin first")));
+    }
+    Ok(())
+}
+
+fn is_active_admin(row: &Value) -> bool {
+    field(row, "role") == "admin" && field(row, "status") == "active"
+}
+
+pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> ApiResult<()> {
+    tx.conn()
+        .prepare_cached(
+            "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(rusqlite::params![
+            tx.now(),
+            actor.user_id,
+            actor.label,
+            action,
+            target.get("id").and_then(Value::as_i64),
+            target.get("email").and_then(Value::as_str),
+            detail.to_string(),
+        ])?;
+    Ok(())
+}
+
+/// Create a user (active); returns the public row.
+pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: &str) -> ApiResult<Value> {
+    let email = email.trim();
+    if !users::valid_email(email) {
+        return Err(ApiError::Unprocessable(format!("\"{}\" is not an email address", crate::api::input::clip(email))));
+    }
+    if role != "user" && role != "admin" {
+        return Err(ApiError::Unprocessable(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
+    }
+    if users::by_email(tx.conn(), email)?.is_some() {
+        return Err(ApiError::Conflict(format!("a user with email {email} already exists")));
+    }
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    let row = tx.insert(
+        Table::Users,
+        &[
+            ("email", SqlValue::Text(email.to_string())),
+            ("name", name.map_or(SqlValue::Null, |n| SqlValue::Text(n.to_string()))),
+            ("role", SqlValue::Text(role.to_string())),
+        ],
+    )?;
+    audit(tx, actor, "invite", &row, json!({"role": role}))?;
+    Ok(row)
+}
+
+/// `admin` or `user`. Demoting the last active admin is refused.
+pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> ApiResult<Value> {
+    if role != "user" && role != "admin" {
+        return Err(ApiError::Unprocessable(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
+    }
+    let row = user_row(tx, id)?;
+    let before = field(&row, "role").to_string();
+    if before == role {
+        return Ok(row);
+    }
+    if is_active_admin(&row) {
+        ensure_another_admin(tx.conn(), id, "demoted")?;
+    }
+    let after = tx
+        .update(Table::Users, id, &[("role", SqlValue::Text(role.into()))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    audit(tx, actor, "role", &after, json!({"from": before, "to": role}))?;
+    Ok(after)
+}
+
+/// `active` or `disabled`. Disabling the last active admin is refused.
+pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) -> ApiResult<Value> {
+    if status != "active" && status != "disabled" {
+        return Err(ApiError::Unprocessable(format!("status must be active or disabled, not \"{}\"", crate::api::input::clip(status))));
+    }
+    let row = user_row(tx, id)?;
+    if field(&row, "status") == status {
+        return Ok(row);
+    }
+    if is_active_admin(&row) {
+        ensure_another_admin(tx.conn(), id, "disabled")?;
+    }
+    let after = tx
+        .update(Table::Users, id, &[("status", SqlValue::Text(status.into()))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    audit(tx, actor, if status == "disabled" { "disable" } else { "enable" }, &after, json!({}))?;
+    Ok(after)
+}
+
+/// Sign out everywhere: every token issued until now is refused.
+pub fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Value> {
+    user_row(tx, id)?;
+    let now = tx.now().to_string();
+    let after = tx
+        .update(Table::Users, id, &[("tokens_valid_after", SqlValue::Text(now))])?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    audit(tx, actor, "signout", &after, json!({}))?;
+    Ok(after)
+}
+
+/// What a removal deleted.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    pub user: Value,
+    /// Synced rows deleted (each logged as a DELETE change).
+    pub rows: usize,
+}
+
+/// Delete the account and everything of theirs: meetings, pipeline and
+/// clients one by one through the writer (each a logged DELETE; rows of
+/// others that pointed at their clients lose the link, logged too), their
+/// sign-in links, channels and sync state. Their Calendly signing keys stay
+/// (other hosts' deliveries may be signed with them), unassigned.
+pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Removed> {
+    let row = user_row(tx, id)?;
+    if is_active_admin(&row) {
+        ensure_another_admin(tx.conn(), id, "removed")?;
+    }
+    // The account goes first in the log: its open sockets see it before
+    // any DELETE of their rows, and stop there (see `realtime::session`).
+    if field(&row, "status") == "active" {
+        tx.update(Table::Users, id, &[("status", SqlValue::Text("disabled".into()))])?;
+    }
+    let ids_where = |tx: &WriteTx<'_>, sql: &str| -> ApiResult<Vec<i64>> {
+        let mut stmt = tx.conn().prepare(sql)?;
+        let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    };
+    for table in [Table::Meetings, Table::Pipeline] {
+        let linked = ids_where(
+            tx,
+            &format!(
+                "SELECT id FROM {} WHERE user_id <> ?1 AND client_id IN (SELECT id FROM clients WHERE user_id = ?1) ORDER BY id",
+                table.name()
+            ),
+        )?;
+        for rid in linked {
+            tx.update(table, rid, &[("client_id", SqlValue::Null)])?;
+        }
+    }
+    let mut deleted = 0;
+    for table in [Table::Meetings, Table::Pipeline, Table::Clients] {
+        for rid in ids_where(tx, &format!("SELECT id FROM {} WHERE user_id = ?1 ORDER BY id", table.name()))? {
+            if tx.delete(table, rid)?.is_some() {
+                deleted += 1;
+            }
+        }
+    }
+    let conn = tx.conn();
+    conn.execute("UPDATE calendly_signing_keys SET user_id = NULL WHERE user_id = ?1", [id])?;
+    conn.execute("UPDATE calendly_webhook_events SET user_id = NULL, meeting_id = NULL WHERE user_id = ?1", [id])?;
+    // Every other table that refers to users (sign-in links, channels, sync
+    // state, and whatever later migrations add) loses this user's rows.
+    let refs: Vec<(String, String)> = {
+        let mut stmt = conn.prepare(
+            "SELECT m.name, f.\"from\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f
+             WHERE m.type = 'table' AND f.\"table\" = 'users' ORDER BY m.name",
+        )?;
+        let refs = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        refs
+    };
+    for (table, column) in refs {
+        if Table::parse(&table).is_some() {
+            continue;
+        }
+        conn.execute(&format!("DELETE FROM \"{table}\" WHERE \"{column}\" = ?1"), [id])?;
+    }
+    tx.delete(Table::Users, id)?;
+    audit(tx, actor, "remove", &row, json!({"rows_deleted": deleted}))?;
+    Ok(Removed { user: row, rows: deleted })
+}
+
+/// Audit entries, newest first, before `before_id` (paging).
+pub fn audit_page(conn: &Connection, limit: usize, before_id: Option<i64>) -> rusqlite::Result<Vec<Value>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, at, actor_id, actor, action, target_id, target, detail FROM audit_log
+         WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![before_id.unwrap_or(i64::MAX), limit as i64], |r| {
+        let detail: Option<String> = r.get(7)?;
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "at": r.get::<_, String>(1)?,
+            "actor_id": r.get::<_, Option<i64>>(2)?,
+            "actor": r.get::<_, String>(3)?,
+            "action": r.get::<_, String>(4)?,
+            "target_id": r.get::<_, Option<i64>>(5)?,
+            "target": r.get::<_, Option<String>>(6)?,
+            "detail": detail.and_then(|d| serde_json::from_str::<Value>(&d).ok()).unwrap_or(Value::Null),
+        }))
+    })?;
+    rows.collect()
+}
+
+/// Delete up to `chunk` audit entries older than `cutoff`; returns how many.
+pub fn prune_audit(conn: &Connection, cutoff: &str, chunk: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
+        rusqlite::params![cutoff, chunk],
+    )
+}

@@ -1,0 +1,146 @@
+//! Accounts and Google Calendar: disabling a user stops their push channels
+//! and sync (their data stays); enabling re-creates the channel and runs a
+//! catch-up sync that brings in what changed meanwhile; removing a user stops
+//! their channels at Google before the account is deleted.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::OptionalExtension;
+use serde_json::json;
+
+use crate::fake_google::FakeGoogle;
+use crate::helpers::{spawn_app_with, TestApp};
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+fn channel_rows(app: &TestApp, user: i64) -> i64 {
+    app.db().query_row("SELECT COUNT(*) FROM calendar_watch_channels WHERE user_id = ?1", [user], |r| r.get(0)).unwrap()
+}
+
+fn google_meeting(app: &TestApp, summary: &str) -> bool {
+    app.db()
+        .query_row("SELECT id FROM meetings WHERE source = 'google' AND title = ?1", [summary], |r| r.get::<_, i64>(0))
+        .optional()
+        .unwrap()
+        .is_some()
+}
+
+/// Sign `email` in with Google (an existing user) and wait for the channel.
+async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> i64 {
+    fake.add_account(email, "Ada Adviser");
+    let (id, _) = app.add_user(email, "user");
+    fake.consent_as(email);
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("syncgate_google_state="))
+        .and_then(|c| c.split(';').next())
+        .expect("a state cookie")
+        .to_string();
+    let r = app.http.get(location(&r)).send().await.unwrap();
+    let r = app.http.get(location(&r)).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    eventually("the push channel", || {
+        !fake.active_channels(email).is_empty() && channel_rows(app, id) == 1 && !app.app.google.sync_pending(id)
+    })
+    .await;
+    id
+}
+
+fn event(summary: &str) -> serde_json::Value {
+    let d = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
+    json!({
+        "summary": summary,
+        "start": {"dateTime": format!("{d}T10:00:00+01:00"), "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": format!("{d}T11:00:00+01:00"), "timeZone": "Europe/Berlin"},
+    })
+}
+
+#[tokio::test]
+async fn disabling_stops_google_sync_and_enabling_restarts_it_with_a_catch_up() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| fake.configure(c)).await;
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let email = "ada@example.com";
+    let id = connect(&app, &fake, email).await;
+
+    let (s, _) = app.patch(&format!("/api/admin/users/{id}"), &boss, &json!({"status": "disabled"})).await;
+    assert_eq!(s, 200);
+    eventually("the channel stopped at Google and deleted here", || fake.active_channels(email).is_empty() && channel_rows(&app, id) == 0)
+        .await;
+    fake.create_event(email, event("Booked while disabled"));
+    // Nothing syncs it while the account is disabled.
+    app.app.google.enqueue(id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!google_meeting(&app, "Booked while disabled"));
+
+    let (s, _) = app.patch(&format!("/api/admin/users/{id}"), &boss, &json!({"status": "active"})).await;
+    assert_eq!(s, 200);
+    eventually("a new channel and the catch-up sync", || {
+        fake.active_channels(email).len() == 1 && channel_rows(&app, id) == 1 && google_meeting(&app, "Booked while disabled")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn removing_a_user_stops_their_google_channels() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| fake.configure(c)).await;
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let email = "ada@example.com";
+    let id = connect(&app, &fake, email).await;
+    let (s, body) = app.delete(&format!("/api/admin/users/{id}"), &boss).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(fake.active_channels(email).is_empty(), "stopped at Google before the account went");
+    assert_eq!(channel_rows(&app, id), 0);
+    assert_eq!(fake.notify(email, "exists").await, Vec::<u16>::new());
+}
+
+#[tokio::test]
+async fn a_google_sign_up_reaches_admins_watching_users() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| {
+        fake.configure(c);
+        c.auth.allowed_domains = vec!["example.org".into()];
+    })
+    .await;
+    let (_, boss) = app.add_user("boss@example.com", "admin");
+    let mut ws = app.ws(&boss, "2.0.0").await;
+    ws.join("realtime:team", json!([{"event": "*", "schema": "public", "table": "users"}]), Some(&boss)).await;
+    ws.joined().await;
+
+    let email = "newcomer@example.org";
+    fake.add_account(email, "New Comer");
+    fake.consent_as(email);
+    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("syncgate_google_state="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let r = app.http.get(location(&r)).send().await.unwrap();
+    let r = app.http.get(location(&r)).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let f = ws.recv_event("postgres_changes").await;
+    let data = &f.payload["data"];
+    assert_eq!((data["table"].as_str(), data["type"].as_str()), (Some("users"), Some("INSERT")), "{data}");
+    assert_eq!(data["record"]["email"], email);
+    assert!(data["record"].get("google_refresh_token").is_none());
+}
