@@ -80,9 +80,13 @@ struct Session<S> {
     /// Set when handling a message decided the session must end (a replay
     /// found the client too slow); the loop ends it next.
     ending: Option<End>,
+    /// Counted among unjoined sockets while no channel is joined.
+    unjoined: super::UnjoinedSlot,
+    /// Since when no channel is joined (the `join_timeout` clock).
+    unjoined_since: Instant,
 }
 
-pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims)
+pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims, unjoined: super::UnjoinedSlot)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -103,6 +107,8 @@ where
         exp_at: None,
         last_inbound: Instant::now(),
         ending: None,
+        unjoined,
+        unjoined_since: Instant::now(),
     };
     let end = s.run_loop().await;
     s.finish(end).await;
@@ -114,7 +120,8 @@ where
 {
     async fn run_loop(&mut self) -> End {
         let idle_timeout = self.ctx.cfg.idle_timeout.0;
-        let timer = tokio::time::sleep_until(self.last_inbound + idle_timeout);
+        let join_timeout = self.ctx.cfg.join_timeout.0;
+        let timer = tokio::time::sleep_until((self.last_inbound + idle_timeout).min(self.unjoined_since + join_timeout));
         tokio::pin!(timer);
         loop {
             let mut fired = false;
@@ -145,14 +152,21 @@ where
                     if now >= self.last_inbound + idle_timeout {
                         return End::Close(1000, "no heartbeat received; closing idle socket");
                     }
+                    if self.unjoined.held() && now >= self.unjoined_since + join_timeout {
+                        return End::Close(1008, "no channel joined in time; closing");
+                    }
                     if self.exp_at.is_some_and(|e| now >= e) {
                         self.expire_all();
                     }
                 }
             }
-            // One timer for the idle close and the token expiry, moved only
-            // when it fired or must fire sooner (not on every message).
-            let want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| e.min(self.last_inbound + idle_timeout));
+            // One timer for the idle close, the join deadline and the token
+            // expiry, moved only when it fired or must fire sooner (not on
+            // every message).
+            let mut want = self.exp_at.map_or(self.last_inbound + idle_timeout, |e| e.min(self.last_inbound + idle_timeout));
+            if self.unjoined.held() {
+                want = want.min(self.unjoined_since + join_timeout);
+            }
             if fired || want < timer.deadline() {
                 timer.as_mut().reset(want);
             }
@@ -417,6 +431,7 @@ where
         let echo: Vec<Value> = bindings.iter().map(|b| b.echo.clone()).collect();
         let binding_count = bindings.len();
         self.channels.push(Channel { gen, topic: topic.clone(), join_ref: msg.join_ref.clone(), bindings, cursor: head });
+        self.unjoined.set(false);
         self.ctx.hub.add_bindings(user_id, binding_count as isize);
         self.ctx.hub.stats.channels.fetch_add(1, Ordering::Relaxed);
         self.ctx.hub.stats.bindings.fetch_add(binding_count as i64, Ordering::Relaxed);
@@ -701,6 +716,10 @@ where
             if let Some(p) = self.placement.take() {
                 self.ctx.hub.detach(self.shared.id, &p, 0);
                 self.exp_at = None;
+            }
+            if !self.unjoined.held() {
+                self.unjoined.set(true);
+                self.unjoined_since = Instant::now();
             }
         }
         removed.flatten()
