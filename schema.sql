@@ -177,3 +177,15 @@ CREATE INDEX calendly_invitees_meeting ON calendly_invitees (meeting_id, state);
 CREATE INDEX calendly_webhook_events_outcome ON calendly_webhook_events (outcome, received_at);
 
 CREATE INDEX google_oauth_states_expires ON google_oauth_states (expires_at);
+
+CREATE TABLE calendly_rejections (
+    minute  TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY (minute, reason)
+);
+
+CREATE INDEX calendly_rejections_last ON calendly_rejections (last_at);
+
+CREATE INDEX changes_user_seq ON changes (user_id, seq);

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// `source` = calendly | google; `outcome` = accepted, duplicate, rejected, unmatched, ignored, ...
     pub webhooks: IntCounterVec,
+    /// Calendly deliveries refused before their signature verified, by `reason`
+    /// (missing, malformed, stale, future, mismatch, no_keys, too_large).
+    pub calendly_rejected: IntCounterVec,
     /// `kind` = incremental | full | safety_net; `outcome` = ok | error | needs_reconnect.
     pub google_syncs: IntCounterVec,
     pub google_sync_seconds: HistogramVec,
@@ -36,6 +39,14 @@ impl Metrics {
             c
         };
         let webhooks = counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
+        let calendly_rejected = counter(
+            "syncgate_calendly_rejected_total",
+            "Calendly deliveries refused before their signature verified, by reason.",
+            &["reason"],
+        );
+        for reason in ["missing", "malformed", "stale", "future", "mismatch", "no_keys", "too_large"] {
+            calendly_rejected.with_label_values(&[reason]);
+        }
         let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
         let google_api_calls =
             counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
@@ -48,7 +59,7 @@ impl Metrics {
         let _ = registry.register(Box::new(google_sync_seconds.clone()));
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
-        Metrics { registry, webhooks, google_syncs, google_sync_seconds, google_api_calls }
+        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls }
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {

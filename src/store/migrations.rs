@@ -11,6 +11,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_calendly", include_str!("migrations/0003_calendly.sql")),
     ("0004_google", include_str!("migrations/0004_google.sql")),
     ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
+    ("0006_calendly_rejections", include_str!("migrations/0006_calendly_rejections.sql")),
+    ("0007_changes_by_user", include_str!("migrations/0007_changes_by_user.sql")),
 ];
 
 pub fn latest_version() -> i64 {

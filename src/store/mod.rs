@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod migrations;
+pub mod rejections;
 pub mod rows;
 pub mod tables;
 pub mod timefmt;

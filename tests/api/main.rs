@@ -12,6 +12,7 @@ mod fake_calendly;
 mod fake_google;
 mod google;
 mod google_renewal;
+mod hardening_calendly;
 mod hardening_connections;
 mod helpers;
 mod isolation;
