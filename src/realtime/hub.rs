@@ -340,7 +340,7 @@ pub struct Hub {
     /// holds a page of rows or changes and its frames in memory; after a
     /// restart every browser resumes at the same moment, so this bounds the
     /// peak.
-    pub replays: tokio::sync::Semaphore,
+    pub replays: Arc<tokio::sync::Semaphore>,
 }
 
 /// Replays that may read and send a page of the log at the same time, by
@@ -368,8 +368,17 @@ impl Hub {
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            replays: tokio::sync::Semaphore::new(replays.max(1)),
+            replays: Arc::new(tokio::sync::Semaphore::new(replays.max(1))),
         })
+    }
+
+    /// A turn among the snapshots and log replays running at once; None
+    /// once the server is shutting down.
+    pub async fn replays_permit(self: &Arc<Hub>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.replays.clone().acquire_owned().await.ok()
     }
 
     pub fn next_id(&self) -> u64 {

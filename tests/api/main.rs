@@ -14,6 +14,7 @@ mod google;
 mod google_renewal;
 mod hardening_calendly;
 mod hardening_connections;
+mod hardening_snapshot;
 mod helpers;
 mod isolation;
 mod logs;
