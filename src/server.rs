@@ -253,6 +253,8 @@ where
     if let Ok(v) = HeaderValue::from_str(&rid) {
         res.headers_mut().insert("x-request-id", v);
     }
+    // No response is ever meant to be sniffed into another type.
+    res.headers_mut().entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
     let status = res.status();
     let _e = span.enter();
     if status.is_server_error() {
@@ -315,7 +317,9 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .unify()
         .or(crate::metrics::routes(app.clone()))
         .unify()
-        .or(crate::web::routes(&app.config.server.static_dir))
+        .or(crate::web::config_route(&app))
+        .unify()
+        .or(crate::web::routes(&app.config.server.static_dir, &crate::web::content_security_policy(&app.config, &app.public_url)))
         .unify()
         .recover(crate::api::recover)
         .unify();
