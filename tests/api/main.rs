@@ -12,6 +12,7 @@ mod fake_calendly;
 mod fake_google;
 mod google;
 mod google_renewal;
+mod hardening_browser;
 mod hardening_calendly;
 mod hardening_connections;
 mod hardening_snapshot;
