@@ -93,6 +93,8 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     let mut families = app.metrics.registry.gather();
     let hub = &app.hub.stats;
     families.extend(gauge("syncgate_realtime_sockets", "Realtime sockets with at least one joined channel.", hub.sockets.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_unjoined_sockets", "Realtime sockets open without a joined channel (capped by realtime.max_unjoined).", hub.unjoined.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_replays_running", "Snapshots and log replays reading right now (capped by realtime.concurrent_replays).", (app.config.realtime.concurrent_replays.saturating_sub(app.hub.replays.available_permits())) as f64));
     families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
     families.extend(gauge("syncgate_realtime_bindings", "postgres_changes bindings across joined channels.", hub.bindings.load(Relaxed) as f64));
     families.extend(counter("syncgate_realtime_frames_delivered_total", "Change frames written to sockets.", hub.frames_delivered.load(Relaxed)));

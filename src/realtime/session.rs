@@ -54,6 +54,8 @@ enum End {
 enum Wake {
     Signal(u8),
     Inbound(Option<Result<Message, WsError>>),
+    /// A client frame read while a replay or snapshot was being written.
+    Deferred(Utf8Bytes),
     Feed,
     Timer,
 }
@@ -85,6 +87,8 @@ struct Session<S> {
     unjoined: super::UnjoinedSlot,
     /// Since when no channel is joined (the `join_timeout` clock).
     unjoined_since: Instant,
+    /// Client frames that arrived during a replay or snapshot, handled next.
+    deferred: std::collections::VecDeque<Utf8Bytes>,
 }
 
 pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims, unjoined: super::UnjoinedSlot)
@@ -110,6 +114,7 @@ where
         ending: None,
         unjoined,
         unjoined_since: Instant::now(),
+        deferred: Default::default(),
     };
     let end = s.run_loop().await;
     s.finish(end).await;
@@ -126,7 +131,12 @@ where
         tokio::pin!(timer);
         loop {
             let mut fired = false;
-            match self.next_wake(timer.as_mut()).await {
+            let wake = match self.deferred.pop_front() {
+                Some(text) => Wake::Deferred(text),
+                None => self.next_wake(timer.as_mut()).await,
+            };
+            match wake {
+                Wake::Deferred(text) => self.on_text(text.as_str()).await,
                 Wake::Signal(sig) => return self.signalled(sig),
                 Wake::Inbound(msg) => {
                     self.last_inbound = Instant::now();
@@ -592,11 +602,44 @@ where
         }
     }
 
+    /// Flush one page of a replay or snapshot: within `limit` (else a slow
+    /// consumer) and within the idle timeout; then read what the client sent
+    /// meanwhile, so a long replay neither starves its heartbeats nor
+    /// counts a live client as idle.
     async fn flush_replay(&mut self, limit: Duration) -> Result<(), End> {
-        match tokio::time::timeout(limit, self.flush()).await {
-            Ok(r) => r,
-            Err(_) => Err(self.slow_consumer_close()),
+        let idle_at = self.last_inbound + self.ctx.cfg.idle_timeout.0;
+        let deadline = (Instant::now() + limit).min(idle_at);
+        match tokio::time::timeout_at(deadline, self.flush()).await {
+            Ok(r) => r?,
+            Err(_) if Instant::now() >= idle_at => return Err(End::Close(1000, "no heartbeat received; closing idle socket")),
+            Err(_) => return Err(self.slow_consumer_close()),
         }
+        self.take_inbound_between_pages()
+    }
+
+    /// Frames already received while a replay or snapshot is being written:
+    /// heartbeats are answered with the next page, anything else waits in
+    /// `deferred` until the replay is done (at most `DEFERRED` of them).
+    fn take_inbound_between_pages(&mut self) -> Result<(), End> {
+        use futures_util::FutureExt;
+        const DEFERRED: usize = 64;
+        while self.deferred.len() < DEFERRED {
+            let Some(next) = self.ws.next().now_or_never() else { return Ok(()) };
+            self.last_inbound = Instant::now();
+            match next {
+                None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
+                Some(Err(_)) => return Err(End::Broken),
+                Some(Ok(Message::Text(t))) => match proto::decode(self.vsn, t.as_str()) {
+                    Ok(m) if m.topic == "phoenix" && m.event == "heartbeat" => {
+                        let f = proto::reply_ok(self.vsn, None, m.reference.as_deref(), "phoenix", "{}");
+                        self.push(f);
+                    }
+                    _ => self.deferred.push_back(t),
+                },
+                Some(Ok(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Open the snapshot of a channel's rows: wait for a turn among

@@ -106,6 +106,8 @@ async fn upgrades_past_max_unjoined_get_503_until_a_socket_joins() {
     let anon = app.app.tokens.anon_key();
     let mut a = app.ws(&anon, "2.0.0").await;
     let _b = app.ws(&anon, "2.0.0").await;
+    let m = crate::metrics::scrape(&app, None).await;
+    assert_eq!(m.get("syncgate_realtime_unjoined_sockets"), Some(&2.0));
     let url = format!("ws://{}/realtime/v1/websocket?apikey={anon}&vsn=2.0.0", app.addr);
     match tokio_tungstenite::connect_async(&url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
