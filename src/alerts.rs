@@ -34,8 +34,11 @@ pub struct Alert {
 pub struct AlertMonitor {
     active: Mutex<BTreeMap<String, Alert>>,
     /// Last Calendly subscription check: (when, disabled subscription URIs or an error).
-    calendly: Mutex<Option<(std::time::Instant, Result<Vec<String>, String>)>>,
+    calendly: Mutex<Option<CalendlyCheck>>,
 }
+
+/// When Calendly's subscriptions were last checked, and what was found.
+type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
 
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {

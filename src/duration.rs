@@ -47,7 +47,7 @@ impl fmt::Display for Dur {
             return write!(f, "0s");
         }
         for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms % size == 0 {
+            if ms.is_multiple_of(size) {
                 return write!(f, "{}{}", ms / size, unit);
             }
         }

@@ -333,5 +333,5 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
     for o in &app.config.server.cors_origins {
         cors = if o == "*" { cors.allow_any_origin() } else { cors.allow_origin(o.as_str()) };
     }
-    all.with(cors).map(|r| warp::Reply::into_response(r)).boxed()
+    all.with(cors).map(warp::Reply::into_response).boxed()
 }

@@ -109,23 +109,6 @@ impl KnownUsers {
     }
 }
 
-#[cfg(test)]
-mod known_users_tests {
-    use super::KnownUsers;
-    use std::time::Duration;
-
-    #[test]
-    fn entries_are_trusted_only_until_they_expire() {
-        let known = KnownUsers::new(Duration::from_millis(50));
-        assert_eq!(known.get(7), None, "unknown users are read from the database");
-        known.remember(7, true);
-        assert_eq!(known.get(7), Some(true));
-        assert_eq!(known.get(8), None);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
-    }
-}
-
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut res = warp::reply::json(body).into_response();
     *res.status_mut() = status;
@@ -478,4 +461,21 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest("the request could not be understood".into())
     };
     Ok(e.into_response())
+}
+
+#[cfg(test)]
+mod known_users_tests {
+    use super::KnownUsers;
+    use std::time::Duration;
+
+    #[test]
+    fn entries_are_trusted_only_until_they_expire() {
+        let known = KnownUsers::new(Duration::from_millis(50));
+        assert_eq!(known.get(7), None, "unknown users are read from the database");
+        known.remember(7, true);
+        assert_eq!(known.get(7), Some(true));
+        assert_eq!(known.get(8), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
+    }
 }

@@ -74,7 +74,7 @@ impl Published {
         }
         let frame = Utf8Bytes::from(proto::encode_change(vsn, topic, ids, &self.data));
         if let Ok(mut cache) = self.frames.lock() {
-            if cache.len() < FRAME_CACHE && !cache.iter().any(|c| same(c)) {
+            if cache.len() < FRAME_CACHE && !cache.iter().any(same) {
                 cache.push(CachedFrame { vsn, topic: topic.clone(), ids: ids.clone(), frame: frame.clone() });
             }
         }

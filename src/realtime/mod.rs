@@ -91,7 +91,7 @@ pub struct UnjoinedSlot {
 
 impl UnjoinedSlot {
     /// A place for a new socket, or None when `max` are taken.
-    fn take(hub: &Arc<Hub>, max: usize) -> Option<UnjoinedSlot> {
+    pub fn take(hub: &Arc<Hub>, max: usize) -> Option<UnjoinedSlot> {
         let before = hub.stats.unjoined.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if before >= max as i64 {
             hub.stats.unjoined.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

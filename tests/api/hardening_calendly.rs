@@ -77,10 +77,16 @@ async fn delivery_rows_of_every_outcome_are_deleted_after_keep_outcomes() {
         )
         .unwrap();
     }
-    db.execute("INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-01T00:00Z', 'mismatch', 5, ?1)", [fmt(91)])
-        .unwrap();
-    db.execute("INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-02T00:00Z', 'mismatch', 5, ?1)", [fmt(2)])
-        .unwrap();
+    db.execute(
+        "INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-01T00:00Z', 'mismatch', 5, ?1)",
+        [fmt(91)],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-02T00:00Z', 'mismatch', 5, ?1)",
+        [fmt(2)],
+    )
+    .unwrap();
     syncgate::store::retention::drop_outcomes_once(&app.app).await.unwrap();
     let kept: Vec<String> = db
         .prepare("SELECT outcome FROM calendly_webhook_events ORDER BY id")

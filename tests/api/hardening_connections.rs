@@ -49,9 +49,8 @@ async fn a_request_body_that_stalls_gets_408() {
     let (_, token) = app.add_user("body@example.com", "user");
     for (path, auth) in [("/api/clients", format!("Authorization: Bearer {token}\r\n")), ("/api/calendly/webhook", String::new())] {
         let mut s = TcpStream::connect(app.addr).await.unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
-        );
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":");
         s.write_all(head.as_bytes()).await.unwrap();
         let got = read_until_closed(&mut s, Duration::from_secs(20)).await.expect("answered and closed");
         let text = String::from_utf8_lossy(&got);

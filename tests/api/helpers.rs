@@ -157,7 +157,7 @@ impl TestApp {
     }
 
     /// Every row of `changes`, oldest first: (seq, table, op, row_id, user_id, record, old_record).
-    pub fn changes(&self) -> Vec<(i64, String, String, i64, i64, Option<Value>, Option<Value>)> {
+    pub fn changes(&self) -> Vec<LoggedChange> {
         let conn = self.db();
         let mut stmt = conn
             .prepare("SELECT seq, table_name, op, row_id, user_id, record, old_record FROM changes ORDER BY seq")
@@ -180,6 +180,9 @@ impl TestApp {
         .collect()
     }
 }
+
+/// One row of `changes`: (seq, table, op, row_id, user_id, record, old_record).
+pub type LoggedChange = (i64, String, String, i64, i64, Option<Value>, Option<Value>);
 
 pub async fn decode(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
