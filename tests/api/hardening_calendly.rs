@@ -99,3 +99,45 @@ async fn delivery_rows_of_every_outcome_are_deleted_after_keep_outcomes() {
     let minutes: i64 = db.query_row("SELECT COUNT(*) FROM calendly_rejections", [], |r| r.get(0)).unwrap();
     assert_eq!(minutes, 1);
 }
+
+#[tokio::test]
+async fn refused_deliveries_are_logged_once_per_source_per_minute() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_syncgate");
+    let mut serve = Command::new(bin);
+    serve
+        .current_dir(dir.path())
+        .env("SYNCGATE_DATABASE__PATH", dir.path().join("s.db"))
+        .env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
+        .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+        .env("SYNCGATE_CALENDLY__SIGNING_KEYS", KEY)
+        .env_remove("SYNCGATE_LOG");
+    let mut child = serve.args(["--log-format", "json", "serve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().trim_start_matches("syncgate listening on ").to_string();
+    syncgate::google::install_tls();
+    let http = reqwest::Client::new();
+    // The same minute, as far as the clock allows: two sources, many refusals each.
+    let minute = syncgate::auth::unix_now() / 60;
+    for i in 0..30 {
+        let mut req = http.post(format!("{base}/api/calendly/webhook")).body("{}");
+        if i % 2 == 0 {
+            req = req.header("x-forwarded-for", "203.0.113.9, 10.0.0.1");
+        }
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 401);
+    }
+    let same_minute = syncgate::auth::unix_now() / 60 == minute;
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let rejected: Vec<&str> = logs.lines().filter(|l| l.contains(": rejected,")).collect();
+    if same_minute {
+        assert_eq!(rejected.len(), 2, "one line per source: {rejected:#?}");
+    } else {
+        assert!((2..=4).contains(&rejected.len()), "one line per source and minute: {rejected:#?}");
+    }
+    assert!(rejected.iter().any(|l| l.contains("203.0.113.9")) && rejected.iter().any(|l| l.contains("127.0.0.1")), "{rejected:#?}");
+}
