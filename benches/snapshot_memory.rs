@@ -4,7 +4,8 @@
 //! sockets that join with `snapshot: true` and never read a byte. Prints the
 //! server's resident memory (VmRSS) and peak (VmHWM) before, while they are
 //! stalled, after `realtime.flush_timeout` has closed them as slow consumers,
-//! and after the clients closed their ends.
+//! and after the clients closed their ends; then a second wave the same way
+//! (freed memory stays with the allocator and is reused, not added to).
 //!
 //! Run: `cargo bench --bench snapshot_memory` (results in BENCHMARKS.md).
 //! Knobs: SNAPSHOT_SOCKETS (40), SNAPSHOT_ROWS (400), SNAPSHOT_NOTES_KB (19);
@@ -127,23 +128,25 @@ fn main() {
     println!("{sockets} sockets join with snapshot and never read; {rows} meetings with {notes_kb} KB notes\n");
     println!("| moment | RSS MiB | peak MiB |\n|---|---|---|");
     report("before");
-    let started = Instant::now();
-    let held: Vec<_> = (0..sockets).map(|_| stalled_socket(&server.addr, &token).expect("socket")).collect();
-    thread::sleep(Duration::from_secs(3));
-    report("stalled, 3 s after the joins");
-    // Past realtime.flush_timeout (15 s by default) every stalled snapshot
-    // is a slow consumer; the ones waiting for a turn get theirs and stall too.
-    let mut last = 0.0;
-    for _ in 0..120 {
-        thread::sleep(Duration::from_secs(1));
-        let (rss, _) = memory(pid);
-        if (rss - last).abs() < 0.5 && started.elapsed() > Duration::from_secs(50) {
-            break;
+    for wave in 1..=2 {
+        let started = Instant::now();
+        let held: Vec<_> = (0..sockets).map(|_| stalled_socket(&server.addr, &token).expect("socket")).collect();
+        thread::sleep(Duration::from_secs(3));
+        report(&format!("wave {wave}: stalled, 3 s after the joins"));
+        // Past realtime.flush_timeout (15 s by default) every stalled snapshot
+        // is a slow consumer; the ones waiting for a turn get theirs and stall too.
+        let mut last = 0.0;
+        for _ in 0..120 {
+            thread::sleep(Duration::from_secs(1));
+            let (rss, _) = memory(pid);
+            if (rss - last).abs() < 0.5 && started.elapsed() > Duration::from_secs(50) {
+                break;
+            }
+            last = rss;
         }
-        last = rss;
+        report(&format!("wave {wave}: after the slow-consumer closes ({} s)", started.elapsed().as_secs()));
+        drop(held);
+        thread::sleep(Duration::from_secs(3));
+        report(&format!("wave {wave}: after the clients closed"));
     }
-    report(&format!("after the slow-consumer closes ({} s)", started.elapsed().as_secs()));
-    drop(held);
-    thread::sleep(Duration::from_secs(3));
-    report("after the clients closed");
 }

@@ -99,6 +99,9 @@ fn read<F>(
 where
     F: Fn(Table, Value) -> Option<Value>,
 {
+    // A snapshot reads each row once: a small page cache is enough, and 16
+    // connections at SQLite's default 2 MB each would be most of the cost.
+    conn.pragma_update(None, "cache_size", -256)?;
     let tx = conn.unchecked_transaction()?;
     let head = match changes::head(&tx) {
         Ok(h) => h,
@@ -144,9 +147,22 @@ where
             let full = batch.len() == page;
             let Some(last) = batch.last().and_then(|r| r.get("id")).and_then(Value::as_i64) else { break };
             after = last;
-            let kept: Page = batch.into_iter().filter_map(|r| (req.keep)(t, r)).map(|r| (t, r)).collect();
-            // The session went away (closed, too slow): end the transaction.
-            if !kept.is_empty() && pages.blocking_send(Ok(kept)).is_err() {
+            // Pages are cut by size too (rows may carry large notes), so a
+            // stalled client holds at most a few of them.
+            let mut out: Page = Vec::new();
+            let mut bytes = 0;
+            for row in batch.into_iter().filter_map(|r| (req.keep)(t, r)) {
+                bytes += approx_size(&row);
+                out.push((t, row));
+                if bytes >= PAGE_BYTES {
+                    // The session went away (closed, too slow): end the transaction.
+                    if pages.blocking_send(Ok(std::mem::take(&mut out))).is_err() {
+                        return Ok(());
+                    }
+                    bytes = 0;
+                }
+            }
+            if !out.is_empty() && pages.blocking_send(Ok(out)).is_err() {
                 return Ok(());
             }
             if !full {
@@ -155,6 +171,20 @@ where
         }
     }
     tx.commit()
+}
+
+/// A page handed to the session holds about this many bytes of row text at most
+/// (plus one row).
+const PAGE_BYTES: usize = 128 * 1024;
+
+/// Roughly the bytes of text a row's frame will carry.
+fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(approx_size).sum::<usize>() + 2,
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + 3 + approx_size(v)).sum::<usize>() + 2,
+        _ => 8,
+    }
 }
 
 fn count(conn: &Connection, t: Table, owner: Option<i64>) -> rusqlite::Result<usize> {
