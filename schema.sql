@@ -229,3 +229,15 @@ CREATE INDEX google_event_links_meeting ON google_event_links (meeting_id);
 CREATE INDEX google_event_links_series ON google_event_links (user_id, series_id);
 
 CREATE INDEX audit_log_at ON audit_log (at);
+
+CREATE TABLE calendly_rejections (
+    minute  TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY (minute, reason)
+);
+
+CREATE INDEX calendly_rejections_last ON calendly_rejections (last_at);
+
+CREATE INDEX changes_user_seq ON changes (user_id, seq);

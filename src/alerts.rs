@@ -41,6 +41,9 @@ pub struct AlertMonitor {
     calendly: Mutex<Option<CalendlyCheck>>,
 }
 
+/// When Calendly's subscriptions were last checked, and what was found.
+type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
+
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {
         self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default()
@@ -153,8 +156,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
 
     // Calendly deliveries refused (bad or stale signatures) above the threshold.
     let window = timefmt::format(now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64));
-    let rejected: i64 =
-        conn.query_row("SELECT COUNT(*) FROM calendly_webhook_events WHERE outcome = 'rejected' AND received_at >= ?1", [&window], |r| r.get(0))?;
+    let rejected = crate::store::rejections::count_since(conn, &window)?;
     if rejected > config.alerts.calendly_rejected_threshold as i64 {
         out.push(alert(
             "calendly_rejected",

@@ -38,6 +38,12 @@ pub struct ServerConfig {
     pub static_dir: String,
     /// How long a shutdown waits for open requests and sockets.
     pub shutdown_grace: Dur,
+    /// A connection whose request head has not fully arrived within this is closed.
+    pub header_timeout: Dur,
+    /// A request body that sends nothing for this long is answered 408.
+    pub body_timeout: Dur,
+    /// Most open connections (realtime sockets included); more wait in the accept queue.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,9 @@ impl Default for ServerConfig {
             cors_origins: vec![],
             static_dir: String::new(),
             shutdown_grace: Dur::secs(10),
+            header_timeout: Dur::secs(10),
+            body_timeout: Dur::secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -121,6 +130,18 @@ pub struct RealtimeConfig {
     pub idle_timeout: Dur,
     /// Read buffer per socket; small keeps idle sockets cheap.
     pub read_buffer_size: usize,
+    /// A socket that has joined no channel for this long is closed.
+    pub join_timeout: Dur,
+    /// Most sockets open without a joined channel; past it the upgrade gets 503.
+    pub max_unjoined: usize,
+    /// Most rows a snapshot at join may send; past it the join is refused
+    /// and the client pages through REST instead.
+    pub snapshot_max_rows: usize,
+    /// Snapshots and log replays read at once (the rest wait their turn).
+    pub concurrent_replays: usize,
+    /// A page of a snapshot or replay the client does not take within this
+    /// ends the socket as a slow consumer (and releases its read transaction).
+    pub flush_timeout: Dur,
 }
 
 impl Default for RealtimeConfig {
@@ -134,6 +155,11 @@ impl Default for RealtimeConfig {
             max_lag: 100_000,
             idle_timeout: Dur::secs(60),
             read_buffer_size: 4096,
+            join_timeout: Dur::secs(30),
+            max_unjoined: 1000,
+            snapshot_max_rows: 10_000,
+            concurrent_replays: 16,
+            flush_timeout: Dur::secs(15),
         }
     }
 }
@@ -239,6 +265,8 @@ pub struct CalendlyConfig {
     /// Personal access token used to check subscription state (optional).
     pub token: String,
     pub keep_payloads: Dur,
+    /// Delivery outcome rows (and the per-minute rejection counts) are deleted after this.
+    pub keep_outcomes: Dur,
 }
 
 impl Default for CalendlyConfig {
@@ -249,6 +277,7 @@ impl Default for CalendlyConfig {
             api_base_url: "https://api.calendly.com".into(),
             token: String::new(),
             keep_payloads: Dur::secs(30 * 86_400),
+            keep_outcomes: Dur::secs(90 * 86_400),
         }
     }
 }
@@ -467,6 +496,22 @@ impl Config {
         let dir = self.server.static_dir.trim();
         if !dir.is_empty() && !Path::new(dir).is_dir() {
             return Err(format!("server.static_dir is \"{dir}\", which is not a folder"));
+        }
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if self.realtime.concurrent_replays == 0 {
+            return Err("realtime.concurrent_replays must be at least 1".into());
+        }
+        for (key, d) in [
+            ("server.header_timeout", &self.server.header_timeout),
+            ("server.body_timeout", &self.server.body_timeout),
+            ("realtime.join_timeout", &self.realtime.join_timeout),
+            ("realtime.flush_timeout", &self.realtime.flush_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("{key} must be longer than 0s"));
+            }
         }
         Ok(())
     }

@@ -24,6 +24,7 @@
 //! - [`alerts`]: the webhook health monitor (expiring channels, revoked access, rejected or disabled Calendly hooks).
 //! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`web`]: the embedded browser UI under `static/`.
+//! - [`http_limits`]: the request-body idle timeout (408) hyper lacks.
 //! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
@@ -38,6 +39,7 @@ pub mod duration;
 pub mod error;
 pub mod google;
 pub mod identity;
+pub mod http_limits;
 pub mod metrics;
 pub mod realtime;
 pub mod server;

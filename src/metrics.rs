@@ -31,6 +31,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// `source` = calendly | google; `outcome` = accepted, duplicate, rejected, unmatched, ignored, ...
     pub webhooks: IntCounterVec,
+    /// Calendly deliveries refused before their signature verified, by `reason`
+    /// (missing, malformed, stale, future, mismatch, no_keys, too_large).
+    pub calendly_rejected: IntCounterVec,
     /// `kind` = incremental | full | safety_net; `outcome` = ok | error | needs_reconnect.
     pub google_syncs: IntCounterVec,
     pub google_sync_seconds: HistogramVec,
@@ -47,6 +50,14 @@ impl Metrics {
             c
         };
         let webhooks = counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
+        let calendly_rejected = counter(
+            "syncgate_calendly_rejected_total",
+            "Calendly deliveries refused before their signature verified, by reason.",
+            &["reason"],
+        );
+        for reason in ["missing", "malformed", "stale", "future", "mismatch", "no_keys", "too_large"] {
+            calendly_rejected.with_label_values(&[reason]);
+        }
         let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
         let google_api_calls =
             counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
@@ -71,7 +82,7 @@ impl Metrics {
         }
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
-        Metrics { registry, webhooks, google_syncs, google_sync_seconds, google_api_calls }
+        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls }
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {
@@ -105,6 +116,8 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     let mut families = app.metrics.registry.gather();
     let hub = &app.hub.stats;
     families.extend(gauge("syncgate_realtime_sockets", "Realtime sockets with at least one joined channel.", hub.sockets.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_unjoined_sockets", "Realtime sockets open without a joined channel (capped by realtime.max_unjoined).", hub.unjoined.load(Relaxed) as f64));
+    families.extend(gauge("syncgate_realtime_replays_running", "Snapshots and log replays reading right now (capped by realtime.concurrent_replays).", (app.config.realtime.concurrent_replays.saturating_sub(app.hub.replays.available_permits())) as f64));
     families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
     families.extend(gauge("syncgate_realtime_bindings", "postgres_changes bindings across joined channels.", hub.bindings.load(Relaxed) as f64));
     families.extend(counter("syncgate_realtime_frames_delivered_total", "Change frames written to sockets.", hub.frames_delivered.load(Relaxed)));

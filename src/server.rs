@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,6 +22,8 @@ use warp::Filter;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::error::ApiError;
+use crate::http_limits::TimedBody;
 use crate::realtime::Hub;
 use crate::store::Store;
 
@@ -71,6 +73,10 @@ pub fn origin_allowed(config: &Config, public_url: &str, origin: &str, host: &st
     bare.is_some_and(|b| !host.is_empty() && b == host)
 }
 
+/// One open connection's share of `server.max_connections`; released when
+/// the connection (and a realtime socket upgraded from it) has closed.
+pub type ConnectionPermit = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 /// A server that is bound and ready to run.
 pub struct Server {
     app: App,
@@ -94,7 +100,7 @@ impl Server {
         }
         let opened = Store::open(&config.database)?;
         let store = opened.store;
-        let hub = Hub::new(store.writer.head.clone(), config.realtime.queue_size);
+        let hub = Hub::with_replays(store.writer.head.clone(), config.realtime.queue_size, config.realtime.concurrent_replays);
         let mut tasks = vec![tokio::spawn(hub.clone().run(opened.feed))];
         tasks.push(tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag)));
         let bind = config.bind_addr()?;
@@ -142,7 +148,21 @@ impl Server {
         tracing::info!(%addr, public_url = %app.public_url, "serving");
         let server_file = crate::cli::running::announce(&app.config, addr);
         tokio::pin!(shutdown);
+        // A permit per open connection, taken before accepting: past
+        // `server.max_connections` new connections wait in the kernel's
+        // accept queue instead of costing memory and file descriptors here.
+        let open_connections = Arc::new(tokio::sync::Semaphore::new(app.config.server.max_connections));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(app.config.server.header_timeout.0);
+        builder.http2().timer(TokioTimer::new());
         loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = open_connections.clone().acquire_owned() => match p {
+                    Ok(p) => Arc::new(p),
+                    Err(_) => break,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 r = listener.accept() => match r {
@@ -157,12 +177,16 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let svc = svc.clone();
+            // The service lives as long as the connection; a realtime socket
+            // takes a clone of the permit into its session, so an upgraded
+            // connection stays counted until the socket closes.
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
                 let mut svc = svc.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, app, &mut svc, peer).await) }
+                let permit = permit.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, app, &mut svc, peer, permit).await) }
             });
-            let conn = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -193,9 +217,14 @@ impl Server {
     }
 }
 
-async fn handle<S>(req: Request<Incoming>, app: App, svc: &mut S, peer: SocketAddr) -> Response
+/// The peer of the connection a request came on, for handlers that log by
+/// source (`warp::ext::optional::<PeerAddr>()`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+async fn handle<S>(mut req: Request<Incoming>, app: App, svc: &mut S, peer: SocketAddr, permit: ConnectionPermit) -> Response
 where
-    S: Service<Request<Incoming>, Response = Response, Error = std::convert::Infallible>,
+    S: Service<Request<TimedBody>, Response = Response, Error = std::convert::Infallible>,
 {
     let rid = crate::auth::random_token(6);
     let span = tracing::info_span!("request", id = %rid);
@@ -204,19 +233,40 @@ where
     let path = req.uri().path().to_string();
     drop(_enter);
     let started = Instant::now();
+    req.extensions_mut().insert(PeerAddr(peer));
     let mut res = if path == crate::realtime::PATH {
         let _e = span.enter();
-        crate::realtime::upgrade(req, app)
+        crate::realtime::upgrade(req, app.clone(), permit)
     } else {
         use tracing::Instrument;
-        match svc.call(req).instrument(span.clone()).await {
+        let (req, stalled) = {
+            let (parts, body) = req.into_parts();
+            let (body, stalled) = TimedBody::new(body, app.config.server.body_timeout.0);
+            (Request::from_parts(parts, body), stalled)
+        };
+        let res = match svc.call(req).instrument(span.clone()).await {
             Ok(r) => r,
             Err(never) => match never {},
+        };
+        if stalled.load(std::sync::atomic::Ordering::Acquire) {
+            // Whatever the handler made of the broken body, the client is
+            // told why; the rest of its body is not waited for.
+            let mut r = ApiError::RequestTimeout(format!(
+                "the request body stopped arriving for {}; send it in full",
+                app.config.server.body_timeout
+            ))
+            .into_response();
+            r.headers_mut().insert(warp::http::header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        } else {
+            res
         }
     };
     if let Ok(v) = HeaderValue::from_str(&rid) {
         res.headers_mut().insert("x-request-id", v);
     }
+    // No response is ever meant to be sniffed into another type.
+    res.headers_mut().entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
     let status = res.status();
     let _e = span.enter();
     if status.is_server_error() {
@@ -280,7 +330,9 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
         .unify()
         .or(crate::metrics::routes(app.clone()))
         .unify()
-        .or(crate::web::routes(&app.config.server.static_dir))
+        .or(crate::web::config_route(&app))
+        .unify()
+        .or(crate::web::routes(&app.config.server.static_dir, &crate::web::content_security_policy(&app.config, &app.public_url)))
         .unify()
         .recover(crate::api::recover)
         .unify();

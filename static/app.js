@@ -107,8 +107,26 @@ function takeFragment() {
   if (!token && !error) return null;
   // The token must not stay in the address bar, the history or a bookmark.
   history.replaceState(history.state, '', location.pathname + location.search);
-  if (token) auth.token = token;
+  if (token && !replacesAnotherUser(token)) auth.token = token;
   return error ? `Sign-in did not work: ${error}` : null;
+}
+
+/**
+ * A link that signs in someone else than the person signed in here (a
+ * forwarded or planted link) replaces them only if the page's user says so.
+ * Returns true when the new token is to be dropped.
+ */
+function replacesAnotherUser(token) {
+  const current = auth.token;
+  if (!current || current === token) return false;
+  const was = claims(current);
+  const next = claims(token);
+  if (!was || typeof was.exp !== 'number' || was.exp * 1000 <= Date.now()) return false;
+  if (next && String(next.sub) === String(was.sub)) return false;
+  return !window.confirm(
+    `This sign-in link is for another account (user ${next ? next.sub : 'unknown'}) than the one signed in here (user ${was.sub}).\n\n`
+      + 'Sign out of the current account and continue with the link\'s account?',
+  );
 }
 
 async function boot() {
@@ -129,8 +147,9 @@ async function boot() {
   if (c.exp * 1000 <= Date.now()) return signOut('Your session has expired. Please sign in again.');
 
   main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
+  let publicConfig;
   try {
-    state.me = await api('GET', '/api/me');
+    [state.me, publicConfig] = await Promise.all([api('GET', '/api/me'), api('GET', '/api/config')]);
   } catch (e) {
     if (e.status === 401) return undefined; // already signed out with the reason
     main.replaceChildren(
@@ -144,7 +163,7 @@ async function boot() {
 
   top.hidden = false;
   renderWho();
-  startLive(token);
+  startLive(token, publicConfig.realtime);
   route();
   // Meetings move from "upcoming" to "past" as time goes by.
   setInterval(() => queueUpdate(), 60000);
@@ -204,9 +223,19 @@ async function signOutEverywhere() {
   }
 }
 
-function startLive(token) {
+function startLive(token, realtime) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const live = new Live({ url: `${proto}//${location.host}/realtime/v1/websocket`, token, tables: TABLES });
+  const live = new Live({
+    url: `${proto}//${location.host}${realtime.path}`,
+    apikey: realtime.apikey,
+    token,
+    tables: TABLES,
+    fetchPage: (table, cursor) => {
+      const q = new URLSearchParams({ limit: '500' });
+      if (cursor) q.set('cursor', cursor);
+      return api('GET', `/api/${table}?${q}`);
+    },
+  });
   state.live = live;
   live.on('state', renderConn);
   live.on('change', (table, change) => {
@@ -372,7 +401,7 @@ function onStorage(e) {
   const c = claims(e.newValue);
   if (state.me && c && String(c.sub) === String(state.me.id)) {
     // Same person signed in again elsewhere: keep going with the fresher token.
-    if (state.live) state.live.token = e.newValue;
+    if (state.live) state.live.setToken(e.newValue);
     armExpiry();
     return;
   }

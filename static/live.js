@@ -6,8 +6,14 @@
 // - after a dropped connection it reconnects with exponential backoff and
 //   resumes from the last seq it applied, so nothing is missed or doubled;
 // - on "gap" (the log no longer reaches back that far) it rejoins with a
-//   snapshot and reports the rows that differ.
-// It never polls and never reads REST: the socket is the only source.
+//   snapshot and reports the rows that differ;
+// - when the server refuses a snapshot that large (realtime.snapshot_max_rows)
+//   it joins without one and pages the rows through REST instead (`fetchPage`),
+//   holding the changes that arrive meanwhile and applying them after, in
+//   order, so nothing is missed and no older REST copy wins.
+// It never polls. The socket opens with the public anon key as `apikey`; the
+// user's token travels only inside the join (`access_token`), as supabase-js
+// does, so no URL (and no proxy's access log) ever holds it.
 
 const HEARTBEAT_MS = 25000;
 const BACKOFF_FIRST_MS = 500;
@@ -20,12 +26,19 @@ export class Live {
   /**
    * @param {object} o
    * @param {string} o.url     the socket URL without query, e.g. ws://host/realtime/v1/websocket
-   * @param {string} o.token   the user's JWT (used as apikey and access_token)
+   * @param {string} o.apikey  the public anon key (the socket URL's apikey)
+   * @param {string} o.token   the user's JWT (sent only as the join's access_token)
    * @param {string[]} o.tables tables to subscribe to
+   * @param {(table: string, cursor: string|null) => Promise<{items: object[], next_cursor: string|null}>} o.fetchPage
+   *   one REST page of a table, for when a snapshot would be too large
    */
-  constructor({ url, token, tables, topic = 'realtime:syncgate-ui' }) {
+  constructor({ url, apikey, token, tables, fetchPage, topic = 'realtime:syncgate-ui' }) {
     this.url = url;
+    this.apikey = apikey;
     this.token = token;
+    this.fetchPage = fetchPage;
+    /** Changes held while rows are paged through REST (null otherwise). */
+    this.held = null;
     this.tables = tables;
     this.topic = topic;
     /** table -> Map(id -> row) */
@@ -134,7 +147,7 @@ export class Live {
   connect() {
     this.retryTimer = null;
     this.retryAt = null;
-    const q = new URLSearchParams({ apikey: this.token, vsn: '2.0.0' });
+    const q = new URLSearchParams({ apikey: this.apikey, vsn: '2.0.0' });
     let ws;
     try {
       ws = new WebSocket(`${this.url}?${q}`);
@@ -181,18 +194,30 @@ export class Live {
     this.setState(offline ? 'offline' : 'reconnecting');
   }
 
-  /** Join (or rejoin) the one channel: resume when we have a seq, else snapshot. */
-  join(forceSnapshot = false) {
-    const resume = !forceSnapshot && this.seq !== null;
-    this.joinMode = resume ? 'resume' : 'snapshot';
+  /** A fresher token for the same user: used by the next join, and sent to the joined channel now. */
+  setToken(token) {
+    this.token = token;
+    if (this.joinRef && this.state === 'live') {
+      this.send([this.joinRef, this.nextRef(), this.topic, 'access_token', { access_token: token }]);
+    }
+  }
+
+  /**
+   * Join (or rejoin) the one channel: resume when we have a seq, else
+   * snapshot; mode 'paged' joins with neither and reads the rows through REST.
+   */
+  join(forceSnapshot = false, mode = null) {
+    const resume = !forceSnapshot && !mode && this.seq !== null;
+    this.joinMode = mode || (resume ? 'resume' : 'snapshot');
     this.staging = resume ? null : new Map(this.tables.map((t) => [t, new Map()]));
+    this.held = this.joinMode === 'paged' ? [] : null;
     this.joinRef = this.nextRef();
     this.joinMsgRef = this.joinRef;
     const config = {
       postgres_changes: this.tables.map((table) => ({ event: '*', schema: 'public', table })),
     };
     if (resume) config.resume = { since: this.seq };
-    else config.snapshot = true;
+    else if (this.joinMode === 'snapshot') config.snapshot = true;
     this.send([this.joinRef, this.joinMsgRef, this.topic, 'phx_join', { config, access_token: this.token }]);
     if (!this.heartbeatTimer) {
       this.heartbeatTimer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
@@ -252,8 +277,11 @@ export class Live {
   onJoinReply(payload) {
     if (payload.status !== 'ok') {
       const reason = (payload.response && payload.response.reason) || 'the server refused to subscribe';
-      // Refusals about who is signed in end the session; others are retried.
-      if (/token|sign in|expired|anon|disabled|signed out|does not exist|only admins/i.test(reason)) {
+      if (this.joinMode === 'snapshot' && /snapshot_max_rows/.test(reason) && this.fetchPage) {
+        // Too many rows for one snapshot: the same rows, page by page, over REST.
+        this.join(true, 'paged');
+      } else if (/token|sign in|expired|anon|disabled|signed out|does not exist|only admins/i.test(reason)) {
+        // Refusals about who is signed in end the session; others are retried.
         this.deny(reason);
       } else {
         this.teardown();
@@ -262,7 +290,11 @@ export class Live {
       return;
     }
     this.attempts = 0;
-    if (this.joinMode === 'resume') {
+    if (this.joinMode === 'paged') {
+      const head = Number(payload.response && payload.response.seq);
+      this.setState(this.ready ? 'live' : 'connecting', { loading: true });
+      this.loadPages(this.joinRef, Number.isFinite(head) ? head : null);
+    } else if (this.joinMode === 'resume') {
       // The replay (if any) follows in order, then live changes.
       this.setState('live');
     } else {
@@ -281,9 +313,58 @@ export class Live {
     }
   }
 
+  /**
+   * Read every row through REST (after a join at `head`), then apply the
+   * changes that arrived meanwhile, in order: any REST copy is at least as
+   * new as the join, and the last change of a row is its newest state.
+   */
+  async loadPages(joinRef, head) {
+    try {
+      for (const table of this.tables) {
+        let cursor = null;
+        do {
+          const page = await this.fetchPage(table, cursor);
+          if (this.joinRef !== joinRef || !this.staging) return; // rejoined or closed meanwhile
+          for (const row of page.items || []) this.staging.get(table).set(row.id, row);
+          cursor = page.next_cursor || null;
+        } while (cursor);
+      }
+    } catch (e) {
+      if (this.joinRef !== joinRef) return;
+      // Signed out (401) is handled by the page; anything else: start over.
+      if (e && e.status === 401) return;
+      const ws = this.ws;
+      this.teardown();
+      if (ws && !this.stopped) this.scheduleRetry();
+      return;
+    }
+    const held = this.held || [];
+    this.held = null;
+    let seq = head;
+    for (const d of held) {
+      this.applyTo(this.staging, d);
+      if (typeof d.seq === 'number' && (seq === null || d.seq > seq)) seq = d.seq;
+    }
+    this.finishSnapshot(seq === null ? NaN : seq);
+  }
+
+  applyTo(tables, d) {
+    const rows = tables.get(d.table);
+    if (!rows) return;
+    if (d.type === 'DELETE') {
+      if (d.old_record) rows.delete(d.old_record.id);
+    } else if (d.record) {
+      rows.set(d.record.id, d.record);
+    }
+  }
+
   onChange(d) {
     const table = d.table;
     if (!this.data.has(table)) return;
+    if (this.held) {
+      this.held.push(d);
+      return;
+    }
     if (d.snapshot && this.staging) {
       if (d.record && d.record.id != null) this.staging.get(table).set(d.record.id, d.record);
       return;

@@ -54,6 +54,11 @@ fn syncgate_env(dir: &std::path::Path) -> Vec<(String, String)> {
         ),
         // The client sends no heartbeats; nothing should be closed as idle mid-run.
         ("SYNCGATE_REALTIME__IDLE_TIMEOUT", "1h".to_string()),
+        // 10,000 sockets connect before any joins (the defaults allow 1,000
+        // unjoined, 10,000 connections in all, 30 s to join).
+        ("SYNCGATE_REALTIME__MAX_UNJOINED", "20000".to_string()),
+        ("SYNCGATE_REALTIME__JOIN_TIMEOUT", "1h".to_string()),
+        ("SYNCGATE_SERVER__MAX_CONNECTIONS", "30000".to_string()),
         ("SYNCGATE_LOG__LEVEL", "error".to_string()),
     ]
     .into_iter()

@@ -23,8 +23,10 @@ pub fn print() -> Result<(), String> {
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
         let identities = Arc::new(syncgate::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
+        let hub = Hub::new(Arc::new(AtomicI64::new(0)), 4096);
+        let unjoined = syncgate::realtime::UnjoinedSlot::take(&hub, usize::MAX).ok_or("no unjoined slot")?;
         let ctx = session::SessionCtx {
-            hub: Hub::new(Arc::new(AtomicI64::new(0)), 4096),
+            hub,
             store: opened.store,
             tokens,
             identities,
@@ -33,7 +35,7 @@ pub fn print() -> Result<(), String> {
         let (a, _b) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(a, Role::Server, Some(WebSocketConfig::default())).await;
         println!("WebSocketStream<DuplexStream>: {} B (its 4 KiB read buffer and write buffer are separate)", size_of_val(&ws));
-        let fut = session::run(ws, ctx, Vsn::V2, claims);
+        let fut = session::run(ws, ctx, Vsn::V2, claims, unjoined);
         println!("session::run future (one per socket, inside its tokio task): {} B", size_of_val(&fut));
         drop(fut);
         println!("SessionCtx: {} B", size_of::<session::SessionCtx>());

@@ -549,3 +549,20 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
     };
     Ok(e.into_response())
 }
+
+#[cfg(test)]
+mod known_users_tests {
+    use super::KnownUsers;
+    use std::time::Duration;
+
+    #[test]
+    fn entries_are_trusted_only_until_they_expire() {
+        let known = KnownUsers::new(Duration::from_millis(50));
+        assert_eq!(known.get(7), None, "unknown users are read from the database");
+        known.remember(7, true);
+        assert_eq!(known.get(7), Some(true));
+        assert_eq!(known.get(8), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
+    }
+}

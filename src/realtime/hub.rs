@@ -312,6 +312,8 @@ pub struct HubStats {
     pub lag_events: AtomicU64,
     pub catching_up: AtomicI64,
     pub closed_slow: AtomicU64,
+    /// Open sockets with no joined channel (capped by `realtime.max_unjoined`).
+    pub unjoined: AtomicI64,
 }
 
 /// A user with subscribed sockets: their feed and what they hold (for the caps).
@@ -346,19 +348,26 @@ pub struct Hub {
     next_id: AtomicU64,
     alive: AtomicBool,
     closing: AtomicBool,
-    /// Log replays (resume, catch-up) running at once. Each holds a page of
-    /// changes and its frames in memory; after a restart every browser
-    /// resumes at the same moment, so this bounds the peak.
-    pub replays: tokio::sync::Semaphore,
+    /// Log replays (resume, catch-up) and snapshots running at once. Each
+    /// holds a page of rows or changes and its frames in memory; after a
+    /// restart every browser resumes at the same moment, so this bounds the
+    /// peak.
+    pub replays: Arc<tokio::sync::Semaphore>,
 }
 
-/// Replays that may read and send a page of the log at the same time.
+/// Replays that may read and send a page of the log at the same time, by
+/// default (`realtime.concurrent_replays`).
 pub const CONCURRENT_REPLAYS: usize = 16;
 
 impl Hub {
     /// `window`: how many recent changes are kept in memory for sessions to
     /// read; further behind, they read the log.
     pub fn new(head: Arc<AtomicI64>, window: usize) -> Arc<Hub> {
+        Hub::with_replays(head, window, CONCURRENT_REPLAYS)
+    }
+
+    /// The same, with `replays` snapshots and log replays allowed at once.
+    pub fn with_replays(head: Arc<AtomicI64>, window: usize, replays: usize) -> Arc<Hub> {
         let start = head.load(Ordering::Acquire);
         Arc::new(Hub {
             users: Mutex::new(HashMap::new()),
@@ -371,8 +380,17 @@ impl Hub {
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            replays: tokio::sync::Semaphore::new(CONCURRENT_REPLAYS),
+            replays: Arc::new(tokio::sync::Semaphore::new(replays.max(1))),
         })
+    }
+
+    /// A turn among the snapshots and log replays running at once; None
+    /// once the server is shutting down.
+    pub async fn replays_permit(self: &Arc<Hub>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.replays.clone().acquire_owned().await.ok()
     }
 
     pub fn next_id(&self) -> u64 {

@@ -31,10 +31,18 @@ pub use hub::Hub;
 pub const PATH: &str = "/realtime/v1/websocket";
 
 /// Answer an upgrade request: 101 and a session, or a JSON error before any upgrade.
-pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
+pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::server::ConnectionPermit) -> Response {
     match check(&req, &app) {
         Err(e) => e.into_response(),
         Ok((claims, vsn, accept)) => {
+            // Counted as unjoined from here until the session joins a channel.
+            let Some(unjoined) = UnjoinedSlot::take(&app.hub, app.config.realtime.max_unjoined) else {
+                return ApiError::Unavailable(format!(
+                    "too many realtime sockets are open without a joined channel (realtime.max_unjoined = {}); retry shortly",
+                    app.config.realtime.max_unjoined
+                ))
+                .into_response();
+            };
             let on_upgrade = hyper::upgrade::on(&mut req);
             let ctx = session::SessionCtx {
                 hub: app.hub.clone(),
@@ -56,10 +64,11 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-                        session::run(ws, ctx, vsn, claims).await;
+                        session::run(ws, ctx, vsn, claims, unjoined).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
+                drop(permit);
             });
             let mut res = Response::new(Default::default());
             *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -71,6 +80,47 @@ pub fn upgrade(mut req: Request<Incoming>, app: App) -> Response {
             }
             res
         }
+    }
+}
+
+/// This socket's place among the unjoined ones (`realtime.max_unjoined`):
+/// held while it has no channel, given back when it joins one or closes.
+pub struct UnjoinedSlot {
+    hub: Arc<Hub>,
+    held: bool,
+}
+
+impl UnjoinedSlot {
+    /// A place for a new socket, or None when `max` are taken.
+    pub fn take(hub: &Arc<Hub>, max: usize) -> Option<UnjoinedSlot> {
+        let before = hub.stats.unjoined.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if before >= max as i64 {
+            hub.stats.unjoined.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return None;
+        }
+        Some(UnjoinedSlot { hub: hub.clone(), held: true })
+    }
+
+    /// Is the socket counted as unjoined now.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// The socket joined its first channel (false) or left its last (true).
+    /// A socket that is already open is counted again without the cap: it
+    /// exists either way, and the cap is for new upgrades.
+    pub fn set(&mut self, unjoined: bool) {
+        if unjoined != self.held {
+            let delta = if unjoined { 1 } else { -1 };
+            self.hub.stats.unjoined.fetch_add(delta, std::sync::atomic::Ordering::AcqRel);
+            self.held = unjoined;
+        }
+    }
+}
+
+impl Drop for UnjoinedSlot {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 

@@ -38,6 +38,7 @@ use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
 use crate::identity::{Identities, Refused};
 use crate::store::tables::ALL_TABLES;
+use crate::store::snapshot::{self, SnapshotReader};
 use crate::store::{changes, rows, Store, Table};
 
 /// Everything a session needs from the server.
@@ -61,6 +62,8 @@ enum End {
 enum Wake {
     Signal(u8),
     Inbound(Option<Result<Message, WsError>>),
+    /// A client frame read while a replay or snapshot was being written.
+    Deferred(Utf8Bytes),
     Feed,
     Timer,
 }
@@ -95,9 +98,15 @@ struct Session<S> {
     /// Set when handling a message decided the session must end (a replay
     /// found the client too slow); the loop ends it next.
     ending: Option<End>,
+    /// Counted among unjoined sockets while no channel is joined.
+    unjoined: super::UnjoinedSlot,
+    /// Since when no channel is joined (the `join_timeout` clock).
+    unjoined_since: Instant,
+    /// Client frames that arrived during a replay or snapshot, handled next.
+    deferred: std::collections::VecDeque<Utf8Bytes>,
 }
 
-pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims)
+pub async fn run<S>(ws: WebSocketStream<S>, ctx: SessionCtx, vsn: Vsn, apikey_claims: Claims, unjoined: super::UnjoinedSlot)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -121,6 +130,9 @@ where
         account_changed: false,
         last_inbound: Instant::now(),
         ending: None,
+        unjoined,
+        unjoined_since: Instant::now(),
+        deferred: Default::default(),
     };
     let end = s.run_loop().await;
     s.finish(end).await;
@@ -132,11 +144,17 @@ where
 {
     async fn run_loop(&mut self) -> End {
         let idle_timeout = self.ctx.cfg.idle_timeout.0;
-        let timer = tokio::time::sleep_until(self.last_inbound + idle_timeout);
+        let join_timeout = self.ctx.cfg.join_timeout.0;
+        let timer = tokio::time::sleep_until((self.last_inbound + idle_timeout).min(self.unjoined_since + join_timeout));
         tokio::pin!(timer);
         loop {
             let mut fired = false;
-            match self.next_wake(timer.as_mut()).await {
+            let wake = match self.deferred.pop_front() {
+                Some(text) => Wake::Deferred(text),
+                None => self.next_wake(timer.as_mut()).await,
+            };
+            match wake {
+                Wake::Deferred(text) => self.on_text(text.as_str()).await,
                 Wake::Signal(sig) if sig & SIGNALS_ENDING != 0 => return self.signalled(sig),
                 Wake::Signal(_) => {
                     if self.shared.take_recheck() {
@@ -171,6 +189,9 @@ where
                     if now >= self.last_inbound + idle_timeout {
                         return End::Close(1000, "no heartbeat received; closing idle socket");
                     }
+                    if self.unjoined.held() && now >= self.unjoined_since + join_timeout {
+                        return End::Close(1008, "no channel joined in time; closing");
+                    }
                     if self.exp_at.is_some_and(|e| now >= e) {
                         self.expire_all();
                     }
@@ -182,12 +203,15 @@ where
             if std::mem::take(&mut self.account_changed) {
                 self.recheck().await;
             }
-            // One timer for the idle close, the token expiry and the identity
-            // recheck, moved only when it fired or must fire sooner (not on
-            // every message).
+            // One timer for the idle close, the join deadline, the token
+            // expiry and the identity recheck, moved only when it fired or
+            // must fire sooner (not on every message).
             let mut want = self.last_inbound + idle_timeout;
             for t in [self.exp_at, self.recheck_at].into_iter().flatten() {
                 want = want.min(t);
+            }
+            if self.unjoined.held() {
+                want = want.min(self.unjoined_since + join_timeout);
             }
             if fired || want < timer.deadline() {
                 timer.as_mut().reset(want);
@@ -486,6 +510,7 @@ where
         let echo: Vec<Value> = bindings.iter().map(|b| b.echo.clone()).collect();
         let binding_count = bindings.len();
         self.channels.push(Channel { gen, topic: topic.clone(), join_ref: msg.join_ref.clone(), bindings, cursor: head });
+        self.unjoined.set(false);
         self.ctx.hub.add_bindings(user_id, binding_count as isize);
         self.ctx.hub.stats.channels.fetch_add(1, Ordering::Relaxed);
         self.ctx.hub.stats.bindings.fetch_add(binding_count as i64, Ordering::Relaxed);
@@ -493,6 +518,19 @@ where
         self.claims = Some(claims);
         self.recheck_at = Some(recheck_instant(checked.valid_until));
         self.shared.delivered.fetch_max(head, Ordering::Release);
+
+        // A snapshot is opened before the reply, so a join whose rows pass
+        // `snapshot_max_rows` is answered with an error, not half a snapshot.
+        let mut snapshot_rows = None;
+        if snapshot {
+            match self.open_snapshot(gen).await {
+                Ok(r) => snapshot_rows = Some(r),
+                Err(why) => {
+                    self.remove_channel(&msg.topic);
+                    return self.refuse(&msg, &why);
+                }
+            }
+        }
 
         let mut response = serde_json::Map::new();
         response.insert("postgres_changes".into(), Value::Array(echo.clone()));
@@ -507,8 +545,11 @@ where
         }
         if let Some(since) = resume_since {
             self.resume(gen, &topic, jr.map(str::to_string), since).await;
-        } else if snapshot {
-            self.snapshot(gen, &topic, jr.map(str::to_string)).await;
+        } else if let Some((reader, permit)) = snapshot_rows {
+            if let Err(end) = self.send_snapshot(gen, &topic, jr.map(str::to_string), reader).await {
+                self.ending = Some(end);
+            }
+            drop(permit);
         }
     }
 
@@ -560,13 +601,16 @@ where
     /// Read the log after the lowest cursor of `only` (or of every channel)
     /// up to the head, delivering what each channel matches and may see.
     ///
-    /// At most `CONCURRENT_REPLAYS` sessions hold a page at once; a client that
-    /// cannot take a page within `REPLAY_FLUSH` is closed as a slow consumer,
-    /// so it cannot hold a permit forever.
+    /// At most `realtime.concurrent_replays` sessions (replays and
+    /// snapshots) hold a page at once; a client that cannot take a page
+    /// within `realtime.flush_timeout` is closed as a slow consumer, so it
+    /// cannot hold a permit forever. A non-admin reads only its user's rows.
     async fn replay_from_log(&mut self, only: Option<u64>, enforce_lag: bool) -> Result<(), End> {
         const PAGE: usize = 256;
-        const REPLAY_FLUSH: Duration = Duration::from_secs(15);
+        let flush_timeout = self.ctx.cfg.flush_timeout.0;
         let hub = self.ctx.hub.clone();
+        // Only this user's changes unless admin (by the (user_id, seq) index).
+        let owner = (!self.admin).then_some(self.user_id);
         loop {
             let _permit = hub.replays.acquire().await.map_err(|_| End::Close(1001, "server shutting down"))?;
             let from = self.channels.iter().filter(|c| only.is_none_or(|g| g == c.gen)).map(|c| c.cursor).min();
@@ -580,7 +624,10 @@ where
                 .store
                 .read(move |c| {
                     let tx = c.unchecked_transaction()?;
-                    let page = changes::read_after(&tx, from, PAGE)?;
+                    let page = match owner {
+                        Some(u) => changes::read_after_for_user(&tx, u, from, PAGE)?,
+                        None => changes::read_after(&tx, from, PAGE)?,
+                    };
                     let head = changes::head(&tx)?;
                     tx.commit()?;
                     Ok((page, head))
@@ -608,10 +655,10 @@ where
                 }
                 self.shared.delivered.fetch_max(seq, Ordering::Release);
                 if self.out.len() >= 64 {
-                    self.flush_replay(REPLAY_FLUSH).await?;
+                    self.flush_replay(flush_timeout).await?;
                 }
             }
-            self.flush_replay(REPLAY_FLUSH).await?;
+            self.flush_replay(flush_timeout).await?;
             if n < PAGE {
                 // Everything up to the head this read saw has been read (some
                 // of it may have been pruned meanwhile): nothing before it is
@@ -625,97 +672,129 @@ where
         }
     }
 
+    /// Flush one page of a replay or snapshot: within `limit` (else a slow
+    /// consumer) and within the idle timeout; then read what the client sent
+    /// meanwhile, so a long replay neither starves its heartbeats nor
+    /// counts a live client as idle.
     async fn flush_replay(&mut self, limit: Duration) -> Result<(), End> {
-        match tokio::time::timeout(limit, self.flush()).await {
-            Ok(r) => r,
-            Err(_) => Err(self.slow_consumer_close()),
+        let idle_at = self.last_inbound + self.ctx.cfg.idle_timeout.0;
+        let deadline = (Instant::now() + limit).min(idle_at);
+        match tokio::time::timeout_at(deadline, self.flush()).await {
+            Ok(r) => r?,
+            Err(_) if Instant::now() >= idle_at => return Err(End::Close(1000, "no heartbeat received; closing idle socket")),
+            Err(_) => return Err(self.slow_consumer_close()),
+        }
+        self.take_inbound_between_pages()
+    }
+
+    /// Frames already received while a replay or snapshot is being written:
+    /// heartbeats are answered with the next page, anything else waits in
+    /// `deferred` until the replay is done (at most `DEFERRED` of them).
+    fn take_inbound_between_pages(&mut self) -> Result<(), End> {
+        use futures_util::FutureExt;
+        const DEFERRED: usize = 64;
+        while self.deferred.len() < DEFERRED {
+            let Some(next) = self.ws.next().now_or_never() else { return Ok(()) };
+            self.last_inbound = Instant::now();
+            match next {
+                None | Some(Ok(Message::Close(_))) => return Err(End::ClientClosed),
+                Some(Err(_)) => return Err(End::Broken),
+                Some(Ok(Message::Text(t))) => match proto::decode(self.vsn, t.as_str()) {
+                    Ok(m) if m.topic == "phoenix" && m.event == "heartbeat" => {
+                        let f = proto::reply_ok(self.vsn, None, m.reference.as_deref(), "phoenix", "{}");
+                        self.push(f);
+                    }
+                    _ => self.deferred.push_back(t),
+                },
+                Some(Ok(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Open the snapshot of a channel's rows: wait for a turn among
+    /// `realtime.concurrent_replays`, begin the read transaction, read its
+    /// head and check `snapshot_max_rows`. Err is the join's refusal.
+    async fn open_snapshot(&mut self, gen: u64) -> Result<(SnapshotReader, tokio::sync::OwnedSemaphorePermit), String> {
+        const PAGE: usize = 64;
+        let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return Err("the channel is gone".into()) };
+        let bindings = ch.bindings.clone();
+        let mut tables: Vec<Table> = Vec::new();
+        for b in bindings.iter().filter(|b| b.active) {
+            for t in b.table.map_or(ALL_TABLES.to_vec(), |t| vec![t]) {
+                // Accounts are an admin's view only (joins refuse the binding too).
+                if t == Table::Users && !self.admin {
+                    continue;
+                }
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+        // Waiting for a turn is bounded by the idle timeout: this session
+        // reads nothing from its socket meanwhile.
+        let idle_at = self.last_inbound + self.ctx.cfg.idle_timeout.0;
+        let permit = match tokio::time::timeout_at(idle_at, self.ctx.hub.replays_permit()).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err("the server is shutting down".into()),
+            Err(_) => return Err("the server is busy with other snapshots; rejoin to retry".into()),
+        };
+        let cap = self.ctx.cfg.snapshot_max_rows;
+        let owner = (!self.admin).then_some(self.user_id);
+        let keep = move |table: Table, row: Value| {
+            let mut probe = snapshot_change(table, row, 0, String::new());
+            let matched = bindings.iter().any(|b| b.matches(&probe));
+            probe.record.take().filter(|_| matched)
+        };
+        let req = snapshot::Request { tables, owner, cap, page: PAGE, keep };
+        match self.ctx.store.snapshot(req).await {
+            Ok(snapshot::Opened::Rows(reader)) => Ok((reader, permit)),
+            Ok(snapshot::Opened::TooMany(n)) => Err(format!(
+                "the snapshot would hold more than {cap} rows (realtime.snapshot_max_rows; at least {n} match): \
+                 join without snapshot and page through REST (GET /api/<table>?limit=&cursor=), or narrow the bindings with a filter"
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot could not be opened");
+                Err("the snapshot could not be read; rejoin to retry".into())
+            }
         }
     }
 
-    /// Frames for the rows the channel's bindings match, read in one read
-    /// transaction together with the head seq they are consistent with.
-    async fn snapshot(&mut self, gen: u64, topic: &Arc<str>, join_ref: Option<String>) {
-        let (user_id, admin) = (self.user_id, self.admin);
-        let tables: Vec<Table> = self
-            .channels
-            .iter()
-            .find(|c| c.gen == gen)
-            .map(|c| {
-                let mut t: Vec<Table> = Vec::new();
-                for b in &c.bindings {
-                    match b.table {
-                        Some(x) if !t.contains(&x) => t.push(x),
-                        None => {
-                            for x in ALL_TABLES {
-                                if !t.contains(&x) {
-                                    t.push(x);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
+    /// Write a snapshot's pages as `INSERT` frames with `"snapshot": true`,
+    /// then "snapshot complete" with the head they reflect. Each page must be
+    /// taken by the client within `realtime.flush_timeout` (else it is a
+    /// slow consumer), which also bounds how long the read transaction lives.
+    async fn send_snapshot(&mut self, gen: u64, topic: &Arc<str>, join_ref: Option<String>, mut reader: SnapshotReader) -> Result<(), End> {
+        let head = reader.head;
+        let flush_timeout = self.ctx.cfg.flush_timeout.0;
+        let committed_at = crate::store::timefmt::format(crate::store::timefmt::now());
+        while let Some(page) = reader.next_page().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot page could not be read");
+                    self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
+                    return Ok(());
                 }
-                t
-            })
-            .unwrap_or_default();
-        let read = self
-            .ctx
-            .store
-            .read(move |conn| {
-                let tx = conn.unchecked_transaction()?;
-                let head = changes::head(&tx)?;
-                let mut out = Vec::new();
-                for t in tables {
-                    if t == Table::Users && !admin {
-                        continue;
-                    }
-                    let sql = if admin {
-                        format!("{} ORDER BY id", rows::select_sql(t))
-                    } else {
-                        format!("{} WHERE user_id = ?1 ORDER BY id", rows::select_sql(t))
-                    };
-                    let mut stmt = tx.prepare(&sql)?;
-                    let mapped: Vec<Value> = if admin {
-                        stmt.query_map([], |r| rows::row_to_json(t, r))?.collect::<Result<_, _>>()?
-                    } else {
-                        stmt.query_map([user_id], |r| rows::row_to_json(t, r))?.collect::<Result<_, _>>()?
-                    };
-                    out.extend(mapped.into_iter().map(|r| (t, r)));
+            };
+            let vsn = self.vsn;
+            let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return Ok(()) };
+            for (table, row) in page {
+                let change = snapshot_change(table, row, head, committed_at.clone());
+                if let Some(ids) = Ids::matching(ch, &change) {
+                    self.out.push(Utf8Bytes::from(proto::encode_change(vsn, &ch.topic, &ids, &data_json(&change, true))));
                 }
-                tx.commit()?;
-                Ok((head, out))
-            })
-            .await;
-        let Ok((head, snapshot_rows)) = read else {
-            self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
-            return;
-        };
-        let vsn = self.vsn;
-        let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return };
-        let frames: Vec<Utf8Bytes> = snapshot_rows
-            .into_iter()
-            .filter_map(|(t, r)| {
-                let change = crate::store::Change {
-                    seq: head,
-                    table: t,
-                    op: crate::store::Op::Insert,
-                    row_id: r.get("id").and_then(Value::as_i64).unwrap_or(0),
-                    user_id: t.owner_of(&r),
-                    record: Some(r),
-                    old_record: None,
-                    committed_at: crate::store::timefmt::format(crate::store::timefmt::now()),
-                };
-                let ids = Ids::matching(ch, &change)?;
-                Some(Utf8Bytes::from(proto::encode_change(vsn, &ch.topic, &ids, &data_json(&change, true))))
-            })
-            .collect();
-        self.out.extend(frames);
+            }
+            self.flush_replay(flush_timeout).await?;
+        }
+        drop(reader);
         self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "ok", "snapshot complete", &[("seq", json!(head))]));
         // The rows reflect every change up to `head`; live frames at or
         // below it are already in them, so the cursor drops those.
         if let Some(c) = self.channel_mut(gen) {
             c.cursor = c.cursor.max(head);
         }
+        Ok(())
     }
 
     /// The feed no longer holds everything after the cursor (the client read
@@ -776,6 +855,10 @@ where
                 self.ctx.hub.detach(self.shared.id, &p, 0);
                 self.exp_at = None;
                 self.recheck_at = None;
+            }
+            if !self.unjoined.held() {
+                self.unjoined.set(true);
+                self.unjoined_since = Instant::now();
             }
         }
         removed.flatten()
@@ -939,6 +1022,20 @@ where
 /// user's other sockets find that answer cached (no burst of reads).
 fn recheck_instant(valid_until: Instant) -> Instant {
     valid_until + Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), 20..=1000))
+}
+
+/// A snapshot row as the `INSERT` change its frame is built from.
+fn snapshot_change(table: Table, row: Value, head: i64, committed_at: String) -> crate::store::Change {
+    crate::store::Change {
+        seq: head,
+        table,
+        op: crate::store::Op::Insert,
+        row_id: row.get("id").and_then(Value::as_i64).unwrap_or(0),
+        user_id: table.owner_of(&row),
+        record: Some(row),
+        old_record: None,
+        committed_at,
+    }
 }
 
 /// When a token with this `exp` (unix seconds) stops being valid.

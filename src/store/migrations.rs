@@ -13,6 +13,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_google_renewal", include_str!("migrations/0005_google_renewal.sql")),
     ("0006_google_calendars", include_str!("migrations/0006_google_calendars.sql")),
     ("0007_accounts", include_str!("migrations/0007_accounts.sql")),
+    ("0008_calendly_rejections", include_str!("migrations/0008_calendly_rejections.sql")),
+    ("0009_changes_by_user", include_str!("migrations/0009_changes_by_user.sql")),
 ];
 
 pub fn latest_version() -> i64 {

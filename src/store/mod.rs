@@ -6,7 +6,9 @@ pub mod changes;
 pub mod files;
 pub mod google;
 pub mod migrations;
+pub mod rejections;
 pub mod rows;
+pub mod snapshot;
 pub mod tables;
 pub mod timefmt;
 pub mod retention;
@@ -35,6 +37,9 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub struct Store {
     pub pool: Pool,
     pub writer: Writer,
+    /// Opens read-only connections outside the pool, for snapshots that hold
+    /// a read transaction while a client takes the rows (see `snapshot`).
+    pub readers: std::sync::Arc<SqliteConnectionManager>,
 }
 
 /// What `Store::open` hands to the server besides the store itself.
@@ -81,13 +86,17 @@ impl Store {
     /// Create the folder and file if needed, migrate, start the writer and the read pool.
     pub fn open(cfg: &DatabaseConfig) -> Result<Opened, String> {
         let conn = open_connection(cfg)?;
-        let sync = cfg.synchronous.clone();
-        let manager = SqliteConnectionManager::file(&cfg.path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
-            .with_init(move |c| {
-                pragmas(c, &sync)?;
-                c.pragma_update(None, "query_only", "ON")
-            });
+        let read_only = || {
+            let sync = cfg.synchronous.clone();
+            SqliteConnectionManager::file(&cfg.path)
+                .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+                .with_init(move |c| {
+                    pragmas(c, &sync)?;
+                    c.pragma_update(None, "query_only", "ON")
+                })
+        };
+        let manager = read_only();
+        let readers = std::sync::Arc::new(read_only());
         let pool = r2d2::Pool::builder()
             .max_size(cfg.read_pool_size)
             .min_idle(Some(1))
@@ -95,7 +104,7 @@ impl Store {
             .map_err(|e| format!("cannot open the read pool: {e}"))?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn(conn, cfg.max_batch, feed_tx);
-        Ok(Opened { store: Store { pool, writer }, feed, writer_thread })
+        Ok(Opened { store: Store { pool, writer, readers }, feed, writer_thread })
     }
 
     /// Run a read on a pooled connection off the async runtime.

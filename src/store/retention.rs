@@ -1,7 +1,9 @@
 //! Background retention: the `changes` log is pruned by age and by count,
 //! raw Calendly payloads (personal data: names, emails, answers) older than
 //! `calendly.keep_payloads` are dropped, keeping each delivery's outcome row,
-//! and account audit entries older than `auth.audit_retention` are deleted.
+//! account audit entries older than `auth.audit_retention` are deleted,
+//! and outcome rows and per-minute rejection counts older than
+//! `calendly.keep_outcomes` are deleted.
 //! Deletes go through the writer in small chunks, so a prune never holds the
 //! writer for long and never races it for SQLite's write lock.
 
@@ -58,6 +60,26 @@ pub async fn prune_audit_once(app: &App) -> Result<usize, crate::error::ApiError
     app.store.writer.write(move |tx| Ok(crate::store::accounts::prune_audit(tx.conn(), &cutoff, CHUNK)?)).await
 }
 
+/// Delete one chunk of Calendly delivery rows (every outcome) and of
+/// per-minute rejection counts older than `calendly.keep_outcomes`.
+pub async fn drop_outcomes_once(app: &App) -> Result<usize, crate::error::ApiError> {
+    let cutoff = crate::store::timefmt::format(
+        crate::store::timefmt::now() - time::Duration::seconds(app.config.calendly.keep_outcomes.as_secs() as i64),
+    );
+    app.store
+        .writer
+        .write(move |tx| {
+            let events = tx.conn().execute(
+                "DELETE FROM calendly_webhook_events WHERE id IN (
+                    SELECT id FROM calendly_webhook_events WHERE received_at < ?1 LIMIT ?2)",
+                rusqlite::params![cutoff, CHUNK],
+            )?;
+            let minutes = crate::store::rejections::prune(tx.conn(), &cutoff, CHUNK)?;
+            Ok(events.max(minutes))
+        })
+        .await
+}
+
 /// Run a chunked job until a chunk comes back short; returns the total.
 async fn drain<F, Fut>(app: &App, what: &str, chunk: F) -> usize
 where
@@ -98,6 +120,10 @@ pub async fn run(app: App) {
         let audited = drain(&app, "pruning the audit log", |a| async move { prune_audit_once(&a).await }).await;
         if audited > 0 {
             tracing::info!(entries = audited, "old audit entries deleted (auth.audit_retention)");
+        }
+        let dropped = drain(&app, "deleting old Calendly outcome rows", |a| async move { drop_outcomes_once(&a).await }).await;
+        if dropped > 0 {
+            tracing::info!(rows = dropped, "Calendly delivery rows older than calendly.keep_outcomes deleted");
         }
     }
 }

@@ -5,15 +5,18 @@
 //! `GET /api/admin/health/calendly` ([`admin_health`]).
 //!
 //! The path of a delivery: body read up to 256 KiB (413 beyond) →
-//! [`signature::verify`] over the raw bytes (401 and a `rejected` row
-//! otherwise) → [`payload::Delivery::parse`] (400 and an `invalid` row) →
+//! [`signature::verify`] over the raw bytes (401 otherwise: counted per
+//! minute and reason by [`rejected`], no row of its own) →
+//! [`payload::Delivery::parse`] (400 and an `invalid` row) →
 //! [`booking::apply`] as one writer request → 200 after COMMIT. Every
-//! delivery ends in exactly one `calendly webhook <event>: <outcome>, …` log
-//! line. This module never writes the synced tables itself: `booking` does,
+//! verified delivery ends in exactly one `calendly webhook <event>:
+//! <outcome>, …` log line; refused ones at most one per source address per
+//! minute. This module never writes the synced tables itself: `booking` does,
 //! through the writer.
 
 pub mod booking;
 pub mod payload;
+pub mod rejected;
 pub mod signature;
 
 use std::sync::{Arc, RwLock};
@@ -30,7 +33,7 @@ use warp::Filter;
 
 use crate::api::{authenticate, json_response, respond};
 use crate::error::{ApiError, ApiResult};
-use crate::server::App;
+use crate::server::{App, PeerAddr};
 use crate::store::timefmt;
 use booking::EventRow;
 use payload::Delivery;
@@ -46,6 +49,7 @@ struct Webhook {
     /// Keys stored by `syncgate calendly subscribe`, cached; re-read when a
     /// signature matches none of the cached keys (a key added while running).
     stored: RwLock<Option<Arc<Vec<String>>>>,
+    rejections: rejected::Rejections,
 }
 
 impl Webhook {
@@ -77,7 +81,7 @@ fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// The webhook, its public status and its admin details.
 pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    let w = Arc::new(Webhook { app, stored: RwLock::new(None) });
+    let w = Arc::new(Webhook { app, stored: RwLock::new(None), rejections: Default::default() });
     let with = {
         let w = w.clone();
         warp::any().map(move || w.clone())
@@ -86,8 +90,12 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with.clone())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>())
         .and(warp::body::stream())
-        .then(|w: Arc<Webhook>, headers: HeaderMap, body| async move { receive(w, headers, body).await });
+        .then(|w: Arc<Webhook>, headers: HeaderMap, peer: Option<PeerAddr>, body| async move {
+            let source = source_of(&headers, peer);
+            receive(w, headers, source, body).await
+        });
     let test = warp::path!("api" / "calendly" / "webhook" / "test")
         .and(warp::get())
         .and(with.clone())
@@ -128,8 +136,25 @@ fn announced_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(warp::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// Where a delivery came from, for the log: the first `X-Forwarded-For`
+/// entry when a proxy set one, else the peer. Only ever logged: behind a
+/// proxy it cannot be trusted to decide anything.
+fn source_of(headers: &HeaderMap, peer: Option<PeerAddr>) -> String {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64);
+    match (forwarded, peer) {
+        (Some(f), _) => crate::api::input::clip(f),
+        (None, Some(p)) => p.0.ip().to_string(),
+        (None, None) => "?".into(),
+    }
+}
+
 /// `POST /api/calendly/webhook`
-async fn receive<S, B>(w: Arc<Webhook>, headers: HeaderMap, body: S) -> Response
+async fn receive<S, B>(w: Arc<Webhook>, headers: HeaderMap, source: String, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -137,13 +162,13 @@ where
     let started = Instant::now();
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
     if announced_length(&headers).is_some_and(|n| n > MAX_BODY as u64) {
-        reject(&w, None, "too_large", "the body is larger than the limit").await;
+        reject(&w, None, "too_large", "the body is larger than the limit", &source).await;
         return too_large().into_response();
     }
     let body = match read_body(body, MAX_BODY).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            reject(&w, None, "too_large", "the body is larger than the limit").await;
+            reject(&w, None, "too_large", "the body is larger than the limit", &source).await;
             return too_large().into_response();
         }
         Err(BodyError::Read(e)) => {
@@ -156,7 +181,7 @@ where
     let header = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or("\u{1}"));
     if let Err(reason) = check_signature(&w, header, &body).await {
         let claimed = payload::claimed_event(&body);
-        reject(&w, claimed.as_deref(), reason.code(), &reason.to_string()).await;
+        reject(&w, claimed.as_deref(), reason.code(), &reason.to_string(), &source).await;
         return ApiError::Unauthorized(reason.to_string()).into_response();
     }
 
@@ -259,26 +284,10 @@ async fn check_signature(w: &Webhook, header: Option<&str>, body: &[u8]) -> Resu
     }
 }
 
-/// Record a refused delivery (never its body: it is unauthenticated) and log it.
-async fn reject(w: &Webhook, event: Option<&str>, code: &str, sentence: &str) {
-    let error = format!("{code}: {sentence}");
-    let ev = event.map(str::to_string);
-    let err2 = error.clone();
-    let res = w
-        .app
-        .store
-        .writer
-        .write(move |tx| {
-            let now = tx.now().to_string();
-            let row = EventRow { event: ev.as_deref(), outcome: "rejected", error: Some(&err2), ..Default::default() };
-            Ok(booking::record(tx.conn(), &now, &row)?)
-        })
-        .await;
-    if let Err(e) = res {
-        tracing::warn!(error = %e, "could not record a rejected Calendly delivery");
-    }
-    tracing::info!(reason = code, "calendly webhook {}: rejected, {sentence}", event.unwrap_or("?"));
-    w.app.metrics.webhook("calendly", "rejected");
+/// Count a refused delivery (never its body: it is unauthenticated; and no
+/// row of its own: forging must cost next to nothing) and log it.
+async fn reject(w: &Webhook, event: Option<&str>, code: &'static str, sentence: &str, source: &str) {
+    w.rejections.record(&w.app, code, sentence, event, source).await;
 }
 
 fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
@@ -343,15 +352,14 @@ fn health(conn: &Connection) -> rusqlite::Result<Value> {
         let (o, n) = row?;
         outcomes.insert(o, json!(n));
     }
+    // Refusals are counted per minute, not stored as rows.
     let mut reasons = serde_json::Map::new();
-    let mut stmt = conn.prepare(
-        "SELECT substr(error, 1, instr(error, ':') - 1), COUNT(*) FROM calendly_webhook_events
-         WHERE outcome = 'rejected' AND received_at >= ?1 AND instr(error, ':') > 0 GROUP BY 1",
-    )?;
-    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (code, n) = row?;
+    let mut rejected = 0;
+    for (code, n) in crate::store::rejections::by_reason_since(conn, &day)? {
+        rejected += n;
         reasons.insert(code, json!(n));
     }
+    outcomes.insert("rejected".into(), json!(rejected));
     let mut stmt = conn.prepare(
         "SELECT host, COUNT(*), MAX(received_at) FROM calendly_webhook_events
          WHERE outcome = 'unmatched' AND received_at >= ?1 GROUP BY host ORDER BY 3 DESC LIMIT 50",

@@ -1,0 +1,2 @@
+-- A non-admin resume or catch-up reads only its user's changes.
+CREATE INDEX changes_user_seq ON changes (user_id, seq);

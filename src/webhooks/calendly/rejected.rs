@@ -1,0 +1,87 @@
+//! Deliveries refused before their signature verified (forged, stale,
+//! unsigned, oversized). They are unauthenticated, so they must cost next to
+//! nothing: no row of their own, only a count per minute and reason
+//! ([`crate::store::rejections`]), a metric by reason, and at most one log
+//! line per source address per minute.
+//!
+//! Counts from concurrent refusals are merged: whoever holds the flush lock
+//! writes everything waiting in one writer request, so a flood of forged
+//! POSTs becomes a few upserts, not one write each.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::server::App;
+
+#[derive(Default)]
+pub struct Rejections {
+    /// Refusals not yet written, by reason.
+    pending: Mutex<HashMap<&'static str, u64>>,
+    /// Held while one request writes `pending` for everyone.
+    flushing: tokio::sync::Mutex<()>,
+    /// Source → the minute it was last logged.
+    logged: Mutex<HashMap<String, i64>>,
+}
+
+/// Sources remembered for the log limit; past it the memory starts afresh
+/// (a flood from many addresses then logs once more per address, no worse).
+const MAX_SOURCES: usize = 10_000;
+
+impl Rejections {
+    /// Count one refusal and return once it is committed (so the count
+    /// survives a restart). Logs it unless `source` was logged this minute.
+    pub async fn record(&self, app: &App, reason: &'static str, sentence: &str, event: Option<&str>, source: &str) {
+        app.metrics.webhook("calendly", "rejected");
+        app.metrics.calendly_rejected.with_label_values(&[reason]).inc();
+        self.log(reason, sentence, event, source);
+        if let Ok(mut p) = self.pending.lock() {
+            *p.entry(reason).or_default() += 1;
+        }
+        let _turn = self.flushing.lock().await;
+        let batch: Vec<(&'static str, u64)> = match self.pending.lock() {
+            Ok(mut p) => p.drain().collect(),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            // An earlier holder of the lock wrote ours with its own.
+            return;
+        }
+        let res = app
+            .store
+            .writer
+            .write(move |tx| {
+                let now = tx.now().to_string();
+                for (reason, n) in &batch {
+                    crate::store::rejections::add(tx.conn(), &now, reason, *n)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not count rejected Calendly deliveries");
+        }
+    }
+
+    fn log(&self, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
+        let minute = crate::auth::unix_now().div_euclid(60);
+        let first = match self.logged.lock() {
+            Ok(mut seen) => {
+                if seen.len() >= MAX_SOURCES && !seen.contains_key(source) {
+                    seen.clear();
+                }
+                seen.insert(source.to_string(), minute) != Some(minute)
+            }
+            Err(_) => true,
+        };
+        if first {
+            tracing::info!(
+                reason,
+                source,
+                "calendly webhook {}: rejected, {sentence} (further rejections from {source} this minute are counted, not logged)",
+                event.unwrap_or("?")
+            );
+        } else {
+            tracing::debug!(reason, source, "calendly webhook rejected");
+        }
+    }
+}
