@@ -26,6 +26,8 @@ const reconnectBtn = document.getElementById('reconnect');
 const state = {
   me: null,
   live: null,
+  /** The realtime path and the public anon key (`GET /api/config`). */
+  realtime: null,
   page: null,
   route: null,
   expiryTimer: null,
@@ -55,6 +57,10 @@ const ctx = {
   },
   get live() {
     return state.live;
+  },
+  /** `{path, apikey}` from `GET /api/config`: where a page opens a socket of its own. */
+  get realtime() {
+    return state.realtime;
   },
   api,
   navigate,
@@ -163,6 +169,7 @@ async function boot() {
 
   top.hidden = false;
   renderWho();
+  state.realtime = publicConfig.realtime;
   startLive(token, publicConfig.realtime);
   route();
   // Meetings move from "upcoming" to "past" as time goes by.

@@ -152,7 +152,13 @@ export function mount(main, ctx) {
 
   // Account changes arrive on a socket of the page's own (admins only).
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const live = new Live({ url: `${proto}//${location.host}/realtime/v1/websocket`, token: auth.token, tables: ['users'], topic: 'realtime:syncgate-team' });
+  const live = new Live({
+    url: `${proto}//${location.host}${ctx.realtime.path}`,
+    apikey: ctx.realtime.apikey,
+    token: auth.token,
+    tables: ['users'],
+    topic: 'realtime:syncgate-team',
+  });
   let queued = false;
   const reload = () => {
     if (queued) return;
