@@ -34,10 +34,7 @@ use fanout::client::{self, Shared};
 use fanout::procs::{Kind, ServerProc};
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 struct Knobs {
@@ -52,10 +49,7 @@ struct Knobs {
 }
 
 fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain libc calls on a stack struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
@@ -84,12 +78,7 @@ struct Clients {
 }
 
 impl Clients {
-    fn connect(
-        server: &ServerProc,
-        shared: Arc<Shared>,
-        sockets: usize,
-        threads: usize,
-    ) -> Result<Clients, String> {
+    fn connect(server: &ServerProc, shared: Arc<Shared>, sockets: usize, threads: usize) -> Result<Clients, String> {
         let target = server.target();
         let handles = (0..threads)
             .map(|t| {
@@ -98,21 +87,11 @@ impl Clients {
                 thread::spawn(move || client::run_thread(sh, tg, n))
             })
             .collect();
-        let c = Clients {
-            shared,
-            handles,
-            sockets,
-        };
+        let c = Clients { shared, handles, sockets };
         let sh = c.shared.clone();
-        wait_for("connections", 120, || {
-            sh.connected.load(Ordering::Relaxed) >= sockets
-                || c.handles.iter().any(|h| h.is_finished())
-        })?;
+        wait_for("connections", 120, || sh.connected.load(Ordering::Relaxed) >= sockets || c.handles.iter().any(|h| h.is_finished()))?;
         if sh.connected.load(Ordering::Relaxed) < sockets {
-            return Err(format!(
-                "only {} of {sockets} sockets connected",
-                sh.connected.load(Ordering::Relaxed)
-            ));
+            return Err(format!("only {} of {sockets} sockets connected", sh.connected.load(Ordering::Relaxed)));
         }
         Ok(c)
     }
@@ -121,9 +100,7 @@ impl Clients {
         self.shared.go_join.store(true, Ordering::Release);
         let sh = self.shared.clone();
         let n = self.sockets;
-        wait_for("join replies", 120, || {
-            sh.joined.load(Ordering::Relaxed) >= n
-        })
+        wait_for("join replies", 120, || sh.joined.load(Ordering::Relaxed) >= n)
     }
 
     fn finish(self) -> client::ThreadResult {
@@ -155,11 +132,7 @@ struct Latency {
 }
 
 /// (a): `rate` writes/s for warm + secs seconds to `sockets` sockets.
-fn latency(
-    server: &ServerProc,
-    k: &Knobs,
-    sample: Option<&[u8]>,
-) -> Result<(Latency, Option<Vec<u8>>), String> {
+fn latency(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>) -> Result<(Latency, Option<Vec<u8>>), String> {
     let total = k.rate * (k.warm + k.secs);
     let record_from = k.rate * k.warm;
     let shared = Shared::new(total, record_from);
@@ -174,13 +147,7 @@ fn latency(
     let writers: Vec<_> = (0..k.writers)
         .map(|j| {
             let mut w = server.writer(sample)?;
-            let (sh, errs, rate, nw, rtts) = (
-                shared.clone(),
-                errors.clone(),
-                k.rate as f64,
-                k.writers,
-                rtts.clone(),
-            );
+            let (sh, errs, rate, nw, rtts) = (shared.clone(), errors.clone(), k.rate as f64, k.writers, rtts.clone());
             Ok(thread::spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = j;
@@ -210,9 +177,7 @@ fn latency(
     }
     let sent_secs = start.elapsed().as_secs_f64();
     let n = k.sockets_a as u32;
-    let _ = wait_for("the last frames", 10, || {
-        shared.got.iter().all(|g| g.load(Ordering::Relaxed) >= n)
-    });
+    let _ = wait_for("the last frames", 10, || shared.got.iter().all(|g| g.load(Ordering::Relaxed) >= n));
     let cpu = server.cpu_secs() - cpu0;
     let frames = shared.frames.load(Ordering::Relaxed) - frames0;
     let sample_frame = shared.sample_frame.lock().ok().and_then(|s| s.clone());
@@ -223,18 +188,10 @@ fn latency(
     if let Some(e) = res.errors.first() {
         eprintln!("  {} errors, first: {e}", res.errors.len());
     }
-    let pick_in = |s: &[u32], q: f64| {
-        s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pick_in = |s: &[u32], q: f64| s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1))).copied().unwrap_or(0);
     let mut w = rtts.lock().map(|v| v.clone()).unwrap_or_default();
     w.sort_unstable();
-    let write_rtt = (
-        pick_in(&w, 0.5),
-        pick_in(&w, 0.99),
-        w.last().copied().unwrap_or(0),
-    );
+    let write_rtt = (pick_in(&w, 0.5), pick_in(&w, 0.99), w.last().copied().unwrap_or(0));
     let (mut to_first, mut spread): (Vec<u32>, Vec<u32>) = (record_from..total)
         .filter_map(|i| {
             let (sent, f, l) = (
@@ -242,12 +199,7 @@ fn latency(
                 shared.first_at[i].load(Ordering::Relaxed),
                 shared.last_at[i].load(Ordering::Relaxed),
             );
-            (f != u64::MAX && sent > 0).then(|| {
-                (
-                    (f.saturating_sub(sent) / 1000) as u32,
-                    (l.saturating_sub(f) / 1000) as u32,
-                )
-            })
+            (f != u64::MAX && sent > 0).then(|| ((f.saturating_sub(sent) / 1000) as u32, (l.saturating_sub(f) / 1000) as u32))
         })
         .unzip();
     to_first.sort_unstable();
@@ -289,19 +241,10 @@ struct Throughput {
 
 /// (c) then (b): connect and join `sockets_b` sockets, read RSS, then keep
 /// `window` writes in flight (write k goes once every socket has write k - window).
-fn throughput(
-    server: &ServerProc,
-    k: &Knobs,
-    sample: Option<&[u8]>,
-    memory_only: bool,
-) -> Result<Throughput, String> {
+fn throughput(server: &ServerProc, k: &Knobs, sample: Option<&[u8]>, memory_only: bool) -> Result<Throughput, String> {
     const MAX_WRITES: usize = 200_000;
     let shared = Shared::new(MAX_WRITES, usize::MAX);
-    let preload = if memory_only {
-        env_num("FANOUT_PRELOAD", 0)
-    } else {
-        0
-    };
+    let preload = if memory_only { env_num("FANOUT_PRELOAD", 0) } else { 0 };
     if preload > 0 && server.kind == Kind::Syncgate {
         // Changes in the log before anyone joins; the joins resume from 0 and replay them.
         let mut w = server.writer(sample)?;
@@ -328,9 +271,7 @@ fn throughput(
     if preload > 0 && server.kind == Kind::Syncgate {
         let sh = shared.clone();
         let want = (preload * k.sockets_b) as u64;
-        wait_for("the replays", 120, || {
-            sh.frames.load(Ordering::Relaxed) >= want
-        })?;
+        wait_for("the replays", 120, || sh.frames.load(Ordering::Relaxed) >= want)?;
     }
     thread::sleep(Duration::from_millis(1000));
     let rss_joined_kib = server.rss_kib();
@@ -361,13 +302,7 @@ fn throughput(
     let writers: Vec<_> = (0..k.writers)
         .map(|_| {
             let mut w = server.writer(sample)?;
-            let (sh, next, stalls, stop, window) = (
-                shared.clone(),
-                next.clone(),
-                stalls.clone(),
-                stop.clone(),
-                k.window,
-            );
+            let (sh, next, stalls, stop, window) = (shared.clone(), next.clone(), stalls.clone(), stop.clone(), k.window);
             Ok(thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -376,9 +311,7 @@ fn throughput(
                     }
                     if i >= window {
                         let waited = Instant::now();
-                        while sh.got[i - window].load(Ordering::Relaxed) < n
-                            && !stop.load(Ordering::Relaxed)
-                        {
+                        while sh.got[i - window].load(Ordering::Relaxed) < n && !stop.load(Ordering::Relaxed) {
                             if waited.elapsed() > Duration::from_secs(2) {
                                 stalls.fetch_add(1, Ordering::Relaxed);
                                 break;
@@ -398,22 +331,13 @@ fn throughput(
     thread::sleep(Duration::from_secs(k.warm as u64));
     // A marker for profiling scripts: the measured window starts now.
     println!("    measuring {} s", k.secs);
-    let (f0, c0, t0) = (
-        shared.frames.load(Ordering::Relaxed),
-        server.cpu_secs(),
-        Instant::now(),
-    );
+    let (f0, c0, t0) = (shared.frames.load(Ordering::Relaxed), server.cpu_secs(), Instant::now());
     let r0 = shared.reads.load(Ordering::Relaxed);
     let me0 = fanout::procs::cpu_secs("self");
     thread::sleep(Duration::from_secs(k.secs as u64));
-    let (f1, c1, secs) = (
-        shared.frames.load(Ordering::Relaxed),
-        server.cpu_secs(),
-        t0.elapsed().as_secs_f64(),
-    );
+    let (f1, c1, secs) = (shared.frames.load(Ordering::Relaxed), server.cpu_secs(), t0.elapsed().as_secs_f64());
     t.client_util = (fanout::procs::cpu_secs("self") - me0) / secs;
-    t.frames_per_read =
-        (f1 - f0) as f64 / (shared.reads.load(Ordering::Relaxed) - r0).max(1) as f64;
+    t.frames_per_read = (f1 - f0) as f64 / (shared.reads.load(Ordering::Relaxed) - r0).max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
@@ -438,17 +362,12 @@ fn per_socket(from_kib: u64, to_kib: u64, sockets: usize) -> f64 {
 }
 
 fn machine() -> String {
-    let cores = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
@@ -461,48 +380,23 @@ fn start(kind: Kind) -> Result<ServerProc, String> {
     }
 }
 
-fn run(
-    k: &Knobs,
-    rates: &[usize],
-    rounds: usize,
-    only: Option<Kind>,
-    memory_only: bool,
-) -> Result<(), String> {
+fn run(k: &Knobs, rates: &[usize], rounds: usize, only: Option<Kind>, memory_only: bool) -> Result<(), String> {
     println!("machine: {}", machine());
-    let kinds: Vec<Kind> = [Kind::Syncgate, Kind::Raw]
-        .into_iter()
-        .filter(|x| only.is_none_or(|o| o == *x))
-        .collect();
+    let kinds: Vec<Kind> = [Kind::Syncgate, Kind::Raw].into_iter().filter(|x| only.is_none_or(|o| o == *x)).collect();
     let skip_a = memory_only || std::env::var("FANOUT_SKIP_A").is_ok_and(|v| v == "1");
     // The raw server broadcasts copies of a real syncgate change frame; take one first.
     let sample = {
         let sg = ServerProc::syncgate()?;
-        let quick = Knobs {
-            rate: 50,
-            secs: 1,
-            warm: 1,
-            sockets_a: 1,
-            ..*k
-        };
+        let quick = Knobs { rate: 50, secs: 1, warm: 1, sockets_a: 1, ..*k };
         latency(&sg, &quick, None)?.1
     };
-    println!(
-        "change frame: {} bytes",
-        sample.as_ref().map_or(0, |s| s.len())
-    );
+    println!("change frame: {} bytes", sample.as_ref().map_or(0, |s| s.len()));
     let mut lat: Vec<(usize, Kind, Latency)> = Vec::new();
     for &rate in rates.iter().filter(|_| !skip_a) {
         let ka = Knobs { rate, ..*k };
         for kind in &kinds {
             let server = start(*kind)?;
-            println!(
-                "(a) {}: {} sockets, {} writes/s for {}+{} s",
-                kind.name(),
-                ka.sockets_a,
-                rate,
-                ka.warm,
-                ka.secs
-            );
+            println!("(a) {}: {} sockets, {} writes/s for {}+{} s", kind.name(), ka.sockets_a, rate, ka.warm, ka.secs);
             let (l, _) = latency(&server, &ka, sample.as_deref())?;
             println!(
                 "    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples ({} missing), {:.1} writes/s achieved, {:.2} µs server CPU per frame; write round trip p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; median write → first socket {:.2} ms, first → last socket {:.2} ms",
@@ -526,13 +420,7 @@ fn run(
     for round in 0..if memory_only { 1 } else { rounds.max(1) } {
         for kind in &kinds {
             let server = start(*kind)?;
-            println!(
-                "(b,c) {} round {}: {} sockets, window {} writes",
-                kind.name(),
-                round + 1,
-                k.sockets_b,
-                k.window
-            );
+            println!("(b,c) {} round {}: {} sockets, window {} writes", kind.name(), round + 1, k.sockets_b, k.window);
             let t = throughput(&server, k, sample.as_deref(), memory_only)?;
             println!(
                 "    RSS {} KiB at start, {} connected, {} joined: {:.0} B per connected socket, {:.0} B per joined socket",
@@ -564,80 +452,46 @@ fn run(
     println!("| measure | syncgate | raw ceiling | ratio | target |");
     println!("|---|---|---|---|---|");
     for &rate in rates {
-        let find = |x: Kind| {
-            lat.iter()
-                .find(|(r, k, _)| *r == rate && *k == x)
-                .map(|(_, _, l)| l)
-        };
+        let find = |x: Kind| lat.iter().find(|(r, k, _)| *r == rate && *k == x).map(|(_, _, l)| l);
         let (Some(s), Some(r)) = (find(Kind::Syncgate), find(Kind::Raw)) else {
             continue;
         };
         let ms = |us: u32| us as f64 / 1e3;
         let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
         let at = format!("{} sockets, {rate} writes/s", k.sockets_a);
-        println!(
-            "| (a) p50 latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |",
-            ms(s.p50),
-            ms(r.p50),
-            ratio(s.p50, r.p50)
-        );
-        println!(
-            "| (a) p99 latency, {at} | {:.2} ms | {:.2} ms | **{:.2}×** | ≤ 1.5× |",
-            ms(s.p99),
-            ms(r.p99),
-            ratio(s.p99, r.p99)
-        );
-        println!(
-            "| (a) max latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |",
-            ms(s.max),
-            ms(r.max),
-            ratio(s.max, r.max)
-        );
+        println!("| (a) p50 latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |", ms(s.p50), ms(r.p50), ratio(s.p50, r.p50));
+        println!("| (a) p99 latency, {at} | {:.2} ms | {:.2} ms | **{:.2}×** | ≤ 1.5× |", ms(s.p99), ms(r.p99), ratio(s.p99, r.p99));
+        println!("| (a) max latency, {at} | {:.2} ms | {:.2} ms | {:.2}× | |", ms(s.max), ms(r.max), ratio(s.max, r.max));
         println!(
             "| (a) server CPU per frame, {at} | {:.2} µs | {:.2} µs | {:.2}× | |",
             s.cpu_per_frame_us,
             r.cpu_per_frame_us,
             s.cpu_per_frame_us / r.cpu_per_frame_us
         );
-        println!(
-            "| (a) (write, socket) pairs, {at} | {} ({} missing) | {} ({} missing) | | |",
-            s.samples, s.missing, r.samples, r.missing
-        );
+        println!("| (a) (write, socket) pairs, {at} | {} ({} missing) | {} ({} missing) | | |", s.samples, s.missing, r.samples, r.missing);
     }
     let of = |x: Kind| thr.iter().filter(move |(k, _)| *k == x).map(|(_, t)| t);
     if of(Kind::Syncgate).next().is_some() && of(Kind::Raw).next().is_some() {
         if !memory_only {
             // Over all rounds: frames/s averaged, CPU per frame weighted by frames.
             let fps = |x: Kind| of(x).map(|t| t.frames_per_sec).sum::<f64>() / of(x).count() as f64;
-            let cpf = |x: Kind| {
-                of(x)
-                    .map(|t| t.cpu_per_frame_us * t.frames_per_sec)
-                    .sum::<f64>()
-                    / of(x).map(|t| t.frames_per_sec).sum::<f64>()
-            };
-            let (sf, rf, sc, rc) = (
-                fps(Kind::Syncgate),
-                fps(Kind::Raw),
-                cpf(Kind::Syncgate),
-                cpf(Kind::Raw),
-            );
-            println!(
-                "| (b) delivered frames/s, {} sockets | {sf:.0} | {rf:.0} | **{:.2}×** | ≥ 0.5× |",
-                k.sockets_b,
-                sf / rf
-            );
-            println!(
-                "| (b) server CPU per frame | {sc:.2} µs | {rc:.2} µs | **{:.2}×** | ≤ 2× |",
-                sc / rc
-            );
+            let cpf =
+                |x: Kind| of(x).map(|t| t.cpu_per_frame_us * t.frames_per_sec).sum::<f64>() / of(x).map(|t| t.frames_per_sec).sum::<f64>();
+            let (sf, rf, sc, rc) = (fps(Kind::Syncgate), fps(Kind::Raw), cpf(Kind::Syncgate), cpf(Kind::Raw));
+            println!("| (b) delivered frames/s, {} sockets | {sf:.0} | {rf:.0} | **{:.2}×** | ≥ 0.5× |", k.sockets_b, sf / rf);
+            println!("| (b) server CPU per frame | {sc:.2} µs | {rc:.2} µs | **{:.2}×** | ≤ 2× |", sc / rc);
         }
-        let mem = |x: Kind| {
-            of(x).next().map_or(0.0, |t| {
-                per_socket(t.rss_start_kib, t.rss_joined_kib, k.sockets_b)
-            })
-        };
+        let mem = |x: Kind| of(x).next().map_or(0.0, |t| per_socket(t.rss_start_kib, t.rss_joined_kib, k.sockets_b));
         let (ps, pr) = (mem(Kind::Syncgate), mem(Kind::Raw));
-        println!("| (c) RSS per idle joined socket, {} sockets | {:.0} B ({:.1} KiB) | {:.0} B ({:.1} KiB) | {:.2}× | ≤ 16 KiB |", k.sockets_b, ps, ps / 1024.0, pr, pr / 1024.0, ps / pr);
+        println!(
+            "| (c) RSS per idle joined socket, {} sockets | {:.0} B ({:.1} KiB) | {:.0} B ({:.1} KiB) | {:.2}× | ≤ 16 KiB |",
+            k.sockets_b,
+            ps,
+            ps / 1024.0,
+            pr,
+            pr / 1024.0,
+            ps / pr
+        );
     }
     Ok(())
 }

@@ -38,12 +38,7 @@ fn synchronous() -> String {
 }
 
 fn db_config(path: &Path, max_batch: usize) -> DatabaseConfig {
-    DatabaseConfig {
-        path: path.to_string_lossy().into_owned(),
-        synchronous: synchronous(),
-        max_batch,
-        ..DatabaseConfig::default()
-    }
+    DatabaseConfig { path: path.to_string_lossy().into_owned(), synchronous: synchronous(), max_batch, ..DatabaseConfig::default() }
 }
 
 /// The row every mode writes: what `POST /api/clients` would insert.
@@ -70,19 +65,9 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
     };
     // Warm up (file growth, statement cache), outside the measurement.
     for i in 0..TASKS {
-        store
-            .writer
-            .write(move |tx| {
-                tx.insert(Table::Clients, &client_values(uid, usize::MAX, i))
-                    .map(|_| ())
-            })
-            .await
-            .expect("warm-up");
+        store.writer.write(move |tx| tx.insert(Table::Clients, &client_values(uid, usize::MAX, i)).map(|_| ())).await.expect("warm-up");
     }
-    let (b0, r0) = (
-        store.writer.stats.batches.load(Ordering::Relaxed),
-        store.writer.stats.requests.load(Ordering::Relaxed),
-    );
+    let (b0, r0) = (store.writer.stats.batches.load(Ordering::Relaxed), store.writer.stats.requests.load(Ordering::Relaxed));
 
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(TASKS);
@@ -90,13 +75,7 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
         let writer = store.writer.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task {
-                writer
-                    .write(move |tx| {
-                        tx.insert(Table::Clients, &client_values(uid, t, i))
-                            .map(|_| ())
-                    })
-                    .await
-                    .expect("write acknowledged");
+                writer.write(move |tx| tx.insert(Table::Clients, &client_values(uid, t, i)).map(|_| ())).await.expect("write acknowledged");
             }
         }));
     }
@@ -111,16 +90,9 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
     let _ = opened.writer_thread.join();
     drain.abort();
     let writes = TASKS * per_task;
-    assert_eq!(
-        requests as usize, writes,
-        "every write went through the writer"
-    );
+    assert_eq!(requests as usize, writes, "every write went through the writer");
     check(path, writes + TASKS);
-    Run {
-        writes,
-        elapsed,
-        mean_batch: requests as f64 / batches.max(1) as f64,
-    }
+    Run { writes, elapsed, mean_batch: requests as f64 / batches.max(1) as f64 }
 }
 
 /// The ceiling: one connection, no channel, no savepoints, no read-back —
@@ -173,52 +145,27 @@ fn bare_run(path: &Path, batch: usize, writes: usize) -> Run {
     let elapsed = started.elapsed();
     drop(conn);
     check(path, writes + TASKS);
-    Run {
-        writes,
-        elapsed,
-        mean_batch: batch as f64,
-    }
+    Run { writes, elapsed, mean_batch: batch as f64 }
 }
 
 /// Every write is a row and a change, nothing more.
 fn check(path: &Path, want: usize) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    let rows: i64 = conn
-        .query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))
-        .unwrap();
-    let changes: i64 = conn
-        .query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(
-        (rows as usize, changes as usize),
-        (want, want),
-        "{}",
-        path.display()
-    );
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0)).unwrap();
+    let changes: i64 = conn.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)).unwrap();
+    assert_eq!((rows as usize, changes as usize), (want, want), "{}", path.display());
 }
 
 fn file_system(dir: &Path) -> String {
-    let df = std::process::Command::new("df")
-        .arg("-T")
-        .arg(dir)
-        .output()
-        .ok()
-        .and_then(|o| {
-            let s = String::from_utf8_lossy(&o.stdout).into_owned();
-            let line = s.lines().nth(1)?.to_string();
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            Some(format!("{} on {} (df -T)", cols.get(1)?, cols.first()?))
-        });
+    let df = std::process::Command::new("df").arg("-T").arg(dir).output().ok().and_then(|o| {
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = s.lines().nth(1)?.to_string();
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        Some(format!("{} on {} (df -T)", cols.get(1)?, cols.first()?))
+    });
     df.or_else(|| {
-        let o = std::process::Command::new("stat")
-            .args(["-f", "-c", "%T"])
-            .arg(dir)
-            .output()
-            .ok()?;
-        Some(format!(
-            "{} (stat -f)",
-            String::from_utf8_lossy(&o.stdout).trim()
-        ))
+        let o = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output().ok()?;
+        Some(format!("{} (stat -f)", String::from_utf8_lossy(&o.stdout).trim()))
     })
     .unwrap_or_else(|| "unknown".into())
 }
@@ -231,11 +178,7 @@ fn bench_dir() -> PathBuf {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -255,26 +198,18 @@ fn main() {
     let base = bench_dir();
     std::fs::create_dir_all(&base).expect("bench folder");
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
 
-    println!("syncgate writer benchmark: {TASKS} concurrent tasks x {per_task} writes per mode, {rounds} rounds, synchronous={}", synchronous());
+    println!(
+        "syncgate writer benchmark: {TASKS} concurrent tasks x {per_task} writes per mode, {rounds} rounds, synchronous={}",
+        synchronous()
+    );
     println!("  folder: {}", dir.path().display());
     println!("  file system: {}", file_system(dir.path()));
     println!("  cores: {cores}, SQLite {}", rusqlite::version());
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
-        println!(
-            "  load average at start: {}",
-            load.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        println!("  load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     }
     println!();
 
@@ -311,10 +246,7 @@ fn main() {
     }
 
     println!();
-    println!(
-        "Medians over {rounds} rounds ({} writes per mode per round):",
-        TASKS * per_task
-    );
+    println!("Medians over {rounds} rounds ({} writes per mode per round):", TASKS * per_task);
     println!();
     println!("| mode | writes/s | mean batch |");
     println!("|---|---:|---:|");
@@ -330,23 +262,9 @@ fn main() {
         println!("| {label} | {ws:.0} | {mb:.1} |");
     }
     println!();
-    let g_over_s = median(
-        all.iter()
-            .map(|x| x[0].per_sec() / x[1].per_sec())
-            .collect(),
-    );
-    let w_over_b = median(
-        all.iter()
-            .map(|x| x[0].per_sec() / x[2].per_sec())
-            .collect(),
-    );
+    let g_over_s = median(all.iter().map(|x| x[0].per_sec() / x[1].per_sec()).collect());
+    let w_over_b = median(all.iter().map(|x| x[0].per_sec() / x[2].per_sec()).collect());
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!(
-        "median group commit / one-per-write = {g_over_s:.1}x (target >= 5x): {}",
-        verdict(g_over_s >= 5.0)
-    );
-    println!(
-        "median writer / bare ceiling        = {w_over_b:.2}x (target >= 0.5x): {}",
-        verdict(w_over_b >= 0.5)
-    );
+    println!("median group commit / one-per-write = {g_over_s:.1}x (target >= 5x): {}", verdict(g_over_s >= 5.0));
+    println!("median writer / bare ceiling        = {w_over_b:.2}x (target >= 0.5x): {}", verdict(w_over_b >= 0.5));
 }

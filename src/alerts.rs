@@ -41,9 +41,6 @@ pub struct AlertMonitor {
     calendly: Mutex<Option<CalendlyCheck>>,
 }
 
-/// When Calendly's subscriptions were last checked, and what was found.
-type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
-
 impl AlertMonitor {
     pub fn active(&self) -> Vec<Alert> {
         self.active.lock().map(|a| a.values().cloned().collect()).unwrap_or_default()
@@ -67,7 +64,9 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
          WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
            AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
     )?;
-    for row in stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))? {
+    for row in
+        stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+    {
         let (uid, email, channel, exp) = row?;
         let verb = if exp.as_str() <= now_s.as_str() { "expired" } else { "expires" };
         out.push(alert(
@@ -198,7 +197,9 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
                 alert(
                     "calendly_subscription_disabled",
                     &url,
-                    format!("Calendly disabled the webhook subscription for {url} after 24 h of failed deliveries: no bookings are arriving"),
+                    format!(
+                        "Calendly disabled the webhook subscription for {url} after 24 h of failed deliveries: no bookings are arriving"
+                    ),
                     "fix what made deliveries fail, then recreate it with `syncgate calendly subscribe`",
                     now,
                 )

@@ -109,11 +109,7 @@ impl Tokens {
         validation.leeway = 0;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp"]);
-        Tokens {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
-        }
+        Tokens { encoding: EncodingKey::from_secret(secret.as_bytes()), decoding: DecodingKey::from_secret(secret.as_bytes()), validation }
     }
 
     pub fn sign(&self, claims: &Claims) -> String {
@@ -151,7 +147,9 @@ impl Tokens {
             }
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Invalid("only HS256 tokens are accepted".into()),
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Invalid("only HS256 tokens are accepted".into())
+                }
                 ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
                 ErrorKind::MissingRequiredClaim(c) => TokenError::Invalid(format!("the {c} claim is required")),
                 ErrorKind::Json(_) => TokenError::Invalid("claims of the wrong type".into()),
@@ -344,7 +342,8 @@ mod tests {
         assert!(t.verify(&t.anon_key()).unwrap().is_anon());
         let expired = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() - 1, role: None, iat: None, nbf: None });
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));
-        let early = t.sign(&Claims { sub: Some("7".into()), exp: unix_now() + 60, role: None, iat: None, nbf: Some((unix_now() + 30) as f64) });
+        let early =
+            t.sign(&Claims { sub: Some("7".into()), exp: unix_now() + 60, role: None, iat: None, nbf: Some((unix_now() + 30) as f64) });
         assert_eq!(t.verify(&early), Err(TokenError::NotYetValid));
         let iat = c.issued_at_ms().expect("minted tokens carry iat");
         assert!((iat - unix_now_ms()).abs() < 5_000);

@@ -266,7 +266,6 @@ fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
     Ok(())
 }
 
-
 /// SQLite's online backup: a consistent copy of the database as of the moment
 /// the copy finishes, taken page by page without stopping the server.
 fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
@@ -278,9 +277,7 @@ fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
     store::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
-    backup
-        .run_to_completion(256, std::time::Duration::from_millis(5), None)
-        .map_err(|e| format!("the backup failed: {e}"))?;
+    backup.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| format!("the backup failed: {e}"))?;
     drop(backup);
     let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if ok != "ok" {

@@ -74,12 +74,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig {
-            path: "data/syncgate.db".into(),
-            synchronous: "full".into(),
-            read_pool_size: 8,
-            max_batch: 256,
-        }
+        DatabaseConfig { path: "data/syncgate.db".into(), synchronous: "full".into(), read_pool_size: 8, max_batch: 256 }
     }
 }
 
@@ -242,7 +237,8 @@ impl GoogleConfig {
     /// `[calendar_id]`; blanks dropped, each named once.
     pub fn default_calendars(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let listed = if self.calendars.iter().any(|c| !c.trim().is_empty()) { self.calendars.clone() } else { vec![self.calendar_id.clone()] };
+        let listed =
+            if self.calendars.iter().any(|c| !c.trim().is_empty()) { self.calendars.clone() } else { vec![self.calendar_id.clone()] };
         for c in listed {
             let c = c.trim().to_string();
             if !c.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(&c)) {
@@ -356,8 +352,7 @@ impl Config {
         let file = match explicit {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?),
             None if default_file.exists() => Some(
-                std::fs::read_to_string(default_file)
-                    .map_err(|e| format!("cannot read config file {}: {e}", default_file.display()))?,
+                std::fs::read_to_string(default_file).map_err(|e| format!("cannot read config file {}: {e}", default_file.display()))?,
             ),
             None => None,
         };
@@ -517,10 +512,7 @@ impl Config {
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, String> {
-        self.server
-            .bind
-            .parse()
-            .map_err(|_| format!("server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080", self.server.bind))
+        self.server.bind.parse().map_err(|_| format!("server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080", self.server.bind))
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -650,7 +642,11 @@ mod tests {
         std::fs::write(&f, "[server]\nbind = \"127.0.0.1:9000\"\n[realtime]\nqueue_size = 7\nbogus = 1\n").unwrap();
         let l = Config::load_from(
             Some(&f),
-            env(&[("SYNCGATE_SERVER__BIND", "127.0.0.1:9100"), ("SYNCGATE_CALENDLY__SIGNING_KEYS", "a, b"), ("SYNCGATE_CALENDLY__TOLERANCE", "5m")]),
+            env(&[
+                ("SYNCGATE_SERVER__BIND", "127.0.0.1:9100"),
+                ("SYNCGATE_CALENDLY__SIGNING_KEYS", "a, b"),
+                ("SYNCGATE_CALENDLY__TOLERANCE", "5m"),
+            ]),
             Path::new("/nonexistent"),
         )
         .unwrap();

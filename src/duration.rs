@@ -39,9 +39,8 @@ impl FromStr for Dur {
         if t.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!("duration \"{t}\" needs a unit: write it like {t}s, {t}m, {t}h or {t}d"));
         }
-        let d = humantime::parse_duration(t)
-            .map(Dur)
-            .map_err(|_| format!("\"{t}\" is not a duration; write it like 180s, 15m, 24h or 7d"))?;
+        let d =
+            humantime::parse_duration(t).map(Dur).map_err(|_| format!("\"{t}\" is not a duration; write it like 180s, 15m, 24h or 7d"))?;
         if d > Dur::MAX {
             return Err(format!("duration \"{t}\" is longer than 100 years"));
         }

@@ -87,10 +87,7 @@ impl ApiError {
         let status = self.status();
         let mut res = warp::reply::Response::new(self.body().to_string().into());
         *res.status_mut() = status;
-        res.headers_mut().insert(
-            warp::http::header::CONTENT_TYPE,
-            warp::http::HeaderValue::from_static("application/json"),
-        );
+        res.headers_mut().insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
         res
     }
 }

@@ -49,7 +49,8 @@ impl Metrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
-        let webhooks = counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
+        let webhooks =
+            counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
         let calendly_rejected = counter(
             "syncgate_calendly_rejected_total",
             "Calendly deliveries refused before their signature verified, by reason.",
@@ -115,22 +116,59 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut families = app.metrics.registry.gather();
     let hub = &app.hub.stats;
-    families.extend(gauge("syncgate_realtime_sockets", "Realtime sockets with at least one joined channel.", hub.sockets.load(Relaxed) as f64));
-    families.extend(gauge("syncgate_realtime_unjoined_sockets", "Realtime sockets open without a joined channel (capped by realtime.max_unjoined).", hub.unjoined.load(Relaxed) as f64));
-    families.extend(gauge("syncgate_realtime_replays_running", "Snapshots and log replays reading right now (capped by realtime.concurrent_replays).", (app.config.realtime.concurrent_replays.saturating_sub(app.hub.replays.available_permits())) as f64));
+    families.extend(gauge(
+        "syncgate_realtime_sockets",
+        "Realtime sockets with at least one joined channel.",
+        hub.sockets.load(Relaxed) as f64,
+    ));
+    families.extend(gauge(
+        "syncgate_realtime_unjoined_sockets",
+        "Realtime sockets open without a joined channel (capped by realtime.max_unjoined).",
+        hub.unjoined.load(Relaxed) as f64,
+    ));
+    families.extend(gauge(
+        "syncgate_realtime_replays_running",
+        "Snapshots and log replays reading right now (capped by realtime.concurrent_replays).",
+        (app.config.realtime.concurrent_replays.saturating_sub(app.hub.replays.available_permits())) as f64,
+    ));
     families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
-    families.extend(gauge("syncgate_realtime_bindings", "postgres_changes bindings across joined channels.", hub.bindings.load(Relaxed) as f64));
-    families.extend(counter("syncgate_realtime_frames_delivered_total", "Change frames written to sockets.", hub.frames_delivered.load(Relaxed)));
-    families.extend(gauge("syncgate_realtime_sessions_lagging", "Sessions that fell out of the in-memory window and read from the change log.", hub.catching_up.load(Relaxed) as f64));
-    families.extend(gauge("syncgate_realtime_sessions_catching_up", "Sessions catching up from the change log right now.", hub.catching_up.load(Relaxed) as f64));
-    families.extend(counter("syncgate_realtime_sessions_closed_slow_total", "Sessions closed with 4008 slow consumer.", hub.closed_slow.load(Relaxed)));
-    families.extend(counter("syncgate_realtime_lag_events_total", "Times a session fell out of the in-memory window and went to the change log.", hub.lag_events.load(Relaxed)));
+    families.extend(gauge(
+        "syncgate_realtime_bindings",
+        "postgres_changes bindings across joined channels.",
+        hub.bindings.load(Relaxed) as f64,
+    ));
+    families.extend(counter(
+        "syncgate_realtime_frames_delivered_total",
+        "Change frames written to sockets.",
+        hub.frames_delivered.load(Relaxed),
+    ));
+    families.extend(gauge(
+        "syncgate_realtime_sessions_lagging",
+        "Sessions that fell out of the in-memory window and read from the change log.",
+        hub.catching_up.load(Relaxed) as f64,
+    ));
+    families.extend(gauge(
+        "syncgate_realtime_sessions_catching_up",
+        "Sessions catching up from the change log right now.",
+        hub.catching_up.load(Relaxed) as f64,
+    ));
+    families.extend(counter(
+        "syncgate_realtime_sessions_closed_slow_total",
+        "Sessions closed with 4008 slow consumer.",
+        hub.closed_slow.load(Relaxed),
+    ));
+    families.extend(counter(
+        "syncgate_realtime_lag_events_total",
+        "Times a session fell out of the in-memory window and went to the change log.",
+        hub.lag_events.load(Relaxed),
+    ));
     let (retained, channels, soonest) = app
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
             let channels: i64 = c.query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0))?;
-            let soonest: Option<String> = c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", [], |r| r.get(0))?;
+            let soonest: Option<String> =
+                c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", [], |r| r.get(0))?;
             Ok((retained, channels, soonest))
         })
         .await?;
@@ -166,10 +204,8 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
                     }
                     let text = render(&app).await?;
                     let mut res = Response::new(text.into());
-                    res.headers_mut().insert(
-                        warp::http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    );
+                    res.headers_mut()
+                        .insert(warp::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                     *res.status_mut() = StatusCode::OK;
                     Ok(res)
                 }

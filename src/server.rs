@@ -290,10 +290,8 @@ fn health(app: App) -> BoxedFilter<(Response,)> {
         async move {
             let checks = readiness(&app).await;
             let ok = checks.iter().all(|(_, v)| v.is_none());
-            let detail: serde_json::Map<String, serde_json::Value> = checks
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.map(serde_json::Value::String).unwrap_or_else(|| "ok".into())))
-                .collect();
+            let detail: serde_json::Map<String, serde_json::Value> =
+                checks.into_iter().map(|(k, v)| (k.to_string(), v.map(serde_json::Value::String).unwrap_or_else(|| "ok".into()))).collect();
             let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             crate::api::json_response(status, &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
         }

@@ -48,7 +48,8 @@ fn timestamp_like() -> impl Strategy<Value = String> {
         proptest::option::of(0u32..=999_999_999),
         prop_oneof![
             Just("Z".to_string()),
-            (any::<bool>(), edge(0, 23, 99), edge(0, 59, 99)).prop_map(|(neg, h, m)| format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' }))
+            (any::<bool>(), edge(0, 23, 99), edge(0, 59, 99))
+                .prop_map(|(neg, h, m)| format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' }))
         ],
     )
         .prop_map(|(y, mo, d, h, mi, s, frac, off)| {

@@ -107,10 +107,7 @@ pub fn connect_ws(addr: SocketAddr, path: &str) -> io::Result<(TcpStream, Vec<u8
     loop {
         let n = s.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed during the upgrade",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the upgrade"));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = memmem::find(&buf, b"\r\n\r\n") {
@@ -176,18 +173,11 @@ pub fn run_thread(shared: Arc<Shared>, target: Target, n: usize) -> ThreadResult
             return res;
         }
         let mut stream = mio::net::TcpStream::from_std(s);
-        if let Err(e) = poll
-            .registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
-        {
+        if let Err(e) = poll.registry().register(&mut stream, Token(i), Interest::READABLE) {
             res.errors.push(format!("register: {e}"));
             return res;
         }
-        conns.push(Conn {
-            stream,
-            leftover,
-            open: true,
-        });
+        conns.push(Conn { stream, leftover, open: true });
         shared.connected.fetch_add(1, Ordering::Relaxed);
     }
     while !shared.go_join.load(Ordering::Acquire) {
@@ -203,10 +193,7 @@ pub fn run_thread(shared: Arc<Shared>, target: Target, n: usize) -> ThreadResult
             res.errors.push(format!("join write: {e}"));
         }
     }
-    let parser = Parser {
-        marker: memmem::Finder::new(b"\"name\":\"w"),
-        reply: memmem::Finder::new(b"phx_reply"),
-    };
+    let parser = Parser { marker: memmem::Finder::new(b"\"name\":\"w"), reply: memmem::Finder::new(b"phx_reply") };
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; 256 * 1024];
     let mut frames_local = 0u64;
@@ -225,15 +212,7 @@ pub fn run_thread(shared: Arc<Shared>, target: Target, n: usize) -> ThreadResult
             if !c.open {
                 continue;
             }
-            read_conn(
-                c,
-                &mut buf,
-                &parser,
-                &shared,
-                &mut res,
-                &mut frames_local,
-                &mut reads_local,
-            );
+            read_conn(c, &mut buf, &parser, &shared, &mut res, &mut frames_local, &mut reads_local);
         }
         if frames_local > 0 {
             shared.frames.fetch_add(frames_local, Ordering::Relaxed);
@@ -251,29 +230,18 @@ fn write_all_nb(s: &mut mio::net::TcpStream, mut data: &[u8]) -> io::Result<()> 
         match s.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(200))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-fn read_conn(
-    c: &mut Conn,
-    buf: &mut [u8],
-    p: &Parser,
-    shared: &Shared,
-    res: &mut ThreadResult,
-    frames: &mut u64,
-    reads: &mut u64,
-) {
+fn read_conn(c: &mut Conn, buf: &mut [u8], p: &Parser, shared: &Shared, res: &mut ThreadResult, frames: &mut u64, reads: &mut u64) {
     loop {
         let start = c.leftover.len();
         if start >= buf.len() / 2 {
-            res.errors
-                .push("a frame larger than the read buffer".into());
+            res.errors.push("a frame larger than the read buffer".into());
             c.open = false;
             return;
         }
@@ -308,15 +276,7 @@ fn read_conn(
 }
 
 /// Handle every complete frame in `data`; returns the bytes consumed.
-fn parse_frames(
-    data: &[u8],
-    now: u64,
-    p: &Parser,
-    shared: &Shared,
-    res: &mut ThreadResult,
-    frames: &mut u64,
-    c: &mut Conn,
-) -> usize {
+fn parse_frames(data: &[u8], now: u64, p: &Parser, shared: &Shared, res: &mut ThreadResult, frames: &mut u64, c: &mut Conn) -> usize {
     let mut pos = 0;
     loop {
         let rest = &data[pos..];
@@ -359,16 +319,11 @@ fn parse_frames(
                         g.fetch_add(1, Ordering::Relaxed);
                     }
                     if k >= shared.record_from {
-                        if let (Some(f), Some(l)) = (shared.first_at.get(k), shared.last_at.get(k))
-                        {
+                        if let (Some(f), Some(l)) = (shared.first_at.get(k), shared.last_at.get(k)) {
                             f.fetch_min(now, Ordering::Relaxed);
                             l.fetch_max(now, Ordering::Relaxed);
                         }
-                        let sent = shared
-                            .sent_at
-                            .get(k)
-                            .map(|s| s.load(Ordering::Acquire))
-                            .unwrap_or(0);
+                        let sent = shared.sent_at.get(k).map(|s| s.load(Ordering::Acquire)).unwrap_or(0);
                         if sent > 0 {
                             res.lat_us.push((now.saturating_sub(sent) / 1000) as u32);
                         }

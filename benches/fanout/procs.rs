@@ -44,14 +44,8 @@ fn syncgate_env(dir: &std::path::Path) -> Vec<(String, String)> {
         ("SYNCGATE_SERVER__BIND", "127.0.0.1:0".to_string()),
         ("SYNCGATE_DATABASE__PATH", db.to_string_lossy().into_owned()),
         ("SYNCGATE_AUTH__JWT_SECRET", SECRET.to_string()),
-        (
-            "SYNCGATE_REALTIME__MAX_SOCKETS_PER_USER",
-            "20000".to_string(),
-        ),
-        (
-            "SYNCGATE_REALTIME__MAX_BINDINGS_PER_USER",
-            "100000".to_string(),
-        ),
+        ("SYNCGATE_REALTIME__MAX_SOCKETS_PER_USER", "20000".to_string()),
+        ("SYNCGATE_REALTIME__MAX_BINDINGS_PER_USER", "100000".to_string()),
         // The client sends no heartbeats; nothing should be closed as idle mid-run.
         ("SYNCGATE_REALTIME__IDLE_TIMEOUT", "1h".to_string()),
         // 10,000 sockets connect before any joins (the defaults allow 1,000
@@ -68,12 +62,7 @@ fn syncgate_env(dir: &std::path::Path) -> Vec<(String, String)> {
     .chain(
         std::env::var_os("SYNCGATE_DATABASE__SYNCHRONOUS")
             .is_none()
-            .then(|| {
-                (
-                    "SYNCGATE_DATABASE__SYNCHRONOUS".to_string(),
-                    "normal".to_string(),
-                )
-            }),
+            .then(|| ("SYNCGATE_DATABASE__SYNCHRONOUS".to_string(), "normal".to_string())),
     )
     .collect()
 }
@@ -81,16 +70,9 @@ fn syncgate_env(dir: &std::path::Path) -> Vec<(String, String)> {
 fn read_listen_line(child: &mut Child, prefix: &str) -> Result<SocketAddr, String> {
     let out = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .trim()
-        .strip_prefix(prefix)
-        .ok_or_else(|| format!("unexpected first line: {line:?}"))?;
-    addr.trim_start_matches("http://")
-        .parse()
-        .map_err(|e| format!("{addr}: {e}"))
+    BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+    let addr = line.trim().strip_prefix(prefix).ok_or_else(|| format!("unexpected first line: {line:?}"))?;
+    addr.trim_start_matches("http://").parse().map_err(|e| format!("{addr}: {e}"))
 }
 
 impl ServerProc {
@@ -102,10 +84,7 @@ impl ServerProc {
             .map(std::path::PathBuf::from)
             .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
             .unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("fanout-bench")
-            .tempdir_in(&base)
-            .map_err(|e| format!("{}: {e}", base.display()))?;
+        let dir = tempfile::Builder::new().prefix("fanout-bench").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))?;
         let env = syncgate_env(dir.path());
         let out = Command::new(bin)
             .args(["user", "add", "--email", "bench@example.com"])
@@ -114,15 +93,9 @@ impl ServerProc {
             .output()
             .map_err(|e| format!("{bin}: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "user add failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("user add failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        let id: i64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|e| format!("user id: {e}"))?;
+        let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("user id: {e}"))?;
         let token = syncgate::auth::Tokens::new(SECRET).user_token(id, "user", 3600);
         let mut child = Command::new(bin)
             .arg("serve")
@@ -133,32 +106,16 @@ impl ServerProc {
             .spawn()
             .map_err(|e| format!("{bin}: {e}"))?;
         let addr = read_listen_line(&mut child, "syncgate listening on ")?;
-        Ok(ServerProc {
-            kind: Kind::Syncgate,
-            child,
-            addr,
-            token,
-            _dir: Some(dir),
-        })
+        Ok(ServerProc { kind: Kind::Syncgate, child, addr, token, _dir: Some(dir) })
     }
 
     /// This bench binary again, as the raw broadcast server.
     pub fn raw() -> Result<ServerProc, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .arg("--raw-server")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        let mut child =
+            Command::new(exe).arg("--raw-server").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| e.to_string())?;
         let addr = read_listen_line(&mut child, "raw listening on ")?;
-        Ok(ServerProc {
-            kind: Kind::Raw,
-            child,
-            addr,
-            token: String::new(),
-            _dir: None,
-        })
+        Ok(ServerProc { kind: Kind::Raw, child, addr, token: String::new(), _dir: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,22 +126,14 @@ impl ServerProc {
         let join = format!(
             r#"["1","1","{JOIN_TOPIC}","phx_join",{{"config":{{"broadcast":{{"ack":false,"self":false}},"presence":{{"key":"","enabled":false}},"postgres_changes":[{{"event":"*","schema":"public","table":"clients"}}],"private":false{}}},"access_token":"{}"}}]"#,
             // `-- --memory` with FANOUT_PRELOAD: every socket first replays the log (a burst per socket).
-            if std::env::var_os("FANOUT_PRELOAD").is_some() {
-                r#","resume":{"since":0}"#
-            } else {
-                ""
-            },
+            if std::env::var_os("FANOUT_PRELOAD").is_some() { r#","resume":{"since":0}"# } else { "" },
             self.token
         );
         let path = match self.kind {
             Kind::Syncgate => format!("/realtime/v1/websocket?apikey={}&vsn=2.0.0", self.token),
             Kind::Raw => "/subscribe".to_string(),
         };
-        Target {
-            addr: self.addr,
-            path,
-            join,
-        }
+        Target { addr: self.addr, path, join }
     }
 
     /// A writer: a keep-alive REST connection to syncgate, or a trigger socket
@@ -198,27 +147,14 @@ impl ServerProc {
                     "POST /api/clients HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
                     self.addr, self.token
                 );
-                Ok(Writer::Http {
-                    s,
-                    head,
-                    rbuf: Vec::with_capacity(4096),
-                })
+                Ok(Writer::Http { s, head, rbuf: Vec::with_capacity(4096) })
             }
             Kind::Raw => {
                 let sample = sample.ok_or("no sample frame from the syncgate run to broadcast")?;
-                let i = memmem::find(sample, b"\"name\":\"w")
-                    .ok_or("sample frame without a marker")?
-                    + 9;
-                let digits = sample[i..]
-                    .iter()
-                    .take_while(|d| d.is_ascii_digit())
-                    .count();
+                let i = memmem::find(sample, b"\"name\":\"w").ok_or("sample frame without a marker")? + 9;
+                let digits = sample[i..].iter().take_while(|d| d.is_ascii_digit()).count();
                 let (s, _) = connect_ws(self.addr, "/trigger").map_err(|e| e.to_string())?;
-                Ok(Writer::Trigger {
-                    s,
-                    prefix: sample[..i].to_vec(),
-                    suffix: sample[i + digits..].to_vec(),
-                })
+                Ok(Writer::Trigger { s, prefix: sample[..i].to_vec(), suffix: sample[i + digits..].to_vec() })
             }
         }
     }
@@ -267,16 +203,8 @@ impl Drop for ServerProc {
 }
 
 pub enum Writer {
-    Http {
-        s: TcpStream,
-        head: String,
-        rbuf: Vec<u8>,
-    },
-    Trigger {
-        s: TcpStream,
-        prefix: Vec<u8>,
-        suffix: Vec<u8>,
-    },
+    Http { s: TcpStream, head: String, rbuf: Vec<u8> },
+    Trigger { s: TcpStream, prefix: Vec<u8>, suffix: Vec<u8> },
 }
 
 impl Writer {
@@ -303,16 +231,11 @@ impl Writer {
 fn read_response(s: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<(), String> {
     rbuf.clear();
     let mut chunk = [0u8; 4096];
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     loop {
         if let Some(end) = memmem::find(rbuf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&rbuf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             while rbuf.len() < end + 4 + len {
                 let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
                 if n == 0 {
@@ -321,10 +244,7 @@ fn read_response(s: &mut TcpStream, rbuf: &mut Vec<u8>) -> Result<(), String> {
                 rbuf.extend_from_slice(&chunk[..n]);
             }
             if !head.starts_with("http/1.1 2") {
-                return Err(format!(
-                    "write refused: {}",
-                    String::from_utf8_lossy(&rbuf[..rbuf.len().min(300)])
-                ));
+                return Err(format!("write refused: {}", String::from_utf8_lossy(&rbuf[..rbuf.len().min(300)])));
             }
             return Ok(());
         }

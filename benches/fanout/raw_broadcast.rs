@@ -20,10 +20,7 @@ const REPLY: &str = r#"["1","1","realtime:bench","phx_reply",{"status":"ok","res
 
 /// Serve on 127.0.0.1:0 until killed; prints `raw listening on <addr>` first.
 pub fn serve() {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raw server: {e}");
@@ -69,8 +66,7 @@ pub async fn connection(stream: TcpStream, tx: broadcast::Sender<Utf8Bytes>) {
         t.store(req.uri().path() == "/trigger", Ordering::Relaxed);
         Ok(res)
     };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(cfg)).await
-    else {
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, cb, Some(cfg)).await else {
         return;
     };
     if trigger.load(Ordering::Relaxed) {

@@ -12,10 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 pub fn print() -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let db = syncgate::config::DatabaseConfig { path: dir.path().join("s.db").to_string_lossy().into_owned(), ..Default::default() };
@@ -25,13 +22,7 @@ pub fn print() -> Result<(), String> {
         let identities = Arc::new(syncgate::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
         let hub = Hub::new(Arc::new(AtomicI64::new(0)), 4096);
         let unjoined = syncgate::realtime::UnjoinedSlot::take(&hub, usize::MAX).ok_or("no unjoined slot")?;
-        let ctx = session::SessionCtx {
-            hub,
-            store: opened.store,
-            tokens,
-            identities,
-            cfg: Default::default(),
-        };
+        let ctx = session::SessionCtx { hub, store: opened.store, tokens, identities, cfg: Default::default() };
         let (a, _b) = tokio::io::duplex(64);
         let ws = WebSocketStream::from_raw_socket(a, Role::Server, Some(WebSocketConfig::default())).await;
         println!("WebSocketStream<DuplexStream>: {} B (its 4 KiB read buffer and write buffer are separate)", size_of_val(&ws));

@@ -58,10 +58,8 @@ impl Resource for Clients {
         let mut lq = paging(q, &["q"], &["id"])?;
         if let Some(s) = q.get("q").filter(|s| !s.trim().is_empty()) {
             let like = format!("%{}%", s.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            lq.conditions.push((
-                "(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')".into(),
-                SqlValue::Text(like),
-            ));
+            lq.conditions
+                .push(("(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')".into(), SqlValue::Text(like)));
         }
         Ok(lq)
     }
@@ -71,12 +69,7 @@ impl Resource for Clients {
         let name = required_text("name", &c.name, 200)?;
         opt_bounded("phone", &c.phone, 50)?;
         opt_bounded("notes", &c.notes, 10_000)?;
-        Ok(vec![
-            ("name", SqlValue::Text(name)),
-            ("email", text(email(c.email)?)),
-            ("phone", text(c.phone)),
-            ("notes", text(c.notes)),
-        ])
+        Ok(vec![("name", SqlValue::Text(name)), ("email", text(email(c.email)?)), ("phone", text(c.phone)), ("notes", text(c.notes))])
     }
 
     fn patch(_tx: &mut WriteTx<'_>, _existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {

@@ -75,14 +75,12 @@ where
 pub fn timestamp(field: &str, s: &str) -> ApiResult<String> {
     match timefmt::parse_checked(s) {
         Ok(t) => Ok(timefmt::format(t)),
-        Err(timefmt::TimeError::Malformed) => Err(ApiError::BadRequest(format!(
-            "{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"",
-            clip(s)
-        ))),
-        Err(timefmt::TimeError::OutOfRange) => Err(ApiError::Unprocessable(format!(
-            "{field} is \"{}\", which is outside the years 0000 to 9999 in UTC",
-            clip(s)
-        ))),
+        Err(timefmt::TimeError::Malformed) => {
+            Err(ApiError::BadRequest(format!("{field} must be an RFC 3339 timestamp such as 2026-11-23T10:00:00Z, not \"{}\"", clip(s))))
+        }
+        Err(timefmt::TimeError::OutOfRange) => {
+            Err(ApiError::Unprocessable(format!("{field} is \"{}\", which is outside the years 0000 to 9999 in UTC", clip(s))))
+        }
     }
 }
 
@@ -147,11 +145,8 @@ pub fn decode_cursor(c: &str, n: usize) -> ApiResult<Vec<SqlValue>> {
 
 /// A client id in a body must name one of the row owner's clients.
 pub fn check_client(conn: &rusqlite::Connection, client_id: i64, owner: i64) -> ApiResult<()> {
-    let found: Option<i64> = rusqlite::OptionalExtension::optional(conn.query_row(
-        "SELECT user_id FROM clients WHERE id = ?1",
-        [client_id],
-        |r| r.get(0),
-    ))?;
+    let found: Option<i64> =
+        rusqlite::OptionalExtension::optional(conn.query_row("SELECT user_id FROM clients WHERE id = ?1", [client_id], |r| r.get(0)))?;
     match found {
         Some(o) if o == owner => Ok(()),
         _ => Err(ApiError::Unprocessable(format!("client_id {client_id} is not one of this user's clients"))),

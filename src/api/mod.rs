@@ -74,22 +74,20 @@ fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> 
 /// what `fetch` with a stream sends) is read until it passes the limit — 413
 /// either way, never more than the limit buffered.
 fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-length").and(warp::body::stream()).and_then(
-        |announced: Option<String>, stream| async move {
-            let too_large = || warp::reject::custom(ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024)));
-            if let Some(n) = announced {
-                match n.trim().parse::<u64>() {
-                    Ok(n) if n > MAX_BODY => return Err(too_large()),
-                    Ok(_) => {}
-                    Err(_) => return Err(warp::reject::custom(ApiError::BadRequest("the Content-Length header is not a number".into()))),
-                }
+    warp::header::optional::<String>("content-length").and(warp::body::stream()).and_then(|announced: Option<String>, stream| async move {
+        let too_large = || warp::reject::custom(ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024)));
+        if let Some(n) = announced {
+            match n.trim().parse::<u64>() {
+                Ok(n) if n > MAX_BODY => return Err(too_large()),
+                Ok(_) => {}
+                Err(_) => return Err(warp::reject::custom(ApiError::BadRequest("the Content-Length header is not a number".into()))),
             }
-            read_limited(stream, MAX_BODY as usize).await.map_err(|e| match e {
-                None => too_large(),
-                Some(why) => warp::reject::custom(ApiError::BadRequest(format!("the body could not be read: {why}"))),
-            })
-        },
-    )
+        }
+        read_limited(stream, MAX_BODY as usize).await.map_err(|e| match e {
+            None => too_large(),
+            Some(why) => warp::reject::custom(ApiError::BadRequest(format!("the body could not be read: {why}"))),
+        })
+    })
 }
 
 /// Collect a body stream, giving up (None) as soon as it passes `limit` bytes.
@@ -314,9 +312,7 @@ fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error =
         .and(warp::get())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and_then(|id: String, app, auth| async move {
-            respond(async { get_one::<R>(app, input::parse_id(&id)?, auth).await }.await)
-        });
+        .and_then(|id: String, app, auth| async move { respond(async { get_one::<R>(app, input::parse_id(&id)?, auth).await }.await) });
     let patch_r = base
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -324,18 +320,14 @@ fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error =
         .and(with_app(app.clone()))
         .and(auth_header())
         .and(body())
-        .and_then(|id: String, app, auth, b| async move {
-            respond(async { patch::<R>(app, input::parse_id(&id)?, auth, b).await }.await)
-        });
+        .and_then(|id: String, app, auth, b| async move { respond(async { patch::<R>(app, input::parse_id(&id)?, auth, b).await }.await) });
     let delete_r = base
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::delete())
         .and(with_app(app))
         .and(auth_header())
-        .and_then(|id: String, app, auth| async move {
-            respond(async { delete::<R>(app, input::parse_id(&id)?, auth).await }.await)
-        });
+        .and_then(|id: String, app, auth| async move { respond(async { delete::<R>(app, input::parse_id(&id)?, auth).await }.await) });
     list_r.or(create_r).unify().or(get_r).unify().or(patch_r).unify().or(delete_r).unify()
 }
 
@@ -382,10 +374,7 @@ fn link_error(e: ApiError, html: bool) -> Response {
     if let ApiError::Internal(cause) = &e {
         tracing::error!(error = %cause, "internal error");
     }
-    let body = format!(
-        "<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>",
-        crate::web::html_escape(&e.public_message())
-    );
+    let body = format!("<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>", crate::web::html_escape(&e.public_message()));
     crate::web::html_page(e.status(), "This sign-in link did not work", &body)
 }
 
@@ -397,7 +386,10 @@ async fn login_link_page(app: App, q: HashMap<String, String>, headers: warp::ht
     let checked = async {
         let code = login_code(q.get("code"))?;
         let c = code.clone();
-        let usable = app.store.read(move |conn| Ok(crate::auth::login_link_usable(conn, &c, &crate::store::timefmt::format(crate::store::timefmt::now()))?)).await?;
+        let usable = app
+            .store
+            .read(move |conn| Ok(crate::auth::login_link_usable(conn, &c, &crate::store::timefmt::format(crate::store::timefmt::now()))?))
+            .await?;
         if !usable {
             return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
         }
@@ -441,7 +433,8 @@ async fn login_link(app: App, headers: warp::http::HeaderMap, body: Bytes) -> Re
                 let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
                     return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
                 };
-                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))?;
+                let user =
+                    users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))?;
                 if !user.is_active() {
                     // The error rolls the redeem back: the link works again once the account is enabled.
                     return Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into()));
@@ -548,21 +541,4 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest("the request could not be understood".into())
     };
     Ok(e.into_response())
-}
-
-#[cfg(test)]
-mod known_users_tests {
-    use super::KnownUsers;
-    use std::time::Duration;
-
-    #[test]
-    fn entries_are_trusted_only_until_they_expire() {
-        let known = KnownUsers::new(Duration::from_millis(50));
-        assert_eq!(known.get(7), None, "unknown users are read from the database");
-        known.remember(7, true);
-        assert_eq!(known.get(7), Some(true));
-        assert_eq!(known.get(8), None);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(known.get(7), None, "an expired entry sends the next request to the database again");
-    }
 }

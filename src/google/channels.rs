@@ -246,14 +246,17 @@ impl GoogleSync {
         let channels: Vec<(String, Option<String>)> = self
             .store
             .read(move |c| {
-                let ticked: Vec<String> =
-                    crate::store::google::ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
+                let ticked: Vec<String> = crate::store::google::ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
                 let mut stmt = c.prepare(
                     "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
                 )?;
                 let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
                 let all = rows.collect::<Result<Vec<(String, Option<String>, String, String)>, _>>()?;
-                Ok(all.into_iter().filter(|(_, _, cal, state)| state == "retiring" || !ticked.contains(cal)).map(|(id, r, _, _)| (id, r)).collect())
+                Ok(all
+                    .into_iter()
+                    .filter(|(_, _, cal, state)| state == "retiring" || !ticked.contains(cal))
+                    .map(|(id, r, _, _)| (id, r))
+                    .collect())
             })
             .await?;
         if channels.is_empty() {

@@ -410,15 +410,16 @@ impl GoogleSync {
                 if self.shutting_down() {
                     return Err(SyncError::ShuttingDown);
                 }
-                let page = match self.list_page(user_id, creds, &calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await {
+                let page = match self
+                    .list_page(user_id, creds, &calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401)
+                    .await
+                {
                     Ok(p) => p,
                     Err(SyncError::Api(CallError::Gone)) if !had_410 => {
                         // The token is dead: forget it, then one full listing. A
                         // second 410 (which a full listing cannot get) ends the pass.
                         had_410 = true;
-                        tracing::info!(
-                            "google sync user {user_id}: sync token of a calendar expired (410); listing that calendar in full"
-                        );
+                        tracing::info!("google sync user {user_id}: sync token of a calendar expired (410); listing that calendar in full");
                         let cal = calendar.calendar_id.clone();
                         self.store.writer.write(move |tx| Ok(google_store::clear_sync_tokens(tx.conn(), user_id, Some(&cal))?)).await?;
                         mode = window.clone();
@@ -520,7 +521,8 @@ impl GoogleSync {
         let mode = ListMode::Full { time_min: from, time_max: desired_end.to_string() };
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let page = self.list_page(user_id, creds, &listing.calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await?;
+            let page =
+                self.list_page(user_id, creds, &listing.calendar.calendar_id, &mode, page_token.as_deref(), refreshed_for_401).await?;
             pass.report.pages += 1;
             let live: Vec<GEvent> = page
                 .items
@@ -936,12 +938,10 @@ fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, cou
     if before.get("calendar_id").and_then(Value::as_str).is_some_and(|h| h != from) {
         return Ok(());
     }
-    let name = google_store::calendars(tx.conn(), user_id)?.into_iter().find(|c| c.calendar_id == to).map_or_else(|| to.to_string(), |c| c.name);
-    let after = tx.update(
-        Table::Meetings,
-        id,
-        &[("calendar_id", SqlValue::Text(to.to_string())), ("calendar_name", SqlValue::Text(name))],
-    )?;
+    let name =
+        google_store::calendars(tx.conn(), user_id)?.into_iter().find(|c| c.calendar_id == to).map_or_else(|| to.to_string(), |c| c.name);
+    let after =
+        tx.update(Table::Meetings, id, &[("calendar_id", SqlValue::Text(to.to_string())), ("calendar_name", SqlValue::Text(name))])?;
     if after.as_ref() != Some(&before) {
         counts.updated += 1;
     }

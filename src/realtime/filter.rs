@@ -102,22 +102,13 @@ impl RowFilter {
     /// column is missing or whose type rejects the value never matches.
     pub fn parse(filter: &str, table: Option<Table>) -> Result<RowFilter, String> {
         let Some((column, rest)) = filter.split_once('=') else {
-            return Err(format!(
-                "filter {} must look like column=op.value (for example id=eq.7)",
-                quote(filter)
-            ));
+            return Err(format!("filter {} must look like column=op.value (for example id=eq.7)", quote(filter)));
         };
         if column.is_empty() {
-            return Err(format!(
-                "filter {} names no column before \"=\"",
-                quote(filter)
-            ));
+            return Err(format!("filter {} names no column before \"=\"", quote(filter)));
         }
         let Some((op_text, value)) = rest.split_once('.') else {
-            return Err(format!(
-                "filter {} must look like column=op.value: there is no \".\" after the operator",
-                quote(filter)
-            ));
+            return Err(format!("filter {} must look like column=op.value: there is no \".\" after the operator", quote(filter)));
         };
         let Some(op) = Op::parse(op_text) else {
             return Err(format!(
@@ -126,49 +117,27 @@ impl RowFilter {
                 quote(filter)
             ));
         };
-        let raw = if op == Op::In {
-            parse_in_list(value)?
-        } else {
-            vec![value.to_owned()]
-        };
+        let raw = if op == Op::In { parse_in_list(value)? } else { vec![value.to_owned()] };
 
         let compiled = match table {
             Some(t) => {
                 let Some(ty) = t.column_type(column) else {
-                    return Err(format!(
-                        "column {} does not exist in table {}",
-                        quote(column),
-                        t.name()
-                    ));
+                    return Err(format!("column {} does not exist in table {}", quote(column), t.name()));
                 };
                 let operands = raw
                     .iter()
                     .map(|v| {
                         parse_operand(ty, v).ok_or_else(|| {
-                            format!(
-                                "filter value {} is not a valid {} for column {}{}",
-                                quote(v),
-                                ty.name(),
-                                column,
-                                type_hint(ty)
-                            )
+                            format!("filter value {} is not a valid {} for column {}{}", quote(v), ty.name(), column, type_hint(ty))
                         })
                     })
                     .collect::<Result<Vec<_>, String>>()?;
                 vec![(t, Some(Compiled { ty, operands }))]
             }
-            None => ALL_TABLES
-                .iter()
-                .map(|&t| (t, compile(t, column, &raw)))
-                .collect(),
+            None => ALL_TABLES.iter().map(|&t| (t, compile(t, column, &raw))).collect(),
         };
 
-        Ok(RowFilter {
-            column: column.to_owned(),
-            op,
-            raw,
-            compiled,
-        })
+        Ok(RowFilter { column: column.to_owned(), op, raw, compiled })
     }
 
     /// The column the filter tests.
@@ -210,14 +179,8 @@ impl RowFilter {
             // jsonb has only equality here: ordering JSON documents has no
             // meaning a user could rely on.
             return match self.op {
-                Op::Eq | Op::In => c
-                    .operands
-                    .iter()
-                    .any(|o| matches!(o, Operand::Json(j) if json_eq(value, j))),
-                Op::Neq => c
-                    .operands
-                    .iter()
-                    .all(|o| matches!(o, Operand::Json(j) if !json_eq(value, j))),
+                Op::Eq | Op::In => c.operands.iter().any(|o| matches!(o, Operand::Json(j) if json_eq(value, j))),
+                Op::Neq => c.operands.iter().all(|o| matches!(o, Operand::Json(j) if !json_eq(value, j))),
                 Op::Lt | Op::Lte | Op::Gt | Op::Gte => false,
             };
         }
@@ -249,10 +212,7 @@ impl RowFilter {
 /// column or a value is not valid for the column's type.
 fn compile(table: Table, column: &str, raw: &[String]) -> Option<Compiled> {
     let ty = table.column_type(column)?;
-    let operands = raw
-        .iter()
-        .map(|v| parse_operand(ty, v))
-        .collect::<Option<Vec<_>>>()?;
+    let operands = raw.iter().map(|v| parse_operand(ty, v)).collect::<Option<Vec<_>>>()?;
     Some(Compiled { ty, operands })
 }
 
@@ -322,9 +282,7 @@ fn parse_operand(ty: PgType, raw: &str) -> Option<Operand> {
         PgType::Date => Operand::Date(parse_date(t)?),
         // Operand as JSON text; anything that is not JSON is meant as a
         // JSON string (`status=eq.open` for `"open"`).
-        PgType::Jsonb => Operand::Json(
-            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned())),
-        ),
+        PgType::Jsonb => Operand::Json(serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))),
     })
 }
 
@@ -374,12 +332,8 @@ fn parse_instant(s: &str) -> Option<i128> {
         (Some(b' '), Some(date), Some(time)) => format!("{date}T{time}"),
         _ => s.to_owned(),
     };
-    let candidates = [
-        normalized.clone(),
-        format!("{normalized}Z"),
-        format!("{normalized}:00"),
-        insert_offset_colon(&normalized).unwrap_or_default(),
-    ];
+    let candidates =
+        [normalized.clone(), format!("{normalized}Z"), format!("{normalized}:00"), insert_offset_colon(&normalized).unwrap_or_default()];
     candidates
         .iter()
         .filter(|c| !c.is_empty())
@@ -407,16 +361,9 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
     let inner = value
         .strip_prefix('(')
         .and_then(|v| v.strip_suffix(')'))
-        .ok_or_else(|| {
-            format!(
-                "an in filter needs a parenthesized list like in.(a,b,c), got {}",
-                quote(value)
-            )
-        })?;
+        .ok_or_else(|| format!("an in filter needs a parenthesized list like in.(a,b,c), got {}", quote(value)))?;
     if inner.trim().is_empty() {
-        return Err(format!(
-            "an in filter needs between 1 and {MAX_IN_VALUES} values, got none"
-        ));
+        return Err(format!("an in filter needs between 1 and {MAX_IN_VALUES} values, got none"));
     }
     let mut items: Vec<String> = Vec::new();
     let mut chars = inner.chars().peekable();
@@ -430,21 +377,11 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
             let mut s = String::new();
             loop {
                 match chars.next() {
-                    None => {
-                        return Err(format!(
-                            "an in filter has an unterminated quoted value in {}",
-                            quote(value)
-                        ))
-                    }
+                    None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value))),
                     Some('"') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => s.push(c),
-                        None => {
-                            return Err(format!(
-                                "an in filter has an unterminated quoted value in {}",
-                                quote(value)
-                            ))
-                        }
+                        None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value))),
                     },
                     Some(c) => s.push(c),
                 }
@@ -453,10 +390,7 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
                 chars.next();
             }
             if !matches!(chars.peek(), None | Some(',')) {
-                return Err(format!(
-                    "an in filter has text after a closing quote in {}: separate values with commas",
-                    quote(value)
-                ));
+                return Err(format!("an in filter has text after a closing quote in {}: separate values with commas", quote(value)));
             }
             s
         } else {
@@ -468,17 +402,13 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
                 s.push(c);
                 chars.next();
             }
-            s.trim_end_matches(|c: char| c.is_ascii_whitespace())
-                .to_owned()
+            s.trim_end_matches(|c: char| c.is_ascii_whitespace()).to_owned()
         };
         items.push(item);
         if items.len() > MAX_IN_VALUES {
             // Count the rest only to report it; no more allocation.
             let more = count_remaining_items(&mut chars);
-            return Err(format!(
-                "an in filter takes at most {MAX_IN_VALUES} values, got {}",
-                items.len() + more
-            ));
+            return Err(format!("an in filter takes at most {MAX_IN_VALUES} values, got {}", items.len() + more));
         }
         match chars.next() {
             None => break,
@@ -634,20 +564,10 @@ mod tests {
         assert!(check(M, "id=in.(1,7,9)", "id", json!(7)));
         assert!(!check(M, "id=in.(1,9)", "id", json!(7)));
         assert!(check(M, "id=in.( 1 , 7 )", "id", json!(7)));
-        assert!(check(
-            M,
-            "id=eq.-9223372036854775808",
-            "id",
-            json!(i64::MIN)
-        ));
+        assert!(check(M, "id=eq.-9223372036854775808", "id", json!(i64::MIN)));
         assert!(check(M, "id=lt.0", "id", json!(-1)));
         // Big ints compare exactly, not via f64.
-        assert!(!check(
-            M,
-            "id=eq.9007199254740993",
-            "id",
-            json!(9007199254740992i64)
-        ));
+        assert!(!check(M, "id=eq.9007199254740993", "id", json!(9007199254740992i64)));
         // A string in an int column is not a number.
         assert!(!check(M, "id=eq.7", "id", json!("7")));
     }
@@ -706,195 +626,51 @@ mod tests {
     fn timestamptz_ops() {
         let c = "starts_at";
         // The same instant written with different offsets.
-        assert!(check(
-            M,
-            "starts_at=eq.2026-11-23T10:00:00+01:00",
-            c,
-            json!("2026-11-23T09:00:00.000Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=eq.2026-11-23T09:00:00Z",
-            c,
-            json!("2026-11-23T04:00:00-05:00")
-        ));
-        assert!(!check(
-            M,
-            "starts_at=eq.2026-11-23T09:00:00Z",
-            c,
-            json!("2026-11-23T09:00:00.001Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=neq.2026-11-23T09:00:00Z",
-            c,
-            json!("2026-11-23T09:00:00.001Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=gt.2026-11-23T10:00:00+01:00",
-            c,
-            json!("2026-11-23T09:30:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=lt.2026-11-23T10:00:00+01:00",
-            c,
-            json!("2026-11-23T08:59:59.999Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=gte.2026-11-23T09:00:00Z",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=lte.2026-11-23T09:00:00Z",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=in.(2026-01-01T00:00:00Z,2026-11-23T10:00:00+01:00)",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
+        assert!(check(M, "starts_at=eq.2026-11-23T10:00:00+01:00", c, json!("2026-11-23T09:00:00.000Z")));
+        assert!(check(M, "starts_at=eq.2026-11-23T09:00:00Z", c, json!("2026-11-23T04:00:00-05:00")));
+        assert!(!check(M, "starts_at=eq.2026-11-23T09:00:00Z", c, json!("2026-11-23T09:00:00.001Z")));
+        assert!(check(M, "starts_at=neq.2026-11-23T09:00:00Z", c, json!("2026-11-23T09:00:00.001Z")));
+        assert!(check(M, "starts_at=gt.2026-11-23T10:00:00+01:00", c, json!("2026-11-23T09:30:00Z")));
+        assert!(check(M, "starts_at=lt.2026-11-23T10:00:00+01:00", c, json!("2026-11-23T08:59:59.999Z")));
+        assert!(check(M, "starts_at=gte.2026-11-23T09:00:00Z", c, json!("2026-11-23T09:00:00Z")));
+        assert!(check(M, "starts_at=lte.2026-11-23T09:00:00Z", c, json!("2026-11-23T09:00:00Z")));
+        assert!(check(M, "starts_at=in.(2026-01-01T00:00:00Z,2026-11-23T10:00:00+01:00)", c, json!("2026-11-23T09:00:00Z")));
         // Postgres-style spellings.
-        assert!(check(
-            M,
-            "starts_at=eq.2026-11-23 10:00:00+01",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=eq.2026-11-23 10:00:00+0100",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=eq.2026-11-23T09:00:00",
-            c,
-            json!("2026-11-23T09:00:00Z")
-        ));
-        assert!(check(
-            M,
-            "starts_at=gte.2026-11-23",
-            c,
-            json!("2026-11-23T00:00:00Z")
-        ));
-        assert!(!check(
-            M,
-            "starts_at=gte.2026-11-23",
-            c,
-            json!("2026-11-22T23:59:59Z")
-        ));
+        assert!(check(M, "starts_at=eq.2026-11-23 10:00:00+01", c, json!("2026-11-23T09:00:00Z")));
+        assert!(check(M, "starts_at=eq.2026-11-23 10:00:00+0100", c, json!("2026-11-23T09:00:00Z")));
+        assert!(check(M, "starts_at=eq.2026-11-23T09:00:00", c, json!("2026-11-23T09:00:00Z")));
+        assert!(check(M, "starts_at=gte.2026-11-23", c, json!("2026-11-23T00:00:00Z")));
+        assert!(!check(M, "starts_at=gte.2026-11-23", c, json!("2026-11-22T23:59:59Z")));
         // A record value that is not a timestamp never matches.
-        assert!(!check(
-            M,
-            "starts_at=neq.2026-11-23T09:00:00Z",
-            c,
-            json!("soon")
-        ));
-        for bad in [
-            "abc",
-            "2026-13-01T00:00:00Z",
-            "2026-11-23T25:00:00Z",
-            "1700000000",
-            "2026-11-23T10:00Z+",
-        ] {
+        assert!(!check(M, "starts_at=neq.2026-11-23T09:00:00Z", c, json!("soon")));
+        for bad in ["abc", "2026-13-01T00:00:00Z", "2026-11-23T25:00:00Z", "1700000000", "2026-11-23T10:00Z+"] {
             let e = err(&format!("starts_at=eq.{bad}"), Some(M));
-            assert!(
-                e.contains("not a valid timestamptz for column starts_at"),
-                "{e}"
-            );
+            assert!(e.contains("not a valid timestamptz for column starts_at"), "{e}");
         }
     }
 
     #[test]
     fn date_ops() {
         let c = "expected_close";
-        assert!(check(
-            P,
-            "expected_close=eq.2026-11-23",
-            c,
-            json!("2026-11-23")
-        ));
-        assert!(check(
-            P,
-            "expected_close=lt.2026-11-23",
-            c,
-            json!("2026-11-22")
-        ));
-        assert!(check(
-            P,
-            "expected_close=gt.2026-09-30",
-            c,
-            json!("2026-10-01")
-        ));
-        assert!(check(
-            P,
-            "expected_close=lte.2026-11-23",
-            c,
-            json!("2026-11-23")
-        ));
-        assert!(check(
-            P,
-            "expected_close=gte.2026-11-23",
-            c,
-            json!("2027-01-01")
-        ));
-        assert!(check(
-            P,
-            "expected_close=neq.2026-11-23",
-            c,
-            json!("2026-11-24")
-        ));
-        assert!(check(
-            P,
-            "expected_close=in.(2026-01-01,2026-11-23)",
-            c,
-            json!("2026-11-23")
-        ));
-        for bad in [
-            "2026-02-30",
-            "26-11-23",
-            "2026/11/23",
-            "2026-1-23",
-            "+202-11-23",
-            "today",
-        ] {
+        assert!(check(P, "expected_close=eq.2026-11-23", c, json!("2026-11-23")));
+        assert!(check(P, "expected_close=lt.2026-11-23", c, json!("2026-11-22")));
+        assert!(check(P, "expected_close=gt.2026-09-30", c, json!("2026-10-01")));
+        assert!(check(P, "expected_close=lte.2026-11-23", c, json!("2026-11-23")));
+        assert!(check(P, "expected_close=gte.2026-11-23", c, json!("2027-01-01")));
+        assert!(check(P, "expected_close=neq.2026-11-23", c, json!("2026-11-24")));
+        assert!(check(P, "expected_close=in.(2026-01-01,2026-11-23)", c, json!("2026-11-23")));
+        for bad in ["2026-02-30", "26-11-23", "2026/11/23", "2026-1-23", "+202-11-23", "today"] {
             let e = err(&format!("expected_close=eq.{bad}"), Some(P));
-            assert!(
-                e.contains("not a valid date for column expected_close"),
-                "{e}"
-            );
+            assert!(e.contains("not a valid date for column expected_close"), "{e}");
         }
     }
 
     #[test]
     fn jsonb_ops() {
         let c = "attendees";
-        assert!(check(
-            M,
-            r#"attendees=eq.["a@x.com"]"#,
-            c,
-            json!(["a@x.com"])
-        ));
-        assert!(check(
-            M,
-            r#"attendees=eq.{"b":1.0,"a":[true,null]}"#,
-            c,
-            json!({"a":[true,null],"b":1})
-        ));
-        assert!(!check(
-            M,
-            r#"attendees=eq.{"a":1}"#,
-            c,
-            json!({"a":1,"b":2})
-        ));
+        assert!(check(M, r#"attendees=eq.["a@x.com"]"#, c, json!(["a@x.com"])));
+        assert!(check(M, r#"attendees=eq.{"b":1.0,"a":[true,null]}"#, c, json!({"a":[true,null],"b":1})));
+        assert!(!check(M, r#"attendees=eq.{"a":1}"#, c, json!({"a":1,"b":2})));
         assert!(check(M, r#"attendees=neq.{"a":1}"#, c, json!({"a":2})));
         assert!(!check(M, r#"attendees=neq.{"a":1}"#, c, json!({"a":1})));
         // Not JSON: taken as a JSON string.
@@ -931,25 +707,10 @@ mod tests {
         assert!(check(M, r#"title=in.("a,b",c)"#, "title", json!("a,b")));
         assert!(check(M, r#"title=in.("a,b",c)"#, "title", json!("c")));
         assert!(!check(M, r#"title=in.("a,b",c)"#, "title", json!("a")));
-        assert!(check(
-            M,
-            r#"title=in.("say \"hi\"", "x\\y")"#,
-            "title",
-            json!("say \"hi\"")
-        ));
-        assert!(check(
-            M,
-            r#"title=in.("say \"hi\"", "x\\y")"#,
-            "title",
-            json!("x\\y")
-        ));
+        assert!(check(M, r#"title=in.("say \"hi\"", "x\\y")"#, "title", json!("say \"hi\"")));
+        assert!(check(M, r#"title=in.("say \"hi\"", "x\\y")"#, "title", json!("x\\y")));
         assert!(check(M, r#"title=in.("(p)")"#, "title", json!("(p)")));
-        assert!(check(
-            M,
-            r#"title=in.(" padded ")"#,
-            "title",
-            json!(" padded ")
-        ));
+        assert!(check(M, r#"title=in.(" padded ")"#, "title", json!(" padded ")));
         assert!(check(M, "title=in.(a,,b)", "title", json!("")));
         assert!(check(M, "title=in.(single)", "title", json!("single")));
         assert!(check(M, "title=in.(a, b)", "title", json!("b")));

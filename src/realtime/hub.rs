@@ -85,9 +85,7 @@ impl Published {
 fn columns_json(table: Table) -> &'static Value {
     static CACHE: OnceLock<[Value; 4]> = OnceLock::new();
     let all = CACHE.get_or_init(|| {
-        let build = |t: Table| {
-            Value::Array(t.columns().iter().map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()})).collect())
-        };
+        let build = |t: Table| Value::Array(t.columns().iter().map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()})).collect());
         [build(Table::Clients), build(Table::Meetings), build(Table::Pipeline), build(Table::Users)]
     });
     match table {

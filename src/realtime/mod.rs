@@ -127,10 +127,7 @@ impl Drop for UnjoinedSlot {
 fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
     let headers = req.headers();
     let has = |name: header::HeaderName, want: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+        headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
     };
     if req.method() != warp::http::Method::GET || !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
         return Err(ApiError::BadRequest("this endpoint speaks WebSocket only; send a WebSocket upgrade".into()));
@@ -138,14 +135,10 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
     if !has(header::SEC_WEBSOCKET_VERSION, "13") {
         return Err(ApiError::BadRequest("only WebSocket version 13 is supported".into()));
     }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| ApiError::BadRequest("the Sec-WebSocket-Key header is missing".into()))?;
-    let q: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let key =
+        headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| ApiError::BadRequest("the Sec-WebSocket-Key header is missing".into()))?;
+    let q: HashMap<String, String> =
+        req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let apikey = q.get("apikey").ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
     let claims = app.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
     let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;

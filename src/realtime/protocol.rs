@@ -22,10 +22,7 @@ impl Vsn {
         match q {
             None | Some("1.0.0") => Ok(Vsn::V1),
             Some("2.0.0") => Ok(Vsn::V2),
-            Some(other) => Err(format!(
-                "unsupported vsn \"{}\": use 1.0.0 or 2.0.0",
-                truncate_for_message(other)
-            )),
+            Some(other) => Err(format!("unsupported vsn \"{}\": use 1.0.0 or 2.0.0", truncate_for_message(other))),
         }
     }
 
@@ -96,12 +93,7 @@ fn decode_v1(value: Value) -> Result<Inbound, DecodeError> {
     let join_ref = map.get("join_ref").and_then(salvage_ref);
     let reference = map.get("ref").and_then(salvage_ref);
     let topic = map.get("topic").and_then(|v| v.as_str().map(str::to_owned));
-    let fail = |message: String| DecodeError {
-        message,
-        join_ref: join_ref.clone(),
-        reference: reference.clone(),
-        topic: topic.clone(),
-    };
+    let fail = |message: String| DecodeError { message, join_ref: join_ref.clone(), reference: reference.clone(), topic: topic.clone() };
 
     let join_ref_checked = read_ref(map.get("join_ref"), "join_ref").map_err(&fail)?;
     let ref_checked = read_ref(map.get("ref"), "ref").map_err(&fail)?;
@@ -120,39 +112,25 @@ fn decode_v1(value: Value) -> Result<Inbound, DecodeError> {
     let payload = match map.remove("payload") {
         None => Value::Object(serde_json::Map::new()),
         Some(p @ Value::Object(_)) => p,
-        Some(other) => {
-            return Err(fail(format!(
-                "payload must be a JSON object, got {}",
-                kind(&other)
-            )))
-        }
+        Some(other) => return Err(fail(format!("payload must be a JSON object, got {}", kind(&other)))),
     };
-    Ok(Inbound {
-        join_ref: join_ref_checked,
-        reference: ref_checked,
-        topic: topic_checked,
-        event,
-        payload,
-    })
+    Ok(Inbound { join_ref: join_ref_checked, reference: ref_checked, topic: topic_checked, event, payload })
 }
 
 fn decode_v2(value: Value) -> Result<Inbound, DecodeError> {
     let items = match value {
         Value::Array(items) => items,
-        other => return Err(bare_error(format!(
-            "vsn 2.0.0 frames must be a JSON array [join_ref, ref, topic, event, payload], got {}",
-            kind(&other)
-        ))),
+        other => {
+            return Err(bare_error(format!(
+                "vsn 2.0.0 frames must be a JSON array [join_ref, ref, topic, event, payload], got {}",
+                kind(&other)
+            )))
+        }
     };
     let join_ref = items.first().and_then(salvage_ref);
     let reference = items.get(1).and_then(salvage_ref);
     let topic = items.get(2).and_then(|v| v.as_str().map(str::to_owned));
-    let fail = |message: String| DecodeError {
-        message,
-        join_ref: join_ref.clone(),
-        reference: reference.clone(),
-        topic: topic.clone(),
-    };
+    let fail = |message: String| DecodeError { message, join_ref: join_ref.clone(), reference: reference.clone(), topic: topic.clone() };
     if items.len() != 5 {
         return Err(fail(format!(
             "vsn 2.0.0 frames must be an array of exactly 5 elements [join_ref, ref, topic, event, payload], got {}",
@@ -162,56 +140,28 @@ fn decode_v2(value: Value) -> Result<Inbound, DecodeError> {
     let mut it = items.into_iter();
     // Length is checked above, so each `next` yields; the fallbacks only
     // keep this path free of panics.
-    let (Some(j), Some(r), Some(t), Some(e), Some(p)) =
-        (it.next(), it.next(), it.next(), it.next(), it.next())
-    else {
+    let (Some(j), Some(r), Some(t), Some(e), Some(p)) = (it.next(), it.next(), it.next(), it.next(), it.next()) else {
         return Err(fail("vsn 2.0.0 frames must have 5 elements".to_owned()));
     };
     let join_ref_checked = read_ref(Some(&j), "join_ref").map_err(&fail)?;
     let ref_checked = read_ref(Some(&r), "ref").map_err(&fail)?;
     let topic_checked = match t {
         Value::String(s) => s,
-        other => {
-            return Err(fail(format!(
-                "topic must be a string, got {}",
-                kind(&other)
-            )))
-        }
+        other => return Err(fail(format!("topic must be a string, got {}", kind(&other)))),
     };
     let event = match e {
         Value::String(s) => s,
-        other => {
-            return Err(fail(format!(
-                "event must be a string, got {}",
-                kind(&other)
-            )))
-        }
+        other => return Err(fail(format!("event must be a string, got {}", kind(&other)))),
     };
     let payload = match p {
         p @ Value::Object(_) => p,
-        other => {
-            return Err(fail(format!(
-                "payload must be a JSON object, got {}",
-                kind(&other)
-            )))
-        }
+        other => return Err(fail(format!("payload must be a JSON object, got {}", kind(&other)))),
     };
-    Ok(Inbound {
-        join_ref: join_ref_checked,
-        reference: ref_checked,
-        topic: topic_checked,
-        event,
-        payload,
-    })
+    Ok(Inbound { join_ref: join_ref_checked, reference: ref_checked, topic: topic_checked, event, payload })
 }
 
 fn bare_error(message: String) -> DecodeError {
-    DecodeError {
-        message,
-        join_ref: None,
-        reference: None,
-        topic: None,
-    }
+    DecodeError { message, join_ref: None, reference: None, topic: None }
 }
 
 /// A ref as the client meant it: strings as-is, numbers (sent by some
@@ -221,10 +171,7 @@ fn read_ref(v: Option<&Value>, name: &str) -> Result<Option<String>, String> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(format!(
-            "{name} must be a string or null, got {}",
-            kind(other)
-        )),
+        Some(other) => Err(format!("{name} must be a string or null, got {}", kind(other))),
     }
 }
 
@@ -304,18 +251,8 @@ fn push_u32(out: &mut String, n: u32) {
 }
 
 /// A capacity hint (escaping may add a little); avoids regrowing the buffer.
-fn frame_capacity(
-    join_ref: Option<&str>,
-    reference: Option<&str>,
-    topic: &str,
-    event: &str,
-    payload_len: usize,
-) -> usize {
-    48 + join_ref.map_or(4, str::len)
-        + reference.map_or(4, str::len)
-        + topic.len()
-        + event.len()
-        + payload_len
+fn frame_capacity(join_ref: Option<&str>, reference: Option<&str>, topic: &str, event: &str, payload_len: usize) -> usize {
+    48 + join_ref.map_or(4, str::len) + reference.map_or(4, str::len) + topic.len() + event.len() + payload_len
 }
 
 /// Writes the frame around a payload produced by `write_payload`, so callers
@@ -329,13 +266,7 @@ fn encode_with(
     payload_len_hint: usize,
     write_payload: impl FnOnce(&mut String),
 ) -> String {
-    let mut out = String::with_capacity(frame_capacity(
-        join_ref,
-        reference,
-        topic,
-        event,
-        payload_len_hint,
-    ));
+    let mut out = String::with_capacity(frame_capacity(join_ref, reference, topic, event, payload_len_hint));
     match vsn {
         Vsn::V1 => {
             out.push_str("{\"topic\":");
@@ -369,23 +300,8 @@ fn encode_with(
 
 /// Builds a frame. `payload_json` must already be valid JSON (an object);
 /// it is inserted verbatim so one serialization can serve many sockets.
-pub fn encode(
-    vsn: Vsn,
-    join_ref: Option<&str>,
-    reference: Option<&str>,
-    topic: &str,
-    event: &str,
-    payload_json: &str,
-) -> String {
-    encode_with(
-        vsn,
-        join_ref,
-        reference,
-        topic,
-        event,
-        payload_json.len(),
-        |out| out.push_str(payload_json),
-    )
+pub fn encode(vsn: Vsn, join_ref: Option<&str>, reference: Option<&str>, topic: &str, event: &str, payload_json: &str) -> String {
+    encode_with(vsn, join_ref, reference, topic, event, payload_json.len(), |out| out.push_str(payload_json))
 }
 
 /// A `postgres_changes` frame: payload `{"ids":[..],"data":<data_json>}`,
@@ -407,69 +323,26 @@ pub fn encode_change(vsn: Vsn, topic: &str, ids: &[u32], data_json: &str) -> Str
 }
 
 /// `phx_reply` with `{"status":"ok","response":<response_json>}`.
-pub fn reply_ok(
-    vsn: Vsn,
-    join_ref: Option<&str>,
-    reference: Option<&str>,
-    topic: &str,
-    response_json: &str,
-) -> String {
-    encode_with(
-        vsn,
-        join_ref,
-        reference,
-        topic,
-        "phx_reply",
-        32 + response_json.len(),
-        |out| {
-            out.push_str("{\"status\":\"ok\",\"response\":");
-            out.push_str(response_json);
-            out.push('}');
-        },
-    )
+pub fn reply_ok(vsn: Vsn, join_ref: Option<&str>, reference: Option<&str>, topic: &str, response_json: &str) -> String {
+    encode_with(vsn, join_ref, reference, topic, "phx_reply", 32 + response_json.len(), |out| {
+        out.push_str("{\"status\":\"ok\",\"response\":");
+        out.push_str(response_json);
+        out.push('}');
+    })
 }
 
 /// `phx_reply` with `{"status":"error","response":{"reason":<reason>}}`.
-pub fn reply_error(
-    vsn: Vsn,
-    join_ref: Option<&str>,
-    reference: Option<&str>,
-    topic: &str,
-    reason: &str,
-) -> String {
-    encode_with(
-        vsn,
-        join_ref,
-        reference,
-        topic,
-        "phx_reply",
-        48 + reason.len(),
-        |out| {
-            out.push_str("{\"status\":\"error\",\"response\":{\"reason\":");
-            push_json_str(out, reason);
-            out.push_str("}}");
-        },
-    )
+pub fn reply_error(vsn: Vsn, join_ref: Option<&str>, reference: Option<&str>, topic: &str, reason: &str) -> String {
+    encode_with(vsn, join_ref, reference, topic, "phx_reply", 48 + reason.len(), |out| {
+        out.push_str("{\"status\":\"error\",\"response\":{\"reason\":");
+        push_json_str(out, reason);
+        out.push_str("}}");
+    })
 }
 
 /// A `system` event for the `postgres_changes` extension, ref null.
-pub fn system(
-    vsn: Vsn,
-    join_ref: Option<&str>,
-    topic: &str,
-    status: &str,
-    message: &str,
-    extra: &[(&str, Value)],
-) -> String {
-    system_with_extension(
-        vsn,
-        join_ref,
-        topic,
-        "postgres_changes",
-        status,
-        message,
-        extra,
-    )
+pub fn system(vsn: Vsn, join_ref: Option<&str>, topic: &str, status: &str, message: &str, extra: &[(&str, Value)]) -> String {
+    system_with_extension(vsn, join_ref, topic, "postgres_changes", status, message, extra)
 }
 
 /// A `system` event, ref null, payload
@@ -487,8 +360,7 @@ pub fn system_with_extension(
     extra: &[(&str, Value)],
 ) -> String {
     let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
-    let hint =
-        64 + extension.len() + status.len() + message.len() + channel.len() + extra.len() * 24;
+    let hint = 64 + extension.len() + status.len() + message.len() + channel.len() + extra.len() * 24;
     encode_with(vsn, join_ref, None, topic, "system", hint, |out| {
         out.push_str("{\"extension\":");
         push_json_str(out, extension);
@@ -542,11 +414,7 @@ mod tests {
 
     #[test]
     fn decode_v2_join() {
-        let f = decode(
-            Vsn::V2,
-            r#"["1","1","realtime:room","phx_join",{"config":{"postgres_changes":[]},"access_token":"t"}]"#,
-        )
-        .unwrap();
+        let f = decode(Vsn::V2, r#"["1","1","realtime:room","phx_join",{"config":{"postgres_changes":[]},"access_token":"t"}]"#).unwrap();
         assert_eq!(f.join_ref.as_deref(), Some("1"));
         assert_eq!(f.reference.as_deref(), Some("1"));
         assert_eq!(f.topic, "realtime:room");
@@ -564,11 +432,7 @@ mod tests {
 
     #[test]
     fn decode_v1() {
-        let f = decode(
-            Vsn::V1,
-            r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"3","join_ref":null}"#,
-        )
-        .unwrap();
+        let f = decode(Vsn::V1, r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"3","join_ref":null}"#).unwrap();
         assert_eq!(f.topic, "phoenix");
         assert_eq!(f.event, "heartbeat");
         assert_eq!(f.reference.as_deref(), Some("3"));
@@ -584,11 +448,7 @@ mod tests {
         let f = decode(Vsn::V2, r#"[7,12,"t","e",{}]"#).unwrap();
         assert_eq!(f.join_ref.as_deref(), Some("7"));
         assert_eq!(f.reference.as_deref(), Some("12"));
-        let f = decode(
-            Vsn::V1,
-            r#"{"topic":"t","event":"e","payload":{},"ref":-3,"join_ref":18446744073709551615}"#,
-        )
-        .unwrap();
+        let f = decode(Vsn::V1, r#"{"topic":"t","event":"e","payload":{},"ref":-3,"join_ref":18446744073709551615}"#).unwrap();
         assert_eq!(f.reference.as_deref(), Some("-3"));
         assert_eq!(f.join_ref.as_deref(), Some("18446744073709551615"));
     }
@@ -611,14 +471,7 @@ mod tests {
     #[test]
     fn exact_layouts() {
         assert_eq!(
-            encode(
-                Vsn::V2,
-                None,
-                Some("5"),
-                "phoenix",
-                "phx_reply",
-                r#"{"status":"ok","response":{}}"#
-            ),
+            encode(Vsn::V2, None, Some("5"), "phoenix", "phx_reply", r#"{"status":"ok","response":{}}"#),
             r#"[null,"5","phoenix","phx_reply",{"status":"ok","response":{}}]"#
         );
         assert_eq!(
@@ -673,29 +526,13 @@ mod tests {
 
     #[test]
     fn reply_error_frame() {
-        let t = reply_error(
-            Vsn::V2,
-            Some("1"),
-            Some("1"),
-            "realtime:room",
-            "bad \"token\"",
-        );
-        assert_eq!(
-            t,
-            r#"["1","1","realtime:room","phx_reply",{"status":"error","response":{"reason":"bad \"token\""}}]"#
-        );
+        let t = reply_error(Vsn::V2, Some("1"), Some("1"), "realtime:room", "bad \"token\"");
+        assert_eq!(t, r#"["1","1","realtime:room","phx_reply",{"status":"error","response":{"reason":"bad \"token\""}}]"#);
     }
 
     #[test]
     fn system_frames() {
-        let t = system(
-            Vsn::V2,
-            Some("1"),
-            "realtime:room",
-            "ok",
-            "Subscribed to PostgreSQL",
-            &[],
-        );
+        let t = system(Vsn::V2, Some("1"), "realtime:room", "ok", "Subscribed to PostgreSQL", &[]);
         assert_eq!(
             t,
             r#"["1",null,"realtime:room","system",{"extension":"postgres_changes","status":"ok","message":"Subscribed to PostgreSQL","channel":"room"}]"#
@@ -706,26 +543,14 @@ mod tests {
             "realtime:room",
             "gap",
             "refetch",
-            &[
-                ("seq", json!(42)),
-                ("status", json!("dup")),
-                ("x\"y", json!({"a":[1]})),
-            ],
+            &[("seq", json!(42)), ("status", json!("dup")), ("x\"y", json!({"a":[1]}))],
         );
         let v = parse(&t);
         assert_eq!(v["payload"]["seq"], 42);
         assert_eq!(v["payload"]["status"], "gap");
         assert_eq!(v["payload"]["x\"y"], json!({"a":[1]}));
         assert!(t.starts_with(r#"{"topic":"realtime:room","event":"system","payload":{"extension":"postgres_changes","status":"gap","message":"refetch","channel":"room","seq":42"#));
-        let t = system_with_extension(
-            Vsn::V2,
-            Some("1"),
-            "plain",
-            "system",
-            "error",
-            "Token has expired",
-            &[],
-        );
+        let t = system_with_extension(Vsn::V2, Some("1"), "plain", "system", "error", "Token has expired", &[]);
         assert_eq!(
             t,
             r#"["1",null,"plain","system",{"extension":"system","status":"error","message":"Token has expired","channel":"plain"}]"#
@@ -769,8 +594,7 @@ mod tests {
         assert_eq!((e.join_ref, e.reference, e.topic), (None, None, None));
         // Payload not an object.
         for p in ["[]", "null", "1", "\"x\"", "true"] {
-            let e =
-                decode(Vsn::V2, &format!(r#"["1",3,"realtime:x","phx_join",{p}]"#)).unwrap_err();
+            let e = decode(Vsn::V2, &format!(r#"["1",3,"realtime:x","phx_join",{p}]"#)).unwrap_err();
             assert!(e.message.contains("payload"), "{}", e.message);
             assert_eq!(e.join_ref.as_deref(), Some("1"));
             assert_eq!(e.reference.as_deref(), Some("3"));
@@ -795,11 +619,7 @@ mod tests {
 
     #[test]
     fn malformed_v1_salvages() {
-        let e = decode(
-            Vsn::V1,
-            r#"{"topic":"realtime:x","event":"phx_join","payload":[],"ref":"9","join_ref":"8"}"#,
-        )
-        .unwrap_err();
+        let e = decode(Vsn::V1, r#"{"topic":"realtime:x","event":"phx_join","payload":[],"ref":"9","join_ref":"8"}"#).unwrap_err();
         assert!(e.message.contains("payload"));
         assert_eq!(e.topic.as_deref(), Some("realtime:x"));
         assert_eq!(e.reference.as_deref(), Some("9"));
@@ -824,20 +644,12 @@ mod tests {
             assert!(decode(Vsn::V2, &deep).is_err());
             let obj = format!("{}{}", "{\"a\":".repeat(depth), "}".repeat(depth));
             assert!(decode(Vsn::V1, &obj).is_err());
-            let frame = format!(
-                r#"["1","2","t","e",{{"a":{}1{}}}]"#,
-                "[".repeat(depth),
-                "]".repeat(depth)
-            );
+            let frame = format!(r#"["1","2","t","e",{{"a":{}1{}}}]"#, "[".repeat(depth), "]".repeat(depth));
             let e = decode(Vsn::V2, &frame).unwrap_err();
             assert!(e.message.contains("not valid JSON"));
         }
         // Nesting within the limit is fine.
-        let ok = format!(
-            r#"["1","2","t","e",{{"a":{}1{}}}]"#,
-            "[".repeat(100),
-            "]".repeat(100)
-        );
+        let ok = format!(r#"["1","2","t","e",{{"a":{}1{}}}]"#, "[".repeat(100), "]".repeat(100));
         assert!(decode(Vsn::V2, &ok).is_ok());
     }
 

@@ -37,9 +37,9 @@ use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
 use crate::identity::{Identities, Refused};
-use crate::store::tables::ALL_TABLES;
 use crate::store::snapshot::{self, SnapshotReader};
-use crate::store::{changes, rows, Store, Table};
+use crate::store::tables::ALL_TABLES;
+use crate::store::{changes, Store, Table};
 
 /// Everything a session needs from the server.
 #[derive(Clone)]
@@ -171,7 +171,13 @@ where
                         Some(Err(_)) => return End::Broken,
                         Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
-                            let f = proto::reply_error(self.vsn, None, None, "phoenix", "binary frames are not supported; send JSON text frames");
+                            let f = proto::reply_error(
+                                self.vsn,
+                                None,
+                                None,
+                                "phoenix",
+                                "binary frames are not supported; send JSON text frames",
+                            );
                             self.push(f);
                         }
                         Some(Ok(Message::Close(_))) => return End::ClientClosed,
@@ -773,7 +779,14 @@ where
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot page could not be read");
-                    self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "error", "the snapshot could not be read; rejoin to retry", &[]));
+                    self.push(proto::system(
+                        self.vsn,
+                        join_ref.as_deref(),
+                        topic,
+                        "error",
+                        "the snapshot could not be read; rejoin to retry",
+                        &[],
+                    ));
                     return Ok(());
                 }
             };
@@ -889,7 +902,15 @@ where
             }
             Err(why) => {
                 let jr = self.channels.iter().find(|c| *c.topic == *msg.topic).and_then(|c| c.join_ref.clone());
-                self.push(proto::system_with_extension(self.vsn, jr.as_deref(), &msg.topic, "system", "error", &format!("Invalid token: {why}"), &[]));
+                self.push(proto::system_with_extension(
+                    self.vsn,
+                    jr.as_deref(),
+                    &msg.topic,
+                    "system",
+                    "error",
+                    &format!("Invalid token: {why}"),
+                    &[],
+                ));
                 self.remove_channel(&msg.topic);
                 self.push(proto::encode(self.vsn, jr.as_deref(), jr.as_deref(), &msg.topic, "phx_close", "{}"));
             }

@@ -47,7 +47,9 @@ fn tighten_dir(dir: &Path) {
         return;
     }
     match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)) {
-        Ok(()) => tracing::info!(folder = %dir.display(), from = format!("{:o}", mode & 0o777), to = "700", "tightened the data folder's permissions"),
+        Ok(()) => {
+            tracing::info!(folder = %dir.display(), from = format!("{:o}", mode & 0o777), to = "700", "tightened the data folder's permissions")
+        }
         Err(e) => tracing::warn!(folder = %dir.display(), error = %e, "cannot tighten the data folder's permissions"),
     }
 }

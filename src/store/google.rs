@@ -287,8 +287,9 @@ pub fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_i
 
 /// Connected users whose calendars sync: a refresh token, access not revoked.
 pub fn connected_users(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = 'active' ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = 'active' ORDER BY id",
+    )?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }

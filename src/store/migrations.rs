@@ -68,9 +68,8 @@ mod tests {
     }
 
     fn dump_schema(conn: &Connection) -> String {
-        let mut stmt = conn
-            .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
-            .unwrap();
+        let mut stmt =
+            conn.prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name").unwrap();
         let mut out = String::new();
         let rows: Vec<(String, String, String)> =
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect();

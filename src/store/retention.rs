@@ -16,9 +16,7 @@ const CHUNK: i64 = 2000;
 /// Delete one chunk of changes past retention; returns how many went.
 pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
     let cfg = app.config.changes.clone();
-    let cutoff = crate::store::timefmt::format(
-        crate::store::timefmt::now() - time::Duration::seconds(cfg.retention_age.as_secs() as i64),
-    );
+    let cutoff = crate::store::timefmt::format(crate::store::timefmt::now() - time::Duration::seconds(cfg.retention_age.as_secs() as i64));
     let keep = cfg.retention_rows as i64;
     app.store
         .writer

@@ -74,9 +74,8 @@ pub fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> 
                 admin: r.get::<_, String>(0)? == "admin",
                 active: r.get::<_, String>(1)? == "active",
                 // An unreadable stamp signs out every token rather than none.
-                tokens_valid_after_ms: after.map(|a| {
-                    timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                }),
+                tokens_valid_after_ms: after
+                    .map(|a| timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
             })
         })
         .optional()
@@ -107,7 +106,12 @@ pub fn valid_email(email: &str) -> bool {
     let e = email.trim();
     match e.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@') && !e.contains(char::is_whitespace)
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !e.contains(char::is_whitespace)
         }
         None => false,
     }

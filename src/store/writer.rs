@@ -48,8 +48,9 @@ pub struct WriterStats {
 impl Default for WriterStats {
     fn default() -> Self {
         let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets))
-                .unwrap_or_else(|_| prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("invalid", "invalid")).expect("static opts"))
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets)).unwrap_or_else(|_| {
+                prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("invalid", "invalid")).expect("static opts")
+            })
         };
         WriterStats {
             batches: AtomicU64::new(0),
@@ -139,7 +140,9 @@ impl<'c> WriteTx<'c> {
         if new == old {
             return Ok(Some(old));
         }
-        self.conn.prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?.execute(rusqlite::params![self.now, id])?;
+        self.conn
+            .prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?
+            .execute(rusqlite::params![self.now, id])?;
         let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
         self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
         Ok(Some(new))
@@ -321,13 +324,7 @@ fn rx_close_later(slot: &mut Option<oneshot::Sender<()>>, done: oneshot::Sender<
     *slot = Some(done);
 }
 
-fn commit_batch(
-    conn: &Connection,
-    batch: Vec<JobFn>,
-    feed: &mpsc::UnboundedSender<ChangeBatch>,
-    head: &AtomicI64,
-    stats: &WriterStats,
-) {
+fn commit_batch(conn: &Connection, batch: Vec<JobFn>, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &AtomicI64, stats: &WriterStats) {
     let started = std::time::Instant::now();
     let n = batch.len() as u64;
     let now = timefmt::format(timefmt::now());

@@ -90,7 +90,22 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .and(with_app(app))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin_report(app, auth).await) });
-    start.or(callback).unify().or(connect).unify().or(setup).unify().or(remove).unify().or(notify).unify().or(status).unify().or(admin).unify().boxed()
+    start
+        .or(callback)
+        .unify()
+        .or(connect)
+        .unify()
+        .or(setup)
+        .unify()
+        .or(remove)
+        .unify()
+        .or(notify)
+        .unify()
+        .or(status)
+        .unify()
+        .or(admin)
+        .unify()
+        .boxed()
 }
 
 /// `GET /api/auth/google[?connect=1]`: redirect to Google's consent page.
@@ -310,7 +325,11 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
     let now = timefmt::format(timefmt::now());
     if channel.expiration.as_deref().is_some_and(|exp| exp <= now.as_str()) {
         if app.log_throttle.should_log(&format!("google-channel:{channel_id}")) {
-            tracing::warn!("google notification refused: channel {channel_id} (user {}) expired at {}", channel.user_id, channel.expiration.as_deref().unwrap_or("?"));
+            tracing::warn!(
+                "google notification refused: channel {channel_id} (user {}) expired at {}",
+                channel.user_id,
+                channel.expiration.as_deref().unwrap_or("?")
+            );
         }
         return Err(ApiError::NotFound("the channel has expired".into()));
     }

@@ -135,7 +135,8 @@ async fn a_disabled_calendly_subscription_raises_an_alert_until_it_is_recreated(
     for s in fake.state.lock().unwrap().subscriptions.iter_mut() {
         s["state"] = json!("active");
     }
-    wait_for(&got, |g| count(g, "syncgate resolved:", "Calendly disabled the webhook subscription") == 1, "the disabled alert to clear").await;
+    wait_for(&got, |g| count(g, "syncgate resolved:", "Calendly disabled the webhook subscription") == 1, "the disabled alert to clear")
+        .await;
     drop(app);
 }
 
@@ -170,8 +171,11 @@ async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
     .unwrap();
     wait_for(&got, |g| count(g, "syncgate alert:", "failed 2 time(s)") == 1, "the renewal alert").await;
     wait_for(&got, |g| count(g, "syncgate alert:", "pushes have stopped arriving") == 1, "the stopped-pushes alert").await;
-    db.execute("UPDATE google_sync_status SET renewal_failures = 0, last_notification_at = ?2 WHERE user_id = ?1", rusqlite::params![uid, ago(0)])
-        .unwrap();
+    db.execute(
+        "UPDATE google_sync_status SET renewal_failures = 0, last_notification_at = ?2 WHERE user_id = ?1",
+        rusqlite::params![uid, ago(0)],
+    )
+    .unwrap();
     wait_for(&got, |g| count(g, "syncgate resolved:", "failed 2 time(s)") == 1, "the renewal alert to clear").await;
     wait_for(&got, |g| count(g, "syncgate resolved:", "pushes have stopped arriving") == 1, "the stopped-pushes alert to clear").await;
     let g = got.lock().unwrap();

@@ -22,24 +22,11 @@ fn new_changes(app: &TestApp, before: usize) -> Vec<ChangeRow> {
 }
 
 fn count(app: &TestApp, table: &str) -> i64 {
-    app.db()
-        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
+    app.db().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
 }
 
-fn assert_one_change(
-    changes: &[ChangeRow],
-    table: &str,
-    op: &str,
-    owner: i64,
-    record: Option<&Value>,
-    old: Option<&Value>,
-) {
-    assert_eq!(
-        changes.len(),
-        1,
-        "exactly one change for one {op} on {table}: {changes:?}"
-    );
+fn assert_one_change(changes: &[ChangeRow], table: &str, op: &str, owner: i64, record: Option<&Value>, old: Option<&Value>) {
+    assert_eq!(changes.len(), 1, "exactly one change for one {op} on {table}: {changes:?}");
     let (_, t, o, row_id, user_id, rec, old_rec) = &changes[0];
     assert_eq!(t, table);
     assert_eq!(o, op);
@@ -54,63 +41,35 @@ fn assert_one_change(
 async fn every_write_logs_exactly_its_change() {
     let app = spawn_app().await;
     let (uid, tok) = app.add_user("ada@example.com", "user");
-    assert!(
-        app.changes().is_empty(),
-        "adding users is not a synced change"
-    );
+    assert!(app.changes().is_empty(), "adding users is not a synced change");
 
     let mut client_row = Value::Null;
     for (table, create, patch) in [
-        (
-            "clients",
-            json!({"name": "Grace", "email": "grace@example.com"}),
-            json!({"notes": "vip"}),
-        ),
+        ("clients", json!({"name": "Grace", "email": "grace@example.com"}), json!({"notes": "vip"})),
         (
             "meetings",
             json!({"title": "Intro", "starts_at": "2026-11-23T10:00:00+01:00", "ends_at": "2026-11-23T10:30:00+01:00"}),
             json!({"status": "canceled"}),
         ),
-        (
-            "pipeline",
-            json!({"title": "Plan", "value": 10}),
-            json!({"stage": "proposal"}),
-        ),
+        ("pipeline", json!({"title": "Plan", "value": 10}), json!({"stage": "proposal"})),
     ] {
         let n = app.changes().len();
         let (s, row) = app.post(&format!("/api/{table}"), &tok, &create).await;
         assert_eq!(s, 201, "{row}");
-        assert_one_change(
-            &new_changes(&app, n),
-            table,
-            "INSERT",
-            uid,
-            Some(&row),
-            None,
-        );
+        assert_one_change(&new_changes(&app, n), table, "INSERT", uid, Some(&row), None);
         let id = row["id"].as_i64().unwrap();
 
         let n = app.changes().len();
         let (s, patched) = app.patch(&format!("/api/{table}/{id}"), &tok, &patch).await;
         assert_eq!(s, 200, "{patched}");
-        assert_one_change(
-            &new_changes(&app, n),
-            table,
-            "UPDATE",
-            uid,
-            Some(&patched),
-            Some(&row),
-        );
+        assert_one_change(&new_changes(&app, n), table, "UPDATE", uid, Some(&patched), Some(&row));
 
         // A PATCH that changes nothing is answered but logs nothing.
         let n = app.changes().len();
         let (s, same) = app.patch(&format!("/api/{table}/{id}"), &tok, &patch).await;
         assert_eq!(s, 200);
         assert_eq!(same, patched, "a no-op PATCH returns the unchanged row");
-        assert!(
-            new_changes(&app, n).is_empty(),
-            "a no-op PATCH logs no change"
-        );
+        assert!(new_changes(&app, n).is_empty(), "a no-op PATCH logs no change");
 
         if table == "clients" {
             client_row = patched;
@@ -119,29 +78,13 @@ async fn every_write_logs_exactly_its_change() {
         let n = app.changes().len();
         let (s, _) = app.delete(&format!("/api/{table}/{id}"), &tok).await;
         assert_eq!(s, 204);
-        assert_one_change(
-            &new_changes(&app, n),
-            table,
-            "DELETE",
-            uid,
-            None,
-            Some(&patched),
-        );
+        assert_one_change(&new_changes(&app, n), table, "DELETE", uid, None, Some(&patched));
     }
 
     let n = app.changes().len();
-    let (s, _) = app
-        .delete(&format!("/api/clients/{}", client_row["id"]), &tok)
-        .await;
+    let (s, _) = app.delete(&format!("/api/clients/{}", client_row["id"]), &tok).await;
     assert_eq!(s, 204);
-    assert_one_change(
-        &new_changes(&app, n),
-        "clients",
-        "DELETE",
-        uid,
-        None,
-        Some(&client_row),
-    );
+    assert_one_change(&new_changes(&app, n), "clients", "DELETE", uid, None, Some(&client_row));
 
     // The log is gap-free from 1.
     let seqs: Vec<i64> = app.changes().iter().map(|c| c.0).collect();
@@ -152,110 +95,42 @@ async fn every_write_logs_exactly_its_change() {
 async fn failed_writes_leave_neither_row_nor_change() {
     let app = spawn_app().await;
     let (_uid, tok) = app.add_user("ada@example.com", "user");
-    let (s, c) = app
-        .post(
-            "/api/clients",
-            &tok,
-            &json!({"name": "Grace", "email": "grace@example.com"}),
-        )
+    let (s, c) = app.post("/api/clients", &tok, &json!({"name": "Grace", "email": "grace@example.com"})).await;
+    assert_eq!(s, 201);
+    let (s, m) = app
+        .post("/api/meetings", &tok, &json!({"title": "Intro", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z"}))
         .await;
     assert_eq!(s, 201);
-    let (s, m) = app.post("/api/meetings", &tok, &json!({"title": "Intro", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z"})).await;
-    assert_eq!(s, 201);
-    let (s, c2) = app
-        .post(
-            "/api/clients",
-            &tok,
-            &json!({"name": "Alan", "email": "alan@example.com"}),
-        )
-        .await;
+    let (s, c2) = app.post("/api/clients", &tok, &json!({"name": "Alan", "email": "alan@example.com"})).await;
     assert_eq!(s, 201);
     let n = app.changes().len();
-    let rows = || {
-        (
-            count(&app, "clients"),
-            count(&app, "meetings"),
-            count(&app, "pipeline"),
-        )
-    };
+    let rows = || (count(&app, "clients"), count(&app, "meetings"), count(&app, "pipeline"));
     let before = rows();
 
     // Duplicate email for the same owner (the unique index says no; case-insensitively).
-    let (s, e) = app
-        .post(
-            "/api/clients",
-            &tok,
-            &json!({"name": "Grace again", "email": "GRACE@example.com"}),
-        )
-        .await;
+    let (s, e) = app.post("/api/clients", &tok, &json!({"name": "Grace again", "email": "GRACE@example.com"})).await;
     assert_eq!((s, e["error"].as_str()), (409, Some("conflict")), "{e}");
-    let (s, e) = app
-        .patch(
-            &format!("/api/clients/{}", c2["id"]),
-            &tok,
-            &json!({"email": "grace@example.com", "notes": "x"}),
-        )
-        .await;
+    let (s, e) = app.patch(&format!("/api/clients/{}", c2["id"]), &tok, &json!({"email": "grace@example.com", "notes": "x"})).await;
     assert_eq!((s, e["error"].as_str()), (409, Some("conflict")), "{e}");
     let (_, still) = app.get(&format!("/api/clients/{}", c2["id"]), &tok).await;
-    assert_eq!(
-        still, c2,
-        "a refused PATCH changes no field, not even the valid ones"
-    );
+    assert_eq!(still, c2, "a refused PATCH changes no field, not even the valid ones");
 
     // Well-formed but invalid.
-    let (s, e) = app.post("/api/meetings", &tok, &json!({"title": "Backwards", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T09:00:00Z"})).await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
     let (s, e) = app
-        .patch(
-            &format!("/api/meetings/{}", m["id"]),
-            &tok,
-            &json!({"notes": "kept?", "ends_at": "2026-11-23T09:00:00Z"}),
-        )
+        .post("/api/meetings", &tok, &json!({"title": "Backwards", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T09:00:00Z"}))
         .await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
-    let (s, e) = app
-        .post("/api/clients", &tok, &json!({"name": "   "}))
-        .await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
-    let (s, e) = app
-        .post("/api/pipeline", &tok, &json!({"title": "Neg", "value": -5}))
-        .await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
-    let (s, e) = app
-        .post(
-            "/api/pipeline",
-            &tok,
-            &json!({"title": "Gone", "client_id": c["id"].as_i64().unwrap() + 1000}),
-        )
-        .await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (422, Some("unprocessable")),
-        "{e}"
-    );
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
+    let (s, e) =
+        app.patch(&format!("/api/meetings/{}", m["id"]), &tok, &json!({"notes": "kept?", "ends_at": "2026-11-23T09:00:00Z"})).await;
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
+    let (s, e) = app.post("/api/clients", &tok, &json!({"name": "   "})).await;
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
+    let (s, e) = app.post("/api/pipeline", &tok, &json!({"title": "Neg", "value": -5})).await;
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
+    let (s, e) = app.post("/api/pipeline", &tok, &json!({"title": "Gone", "client_id": c["id"].as_i64().unwrap() + 1000})).await;
+    assert_eq!((s, e["error"].as_str()), (422, Some("unprocessable")), "{e}");
 
-    assert_eq!(
-        app.changes().len(),
-        n,
-        "no change logged for a refused write"
-    );
+    assert_eq!(app.changes().len(), n, "no change logged for a refused write");
     assert_eq!(rows(), before, "no row written for a refused write");
     let (_, m_now) = app.get(&format!("/api/meetings/{}", m["id"]), &tok).await;
     assert_eq!(m_now, m);
@@ -265,12 +140,7 @@ async fn failed_writes_leave_neither_row_nor_change() {
 async fn a_failing_request_rolls_back_only_its_own_writes() {
     let app = spawn_app().await;
     let (uid, _tok) = app.add_user("ada@example.com", "user");
-    let client = |name: &str| {
-        vec![
-            ("user_id", SqlValue::Integer(uid)),
-            ("name", SqlValue::Text(name.into())),
-        ]
-    };
+    let client = |name: &str| vec![("user_id", SqlValue::Integer(uid)), ("name", SqlValue::Text(name.into()))];
     let writer = app.app.store.writer.clone();
     // Queue a good write, a write that inserts and then fails, and another good one
     // together so they can share a batch.
@@ -287,77 +157,40 @@ async fn a_failing_request_rolls_back_only_its_own_writes() {
         w3.write(move |tx| tx.insert(Table::Clients, &c3)),
     );
     let (r1, r3) = (r1.expect("first commits"), r3.expect("third commits"));
-    assert!(
-        matches!(r2, Err(ApiError::Conflict(_))),
-        "the failing request hears its own error"
-    );
+    assert!(matches!(r2, Err(ApiError::Conflict(_))), "the failing request hears its own error");
     let names: Vec<String> = {
         let db = app.db();
         let mut st = db.prepare("SELECT name FROM clients ORDER BY id").unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(names, vec!["first", "third"]);
     let ch = app.changes();
     assert_eq!(ch.len(), 2, "only the committed inserts are logged: {ch:?}");
     assert_eq!(ch[0].5.as_ref(), Some(&r1));
     assert_eq!(ch[1].5.as_ref(), Some(&r3));
-    assert_eq!(
-        (ch[0].0, ch[1].0),
-        (1, 2),
-        "a rolled-back change leaves no hole in seq"
-    );
+    assert_eq!((ch[0].0, ch[1].0), (1, 2), "a rolled-back change leaves no hole in seq");
 }
 
 #[tokio::test]
 async fn deleting_a_client_logs_what_it_does_to_meetings_and_pipeline() {
     let app = spawn_app().await;
     let (uid, tok) = app.add_user("ada@example.com", "user");
-    let (_, c) = app
-        .post("/api/clients", &tok, &json!({"name": "Grace"}))
-        .await;
-    let (_, other) = app
-        .post("/api/clients", &tok, &json!({"name": "Alan"}))
-        .await;
+    let (_, c) = app.post("/api/clients", &tok, &json!({"name": "Grace"})).await;
+    let (_, other) = app.post("/api/clients", &tok, &json!({"name": "Alan"})).await;
     let meeting = |title: &str, client: &Value| json!({"title": title, "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z", "client_id": client["id"]});
     let (_, m1) = app.post("/api/meetings", &tok, &meeting("one", &c)).await;
     let (_, m2) = app.post("/api/meetings", &tok, &meeting("two", &c)).await;
-    let (_, m_other) = app
-        .post("/api/meetings", &tok, &meeting("other", &other))
-        .await;
-    let (_, d1) = app
-        .post(
-            "/api/pipeline",
-            &tok,
-            &json!({"title": "d1", "client_id": c["id"]}),
-        )
-        .await;
-    let (_, d2) = app
-        .post(
-            "/api/pipeline",
-            &tok,
-            &json!({"title": "d2", "client_id": c["id"]}),
-        )
-        .await;
-    let (_, d_other) = app
-        .post(
-            "/api/pipeline",
-            &tok,
-            &json!({"title": "d3", "client_id": other["id"]}),
-        )
-        .await;
+    let (_, m_other) = app.post("/api/meetings", &tok, &meeting("other", &other)).await;
+    let (_, d1) = app.post("/api/pipeline", &tok, &json!({"title": "d1", "client_id": c["id"]})).await;
+    let (_, d2) = app.post("/api/pipeline", &tok, &json!({"title": "d2", "client_id": c["id"]})).await;
+    let (_, d_other) = app.post("/api/pipeline", &tok, &json!({"title": "d3", "client_id": other["id"]})).await;
     let n = app.changes().len();
 
     let (s, _) = app.delete(&format!("/api/clients/{}", c["id"]), &tok).await;
     assert_eq!(s, 204);
 
     let ch = new_changes(&app, n);
-    let summary: Vec<(&str, &str, i64)> = ch
-        .iter()
-        .map(|c| (c.1.as_str(), c.2.as_str(), c.3))
-        .collect();
+    let summary: Vec<(&str, &str, i64)> = ch.iter().map(|c| (c.1.as_str(), c.2.as_str(), c.3)).collect();
     let id = |v: &Value| v["id"].as_i64().unwrap();
     assert_eq!(
         summary,
@@ -371,23 +204,11 @@ async fn deleting_a_client_logs_what_it_does_to_meetings_and_pipeline() {
         "the dependent changes, then the client, each logged"
     );
     let seqs: Vec<i64> = ch.iter().map(|c| c.0).collect();
-    assert_eq!(
-        seqs,
-        (seqs[0]..seqs[0] + 5).collect::<Vec<_>>(),
-        "consecutive: one transaction"
-    );
+    assert_eq!(seqs, (seqs[0]..seqs[0] + 5).collect::<Vec<_>>(), "consecutive: one transaction");
     for (i, m) in [&m1, &m2].into_iter().enumerate() {
         let (_, now) = app.get(&format!("/api/meetings/{}", m["id"]), &tok).await;
-        assert_eq!(
-            now["client_id"],
-            Value::Null,
-            "the meeting stays, without the client"
-        );
-        assert_eq!(
-            ch[i].5.as_ref(),
-            Some(&now),
-            "record is the meeting as REST shows it now"
-        );
+        assert_eq!(now["client_id"], Value::Null, "the meeting stays, without the client");
+        assert_eq!(ch[i].5.as_ref(), Some(&now), "record is the meeting as REST shows it now");
         assert_eq!(ch[i].6.as_ref(), Some(m), "old_record still has the client");
         assert_eq!(ch[i].4, uid);
     }
@@ -399,13 +220,9 @@ async fn deleting_a_client_logs_what_it_does_to_meetings_and_pipeline() {
     }
     assert_eq!(ch[4].6.as_ref(), Some(&c));
     // The other client's rows are untouched.
-    let (_, mo) = app
-        .get(&format!("/api/meetings/{}", m_other["id"]), &tok)
-        .await;
+    let (_, mo) = app.get(&format!("/api/meetings/{}", m_other["id"]), &tok).await;
     assert_eq!(mo, m_other);
-    let (_, d_now) = app
-        .get(&format!("/api/pipeline/{}", d_other["id"]), &tok)
-        .await;
+    let (_, d_now) = app.get(&format!("/api/pipeline/{}", d_other["id"]), &tok).await;
     assert_eq!(d_now, d_other);
 }
 
@@ -413,9 +230,7 @@ async fn deleting_a_client_logs_what_it_does_to_meetings_and_pipeline() {
 async fn source_owned_meeting_fields_cannot_change_here() {
     let app = spawn_app().await;
     let (uid, tok) = app.add_user("ada@example.com", "user");
-    let (_, client) = app
-        .post("/api/clients", &tok, &json!({"name": "Grace"}))
-        .await;
+    let (_, client) = app.post("/api/clients", &tok, &json!({"name": "Grace"})).await;
     let g = app
         .app
         .store
@@ -428,10 +243,7 @@ async fn source_owned_meeting_fields_cannot_change_here() {
                     ("source", SqlValue::Text("google".into())),
                     ("external_id", SqlValue::Text("evt-1".into())),
                     ("title", SqlValue::Text("Synced call".into())),
-                    (
-                        "starts_at",
-                        SqlValue::Text("2026-11-23T10:00:00.000Z".into()),
-                    ),
+                    ("starts_at", SqlValue::Text("2026-11-23T10:00:00.000Z".into())),
                     ("ends_at", SqlValue::Text("2026-11-23T11:00:00.000Z".into())),
                 ],
             )
@@ -454,59 +266,31 @@ async fn source_owned_meeting_fields_cannot_change_here() {
         json!({"notes": "would be fine", "title": "but not this"}),
     ] {
         let (s, e) = app.patch(&path, &tok, &body).await;
-        assert_eq!(
-            (s, e["error"].as_str()),
-            (409, Some("conflict")),
-            "{body}: {e}"
-        );
-        assert!(
-            e["message"].as_str().unwrap().contains("google"),
-            "the message says the source owns it: {e}"
-        );
+        assert_eq!((s, e["error"].as_str()), (409, Some("conflict")), "{body}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("google"), "the message says the source owns it: {e}");
     }
     let (s, e) = app.patch(&path, &tok, &json!({"source": "manual"})).await;
-    assert_eq!(
-        (s, e["error"].as_str()),
-        (400, Some("bad_request")),
-        "source is read-only: {e}"
-    );
+    assert_eq!((s, e["error"].as_str()), (400, Some("bad_request")), "source is read-only: {e}");
     assert_eq!(app.changes().len(), n, "refused PATCHes log nothing");
     let (_, still) = app.get(&path, &tok).await;
     assert_eq!(still, g);
 
     // Local fields change, and repeating a source field unchanged is not a conflict.
-    let (s, p) = app
-        .patch(
-            &path,
-            &tok,
-            &json!({"notes": "prep the deck", "client_id": client["id"], "title": "Synced call"}),
-        )
-        .await;
+    let (s, p) = app.patch(&path, &tok, &json!({"notes": "prep the deck", "client_id": client["id"], "title": "Synced call"})).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["notes"], "prep the deck");
     assert_eq!(p["client_id"], client["id"]);
     assert_eq!(p["title"], "Synced call");
-    assert_one_change(
-        &new_changes(&app, n),
-        "meetings",
-        "UPDATE",
-        uid,
-        Some(&p),
-        Some(&g),
-    );
+    assert_one_change(&new_changes(&app, n), "meetings", "UPDATE", uid, Some(&p), Some(&g));
     let (s, p2) = app.patch(&path, &tok, &json!({"client_id": null})).await;
     assert_eq!(s, 200);
     assert_eq!(p2["client_id"], Value::Null);
 
     // A manual meeting's same fields are editable.
-    let (_, m) = app.post("/api/meetings", &tok, &json!({"title": "Mine", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z"})).await;
-    let (s, mp) = app
-        .patch(
-            &format!("/api/meetings/{}", m["id"]),
-            &tok,
-            &json!({"title": "Renamed", "status": "canceled"}),
-        )
+    let (_, m) = app
+        .post("/api/meetings", &tok, &json!({"title": "Mine", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z"}))
         .await;
+    let (s, mp) = app.patch(&format!("/api/meetings/{}", m["id"]), &tok, &json!({"title": "Renamed", "status": "canceled"})).await;
     assert_eq!(s, 200, "{mp}");
     assert_eq!(mp["title"], "Renamed");
 }
@@ -516,9 +300,7 @@ async fn concurrent_writers_get_every_ack_logged_in_gap_free_order() {
     const TASKS: usize = 64;
     const WRITES: usize = 50;
     let app = spawn_app().await;
-    let users: Vec<(i64, String)> = (0..8)
-        .map(|i| app.add_user(&format!("u{i}@example.com"), "user"))
-        .collect();
+    let users: Vec<(i64, String)> = (0..8).map(|i| app.add_user(&format!("u{i}@example.com"), "user")).collect();
     let users = Arc::new(users);
     let mut handles = Vec::new();
     for t in 0..TASKS {
@@ -532,11 +314,7 @@ async fn concurrent_writers_get_every_ack_logged_in_gap_free_order() {
             for w in 0..WRITES {
                 // Every tenth write repeats the task's first email: a 409 that
                 // must roll back alone, never taking batch-mates with it.
-                let email = if w % 10 == 9 {
-                    format!("t{t}w0@example.com")
-                } else {
-                    format!("t{t}w{w}@example.com")
-                };
+                let email = if w % 10 == 9 { format!("t{t}w0@example.com") } else { format!("t{t}w{w}@example.com") };
                 let r = http
                     .post(&url)
                     .bearer_auth(&tok)
@@ -565,54 +343,25 @@ async fn concurrent_writers_get_every_ack_logged_in_gap_free_order() {
         refused += r;
     }
     let total: usize = acked_by_task.iter().map(Vec::len).sum();
-    assert_eq!(
-        total,
-        TASKS * (WRITES - WRITES / 10),
-        "every valid write was acknowledged"
-    );
-    assert_eq!(
-        refused,
-        TASKS * (WRITES / 10),
-        "every duplicate was refused"
-    );
+    assert_eq!(total, TASKS * (WRITES - WRITES / 10), "every valid write was acknowledged");
+    assert_eq!(refused, TASKS * (WRITES / 10), "every duplicate was refused");
 
     let changes = app.changes();
     let seqs: Vec<i64> = changes.iter().map(|c| c.0).collect();
-    assert_eq!(
-        seqs,
-        (1..=total as i64).collect::<Vec<_>>(),
-        "seq strictly increasing with no gaps, one per acknowledged write"
-    );
+    assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>(), "seq strictly increasing with no gaps, one per acknowledged write");
     let by_row: HashMap<i64, &ChangeRow> = changes.iter().map(|c| (c.3, c)).collect();
-    assert_eq!(
-        count(&app, "clients") as usize,
-        total,
-        "no unacknowledged row was kept"
-    );
+    assert_eq!(count(&app, "clients") as usize, total, "no unacknowledged row was kept");
     for acked in &acked_by_task {
         let mut last_seq = 0;
         for row in acked {
             let id = row["id"].as_i64().unwrap();
-            let c = by_row
-                .get(&id)
-                .unwrap_or_else(|| panic!("the change of acknowledged row {id} is logged"));
-            assert_eq!(
-                (c.1.as_str(), c.2.as_str(), c.4),
-                ("clients", "INSERT", row["user_id"].as_i64().unwrap())
-            );
+            let c = by_row.get(&id).unwrap_or_else(|| panic!("the change of acknowledged row {id} is logged"));
+            assert_eq!((c.1.as_str(), c.2.as_str(), c.4), ("clients", "INSERT", row["user_id"].as_i64().unwrap()));
             assert_eq!(c.5.as_ref(), Some(row), "logged record == acknowledged row");
-            let stored: Value = app
-                .app
-                .store
-                .read(move |conn| Ok(syncgate::store::rows::get(conn, Table::Clients, id)?))
-                .await
-                .unwrap()
-                .unwrap();
+            let stored: Value =
+                app.app.store.read(move |conn| Ok(syncgate::store::rows::get(conn, Table::Clients, id)?)).await.unwrap().unwrap();
             assert_eq!(&stored, row, "acknowledged row {id} is stored");
-            assert!(
-                c.0 > last_seq,
-                "one caller's writes are logged in the order they were acknowledged"
-            );
+            assert!(c.0 > last_seq, "one caller's writes are logged in the order they were acknowledged");
             last_seq = c.0;
         }
     }

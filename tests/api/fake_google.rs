@@ -1123,7 +1123,8 @@ impl FakeGoogle {
             Ok((_, to)) => to,
             Err(e) => return e,
         };
-        let exists = self.st().accounts[&email].calendar(&from).is_some_and(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled));
+        let exists =
+            self.st().accounts[&email].calendar(&from).is_some_and(|c| c.events.iter().any(|e| e.body["id"] == id && !e.cancelled));
         if !exists {
             return api_error(404, "notFound", "Not Found");
         }

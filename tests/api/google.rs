@@ -133,9 +133,7 @@ async fn callback(app: &TestApp, url: &str, cookie: Option<&str>, html: bool) ->
 }
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
-    app.db()
-        .query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0))
-        .unwrap()
+    app.db().query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap()
 }
 
 /// Finished sync passes of a user.

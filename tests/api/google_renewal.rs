@@ -80,9 +80,7 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
-    app.db()
-        .query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0))
-        .unwrap()
+    app.db().query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap()
 }
 
 /// A `google_sync_status` counter of a user (0 before the first row).

@@ -63,8 +63,7 @@ async fn with_good_origins_the_listening_line_means_serving() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut cmd = syncgate(d);
-    cmd.env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
-        .env("SYNCGATE_SERVER__CORS_ORIGINS", "https://app.example.com/, http://localhost:3000");
+    cmd.env("SYNCGATE_AUTH__JWT_SECRET", SECRET).env("SYNCGATE_SERVER__CORS_ORIGINS", "https://app.example.com/, http://localhost:3000");
     let server = serve(cmd).await;
     // The first request after the line is answered (no panic after printing it).
     let r = crate::cli::http()

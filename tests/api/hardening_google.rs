@@ -14,10 +14,8 @@ async fn stopped_and_expired_channels_get_404_and_no_sync() {
 
     // Expired (its renewal failed and it lapsed): whatever arrives on it is a replay.
     let c = fake.active_channels("ada@example.com").remove(0);
-    let stored: String = app
-        .db()
-        .query_row("SELECT expiration FROM calendar_watch_channels WHERE channel_id = ?1", [&c.id], |r| r.get(0))
-        .unwrap();
+    let stored: String =
+        app.db().query_row("SELECT expiration FROM calendar_watch_channels WHERE channel_id = ?1", [&c.id], |r| r.get(0)).unwrap();
     let set_expiration = |exp: &str| {
         app.db().execute("UPDATE calendar_watch_channels SET expiration = ?2 WHERE channel_id = ?1", [&c.id, exp]).unwrap();
     };

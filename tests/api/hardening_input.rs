@@ -47,9 +47,8 @@ async fn timestamps_past_year_9999_are_422_on_every_path_and_the_writer_lives() 
     let (s, body) = app.get(&format!("/api/meetings?to={}", urlencode("0000-01-01T00:00:00+00:01")), &token).await;
     assert_eq!((s, body["error"].as_str()), (422, Some("unprocessable")), "{body}");
 
-    let (s, body) = app
-        .post("/api/meetings", &token, &json!({"title": "Far", "starts_at": "2026-01-01T10:00:00Z", "ends_at": PAST_9999}))
-        .await;
+    let (s, body) =
+        app.post("/api/meetings", &token, &json!({"title": "Far", "starts_at": "2026-01-01T10:00:00Z", "ends_at": PAST_9999})).await;
     assert_eq!((s, body["error"].as_str()), (422, Some("unprocessable")), "{body}");
     let (s, m) = app
         .post("/api/meetings", &token, &json!({"title": "Near", "starts_at": "2026-01-01T10:00:00Z", "ends_at": "2026-01-01T11:00:00Z"}))

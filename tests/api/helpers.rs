@@ -162,9 +162,7 @@ impl TestApp {
     /// Every row of `changes`, oldest first: (seq, table, op, row_id, user_id, record, old_record).
     pub fn changes(&self) -> Vec<ChangeRow> {
         let conn = self.db();
-        let mut stmt = conn
-            .prepare("SELECT seq, table_name, op, row_id, user_id, record, old_record FROM changes ORDER BY seq")
-            .unwrap();
+        let mut stmt = conn.prepare("SELECT seq, table_name, op, row_id, user_id, record, old_record FROM changes ORDER BY seq").unwrap();
         stmt.query_map([], |r| {
             let rec: Option<String> = r.get(5)?;
             let old: Option<String> = r.get(6)?;

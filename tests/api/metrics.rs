@@ -61,7 +61,12 @@ async fn metrics_move_with_writes_and_sockets() {
     let before = scrape(&app, None).await;
     assert_eq!(before["syncgate_realtime_sockets"], 0.0);
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join("realtime:m", json!([{"event": "*", "schema": "public"}, {"event": "*", "schema": "public", "table": "meetings"}]), Some(&token)).await;
+    ws.join(
+        "realtime:m",
+        json!([{"event": "*", "schema": "public"}, {"event": "*", "schema": "public", "table": "meetings"}]),
+        Some(&token),
+    )
+    .await;
     ws.joined().await;
     for i in 0..5 {
         app.post("/api/clients", &token, &json!({"name": format!("c{i}")})).await;
@@ -110,7 +115,14 @@ async fn webhook_counters_move_by_source_and_outcome() {
     let key = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     let before = scrape(&app, None).await;
     for _ in 0..2 {
-        let r = app.http.post(app.url("/api/calendly/webhook")).header("Calendly-Webhook-Signature", "t=1,v1=00").body("{}").send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/api/calendly/webhook"))
+            .header("Calendly-Webhook-Signature", "t=1,v1=00")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401);
     }
     let r = app

@@ -61,7 +61,11 @@ async fn a_backup_taken_under_write_load_is_consistent_and_has_every_earlier_wri
     }
     // Every client in the copy has its change logged in the copy (one transaction each).
     let orphans: i64 = copy
-        .query_row("SELECT COUNT(*) FROM clients c WHERE NOT EXISTS (SELECT 1 FROM changes WHERE table_name = 'clients' AND row_id = c.id)", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM clients c WHERE NOT EXISTS (SELECT 1 FROM changes WHERE table_name = 'clients' AND row_id = c.id)",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(orphans, 0);
 
@@ -143,7 +147,8 @@ async fn old_calendly_payloads_are_dropped_and_their_outcome_rows_kept() {
     }
     let mut reduced = false;
     for _ in 0..100 {
-        let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| r.get(0)).unwrap();
+        let p: Option<String> =
+            db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| r.get(0)).unwrap();
         if p.is_none() {
             reduced = true;
             break;
@@ -151,9 +156,11 @@ async fn old_calendly_payloads_are_dropped_and_their_outcome_rows_kept() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reduced, "the old payload was dropped");
-    let (outcome, event): (String, String) =
-        db.query_row("SELECT outcome, event FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (outcome, event): (String, String) = db
+        .query_row("SELECT outcome, event FROM calendly_webhook_events WHERE dedupe_key = 'old'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
     assert_eq!((outcome.as_str(), event.as_str()), ("accepted", "invitee.created"), "the outcome row stays");
-    let p: Option<String> = db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'fresh'", [], |r| r.get(0)).unwrap();
+    let p: Option<String> =
+        db.query_row("SELECT payload FROM calendly_webhook_events WHERE dedupe_key = 'fresh'", [], |r| r.get(0)).unwrap();
     assert!(p.is_some(), "a recent payload is kept");
 }

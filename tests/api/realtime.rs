@@ -237,8 +237,12 @@ async fn filters_compare_as_the_column_type_and_rows_leaving_a_filter_are_delive
 
     // `in` on text.
     let mut ws3 = app.ws(&token, "1.0.0").await;
-    ws3.join("realtime:in", json!([{"event": "*", "schema": "public", "table": "clients", "filter": "name=in.(Ann,\"Bo, Jr\")"}]), Some(&token))
-        .await;
+    ws3.join(
+        "realtime:in",
+        json!([{"event": "*", "schema": "public", "table": "clients", "filter": "name=in.(Ann,\"Bo, Jr\")"}]),
+        Some(&token),
+    )
+    .await;
     ws3.joined().await;
     app.post("/api/clients", &token, &new_client("Carl")).await;
     let (_, bo) = app.post("/api/clients", &token, &new_client("Bo, Jr")).await;
@@ -518,7 +522,10 @@ async fn an_access_token_that_makes_the_socket_an_admins_widens_what_it_sees_and
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.post("/api/meetings", &bob, &new_meeting("Bob 2")).await;
     let f = next_change(&mut ws).await;
-    assert_eq!(f.payload["data"]["record"]["title"], "Bob 2", "an admin's socket sees every user's changes, and nothing from before the swap");
+    assert_eq!(
+        f.payload["data"]["record"]["title"], "Bob 2",
+        "an admin's socket sees every user's changes, and nothing from before the swap"
+    );
 
     ws.send(Some(&jr), "realtime:m", "access_token", json!({"access_token": as_user})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -14,19 +14,17 @@ use crate::helpers::{spawn_app, start, test_config};
 async fn restart_keeps_data_and_continues_seq() {
     let app = spawn_app().await;
     let (uid, tok) = app.add_user("ada@example.com", "user");
-    let (_, c) = app
-        .post("/api/clients", &tok, &json!({"name": "Grace"}))
-        .await;
+    let (_, c) = app.post("/api/clients", &tok, &json!({"name": "Grace"})).await;
     let (_, m) = app
-        .post("/api/meetings", &tok, &json!({"title": "Intro", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z", "client_id": c["id"]}))
+        .post(
+            "/api/meetings",
+            &tok,
+            &json!({"title": "Intro", "starts_at": "2026-11-23T10:00:00Z", "ends_at": "2026-11-23T11:00:00Z", "client_id": c["id"]}),
+        )
         .await;
-    let (_, d) = app
-        .post("/api/pipeline", &tok, &json!({"title": "Plan"}))
-        .await;
+    let (_, d) = app.post("/api/pipeline", &tok, &json!({"title": "Plan"})).await;
     // End on a delete, so the newest seq is not the newest row's id.
-    let (s, _) = app
-        .delete(&format!("/api/pipeline/{}", d["id"]), &tok)
-        .await;
+    let (s, _) = app.delete(&format!("/api/pipeline/{}", d["id"]), &tok).await;
     assert_eq!(s, 204);
     let before = app.changes();
     let max_seq = before.last().unwrap().0;
@@ -43,19 +41,9 @@ async fn restart_keeps_data_and_continues_seq() {
     let (s, _) = app.get(&format!("/api/pipeline/{}", d["id"]), &tok).await;
     assert_eq!(s, 404, "a delete stays deleted");
     assert_eq!(app.changes(), before, "the log is kept as it was");
-    assert_eq!(
-        app.app
-            .store
-            .writer
-            .head
-            .load(std::sync::atomic::Ordering::Acquire),
-        max_seq,
-        "the writer knows the head"
-    );
+    assert_eq!(app.app.store.writer.head.load(std::sync::atomic::Ordering::Acquire), max_seq, "the writer knows the head");
 
-    let (s, c3) = app
-        .post("/api/clients", &tok, &json!({"name": "Alan"}))
-        .await;
+    let (s, c3) = app.post("/api/clients", &tok, &json!({"name": "Alan"})).await;
     assert_eq!(s, 201);
     let after = app.changes();
     assert_eq!(after.len(), before.len() + 1);
@@ -67,12 +55,7 @@ async fn restart_keeps_data_and_continues_seq() {
     // And once more, after a restart that wrote nothing.
     let (config, dir) = app.stop().await;
     let app = start(config, dir).await;
-    app.patch(
-        &format!("/api/clients/{}", c3["id"]),
-        &tok,
-        &json!({"notes": "x"}),
-    )
-    .await;
+    app.patch(&format!("/api/clients/{}", c3["id"]), &tok, &json!({"notes": "x"})).await;
     assert_eq!(app.changes().last().unwrap().0, max_seq + 2);
 }
 
@@ -92,48 +75,31 @@ async fn an_old_schema_upgrades_on_start() {
         )
         .unwrap();
     }
-    assert!(
-        migrations::latest_version() > 1,
-        "there is something to upgrade"
-    );
+    assert!(migrations::latest_version() > 1, "there is something to upgrade");
 
     let app = start(config, dir).await;
-    let v: i64 = app
-        .db()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(
-        v,
-        migrations::latest_version(),
-        "upgraded to the latest schema"
-    );
+    let v: i64 = app.db().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, migrations::latest_version(), "upgraded to the latest schema");
 
     let tok = app.token_for(1, "user", 3600);
     let (s, m) = app.get("/api/meetings/1", &tok).await;
     assert_eq!(s, 200, "the old row reads through the new schema: {m}");
     assert_eq!(m["title"], "Old");
     assert_eq!(m["starts_at"], "2026-11-23T10:00:00.000Z");
-    let (s, p) = app
-        .patch("/api/meetings/1", &tok, &json!({"notes": "after upgrade"}))
-        .await;
+    let (s, p) = app.patch("/api/meetings/1", &tok, &json!({"notes": "after upgrade"})).await;
     assert_eq!(s, 200, "{p}");
-    let (s, n) = app.post("/api/meetings", &tok, &json!({"title": "New", "starts_at": "2026-11-24T10:00:00Z", "ends_at": "2026-11-24T11:00:00Z"})).await;
+    let (s, n) = app
+        .post("/api/meetings", &tok, &json!({"title": "New", "starts_at": "2026-11-24T10:00:00Z", "ends_at": "2026-11-24T11:00:00Z"}))
+        .await;
     assert_eq!(s, 201, "{n}");
     let ch = app.changes();
     assert_eq!(ch.len(), 2);
-    assert_eq!(
-        ch[0].6.as_ref(),
-        Some(&m),
-        "old_record is the upgraded row as REST showed it"
-    );
+    assert_eq!(ch[0].6.as_ref(), Some(&m), "old_record is the upgraded row as REST showed it");
 
     // Starting again on the upgraded file changes nothing.
     let (config, dir) = app.stop().await;
     let app = start(config, dir).await;
-    let v: i64 = app
-        .db()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v: i64 = app.db().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, migrations::latest_version());
     let (s, _) = app.get(&format!("/api/meetings/{}", n["id"]), &tok).await;
     assert_eq!(s, 200);
@@ -146,8 +112,7 @@ async fn a_newer_schema_is_refused() {
     {
         let mut conn = rusqlite::Connection::open(&config.database.path).unwrap();
         migrations::migrate(&mut conn).unwrap();
-        conn.pragma_update(None, "user_version", migrations::latest_version() + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", migrations::latest_version() + 1).unwrap();
     }
     let err = match syncgate::server::Server::build(config).await {
         Ok(_) => panic!("a file from a newer syncgate must not be opened"),
@@ -157,10 +122,7 @@ async fn a_newer_schema_is_refused() {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 #[test]
@@ -172,16 +134,10 @@ fn environment_names_have_a_single_underscore_after_syncgate() {
             ("SYNCGATE_SERVER__BIND", "127.0.0.1:9123"),
             ("SYNCGATE_DATABASE__PATH", "elsewhere/x.db"),
             ("SYNCGATE_DATABASE__MAX_BATCH", "32"),
-            (
-                "SYNCGATE_AUTH__JWT_SECRET",
-                "from-the-environment-0123456789abcdef",
-            ),
+            ("SYNCGATE_AUTH__JWT_SECRET", "from-the-environment-0123456789abcdef"),
             ("SYNCGATE_AUTH__TOKEN_TTL", "2h"),
             ("SYNCGATE_CALENDLY__SIGNING_KEYS", "k1,k2"),
-            (
-                "SYNCGATE_SERVER__CORS_ORIGINS",
-                "https://a.example.com, https://b.example.com",
-            ),
+            ("SYNCGATE_SERVER__CORS_ORIGINS", "https://a.example.com, https://b.example.com"),
             ("OTHER_SERVER__BIND", "0.0.0.0:1"),
         ]),
         none,
@@ -194,32 +150,17 @@ fn environment_names_have_a_single_underscore_after_syncgate() {
     assert_eq!(c.auth.jwt_secret, "from-the-environment-0123456789abcdef");
     assert_eq!(c.auth.token_ttl.as_secs(), 7200);
     assert_eq!(c.calendly.signing_keys, vec!["k1", "k2"]);
-    assert_eq!(
-        c.server.cors_origins,
-        vec!["https://a.example.com", "https://b.example.com"]
-    );
+    assert_eq!(c.server.cors_origins, vec!["https://a.example.com", "https://b.example.com"]);
 
     // A double underscore after the prefix is not the documented name; it must not silently apply.
-    let l = Config::load_from(
-        None,
-        env(&[("SYNCGATE__SERVER__BIND", "127.0.0.1:9999")]),
-        none,
-    )
-    .unwrap();
+    let l = Config::load_from(None, env(&[("SYNCGATE__SERVER__BIND", "127.0.0.1:9999")]), none).unwrap();
     assert_eq!(l.config.server.bind, "127.0.0.1:8080");
     assert!(!l.warnings.is_empty(), "a misspelt name is warned about");
     // Unknown keys warn and do not stop startup.
     let l = Config::load_from(None, env(&[("SYNCGATE_SERVER__NOPE", "1")]), none).unwrap();
-    assert!(
-        l.warnings
-            .iter()
-            .any(|w| w.contains("SYNCGATE_SERVER__NOPE")),
-        "{:?}",
-        l.warnings
-    );
+    assert!(l.warnings.iter().any(|w| w.contains("SYNCGATE_SERVER__NOPE")), "{:?}", l.warnings);
     // Bad values stop it, naming the key.
-    let e = Config::load_from(None, env(&[("SYNCGATE_DATABASE__MAX_BATCH", "lots")]), none)
-        .unwrap_err();
+    let e = Config::load_from(None, env(&[("SYNCGATE_DATABASE__MAX_BATCH", "lots")]), none).unwrap_err();
     assert!(e.contains("database.max_batch"), "{e}");
 }
 
@@ -227,16 +168,14 @@ fn environment_names_have_a_single_underscore_after_syncgate() {
 fn partial_config_files_and_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let default_file = dir.path().join("config.toml");
-    std::fs::write(&default_file, "# only two keys\n[server]\nbind = \"127.0.0.1:7001\"\n\n[database]\nsynchronous = \"normal\"\n").unwrap();
+    std::fs::write(&default_file, "# only two keys\n[server]\nbind = \"127.0.0.1:7001\"\n\n[database]\nsynchronous = \"normal\"\n")
+        .unwrap();
     let l = Config::load_from(None, vec![], &default_file).unwrap();
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     assert_eq!(l.config.server.bind, "127.0.0.1:7001");
     assert_eq!(l.config.database.synchronous, "normal");
     let d = Config::default();
-    assert_eq!(
-        l.config.database.path, d.database.path,
-        "keys the file leaves out keep their defaults"
-    );
+    assert_eq!(l.config.database.path, d.database.path, "keys the file leaves out keep their defaults");
     assert_eq!(l.config.database.max_batch, d.database.max_batch);
     assert_eq!(l.config.calendly.tolerance, d.calendly.tolerance);
 
@@ -244,31 +183,16 @@ fn partial_config_files_and_precedence() {
     let explicit = dir.path().join("other.toml");
     std::fs::write(&explicit, "[database]\nmax_batch = 8\n[made_up]\nx = 1\n").unwrap();
     let l = Config::load_from(Some(&explicit), vec![], &default_file).unwrap();
-    assert_eq!(
-        l.config.server.bind, d.server.bind,
-        "./config.toml is not read when --config is given"
-    );
+    assert_eq!(l.config.server.bind, d.server.bind, "./config.toml is not read when --config is given");
     assert_eq!(l.config.database.max_batch, 8);
-    assert!(
-        l.warnings.iter().any(|w| w.contains("made_up")),
-        "unknown sections warn: {:?}",
-        l.warnings
-    );
-    let l = Config::load_from(
-        Some(&explicit),
-        env(&[("SYNCGATE_DATABASE__MAX_BATCH", "16")]),
-        &default_file,
-    )
-    .unwrap();
+    assert!(l.warnings.iter().any(|w| w.contains("made_up")), "unknown sections warn: {:?}", l.warnings);
+    let l = Config::load_from(Some(&explicit), env(&[("SYNCGATE_DATABASE__MAX_BATCH", "16")]), &default_file).unwrap();
     assert_eq!(l.config.database.max_batch, 16);
 
     // An empty file is a valid partial file.
     std::fs::write(&explicit, "").unwrap();
     let l = Config::load_from(Some(&explicit), vec![], &default_file).unwrap();
-    assert_eq!(
-        toml::Value::try_from(&l.config).unwrap(),
-        toml::Value::try_from(&d).unwrap()
-    );
+    assert_eq!(toml::Value::try_from(&l.config).unwrap(), toml::Value::try_from(&d).unwrap());
 }
 
 #[tokio::test]
@@ -284,22 +208,12 @@ async fn a_server_runs_on_a_partial_config_file() {
         ),
     )
     .unwrap();
-    let loaded = Config::load_from(
-        Some(&file),
-        env(&[("SYNCGATE_DATABASE__SYNCHRONOUS", "normal")]),
-        Path::new("/nonexistent"),
-    )
-    .unwrap();
+    let loaded = Config::load_from(Some(&file), env(&[("SYNCGATE_DATABASE__SYNCHRONOUS", "normal")]), Path::new("/nonexistent")).unwrap();
     assert_eq!(loaded.config.database.synchronous, "normal");
     let app = start(loaded.config, dir).await;
-    assert!(
-        db.exists(),
-        "the data folder and file are created where the file says"
-    );
+    assert!(db.exists(), "the data folder and file are created where the file says");
     let (_, tok) = app.add_user("ada@example.com", "user");
-    let (s, _) = app
-        .post("/api/clients", &tok, &json!({"name": "Grace"}))
-        .await;
+    let (s, _) = app.post("/api/clients", &tok, &json!({"name": "Grace"})).await;
     assert_eq!(s, 201);
     let (s, h) = app.get("/health", &tok).await;
     assert_eq!(s, 200);

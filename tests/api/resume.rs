@@ -87,7 +87,10 @@ async fn fifty_clients_reconnecting_with_resume_get_every_change_once_in_order()
                 while let Some(f) = ws.recv_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                     assert_ne!(f.payload["status"], "gap", "no gap expected within retention");
                     if let Some(s) = seq_of(&f) {
-                        assert_eq!(f.payload["data"]["record"]["user_id"].as_i64().or(f.payload["data"]["old_record"]["user_id"].as_i64()), Some(user));
+                        assert_eq!(
+                            f.payload["data"]["record"]["user_id"].as_i64().or(f.payload["data"]["old_record"]["user_id"].as_i64()),
+                            Some(user)
+                        );
                         seen.push(s);
                     }
                 }
@@ -135,7 +138,8 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
                 let w = app.app.store.writer.clone();
                 let owner = if i % 3 == 0 { bob } else { ann };
                 w.write(move |tx| {
-                    let r = tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(format!("new {i}")))])?;
+                    let r =
+                        tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(format!("new {i}")))])?;
                     let id = r["id"].as_i64().unwrap_or(0);
                     if i % 2 == 0 {
                         tx.update(Table::Clients, id - 5, &[("name", SqlValue::Text(format!("renamed {i}")))])?;
@@ -155,8 +159,12 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut ws = app.ws(&token, "2.0.0").await;
-    ws.join_with("realtime:snap", json!({"postgres_changes": [{"event": "*", "schema": "public", "table": "clients"}], "snapshot": true}), Some(&token))
-        .await;
+    ws.join_with(
+        "realtime:snap",
+        json!({"postgres_changes": [{"event": "*", "schema": "public", "table": "clients"}], "snapshot": true}),
+        Some(&token),
+    )
+    .await;
     ws.joined().await;
     let mut state: BTreeMap<i64, Value> = BTreeMap::new();
     let mut snapshot_done = false;
@@ -274,7 +282,11 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
                 w.write(move |tx| {
                     tx.insert(
                         Table::Clients,
-                        &[("user_id", SqlValue::Integer(ann)), ("name", SqlValue::Text(format!("c{t}-{i}"))), ("notes", SqlValue::Text(notes))],
+                        &[
+                            ("user_id", SqlValue::Integer(ann)),
+                            ("name", SqlValue::Text(format!("c{t}-{i}"))),
+                            ("notes", SqlValue::Text(notes)),
+                        ],
                     )
                 })
                 .await
