@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== cargo fmt --check, cargo clippy"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
 echo "== cargo build"
 cargo build --locked --bins
 

@@ -583,16 +583,18 @@ where
             Some(o) => since.saturating_add(1) < o,
             None => since < head,
         };
-        if lost {
+        // A seq past the head was never logged here (a database restored from
+        // a backup, or another server): the client's rows are not this log's,
+        // and skipping live changes up to it would hide them for good.
+        let unknown = since > head;
+        if lost || unknown {
             let first = oldest.unwrap_or(head + 1);
-            self.push(proto::system(
-                self.vsn,
-                join_ref.as_deref(),
-                topic,
-                "gap",
-                &format!("changes after {since} are no longer kept (oldest is {first}); refetch, for example by rejoining with snapshot"),
-                &[("seq", json!(first))],
-            ));
+            let why = if unknown {
+                format!("seq {since} is past this server's head ({head}); refetch, for example by rejoining with snapshot")
+            } else {
+                format!("changes after {since} are no longer kept (oldest is {first}); refetch, for example by rejoining with snapshot")
+            };
+            self.push(proto::system(self.vsn, join_ref.as_deref(), topic, "gap", &why, &[("seq", json!(first))]));
             // Live from the head on.
             return;
         }

@@ -401,6 +401,31 @@ async fn resuming_from_before_the_retained_log_says_gap_then_goes_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_past_the_head_says_gap_and_skips_no_live_change() {
+    // A browser that kept a seq from another database (a restored backup)
+    // must be told to refetch, not silently miss every change up to its seq.
+    let app = spawn_app().await;
+    let (ann, token) = app.add_user("ann@example.com", "user");
+    write_clients(&app, &[ann], 3, 1).await;
+    let head = app.changes().last().unwrap().0;
+    let mut ws = app.ws(&token, "2.0.0").await;
+    ws.join_with("realtime:g", json!({"postgres_changes": all_tables(), "resume": {"since": head + 1000}}), Some(&token)).await;
+    ws.joined().await;
+    let gap = loop {
+        let f = ws.recv().await;
+        if f.event == "system" && f.payload["status"] == "gap" {
+            break f;
+        }
+        assert_ne!(f.event, "postgres_changes", "nothing is replayed for an unknown seq");
+    };
+    assert!(gap.payload["message"].as_str().unwrap().contains("past this server's head"));
+    app.post("/api/clients", &token, &json!({"name": "live"})).await;
+    let f = ws.recv_event("postgres_changes").await;
+    assert_eq!(f.payload["data"]["record"]["name"], "live", "the next change is delivered, not skipped");
+    assert_eq!(seq_of(&f), Some(head + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_socket_far_behind_the_head_is_not_taken_for_a_slow_one() {
     // Tiny window and lag limit: Bob's writes push the head far past Ann's
     // last change, but Ann's socket owes nothing, so it stays open and live.
