@@ -404,7 +404,7 @@ async fn resuming_from_before_the_retained_log_says_gap_then_goes_live() {
 async fn resuming_from_past_the_head_says_gap_and_skips_no_live_change() {
     // A browser that kept a seq from another database (a restored backup)
     // must be told to refetch, not silently miss every change up to its seq.
-    let app = spawn_app().await;
+    let app = spawn_app_with(|_| {}).await;
     let (ann, token) = app.add_user("ann@example.com", "user");
     write_clients(&app, &[ann], 3, 1).await;
     let head = app.changes().last().unwrap().0;
