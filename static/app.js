@@ -16,6 +16,13 @@ import * as teamPage from '/pages/team.js';
 
 const TABLES = ['meetings', 'clients', 'pipeline'];
 const FLASH_MS = 2500;
+/**
+ * Meetings that ended at most this many days ago (counted from midnight UTC)
+ * are kept live; the realtime join asks only for those, so a busy adviser's
+ * or an admin's years of history never make one huge snapshot. Older ones
+ * are read through REST by the pages that show them (`loadOlderMeetings`).
+ */
+const LIVE_MEETING_DAYS = 30;
 
 const main = document.getElementById('main');
 const top = document.getElementById('top');
@@ -32,6 +39,8 @@ const state = {
   route: null,
   expiryTimer: null,
   flashes: new Map(),
+  /** Meetings older than the live bound, read through REST (id -> row). */
+  older: new Map(),
   updateQueued: false,
   pendingFocus: null,
   signedOut: false,
@@ -68,6 +77,55 @@ const ctx = {
   flashing(table, row) {
     const f = row ? state.flashes.get(`${table}:${row.id}`) : undefined;
     return !!f && f.until > Date.now() && f.version === row.updated_at;
+  },
+  /** Where the live meetings begin: meetings ending before this instant are read through REST. */
+  liveSince,
+  /**
+   * Every meeting this page knows: the live ones, plus older ones read
+   * through REST that the live cache does not hold (a live row is newer;
+   * a REST row inside the live bound but not live was deleted or moved).
+   */
+  meetings() {
+    const live = state.live;
+    if (!live) return [];
+    const rows = live.rows('meetings');
+    for (const [id, row] of state.older) {
+      if (!live.row('meetings', id) && !live.inBound('meetings', row)) rows.push(row);
+    }
+    return rows;
+  },
+  /**
+   * Reads meetings through REST (`GET /api/meetings` with `query`: from, to,
+   * client_id…), every page, into the older rows the pages merge in.
+   * Resolves with the rows read.
+   */
+  async loadOlderMeetings(query) {
+    const read = [];
+    let cursor = null;
+    do {
+      const q = new URLSearchParams({ ...query, limit: '500' });
+      if (cursor) q.set('cursor', cursor);
+      const page = await api('GET', `/api/meetings?${q}`);
+      if (state.signedOut) return read;
+      for (const row of page.items || []) {
+        state.older.set(row.id, row);
+        read.push(row);
+      }
+      cursor = page.next_cursor || null;
+    } while (cursor);
+    queueUpdate();
+    return read;
+  },
+  /**
+   * A write made here (row, or null with the id when deleted): the socket
+   * carries no change of a meeting outside the live bound (before and
+   * after), so the answer itself updates the page's copy.
+   */
+  wrote(table, row, deletedId = null) {
+    if (table !== 'meetings') return;
+    if (row && (state.older.has(row.id) || (state.live && !state.live.inBound('meetings', row)))) state.older.set(row.id, row);
+    if (deletedId != null) state.older.delete(Number(deletedId));
+    queueUpdate();
   },
   clientName(id) {
     const c = id != null && state.live ? state.live.row('clients', id) : null;
@@ -230,6 +288,14 @@ async function signOutEverywhere() {
   }
 }
 
+/** The start of the live meetings: midnight UTC, LIVE_MEETING_DAYS days ago (whole days, so the filter reads plainly in logs). */
+function liveSince() {
+  const d = new Date();
+  d.setUTCHours(0, 0, 0, 0);
+  d.setUTCDate(d.getUTCDate() - LIVE_MEETING_DAYS);
+  return d.toISOString();
+}
+
 function startLive(token, realtime) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const live = new Live({
@@ -237,9 +303,13 @@ function startLive(token, realtime) {
     apikey: realtime.apikey,
     token,
     tables: TABLES,
-    fetchPage: (table, cursor) => {
+    // Clients and deals stay whole: an adviser has few, and pages list them all.
+    bounds: () => ({ meetings: { column: 'ends_at', after: liveSince() } }),
+    fetchPage: (table, cursor, bound) => {
       const q = new URLSearchParams({ limit: '500' });
       if (cursor) q.set('cursor', cursor);
+      // `from` keeps meetings ending after it: the same rows as the filter `ends_at=gt.`.
+      if (bound) q.set('from', bound.after);
       return api('GET', `/api/${table}?${q}`);
     },
   });
@@ -247,12 +317,20 @@ function startLive(token, realtime) {
   live.on('state', renderConn);
   live.on('change', (table, change) => {
     const rec = change.record || change.old_record;
+    if (table === 'meetings' && rec) {
+      // A REST copy is superseded by what the socket says.
+      if (change.type === 'DELETE') state.older.delete(rec.id);
+      else if (state.older.has(rec.id)) state.older.set(rec.id, change.record);
+    }
     if (change.record && !isOwnEcho(table, change.record.id)) {
       state.flashes.set(`${table}:${change.record.id}`, { until: Date.now() + FLASH_MS, version: change.record.updated_at });
     } else if (rec) {
       state.flashes.delete(`${table}:${rec.id}`);
     }
     queueUpdate();
+  });
+  live.on('unbound', (table, rows) => {
+    if (table === 'meetings') for (const row of rows) state.older.set(row.id, row);
   });
   live.on('reset', ({ changed }) => {
     for (const c of changed) {
@@ -389,6 +467,7 @@ function signOut(message, byUser = false) {
   clearTimeout(state.expiryTimer);
   if (state.live) state.live.stop();
   state.live = null;
+  state.older.clear();
   if (state.page && state.page.unmount) state.page.unmount();
   state.page = null;
   auth.token = null;

@@ -133,7 +133,7 @@ export function openMeeting(ctx, m, defaults = {}) {
         { name: 'notes', label: 'Notes', type: 'textarea', value: m.notes || '' },
       ],
       submit: async (v) => {
-        await ctx.api('PATCH', `/api/meetings/${m.id}`, { client_id: v.client_id ? Number(v.client_id) : null, notes: orNull(v.notes) });
+        ctx.wrote('meetings', await ctx.api('PATCH', `/api/meetings/${m.id}`, { client_id: v.client_id ? Number(v.client_id) : null, notes: orNull(v.notes) }));
         ctx.announce('Meeting saved.');
       },
     });
@@ -186,16 +186,17 @@ export function openMeeting(ctx, m, defaults = {}) {
       };
       if (m) {
         body.status = v.status;
-        await ctx.api('PATCH', `/api/meetings/${m.id}`, body);
+        ctx.wrote('meetings', await ctx.api('PATCH', `/api/meetings/${m.id}`, body));
         ctx.announce('Meeting saved.');
       } else {
         for (const k of Object.keys(body)) if (body[k] === null) delete body[k];
-        await ctx.api('POST', '/api/meetings', body);
+        ctx.wrote('meetings', await ctx.api('POST', '/api/meetings', body));
         ctx.announce(`Meeting “${body.title}” created.`);
       }
     },
     destroy: m ? async () => {
       await ctx.api('DELETE', `/api/meetings/${m.id}`);
+      ctx.wrote('meetings', null, m.id);
       ctx.announce('Meeting deleted.');
     } : null,
     destroyLabel: 'Delete meeting',

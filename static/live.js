@@ -11,6 +11,11 @@
 //   it joins without one and pages the rows through REST instead (`fetchPage`),
 //   holding the changes that arrive meanwhile and applying them after, in
 //   order, so nothing is missed and no older REST copy wins.
+// - a table may be bounded (`bounds`): its binding then carries a filter
+//   `column=gt.<instant>` (e.g. meetings ending after a month ago), so the
+//   snapshot holds only the rows the pages show live; older rows are read
+//   through REST by the page that shows them. The bound is taken afresh at
+//   each join (see `join`).
 // It never polls. The socket opens with the public anon key as `apikey`; the
 // user's token travels only inside the join (`access_token`), as supabase-js
 // does, so no URL (and no proxy's access log) ever holds it.
@@ -31,12 +36,18 @@ export class Live {
    * @param {string[]} o.tables tables to subscribe to
    * @param {(table: string, cursor: string|null) => Promise<{items: object[], next_cursor: string|null}>} o.fetchPage
    *   one REST page of a table, for when a snapshot would be too large
+   *   (a bounded table's page is asked with its bound: `fetchPage(table, cursor, bound)`)
+   * @param {() => Object<string, {column: string, after: string}>} [o.bounds]
+   *   per table, the rows kept live: those whose `column` is after the instant `after`
    */
-  constructor({ url, apikey, token, tables, fetchPage, topic = 'realtime:syncgate-ui' }) {
+  constructor({ url, apikey, token, tables, fetchPage, bounds = () => ({}), topic = 'realtime:syncgate-ui' }) {
     this.url = url;
     this.apikey = apikey;
     this.token = token;
     this.fetchPage = fetchPage;
+    this.bounds = bounds;
+    /** The bounds of the current join: table -> {column, after}. */
+    this.bound = {};
     /** Changes held while rows are paged through REST (null otherwise). */
     this.held = null;
     this.tables = tables;
@@ -50,7 +61,7 @@ export class Live {
     this.state = 'connecting';
     this.ready = false;
     this.attempts = 0;
-    this.listeners = { state: [], change: [], reset: [], denied: [] };
+    this.listeners = { state: [], change: [], reset: [], denied: [], unbound: [] };
     this.tableListeners = new Map();
     this.ws = null;
     this.ref = 0;
@@ -70,7 +81,10 @@ export class Live {
     };
   }
 
-  /** Subscribe to 'state' (state, info), 'change' (table, change), 'reset' ({initial, changed}), 'denied' (message). */
+  /**
+   * Subscribe to 'state' (state, info), 'change' (table, change), 'reset' ({initial, changed}), 'denied' (message),
+   * 'unbound' (table, rows: cached rows a rejoin's moved bound left out).
+   */
   on(event, fn) {
     this.listeners[event].push(fn);
     return this;
@@ -90,6 +104,19 @@ export class Live {
 
   row(table, id) {
     return (this.data.get(table) || new Map()).get(Number(id));
+  }
+
+  /** The bound of a table in the current join ({column, after}), or null when all its rows are live. */
+  boundOf(table) {
+    return this.bound[table] || null;
+  }
+
+  /** Is this row inside the part of its table kept live? (Rows outside come from REST.) */
+  inBound(table, row) {
+    const b = this.bound[table];
+    if (!b) return true;
+    const v = row ? Date.parse(row[b.column]) : NaN;
+    return Number.isFinite(v) && v > Date.parse(b.after);
   }
 
   start() {
@@ -209,12 +236,32 @@ export class Live {
   join(forceSnapshot = false, mode = null) {
     const resume = !forceSnapshot && !mode && this.seq !== null;
     this.joinMode = mode || (resume ? 'resume' : 'snapshot');
+    // The bounds move forward at every join, not on a timer: they are there
+    // to keep the snapshot (read only at a join) small, and between joins
+    // the cache grows only by the changes that really happen. Rows that
+    // fell out of the new bound are dropped from the cache now, since this
+    // join no longer receives their changes; 'unbound' hands them to the
+    // page's copy of older rows, the same as a REST read would.
+    this.bound = this.bounds() || {};
+    for (const [table, rows] of this.data) {
+      if (!this.bound[table]) continue;
+      const out = [];
+      for (const [id, row] of rows) {
+        if (this.inBound(table, row)) continue;
+        rows.delete(id);
+        out.push(row);
+      }
+      if (out.length) this.emit('unbound', table, out);
+    }
     this.staging = resume ? null : new Map(this.tables.map((t) => [t, new Map()]));
     this.held = this.joinMode === 'paged' ? [] : null;
     this.joinRef = this.nextRef();
     this.joinMsgRef = this.joinRef;
     const config = {
-      postgres_changes: this.tables.map((table) => ({ event: '*', schema: 'public', table })),
+      postgres_changes: this.tables.map((table) => {
+        const b = this.bound[table];
+        return b ? { event: '*', schema: 'public', table, filter: `${b.column}=gt.${b.after}` } : { event: '*', schema: 'public', table };
+      }),
     };
     if (resume) config.resume = { since: this.seq };
     else if (this.joinMode === 'snapshot') config.snapshot = true;
@@ -323,7 +370,7 @@ export class Live {
       for (const table of this.tables) {
         let cursor = null;
         do {
-          const page = await this.fetchPage(table, cursor);
+          const page = await this.fetchPage(table, cursor, this.bound[table] || null);
           if (this.joinRef !== joinRef || !this.staging) return; // rejoined or closed meanwhile
           for (const row of page.items || []) this.staging.get(table).set(row.id, row);
           cursor = page.next_cursor || null;

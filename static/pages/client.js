@@ -1,4 +1,6 @@
 // One client: details, their meetings (upcoming and past) and their deals.
+// Their recent meetings are live; the older history (before the live bound,
+// see app.js) is read through REST when the page opens and merged in.
 
 import { h, keyed } from '/dom.js';
 import { meetingItem } from '/pages/meetings.js';
@@ -13,6 +15,9 @@ export function mount(main, ctx, [idText]) {
   const deals = h('ul', { class: 'cards', id: 'client-deals' });
   const noUpcoming = h('p', { class: 'empty' }, 'No upcoming meetings.');
   const noPast = h('p', { class: 'empty' }, 'No past meetings.');
+  const olderStatus = h('p', { class: 'loading', id: 'client-older-status' }, 'Loading earlier meetings…');
+  let olderLoaded = false;
+  let gone = false;
   const noDeals = h('p', { class: 'empty' }, 'No deals.');
   const missing = h('p', { class: 'notice', role: 'alert', hidden: true }, 'This client does not exist or was deleted. ',
     h('a', { href: '/clients' }, 'Back to all clients'), '.');
@@ -29,7 +34,7 @@ export function mount(main, ctx, [idText]) {
     h('section', { class: 'block', 'aria-labelledby': 'cm-h' },
       h('h2', { id: 'cm-h' }, 'Meetings'),
       h('h3', {}, 'Upcoming'), noUpcoming, upcoming,
-      h('h3', {}, 'Past'), noPast, past),
+      h('h3', {}, 'Past'), noPast, past, olderStatus),
     h('section', { class: 'block', 'aria-labelledby': 'cd-h' },
       h('h2', { id: 'cd-h' }, 'Pipeline'), noDeals, deals));
   main.append(h('p', { class: 'crumbs' }, h('a', { href: '/clients' }, '← All clients')), title, loading, missing, body);
@@ -83,21 +88,36 @@ export function mount(main, ctx, [idText]) {
       }
     }
     const now = new Date().toISOString();
-    const mine = live.rows('meetings').filter((m) => m.client_id === id);
+    const mine = ctx.meetings().filter((m) => m.client_id === id);
     const next = mine.filter((m) => m.ends_at > now).sort((a, b) => a.starts_at.localeCompare(b.starts_at));
     const before = mine.filter((m) => m.ends_at <= now).sort((a, b) => b.starts_at.localeCompare(a.starts_at));
     keyed(upcoming, next.map((m) => meetingItem(ctx, m, { withDate: true, showClient: false })));
     keyed(past, before.map((m) => meetingItem(ctx, m, { withDate: true, showClient: false })));
     noUpcoming.hidden = next.length > 0;
-    noPast.hidden = before.length > 0;
+    noPast.hidden = before.length > 0 || !olderLoaded;
     const ds = live.rows('pipeline').filter((d) => d.client_id === id).sort((a, b) => a.id - b.id);
     keyed(deals, ds.map((d) => dealItem(ctx, d, { showClient: false })));
     noDeals.hidden = ds.length > 0;
   }
+  // Meetings that ended before the live bound: every page of them, once.
+  ctx.loadOlderMeetings({ client_id: String(id), to: ctx.liveSince() }).then(
+    () => {
+      if (gone) return;
+      olderLoaded = true;
+      olderStatus.hidden = true;
+      update();
+    },
+    (e) => {
+      if (gone || e.status === 401) return;
+      olderStatus.textContent = `Earlier meetings could not be loaded: ${e.message}`;
+      olderStatus.setAttribute('role', 'alert');
+    },
+  );
   update();
   return {
     update,
     unmount() {
+      gone = true;
       clearTimeout(armed);
     },
   };

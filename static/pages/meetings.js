@@ -1,10 +1,16 @@
 // Meetings: upcoming and past, grouped by day in the viewer's time zone.
 // Also exports the meeting row used on a client's page.
+// Upcoming and recent meetings are live; "Show earlier meetings" reads the
+// ones before the live bound (see app.js) through REST, a span of days at a
+// time going back, until the oldest meeting there is.
 
 import { h, keyed, dayKey, dayLabel, fmtTime, fmtDateTime, fmtShortDateTime, TZ } from '/dom.js';
 import { SOURCES } from '/forms.js';
 
 const PAST_PAGE = 30;
+/** How far back one REST read of earlier meetings reaches. */
+const OLDER_SPAN_DAYS = 90;
+const DAY_MS = 86400000;
 
 const STATUS_LABEL = { canceled: 'Canceled', no_show: 'No-show' };
 
@@ -123,7 +129,60 @@ export function mount(main, ctx) {
   const past = h('div', { class: 'days', id: 'past' });
   const upcomingEmpty = h('p', { class: 'empty' }, 'No upcoming meetings.');
   const pastEmpty = h('p', { class: 'empty' }, 'No past meetings.');
-  const more = h('button', { type: 'button', onclick: () => { pastLimit += PAST_PAGE; update(); } }, 'Show earlier meetings');
+  const more = h('button', { type: 'button', id: 'more-past', onclick: showMore }, 'Show earlier meetings');
+  // Earlier meetings through REST: read back to `olderUntil` so far; the
+  // oldest meeting before the live bound starts at `oldestStart` (null: none).
+  let olderUntil = ctx.liveSince();
+  let oldestStart;
+  let loadingOlder = false;
+  let gone = false;
+  const olderDone = () => oldestStart === null || (oldestStart !== undefined && Date.parse(olderUntil) <= Date.parse(oldestStart));
+  // One row tells whether there is anything before the live bound at all (REST lists oldest first).
+  ctx.api('GET', `/api/meetings?${new URLSearchParams({ to: olderUntil, limit: '1' })}`).then(
+    (page) => {
+      oldestStart = page.items && page.items.length ? page.items[0].starts_at : null;
+      if (!gone) update();
+    },
+    () => { oldestStart = undefined; },
+  );
+
+  async function showMore() {
+    pastLimit += PAST_PAGE;
+    update();
+    if (loadingOlder) return;
+    loadingOlder = true;
+    more.disabled = true;
+    more.textContent = 'Loading earlier meetings…';
+    try {
+      // Read back a span at a time until the page has enough rows to show or nothing older exists.
+      while (!gone && !olderDone() && pastRows().length <= pastLimit) {
+        const from = new Date(Date.parse(olderUntil) - OLDER_SPAN_DAYS * DAY_MS).toISOString();
+        await ctx.loadOlderMeetings({ from, to: olderUntil });
+        olderUntil = from;
+        if (oldestStart === undefined) break; // the first look failed: one span per click
+      }
+    } catch (e) {
+      if (e.status !== 401) ctx.announce(`Earlier meetings could not be loaded: ${e.message}`);
+    } finally {
+      loadingOlder = false;
+      more.disabled = false;
+      more.textContent = 'Show earlier meetings';
+      if (!gone) update();
+    }
+  }
+
+  /**
+   * Past meetings, newest first: the live ones and the earlier ones read so
+   * far, down to where this page has read every meeting (older rows another
+   * page read, such as a client's history, would leave unexplained holes).
+   */
+  function pastRows() {
+    const now = new Date().toISOString();
+    const floor = olderDone() ? -Infinity : Date.parse(olderUntil);
+    return ctx.meetings()
+      .filter((m) => m.ends_at <= now && (ctx.live.row('meetings', m.id) || Date.parse(m.ends_at) > floor))
+      .sort((a, b) => b.starts_at.localeCompare(a.starts_at) || b.id - a.id);
+  }
   const loading = h('p', { class: 'loading' }, 'Loading meetings…');
   main.append(
     h('div', { class: 'page-head' },
@@ -138,15 +197,19 @@ export function mount(main, ctx) {
     const live = ctx.live;
     loading.hidden = live.ready;
     const now = new Date().toISOString();
-    const all = live.rows('meetings');
-    const next = all.filter((m) => m.ends_at > now).sort((a, b) => a.starts_at.localeCompare(b.starts_at) || a.id - b.id);
-    const before = all.filter((m) => m.ends_at <= now).sort((a, b) => b.starts_at.localeCompare(a.starts_at) || b.id - a.id);
+    const next = live.rows('meetings').filter((m) => m.ends_at > now).sort((a, b) => a.starts_at.localeCompare(b.starts_at) || a.id - b.id);
+    const before = pastRows();
     keyed(upcoming, dayGroups(ctx, next));
     keyed(past, dayGroups(ctx, before.slice(0, pastLimit)));
     upcomingEmpty.hidden = !live.ready || next.length > 0;
-    pastEmpty.hidden = !live.ready || before.length > 0;
-    more.hidden = before.length <= pastLimit;
+    pastEmpty.hidden = !live.ready || before.length > 0 || !olderDone();
+    more.hidden = before.length <= pastLimit && olderDone();
   }
   update();
-  return { update };
+  return {
+    update,
+    unmount() {
+      gone = true;
+    },
+  };
 }

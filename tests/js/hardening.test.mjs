@@ -57,6 +57,10 @@ test('the UI answers with CSP and nosniff, runs under them, keeps the user token
   saw('all 7 clients listed', await visible(A.page.locator('li.client', { hasText: 'Gus Client' })));
   assert.equal(await A.page.locator('li.client').count(), 7);
   assert.ok(requests.some((u) => u.includes('/api/clients?limit=')), 'the rows came page by page through REST');
+  assert.ok(
+    requests.some((u) => u.includes('/api/meetings?') && new URL(u).searchParams.has('from')),
+    'meetings are paged only from the live window on (the same rows as the join\'s filter)',
+  );
 
   // Still live: a change made elsewhere arrives without a reload.
   await sg.api('POST', '/api/clients', ann.token, { name: 'Hal Client' });
