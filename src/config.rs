@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub body_timeout: Dur,
     /// Most open connections (realtime sockets included); more wait in the accept queue.
     pub max_connections: usize,
+    /// Largest REST request body, in bytes (with or without a Content-Length); more is 413.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             header_timeout: Dur::secs(10),
             body_timeout: Dur::secs(30),
             max_connections: 10_000,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -137,6 +140,8 @@ pub struct RealtimeConfig {
     /// A page of a snapshot or replay the client does not take within this
     /// ends the socket as a slow consumer (and releases its read transaction).
     pub flush_timeout: Dur,
+    /// Largest realtime message (and frame) a client may send, in bytes; more closes the socket.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -150,6 +155,7 @@ impl Default for RealtimeConfig {
             max_lag: 100_000,
             idle_timeout: Dur::secs(60),
             read_buffer_size: 4096,
+            max_frame_bytes: 256 * 1024,
             join_timeout: Dur::secs(30),
             max_unjoined: 1000,
             snapshot_max_rows: 10_000,
@@ -263,6 +269,8 @@ pub struct CalendlyConfig {
     pub keep_payloads: Dur,
     /// Delivery outcome rows (and the per-minute rejection counts) are deleted after this.
     pub keep_outcomes: Dur,
+    /// Largest Calendly delivery body, in bytes; more is 413 (counted as a refusal).
+    pub max_body_bytes: usize,
 }
 
 impl Default for CalendlyConfig {
@@ -274,6 +282,7 @@ impl Default for CalendlyConfig {
             token: String::new(),
             keep_payloads: Dur::secs(30 * 86_400),
             keep_outcomes: Dur::secs(90 * 86_400),
+            max_body_bytes: 256 * 1024,
         }
     }
 }
@@ -423,6 +432,9 @@ impl Config {
             ("realtime.max_bindings_per_user", self.realtime.max_bindings_per_user as u64),
             ("realtime.max_lag", self.realtime.max_lag),
             ("realtime.read_buffer_size", self.realtime.read_buffer_size as u64),
+            ("realtime.max_frame_bytes", self.realtime.max_frame_bytes as u64),
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            ("calendly.max_body_bytes", self.calendly.max_body_bytes as u64),
             ("changes.retention_rows", self.changes.retention_rows),
         ];
         for (key, value) in at_least_one {

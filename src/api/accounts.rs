@@ -179,13 +179,13 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .and_then(|app, auth, b| async move { respond(invite(app, auth, b).await) });
     let patch_r = one
         .and(warp::patch())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .and_then(|id: String, app, auth, b| async move { respond(async { patch(app, input::parse_id(&id)?, auth, b).await }.await) });
     let delete_r = one
         .and(warp::delete())

@@ -26,8 +26,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::server::App;
 use crate::store::{rows, users, Table};
 
-pub const MAX_BODY: u64 = 64 * 1024;
-
 pub use crate::identity::Identity;
 
 pub fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
@@ -69,25 +67,29 @@ fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> 
     warp::header::optional::<String>("authorization")
 }
 
-/// The request body, at most [`MAX_BODY`] bytes: a `Content-Length` over the
+/// The request body, at most `limit` bytes (`server.max_body_bytes`): a `Content-Length` over the
 /// limit is refused before anything is read, and a body without one (chunked,
 /// what `fetch` with a stream sends) is read until it passes the limit — 413
 /// either way, never more than the limit buffered.
-fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-length").and(warp::body::stream()).and_then(|announced: Option<String>, stream| async move {
-        let too_large = || warp::reject::custom(ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024)));
-        if let Some(n) = announced {
-            match n.trim().parse::<u64>() {
-                Ok(n) if n > MAX_BODY => return Err(too_large()),
-                Ok(_) => {}
-                Err(_) => return Err(warp::reject::custom(ApiError::BadRequest("the Content-Length header is not a number".into()))),
+pub(crate) fn body(limit: usize) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length").and(warp::body::stream()).and_then(
+        move |announced: Option<String>, stream| async move {
+            let too_large = || {
+                warp::reject::custom(ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes (server.max_body_bytes)")))
+            };
+            if let Some(n) = announced {
+                match n.trim().parse::<u64>() {
+                    Ok(n) if n > limit as u64 => return Err(too_large()),
+                    Ok(_) => {}
+                    Err(_) => return Err(warp::reject::custom(ApiError::BadRequest("the Content-Length header is not a number".into()))),
+                }
             }
-        }
-        read_limited(stream, MAX_BODY as usize).await.map_err(|e| match e {
-            None => too_large(),
-            Some(why) => warp::reject::custom(ApiError::BadRequest(format!("the body could not be read: {why}"))),
-        })
-    })
+            read_limited(stream, limit).await.map_err(|e| match e {
+                None => too_large(),
+                Some(why) => warp::reject::custom(ApiError::BadRequest(format!("the body could not be read: {why}"))),
+            })
+        },
+    )
 }
 
 /// Collect a body stream, giving up (None) as soon as it passes `limit` bytes.
@@ -304,7 +306,7 @@ fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error =
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .and_then(|app, auth, b| async move { respond(create::<R>(app, auth, b).await) });
     let get_r = base
         .and(warp::path::param::<String>())
@@ -319,7 +321,7 @@ fn resource<R: Resource>(app: App) -> impl Filter<Extract = (Response,), Error =
         .and(warp::patch())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .and_then(|id: String, app, auth, b| async move { respond(async { patch::<R>(app, input::parse_id(&id)?, auth, b).await }.await) });
     let delete_r = base
         .and(warp::path::param::<String>())
@@ -476,7 +478,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(warp::put())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .and_then(|app, auth, body| async move { respond(calendars::set(app, auth, body).await) });
     let link_page_r = warp::path!("auth" / "link")
         .and(warp::get())
@@ -488,7 +490,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(warp::header::headers_cloned())
-        .and(body())
+        .and(body(app.config.server.max_body_bytes))
         .then(login_link);
     let admin_r = warp::path!("api" / "admin" / "health")
         .and(warp::get())
@@ -523,7 +525,7 @@ pub async fn recover(err: Rejection) -> Result<Response, Infallible> {
     } else if let Some(api) = err.find::<ApiError>() {
         return Ok(api.clone().into_response());
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024))
+        ApiError::PayloadTooLarge("the body is larger than the limit".into())
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::BadRequest("send a Content-Length header with the body".into())
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -58,8 +58,8 @@ pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::server::Conn
             // (~28 frames a write) instead of the 128 KiB default, which a
             // replay or snapshot burst would leave behind on every socket.
             ws_config.write_buffer_size = 16 * 1024;
-            ws_config.max_message_size = Some(256 * 1024);
-            ws_config.max_frame_size = Some(256 * 1024);
+            ws_config.max_message_size = Some(app.config.realtime.max_frame_bytes);
+            ws_config.max_frame_size = Some(app.config.realtime.max_frame_bytes);
             tokio::spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {

@@ -235,6 +235,34 @@ async fn chunked_rest_bodies_are_read_up_to_64_kib_and_refused_past_it() {
     assert_eq!((s, body["notes"].as_str()), (200, Some("patched")), "{body}");
 }
 
+#[tokio::test]
+async fn each_body_and_frame_limit_follows_its_config_key() {
+    let app = spawn_app_with(|c| {
+        c.server.max_body_bytes = 2048;
+        c.calendly.max_body_bytes = 4096;
+        c.realtime.max_frame_bytes = 4096;
+    })
+    .await;
+    let (_, token) = app.add_user("ann@example.com", "user");
+    let fits = serde_json::to_vec(&json!({"name": "Fits", "notes": "x".repeat(1500)})).unwrap();
+    let (s, body) = send_chunked(&app, "POST", "/api/clients", &token, &fits).await;
+    assert_eq!(s, 201, "{body}");
+    let over = serde_json::to_vec(&json!({"name": "Over", "notes": "x".repeat(3000)})).unwrap();
+    let (s, body) = send_chunked(&app, "POST", "/api/clients", &token, &over).await;
+    assert_eq!((s, body["error"].as_str()), (413, Some("payload_too_large")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("server.max_body_bytes"), "the answer names the key: {body}");
+    let (s, _) = app.post_raw("/api/clients", &token, over).await;
+    assert_eq!(s, 413, "with a Content-Length too");
+
+    let r = app.http.post(app.url("/api/calendly/webhook")).body(vec![b' '; 5000]).send().await.unwrap();
+    let (s, body) = decode(r).await;
+    assert_eq!((s, body["error"].as_str()), (413, Some("payload_too_large")), "{body}");
+
+    let mut ws = app.ws(&app.app.tokens.anon_key(), "2.0.0").await;
+    ws.send_raw(&format!("[null,\"1\",\"phoenix\",\"heartbeat\",{{\"pad\":\"{}\"}}]", "p".repeat(5000))).await;
+    assert!(ws.closed_with(std::time::Duration::from_secs(10)).await.is_some(), "a frame past realtime.max_frame_bytes ends the socket");
+}
+
 // ---- item 13: counters from startup ---------------------------------------
 
 #[tokio::test]

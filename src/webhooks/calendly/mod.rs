@@ -40,7 +40,6 @@ use payload::Delivery;
 use signature::Reason;
 
 /// Largest delivery accepted. Calendly's payloads are a few KiB.
-pub const MAX_BODY: usize = 256 * 1024;
 pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
 
 /// Per-server state: the app and the signing keys in use.
@@ -160,12 +159,13 @@ where
     B: Buf,
 {
     let started = Instant::now();
-    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {} KiB", MAX_BODY / 1024));
-    if announced_length(&headers).is_some_and(|n| n > MAX_BODY as u64) {
+    let max_body = w.app.config.calendly.max_body_bytes;
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {max_body} bytes (calendly.max_body_bytes)"));
+    if announced_length(&headers).is_some_and(|n| n > max_body as u64) {
         reject(&w, None, "too_large", "the body is larger than the limit", &source).await;
         return too_large().into_response();
     }
-    let body = match read_body(body, MAX_BODY).await {
+    let body = match read_body(body, max_body).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             reject(&w, None, "too_large", "the body is larger than the limit", &source).await;
