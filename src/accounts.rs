@@ -79,7 +79,7 @@ pub async fn update(app: &App, actor: Actor, id: i64, role: Option<String>, stat
     if !now.is_empty() && was != now && app.google.enabled() {
         let google = app.google.clone();
         if now == "disabled" {
-            tokio::spawn(async move {
+            app.google.tasks.spawn(async move {
                 match google.stop_channels(id).await {
                     Ok(n) if n > 0 => tracing::info!(user = id, channels = n, "account disabled: Google channels stopped"),
                     Ok(_) | Err(crate::google::sync::SyncError::NotConnected) => {}
@@ -87,7 +87,7 @@ pub async fn update(app: &App, actor: Actor, id: i64, role: Option<String>, stat
                 }
             });
         } else {
-            tokio::spawn(async move {
+            app.google.tasks.spawn(async move {
                 match google.replace_channels(id).await {
                     Ok(_) => google.enqueue_for(id, crate::google::SyncTrigger::CatchUp),
                     Err(crate::google::sync::SyncError::NotConnected) => {}

@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::server::App;
 use crate::store::timefmt;
@@ -258,38 +259,52 @@ pub async fn check_once(app: &App) {
     }
 }
 
-/// POST `{"text": …}` to `alerts.webhook_url`, retrying with backoff, in the background.
+/// Retries of an alert POST: 0.5 s, 1 s, 2 s, … (jittered), at most a minute apart.
+const NOTIFY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+const NOTIFY_ATTEMPTS: u32 = 6;
+
+/// POST `{"text": …}` to `alerts.webhook_url`, retrying with backoff, in the
+/// background. A shutdown lets the POST in flight finish but waits for no retry.
 fn notify(app: &App, text: String) {
     let url = app.config.alerts.webhook_url.trim().to_string();
     if url.is_empty() {
         return;
     }
-    tokio::spawn(async move {
+    let mut shutdown = app.shutdown.clone();
+    app.tasks.spawn(async move {
         let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
             Ok(h) => h,
             Err(_) => return,
         };
         let body: Value = json!({"text": text});
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=6 {
+        for attempt in 1..=NOTIFY_ATTEMPTS {
             match http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => return,
                 Ok(r) => tracing::warn!(status = r.status().as_u16(), attempt, "alert webhook refused the notification"),
                 Err(e) => tracing::warn!(error = %e.without_url(), attempt, "alert webhook unreachable"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(NOTIFY_BACKOFF.delay(attempt - 1)) => {}
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    tracing::warn!("shutting down: an alert notification was not delivered");
+                    return;
+                }
+            }
         }
-        tracing::error!("gave up delivering an alert notification after 6 attempts");
+        tracing::error!("gave up delivering an alert notification after {NOTIFY_ATTEMPTS} attempts");
     });
 }
 
-/// Check every `alerts.check_interval`.
+/// Check every `alerts.check_interval`, until shutdown.
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(app.config.alerts.check_interval.0.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = app.shutdown.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         check_once(&app).await;
     }
 }

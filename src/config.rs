@@ -36,7 +36,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Serve the web UI from this folder instead of the copy embedded in the binary.
     pub static_dir: String,
-    /// How long a shutdown waits for open requests and sockets.
+    /// How long a shutdown waits for open requests and sockets, and then for
+    /// background tasks (Google syncs and renewals, retention, alerts) to end.
     pub shutdown_grace: Dur,
     /// A connection whose request head has not fully arrived within this is closed.
     pub header_timeout: Dur,

@@ -25,13 +25,16 @@
 //! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
 //! - [`web`]: the embedded browser UI under `static/`.
 //! - [`http_limits`]: the request-body idle timeout (408) hyper lacks.
-//! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly.
+//! - [`backoff`]: the one retry wait (exponential, jittered, capped, `Retry-After` honoured).
+//! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly
+//!   (every task told to stop and awaited, the writers before the writer is drained).
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
 pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod calendly_api;
 pub mod cli;
 pub mod config;

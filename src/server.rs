@@ -14,6 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
@@ -39,6 +41,10 @@ pub struct AppInner {
     /// `server.public_url`, or `http://<bound address>`.
     pub public_url: String,
     pub shutdown: watch::Receiver<bool>,
+    /// Background work that writes through the writer (retention, alerts,
+    /// Google upkeep and syncs, alert POSTs): told to stop by `shutdown`,
+    /// awaited before the writer is drained.
+    pub tasks: TaskTracker,
     pub started: Instant,
     /// Counters and histograms behind `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -86,7 +92,14 @@ pub struct Server {
     addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
     writer_thread: std::thread::JoinHandle<()>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The long-running loops, by name (for the shutdown log); what they
+    /// spawn is in `AppInner::tasks`.
+    loops: Vec<(&'static str, JoinHandle<()>)>,
+    /// Publishes committed changes to sockets; ends when the writer has
+    /// stopped and its feed is closed.
+    hub_runner: JoinHandle<()>,
+    /// Closes lagging sessions; ends on the shutdown signal.
+    watchdog: JoinHandle<()>,
 }
 
 impl Server {
@@ -101,16 +114,25 @@ impl Server {
         let opened = Store::open(&config.database)?;
         let store = opened.store;
         let hub = Hub::with_replays(store.writer.head.clone(), config.realtime.queue_size, config.realtime.concurrent_replays);
-        let mut tasks = vec![tokio::spawn(hub.clone().run(opened.feed))];
-        tasks.push(tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag)));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let hub_runner = tokio::spawn(hub.clone().run(opened.feed));
+        let watchdog = tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag, shutdown_rx.clone()));
         let bind = config.bind_addr()?;
         let listener = TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_url = config.public_url(addr);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
-        let google = crate::google::GoogleSync::new(&config, store.clone(), &public_url, &secret, shutdown_rx.clone(), metrics.clone())?;
-        tasks.push(tokio::spawn(crate::google::run(google.clone())));
+        let tasks = TaskTracker::new();
+        let google = crate::google::GoogleSync::new(
+            &config,
+            store.clone(),
+            &public_url,
+            &secret,
+            shutdown_rx.clone(),
+            tasks.clone(),
+            metrics.clone(),
+        )?;
+        let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
         let identities = Arc::new(crate::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let app = App(Arc::new(AppInner {
             metrics,
@@ -122,14 +144,15 @@ impl Server {
             hub,
             public_url,
             shutdown: shutdown_rx,
+            tasks: tasks.clone(),
             started: Instant::now(),
             identities,
             log_throttle: Default::default(),
         }));
-        tasks.push(tokio::spawn(crate::store::retention::run(app.clone())));
-        tasks.push(tokio::spawn(crate::alerts::run(app.clone())));
+        loops.push(("retention", tasks.spawn(crate::store::retention::run(app.clone()))));
+        loops.push(("alerts", tasks.spawn(crate::alerts::run(app.clone()))));
         let routes = routes(app.clone())?;
-        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, tasks })
+        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, loops, hub_runner, watchdog })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -142,7 +165,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then shut down in order.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, tasks } = self;
+        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, loops, hub_runner, watchdog } = self;
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
@@ -205,14 +228,30 @@ impl Server {
         while app.hub.stats.sockets.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Background work got the signal with the sockets; what writes
+        // through the writer ends (at its next await point, a renewal in
+        // flight after its last write) before the writer's queue is drained.
+        app.tasks.close();
+        if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+            let left: Vec<&str> = loops.iter().filter(|(_, t)| !t.is_finished()).map(|(name, _)| *name).collect();
+            tracing::warn!(
+                tasks = app.tasks.len(),
+                loops = ?left,
+                "background tasks still running after {}; leaving them (their later writes fail)",
+                app.config.server.shutdown_grace
+            );
+        }
         app.store.writer.shutdown().await;
         if let Some(f) = server_file {
             f.remove();
         }
-        for t in tasks {
-            t.abort();
-        }
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        // The writer is gone, so the hub's feed is closed: the runner ends
+        // once it has published the last batches.
+        if tokio::time::timeout(grace, hub_runner).await.is_err() {
+            tracing::warn!("the realtime hub was still publishing after {}; leaving it", app.config.server.shutdown_grace);
+        }
+        let _ = watchdog.await;
         tracing::info!("stopped");
     }
 }

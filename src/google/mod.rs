@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use tokio::sync::{watch, Notify};
+use tokio_util::task::TaskTracker;
 
 use crate::config::{AuthConfig, Config, GoogleConfig};
 use crate::metrics::Metrics;
@@ -106,6 +107,10 @@ pub struct GoogleSync {
     pub(crate) channels_changed: Notify,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Every task Google work runs in (upkeep loops, sync passes, channel
+    /// changes set off by a request): shutdown waits for them before the
+    /// writer is drained, so none is cut off between Google and the database.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl GoogleSync {
@@ -118,6 +123,7 @@ impl GoogleSync {
         public_url: &str,
         secret: &str,
         shutdown: watch::Receiver<bool>,
+        tasks: TaskTracker,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<GoogleSync>, String> {
         install_tls();
@@ -172,6 +178,7 @@ impl GoogleSync {
             channels_changed: Notify::new(),
             metrics,
             shutdown,
+            tasks,
         }))
     }
 
@@ -198,7 +205,7 @@ impl GoogleSync {
     /// that could be lost.
     pub fn record_notification(&self, user_id: i64) {
         let writer = self.store.writer.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let done = writer
                 .write(move |tx| {
                     tx.conn().execute(

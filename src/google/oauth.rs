@@ -284,7 +284,7 @@ impl GoogleSync {
             let user_id = user.id;
             // Channel first, then the full sync: a change after the watch is
             // pushed, one before the sync's list is in it, so none falls between.
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let mut creds = match me.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await {
                     Ok(Some(c)) => c,
                     _ => return,

@@ -59,14 +59,15 @@ use serde_json::Value;
 
 use super::client::{CallError, EventsPage, ListMode};
 use super::{GoogleSync, Secret};
+use crate::backoff::Backoff;
 use crate::error::{ApiError, ApiResult};
 use crate::store::google::{self as google_store, CalendarRow, EventLink, LinkKeys};
 use crate::store::{timefmt, Table, WriteTx};
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
 const MAX_RETRIES: u32 = 5;
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(32);
+/// Retries of one Google call: 0.5 s, 1 s, 2 s, … (jittered), at most 32 s.
+pub(crate) const CALL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(32));
 /// Refresh an access token this long before Google says it expires.
 const REFRESH_MARGIN_SECS: i64 = 60;
 /// A runaway pagination guard (250 events a page).
@@ -220,7 +221,7 @@ impl GoogleSync {
             map.insert(user_id, None);
         }
         let me = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let _guard = PassGuard { google: me.clone(), user_id };
             let mut trigger = trigger;
             loop {
@@ -662,16 +663,14 @@ impl GoogleSync {
     }
 }
 
-/// Exponential backoff with jitter (half to all of the step), or what
-/// `Retry-After` asks for, capped.
+/// The wait before retry `attempt` of a Google call that failed with `e`:
+/// [`CALL_BACKOFF`], or what `Retry-After` asks for (capped the same).
 pub(crate) fn backoff(attempt: u32, e: &CallError) -> Duration {
-    if let CallError::RateLimited { retry_after: Some(d) } = e {
-        return (*d).min(BACKOFF_CAP);
-    }
-    let step = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
-    let ms = step.as_millis() as u64;
-    let jittered = rand::Rng::random_range(&mut rand::rng(), ms / 2..=ms);
-    Duration::from_millis(jittered)
+    let retry_after = match e {
+        CallError::RateLimited { retry_after } => *retry_after,
+        _ => None,
+    };
+    CALL_BACKOFF.delay_or(attempt, retry_after)
 }
 
 /// What a pass carries from calendar to calendar.
@@ -1286,10 +1285,10 @@ mod tests {
         let rl = CallError::RateLimited { retry_after: None };
         for attempt in 0..4 {
             let d = backoff(attempt, &rl);
-            let step = BACKOFF_BASE * (1 << attempt);
+            let step = CALL_BACKOFF.base * (1 << attempt);
             assert!(d >= step / 2 && d <= step, "{d:?} for attempt {attempt}");
         }
-        assert!(backoff(30, &rl) <= BACKOFF_CAP);
+        assert!(backoff(30, &rl) <= CALL_BACKOFF.cap);
         assert_eq!(backoff(0, &CallError::RateLimited { retry_after: Some(Duration::from_secs(3)) }), Duration::from_secs(3));
     }
 }

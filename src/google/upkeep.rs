@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::sync::{SyncError, SyncTrigger};
 use super::GoogleSync;
+use crate::backoff::Backoff;
 use crate::store::timefmt;
 
 /// How often used sign-in states are pruned.
@@ -66,9 +67,9 @@ pub async fn run(google: Arc<GoogleSync>) {
     if !google.enabled() {
         return;
     }
-    tokio::spawn(prune_states(google.clone()));
+    google.tasks.spawn(prune_states(google.clone()));
     google.catch_up().await;
-    tokio::spawn(safety_net(google.clone()));
+    google.tasks.spawn(safety_net(google.clone()));
     renewals(google).await;
 }
 
@@ -97,14 +98,12 @@ fn to_std(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
 
-/// Wait before renewal try number `failures + 1`: exponential from
-/// [`RETRY_BASE`] with jitter (half to all of the step), capped by
-/// [`RETRY_CAP`] and by a quarter of `margin` (never under [`RETRY_FLOOR`]).
+/// Wait before renewal try number `failures + 1`: [`Backoff`] from
+/// [`RETRY_BASE`], capped by [`RETRY_CAP`] and by a quarter of `margin`
+/// (never under [`RETRY_FLOOR`]).
 pub(crate) fn retry_after(failures: u32, margin: Duration) -> Duration {
     let cap = (margin / 4).clamp(RETRY_FLOOR, RETRY_CAP);
-    let step = RETRY_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap);
-    let ms = step.as_millis() as u64;
-    Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), ms / 2..=ms))
+    Backoff::new(RETRY_BASE, cap).delay(failures.saturating_sub(1))
 }
 
 impl GoogleSync {

@@ -153,11 +153,15 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
 
 /// Every 250 ms: release old changes from quiet feeds and close sessions
 /// that fell more than `max_lag` changes behind while their socket stopped
-/// draining (they cannot notice on their own while blocked).
-pub async fn watchdog(hub: Arc<Hub>, max_lag: u64) {
+/// draining (they cannot notice on their own while blocked). Ends when
+/// `shutdown` turns true.
+pub async fn watchdog(hub: Arc<Hub>, max_lag: u64, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         hub.sweep(max_lag);
     }
 }

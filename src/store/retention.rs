@@ -86,6 +86,10 @@ where
 {
     let mut total = 0;
     loop {
+        // A shutdown stops between chunks: each chunk is its own transaction.
+        if *app.shutdown.borrow() {
+            return total;
+        }
         match chunk(app.clone()).await {
             Ok(n) => {
                 total += n;
@@ -102,11 +106,15 @@ where
     }
 }
 
-/// Prune every `changes.prune_interval`, chunk by chunk.
+/// Prune every `changes.prune_interval`, chunk by chunk, until shutdown.
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(app.config.changes.prune_interval.0.max(Duration::from_millis(100)));
+    let mut shutdown = app.shutdown.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         let pruned = drain(&app, "pruning the change log", |a| async move { prune_once(&a).await }).await;
         if pruned > 0 {
             tracing::info!(pruned, "change log pruned");

@@ -13,7 +13,7 @@ use syncgate::duration::Dur;
 
 /// A local receiver that records every POSTed `text`; it fails the first
 /// `fail_first` attempts with 500 so retries are exercised.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<String>>>) {
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
     let attempts = Arc::new(Mutex::new(0usize));
     let g = got.clone();

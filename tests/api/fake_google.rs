@@ -156,6 +156,8 @@ struct State {
     in_flight_all: u32,
     max_in_flight_all: u32,
     list_delay: Duration,
+    /// How long `events.watch` takes to answer (a renewal in flight).
+    watch_delay: Duration,
     page_size: usize,
     expires_in: i64,
     issued: Vec<String>,
@@ -687,6 +689,11 @@ impl FakeGoogle {
         self.st().list_delay = d;
     }
 
+    /// Make every `events.watch` take `d` before it answers.
+    pub fn set_watch_delay(&self, d: Duration) {
+        self.st().watch_delay = d;
+    }
+
     /// `expires_in` of access tokens issued from now on (Google: 3599).
     pub fn set_access_token_lifetime(&self, secs: i64) {
         self.st().expires_in = secs;
@@ -1135,7 +1142,13 @@ impl FakeGoogle {
     }
 
     async fn watch(&self, cal: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-        if let Some((s, reason)) = self.take_failure("watch") {
+        // Counted (in `take_failure`) as it arrives, answered after the delay.
+        let failure = self.take_failure("watch");
+        let delay = self.st().watch_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((s, reason)) = failure {
             let (s, v) = api_error(s, &reason, "injected failure");
             return reply(s, &v);
         }

@@ -31,7 +31,7 @@ async fn within<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-async fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     within(10, what, f).await
 }
 
@@ -56,7 +56,7 @@ fn secs(s: u64) -> Dur {
 }
 
 /// Google configured against the fake; no safety net unless a test wants one.
-fn google_config(fake: &FakeGoogle, c: &mut Config) {
+pub(crate) fn google_config(fake: &FakeGoogle, c: &mut Config) {
     fake.configure(c);
     c.google.safety_net_interval = Dur::secs(0);
 }
@@ -106,7 +106,7 @@ async fn notify_and_sync(app: &TestApp, fake: &FakeGoogle, email: &str, user: i6
 }
 
 /// The user's active channel row: (channel id, resource id, expiration, webhook url).
-fn active_row(app: &TestApp, user: i64) -> Option<(String, Option<String>, Option<String>, String)> {
+pub(crate) fn active_row(app: &TestApp, user: i64) -> Option<(String, Option<String>, Option<String>, String)> {
     app.db()
         .query_row(
             "SELECT channel_id, resource_id, expiration, webhook_url FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
@@ -125,7 +125,7 @@ fn channel_rows(app: &TestApp, user: i64) -> Vec<(String, String)> {
 
 /// Sign `email` in with Google as an existing user; waits for the first full
 /// sync and the push channel. Returns (user id, syncgate JWT).
-async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
+pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
     fake.add_account(email, "Ada Adviser");
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
@@ -182,7 +182,7 @@ async fn admin_entry(app: &TestApp, admin: &str, user: i64) -> (Value, Value) {
     (report, entry)
 }
 
-fn fake_channel(fake: &FakeGoogle, email: &str, id: &str) -> FakeChannel {
+pub(crate) fn fake_channel(fake: &FakeGoogle, email: &str, id: &str) -> FakeChannel {
     fake.channels(email).into_iter().find(|c| c.id == id).expect("the fake knows the channel")
 }
 

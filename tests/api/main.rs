@@ -33,3 +33,4 @@ mod ops;
 mod realtime;
 mod restart;
 mod resume;
+mod shutdown_tasks;
