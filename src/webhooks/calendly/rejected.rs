@@ -19,13 +19,7 @@ pub struct Rejections {
     pending: Mutex<HashMap<&'static str, u64>>,
     /// Held while one request writes `pending` for everyone.
     flushing: tokio::sync::Mutex<()>,
-    /// Source → the minute it was last logged.
-    logged: Mutex<HashMap<String, i64>>,
 }
-
-/// Sources remembered for the log limit; past it the memory starts afresh
-/// (a flood from many addresses then logs once more per address, no worse).
-const MAX_SOURCES: usize = 10_000;
 
 impl Rejections {
     /// Count one refusal and return once it is committed (so the count
@@ -33,7 +27,7 @@ impl Rejections {
     pub async fn record(&self, app: &App, reason: &'static str, sentence: &str, event: Option<&str>, source: &str) {
         app.metrics.webhook("calendly", "rejected");
         app.metrics.calendly_rejected.with_label_values(&[reason]).inc();
-        self.log(reason, sentence, event, source);
+        log(app, reason, sentence, event, source);
         if let Ok(mut p) = self.pending.lock() {
             *p.entry(reason).or_default() += 1;
         }
@@ -61,27 +55,19 @@ impl Rejections {
             tracing::warn!(error = %e, "could not count rejected Calendly deliveries");
         }
     }
+}
 
-    fn log(&self, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
-        let minute = crate::auth::unix_now().div_euclid(60);
-        let first = match self.logged.lock() {
-            Ok(mut seen) => {
-                if seen.len() >= MAX_SOURCES && !seen.contains_key(source) {
-                    seen.clear();
-                }
-                seen.insert(source.to_string(), minute) != Some(minute)
-            }
-            Err(_) => true,
-        };
-        if first {
-            tracing::info!(
-                reason,
-                source,
-                "calendly webhook {}: rejected, {sentence} (further rejections from {source} this minute are counted, not logged)",
-                event.unwrap_or("?")
-            );
-        } else {
-            tracing::debug!(reason, source, "calendly webhook rejected");
-        }
+/// One log line per source address per minute (the server's shared
+/// [`crate::webhooks::LogThrottle`]); the rest at debug.
+fn log(app: &App, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
+    if app.log_throttle.should_log(&format!("calendly-source:{source}")) {
+        tracing::info!(
+            reason,
+            source,
+            "calendly webhook {}: rejected, {sentence} (further rejections from {source} this minute are counted, not logged)",
+            event.unwrap_or("?")
+        );
+    } else {
+        tracing::debug!(reason, source, "calendly webhook rejected");
     }
 }
