@@ -1,7 +1,8 @@
 //! The browser UI: files under `static/`, embedded into the binary at build
 //! time (one-file deploy), or served from `server.static_dir` while developing,
 //! each with a Content-Security-Policy (only this origin's scripts, styles and
-//! connections, never framed) and `X-Content-Type-Options: nosniff`; plus
+//! connections, never framed; `nosniff` is set on every response by the
+//! server); plus
 //! `GET /api/config`, the public settings the UI needs before sign-in (the
 //! anon key it opens the realtime socket with).
 
@@ -54,7 +55,6 @@ fn file_response(path: &str, bytes: Vec<u8>, csp: &HeaderValue) -> Response {
         res.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    res.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     res
 }
@@ -127,12 +127,11 @@ pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     // The page's URL may hold a secret (a login code): never send it on.
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        // The UI's own policy (index.html), plus no framing.
+        // Fixed and stricter than the UI's: these pages open no connection.
         HeaderValue::from_static(
             "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
