@@ -8,6 +8,8 @@
 //! when the last page is taken or the reader is dropped (a client too slow
 //! for `realtime.flush_timeout` is dropped, so that bounds how long it is held).
 
+use std::ops::ControlFlow;
+
 use rusqlite::Connection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -120,20 +122,17 @@ where
     if upper > req.cap {
         let mut matching = 0usize;
         for &t in &req.tables {
-            let mut after = 0;
-            loop {
-                let batch = read_page(&tx, t, req.owner, after, page)?;
-                let full = batch.len() == page;
-                let Some(last) = batch.last().and_then(|r| r.get("id")).and_then(Value::as_i64) else { break };
-                after = last;
+            let walked = walk(&tx, t, req.owner, page, |batch| {
                 matching += batch.into_iter().filter_map(|r| (req.keep)(t, r)).count();
                 if matching > req.cap {
-                    let _ = opened.send(Header::TooMany(matching));
-                    return Ok(());
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
-                if !full {
-                    break;
-                }
+            })?;
+            if walked.is_break() {
+                let _ = opened.send(Header::TooMany(matching));
+                return Ok(());
             }
         }
     }
@@ -141,12 +140,7 @@ where
         return Ok(());
     }
     for &t in &req.tables {
-        let mut after = 0;
-        loop {
-            let batch = read_page(&tx, t, req.owner, after, page)?;
-            let full = batch.len() == page;
-            let Some(last) = batch.last().and_then(|r| r.get("id")).and_then(Value::as_i64) else { break };
-            after = last;
+        let walked = walk(&tx, t, req.owner, page, |batch| {
             // Pages are cut by size too (rows may carry large notes), so a
             // stalled client holds at most a few of them.
             let mut out: Page = Vec::new();
@@ -157,20 +151,46 @@ where
                 if bytes >= PAGE_BYTES {
                     // The session went away (closed, too slow): end the transaction.
                     if pages.blocking_send(Ok(std::mem::take(&mut out))).is_err() {
-                        return Ok(());
+                        return ControlFlow::Break(());
                     }
                     bytes = 0;
                 }
             }
             if !out.is_empty() && pages.blocking_send(Ok(out)).is_err() {
-                return Ok(());
+                return ControlFlow::Break(());
             }
-            if !full {
-                break;
-            }
+            ControlFlow::Continue(())
+        })?;
+        if walked.is_break() {
+            return Ok(());
         }
     }
     tx.commit()
+}
+
+/// Hand `visit` the owner's rows of `t` in id order, `page` at a time (keyset
+/// paging, so each page is one indexed range read), until they run out or
+/// `visit` breaks.
+fn walk(
+    conn: &Connection,
+    t: Table,
+    owner: Option<i64>,
+    page: usize,
+    mut visit: impl FnMut(Vec<Value>) -> ControlFlow<()>,
+) -> rusqlite::Result<ControlFlow<()>> {
+    let mut after = 0;
+    loop {
+        let batch = read_page(conn, t, owner, after, page)?;
+        let full = batch.len() == page;
+        let Some(last) = batch.last().and_then(|r| r.get("id")).and_then(Value::as_i64) else { return Ok(ControlFlow::Continue(())) };
+        after = last;
+        if visit(batch).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        if !full {
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
 }
 
 /// A page handed to the session holds about this many bytes of row text at most
