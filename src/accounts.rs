@@ -113,24 +113,7 @@ pub async fn sign_out(app: &App, actor: Actor, id: i64) -> ApiResult<Value> {
 /// channels are stopped first, while the credentials to do so still exist.
 pub async fn remove(app: &App, actor: Actor, id: i64) -> ApiResult<Removed> {
     // Refuse the obvious cases before touching Google; the write checks again.
-    let (exists, last_admin) = app
-        .store
-        .read(move |c| {
-            let row: Option<(String, String)> =
-                rusqlite::OptionalExtension::optional(
-                    c.query_row("SELECT role, status FROM users WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))),
-                )?;
-            let others: i64 =
-                c.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
-            Ok((row.is_some(), row.is_some_and(|(role, status)| role == "admin" && status == "active") && others == 0))
-        })
-        .await?;
-    if !exists {
-        return Err(ApiError::NotFound(format!("user {id} does not exist")));
-    }
-    if last_admin {
-        return Err(ApiError::Conflict(format!("user {id} is the last active admin and cannot be removed; make another user admin first")));
-    }
+    app.store.read(move |c| crate::store::accounts::check_removable(c, id)).await?;
     if app.google.enabled() {
         match tokio::time::timeout(GOOGLE_WAIT, app.google.stop_channels(id)).await {
             Ok(Ok(_)) | Ok(Err(crate::google::sync::SyncError::NotConnected)) => {}

@@ -47,6 +47,17 @@ fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> ApiResult<()>
     Ok(())
 }
 
+/// What [`remove`] refuses, checked on a read connection: a user that does
+/// not exist, or the last active admin (callers check before doing anything
+/// outside the database; `remove` checks again in its transaction).
+pub fn check_removable(conn: &Connection, id: i64) -> ApiResult<()> {
+    let account = users::account(conn, id)?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+    if account.admin && account.active {
+        ensure_another_admin(conn, id, "removed")?;
+    }
+    Ok(())
+}
+
 fn is_active_admin(row: &Value) -> bool {
     field(row, "role") == "admin" && field(row, "status") == "active"
 }
