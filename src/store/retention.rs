@@ -13,11 +13,21 @@ use crate::server::App;
 
 const CHUNK: i64 = 2000;
 
+/// The stored time `age` ago: rows stamped before it are past their
+/// retention. Config caps durations at 100 years; a longer one (set in code)
+/// keeps everything rather than overflow.
+fn cutoff(age: &crate::duration::Dur) -> String {
+    let age = time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+    match crate::store::timefmt::now().checked_sub(age) {
+        Some(t) => crate::store::timefmt::format(t),
+        None => "0000-01-01T00:00:00.000Z".into(),
+    }
+}
+
 /// Delete one chunk of changes past retention; returns how many went.
 pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
-    let cfg = app.config.changes.clone();
-    let cutoff = crate::store::timefmt::format(crate::store::timefmt::now() - time::Duration::seconds(cfg.retention_age.as_secs() as i64));
-    let keep = cfg.retention_rows as i64;
+    let cutoff = cutoff(&app.config.changes.retention_age);
+    let keep = app.config.changes.retention_rows as i64;
     app.store
         .writer
         .write(move |tx| {
@@ -35,9 +45,7 @@ pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
 /// Drop one chunk of raw Calendly payloads past `calendly.keep_payloads`;
 /// the event row (event, invitee, outcome, error, times) stays.
 pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiError> {
-    let cutoff = crate::store::timefmt::format(
-        crate::store::timefmt::now() - time::Duration::seconds(app.config.calendly.keep_payloads.as_secs() as i64),
-    );
+    let cutoff = cutoff(&app.config.calendly.keep_payloads);
     app.store
         .writer
         .write(move |tx| {
@@ -52,18 +60,14 @@ pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiE
 
 /// Delete one chunk of audit entries older than `auth.audit_retention`.
 pub async fn prune_audit_once(app: &App) -> Result<usize, crate::error::ApiError> {
-    let cutoff = crate::store::timefmt::format(
-        crate::store::timefmt::now() - time::Duration::seconds(app.config.auth.audit_retention.as_secs().min(i64::MAX as u64 / 2) as i64),
-    );
+    let cutoff = cutoff(&app.config.auth.audit_retention);
     app.store.writer.write(move |tx| Ok(crate::store::accounts::prune_audit(tx.conn(), &cutoff, CHUNK)?)).await
 }
 
 /// Delete one chunk of Calendly delivery rows (every outcome) and of
 /// per-minute rejection counts older than `calendly.keep_outcomes`.
 pub async fn drop_outcomes_once(app: &App) -> Result<usize, crate::error::ApiError> {
-    let cutoff = crate::store::timefmt::format(
-        crate::store::timefmt::now() - time::Duration::seconds(app.config.calendly.keep_outcomes.as_secs() as i64),
-    );
+    let cutoff = cutoff(&app.config.calendly.keep_outcomes);
     app.store
         .writer
         .write(move |tx| {
