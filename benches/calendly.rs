@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use syncgate::calendly::signature;
 use syncgate::config::Config;
-use syncgate::server::Server;
-use syncgate::webhooks::calendly::signature;
+use syncgate::startup::Server;
 use tokio_tungstenite::tungstenite::Message;
 
 const SENDERS: usize = 64;

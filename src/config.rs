@@ -403,7 +403,7 @@ impl Config {
     }
 
     /// Every value checked before anything binds or opens: a bad one is a
-    /// sentence naming its key. [`crate::server::Server::build`] runs this
+    /// sentence naming its key. [`crate::startup::Server::build`] runs this
     /// too, so a config built in code is held to the same rules.
     pub fn validate(&self) -> Result<(), String> {
         self.bind_addr()?;

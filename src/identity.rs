@@ -63,11 +63,11 @@ impl std::fmt::Display for Refused {
     }
 }
 
-impl From<Refused> for crate::error::ApiError {
+impl From<Refused> for crate::http::error::ApiError {
     fn from(r: Refused) -> Self {
         match r {
-            Refused::Unavailable => crate::error::ApiError::Unavailable(r.to_string()),
-            other => crate::error::ApiError::Unauthorized(other.to_string()),
+            Refused::Unavailable => crate::http::error::ApiError::Unavailable(r.to_string()),
+            other => crate::http::error::ApiError::Unauthorized(other.to_string()),
         }
     }
 }

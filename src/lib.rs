@@ -31,21 +31,20 @@
 //! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
 
 pub mod accounts;
-pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod backoff;
-pub mod calendly_api;
+pub mod calendly;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod duration;
-pub mod error;
 pub mod google;
-pub mod http_limits;
+pub mod http;
 pub mod identity;
-pub mod metrics;
+pub mod model;
+pub mod ops;
 pub mod realtime;
-pub mod server;
+pub mod startup;
 pub mod store;
 pub mod web;
-pub mod webhooks;

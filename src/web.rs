@@ -97,7 +97,7 @@ pub fn routes(static_dir: &str, csp: &str) -> impl Filter<Extract = (Response,),
                     return Ok(file_response("index.html", bytes, &csp));
                 }
             }
-            let mut res = crate::error::ApiError::NotFound(format!("no file /{path}")).into_response();
+            let mut res = crate::http::error::ApiError::NotFound(format!("no file /{path}")).into_response();
             *res.status_mut() = StatusCode::NOT_FOUND;
             Ok::<_, Rejection>(res)
         }
@@ -144,7 +144,7 @@ pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
 /// only opens the realtime socket, a join still needs the user's token, and
 /// REST refuses it. Serving it keeps it out of the static files, so a
 /// rotated `auth.jwt_secret` needs no rebuild.
-pub fn config_route(app: &crate::server::App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn config_route(app: &crate::startup::App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let body = serde_json::json!({
         "realtime": {"path": crate::realtime::PATH, "apikey": app.tokens.anon_key()},
     });

@@ -15,16 +15,16 @@ use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
 
 use syncgate::api::input::{decode_cursor, encode_cursor};
+use syncgate::calendly::payload::Delivery;
+use syncgate::calendly::signature::{self, CalendlySignature};
 use syncgate::duration::Dur;
+use syncgate::google::routes::NotificationHeaders;
 use syncgate::google::sync::{to_meeting, GEvent};
 use syncgate::realtime::channel::Binding;
 use syncgate::realtime::filter::RowFilter;
 use syncgate::realtime::protocol::{decode, Vsn};
 use syncgate::store::tables::ALL_TABLES;
 use syncgate::store::timefmt;
-use syncgate::webhooks::calendly::payload::Delivery;
-use syncgate::webhooks::calendly::signature::{self, CalendlySignature};
-use syncgate::webhooks::google::NotificationHeaders;
 
 /// Cases per property: `PROPTEST_CASES` (proptest's own variable), else 10,000.
 fn cases() -> ProptestConfig {

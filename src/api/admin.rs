@@ -9,8 +9,8 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::error::{ApiError, ApiResult};
-use crate::server::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 
 pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
     let who = super::authenticate(&app, auth).await?;
@@ -21,12 +21,7 @@ pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            Ok((
-                crate::google::health::admin_health(c),
-                crate::webhooks::calendly::admin_health(c),
-                retained,
-                crate::store::changes::oldest(c)?,
-            ))
+            Ok((crate::google::health::admin_health(c), crate::calendly::admin_health(c), retained, crate::store::changes::oldest(c)?))
         })
         .await?;
     let hub = &app.hub.stats;

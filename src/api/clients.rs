@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::input::{self, nullable, opt_bounded, required_text, text};
 use super::{paging, ListQuery, Resource};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::store::{Table, WriteTx};
 
 pub struct Clients;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::input::{self, bounded, nullable, opt_bounded, required_text, text};
 use super::{paging, ListQuery, Resource};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::store::{rows, Table, WriteTx};
 
 pub struct Meetings;

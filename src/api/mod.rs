@@ -4,9 +4,7 @@
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
 
-pub mod accounts;
 pub mod admin;
-pub mod calendars;
 pub mod clients;
 pub mod input;
 pub mod meetings;
@@ -22,8 +20,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::error::{ApiError, ApiResult};
-use crate::server::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 use crate::store::{rows, users, Table};
 
 pub use crate::identity::Identity;
@@ -63,7 +61,7 @@ pub fn respond(result: ApiResult<Response>) -> Result<Response, Infallible> {
     Ok(result.unwrap_or_else(ApiError::into_response))
 }
 
-fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+pub(crate) fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
 }
 
@@ -112,7 +110,7 @@ where
     Ok(buf.freeze())
 }
 
-fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+pub(crate) fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
     warp::query::raw()
         .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
         .or(warp::any().map(HashMap::new))
@@ -264,10 +262,10 @@ async fn patch<R: Resource>(app: App, id: i64, auth: Option<String>, body: Bytes
         .write(move |tx| {
             let existing = match tx.get(R::TABLE, id)? {
                 Some(r) if who.may_see(rows::owner_of(&r)) => r,
-                _ => return Err(not_found(R::TABLE, id)),
+                _ => return Err(not_found(R::TABLE, id).into()),
             };
             let cols = R::patch(tx, &existing, &body)?;
-            tx.update(R::TABLE, id, &cols)?.ok_or_else(|| not_found(R::TABLE, id))
+            tx.update(R::TABLE, id, &cols)?.ok_or_else(|| not_found(R::TABLE, id).into())
         })
         .await?;
     Ok(json_response(StatusCode::OK, &row))
@@ -280,7 +278,7 @@ async fn delete<R: Resource>(app: App, id: i64, auth: Option<String>) -> ApiResu
         .write(move |tx| {
             let existing = match tx.get(R::TABLE, id)? {
                 Some(r) if who.may_see(rows::owner_of(&r)) => r,
-                _ => return Err(not_found(R::TABLE, id)),
+                _ => return Err(not_found(R::TABLE, id).into()),
             };
             R::before_delete(tx, &existing)?;
             tx.delete(R::TABLE, id)?;
@@ -393,7 +391,7 @@ async fn login_link_page(app: App, q: HashMap<String, String>, headers: warp::ht
             .read(move |conn| Ok(crate::auth::login_link_usable(conn, &c, &crate::store::timefmt::format(crate::store::timefmt::now()))?))
             .await?;
         if !usable {
-            return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
+            return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()).into());
         }
         Ok(code)
     }
@@ -421,7 +419,7 @@ async fn login_link(app: App, headers: warp::http::HeaderMap, body: Bytes) -> Re
         // A form from another site must not sign this browser in (login CSRF).
         if let Some(origin) = headers.get(warp::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
             let host = headers.get(warp::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if origin != "null" && !crate::server::origin_allowed(&app.config, &app.public_url, origin, host) {
+            if origin != "null" && !crate::startup::origin_allowed(&app.config, &app.public_url, origin, host) {
                 return Err(ApiError::Forbidden("this sign-in form was sent from another site".into()));
             }
         }
@@ -433,13 +431,15 @@ async fn login_link(app: App, headers: warp::http::HeaderMap, body: Bytes) -> Re
             .write(move |tx| {
                 let now = tx.now().to_string();
                 let Some(user_id) = crate::auth::redeem_login_link(tx.conn(), &code, &now)? else {
-                    return Err(ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()));
+                    return Err(
+                        ApiError::Unauthorized("this sign-in link is unknown, already used or expired; ask for a new one".into()).into()
+                    );
                 };
                 let user =
                     users::get(tx.conn(), user_id)?.ok_or_else(|| ApiError::Unauthorized("the link's user no longer exists".into()))?;
                 if !user.is_active() {
                     // The error rolls the redeem back: the link works again once the account is enabled.
-                    return Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into()));
+                    return Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into()).into());
                 }
                 Ok(user)
             })
@@ -473,13 +473,13 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(warp::get())
         .and(with_app(app.clone()))
         .and(auth_header())
-        .and_then(|app, auth| async move { respond(calendars::list(app, auth).await) });
+        .and_then(|app, auth| async move { respond(crate::google::calendar_routes::list(app, auth).await) });
     let calendars_put = warp::path!("api" / "me" / "calendars")
         .and(warp::put())
         .and(with_app(app.clone()))
         .and(auth_header())
         .and(body(app.config.server.max_body_bytes))
-        .and_then(|app, auth, body| async move { respond(calendars::set(app, auth, body).await) });
+        .and_then(|app, auth, body| async move { respond(crate::google::calendar_routes::set(app, auth, body).await) });
     let link_page_r = warp::path!("auth" / "link")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -498,7 +498,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin::health(app, auth).await) });
     resource::<clients::Clients>(app.clone())
-        .or(accounts::routes(app.clone()))
+        .or(crate::accounts::routes::routes(app.clone()))
         .unify()
         .or(admin_r)
         .unify()

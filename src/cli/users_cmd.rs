@@ -9,9 +9,9 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::store::accounts::{self as sql, Actor};
-use crate::store::{self, users};
+use crate::store::{self, users, StoreError};
 
 /// What a user command asks for.
 pub enum Change {
@@ -144,15 +144,18 @@ async fn directly(config: &Config, change: Change) -> Result<String, String> {
     let public_url = config.public_url(config.bind_addr()?);
     let id_of = |v: &Value| v.get("id").and_then(Value::as_i64).unwrap_or(0);
     let result: Result<String, ApiError> = match change {
-        Change::Add { email, name, role } => {
-            writer.write(move |tx| sql::invite(tx, &actor, &email, name.as_deref(), &role)).await.map(|row| id_of(&row).to_string())
-        }
+        Change::Add { email, name, role } => writer
+            .write(move |tx| sql::invite(tx, &actor, &email, name.as_deref(), &role))
+            .await
+            .map(|row| id_of(&row).to_string())
+            .map_err(ApiError::from),
         Change::Invite { email, name, role } => writer
             .write(move |tx| {
                 let row = sql::invite(tx, &actor, &email, name.as_deref(), &role)?;
-                crate::auth::create_login_link(tx.conn(), id_of(&row)).map_err(ApiError::internal)
+                crate::auth::create_login_link(tx.conn(), id_of(&row)).map_err(StoreError::internal)
             })
             .await
+            .map_err(ApiError::from)
             .map(|code| {
                 if config.bind_addr().is_ok_and(|b| b.port() == 0) && config.server.public_url.trim().is_empty() {
                     eprintln!(
@@ -161,12 +164,18 @@ async fn directly(config: &Config, change: Change) -> Result<String, String> {
                 }
                 format!("{public_url}/auth/link?code={code}")
             }),
-        Change::Role { id, role } => writer.write(move |tx| sql::set_role(tx, &actor, id, &role)).await.and_then(|_| user_line(config, id)),
-        Change::Status { id, status } => {
-            writer.write(move |tx| sql::set_status(tx, &actor, id, &status)).await.and_then(|_| user_line(config, id))
+        Change::Role { id, role } => {
+            writer.write(move |tx| sql::set_role(tx, &actor, id, &role)).await.map_err(ApiError::from).and_then(|_| user_line(config, id))
         }
-        Change::Remove { id } => writer.write(move |tx| sql::remove(tx, &actor, id)).await.map(|_| id.to_string()),
-        Change::SignOut { id } => writer.write(move |tx| sql::sign_out(tx, &actor, id)).await.map(|_| id.to_string()),
+        Change::Status { id, status } => writer
+            .write(move |tx| sql::set_status(tx, &actor, id, &status))
+            .await
+            .map_err(ApiError::from)
+            .and_then(|_| user_line(config, id)),
+        Change::Remove { id } => writer.write(move |tx| sql::remove(tx, &actor, id)).await.map_err(ApiError::from).map(|_| id.to_string()),
+        Change::SignOut { id } => {
+            writer.write(move |tx| sql::sign_out(tx, &actor, id)).await.map_err(ApiError::from).map(|_| id.to_string())
+        }
     };
     writer.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;

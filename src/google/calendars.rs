@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::client::{CalendarListEntry, CallError};
 use super::sync::{load_creds, release_calendar, Creds, SyncError};
 use super::GoogleSync;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::store::google::{self as google_store, CalendarRow, ListedCalendar};
 
 /// A calendar as `GET /api/me/calendars` shows it.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Secret;
 use crate::config::GoogleConfig;
-use crate::metrics::Metrics;
+use crate::counters::Metrics;
 
 /// Why a call to Google failed, in the terms the caller acts on.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,11 +19,13 @@
 //! - [`health`]: what admins see.
 
 pub mod bookings;
+pub mod calendar_routes;
 pub mod calendars;
 pub mod channels;
 pub mod client;
 pub mod health;
 pub mod oauth;
+pub mod routes;
 pub mod sync;
 pub mod upkeep;
 
@@ -35,7 +37,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AuthConfig, Config, GoogleConfig};
-use crate::metrics::Metrics;
+use crate::counters::Metrics;
 use crate::store::Store;
 
 pub use health::admin_health;

@@ -19,7 +19,7 @@ use sha2::Sha256;
 use super::sync::SyncError;
 use super::{GoogleSync, Secret};
 use crate::config::AuthConfig;
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::store::{timefmt, users};
 
 /// Scopes: who the user is, plus read-only calendar access.
@@ -231,7 +231,7 @@ impl GoogleSync {
                         if by_sub.is_some_and(|other| other != id) {
                             return Err(ApiError::Conflict(format!(
                                 "the Google account {email} is already connected to another syncgate user"
-                            )));
+                            )).into());
                         }
                         users::get(conn, id)?.ok_or_else(|| ApiError::Unauthorized("the user who started this no longer exists".into()))?;
                         (id, false)
@@ -248,7 +248,7 @@ impl GoogleSync {
                                 return Err(ApiError::Forbidden(format!(
                                     "{email} has no syncgate account, and this server does not let new addresses sign up; \
                                      ask an administrator to add you (or to allow your address or domain in auth.allowed_emails / auth.allowed_domains)"
-                                )))
+                                )).into())
                             }
                         },
                     },

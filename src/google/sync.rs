@@ -60,7 +60,7 @@ use serde_json::Value;
 use super::client::{CallError, EventsPage, ListMode};
 use super::{GoogleSync, Secret};
 use crate::backoff::Backoff;
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::store::google::{self as google_store, CalendarRow, EventLink, LinkKeys};
 use crate::store::{timefmt, Table, WriteTx};
 
@@ -136,7 +136,7 @@ pub enum SyncError {
     /// `invalid_grant`: the user must sign in with Google again.
     NeedsReconnect,
     Api(CallError),
-    Store(ApiError),
+    Store(crate::store::StoreError),
     ShuttingDown,
 }
 
@@ -152,8 +152,8 @@ impl std::fmt::Display for SyncError {
     }
 }
 
-impl From<ApiError> for SyncError {
-    fn from(e: ApiError) -> SyncError {
+impl From<crate::store::StoreError> for SyncError {
+    fn from(e: crate::store::StoreError) -> SyncError {
         SyncError::Store(e)
     }
 }
@@ -370,7 +370,7 @@ impl GoogleSync {
             }
         }
         let legacy_window = listings.iter().find_map(|l| l.full.clone());
-        let counts = self.store.writer.write(move |tx| finish_pass(tx, user_id, listings, legacy_window)).await?;
+        let counts = self.store.writer.write(move |tx| Ok(finish_pass(tx, user_id, listings, legacy_window)?)).await?;
         pass.report.add(&counts);
         Ok(pass.report)
     }
@@ -464,7 +464,7 @@ impl GoogleSync {
                     window_end: window_end.clone(),
                     pending: pass.pending.clone(),
                 };
-                let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
+                let counts = self.store.writer.write(move |tx| Ok(apply_events(tx, user_id, &ctx, &live)?)).await?;
                 pass.report.add(&counts);
                 if last {
                     if next_sync_token.is_none() {
@@ -537,7 +537,7 @@ impl GoogleSync {
                 window_end: Some(desired_end.to_string()),
                 pending: pass.pending.clone(),
             };
-            let counts = self.store.writer.write(move |tx| apply_events(tx, user_id, &ctx, &live)).await?;
+            let counts = self.store.writer.write(move |tx| Ok(apply_events(tx, user_id, &ctx, &live)?)).await?;
             pass.report.add(&counts);
             match page.next_page_token {
                 Some(t) => page_token = Some(t),

@@ -24,14 +24,14 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use crate::error::ApiError;
-use crate::server::App;
+use crate::http::error::ApiError;
+use crate::startup::App;
 pub use hub::Hub;
 
 pub const PATH: &str = "/realtime/v1/websocket";
 
 /// Answer an upgrade request: 101 and a session, or a JSON error before any upgrade.
-pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::server::ConnectionPermit) -> Response {
+pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::startup::ConnectionPermit) -> Response {
     match check(&req, &app) {
         Err(e) => e.into_response(),
         Ok((claims, vsn, accept)) => {
@@ -144,7 +144,7 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
     let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !crate::server::origin_allowed(&app.config, &app.public_url, origin, host) {
+        if !crate::startup::origin_allowed(&app.config, &app.public_url, origin, host) {
             return Err(ApiError::Forbidden(format!("origin {origin} is not allowed; add it to server.cors_origins")));
         }
     }

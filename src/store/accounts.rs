@@ -9,10 +9,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
+use super::error::{StoreError, StoreResult};
 use super::tables::Table;
 use super::users;
 use super::writer::WriteTx;
-use crate::error::{ApiError, ApiResult};
 
 /// Who made an account change, for the audit log.
 #[derive(Debug, Clone)]
@@ -29,8 +29,8 @@ impl Actor {
     }
 }
 
-fn user_row(tx: &WriteTx<'_>, id: i64) -> ApiResult<Value> {
-    tx.get(Table::Users, id)?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))
+fn user_row(tx: &WriteTx<'_>, id: i64) -> StoreResult<Value> {
+    tx.get(Table::Users, id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))
 }
 
 fn field<'a>(row: &'a Value, name: &str) -> &'a str {
@@ -38,11 +38,13 @@ fn field<'a>(row: &'a Value, name: &str) -> &'a str {
 }
 
 /// Refuse when `id` is the only active admin left.
-fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> ApiResult<()> {
+fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> StoreResult<()> {
     let others: i64 =
         conn.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
     if others == 0 {
-        return Err(ApiError::Conflict(format!("user {id} is the last active admin and cannot be {what}; make another user admin first")));
+        return Err(StoreError::Conflict(format!(
+            "user {id} is the last active admin and cannot be {what}; make another user admin first"
+        )));
     }
     Ok(())
 }
@@ -50,8 +52,8 @@ fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> ApiResult<()>
 /// What [`remove`] refuses, checked on a read connection: a user that does
 /// not exist, or the last active admin (callers check before doing anything
 /// outside the database; `remove` checks again in its transaction).
-pub fn check_removable(conn: &Connection, id: i64) -> ApiResult<()> {
-    let account = users::account(conn, id)?.ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+pub fn check_removable(conn: &Connection, id: i64) -> StoreResult<()> {
+    let account = users::account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     if account.admin && account.active {
         ensure_another_admin(conn, id, "removed")?;
     }
@@ -62,7 +64,7 @@ fn is_active_admin(row: &Value) -> bool {
     field(row, "role") == "admin" && field(row, "status") == "active"
 }
 
-pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> ApiResult<()> {
+pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
     tx.conn()
         .prepare_cached(
             "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -80,16 +82,16 @@ pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, deta
 }
 
 /// Create a user (active); returns the public row.
-pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: &str) -> ApiResult<Value> {
+pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: &str) -> StoreResult<Value> {
     let email = email.trim();
     if !users::valid_email(email) {
-        return Err(ApiError::Unprocessable(format!("\"{}\" is not an email address", crate::api::input::clip(email))));
+        return Err(StoreError::Invalid(format!("\"{}\" is not an email address", crate::api::input::clip(email))));
     }
     if role != "user" && role != "admin" {
-        return Err(ApiError::Unprocessable(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
+        return Err(StoreError::Invalid(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
     }
     if users::by_email(tx.conn(), email)?.is_some() {
-        return Err(ApiError::Conflict(format!("a user with email {email} already exists")));
+        return Err(StoreError::Conflict(format!("a user with email {email} already exists")));
     }
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     let row = tx.insert(
@@ -105,9 +107,9 @@ pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&st
 }
 
 /// `admin` or `user`. Demoting the last active admin is refused.
-pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> ApiResult<Value> {
+pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> StoreResult<Value> {
     if role != "user" && role != "admin" {
-        return Err(ApiError::Unprocessable(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
+        return Err(StoreError::Invalid(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
     }
     let row = user_row(tx, id)?;
     let before = field(&row, "role").to_string();
@@ -119,15 +121,15 @@ pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> Api
     }
     let after = tx
         .update(Table::Users, id, &[("role", SqlValue::Text(role.into()))])?
-        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, "role", &after, json!({"from": before, "to": role}))?;
     Ok(after)
 }
 
 /// `active` or `disabled`. Disabling the last active admin is refused.
-pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) -> ApiResult<Value> {
+pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) -> StoreResult<Value> {
     if status != "active" && status != "disabled" {
-        return Err(ApiError::Unprocessable(format!("status must be active or disabled, not \"{}\"", crate::api::input::clip(status))));
+        return Err(StoreError::Invalid(format!("status must be active or disabled, not \"{}\"", crate::api::input::clip(status))));
     }
     let row = user_row(tx, id)?;
     if field(&row, "status") == status {
@@ -138,18 +140,18 @@ pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) ->
     }
     let after = tx
         .update(Table::Users, id, &[("status", SqlValue::Text(status.into()))])?
-        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, if status == "disabled" { "disable" } else { "enable" }, &after, json!({}))?;
     Ok(after)
 }
 
 /// Sign out everywhere: every token issued until now is refused.
-pub fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Value> {
+pub fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Value> {
     user_row(tx, id)?;
     let now = tx.now().to_string();
     let after = tx
         .update(Table::Users, id, &[("tokens_valid_after", SqlValue::Text(now))])?
-        .ok_or_else(|| ApiError::NotFound(format!("user {id} does not exist")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, "signout", &after, json!({}))?;
     Ok(after)
 }
@@ -167,7 +169,7 @@ pub struct Removed {
 /// others that pointed at their clients lose the link, logged too), their
 /// sign-in links, channels and sync state. Their Calendly signing keys stay
 /// (other hosts' deliveries may be signed with them), unassigned.
-pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Removed> {
+pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> {
     let row = user_row(tx, id)?;
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "removed")?;
@@ -177,7 +179,7 @@ pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> ApiResult<Removed
     if field(&row, "status") == "active" {
         tx.update(Table::Users, id, &[("status", SqlValue::Text("disabled".into()))])?;
     }
-    let ids_where = |tx: &WriteTx<'_>, sql: &str| -> ApiResult<Vec<i64>> {
+    let ids_where = |tx: &WriteTx<'_>, sql: &str| -> StoreResult<Vec<i64>> {
         let mut stmt = tx.conn().prepare(sql)?;
         let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
         Ok(ids)

@@ -3,11 +3,11 @@
 
 pub mod accounts;
 pub mod changes;
+pub mod error;
 pub mod files;
 pub mod google;
 pub mod migrations;
 pub mod rejections;
-pub mod retention;
 pub mod rows;
 pub mod snapshot;
 pub mod tables;
@@ -25,8 +25,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
 use crate::config::DatabaseConfig;
-use crate::error::{ApiError, ApiResult};
 pub use changes::{Change, ChangeBatch, Op};
+pub use error::{StoreError, StoreResult};
 pub use tables::{PgType, Table};
 pub use writer::{WriteTx, Writer};
 
@@ -108,10 +108,10 @@ impl Store {
     }
 
     /// Run a read on a pooled connection off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
@@ -119,6 +119,6 @@ impl Store {
             f(&conn)
         })
         .await
-        .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::internal(format!("read task failed: {e}")))?
     }
 }

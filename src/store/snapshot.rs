@@ -14,8 +14,8 @@ use rusqlite::Connection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::{StoreError, StoreResult};
 use super::{changes, rows, Store, Table};
-use crate::error::{ApiError, ApiResult};
 
 /// One page: matching rows, each with its table.
 pub type Page = Vec<(Table, Value)>;
@@ -32,12 +32,12 @@ pub enum Opened {
 pub struct SnapshotReader {
     /// The head seq the rows reflect.
     pub head: i64,
-    pages: mpsc::Receiver<ApiResult<Page>>,
+    pages: mpsc::Receiver<StoreResult<Page>>,
 }
 
 impl SnapshotReader {
     /// The next page, or None when every row has been handed over.
-    pub async fn next_page(&mut self) -> Option<ApiResult<Page>> {
+    pub async fn next_page(&mut self) -> Option<StoreResult<Page>> {
         self.pages.recv().await
     }
 }
@@ -56,19 +56,19 @@ pub struct Request<F> {
 impl Store {
     /// Begin a snapshot: the transaction, its head seq and the cap check
     /// happen before this returns; the rows follow through the reader.
-    pub async fn snapshot<F>(&self, req: Request<F>) -> ApiResult<Opened>
+    pub async fn snapshot<F>(&self, req: Request<F>) -> StoreResult<Opened>
     where
         F: Fn(Table, Value) -> Option<Value> + Send + 'static,
     {
         let readers = self.readers.clone();
         let (opened_tx, opened_rx) = oneshot::channel::<Header>();
         // One page waits while the session writes the previous one.
-        let (page_tx, pages) = mpsc::channel::<ApiResult<Page>>(1);
+        let (page_tx, pages) = mpsc::channel::<StoreResult<Page>>(1);
         tokio::task::spawn_blocking(move || {
             let conn = match r2d2::ManageConnection::connect(&*readers) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = opened_tx.send(Header::Failed(ApiError::internal(format!("cannot open a snapshot connection: {e}"))));
+                    let _ = opened_tx.send(Header::Failed(StoreError::internal(format!("cannot open a snapshot connection: {e}"))));
                     return;
                 }
             };
@@ -80,7 +80,7 @@ impl Store {
             Ok(Header::Head(head)) => Ok(Opened::Rows(SnapshotReader { head, pages })),
             Ok(Header::TooMany(n)) => Ok(Opened::TooMany(n)),
             Ok(Header::Failed(e)) => Err(e),
-            Err(_) => Err(ApiError::internal("the snapshot reader stopped before reading the head")),
+            Err(_) => Err(StoreError::internal("the snapshot reader stopped before reading the head")),
         }
     }
 }
@@ -89,14 +89,14 @@ impl Store {
 enum Header {
     Head(i64),
     TooMany(usize),
-    Failed(ApiError),
+    Failed(StoreError),
 }
 
 fn read<F>(
     conn: &Connection,
     req: Request<F>,
     opened: oneshot::Sender<Header>,
-    pages: mpsc::Sender<ApiResult<Page>>,
+    pages: mpsc::Sender<StoreResult<Page>>,
 ) -> rusqlite::Result<()>
 where
     F: Fn(Table, Value) -> Option<Value>,
@@ -108,7 +108,7 @@ where
     let head = match changes::head(&tx) {
         Ok(h) => h,
         Err(e) => {
-            let _ = opened.send(Header::Failed(ApiError::internal(format!("snapshot head: {e}"))));
+            let _ = opened.send(Header::Failed(StoreError::internal(format!("snapshot head: {e}"))));
             return Err(e);
         }
     };

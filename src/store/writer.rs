@@ -19,12 +19,12 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::changes::{Change, ChangeBatch, Op};
+use super::error::{StoreError, StoreResult};
 use super::rows;
 use super::tables::Table;
 use super::timefmt;
-use crate::error::{ApiError, ApiResult};
 
-type Deliver = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+type Deliver = Box<dyn FnOnce(StoreResult<()>) + Send>;
 type JobFn = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Deliver) + Send>;
 
 enum Msg {
@@ -98,12 +98,12 @@ impl<'c> WriteTx<'c> {
         &self.now
     }
 
-    pub fn get(&self, table: Table, id: i64) -> ApiResult<Option<Value>> {
+    pub fn get(&self, table: Table, id: i64) -> StoreResult<Option<Value>> {
         Ok(rows::get(self.conn, table, id)?)
     }
 
     /// Insert a row (`created_at` / `updated_at` are set here) and log it.
-    pub fn insert(&mut self, table: Table, values: &[(&str, SqlValue)]) -> ApiResult<Value> {
+    pub fn insert(&mut self, table: Table, values: &[(&str, SqlValue)]) -> StoreResult<Value> {
         check_columns(table, values)?;
         let mut cols: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
         let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
@@ -117,7 +117,7 @@ impl<'c> WriteTx<'c> {
         let sql = format!("INSERT INTO {} ({}) VALUES ({})", table.name(), cols.join(", "), placeholders.join(", "));
         self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
         let id = self.conn.last_insert_rowid();
-        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("inserted row vanished"))?;
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("inserted row vanished"))?;
         self.log(table, Op::Insert, id, Some(record.clone()), None)?;
         Ok(record)
     }
@@ -125,7 +125,7 @@ impl<'c> WriteTx<'c> {
     /// Update columns of a row and log it. When nothing actually changes, no
     /// write and no change event happen (so replays are silent). Returns the
     /// row after, or None when the row does not exist.
-    pub fn update(&mut self, table: Table, id: i64, values: &[(&str, SqlValue)]) -> ApiResult<Option<Value>> {
+    pub fn update(&mut self, table: Table, id: i64, values: &[(&str, SqlValue)]) -> StoreResult<Option<Value>> {
         check_columns(table, values)?;
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
         if values.is_empty() {
@@ -136,14 +136,14 @@ impl<'c> WriteTx<'c> {
         params.push(SqlValue::Integer(id));
         let sql = format!("UPDATE {} SET {} WHERE id = ?{}", table.name(), sets.join(", "), params.len());
         self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
-        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
         if new == old {
             return Ok(Some(old));
         }
         self.conn
             .prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?
             .execute(rusqlite::params![self.now, id])?;
-        let new = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("updated row vanished"))?;
+        let new = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
         self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
         Ok(Some(new))
     }
@@ -152,23 +152,23 @@ impl<'c> WriteTx<'c> {
     /// (a user created together with their Google credentials, which are not
     /// among the logged columns). Only for `users`: the synced data tables
     /// are written with [`WriteTx::insert`].
-    pub fn log_inserted(&mut self, table: Table, id: i64) -> ApiResult<()> {
+    pub fn log_inserted(&mut self, table: Table, id: i64) -> StoreResult<()> {
         if table != Table::Users {
-            return Err(ApiError::internal("rows of the data tables are inserted with WriteTx::insert"));
+            return Err(StoreError::internal("rows of the data tables are inserted with WriteTx::insert"));
         }
-        let record = rows::get(self.conn, table, id)?.ok_or_else(|| ApiError::internal("the row to log does not exist"))?;
+        let record = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("the row to log does not exist"))?;
         self.log(table, Op::Insert, id, Some(record), None)
     }
 
     /// Delete a row and log it. Returns the deleted row, or None if absent.
-    pub fn delete(&mut self, table: Table, id: i64) -> ApiResult<Option<Value>> {
+    pub fn delete(&mut self, table: Table, id: i64) -> StoreResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
         self.conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name()))?.execute([id]).map_err(constraint_error)?;
         self.log(table, Op::Delete, id, None, Some(old.clone()))?;
         Ok(Some(old))
     }
 
-    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> ApiResult<()> {
+    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> StoreResult<()> {
         let owner = table.owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
         self.conn
             .prepare_cached(
@@ -190,10 +190,10 @@ impl<'c> WriteTx<'c> {
     }
 }
 
-fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> ApiResult<()> {
+fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> StoreResult<()> {
     for (c, _) in values {
         if table.column_type(c).is_none() {
-            return Err(ApiError::internal(format!("{} has no column {c}", table.name())));
+            return Err(StoreError::internal(format!("{} has no column {c}", table.name())));
         }
     }
     Ok(())
@@ -201,31 +201,31 @@ fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> ApiResult<()> {
 
 /// Constraint failures are the caller's input problem (e.g. a duplicate
 /// email), everything else is ours.
-fn constraint_error(e: rusqlite::Error) -> ApiError {
+fn constraint_error(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             let m = msg.clone().unwrap_or_default();
             if m.contains("UNIQUE") {
-                ApiError::Conflict(format!("a row with the same unique value already exists ({m})"))
+                StoreError::Conflict(format!("a row with the same unique value already exists ({m})"))
             } else if m.contains("FOREIGN KEY") {
-                ApiError::Unprocessable("the row refers to something that does not exist".into())
+                StoreError::Invalid("the row refers to something that does not exist".into())
             } else {
-                ApiError::Unprocessable(format!("the row breaks a rule of the table ({m})"))
+                StoreError::Invalid(format!("the row breaks a rule of the table ({m})"))
             }
         }
-        _ => ApiError::from(e),
+        _ => StoreError::from(e),
     }
 }
 
 impl Writer {
     /// Run `f` in the writer's transaction; resolves after COMMIT. An `Err`
     /// from `f` rolls back everything `f` did and nothing else.
-    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<ApiResult<T>>();
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
         let job: JobFn = Box::new(move |wtx| {
             let result = f(wtx);
             let ok = result.is_ok();
@@ -237,8 +237,8 @@ impl Writer {
             });
             (ok, deliver)
         });
-        self.tx.send(Msg::Job(job)).await.map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        rx.await.map_err(|_| ApiError::internal("the write request was lost (writer stopped or the request panicked)"))?
+        self.tx.send(Msg::Job(job)).await.map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
+        rx.await.map_err(|_| StoreError::internal("the write request was lost (writer stopped or the request panicked)"))?
     }
 
     /// Commit everything queued so far, then stop the writer thread.
@@ -383,7 +383,7 @@ fn commit_batch(conn: &Connection, batch: Vec<JobFn>, feed: &mpsc::UnboundedSend
             tracing::error!(error = %e, "commit failed; the batch was rolled back");
             let _ = conn.execute_batch("ROLLBACK");
             for d in delivers {
-                d(Err(ApiError::internal(format!("commit failed: {e}"))));
+                d(Err(StoreError::internal(format!("commit failed: {e}"))));
             }
         }
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use rusqlite::types::Value as SqlValue;
 use serde_json::{json, Value};
-use syncgate::error::ApiError;
 use syncgate::store::Table;
 
 use crate::helpers::{decode, spawn_app, TestApp};
@@ -152,12 +151,12 @@ async fn a_failing_request_rolls_back_only_its_own_writes() {
         w1.write(move |tx| tx.insert(Table::Clients, &c1)),
         w2.write(move |tx| {
             tx.insert(Table::Clients, &c2)?;
-            Err::<Value, _>(ApiError::Conflict("changed my mind".into()))
+            Err::<Value, _>(syncgate::store::StoreError::Conflict("changed my mind".into()))
         }),
         w3.write(move |tx| tx.insert(Table::Clients, &c3)),
     );
     let (r1, r3) = (r1.expect("first commits"), r3.expect("third commits"));
-    assert!(matches!(r2, Err(ApiError::Conflict(_))), "the failing request hears its own error");
+    assert!(matches!(r2, Err(syncgate::store::StoreError::Conflict(_))), "the failing request hears its own error");
     let names: Vec<String> = {
         let db = app.db();
         let mut st = db.prepare("SELECT name FROM clients ORDER BY id").unwrap();

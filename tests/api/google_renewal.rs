@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
+use syncgate::calendly::signature;
 use syncgate::config::Config;
 use syncgate::duration::Dur;
-use syncgate::webhooks::calendly::signature;
 
 use crate::fake_google::{FakeChannel, FakeGoogle};
 use crate::helpers::{decode, spawn_app_with, start, TestApp};

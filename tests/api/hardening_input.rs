@@ -78,7 +78,7 @@ async fn timestamps_past_year_9999_are_422_on_every_path_and_the_writer_lives() 
     })
     .to_string();
     let t = syncgate::auth::unix_now();
-    let sig = syncgate::webhooks::calendly::signature::sign("input-signing-key", t, payload.as_bytes());
+    let sig = syncgate::calendly::signature::sign("input-signing-key", t, payload.as_bytes());
     let r = app
         .http
         .post(app.url("/api/calendly/webhook"))
@@ -270,7 +270,7 @@ async fn every_alerting_counter_is_exported_at_zero_from_startup() {
     let app = spawn_app().await;
     let m = scrape(&app, None).await;
     let mut missing = Vec::new();
-    for (source, outcomes) in syncgate::metrics::WEBHOOK_OUTCOMES {
+    for (source, outcomes) in syncgate::counters::WEBHOOK_OUTCOMES {
         for outcome in *outcomes {
             let key = format!("syncgate_webhooks_received_total{{outcome={outcome},source={source}}}");
             match m.get(&key) {
@@ -279,8 +279,8 @@ async fn every_alerting_counter_is_exported_at_zero_from_startup() {
             }
         }
     }
-    for kind in syncgate::metrics::SYNC_KINDS {
-        for outcome in syncgate::metrics::SYNC_OUTCOMES {
+    for kind in syncgate::counters::SYNC_KINDS {
+        for outcome in syncgate::counters::SYNC_OUTCOMES {
             let key = format!("syncgate_google_syncs_total{{kind={kind},outcome={outcome}}}");
             if m.get(&key) != Some(&0.0) {
                 missing.push(key);

@@ -27,6 +27,7 @@ mod hardening_snapshot;
 mod helpers;
 mod isolation;
 mod join_checks;
+mod layout;
 mod logs;
 mod metrics;
 mod ops;

@@ -114,7 +114,7 @@ async fn a_newer_schema_is_refused() {
         migrations::migrate(&mut conn).unwrap();
         conn.pragma_update(None, "user_version", migrations::latest_version() + 1).unwrap();
     }
-    let err = match syncgate::server::Server::build(config).await {
+    let err = match syncgate::startup::Server::build(config).await {
         Ok(_) => panic!("a file from a newer syncgate must not be opened"),
         Err(e) => e,
     };

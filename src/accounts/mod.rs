@@ -5,12 +5,14 @@
 //! check it again at once, and Google channels are stopped (disable, remove)
 //! or re-created with a catch-up sync (enable).
 
+pub mod routes;
+
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
-use crate::server::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 use crate::store::accounts::{self as sql, Actor, Removed};
 
 /// How long a change waits for Google to stop a channel before going ahead

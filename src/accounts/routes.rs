@@ -14,9 +14,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::{auth_header, bearer, body, input, json_response, query, respond, with_app};
-use crate::error::{ApiError, ApiResult};
-use crate::server::App;
+use crate::api::{auth_header, bearer, body, input, json_response, query, respond, with_app};
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 use crate::store::accounts::Actor;
 use crate::store::users;
 
@@ -126,7 +126,7 @@ async fn sign_out_user(app: App, id: i64, auth: Option<String>) -> ApiResult<Res
 
 /// `POST /api/me/signout`: sign out everywhere, this token included.
 async fn sign_out_me(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = super::authenticate(&app, auth).await?;
+    let who = crate::api::authenticate(&app, auth).await?;
     let id = who.user_id;
     let email = app.store.read(move |c| Ok(users::get(c, id)?.map(|u| u.email))).await?.unwrap_or_default();
     crate::accounts::sign_out(&app, Actor { user_id: Some(id), label: email }, id).await?;
@@ -142,10 +142,10 @@ async fn audit(app: App, auth: Option<String>, q: HashMap<String, String>) -> Ap
         }
     }
     let limit = match q.get("limit") {
-        None => super::DEFAULT_LIMIT,
+        None => crate::api::DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=super::MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::BadRequest(format!("limit must be a whole number from 1 to {}", super::MAX_LIMIT))),
+            Ok(n) if (1..=crate::api::MAX_LIMIT).contains(&n) => n,
+            _ => return Err(ApiError::BadRequest(format!("limit must be a whole number from 1 to {}", crate::api::MAX_LIMIT))),
         },
     };
     let before = match q.get("cursor") {

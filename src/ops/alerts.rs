@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::server::App;
+use crate::startup::App;
 use crate::store::timefmt;
 
 /// One condition that needs an operator.
@@ -183,7 +183,7 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
         last.is_none_or(|t| t.elapsed() >= app.config.alerts.calendly_check_interval.0)
     };
     if due {
-        let result = crate::calendly_api::status(&app.config, token)
+        let result = crate::calendly::api::status(&app.config, token)
             .await
             .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>());
         if let Ok(mut g) = app.alerts.calendly.lock() {
@@ -225,7 +225,7 @@ pub async fn check_once(app: &App) {
     let mut found = match app.store.read(move |c| Ok(evaluate(c, &config, now)?)).await {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!(error = %e.public_message(), "alert check could not read the database");
+            tracing::error!(error = %e, "alert check could not read the database");
             return;
         }
     };

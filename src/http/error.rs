@@ -106,4 +106,18 @@ impl From<r2d2::Error> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        use crate::store::StoreError as S;
+        match e {
+            S::NotFound(m) => ApiError::NotFound(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Invalid(m) => ApiError::Unprocessable(m),
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Internal(m) => ApiError::Internal(format!("database: {m}")),
+            S::Api(e) => e,
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,18 +1,4 @@
-//! Inbound webhooks: Calendly deliveries and Google Calendar push notifications.
-
-pub mod calendly;
-pub mod google;
-
-use warp::filters::BoxedFilter;
-use warp::reply::Response;
-use warp::Filter;
-
-use crate::server::App;
-
-/// Every webhook and webhook-status route.
-pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    calendly::routes(app.clone()).or(google::routes(app)).unify().boxed()
-}
+//! One warning line per key per window, for floods of refused webhook deliveries.
 
 /// Rate-limits a repeated warning per key (a channel id, a source address):
 /// a flood of refused deliveries costs one log line per key per window, not

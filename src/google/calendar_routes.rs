@@ -8,11 +8,11 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{authenticate, json_response};
-use crate::error::{ApiError, ApiResult};
+use crate::api::{authenticate, json_response};
 use crate::google::calendars::CalendarView;
 use crate::google::sync::SyncError;
-use crate::server::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 
 /// The body of `PUT /api/me/calendars`.
 #[derive(Debug, Deserialize)]
@@ -39,7 +39,7 @@ pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
         SyncError::NotConnected => ApiError::Conflict("connect Google Calendar first: sign in with Google".into()),
         SyncError::NeedsReconnect => ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()),
         SyncError::Api(e) => ApiError::Unavailable(format!("Google did not list your calendars: {e}")),
-        SyncError::Store(e) => e,
+        SyncError::Store(e) => e.into(),
         SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
     })?;
     Ok(answer(calendars))

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::server::App;
+use crate::startup::App;
 
 #[derive(Default)]
 pub struct Rejections {
@@ -58,7 +58,7 @@ impl Rejections {
 }
 
 /// One log line per source address per minute (the server's shared
-/// [`crate::webhooks::LogThrottle`]); the rest at debug.
+/// [`crate::http::log_throttle::LogThrottle`]); the rest at debug.
 fn log(app: &App, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
     if app.log_throttle.should_log(&format!("calendly-source:{source}")) {
         tracing::info!(

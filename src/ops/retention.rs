@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::server::App;
+use crate::startup::App;
 
 const CHUNK: i64 = 2000;
 
@@ -25,7 +25,7 @@ fn cutoff(age: &crate::duration::Dur) -> String {
 }
 
 /// Delete one chunk of changes past retention; returns how many went.
-pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
+pub async fn prune_once(app: &App) -> crate::store::StoreResult<usize> {
     let cutoff = cutoff(&app.config.changes.retention_age);
     let keep = app.config.changes.retention_rows as i64;
     app.store
@@ -44,7 +44,7 @@ pub async fn prune_once(app: &App) -> Result<usize, crate::error::ApiError> {
 
 /// Drop one chunk of raw Calendly payloads past `calendly.keep_payloads`;
 /// the event row (event, invitee, outcome, error, times) stays.
-pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiError> {
+pub async fn reduce_payloads_once(app: &App) -> crate::store::StoreResult<usize> {
     let cutoff = cutoff(&app.config.calendly.keep_payloads);
     app.store
         .writer
@@ -59,14 +59,14 @@ pub async fn reduce_payloads_once(app: &App) -> Result<usize, crate::error::ApiE
 }
 
 /// Delete one chunk of audit entries older than `auth.audit_retention`.
-pub async fn prune_audit_once(app: &App) -> Result<usize, crate::error::ApiError> {
+pub async fn prune_audit_once(app: &App) -> crate::store::StoreResult<usize> {
     let cutoff = cutoff(&app.config.auth.audit_retention);
     app.store.writer.write(move |tx| Ok(crate::store::accounts::prune_audit(tx.conn(), &cutoff, CHUNK)?)).await
 }
 
 /// Delete one chunk of Calendly delivery rows (every outcome) and of
 /// per-minute rejection counts older than `calendly.keep_outcomes`.
-pub async fn drop_outcomes_once(app: &App) -> Result<usize, crate::error::ApiError> {
+pub async fn drop_outcomes_once(app: &App) -> crate::store::StoreResult<usize> {
     let cutoff = cutoff(&app.config.calendly.keep_outcomes);
     app.store
         .writer
@@ -86,7 +86,7 @@ pub async fn drop_outcomes_once(app: &App) -> Result<usize, crate::error::ApiErr
 async fn drain<F, Fut>(app: &App, what: &str, chunk: F) -> usize
 where
     F: Fn(App) -> Fut,
-    Fut: std::future::Future<Output = Result<usize, crate::error::ApiError>>,
+    Fut: std::future::Future<Output = crate::store::StoreResult<usize>>,
 {
     let mut total = 0;
     loop {

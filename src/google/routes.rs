@@ -17,10 +17,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::{authenticate, json_response, respond, with_app};
-use crate::error::{ApiError, ApiResult};
 use crate::google::oauth::{self, Callback, Purpose};
 use crate::google::{health, sync::SyncError};
-use crate::server::App;
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::App;
 use crate::store::{timefmt, watch_channels};
 
 fn not_configured() -> ApiError {
@@ -217,7 +217,7 @@ fn sync_error(e: SyncError) -> ApiError {
         }
         SyncError::NeedsReconnect => ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()),
         SyncError::Api(e) => ApiError::Unavailable(format!("Google did not do it: {e}")),
-        SyncError::Store(e) => e,
+        SyncError::Store(e) => e.into(),
         SyncError::ShuttingDown => ApiError::Unavailable("the server is shutting down".into()),
     }
 }

@@ -24,8 +24,8 @@ use warp::Filter;
 
 use crate::auth::Tokens;
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::http_limits::TimedBody;
+use crate::http::error::ApiError;
+use crate::http::limits::TimedBody;
 use crate::realtime::Hub;
 use crate::store::Store;
 
@@ -47,15 +47,15 @@ pub struct AppInner {
     pub tasks: TaskTracker,
     pub started: Instant,
     /// Counters and histograms behind `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::counters::Metrics>,
     /// Alerts currently raised by the webhook health monitor.
-    pub alerts: Arc<crate::alerts::AlertMonitor>,
+    pub alerts: Arc<crate::ops::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
     /// The identity check REST and realtime share, with its per-user cache.
     pub identities: Arc<crate::identity::Identities>,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
-    pub log_throttle: crate::webhooks::LogThrottle,
+    pub log_throttle: crate::http::log_throttle::LogThrottle,
 }
 
 impl Deref for App {
@@ -121,7 +121,7 @@ impl Server {
         let listener = TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let public_url = config.public_url(addr);
-        let metrics = Arc::new(crate::metrics::Metrics::new(&store.writer.stats));
+        let metrics = Arc::new(crate::counters::Metrics::new(&store.writer.stats));
         let tasks = TaskTracker::new();
         let google = crate::google::GoogleSync::new(
             &config,
@@ -149,8 +149,8 @@ impl Server {
             identities,
             log_throttle: Default::default(),
         }));
-        loops.push(("retention", tasks.spawn(crate::store::retention::run(app.clone()))));
-        loops.push(("alerts", tasks.spawn(crate::alerts::run(app.clone()))));
+        loops.push(("retention", tasks.spawn(crate::ops::retention::run(app.clone()))));
+        loops.push(("alerts", tasks.spawn(crate::ops::alerts::run(app.clone()))));
         let routes = routes(app.clone())?;
         Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, loops, hub_runner, watchdog })
     }
@@ -344,13 +344,13 @@ async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
     let db = match tokio::time::timeout(wait, app.store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))).await {
         Ok(Ok(1)) => None,
         Ok(Ok(_)) => Some("unexpected answer".to_string()),
-        Ok(Err(e)) => Some(e.public_message()),
+        Ok(Err(e)) => Some(ApiError::from(e).public_message()),
         Err(_) => Some("no answer within 2 s".to_string()),
     };
     // A no-op request through the writer proves its thread commits.
     let writer = match tokio::time::timeout(wait, app.store.writer.write(|_| Ok(()))).await {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.public_message()),
+        Ok(Err(e)) => Some(ApiError::from(e).public_message()),
         Err(_) => Some("the writer did not answer within 2 s".to_string()),
     };
     let hub = (!app.hub.is_alive()).then(|| "the realtime hub is not running".to_string());
@@ -361,11 +361,13 @@ async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
 /// Fails (never panics) on an origin warp cannot use.
 pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
     let all = crate::api::routes(app.clone())
-        .or(crate::webhooks::routes(app.clone()))
+        .or(crate::calendly::routes(app.clone()))
+        .unify()
+        .or(crate::google::routes::routes(app.clone()))
         .unify()
         .or(health(app.clone()))
         .unify()
-        .or(crate::metrics::routes(app.clone()))
+        .or(crate::ops::metrics::routes(app.clone()))
         .unify()
         .or(crate::web::config_route(&app))
         .unify()

@@ -176,7 +176,7 @@ pub fn init_logging(config: &Config) {
 fn serve(config: Config) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let server = crate::server::Server::build(config).await?;
+        let server = crate::startup::Server::build(config).await?;
         // A plain print, not a log line: scripts wait for it on stdout.
         println!("syncgate listening on http://{}", server.addr());
         use std::io::Write;
@@ -339,20 +339,20 @@ pub enum CalendlyCommand {
 }
 
 fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
-    use crate::calendly_api;
+    use crate::calendly::api;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.clone());
     match cmd {
         CalendlyCommand::Subscribe { token, url, scope, user } => {
-            let opts = calendly_api::SubscribeOptions { token: pick(token), url, scope, user };
-            let (sub, notes) = rt.block_on(calendly_api::subscribe(config, opts))?;
+            let opts = api::SubscribeOptions { token: pick(token), url, scope, user };
+            let (sub, notes) = rt.block_on(api::subscribe(config, opts))?;
             for n in notes {
                 eprintln!("{n}");
             }
             println!("{}", sub.uri);
         }
         CalendlyCommand::Status { token } => {
-            let (subs, notes) = rt.block_on(calendly_api::status(config, &pick(token)))?;
+            let (subs, notes) = rt.block_on(api::status(config, &pick(token)))?;
             for n in notes {
                 eprintln!("{n}");
             }
@@ -360,7 +360,7 @@ fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
                 eprintln!("no webhook subscriptions; create one with `syncgate calendly subscribe`");
             }
             for s in &subs {
-                println!("{}", calendly_api::status_line(s));
+                println!("{}", api::status_line(s));
             }
         }
     }

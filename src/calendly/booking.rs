@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::payload::{Delivery, Invitee, Kind, ScheduledEvent};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::store::{users, Table, WriteTx};
 
 /// What happened to a delivery, as recorded in `calendly_webhook_events.outcome`.

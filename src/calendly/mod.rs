@@ -14,6 +14,7 @@
 //! minute. This module never writes the synced tables itself: `booking` does,
 //! through the writer.
 
+pub mod api;
 pub mod booking;
 pub mod payload;
 pub mod rejected;
@@ -32,8 +33,8 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::api::{authenticate, json_response, respond};
-use crate::error::{ApiError, ApiResult};
-use crate::server::{App, PeerAddr};
+use crate::http::error::{ApiError, ApiResult};
+use crate::startup::{App, PeerAddr};
 use crate::store::timefmt;
 use booking::EventRow;
 use payload::Delivery;
@@ -215,7 +216,7 @@ where
 
     let text = String::from_utf8_lossy(&body).into_owned();
     let d = delivery.clone();
-    let result = w.app.store.writer.write(move |tx| booking::apply(tx, &d, Some(&text))).await;
+    let result = w.app.store.writer.write(move |tx| Ok(booking::apply(tx, &d, Some(&text))?)).await.map_err(ApiError::from);
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(applied) => {

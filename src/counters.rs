@@ -1,0 +1,81 @@
+//! The counters and histograms webhook and sync code record into, in a
+//! per-server registry (so several servers in one test process do not mix).
+//! `ops::metrics` renders them with the facts of the moment at `/metrics`.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Every outcome a webhook delivery can be counted under, by source. Each
+/// series is exported at 0 from startup, so `rate(...)` alerts and dashboards
+/// see a series before the first event instead of "no data".
+pub const WEBHOOK_OUTCOMES: &[(&str, &[&str])] = &[
+    ("calendly", &["accepted", "duplicate", "unmatched", "ignored", "invalid", "failed", "rejected"]),
+    ("google", &["accepted", "unknown_channel", "rejected", "invalid"]),
+];
+/// Kinds and outcomes of a Google sync pass (also exported at 0 from startup).
+pub const SYNC_KINDS: &[&str] = &["incremental", "full", "safety_net"];
+pub const SYNC_OUTCOMES: &[&str] = &["ok", "error", "needs_reconnect"];
+
+/// Counters and histograms the webhook and sync code record into.
+pub struct Metrics {
+    pub registry: Registry,
+    /// `source` = calendly | google; `outcome` = accepted, duplicate, rejected, unmatched, ignored, ...
+    pub webhooks: IntCounterVec,
+    /// Calendly deliveries refused before their signature verified, by `reason`
+    /// (missing, malformed, stale, future, mismatch, no_keys, too_large).
+    pub calendly_rejected: IntCounterVec,
+    /// `kind` = incremental | full | safety_net; `outcome` = ok | error | needs_reconnect.
+    pub google_syncs: IntCounterVec,
+    pub google_sync_seconds: HistogramVec,
+    /// `endpoint` = token | userinfo | watch | stop | events_list; `status` = HTTP status or `error`.
+    pub google_api_calls: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(writer: &crate::store::writer::WriterStats) -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let webhooks =
+            counter("syncgate_webhooks_received_total", "Webhook deliveries received, by source and outcome.", &["source", "outcome"]);
+        let calendly_rejected = counter(
+            "syncgate_calendly_rejected_total",
+            "Calendly deliveries refused before their signature verified, by reason.",
+            &["reason"],
+        );
+        for reason in ["missing", "malformed", "stale", "future", "mismatch", "no_keys", "too_large"] {
+            calendly_rejected.with_label_values(&[reason]);
+        }
+        let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
+        let google_api_calls =
+            counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
+        let google_sync_seconds = HistogramVec::new(
+            HistogramOpts::new("syncgate_google_sync_duration_seconds", "Duration of Google Calendar syncs, by kind.")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(google_sync_seconds.clone()));
+        // Touching a label set creates its series at 0.
+        for (source, outcomes) in WEBHOOK_OUTCOMES {
+            for outcome in *outcomes {
+                webhooks.with_label_values(&[source, outcome]);
+            }
+        }
+        for kind in SYNC_KINDS {
+            for outcome in SYNC_OUTCOMES {
+                google_syncs.with_label_values(&[kind, outcome]);
+            }
+            google_sync_seconds.with_label_values(&[kind]);
+        }
+        let _ = registry.register(Box::new(writer.batch_size.clone()));
+        let _ = registry.register(Box::new(writer.commit_seconds.clone()));
+        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls }
+    }
+
+    pub fn webhook(&self, source: &str, outcome: &str) {
+        self.webhooks.with_label_values(&[source, outcome]).inc();
+    }
+}

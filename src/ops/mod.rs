@@ -1,0 +1,5 @@
+//! Running syncgate: metrics, the webhook health alerts and retention.
+
+pub mod alerts;
+pub mod metrics;
+pub mod retention;
