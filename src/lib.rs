@@ -41,7 +41,6 @@ pub mod counters;
 pub mod duration;
 pub mod google;
 pub mod http;
-pub mod identity;
 pub mod model;
 pub mod ops;
 pub mod realtime;

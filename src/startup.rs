@@ -53,7 +53,9 @@ pub struct AppInner {
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
     /// The identity check REST and realtime share, with its per-user cache.
-    pub identities: Arc<crate::identity::Identities>,
+    pub identities: Arc<crate::auth::identity::Identities>,
+    /// The tokens and the identity check, as routes use them.
+    pub auth: crate::http::Authenticator,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
     pub log_throttle: crate::http::log_throttle::LogThrottle,
 }
@@ -63,20 +65,6 @@ impl Deref for App {
     fn deref(&self) -> &AppInner {
         &self.0
     }
-}
-
-/// Is a browser origin allowed: listed in `server.cors_origins`, or the same
-/// origin as the page (the public URL or the Host the request came to).
-pub fn origin_allowed(config: &Config, public_url: &str, origin: &str, host: &str) -> bool {
-    let origin = origin.trim_end_matches('/');
-    if config.server.cors_origins.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin) {
-        return true;
-    }
-    if origin == public_url.trim_end_matches('/') {
-        return true;
-    }
-    let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    bare.is_some_and(|b| !host.is_empty() && b == host)
 }
 
 /// One open connection's share of `server.max_connections`; released when
@@ -133,12 +121,14 @@ impl Server {
             metrics.clone(),
         )?;
         let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
-        let identities = Arc::new(crate::identity::Identities::new(store.clone(), config.auth.user_cache.0));
+        let identities = Arc::new(crate::auth::identity::Identities::new(store.clone(), config.auth.user_cache.0));
+        let tokens = Tokens::new(&secret);
         let app = App(Arc::new(AppInner {
             metrics,
             alerts: Arc::default(),
             google,
-            tokens: Tokens::new(&secret),
+            auth: crate::http::Authenticator::new(tokens.clone(), identities.clone()),
+            tokens,
             config,
             store,
             hub,
@@ -320,10 +310,10 @@ where
 fn health(app: App) -> BoxedFilter<(Response,)> {
     let basic = warp::path!("health")
         .and(warp::get())
-        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
+        .map(|| crate::http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
     let live = warp::path!("health" / "live")
         .and(warp::get())
-        .map(|| crate::api::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        .map(|| crate::http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
     let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
         let app = app.clone();
         async move {
@@ -332,7 +322,7 @@ fn health(app: App) -> BoxedFilter<(Response,)> {
             let detail: serde_json::Map<String, serde_json::Value> =
                 checks.into_iter().map(|(k, v)| (k.to_string(), v.map(serde_json::Value::String).unwrap_or_else(|| "ok".into()))).collect();
             let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            crate::api::json_response(status, &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
+            crate::http::json_response(status, &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
         }
     });
     basic.or(live).unify().or(ready).unify().boxed()
@@ -357,10 +347,70 @@ async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
     vec![("database", db), ("writer", writer), ("hub", hub)]
 }
 
+/// The REST routes' state: records, `/api/me`, the login-link landing.
+fn rest(app: &App) -> crate::api::RestState {
+    crate::api::RestState {
+        store: app.store.clone(),
+        auth: app.auth.clone(),
+        max_body_bytes: app.config.server.max_body_bytes,
+        login: crate::api::login_link::LoginSettings {
+            cors_origins: app.config.server.cors_origins.clone(),
+            public_url: app.public_url.clone(),
+            token_ttl_secs: app.config.auth.token_ttl.as_secs() as i64,
+        },
+    }
+}
+
+/// Account changes' state: what they write and what they set off.
+fn accounts(app: &App) -> crate::accounts::AccountsState {
+    crate::accounts::AccountsState {
+        store: app.store.clone(),
+        auth: app.auth.clone(),
+        sockets: app.hub.clone(),
+        google: app.google.clone(),
+        public_url: app.public_url.clone(),
+        max_body_bytes: app.config.server.max_body_bytes,
+    }
+}
+
+/// `GET /api/admin/health`'s state.
+fn admin_health(app: &App) -> crate::ops::admin_health::AdminHealthState {
+    crate::ops::admin_health::AdminHealthState {
+        store: app.store.clone(),
+        auth: app.auth.clone(),
+        hub: app.hub.clone(),
+        alerts: app.alerts.clone(),
+        started: app.started,
+    }
+}
+
+/// `GET|PUT /api/me/calendars` (the calendars a user ticks for Google sync).
+fn calendar_routes(app: App) -> BoxedFilter<(Response,)> {
+    use crate::http::{auth_header, body, respond, with_state};
+    let get = warp::path!("api" / "me" / "calendars")
+        .and(warp::get())
+        .and(with_state(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(crate::google::calendar_routes::list(app, auth).await) });
+    let put = warp::path!("api" / "me" / "calendars")
+        .and(warp::put())
+        .and(with_state(app.clone()))
+        .and(auth_header())
+        .and(body(app.config.server.max_body_bytes))
+        .and_then(|app, auth, body| async move { respond(crate::google::calendar_routes::set(app, auth, body).await) });
+    get.or(put).unify().boxed()
+}
+
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 /// Fails (never panics) on an origin warp cannot use.
 pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
-    let all = crate::api::routes(app.clone())
+    let all = crate::api::routes(rest(&app))
+        .or(crate::accounts::routes::routes(accounts(&app)))
+        .unify()
+        .or(crate::ops::admin_health::routes(admin_health(&app)))
+        .unify()
+        .or(calendar_routes(app.clone()))
+        .unify()
         .or(crate::calendly::routes(app.clone()))
         .unify()
         .or(crate::google::routes::routes(app.clone()))
@@ -369,11 +419,11 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
         .unify()
         .or(crate::ops::metrics::routes(app.clone()))
         .unify()
-        .or(crate::web::config_route(&app))
+        .or(crate::web::config_route(crate::realtime::PATH, &app.tokens.anon_key()))
         .unify()
         .or(crate::web::routes(&app.config.server.static_dir, &crate::web::content_security_policy(&app.config, &app.public_url)))
         .unify()
-        .recover(crate::api::recover)
+        .recover(crate::http::recover)
         .unify();
     if app.config.server.cors_origins.is_empty() {
         return Ok(all.boxed());

@@ -104,52 +104,19 @@ pub fn routes(static_dir: &str, csp: &str) -> impl Filter<Extract = (Response,),
     })
 }
 
-/// Text made safe to put in HTML, including attribute values.
-pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-/// A small server-rendered page in the UI's style (for the few answers a
-/// browser lands on outside the UI, like a login link). `body_html` must
-/// already be escaped. No script and no inline style, so the page works
-/// under `default-src 'self'`.
-pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{t}</title><link rel=\"icon\" href=\"data:,\">\
-         <link rel=\"stylesheet\" href=\"/app.css\"></head>\
-         <body><main class=\"standalone\"><h1>{t}</h1>{body_html}</main></body></html>",
-        t = html_escape(title),
-    );
-    let mut res = Response::new(body.into());
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The page's URL may hold a secret (a login code): never send it on.
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        // Fixed and stricter than the UI's: these pages open no connection.
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-    res
-}
-
 /// `GET /api/config`: what the UI needs before anyone signs in. The anon key
 /// is public by design (as in Supabase, where it ships inside the app): it
 /// only opens the realtime socket, a join still needs the user's token, and
 /// REST refuses it. Serving it keeps it out of the static files, so a
 /// rotated `auth.jwt_secret` needs no rebuild.
-pub fn config_route(app: &crate::startup::App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+///
+/// `realtime_path` is where the realtime socket listens, `anon_key` the key it opens with.
+pub fn config_route(realtime_path: &str, anon_key: &str) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let body = serde_json::json!({
-        "realtime": {"path": crate::realtime::PATH, "apikey": app.tokens.anon_key()},
+        "realtime": {"path": realtime_path, "apikey": anon_key},
     });
     warp::path!("api" / "config").and(warp::get()).map(move || {
-        let mut res = crate::api::json_response(StatusCode::OK, &body);
+        let mut res = crate::http::json_response(StatusCode::OK, &body);
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res
     })

@@ -19,7 +19,7 @@ pub fn print() -> Result<(), String> {
         let opened = syncgate::store::Store::open(&db)?;
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
-        let identities = Arc::new(syncgate::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
+        let identities = Arc::new(syncgate::auth::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
         let hub = Hub::new(Arc::new(AtomicI64::new(0)), 4096);
         let unjoined = syncgate::realtime::UnjoinedSlot::take(&hub, usize::MAX).ok_or("no unjoined slot")?;
         let ctx = session::SessionCtx { hub, store: opened.store, tokens, identities, cfg: Default::default() };

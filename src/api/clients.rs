@@ -1,16 +1,17 @@
 //! `/api/clients`: an adviser's clients. Deleting one clears it from the
-//! adviser's meetings and deletes its pipeline entries, each change logged.
+//! adviser's meetings and deletes its pipeline entries, each change logged
+//! (see [`Store::delete_record`](crate::store::Store::delete_record)).
 
 use std::collections::HashMap;
 
-use rusqlite::types::Value as SqlValue;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::input::{self, nullable, opt_bounded, required_text, text};
-use super::{paging, ListQuery, Resource};
+use super::input::{self, nullable, opt_bounded, required_text};
+use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
-use crate::store::{Table, WriteTx};
+use crate::store::records::RecordFilter;
+use crate::store::Table;
 
 pub struct Clients;
 
@@ -57,57 +58,41 @@ impl Resource for Clients {
     fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["q"], &["id"])?;
         if let Some(s) = q.get("q").filter(|s| !s.trim().is_empty()) {
-            let like = format!("%{}%", s.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            lq.conditions
-                .push(("(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')".into(), SqlValue::Text(like)));
+            lq.filters.push(RecordFilter::Mentions(s.trim().to_string()));
         }
         Ok(lq)
     }
 
-    fn create(_tx: &mut WriteTx<'_>, _owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn create(body: &[u8]) -> ApiResult<Columns> {
         let c: NewClient = input::parse_body(body)?;
         let name = required_text("name", &c.name, 200)?;
         opt_bounded("phone", &c.phone, 50)?;
         opt_bounded("notes", &c.notes, 10_000)?;
-        Ok(vec![("name", SqlValue::Text(name)), ("email", text(email(c.email)?)), ("phone", text(c.phone)), ("notes", text(c.notes))])
-    }
-
-    fn patch(_tx: &mut WriteTx<'_>, _existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
-        let p: ClientPatch = input::parse_body(body)?;
-        let mut cols = Vec::new();
-        if let Some(n) = p.name {
-            cols.push(("name", SqlValue::Text(required_text("name", &n, 200)?)));
-        }
-        if let Some(e) = p.email {
-            cols.push(("email", text(email(e)?)));
-        }
-        if let Some(ph) = p.phone {
-            opt_bounded("phone", &ph, 50)?;
-            cols.push(("phone", text(ph)));
-        }
-        if let Some(n) = p.notes {
-            opt_bounded("notes", &n, 10_000)?;
-            cols.push(("notes", text(n)));
-        }
+        let mut cols = Columns::default();
+        cols.set("name", name);
+        cols.set("email", email(c.email)?);
+        cols.set("phone", c.phone);
+        cols.set("notes", c.notes);
         Ok(cols)
     }
 
-    fn before_delete(tx: &mut WriteTx<'_>, existing: &Value) -> ApiResult<()> {
-        let id = existing.get("id").and_then(Value::as_i64).unwrap_or(0);
-        let meetings: Vec<i64> = ids(tx, "SELECT id FROM meetings WHERE client_id = ?1 ORDER BY id", id)?;
-        for m in meetings {
-            tx.update(Table::Meetings, m, &[("client_id", SqlValue::Null)])?;
+    fn patch(_existing: &Value, body: &[u8]) -> ApiResult<Columns> {
+        let p: ClientPatch = input::parse_body(body)?;
+        let mut cols = Columns::default();
+        if let Some(n) = p.name {
+            cols.set("name", required_text("name", &n, 200)?);
         }
-        let deals: Vec<i64> = ids(tx, "SELECT id FROM pipeline WHERE client_id = ?1 ORDER BY id", id)?;
-        for d in deals {
-            tx.delete(Table::Pipeline, d)?;
+        if let Some(e) = p.email {
+            cols.set("email", email(e)?);
         }
-        Ok(())
+        if let Some(ph) = p.phone {
+            opt_bounded("phone", &ph, 50)?;
+            cols.set("phone", ph);
+        }
+        if let Some(n) = p.notes {
+            opt_bounded("notes", &n, 10_000)?;
+            cols.set("notes", n);
+        }
+        Ok(cols)
     }
-}
-
-fn ids(tx: &WriteTx<'_>, sql: &str, id: i64) -> ApiResult<Vec<i64>> {
-    let mut stmt = tx.conn().prepare(sql)?;
-    let rows = stmt.query_map([id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }

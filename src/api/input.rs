@@ -1,15 +1,18 @@
-//! Parsing request input into checked values: ids, cursors, JSON bodies with
-//! unknown fields refused, timestamps, and the "absent vs null" distinction
-//! PATCH needs.
+//! Parsing request input into checked values: ids, page limits and
+//! cursors, JSON bodies with unknown fields refused, timestamps, and the
+//! "absent vs null" distinction PATCH needs.
+
+use std::collections::HashMap;
 
 use base64::Engine;
-use rusqlite::types::Value as SqlValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::Identity;
+use crate::auth::identity::Identity;
+pub use crate::http::error::clip;
 use crate::http::error::{ApiError, ApiResult};
+use crate::store::records::SortValue;
 use crate::store::timefmt;
 
 pub fn parse_id(s: &str) -> ApiResult<i64> {
@@ -19,11 +22,14 @@ pub fn parse_id(s: &str) -> ApiResult<i64> {
     }
 }
 
-pub fn clip(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_string()
+/// `limit` of a list: 1 to [`MAX_LIMIT`](super::MAX_LIMIT), [`DEFAULT_LIMIT`](super::DEFAULT_LIMIT) when absent.
+pub fn limit(q: &HashMap<String, String>) -> ApiResult<usize> {
+    match q.get("limit") {
+        None => Ok(super::DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=super::MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("limit must be a whole number from 1 to {}", super::MAX_LIMIT))),
+        },
     }
 }
 
@@ -90,13 +96,6 @@ pub fn date(field: &str, s: &str) -> ApiResult<String> {
         .ok_or_else(|| ApiError::BadRequest(format!("{field} must be a date like 2026-11-23, not \"{}\"", clip(s))))
 }
 
-pub fn text(v: Option<String>) -> SqlValue {
-    match v {
-        Some(s) => SqlValue::Text(s),
-        None => SqlValue::Null,
-    }
-}
-
 /// A required, trimmed, bounded text field.
 pub fn required_text(field: &str, s: &str, max: usize) -> ApiResult<String> {
     let t = s.trim();
@@ -127,7 +126,7 @@ pub fn encode_cursor(row: &Value, order: &[&str]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Value::Array(vals).to_string())
 }
 
-pub fn decode_cursor(c: &str, n: usize) -> ApiResult<Vec<SqlValue>> {
+pub fn decode_cursor(c: &str, n: usize) -> ApiResult<Vec<SortValue>> {
     let bad = || ApiError::BadRequest("cursor is not one this server gave out; start again without it".into());
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| bad())?;
     let vals: Vec<Value> = serde_json::from_slice(&raw).map_err(|_| bad())?;
@@ -136,19 +135,9 @@ pub fn decode_cursor(c: &str, n: usize) -> ApiResult<Vec<SqlValue>> {
     }
     vals.into_iter()
         .map(|v| match v {
-            Value::Number(n) => n.as_i64().map(SqlValue::Integer).ok_or_else(bad),
-            Value::String(s) => Ok(SqlValue::Text(s)),
+            Value::Number(n) => n.as_i64().map(SortValue::Int).ok_or_else(bad),
+            Value::String(s) => Ok(SortValue::Text(s)),
             _ => Err(bad()),
         })
         .collect()
-}
-
-/// A client id in a body must name one of the row owner's clients.
-pub fn check_client(conn: &rusqlite::Connection, client_id: i64, owner: i64) -> ApiResult<()> {
-    let found: Option<i64> =
-        rusqlite::OptionalExtension::optional(conn.query_row("SELECT user_id FROM clients WHERE id = ?1", [client_id], |r| r.get(0)))?;
-    match found {
-        Some(o) if o == owner => Ok(()),
-        _ => Err(ApiError::Unprocessable(format!("client_id {client_id} is not one of this user's clients"))),
-    }
 }

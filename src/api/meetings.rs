@@ -4,18 +4,21 @@
 
 use std::collections::HashMap;
 
-use rusqlite::types::Value as SqlValue;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::input::{self, bounded, nullable, opt_bounded, required_text, text};
-use super::{paging, ListQuery, Resource};
+use super::input::{self, bounded, nullable, opt_bounded, required_text};
+use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
-use crate::store::{rows, Table, WriteTx};
+use crate::model::MeetingStatus;
+use crate::store::records::RecordFilter;
+use crate::store::Table;
 
 pub struct Meetings;
 
-pub const STATUSES: [&str; 3] = ["scheduled", "canceled", "no_show"];
+/// Where meetings come from: synced ones belong to their source.
+const SOURCES: [&str; 3] = ["google", "calendly", "manual"];
+const MANUAL: &str = "manual";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,12 +78,10 @@ struct MeetingPatch {
     notes: Option<Option<String>>,
 }
 
-fn status(s: &str) -> ApiResult<String> {
-    if STATUSES.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(ApiError::Unprocessable(format!("status must be one of scheduled, canceled, no_show, not \"{}\"", input::clip(s))))
-    }
+fn status(s: &str) -> ApiResult<MeetingStatus> {
+    MeetingStatus::parse(s).ok_or_else(|| {
+        ApiError::Unprocessable(format!("status must be one of scheduled, canceled, no_show, not \"{}\"", input::clip(s)))
+    })
 }
 
 fn url(field: &str, u: &Option<String>) -> ApiResult<()> {
@@ -93,11 +94,11 @@ fn url(field: &str, u: &Option<String>) -> ApiResult<()> {
     Ok(())
 }
 
-fn attendees(a: Vec<Value>) -> ApiResult<SqlValue> {
+fn attendees(a: Vec<Value>) -> ApiResult<Value> {
     if a.len() > 500 {
         return Err(ApiError::Unprocessable("at most 500 attendees".into()));
     }
-    Ok(SqlValue::Text(Value::Array(a).to_string()))
+    Ok(Value::Array(a))
 }
 
 fn check_times(starts: &str, ends: &str) -> ApiResult<()> {
@@ -113,30 +114,28 @@ impl Resource for Meetings {
     fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["from", "to", "status", "client_id", "source"], &["starts_at", "id"])?;
         if let Some(from) = q.get("from") {
-            lq.conditions.push(("ends_at > $".into(), SqlValue::Text(input::timestamp("from", from)?)));
+            lq.filters.push(RecordFilter::EndsAfter(input::timestamp("from", from)?));
         }
         if let Some(to) = q.get("to") {
-            lq.conditions.push(("starts_at < $".into(), SqlValue::Text(input::timestamp("to", to)?)));
+            lq.filters.push(RecordFilter::StartsBefore(input::timestamp("to", to)?));
         }
         if let Some(s) = q.get("status") {
-            if !STATUSES.contains(&s.as_str()) {
-                return Err(ApiError::BadRequest("status must be one of scheduled, canceled, no_show".into()));
-            }
-            lq.conditions.push(("status = $".into(), SqlValue::Text(s.clone())));
+            let s = MeetingStatus::parse(s).ok_or_else(|| ApiError::BadRequest("status must be one of scheduled, canceled, no_show".into()))?;
+            lq.filters.push(RecordFilter::Status(s));
         }
         if let Some(s) = q.get("source") {
-            if !["google", "calendly", "manual"].contains(&s.as_str()) {
+            if !SOURCES.contains(&s.as_str()) {
                 return Err(ApiError::BadRequest("source must be one of google, calendly, manual".into()));
             }
-            lq.conditions.push(("source = $".into(), SqlValue::Text(s.clone())));
+            lq.filters.push(RecordFilter::Source(s.clone()));
         }
         if let Some(c) = q.get("client_id") {
-            lq.conditions.push(("client_id = $".into(), SqlValue::Integer(input::parse_id(c)?)));
+            lq.filters.push(RecordFilter::ClientId(input::parse_id(c)?));
         }
         Ok(lq)
     }
 
-    fn create(tx: &mut WriteTx<'_>, owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn create(body: &[u8]) -> ApiResult<Columns> {
         let m: NewMeeting = input::parse_body(body)?;
         let title = required_text("title", &m.title, 500)?;
         let starts = input::timestamp("starts_at", &m.starts_at)?;
@@ -147,48 +146,43 @@ impl Resource for Meetings {
         opt_bounded("timezone", &m.timezone, 100)?;
         opt_bounded("notes", &m.notes, 20_000)?;
         url("meeting_url", &m.meeting_url)?;
-        if let Some(c) = m.client_id {
-            input::check_client(tx.conn(), c, owner)?;
-        }
-        Ok(vec![
-            ("source", SqlValue::Text("manual".into())),
-            ("title", SqlValue::Text(title)),
-            ("starts_at", SqlValue::Text(starts)),
-            ("ends_at", SqlValue::Text(ends)),
-            ("description", text(m.description)),
-            ("location", text(m.location)),
-            ("meeting_url", text(m.meeting_url)),
-            ("all_day", SqlValue::Integer(m.all_day.unwrap_or(false) as i64)),
-            ("timezone", text(m.timezone)),
-            ("status", SqlValue::Text(status(m.status.as_deref().unwrap_or("scheduled"))?)),
-            ("client_id", m.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
-            ("attendees", attendees(m.attendees.unwrap_or_default())?),
-            ("notes", text(m.notes)),
-        ])
+        let mut cols = Columns { client_id: Some(m.client_id), ..Columns::default() };
+        cols.set("source", MANUAL);
+        cols.set("title", title);
+        cols.set("starts_at", starts);
+        cols.set("ends_at", ends);
+        cols.set("description", m.description);
+        cols.set("location", m.location);
+        cols.set("meeting_url", m.meeting_url);
+        cols.set("all_day", m.all_day.unwrap_or(false));
+        cols.set("timezone", m.timezone);
+        cols.set("status", status(m.status.as_deref().unwrap_or(MeetingStatus::Scheduled.as_str()))?.as_str());
+        cols.set("attendees", attendees(m.attendees.unwrap_or_default())?);
+        cols.set("notes", m.notes);
+        Ok(cols)
     }
 
-    fn patch(tx: &mut WriteTx<'_>, existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn patch(existing: &Value, body: &[u8]) -> ApiResult<Columns> {
         let p: MeetingPatch = input::parse_body(body)?;
-        let source = existing.get("source").and_then(Value::as_str).unwrap_or("manual").to_string();
-        let owner = rows::owner_of(existing);
+        let source = existing.get("source").and_then(Value::as_str).unwrap_or(MANUAL).to_string();
         let cur = |k: &str| existing.get(k).cloned().unwrap_or(Value::Null);
-        let mut cols: Vec<(&'static str, SqlValue)> = Vec::new();
+        let mut cols = Columns::default();
         let mut source_owned_changes: Vec<&str> = Vec::new();
-        let mut set = |name: &'static str, new_json: Value, sql: SqlValue, cols: &mut Vec<(&'static str, SqlValue)>| {
-            if new_json != cur(name) {
+        // A column the source owns: noted when it would change.
+        let mut set = |name: &'static str, new: Value, cols: &mut Columns| {
+            if new != cur(name) {
                 source_owned_changes.push(name);
             }
-            cols.push((name, sql));
+            cols.set(name, new);
         };
 
         if let Some(t) = p.title {
-            let t = required_text("title", &t, 500)?;
-            set("title", Value::String(t.clone()), SqlValue::Text(t), &mut cols);
+            set("title", required_text("title", &t, 500)?.into(), &mut cols);
         }
         let starts = match p.starts_at {
             Some(s) => {
                 let s = input::timestamp("starts_at", &s)?;
-                set("starts_at", Value::String(s.clone()), SqlValue::Text(s.clone()), &mut cols);
+                set("starts_at", Value::String(s.clone()), &mut cols);
                 s
             }
             None => cur("starts_at").as_str().unwrap_or_default().to_string(),
@@ -196,7 +190,7 @@ impl Resource for Meetings {
         let ends = match p.ends_at {
             Some(s) => {
                 let s = input::timestamp("ends_at", &s)?;
-                set("ends_at", Value::String(s.clone()), SqlValue::Text(s.clone()), &mut cols);
+                set("ends_at", Value::String(s.clone()), &mut cols);
                 s
             }
             None => cur("ends_at").as_str().unwrap_or_default().to_string(),
@@ -204,24 +198,23 @@ impl Resource for Meetings {
         for (name, val, max) in [("description", p.description, 20_000), ("location", p.location, 1000), ("timezone", p.timezone, 100)] {
             if let Some(v) = val {
                 opt_bounded(name, &v, max)?;
-                set(name, v.clone().map(Value::String).unwrap_or(Value::Null), text(v), &mut cols);
+                set(name, v.into(), &mut cols);
             }
         }
         if let Some(u) = p.meeting_url {
             url("meeting_url", &u)?;
-            set("meeting_url", u.clone().map(Value::String).unwrap_or(Value::Null), text(u), &mut cols);
+            set("meeting_url", u.into(), &mut cols);
         }
         if let Some(a) = p.all_day {
-            set("all_day", Value::Bool(a), SqlValue::Integer(a as i64), &mut cols);
+            set("all_day", Value::Bool(a), &mut cols);
         }
         if let Some(s) = p.status {
-            let s = status(&s)?;
-            set("status", Value::String(s.clone()), SqlValue::Text(s), &mut cols);
+            set("status", status(&s)?.as_str().into(), &mut cols);
         }
         if let Some(a) = p.attendees {
-            set("attendees", Value::Array(a.clone()), attendees(a)?, &mut cols);
+            set("attendees", attendees(a)?, &mut cols);
         }
-        if source != "manual" && !source_owned_changes.is_empty() {
+        if source != MANUAL && !source_owned_changes.is_empty() {
             return Err(ApiError::Conflict(format!(
                 "{} of a {source} meeting belong to {source}; change them there (here only client_id and notes can change)",
                 source_owned_changes.join(", ")
@@ -229,16 +222,11 @@ impl Resource for Meetings {
         }
         // After the ownership check: on a synced meeting, touching its times is a 409 whatever they are.
         check_times(&starts, &ends)?;
-        // Local fields, editable on every meeting.
-        if let Some(c) = p.client_id {
-            if let Some(id) = c {
-                input::check_client(tx.conn(), id, owner)?;
-            }
-            cols.push(("client_id", c.map(SqlValue::Integer).unwrap_or(SqlValue::Null)));
-        }
+        // Local fields, editable on every meeting (the store checks the client is the owner's).
+        cols.client_id = p.client_id;
         if let Some(n) = p.notes {
             opt_bounded("notes", &n, 20_000)?;
-            cols.push(("notes", text(n)));
+            cols.set("notes", n);
         }
         Ok(cols)
     }

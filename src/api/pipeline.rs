@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use rusqlite::types::Value as SqlValue;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::input::{self, nullable, opt_bounded, required_text, text};
-use super::{paging, ListQuery, Resource};
+use super::input::{self, nullable, opt_bounded, required_text};
+use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
-use crate::store::{rows, Table, WriteTx};
+use crate::store::records::RecordFilter;
+use crate::store::Table;
 
 pub struct Pipeline;
 
@@ -59,11 +59,11 @@ fn stage(s: &str) -> ApiResult<String> {
     }
 }
 
-fn value(v: f64) -> ApiResult<SqlValue> {
+fn value(v: f64) -> ApiResult<f64> {
     if !v.is_finite() || v < 0.0 {
         return Err(ApiError::Unprocessable("value must be a number of zero or more".into()));
     }
-    Ok(SqlValue::Real(v))
+    Ok(v)
 }
 
 impl Resource for Pipeline {
@@ -75,63 +75,53 @@ impl Resource for Pipeline {
             if !STAGES.contains(&s.as_str()) {
                 return Err(ApiError::BadRequest("stage must be one of lead, qualified, proposal, won, lost".into()));
             }
-            lq.conditions.push(("stage = $".into(), SqlValue::Text(s.clone())));
+            lq.filters.push(RecordFilter::Stage(s.clone()));
         }
         if let Some(c) = q.get("client_id") {
-            lq.conditions.push(("client_id = $".into(), SqlValue::Integer(input::parse_id(c)?)));
+            lq.filters.push(RecordFilter::ClientId(input::parse_id(c)?));
         }
         Ok(lq)
     }
 
-    fn create(tx: &mut WriteTx<'_>, owner: i64, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn create(body: &[u8]) -> ApiResult<Columns> {
         let d: NewDeal = input::parse_body(body)?;
         let title = required_text("title", &d.title, 300)?;
-        if let Some(c) = d.client_id {
-            input::check_client(tx.conn(), c, owner)?;
-        }
         opt_bounded("notes", &d.notes, 20_000)?;
         let close = match d.expected_close {
             Some(s) => Some(input::date("expected_close", &s)?),
             None => None,
         };
-        Ok(vec![
-            ("title", SqlValue::Text(title)),
-            ("client_id", d.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
-            ("stage", SqlValue::Text(stage(d.stage.as_deref().unwrap_or("lead"))?)),
-            ("value", value(d.value.unwrap_or(0.0))?),
-            ("expected_close", text(close)),
-            ("notes", text(d.notes)),
-        ])
+        let mut cols = Columns { client_id: Some(d.client_id), ..Columns::default() };
+        cols.set("title", title);
+        cols.set("stage", stage(d.stage.as_deref().unwrap_or("lead"))?);
+        cols.set("value", value(d.value.unwrap_or(0.0))?);
+        cols.set("expected_close", close);
+        cols.set("notes", d.notes);
+        Ok(cols)
     }
 
-    fn patch(tx: &mut WriteTx<'_>, existing: &Value, body: &[u8]) -> ApiResult<Vec<(&'static str, SqlValue)>> {
+    fn patch(_existing: &Value, body: &[u8]) -> ApiResult<Columns> {
         let p: DealPatch = input::parse_body(body)?;
-        let mut cols = Vec::new();
+        let mut cols = Columns { client_id: p.client_id, ..Columns::default() };
         if let Some(t) = p.title {
-            cols.push(("title", SqlValue::Text(required_text("title", &t, 300)?)));
-        }
-        if let Some(c) = p.client_id {
-            if let Some(id) = c {
-                input::check_client(tx.conn(), id, rows::owner_of(existing))?;
-            }
-            cols.push(("client_id", c.map(SqlValue::Integer).unwrap_or(SqlValue::Null)));
+            cols.set("title", required_text("title", &t, 300)?);
         }
         if let Some(s) = p.stage {
-            cols.push(("stage", SqlValue::Text(stage(&s)?)));
+            cols.set("stage", stage(&s)?);
         }
         if let Some(v) = p.value {
-            cols.push(("value", value(v)?));
+            cols.set("value", value(v)?);
         }
         if let Some(c) = p.expected_close {
             let c = match c {
                 Some(s) => Some(input::date("expected_close", &s)?),
                 None => None,
             };
-            cols.push(("expected_close", text(c)));
+            cols.set("expected_close", c);
         }
         if let Some(n) = p.notes {
             opt_bounded("notes", &n, 20_000)?;
-            cols.push(("notes", text(n)));
+            cols.set("notes", n);
         }
         Ok(cols)
     }

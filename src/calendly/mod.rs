@@ -32,7 +32,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::api::{authenticate, json_response, respond};
+use crate::http::{authenticate, json_response, respond};
 use crate::http::error::{ApiError, ApiResult};
 use crate::startup::{App, PeerAddr};
 use crate::store::timefmt;
@@ -147,7 +147,7 @@ fn source_of(headers: &HeaderMap, peer: Option<PeerAddr>) -> String {
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 64);
     match (forwarded, peer) {
-        (Some(f), _) => crate::api::input::clip(f),
+        (Some(f), _) => crate::http::clip(f),
         (None, Some(p)) => p.0.ip().to_string(),
         (None, None) => "?".into(),
     }
@@ -317,7 +317,7 @@ async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
 
 /// `GET /api/admin/health/calendly`: [`admin_health`] for admins.
 async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&w.app, auth).await?;
+    let who = authenticate(&w.app.auth, auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see webhook details".into()));
     }

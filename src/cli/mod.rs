@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::{self, Tokens};
 use crate::config::Config;
 use crate::duration::Dur;
-use crate::store::{self, users};
+use crate::store;
 
 pub mod running;
 mod users_cmd;
@@ -140,9 +140,9 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::User(cmd) => user(&config, cmd),
+        Command::User(cmd) => user(&config, cmd).map_err(|e| e.to_string()),
         Command::Token(args) => token(&config, args),
-        Command::LoginLink { user } => login_link(&config, user),
+        Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(|e| e.to_string()),
         Command::Backup { to } => backup(&config, &to),
         Command::Check => check(&config),
         Command::Calendly(c) => calendly(&config, c),
@@ -214,18 +214,21 @@ fn tokens(config: &Config) -> Result<Tokens, String> {
     Ok(Tokens::new(&secret))
 }
 
-fn user(config: &Config, cmd: UserCommand) -> Result<(), String> {
-    use users_cmd::Change;
+fn user(config: &Config, cmd: UserCommand) -> Result<(), users_cmd::UserCommandError> {
+    use crate::model::AccountStatus;
+    use users_cmd::{role, Change, UserCommandError};
     let change = match cmd {
         UserCommand::List => return users_cmd::list(config),
-        UserCommand::Add { email, name, role } => Change::Add { email, name, role },
-        UserCommand::Invite { email, name, role } => Change::Invite { email, name, role },
-        UserCommand::Role { id, role } => Change::Role { id, role },
-        UserCommand::Disable { id } => Change::Status { id, status: "disabled".into() },
-        UserCommand::Enable { id } => Change::Status { id, status: "active".into() },
+        UserCommand::Add { email, name, role: r } => Change::Add { email, name, role: role(&r)? },
+        UserCommand::Invite { email, name, role: r } => Change::Invite { email, name, role: role(&r)? },
+        UserCommand::Role { id, role: r } => Change::Role { id, role: role(&r)? },
+        UserCommand::Disable { id } => Change::Status { id, status: AccountStatus::Disabled },
+        UserCommand::Enable { id } => Change::Status { id, status: AccountStatus::Active },
         UserCommand::Remove { id, yes } => {
             if !yes {
-                return Err(format!("removing user {id} deletes them and all their clients, meetings and pipeline; add --yes to confirm"));
+                return Err(UserCommandError::Refused(format!(
+                    "removing user {id} deletes them and all their clients, meetings and pipeline; add --yes to confirm"
+                )));
             }
             Change::Remove { id }
         }
@@ -236,34 +239,8 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), String> {
 
 fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
     let t = tokens(config)?;
-    if args.anon {
-        println!("{}", t.anon_key());
-        return Ok(());
-    }
-    let id = args.user.ok_or("give --user ID or --anon")?;
-    let conn = store::open_connection(&config.database)?;
-    let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
-    if !user.is_active() {
-        return Err(format!("user {id} is disabled; enable them first (syncgate user enable {id})"));
-    }
-    println!("{}", t.user_token(user.id, &user.role, args.ttl.as_secs() as i64));
-    Ok(())
-}
-
-fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
-    let conn = store::open_connection(&config.database)?;
-    let user = users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
-    if !user.is_active() {
-        return Err(format!("user {user_id} is disabled; enable them first (syncgate user enable {user_id})"));
-    }
-    let code = auth::create_login_link(&conn, user_id)?;
-    let bind = config.bind_addr()?;
-    if bind.port() == 0 && config.server.public_url.trim().is_empty() {
-        // The CLI cannot know which port a `serve` on port 0 picked.
-        eprintln!("syncgate: server.bind uses port 0, so this link has no real port; set server.public_url to the server's address");
-    }
-    println!("{}/auth/link?code={code}", config.public_url(bind));
-    Ok(())
+    let user = if args.anon { None } else { Some(args.user.ok_or("give --user ID or --anon")?) };
+    users_cmd::token(config, &t, user, args.ttl.as_secs() as i64).map_err(|e| e.to_string())
 }
 
 /// SQLite's online backup: a consistent copy of the database as of the moment

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::api::{authenticate, json_response};
+use crate::http::{authenticate, json_response};
 use crate::google::calendars::CalendarView;
 use crate::google::sync::SyncError;
 use crate::http::error::{ApiError, ApiResult};
@@ -31,7 +31,7 @@ fn answer(calendars: Vec<CalendarView>) -> Response {
 
 /// `GET /api/me/calendars`
 pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -47,7 +47,7 @@ pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
 
 /// `PUT /api/me/calendars` with `{"selected": ["<calendar id>", ...]}`
 pub async fn set(app: App, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }

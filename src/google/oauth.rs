@@ -156,7 +156,7 @@ impl GoogleSync {
     /// background. Errors are sentences safe to show.
     pub async fn finish_sign_in(self: &Arc<Self>, q: Callback, cookie: Option<String>) -> ApiResult<users::User> {
         if let Some(err) = q.error.as_deref() {
-            let err = crate::api::input::clip(err);
+            let err = crate::http::clip(err);
             return Err(if err == "access_denied" {
                 ApiError::Forbidden("Google sign-in was cancelled: syncgate was not given access".into())
             } else {
@@ -241,7 +241,7 @@ impl GoogleSync {
                         None => match users::by_email(conn, &email)? {
                             Some(u) => (u.id, false),
                             None if may_sign_up(&auth, &email) => {
-                                let id = users::create(conn, &email, name.as_deref(), "user").map_err(ApiError::Unprocessable)?;
+                                let id = users::create(conn, &email, name.as_deref(), "user")?;
                                 (id, true)
                             }
                             None => {

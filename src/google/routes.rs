@@ -16,7 +16,7 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::api::{authenticate, json_response, respond, with_app};
+use crate::http::{authenticate, json_response, respond, with_state as with_app};
 use crate::google::oauth::{self, Callback, Purpose};
 use crate::google::{health, sync::SyncError};
 use crate::http::error::{ApiError, ApiResult};
@@ -119,7 +119,7 @@ async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String
     let purpose = match q.get("connect").map(String::as_str) {
         None | Some("0") | Some("false") => Purpose::SignIn,
         Some(_) => {
-            let who = authenticate(&app, auth).await?;
+            let who = authenticate(&app.auth, auth).await?;
             Purpose::Connect(who.user_id)
         }
     };
@@ -142,7 +142,7 @@ async fn start_connect(app: App, auth: Option<String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     let started = app.google.start_sign_in(Purpose::Connect(who.user_id))?;
     let mut res = json_response(StatusCode::OK, &serde_json::json!({"location": started.location}));
     if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
@@ -169,7 +169,7 @@ async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> R
     let mut res = match result {
         Ok(user) => {
             let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
-            crate::api::redirect_with_token(&token)
+            crate::http::reply::redirect_with_token(&token)
         }
         Err(e) => {
             match &e {
@@ -224,7 +224,7 @@ fn sync_error(e: SyncError) -> ApiError {
 
 /// `POST /api/calendar/webhook/setup` (JWT): register or replace the caller's channel.
 async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -238,7 +238,7 @@ async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
 
 /// `DELETE /api/calendar/webhook` (JWT): stop the caller's channels.
 async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -358,7 +358,7 @@ async fn public_status(app: App) -> ApiResult<Response> {
 
 /// `GET /api/admin/health/google` (admin JWT).
 async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app, auth).await?;
+    let who = authenticate(&app.auth, auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see this".into()));
     }

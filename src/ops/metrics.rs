@@ -134,7 +134,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
                     Ok(res)
                 }
                 .await;
-                crate::api::respond(result)
+                crate::http::respond(result)
             }
         })
         .boxed()

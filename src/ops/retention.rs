@@ -61,7 +61,7 @@ pub async fn reduce_payloads_once(app: &App) -> crate::store::StoreResult<usize>
 /// Delete one chunk of audit entries older than `auth.audit_retention`.
 pub async fn prune_audit_once(app: &App) -> crate::store::StoreResult<usize> {
     let cutoff = cutoff(&app.config.auth.audit_retention);
-    app.store.writer.write(move |tx| Ok(crate::store::accounts::prune_audit(tx.conn(), &cutoff, CHUNK)?)).await
+    app.store.prune_audit(cutoff, CHUNK).await
 }
 
 /// Delete one chunk of Calendly delivery rows (every outcome) and of

@@ -144,7 +144,7 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
     let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !crate::startup::origin_allowed(&app.config, &app.public_url, origin, host) {
+        if !crate::http::origin_allowed(&app.config.server.cors_origins, &app.public_url, origin, host) {
             return Err(ApiError::Forbidden(format!("origin {origin} is not allowed; add it to server.cors_origins")));
         }
     }

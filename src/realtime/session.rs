@@ -10,7 +10,7 @@
 //! timer, so an idle wakeup costs no timer or notify registration.
 //!
 //! Who the socket is signed in as is decided by the shared identity check
-//! ([`crate::identity`]) at every join and token swap, and again whenever the
+//! ([`crate::auth::identity`]) at every join and token swap, and again whenever the
 //! cached answer it used runs out or the hub says the user's account changed:
 //! a user no longer allowed in gets a `system` error and `phx_close` on every
 //! channel; a demoted admin continues with only their own rows.
@@ -36,7 +36,7 @@ use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketSh
 use super::protocol::{self as proto, Inbound, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
-use crate::identity::{Identities, Refused};
+use crate::auth::identity::{Identities, Refused};
 use crate::store::snapshot::{self, SnapshotReader};
 use crate::store::tables::ALL_TABLES;
 use crate::store::{changes, Store, Table};
@@ -410,7 +410,7 @@ where
                 let reason = if ev == "broadcast" || ev == "presence" {
                     format!("{ev} is not supported; syncgate offers postgres_changes only")
                 } else {
-                    format!("unknown event \"{}\"", crate::api::input::clip(ev))
+                    format!("unknown event \"{}\"", crate::http::clip(ev))
                 };
                 self.refuse(&msg, &reason);
             }

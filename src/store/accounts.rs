@@ -7,12 +7,16 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::error::{StoreError, StoreResult};
+use super::login_links::{self, NewLoginLink};
 use super::tables::Table;
-use super::users;
+use super::users::{self, User};
 use super::writer::WriteTx;
+use super::Store;
+use crate::model::{AccountStatus, Role};
 
 /// Who made an account change, for the audit log.
 #[derive(Debug, Clone)]
@@ -52,7 +56,7 @@ fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> StoreResult<(
 /// What [`remove`] refuses, checked on a read connection: a user that does
 /// not exist, or the last active admin (callers check before doing anything
 /// outside the database; `remove` checks again in its transaction).
-pub fn check_removable(conn: &Connection, id: i64) -> StoreResult<()> {
+fn check_removable(conn: &Connection, id: i64) -> StoreResult<()> {
     let account = users::account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     if account.admin && account.active {
         ensure_another_admin(conn, id, "removed")?;
@@ -61,10 +65,10 @@ pub fn check_removable(conn: &Connection, id: i64) -> StoreResult<()> {
 }
 
 fn is_active_admin(row: &Value) -> bool {
-    field(row, "role") == "admin" && field(row, "status") == "active"
+    field(row, "role") == Role::Admin.as_str() && field(row, "status") == AccountStatus::Active.as_str()
 }
 
-pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
+fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
     tx.conn()
         .prepare_cached(
             "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -82,13 +86,10 @@ pub fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, deta
 }
 
 /// Create a user (active); returns the public row.
-pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: &str) -> StoreResult<Value> {
+fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: Role) -> StoreResult<Value> {
     let email = email.trim();
     if !users::valid_email(email) {
-        return Err(StoreError::Invalid(format!("\"{}\" is not an email address", crate::api::input::clip(email))));
-    }
-    if role != "user" && role != "admin" {
-        return Err(StoreError::Invalid(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
+        return Err(StoreError::Invalid(format!("\"{email}\" is not an email address")));
     }
     if users::by_email(tx.conn(), email)?.is_some() {
         return Err(StoreError::Conflict(format!("a user with email {email} already exists")));
@@ -99,7 +100,7 @@ pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&st
         &[
             ("email", SqlValue::Text(email.to_string())),
             ("name", name.map_or(SqlValue::Null, |n| SqlValue::Text(n.to_string()))),
-            ("role", SqlValue::Text(role.to_string())),
+            ("role", SqlValue::Text(role.as_str().to_string())),
         ],
     )?;
     audit(tx, actor, "invite", &row, json!({"role": role}))?;
@@ -107,46 +108,44 @@ pub fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&st
 }
 
 /// `admin` or `user`. Demoting the last active admin is refused.
-pub fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: &str) -> StoreResult<Value> {
-    if role != "user" && role != "admin" {
-        return Err(StoreError::Invalid(format!("role must be user or admin, not \"{}\"", crate::api::input::clip(role))));
-    }
+fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: Role) -> StoreResult<Value> {
     let row = user_row(tx, id)?;
     let before = field(&row, "role").to_string();
-    if before == role {
+    if before == role.as_str() {
         return Ok(row);
     }
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "demoted")?;
     }
     let after = tx
-        .update(Table::Users, id, &[("role", SqlValue::Text(role.into()))])?
+        .update(Table::Users, id, &[("role", SqlValue::Text(role.as_str().into()))])?
         .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     audit(tx, actor, "role", &after, json!({"from": before, "to": role}))?;
     Ok(after)
 }
 
 /// `active` or `disabled`. Disabling the last active admin is refused.
-pub fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: &str) -> StoreResult<Value> {
-    if status != "active" && status != "disabled" {
-        return Err(StoreError::Invalid(format!("status must be active or disabled, not \"{}\"", crate::api::input::clip(status))));
-    }
+fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: AccountStatus) -> StoreResult<Value> {
     let row = user_row(tx, id)?;
-    if field(&row, "status") == status {
+    if field(&row, "status") == status.as_str() {
         return Ok(row);
     }
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "disabled")?;
     }
     let after = tx
-        .update(Table::Users, id, &[("status", SqlValue::Text(status.into()))])?
+        .update(Table::Users, id, &[("status", SqlValue::Text(status.as_str().into()))])?
         .ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
-    audit(tx, actor, if status == "disabled" { "disable" } else { "enable" }, &after, json!({}))?;
+    let action = match status {
+        AccountStatus::Disabled => "disable",
+        AccountStatus::Active => "enable",
+    };
+    audit(tx, actor, action, &after, json!({}))?;
     Ok(after)
 }
 
 /// Sign out everywhere: every token issued until now is refused.
-pub fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Value> {
+fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Value> {
     user_row(tx, id)?;
     let now = tx.now().to_string();
     let after = tx
@@ -169,15 +168,15 @@ pub struct Removed {
 /// others that pointed at their clients lose the link, logged too), their
 /// sign-in links, channels and sync state. Their Calendly signing keys stay
 /// (other hosts' deliveries may be signed with them), unassigned.
-pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> {
+fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> {
     let row = user_row(tx, id)?;
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "removed")?;
     }
     // The account goes first in the log: its open sockets see it before
     // any DELETE of their rows, and stop there (see `realtime::session`).
-    if field(&row, "status") == "active" {
-        tx.update(Table::Users, id, &[("status", SqlValue::Text("disabled".into()))])?;
+    if field(&row, "status") == AccountStatus::Active.as_str() {
+        tx.update(Table::Users, id, &[("status", SqlValue::Text(AccountStatus::Disabled.as_str().into()))])?;
     }
     let ids_where = |tx: &WriteTx<'_>, sql: &str| -> StoreResult<Vec<i64>> {
         let mut stmt = tx.conn().prepare(sql)?;
@@ -228,32 +227,121 @@ pub fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Remov
     Ok(Removed { user: row, rows: deleted })
 }
 
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub actor_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub target_id: Option<i64>,
+    pub target: Option<String>,
+    pub detail: Value,
+}
+
 /// Audit entries, newest first, before `before_id` (paging).
-pub fn audit_page(conn: &Connection, limit: usize, before_id: Option<i64>) -> rusqlite::Result<Vec<Value>> {
+fn audit_page(conn: &Connection, limit: usize, before_id: Option<i64>) -> rusqlite::Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare(
         "SELECT id, at, actor_id, actor, action, target_id, target, detail FROM audit_log
          WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(rusqlite::params![before_id.unwrap_or(i64::MAX), limit as i64], |r| {
         let detail: Option<String> = r.get(7)?;
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "at": r.get::<_, String>(1)?,
-            "actor_id": r.get::<_, Option<i64>>(2)?,
-            "actor": r.get::<_, String>(3)?,
-            "action": r.get::<_, String>(4)?,
-            "target_id": r.get::<_, Option<i64>>(5)?,
-            "target": r.get::<_, Option<String>>(6)?,
-            "detail": detail.and_then(|d| serde_json::from_str::<Value>(&d).ok()).unwrap_or(Value::Null),
-        }))
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            actor_id: r.get(2)?,
+            actor: r.get(3)?,
+            action: r.get(4)?,
+            target_id: r.get(5)?,
+            target: r.get(6)?,
+            detail: detail.and_then(|d| serde_json::from_str::<Value>(&d).ok()).unwrap_or(Value::Null),
+        })
     })?;
     rows.collect()
 }
 
-/// Delete up to `chunk` audit entries older than `cutoff`; returns how many.
-pub fn prune_audit(conn: &Connection, cutoff: &str, chunk: i64) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-        rusqlite::params![cutoff, chunk],
-    )
+/// A role and/or status change: the status before, and the user after.
+#[derive(Debug, Clone)]
+pub struct AccountChange {
+    pub status_before: Option<AccountStatus>,
+    pub user: User,
+}
+
+fn public_user(tx: &WriteTx<'_>, id: i64) -> StoreResult<User> {
+    users::get(tx.conn(), id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))
+}
+
+impl Store {
+    /// Create an active user and, with `link`, a single-use sign-in link for them, in one transaction.
+    pub async fn invite(&self, actor: Actor, email: String, name: Option<String>, role: Role, link: Option<NewLoginLink>) -> StoreResult<User> {
+        self.writer
+            .write(move |tx| {
+                let row = invite(tx, &actor, &email, name.as_deref(), role)?;
+                let id = row.get("id").and_then(Value::as_i64).unwrap_or(0);
+                if let Some(link) = &link {
+                    login_links::add(tx.conn(), id, link)?;
+                }
+                public_user(tx, id)
+            })
+            .await
+    }
+
+    /// Change the role and/or the status in one transaction (both or neither).
+    pub async fn change_account(
+        &self,
+        actor: Actor,
+        id: i64,
+        role: Option<Role>,
+        status: Option<AccountStatus>,
+    ) -> StoreResult<AccountChange> {
+        self.writer
+            .write(move |tx| {
+                let before = user_row(tx, id)?;
+                let status_before = AccountStatus::parse(field(&before, "status"));
+                if let Some(role) = role {
+                    set_role(tx, &actor, id, role)?;
+                }
+                if let Some(status) = status {
+                    set_status(tx, &actor, id, status)?;
+                }
+                Ok(AccountChange { status_before, user: public_user(tx, id)? })
+            })
+            .await
+    }
+
+    /// Sign out everywhere: every token issued until now is refused.
+    pub async fn sign_out_everywhere(&self, actor: Actor, id: i64) -> StoreResult<()> {
+        self.writer.write(move |tx| sign_out(tx, &actor, id).map(|_| ())).await
+    }
+
+    /// What [`Store::remove_account`] refuses, checked before anything is
+    /// done outside the database (a user that does not exist, the last
+    /// active admin); the removal checks again in its transaction.
+    pub async fn check_removable(&self, id: i64) -> StoreResult<()> {
+        self.read(move |c| check_removable(c, id)).await
+    }
+
+    /// Delete the account and everything of theirs (see `remove`).
+    pub async fn remove_account(&self, actor: Actor, id: i64) -> StoreResult<Removed> {
+        self.writer.write(move |tx| remove(tx, &actor, id)).await
+    }
+
+    /// Up to `limit` audit entries, newest first, before the entry `before_id`.
+    pub async fn audit_page(&self, limit: usize, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+        self.read(move |c| Ok(audit_page(c, limit, before_id)?)).await
+    }
+
+    /// Delete up to `chunk` audit entries older than `cutoff`; returns how many.
+    pub async fn prune_audit(&self, cutoff: String, chunk: i64) -> StoreResult<usize> {
+        self.writer
+            .write(move |tx| {
+                Ok(tx.conn().execute(
+                    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                    rusqlite::params![cutoff, chunk],
+                )?)
+            })
+            .await
+    }
 }

@@ -6,7 +6,9 @@
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::timefmt;
+use super::error::{StoreError, StoreResult};
+use super::{timefmt, Store};
+use crate::model::{AccountStatus, Role};
 
 /// A user as the API shows it: no secrets.
 #[derive(Debug, Clone, Serialize)]
@@ -29,10 +31,10 @@ pub struct User {
 
 impl User {
     pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+        self.role == Role::Admin.as_str()
     }
     pub fn is_active(&self) -> bool {
-        self.status == "active"
+        self.status == AccountStatus::Active.as_str()
     }
 }
 
@@ -71,8 +73,8 @@ pub fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> 
         .query_row([id], |r| {
             let after: Option<String> = r.get(2)?;
             Ok(Account {
-                admin: r.get::<_, String>(0)? == "admin",
-                active: r.get::<_, String>(1)? == "active",
+                admin: r.get::<_, String>(0)? == Role::Admin.as_str(),
+                active: r.get::<_, String>(1)? == AccountStatus::Active.as_str(),
                 // An unreadable stamp signs out every token rather than none.
                 tokens_valid_after_ms: after
                     .map(|a| timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
@@ -117,23 +119,65 @@ pub fn valid_email(email: &str) -> bool {
     }
 }
 
-/// Create a user; returns its id. Errors are sentences for the CLI.
-pub fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> Result<i64, String> {
+/// Create a user (`role` is `user` or `admin`); returns its id.
+pub fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> StoreResult<i64> {
     let email = email.trim();
     if !valid_email(email) {
-        return Err(format!("\"{email}\" is not an email address"));
+        return Err(StoreError::Invalid(format!("\"{email}\" is not an email address")));
     }
-    if role != "user" && role != "admin" {
-        return Err(format!("role must be user or admin, not \"{role}\""));
-    }
-    if by_email(conn, email).map_err(|e| e.to_string())?.is_some() {
-        return Err(format!("a user with email {email} already exists"));
+    let role = Role::parse(role).ok_or_else(|| StoreError::Invalid(format!("role must be user or admin, not \"{role}\"")))?;
+    if by_email(conn, email)?.is_some() {
+        return Err(StoreError::Conflict(format!("a user with email {email} already exists")));
     }
     let now = timefmt::format(timefmt::now());
     conn.execute(
         "INSERT INTO users (email, name, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-        rusqlite::params![email, name, role, now],
-    )
-    .map_err(|e| format!("cannot add the user: {e}"))?;
+        rusqlite::params![email, name, role.as_str(), now],
+    )?;
     Ok(conn.last_insert_rowid())
+}
+
+/// A user as `GET /api/me` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    #[serde(flatten)]
+    pub user: User,
+    /// When the user's first Google push channel runs out (one per ticked
+    /// calendar; each is renewed automatically before then).
+    pub google_channel_expires_at: Option<String>,
+}
+
+impl Store {
+    /// One user, without secrets.
+    pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
+        self.read(move |c| Ok(get(c, id)?)).await
+    }
+
+    /// Every user, by id.
+    pub async fn users(&self) -> StoreResult<Vec<User>> {
+        self.read(|c| Ok(list(c)?)).await
+    }
+
+    /// What the identity check needs to know about a user.
+    pub async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
+        self.read(move |c| Ok(account(c, id)?)).await
+    }
+
+    /// Record that the user was seen now (not a synced change: never logged).
+    pub async fn touch_last_seen(&self, id: i64) -> StoreResult<()> {
+        self.writer.write(move |tx| Ok(touch_last_seen(tx.conn(), id, tx.now())?)).await
+    }
+
+    /// The user and when their first Google channel expires.
+    pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
+        self.read(move |c| {
+            let expires: Option<String> = c.query_row(
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
+                [id],
+                |r| r.get(0),
+            )?;
+            Ok(get(c, id)?.map(|user| Profile { user, google_channel_expires_at: expires }))
+        })
+        .await
+    }
 }

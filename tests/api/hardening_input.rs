@@ -112,10 +112,7 @@ fn urlencode(s: &str) -> String {
 async fn a_get_of_a_login_link_does_not_use_it_up_and_only_the_post_signs_in_once() {
     let app = spawn_app().await;
     let (id, _) = app.add_user("ann@example.com", "user");
-    let code = {
-        let conn = syncgate::store::open_connection(&app.config.database).unwrap();
-        syncgate::auth::create_login_link(&conn, id).unwrap()
-    };
+    let code = syncgate::auth::login_links::create(&app.app.store, id).await.unwrap();
     let link = app.url(&format!("/auth/link?code={code}"));
 
     // A mail scanner fetches it, twice, as a browser would.
@@ -151,8 +148,7 @@ async fn a_get_of_a_login_link_does_not_use_it_up_and_only_the_post_signs_in_onc
     assert_eq!((s, body["error"].as_str()), (401, Some("unauthorized")), "a link works once");
 
     // A form posted from another site does not sign anyone in.
-    let conn = syncgate::store::open_connection(&app.config.database).unwrap();
-    let fresh = syncgate::auth::create_login_link(&conn, id).unwrap();
+    let fresh = syncgate::auth::login_links::create(&app.app.store, id).await.unwrap();
     let r = app
         .http
         .post(app.url("/auth/link"))

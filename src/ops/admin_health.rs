@@ -1,37 +1,54 @@
 //! `GET /api/admin/health` (admin JWT): everything an operator needs on one
 //! page — alerts, Google channels and expiries, users needing reconnect,
 //! Calendly outcome counts and unmatched hosts, realtime and writer state.
-//! Never a secret.
+//! Never a secret. (Moved from `api/admin.rs`: it reads every feature, so it
+//! lives above them.)
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::json;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+use warp::Filter;
 
-use crate::http::error::{ApiError, ApiResult};
-use crate::startup::App;
+use crate::http::{auth_header, authenticate, json_response, respond, with_state, ApiError, ApiResult, Authenticator};
+use crate::ops::alerts::AlertMonitor;
+use crate::realtime::Hub;
+use crate::store::Store;
 
-pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = super::authenticate(&app, auth).await?;
+/// What the health page reads. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminHealthState {
+    pub store: Store,
+    pub auth: Authenticator,
+    pub hub: Arc<Hub>,
+    pub alerts: Arc<AlertMonitor>,
+    pub started: Instant,
+}
+
+async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Response> {
+    let who = authenticate(&state.auth, auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins may see the health details".into()));
     }
-    let (google, calendly, retained, oldest) = app
+    let (google, calendly, retained, oldest) = state
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
             Ok((crate::google::health::admin_health(c), crate::calendly::admin_health(c), retained, crate::store::changes::oldest(c)?))
         })
         .await?;
-    let hub = &app.hub.stats;
-    let w = &app.store.writer.stats;
+    let hub = &state.hub.stats;
+    let w = &state.store.writer.stats;
     let batches = w.batches.load(Relaxed).max(1);
     let body = json!({
-        "status": if app.alerts.active().is_empty() { "ok" } else { "attention" },
+        "status": if state.alerts.active().is_empty() { "ok" } else { "attention" },
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": app.started.elapsed().as_secs(),
-        "alerts": app.alerts.active(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "alerts": state.alerts.active(),
         "google": google,
         "calendly": calendly,
         "realtime": {
@@ -48,7 +65,17 @@ pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
             "failed_requests": w.failed_requests.load(Relaxed),
             "mean_batch_size": w.requests.load(Relaxed) as f64 / batches as f64,
         },
-        "changes": {"head_seq": app.hub.head(), "oldest_seq": oldest, "retained": retained},
+        "changes": {"head_seq": state.hub.head(), "oldest_seq": oldest, "retained": retained},
     });
-    Ok(super::json_response(StatusCode::OK, &body))
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /api/admin/health`
+pub fn routes(state: AdminHealthState) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "admin" / "health")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(auth_header())
+        .and_then(|state, auth| async move { respond(health(state, auth).await) })
+        .boxed()
 }

@@ -1,21 +1,25 @@
-//! Tokens and identity. HS256 only, keyed by `auth.jwt_secret`; no leeway.
-//! User tokens carry `sub` (the user id as a decimal string), `exp`, `iat`
-//! (compared with the user's `tokens_valid_after`, see [`crate::identity`]) and
-//! an optional `role`; `nbf` is honoured when present. The anon key is
-//! `{"role":"anon"}` and is good only as the realtime `apikey`. Also the
-//! single-use login links of `syncgate login-link`.
+//! Who is calling: tokens, login links and the identity check.
+//!
+//! Tokens are HS256 only, keyed by `auth.jwt_secret`; no leeway. User tokens
+//! carry `sub` (the user id as a decimal string), `exp`, `iat` (compared with
+//! the user's `tokens_valid_after`, see [`identity`]) and an optional `role`;
+//! `nbf` is honoured when present. The anon key is `{"role":"anon"}` and is
+//! good only as the realtime `apikey`. The single-use sign-in links of
+//! `syncgate login-link` are in [`login_links`].
+
+pub mod identity;
+pub mod login_links;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::store::timefmt;
+use crate::model::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
@@ -39,7 +43,7 @@ impl Claims {
         self.sub.is_none()
     }
     pub fn is_admin(&self) -> bool {
-        self.role.as_deref() == Some("admin")
+        self.role.as_deref() == Some(Role::Admin.as_str())
     }
     /// The user id `sub` names, if it is a decimal id.
     pub fn user_id(&self) -> Option<i64> {
@@ -117,7 +121,7 @@ impl Tokens {
     }
 
     pub fn user_token(&self, user_id: i64, role: &str, ttl_secs: i64) -> String {
-        let role = (role == "admin").then(|| "admin".to_string());
+        let role = (role == Role::Admin.as_str()).then(|| Role::Admin.as_str().to_string());
         let iat = Some(unix_now_ms() as f64 / 1000.0);
         self.sign(&Claims { sub: Some(user_id.to_string()), exp: unix_now() + ttl_secs, role, iat, nbf: None })
     }
@@ -128,7 +132,7 @@ impl Tokens {
     }
 
     /// A short-lived token for the command line to call this server's admin
-    /// routes: no user, `role: operator` (see `api::accounts`).
+    /// routes: no user, `role: operator` (see `accounts::routes`).
     pub fn operator_token(&self, ttl_secs: i64) -> String {
         let iat = Some(unix_now_ms() as f64 / 1000.0);
         self.sign(&Claims { sub: None, exp: unix_now() + ttl_secs, role: Some("operator".into()), iat, nbf: None })
@@ -287,45 +291,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-pub const LOGIN_LINK_TTL_SECS: i64 = 15 * 60;
-
-/// Store a new single-use login code for a user; returns the code.
-pub fn create_login_link(conn: &Connection, user_id: i64) -> Result<String, String> {
-    let code = random_token(32);
-    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(LOGIN_LINK_TTL_SECS);
-    conn.execute(
-        "INSERT INTO login_links (code_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-        rusqlite::params![sha256_hex(&code), user_id, timefmt::format(expires)],
-    )
-    .map_err(|e| format!("cannot store the login link: {e}"))?;
-    Ok(code)
-}
-
-/// Whether a login code could still be used (read only: looking does not use it up).
-pub fn login_link_usable(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<bool> {
-    let row: Option<(String, Option<String>)> = conn
-        .query_row("SELECT expires_at, used_at FROM login_links WHERE code_hash = ?1", [sha256_hex(code)], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(matches!(row, Some((expires_at, None)) if expires_at.as_str() > now))
-}
-
-/// Use a login code: returns the user id once; None if unknown, used or expired.
-pub fn redeem_login_link(conn: &Connection, code: &str, now: &str) -> rusqlite::Result<Option<i64>> {
-    let hash = sha256_hex(code);
-    let row: Option<(i64, String, Option<String>)> = conn
-        .query_row("SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1", [&hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    match row {
-        Some((user_id, expires_at, None)) if expires_at.as_str() > now => {
-            conn.execute("UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2", rusqlite::params![now, hash])?;
-            Ok(Some(user_id))
-        }
-        _ => Ok(None),
-    }
 }
 
 #[cfg(test)]

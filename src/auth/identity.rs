@@ -15,7 +15,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::auth::{Claims, TokenError, Tokens};
+use super::{Claims, TokenError, Tokens};
 use crate::store::{users, Store};
 
 /// Who is calling: a real, active user (anon keys never get this far).
@@ -59,15 +59,6 @@ impl std::fmt::Display for Refused {
             Refused::Disabled => write!(f, "this account is disabled; ask an admin to enable it"),
             Refused::SignedOut => write!(f, "this token was signed out (sign out everywhere); sign in again"),
             Refused::Unavailable => write!(f, "the account could not be checked just now; try again"),
-        }
-    }
-}
-
-impl From<Refused> for crate::http::error::ApiError {
-    fn from(r: Refused) -> Self {
-        match r {
-            Refused::Unavailable => crate::http::error::ApiError::Unavailable(r.to_string()),
-            other => crate::http::error::ApiError::Unauthorized(other.to_string()),
         }
     }
 }
@@ -134,7 +125,7 @@ impl Identities {
             Some(c) => c,
             None => {
                 let fetched = Instant::now();
-                let account = self.store.read(move |c| Ok(users::account(c, user_id)?)).await.map_err(|_| Refused::Unavailable)?;
+                let account = self.store.account(user_id).await.map_err(|_| Refused::Unavailable)?;
                 let account = account.ok_or(Refused::NoUser)?;
                 if self.cache.len() >= MAX_CACHED {
                     self.cache.clear();
@@ -190,9 +181,9 @@ impl Identities {
             self.seen_written.clear();
         }
         self.seen_written.insert(user_id, now);
-        let writer = self.store.writer.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let done = writer.write(move |tx| Ok(users::touch_last_seen(tx.conn(), user_id, tx.now())?)).await;
+            let done = store.touch_last_seen(user_id).await;
             if let Err(e) = done {
                 tracing::debug!(user = user_id, error = %e, "could not record last_seen");
             }
@@ -204,38 +195,37 @@ impl Identities {
 mod tests {
     use super::*;
     use crate::config::DatabaseConfig;
+    use crate::model::{AccountStatus, Role};
+    use crate::store::accounts::Actor;
 
     #[tokio::test]
     async fn the_stored_account_decides_and_is_read_again_only_after_it_is_dropped_or_stale() {
         let dir = tempfile::tempdir().unwrap();
         let db = DatabaseConfig { path: dir.path().join("t.db").to_string_lossy().into_owned(), ..Default::default() };
-        let opened = crate::store::Store::open(&db).unwrap();
-        let conn = crate::store::open_connection(&db).unwrap();
-        let id = users::create(&conn, "ann@example.com", None, "user").unwrap();
+        let store = crate::store::Store::open(&db).unwrap().store;
+        let _admin = store.invite(Actor::cli(), "root@example.com".into(), None, Role::Admin, None).await.unwrap();
+        let id = store.invite(Actor::cli(), "ann@example.com".into(), None, Role::User, None).await.unwrap().id;
         let tokens = Tokens::new("identity-test-secret-identity-test-0123");
-        let ids = Identities::new(opened.store.clone(), Duration::from_secs(60));
+        let ids = Identities::new(store.clone(), Duration::from_secs(60));
 
         let admin_token = tokens.verify(&tokens.user_token(id, "admin", 60)).unwrap();
         let checked = ids.check(&admin_token).await.unwrap();
         assert_eq!(checked.identity, Identity { user_id: id, admin: false }, "an admin token of a user who is not admin is narrowed");
 
-        conn.execute("UPDATE users SET status = 'disabled' WHERE id = ?1", [id]).unwrap();
+        store.change_account(Actor::cli(), id, None, Some(AccountStatus::Disabled)).await.unwrap();
         assert!(ids.check(&admin_token).await.is_ok(), "cached for the ttl: no read per request");
         ids.forget(id);
         assert_eq!(ids.check(&admin_token).await.unwrap_err(), Refused::Disabled);
 
-        conn.execute(
-            "UPDATE users SET status = 'active', tokens_valid_after = ?2 WHERE id = ?1",
-            rusqlite::params![id, crate::store::timefmt::format(crate::store::timefmt::now())],
-        )
-        .unwrap();
+        store.change_account(Actor::cli(), id, None, Some(AccountStatus::Active)).await.unwrap();
+        store.sign_out_everywhere(Actor::cli(), id).await.unwrap();
         ids.forget(id);
         assert_eq!(ids.check(&admin_token).await.unwrap_err(), Refused::SignedOut, "issued before the sign-out");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let fresh = tokens.verify(&tokens.user_token(id, "user", 60)).unwrap();
         assert!(ids.check(&fresh).await.is_ok(), "issued after it");
 
-        conn.execute("DELETE FROM users WHERE id = ?1", [id]).unwrap();
+        store.remove_account(Actor::cli(), id).await.unwrap();
         ids.forget(id);
         assert_eq!(ids.check(&fresh).await.unwrap_err(), Refused::NoUser);
         let anon = tokens.verify(&tokens.anon_key()).unwrap();
