@@ -5,19 +5,17 @@
 //! `role: operator`) it mints with the secret, so its changes go through this
 //! server's writer and reach open sockets.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
 use super::AccountsState;
 use crate::api::input;
-use crate::http::{auth_header, authenticate, bearer, body, json_response, query, respond, with_state, ApiError, ApiResult};
+use crate::http::{auth_header, authenticate, bearer, body, json_response, query, respond, with_state, ApiError, ApiResult, QueryParams};
 use crate::model::{AccountStatus, Role};
 use crate::store::accounts::Actor;
 
@@ -142,7 +140,7 @@ async fn sign_out_me(state: AccountsState, auth: Option<String>) -> ApiResult<Re
 }
 
 /// `GET /api/admin/audit?limit=&cursor=`: account changes, newest first.
-async fn audit(state: AccountsState, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
+async fn audit(state: AccountsState, auth: Option<String>, q: QueryParams) -> ApiResult<Response> {
     admin_actor(&state, auth).await?;
     for k in q.keys() {
         if k != "limit" && k != "cursor" {
@@ -185,12 +183,10 @@ pub fn routes(state: AccountsState) -> BoxedFilter<(Response,)> {
         .and(auth_header())
         .and(body(limit))
         .and_then(|state, auth, b| async move { respond(invite(state, auth, b).await) });
-    let patch_r = one
-        .and(warp::patch())
-        .and(with_state(state.clone()))
-        .and(auth_header())
-        .and(body(limit))
-        .and_then(|id: String, state, auth, b| async move { respond(async { patch(state, input::parse_id(&id)?, auth, b).await }.await) });
+    let patch_r =
+        one.and(warp::patch()).and(with_state(state.clone())).and(auth_header()).and(body(limit)).and_then(
+            |id: String, state, auth, b| async move { respond(async { patch(state, input::parse_id(&id)?, auth, b).await }.await) },
+        );
     let delete_r = one
         .and(warp::delete())
         .and(with_state(state.clone()))
@@ -200,7 +196,9 @@ pub fn routes(state: AccountsState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(auth_header())
-        .and_then(|id: String, state, auth| async move { respond(async { sign_out_user(state, input::parse_id(&id)?, auth).await }.await) });
+        .and_then(
+            |id: String, state, auth| async move { respond(async { sign_out_user(state, input::parse_id(&id)?, auth).await }.await) },
+        );
     let me_r = warp::path!("api" / "me" / "signout")
         .and(warp::post())
         .and(with_state(state.clone()))
@@ -212,18 +210,5 @@ pub fn routes(state: AccountsState) -> BoxedFilter<(Response,)> {
         .and(auth_header())
         .and(query())
         .and_then(|state, auth, q| async move { respond(audit(state, auth, q).await) });
-    list_r
-        .or(invite_r)
-        .unify()
-        .or(patch_r)
-        .unify()
-        .or(delete_r)
-        .unify()
-        .or(signout_r)
-        .unify()
-        .or(me_r)
-        .unify()
-        .or(audit_r)
-        .unify()
-        .boxed()
+    list_r.or(invite_r).unify().or(patch_r).unify().or(delete_r).unify().or(signout_r).unify().or(me_r).unify().or(audit_r).unify().boxed()
 }

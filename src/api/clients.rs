@@ -2,14 +2,13 @@
 //! adviser's meetings and deletes its pipeline entries, each change logged
 //! (see [`Store::delete_record`](crate::store::Store::delete_record)).
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::input::{self, nullable, opt_bounded, required_text};
 use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::QueryParams;
 use crate::store::records::RecordFilter;
 use crate::store::Table;
 
@@ -55,7 +54,7 @@ fn email(e: Option<String>) -> ApiResult<Option<String>> {
 impl Resource for Clients {
     const TABLE: Table = Table::Clients;
 
-    fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
+    fn list_query(q: &QueryParams) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["q"], &["id"])?;
         if let Some(s) = q.get("q").filter(|s| !s.trim().is_empty()) {
             lq.filters.push(RecordFilter::Mentions(s.trim().to_string()));

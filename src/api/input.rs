@@ -2,8 +2,6 @@
 //! cursors, JSON bodies with unknown fields refused, timestamps, and the
 //! "absent vs null" distinction PATCH needs.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -12,6 +10,7 @@ use serde_json::Value;
 use crate::auth::identity::Identity;
 pub use crate::http::error::clip;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::QueryParams;
 use crate::store::records::SortValue;
 use crate::store::timefmt;
 
@@ -23,7 +22,7 @@ pub fn parse_id(s: &str) -> ApiResult<i64> {
 }
 
 /// `limit` of a list: 1 to [`MAX_LIMIT`](super::MAX_LIMIT), [`DEFAULT_LIMIT`](super::DEFAULT_LIMIT) when absent.
-pub fn limit(q: &HashMap<String, String>) -> ApiResult<usize> {
+pub fn limit(q: &QueryParams) -> ApiResult<usize> {
     match q.get("limit") {
         None => Ok(super::DEFAULT_LIMIT),
         Some(l) => match l.parse::<usize>() {

@@ -3,8 +3,6 @@
 //! signed in. Browsers get a page saying why a link did not work; programs
 //! the JSON error.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -13,7 +11,7 @@ use warp::Filter;
 use super::RestState;
 use crate::auth::login_links;
 use crate::http::reply::{html_escape, html_page, redirect_with_token, wants_html};
-use crate::http::{body, origin_allowed, query, with_state, ApiError, ApiResult};
+use crate::http::{body, origin_allowed, query, with_state, ApiError, ApiResult, QueryParams};
 use crate::store::login_links::Redemption;
 
 /// What the landing needs besides the store and the tokens.
@@ -49,7 +47,7 @@ fn link_error(e: ApiError, html: bool) -> Response {
 /// `GET /auth/link?code=…`: a page whose button signs in. GET never uses the
 /// code up: mail security scanners fetch every link they see, and would
 /// otherwise spend it before the person clicks.
-async fn page(state: RestState, q: HashMap<String, String>, headers: HeaderMap) -> Response {
+async fn page(state: RestState, q: QueryParams, headers: HeaderMap) -> Response {
     let html = wants_html(&headers);
     let checked = async {
         let code = code_of(q.get("code"))?;
@@ -86,7 +84,7 @@ async fn sign_in(state: RestState, headers: HeaderMap, body: Bytes) -> Response 
                 return Err(ApiError::Forbidden("this sign-in form was sent from another site".into()));
             }
         }
-        let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let form: QueryParams = url::form_urlencoded::parse(&body).into_owned().collect();
         let code = code_of(form.get("code"))?;
         let user = match login_links::redeem(&state.store, &code).await? {
             Redemption::SignedIn(user) => user,
@@ -106,7 +104,12 @@ async fn sign_in(state: RestState, headers: HeaderMap, body: Bytes) -> Response 
 /// `GET` and `POST /auth/link`.
 pub fn routes(state: RestState) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = state.max_body_bytes;
-    let page_r = warp::path!("auth" / "link").and(warp::get()).and(with_state(state.clone())).and(query()).and(warp::header::headers_cloned()).then(page);
+    let page_r = warp::path!("auth" / "link")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(query())
+        .and(warp::header::headers_cloned())
+        .then(page);
     let sign_in_r = warp::path!("auth" / "link")
         .and(warp::post())
         .and(with_state(state))

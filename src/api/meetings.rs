@@ -2,14 +2,13 @@
 //! `calendly` meetings the source owns title, times, place and status, and
 //! only the local fields (`client_id`, `notes`) change here.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::input::{self, bounded, nullable, opt_bounded, required_text};
 use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::QueryParams;
 use crate::model::MeetingStatus;
 use crate::store::records::RecordFilter;
 use crate::store::Table;
@@ -79,9 +78,8 @@ struct MeetingPatch {
 }
 
 fn status(s: &str) -> ApiResult<MeetingStatus> {
-    MeetingStatus::parse(s).ok_or_else(|| {
-        ApiError::Unprocessable(format!("status must be one of scheduled, canceled, no_show, not \"{}\"", input::clip(s)))
-    })
+    MeetingStatus::parse(s)
+        .ok_or_else(|| ApiError::Unprocessable(format!("status must be one of scheduled, canceled, no_show, not \"{}\"", input::clip(s))))
 }
 
 fn url(field: &str, u: &Option<String>) -> ApiResult<()> {
@@ -111,7 +109,7 @@ fn check_times(starts: &str, ends: &str) -> ApiResult<()> {
 impl Resource for Meetings {
     const TABLE: Table = Table::Meetings;
 
-    fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
+    fn list_query(q: &QueryParams) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["from", "to", "status", "client_id", "source"], &["starts_at", "id"])?;
         if let Some(from) = q.get("from") {
             lq.filters.push(RecordFilter::EndsAfter(input::timestamp("from", from)?));
@@ -120,7 +118,8 @@ impl Resource for Meetings {
             lq.filters.push(RecordFilter::StartsBefore(input::timestamp("to", to)?));
         }
         if let Some(s) = q.get("status") {
-            let s = MeetingStatus::parse(s).ok_or_else(|| ApiError::BadRequest("status must be one of scheduled, canceled, no_show".into()))?;
+            let s =
+                MeetingStatus::parse(s).ok_or_else(|| ApiError::BadRequest("status must be one of scheduled, canceled, no_show".into()))?;
             lq.filters.push(RecordFilter::Status(s));
         }
         if let Some(s) = q.get("source") {

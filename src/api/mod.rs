@@ -12,8 +12,6 @@ pub mod login_link;
 pub mod meetings;
 pub mod pipeline;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde_json::Value;
 use warp::filters::BoxedFilter;
@@ -22,7 +20,9 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::identity::Identity;
-use crate::http::{auth_header, authenticate, body, json_response, query, respond, with_state, ApiError, ApiResult, Authenticator};
+use crate::http::{
+    auth_header, authenticate, body, json_response, query, respond, with_state, ApiError, ApiResult, Authenticator, QueryParams,
+};
 use crate::store::records::{NewRecord, RecordChange, RecordFilter, RecordQuery, SortValue, Visibility};
 use crate::store::{Store, Table};
 
@@ -52,7 +52,7 @@ pub fn visibility(who: Identity) -> Visibility {
 pub trait Resource: Send + Sync + 'static {
     const TABLE: Table;
     /// `GET` list: the filters and sort order of this table.
-    fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery>;
+    fn list_query(q: &QueryParams) -> ApiResult<ListQuery>;
     /// The columns of a new record, from a create body.
     fn create(body: &[u8]) -> ApiResult<Columns>;
     /// The columns a patch body changes on `existing`.
@@ -62,7 +62,7 @@ pub trait Resource: Send + Sync + 'static {
 /// Checked column values for a create or a patch.
 #[derive(Debug, Default)]
 pub struct Columns {
-    pub set: Vec<(&'static str, Value)>,
+    pub values: Vec<(&'static str, Value)>,
     /// The client the record links to (`Some(None)`: no client); the store
     /// checks it is one of the owner's.
     pub client_id: Option<Option<i64>>,
@@ -70,7 +70,7 @@ pub struct Columns {
 
 impl Columns {
     pub fn set(&mut self, column: &'static str, value: impl Into<Value>) {
-        self.set.push((column, value.into()));
+        self.values.push((column, value.into()));
     }
 }
 
@@ -88,7 +88,7 @@ pub const MAX_LIMIT: usize = 500;
 
 /// `limit` and `cursor` common to every list, plus a check that no other
 /// parameter than `allowed` was sent.
-pub fn paging(q: &HashMap<String, String>, allowed: &[&str], order: &'static [&'static str]) -> ApiResult<ListQuery> {
+pub fn paging(q: &QueryParams, allowed: &[&str], order: &'static [&'static str]) -> ApiResult<ListQuery> {
     for k in q.keys() {
         if k != "limit" && k != "cursor" && !allowed.contains(&k.as_str()) {
             return Err(ApiError::BadRequest(format!("unknown query parameter {k}")));
@@ -103,11 +103,17 @@ pub fn paging(q: &HashMap<String, String>, allowed: &[&str], order: &'static [&'
 }
 
 /// `GET /api/<table>?limit=&cursor=&…`
-async fn list<R: Resource>(state: RestState, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
+async fn list<R: Resource>(state: RestState, auth: Option<String>, q: QueryParams) -> ApiResult<Response> {
     let who = authenticate(&state.auth, auth).await?;
     let lq = R::list_query(&q)?;
-    let query =
-        RecordQuery { table: R::TABLE, visible: visibility(who), filters: lq.filters, order: lq.order, after: lq.after, limit: lq.limit + 1 };
+    let query = RecordQuery {
+        table: R::TABLE,
+        visible: visibility(who),
+        filters: lq.filters,
+        order: lq.order,
+        after: lq.after,
+        limit: lq.limit + 1,
+    };
     let mut items = state.store.records_page(query).await?;
     let next = if items.len() > lq.limit {
         items.truncate(lq.limit);
@@ -151,7 +157,7 @@ async fn create<R: Resource>(state: RestState, auth: Option<String>, body: Bytes
     input::check_json_object(&body)?;
     let owner = input::owner_for_create(&body, who)?;
     let cols = R::create(&body)?;
-    let new = NewRecord { table: R::TABLE, owner, columns: cols.set, client_id: cols.client_id.flatten() };
+    let new = NewRecord { table: R::TABLE, owner, columns: cols.values, client_id: cols.client_id.flatten() };
     let row = state.store.create_record(new).await?;
     Ok(json_response(StatusCode::CREATED, &row))
 }
@@ -162,7 +168,7 @@ async fn patch<R: Resource>(state: RestState, id: i64, auth: Option<String>, bod
     input::check_json_object(&body)?;
     let existing = visible::<R>(&state, who, id).await?;
     let cols = R::patch(&existing, &body)?;
-    let change = RecordChange { table: R::TABLE, id, visible: visibility(who), columns: cols.set, client_id: cols.client_id };
+    let change = RecordChange { table: R::TABLE, id, visible: visibility(who), columns: cols.values, client_id: cols.client_id };
     let row = state.store.change_record(change).await?;
     Ok(json_response(StatusCode::OK, &row))
 }
@@ -207,9 +213,9 @@ fn resource<R: Resource>(state: RestState) -> impl Filter<Extract = (Response,),
         .and(with_state(state.clone()))
         .and(auth_header())
         .and(body(limit))
-        .and_then(|id: String, state, auth, b| async move {
-            respond(async { patch::<R>(state, input::parse_id(&id)?, auth, b).await }.await)
-        });
+        .and_then(
+            |id: String, state, auth, b| async move { respond(async { patch::<R>(state, input::parse_id(&id)?, auth, b).await }.await) },
+        );
     let delete_r = base
         .and(warp::path::param::<String>())
         .and(warp::path::end())

@@ -1,13 +1,12 @@
 //! `/api/pipeline`: deals moving through lead → qualified → proposal → won / lost.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::input::{self, nullable, opt_bounded, required_text};
 use super::{paging, Columns, ListQuery, Resource};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::QueryParams;
 use crate::store::records::RecordFilter;
 use crate::store::Table;
 
@@ -69,7 +68,7 @@ fn value(v: f64) -> ApiResult<f64> {
 impl Resource for Pipeline {
     const TABLE: Table = Table::Pipeline;
 
-    fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
+    fn list_query(q: &QueryParams) -> ApiResult<ListQuery> {
         let mut lq = paging(q, &["stage", "client_id"], &["id"])?;
         if let Some(s) = q.get("stage") {
             if !STAGES.contains(&s.as_str()) {

@@ -32,8 +32,8 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::http::{authenticate, json_response, respond};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::{authenticate, json_response, respond};
 use crate::startup::{App, PeerAddr};
 use crate::store::timefmt;
 use booking::EventRow;

@@ -141,7 +141,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::User(cmd) => user(&config, cmd).map_err(|e| e.to_string()),
-        Command::Token(args) => token(&config, args),
+        Command::Token(args) => token(&config, args).map_err(|e| e.to_string()),
         Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(|e| e.to_string()),
         Command::Backup { to } => backup(&config, &to),
         Command::Check => check(&config),
@@ -209,11 +209,6 @@ async fn shutdown_signal() {
     }
 }
 
-fn tokens(config: &Config) -> Result<Tokens, String> {
-    let (secret, _) = auth::resolve_secret(config)?;
-    Ok(Tokens::new(&secret))
-}
-
 fn user(config: &Config, cmd: UserCommand) -> Result<(), users_cmd::UserCommandError> {
     use crate::model::AccountStatus;
     use users_cmd::{role, Change, UserCommandError};
@@ -237,10 +232,15 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), users_cmd::UserCommandE
     users_cmd::change(config, change)
 }
 
-fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
-    let t = tokens(config)?;
-    let user = if args.anon { None } else { Some(args.user.ok_or("give --user ID or --anon")?) };
-    users_cmd::token(config, &t, user, args.ttl.as_secs() as i64).map_err(|e| e.to_string())
+fn token(config: &Config, args: TokenArgs) -> Result<(), users_cmd::UserCommandError> {
+    use users_cmd::UserCommandError;
+    let (secret, _) = auth::resolve_secret(config).map_err(UserCommandError::Setup)?;
+    let user = match (args.anon, args.user) {
+        (true, _) => None,
+        (false, Some(id)) => Some(id),
+        (false, None) => return Err(UserCommandError::Refused("give --user ID or --anon".into())),
+    };
+    users_cmd::token(config, &Tokens::new(&secret), user, args.ttl.as_secs() as i64)
 }
 
 /// SQLite's online backup: a consistent copy of the database as of the moment

@@ -159,7 +159,10 @@ impl From<UserView> for User {
 async fn through_server(config: &Config, url: &str, change: Change) -> Result<String, UserCommandError> {
     let (secret, _) = crate::auth::resolve_secret(config).map_err(UserCommandError::Setup)?;
     let token = crate::auth::Tokens::new(&secret).operator_token(60);
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().map_err(|e| UserCommandError::Setup(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| UserCommandError::Setup(e.to_string()))?;
     let users_url = format!("{url}/api/admin/users");
     let req = match &change {
         Change::Add { email, name, role } => {
@@ -171,7 +174,8 @@ async fn through_server(config: &Config, url: &str, change: Change) -> Result<St
         Change::Remove { id } => http.delete(format!("{users_url}/{id}")),
         Change::SignOut { id } => http.post(format!("{users_url}/{id}/signout")),
     };
-    let res = req.bearer_auth(token).send().await.map_err(|e| UserCommandError::Refused(format!("the server at {url} did not answer: {e}")))?;
+    let res =
+        req.bearer_auth(token).send().await.map_err(|e| UserCommandError::Refused(format!("the server at {url} did not answer: {e}")))?;
     let status = res.status();
     let body: Value = res.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -180,7 +184,9 @@ async fn through_server(config: &Config, url: &str, change: Change) -> Result<St
     }
     match change {
         Change::Add { .. } => Ok(body["user"]["id"].as_i64().unwrap_or(0).to_string()),
-        Change::Invite { .. } => body["link"].as_str().map(str::to_string).ok_or_else(|| UserCommandError::Refused("the server returned no link".into())),
+        Change::Invite { .. } => {
+            body["link"].as_str().map(str::to_string).ok_or_else(|| UserCommandError::Refused("the server returned no link".into()))
+        }
         Change::Role { .. } | Change::Status { .. } => user_line_from(&body),
         Change::Remove { id } | Change::SignOut { id } => Ok(id.to_string()),
     }

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::http::{authenticate, json_response};
 use crate::google::calendars::CalendarView;
 use crate::google::sync::SyncError;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::{authenticate, json_response};
 use crate::startup::App;
 
 /// The body of `PUT /api/me/calendars`.

@@ -16,10 +16,10 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::http::{authenticate, json_response, respond, with_state as with_app};
 use crate::google::oauth::{self, Callback, Purpose};
 use crate::google::{health, sync::SyncError};
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::{authenticate, json_response, respond, with_state as with_app};
 use crate::startup::App;
 use crate::store::{timefmt, watch_channels};
 

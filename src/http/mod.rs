@@ -20,4 +20,4 @@ pub use error::{clip, ApiError, ApiResult};
 pub use identity::{auth_header, authenticate, bearer, Authenticator};
 pub use recover::recover;
 pub use reply::{json_response, respond};
-pub use request::{body, query, with_state};
+pub use request::{body, query, with_state, QueryParams};

@@ -60,10 +60,13 @@ where
     Ok(buf.freeze())
 }
 
+/// A query string's parameters by name (the last of a repeated name wins).
+pub type QueryParams = HashMap<String, String>;
+
 /// The query string's parameters (none when there is no query string).
-pub fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+pub fn query() -> impl Filter<Extract = (QueryParams,), Error = Infallible> + Clone {
     warp::query::raw()
-        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
-        .or(warp::any().map(HashMap::new))
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<QueryParams>())
+        .or(warp::any().map(QueryParams::new))
         .unify()
 }

@@ -275,7 +275,14 @@ fn public_user(tx: &WriteTx<'_>, id: i64) -> StoreResult<User> {
 
 impl Store {
     /// Create an active user and, with `link`, a single-use sign-in link for them, in one transaction.
-    pub async fn invite(&self, actor: Actor, email: String, name: Option<String>, role: Role, link: Option<NewLoginLink>) -> StoreResult<User> {
+    pub async fn invite(
+        &self,
+        actor: Actor,
+        email: String,
+        name: Option<String>,
+        role: Role,
+        link: Option<NewLoginLink>,
+    ) -> StoreResult<User> {
         self.writer
             .write(move |tx| {
                 let row = invite(tx, &actor, &email, name.as_deref(), role)?;

@@ -141,11 +141,8 @@ fn condition(filter: &RecordFilter) -> (&'static str, SqlValue) {
 
 /// A client id on a record must name one of the record owner's clients.
 fn check_client(tx: &WriteTx<'_>, client_id: i64, owner: i64) -> StoreResult<()> {
-    let found: Option<i64> = rusqlite::OptionalExtension::optional(tx.conn().query_row(
-        "SELECT user_id FROM clients WHERE id = ?1",
-        [client_id],
-        |r| r.get(0),
-    ))?;
+    let found: Option<i64> =
+        rusqlite::OptionalExtension::optional(tx.conn().query_row("SELECT user_id FROM clients WHERE id = ?1", [client_id], |r| r.get(0)))?;
     match found {
         Some(o) if o == owner => Ok(()),
         _ => Err(StoreError::Invalid(format!("client_id {client_id} is not one of this user's clients"))),
@@ -197,7 +194,8 @@ impl Store {
             }
             sql.push_str(&format!(" ORDER BY {} LIMIT {}", q.order.join(", "), q.limit));
             let mut stmt = conn.prepare(&sql)?;
-            let items = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| rows::row_to_json(q.table, r))?.collect::<Result<_, _>>()?;
+            let items =
+                stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| rows::row_to_json(q.table, r))?.collect::<Result<_, _>>()?;
             Ok(items)
         })
         .await

@@ -68,7 +68,7 @@ pub struct Account {
     pub tokens_valid_after_ms: Option<i64>,
 }
 
-pub fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> {
+pub(super) fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> {
     conn.prepare_cached("SELECT role, status, tokens_valid_after FROM users WHERE id = ?1")?
         .query_row([id], |r| {
             let after: Option<String> = r.get(2)?;
@@ -84,7 +84,7 @@ pub fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> 
 }
 
 /// Record that the user was seen (not a synced change: never logged).
-pub fn touch_last_seen(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+fn touch_last_seen(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?.execute(rusqlite::params![id, now])?;
     Ok(())
 }
@@ -97,7 +97,7 @@ pub fn by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<User>
     conn.query_row(&format!("{SELECT} WHERE email = ?1"), [email.trim()], from_row).optional()
 }
 
-pub fn list(conn: &Connection) -> rusqlite::Result<Vec<User>> {
+fn list(conn: &Connection) -> rusqlite::Result<Vec<User>> {
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY id"))?;
     let rows = stmt.query_map([], from_row)?;
     rows.collect()
@@ -171,11 +171,10 @@ impl Store {
     /// The user and when their first Google channel expires.
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
-            let expires: Option<String> = c.query_row(
-                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
-                [id],
-                |r| r.get(0),
-            )?;
+            let expires: Option<String> =
+                c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", [id], |r| {
+                    r.get(0)
+                })?;
             Ok(get(c, id)?.map(|user| Profile { user, google_channel_expires_at: expires }))
         })
         .await
