@@ -385,6 +385,8 @@ fn admin_health(app: &App) -> crate::ops::admin_health::AdminHealthState {
 }
 
 /// `GET|PUT /api/me/calendars` (the calendars a user ticks for Google sync).
+/// Mounted here since they left `api` (which may not reach into `google`),
+/// until `google` exposes them with its own routes and state.
 fn calendar_routes(app: App) -> BoxedFilter<(Response,)> {
     use crate::http::{auth_header, body, respond, with_state};
     let get = warp::path!("api" / "me" / "calendars")
