@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{self, Tokens};
-use crate::config::Config;
+use crate::config::{secret, Config, ExposeSecret};
 use crate::duration::Dur;
+use crate::startup::{Server, StartupError};
 use crate::store::{self, users};
 
 pub mod running;
@@ -134,18 +135,19 @@ pub fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     // A short or empty secret would let anyone sign tokens: no command runs with one.
-    if let Err(e) = auth::check_secret(&config) {
+    if let Err(e) = secret::check_secret(&config) {
         eprintln!("syncgate: {e}");
         return ExitCode::from(2);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
-        Command::User(cmd) => user(&config, cmd),
-        Command::Token(args) => token(&config, args),
-        Command::LoginLink { user } => login_link(&config, user),
-        Command::Backup { to } => backup(&config, &to),
-        Command::Check => check(&config),
-        Command::Calendly(c) => calendly(&config, c),
+    // Each command fails with its own error; all of them print as one sentence.
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).map_err(Into::into),
+        Command::User(cmd) => user(&config, cmd).map_err(Into::into),
+        Command::Token(args) => token(&config, args).map_err(Into::into),
+        Command::LoginLink { user } => login_link(&config, user).map_err(Into::into),
+        Command::Backup { to } => backup(&config, &to).map_err(Into::into),
+        Command::Check => check(&config).map_err(Into::into),
+        Command::Calendly(c) => calendly(&config, c).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,10 +175,10 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-fn serve(config: Config) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+fn serve(config: Config) -> Result<(), StartupError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(StartupError::Runtime)?;
     rt.block_on(async move {
-        let server = crate::startup::Server::build(config).await?;
+        let server = Server::build(config).await?;
         // A plain print, not a log line: scripts wait for it on stdout.
         println!("syncgate listening on http://{}", server.addr());
         use std::io::Write;
@@ -210,8 +212,8 @@ async fn shutdown_signal() {
 }
 
 fn tokens(config: &Config) -> Result<Tokens, String> {
-    let (secret, _) = auth::resolve_secret(config)?;
-    Ok(Tokens::new(&secret))
+    let (secret, _) = secret::resolve_secret(config).map_err(|e| e.to_string())?;
+    Ok(Tokens::new(secret.expose_secret()))
 }
 
 fn user(config: &Config, cmd: UserCommand) -> Result<(), String> {
@@ -241,7 +243,7 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
         return Ok(());
     }
     let id = args.user.ok_or("give --user ID or --anon")?;
-    let conn = store::open_connection(&config.database)?;
+    let conn = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     let user = users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?;
     if !user.is_active() {
         return Err(format!("user {id} is disabled; enable them first (syncgate user enable {id})"));
@@ -251,13 +253,13 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), String> {
 }
 
 fn login_link(config: &Config, user_id: i64) -> Result<(), String> {
-    let conn = store::open_connection(&config.database)?;
+    let conn = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     let user = users::get(&conn, user_id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {user_id}"))?;
     if !user.is_active() {
         return Err(format!("user {user_id} is disabled; enable them first (syncgate user enable {user_id})"));
     }
     let code = auth::create_login_link(&conn, user_id)?;
-    let bind = config.bind_addr()?;
+    let bind = config.bind_addr().map_err(|e| e.to_string())?;
     if bind.port() == 0 && config.server.public_url.trim().is_empty() {
         // The CLI cannot know which port a `serve` on port 0 picked.
         eprintln!("syncgate: server.bind uses port 0, so this link has no real port; set server.public_url to the server's address");
@@ -272,9 +274,9 @@ fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
     if to.exists() {
         return Err(format!("{} already exists; choose a new file", to.display()));
     }
-    let src = store::open_connection(&config.database)?;
+    let src = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     // The copy holds the same secrets as the database: only its owner may read it.
-    store::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    crate::config::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
     backup.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| format!("the backup failed: {e}"))?;
@@ -341,7 +343,7 @@ pub enum CalendlyCommand {
 fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
     use crate::calendly::api;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.clone());
+    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.expose_secret().to_string());
     match cmd {
         CalendlyCommand::Subscribe { token, url, scope, user } => {
             let opts = api::SubscribeOptions { token: pick(token), url, scope, user };

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, ExposeSecret};
 use crate::http::error::ApiError;
 use crate::store::accounts::{self as sql, Actor};
 use crate::store::{self, users, StoreError};
@@ -48,7 +48,7 @@ pub fn line(u: &users::User) -> String {
 }
 
 pub fn list(config: &Config) -> Result<(), String> {
-    let conn = store::open_connection(&config.database)?;
+    let conn = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     for u in users::list(&conn).map_err(|e| e.to_string())? {
         println!("{}", line(&u));
     }
@@ -106,8 +106,8 @@ impl From<UserView> for users::User {
 }
 
 async fn through_server(config: &Config, url: &str, change: Change) -> Result<String, String> {
-    let (secret, _) = crate::auth::resolve_secret(config)?;
-    let token = crate::auth::Tokens::new(&secret).operator_token(60);
+    let (secret, _) = crate::config::secret::resolve_secret(config).map_err(|e| e.to_string())?;
+    let token = crate::auth::Tokens::new(secret.expose_secret()).operator_token(60);
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().map_err(|e| e.to_string())?;
     let users_url = format!("{url}/api/admin/users");
     let req = match &change {
@@ -137,11 +137,11 @@ async fn through_server(config: &Config, url: &str, change: Change) -> Result<St
 
 /// No server runs: the same writer code, on a writer of our own.
 async fn directly(config: &Config, change: Change) -> Result<String, String> {
-    let conn = store::open_connection(&config.database)?;
+    let conn = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     let (feed_tx, _feed) = tokio::sync::mpsc::unbounded_channel();
     let (writer, thread) = store::writer::spawn(conn, 1, feed_tx);
     let actor = Actor::cli();
-    let public_url = config.public_url(config.bind_addr()?);
+    let public_url = config.public_url(config.bind_addr().map_err(|e| e.to_string())?);
     let id_of = |v: &Value| v.get("id").and_then(Value::as_i64).unwrap_or(0);
     let result: Result<String, ApiError> = match change {
         Change::Add { email, name, role } => writer
