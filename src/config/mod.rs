@@ -420,6 +420,18 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_print() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = "jwt-secret-that-must-not-print-0123".into();
+        c.google.client_secret = "google-secret-that-must-not-print".into();
+        c.calendly.signing_keys = vec!["signing-key-that-must-not-print".into()];
+        c.calendly.token = "calendly-token-that-must-not-print".into();
+        c.metrics.token = "metrics-token-that-must-not-print".into();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("must-not-print"), "{shown}");
+    }
+
+    #[test]
     fn defaults_without_any_file() {
         let l = Config::load_from(None, vec![], Path::new("/nonexistent/config.toml")).unwrap();
         assert_eq!(l.config.server.bind, "127.0.0.1:8080");
