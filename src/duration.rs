@@ -29,20 +29,32 @@ impl Dur {
     pub const MAX: Dur = Dur::secs(100 * 366 * 86_400);
 }
 
+/// Why text is not a duration; the sentence says how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("a duration may not be empty; write it like 180s, 15m, 24h or 7d")]
+    Empty,
+    #[error("duration \"{0}\" needs a unit: write it like {0}s, {0}m, {0}h or {0}d")]
+    NoUnit(String),
+    #[error("\"{0}\" is not a duration; write it like 180s, 15m, 24h or 7d")]
+    NotADuration(String),
+    #[error("duration \"{0}\" is longer than 100 years")]
+    TooLong(String),
+}
+
 impl FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Dur, String> {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Dur, DurationError> {
         let t = s.trim();
         if t.is_empty() {
-            return Err("a duration may not be empty; write it like 180s, 15m, 24h or 7d".into());
+            return Err(DurationError::Empty);
         }
         if t.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("duration \"{t}\" needs a unit: write it like {t}s, {t}m, {t}h or {t}d"));
+            return Err(DurationError::NoUnit(t.to_string()));
         }
-        let d =
-            humantime::parse_duration(t).map(Dur).map_err(|_| format!("\"{t}\" is not a duration; write it like 180s, 15m, 24h or 7d"))?;
+        let d = humantime::parse_duration(t).map(Dur).map_err(|_| DurationError::NotADuration(t.to_string()))?;
         if d > Dur::MAX {
-            return Err(format!("duration \"{t}\" is longer than 100 years"));
+            return Err(DurationError::TooLong(t.to_string()));
         }
         Ok(d)
     }
@@ -88,9 +100,9 @@ mod tests {
         assert_eq!("24h".parse::<Dur>().unwrap(), Dur::secs(86_400));
         assert_eq!("7d".parse::<Dur>().unwrap(), Dur::secs(7 * 86_400));
         assert_eq!("250ms".parse::<Dur>().unwrap(), Dur::millis(250));
-        assert!("12".parse::<Dur>().unwrap_err().contains("needs a unit"));
+        assert!("12".parse::<Dur>().unwrap_err().to_string().contains("needs a unit"));
         assert!("soon".parse::<Dur>().is_err());
-        assert!("101y".parse::<Dur>().unwrap_err().contains("100 years"));
+        assert!("101y".parse::<Dur>().unwrap_err().to_string().contains("100 years"));
         assert!("99999999999999999999d".parse::<Dur>().is_err());
     }
 

@@ -1,3 +1,5 @@
+//! The `syncgate` binary; the command line lives in [`syncgate::cli`].
+
 fn main() -> std::process::ExitCode {
     syncgate::cli::main()
 }

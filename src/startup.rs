@@ -23,11 +23,11 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::auth::Tokens;
-use crate::config::Config;
+use crate::config::{secret, Config, ConfigError, ExposeSecret};
 use crate::http::error::ApiError;
 use crate::http::limits::TimedBody;
 use crate::realtime::Hub;
-use crate::store::Store;
+use crate::store::{OpenError, Store};
 
 /// Shared state every handler reads. Cheap to clone.
 #[derive(Clone)]
@@ -71,6 +71,26 @@ impl Deref for App {
 /// the connection (and a realtime socket upgraded from it) has closed.
 pub type ConnectionPermit = Arc<tokio::sync::OwnedSemaphorePermit>;
 
+/// Why the server could not start: a sentence naming the key or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot listen on {addr} (server.bind): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot read the listening address: {0}")]
+    LocalAddr(std::io::Error),
+    /// warp panics on an origin it cannot parse; validation refuses those first.
+    #[error("server.cors_origins has \"{origin}\", which is not an origin like https://app.example.com")]
+    CorsOrigin { origin: String },
+    #[error("{0}")]
+    Google(String),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// A server that is bound and ready to run.
 pub struct Server {
     app: App,
@@ -92,10 +112,10 @@ pub struct Server {
 
 impl Server {
     /// Open everything and bind; nothing is served until [`Server::run`].
-    pub async fn build(config: Config) -> Result<Server, String> {
+    pub async fn build(config: Config) -> Result<Server, StartupError> {
         // Nothing binds with a bad value (a config built in code skips the loader).
         config.validate()?;
-        let (secret, warning) = crate::auth::resolve_secret(&config)?;
+        let (secret, warning) = secret::resolve_secret(&config)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
@@ -106,8 +126,8 @@ impl Server {
         let hub_runner = tokio::spawn(hub.clone().run(opened.feed));
         let watchdog = tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag, shutdown_rx.clone()));
         let bind = config.bind_addr()?;
-        let listener = TcpListener::bind(bind).await.map_err(|e| format!("cannot listen on {bind} (server.bind): {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind(bind).await.map_err(|source| StartupError::Bind { addr: bind, source })?;
+        let addr = listener.local_addr().map_err(StartupError::LocalAddr)?;
         let public_url = config.public_url(addr);
         let metrics = Arc::new(crate::counters::Metrics::new(&store.writer.stats));
         let tasks = TaskTracker::new();
@@ -115,14 +135,15 @@ impl Server {
             &config,
             store.clone(),
             &public_url,
-            &secret,
+            secret.expose_secret(),
             shutdown_rx.clone(),
             tasks.clone(),
             metrics.clone(),
-        )?;
+        )
+        .map_err(StartupError::Google)?;
         let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
         let identities = Arc::new(crate::auth::identity::Identities::new(store.clone(), config.auth.user_cache.0));
-        let tokens = Tokens::new(&secret);
+        let tokens = Tokens::new(secret.expose_secret());
         let app = App(Arc::new(AppInner {
             metrics,
             alerts: Arc::default(),
@@ -405,7 +426,7 @@ fn calendar_routes(app: App) -> BoxedFilter<(Response,)> {
 
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 /// Fails (never panics) on an origin warp cannot use.
-pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
+pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
     let all = crate::api::routes(rest(&app))
         .or(crate::accounts::routes::routes(accounts(&app)))
         .unify()
@@ -443,7 +464,7 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
         // and this catches whatever it might still find wrong.
         let origin = o.trim_end_matches('/').to_string();
         cors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cors.allow_origin(origin.as_str())))
-            .map_err(|_| format!("server.cors_origins has \"{o}\", which is not an origin like https://app.example.com"))?;
+            .map_err(|_| StartupError::CorsOrigin { origin: o.clone() })?;
     }
     Ok(all.with(cors).map(warp::Reply::into_response).boxed())
 }

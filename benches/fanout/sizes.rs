@@ -16,7 +16,7 @@ pub fn print() -> Result<(), String> {
     rt.block_on(async {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let db = syncgate::config::DatabaseConfig { path: dir.path().join("s.db").to_string_lossy().into_owned(), ..Default::default() };
-        let opened = syncgate::store::Store::open(&db)?;
+        let opened = syncgate::store::Store::open(&db).map_err(|e| e.to_string())?;
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
         let identities = Arc::new(syncgate::auth::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));

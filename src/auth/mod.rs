@@ -10,15 +10,11 @@
 pub mod identity;
 pub mod login_links;
 
-use std::net::SocketAddr;
-use std::path::Path;
-
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::model::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,112 +163,8 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Shortest HMAC key accepted, in bytes: shorter keys can be guessed.
-pub const MIN_SECRET_BYTES: usize = 32;
-
-/// The file in the data folder that holds a generated secret.
-pub fn secret_file(config: &Config) -> std::path::PathBuf {
-    config.data_dir().join("jwt_secret")
-}
-
-/// Refuse a secret that is configured but too short, or a generated secret
-/// file that exists but is empty, blank or too short (an empty file would
-/// make `""` the HMAC key, and anyone could sign an admin token). Creates
-/// nothing: every CLI command runs this before it starts.
-pub fn check_secret(config: &Config) -> Result<(), String> {
-    let configured = config.auth.jwt_secret.trim();
-    if !configured.is_empty() {
-        return check_configured(configured);
-    }
-    let file = secret_file(config);
-    match std::fs::read(&file) {
-        Ok(bytes) => check_file_secret(&file, &bytes).map(|_| ()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot read the secret file {} (auth.jwt_secret is not set): {e}", file.display())),
-    }
-}
-
-fn check_configured(configured: &str) -> Result<(), String> {
-    if configured.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "auth.jwt_secret is {} bytes long; it must be at least {MIN_SECRET_BYTES} random bytes \
-             (e.g. the output of `openssl rand -hex 32`)",
-            configured.len()
-        ));
-    }
-    Ok(())
-}
-
-/// The secret in an existing file, or a sentence naming the file and the key.
-fn check_file_secret(file: &Path, bytes: &[u8]) -> Result<String, String> {
-    let text = String::from_utf8_lossy(bytes);
-    let secret = text.trim();
-    if secret.len() < MIN_SECRET_BYTES {
-        let what = if secret.is_empty() { "empty".to_string() } else { format!("only {} bytes long", secret.len()) };
-        return Err(format!(
-            "the secret file {} is {what}; it must hold at least {MIN_SECRET_BYTES} bytes. \
-             Delete it to have a new secret generated (every token issued so far stops working), \
-             or set auth.jwt_secret",
-            file.display()
-        ));
-    }
-    Ok(secret.to_string())
-}
-
 pub fn unix_now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// The secret to sign with: the configured one; on a loopback bind without
-/// one, a random secret generated once into the data folder (with a warning).
-/// Returns (secret, warning).
-pub fn resolve_secret(config: &Config) -> Result<(String, Option<String>), String> {
-    let configured = config.auth.jwt_secret.trim();
-    if !configured.is_empty() {
-        check_configured(configured)?;
-        return Ok((configured.to_string(), None));
-    }
-    let bind: SocketAddr = config.bind_addr()?;
-    if !bind.ip().is_loopback() {
-        return Err(format!(
-            "auth.jwt_secret must be set when server.bind ({bind}) is not a loopback address; \
-             set it in config.toml or SYNCGATE_AUTH__JWT_SECRET"
-        ));
-    }
-    let dir = config.data_dir();
-    crate::store::files::create_private_dir(&dir)?;
-    let file = secret_file(config);
-    let (secret, created) = read_or_create_secret(&file)?;
-    let warning = created.then(|| {
-        format!(
-            "auth.jwt_secret is not set; generated a random one in {} (fine on this machine; set auth.jwt_secret in production)",
-            file.display()
-        )
-    });
-    Ok((secret, warning))
-}
-
-fn read_or_create_secret(file: &Path) -> Result<(String, bool), String> {
-    match std::fs::read(file) {
-        Ok(bytes) => {
-            crate::store::files::tighten_file(file);
-            return check_file_secret(file, &bytes).map(|s| (s, false));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read the secret file {} (auth.jwt_secret is not set): {e}", file.display())),
-    }
-    let mut bytes = [0u8; 48];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = hex::encode(bytes);
-    match crate::store::files::write_new_private_file(file, secret.as_bytes()) {
-        Ok(true) => Ok((secret, true)),
-        // Another process (the CLI next to the server) made it first: use theirs.
-        Ok(false) => {
-            let bytes = std::fs::read(file).map_err(|e| format!("cannot read the secret file {}: {e}", file.display()))?;
-            check_file_secret(file, &bytes).map(|s| (s, false))
-        }
-        Err(e) => Err(format!("cannot write the secret file {} (auth.jwt_secret is not set): {e}", file.display())),
-    }
 }
 
 /// A random URL-safe secret of `bytes` random bytes.

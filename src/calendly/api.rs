@@ -201,7 +201,7 @@ pub struct SubscribeOptions {
 pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, String> {
     let base = match url {
         Some(u) => u.trim().trim_end_matches('/').to_string(),
-        None => config.public_url(config.bind_addr()?),
+        None => config.public_url(config.bind_addr().map_err(|e| e.to_string())?),
     };
     if !(base.starts_with("https://") || base.starts_with("http://")) {
         return Err(format!("--url must be an http(s) URL, not \"{base}\""));
@@ -230,7 +230,7 @@ pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subsc
     let (url2, scope) = (url.clone(), opts.scope.clone());
     // Store the key before Calendly can use it, so the first delivery verifies.
     let (key_id, user_id) = tokio::task::spawn_blocking(move || -> Result<(i64, Option<i64>), String> {
-        let conn = store::open_connection(&db)?;
+        let conn = store::open_connection(&db).map_err(|e| e.to_string())?;
         let user_id = match user {
             Some(id) => Some(users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?.id),
             None => match &me_email {
@@ -261,7 +261,7 @@ pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subsc
     let me_uri = me.uri.clone();
     let sub_uri = created.as_ref().ok().map(|s| s.uri.clone());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let conn = store::open_connection(&db)?;
+        let conn = store::open_connection(&db).map_err(|e| e.to_string())?;
         match sub_uri {
             // Calendly never got it: an unused key must not linger as accepted.
             None => {

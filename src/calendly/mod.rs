@@ -66,8 +66,7 @@ impl Webhook {
                 k
             }
         };
-        let mut all =
-            self.app.config.calendly.signing_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect::<Vec<_>>();
+        let mut all = crate::config::present(&self.app.config.calendly.signing_keys).map(str::to_string).collect::<Vec<_>>();
         all.extend(stored.iter().cloned());
         Ok(all)
     }
@@ -311,7 +310,7 @@ async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
             Ok((n, last_accepted(c)?))
         })
         .await?;
-    let configured = stored > 0 || w.app.config.calendly.signing_keys.iter().any(|k| !k.trim().is_empty());
+    let configured = stored > 0 || crate::config::present(&w.app.config.calendly.signing_keys).next().is_some();
     Ok(json_response(StatusCode::OK, &json!({"reachable": true, "configured": configured, "last_accepted_at": last})))
 }
 
@@ -322,7 +321,7 @@ async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Respon
         return Err(ApiError::Forbidden("only admins can see webhook details".into()));
     }
     let mut v = w.app.store.read(|c| Ok(admin_health(c))).await?;
-    v["configured_signing_keys"] = json!(w.app.config.calendly.signing_keys.iter().filter(|k| !k.trim().is_empty()).count());
+    v["configured_signing_keys"] = json!(crate::config::present(&w.app.config.calendly.signing_keys).count());
     Ok(json_response(StatusCode::OK, &v))
 }
 

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{self, Tokens};
-use crate::config::Config;
+use crate::auth::Tokens;
+use crate::config::{secret, Config, ExposeSecret};
 use crate::duration::Dur;
+use crate::startup::{Server, StartupError};
 use crate::store;
 
 pub mod running;
@@ -134,18 +135,19 @@ pub fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     // A short or empty secret would let anyone sign tokens: no command runs with one.
-    if let Err(e) = auth::check_secret(&config) {
+    if let Err(e) = secret::check_secret(&config) {
         eprintln!("syncgate: {e}");
         return ExitCode::from(2);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
-        Command::User(cmd) => user(&config, cmd).map_err(|e| e.to_string()),
-        Command::Token(args) => token(&config, args).map_err(|e| e.to_string()),
-        Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(|e| e.to_string()),
-        Command::Backup { to } => backup(&config, &to),
-        Command::Check => check(&config),
-        Command::Calendly(c) => calendly(&config, c),
+    // Each command fails with its own error; all of them print as one sentence.
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).map_err(Into::into),
+        Command::User(cmd) => user(&config, cmd).map_err(Into::into),
+        Command::Token(args) => token(&config, args).map_err(Into::into),
+        Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(Into::into),
+        Command::Backup { to } => backup(&config, &to).map_err(Into::into),
+        Command::Check => check(&config).map_err(Into::into),
+        Command::Calendly(c) => calendly(&config, c).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,10 +175,10 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-fn serve(config: Config) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+fn serve(config: Config) -> Result<(), StartupError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(StartupError::Runtime)?;
     rt.block_on(async move {
-        let server = crate::startup::Server::build(config).await?;
+        let server = Server::build(config).await?;
         // A plain print, not a log line: scripts wait for it on stdout.
         println!("syncgate listening on http://{}", server.addr());
         use std::io::Write;
@@ -234,13 +236,13 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), users_cmd::UserCommandE
 
 fn token(config: &Config, args: TokenArgs) -> Result<(), users_cmd::UserCommandError> {
     use users_cmd::UserCommandError;
-    let (secret, _) = auth::resolve_secret(config).map_err(UserCommandError::Setup)?;
+    let (secret, _) = crate::config::secret::resolve_secret(config).map_err(|e| UserCommandError::Setup(e.to_string()))?;
     let user = match (args.anon, args.user) {
         (true, _) => None,
         (false, Some(id)) => Some(id),
         (false, None) => return Err(UserCommandError::Refused("give --user ID or --anon".into())),
     };
-    users_cmd::token(config, &Tokens::new(&secret), user, args.ttl.as_secs() as i64)
+    users_cmd::token(config, &Tokens::new(secret.expose_secret()), user, args.ttl.as_secs() as i64)
 }
 
 /// SQLite's online backup: a consistent copy of the database as of the moment
@@ -249,9 +251,9 @@ fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
     if to.exists() {
         return Err(format!("{} already exists; choose a new file", to.display()));
     }
-    let src = store::open_connection(&config.database)?;
+    let src = store::open_connection(&config.database).map_err(|e| e.to_string())?;
     // The copy holds the same secrets as the database: only its owner may read it.
-    store::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    crate::config::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
     backup.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| format!("the backup failed: {e}"))?;
@@ -318,7 +320,7 @@ pub enum CalendlyCommand {
 fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
     use crate::calendly::api;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.clone());
+    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.expose_secret().to_string());
     match cmd {
         CalendlyCommand::Subscribe { token, url, scope, user } => {
             let opts = api::SubscribeOptions { token: pick(token), url, scope, user };

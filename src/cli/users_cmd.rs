@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 
 use crate::auth::{login_links, Tokens};
-use crate::config::Config;
+use crate::config::{Config, ExposeSecret};
 use crate::http::ApiError;
 use crate::model::{AccountStatus, Role};
 use crate::store::accounts::Actor;
@@ -63,7 +63,7 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = CommandResult<T>>,
 {
-    let opened = Store::open(&config.database).map_err(UserCommandError::Setup)?;
+    let opened = Store::open(&config.database).map_err(|e| UserCommandError::Setup(e.to_string()))?;
     let store = opened.store;
     let result = f(store.clone()).await;
     store.writer.shutdown().await;
@@ -109,7 +109,7 @@ pub fn list(config: &Config) -> CommandResult<()> {
 /// Run a change through the server, or here when none runs; prints the result.
 pub fn change(config: &Config, change: Change) -> CommandResult<()> {
     runtime()?.block_on(async move {
-        let out = match super::running::locate(config).await.map_err(UserCommandError::Setup)? {
+        let out = match super::running::locate(config).await.map_err(|e| UserCommandError::Setup(e.to_string()))? {
             Some(url) => through_server(config, &url, change).await?,
             None => directly(config, change).await?,
         };
@@ -157,8 +157,8 @@ impl From<UserView> for User {
 }
 
 async fn through_server(config: &Config, url: &str, change: Change) -> Result<String, UserCommandError> {
-    let (secret, _) = crate::auth::resolve_secret(config).map_err(UserCommandError::Setup)?;
-    let token = crate::auth::Tokens::new(&secret).operator_token(60);
+    let (secret, _) = crate::config::secret::resolve_secret(config).map_err(|e| UserCommandError::Setup(e.to_string()))?;
+    let token = crate::auth::Tokens::new(secret.expose_secret()).operator_token(60);
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .build()
@@ -194,7 +194,7 @@ async fn through_server(config: &Config, url: &str, change: Change) -> Result<St
 
 /// No server runs: the same store operations, on a writer of our own.
 async fn directly(config: &Config, change: Change) -> CommandResult<String> {
-    let public_url = config.public_url(config.bind_addr().map_err(UserCommandError::Setup)?);
+    let public_url = config.public_url(config.bind_addr().map_err(|e| UserCommandError::Setup(e.to_string()))?);
     with_store(config, |store| async move {
         let actor = Actor::cli();
         match change {
@@ -243,7 +243,7 @@ pub fn token(config: &Config, tokens: &Tokens, user: Option<i64>, ttl_secs: i64)
 
 /// `syncgate login-link --user ID`: prints a single-use sign-in URL.
 pub fn login_link(config: &Config, user_id: i64) -> CommandResult<()> {
-    let bind = config.bind_addr().map_err(UserCommandError::Setup)?;
+    let bind = config.bind_addr().map_err(|e| UserCommandError::Setup(e.to_string()))?;
     let code = runtime()?.block_on(with_store(config, |store| async move {
         active_user(&store, user_id).await?;
         Ok(login_links::create(&store, user_id).await?)

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Secret;
-use crate::config::GoogleConfig;
+use crate::config::{ExposeSecret, GoogleConfig};
 use crate::counters::Metrics;
 
 /// Why a call to Google failed, in the terms the caller acts on.
@@ -161,7 +161,7 @@ impl GoogleApi {
             token_url: cfg.token_url.clone(),
             userinfo_url: cfg.userinfo_url.clone(),
             client_id: cfg.client_id.clone(),
-            client_secret: Secret::new(cfg.client_secret.clone()),
+            client_secret: Secret::new(cfg.client_secret.expose_secret()),
             redirect_url: redirect_url.to_string(),
             metrics,
         })

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, ExposeSecret};
 use crate::startup::App;
 use crate::store::timefmt;
 
@@ -174,7 +174,7 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
 
 /// Disabled Calendly subscriptions, checked at most every `alerts.calendly_check_interval`.
 async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
-    let token = app.config.calendly.token.trim();
+    let token = app.config.calendly.token.expose_secret().trim();
     if token.is_empty() {
         return vec![];
     }

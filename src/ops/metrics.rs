@@ -12,6 +12,7 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::config::ExposeSecret;
 use crate::http::error::ApiError;
 use crate::startup::App;
 
@@ -119,7 +120,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
             let app = app.clone();
             async move {
                 let result = async {
-                    let required = app.config.metrics.token.trim();
+                    let required = app.config.metrics.token.expose_secret().trim();
                     if !required.is_empty() {
                         let given = auth.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
                         if !crate::auth::constant_time_eq(given.as_bytes(), required.as_bytes()) {

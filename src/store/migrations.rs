@@ -25,25 +25,38 @@ pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot read schema version: {0}")]
+    Version(rusqlite::Error),
+    /// A file written by a newer syncgate is refused rather than misread.
+    #[error("the database has schema version {found}, newer than this syncgate knows ({known}); use a newer syncgate")]
+    Newer { found: i64, known: i64 },
+    #[error("migration {name} failed: {source}")]
+    Failed { name: &'static str, source: rusqlite::Error },
+    /// Opening, stamping or committing the migration's transaction failed.
+    #[error("migration {name}: {source}")]
+    Transaction { name: &'static str, source: rusqlite::Error },
+}
+
 /// Apply every migration after the file's version. Returns (from, to).
-pub fn migrate(conn: &mut Connection) -> Result<(i64, i64), String> {
+pub fn migrate(conn: &mut Connection) -> Result<(i64, i64), MigrationError> {
     migrate_to(conn, latest_version())
 }
 
 /// Apply migrations up to `target` (tests use this to build an old file).
-pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(i64, i64), String> {
-    let from = version(conn).map_err(|e| format!("cannot read schema version: {e}"))?;
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(i64, i64), MigrationError> {
+    let from = version(conn).map_err(MigrationError::Version)?;
     if from > latest_version() {
-        return Err(format!(
-            "the database has schema version {from}, newer than this syncgate knows ({}); use a newer syncgate",
-            latest_version()
-        ));
+        return Err(MigrationError::Newer { found: from, known: latest_version() });
     }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
-        let tx = conn.transaction().map_err(|e| format!("migration {name}: {e}"))?;
-        tx.execute_batch(sql).map_err(|e| format!("migration {name} failed: {e}"))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| format!("migration {name}: {e}"))?;
-        tx.commit().map_err(|e| format!("migration {name}: {e}"))?;
+    for (i, &(name, sql)) in MIGRATIONS.iter().enumerate().take(target as usize).skip(from as usize) {
+        let step = |source| MigrationError::Transaction { name, source };
+        let tx = conn.transaction().map_err(step)?;
+        tx.execute_batch(sql).map_err(|source| MigrationError::Failed { name, source })?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(step)?;
+        tx.commit().map_err(step)?;
         tracing::info!(migration = name, version = i + 1, "applied migration");
     }
     Ok((from, version(conn).unwrap_or(target)))

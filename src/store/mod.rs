@@ -5,7 +5,6 @@ pub mod accounts;
 pub mod change_log;
 pub mod changes;
 pub mod error;
-pub mod files;
 pub mod google;
 pub mod login_links;
 pub mod migrations;
@@ -19,7 +18,7 @@ pub mod users;
 pub mod watch_channels;
 pub mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,9 +26,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
-use crate::config::DatabaseConfig;
+use crate::config::{files, DatabaseConfig};
 pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
+pub use migrations::MigrationError;
 pub use tables::{PgType, Table};
 pub use writer::{WriteTx, Writer};
 
@@ -60,26 +60,52 @@ fn pragmas(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Why the database could not be opened, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data folder {}: {source}", dir.display())]
+    DataFolder { dir: PathBuf, source: std::io::Error },
+    #[error("cannot create the database {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database {}: {source}", path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot switch {} to WAL: {source}", path.display())]
+    Wal { path: PathBuf, source: rusqlite::Error },
+    #[error("{0}")]
+    Pragma(rusqlite::Error),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error("cannot open the read pool: {0}")]
+    Pool(r2d2::Error),
+}
+
+/// A store that cannot be opened cannot take work; the sentence names the file.
+impl From<OpenError> for StoreError {
+    fn from(e: OpenError) -> StoreError {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
 /// Open a connection for a short-lived tool (CLI): migrated, WAL, waits on locks.
-pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, String> {
+pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, OpenError> {
     let path = Path::new(&cfg.path);
     if let Some(parent) = path.parent() {
-        files::create_private_dir(parent)?;
+        files::create_private_dir(parent).map_err(|source| OpenError::DataFolder { dir: parent.to_path_buf(), source })?;
     }
     // Made 0600 before SQLite opens it: SQLite gives -wal and -shm the database's mode.
-    files::create_private_file(path).map_err(|e| format!("cannot create the database {}: {e}", path.display()))?;
+    files::create_private_file(path).map_err(|source| OpenError::Create { path: path.to_path_buf(), source })?;
     for f in [path.to_path_buf(), suffixed(path, "-wal"), suffixed(path, "-shm")] {
         files::tighten_file(&f);
     }
-    let mut conn = Connection::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
-    pragmas(&conn, &cfg.synchronous).map_err(|e| e.to_string())?;
+    let mut conn = Connection::open(path).map_err(|source| OpenError::Open { path: path.to_path_buf(), source })?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|source| OpenError::Wal { path: path.to_path_buf(), source })?;
+    pragmas(&conn, &cfg.synchronous).map_err(OpenError::Pragma)?;
     migrations::migrate(&mut conn)?;
     Ok(conn)
 }
 
 /// `path` with `suffix` appended to its file name (`x.db` → `x.db-wal`).
-pub fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
+pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     s.into()
@@ -87,7 +113,7 @@ pub fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
 
 impl Store {
     /// Create the folder and file if needed, migrate, start the writer and the read pool.
-    pub fn open(cfg: &DatabaseConfig) -> Result<Opened, String> {
+    pub fn open(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
         let conn = open_connection(cfg)?;
         let read_only = || {
             let sync = cfg.synchronous.clone();
@@ -100,11 +126,7 @@ impl Store {
         };
         let manager = read_only();
         let readers = std::sync::Arc::new(read_only());
-        let pool = r2d2::Pool::builder()
-            .max_size(cfg.read_pool_size)
-            .min_idle(Some(1))
-            .build(manager)
-            .map_err(|e| format!("cannot open the read pool: {e}"))?;
+        let pool = r2d2::Pool::builder().max_size(cfg.read_pool_size).min_idle(Some(1)).build(manager).map_err(OpenError::Pool)?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn(conn, cfg.max_batch, feed_tx);
         Ok(Opened { store: Store { pool, writer, readers }, feed, writer_thread })

@@ -55,7 +55,7 @@ async fn a_config_built_in_code_is_held_to_the_same_rules() {
     let mut config = crate::helpers::test_config(dir.path());
     config.server.cors_origins = vec!["app.example.com".into()];
     let err = syncgate::startup::Server::build(config).await.err().expect("refused");
-    assert!(err.contains("server.cors_origins"), "{err}");
+    assert!(err.to_string().contains("server.cors_origins"), "{err}");
 }
 
 #[tokio::test]

@@ -1,14 +1,31 @@
 //! Settings: built-in defaults, overridden by `./config.toml` (or `--config
 //! PATH`), overridden by `SYNCGATE_<SECTION>__<KEY>` environment variables.
 //! Unknown keys warn and never stop startup; bad values stop it with a
-//! sentence naming the key.
+//! sentence naming the key. Secrets are [`SecretString`]s: their `Debug`
+//! never prints them, and a reader calls `expose_secret()` where one is used.
+//!
+//! This module knows nothing of HTTP or the server it configures.
+//! - `load`: the layering (defaults → file → environment) and its warnings.
+//! - `validate`: every value checked before anything binds or opens.
+//! - `secret`: the JWT secret, configured or generated once into the data folder.
+//! - `files`: the data folder's private files (0700 folder, 0600 files).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+pub use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::Dur;
+
+mod error;
+pub mod files;
+mod load;
+pub mod secret;
+mod validate;
+
+pub use error::ConfigError;
+pub use load::{Loaded, ENV_PREFIX};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -86,7 +103,8 @@ impl Default for DatabaseConfig {
 #[serde(default)]
 pub struct AuthConfig {
     /// HS256 key. Empty on a loopback bind: generated once into the data folder.
-    pub jwt_secret: String,
+    #[serde(serialize_with = "expose")]
+    pub jwt_secret: SecretString,
     /// Lifetime of the tokens syncgate issues at sign-in.
     pub token_ttl: Dur,
     pub allowed_emails: Vec<String>,
@@ -103,7 +121,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            jwt_secret: String::new(),
+            jwt_secret: SecretString::default(),
             token_ttl: Dur::secs(86_400),
             allowed_emails: vec![],
             allowed_domains: vec![],
@@ -186,7 +204,8 @@ impl Default for ChangesConfig {
 #[serde(default)]
 pub struct GoogleConfig {
     pub client_id: String,
-    pub client_secret: String,
+    #[serde(serialize_with = "expose")]
+    pub client_secret: SecretString,
     pub redirect_url: String,
     pub webhook_url: String,
     pub api_base_url: String,
@@ -218,7 +237,7 @@ impl Default for GoogleConfig {
     fn default() -> Self {
         GoogleConfig {
             client_id: String::new(),
-            client_secret: String::new(),
+            client_secret: SecretString::default(),
             redirect_url: String::new(),
             webhook_url: String::new(),
             api_base_url: "https://www.googleapis.com/calendar/v3".into(),
@@ -262,11 +281,13 @@ impl GoogleConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CalendlyConfig {
-    pub signing_keys: Vec<String>,
+    #[serde(serialize_with = "expose_all")]
+    pub signing_keys: Vec<SecretString>,
     pub tolerance: Dur,
     pub api_base_url: String,
     /// Personal access token used to check subscription state (optional).
-    pub token: String,
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
     pub keep_payloads: Dur,
     /// Delivery outcome rows (and the per-minute rejection counts) are deleted after this.
     pub keep_outcomes: Dur,
@@ -280,7 +301,7 @@ impl Default for CalendlyConfig {
             signing_keys: vec![],
             tolerance: Dur::secs(180),
             api_base_url: "https://api.calendly.com".into(),
-            token: String::new(),
+            token: SecretString::default(),
             keep_payloads: Dur::secs(30 * 86_400),
             keep_outcomes: Dur::secs(90 * 86_400),
             max_body_bytes: 256 * 1024,
@@ -307,7 +328,8 @@ impl Default for LogConfig {
 #[serde(default)]
 pub struct MetricsConfig {
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
-    pub token: String,
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,194 +360,13 @@ impl Default for AlertsConfig {
     }
 }
 
-/// A loaded configuration plus what the loader wants the operator to know.
-#[derive(Debug)]
-pub struct Loaded {
-    pub config: Config,
-    pub warnings: Vec<String>,
-}
-
-pub const ENV_PREFIX: &str = "SYNCGATE_";
-
 impl Config {
-    /// Load with the documented precedence. `explicit` is `--config PATH`.
-    pub fn load(explicit: Option<&Path>) -> Result<Loaded, String> {
-        Self::load_from(explicit, std::env::vars().collect(), Path::new("config.toml"))
-    }
-
-    /// The same, with the environment and the default file given (for tests).
-    pub fn load_from(explicit: Option<&Path>, env: Vec<(String, String)>, default_file: &Path) -> Result<Loaded, String> {
-        let mut warnings = Vec::new();
-        let defaults = toml::Value::try_from(Config::default()).map_err(|e| e.to_string())?;
-        let mut merged = defaults.clone();
-
-        let file = match explicit {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?),
-            None if default_file.exists() => Some(
-                std::fs::read_to_string(default_file).map_err(|e| format!("cannot read config file {}: {e}", default_file.display()))?,
-            ),
-            None => None,
-        };
-        if let Some(text) = file {
-            let value: toml::Table = text.parse().map_err(|e| format!("config file is not valid TOML: {e}"))?;
-            merge(&mut merged, &defaults, toml::Value::Table(value), "", &mut warnings);
-        }
-
-        let mut env = env;
-        env.sort();
-        for (name, raw) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-            let Some((section, key)) = rest.split_once("__") else {
-                if !rest.is_empty() {
-                    warnings.push(format!("ignoring {name}: write it as SYNCGATE_<SECTION>__<KEY>"));
-                }
-                continue;
-            };
-            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-            let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
-                warnings.push(format!("ignoring {name}: there is no setting {section}.{key}"));
-                continue;
-            };
-            let value = coerce_env(default, &raw).map_err(|e| format!("{name} (setting {section}.{key}): {e}"))?;
-            if let Some(toml::Value::Table(t)) = merged.get_mut(&section) {
-                t.insert(key, value);
-            }
-        }
-
-        // The path of a value that does not fit (e.g. `changes.retention_age`) goes into the sentence.
-        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            format!("invalid configuration: {key}: {}", inner.message())
-        })?;
-        config.validate()?;
-        Ok(Loaded { config, warnings })
-    }
-
-    /// Every value checked before anything binds or opens: a bad one is a
-    /// sentence naming its key. [`crate::startup::Server::build`] runs this
-    /// too, so a config built in code is held to the same rules.
-    pub fn validate(&self) -> Result<(), String> {
-        self.bind_addr()?;
-        match self.database.synchronous.as_str() {
-            "off" | "normal" | "full" | "extra" => {}
-            other => return Err(format!("database.synchronous is \"{other}\"; use off, normal, full or extra")),
-        }
-        match self.log.format.as_str() {
-            "text" | "json" => {}
-            other => return Err(format!("log.format is \"{other}\"; use text or json")),
-        }
-        // tracing-subscriber's parser panics on some non-ASCII text; filters are ASCII anyway.
-        if !self.log.level.is_ascii() || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(format!("log.level is \"{}\"; write a level like info or a filter like syncgate=debug,info", self.log.level));
-        }
-        if self.database.path.trim().is_empty() {
-            return Err("database.path may not be empty".into());
-        }
-        if self.database.max_batch == 0 || self.database.read_pool_size == 0 {
-            return Err("database.max_batch and database.read_pool_size must be at least 1".into());
-        }
-        let at_least_one = [
-            ("realtime.queue_size", self.realtime.queue_size as u64),
-            ("realtime.max_channels_per_socket", self.realtime.max_channels_per_socket as u64),
-            ("realtime.max_bindings_per_channel", self.realtime.max_bindings_per_channel as u64),
-            ("realtime.max_sockets_per_user", self.realtime.max_sockets_per_user as u64),
-            ("realtime.max_bindings_per_user", self.realtime.max_bindings_per_user as u64),
-            ("realtime.max_lag", self.realtime.max_lag),
-            ("realtime.read_buffer_size", self.realtime.read_buffer_size as u64),
-            ("realtime.max_frame_bytes", self.realtime.max_frame_bytes as u64),
-            ("server.max_body_bytes", self.server.max_body_bytes as u64),
-            ("calendly.max_body_bytes", self.calendly.max_body_bytes as u64),
-            ("changes.retention_rows", self.changes.retention_rows),
-        ];
-        for (key, value) in at_least_one {
-            if value == 0 {
-                return Err(format!("{key} must be at least 1"));
-            }
-        }
-        // Zero would mean "at once, forever" (a busy loop) or "nothing lives".
-        let positive = [
-            ("server.shutdown_grace", self.server.shutdown_grace),
-            ("auth.token_ttl", self.auth.token_ttl),
-            ("auth.user_cache", self.auth.user_cache),
-            ("auth.audit_retention", self.auth.audit_retention),
-            ("realtime.idle_timeout", self.realtime.idle_timeout),
-            ("changes.retention_age", self.changes.retention_age),
-            ("changes.prune_interval", self.changes.prune_interval),
-            ("google.channel_ttl", self.google.channel_ttl),
-            ("calendly.tolerance", self.calendly.tolerance),
-            ("calendly.keep_payloads", self.calendly.keep_payloads),
-            ("alerts.check_interval", self.alerts.check_interval),
-            ("alerts.calendly_rejected_window", self.alerts.calendly_rejected_window),
-            ("alerts.calendly_check_interval", self.alerts.calendly_check_interval),
-        ];
-        for (key, value) in positive {
-            if value.0.is_zero() {
-                return Err(format!("{key} must be longer than 0s"));
-            }
-        }
-        let others = [
-            ("google.renew_before", self.google.renew_before),
-            ("google.safety_net_interval", self.google.safety_net_interval),
-            ("google.sync_past", self.google.sync_past),
-            ("google.sync_future", self.google.sync_future),
-            ("alerts.channel_expiry_warning", self.alerts.channel_expiry_warning),
-            ("alerts.silent_push_after", self.alerts.silent_push_after),
-        ];
-        // Set in code, a duration skips the parser's cap: check it here too.
-        for (key, value) in positive.iter().chain(others.iter()) {
-            if *value > Dur::MAX {
-                return Err(format!("{key} is longer than 100 years"));
-            }
-        }
-        for o in &self.server.cors_origins {
-            check_origin(o).map_err(|why| format!("server.cors_origins has \"{o}\": {why}"))?;
-        }
-        let urls = [
-            ("server.public_url", &self.server.public_url, true),
-            ("google.redirect_url", &self.google.redirect_url, true),
-            ("google.webhook_url", &self.google.webhook_url, true),
-            ("google.api_base_url", &self.google.api_base_url, false),
-            ("google.auth_url", &self.google.auth_url, false),
-            ("google.token_url", &self.google.token_url, false),
-            ("google.userinfo_url", &self.google.userinfo_url, false),
-            ("calendly.api_base_url", &self.calendly.api_base_url, false),
-            ("alerts.webhook_url", &self.alerts.webhook_url, true),
-        ];
-        for (key, value, may_be_empty) in urls {
-            if value.trim().is_empty() && may_be_empty {
-                continue;
-            }
-            check_http_url(value).map_err(|why| format!("{key} is \"{value}\": {why}"))?;
-        }
-        if self.google.calendar_id.trim().is_empty() {
-            return Err("google.calendar_id may not be empty (use primary for the user's main calendar)".into());
-        }
-        let dir = self.server.static_dir.trim();
-        if !dir.is_empty() && !Path::new(dir).is_dir() {
-            return Err(format!("server.static_dir is \"{dir}\", which is not a folder"));
-        }
-        if self.server.max_connections == 0 {
-            return Err("server.max_connections must be at least 1".into());
-        }
-        if self.realtime.concurrent_replays == 0 {
-            return Err("realtime.concurrent_replays must be at least 1".into());
-        }
-        for (key, d) in [
-            ("server.header_timeout", &self.server.header_timeout),
-            ("server.body_timeout", &self.server.body_timeout),
-            ("realtime.join_timeout", &self.realtime.join_timeout),
-            ("realtime.flush_timeout", &self.realtime.flush_timeout),
-        ] {
-            if d.0.is_zero() {
-                return Err(format!("{key} must be longer than 0s"));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn bind_addr(&self) -> Result<SocketAddr, String> {
-        self.server.bind.parse().map_err(|_| format!("server.bind is \"{}\"; write it as IP:PORT, e.g. 127.0.0.1:8080", self.server.bind))
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.bind.parse().map_err(|_| ConfigError::Choice {
+            key: "server.bind",
+            value: self.server.bind.clone(),
+            hint: "write it as IP:PORT, e.g. 127.0.0.1:8080",
+        })
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -550,93 +391,44 @@ impl Config {
     }
 
     pub fn google_enabled(&self) -> bool {
-        !self.google.client_id.is_empty() && !self.google.client_secret.is_empty()
+        !self.google.client_id.is_empty() && !self.google.client_secret.expose_secret().is_empty()
     }
 }
 
-/// A browser origin as CORS compares it: `scheme://host[:port]`, http or
-/// https, nothing after; or `*`.
-fn check_origin(o: &str) -> Result<(), String> {
-    if o == "*" {
-        return Ok(());
-    }
-    let example = "write it like https://app.example.com";
-    if !o.contains("://") {
-        return Err(format!("an origin needs its scheme; {example}"));
-    }
-    let url = url::Url::parse(o).map_err(|e| format!("not an origin ({e}); {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("an origin is http:// or https:// and a host; {example}"));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("an origin has no path, query or user; {example}"));
-    }
-    // warp compares and prints the origin as a header value.
-    if warp::http::HeaderValue::from_str(o).is_err() {
-        return Err(format!("not a valid header value; {example}"));
-    }
-    Ok(())
+/// A secret serializes as its text: the loader merges into the defaults as a
+/// TOML tree, and the shipped `config.toml` is compared with it.
+fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
 }
 
-/// An absolute http(s) URL with a host.
-fn check_http_url(u: &str) -> Result<(), String> {
-    let url = url::Url::parse(u.trim()).map_err(|e| format!("not a URL ({e}); write it like https://host/path"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("write it as an http:// or https:// URL with a host".into());
-    }
-    Ok(())
+fn expose_all<S: Serializer>(secrets: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(secrets.iter().map(|k| k.expose_secret()))
 }
 
-/// Merge `over` into `base`, warning about keys the defaults do not know.
-fn merge(base: &mut toml::Value, defaults: &toml::Value, over: toml::Value, path: &str, warnings: &mut Vec<String>) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                let key_path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match defaults.get(&k) {
-                    None => warnings.push(format!("unknown setting {key_path} ignored")),
-                    Some(d) if d.is_table() => {
-                        if let Some(slot) = b.get_mut(&k) {
-                            if v.is_table() {
-                                merge(slot, d, v, &key_path, warnings);
-                            } else {
-                                warnings.push(format!("setting {key_path} must be a section; ignored"));
-                            }
-                        }
-                    }
-                    Some(_) => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-/// Environment values are text; read them as the type the default has.
-fn coerce_env(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
-    Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a whole number"))?),
-        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| format!("\"{raw}\" is not a number"))?),
-        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            _ => return Err(format!("\"{raw}\" is not true or false")),
-        }),
-        toml::Value::Array(_) => toml::Value::Array(
-            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_string())).collect(),
-        ),
-        _ => toml::Value::String(raw.to_string()),
-    })
+/// The secrets of a list setting that are not blank, trimmed.
+pub fn present(secrets: &[SecretString]) -> impl Iterator<Item = &str> {
+    secrets.iter().map(|k| k.expose_secret().trim()).filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = "jwt-secret-that-must-not-print-0123".into();
+        c.google.client_secret = "google-secret-that-must-not-print".into();
+        c.calendly.signing_keys = vec!["signing-key-that-must-not-print".into()];
+        c.calendly.token = "calendly-token-that-must-not-print".into();
+        c.metrics.token = "metrics-token-that-must-not-print".into();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("must-not-print"), "{shown}");
     }
 
     #[test]
@@ -665,16 +457,16 @@ mod tests {
         .unwrap();
         assert_eq!(l.config.server.bind, "127.0.0.1:9100");
         assert_eq!(l.config.realtime.queue_size, 7);
-        assert_eq!(l.config.calendly.signing_keys, vec!["a", "b"]);
+        assert_eq!(present(&l.config.calendly.signing_keys).collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(l.config.calendly.tolerance, Dur::secs(300));
         assert!(l.warnings.iter().any(|w| w.contains("realtime.bogus")));
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = Config::load_from(None, env(&[("SYNCGATE_REALTIME__QUEUE_SIZE", "many")]), Path::new("/x")).unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_REALTIME__QUEUE_SIZE", "many")]), Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("realtime.queue_size"), "{e}");
-        let e = Config::load_from(None, env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]), Path::new("/x")).unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_AUTH__TOKEN_TTL", "forever")]), Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("forever"), "{e}");
         for (var, key) in [
             ("SYNCGATE_SERVER__CORS_ORIGINS", "server.cors_origins"),
@@ -682,15 +474,15 @@ mod tests {
             ("SYNCGATE_GOOGLE__TOKEN_URL", "google.token_url"),
             ("SYNCGATE_ALERTS__WEBHOOK_URL", "alerts.webhook_url"),
         ] {
-            let e = Config::load_from(None, env(&[(var, "app.example.com")]), Path::new("/x")).unwrap_err();
+            let e = Config::load_from(None, env(&[(var, "app.example.com")]), Path::new("/x")).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
-        let e = Config::load_from(None, env(&[("SYNCGATE_CHANGES__PRUNE_INTERVAL", "0s")]), Path::new("/x")).unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_CHANGES__PRUNE_INTERVAL", "0s")]), Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("changes.prune_interval"), "{e}");
-        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "syncgate=loud")]), Path::new("/x")).unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "syncgate=loud")]), Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("log.level"), "{e}");
         // Found by the property tests: this used to panic inside tracing-subscriber.
-        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "\ta\u{a1}=")]), Path::new("/x")).unwrap_err();
+        let e = Config::load_from(None, env(&[("SYNCGATE_LOG__LEVEL", "\ta\u{a1}=")]), Path::new("/x")).unwrap_err().to_string();
         assert!(e.contains("log.level"), "{e}");
     }
 }
@@ -698,6 +490,7 @@ mod tests {
 #[cfg(test)]
 mod shipped_file {
     use super::*;
+    use std::path::Path;
 
     /// The shipped `config.toml` documents every setting at its default: loading
     /// it must give exactly the defaults and no warnings.

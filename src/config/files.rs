@@ -14,7 +14,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// Create the data folder (and missing parents) with mode 0700; tighten an
 /// existing one that others may read.
-pub fn create_private_dir(dir: &Path) -> Result<(), String> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.as_os_str().is_empty() || dir == Path::new(".") {
         return Ok(());
     }
@@ -26,8 +26,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), String> {
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(DIR_MODE);
         }
-        builder.create(dir).map_err(|e| format!("cannot create the data folder {}: {e}", dir.display()))?;
-        return Ok(());
+        return builder.create(dir);
     }
     tighten_dir(dir);
     Ok(())
@@ -112,7 +111,7 @@ pub fn write_new_private_file(file: &Path, contents: &[u8]) -> std::io::Result<b
         _ => std::path::PathBuf::from("."),
     };
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), crate::auth::random_token(6)));
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
     let result = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
