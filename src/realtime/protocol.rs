@@ -192,8 +192,13 @@ fn kind(v: &Value) -> &'static str {
 
 /// Keeps error sentences short when the offending text is attacker-sized.
 fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
+    shorten(s, 40)
+}
+
+/// `s` cut to its first `max` characters (marked with `…`), for quoting
+/// client-sent text in an error sentence.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or("")),
         None => s.to_owned(),
     }

@@ -2,14 +2,19 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod accounts;
+pub mod alerts;
+pub mod backup;
 pub mod changes;
 pub mod error;
 pub mod files;
 pub mod google;
+pub mod health;
 pub mod migrations;
 pub mod rejections;
+pub mod retention;
 pub mod rows;
 pub mod snapshot;
+pub mod stats;
 pub mod tables;
 pub mod timefmt;
 pub mod users;
@@ -28,7 +33,7 @@ use crate::config::DatabaseConfig;
 pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
 pub use tables::{PgType, Table};
-pub use writer::{WriteTx, Writer};
+pub use writer::{LogHead, WriteTx, Writer, WriterStats};
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 

@@ -71,6 +71,40 @@ impl Default for WriterStats {
     }
 }
 
+/// The head of the change log (seq of the newest committed change) as the
+/// writer advances it after each COMMIT: read without touching the database.
+#[derive(Debug, Clone)]
+pub struct LogHead(Arc<AtomicI64>);
+
+impl LogHead {
+    /// A head that starts at `seq` (a hub with no writer behind it, e.g. in a benchmark).
+    pub fn new(seq: i64) -> LogHead {
+        LogHead(Arc::new(AtomicI64::new(seq)))
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl super::Store {
+    /// The log's head, as a handle that can be read later without the store.
+    pub fn log_head(&self) -> LogHead {
+        LogHead(self.writer.head.clone())
+    }
+
+    /// The writer's counters (batches, requests, commit times).
+    pub fn writer_stats(&self) -> &Arc<WriterStats> {
+        &self.writer.stats
+    }
+
+    /// Commit everything queued so far, then stop the writer: later writes
+    /// fail with `StoreError::Unavailable`.
+    pub async fn shutdown_writer(&self) {
+        self.writer.shutdown().await
+    }
+}
+
 /// A cheap, cloneable handle for sending write requests.
 #[derive(Clone)]
 pub struct Writer {
