@@ -31,9 +31,8 @@ fn json(status: StatusCode, body: &Value) -> Response {
 
 /// `GET /health`, `GET /health/live`, `GET /health/ready`
 pub fn routes(state: HealthState) -> BoxedFilter<(Response,)> {
-    let basic = warp::path!("health")
-        .and(warp::get())
-        .map(|| json(StatusCode::OK, &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
+    let basic =
+        warp::path!("health").and(warp::get()).map(|| json(StatusCode::OK, &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
     let live = warp::path!("health" / "live").and(warp::get()).map(|| json(StatusCode::OK, &json!({"status": "ok"})));
     let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
         let state = state.clone();

@@ -155,7 +155,7 @@ fn check(req: &Request<Incoming>, state: &RealtimeState) -> Result<(crate::auth:
         req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let apikey = q.get("apikey").ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
     let claims = state.session.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
-    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
+    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(|e| ApiError::BadRequest(e.0))?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !(state.origin_allowed)(origin, host) {

@@ -35,13 +35,13 @@ use tokio_tungstenite::WebSocketStream;
 use super::channel::{Binding, BindingError, Channel};
 use super::fanout::{self, data_json, Ids, Published, Taken, Viewer};
 use super::hub::{Feed, Hub, Placement, SocketShared, SIGNALS_ENDING, SIGNAL_SHUTDOWN};
-use super::protocol::{self as proto, Inbound, Vsn};
+use super::protocol::{self as proto, Inbound, Refusal, Vsn};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
 use crate::identity::{Identities, Refused};
+use crate::store::changes::LogBounds;
 use crate::store::snapshot::{self, SnapshotReader};
 use crate::store::tables::ALL_TABLES;
-use crate::store::changes::LogBounds;
 use crate::store::{Store, Table};
 
 /// Everything a session needs from the server.
@@ -396,9 +396,9 @@ where
 
     /// The token a join speaks for: its `access_token`, else the socket's
     /// `apikey` (its claims are checked again, now, by the identity check).
-    fn claims_for(&self, payload: &Value) -> Result<Claims, String> {
+    fn claims_for(&self, payload: &Value) -> Result<Claims, Refusal> {
         match payload.get("access_token") {
-            Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| e.to_string()),
+            Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| Refusal(e.to_string())),
             Some(Value::Null) | None => Ok(self.apikey_claims.clone()),
             Some(_) => Err("access_token must be a string".into()),
         }
@@ -407,7 +407,7 @@ where
     async fn join(&mut self, msg: Inbound) {
         let claims = match self.claims_for(&msg.payload) {
             Ok(c) => c,
-            Err(why) => return self.refuse(&msg, &why),
+            Err(why) => return self.refuse(&msg, &why.0),
         };
         if claims.is_anon() {
             return self.refuse(&msg, "sign in first: the anon key cannot join; send a user token as access_token");
@@ -505,7 +505,7 @@ where
                 Ok(r) => snapshot_rows = Some(r),
                 Err(why) => {
                     self.remove_channel(&msg.topic);
-                    return self.refuse(&msg, &why);
+                    return self.refuse(&msg, &why.0);
                 }
             }
         }
@@ -657,7 +657,7 @@ where
     /// Open the snapshot of a channel's rows: wait for a turn among
     /// `realtime.concurrent_replays`, begin the read transaction, read its
     /// head and check `snapshot_max_rows`. Err is the join's refusal.
-    async fn open_snapshot(&mut self, gen: u64) -> Result<(SnapshotReader, tokio::sync::OwnedSemaphorePermit), String> {
+    async fn open_snapshot(&mut self, gen: u64) -> Result<(SnapshotReader, tokio::sync::OwnedSemaphorePermit), Refusal> {
         const PAGE: usize = 64;
         let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return Err("the channel is gone".into()) };
         let bindings = ch.bindings.clone();
@@ -691,10 +691,10 @@ where
         let req = snapshot::Request { tables, owner, cap, page: PAGE, keep };
         match self.ctx.store.snapshot(req).await {
             Ok(snapshot::Opened::Rows(reader)) => Ok((reader, permit)),
-            Ok(snapshot::Opened::TooMany(n)) => Err(format!(
+            Ok(snapshot::Opened::TooMany(n)) => Err(Refusal(format!(
                 "the snapshot would hold more than {cap} rows (realtime.snapshot_max_rows; at least {n} match): \
                  join without snapshot and page through REST (GET /api/<table>?limit=&cursor=), or narrow the bindings with a filter"
-            )),
+            ))),
             Err(e) => {
                 tracing::warn!(error = %e, "snapshot could not be opened");
                 Err("the snapshot could not be read; rejoin to retry".into())
