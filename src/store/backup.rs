@@ -72,7 +72,7 @@ pub fn integrity(path: &Path) -> Result<Integrity, BackupError> {
 
 fn check(conn: &Connection, path: &Path) -> Result<Integrity, BackupError> {
     let read = |e: rusqlite::Error| BackupError::Read { path: path.to_path_buf(), cause: e.to_string() };
-    let version = super::migrations::version(&conn).map_err(read)?;
+    let version = super::migrations::version(conn).map_err(read)?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(read)?;
     let problems: Vec<String> = stmt.query_map([], |r| r.get(0)).map_err(read)?.filter_map(Result::ok).collect();
     Ok(Integrity { version, latest: super::migrations::latest_version(), problems })
