@@ -108,7 +108,7 @@ impl UnjoinedSlot {
     /// A place for a new socket, or None when `max` are taken.
     pub fn take(hub: &Arc<Hub>, max: usize) -> Option<UnjoinedSlot> {
         let before = hub.stats.unjoined.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if before >= max as i64 {
+        if before >= i64::try_from(max).unwrap_or(i64::MAX) {
             hub.stats.unjoined.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             return None;
         }
