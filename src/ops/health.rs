@@ -49,7 +49,7 @@ pub fn routes(state: HealthState) -> BoxedFilter<(Response,)> {
 }
 
 /// Each readiness check: None when fine, else why not.
-pub async fn readiness(state: &HealthState) -> Vec<(&'static str, Option<String>)> {
+async fn readiness(state: &HealthState) -> Vec<(&'static str, Option<String>)> {
     let verdict = |r: Result<StoreResult<()>, tokio::time::error::Elapsed>, silent: &str| match r {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(ApiError::from(e).public_message()),
