@@ -14,8 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
+use serde_json::Value;
 use syncgate::config::DatabaseConfig;
-use syncgate::store::{self, Store, Table};
+use syncgate::store::{Store, Table};
 
 const TASKS: usize = 64;
 
@@ -42,14 +43,35 @@ fn db_config(path: &Path, max_batch: usize) -> DatabaseConfig {
 }
 
 /// The row every mode writes: what `POST /api/clients` would insert.
-fn client_values(uid: i64, task: usize, i: usize) -> Vec<(&'static str, SqlValue)> {
+fn client_values(uid: i64, task: usize, i: usize) -> Vec<(&'static str, Value)> {
     vec![
-        ("user_id", SqlValue::Integer(uid)),
-        ("name", SqlValue::Text(format!("Client {task}-{i}"))),
-        ("email", SqlValue::Text(format!("c{task}-{i}@example.com"))),
-        ("phone", SqlValue::Text("+1 555 0100".into())),
-        ("notes", SqlValue::Null),
+        ("user_id", Value::from(uid)),
+        ("name", Value::from(format!("Client {task}-{i}"))),
+        ("email", Value::from(format!("c{task}-{i}@example.com"))),
+        ("phone", Value::from("+1 555 0100")),
+        ("notes", Value::Null),
     ]
+}
+
+/// A user to own the rows, written straight into the (migrated) file.
+fn add_user(conn: &rusqlite::Connection) -> i64 {
+    conn.execute(
+        "INSERT INTO users (email, name, role, created_at, updated_at)
+         VALUES ('bench@example.com', NULL, 'user', '2026-11-23T10:00:00.000Z', '2026-11-23T10:00:00.000Z')",
+        [],
+    )
+    .expect("user");
+    conn.last_insert_rowid()
+}
+
+/// A connection to the file with the pragmas the store's writer uses (the
+/// file is migrated and in WAL mode: `Store::open` made it).
+fn bare_connection(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn.pragma_update(None, "foreign_keys", "ON").expect("foreign keys");
+    conn.pragma_update(None, "synchronous", synchronous()).expect("synchronous");
+    conn
 }
 
 /// 64 tasks, each awaiting one acknowledged write after another.
@@ -59,23 +81,21 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
     let mut feed = opened.feed;
     // The realtime hub normally drains this; keep it drained the same way.
     let drain = tokio::spawn(async move { while feed.recv().await.is_some() {} });
-    let uid = {
-        let conn = store::open_connection(&db_config(path, max_batch)).expect("open");
-        store::users::create(&conn, "bench@example.com", None, "user").expect("user")
-    };
+    let uid = add_user(&bare_connection(path));
     // Warm up (file growth, statement cache), outside the measurement.
     for i in 0..TASKS {
-        store.writer.write(move |tx| tx.insert(Table::Clients, &client_values(uid, usize::MAX, i)).map(|_| ())).await.expect("warm-up");
+        store.insert_row_for_benchmark(Table::Clients, client_values(uid, usize::MAX, i)).await.expect("warm-up");
     }
-    let (b0, r0) = (store.writer.stats.batches.load(Ordering::Relaxed), store.writer.stats.requests.load(Ordering::Relaxed));
+    let stats = store.writer_stats().clone();
+    let (b0, r0) = (stats.batches.load(Ordering::Relaxed), stats.requests.load(Ordering::Relaxed));
 
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(TASKS);
     for t in 0..TASKS {
-        let writer = store.writer.clone();
+        let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task {
-                writer.write(move |tx| tx.insert(Table::Clients, &client_values(uid, t, i)).map(|_| ())).await.expect("write acknowledged");
+                store.insert_row_for_benchmark(Table::Clients, client_values(uid, t, i)).await.expect("write acknowledged");
             }
         }));
     }
@@ -84,9 +104,9 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
     }
     let elapsed = started.elapsed();
 
-    let batches = store.writer.stats.batches.load(Ordering::Relaxed) - b0;
-    let requests = store.writer.stats.requests.load(Ordering::Relaxed) - r0;
-    store.writer.shutdown().await;
+    let batches = stats.batches.load(Ordering::Relaxed) - b0;
+    let requests = stats.requests.load(Ordering::Relaxed) - r0;
+    store.shutdown_writer().await;
     let _ = opened.writer_thread.join();
     drain.abort();
     let writes = TASKS * per_task;
@@ -98,11 +118,22 @@ async fn writer_run(path: &Path, max_batch: usize, per_task: usize) -> Run {
 /// The ceiling: one connection, no channel, no savepoints, no read-back —
 /// just the row and its change row, committed every `batch` writes.
 fn bare_run(path: &Path, batch: usize, writes: usize) -> Run {
-    let conn = store::open_connection(&db_config(path, batch)).expect("open");
-    let uid = store::users::create(&conn, "bench@example.com", None, "user").expect("user");
+    // Store::open creates, migrates and switches the file to WAL, as for the writer runs.
+    let opened = Store::open(&db_config(path, batch)).expect("open store");
+    drop(opened.feed);
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    rt.block_on(opened.store.shutdown_writer());
+    let _ = opened.writer_thread.join();
+    drop(opened.store);
+    let conn = bare_connection(path);
+    let uid = add_user(&conn);
     let now = "2026-11-23T10:00:00.000Z";
     let write = |conn: &rusqlite::Connection, t: usize, i: usize| -> rusqlite::Result<()> {
-        let vals = client_values(uid, t, i);
+        let vals: Vec<(&str, SqlValue)> = client_values(uid, t, i)
+            .into_iter()
+            .map(|(c, v)| (c, v.as_str().map_or(SqlValue::Null, |s| SqlValue::Text(s.into()))))
+            .map(|(c, v)| if c == "user_id" { (c, SqlValue::Integer(uid)) } else { (c, v) })
+            .collect();
         conn.prepare_cached(
             "INSERT INTO clients (user_id, name, email, phone, notes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
         )?

@@ -4,16 +4,21 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use crate::model::{DeliveryOutcome, SyncKind, SyncOutcome};
+
 /// Every outcome a webhook delivery can be counted under, by source. Each
 /// series is exported at 0 from startup, so `rate(...)` alerts and dashboards
 /// see a series before the first event instead of "no data".
-pub const WEBHOOK_OUTCOMES: &[(&str, &[&str])] = &[
-    ("calendly", &["accepted", "duplicate", "unmatched", "ignored", "invalid", "failed", "rejected"]),
-    ("google", &["accepted", "unknown_channel", "rejected", "invalid"]),
-];
+pub const WEBHOOK_OUTCOMES: &[(&str, &[DeliveryOutcome])] = {
+    use DeliveryOutcome::*;
+    &[
+        ("calendly", &[Accepted, Duplicate, Unmatched, Ignored, Invalid, Failed, Rejected]),
+        ("google", &[Accepted, UnknownChannel, Rejected, Invalid]),
+    ]
+};
 /// Kinds and outcomes of a Google sync pass (also exported at 0 from startup).
-pub const SYNC_KINDS: &[&str] = &["incremental", "full", "safety_net"];
-pub const SYNC_OUTCOMES: &[&str] = &["ok", "error", "needs_reconnect"];
+pub const SYNC_KINDS: &[SyncKind] = SyncKind::ALL;
+pub const SYNC_OUTCOMES: &[SyncOutcome] = SyncOutcome::ALL;
 
 /// Counters and histograms the webhook and sync code record into.
 pub struct Metrics {
@@ -31,7 +36,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(writer: &crate::store::writer::WriterStats) -> Metrics {
+    pub fn new(writer: &crate::store::WriterStats) -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -61,14 +66,14 @@ impl Metrics {
         // Touching a label set creates its series at 0.
         for (source, outcomes) in WEBHOOK_OUTCOMES {
             for outcome in *outcomes {
-                webhooks.with_label_values(&[source, outcome]);
+                webhooks.with_label_values(&[source, outcome.as_str()]);
             }
         }
         for kind in SYNC_KINDS {
             for outcome in SYNC_OUTCOMES {
-                google_syncs.with_label_values(&[kind, outcome]);
+                google_syncs.with_label_values(&[kind.as_str(), outcome.as_str()]);
             }
-            google_sync_seconds.with_label_values(&[kind]);
+            google_sync_seconds.with_label_values(&[kind.as_str()]);
         }
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));

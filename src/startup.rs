@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode};
+use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -108,6 +108,8 @@ pub struct Server {
     hub_runner: JoinHandle<()>,
     /// Closes lagging sessions; ends on the shutdown signal.
     watchdog: JoinHandle<()>,
+    /// What the realtime socket's upgrade and sessions use.
+    realtime: crate::realtime::RealtimeState,
 }
 
 impl Server {
@@ -121,7 +123,7 @@ impl Server {
         }
         let opened = Store::open(&config.database)?;
         let store = opened.store;
-        let hub = Hub::with_replays(store.writer.head.clone(), config.realtime.queue_size, config.realtime.concurrent_replays);
+        let hub = Hub::with_replays(store.log_head(), config.realtime.queue_size, config.realtime.concurrent_replays);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let hub_runner = tokio::spawn(hub.clone().run(opened.feed));
         let watchdog = tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag, shutdown_rx.clone()));
@@ -129,7 +131,7 @@ impl Server {
         let listener = TcpListener::bind(bind).await.map_err(|source| StartupError::Bind { addr: bind, source })?;
         let addr = listener.local_addr().map_err(StartupError::LocalAddr)?;
         let public_url = config.public_url(addr);
-        let metrics = Arc::new(crate::counters::Metrics::new(&store.writer.stats));
+        let metrics = Arc::new(crate::counters::Metrics::new(store.writer_stats()));
         let tasks = TaskTracker::new();
         let google = crate::google::GoogleSync::new(
             &config,
@@ -144,9 +146,34 @@ impl Server {
         let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
         let identities = Arc::new(crate::auth::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let tokens = Tokens::new(secret.expose_secret());
+        let realtime = crate::realtime::RealtimeState {
+            session: crate::realtime::SessionCtx {
+                hub: hub.clone(),
+                store: store.clone(),
+                tokens: tokens.clone(),
+                identities: identities.clone(),
+                cfg: config.realtime.clone(),
+            },
+            origin_allowed: {
+                let (config, public_url) = (config.clone(), public_url.clone());
+                Arc::new(move |origin: &str, host: &str| {
+                    crate::http::origin_allowed(&config.server.cors_origins, &public_url, origin, host)
+                })
+            },
+        };
+        let retention = crate::ops::retention::Retention::new(store.clone(), &config);
+        loops.push(("retention", tasks.spawn(crate::ops::retention::run(retention, shutdown_rx.clone()))));
+        let alerts = crate::ops::alerts::AlertState {
+            store: store.clone(),
+            monitor: Arc::default(),
+            config: config.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        loops.push(("alerts", tasks.spawn(crate::ops::alerts::run(alerts.clone()))));
         let app = App(Arc::new(AppInner {
             metrics,
-            alerts: Arc::default(),
+            alerts: alerts.monitor,
             google,
             auth: crate::http::Authenticator::new(tokens.clone(), identities.clone()),
             tokens,
@@ -160,10 +187,8 @@ impl Server {
             identities,
             log_throttle: Default::default(),
         }));
-        loops.push(("retention", tasks.spawn(crate::ops::retention::run(app.clone()))));
-        loops.push(("alerts", tasks.spawn(crate::ops::alerts::run(app.clone()))));
         let routes = routes(app.clone())?;
-        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, loops, hub_runner, watchdog })
+        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, loops, hub_runner, watchdog, realtime })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -176,7 +201,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then shut down in order.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, loops, hub_runner, watchdog } = self;
+        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, loops, hub_runner, watchdog, realtime } = self;
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
@@ -211,6 +236,7 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let svc = svc.clone();
+            let realtime = realtime.clone();
             // The service lives as long as the connection; a realtime socket
             // takes a clone of the permit into its session, so an upgraded
             // connection stays counted until the socket closes.
@@ -218,7 +244,8 @@ impl Server {
                 let app = app.clone();
                 let mut svc = svc.clone();
                 let permit = permit.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, app, &mut svc, peer, permit).await) }
+                let realtime = realtime.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, app, &realtime, &mut svc, peer, permit).await) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             let conn = graceful.watch(conn);
@@ -252,7 +279,7 @@ impl Server {
                 app.config.server.shutdown_grace
             );
         }
-        app.store.writer.shutdown().await;
+        app.store.shutdown_writer().await;
         if let Some(f) = server_file {
             f.remove();
         }
@@ -272,7 +299,14 @@ impl Server {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-async fn handle<S>(mut req: Request<Incoming>, app: App, svc: &mut S, peer: SocketAddr, permit: ConnectionPermit) -> Response
+async fn handle<S>(
+    mut req: Request<Incoming>,
+    app: App,
+    realtime: &crate::realtime::RealtimeState,
+    svc: &mut S,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+) -> Response
 where
     S: Service<Request<TimedBody>, Response = Response, Error = std::convert::Infallible>,
 {
@@ -286,7 +320,7 @@ where
     req.extensions_mut().insert(PeerAddr(peer));
     let mut res = if path == crate::realtime::PATH {
         let _e = span.enter();
-        crate::realtime::upgrade(req, app.clone(), permit)
+        crate::realtime::upgrade(req, realtime, permit)
     } else {
         use tracing::Instrument;
         let (req, stalled) = {
@@ -325,47 +359,6 @@ where
         tracing::info!(%method, %path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, %peer, "request");
     }
     res
-}
-
-/// `GET /health`, `GET /health/live`, `GET /health/ready`
-fn health(app: App) -> BoxedFilter<(Response,)> {
-    let basic = warp::path!("health")
-        .and(warp::get())
-        .map(|| crate::http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})));
-    let live = warp::path!("health" / "live")
-        .and(warp::get())
-        .map(|| crate::http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
-    let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
-        let app = app.clone();
-        async move {
-            let checks = readiness(&app).await;
-            let ok = checks.iter().all(|(_, v)| v.is_none());
-            let detail: serde_json::Map<String, serde_json::Value> =
-                checks.into_iter().map(|(k, v)| (k.to_string(), v.map(serde_json::Value::String).unwrap_or_else(|| "ok".into()))).collect();
-            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            crate::http::json_response(status, &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
-        }
-    });
-    basic.or(live).unify().or(ready).unify().boxed()
-}
-
-/// Each readiness check: None when fine, else why not.
-async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
-    let wait = std::time::Duration::from_secs(2);
-    let db = match tokio::time::timeout(wait, app.store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))).await {
-        Ok(Ok(1)) => None,
-        Ok(Ok(_)) => Some("unexpected answer".to_string()),
-        Ok(Err(e)) => Some(ApiError::from(e).public_message()),
-        Err(_) => Some("no answer within 2 s".to_string()),
-    };
-    // A no-op request through the writer proves its thread commits.
-    let writer = match tokio::time::timeout(wait, app.store.writer.write(|_| Ok(()))).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(ApiError::from(e).public_message()),
-        Err(_) => Some("the writer did not answer within 2 s".to_string()),
-    };
-    let hub = (!app.hub.is_alive()).then(|| "the realtime hub is not running".to_string());
-    vec![("database", db), ("writer", writer), ("hub", hub)]
 }
 
 /// The REST routes' state: records, `/api/me`, the login-link landing.
@@ -438,9 +431,16 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         .unify()
         .or(crate::google::routes::routes(app.clone()))
         .unify()
-        .or(health(app.clone()))
+        .or(crate::ops::health::routes(crate::ops::health::HealthState { store: app.store.clone(), hub: app.hub.clone() }))
         .unify()
-        .or(crate::ops::metrics::routes(app.clone()))
+        .or(crate::ops::metrics::routes(crate::ops::metrics::MetricsState {
+            counters: app.metrics.clone(),
+            hub: app.hub.clone(),
+            store: app.store.clone(),
+            token: app.config.metrics.token.clone(),
+            concurrent_replays: app.config.realtime.concurrent_replays,
+            started: app.started,
+        }))
         .unify()
         .or(crate::web::config_route(crate::realtime::PATH, &app.tokens.anon_key()))
         .unify()

@@ -2,11 +2,11 @@
 //! (futures are measured unpolled: a task allocates its whole future up front).
 
 use std::mem::{size_of, size_of_val};
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use syncgate::realtime::channel::{Binding, Channel};
-use syncgate::realtime::hub::{Hub, Published, SocketShared};
+use syncgate::realtime::fanout::Published;
+use syncgate::realtime::hub::{Hub, SocketShared};
 use syncgate::realtime::{protocol::Vsn, session};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -20,7 +20,7 @@ pub fn print() -> Result<(), String> {
         let tokens = syncgate::auth::Tokens::new("fanout-sizes-secret-0123456789abcdef");
         let claims = tokens.verify(&tokens.user_token(1, "user", 60)).map_err(|e| e.to_string())?;
         let identities = Arc::new(syncgate::auth::identity::Identities::new(opened.store.clone(), std::time::Duration::from_secs(10)));
-        let hub = Hub::new(Arc::new(AtomicI64::new(0)), 4096);
+        let hub = Hub::new(syncgate::store::LogHead::new(0), 4096);
         let unjoined = syncgate::realtime::UnjoinedSlot::take(&hub, usize::MAX).ok_or("no unjoined slot")?;
         let ctx = session::SessionCtx { hub, store: opened.store, tokens, identities, cfg: Default::default() };
         let (a, _b) = tokio::io::duplex(64);

@@ -12,7 +12,6 @@ use crate::auth::Tokens;
 use crate::config::{secret, Config, ExposeSecret};
 use crate::duration::Dur;
 use crate::startup::{Server, StartupError};
-use crate::store;
 
 pub mod running;
 mod users_cmd;
@@ -245,46 +244,22 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), users_cmd::UserCommandE
     users_cmd::token(config, &Tokens::new(secret.expose_secret()), user, args.ttl.as_secs() as i64)
 }
 
-/// SQLite's online backup: a consistent copy of the database as of the moment
-/// the copy finishes, taken page by page without stopping the server.
+/// `syncgate backup --to FILE`: prints the file written.
 fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
-    if to.exists() {
-        return Err(format!("{} already exists; choose a new file", to.display()));
-    }
-    let src = store::open_connection(&config.database).map_err(|e| e.to_string())?;
-    // The copy holds the same secrets as the database: only its owner may read it.
-    crate::config::files::create_private_file(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    let mut dst = rusqlite::Connection::open(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| format!("cannot start the backup: {e}"))?;
-    backup.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| format!("the backup failed: {e}"))?;
-    drop(backup);
-    let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-    if ok != "ok" {
-        return Err(format!("the copy in {} failed its integrity check: {ok}", to.display()));
-    }
+    crate::ops::backup::backup(&config.database, to).map_err(|e| e.to_string())?;
     println!("{}", to.display());
     Ok(())
 }
 
-/// `schema version N (latest M)` and the integrity check's verdict; fails when not ok.
+/// `syncgate check`: the schema version and the integrity verdict; fails when not ok.
 fn check(config: &Config) -> Result<(), String> {
-    let path = std::path::Path::new(&config.database.path);
-    if !path.exists() {
-        return Err(format!("there is no database at {}", path.display()));
+    let integrity = crate::ops::backup::check(&config.database).map_err(|e| e.to_string())?;
+    for line in integrity.report() {
+        println!("{line}");
     }
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let version = store::migrations::version(&conn).map_err(|e| e.to_string())?;
-    println!("schema version {version} (this syncgate: {})", store::migrations::latest_version());
-    let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
-    let problems: Vec<String> = stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?.filter_map(Result::ok).collect();
-    if problems == ["ok"] {
-        println!("integrity ok");
+    if integrity.is_ok() {
         Ok(())
     } else {
-        for p in &problems {
-            println!("{p}");
-        }
         Err("the integrity check found problems".into())
     }
 }

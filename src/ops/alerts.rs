@@ -6,17 +6,31 @@
 //! more POST when it clears. POSTs are retried with backoff in the background.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, ExposeSecret};
-use crate::startup::App;
-use crate::store::timefmt;
+use crate::store::alerts::{AlertFacts, AlertWindow};
+use crate::store::{timefmt, Store};
+
+/// What the alert check uses.
+#[derive(Clone)]
+pub struct AlertState {
+    pub store: Store,
+    /// The alerts raised now (also read by `/api/admin/health`).
+    pub monitor: Arc<AlertMonitor>,
+    /// `alerts.*`, and `calendly.*` for the subscription check.
+    pub config: Config,
+    /// Alert POSTs run here, so shutdown awaits them.
+    pub tasks: TaskTracker,
+    pub shutdown: watch::Receiver<bool>,
+}
 
 /// One condition that needs an operator.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -30,16 +44,21 @@ pub struct Alert {
     pub since: String,
 }
 
-/// When the Calendly subscriptions were last checked, and what was found
-/// (disabled subscription URIs, or an error).
-type CalendlyCheck = (std::time::Instant, Result<Vec<String>, String>);
+/// What the last Calendly subscription check found.
+#[derive(Debug, Clone)]
+enum CalendlyFinding {
+    /// The callback URLs of disabled subscriptions (none: all fine).
+    Disabled(Vec<String>),
+    /// The check itself failed, with why.
+    CheckFailed(String),
+}
 
 /// The alerts currently raised.
 #[derive(Default)]
 pub struct AlertMonitor {
     active: Mutex<BTreeMap<String, Alert>>,
-    /// Last Calendly subscription check: (when, disabled subscription URIs or an error).
-    calendly: Mutex<Option<CalendlyCheck>>,
+    /// Last Calendly subscription check: when, and what it found.
+    calendly: Mutex<Option<(std::time::Instant, CalendlyFinding)>>,
 }
 
 impl AlertMonitor {
@@ -52,28 +71,32 @@ fn alert(kind: &'static str, subject: &str, message: String, action: &'static st
     Alert { key: format!("{kind}:{subject}"), kind, message, action, since: now.to_string() }
 }
 
-/// Evaluate every database-backed condition.
-pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -> rusqlite::Result<Vec<Alert>> {
+fn ago(now: time::OffsetDateTime, d: crate::duration::Dur) -> time::OffsetDateTime {
+    now - time::Duration::seconds(d.as_secs() as i64)
+}
+
+/// The times the database-backed conditions are read against.
+fn window(config: &Config, now: time::OffsetDateTime) -> AlertWindow {
+    AlertWindow {
+        expiring_before: now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64),
+        quiet_since: ago(now, config.alerts.silent_push_after),
+        rejections_since: ago(now, config.alerts.calendly_rejected_window),
+    }
+}
+
+/// What the database-backed findings mean: one alert each.
+pub fn evaluate(facts: AlertFacts, config: &Config, now: time::OffsetDateTime) -> Vec<Alert> {
     let now_s = timefmt::format(now);
     let mut out = Vec::new();
-    let soon = timefmt::format(now + time::Duration::seconds(config.alerts.channel_expiry_warning.as_secs() as i64));
 
     // A channel about to expire that was not renewed. Users who must reconnect
     // get their own alert instead (their channels cannot be renewed).
-    let mut stmt = conn.prepare(
-        "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
-         WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
-           AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
-    )?;
-    for row in
-        stmt.query_map([&soon], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
-    {
-        let (uid, email, channel, exp) = row?;
-        let verb = if exp.as_str() <= now_s.as_str() { "expired" } else { "expires" };
+    for c in facts.expiring_channels {
+        let verb = if c.expiration.as_str() <= now_s.as_str() { "expired" } else { "expires" };
         out.push(alert(
             "google_channel_expiring",
-            &format!("channel:{channel}"),
-            format!("Google push channel of user {uid} ({email}) {verb} at {exp} and has not been renewed"),
+            &format!("channel:{}", c.channel_id),
+            format!("Google push channel of user {} ({}) {verb} at {} and has not been renewed", c.user.id, c.user.email, c.expiration),
             "check the renewal errors in /api/admin/health; POST /api/calendar/webhook/setup as that user makes a new channel",
             &now_s,
         ));
@@ -81,82 +104,54 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
 
     // Connected users without any channel, or with a ticked calendar that
     // has none: Google cannot push (those) changes to them.
-    let mut stmt = conn.prepare(
-        "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-         AND u.status = 'active'
-         AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
-              OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
-                         AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
-         ORDER BY u.id",
-    )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-        let (uid, email) = row?;
+    for u in facts.missing_channels {
         out.push(alert(
             "google_channel_missing",
-            &format!("user:{uid}"),
-            format!("user {uid} ({email}) is connected to Google but has no push channel (for at least one ticked calendar), so changes arrive only by the safety-net sync"),
+            &format!("user:{}", u.id),
+            format!("user {} ({}) is connected to Google but has no push channel (for at least one ticked calendar), so changes arrive only by the safety-net sync", u.id, u.email),
             "POST /api/calendar/webhook/setup as that user, or restart syncgate (it recreates missing channels)",
             &now_s,
         ));
     }
 
-    let mut stmt = conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-        let (uid, email) = row?;
+    for u in facts.needs_reconnect {
         out.push(alert(
             "google_needs_reconnect",
-            &format!("user:{uid}"),
-            format!("user {uid} ({email}) must reconnect Google: access was revoked or expired, so their calendar is not syncing"),
+            &format!("user:{}", u.id),
+            format!("user {} ({}) must reconnect Google: access was revoked or expired, so their calendar is not syncing", u.id, u.email),
             "ask the user to open Integrations and press Reconnect Google",
             &now_s,
         ));
     }
 
     // Pushes stopped: no notification for long while safety-net syncs keep finding changes.
-    let quiet_since = timefmt::format(now - time::Duration::seconds(config.alerts.silent_push_after.as_secs() as i64));
-    {
-        let mut stmt = conn.prepare(
-            "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
-             WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
-               AND (s.last_notification_at IS NULL OR s.last_notification_at < ?1)
-               AND s.last_safety_net_changes_at IS NOT NULL
-               AND s.last_safety_net_changes_at > COALESCE(s.last_notification_at, '')
-             ORDER BY s.user_id",
-        )?;
-        for row in stmt.query_map([&quiet_since], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-            let (uid, email) = row?;
-            out.push(alert(
-                "google_pushes_stopped",
-                &format!("user:{uid}"),
-                format!(
-                    "no Google notification for user {uid} ({email}) for more than {} while safety-net syncs keep finding changes: pushes have stopped arriving",
-                    config.alerts.silent_push_after
-                ),
-                "check that server.public_url is reachable over HTTPS from Google and renew the channel (POST /api/calendar/webhook/setup)",
-                &now_s,
-            ));
-        }
+    for u in facts.pushes_stopped {
+        out.push(alert(
+            "google_pushes_stopped",
+            &format!("user:{}", u.id),
+            format!(
+                "no Google notification for user {} ({}) for more than {} while safety-net syncs keep finding changes: pushes have stopped arriving",
+                u.id, u.email, config.alerts.silent_push_after
+            ),
+            "check that server.public_url is reachable over HTTPS from Google and renew the channel (POST /api/calendar/webhook/setup)",
+            &now_s,
+        ));
     }
-    {
-        let mut stmt = conn.prepare(
-            "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
-             WHERE s.renewal_failures > 0 ORDER BY s.user_id",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)))? {
-            let (uid, email, n, err) = row?;
-            out.push(alert(
-                "google_renewal_failing",
-                &format!("user:{uid}"),
-                format!("renewing the Google push channel of user {uid} ({email}) failed {n} time(s): {err}"),
-                "look at the error; syncgate keeps retrying with backoff (also after the channel expired) until a renewal succeeds",
-                &now_s,
-            ));
-        }
+    for r in facts.failing_renewals {
+        out.push(alert(
+            "google_renewal_failing",
+            &format!("user:{}", r.user.id),
+            format!(
+                "renewing the Google push channel of user {} ({}) failed {} time(s): {}",
+                r.user.id, r.user.email, r.failures, r.last_error
+            ),
+            "look at the error; syncgate keeps retrying with backoff (also after the channel expired) until a renewal succeeds",
+            &now_s,
+        ));
     }
 
     // Calendly deliveries refused (bad or stale signatures) above the threshold.
-    let window = timefmt::format(now - time::Duration::seconds(config.alerts.calendly_rejected_window.as_secs() as i64));
-    let rejected = crate::store::rejections::count_since(conn, &window)?;
+    let rejected = facts.calendly_rejected;
     if rejected > config.alerts.calendly_rejected_threshold as i64 {
         out.push(alert(
             "calendly_rejected",
@@ -169,30 +164,31 @@ pub fn evaluate(conn: &Connection, config: &Config, now: time::OffsetDateTime) -
             &now_s,
         ));
     }
-    Ok(out)
+    out
 }
 
 /// Disabled Calendly subscriptions, checked at most every `alerts.calendly_check_interval`.
-async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
-    let token = app.config.calendly.token.expose_secret().trim();
+async fn calendly_alerts(state: &AlertState, now: &str) -> Vec<Alert> {
+    let token = state.config.calendly.token.expose_secret().trim();
     if token.is_empty() {
         return vec![];
     }
     let due = {
-        let last = app.alerts.calendly.lock().map(|g| g.as_ref().map(|(t, _)| *t)).unwrap_or(None);
-        last.is_none_or(|t| t.elapsed() >= app.config.alerts.calendly_check_interval.0)
+        let last = state.monitor.calendly.lock().map(|g| g.as_ref().map(|(t, _)| *t)).unwrap_or(None);
+        last.is_none_or(|t| t.elapsed() >= state.config.alerts.calendly_check_interval.0)
     };
     if due {
-        let result = crate::calendly::api::status(&app.config, token)
-            .await
-            .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>());
-        if let Ok(mut g) = app.alerts.calendly.lock() {
-            *g = Some((std::time::Instant::now(), result));
+        let finding = match crate::calendly::api::status(&state.config, token).await {
+            Ok((subs, _)) => CalendlyFinding::Disabled(subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect()),
+            Err(e) => CalendlyFinding::CheckFailed(e.to_string()),
+        };
+        if let Ok(mut g) = state.monitor.calendly.lock() {
+            *g = Some((std::time::Instant::now(), finding));
         }
     }
-    let last = app.alerts.calendly.lock().ok().and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
+    let last = state.monitor.calendly.lock().ok().and_then(|g| g.as_ref().map(|(_, r)| r.clone()));
     match last {
-        Some(Ok(disabled)) => disabled
+        Some(CalendlyFinding::Disabled(disabled)) => disabled
             .into_iter()
             .map(|url| {
                 alert(
@@ -206,7 +202,7 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
                 )
             })
             .collect(),
-        Some(Err(e)) => vec![alert(
+        Some(CalendlyFinding::CheckFailed(e)) => vec![alert(
             "calendly_check_failed",
             "api",
             format!("could not check Calendly's webhook subscriptions: {e}"),
@@ -218,20 +214,19 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
 }
 
 /// Run one check: raise new alerts, clear resolved ones, notify about both.
-pub async fn check_once(app: &App) {
-    let config = app.config.clone();
+pub async fn check_once(state: &AlertState) {
     let now = timefmt::now();
     let now_s = timefmt::format(now);
-    let mut found = match app.store.read(move |c| Ok(evaluate(c, &config, now)?)).await {
-        Ok(f) => f,
+    let mut found = match state.store.alert_facts(window(&state.config, now)).await {
+        Ok(facts) => evaluate(facts, &state.config, now),
         Err(e) => {
             tracing::error!(error = %e, "alert check could not read the database");
             return;
         }
     };
-    found.extend(calendly_alerts(app, &now_s).await);
+    found.extend(calendly_alerts(state, &now_s).await);
     let (started, cleared) = {
-        let Ok(mut active) = app.alerts.active.lock() else { return };
+        let Ok(mut active) = state.monitor.active.lock() else { return };
         let mut started = Vec::new();
         let mut next = BTreeMap::new();
         for a in found {
@@ -251,11 +246,11 @@ pub async fn check_once(app: &App) {
     };
     for a in &started {
         tracing::warn!(alert = a.kind, key = %a.key, "alert: {}", a.message);
-        notify(app, format!("syncgate alert: {} ({})", a.message, a.action));
+        notify(state, format!("syncgate alert: {} ({})", a.message, a.action));
     }
     for a in &cleared {
         tracing::info!(alert = a.kind, key = %a.key, "alert cleared: {}", a.message);
-        notify(app, format!("syncgate resolved: {}", a.message));
+        notify(state, format!("syncgate resolved: {}", a.message));
     }
 }
 
@@ -265,13 +260,13 @@ const NOTIFY_ATTEMPTS: u32 = 6;
 
 /// POST `{"text": …}` to `alerts.webhook_url`, retrying with backoff, in the
 /// background. A shutdown lets the POST in flight finish but waits for no retry.
-fn notify(app: &App, text: String) {
-    let url = app.config.alerts.webhook_url.trim().to_string();
+fn notify(state: &AlertState, text: String) {
+    let url = state.config.alerts.webhook_url.trim().to_string();
     if url.is_empty() {
         return;
     }
-    let mut shutdown = app.shutdown.clone();
-    app.tasks.spawn(async move {
+    let mut shutdown = state.shutdown.clone();
+    state.tasks.spawn(async move {
         let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
             Ok(h) => h,
             Err(_) => return,
@@ -296,15 +291,15 @@ fn notify(app: &App, text: String) {
 }
 
 /// Check every `alerts.check_interval`, until shutdown.
-pub async fn run(app: App) {
-    let mut tick = tokio::time::interval(app.config.alerts.check_interval.0.max(Duration::from_millis(50)));
+pub async fn run(state: AlertState) {
+    let mut tick = tokio::time::interval(state.config.alerts.check_interval.0.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = app.shutdown.clone();
+    let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        check_once(&app).await;
+        check_once(&state).await;
     }
 }

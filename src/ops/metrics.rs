@@ -4,6 +4,9 @@
 //! read when `/metrics` is scraped. `GET /metrics`, optionally behind
 //! `metrics.token`.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
@@ -13,8 +16,24 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::ExposeSecret;
+use crate::counters::Metrics;
 use crate::http::error::ApiError;
-use crate::startup::App;
+use crate::realtime::Hub;
+use crate::store::Store;
+
+/// What `/metrics` reads.
+#[derive(Clone)]
+pub struct MetricsState {
+    /// The counters and histograms webhook and sync code record into.
+    pub counters: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    /// `metrics.token`: when set, scrapes must send it as a bearer token.
+    pub token: crate::config::SecretString,
+    /// `realtime.concurrent_replays`, to report how many are running.
+    pub concurrent_replays: usize,
+    pub started: Instant,
+}
 
 fn gauge(name: &str, help: &str, value: f64) -> Vec<MetricFamily> {
     match prometheus::Gauge::new(name, help) {
@@ -37,10 +56,10 @@ fn counter(name: &str, help: &str, value: u64) -> Vec<MetricFamily> {
 }
 
 /// Everything, as Prometheus text.
-pub async fn render(app: &App) -> Result<String, ApiError> {
+pub async fn render(state: &MetricsState) -> Result<String, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut families = app.metrics.registry.gather();
-    let hub = &app.hub.stats;
+    let mut families = state.counters.registry.gather();
+    let hub = &state.hub.stats;
     families.extend(gauge(
         "syncgate_realtime_sockets",
         "Realtime sockets with at least one joined channel.",
@@ -54,7 +73,7 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
     families.extend(gauge(
         "syncgate_realtime_replays_running",
         "Snapshots and log replays reading right now (capped by realtime.concurrent_replays).",
-        (app.config.realtime.concurrent_replays.saturating_sub(app.hub.replays.available_permits())) as f64,
+        (state.concurrent_replays.saturating_sub(state.hub.replays.available_permits())) as f64,
     ));
     families.extend(gauge("syncgate_realtime_channels", "Joined realtime channels.", hub.channels.load(Relaxed) as f64));
     families.extend(gauge(
@@ -87,24 +106,15 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
         "Times a session fell out of the in-memory window and went to the change log.",
         hub.lag_events.load(Relaxed),
     ));
-    let (retained, channels, soonest) = app
-        .store
-        .read(|c| {
-            let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            let channels: i64 = c.query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0))?;
-            let soonest: Option<String> =
-                c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", [], |r| r.get(0))?;
-            Ok((retained, channels, soonest))
-        })
-        .await?;
-    families.extend(gauge("syncgate_changes_head_seq", "Seq of the newest committed change.", app.hub.head() as f64));
-    families.extend(gauge("syncgate_changes_retained_rows", "Rows kept in the change log.", retained as f64));
-    families.extend(gauge("syncgate_google_watch_channels", "Google push channels (active and retiring).", channels as f64));
-    if let Some(t) = soonest.as_deref().and_then(crate::store::timefmt::parse) {
+    let facts = state.store.metrics_facts().await?;
+    families.extend(gauge("syncgate_changes_head_seq", "Seq of the newest committed change.", state.hub.head() as f64));
+    families.extend(gauge("syncgate_changes_retained_rows", "Rows kept in the change log.", facts.retained_changes as f64));
+    families.extend(gauge("syncgate_google_watch_channels", "Google push channels (active and retiring).", facts.watch_channels as f64));
+    if let Some(t) = facts.soonest_channel_expiry {
         let secs = (t - crate::store::timefmt::now()).as_seconds_f64();
         families.extend(gauge("syncgate_google_channel_soonest_expiry_seconds", "Seconds until the soonest Google channel expires.", secs));
     }
-    families.extend(gauge("syncgate_uptime_seconds", "Seconds since the server started.", app.started.elapsed().as_secs_f64()));
+    families.extend(gauge("syncgate_uptime_seconds", "Seconds since the server started.", state.started.elapsed().as_secs_f64()));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();
     TextEncoder::new().encode(&families, &mut buf).map_err(ApiError::internal)?;
@@ -112,22 +122,22 @@ pub async fn render(app: &App) -> Result<String, ApiError> {
 }
 
 /// `GET /metrics`
-pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+pub fn routes(state: MetricsState) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
-        .and_then(move |auth: Option<String>| {
-            let app = app.clone();
+        .then(move |auth: Option<String>| {
+            let state = state.clone();
             async move {
                 let result = async {
-                    let required = app.config.metrics.token.expose_secret().trim();
+                    let required = state.token.expose_secret().trim();
                     if !required.is_empty() {
                         let given = auth.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
                         if !crate::auth::constant_time_eq(given.as_bytes(), required.as_bytes()) {
                             return Err(ApiError::Unauthorized("send Authorization: Bearer <metrics.token>".into()));
                         }
                     }
-                    let text = render(&app).await?;
+                    let text = render(&state).await?;
                     let mut res = Response::new(text.into());
                     res.headers_mut()
                         .insert(warp::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -135,7 +145,7 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
                     Ok(res)
                 }
                 .await;
-                crate::http::respond(result)
+                result.unwrap_or_else(ApiError::into_response)
             }
         })
         .boxed()

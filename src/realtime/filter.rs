@@ -10,6 +10,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime};
 
+use super::protocol::Refusal;
 use crate::store::tables::{PgType, Table, ALL_TABLES};
 
 /// Most values an `in` list may hold (the same cap Supabase applies).
@@ -100,38 +101,45 @@ impl RowFilter {
     /// binding on all tables) nothing is checked against columns here; the
     /// operands are prepared for every table up front and a table whose
     /// column is missing or whose type rejects the value never matches.
-    pub fn parse(filter: &str, table: Option<Table>) -> Result<RowFilter, String> {
+    pub fn parse(filter: &str, table: Option<Table>) -> Result<RowFilter, Refusal> {
         let Some((column, rest)) = filter.split_once('=') else {
-            return Err(format!("filter {} must look like column=op.value (for example id=eq.7)", quote(filter)));
+            return Err(format!("filter {} must look like column=op.value (for example id=eq.7)", quote(filter)).into());
         };
         if column.is_empty() {
-            return Err(format!("filter {} names no column before \"=\"", quote(filter)));
+            return Err(format!("filter {} names no column before \"=\"", quote(filter)).into());
         }
         let Some((op_text, value)) = rest.split_once('.') else {
-            return Err(format!("filter {} must look like column=op.value: there is no \".\" after the operator", quote(filter)));
+            return Err(format!("filter {} must look like column=op.value: there is no \".\" after the operator", quote(filter)).into());
         };
         let Some(op) = Op::parse(op_text) else {
             return Err(format!(
                 "unknown filter operator {} in {}: use one of eq, neq, lt, lte, gt, gte, in",
                 quote(op_text),
                 quote(filter)
-            ));
+            )
+            .into());
         };
         let raw = if op == Op::In { parse_in_list(value)? } else { vec![value.to_owned()] };
 
         let compiled = match table {
             Some(t) => {
                 let Some(ty) = t.column_type(column) else {
-                    return Err(format!("column {} does not exist in table {}", quote(column), t.name()));
+                    return Err(format!("column {} does not exist in table {}", quote(column), t.name()).into());
                 };
                 let operands = raw
                     .iter()
                     .map(|v| {
                         parse_operand(ty, v).ok_or_else(|| {
-                            format!("filter value {} is not a valid {} for column {}{}", quote(v), ty.name(), column, type_hint(ty))
+                            Refusal(format!(
+                                "filter value {} is not a valid {} for column {}{}",
+                                quote(v),
+                                ty.name(),
+                                column,
+                                type_hint(ty)
+                            ))
                         })
                     })
-                    .collect::<Result<Vec<_>, String>>()?;
+                    .collect::<Result<Vec<_>, Refusal>>()?;
                 vec![(t, Some(Compiled { ty, operands }))]
             }
             None => ALL_TABLES.iter().map(|&t| (t, compile(t, column, &raw))).collect(),
@@ -357,13 +365,13 @@ fn insert_offset_colon(s: &str) -> Option<String> {
 /// protect commas and parentheses, `\` escapes the next character inside
 /// quotes, and whitespace around an unquoted value is dropped (the rules of
 /// a Postgres array literal, which is what Supabase turns the list into).
-fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
+fn parse_in_list(value: &str) -> Result<Vec<String>, Refusal> {
     let inner = value
         .strip_prefix('(')
         .and_then(|v| v.strip_suffix(')'))
         .ok_or_else(|| format!("an in filter needs a parenthesized list like in.(a,b,c), got {}", quote(value)))?;
     if inner.trim().is_empty() {
-        return Err(format!("an in filter needs between 1 and {MAX_IN_VALUES} values, got none"));
+        return Err(format!("an in filter needs between 1 and {MAX_IN_VALUES} values, got none").into());
     }
     let mut items: Vec<String> = Vec::new();
     let mut chars = inner.chars().peekable();
@@ -377,11 +385,11 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
             let mut s = String::new();
             loop {
                 match chars.next() {
-                    None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value))),
+                    None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value)).into()),
                     Some('"') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => s.push(c),
-                        None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value))),
+                        None => return Err(format!("an in filter has an unterminated quoted value in {}", quote(value)).into()),
                     },
                     Some(c) => s.push(c),
                 }
@@ -390,7 +398,7 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
                 chars.next();
             }
             if !matches!(chars.peek(), None | Some(',')) {
-                return Err(format!("an in filter has text after a closing quote in {}: separate values with commas", quote(value)));
+                return Err(format!("an in filter has text after a closing quote in {}: separate values with commas", quote(value)).into());
             }
             s
         } else {
@@ -408,7 +416,7 @@ fn parse_in_list(value: &str) -> Result<Vec<String>, String> {
         if items.len() > MAX_IN_VALUES {
             // Count the rest only to report it; no more allocation.
             let more = count_remaining_items(&mut chars);
-            return Err(format!("an in filter takes at most {MAX_IN_VALUES} values, got {}", items.len() + more));
+            return Err(format!("an in filter takes at most {MAX_IN_VALUES} values, got {}", items.len() + more).into());
         }
         match chars.next() {
             None => break,
@@ -530,7 +538,7 @@ mod tests {
     fn err(s: &str, t: Option<Table>) -> String {
         match RowFilter::parse(s, t) {
             Ok(f) => panic!("{s} parsed: {f:?}"),
-            Err(e) => e,
+            Err(e) => e.0,
         }
     }
 

@@ -1,152 +1,30 @@
-//! The fanout hub: consumes the writer's feed of committed changes and makes
-//! each one readable by the sockets allowed to see it, without touching the
-//! sockets one by one.
+//! The hub: consumes the writer's feed of committed changes and makes each
+//! one readable by the sockets allowed to see it, without touching the
+//! sockets one by one; and the registry of open sessions (for the caps, the
+//! slow-consumer watchdog, account rechecks and shutdown).
 //!
-//! Every committed change becomes one [`Published`] (its `data` JSON built
-//! once) and is appended to a [`Feed`]: one per user with subscribed sockets
-//! (that user's changes) and one for admins (every change). A feed is a
-//! bounded, seq-ordered list of recent changes plus the list of sockets that
-//! read it. Publishing appends, then wakes the feed's sockets; each session
-//! reads what is new after its own cursor, checks its bindings, and writes
-//! the frames itself, on its own task. So the hub's cost per change does not
-//! grow with the work each socket does, and a socket that stops reading holds
-//! nobody up: the feed keeps only the last `realtime.queue_size` changes, and
-//! a session whose cursor fell out of that window reads the `changes` log
-//! instead (losslessly), or is closed past `max_lag`.
-//!
-//! Sessions on the same topic and bindings get byte-identical frames (binding
-//! ids are derived from the binding), so a change's frame is encoded once per
-//! distinct (protocol version, topic, ids) and shared.
+//! Every committed change becomes one [`Published`] and is appended to a
+//! [`Feed`]: one per user with subscribed sockets (that user's changes) and
+//! one for admins (every change). A feed is a bounded, seq-ordered list of
+//! recent changes plus the list of sockets that read it. Publishing appends,
+//! then wakes the feed's sockets; what a woken session does next is the
+//! fanout step (`fanout::take`), on its own task. So the hub's cost per
+//! change does not grow with the work each socket does, and a socket that
+//! stops reading holds nobody up: the feed keeps only the last
+//! `realtime.queue_size` changes, and a session whose cursor fell out of that
+//! window reads the `changes` log instead (losslessly), or is closed past
+//! `max_lag`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
-use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::channel::Channel;
-use super::protocol::{self as proto, Vsn};
-use crate::store::{Change, ChangeBatch, Table};
-
-/// A committed change with its `data` payload serialized once, and the
-/// frames built from it so far.
-#[derive(Debug)]
-pub struct Published {
-    pub change: Arc<Change>,
-    pub data: String,
-    frames: Mutex<Vec<CachedFrame>>,
-}
-
-#[derive(Debug)]
-struct CachedFrame {
-    vsn: Vsn,
-    topic: Arc<str>,
-    ids: Ids,
-    frame: Utf8Bytes,
-}
-
-/// Distinct frames kept per change; more (rare: many different topics or
-/// bindings for one user's change) are encoded per socket.
-const FRAME_CACHE: usize = 4;
-
-impl Published {
-    pub fn new(change: Arc<Change>) -> Published {
-        let data = data_json(&change, false);
-        Published { change, data, frames: Mutex::new(Vec::new()) }
-    }
-
-    pub fn seq(&self) -> i64 {
-        self.change.seq
-    }
-
-    /// The `postgres_changes` frame of this change for a channel, shared by
-    /// every socket that asks for the same version, topic and ids.
-    pub fn frame(&self, vsn: Vsn, topic: &Arc<str>, ids: &Ids) -> Utf8Bytes {
-        let same = |c: &CachedFrame| c.vsn == vsn && c.ids[..] == ids[..] && (Arc::ptr_eq(&c.topic, topic) || *c.topic == **topic);
-        if let Ok(cache) = self.frames.lock() {
-            if let Some(c) = cache.iter().find(|c| same(c)) {
-                return c.frame.clone();
-            }
-        }
-        let frame = Utf8Bytes::from(proto::encode_change(vsn, topic, ids, &self.data));
-        if let Ok(mut cache) = self.frames.lock() {
-            if cache.len() < FRAME_CACHE && !cache.iter().any(&same) {
-                cache.push(CachedFrame { vsn, topic: topic.clone(), ids: ids.clone(), frame: frame.clone() });
-            }
-        }
-        frame
-    }
-}
-
-fn columns_json(table: Table) -> &'static Value {
-    static CACHE: OnceLock<[Value; 4]> = OnceLock::new();
-    let all = CACHE.get_or_init(|| {
-        let build = |t: Table| Value::Array(t.columns().iter().map(|(n, ty)| serde_json::json!({"name": n, "type": ty.name()})).collect());
-        [build(Table::Clients), build(Table::Meetings), build(Table::Pipeline), build(Table::Users)]
-    });
-    match table {
-        Table::Clients => &all[0],
-        Table::Meetings => &all[1],
-        Table::Pipeline => &all[2],
-        Table::Users => &all[3],
-    }
-}
-
-/// The `data` object of a `postgres_changes` frame (protocol.md).
-pub fn data_json(change: &Change, snapshot: bool) -> String {
-    let mut data = serde_json::Map::with_capacity(10);
-    data.insert("schema".into(), Value::from("public"));
-    data.insert("table".into(), Value::from(change.table.name()));
-    data.insert("commit_timestamp".into(), Value::from(change.committed_at.as_str()));
-    data.insert("type".into(), Value::from(change.op.as_str()));
-    data.insert("columns".into(), columns_json(change.table).clone());
-    if let Some(r) = &change.record {
-        data.insert("record".into(), r.clone());
-    }
-    if let Some(r) = &change.old_record {
-        data.insert("old_record".into(), r.clone());
-    }
-    data.insert("errors".into(), Value::Null);
-    data.insert("seq".into(), Value::from(change.seq));
-    if snapshot {
-        data.insert("snapshot".into(), Value::Bool(true));
-    }
-    Value::Object(data).to_string()
-}
-
-/// The binding ids a frame names (reads as `&[u32]`). Almost always one, so
-/// that case is kept inline: no allocation per frame.
-#[derive(Debug, Clone)]
-pub enum Ids {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl Ids {
-    /// Ids of the channel's bindings the change matches; None when none does.
-    pub fn matching(ch: &Channel, change: &Change) -> Option<Ids> {
-        let mut it = ch.bindings.iter().filter(|b| b.matches(change)).map(|b| b.id);
-        let first = it.next()?;
-        Some(match it.next() {
-            None => Ids::One(first),
-            Some(second) => Ids::Many([first, second].into_iter().chain(it).collect()),
-        })
-    }
-}
-
-impl std::ops::Deref for Ids {
-    type Target = [u32];
-    fn deref(&self) -> &[u32] {
-        match self {
-            Ids::One(id) => std::slice::from_ref(id),
-            Ids::Many(v) => v,
-        }
-    }
-}
+use super::fanout::Published;
+use crate::store::{ChangeBatch, LogHead};
 
 /// What a session finds in its feed after its cursor.
 pub enum Pull {
@@ -340,8 +218,8 @@ pub struct Hub {
     sessions: DashMap<u64, Arc<SocketShared>>,
     /// Changes kept in memory per feed (`realtime.queue_size`).
     window: i64,
-    /// Head of the change log (owned by the writer).
-    pub head: Arc<AtomicI64>,
+    /// Head of the change log (advanced by the writer).
+    head: LogHead,
     pub stats: HubStats,
     next_id: AtomicU64,
     alive: AtomicBool,
@@ -360,13 +238,13 @@ pub const CONCURRENT_REPLAYS: usize = 16;
 impl Hub {
     /// `window`: how many recent changes are kept in memory for sessions to
     /// read; further behind, they read the log.
-    pub fn new(head: Arc<AtomicI64>, window: usize) -> Arc<Hub> {
+    pub fn new(head: LogHead, window: usize) -> Arc<Hub> {
         Hub::with_replays(head, window, CONCURRENT_REPLAYS)
     }
 
     /// The same, with `replays` snapshots and log replays allowed at once.
-    pub fn with_replays(head: Arc<AtomicI64>, window: usize, replays: usize) -> Arc<Hub> {
-        let start = head.load(Ordering::Acquire);
+    pub fn with_replays(head: LogHead, window: usize, replays: usize) -> Arc<Hub> {
+        let start = head.get();
         Arc::new(Hub {
             users: Mutex::new(HashMap::new()),
             admin_feed: Arc::new(Feed::new(start)),
@@ -395,8 +273,9 @@ impl Hub {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Seq of the newest committed change.
     pub fn head(&self) -> i64 {
-        self.head.load(Ordering::Acquire)
+        self.head.get()
     }
 
     /// Seq of the newest change the feeds have received.

@@ -1,11 +1,16 @@
 //! The realtime socket: `GET /realtime/v1/websocket?apikey=…&vsn=…`, speaking
 //! Supabase Realtime's Postgres Changes protocol (see protocol.md).
 //!
+//! A committed change reaches a browser through `hub` (published into the
+//! feeds, their sockets woken), `fanout` (the frames of what is new for one
+//! socket's channels, each encoded once) and `session` (written to the socket).
+//!
 //! The upgrade is done here rather than by warp's `ws()` filter so the
 //! tungstenite buffers can be sized: the default 128 KiB read buffer is
 //! zero-filled on every read and dominates an idle socket's memory.
 
 pub mod channel;
+pub mod fanout;
 pub mod filter;
 pub mod hub;
 pub mod protocol;
@@ -25,41 +30,50 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use crate::http::error::ApiError;
-use crate::startup::App;
 pub use hub::Hub;
+pub use session::SessionCtx;
 
 pub const PATH: &str = "/realtime/v1/websocket";
 
-/// Answer an upgrade request: 101 and a session, or a JSON error before any upgrade.
-pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::startup::ConnectionPermit) -> Response {
-    match check(&req, &app) {
+/// Is a browser origin allowed to open a socket: `(origin, Host header)` →
+/// yes or no. The server's CORS rule, handed in by the wiring.
+pub type OriginRule = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// What the realtime socket needs from the server: the sessions' handles
+/// and the origin rule the upgrade applies.
+#[derive(Clone)]
+pub struct RealtimeState {
+    pub session: SessionCtx,
+    pub origin_allowed: OriginRule,
+}
+
+/// Answer an upgrade request: 101 and a session, or a JSON error before any
+/// upgrade. `connection` is held until the socket closes (the server counts
+/// open connections by it).
+pub fn upgrade(mut req: Request<Incoming>, state: &RealtimeState, connection: impl Send + 'static) -> Response {
+    let cfg = &state.session.cfg;
+    match check(&req, state) {
         Err(e) => e.into_response(),
         Ok((claims, vsn, accept)) => {
             // Counted as unjoined from here until the session joins a channel.
-            let Some(unjoined) = UnjoinedSlot::take(&app.hub, app.config.realtime.max_unjoined) else {
+            let Some(unjoined) = UnjoinedSlot::take(&state.session.hub, cfg.max_unjoined) else {
                 return ApiError::Unavailable(format!(
                     "too many realtime sockets are open without a joined channel (realtime.max_unjoined = {}); retry shortly",
-                    app.config.realtime.max_unjoined
+                    cfg.max_unjoined
                 ))
                 .into_response();
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
-            let ctx = session::SessionCtx {
-                hub: app.hub.clone(),
-                store: app.store.clone(),
-                tokens: app.tokens.clone(),
-                identities: app.identities.clone(),
-                cfg: app.config.realtime.clone(),
-            };
+            let ctx = state.session.clone();
             let mut ws_config = WebSocketConfig::default();
-            ws_config.read_buffer_size = app.config.realtime.read_buffer_size.max(256);
+            ws_config.read_buffer_size = cfg.read_buffer_size.max(256);
             // Frames fed before a flush go out in one write, but tungstenite's
             // write buffer keeps its largest size for the socket's life: 16 KiB
             // (~28 frames a write) instead of the 128 KiB default, which a
             // replay or snapshot burst would leave behind on every socket.
             ws_config.write_buffer_size = 16 * 1024;
-            ws_config.max_message_size = Some(app.config.realtime.max_frame_bytes);
-            ws_config.max_frame_size = Some(app.config.realtime.max_frame_bytes);
+            ws_config.max_message_size = Some(cfg.max_frame_bytes);
+            ws_config.max_frame_size = Some(cfg.max_frame_bytes);
             tokio::spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => {
@@ -68,7 +82,7 @@ pub fn upgrade(mut req: Request<Incoming>, app: App, permit: crate::startup::Con
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
-                drop(permit);
+                drop(connection);
             });
             let mut res = Response::new(Default::default());
             *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -94,7 +108,7 @@ impl UnjoinedSlot {
     /// A place for a new socket, or None when `max` are taken.
     pub fn take(hub: &Arc<Hub>, max: usize) -> Option<UnjoinedSlot> {
         let before = hub.stats.unjoined.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if before >= max as i64 {
+        if before >= i64::try_from(max).unwrap_or(i64::MAX) {
             hub.stats.unjoined.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             return None;
         }
@@ -124,7 +138,7 @@ impl Drop for UnjoinedSlot {
     }
 }
 
-fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
+fn check(req: &Request<Incoming>, state: &RealtimeState) -> Result<(crate::auth::Claims, protocol::Vsn, String), ApiError> {
     let headers = req.headers();
     let has = |name: header::HeaderName, want: &str| {
         headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
@@ -140,11 +154,11 @@ fn check(req: &Request<Incoming>, app: &App) -> Result<(crate::auth::Claims, pro
     let q: HashMap<String, String> =
         req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let apikey = q.get("apikey").ok_or_else(|| ApiError::Unauthorized("the apikey query parameter is required".into()))?;
-    let claims = app.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
-    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(ApiError::BadRequest)?;
+    let claims = state.session.tokens.verify(apikey).map_err(|e| ApiError::Unauthorized(format!("apikey refused: {e}")))?;
+    let vsn = protocol::Vsn::parse(q.get("vsn").map(String::as_str)).map_err(|e| ApiError::BadRequest(e.0))?;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !crate::http::origin_allowed(&app.config.server.cors_origins, &app.public_url, origin, host) {
+        if !(state.origin_allowed)(origin, host) {
             return Err(ApiError::Forbidden(format!("origin {origin} is not allowed; add it to server.cors_origins")));
         }
     }

@@ -18,11 +18,11 @@ pub enum Vsn {
 impl Vsn {
     /// Reads the `vsn` query parameter. A socket without one speaks 1.0.0,
     /// which is what Phoenix assumes too.
-    pub fn parse(q: Option<&str>) -> Result<Vsn, String> {
+    pub fn parse(q: Option<&str>) -> Result<Vsn, Refusal> {
         match q {
             None | Some("1.0.0") => Ok(Vsn::V1),
             Some("2.0.0") => Ok(Vsn::V2),
-            Some(other) => Err(format!("unsupported vsn \"{}\": use 1.0.0 or 2.0.0", truncate_for_message(other))),
+            Some(other) => Err(Refusal(format!("unsupported vsn \"{}\": use 1.0.0 or 2.0.0", truncate_for_message(other)))),
         }
     }
 
@@ -42,6 +42,24 @@ pub struct Inbound {
     pub topic: String,
     pub event: String,
     pub payload: Value,
+}
+
+/// Why a client's request is refused: the sentence the client is sent
+/// (in a `phx_reply` error, a `system` message or a 4xx before the upgrade).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+impl From<String> for Refusal {
+    fn from(sentence: String) -> Refusal {
+        Refusal(sentence)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(sentence: &str) -> Refusal {
+        Refusal(sentence.to_owned())
+    }
 }
 
 /// Why a frame could not be decoded, with whatever could be salvaged so the
@@ -95,8 +113,8 @@ fn decode_v1(value: Value) -> Result<Inbound, DecodeError> {
     let topic = map.get("topic").and_then(|v| v.as_str().map(str::to_owned));
     let fail = |message: String| DecodeError { message, join_ref: join_ref.clone(), reference: reference.clone(), topic: topic.clone() };
 
-    let join_ref_checked = read_ref(map.get("join_ref"), "join_ref").map_err(&fail)?;
-    let ref_checked = read_ref(map.get("ref"), "ref").map_err(&fail)?;
+    let join_ref_checked = read_ref(map.get("join_ref"), "join_ref").map_err(|e| fail(e.0))?;
+    let ref_checked = read_ref(map.get("ref"), "ref").map_err(|e| fail(e.0))?;
     let topic_checked = match map.get("topic") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(fail(format!("topic must be a string, got {}", kind(other)))),
@@ -143,8 +161,8 @@ fn decode_v2(value: Value) -> Result<Inbound, DecodeError> {
     let (Some(j), Some(r), Some(t), Some(e), Some(p)) = (it.next(), it.next(), it.next(), it.next(), it.next()) else {
         return Err(fail("vsn 2.0.0 frames must have 5 elements".to_owned()));
     };
-    let join_ref_checked = read_ref(Some(&j), "join_ref").map_err(&fail)?;
-    let ref_checked = read_ref(Some(&r), "ref").map_err(&fail)?;
+    let join_ref_checked = read_ref(Some(&j), "join_ref").map_err(|e| fail(e.0))?;
+    let ref_checked = read_ref(Some(&r), "ref").map_err(|e| fail(e.0))?;
     let topic_checked = match t {
         Value::String(s) => s,
         other => return Err(fail(format!("topic must be a string, got {}", kind(&other)))),
@@ -166,12 +184,12 @@ fn bare_error(message: String) -> DecodeError {
 
 /// A ref as the client meant it: strings as-is, numbers (sent by some
 /// hand-written clients) as their decimal text, null/absent as None.
-fn read_ref(v: Option<&Value>, name: &str) -> Result<Option<String>, String> {
+fn read_ref(v: Option<&Value>, name: &str) -> Result<Option<String>, Refusal> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(format!("{name} must be a string or null, got {}", kind(other))),
+        Some(other) => Err(Refusal(format!("{name} must be a string or null, got {}", kind(other)))),
     }
 }
 
@@ -192,8 +210,13 @@ fn kind(v: &Value) -> &'static str {
 
 /// Keeps error sentences short when the offending text is attacker-sized.
 fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
+    shorten(s, 40)
+}
+
+/// `s` cut to its first `max` characters (marked with `…`), for quoting
+/// client-sent text in an error sentence.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or("")),
         None => s.to_owned(),
     }
@@ -409,7 +432,7 @@ mod tests {
         assert!(Vsn::parse(Some("")).is_err());
         let long = "x".repeat(10_000);
         let err = Vsn::parse(Some(&long)).unwrap_err();
-        assert!(err.len() < 200, "{err}");
+        assert!(err.0.len() < 200, "{err}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! One WebSocket session: decodes client frames, joins and leaves channels,
-//! swaps tokens, expires them on a timer, and writes change frames — reading
-//! them itself from its feed (see `hub`), feeding every waiting frame and
-//! flushing once. Each channel keeps a cursor (the last seq it was given) so
-//! resume, snapshot, catch-up from the `changes` log and live frames hand
-//! over with no gap and no duplicate.
+//! swaps tokens, expires them on a timer, and writes change frames: woken by
+//! the hub when its feed has news, it takes that news' frames through the
+//! fanout step (`fanout::take`), feeds every waiting frame and flushes once.
+//! Each channel keeps a cursor (the last seq it was given) so resume,
+//! snapshot, catch-up from the `changes` log (`Store::replay_after`) and live
+//! frames hand over with no gap and no duplicate.
 //!
 //! The session waits on one thing: a hand-written poll of its socket, its
 //! feed (woken through `SocketShared::waker`), the hub's signals and one
@@ -32,14 +33,16 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{Binding, BindingError, Channel};
-use super::hub::{data_json, Feed, Hub, Ids, Placement, Published, Pull, SocketShared, SIGNALS_ENDING, SIGNAL_SHUTDOWN};
-use super::protocol::{self as proto, Inbound, Vsn};
+use super::fanout::{self, data_json, Ids, Published, Taken, Viewer};
+use super::hub::{Feed, Hub, Placement, SocketShared, SIGNALS_ENDING, SIGNAL_SHUTDOWN};
+use super::protocol::{self as proto, Inbound, Refusal, Vsn};
 use crate::auth::identity::{Identities, Refused};
 use crate::auth::{unix_now, Claims, Tokens};
 use crate::config::RealtimeConfig;
+use crate::store::changes::LogBounds;
 use crate::store::snapshot::{self, SnapshotReader};
 use crate::store::tables::ALL_TABLES;
-use crate::store::{changes, Store, Table};
+use crate::store::{Store, Table};
 
 /// Everything a session needs from the server.
 #[derive(Clone)]
@@ -320,33 +323,25 @@ where
         self.take_from(&feed).await.map(|_| ())
     }
 
-    /// One step of reading `feed`: up to `PULL` changes after the cursor, or
-    /// a catch-up from the log when the feed no longer reaches back that far.
-    /// `Ok(true)` when the feed may hold more.
+    /// One step of reading `feed`: the frames of up to `PULL` changes after
+    /// the cursors, or a catch-up from the log when the feed no longer
+    /// reaches back that far. `Ok(true)` when the feed may hold more.
     async fn take_from(&mut self, feed: &Feed) -> Result<bool, End> {
-        let Some(from) = self.live_cursor() else { return Ok(false) };
-        match feed.pull(from, PULL) {
-            Pull::Nothing => Ok(false),
-            Pull::Items(items) => {
-                let mut last = None;
-                for item in &items {
-                    self.offer(item);
-                    last = Some(item.seq());
-                    // The user's own account changed (disabled, removed,
-                    // signed out, role): nothing after it goes out before
-                    // the account is read again, uncached.
-                    if item.change.table == Table::Users && item.change.row_id == self.user_id {
-                        self.ctx.identities.forget(self.user_id);
-                        self.account_changed = true;
-                        break;
-                    }
-                }
-                if let Some(last) = last {
-                    self.shared.delivered.fetch_max(last, Ordering::Release);
+        match fanout::take(feed, self.viewer(), &mut self.channels, PULL, &mut self.out) {
+            Taken::Nothing => Ok(false),
+            Taken::Offered { last, frames, own_account_changed } => {
+                self.out_changes += frames;
+                self.shared.delivered.fetch_max(last, Ordering::Release);
+                // The user's own account changed (disabled, removed, signed
+                // out, role): nothing after it goes out before the account
+                // is read again, uncached.
+                if own_account_changed {
+                    self.ctx.identities.forget(self.user_id);
+                    self.account_changed = true;
                 }
                 Ok(true)
             }
-            Pull::Behind => self.catch_up().await.map(|_| false),
+            Taken::Behind => self.catch_up().await.map(|_| false),
         }
     }
 
@@ -355,32 +350,9 @@ where
         self.channels.iter().map(|c| c.cursor).min()
     }
 
-    /// Frames of one change for every channel that has not had it.
-    fn offer(&mut self, item: &Published) {
-        let seq = item.seq();
-        let visible = self.may_see(&item.change);
-        for ch in &mut self.channels {
-            if seq <= ch.cursor {
-                continue;
-            }
-            ch.cursor = seq;
-            if !visible {
-                continue;
-            }
-            if let Some(ids) = Ids::matching(ch, &item.change) {
-                self.out.push(item.frame(self.vsn, &ch.topic, &ids));
-                self.out_changes += 1;
-            }
-        }
-    }
-
-    /// May this socket see the change: its own rows, everything for an
-    /// admin; accounts (`users`) only for an admin.
-    fn may_see(&self, change: &crate::store::Change) -> bool {
-        if change.table == Table::Users {
-            return self.admin;
-        }
-        self.admin || self.user_id == change.user_id
+    /// Who this socket reads as, right now.
+    fn viewer(&self) -> Viewer {
+        Viewer { user_id: self.user_id, admin: self.admin, vsn: self.vsn }
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -410,7 +382,7 @@ where
                 let reason = if ev == "broadcast" || ev == "presence" {
                     format!("{ev} is not supported; syncgate offers postgres_changes only")
                 } else {
-                    format!("unknown event \"{}\"", crate::http::clip(ev))
+                    format!("unknown event \"{}\"", proto::shorten(ev, 60))
                 };
                 self.refuse(&msg, &reason);
             }
@@ -424,9 +396,9 @@ where
 
     /// The token a join speaks for: its `access_token`, else the socket's
     /// `apikey` (its claims are checked again, now, by the identity check).
-    fn claims_for(&self, payload: &Value) -> Result<Claims, String> {
+    fn claims_for(&self, payload: &Value) -> Result<Claims, Refusal> {
         match payload.get("access_token") {
-            Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| e.to_string()),
+            Some(Value::String(t)) if !t.is_empty() => self.ctx.tokens.verify(t).map_err(|e| Refusal(e.to_string())),
             Some(Value::Null) | None => Ok(self.apikey_claims.clone()),
             Some(_) => Err("access_token must be a string".into()),
         }
@@ -435,7 +407,7 @@ where
     async fn join(&mut self, msg: Inbound) {
         let claims = match self.claims_for(&msg.payload) {
             Ok(c) => c,
-            Err(why) => return self.refuse(&msg, &why),
+            Err(why) => return self.refuse(&msg, &why.0),
         };
         if claims.is_anon() {
             return self.refuse(&msg, "sign in first: the anon key cannot join; send a user token as access_token");
@@ -533,7 +505,7 @@ where
                 Ok(r) => snapshot_rows = Some(r),
                 Err(why) => {
                     self.remove_channel(&msg.topic);
-                    return self.refuse(&msg, &why);
+                    return self.refuse(&msg, &why.0);
                 }
             }
         }
@@ -567,18 +539,7 @@ where
     async fn resume(&mut self, gen: u64, topic: &Arc<str>, join_ref: Option<String>, since: i64) {
         // Oldest retained and head from one read snapshot: the live head may
         // already be past an (at read time) empty log without anything lost.
-        let (oldest, head) = self
-            .ctx
-            .store
-            .read(|c| {
-                let tx = c.unchecked_transaction()?;
-                let o = changes::oldest(&tx)?;
-                let h = changes::head(&tx)?;
-                tx.commit()?;
-                Ok((o, h))
-            })
-            .await
-            .unwrap_or((None, 0));
+        let LogBounds { oldest, head } = self.ctx.store.log_bounds().await.unwrap_or(LogBounds { oldest: None, head: 0 });
         let lost = match oldest {
             Some(o) => since.saturating_add(1) < o,
             None => since < head,
@@ -627,41 +588,14 @@ where
             if enforce_lag && head - from > self.ctx.cfg.max_lag as i64 {
                 return Err(self.slow_consumer_close());
             }
-            let (page, read_head) = self
-                .ctx
-                .store
-                .read(move |c| {
-                    let tx = c.unchecked_transaction()?;
-                    let page = match owner {
-                        Some(u) => changes::read_after_for_user(&tx, u, from, PAGE)?,
-                        None => changes::read_after(&tx, from, PAGE)?,
-                    };
-                    let head = changes::head(&tx)?;
-                    tx.commit()?;
-                    Ok((page, head))
-                })
-                .await
-                .unwrap_or_default();
-            let n = page.len();
-            for change in page {
-                let seq = change.seq;
-                let visible = self.may_see(&change);
-                let mut data: Option<String> = None;
-                for ch in &mut self.channels {
-                    if only.is_some_and(|g| g != ch.gen) || seq <= ch.cursor {
-                        continue;
-                    }
-                    ch.cursor = seq;
-                    if !visible {
-                        continue;
-                    }
-                    if let Some(ids) = Ids::matching(ch, &change) {
-                        let data = data.get_or_insert_with(|| data_json(&change, false));
-                        self.out.push(Utf8Bytes::from(proto::encode_change(self.vsn, &ch.topic, &ids, data)));
-                        self.out_changes += 1;
-                    }
-                }
-                self.shared.delivered.fetch_max(seq, Ordering::Release);
+            let page = self.ctx.store.replay_after(owner, from, PAGE).await.unwrap_or_default();
+            let (n, read_head) = (page.changes.len(), page.head);
+            for change in page.changes {
+                let item = Published::new(Arc::new(change));
+                let viewer = self.viewer();
+                let channels = self.channels.iter_mut().filter(|c| only.is_none_or(|g| g == c.gen));
+                self.out_changes += fanout::offer(&item, viewer, channels, &mut self.out);
+                self.shared.delivered.fetch_max(item.seq(), Ordering::Release);
                 if self.out.len() >= 64 {
                     self.flush_replay(flush_timeout).await?;
                 }
@@ -723,7 +657,7 @@ where
     /// Open the snapshot of a channel's rows: wait for a turn among
     /// `realtime.concurrent_replays`, begin the read transaction, read its
     /// head and check `snapshot_max_rows`. Err is the join's refusal.
-    async fn open_snapshot(&mut self, gen: u64) -> Result<(SnapshotReader, tokio::sync::OwnedSemaphorePermit), String> {
+    async fn open_snapshot(&mut self, gen: u64) -> Result<(SnapshotReader, tokio::sync::OwnedSemaphorePermit), Refusal> {
         const PAGE: usize = 64;
         let Some(ch) = self.channels.iter().find(|c| c.gen == gen) else { return Err("the channel is gone".into()) };
         let bindings = ch.bindings.clone();
@@ -757,10 +691,10 @@ where
         let req = snapshot::Request { tables, owner, cap, page: PAGE, keep };
         match self.ctx.store.snapshot(req).await {
             Ok(snapshot::Opened::Rows(reader)) => Ok((reader, permit)),
-            Ok(snapshot::Opened::TooMany(n)) => Err(format!(
+            Ok(snapshot::Opened::TooMany(n)) => Err(Refusal(format!(
                 "the snapshot would hold more than {cap} rows (realtime.snapshot_max_rows; at least {n} match): \
                  join without snapshot and page through REST (GET /api/<table>?limit=&cursor=), or narrow the bindings with a filter"
-            )),
+            ))),
             Err(e) => {
                 tracing::warn!(error = %e, "snapshot could not be opened");
                 Err("the snapshot could not be read; rejoin to retry".into())

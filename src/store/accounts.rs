@@ -339,16 +339,4 @@ impl Store {
     pub async fn audit_page(&self, limit: usize, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
         self.read(move |c| Ok(audit_page(c, limit, before_id)?)).await
     }
-
-    /// Delete up to `chunk` audit entries older than `cutoff`; returns how many.
-    pub async fn prune_audit(&self, cutoff: String, chunk: i64) -> StoreResult<usize> {
-        self.writer
-            .write(move |tx| {
-                Ok(tx.conn().execute(
-                    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                    rusqlite::params![cutoff, chunk],
-                )?)
-            })
-            .await
-    }
 }

@@ -1,12 +1,15 @@
 //! A committed change as the rest of the process sees it, and reads of the
-//! durable `changes` log (for resume and catch-up).
+//! durable `changes` log (for resume and catch-up): [`Store::log_bounds`] and
+//! [`Store::replay_after`].
 
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::error::StoreResult;
 use super::tables::Table;
+use super::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -97,6 +100,54 @@ pub fn head(conn: &Connection) -> rusqlite::Result<i64> {
 /// The oldest seq still retained (None when the log is empty).
 pub fn oldest(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))
+}
+
+/// What the log holds right now, read in one snapshot: a resume decides from
+/// these whether the changes it asks for are still all there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The oldest seq still retained; None when the log is empty.
+    pub oldest: Option<i64>,
+    /// The newest seq ever logged (0 when none was); pruning never lowers it.
+    pub head: i64,
+}
+
+/// A page of the log and the head it was read at (one snapshot): when the
+/// page is not full, every change up to `head` that the reader may see is in it.
+#[derive(Debug, Default)]
+pub struct ReplayPage {
+    pub changes: Vec<Change>,
+    pub head: i64,
+}
+
+impl Store {
+    /// The log's oldest retained seq and its head, from one read snapshot.
+    pub async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let bounds = LogBounds { oldest: oldest(&tx)?, head: head(&tx)? };
+            tx.commit()?;
+            Ok(bounds)
+        })
+        .await
+    }
+
+    /// Up to `limit` logged changes with a seq above `after`, oldest first:
+    /// only `owner`'s (by the `(user_id, seq)` index) or, with None,
+    /// everyone's; with the head seen by the same read.
+    pub async fn replay_after(&self, owner: Option<i64>, after: i64, limit: usize) -> StoreResult<ReplayPage> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let changes = match owner {
+                Some(u) => read_after_for_user(&tx, u, after, limit)?,
+                None => read_after(&tx, after, limit)?,
+            };
+            let head = head(&tx)?;
+            tx.commit()?;
+            Ok(ReplayPage { changes, head })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

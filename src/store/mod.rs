@@ -2,16 +2,21 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod accounts;
+pub mod alerts;
+pub mod backup;
 pub mod change_log;
 pub mod changes;
 pub mod error;
 pub mod google;
+pub mod health;
 pub mod login_links;
 pub mod migrations;
 pub mod records;
 pub mod rejections;
+pub mod retention;
 pub mod rows;
 pub mod snapshot;
+pub mod stats;
 pub mod tables;
 pub mod timefmt;
 pub mod users;
@@ -31,7 +36,7 @@ pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
 pub use migrations::MigrationError;
 pub use tables::{PgType, Table};
-pub use writer::{WriteTx, Writer};
+pub use writer::{LogHead, WriteTx, Writer, WriterStats};
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 

@@ -71,6 +71,62 @@ impl Default for WriterStats {
     }
 }
 
+/// The head of the change log (seq of the newest committed change) as the
+/// writer advances it after each COMMIT: read without touching the database.
+#[derive(Debug, Clone)]
+pub struct LogHead(Arc<AtomicI64>);
+
+impl LogHead {
+    /// A head that starts at `seq` (a hub with no writer behind it, e.g. in a benchmark).
+    pub fn new(seq: i64) -> LogHead {
+        LogHead(Arc::new(AtomicI64::new(seq)))
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl super::Store {
+    /// The log's head, as a handle that can be read later without the store.
+    pub fn log_head(&self) -> LogHead {
+        LogHead(self.writer.head.clone())
+    }
+
+    /// The writer's counters (batches, requests, commit times).
+    pub fn writer_stats(&self) -> &Arc<WriterStats> {
+        &self.writer.stats
+    }
+
+    /// Commit everything queued so far, then stop the writer: later writes
+    /// fail with `StoreError::Unavailable`.
+    pub async fn shutdown_writer(&self) {
+        self.writer.shutdown().await
+    }
+
+    /// Insert one row of `table` (its columns as JSON values) and log it, as
+    /// one write request; returns the row. For `benches/writer.rs` only,
+    /// which measures the writer with exactly what a REST create writes:
+    /// features write through their own store operations.
+    #[doc(hidden)]
+    pub async fn insert_row_for_benchmark(&self, table: Table, row: Vec<(&'static str, Value)>) -> StoreResult<Value> {
+        let values: Vec<(&str, SqlValue)> = row
+            .into_iter()
+            .map(|(column, v)| {
+                let v = match v {
+                    Value::Null => SqlValue::Null,
+                    Value::Bool(b) => SqlValue::Integer(b.into()),
+                    Value::Number(n) => n.as_i64().map(SqlValue::Integer).unwrap_or_else(|| SqlValue::Real(n.as_f64().unwrap_or(0.0))),
+                    Value::String(s) => SqlValue::Text(s),
+                    other => SqlValue::Text(other.to_string()),
+                };
+                (column, v)
+            })
+            .collect();
+        self.writer.write(move |tx| tx.insert(table, &values)).await
+    }
+}
+
 /// A cheap, cloneable handle for sending write requests.
 #[derive(Clone)]
 pub struct Writer {
@@ -386,5 +442,73 @@ fn commit_batch(conn: &Connection, batch: Vec<JobFn>, feed: &mpsc::UnboundedSend
                 d(Err(StoreError::internal(format!("commit failed: {e}"))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated in-memory database with one user, its writer, and the
+    /// writer's feed (kept so publishing never fails).
+    fn writer_with_user() -> (Writer, i64, mpsc::UnboundedReceiver<ChangeBatch>) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO users (email, name, role, created_at, updated_at) VALUES ('ada@example.com', 'Ada', 'user', ?1, ?1)",
+            [timefmt::format(timefmt::now())],
+        )
+        .unwrap();
+        let uid = conn.last_insert_rowid();
+        let (feed_tx, feed) = mpsc::unbounded_channel();
+        let (writer, _thread) = spawn(conn, 64, feed_tx);
+        (writer, uid, feed)
+    }
+
+    /// `(seq, record)` of every logged change, read in the writer's own transaction.
+    async fn logged(writer: &Writer) -> Vec<(i64, Option<Value>)> {
+        writer
+            .write(|tx| {
+                let mut st = tx.conn().prepare("SELECT seq, record FROM changes ORDER BY seq")?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))?;
+                let rows: Vec<(i64, Option<String>)> = rows.collect::<rusqlite::Result<_>>()?;
+                Ok(rows.into_iter().map(|(seq, rec)| (seq, rec.and_then(|s| serde_json::from_str(&s).ok()))).collect())
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_rolls_back_only_its_own_writes() {
+        let (writer, uid, _feed) = writer_with_user();
+        let client = |name: &str| vec![("user_id", SqlValue::Integer(uid)), ("name", SqlValue::Text(name.into()))];
+        // Queue a good write, a write that inserts and then fails, and another good one
+        // together so they can share a batch.
+        let (c1, c2, c3) = (client("first"), client("doomed"), client("third"));
+        let (w1, w2, w3) = (writer.clone(), writer.clone(), writer.clone());
+        let (r1, r2, r3) = tokio::join!(
+            w1.write(move |tx| tx.insert(Table::Clients, &c1)),
+            w2.write(move |tx| {
+                tx.insert(Table::Clients, &c2)?;
+                Err::<Value, _>(StoreError::Conflict("changed my mind".into()))
+            }),
+            w3.write(move |tx| tx.insert(Table::Clients, &c3)),
+        );
+        let (r1, r3) = (r1.expect("first commits"), r3.expect("third commits"));
+        assert!(matches!(r2, Err(StoreError::Conflict(_))), "the failing request hears its own error");
+        let names: Vec<String> = writer
+            .write(|tx| {
+                let mut st = tx.conn().prepare("SELECT name FROM clients ORDER BY id")?;
+                let names = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                Ok(names)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, vec!["first", "third"]);
+        let ch = logged(&writer).await;
+        assert_eq!(ch.len(), 2, "only the committed inserts are logged: {ch:?}");
+        assert_eq!(ch[0].1.as_ref(), Some(&r1));
+        assert_eq!(ch[1].1.as_ref(), Some(&r3));
+        assert_eq!((ch[0].0, ch[1].0), (1, 2), "a rolled-back change leaves no hole in seq");
     }
 }

@@ -87,7 +87,7 @@ async fn delivery_rows_of_every_outcome_are_deleted_after_keep_outcomes() {
         [fmt(2)],
     )
     .unwrap();
-    syncgate::ops::retention::drop_outcomes_once(&app.app).await.unwrap();
+    syncgate::ops::retention::Retention::new(app.app.store.clone(), &app.config).drop_outcomes_once().await.unwrap();
     let kept: Vec<String> = db
         .prepare("SELECT outcome FROM calendly_webhook_events ORDER BY id")
         .unwrap()

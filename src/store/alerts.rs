@@ -1,0 +1,114 @@
+//! The reads behind the webhook health alerts (`ops::alerts`): which Google
+//! channels are about to expire, who has no channel, who must reconnect,
+//! whose pushes stopped, whose renewals fail, and how many Calendly
+//! deliveries were refused. What each finding means is decided in `ops`.
+
+use time::OffsetDateTime;
+
+use super::error::StoreResult;
+use super::{rejections, timefmt, Store};
+
+/// A user as an alert names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertUser {
+    pub id: i64,
+    pub email: String,
+}
+
+/// An active push channel that expires before the warning time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringChannel {
+    pub user: AlertUser,
+    pub channel_id: String,
+    /// As stored (UTC, milliseconds, `Z`).
+    pub expiration: String,
+}
+
+/// A user whose channel renewals keep failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingRenewal {
+    pub user: AlertUser,
+    pub failures: i64,
+    pub last_error: String,
+}
+
+/// The times the alert reads are relative to.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertWindow {
+    /// Active channels expiring before this are reported.
+    pub expiring_before: OffsetDateTime,
+    /// No notification since this, while safety-net syncs found changes: pushes stopped.
+    pub quiet_since: OffsetDateTime,
+    /// Calendly rejections counted from here on.
+    pub rejections_since: OffsetDateTime,
+}
+
+/// Everything the alert check reads, in one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertFacts {
+    /// Active channels about to expire, of users who need no reconnect.
+    pub expiring_channels: Vec<ExpiringChannel>,
+    /// Connected, active users with no channel at all, or none for a ticked calendar.
+    pub missing_channels: Vec<AlertUser>,
+    /// Users whose Google access was revoked or expired.
+    pub needs_reconnect: Vec<AlertUser>,
+    /// Connected users with no notification for long while safety-net syncs keep finding changes.
+    pub pushes_stopped: Vec<AlertUser>,
+    pub failing_renewals: Vec<FailingRenewal>,
+    /// Calendly deliveries refused since `rejections_since`.
+    pub calendly_rejected: i64,
+}
+
+impl Store {
+    /// Read what the webhook health alerts are decided from.
+    pub async fn alert_facts(&self, window: AlertWindow) -> StoreResult<AlertFacts> {
+        self.read(move |conn| {
+            let user = |r: &rusqlite::Row<'_>| Ok(AlertUser { id: r.get(0)?, email: r.get(1)? });
+            let soon = timefmt::format(window.expiring_before);
+            let mut stmt = conn.prepare(
+                "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
+                 WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
+                   AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
+            )?;
+            let expiring_channels = stmt
+                .query_map([&soon], |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }))?
+                .collect::<rusqlite::Result<_>>()?;
+
+            let mut stmt = conn.prepare(
+                "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                 AND u.status = 'active'
+                 AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
+                      OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
+                                 AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
+                 ORDER BY u.id",
+            )?;
+            let missing_channels = stmt.query_map([], user)?.collect::<rusqlite::Result<_>>()?;
+
+            let mut stmt = conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
+            let needs_reconnect = stmt.query_map([], user)?.collect::<rusqlite::Result<_>>()?;
+
+            let quiet_since = timefmt::format(window.quiet_since);
+            let mut stmt = conn.prepare(
+                "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
+                 WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                   AND (s.last_notification_at IS NULL OR s.last_notification_at < ?1)
+                   AND s.last_safety_net_changes_at IS NOT NULL
+                   AND s.last_safety_net_changes_at > COALESCE(s.last_notification_at, '')
+                 ORDER BY s.user_id",
+            )?;
+            let pushes_stopped = stmt.query_map([&quiet_since], user)?.collect::<rusqlite::Result<_>>()?;
+
+            let mut stmt = conn.prepare(
+                "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
+                 WHERE s.renewal_failures > 0 ORDER BY s.user_id",
+            )?;
+            let failing_renewals = stmt
+                .query_map([], |r| Ok(FailingRenewal { user: user(r)?, failures: r.get(2)?, last_error: r.get(3)? }))?
+                .collect::<rusqlite::Result<_>>()?;
+
+            let calendly_rejected = rejections::count_since(conn, &timefmt::format(window.rejections_since))?;
+            Ok(AlertFacts { expiring_channels, missing_channels, needs_reconnect, pushes_stopped, failing_renewals, calendly_rejected })
+        })
+        .await
+    }
+}

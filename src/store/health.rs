@@ -1,0 +1,22 @@
+//! The store's answers to "are you there?": a read through the pool and a
+//! no-op request through the writer, for readiness.
+
+use super::error::{StoreError, StoreResult};
+use super::Store;
+
+impl Store {
+    /// A trivial read on a pooled connection: the database file answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let one = self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::internal("SELECT 1 gave an unexpected answer"))
+        }
+    }
+
+    /// An empty request through the writer: its thread takes work and commits.
+    pub async fn writer_ping(&self) -> StoreResult<()> {
+        self.writer.write(|_| Ok(())).await
+    }
+}
