@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::http::error::ApiError;
 use crate::http::limits::TimedBody;
+use crate::http::PeerAddr;
 use crate::realtime::Hub;
 use crate::store::Store;
 
@@ -55,7 +56,7 @@ pub struct AppInner {
     /// The identity check REST and realtime share, with its per-user cache.
     pub identities: Arc<crate::identity::Identities>,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
-    pub log_throttle: crate::http::log_throttle::LogThrottle,
+    pub log_throttle: Arc<crate::http::log_throttle::LogThrottle>,
 }
 
 impl Deref for App {
@@ -256,11 +257,6 @@ impl Server {
     }
 }
 
-/// The peer of the connection a request came on, for handlers that log by
-/// source (`warp::ext::optional::<PeerAddr>()`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
 async fn handle<S>(mut req: Request<Incoming>, app: App, svc: &mut S, peer: SocketAddr, permit: ConnectionPermit) -> Response
 where
     S: Service<Request<TimedBody>, Response = Response, Error = std::convert::Infallible>,
@@ -360,8 +356,16 @@ async fn readiness(app: &App) -> Vec<(&'static str, Option<String>)> {
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 /// Fails (never panics) on an origin warp cannot use.
 pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
+    let calendly = crate::calendly::CalendlyState {
+        store: app.store.clone(),
+        metrics: app.metrics.clone(),
+        config: Arc::new(app.config.calendly.clone()),
+        log_throttle: app.log_throttle.clone(),
+        tokens: app.tokens.clone(),
+        identities: app.identities.clone(),
+    };
     let all = crate::api::routes(app.clone())
-        .or(crate::calendly::routes(app.clone()))
+        .or(crate::calendly::routes(calendly))
         .unify()
         .or(crate::google::routes::routes(app.clone()))
         .unify()

@@ -21,7 +21,12 @@ pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            Ok((crate::google::health::admin_health(c), crate::calendly::admin_health(c), retained, crate::store::changes::oldest(c)?))
+            Ok((
+                crate::google::health::admin_health(c),
+                crate::store::calendly::admin_health(c),
+                retained,
+                crate::store::changes::oldest(c)?,
+            ))
         })
         .await?;
     let hub = &app.hub.stats;

@@ -4,3 +4,8 @@
 pub mod error;
 pub mod limits;
 pub mod log_throttle;
+
+/// The peer of the connection a request came on, for handlers that log by
+/// source (`warp::ext::optional::<PeerAddr>()`); the server inserts it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);

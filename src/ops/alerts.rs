@@ -185,7 +185,8 @@ async fn calendly_alerts(app: &App, now: &str) -> Vec<Alert> {
     if due {
         let result = crate::calendly::api::status(&app.config, token)
             .await
-            .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>());
+            .map(|(subs, _)| subs.into_iter().filter(|s| s.is_disabled()).map(|s| s.callback_url).collect::<Vec<_>>())
+            .map_err(|e| e.to_string());
         if let Ok(mut g) = app.alerts.calendly.lock() {
             *g = Some((std::time::Instant::now(), result));
         }

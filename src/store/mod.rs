@@ -2,6 +2,7 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod accounts;
+pub mod calendly;
 pub mod changes;
 pub mod error;
 pub mod files;
