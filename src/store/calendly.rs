@@ -442,6 +442,11 @@ fn stored_key_count(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))
 }
 
+/// Not a logged change: the column only steers matching. Returns the rows changed.
+fn set_calendly_user_uri(conn: &Connection, now: &str, user_id: i64, uri: &str) -> rusqlite::Result<usize> {
+    conn.execute("UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3", rusqlite::params![uri, now, user_id])
+}
+
 /// A signing key `syncgate calendly subscribe` generated, to be stored
 /// before Calendly can use it (so the first delivery verifies).
 #[derive(Debug, Clone)]
@@ -553,12 +558,19 @@ impl Store {
                     rusqlite::params![subscription_uri, key.id],
                 )?;
                 if let Some(id) = key.user_id {
-                    conn.execute(
-                        "UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3",
-                        rusqlite::params![calendly_user_uri, tx.now(), id],
-                    )?;
+                    set_calendly_user_uri(conn, tx.now(), id, &calendly_user_uri)?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// Match bookings hosted by this Calendly user to this syncgate user.
+    pub async fn link_calendly_user(&self, user_id: i64, calendly_user_uri: String) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| match set_calendly_user_uri(tx.conn(), tx.now(), user_id, &calendly_user_uri)? {
+                0 => Err(StoreError::NotFound(format!("there is no user {user_id}"))),
+                _ => Ok(()),
             })
             .await
     }
