@@ -368,7 +368,8 @@ pub struct CalendlyHealth {
     pub stored_signing_keys: i64,
 }
 
-/// The outcomes that have a row of their own, each shown (at 0 when none).
+/// The outcomes the health shows, each at 0 when none (refusals have no
+/// rows: their count comes from the per-minute counts).
 const LOGGED_OUTCOMES: [DeliveryOutcome; 6] = [
     DeliveryOutcome::Accepted,
     DeliveryOutcome::Unmatched,
