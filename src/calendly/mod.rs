@@ -205,58 +205,64 @@ where
     let text = String::from_utf8_lossy(&body).into_owned();
     let delivery = match Delivery::parse(&body) {
         Ok(d) => d,
-        Err(why) => {
-            let event = payload::claimed_event(&body);
-            let row = DeliveryRow {
-                event: event.clone(),
-                error: Some(why.to_string()),
-                payload: Some(text),
-                ..DeliveryRow::new(DeliveryOutcome::Invalid)
-            };
-            let _ = w.state.store.record_calendly_delivery(row).await;
-            tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
-            w.state.metrics.webhook("calendly", DeliveryOutcome::Invalid.as_str());
-            return ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response();
-        }
+        Err(why) => return invalid(&w, payload::claimed_event(&body), text, why).await,
     };
+    match booking::book(&w.state.store, delivery.clone(), text).await {
+        Ok(applied) => booked(&w, &delivery, applied, started),
+        Err(e) => failed(&w, &delivery, e.into(), started).await,
+    }
+}
 
-    let result = booking::book(&w.state.store, delivery.clone(), text).await;
+/// 200 after COMMIT, with the outcome and the meeting it touched.
+fn booked(w: &Webhook, delivery: &Delivery, applied: booking::Applied, started: Instant) -> Response {
+    let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
+    w.state.metrics.webhook("calendly", applied.outcome.as_str());
+    tracing::info!(
+        event = %delivery.event,
+        outcome = applied.outcome.as_str(),
+        meeting = %meeting,
+        user = applied.user_id.unwrap_or_default(),
+        ms = started.elapsed().as_millis() as u64,
+        "calendly webhook {}: {}, {}",
+        delivery.event,
+        applied.outcome,
+        applied.summary
+    );
+    json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
+}
+
+/// 400 for a verified body that is no delivery syncgate understands; logged
+/// as an `invalid` row with the body.
+async fn invalid(w: &Webhook, event: Option<String>, body: String, why: payload::InvalidDelivery) -> Response {
+    let row = DeliveryRow {
+        event: event.clone(),
+        error: Some(why.to_string()),
+        payload: Some(body),
+        ..DeliveryRow::new(DeliveryOutcome::Invalid)
+    };
+    let _ = w.state.store.record_calendly_delivery(row).await;
+    tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
+    w.state.metrics.webhook("calendly", DeliveryOutcome::Invalid.as_str());
+    ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response()
+}
+
+/// 5xx when booking failed: nothing of the delivery was kept but a `failed`
+/// row, and Calendly retries.
+async fn failed(w: &Webhook, delivery: &Delivery, e: ApiError, started: Instant) -> Response {
     let ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(applied) => {
-            let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
-            w.state.metrics.webhook("calendly", applied.outcome.as_str());
-            tracing::info!(
-                event = %delivery.event,
-                outcome = applied.outcome.as_str(),
-                meeting = %meeting,
-                user = applied.user_id.unwrap_or_default(),
-                ms,
-                "calendly webhook {}: {}, {}",
-                delivery.event,
-                applied.outcome,
-                applied.summary
-            );
-            json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
-        }
-        Err(e) => {
-            // Nothing of the delivery was kept; Calendly retries a 5xx.
-            let e = ApiError::from(e);
-            let why = e.to_string();
-            let row = DeliveryRow {
-                event: Some(delivery.event.clone()),
-                invitee_uri: delivery.invitee.as_ref().map(|i| i.uri.clone()),
-                error: Some(why.clone()),
-                ..DeliveryRow::new(DeliveryOutcome::Failed)
-            };
-            let _ = w.state.store.record_calendly_delivery(row).await;
-            tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
-            w.state.metrics.webhook("calendly", DeliveryOutcome::Failed.as_str());
-            match e {
-                ApiError::Unavailable(_) => e.into_response(),
-                other => ApiError::internal(other).into_response(),
-            }
-        }
+    let why = e.to_string();
+    let row = DeliveryRow {
+        event: Some(delivery.event.clone()),
+        invitee_uri: delivery.invitee.as_ref().map(|i| i.uri.clone()),
+        error: Some(why.clone()),
+        ..DeliveryRow::new(DeliveryOutcome::Failed)
+    };
+    let _ = w.state.store.record_calendly_delivery(row).await;
+    tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
+    w.state.metrics.webhook("calendly", DeliveryOutcome::Failed.as_str());
+    match e {
+        ApiError::Unavailable(_) => e.into_response(),
+        other => ApiError::internal(other).into_response(),
     }
 }
 
