@@ -20,11 +20,6 @@ impl Store {
             })
             .await
     }
-
-    /// Refusals counted in minutes whose last refusal is at or after `since`.
-    pub async fn calendly_rejections_since(&self, since: String) -> StoreResult<i64> {
-        self.read(move |conn| Ok(count_since(conn, &since)?)).await
-    }
 }
 
 /// Add `n` refusals for `reason` in the minute that holds `at` (UTC, `Z`).
@@ -40,13 +35,13 @@ fn add(conn: &Connection, at: &str, reason: &str, n: u64) -> rusqlite::Result<()
 }
 
 /// Refusals counted in minutes whose last refusal is at or after `since`
-/// (a minute that straddles `since` counts whole).
+/// (a minute that straddles `since` counts whole). For the store's alert reads.
 pub(crate) fn count_since(conn: &Connection, since: &str) -> rusqlite::Result<i64> {
     conn.query_row("SELECT COALESCE(SUM(count), 0) FROM calendly_rejections WHERE last_at >= ?1", [since], |r| r.get(0))
 }
 
 /// The same, by reason.
-pub(crate) fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+pub(super) fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt =
         conn.prepare_cached("SELECT reason, SUM(count) FROM calendly_rejections WHERE last_at >= ?1 GROUP BY reason ORDER BY reason")?;
     let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
