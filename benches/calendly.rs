@@ -109,10 +109,21 @@ async fn main() {
         let _ = stop_rx.await;
     }));
 
-    let conn = syncgate::store::open_connection(&config.database).unwrap();
-    let uid = syncgate::store::users::create(&conn, "bench.adviser@example.com", Some("Bench Adviser"), "user").unwrap();
-    conn.execute("UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2", rusqlite::params![HOST_URI, uid]).unwrap();
-    drop(conn);
+    // The adviser, added as an operator would (the admin API), linked to the
+    // Calendly host as `syncgate calendly subscribe` links it.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
+    let added: Value = http
+        .post(format!("http://{addr}/api/admin/users"))
+        .bearer_auth(app.tokens.operator_token(60))
+        .json(&json!({"email": "bench.adviser@example.com", "name": "Bench Adviser", "role": "user", "link": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uid = added["user"]["id"].as_i64().expect("the adviser was added");
+    app.store.link_calendly_user(uid, HOST_URI.into()).await.unwrap();
     let token = app.tokens.user_token(uid, "user", 3600);
 
     // The adviser's realtime subscriber.
@@ -166,7 +177,6 @@ async fn main() {
         })
     };
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
     let webhook = format!("http://{addr}/api/calendly/webhook");
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new((0..total).map(delivery).collect());
 

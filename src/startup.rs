@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::config::{secret, Config, ConfigError, ExposeSecret};
 use crate::http::error::ApiError;
 use crate::http::limits::TimedBody;
+use crate::http::PeerAddr;
 use crate::realtime::Hub;
 use crate::store::{OpenError, Store};
 
@@ -57,7 +58,7 @@ pub struct AppInner {
     /// The tokens and the identity check, as routes use them.
     pub auth: crate::http::Authenticator,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
-    pub log_throttle: crate::http::log_throttle::LogThrottle,
+    pub log_throttle: Arc<crate::http::log_throttle::LogThrottle>,
 }
 
 impl Deref for App {
@@ -294,11 +295,6 @@ impl Server {
     }
 }
 
-/// The peer of the connection a request came on, for handlers that log by
-/// source (`warp::ext::optional::<PeerAddr>()`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
 async fn handle<S>(
     mut req: Request<Incoming>,
     app: App,
@@ -420,6 +416,14 @@ fn calendar_routes(app: App) -> BoxedFilter<(Response,)> {
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 /// Fails (never panics) on an origin warp cannot use.
 pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
+    let calendly = crate::calendly::CalendlyState {
+        store: app.store.clone(),
+        metrics: app.metrics.clone(),
+        config: Arc::new(app.config.calendly.clone()),
+        log_throttle: app.log_throttle.clone(),
+        tokens: app.tokens.clone(),
+        identities: app.identities.clone(),
+    };
     let all = crate::api::routes(rest(&app))
         .or(crate::accounts::routes::routes(accounts(&app)))
         .unify()
@@ -427,7 +431,7 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         .unify()
         .or(calendar_routes(app.clone()))
         .unify()
-        .or(crate::calendly::routes(app.clone()))
+        .or(crate::calendly::routes(calendly))
         .unify()
         .or(crate::google::routes::routes(app.clone()))
         .unify()

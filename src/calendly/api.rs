@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::store::{self, timefmt, users};
+use crate::store::calendly::NewSigningKey;
+use crate::store::{Store, StoreError};
 
 /// The deliveries syncgate acts on (the others Calendly would only log).
 pub const EVENTS: [&str; 4] = ["invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted"];
@@ -64,42 +65,47 @@ pub struct CalendlyApi {
     http: reqwest::Client,
 }
 
-/// A failed call: the HTTP status (None when Calendly was not reached) and a sentence.
-#[derive(Debug)]
-pub struct ApiFailure {
-    pub status: Option<u16>,
-    pub message: String,
-}
-
-impl std::fmt::Display for ApiFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
+/// Why a Calendly command or check failed, as a sentence for the operator
+/// (never with the token or the signing key in it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CalendlyApiError {
+    /// What was asked cannot work: no token, a URL that is not one, an unknown scope.
+    #[error("{0}")]
+    Usage(String),
+    /// Calendly was not reached, or its answer lacks what we need.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Calendly answered with an error status.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    /// Storing or reading the signing key failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 impl CalendlyApi {
-    pub fn new(base: &str, token: &str) -> Result<CalendlyApi, String> {
+    pub fn new(base: &str, token: &str) -> Result<CalendlyApi, CalendlyApiError> {
         let token = token.trim();
         if token.is_empty() {
-            return Err("give a Calendly personal access token with --token (or set calendly.token)".into());
+            return Err(CalendlyApiError::Usage("give a Calendly personal access token with --token (or set calendly.token)".into()));
         }
         let base = base.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(format!("calendly.api_base_url must be an http(s) URL, not \"{base}\""));
+            return Err(CalendlyApiError::Usage(format!("calendly.api_base_url must be an http(s) URL, not \"{base}\"")));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("syncgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            .map_err(|e| CalendlyApiError::Usage(format!("cannot build an HTTP client: {e}")))?;
         Ok(CalendlyApi { base, token: token.to_string(), http })
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, ApiFailure> {
-        let res = req.bearer_auth(&self.token).send().await.map_err(|e| ApiFailure {
-            status: None,
-            message: format!("cannot reach Calendly at {} to {what}: {}", self.base, e.without_url()),
-        })?;
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, CalendlyApiError> {
+        let res =
+            req.bearer_auth(&self.token).send().await.map_err(|e| {
+                CalendlyApiError::Unreachable(format!("cannot reach Calendly at {} to {what}: {}", self.base, e.without_url()))
+            })?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -121,20 +127,20 @@ impl CalendlyApi {
             409 => " (a subscription for this URL already exists; `syncgate calendly status` lists it)",
             _ => "",
         };
-        Err(ApiFailure {
-            status: Some(status.as_u16()),
+        Err(CalendlyApiError::Refused {
+            status: status.as_u16(),
             message: format!("Calendly refused to {what}: HTTP {}{detail}{hint}", status.as_u16()),
         })
     }
 
     /// `GET /users/me`
-    pub async fn me(&self) -> Result<Me, ApiFailure> {
+    pub async fn me(&self) -> Result<Me, CalendlyApiError> {
         let v = self.call(self.http.get(format!("{}/users/me", self.base)), "say who the token belongs to").await?;
         let r = v.get("resource").unwrap_or(&Value::Null);
         let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
         match (s("uri"), s("current_organization")) {
             (Some(uri), Some(organization)) => Ok(Me { uri, organization, email: s("email") }),
-            _ => Err(ApiFailure { status: None, message: "Calendly's /users/me answer lacks the user's uri or organization".into() }),
+            _ => Err(CalendlyApiError::Unreachable("Calendly's /users/me answer lacks the user's uri or organization".into())),
         }
     }
 
@@ -145,7 +151,7 @@ impl CalendlyApi {
         me: &Me,
         scope: &str,
         signing_key: &str,
-    ) -> Result<Subscription, ApiFailure> {
+    ) -> Result<Subscription, CalendlyApiError> {
         let mut body = json!({
             "url": callback_url,
             "events": EVENTS,
@@ -163,7 +169,7 @@ impl CalendlyApi {
     }
 
     /// `GET /webhook_subscriptions` for one scope, every page.
-    pub async fn subscriptions(&self, me: &Me, scope: &str) -> Result<Vec<Subscription>, ApiFailure> {
+    pub async fn subscriptions(&self, me: &Me, scope: &str) -> Result<Vec<Subscription>, CalendlyApiError> {
         let mut query = vec![("organization", me.organization.as_str()), ("scope", scope), ("count", "100")];
         if scope == "user" {
             query.push(("user", me.uri.as_str()));
@@ -198,13 +204,13 @@ pub struct SubscribeOptions {
 }
 
 /// The webhook URL: `PUBLIC_URL/api/calendly/webhook` (a full webhook URL is taken as is).
-pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, String> {
+pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, CalendlyApiError> {
     let base = match url {
         Some(u) => u.trim().trim_end_matches('/').to_string(),
-        None => config.public_url(config.bind_addr().map_err(|e| e.to_string())?),
+        None => config.public_url(config.bind_addr().map_err(|e| CalendlyApiError::Usage(e.to_string()))?),
     };
     if !(base.starts_with("https://") || base.starts_with("http://")) {
-        return Err(format!("--url must be an http(s) URL, not \"{base}\""));
+        return Err(CalendlyApiError::Usage(format!("--url must be an http(s) URL, not \"{base}\"")));
     }
     Ok(if base.ends_with(WEBHOOK_PATH) { base } else { format!("{base}{WEBHOOK_PATH}") })
 }
@@ -212,82 +218,41 @@ pub fn callback_url(config: &Config, url: Option<&str>) -> Result<String, String
 /// Create a subscription with a fresh signing key, store the key (so the
 /// running server accepts its deliveries) and the user's Calendly URI.
 /// Returns the subscription and lines for the operator.
-pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subscription, Vec<String>), String> {
+pub async fn subscribe(config: &Config, store: &Store, opts: SubscribeOptions) -> Result<(Subscription, Vec<String>), CalendlyApiError> {
     if opts.scope != "user" && opts.scope != "organization" {
-        return Err(format!("--scope must be user or organization, not \"{}\"", opts.scope));
+        return Err(CalendlyApiError::Usage(format!("--scope must be user or organization, not \"{}\"", opts.scope)));
     }
     let url = callback_url(config, opts.url.as_deref())?;
     let api = CalendlyApi::new(&config.calendly.api_base_url, &opts.token)?;
-    let me = api.me().await.map_err(|e| e.to_string())?;
+    let me = api.me().await?;
     let mut notes = Vec::new();
 
-    let db = config.database.clone();
-    let me_uri = me.uri.clone();
-    let me_email = me.email.clone();
-    let user = opts.user;
     let signing_key = crate::auth::random_token(32);
-    let key = signing_key.clone();
-    let (url2, scope) = (url.clone(), opts.scope.clone());
-    // Store the key before Calendly can use it, so the first delivery verifies.
-    let (key_id, user_id) = tokio::task::spawn_blocking(move || -> Result<(i64, Option<i64>), String> {
-        let conn = store::open_connection(&db).map_err(|e| e.to_string())?;
-        let user_id = match user {
-            Some(id) => Some(users::get(&conn, id).map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no user {id}"))?.id),
-            None => match &me_email {
-                Some(e) => users::by_email(&conn, e).map_err(|e| e.to_string())?.map(|u| u.id),
-                None => None,
-            },
-        };
-        if let Some(id) = user_id {
-            let holder: Option<i64> = conn
-                .query_row("SELECT id FROM users WHERE calendly_user_uri = ?1 AND id != ?2", rusqlite::params![me_uri, id], |r| r.get(0))
-                .ok();
-            if let Some(other) = holder {
-                return Err(format!("the Calendly user {me_uri} is already linked to syncgate user {other}"));
-            }
+    // Stored before Calendly can use it, so the first delivery verifies.
+    let key = store
+        .add_calendly_signing_key(NewSigningKey {
+            signing_key: signing_key.clone(),
+            callback_url: url.clone(),
+            scope: opts.scope.clone(),
+            calendly_user_uri: me.uri.clone(),
+            user_id: opts.user,
+            owner_email: me.email.clone(),
+        })
+        .await?;
+    let sub = match api.create_subscription(&url, &me, &opts.scope, &signing_key).await {
+        Ok(sub) => {
+            store.confirm_calendly_subscription(key, sub.uri.clone(), me.uri.clone()).await?;
+            sub
         }
-        conn.execute(
-            "INSERT INTO calendly_signing_keys (signing_key, user_id, callback_url, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![key, user_id, url2, scope, timefmt::format(timefmt::now())],
-        )
-        .map_err(|e| format!("cannot store the signing key: {e}"))?;
-        Ok((conn.last_insert_rowid(), user_id))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-
-    let created = api.create_subscription(&url, &me, &opts.scope, &signing_key).await;
-    let db = config.database.clone();
-    let me_uri = me.uri.clone();
-    let sub_uri = created.as_ref().ok().map(|s| s.uri.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let conn = store::open_connection(&db).map_err(|e| e.to_string())?;
-        match sub_uri {
-            // Calendly never got it: an unused key must not linger as accepted.
-            None => {
-                conn.execute("DELETE FROM calendly_signing_keys WHERE id = ?1", [key_id]).map_err(|e| e.to_string())?;
-            }
-            Some(uri) => {
-                conn.execute("UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2", rusqlite::params![uri, key_id])
-                    .map_err(|e| e.to_string())?;
-                if let Some(id) = user_id {
-                    conn.execute(
-                        "UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3",
-                        rusqlite::params![me_uri, timefmt::format(timefmt::now()), id],
-                    )
-                    .map_err(|e| format!("cannot store the user's Calendly URI: {e}"))?;
-                }
-            }
+        Err(e) => {
+            store.drop_calendly_signing_key(key).await?;
+            return Err(e);
         }
-        Ok(())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let sub = created.map_err(|e| e.to_string())?;
+    };
 
     notes.push(format!("Calendly will post {} to {url} ({} scope, state {}).", EVENTS.join(", "), opts.scope, sub.state));
     notes.push("A new signing key is stored in the database; the running server uses it at once.".into());
-    match user_id {
+    match key.user_id {
         Some(id) => notes.push(format!("syncgate user {id} is linked to Calendly user {}.", me.uri)),
         None => notes.push(format!(
             "No syncgate user has the token owner's email; deliveries are matched by each host's email (or rerun with --user ID to link {}).",
@@ -299,17 +264,17 @@ pub async fn subscribe(config: &Config, opts: SubscribeOptions) -> Result<(Subsc
 
 /// Every subscription the token can see: the user's, and the organization's
 /// when the token may list them. Returns (subscriptions, notes).
-pub async fn status(config: &Config, token: &str) -> Result<(Vec<Subscription>, Vec<String>), String> {
+pub async fn status(config: &Config, token: &str) -> Result<(Vec<Subscription>, Vec<String>), CalendlyApiError> {
     let api = CalendlyApi::new(&config.calendly.api_base_url, token)?;
-    let me = api.me().await.map_err(|e| e.to_string())?;
-    let mut subs = api.subscriptions(&me, "user").await.map_err(|e| e.to_string())?;
+    let me = api.me().await?;
+    let mut subs = api.subscriptions(&me, "user").await?;
     let mut notes = Vec::new();
     match api.subscriptions(&me, "organization").await {
         Ok(more) => subs.extend(more.into_iter().filter(|s| !subs.iter().any(|x| x.uri == s.uri)).collect::<Vec<_>>()),
-        Err(e) if e.status == Some(403) => {
+        Err(CalendlyApiError::Refused { status: 403, .. }) => {
             notes.push("organization subscriptions not listed: the token's user is not an organization admin".into())
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e),
     }
     Ok((subs, notes))
 }

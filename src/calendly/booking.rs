@@ -1,6 +1,7 @@
-//! Applying one verified delivery to the adviser's meetings and clients. All
-//! of it runs inside ONE writer request: the `calendly_webhook_events` row
-//! (whose UNIQUE `dedupe_key` makes replays no-ops), the client upsert, the
+//! Applying one verified delivery to the adviser's meetings and clients: the
+//! decisions live here, each read or write is one [`BookingStore`] step, and
+//! all of it runs inside ONE writer request ([`book`]): the delivery's log
+//! row (whose dedupe key makes replays no-ops), the client upsert, the
 //! meeting upsert, the invitee links and their change rows commit together,
 //! and the HTTP 2xx is sent only after that commit.
 //!
@@ -22,9 +23,9 @@
 //!
 //! A booking is also written to the adviser's Google Calendar, so the
 //! Google sync may have stored its copy first: a delivery that finds no
-//! Calendly meeting takes that `google` row over (`google::bookings::
-//! google_copy`: by `calendar_event.external_id`, else start time and the
-//! invitee's email) with one UPDATE, keeping its id, notes and client link.
+//! Calendly meeting takes that `google` row over ([`BookingStore::google_copy`]:
+//! by `calendar_event.external_id`, else start time and the invitee's email)
+//! with one UPDATE, keeping its id, notes and client link.
 //!
 //! # Reschedules
 //! Calendly reschedules by canceling the old invitee O (`rescheduled: true`,
@@ -58,165 +59,120 @@
 //! (round robin). In those cases O is marked `rescheduled` on M and M's
 //! status is derived again, so a meeting left with nobody becomes canceled.
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::payload::{Delivery, Invitee, Kind, ScheduledEvent};
-use crate::http::error::{ApiError, ApiResult};
-use crate::store::{users, Table, WriteTx};
-
-/// What happened to a delivery, as recorded in `calendly_webhook_events.outcome`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Accepted,
-    Duplicate,
-    Unmatched,
-    Ignored,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Unmatched => "unmatched",
-            Outcome::Ignored => "ignored",
-        }
-    }
-}
+use crate::model::{DeliveryOutcome, MeetingStatus};
+use crate::store::calendly::{BookedMeeting, BookingStore, DeliveryRow, InviteeLink};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// The result of applying a delivery, for the answer and the log line.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    pub outcome: Outcome,
+    /// Accepted, Duplicate, Unmatched or Ignored.
+    pub outcome: DeliveryOutcome,
     pub user_id: Option<i64>,
     pub meeting_id: Option<i64>,
     /// What changed, e.g. `meeting 12 created, client 4 created`.
     pub summary: String,
 }
 
-/// One row of `calendly_webhook_events`.
-#[derive(Debug, Default)]
-pub struct EventRow<'a> {
-    pub event: Option<&'a str>,
-    pub invitee_uri: Option<&'a str>,
-    pub dedupe_key: Option<&'a str>,
-    pub outcome: &'a str,
-    pub error: Option<&'a str>,
-    pub payload: Option<&'a str>,
-    pub user_id: Option<i64>,
-    pub host: Option<&'a str>,
-    pub summary: Option<&'a str>,
+/// Book a verified delivery (`payload` is its raw body, kept in the log):
+/// [`apply`] as one writer request. Resolves after COMMIT; an `Err` kept
+/// nothing of the delivery.
+pub async fn book(store: &Store, d: Delivery, payload: String) -> StoreResult<Applied> {
+    store.book_calendly_delivery(move |b| apply(b, &d, Some(payload))).await
 }
 
-/// Insert an event-log row. Returns its id, or None when a row with the same
-/// dedupe key exists (the delivery is a duplicate and nothing was written).
-pub fn record(conn: &Connection, now: &str, row: &EventRow<'_>) -> rusqlite::Result<Option<i64>> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO calendly_webhook_events
-                (event, invitee_uri, dedupe_key, received_at, outcome, error, payload, user_id, host, summary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )?
-        .execute(rusqlite::params![
-            row.event,
-            row.invitee_uri,
-            row.dedupe_key,
-            now,
-            row.outcome,
-            row.error,
-            row.payload,
-            row.user_id,
-            row.host,
-            row.summary
-        ])?;
-    Ok((n == 1).then(|| conn.last_insert_rowid()))
-}
-
-/// Apply a verified delivery. Runs inside the writer; an `Err` rolls back
-/// everything it wrote, including the event-log row.
-pub fn apply(tx: &mut WriteTx<'_>, d: &Delivery, payload: Option<&str>) -> ApiResult<Applied> {
-    let now = tx.now().to_string();
-    let invitee_uri = d.invitee.as_ref().map(|i| i.uri.as_str());
-    let base = EventRow { event: Some(&d.event), invitee_uri, payload, ..Default::default() };
+/// Apply a verified delivery, inside its writer request; an `Err` rolls
+/// back everything it wrote, including the log row.
+pub fn apply(b: &mut dyn BookingStore, d: &Delivery, payload: Option<String>) -> StoreResult<Applied> {
+    let row = |outcome| DeliveryRow {
+        event: Some(d.event.clone()),
+        invitee_uri: d.invitee.as_ref().map(|i| i.uri.clone()),
+        payload,
+        ..DeliveryRow::new(outcome)
+    };
 
     let (Some(inv), Kind::Created | Kind::Canceled | Kind::Updated | Kind::NoShowCreated | Kind::NoShowDeleted) = (&d.invitee, d.kind)
     else {
-        let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "ignored", summary: Some("not an event syncgate acts on"), ..base };
-        return Ok(match record(tx.conn(), &now, &row)? {
-            Some(_) => {
-                Applied { outcome: Outcome::Ignored, user_id: None, meeting_id: None, summary: "not an event syncgate acts on".into() }
-            }
+        const IGNORED: &str = "not an event syncgate acts on";
+        let ignored =
+            DeliveryRow { dedupe_key: Some(d.dedupe_key.clone()), summary: Some(IGNORED.into()), ..row(DeliveryOutcome::Ignored) };
+        return Ok(match b.record_delivery(ignored)? {
+            Some(_) => Applied { outcome: DeliveryOutcome::Ignored, user_id: None, meeting_id: None, summary: IGNORED.into() },
             None => duplicate(None),
         });
     };
 
-    let user = match find_adviser(tx.conn(), d)? {
-        Ok(user) => user,
-        Err(host) => {
+    let user = match find_adviser(&*b, d)? {
+        Adviser::User(user) => user,
+        Adviser::NoMatch { host } => {
             // No dedupe key: once the adviser is set up, a redelivery is applied.
             let summary = format!("no user matches host {host}");
-            record(tx.conn(), &now, &EventRow { outcome: "unmatched", host: Some(&host), summary: Some(&summary), ..base })?;
-            return Ok(Applied { outcome: Outcome::Unmatched, user_id: None, meeting_id: None, summary });
+            b.record_delivery(DeliveryRow { host: Some(host), summary: Some(summary.clone()), ..row(DeliveryOutcome::Unmatched) })?;
+            return Ok(Applied { outcome: DeliveryOutcome::Unmatched, user_id: None, meeting_id: None, summary });
         }
     };
-    let row = EventRow { dedupe_key: Some(&d.dedupe_key), outcome: "accepted", user_id: Some(user), ..base };
-    let Some(event_row) = record(tx.conn(), &now, &row)? else {
+    let accepted = DeliveryRow { dedupe_key: Some(d.dedupe_key.clone()), user_id: Some(user), ..row(DeliveryOutcome::Accepted) };
+    let Some(logged) = b.record_delivery(accepted)? else {
         return Ok(duplicate(Some(user)));
     };
 
     let se = d.scheduled_event.as_ref();
-    let mut b = Booking { tx, user, notes: Vec::new() };
+    let mut booking = Booking { book: b, user, notes: Vec::new() };
     let meeting = match d.kind {
-        Kind::Created => b.active(inv, se)?,
-        Kind::Updated if inv.status.as_deref() == Some("canceled") => b.canceled(inv, se)?,
-        Kind::Updated => b.active(inv, se)?,
-        Kind::Canceled => b.canceled(inv, se)?,
-        Kind::NoShowCreated => b.no_show(inv, se, true)?,
-        Kind::NoShowDeleted | Kind::Other => b.no_show(inv, se, false)?,
+        Kind::Created => booking.active(inv, se)?,
+        Kind::Updated if inv.status.as_deref() == Some("canceled") => booking.canceled(inv, se)?,
+        Kind::Updated => booking.active(inv, se)?,
+        Kind::Canceled => booking.canceled(inv, se)?,
+        Kind::NoShowCreated => booking.no_show(inv, se, true)?,
+        Kind::NoShowDeleted | Kind::Other => booking.no_show(inv, se, false)?,
     };
     // The meeting first: `meeting 12 created, client 4 created`.
-    b.notes.sort_by_key(|n| !n.starts_with("meeting"));
-    let summary = b.notes.join(", ");
-    b.tx.conn().execute(
-        "UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3",
-        rusqlite::params![meeting, summary, event_row],
-    )?;
-    Ok(Applied { outcome: Outcome::Accepted, user_id: Some(user), meeting_id: meeting, summary })
+    booking.notes.sort_by_key(|n| !n.starts_with("meeting"));
+    let summary = booking.notes.join(", ");
+    booking.book.settle_delivery(logged, meeting, &summary)?;
+    Ok(Applied { outcome: DeliveryOutcome::Accepted, user_id: Some(user), meeting_id: meeting, summary })
 }
 
 fn duplicate(user_id: Option<i64>) -> Applied {
-    Applied { outcome: Outcome::Duplicate, user_id, meeting_id: None, summary: "already applied, nothing changed".into() }
+    Applied { outcome: DeliveryOutcome::Duplicate, user_id, meeting_id: None, summary: "already applied, nothing changed".into() }
 }
 
 /// The adviser: a host's Calendly user URI matched to `users.calendly_user_uri`,
 /// else a host's email to `users.email`. A delivery that names no host (a
 /// no-show carries only the invitee) belongs to whoever the invitee does.
-/// `Err` carries a description of the unmatched host for admins.
-fn find_adviser(conn: &Connection, d: &Delivery) -> ApiResult<Result<i64, String>> {
+fn find_adviser(b: &dyn BookingStore, d: &Delivery) -> StoreResult<Adviser> {
     let hosts = d.scheduled_event.as_ref().map(|se| se.hosts.as_slice()).unwrap_or_default();
     for uri in hosts.iter().filter_map(|h| h.user_uri.as_deref()) {
-        let id: Option<i64> = conn.query_row("SELECT id FROM users WHERE calendly_user_uri = ?1", [uri], |r| r.get(0)).optional()?;
-        if let Some(id) = id {
-            return Ok(Ok(id));
+        if let Some(id) = b.user_by_calendly_uri(uri)? {
+            return Ok(Adviser::User(id));
         }
     }
     for email in hosts.iter().filter_map(|h| h.email.as_deref()) {
-        if let Some(u) = users::by_email(conn, email)? {
-            return Ok(Ok(u.id));
+        if let Some(id) = b.user_by_email(email)? {
+            return Ok(Adviser::User(id));
         }
     }
     if hosts.is_empty() {
-        if let Some(link) = d.invitee.as_ref().map(|i| get_link(conn, &i.uri)).transpose()?.flatten() {
-            return Ok(Ok(link.user_id));
+        if let Some(link) = d.invitee.as_ref().map(|i| b.invitee(&i.uri)).transpose()?.flatten() {
+            return Ok(Adviser::User(link.user_id));
         }
     }
     let host =
         hosts.iter().find_map(|h| h.user_uri.clone().or_else(|| h.email.clone())).unwrap_or_else(|| "(the payload names no host)".into());
-    Ok(Err(host))
+    Ok(Adviser::NoMatch { host })
+}
+
+/// Whose delivery it is.
+enum Adviser {
+    User(i64),
+    /// No user matches; `host` describes the host for admins.
+    NoMatch {
+        host: String,
+    },
 }
 
 /// An invitee as listed in `meetings.invitees`.
@@ -248,67 +204,19 @@ impl Entry {
     }
 }
 
-/// A row of `calendly_invitees`.
-#[derive(Debug, Clone)]
-struct Link {
-    user_id: i64,
-    meeting_id: i64,
-    state: String,
-}
-
-fn get_link(conn: &Connection, uri: &str) -> rusqlite::Result<Option<Link>> {
-    conn.prepare_cached("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1")?
-        .query_row([uri], |r| Ok(Link { user_id: r.get(0)?, meeting_id: r.get(1)?, state: r.get(2)? }))
-        .optional()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn put_link(
-    conn: &Connection,
-    uri: &str,
-    user: i64,
-    meeting: i64,
-    state: &str,
-    old: Option<&str>,
-    new: Option<&str>,
-    now: &str,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO calendly_invitees (invitee_uri, user_id, meeting_id, state, old_invitee, new_invitee, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (invitee_uri) DO UPDATE SET user_id = excluded.user_id, meeting_id = excluded.meeting_id,
-            state = excluded.state, old_invitee = COALESCE(excluded.old_invitee, old_invitee),
-            new_invitee = COALESCE(excluded.new_invitee, new_invitee), updated_at = excluded.updated_at",
-    )?
-    .execute(rusqlite::params![uri, user, meeting, state, old, new, now])?;
-    Ok(())
-}
-
-/// Invitees announced by a reschedule into `meeting` but not delivered yet.
-fn expected_for(conn: &Connection, meeting: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'")?
-        .query_row([meeting], |r| r.get(0))
-}
-
-fn meeting_by_event(conn: &Connection, user: i64, event_uri: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2")?
-        .query_row(rusqlite::params![user, event_uri], |r| r.get(0))
-        .optional()
-}
-
 /// The meeting's status from its invitees (see the module doc).
-fn derive(entries: &[Entry], expected: i64, event_canceled: bool) -> &'static str {
+fn derive(entries: &[Entry], expected: i64, event_canceled: bool) -> MeetingStatus {
     if event_canceled {
-        return "canceled";
+        return MeetingStatus::Canceled;
     }
     let live: Vec<&Entry> = entries.iter().filter(|e| e.is_live()).collect();
     if live.is_empty() && expected == 0 {
-        return if entries.is_empty() { "scheduled" } else { "canceled" };
+        return if entries.is_empty() { MeetingStatus::Scheduled } else { MeetingStatus::Canceled };
     }
     if expected == 0 && live.iter().all(|e| e.status == "no_show") {
-        return "no_show";
+        return MeetingStatus::NoShow;
     }
-    "scheduled"
+    MeetingStatus::Scheduled
 }
 
 /// The source-owned part of a Calendly meeting, loaded, changed, then saved
@@ -326,7 +234,7 @@ struct Draft {
     location: Option<String>,
     meeting_url: Option<String>,
     google_event_id: Option<String>,
-    status: String,
+    status: MeetingStatus,
     client_id: Option<i64>,
     entries: Vec<Entry>,
     cancel_url: Option<String>,
@@ -355,7 +263,7 @@ impl Draft {
             location: se.location.clone(),
             meeting_url: se.join_url.clone(),
             google_event_id: se.google_event_id.clone(),
-            status: "scheduled".into(),
+            status: MeetingStatus::Scheduled,
             client_id: None,
             entries: Vec::new(),
             cancel_url: None,
@@ -368,8 +276,8 @@ impl Draft {
     }
 
     /// A Calendly meeting by id (None when deleted meanwhile or not a Calendly row).
-    fn load(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Draft>> {
-        let Some(row) = tx.get(Table::Meetings, id)? else { return Ok(None) };
+    fn load(b: &dyn BookingStore, id: i64) -> StoreResult<Option<Draft>> {
+        let Some(row) = b.meeting(id)? else { return Ok(None) };
         if text_of(&row, "source").as_deref() != Some("calendly") {
             return Ok(None);
         }
@@ -408,7 +316,7 @@ impl Draft {
             location: text_of(&row, "location"),
             meeting_url: text_of(&row, "meeting_url"),
             google_event_id: text_of(&row, "google_event_id"),
-            status: text_of(&row, "status").unwrap_or_else(|| "scheduled".into()),
+            status: text_of(&row, "status").and_then(|s| MeetingStatus::parse(&s)).unwrap_or(MeetingStatus::Scheduled),
             client_id: row.get("client_id").and_then(Value::as_i64),
             entries,
             cancel_url: text_of(&row, "cancel_url"),
@@ -451,9 +359,9 @@ impl Draft {
         self.entries.iter().all(|e| !e.is_live() || e.uri == inv.uri || inv.old_invitee.as_deref() == Some(e.uri.as_str()))
     }
 
-    fn set_status(&mut self, status: &str, cancellation: Option<(&Option<String>, &Option<String>)>) {
-        if status == "canceled" {
-            if self.status != "canceled" || self.id.is_none() {
+    fn set_status(&mut self, status: MeetingStatus, cancellation: Option<(&Option<String>, &Option<String>)>) {
+        if status == MeetingStatus::Canceled {
+            if self.status != MeetingStatus::Canceled || self.id.is_none() {
                 let (reason, by) = cancellation.unwrap_or((&None, &None));
                 self.cancel_reason = reason.clone();
                 self.canceled_by = by.clone();
@@ -462,76 +370,66 @@ impl Draft {
             self.cancel_reason = None;
             self.canceled_by = None;
         }
-        self.status = status.to_string();
+        self.status = status;
     }
 
-    fn values(&self) -> Vec<(&'static str, SqlValue)> {
-        let t = |v: &Option<String>| v.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
-        let invitees = serde_json::to_string(&self.entries).unwrap_or_else(|_| "[]".into());
-        vec![
-            ("source", SqlValue::Text("calendly".into())),
-            ("external_id", SqlValue::Text(self.external_id.clone())),
-            ("title", SqlValue::Text(self.title.clone())),
-            ("starts_at", SqlValue::Text(self.starts_at.clone())),
-            ("ends_at", SqlValue::Text(self.ends_at.clone())),
-            ("location", t(&self.location)),
-            ("meeting_url", t(&self.meeting_url)),
-            ("google_event_id", t(&self.google_event_id)),
-            ("status", SqlValue::Text(self.status.clone())),
-            ("client_id", self.client_id.map(SqlValue::Integer).unwrap_or(SqlValue::Null)),
-            ("invitees", SqlValue::Text(invitees)),
-            ("cancel_url", t(&self.cancel_url)),
-            ("reschedule_url", t(&self.reschedule_url)),
-            ("cancel_reason", t(&self.cancel_reason)),
-            ("canceled_by", t(&self.canceled_by)),
-            ("previous_starts_at", t(&self.previous_starts_at)),
-        ]
+    /// The meeting's Calendly-owned columns, as saved.
+    fn fields(&self) -> BookedMeeting {
+        BookedMeeting {
+            external_id: self.external_id.clone(),
+            title: self.title.clone(),
+            starts_at: self.starts_at.clone(),
+            ends_at: self.ends_at.clone(),
+            location: self.location.clone(),
+            meeting_url: self.meeting_url.clone(),
+            google_event_id: self.google_event_id.clone(),
+            status: self.status,
+            client_id: self.client_id,
+            invitees: serde_json::to_value(&self.entries).unwrap_or_else(|_| Value::Array(Vec::new())),
+            cancel_url: self.cancel_url.clone(),
+            reschedule_url: self.reschedule_url.clone(),
+            cancel_reason: self.cancel_reason.clone(),
+            canceled_by: self.canceled_by.clone(),
+            previous_starts_at: self.previous_starts_at.clone(),
+        }
     }
 }
 
 /// One delivery's work for one adviser; `notes` become the log line.
-struct Booking<'a, 'c> {
-    tx: &'a mut WriteTx<'c>,
+struct Booking<'a> {
+    book: &'a mut dyn BookingStore,
     user: i64,
     notes: Vec<String>,
 }
 
-impl Booking<'_, '_> {
-    fn conn(&self) -> &Connection {
-        self.tx.conn()
-    }
-
-    fn now(&self) -> String {
-        self.tx.now().to_string()
-    }
-
+impl Booking<'_> {
     /// This adviser's link for an invitee (another adviser's is not ours to follow).
-    fn own_link(&self, uri: &str) -> ApiResult<Option<Link>> {
-        Ok(get_link(self.conn(), uri)?.filter(|l| l.user_id == self.user))
+    fn own_link(&self, uri: &str) -> StoreResult<Option<InviteeLink>> {
+        Ok(self.book.invitee(uri)?.filter(|l| l.user_id == self.user))
     }
 
-    fn load_own(&self, id: i64) -> ApiResult<Option<Draft>> {
-        Ok(Draft::load(self.tx, id)?.filter(|d| d.user_id == self.user))
+    fn load_own(&self, id: i64) -> StoreResult<Option<Draft>> {
+        Ok(Draft::load(&*self.book, id)?.filter(|d| d.user_id == self.user))
+    }
+
+    /// The adviser's Calendly meeting standing for a scheduled event.
+    fn meeting_for(&self, se: &ScheduledEvent) -> StoreResult<Option<i64>> {
+        self.book.calendly_meeting(self.user, &se.uri)
+    }
+
+    /// Link an invitee to a meeting in a state.
+    fn link(&mut self, uri: &str, user_id: i64, meeting_id: i64, state: &str, old: Option<&str>, new: Option<&str>) -> StoreResult<()> {
+        self.book.link_invitee(uri, &InviteeLink { user_id, meeting_id, state: state.into() }, old, new)
     }
 
     /// Upsert the client by the invitee's email (per adviser); an existing
     /// client keeps its name.
-    fn client(&mut self, inv: &Invitee) -> ApiResult<Option<i64>> {
-        let Some(email) = inv.email.clone() else { return Ok(None) };
-        let existing: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2")?
-            .query_row(rusqlite::params![self.user, email], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = existing {
+    fn client(&mut self, inv: &Invitee) -> StoreResult<Option<i64>> {
+        let Some(email) = inv.email.as_deref() else { return Ok(None) };
+        if let Some(id) = self.book.client_by_email(self.user, email)? {
             return Ok(Some(id));
         }
-        let name = inv.name.clone().unwrap_or_else(|| email.clone());
-        let row = self.tx.insert(
-            Table::Clients,
-            &[("user_id", SqlValue::Integer(self.user)), ("name", SqlValue::Text(name)), ("email", SqlValue::Text(email))],
-        )?;
-        let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("client row without id"))?;
+        let id = self.book.add_client(self.user, inv.name.as_deref().unwrap_or(email), email)?;
         self.notes.push(format!("client {id} created"));
         Ok(Some(id))
     }
@@ -539,16 +437,10 @@ impl Booking<'_, '_> {
     /// A meeting for a booking we have no Calendly meeting for: its Google
     /// copy when the Google sync got there first (see `google::bookings`),
     /// else a new one.
-    fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> ApiResult<Draft> {
-        let copy = crate::google::bookings::google_copy(
-            self.conn(),
-            self.user,
-            se.google_event_id.as_deref(),
-            &se.starts_at,
-            inv.email.as_deref(),
-        )?;
+    fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> StoreResult<Draft> {
+        let copy = self.book.google_copy(self.user, se.google_event_id.as_deref(), &se.starts_at, inv.email.as_deref())?;
         if let Some(id) = copy {
-            if let Some(row) = self.tx.get(Table::Meetings, id)? {
+            if let Some(row) = self.book.meeting(id)? {
                 return Ok(Draft::adopt(id, row, se));
             }
         }
@@ -556,15 +448,12 @@ impl Booking<'_, '_> {
     }
 
     /// Insert or update the meeting; one change event at most.
-    fn save(&mut self, draft: Draft) -> ApiResult<i64> {
-        let values = draft.values();
+    fn save(&mut self, draft: Draft) -> StoreResult<i64> {
+        let fields = draft.fields();
         match draft.id {
             None => {
-                let mut all = vec![("user_id", SqlValue::Integer(draft.user_id))];
-                all.extend(values);
-                let row = self.tx.insert(Table::Meetings, &all)?;
-                let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("meeting row without id"))?;
-                self.notes.push(if draft.status == "scheduled" {
+                let id = self.book.add_meeting(draft.user_id, &fields)?;
+                self.notes.push(if draft.status == MeetingStatus::Scheduled {
                     format!("meeting {id} created")
                 } else {
                     format!("meeting {id} created ({})", draft.status)
@@ -572,7 +461,7 @@ impl Booking<'_, '_> {
                 Ok(id)
             }
             Some(id) => {
-                let after = self.tx.update(Table::Meetings, id, &values)?.ok_or_else(|| ApiError::internal("meeting vanished"))?;
+                let after = self.book.update_meeting(id, &fields)?.ok_or_else(|| StoreError::internal("meeting vanished"))?;
                 let before = draft.before.unwrap_or(Value::Null);
                 let changed: Vec<&str> = ["status", "starts_at", "ends_at", "external_id", "title", "location", "meeting_url", "invitees"]
                     .into_iter()
@@ -591,14 +480,13 @@ impl Booking<'_, '_> {
     }
 
     /// `invitee.created` (and an active `invitee.updated`).
-    fn active(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> ApiResult<Option<i64>> {
-        let Some(se) = se else { return Err(ApiError::internal("a creation without its scheduled event got past parsing")) };
-        let now = self.now();
-        let own = get_link(self.conn(), &inv.uri)?;
-        let old = inv.old_invitee.as_deref().map(|o| get_link(self.conn(), o)).transpose()?.flatten();
+    fn active(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> StoreResult<Option<i64>> {
+        let Some(se) = se else { return Err(StoreError::internal("a creation without its scheduled event got past parsing")) };
+        let own = self.book.invitee(&inv.uri)?;
+        let old = inv.old_invitee.as_deref().map(|o| self.book.invitee(o)).transpose()?.flatten();
         let client = self.client(inv)?;
 
-        let mut draft = match meeting_by_event(self.conn(), self.user, &se.uri)? {
+        let mut draft = match self.meeting_for(se)? {
             Some(id) => self.load_own(id)?,
             None => None,
         };
@@ -657,7 +545,7 @@ impl Booking<'_, '_> {
         }
         let expected = match draft.id {
             Some(id) => {
-                let n = expected_for(self.conn(), id)?;
+                let n = self.book.expected_invitees(id)?;
                 n - i64::from(own.as_ref().is_some_and(|l| l.meeting_id == id && l.state == "expected"))
             }
             None => 0,
@@ -665,17 +553,17 @@ impl Booking<'_, '_> {
         let status = derive(&draft.entries, expected, se.is_canceled());
         draft.set_status(status, None);
         let id = self.save(draft)?;
-        put_link(self.conn(), &inv.uri, self.user, id, &state, inv.old_invitee.as_deref(), None, &now)?;
+        self.link(&inv.uri, self.user, id, &state, inv.old_invitee.as_deref(), None)?;
 
         if let Some(o) = inv.old_invitee.as_deref() {
             match old {
                 Some(ol) if ol.meeting_id != id => {
-                    put_link(self.conn(), o, ol.user_id, ol.meeting_id, "rescheduled", None, Some(&inv.uri), &now)?;
+                    self.link(o, ol.user_id, ol.meeting_id, "rescheduled", None, Some(&inv.uri))?;
                     self.left_behind(ol.meeting_id, o)?;
                 }
                 // Unknown predecessor: remember it, so its late cancel finds this meeting.
-                Some(ol) => put_link(self.conn(), o, ol.user_id, id, "rescheduled", None, Some(&inv.uri), &now)?,
-                None => put_link(self.conn(), o, self.user, id, "rescheduled", None, Some(&inv.uri), &now)?,
+                Some(ol) => self.link(o, ol.user_id, id, "rescheduled", None, Some(&inv.uri))?,
+                None => self.link(o, self.user, id, "rescheduled", None, Some(&inv.uri))?,
             }
         }
         Ok(Some(id))
@@ -683,12 +571,12 @@ impl Booking<'_, '_> {
 
     /// The meeting a rescheduled invitee left without moving it: mark the
     /// invitee and derive the status again (it may now be empty).
-    fn left_behind(&mut self, meeting: i64, old_uri: &str) -> ApiResult<()> {
-        let Some(mut m) = Draft::load(self.tx, meeting)? else { return Ok(()) };
+    fn left_behind(&mut self, meeting: i64, old_uri: &str) -> StoreResult<()> {
+        let Some(mut m) = Draft::load(&*self.book, meeting)? else { return Ok(()) };
         if let Some(e) = m.entry_mut(old_uri) {
             e.status = "rescheduled".into();
         }
-        let expected = expected_for(self.conn(), meeting)?;
+        let expected = self.book.expected_invitees(meeting)?;
         let status = derive(&m.entries, expected, false);
         let reason = Some("rescheduled".to_string());
         m.set_status(status, Some((&reason, &None)));
@@ -697,8 +585,7 @@ impl Booking<'_, '_> {
     }
 
     /// `invitee.canceled` (and a canceled `invitee.updated`).
-    fn canceled(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> ApiResult<Option<i64>> {
-        let now = self.now();
+    fn canceled(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>) -> StoreResult<Option<i64>> {
         let own = self.own_link(&inv.uri)?;
         let rescheduled = inv.rescheduled || inv.new_invitee.is_some();
         let client = self.client(inv)?;
@@ -708,7 +595,7 @@ impl Booking<'_, '_> {
             None => None,
         };
         if draft.is_none() {
-            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
+            if let Some(id) = se.map(|se| self.meeting_for(se)).transpose()?.flatten() {
                 draft = self.load_own(id)?;
             }
         }
@@ -761,7 +648,7 @@ impl Booking<'_, '_> {
         let mut announce: Option<&str> = None;
         if rescheduled {
             if let Some(n) = inv.new_invitee.as_deref() {
-                match get_link(self.conn(), n)? {
+                match self.book.invitee(n)? {
                     None => announce = Some(n),
                     Some(nl) => {
                         // The creation came first and moved the meeting: keep the old start.
@@ -774,28 +661,27 @@ impl Booking<'_, '_> {
                 }
             }
         }
-        let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0) + i64::from(announce.is_some());
+        let expected = draft.id.map(|id| self.book.expected_invitees(id)).transpose()?.unwrap_or(0) + i64::from(announce.is_some());
         let event_canceled = current && !rescheduled && se.is_some_and(ScheduledEvent::is_canceled);
         let status = derive(&draft.entries, expected, event_canceled);
         draft.set_status(status, Some((&reason, &by)));
         let id = self.save(draft)?;
-        put_link(self.conn(), &inv.uri, self.user, id, state, inv.old_invitee.as_deref(), inv.new_invitee.as_deref(), &now)?;
+        self.link(&inv.uri, self.user, id, state, inv.old_invitee.as_deref(), inv.new_invitee.as_deref())?;
         if let Some(n) = announce {
-            put_link(self.conn(), n, self.user, id, "expected", Some(&inv.uri), None, &now)?;
+            self.link(n, self.user, id, "expected", Some(&inv.uri), None)?;
         }
         Ok(Some(id))
     }
 
     /// `invitee_no_show.created` (`on`) and `.deleted`.
-    fn no_show(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>, on: bool) -> ApiResult<Option<i64>> {
-        let now = self.now();
+    fn no_show(&mut self, inv: &Invitee, se: Option<&ScheduledEvent>, on: bool) -> StoreResult<Option<i64>> {
         let own = self.own_link(&inv.uri)?;
         let mut draft = match &own {
             Some(l) => self.load_own(l.meeting_id)?,
             None => None,
         };
         if draft.is_none() {
-            if let Some(id) = se.map(|se| meeting_by_event(self.conn(), self.user, &se.uri)).transpose()?.flatten() {
+            if let Some(id) = se.map(|se| self.meeting_for(se)).transpose()?.flatten() {
                 draft = self.load_own(id)?;
             }
         }
@@ -836,13 +722,13 @@ impl Booking<'_, '_> {
             state = e.status.clone();
         }
         // A canceled meeting stays canceled; otherwise its invitees decide.
-        if draft.status != "canceled" {
-            let expected = draft.id.map(|id| expected_for(self.conn(), id)).transpose()?.unwrap_or(0);
+        if draft.status != MeetingStatus::Canceled {
+            let expected = draft.id.map(|id| self.book.expected_invitees(id)).transpose()?.unwrap_or(0);
             let status = derive(&draft.entries, expected, false);
             draft.set_status(status, None);
         }
         let id = self.save(draft)?;
-        put_link(self.conn(), &inv.uri, self.user, id, &state, None, None, &now)?;
+        self.link(&inv.uri, self.user, id, &state, None, None)?;
         Ok(Some(id))
     }
 }
@@ -850,6 +736,7 @@ impl Booking<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use MeetingStatus::{Canceled, NoShow, Scheduled};
 
     fn e(uri: &str, status: &str) -> Entry {
         Entry { uri: uri.into(), name: None, email: None, status: status.into(), client_id: None, cancel_reason: None, canceled_by: None }
@@ -857,12 +744,12 @@ mod tests {
 
     #[test]
     fn status_follows_the_invitees() {
-        assert_eq!(derive(&[e("a", "active"), e("b", "canceled")], 0, false), "scheduled");
-        assert_eq!(derive(&[e("a", "canceled"), e("b", "canceled")], 0, false), "canceled");
-        assert_eq!(derive(&[e("a", "rescheduled")], 1, false), "scheduled", "an expected invitee keeps it scheduled");
-        assert_eq!(derive(&[e("a", "rescheduled")], 0, false), "canceled");
-        assert_eq!(derive(&[e("a", "no_show"), e("b", "canceled")], 0, false), "no_show");
-        assert_eq!(derive(&[e("a", "no_show"), e("b", "active")], 0, false), "scheduled");
-        assert_eq!(derive(&[e("a", "active")], 0, true), "canceled");
+        assert_eq!(derive(&[e("a", "active"), e("b", "canceled")], 0, false), Scheduled);
+        assert_eq!(derive(&[e("a", "canceled"), e("b", "canceled")], 0, false), Canceled);
+        assert_eq!(derive(&[e("a", "rescheduled")], 1, false), Scheduled, "an expected invitee keeps it scheduled");
+        assert_eq!(derive(&[e("a", "rescheduled")], 0, false), Canceled);
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "canceled")], 0, false), NoShow);
+        assert_eq!(derive(&[e("a", "no_show"), e("b", "active")], 0, false), Scheduled);
+        assert_eq!(derive(&[e("a", "active")], 0, true), Canceled);
     }
 }

@@ -2,17 +2,17 @@
 //! deliveries and turns bookings, cancellations, reschedules and no-shows
 //! into the adviser's meetings and clients, exactly once; plus the public
 //! status `GET /api/calendly/webhook/test` and the admin details
-//! `GET /api/admin/health/calendly` ([`admin_health`]).
+//! `GET /api/admin/health/calendly` (the store's `CalendlyHealth`).
 //!
 //! The path of a delivery: body read up to 256 KiB (413 beyond) →
 //! [`signature::verify`] over the raw bytes (401 otherwise: counted per
 //! minute and reason by [`rejected`], no row of its own) →
 //! [`payload::Delivery::parse`] (400 and an `invalid` row) →
-//! [`booking::apply`] as one writer request → 200 after COMMIT. Every
+//! [`booking::book`] as one writer request → 200 after COMMIT. Every
 //! verified delivery ends in exactly one `calendly webhook <event>:
 //! <outcome>, …` log line; refused ones at most one per source address per
-//! minute. This module never writes the synced tables itself: `booking` does,
-//! through the writer.
+//! minute. This module holds only [`CalendlyState`] and never writes a
+//! table itself: `booking` decides, the store's steps write.
 
 pub mod api;
 pub mod booking;
@@ -25,27 +25,45 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use rusqlite::{Connection, OptionalExtension};
-use serde_json::{json, Value};
+use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::auth::identity::{Identities, Identity};
+use crate::auth::Tokens;
+use crate::config::CalendlyConfig;
+use crate::counters::Metrics;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::{authenticate, json_response, respond};
-use crate::startup::{App, PeerAddr};
-use crate::store::timefmt;
-use booking::EventRow;
+use crate::http::log_throttle::LogThrottle;
+use crate::http::PeerAddr;
+use crate::http::{bearer, json_response, respond};
+use crate::model::DeliveryOutcome;
+use crate::store::calendly::DeliveryRow;
+use crate::store::{Store, StoreError};
 use payload::Delivery;
 use signature::Reason;
 
-/// Largest delivery accepted. Calendly's payloads are a few KiB.
+/// The header Calendly signs its deliveries in.
 pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
 
-/// Per-server state: the app and the signing keys in use.
+/// What the Calendly routes use, and nothing else. Cheap to clone.
+#[derive(Clone)]
+pub struct CalendlyState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<CalendlyConfig>,
+    /// The server's one throttle for refused-delivery log lines.
+    pub log_throttle: Arc<LogThrottle>,
+    /// The identity check of the admin route.
+    pub tokens: Tokens,
+    pub identities: Arc<Identities>,
+}
+
+/// Per-server state: the parts, the signing keys in use and the refusal counts.
 struct Webhook {
-    app: App,
+    state: CalendlyState,
     /// Keys stored by `syncgate calendly subscribe`, cached; re-read when a
     /// signature matches none of the cached keys (a key added while running).
     stored: RwLock<Option<Arc<Vec<String>>>>,
@@ -54,33 +72,32 @@ struct Webhook {
 
 impl Webhook {
     /// Configured keys first, then stored ones.
-    async fn keys(&self, reload: bool) -> ApiResult<Vec<String>> {
+    async fn keys(&self, reload: bool) -> Result<Vec<String>, StoreError> {
         let cached = self.stored.read().ok().and_then(|g| g.clone());
         let stored = match cached {
             Some(k) if !reload => k,
             _ => {
-                let k = Arc::new(self.app.store.read(|c| Ok(stored_keys(c)?)).await?);
+                let k = Arc::new(self.state.store.calendly_signing_keys().await?);
                 if let Ok(mut g) = self.stored.write() {
                     *g = Some(k.clone());
                 }
                 k
             }
         };
-        let mut all = crate::config::present(&self.app.config.calendly.signing_keys).map(str::to_string).collect::<Vec<_>>();
+        let mut all = configured_keys(&self.state.config).map(str::to_string).collect::<Vec<_>>();
         all.extend(stored.iter().cloned());
         Ok(all)
     }
 }
 
-fn stored_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    rows.collect()
+/// The keys in `calendly.signing_keys`, trimmed, blanks skipped.
+fn configured_keys(config: &CalendlyConfig) -> impl Iterator<Item = &str> {
+    crate::config::present(&config.signing_keys)
 }
 
 /// The webhook, its public status and its admin details.
-pub fn routes(app: App) -> BoxedFilter<(Response,)> {
-    let w = Arc::new(Webhook { app, stored: RwLock::new(None), rejections: Default::default() });
+pub fn routes(state: CalendlyState) -> BoxedFilter<(Response,)> {
+    let w = Arc::new(Webhook { state, stored: RwLock::new(None), rejections: Default::default() });
     let with = {
         let w = w.clone();
         warp::any().map(move || w.clone())
@@ -159,7 +176,7 @@ where
     B: Buf,
 {
     let started = Instant::now();
-    let max_body = w.app.config.calendly.max_body_bytes;
+    let max_body = w.state.config.max_body_bytes;
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {max_body} bytes (calendly.max_body_bytes)"));
     if announced_length(&headers).is_some_and(|n| n > max_body as u64) {
         reject(&w, None, "too_large", "the body is larger than the limit", &source).await;
@@ -185,90 +202,74 @@ where
         return ApiError::Unauthorized(reason.to_string()).into_response();
     }
 
+    let text = String::from_utf8_lossy(&body).into_owned();
     let delivery = match Delivery::parse(&body) {
         Ok(d) => d,
-        Err(why) => {
-            let event = payload::claimed_event(&body);
-            let text = String::from_utf8_lossy(&body).into_owned();
-            let (e2, why2) = (event.clone(), why.clone());
-            let _ = w
-                .app
-                .store
-                .writer
-                .write(move |tx| {
-                    let now = tx.now().to_string();
-                    let row = EventRow {
-                        event: e2.as_deref(),
-                        outcome: "invalid",
-                        error: Some(&why2),
-                        payload: Some(&text),
-                        ..Default::default()
-                    };
-                    Ok(booking::record(tx.conn(), &now, &row)?)
-                })
-                .await;
-            tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
-            w.app.metrics.webhook("calendly", "invalid");
-            return ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response();
-        }
+        Err(why) => return invalid(&w, payload::claimed_event(&body), text, why).await,
     };
+    match booking::book(&w.state.store, delivery.clone(), text).await {
+        Ok(applied) => booked(&w, &delivery, applied, started),
+        Err(e) => failed(&w, &delivery, e.into(), started).await,
+    }
+}
 
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let d = delivery.clone();
-    let result = w.app.store.writer.write(move |tx| Ok(booking::apply(tx, &d, Some(&text))?)).await.map_err(ApiError::from);
+/// 200 after COMMIT, with the outcome and the meeting it touched.
+fn booked(w: &Webhook, delivery: &Delivery, applied: booking::Applied, started: Instant) -> Response {
+    let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
+    w.state.metrics.webhook("calendly", applied.outcome.as_str());
+    tracing::info!(
+        event = %delivery.event,
+        outcome = applied.outcome.as_str(),
+        meeting = %meeting,
+        user = applied.user_id.unwrap_or_default(),
+        ms = started.elapsed().as_millis() as u64,
+        "calendly webhook {}: {}, {}",
+        delivery.event,
+        applied.outcome,
+        applied.summary
+    );
+    json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
+}
+
+/// 400 for a verified body that is no delivery syncgate understands; logged
+/// as an `invalid` row with the body.
+async fn invalid(w: &Webhook, event: Option<String>, body: String, why: payload::InvalidDelivery) -> Response {
+    let row = DeliveryRow {
+        event: event.clone(),
+        error: Some(why.to_string()),
+        payload: Some(body),
+        ..DeliveryRow::new(DeliveryOutcome::Invalid)
+    };
+    let _ = w.state.store.record_calendly_delivery(row).await;
+    tracing::info!("calendly webhook {}: invalid, {why}", event.as_deref().unwrap_or("?"));
+    w.state.metrics.webhook("calendly", DeliveryOutcome::Invalid.as_str());
+    ApiError::BadRequest(format!("the delivery is not a Calendly event this server understands: {why}")).into_response()
+}
+
+/// 5xx when booking failed: nothing of the delivery was kept but a `failed`
+/// row, and Calendly retries.
+async fn failed(w: &Webhook, delivery: &Delivery, e: ApiError, started: Instant) -> Response {
     let ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(applied) => {
-            let meeting = applied.meeting_id.map(|m| m.to_string()).unwrap_or_default();
-            w.app.metrics.webhook("calendly", applied.outcome.as_str());
-            tracing::info!(
-                event = %delivery.event,
-                outcome = applied.outcome.as_str(),
-                meeting = %meeting,
-                user = applied.user_id.unwrap_or_default(),
-                ms,
-                "calendly webhook {}: {}, {}",
-                delivery.event,
-                applied.outcome.as_str(),
-                applied.summary
-            );
-            json_response(StatusCode::OK, &json!({"outcome": applied.outcome.as_str(), "meeting_id": applied.meeting_id}))
-        }
-        Err(e) => {
-            // Nothing of the delivery was kept; Calendly retries a 5xx.
-            let why = e.to_string();
-            let (event, why2) = (delivery.event.clone(), why.clone());
-            let invitee = delivery.invitee.as_ref().map(|i| i.uri.clone());
-            let _ = w
-                .app
-                .store
-                .writer
-                .write(move |tx| {
-                    let now = tx.now().to_string();
-                    let row = EventRow {
-                        event: Some(&event),
-                        invitee_uri: invitee.as_deref(),
-                        outcome: "failed",
-                        error: Some(&why2),
-                        ..Default::default()
-                    };
-                    Ok(booking::record(tx.conn(), &now, &row)?)
-                })
-                .await;
-            tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
-            w.app.metrics.webhook("calendly", "failed");
-            match e {
-                ApiError::Unavailable(_) => e.into_response(),
-                other => ApiError::internal(other).into_response(),
-            }
-        }
+    let why = e.to_string();
+    let row = DeliveryRow {
+        event: Some(delivery.event.clone()),
+        invitee_uri: delivery.invitee.as_ref().map(|i| i.uri.clone()),
+        error: Some(why.clone()),
+        ..DeliveryRow::new(DeliveryOutcome::Failed)
+    };
+    let _ = w.state.store.record_calendly_delivery(row).await;
+    tracing::warn!(event = %delivery.event, ms, "calendly webhook {}: failed, {why}", delivery.event);
+    w.state.metrics.webhook("calendly", DeliveryOutcome::Failed.as_str());
+    match e {
+        ApiError::Unavailable(_) => e.into_response(),
+        other => ApiError::internal(other).into_response(),
     }
 }
 
 /// Verify against the cached keys; on a miss re-read the stored keys once,
 /// so a key added by `syncgate calendly subscribe` works without a restart.
 async fn check_signature(w: &Webhook, header: Option<&str>, body: &[u8]) -> Result<(), Reason> {
-    let tolerance = w.app.config.calendly.tolerance.as_secs();
+    let tolerance = w.state.config.tolerance.as_secs();
     let now = crate::auth::unix_now();
     let keys = w.keys(false).await.map_err(|e| {
         tracing::error!(error = %e, "cannot read the Calendly signing keys");
@@ -287,106 +288,42 @@ async fn check_signature(w: &Webhook, header: Option<&str>, body: &[u8]) -> Resu
 /// Count a refused delivery (never its body: it is unauthenticated; and no
 /// row of its own: forging must cost next to nothing) and log it.
 async fn reject(w: &Webhook, event: Option<&str>, code: &'static str, sentence: &str, source: &str) {
-    w.rejections.record(&w.app, code, sentence, event, source).await;
-}
-
-fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT received_at FROM calendly_webhook_events WHERE outcome = 'accepted' ORDER BY received_at DESC, id DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
+    w.rejections.record(&w.state, code, sentence, event, source).await;
 }
 
 /// `GET /api/calendly/webhook/test`: reachable, configured, last accepted
 /// delivery. Nothing else: it is public.
 async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
-    let (stored, last) = w
-        .app
-        .store
-        .read(|c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
-            Ok((n, last_accepted(c)?))
-        })
-        .await?;
-    let configured = stored > 0 || crate::config::present(&w.app.config.calendly.signing_keys).next().is_some();
-    Ok(json_response(StatusCode::OK, &json!({"reachable": true, "configured": configured, "last_accepted_at": last})))
+    let status = w.state.store.calendly_webhook_status().await?;
+    let configured = status.stored_signing_keys > 0 || configured_keys(&w.state.config).next().is_some();
+    Ok(json_response(StatusCode::OK, &json!({"reachable": true, "configured": configured, "last_accepted_at": status.last_accepted_at})))
 }
 
-/// `GET /api/admin/health/calendly`: [`admin_health`] for admins.
+/// `GET /api/admin/health/calendly`: the store's Calendly health for admins,
+/// with how many keys the configuration holds. Never a key or a payload.
 async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&w.app.auth, auth).await?;
+    let who = authenticate(&w.state, auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see webhook details".into()));
     }
-    let mut v = w.app.store.read(|c| Ok(admin_health(c))).await?;
-    v["configured_signing_keys"] = json!(crate::config::present(&w.app.config.calendly.signing_keys).count());
-    Ok(json_response(StatusCode::OK, &v))
-}
-
-/// Admin details of the Calendly webhook: deliveries by outcome over the
-/// last 24 h (rejections also by reason), hosts that matched no user, the
-/// last delivery and the last accepted one, how many keys are stored. Never
-/// a key or a payload. Duplicates are not counted: they write nothing.
-pub fn admin_health(conn: &Connection) -> Value {
-    match health(conn) {
-        Ok(v) => v,
+    let mut v = match w.state.store.calendly_health().await {
+        Ok(health) => serde_json::to_value(health).map_err(ApiError::internal)?,
         Err(e) => {
             tracing::error!(error = %e, "reading Calendly webhook health failed");
             json!({"error": "the Calendly webhook log could not be read"})
         }
-    }
+    };
+    v["configured_signing_keys"] = json!(configured_keys(&w.state.config).count());
+    Ok(json_response(StatusCode::OK, &v))
 }
 
-fn health(conn: &Connection) -> rusqlite::Result<Value> {
-    let now = timefmt::now();
-    let day = timefmt::format(now - time::Duration::hours(24));
-    let week = timefmt::format(now - time::Duration::days(7));
-    let mut outcomes = serde_json::Map::new();
-    for o in ["accepted", "unmatched", "ignored", "rejected", "invalid", "failed"] {
-        outcomes.insert(o.into(), json!(0));
+/// `Authorization: Bearer <jwt>` → the caller, or 401: the REST identity
+/// check (`api::authenticate`) on this part's own handles.
+async fn authenticate(state: &CalendlyState, header: Option<String>) -> ApiResult<Identity> {
+    let token = bearer(header.as_deref())?;
+    let claims = state.tokens.verify(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if claims.is_anon() {
+        return Err(ApiError::Unauthorized("the anon key cannot call the REST API; sign in as a user".into()));
     }
-    let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM calendly_webhook_events WHERE received_at >= ?1 GROUP BY outcome")?;
-    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (o, n) = row?;
-        outcomes.insert(o, json!(n));
-    }
-    // Refusals are counted per minute, not stored as rows.
-    let mut reasons = serde_json::Map::new();
-    let mut rejected = 0;
-    for (code, n) in crate::store::rejections::by_reason_since(conn, &day)? {
-        rejected += n;
-        reasons.insert(code, json!(n));
-    }
-    outcomes.insert("rejected".into(), json!(rejected));
-    let mut stmt = conn.prepare(
-        "SELECT host, COUNT(*), MAX(received_at) FROM calendly_webhook_events
-         WHERE outcome = 'unmatched' AND received_at >= ?1 GROUP BY host ORDER BY 3 DESC LIMIT 50",
-    )?;
-    let hosts: Vec<Value> = stmt
-        .query_map([&week], |r| {
-            Ok(json!({"host": r.get::<_, Option<String>>(0)?, "deliveries": r.get::<_, i64>(1)?, "last_at": r.get::<_, String>(2)?}))
-        })?
-        .collect::<Result<_, _>>()?;
-    let last = conn
-        .query_row("SELECT received_at, event, outcome, error, summary FROM calendly_webhook_events ORDER BY id DESC LIMIT 1", [], |r| {
-            Ok(json!({
-                "received_at": r.get::<_, String>(0)?,
-                "event": r.get::<_, Option<String>>(1)?,
-                "outcome": r.get::<_, String>(2)?,
-                "error": r.get::<_, Option<String>>(3)?,
-                "summary": r.get::<_, Option<String>>(4)?,
-            }))
-        })
-        .optional()?;
-    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))?;
-    Ok(json!({
-        "outcomes_24h": outcomes,
-        "rejected_by_reason_24h": reasons,
-        "unmatched_hosts_7d": hosts,
-        "last_delivery": last,
-        "last_accepted_at": last_accepted(conn)?,
-        "stored_signing_keys": stored,
-    }))
+    Ok(state.identities.check(&claims).await?.identity)
 }

@@ -8,6 +8,24 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{timefmt, users};
 
+/// Why a verified body is not a delivery syncgate understands: a sentence
+/// for the sender (400) and the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDelivery(pub String);
+
+impl From<&str> for InvalidDelivery {
+    fn from(why: &str) -> InvalidDelivery {
+        InvalidDelivery(why.to_string())
+    }
+}
+
+impl From<String> for InvalidDelivery {
+    fn from(why: String) -> InvalidDelivery {
+        InvalidDelivery(why)
+    }
+}
+
 /// Longest URI we accept; Calendly's are well under 200 characters.
 const MAX_URI: usize = 2000;
 const MAX_TEXT: usize = 500;
@@ -111,11 +129,11 @@ fn text(v: &Value, key: &str, max: usize) -> Option<String> {
     s(v, key).map(|t| if t.chars().count() > max { t.chars().take(max).collect() } else { t })
 }
 
-fn uri(v: &Value, key: &str) -> Result<Option<String>, String> {
+fn uri(v: &Value, key: &str) -> Result<Option<String>, InvalidDelivery> {
     match s(v, key) {
         None => Ok(None),
-        Some(u) if u.len() > MAX_URI => Err(format!("{key} is longer than {MAX_URI} characters")),
-        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => Err(format!("{key} is not a URI")),
+        Some(u) if u.len() > MAX_URI => Err(format!("{key} is longer than {MAX_URI} characters").into()),
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => Err(format!("{key} is not a URI").into()),
         Some(u) => Ok(Some(u)),
     }
 }
@@ -129,9 +147,9 @@ fn email(v: &Value, key: &str) -> Option<String> {
     s(v, key).filter(|e| e.len() <= 320 && users::valid_email(e))
 }
 
-fn timestamp(v: &Value, key: &str) -> Result<String, String> {
-    let raw = s(v, key).ok_or_else(|| format!("scheduled_event.{key} is missing"))?;
-    timefmt::normalize(&raw).ok_or_else(|| format!("scheduled_event.{key} is not an RFC 3339 time"))
+fn timestamp(v: &Value, key: &str) -> Result<String, InvalidDelivery> {
+    let raw = s(v, key).ok_or_else(|| InvalidDelivery(format!("scheduled_event.{key} is missing")))?;
+    timefmt::normalize(&raw).ok_or_else(|| InvalidDelivery(format!("scheduled_event.{key} is not an RFC 3339 time")))
 }
 
 fn hex_sha256(body: &[u8]) -> String {
@@ -139,7 +157,7 @@ fn hex_sha256(body: &[u8]) -> String {
 }
 
 impl ScheduledEvent {
-    fn parse(v: &Value) -> Result<ScheduledEvent, String> {
+    fn parse(v: &Value) -> Result<ScheduledEvent, InvalidDelivery> {
         if !v.is_object() {
             return Err("scheduled_event must be an object".into());
         }
@@ -176,7 +194,7 @@ impl ScheduledEvent {
 }
 
 impl Invitee {
-    fn parse(p: &Value, kind: Kind) -> Result<Invitee, String> {
+    fn parse(p: &Value, kind: Kind) -> Result<Invitee, InvalidDelivery> {
         // A no-show delivery carries either the invitee (with `no_show`) or
         // the no-show resource itself (`uri` of the no-show, `invitee` uri).
         let (invitee_uri, no_show_uri) = match kind {
@@ -214,8 +232,8 @@ impl Invitee {
 
 impl Delivery {
     /// Parse a verified body. An `Err` is a sentence saying what is wrong.
-    pub fn parse(body: &[u8]) -> Result<Delivery, String> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON ({e})"))?;
+    pub fn parse(body: &[u8]) -> Result<Delivery, InvalidDelivery> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| InvalidDelivery(format!("the body is not valid JSON ({e})")))?;
         if !v.is_object() {
             return Err("the body must be a JSON object".into());
         }
@@ -296,14 +314,14 @@ mod tests {
             (json!({"event":"invitee.created"}).to_string(), "payload"),
             (json!({"event":"invitee.created","payload":{"uri":"x"}}).to_string(), "not a URI"),
         ] {
-            let e = Delivery::parse(body.as_bytes()).unwrap_err();
+            let e = Delivery::parse(body.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         let mut v = created();
         v["payload"]["scheduled_event"]["end_time"] = json!("2019-08-24T14:00:00Z");
-        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().contains("after"));
+        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().to_string().contains("after"));
         v["payload"]["scheduled_event"]["start_time"] = json!(7);
-        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().contains("start_time"));
+        assert!(Delivery::parse(v.to_string().as_bytes()).unwrap_err().to_string().contains("start_time"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Deliveries refused before their signature verified (forged, stale,
 //! unsigned, oversized). They are unauthenticated, so they must cost next to
-//! nothing: no row of their own, only a count per minute and reason
-//! ([`crate::store::rejections`]), a metric by reason, and at most one log
-//! line per source address per minute.
+//! nothing: no row of their own, only a count per minute and reason (the
+//! store's `count_calendly_rejections`), a metric by reason, and at most one
+//! log line per source address per minute.
 //!
 //! Counts from concurrent refusals are merged: whoever holds the flush lock
 //! writes everything waiting in one writer request, so a flood of forged
@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::startup::App;
+use super::CalendlyState;
+use crate::model::DeliveryOutcome;
 
 #[derive(Default)]
 pub struct Rejections {
@@ -24,10 +25,10 @@ pub struct Rejections {
 impl Rejections {
     /// Count one refusal and return once it is committed (so the count
     /// survives a restart). Logs it unless `source` was logged this minute.
-    pub async fn record(&self, app: &App, reason: &'static str, sentence: &str, event: Option<&str>, source: &str) {
-        app.metrics.webhook("calendly", "rejected");
-        app.metrics.calendly_rejected.with_label_values(&[reason]).inc();
-        log(app, reason, sentence, event, source);
+    pub async fn record(&self, state: &CalendlyState, reason: &'static str, sentence: &str, event: Option<&str>, source: &str) {
+        state.metrics.webhook("calendly", DeliveryOutcome::Rejected.as_str());
+        state.metrics.calendly_rejected.with_label_values(&[reason]).inc();
+        log(state, reason, sentence, event, source);
         if let Ok(mut p) = self.pending.lock() {
             *p.entry(reason).or_default() += 1;
         }
@@ -40,18 +41,7 @@ impl Rejections {
             // An earlier holder of the lock wrote ours with its own.
             return;
         }
-        let res = app
-            .store
-            .writer
-            .write(move |tx| {
-                let now = tx.now().to_string();
-                for (reason, n) in &batch {
-                    crate::store::rejections::add(tx.conn(), &now, reason, *n)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = res {
+        if let Err(e) = state.store.count_calendly_rejections(batch).await {
             tracing::warn!(error = %e, "could not count rejected Calendly deliveries");
         }
     }
@@ -59,8 +49,8 @@ impl Rejections {
 
 /// One log line per source address per minute (the server's shared
 /// [`crate::http::log_throttle::LogThrottle`]); the rest at debug.
-fn log(app: &App, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
-    if app.log_throttle.should_log(&format!("calendly-source:{source}")) {
+fn log(state: &CalendlyState, reason: &str, sentence: &str, event: Option<&str>, source: &str) {
+    if state.log_throttle.should_log(&format!("calendly-source:{source}")) {
         tracing::info!(
             reason,
             source,

@@ -12,7 +12,9 @@ use crate::auth::Tokens;
 use crate::config::{secret, Config, ExposeSecret};
 use crate::duration::Dur;
 use crate::startup::{Server, StartupError};
+pub use calendly_cmd::CalendlyCommand;
 
+mod calendly_cmd;
 pub mod running;
 mod users_cmd;
 
@@ -146,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(Into::into),
         Command::Backup { to } => backup(&config, &to).map_err(Into::into),
         Command::Check => check(&config).map_err(Into::into),
-        Command::Calendly(c) => calendly(&config, c).map_err(Into::into),
+        Command::Calendly(c) => calendly_cmd::run(&config, c).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -262,61 +264,4 @@ fn check(config: &Config) -> Result<(), String> {
     } else {
         Err("the integrity check found problems".into())
     }
-}
-
-#[derive(Subcommand, Debug)]
-pub enum CalendlyCommand {
-    /// Subscribe this server to Calendly's invitee events with a fresh signing
-    /// key (stored in the database); prints the subscription's URI.
-    Subscribe {
-        /// A Calendly personal access token (default: calendly.token).
-        #[arg(long)]
-        token: Option<String>,
-        /// The server's public URL (default: server.public_url); the webhook
-        /// path is added unless the URL already ends with it.
-        #[arg(long)]
-        url: Option<String>,
-        /// user or organization.
-        #[arg(long, default_value = "user")]
-        scope: String,
-        /// The syncgate user this Calendly account belongs to (default: the
-        /// user with the token owner's email, if any).
-        #[arg(long)]
-        user: Option<i64>,
-    },
-    /// List the token's webhook subscriptions, one per line, flagging disabled ones.
-    Status {
-        /// A Calendly personal access token (default: calendly.token).
-        #[arg(long)]
-        token: Option<String>,
-    },
-}
-
-fn calendly(config: &Config, cmd: CalendlyCommand) -> Result<(), String> {
-    use crate::calendly::api;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let pick = |t: Option<String>| t.unwrap_or_else(|| config.calendly.token.expose_secret().to_string());
-    match cmd {
-        CalendlyCommand::Subscribe { token, url, scope, user } => {
-            let opts = api::SubscribeOptions { token: pick(token), url, scope, user };
-            let (sub, notes) = rt.block_on(api::subscribe(config, opts))?;
-            for n in notes {
-                eprintln!("{n}");
-            }
-            println!("{}", sub.uri);
-        }
-        CalendlyCommand::Status { token } => {
-            let (subs, notes) = rt.block_on(api::status(config, &pick(token)))?;
-            for n in notes {
-                eprintln!("{n}");
-            }
-            if subs.is_empty() {
-                eprintln!("no webhook subscriptions; create one with `syncgate calendly subscribe`");
-            }
-            for s in &subs {
-                println!("{}", api::status_line(s));
-            }
-        }
-    }
-    Ok(())
 }

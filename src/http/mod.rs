@@ -21,3 +21,8 @@ pub use identity::{auth_header, authenticate, bearer, Authenticator};
 pub use recover::recover;
 pub use reply::{json_response, respond};
 pub use request::{body, query, with_state, QueryParams};
+
+/// The peer of the connection a request came on, for handlers that log by
+/// source (`warp::ext::optional::<PeerAddr>()`); the server inserts it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);

@@ -36,7 +36,8 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
     }
     // TRANSITIONAL: the Google and Calendly reports still read through a
     // connection; they become store operations with those features' seams.
-    let (google, calendly) = state.store.read(|c| Ok((crate::google::health::admin_health(c), crate::calendly::admin_health(c)))).await?;
+    let (google, calendly) =
+        state.store.read(|c| Ok((crate::google::health::admin_health(c), crate::store::calendly::admin_health(c)))).await?;
     let log = state.store.change_log_extent().await?;
     let hub = &state.hub.stats;
     let w = &state.store.writer.stats;

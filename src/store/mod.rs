@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod alerts;
 pub mod backup;
+pub mod calendly;
 pub mod change_log;
 pub mod changes;
 pub mod error;

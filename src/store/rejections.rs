@@ -5,8 +5,25 @@
 
 use rusqlite::{params, Connection};
 
+use super::{Store, StoreResult};
+
+impl Store {
+    /// Add refusals, by reason, to the current minute's counts (one writer
+    /// request for the whole batch).
+    pub async fn count_calendly_rejections(&self, batch: Vec<(&'static str, u64)>) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| {
+                for (reason, n) in &batch {
+                    add(tx.conn(), tx.now(), reason, *n)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
 /// Add `n` refusals for `reason` in the minute that holds `at` (UTC, `Z`).
-pub fn add(conn: &Connection, at: &str, reason: &str, n: u64) -> rusqlite::Result<()> {
+fn add(conn: &Connection, at: &str, reason: &str, n: u64) -> rusqlite::Result<()> {
     // "2026-12-01T17:20:11.123Z" → "2026-12-01T17:20Z"
     let minute = format!("{}Z", at.get(..16).unwrap_or(at));
     conn.prepare_cached(
@@ -18,13 +35,13 @@ pub fn add(conn: &Connection, at: &str, reason: &str, n: u64) -> rusqlite::Resul
 }
 
 /// Refusals counted in minutes whose last refusal is at or after `since`
-/// (a minute that straddles `since` counts whole).
-pub fn count_since(conn: &Connection, since: &str) -> rusqlite::Result<i64> {
+/// (a minute that straddles `since` counts whole). For the store's alert reads.
+pub(crate) fn count_since(conn: &Connection, since: &str) -> rusqlite::Result<i64> {
     conn.query_row("SELECT COALESCE(SUM(count), 0) FROM calendly_rejections WHERE last_at >= ?1", [since], |r| r.get(0))
 }
 
 /// The same, by reason.
-pub fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+pub(super) fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt =
         conn.prepare_cached("SELECT reason, SUM(count) FROM calendly_rejections WHERE last_at >= ?1 GROUP BY reason ORDER BY reason")?;
     let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -32,7 +49,7 @@ pub fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Result<Vec<(
 }
 
 /// Delete up to `limit` minutes older than `before`; returns how many went.
-pub fn prune(conn: &Connection, before: &str, limit: i64) -> rusqlite::Result<usize> {
+pub(crate) fn prune(conn: &Connection, before: &str, limit: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM calendly_rejections WHERE rowid IN (SELECT rowid FROM calendly_rejections WHERE last_at < ?1 LIMIT ?2)",
         params![before, limit],
