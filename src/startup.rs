@@ -131,7 +131,8 @@ impl Server {
             shutdown_rx.clone(),
             tasks.clone(),
             metrics.clone(),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
         let identities = Arc::new(crate::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let app = App(Arc::new(AppInner {
@@ -363,7 +364,14 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, String> {
     let all = crate::api::routes(app.clone())
         .or(crate::calendly::routes(app.clone()))
         .unify()
-        .or(crate::google::routes::routes(app.clone()))
+        .or(crate::google::routes(crate::google::GoogleRoutesState {
+            google: app.google.clone(),
+            tokens: app.tokens.clone(),
+            identities: app.identities.clone(),
+            token_ttl_secs: app.config.auth.token_ttl.as_secs() as i64,
+            max_body_bytes: app.config.server.max_body_bytes,
+            log_throttle: Default::default(),
+        }))
         .unify()
         .or(health(app.clone()))
         .unify()

@@ -17,11 +17,12 @@ pub async fn health(app: App, auth: Option<String>) -> ApiResult<Response> {
     if !who.admin {
         return Err(ApiError::Forbidden("only admins may see the health details".into()));
     }
-    let (google, calendly, retained, oldest) = app
+    let google = crate::google::admin_health(&app.store).await;
+    let (calendly, retained, oldest) = app
         .store
         .read(|c| {
             let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            Ok((crate::google::health::admin_health(c), crate::calendly::admin_health(c), retained, crate::store::changes::oldest(c)?))
+            Ok((crate::calendly::admin_health(c), retained, crate::store::changes::oldest(c)?))
         })
         .await?;
     let hub = &app.hub.stats;

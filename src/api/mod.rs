@@ -1,5 +1,5 @@
 //! REST: `/api/clients`, `/api/meetings`, `/api/pipeline` (list, get, create,
-//! patch, delete), `/api/me`, `/api/me/calendars`, the login-link landing `/auth/link`, and the
+//! patch, delete), `/api/me`, the login-link landing `/auth/link`, and the
 //! account routes of [`accounts`] (`/api/admin/users`, `/api/me/signout`, ...).
 //! Every handler answers with the row JSON or the one error shape; the auth
 //! check runs after the path matched, so a wrong path is a 404, not a 401.
@@ -469,17 +469,6 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .and(with_app(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(me(app, auth).await) });
-    let calendars_get = warp::path!("api" / "me" / "calendars")
-        .and(warp::get())
-        .and(with_app(app.clone()))
-        .and(auth_header())
-        .and_then(|app, auth| async move { respond(crate::google::calendar_routes::list(app, auth).await) });
-    let calendars_put = warp::path!("api" / "me" / "calendars")
-        .and(warp::put())
-        .and(with_app(app.clone()))
-        .and(auth_header())
-        .and(body(app.config.server.max_body_bytes))
-        .and_then(|app, auth, body| async move { respond(crate::google::calendar_routes::set(app, auth, body).await) });
     let link_page_r = warp::path!("auth" / "link")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -507,10 +496,6 @@ pub fn routes(app: App) -> impl Filter<Extract = (Response,), Error = Rejection>
         .or(resource::<pipeline::Pipeline>(app))
         .unify()
         .or(me_r)
-        .unify()
-        .or(calendars_get)
-        .unify()
-        .or(calendars_put)
         .unify()
         .or(link_page_r)
         .unify()

@@ -22,7 +22,7 @@
 //!
 //! A booking is also written to the adviser's Google Calendar, so the
 //! Google sync may have stored its copy first: a delivery that finds no
-//! Calendly meeting takes that `google` row over (`google::bookings::
+//! Calendly meeting takes that `google` row over (`store::bookings::
 //! google_copy`: by `calendar_event.external_id`, else start time and the
 //! invitee's email) with one UPDATE, keeping its id, notes and client link.
 //!
@@ -537,10 +537,10 @@ impl Booking<'_, '_> {
     }
 
     /// A meeting for a booking we have no Calendly meeting for: its Google
-    /// copy when the Google sync got there first (see `google::bookings`),
+    /// copy when the Google sync got there first (see `store::bookings`),
     /// else a new one.
     fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> ApiResult<Draft> {
-        let copy = crate::google::bookings::google_copy(
+        let copy = crate::store::bookings::google_copy(
             self.conn(),
             self.user,
             se.google_event_id.as_deref(),

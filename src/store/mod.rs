@@ -2,10 +2,14 @@
 //! the single [`writer::Writer`]. All SQL lives under this module's children.
 
 pub mod accounts;
+pub mod bookings;
 pub mod changes;
 pub mod error;
 pub mod files;
 pub mod google;
+pub mod google_accounts;
+pub mod google_status;
+pub mod google_sync;
 pub mod migrations;
 pub mod rejections;
 pub mod rows;
