@@ -10,9 +10,10 @@
 //!   changed meetings are committed as the page arrives; cancellations wait
 //!   for the end of the pass, when every ticked calendar has been read, and
 //!   are committed with each calendar's `nextSyncToken` in one writer
-//!   request (`Store::finish_google_pass`). So an event moved between two ticked calendars (cancelled in
-//!   one, new in the other, whichever channel pushed first) stays the same
-//!   meeting with its `calendar_id` updated, never a DELETE+INSERT. A crash
+//!   request (`Store::finish_google_pass`). So an event moved between two
+//!   ticked calendars (cancelled in one, new in the other, whichever channel
+//!   pushed first) stays the same meeting with its `calendar_id` updated,
+//!   never a DELETE+INSERT. A crash
 //!   mid-pass leaves the old tokens in place, so the next pass lists the
 //!   same changes again and the already written ones are silent no-ops
 //!   (`tx.update` writes nothing when nothing differs).
