@@ -60,9 +60,12 @@ fn not_configured() -> ApiError {
     ApiError::Unavailable("Google is not configured on this server (google.client_id and google.client_secret are empty)".into())
 }
 
-fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+/// A request's query parameters, by name.
+type Query = HashMap<String, String>;
+
+fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
     warp::query::raw()
-        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Query>())
         .or(warp::any().map(HashMap::new))
         .unify()
 }
@@ -157,7 +160,7 @@ pub fn routes(app: GoogleRoutesState) -> BoxedFilter<(Response,)> {
 /// With `connect=1` the caller must be signed in with an Authorization header
 /// (scripts). A browser page uses `POST /api/auth/google/connect` instead, so
 /// its token never travels in a URL (history, proxy logs).
-async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
+async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: Query) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -199,7 +202,7 @@ async fn start_connect(app: GoogleRoutesState, auth: Option<String>) -> ApiResul
 
 /// `GET /api/auth/google/callback?code=…&state=…`: land signed in on `/`,
 /// or a page (JSON for non-browsers) saying why not.
-async fn callback(app: GoogleRoutesState, q: HashMap<String, String>, headers: HeaderMap) -> Response {
+async fn callback(app: GoogleRoutesState, q: Query, headers: HeaderMap) -> Response {
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     let result = if app.google.enabled() {
         let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));

@@ -692,13 +692,13 @@ pub fn page_entry(user_id: i64, ev: GEvent, cal_tz: Option<&str>) -> PageEntry {
         return PageEntry::Skipped;
     };
     let occurrence = ev.occurrence().unwrap_or_else(|| fields.starts_at.clone());
-    PageEntry::Meeting(EventMeeting {
+    PageEntry::Meeting(Box::new(EventMeeting {
         event_id: ev.id,
         ical_uid: ev.i_cal_uid.filter(|u| !u.is_empty()),
         occurrence,
         series_id: ev.recurring_event_id,
         fields,
-    })
+    }))
 }
 
 /// The fields of a Google event syncgate keeps.

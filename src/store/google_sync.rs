@@ -88,7 +88,7 @@ pub struct EventMeeting {
 /// One live (not cancelled) entry of an events page, as the sync read it.
 #[derive(Debug)]
 pub enum PageEntry {
-    Meeting(EventMeeting),
+    Meeting(Box<EventMeeting>),
     /// Focus time, out of office, …: a row an earlier version made of it goes.
     NotAMeeting {
         event_id: String,
