@@ -85,9 +85,10 @@ pub enum SignInError {
     /// A new user could not be made of the Google account.
     #[error("{0}")]
     Refused(String),
-    /// `google.auth_url` is not a URL (config validation should have caught it).
-    #[error("google.auth_url is not a URL")]
-    ConsentUrl,
+    /// Ours, not the user's (a bad `google.auth_url`, a state expiry out of
+    /// range): logged, never shown.
+    #[error("{0}")]
+    Internal(&'static str),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -203,7 +204,7 @@ impl GoogleSync {
         let nonce = crate::auth::random_token(24);
         let exp = crate::auth::unix_now() + STATE_TTL_SECS;
         let state = sign_state(&self.state_key, &nonce, exp, purpose);
-        let mut url = reqwest::Url::parse(&self.api.auth_url).map_err(|_| SignInError::ConsentUrl)?;
+        let mut url = reqwest::Url::parse(&self.api.auth_url).map_err(|_| SignInError::Internal("google.auth_url is not a URL"))?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.api.client_id)
             .append_pair("redirect_uri", &self.api.redirect_url)
@@ -240,7 +241,7 @@ impl GoogleSync {
         let hash = crate::auth::sha256_hex(&claims.nonce);
         let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
             .map(timefmt::format)
-            .map_err(|e| SignInError::Store(StoreError::internal(e)))?;
+            .map_err(|_| SignInError::Internal("the sign-in state's expiry is out of range"))?;
         let purpose = claims.purpose;
         if !self.store.use_google_oauth_state(hash, expires_at).await? {
             return Err(SignInError::StateUsed);

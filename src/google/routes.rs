@@ -273,7 +273,7 @@ fn sign_in_error(e: SignInError) -> ApiError {
         SignInError::TakenByAnotherUser(_) => ApiError::Conflict(message),
         SignInError::UserGone => ApiError::Unauthorized(message),
         SignInError::Refused(_) => ApiError::Unprocessable(message),
-        SignInError::ConsentUrl => ApiError::internal(message),
+        SignInError::Internal(_) => ApiError::internal(message),
         SignInError::Store(e) => e.into(),
     }
 }
