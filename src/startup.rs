@@ -86,8 +86,8 @@ pub enum StartupError {
     /// warp panics on an origin it cannot parse; validation refuses those first.
     #[error("server.cors_origins has \"{origin}\", which is not an origin like https://app.example.com")]
     CorsOrigin { origin: String },
-    #[error("{0}")]
-    Google(String),
+    #[error(transparent)]
+    Google(#[from] crate::google::HttpClientError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -394,25 +394,6 @@ fn admin_health(app: &App) -> crate::ops::admin_health::AdminHealthState {
     }
 }
 
-/// `GET|PUT /api/me/calendars` (the calendars a user ticks for Google sync).
-/// Mounted here since they left `api` (which may not reach into `google`),
-/// until `google` exposes them with its own routes and state.
-fn calendar_routes(app: App) -> BoxedFilter<(Response,)> {
-    use crate::http::{auth_header, body, respond, with_state};
-    let get = warp::path!("api" / "me" / "calendars")
-        .and(warp::get())
-        .and(with_state(app.clone()))
-        .and(auth_header())
-        .and_then(|app, auth| async move { respond(crate::google::calendar_routes::list(app, auth).await) });
-    let put = warp::path!("api" / "me" / "calendars")
-        .and(warp::put())
-        .and(with_state(app.clone()))
-        .and(auth_header())
-        .and(body(app.config.server.max_body_bytes))
-        .and_then(|app, auth, body| async move { respond(crate::google::calendar_routes::set(app, auth, body).await) });
-    get.or(put).unify().boxed()
-}
-
 /// Every HTTP route, with CORS for `server.cors_origins` and JSON errors.
 /// Fails (never panics) on an origin warp cannot use.
 pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
@@ -429,11 +410,15 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         .unify()
         .or(crate::ops::admin_health::routes(admin_health(&app)))
         .unify()
-        .or(calendar_routes(app.clone()))
-        .unify()
         .or(crate::calendly::routes(calendly))
         .unify()
-        .or(crate::google::routes::routes(app.clone()))
+        .or(crate::google::routes(crate::google::GoogleRoutesState {
+            google: app.google.clone(),
+            auth: app.auth.clone(),
+            token_ttl_secs: app.config.auth.token_ttl.as_secs() as i64,
+            max_body_bytes: app.config.server.max_body_bytes,
+            log_throttle: app.log_throttle.clone(),
+        }))
         .unify()
         .or(crate::ops::health::routes(crate::ops::health::HealthState { store: app.store.clone(), hub: app.hub.clone() }))
         .unify()

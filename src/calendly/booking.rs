@@ -435,7 +435,7 @@ impl Booking<'_> {
     }
 
     /// A meeting for a booking we have no Calendly meeting for: its Google
-    /// copy when the Google sync got there first (see `google::bookings`),
+    /// copy when the Google sync got there first (see `store::bookings`),
     /// else a new one.
     fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> StoreResult<Draft> {
         let copy = self.book.google_copy(self.user, se.google_event_id.as_deref(), &se.starts_at, inv.email.as_deref())?;

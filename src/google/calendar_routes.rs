@@ -8,11 +8,11 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::google::calendars::CalendarView;
-use crate::google::sync::SyncError;
+use super::calendars::{CalendarView, SelectionError};
+use super::routes::GoogleRoutesState;
+use super::sync::SyncError;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::{authenticate, json_response};
-use crate::startup::App;
+use crate::http::json_response;
 
 /// The body of `PUT /api/me/calendars`.
 #[derive(Debug, Deserialize)]
@@ -30,8 +30,8 @@ fn answer(calendars: Vec<CalendarView>) -> Response {
 }
 
 /// `GET /api/me/calendars`
-pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app.auth, auth).await?;
+pub async fn list(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
+    let who = app.caller(auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -46,8 +46,8 @@ pub async fn list(app: App, auth: Option<String>) -> ApiResult<Response> {
 }
 
 /// `PUT /api/me/calendars` with `{"selected": ["<calendar id>", ...]}`
-pub async fn set(app: App, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
-    let who = authenticate(&app.auth, auth).await?;
+pub async fn set(app: GoogleRoutesState, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
+    let who = app.caller(auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -56,6 +56,13 @@ pub async fn set(app: App, auth: Option<String>, body: Bytes) -> ApiResult<Respo
     if selection.selected.iter().any(|id| id.trim().is_empty() || id.len() > 1024) {
         return Err(ApiError::Unprocessable("a calendar id is empty or longer than 1024 characters".into()));
     }
-    let calendars = app.google.set_calendars(who.user_id, selection.selected).await?;
+    let calendars = app.google.set_calendars(who.user_id, selection.selected).await.map_err(|e| {
+        let message = e.to_string();
+        match e {
+            SelectionError::NotConnected | SelectionError::NeedsReconnect => ApiError::Conflict(message),
+            SelectionError::TooMany(_) | SelectionError::NotYours(_) => ApiError::Unprocessable(message),
+            SelectionError::Store(e) => e.into(),
+        }
+    })?;
     Ok(answer(calendars))
 }

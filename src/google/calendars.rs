@@ -9,15 +9,30 @@
 //! stops its channel and lets go of its meetings (removed when no other
 //! ticked calendar lists them).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::client::{CalendarListEntry, CallError};
-use super::sync::{load_creds, release_calendar, Creds, SyncError};
+use super::sync::{Creds, SyncError};
 use super::GoogleSync;
-use crate::http::error::ApiError;
-use crate::store::google::{self as google_store, CalendarRow, ListedCalendar};
+use crate::store::google::{CalendarRow, ListedCalendar};
+
+/// Why a new set of ticks was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("connect Google Calendar first: sign in with Google")]
+    NotConnected,
+    #[error("Google access was revoked or has expired; sign in with Google again")]
+    NeedsReconnect,
+    #[error("at most {0} calendars can be synced (google.max_calendars)")]
+    TooMany(usize),
+    #[error("{0} is not one of your calendars (GET /api/me/calendars lists them)")]
+    NotYours(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// A calendar as `GET /api/me/calendars` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,11 +77,10 @@ impl GoogleSync {
         creds: &mut Creds,
         refreshed_for_401: &mut bool,
     ) -> Result<Vec<CalendarRow>, SyncError> {
-        let known = self.store.read(move |c| Ok(google_store::has_calendar_list(c, user_id)?)).await?;
-        if !known {
+        if !self.store.has_google_calendar_list(user_id).await? {
             self.refresh_calendar_list(user_id, creds, refreshed_for_401).await?;
         }
-        Ok(self.store.read(move |c| Ok(google_store::ticked(c, user_id)?)).await?)
+        Ok(self.store.ticked_google_calendars(user_id).await?)
     }
 
     /// Read `calendarList.list` and store it. Calendars that left the list
@@ -105,20 +119,10 @@ impl GoogleSync {
                 listed.push(ListedCalendar { calendar_id: d.clone(), name: d.clone(), color: None, primary: false, time_zone: None });
             }
         }
-        let (rows, gone) = self
-            .store
-            .writer
-            .write(move |tx| {
-                let first = !google_store::has_calendar_list(tx.conn(), user_id)?;
-                let now = tx.now().to_string();
-                let tick = |c: &ListedCalendar| first && configured(&defaults, c);
-                let gone = google_store::save_calendar_list(tx.conn(), user_id, &listed, &tick, &now)?;
-                for cal in &gone {
-                    release_calendar(tx, user_id, cal)?;
-                }
-                Ok((google_store::calendars(tx.conn(), user_id)?, gone))
-            })
-            .await?;
+        // Ticked the first time the list is stored; the user's ticks rule after that.
+        let configured_ids: HashSet<String> = listed.iter().filter(|c| configured(&defaults, c)).map(|c| c.calendar_id.clone()).collect();
+        let saved = self.store.save_google_calendar_list(user_id, listed, configured_ids).await?;
+        let (rows, gone) = (saved.calendars, saved.gone);
         for cal in gone {
             tracing::info!(user = user_id, calendar = %cal, "a ticked Google calendar left the user's calendar list; letting it go");
             if let Err(e) = self.stop_calendar_channels(user_id, &cal).await {
@@ -130,7 +134,7 @@ impl GoogleSync {
 
     /// `GET /api/me/calendars`: the list, fresh from Google.
     pub async fn list_calendars(self: &Arc<Self>, user_id: i64) -> Result<Vec<CalendarView>, SyncError> {
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -145,29 +149,20 @@ impl GoogleSync {
     /// `primary` names the primary calendar). Newly ticked calendars get a
     /// channel and a full listing; unticked ones lose their channel and the
     /// meetings only they listed.
-    pub async fn set_calendars(self: &Arc<Self>, user_id: i64, wanted: Vec<String>) -> Result<Vec<CalendarView>, ApiError> {
-        let creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?;
-        match creds {
-            Some(c) if c.needs_reconnect => {
-                return Err(ApiError::Conflict("Google access was revoked or has expired; sign in with Google again".into()))
-            }
+    pub async fn set_calendars(self: &Arc<Self>, user_id: i64, wanted: Vec<String>) -> Result<Vec<CalendarView>, SelectionError> {
+        match self.credentials(user_id).await? {
+            Some(c) if c.needs_reconnect => return Err(SelectionError::NeedsReconnect),
             Some(c) if c.refresh.is_some() => {}
-            _ => return Err(ApiError::Conflict("connect Google Calendar first: sign in with Google".into())),
+            _ => return Err(SelectionError::NotConnected),
         }
         if wanted.len() > self.cfg.max_calendars {
-            return Err(ApiError::Unprocessable(format!(
-                "at most {} calendars can be synced (google.max_calendars)",
-                self.cfg.max_calendars
-            )));
+            return Err(SelectionError::TooMany(self.cfg.max_calendars));
         }
-        let known = self.store.read(move |c| Ok(google_store::calendars(c, user_id)?)).await?;
+        let known = self.store.google_calendars(user_id).await?;
         let mut ids: Vec<String> = Vec::new();
         for w in &wanted {
             let Some(c) = known.iter().find(|c| c.calendar_id == *w || (c.primary && w.eq_ignore_ascii_case("primary"))) else {
-                return Err(ApiError::Unprocessable(format!(
-                    "{} is not one of your calendars (GET /api/me/calendars lists them)",
-                    w.chars().take(200).collect::<String>()
-                )));
+                return Err(SelectionError::NotYours(w.chars().take(200).collect()));
             };
             if !ids.contains(&c.calendar_id) {
                 ids.push(c.calendar_id.clone());
@@ -175,29 +170,8 @@ impl GoogleSync {
         }
         let lock = self.selection_lock(user_id);
         let _held = lock.lock().await;
-        let chosen = ids.clone();
-        let (added, dropped) = self
-            .store
-            .writer
-            .write(move |tx| {
-                let now = tx.now().to_string();
-                let current = google_store::calendars(tx.conn(), user_id)?;
-                let mut added = Vec::new();
-                let mut dropped = Vec::new();
-                for c in current {
-                    let want = chosen.contains(&c.calendar_id);
-                    if want && !c.selected {
-                        google_store::set_selected(tx.conn(), user_id, &c.calendar_id, true, &now)?;
-                        added.push(c.calendar_id);
-                    } else if !want && c.selected {
-                        google_store::set_selected(tx.conn(), user_id, &c.calendar_id, false, &now)?;
-                        release_calendar(tx, user_id, &c.calendar_id)?;
-                        dropped.push(c.calendar_id);
-                    }
-                }
-                Ok((added, dropped))
-            })
-            .await?;
+        let change = self.store.select_google_calendars(user_id, ids).await?;
+        let (added, dropped) = (change.added, change.dropped);
         tracing::info!(user = user_id, ?added, ?dropped, "Google calendar selection changed");
         for cal in &dropped {
             if let Err(e) = self.stop_calendar_channels(user_id, cal).await {
@@ -216,7 +190,7 @@ impl GoogleSync {
         if !added.is_empty() {
             self.enqueue(user_id);
         }
-        let rows = self.store.read(move |c| Ok(google_store::calendars(c, user_id)?)).await?;
+        let rows = self.store.google_calendars(user_id).await?;
         Ok(rows.iter().map(CalendarView::from).collect())
     }
 }

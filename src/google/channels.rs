@@ -1,6 +1,6 @@
-//! Push channels (`calendar_watch_channels`): register or replace the
-//! channel of one of a user's ticked calendars (each has its own), stop
-//! them, and find the channel a notification names.
+//! Push channels: register or replace the channel of one of a user's
+//! ticked calendars (each has its own) and stop them, talking to Google
+//! here and keeping the rows through the store (`store::watch_channels`).
 //!
 //! Replacing follows the order a renewal needs: the new row is written
 //! (`active`) before `events.watch` is called, because Google's first `sync`
@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::client::CallError;
-use super::sync::{load_creds, SyncError};
+use super::sync::{Creds, SyncError};
 use super::{GoogleSync, Secret};
 use crate::store::timefmt;
+use crate::store::watch_channels::{ChannelHandle, NewChannel};
 
 /// A channel as the API shows it (never its token).
 #[derive(Debug, Clone, Serialize)]
@@ -28,22 +28,6 @@ pub struct ChannelInfo {
     pub expiration: Option<String>,
     pub webhook_url: String,
     pub state: String,
-}
-
-/// What a notification is checked against.
-#[derive(Debug)]
-pub struct ChannelRow {
-    pub user_id: i64,
-    pub token: Secret,
-    pub resource_id: Option<String>,
-    pub state: String,
-}
-
-pub fn find(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<ChannelRow>> {
-    conn.query_row("SELECT user_id, token, resource_id, state FROM calendar_watch_channels WHERE channel_id = ?1", [channel_id], |r| {
-        Ok(ChannelRow { user_id: r.get(0)?, token: Secret::new(r.get::<_, String>(1)?), resource_id: r.get(2)?, state: r.get(3)? })
-    })
-    .optional()
 }
 
 /// Google's expiration (ms since the epoch, as a string or number) as a timestamp.
@@ -61,7 +45,7 @@ impl GoogleSync {
     /// Register a new channel for every ticked calendar of the user (each
     /// replacing that calendar's previous one). The first error ends it.
     pub async fn replace_channels(self: &Arc<Self>, user_id: i64) -> Result<Vec<ChannelInfo>, SyncError> {
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         if creds.disabled {
             return Err(SyncError::NotConnected);
         }
@@ -80,7 +64,7 @@ impl GoogleSync {
     pub async fn replace_channel(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<ChannelInfo, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -93,29 +77,14 @@ impl GoogleSync {
         let webhook_url = self.webhook_url.clone();
         let access = self.access_token(user_id, &mut creds, false).await?;
 
-        let (cid, tok, cal, url) = (channel_id.clone(), token.clone(), calendar_id.clone(), webhook_url.clone());
-        let previous: Vec<(String, Option<String>)> = self
+        let previous = self
             .store
-            .writer
-            .write(move |tx| {
-                let conn = tx.conn();
-                let old: Vec<(String, Option<String>)> = {
-                    let mut stmt = conn.prepare(
-                        "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active'",
-                    )?;
-                    let rows = stmt.query_map(rusqlite::params![user_id, cal], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                conn.execute(
-                    "UPDATE calendar_watch_channels SET state = 'retiring', updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active'",
-                    rusqlite::params![user_id, cal, tx.now()],
-                )?;
-                conn.execute(
-                    "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
-                    rusqlite::params![user_id, cal, cid, tok.expose(), url, tx.now()],
-                )?;
-                Ok(old)
+            .open_channel(NewChannel {
+                user_id,
+                calendar_id: calendar_id.clone(),
+                channel_id: channel_id.clone(),
+                token: token.expose().to_string(),
+                webhook_url: webhook_url.clone(),
             })
             .await?;
 
@@ -147,22 +116,7 @@ impl GoogleSync {
             Ok(w) => w,
             Err(e) => {
                 // Undo: drop the new row, the previous channel stays in charge.
-                let (cid, cal) = (channel_id.clone(), calendar_id.clone());
-                let undo = self
-                    .store
-                    .writer
-                    .write(move |tx| {
-                        tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&cid])?;
-                        tx.conn().execute(
-                            "UPDATE calendar_watch_channels SET state = 'active', updated_at = ?3
-                             WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'retiring'
-                               AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'active')
-                               AND id = (SELECT MAX(id) FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = 'retiring')",
-                            rusqlite::params![user_id, cal, tx.now()],
-                        )?;
-                        Ok(())
-                    })
-                    .await;
+                let undo = self.store.abandon_channel(user_id, &calendar_id, &channel_id).await;
                 if let Err(u) = undo {
                     tracing::warn!(user = user_id, error = %u, "could not undo a failed channel registration");
                 }
@@ -175,21 +129,11 @@ impl GoogleSync {
         }
         let expiration = expiration_from_ms(watched.expiration.as_ref());
         let resource_id = watched.resource_id.clone();
-        let (cid, rid, exp) = (channel_id.clone(), resource_id.clone(), expiration.clone());
-        self.store
-            .writer
-            .write(move |tx| {
-                tx.conn().execute(
-                    "UPDATE calendar_watch_channels SET resource_id = ?2, expiration = ?3, updated_at = ?4 WHERE channel_id = ?1",
-                    rusqlite::params![cid, rid, exp, tx.now()],
-                )?;
-                Ok(())
-            })
-            .await?;
+        self.store.confirm_channel(&channel_id, resource_id.clone(), expiration.clone()).await?;
         tracing::info!(user = user_id, channel = %channel_id, expiration = expiration.as_deref().unwrap_or("unknown"), "registered Google push channel");
 
-        for (old_id, old_resource) in previous {
-            self.stop_one(user_id, &mut creds, &old_id, old_resource.as_deref()).await;
+        for old in previous {
+            self.stop_one(user_id, &mut creds, &old).await;
         }
         // The renewal scheduler plans from the stored expirations; tell it.
         self.channels_changed.notify_one();
@@ -210,21 +154,11 @@ impl GoogleSync {
     async fn stop_channels_of(self: &Arc<Self>, user_id: i64, calendar_id: Option<String>) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let cal = calendar_id.clone();
-        let channels: Vec<(String, Option<String>)> = self
-            .store
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
-                )?;
-                let rows = stmt.query_map(rusqlite::params![user_id, cal], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await?;
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let channels = self.store.user_channels(user_id, calendar_id.as_deref()).await?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
-        for (id, resource) in channels {
-            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
+        for channel in channels {
+            self.stop_one(user_id, &mut creds, &channel).await;
         }
         // Push was turned off: a pending renewal retry must not bring it back.
         self.renewal_retries
@@ -243,38 +177,24 @@ impl GoogleSync {
     pub async fn stop_leftover_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let channels: Vec<(String, Option<String>)> = self
-            .store
-            .read(move |c| {
-                let ticked: Vec<String> = crate::store::google::ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
-                let mut stmt = c.prepare(
-                    "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
-                )?;
-                let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
-                let all = rows.collect::<Result<Vec<(String, Option<String>, String, String)>, _>>()?;
-                Ok(all
-                    .into_iter()
-                    .filter(|(_, _, cal, state)| state == "retiring" || !ticked.contains(cal))
-                    .map(|(id, r, _, _)| (id, r))
-                    .collect())
-            })
-            .await?;
+        let channels = self.store.leftover_channels(user_id).await?;
         if channels.is_empty() {
             return Ok(0);
         }
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
-        for (id, resource) in channels {
-            tracing::info!(user = user_id, channel = %id, "stopping a Google push channel left over from before the restart");
-            self.stop_one(user_id, &mut creds, &id, resource.as_deref()).await;
+        for channel in channels {
+            tracing::info!(user = user_id, channel = %channel.channel_id, "stopping a Google push channel left over from before the restart");
+            self.stop_one(user_id, &mut creds, &channel).await;
         }
         Ok(n)
     }
 
     /// Stop one channel at Google (best effort: a channel Google no longer
     /// knows is as good as stopped) and delete its row.
-    async fn stop_one(&self, user_id: i64, creds: &mut super::sync::Creds, channel_id: &str, resource_id: Option<&str>) {
-        if let Some(resource_id) = resource_id {
+    async fn stop_one(&self, user_id: i64, creds: &mut Creds, channel: &ChannelHandle) {
+        let channel_id = channel.channel_id.as_str();
+        if let Some(resource_id) = channel.resource_id.as_deref() {
             let stopped = match self.access_token(user_id, creds, false).await {
                 Ok(access) => self.api.stop_channel(&access, channel_id, resource_id).await.map_err(SyncError::Api),
                 Err(e) => Err(e),
@@ -288,16 +208,7 @@ impl GoogleSync {
                 }
             }
         }
-        let id = channel_id.to_string();
-        let deleted = self
-            .store
-            .writer
-            .write(move |tx| {
-                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&id])?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = deleted {
+        if let Err(e) = self.store.delete_channel(channel_id).await {
             tracing::warn!(user = user_id, channel = %channel_id, error = %e, "could not delete a stopped channel");
         }
     }

@@ -14,23 +14,31 @@ use crate::config::{ExposeSecret, GoogleConfig};
 use crate::counters::Metrics;
 
 /// Why a call to Google failed, in the terms the caller acts on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// 401: the access token expired or was revoked; refresh once and retry.
+    #[error("Google refused the access token (401)")]
     Unauthorized,
     /// 403 rateLimitExceeded / userRateLimitExceeded, or 429: back off.
+    #[error("Google rate limit exceeded")]
     RateLimited { retry_after: Option<Duration> },
     /// 5xx or a network failure: retry with backoff.
+    #[error("Google is unavailable: {0}")]
     Transient(String),
     /// 410: the sync token is no longer valid; full sync.
+    #[error("the sync token is no longer valid (410)")]
     Gone,
     /// 404: the calendar (or channel) does not exist.
+    #[error("the calendar was not found (404)")]
     NotFound,
     /// The token endpoint said `invalid_grant`: access was revoked.
+    #[error("Google access was revoked or expired (invalid_grant)")]
     InvalidGrant,
     /// Any other refusal (400, 403 without a rate-limit reason, ...).
+    #[error("Google refused the request ({status}: {reason})")]
     Refused { status: u16, reason: String },
     /// Google answered something we could not read.
+    #[error("unexpected answer from Google: {0}")]
     BadResponse(String),
 }
 
@@ -41,20 +49,10 @@ impl CallError {
     }
 }
 
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unauthorized => write!(f, "Google refused the access token (401)"),
-            CallError::RateLimited { .. } => write!(f, "Google rate limit exceeded"),
-            CallError::Transient(why) => write!(f, "Google is unavailable: {why}"),
-            CallError::Gone => write!(f, "the sync token is no longer valid (410)"),
-            CallError::NotFound => write!(f, "the calendar was not found (404)"),
-            CallError::InvalidGrant => write!(f, "Google access was revoked or expired (invalid_grant)"),
-            CallError::Refused { status, reason } => write!(f, "Google refused the request ({status}: {reason})"),
-            CallError::BadResponse(why) => write!(f, "unexpected answer from Google: {why}"),
-        }
-    }
-}
+/// The HTTP client for Google could not be built (TLS set-up): startup stops.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for Google: {0}")]
+pub struct HttpClientError(#[from] reqwest::Error);
 
 /// The token endpoint's answer.
 #[derive(Debug, Deserialize)]
@@ -145,15 +143,14 @@ pub struct GoogleApi {
 }
 
 impl GoogleApi {
-    pub fn new(cfg: &GoogleConfig, redirect_url: &str, metrics: Option<Arc<Metrics>>) -> Result<GoogleApi, String> {
+    pub fn new(cfg: &GoogleConfig, redirect_url: &str, metrics: Option<Arc<Metrics>>) -> Result<GoogleApi, HttpClientError> {
         super::install_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("syncgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for Google: {e}"))?;
+            .build()?;
         Ok(GoogleApi {
             http,
             api_base: cfg.api_base_url.trim_end_matches('/').to_string(),

@@ -6,13 +6,16 @@
 //! `push_gap_suspected` flags a user whose last safety-net find is newer than
 //! Google's last notification: changes are happening that no push announced.
 
-use rusqlite::Connection;
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::store::google_status::{GoogleHealthRows, GoogleUserStatus};
+use crate::store::{timefmt, Store};
+
 /// The Google part of the admin health report.
-pub fn admin_health(conn: &Connection) -> Value {
-    match report(conn) {
-        Ok(v) => v,
+pub async fn admin_health(store: &Store) -> Value {
+    match store.google_health_rows().await {
+        Ok(rows) => report(rows),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the Google health report");
             json!({"error": "the Google health report could not be read"})
@@ -20,93 +23,56 @@ pub fn admin_health(conn: &Connection) -> Value {
     }
 }
 
-/// The time of the last notification from Google, for the public status page.
-pub fn last_notification_at(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT MAX(last_notification_at) FROM google_sync_status", [], |r| r.get(0))
+/// One user's line: the stored status and what it suggests.
+#[derive(Serialize)]
+struct UserHealth {
+    #[serde(flatten)]
+    status: GoogleUserStatus,
+    push_gap_suspected: bool,
 }
 
-fn report(conn: &Connection) -> rusqlite::Result<Value> {
-    let mut stmt = conn.prepare(
-        "SELECT u.id, u.email, u.google_refresh_token IS NOT NULL, u.google_needs_reconnect,
-                EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1 AND g.sync_token IS NOT NULL),
-                s.last_notification_at, COALESCE(s.notifications, 0), s.last_sync_at, s.last_sync_kind, s.last_sync_outcome,
-                s.last_error, s.last_full_sync_at, COALESCE(s.syncs, 0), COALESCE(s.failed_syncs, 0),
-                COALESCE(s.created, 0), COALESCE(s.updated, 0), COALESCE(s.canceled, 0),
-                COALESCE(s.renewals, 0), s.last_renewal_at, COALESCE(s.renewal_failures, 0), s.last_renewal_error,
-                s.last_renewal_error_at, s.next_renewal_attempt_at,
-                COALESCE(s.safety_net_syncs, 0), COALESCE(s.safety_net_changes, 0), s.last_safety_net_at, s.last_safety_net_changes_at
-         FROM users u LEFT JOIN google_sync_status s ON s.user_id = u.id
-         WHERE u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL OR s.user_id IS NOT NULL
-         ORDER BY u.id",
-    )?;
-    let users: Vec<Value> = stmt
-        .query_map([], |r| {
-            Ok(json!({
-                "user_id": r.get::<_, i64>(0)?,
-                "email": r.get::<_, String>(1)?,
-                "connected": r.get::<_, bool>(2)?,
-                "needs_reconnect": r.get::<_, i64>(3)? != 0,
-                "has_sync_token": r.get::<_, bool>(4)?,
-                "last_notification_at": r.get::<_, Option<String>>(5)?,
-                "notifications": r.get::<_, i64>(6)?,
-                "last_sync_at": r.get::<_, Option<String>>(7)?,
-                "last_sync_kind": r.get::<_, Option<String>>(8)?,
-                "last_sync_outcome": r.get::<_, Option<String>>(9)?,
-                "last_error": r.get::<_, Option<String>>(10)?,
-                "last_full_sync_at": r.get::<_, Option<String>>(11)?,
-                "syncs": r.get::<_, i64>(12)?,
-                "failed_syncs": r.get::<_, i64>(13)?,
-                "created": r.get::<_, i64>(14)?,
-                "updated": r.get::<_, i64>(15)?,
-                "canceled": r.get::<_, i64>(16)?,
-                "renewals": r.get::<_, i64>(17)?,
-                "last_renewal_at": r.get::<_, Option<String>>(18)?,
-                "renewal_failures": r.get::<_, i64>(19)?,
-                "last_renewal_error": r.get::<_, Option<String>>(20)?,
-                "last_renewal_error_at": r.get::<_, Option<String>>(21)?,
-                "next_renewal_attempt_at": r.get::<_, Option<String>>(22)?,
-                "safety_net_syncs": r.get::<_, i64>(23)?,
-                "safety_net_changes": r.get::<_, i64>(24)?,
-                "last_safety_net_at": r.get::<_, Option<String>>(25)?,
-                "last_safety_net_changes_at": r.get::<_, Option<String>>(26)?,
-                "push_gap_suspected": push_gap(r.get::<_, Option<String>>(26)?.as_deref(), r.get::<_, Option<String>>(5)?.as_deref()),
-            }))
-        })?
-        .collect::<Result<_, _>>()?;
-    let now = crate::store::timefmt::format(crate::store::timefmt::now());
-    let mut stmt = conn.prepare(
-        "SELECT user_id, channel_id, calendar_id, resource_id, expiration, state, webhook_url, created_at
-         FROM calendar_watch_channels ORDER BY user_id, id",
-    )?;
-    let channels: Vec<Value> = stmt
-        .query_map([], |r| {
-            Ok(json!({
-                "user_id": r.get::<_, i64>(0)?,
-                "channel_id": r.get::<_, String>(1)?,
-                "calendar_id": r.get::<_, String>(2)?,
-                "resource_id": r.get::<_, Option<String>>(3)?,
-                "expiration": r.get::<_, Option<String>>(4)?,
-                "expired": r.get::<_, Option<String>>(4)?.is_some_and(|e| e <= now),
-                "state": r.get::<_, String>(5)?,
-                "webhook_url": r.get::<_, String>(6)?,
-                "created_at": r.get::<_, String>(7)?,
-            }))
-        })?
-        .collect::<Result<_, _>>()?;
-    let ids = |f: &dyn Fn(&Value) -> bool| -> Vec<Value> { users.iter().filter(|u| f(u)).map(|u| u["user_id"].clone()).collect() };
-    let needs_reconnect = ids(&|u| u["needs_reconnect"] == true);
-    let renewal_failing = ids(&|u| u["renewal_failures"].as_i64().unwrap_or(0) > 0);
-    let push_gap_suspected = ids(&|u| u["push_gap_suspected"] == true);
-    Ok(json!({
-        "connected_users": users.iter().filter(|u| u["connected"] == true).count(),
+fn report(rows: GoogleHealthRows) -> Value {
+    let users: Vec<UserHealth> = rows
+        .users
+        .into_iter()
+        .map(|status| {
+            let push_gap_suspected = push_gap(status.last_safety_net_changes_at.as_deref(), status.last_notification_at.as_deref());
+            UserHealth { status, push_gap_suspected }
+        })
+        .collect();
+    let now = timefmt::format(timefmt::now());
+    let channels: Vec<Value> = rows
+        .channels
+        .into_iter()
+        .map(|c| {
+            let expired = c.expiration.as_deref().is_some_and(|e| e <= now.as_str());
+            json!({
+                "user_id": c.user_id,
+                "channel_id": c.channel_id,
+                "calendar_id": c.calendar_id,
+                "resource_id": c.resource_id,
+                "expiration": c.expiration,
+                "expired": expired,
+                "state": c.state,
+                "webhook_url": c.webhook_url,
+                "created_at": c.created_at,
+            })
+        })
+        .collect();
+    let ids = |f: &dyn Fn(&UserHealth) -> bool| -> Vec<i64> { users.iter().filter(|u| f(u)).map(|u| u.status.user_id).collect() };
+    let needs_reconnect = ids(&|u| u.status.needs_reconnect);
+    let renewal_failing = ids(&|u| u.status.renewal_failures > 0);
+    let push_gap_suspected = ids(&|u| u.push_gap_suspected);
+    json!({
+        "connected_users": users.iter().filter(|u| u.status.connected).count(),
         "needs_reconnect": needs_reconnect,
         "renewal_failing": renewal_failing,
         "push_gap_suspected": push_gap_suspected,
         "expired_channels": channels.iter().filter(|c| c["expired"] == true).count(),
-        "last_notification_at": last_notification_at(conn)?,
+        "last_notification_at": rows.last_notification_at,
         "users": users,
         "channels": channels,
-    }))
+    })
 }
 
 /// The safety net found changes after Google's last push (or Google never

@@ -1,24 +1,25 @@
 //! Google Calendar: sign-in and connect (OAuth), push channels, and the
 //! per-user incremental sync that turns calendar events into `google`
-//! meetings, over every calendar the user ticked. Owns the Google token
-//! columns of `users`, `google_calendars`, `google_event_links`,
-//! `calendar_watch_channels`, `google_oauth_states` and `google_sync_status`.
-//! Writes meetings only through the store's writer; never logs or returns a
-//! Google token (they travel as [`Secret`]).
+//! meetings, over every calendar the user ticked. The Google tables
+//! (`google_calendars`, `google_event_links`, `calendar_watch_channels`,
+//! `google_oauth_states`, `google_sync_status`, the token columns of
+//! `users`) are written through the store's Google operations
+//! (`store::google*`, `store::watch_channels`); nothing here runs SQL. Never
+//! logs or returns a Google token (they travel as [`Secret`]).
 //!
 //! - [`oauth`]: consent URL, signed single-use `state`, code exchange, who may sign in.
 //! - [`client`]: the HTTP calls to Google and what their errors mean.
 //! - [`calendars`]: which of a user's calendars sync (the list, the ticks).
-//! - [`sync`]: events → meetings, the sync pass, per-user coalescing, backoff.
+//! - [`sync`]: what an event means (meeting or not, declined, which
+//!   occurrence), the sync pass, per-user coalescing, backoff.
 //! - [`channels`]: registering, replacing and stopping push channels.
 //! - [`upkeep`]: the background work that keeps push sync from failing
 //!   quietly: catch-up on start, channel renewal before expiry, the
 //!   safety-net sync, pruning used sign-in states.
-//! - [`bookings`]: one meeting per booking when Calendly and Google both
-//!   deliver it.
 //! - [`health`]: what admins see.
+//! - [`routes`], [`calendar_routes`]: the HTTP surface (sign-in, the push
+//!   endpoint, channel setup, `/api/me/calendars`, the admin report).
 
-pub mod bookings;
 pub mod calendar_routes;
 pub mod calendars;
 pub mod channels;
@@ -36,12 +37,14 @@ use serde::Deserialize;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AuthConfig, Config, GoogleConfig};
+use crate::config::{Config, GoogleConfig};
 use crate::counters::Metrics;
 use crate::store::Store;
 
+pub use client::HttpClientError;
 pub use health::admin_health;
-pub use sync::{SyncReport, SyncTrigger};
+pub use routes::{routes, GoogleRoutesState};
+pub use sync::{SyncError, SyncReport, SyncTrigger};
 pub use upkeep::run;
 
 /// Make rustls use the ring provider. reqwest is built with
@@ -83,7 +86,8 @@ impl std::fmt::Display for Secret {
 /// client, and the per-user sync scheduler. One per server.
 pub struct GoogleSync {
     pub(crate) cfg: GoogleConfig,
-    pub(crate) auth: AuthConfig,
+    /// Who may sign up by signing in with Google.
+    pub(crate) sign_up: oauth::SignUpPolicy,
     pub(crate) store: Store,
     pub(crate) api: client::GoogleApi,
     /// HMAC key for OAuth `state`, derived from the JWT secret.
@@ -127,7 +131,7 @@ impl GoogleSync {
         shutdown: watch::Receiver<bool>,
         tasks: TaskTracker,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<GoogleSync>, String> {
+    ) -> Result<Arc<GoogleSync>, HttpClientError> {
         install_tls();
         let cfg = config.google.clone();
         let base = public_url.trim_end_matches('/');
@@ -164,7 +168,7 @@ impl GoogleSync {
         };
         Ok(Arc::new(GoogleSync {
             cfg,
-            auth: config.auth.clone(),
+            sign_up: oauth::SignUpPolicy::from(&config.auth),
             store,
             api,
             state_key,
@@ -206,20 +210,9 @@ impl GoogleSync {
     /// awaited: the notification is answered at once and carries no data
     /// that could be lost.
     pub fn record_notification(&self, user_id: i64) {
-        let writer = self.store.writer.clone();
+        let store = self.store.clone();
         self.tasks.spawn(async move {
-            let done = writer
-                .write(move |tx| {
-                    tx.conn().execute(
-                        "INSERT INTO google_sync_status (user_id, last_notification_at, notifications) VALUES (?1, ?2, 1)
-                         ON CONFLICT (user_id) DO UPDATE SET last_notification_at = excluded.last_notification_at,
-                             notifications = notifications + 1",
-                        rusqlite::params![user_id, tx.now()],
-                    )?;
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = done {
+            if let Err(e) = store.record_google_notification(user_id).await {
                 tracing::debug!(user = user_id, error = %e, "could not record a Google notification");
             }
         });

@@ -13,14 +13,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use rusqlite::OptionalExtension;
 use sha2::Sha256;
 
+use super::client::CallError;
 use super::sync::SyncError;
-use super::{GoogleSync, Secret};
+use super::GoogleSync;
 use crate::config::AuthConfig;
-use crate::http::error::{ApiError, ApiResult};
-use crate::store::{timefmt, users};
+use crate::store::google_accounts::{GoogleAccount, GoogleLink, GoogleLinkTarget};
+use crate::store::users::User;
+use crate::store::{timefmt, StoreError};
 
 /// Scopes: who the user is, plus read-only calendar access.
 pub const SCOPES: &str = "openid email profile https://www.googleapis.com/auth/calendar.readonly";
@@ -43,6 +44,67 @@ pub enum Purpose {
 pub struct Started {
     pub location: String,
     pub set_cookie: String,
+}
+
+/// Why a sign-in did not work. Each message is a sentence safe to show;
+/// the HTTP edge picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("Google sign-in was cancelled: syncgate was not given access")]
+    Cancelled,
+    /// Google's `error` parameter, clipped.
+    #[error("Google sign-in failed ({0}); start again")]
+    Failed(String),
+    #[error("the sign-in answer from Google lacks its code or state; start again")]
+    Incomplete,
+    #[error("this sign-in request is invalid or has expired; start again")]
+    BadState,
+    #[error("this sign-in was started in another browser or its cookie is gone; start again from the sign-in page")]
+    OtherBrowser,
+    #[error("this sign-in request was already used; start again")]
+    StateUsed,
+    #[error("Google refused the sign-in code (used or expired); start again")]
+    CodeRefused,
+    #[error("could not finish the sign-in with Google: {0}")]
+    Exchange(CallError),
+    #[error("could not ask Google who signed in: {0}")]
+    UserInfo(CallError),
+    #[error("Google did not say who signed in")]
+    NoSubject,
+    #[error("your Google account has no verified email address, so syncgate cannot sign you in")]
+    NoVerifiedEmail,
+    #[error("the Google account {0} is already connected to another syncgate user")]
+    TakenByAnotherUser(String),
+    #[error("the user who started this no longer exists")]
+    UserGone,
+    #[error(
+        "{0} has no syncgate account, and this server does not let new addresses sign up; \
+         ask an administrator to add you (or to allow your address or domain in auth.allowed_emails / auth.allowed_domains)"
+    )]
+    NoAccount(String),
+    /// A new user could not be made of the Google account.
+    #[error("{0}")]
+    Refused(String),
+    /// Ours, not the user's (a bad `google.auth_url`, a state expiry out of
+    /// range): logged, never shown.
+    #[error("{0}")]
+    Internal(&'static str),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Who may sign up by signing in with Google (`auth.allowed_emails`,
+/// `auth.allowed_domains`); by default only existing users sign in.
+#[derive(Debug, Clone, Default)]
+pub struct SignUpPolicy {
+    pub allowed_emails: Vec<String>,
+    pub allowed_domains: Vec<String>,
+}
+
+impl From<&AuthConfig> for SignUpPolicy {
+    fn from(auth: &AuthConfig) -> SignUpPolicy {
+        SignUpPolicy { allowed_emails: auth.allowed_emails.clone(), allowed_domains: auth.allowed_domains.clone() }
+    }
 }
 
 /// `GET /api/auth/google/callback`'s query.
@@ -102,7 +164,7 @@ pub fn verify_state(key: &[u8; 32], state: &str, now_unix: i64) -> Option<StateC
 }
 
 /// May someone without an account sign up with this (verified) email?
-pub fn may_sign_up(auth: &AuthConfig, email: &str) -> bool {
+pub fn may_sign_up(auth: &SignUpPolicy, email: &str) -> bool {
     let email = email.trim();
     if auth.allowed_emails.iter().any(|a| a.trim().eq_ignore_ascii_case(email)) {
         return true;
@@ -110,6 +172,15 @@ pub fn may_sign_up(auth: &AuthConfig, email: &str) -> bool {
     match email.rsplit_once('@') {
         Some((_, domain)) => auth.allowed_domains.iter().any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(domain)),
         None => false,
+    }
+}
+
+/// Google's `error` parameter as it goes into a message: at most 60 characters.
+fn clip(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_string()
     }
 }
 
@@ -129,11 +200,11 @@ impl GoogleSync {
 
     /// Build the consent redirect with a fresh state, and the cookie that ties
     /// it to this browser. Writes nothing.
-    pub fn start_sign_in(&self, purpose: Purpose) -> ApiResult<Started> {
+    pub fn start_sign_in(&self, purpose: Purpose) -> Result<Started, SignInError> {
         let nonce = crate::auth::random_token(24);
         let exp = crate::auth::unix_now() + STATE_TTL_SECS;
         let state = sign_state(&self.state_key, &nonce, exp, purpose);
-        let mut url = reqwest::Url::parse(&self.api.auth_url).map_err(|_| ApiError::internal("google.auth_url is not a URL"))?;
+        let mut url = reqwest::Url::parse(&self.api.auth_url).map_err(|_| SignInError::Internal("google.auth_url is not a URL"))?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.api.client_id)
             .append_pair("redirect_uri", &self.api.redirect_url)
@@ -153,131 +224,64 @@ impl GoogleSync {
     /// Finish a sign-in: check the state (signature, expiry, this browser,
     /// first use), exchange the code, find or create the user, store the
     /// tokens, then start the first full sync and the push channel in the
-    /// background. Errors are sentences safe to show.
-    pub async fn finish_sign_in(self: &Arc<Self>, q: Callback, cookie: Option<String>) -> ApiResult<users::User> {
+    /// background.
+    pub async fn finish_sign_in(self: &Arc<Self>, q: Callback, cookie: Option<String>) -> Result<User, SignInError> {
         if let Some(err) = q.error.as_deref() {
-            let err = crate::http::clip(err);
-            return Err(if err == "access_denied" {
-                ApiError::Forbidden("Google sign-in was cancelled: syncgate was not given access".into())
-            } else {
-                ApiError::BadRequest(format!("Google sign-in failed ({err}); start again"))
-            });
+            let err = clip(err);
+            return Err(if err == "access_denied" { SignInError::Cancelled } else { SignInError::Failed(err) });
         }
         let (Some(code), Some(state)) = (q.code.filter(|c| !c.is_empty() && c.len() <= 2048), q.state) else {
-            return Err(ApiError::BadRequest("the sign-in answer from Google lacks its code or state; start again".into()));
+            return Err(SignInError::Incomplete);
         };
-        let claims = verify_state(&self.state_key, &state, crate::auth::unix_now())
-            .ok_or_else(|| ApiError::BadRequest("this sign-in request is invalid or has expired; start again".into()))?;
+        let claims = verify_state(&self.state_key, &state, crate::auth::unix_now()).ok_or(SignInError::BadState)?;
         if cookie.as_deref() != Some(claims.nonce.as_str()) {
-            return Err(ApiError::BadRequest(
-                "this sign-in was started in another browser or its cookie is gone; start again from the sign-in page".into(),
-            ));
+            return Err(SignInError::OtherBrowser);
         }
         // Single use: the first use records the nonce; a replay finds it.
         let hash = crate::auth::sha256_hex(&claims.nonce);
-        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp).map(timefmt::format).map_err(ApiError::internal)?;
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
+            .map(timefmt::format)
+            .map_err(|_| SignInError::Internal("the sign-in state's expiry is out of range"))?;
         let purpose = claims.purpose;
-        let first_use = self
-            .store
-            .writer
-            .write(move |tx| {
-                let n = tx.conn().execute(
-                    "INSERT INTO google_oauth_states (nonce_hash, expires_at, used_at) VALUES (?1, ?2, ?3) ON CONFLICT (nonce_hash) DO NOTHING",
-                    rusqlite::params![hash, expires_at, tx.now()],
-                )?;
-                Ok(n == 1)
-            })
-            .await?;
-        if !first_use {
-            return Err(ApiError::BadRequest("this sign-in request was already used; start again".into()));
+        if !self.store.use_google_oauth_state(hash, expires_at).await? {
+            return Err(SignInError::StateUsed);
         }
 
         let tokens = self.api.exchange_code(&code).await.map_err(|e| match e {
-            super::client::CallError::InvalidGrant => {
-                ApiError::BadRequest("Google refused the sign-in code (used or expired); start again".into())
-            }
-            other => ApiError::Unavailable(format!("could not finish the sign-in with Google: {other}")),
+            CallError::InvalidGrant => SignInError::CodeRefused,
+            other => SignInError::Exchange(other),
         })?;
-        let info = self
-            .api
-            .userinfo(&tokens.access_token)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("could not ask Google who signed in: {e}")))?;
+        let info = self.api.userinfo(&tokens.access_token).await.map_err(SignInError::UserInfo)?;
         let email = info.email.clone().unwrap_or_default().trim().to_string();
         if email.is_empty() || info.email_verified == Some(false) {
-            return Err(ApiError::Forbidden("your Google account has no verified email address, so syncgate cannot sign you in".into()));
+            return Err(SignInError::NoVerifiedEmail);
         }
         if info.sub.is_empty() || info.sub.len() > 255 {
-            return Err(ApiError::Unavailable("Google did not say who signed in".into()));
+            return Err(SignInError::NoSubject);
         }
         if tokens.refresh_token.is_none() {
             tracing::warn!(%email, "Google gave no refresh token; calendar sync needs the user to grant offline access again");
         }
         let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30));
-        let expires_at = timefmt::format(expires_at);
-        let auth = self.auth.clone();
-        let sub = info.sub.clone();
-        let name = info.name.clone();
-        let access: Secret = tokens.access_token;
-        let refresh: Option<Secret> = tokens.refresh_token;
-        let (user, created) = self
-            .store
-            .writer
-            .write(move |tx| {
-                let conn = tx.conn();
-                let by_sub: Option<i64> = conn.query_row("SELECT id FROM users WHERE google_sub = ?1", [&sub], |r| r.get(0)).optional()?;
-                let (user_id, created) = match purpose {
-                    Purpose::Connect(id) => {
-                        if by_sub.is_some_and(|other| other != id) {
-                            return Err(ApiError::Conflict(format!(
-                                "the Google account {email} is already connected to another syncgate user"
-                            )).into());
-                        }
-                        users::get(conn, id)?.ok_or_else(|| ApiError::Unauthorized("the user who started this no longer exists".into()))?;
-                        (id, false)
-                    }
-                    Purpose::SignIn => match by_sub {
-                        Some(id) => (id, false),
-                        None => match users::by_email(conn, &email)? {
-                            Some(u) => (u.id, false),
-                            None if may_sign_up(&auth, &email) => {
-                                let id = users::create(conn, &email, name.as_deref(), "user")?;
-                                (id, true)
-                            }
-                            None => {
-                                return Err(ApiError::Forbidden(format!(
-                                    "{email} has no syncgate account, and this server does not let new addresses sign up; \
-                                     ask an administrator to add you (or to allow your address or domain in auth.allowed_emails / auth.allowed_domains)"
-                                )).into())
-                            }
-                        },
-                    },
-                };
-                // A different Google account than before: its calendars are listed afresh.
-                let previous_sub: Option<String> =
-                    conn.query_row("SELECT google_sub FROM users WHERE id = ?1", [user_id], |r| r.get(0)).optional()?.flatten();
-                if previous_sub.as_deref() != Some(sub.as_str()) {
-                    crate::store::google::forget_calendars(conn, user_id)?;
-                }
-                conn.execute(
-                    "UPDATE users SET
-                        google_sub = ?1,
-                        google_refresh_token = COALESCE(?2, google_refresh_token),
-                        google_access_token = ?3,
-                        google_token_expires_at = ?4,
-                        google_needs_reconnect = 0,
-                        updated_at = ?5
-                     WHERE id = ?6",
-                    rusqlite::params![sub, refresh.as_ref().map(Secret::expose), access.expose(), expires_at, tx.now(), user_id],
-                )?;
-                let user = users::get(conn, user_id)?.ok_or_else(|| ApiError::internal("signed-in user vanished"))?;
-                if created {
-                    // A new account, as admins see it live (public columns only).
-                    tx.log_inserted(crate::store::Table::Users, user_id)?;
-                }
-                Ok((user, created))
-            })
-            .await?;
+        let target = match purpose {
+            Purpose::Connect(id) => GoogleLinkTarget::User(id),
+            Purpose::SignIn => GoogleLinkTarget::FindOrCreate { may_sign_up: may_sign_up(&self.sign_up, &email) },
+        };
+        let account = GoogleAccount {
+            sub: info.sub.clone(),
+            email: email.clone(),
+            name: info.name.clone(),
+            access_token: tokens.access_token.expose().to_string(),
+            refresh_token: tokens.refresh_token.as_ref().map(|r| r.expose().to_string()),
+            access_expires_at: timefmt::format(expires_at),
+        };
+        let (user, created) = match self.store.link_google_account(account, target).await? {
+            GoogleLink::Linked { user, created } => (user, created),
+            GoogleLink::TakenByAnotherUser => return Err(SignInError::TakenByAnotherUser(email)),
+            GoogleLink::UserGone => return Err(SignInError::UserGone),
+            GoogleLink::NoAccount => return Err(SignInError::NoAccount(email)),
+            GoogleLink::Refused(why) => return Err(SignInError::Refused(why)),
+        };
         tracing::info!(user = user.id, created, connect = matches!(purpose, Purpose::Connect(_)), "signed in with Google");
         if user.google_connected {
             let me = self.clone();
@@ -285,7 +289,7 @@ impl GoogleSync {
             // Channel first, then the full sync: a change after the watch is
             // pushed, one before the sync's list is in it, so none falls between.
             self.tasks.spawn(async move {
-                let mut creds = match me.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await {
+                let mut creds = match me.credentials(user_id).await {
                     Ok(Some(c)) => c,
                     _ => return,
                 };
@@ -335,9 +339,10 @@ mod tests {
     #[test]
     fn sign_up_policy() {
         let mut auth = AuthConfig::default();
-        assert!(!may_sign_up(&auth, "a@example.com"), "by default only existing users");
+        assert!(!may_sign_up(&(&auth).into(), "a@example.com"), "by default only existing users");
         auth.allowed_emails = vec!["A@Example.com".into()];
         auth.allowed_domains = vec!["@firm.example".into()];
+        let auth = SignUpPolicy::from(&auth);
         assert!(may_sign_up(&auth, "a@example.com"));
         assert!(may_sign_up(&auth, "b@FIRM.example"));
         assert!(!may_sign_up(&auth, "b@example.com"));

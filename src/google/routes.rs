@@ -1,7 +1,9 @@
 //! Google's HTTP surface: sign-in (`/api/auth/google`, its callback), push
 //! channel setup and removal, the push notification endpoint
-//! `POST /api/calendar/webhook`, its public status, and the admin report.
-//! Handlers are thin; the work is in [`crate::google`].
+//! `POST /api/calendar/webhook`, its public status, the admin report, and
+//! `/api/me/calendars` ([`super::calendar_routes`]). Handlers are thin; the
+//! work is in [`crate::google`]. Google's errors become HTTP answers here
+//! and only here.
 //!
 //! A notification carries no data, only which channel fired: it is checked
 //! (unknown channel → 404, wrong token or resource → 403, no sync) and
@@ -9,87 +11,130 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Reply};
 
-use crate::google::oauth::{self, Callback, Purpose};
-use crate::google::{health, sync::SyncError};
+use super::calendar_routes;
+use super::oauth::{self, Callback, Purpose, SignInError};
+use super::sync::SyncError;
+use super::GoogleSync;
+use crate::auth::identity::Identity;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::{authenticate, json_response, respond, with_state as with_app};
-use crate::startup::App;
-use crate::store::{timefmt, watch_channels};
+use crate::http::log_throttle::LogThrottle;
+use crate::http::reply::redirect_with_token;
+use crate::http::Authenticator;
+use crate::http::{auth_header, body, json_response, respond};
+use crate::model::DeliveryOutcome;
+use crate::store::timefmt;
+
+/// What Google's routes need: the Google part, and the identity check.
+#[derive(Clone)]
+pub struct GoogleRoutesState {
+    pub google: Arc<GoogleSync>,
+    /// The identity check, and the tokens a sign-in ends with.
+    pub auth: Authenticator,
+    /// Lifetime of the token a Google sign-in ends with (`auth.token_ttl`).
+    pub token_ttl_secs: i64,
+    /// `server.max_body_bytes`, for `PUT /api/me/calendars`.
+    pub max_body_bytes: usize,
+    /// Notifications for an unknown or expired channel: one line a minute per channel.
+    pub log_throttle: Arc<LogThrottle>,
+}
+
+impl GoogleRoutesState {
+    /// The caller of an authenticated route, or 401.
+    pub(crate) async fn caller(&self, auth: Option<String>) -> ApiResult<Identity> {
+        crate::http::authenticate(&self.auth, auth).await
+    }
+}
+
+fn with_state(state: GoogleRoutesState) -> impl Filter<Extract = (GoogleRoutesState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
 
 fn not_configured() -> ApiError {
     ApiError::Unavailable("Google is not configured on this server (google.client_id and google.client_secret are empty)".into())
 }
 
-fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+/// A request's query parameters, by name.
+type Query = HashMap<String, String>;
+
+fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
     warp::query::raw()
-        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<HashMap<String, String>>())
+        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Query>())
         .or(warp::any().map(HashMap::new))
         .unify()
 }
 
-fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-}
-
-pub fn routes(app: App) -> BoxedFilter<(Response,)> {
+/// Every Google route, `/api/me/calendars` included.
+pub fn routes(app: GoogleRoutesState) -> BoxedFilter<(Response,)> {
     let start = warp::path!("api" / "auth" / "google")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(auth_header())
         .and(query())
         .and_then(|app, auth, q| async move { respond(start_sign_in(app, auth, q).await) });
     let callback = warp::path!("api" / "auth" / "google" / "callback")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(query())
         .and(warp::header::headers_cloned())
         .and_then(|app, q, headers| async move { Ok::<_, Infallible>(callback(app, q, headers).await) });
     let connect = warp::path!("api" / "auth" / "google" / "connect")
         .and(warp::post())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(start_connect(app, auth).await) });
     let setup = warp::path!("api" / "calendar" / "webhook" / "setup")
         .and(warp::post())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(setup_channel(app, auth).await) });
     let remove = warp::path!("api" / "calendar" / "webhook")
         .and(warp::delete())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(remove_channels(app, auth).await) });
     let notify = warp::path!("api" / "calendar" / "webhook")
         .and(warp::post())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and(warp::header::headers_cloned())
-        .and_then(|app: App, headers| async move {
+        .and_then(|app: GoogleRoutesState, headers| async move {
             let result = notification(app.clone(), headers).await;
             let outcome = match &result {
-                Ok(_) => "accepted",
-                Err(ApiError::NotFound(_)) => "unknown_channel",
-                Err(ApiError::Forbidden(_)) => "rejected",
-                Err(_) => "invalid",
+                Ok(_) => DeliveryOutcome::Accepted,
+                Err(ApiError::NotFound(_)) => DeliveryOutcome::UnknownChannel,
+                Err(ApiError::Forbidden(_)) => DeliveryOutcome::Rejected,
+                Err(_) => DeliveryOutcome::Invalid,
             };
-            app.metrics.webhook("google", outcome);
+            app.google.metrics.webhook("google", outcome.as_str());
             respond(result)
         });
     let status = warp::path!("api" / "calendar" / "webhook" / "test")
         .and(warp::get())
-        .and(with_app(app.clone()))
+        .and(with_state(app.clone()))
         .and_then(|app| async move { respond(public_status(app).await) });
     let admin = warp::path!("api" / "admin" / "health" / "google")
         .and(warp::get())
-        .and(with_app(app))
+        .and(with_state(app.clone()))
         .and(auth_header())
         .and_then(|app, auth| async move { respond(admin_report(app, auth).await) });
+    let calendars_get = warp::path!("api" / "me" / "calendars")
+        .and(warp::get())
+        .and(with_state(app.clone()))
+        .and(auth_header())
+        .and_then(|app, auth| async move { respond(calendar_routes::list(app, auth).await) });
+    let calendars_put = warp::path!("api" / "me" / "calendars")
+        .and(warp::put())
+        .and(with_state(app.clone()))
+        .and(auth_header())
+        .and(body(app.max_body_bytes))
+        .and_then(|app, auth, body| async move { respond(calendar_routes::set(app, auth, body).await) });
     start
         .or(callback)
         .unify()
@@ -105,6 +150,10 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
         .unify()
         .or(admin)
         .unify()
+        .or(calendars_get)
+        .unify()
+        .or(calendars_put)
+        .unify()
         .boxed()
 }
 
@@ -112,18 +161,18 @@ pub fn routes(app: App) -> BoxedFilter<(Response,)> {
 /// With `connect=1` the caller must be signed in with an Authorization header
 /// (scripts). A browser page uses `POST /api/auth/google/connect` instead, so
 /// its token never travels in a URL (history, proxy logs).
-async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String>) -> ApiResult<Response> {
+async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: Query) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
     let purpose = match q.get("connect").map(String::as_str) {
         None | Some("0") | Some("false") => Purpose::SignIn,
         Some(_) => {
-            let who = authenticate(&app.auth, auth).await?;
+            let who = app.caller(auth).await?;
             Purpose::Connect(who.user_id)
         }
     };
-    let started = app.google.start_sign_in(purpose)?;
+    let started = app.google.start_sign_in(purpose).map_err(sign_in_error)?;
     let mut res = Response::new(Default::default());
     *res.status_mut() = StatusCode::SEE_OTHER;
     let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("consent URL is not a header value"))?;
@@ -138,12 +187,12 @@ async fn start_sign_in(app: App, auth: Option<String>, q: HashMap<String, String
 /// `POST /api/auth/google/connect` (JWT): for a signed-in page. Answers
 /// `{"location": <Google's consent URL>}` and sets the state cookie; the page
 /// then navigates there. The state names the user, so no token is in any URL.
-async fn start_connect(app: App, auth: Option<String>) -> ApiResult<Response> {
+async fn start_connect(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
-    let who = authenticate(&app.auth, auth).await?;
-    let started = app.google.start_sign_in(Purpose::Connect(who.user_id))?;
+    let who = app.caller(auth).await?;
+    let started = app.google.start_sign_in(Purpose::Connect(who.user_id)).map_err(sign_in_error)?;
     let mut res = json_response(StatusCode::OK, &serde_json::json!({"location": started.location}));
     if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
         res.headers_mut().insert(header::SET_COOKIE, c);
@@ -154,22 +203,22 @@ async fn start_connect(app: App, auth: Option<String>) -> ApiResult<Response> {
 
 /// `GET /api/auth/google/callback?code=…&state=…`: land signed in on `/`,
 /// or a page (JSON for non-browsers) saying why not.
-async fn callback(app: App, q: HashMap<String, String>, headers: HeaderMap) -> Response {
+async fn callback(app: GoogleRoutesState, q: Query, headers: HeaderMap) -> Response {
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     let result = if app.google.enabled() {
         let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
         let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
         match app.google.finish_sign_in(cb, cookie).await {
             Ok(user) if !user.is_active() => Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into())),
-            other => other,
+            other => other.map_err(sign_in_error),
         }
     } else {
         Err(not_configured())
     };
     let mut res = match result {
         Ok(user) => {
-            let token = app.tokens.user_token(user.id, &user.role, app.config.auth.token_ttl.as_secs() as i64);
-            crate::http::reply::redirect_with_token(&token)
+            let token = app.auth.tokens().user_token(user.id, &user.role, app.token_ttl_secs);
+            redirect_with_token(&token)
         }
         Err(e) => {
             match &e {
@@ -210,6 +259,26 @@ fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
     res
 }
 
+/// What a refused sign-in answers.
+fn sign_in_error(e: SignInError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        SignInError::Cancelled | SignInError::NoVerifiedEmail | SignInError::NoAccount(_) => ApiError::Forbidden(message),
+        SignInError::Failed(_)
+        | SignInError::Incomplete
+        | SignInError::BadState
+        | SignInError::OtherBrowser
+        | SignInError::StateUsed
+        | SignInError::CodeRefused => ApiError::BadRequest(message),
+        SignInError::Exchange(_) | SignInError::UserInfo(_) | SignInError::NoSubject => ApiError::Unavailable(message),
+        SignInError::TakenByAnotherUser(_) => ApiError::Conflict(message),
+        SignInError::UserGone => ApiError::Unauthorized(message),
+        SignInError::Refused(_) => ApiError::Unprocessable(message),
+        SignInError::Internal(_) => ApiError::internal(message),
+        SignInError::Store(e) => e.into(),
+    }
+}
+
 fn sync_error(e: SyncError) -> ApiError {
     match e {
         SyncError::NotConnected => {
@@ -223,8 +292,8 @@ fn sync_error(e: SyncError) -> ApiError {
 }
 
 /// `POST /api/calendar/webhook/setup` (JWT): register or replace the caller's channel.
-async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app.auth, auth).await?;
+async fn setup_channel(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
+    let who = app.caller(auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -237,8 +306,8 @@ async fn setup_channel(app: App, auth: Option<String>) -> ApiResult<Response> {
 }
 
 /// `DELETE /api/calendar/webhook` (JWT): stop the caller's channels.
-async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app.auth, auth).await?;
+async fn remove_channels(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
+    let who = app.caller(auth).await?;
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -248,8 +317,6 @@ async fn remove_channels(app: App, auth: Option<String>) -> ApiResult<Response> 
     }
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
-
-use warp::Reply;
 
 /// The headers of a push notification, read and bounded (the body is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +353,7 @@ impl NotificationHeaders {
 }
 
 /// `POST /api/calendar/webhook`: a push notification from Google (empty body).
-async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
+async fn notification(app: GoogleRoutesState, headers: HeaderMap) -> ApiResult<Response> {
     if !app.google.enabled() {
         tracing::warn!("google notification refused: Google is not configured on this server");
         return Err(not_configured());
@@ -300,8 +367,7 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
     };
     let NotificationHeaders { channel_id, state, message, .. } = &n;
     // One lookup by the unique channel_id index; a stopped channel's row is gone.
-    let cid = channel_id.clone();
-    let Some(channel) = app.store.read(move |c| Ok(watch_channels::find_for_notification(c, &cid)?)).await? else {
+    let Some(channel) = app.google.store.channel_for_notification(channel_id).await? else {
         // A flood on one dead channel costs one log line a minute, not one per request.
         if app.log_throttle.should_log(&format!("google-channel:{channel_id}")) {
             tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message}); further ones for it are not logged for a minute");
@@ -348,8 +414,8 @@ async fn notification(app: App, headers: HeaderMap) -> ApiResult<Response> {
 }
 
 /// `GET /api/calendar/webhook/test`: reachable, configured, last notification. Nothing else.
-async fn public_status(app: App) -> ApiResult<Response> {
-    let last = app.store.read(|c| Ok(health::last_notification_at(c)?)).await?;
+async fn public_status(app: GoogleRoutesState) -> ApiResult<Response> {
+    let last = app.google.store.last_google_notification_at().await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"reachable": true, "google_configured": app.google.enabled(), "last_notification_at": last}),
@@ -357,21 +423,22 @@ async fn public_status(app: App) -> ApiResult<Response> {
 }
 
 /// `GET /api/admin/health/google` (admin JWT).
-async fn admin_report(app: App, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&app.auth, auth).await?;
+async fn admin_report(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
+    let who = app.caller(auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see this".into()));
     }
-    let mut report = app.store.read(|c| Ok(crate::google::admin_health(c))).await?;
+    let mut report = super::admin_health(&app.google.store).await;
+    let cfg = &app.google.cfg;
     if let Some(o) = report.as_object_mut() {
         o.insert("configured".into(), app.google.enabled().into());
         o.insert("webhook_url".into(), app.google.webhook_url().into());
-        o.insert("calendar_id".into(), app.config.google.calendar_id.clone().into());
-        o.insert("calendars".into(), app.config.google.default_calendars().into());
+        o.insert("calendar_id".into(), cfg.calendar_id.clone().into());
+        o.insert("calendars".into(), cfg.default_calendars().into());
         // The schedule the renewal and safety-net numbers above follow.
-        o.insert("channel_ttl".into(), app.config.google.channel_ttl.to_string().into());
-        o.insert("renew_before".into(), app.config.google.renew_before.to_string().into());
-        o.insert("safety_net_interval".into(), app.config.google.safety_net_interval.to_string().into());
+        o.insert("channel_ttl".into(), cfg.channel_ttl.to_string().into());
+        o.insert("renew_before".into(), cfg.renew_before.to_string().into());
+        o.insert("safety_net_interval".into(), cfg.safety_net_interval.to_string().into());
     }
     Ok(json_response(StatusCode::OK, &report))
 }

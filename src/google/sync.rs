@@ -10,9 +10,10 @@
 //!   changed meetings are committed as the page arrives; cancellations wait
 //!   for the end of the pass, when every ticked calendar has been read, and
 //!   are committed with each calendar's `nextSyncToken` in one writer
-//!   closure. So an event moved between two ticked calendars (cancelled in
-//!   one, new in the other, whichever channel pushed first) stays the same
-//!   meeting with its `calendar_id` updated, never a DELETE+INSERT. A crash
+//!   request (`Store::finish_google_pass`). So an event moved between two
+//!   ticked calendars (cancelled in one, new in the other, whichever channel
+//!   pushed first) stays the same meeting with its `calendar_id` updated,
+//!   never a DELETE+INSERT. A crash
 //!   mid-pass leaves the old tokens in place, so the next pass lists the
 //!   same changes again and the already written ones are silent no-ops
 //!   (`tx.update` writes nothing when nothing differs).
@@ -21,7 +22,9 @@
 //!   its id in another calendar, else by `iCalUID` *and* occurrence
 //!   (`originalStartTime`, else the start; never the UID alone, which every
 //!   occurrence of a series shares). A meeting is canceled only when no
-//!   ticked calendar lists it any more.
+//!   ticked calendar lists it any more. This module decides what each event
+//!   is ([`PageEntry`]); the matching and the writes are the store's
+//!   (`store::google_sync`), one page per writer request.
 //! - **What is a meeting.** Only `eventType: default` events; others (focus
 //!   time, out of office, working location, birthdays, Gmail reservations,
 //!   unknown types) are skipped, and a row an earlier version made of one is
@@ -46,23 +49,26 @@
 //!   decides how it is counted: what a safety-net pass finds is what no push
 //!   announced, so it is counted per user for operations.
 //! - **One meeting per booking.** An event that is the Google copy of a
-//!   Calendly booking is left to the Calendly meeting (see [`super::bookings`]).
+//!   Calendly booking is left to the Calendly meeting (see `store::bookings`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{CallError, EventsPage, ListMode};
 use super::{GoogleSync, Secret};
 use crate::backoff::Backoff;
-use crate::http::error::{ApiError, ApiResult};
-use crate::store::google::{self as google_store, CalendarRow, EventLink, LinkKeys};
-use crate::store::{timefmt, Table, WriteTx};
+use crate::model::{SyncKind, SyncOutcome};
+use crate::store::google::CalendarRow;
+use crate::store::google_accounts::GoogleCredentials;
+use crate::store::google_status::SyncRecord;
+use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry, SyncCounts};
+use crate::store::{timefmt, StoreError};
+
+pub use crate::store::google_sync::MeetingFields;
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
 const MAX_RETRIES: u32 = 5;
@@ -116,49 +122,36 @@ impl SyncTrigger {
             SyncTrigger::Push => "push",
         }
     }
-
-    /// The `kind` shown to admins and in metrics: `full` when the pass had
-    /// to list the whole window, else `safety_net` or `incremental`.
-    pub fn kind(self, full: bool) -> &'static str {
+    /// What a pass for this reason did, shown to admins and in metrics:
+    /// `full` when it had to list the whole window, else `safety_net` or
+    /// `incremental`.
+    pub fn kind(self, full: bool) -> SyncKind {
         match (full, self) {
-            (true, _) => "full",
-            (false, SyncTrigger::SafetyNet) => "safety_net",
-            (false, _) => "incremental",
+            (true, _) => SyncKind::Full,
+            (false, SyncTrigger::SafetyNet) => SyncKind::SafetyNet,
+            (false, _) => SyncKind::Incremental,
         }
     }
 }
 
-/// Why a pass stopped.
-#[derive(Debug)]
+/// Why a pass (or a channel change) stopped.
+#[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The user has not connected Google (no refresh token).
+    #[error("the user has not connected Google Calendar")]
     NotConnected,
     /// `invalid_grant`: the user must sign in with Google again.
+    #[error("Google access was revoked; the user must sign in with Google again")]
     NeedsReconnect,
+    #[error("{0}")]
     Api(CallError),
-    Store(crate::store::StoreError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the server is shutting down")]
     ShuttingDown,
 }
 
-impl std::fmt::Display for SyncError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SyncError::NotConnected => write!(f, "the user has not connected Google Calendar"),
-            SyncError::NeedsReconnect => write!(f, "Google access was revoked; the user must sign in with Google again"),
-            SyncError::Api(e) => write!(f, "{e}"),
-            SyncError::Store(e) => write!(f, "{e}"),
-            SyncError::ShuttingDown => write!(f, "the server is shutting down"),
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for SyncError {
-    fn from(e: crate::store::StoreError) -> SyncError {
-        SyncError::Store(e)
-    }
-}
-
-/// A user's Google credentials as stored.
+/// A user's Google credentials, tokens wrapped so they cannot be printed.
 pub(crate) struct Creds {
     pub refresh: Option<Secret>,
     pub access: Option<Secret>,
@@ -168,22 +161,16 @@ pub(crate) struct Creds {
     pub disabled: bool,
 }
 
-pub(crate) fn load_creds(conn: &Connection, user_id: i64) -> rusqlite::Result<Option<Creds>> {
-    conn.query_row(
-        "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
-         FROM users WHERE id = ?1",
-        [user_id],
-        |r| {
-            Ok(Creds {
-                refresh: r.get::<_, Option<String>>(0)?.map(Secret::new),
-                access: r.get::<_, Option<String>>(1)?.map(Secret::new),
-                expires_at: r.get(2)?,
-                needs_reconnect: r.get::<_, i64>(3)? != 0,
-                disabled: r.get::<_, String>(4)? != "active",
-            })
-        },
-    )
-    .optional()
+impl From<GoogleCredentials> for Creds {
+    fn from(c: GoogleCredentials) -> Creds {
+        Creds {
+            refresh: c.refresh_token.map(Secret::new),
+            access: c.access_token.map(Secret::new),
+            expires_at: c.access_expires_at,
+            needs_reconnect: c.needs_reconnect,
+            disabled: c.disabled,
+        }
+    }
 }
 
 /// Removes a user's "pass running" mark when the pass task ends, however it ends.
@@ -266,71 +253,33 @@ impl GoogleSync {
                         r.changes()
                     );
                 }
-                (Some(kind), "ok", None, r.clone())
+                (Some(kind), SyncOutcome::Ok, None, r.clone())
             }
             Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => return,
             Err(SyncError::NeedsReconnect) => {
                 tracing::warn!("google sync user {user_id} stopped: Google access was revoked; the user must sign in with Google again");
-                (None, "needs_reconnect", Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
+                (None, SyncOutcome::NeedsReconnect, Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
             }
             Err(e) => {
                 tracing::warn!(trigger = trigger.as_str(), "google sync user {user_id} failed: {e}");
-                (None, "failed", Some(e.to_string()), SyncReport::default())
+                (None, SyncOutcome::Error, Some(e.to_string()), SyncReport::default())
             }
         };
-        let metric_kind = kind.unwrap_or_else(|| trigger.kind(false));
-        let metric_outcome = match outcome {
-            "failed" => "error",
-            other => other,
-        };
-        self.metrics.google_syncs.with_label_values(&[metric_kind, metric_outcome]).inc();
+        let metric_kind = kind.unwrap_or_else(|| trigger.kind(false)).as_str();
+        self.metrics.google_syncs.with_label_values(&[metric_kind, outcome.as_str()]).inc();
         self.metrics.google_sync_seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
-        let ok = result.is_ok();
-        let full = report.full;
-        let safety_net = trigger == SyncTrigger::SafetyNet;
-        let changes = report.changes() as i64;
-        let recorded = self
-            .store
-            .writer
-            .write(move |tx| {
-                let now = tx.now().to_string();
-                tx.conn().execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", [user_id])?;
-                tx.conn().execute(
-                    "UPDATE google_sync_status SET
-                        last_sync_at = ?2,
-                        last_sync_kind = COALESCE(?3, last_sync_kind),
-                        last_sync_outcome = ?4,
-                        last_error = ?5,
-                        last_full_sync_at = CASE WHEN ?6 THEN ?2 ELSE last_full_sync_at END,
-                        syncs = syncs + 1,
-                        failed_syncs = failed_syncs + ?7,
-                        created = created + ?8,
-                        updated = updated + ?9,
-                        canceled = canceled + ?10,
-                        safety_net_syncs = safety_net_syncs + ?11,
-                        safety_net_changes = safety_net_changes + ?12,
-                        last_safety_net_at = CASE WHEN ?11 THEN ?2 ELSE last_safety_net_at END,
-                        last_safety_net_changes_at = CASE WHEN ?11 AND ?12 > 0 THEN ?2 ELSE last_safety_net_changes_at END
-                     WHERE user_id = ?1",
-                    rusqlite::params![
-                        user_id,
-                        now,
-                        kind,
-                        outcome,
-                        error,
-                        ok && full,
-                        (!ok) as i64,
-                        report.created as i64,
-                        report.updated as i64,
-                        report.canceled as i64,
-                        safety_net,
-                        if safety_net { changes } else { 0 }
-                    ],
-                )?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = recorded {
+        let record = SyncRecord {
+            kind,
+            outcome,
+            error,
+            full: report.full,
+            safety_net: trigger == SyncTrigger::SafetyNet,
+            created: report.created,
+            updated: report.updated,
+            canceled: report.canceled,
+            changes: report.changes(),
+        };
+        if let Err(e) = self.store.record_google_sync(user_id, record).await {
             tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
         }
     }
@@ -339,7 +288,7 @@ impl GoogleSync {
     /// has a sync token, else listed in full; cancellations last (see the
     /// module doc).
     pub async fn sync_user(self: &Arc<Self>, user_id: i64) -> Result<SyncReport, SyncError> {
-        let mut creds = self.store.read(move |c| Ok(load_creds(c, user_id)?)).await?.ok_or(SyncError::NotConnected)?;
+        let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         if creds.needs_reconnect {
             return Err(SyncError::NeedsReconnect);
         }
@@ -370,7 +319,8 @@ impl GoogleSync {
             }
         }
         let legacy_window = listings.iter().find_map(|l| l.full.clone());
-        let counts = self.store.writer.write(move |tx| Ok(finish_pass(tx, user_id, listings, legacy_window)?)).await?;
+        let listings = listings.into_iter().map(Listing::into_store).collect();
+        let counts = self.store.finish_google_pass(user_id, listings, legacy_window).await?;
         pass.report.add(&counts);
         Ok(pass.report)
     }
@@ -421,8 +371,7 @@ impl GoogleSync {
                         // second 410 (which a full listing cannot get) ends the pass.
                         had_410 = true;
                         tracing::info!("google sync user {user_id}: sync token of a calendar expired (410); listing that calendar in full");
-                        let cal = calendar.calendar_id.clone();
-                        self.store.writer.write(move |tx| Ok(google_store::clear_sync_tokens(tx.conn(), user_id, Some(&cal))?)).await?;
+                        self.store.forget_google_sync_token(user_id, &calendar.calendar_id).await?;
                         mode = window.clone();
                         continue 'calendar;
                     }
@@ -458,13 +407,15 @@ impl GoogleSync {
                 if next_page_token.is_some() && pages >= MAX_PAGES {
                     tracing::warn!(user = user_id, "google sync stopped after {MAX_PAGES} pages of one calendar");
                 }
-                let ctx = PageContext {
-                    calendar: calendar.clone(),
-                    time_zone: time_zone.or_else(|| calendar.time_zone.clone()),
+                let time_zone = time_zone.or_else(|| calendar.time_zone.clone());
+                let page = CalendarPage {
+                    calendar_id: calendar.calendar_id.clone(),
+                    calendar_name: calendar.name.clone(),
                     window_end: window_end.clone(),
                     pending: pass.pending.clone(),
+                    entries: live.into_iter().map(|ev| page_entry(user_id, ev, time_zone.as_deref())).collect(),
                 };
-                let counts = self.store.writer.write(move |tx| Ok(apply_events(tx, user_id, &ctx, &live)?)).await?;
+                let counts = self.store.apply_google_events(user_id, page).await?;
                 pass.report.add(&counts);
                 if last {
                     if next_sync_token.is_none() {
@@ -531,13 +482,15 @@ impl GoogleSync {
                 .filter_map(|v| serde_json::from_value::<GEvent>(v).ok())
                 .filter(|e| e.status.as_deref() != Some("cancelled"))
                 .collect();
-            let ctx = PageContext {
-                calendar: listing.calendar.clone(),
-                time_zone: page.time_zone.or_else(|| listing.calendar.time_zone.clone()),
+            let time_zone = page.time_zone.or_else(|| listing.calendar.time_zone.clone());
+            let slice = CalendarPage {
+                calendar_id: listing.calendar.calendar_id.clone(),
+                calendar_name: listing.calendar.name.clone(),
                 window_end: Some(desired_end.to_string()),
                 pending: pass.pending.clone(),
+                entries: live.into_iter().map(|ev| page_entry(user_id, ev, time_zone.as_deref())).collect(),
             };
-            let counts = self.store.writer.write(move |tx| Ok(apply_events(tx, user_id, &ctx, &live)?)).await?;
+            let counts = self.store.apply_google_events(user_id, slice).await?;
             pass.report.add(&counts);
             match page.next_page_token {
                 Some(t) => page_token = Some(t),
@@ -592,6 +545,11 @@ impl GoogleSync {
             }
         }
     }
+    /// The user's stored Google credentials; None when the user does not exist.
+    pub(crate) async fn credentials(&self, user_id: i64) -> Result<Option<Creds>, StoreError> {
+        Ok(self.store.google_credentials(user_id).await?.map(Creds::from))
+    }
+
     /// Sleep, unless the server is shutting down.
     pub(crate) async fn pause(&self, wait: Duration) -> Result<(), SyncError> {
         let mut shutdown = self.shutdown.clone();
@@ -618,16 +576,7 @@ impl GoogleSync {
             match self.api.refresh(&refresh).await {
                 Ok(t) => break t,
                 Err(CallError::InvalidGrant) => {
-                    self.store
-                        .writer
-                        .write(move |tx| {
-                            tx.conn().execute(
-                                "UPDATE users SET google_needs_reconnect = 1, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
-                                [user_id],
-                            )?;
-                            Ok(())
-                        })
-                        .await?;
+                    self.store.mark_google_needs_reconnect(user_id).await?;
                     creds.needs_reconnect = true;
                     return Err(SyncError::NeedsReconnect);
                 }
@@ -642,17 +591,13 @@ impl GoogleSync {
         let expires_at = timefmt::format(timefmt::now() + time::Duration::seconds(tokens.expires_in.unwrap_or(3600).clamp(0, 86_400 * 30)));
         let access = tokens.access_token.clone();
         let new_refresh = tokens.refresh_token.clone();
-        let (a, e, r) = (access.clone(), expires_at.clone(), new_refresh.clone());
         self.store
-            .writer
-            .write(move |tx| {
-                tx.conn().execute(
-                    "UPDATE users SET google_access_token = ?1, google_token_expires_at = ?2,
-                        google_refresh_token = COALESCE(?3, google_refresh_token) WHERE id = ?4",
-                    rusqlite::params![a.expose(), e, r.as_ref().map(Secret::expose), user_id],
-                )?;
-                Ok(())
-            })
+            .save_google_access_token(
+                user_id,
+                access.expose().to_string(),
+                expires_at.clone(),
+                new_refresh.as_ref().map(|r| r.expose().to_string()),
+            )
             .await?;
         creds.access = Some(access.clone());
         creds.expires_at = Some(expires_at);
@@ -701,27 +646,22 @@ impl Listing {
     }
 }
 
-/// What applying a page needs to know besides the events.
-struct PageContext {
-    calendar: CalendarRow,
-    /// The calendar's zone, for events that name none.
-    time_zone: Option<String>,
-    /// New meetings are not made for events starting at or after this.
-    window_end: Option<String>,
-    pending: HashSet<(String, String)>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counts {
-    created: u64,
-    updated: u64,
-    canceled: u64,
-    removed: u64,
-    skipped: u64,
+impl Listing {
+    /// What the end of the pass stores for this calendar.
+    fn into_store(self) -> CalendarListing {
+        CalendarListing {
+            calendar_id: self.calendar.calendar_id,
+            window_end: self.calendar.window_end,
+            full: self.full,
+            seen: self.seen,
+            cancelled: self.cancelled,
+            next_sync_token: self.next.map(|t| t.map(|t| t.expose().to_string())),
+        }
+    }
 }
 
 impl SyncReport {
-    fn add(&mut self, c: &Counts) {
+    fn add(&mut self, c: &SyncCounts) {
         self.created += c.created;
         self.updated += c.updated;
         self.canceled += c.canceled;
@@ -737,294 +677,28 @@ pub fn is_meeting_type(event_type: Option<&str>) -> bool {
     matches!(event_type, None | Some("default"))
 }
 
-/// The meeting, if it is still a `google` one (a Calendly delivery may have
-/// taken a Google meeting over as its booking; then it is Calendly's).
-fn google_meeting(tx: &WriteTx<'_>, id: i64) -> ApiResult<Option<Value>> {
-    Ok(tx.get(Table::Meetings, id)?.filter(|m| m.get("source").and_then(Value::as_str) == Some("google")))
-}
-
-/// A page of live (not cancelled) events of one calendar, in one writer closure.
-fn apply_events(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, events: &[GEvent]) -> ApiResult<Counts> {
-    let mut counts = Counts::default();
-    // Unticked while this pass was listing it: its meetings were let go already.
-    let still_ticked = google_store::ticked(tx.conn(), user_id)?.iter().any(|c| c.calendar_id == ctx.calendar.calendar_id);
-    if !still_ticked {
-        counts.skipped += events.len() as u64;
-        return Ok(counts);
+/// What a live (not cancelled) event of a page is: a meeting with its
+/// columns and cross-calendar keys, an event that is not a meeting, or one
+/// to leave alone. `cal_tz` is the calendar's zone, for events that name none.
+pub fn page_entry(user_id: i64, ev: GEvent, cal_tz: Option<&str>) -> PageEntry {
+    if ev.id.is_empty() || ev.id.len() > 1024 {
+        return PageEntry::Skipped;
     }
-    for ev in events {
-        if ev.id.is_empty() || ev.id.len() > 1024 {
-            counts.skipped += 1;
-        } else if !is_meeting_type(ev.event_type.as_deref()) {
-            remove_non_meeting(tx, user_id, &ctx.calendar.calendar_id, &ev.id, &mut counts)?;
-        } else {
-            upsert_event(tx, user_id, ctx, ev, &mut counts)?;
-        }
+    if !is_meeting_type(ev.event_type.as_deref()) {
+        return PageEntry::NotAMeeting { event_id: ev.id };
     }
-    Ok(counts)
-}
-
-/// An event that is not a meeting: if an earlier version of syncgate made a
-/// meeting of it, that row goes (a DELETE: it never was a meeting).
-fn remove_non_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
-    let mut meetings: Vec<i64> = google_store::links_by_event(tx.conn(), user_id, event_id)?.into_iter().map(|l| l.meeting_id).collect();
-    if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
-        meetings.push(id);
-    }
-    meetings.sort_unstable();
-    meetings.dedup();
-    for id in meetings {
-        google_store::delete_links_of_meeting(tx.conn(), id)?;
-        if google_meeting(tx, id)?.is_some() && tx.delete(Table::Meetings, id)?.is_some() {
-            counts.removed += 1;
-        }
-    }
-    google_store::delete_link(tx.conn(), user_id, calendar_id, event_id)?;
-    counts.skipped += 1;
-    Ok(())
-}
-
-/// The existing meeting an event is: by (calendar, event id), else the same
-/// event id in another calendar, else the same iCalendar UID *and*
-/// occurrence, else a row from before links existed. Links to meetings that
-/// no longer exist (deleted through REST) are dropped on the way.
-fn find_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, ev: &GEvent, occurrence: &str) -> ApiResult<Option<(i64, Value)>> {
-    let mut candidates: Vec<EventLink> = Vec::new();
-    candidates.extend(google_store::link(tx.conn(), user_id, calendar_id, &ev.id)?);
-    candidates.extend(google_store::links_by_event(tx.conn(), user_id, &ev.id)?);
-    if let Some(uid) = ev.i_cal_uid.as_deref().filter(|u| !u.is_empty()) {
-        candidates.extend(google_store::links_by_ical(tx.conn(), user_id, uid, occurrence)?);
-    }
-    for l in candidates {
-        match google_meeting(tx, l.meeting_id)? {
-            Some(m) => return Ok(Some((l.meeting_id, m))),
-            None => google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?,
-        }
-    }
-    if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, &ev.id)? {
-        if let Some(m) = google_meeting(tx, id)? {
-            return Ok(Some((id, m)));
-        }
-    }
-    Ok(None)
-}
-
-fn upsert_event(tx: &mut WriteTx<'_>, user_id: i64, ctx: &PageContext, ev: &GEvent, counts: &mut Counts) -> ApiResult<()> {
-    let calendar_id = ctx.calendar.calendar_id.as_str();
-    let Some(fields) = to_meeting(ev, ctx.time_zone.as_deref()) else {
+    let Some(fields) = to_meeting(&ev, cal_tz) else {
         tracing::warn!(user = user_id, event = %ev.id, "skipping a Google event without readable start and end times");
-        counts.skipped += 1;
-        return Ok(());
+        return PageEntry::Skipped;
     };
     let occurrence = ev.occurrence().unwrap_or_else(|| fields.starts_at.clone());
-    let keys = LinkKeys {
-        ical_uid: ev.i_cal_uid.as_deref().filter(|u| !u.is_empty()),
-        occurrence: Some(occurrence.as_str()),
-        series_id: ev.recurring_event_id.as_deref(),
-    };
-    let mut cols = fields.columns();
-    match find_meeting(tx, user_id, calendar_id, ev, &occurrence)? {
-        Some((id, before)) => {
-            google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
-            let home = before.get("calendar_id").and_then(Value::as_str).map(str::to_string);
-            // One calendar's copy speaks for the meeting: its home calendar's,
-            // or this one's when the home no longer lists it (moved here).
-            let home_lists_it = match home.as_deref() {
-                None => false,
-                Some(h) if h == calendar_id => true,
-                Some(h) => google_store::links_of_meeting(tx.conn(), id)?
-                    .iter()
-                    .any(|l| l.calendar_id == h && !ctx.pending.contains(&(l.calendar_id.clone(), l.event_id.clone()))),
-            };
-            if home_lists_it && home.as_deref() != Some(calendar_id) {
-                return Ok(());
-            }
-            cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
-            cols.push(("calendar_name", SqlValue::Text(ctx.calendar.name.clone())));
-            // client_id is the adviser's to set; fill it only while empty.
-            if before.get("client_id").is_none_or(Value::is_null) {
-                if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                    cols.push(("client_id", SqlValue::Integer(c)));
-                }
-            }
-            let after = tx.update(Table::Meetings, id, &cols)?;
-            if after.as_ref() != Some(&before) {
-                counts.updated += 1;
-            }
-        }
-        None => {
-            // An endless series is imported only up to the window's end; the
-            // window moving forward brings the rest (see `advance_window`).
-            if ctx.window_end.as_deref().is_some_and(|end| fields.starts_at.as_str() >= end) {
-                counts.skipped += 1;
-                return Ok(());
-            }
-            // The Google copy of a Calendly booking: the Calendly meeting is
-            // the booking, now and on every later edit of this event. Found by
-            // time and email, it learns the event id so later edits match by id.
-            if let Some(booking) =
-                super::bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.id, &fields.starts_at, &fields.attendee_emails)?
-            {
-                if !booking.by_event_id {
-                    tx.update(Table::Meetings, booking.meeting_id, &[("google_event_id", SqlValue::Text(ev.id.clone()))])?;
-                }
-                counts.skipped += 1;
-                return Ok(());
-            }
-            cols.push(("user_id", SqlValue::Integer(user_id)));
-            cols.push(("source", SqlValue::Text("google".into())));
-            cols.push(("external_id", SqlValue::Text(ev.id.clone())));
-            cols.push(("google_event_id", SqlValue::Text(ev.id.clone())));
-            cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
-            cols.push(("calendar_name", SqlValue::Text(ctx.calendar.name.clone())));
-            if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                cols.push(("client_id", SqlValue::Integer(c)));
-            }
-            let row = tx.insert(Table::Meetings, &cols)?;
-            let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| ApiError::internal("inserted meeting has no id"))?;
-            google_store::save_link(tx.conn(), user_id, calendar_id, &ev.id, id, &keys)?;
-            counts.created += 1;
-        }
-    }
-    Ok(())
-}
-
-/// A calendar no longer lists an event: drop its link, and cancel the
-/// meeting unless another ticked calendar still lists it (then that one
-/// becomes its home). A cancelled id that names a recurring series also
-/// covers the occurrences of it this calendar listed.
-fn apply_cancellation(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut Counts) -> ApiResult<()> {
-    let mut links: Vec<EventLink> = google_store::link(tx.conn(), user_id, calendar_id, event_id)?.into_iter().collect();
-    links.extend(google_store::links_of_series(tx.conn(), user_id, calendar_id, event_id)?);
-    if links.is_empty() {
-        // A row from before links existed.
-        if let Some(id) = google_store::meeting_by_external_id(tx.conn(), user_id, event_id)? {
-            if google_store::links_of_meeting(tx.conn(), id)?.is_empty() {
-                cancel_meeting(tx, id, counts)?;
-                return Ok(());
-            }
-        }
-        // A deletion of an event we never had (outside the window, or Calendly's).
-        counts.skipped += 1;
-        return Ok(());
-    }
-    for l in links {
-        google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
-        if google_meeting(tx, l.meeting_id)?.is_none() {
-            continue;
-        }
-        let rest = google_store::links_of_meeting(tx.conn(), l.meeting_id)?;
-        match rest.first() {
-            None => cancel_meeting(tx, l.meeting_id, counts)?,
-            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, counts)?,
-        }
-    }
-    Ok(())
-}
-
-fn cancel_meeting(tx: &mut WriteTx<'_>, id: i64, counts: &mut Counts) -> ApiResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
-    if before.get("status").and_then(Value::as_str) != Some("canceled") {
-        tx.update(Table::Meetings, id, &[("status", SqlValue::Text("canceled".into()))])?;
-        counts.canceled += 1;
-    }
-    Ok(())
-}
-
-/// The meeting's home calendar `from` let it go; `to` still lists it.
-fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, counts: &mut Counts) -> ApiResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
-    if before.get("calendar_id").and_then(Value::as_str).is_some_and(|h| h != from) {
-        return Ok(());
-    }
-    let name =
-        google_store::calendars(tx.conn(), user_id)?.into_iter().find(|c| c.calendar_id == to).map_or_else(|| to.to_string(), |c| c.name);
-    let after =
-        tx.update(Table::Meetings, id, &[("calendar_id", SqlValue::Text(to.to_string())), ("calendar_name", SqlValue::Text(name))])?;
-    if after.as_ref() != Some(&before) {
-        counts.updated += 1;
-    }
-    Ok(())
-}
-
-/// Let go of an unticked (or vanished) calendar: its links go; a meeting
-/// only it listed is removed (a DELETE), one another ticked calendar lists
-/// moves there.
-pub(crate) fn release_calendar(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str) -> ApiResult<u64> {
-    let mut counts = Counts::default();
-    for l in google_store::links_of_calendar(tx.conn(), user_id, calendar_id)? {
-        google_store::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
-        if google_meeting(tx, l.meeting_id)?.is_none() {
-            continue;
-        }
-        let rest = google_store::links_of_meeting(tx.conn(), l.meeting_id)?;
-        match rest.first() {
-            None => {
-                if tx.delete(Table::Meetings, l.meeting_id)?.is_some() {
-                    counts.removed += 1;
-                }
-            }
-            Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, &mut counts)?,
-        }
-    }
-    for id in google_store::unlinked_meetings_of_calendar(tx.conn(), user_id, calendar_id)? {
-        if tx.delete(Table::Meetings, id)?.is_some() {
-            counts.removed += 1;
-        }
-    }
-    Ok(counts.removed + counts.updated)
-}
-
-/// The end of a pass, in one writer closure: reconcile full listings (what
-/// a calendar no longer lists counts as cancelled there), apply every
-/// cancellation now that all ticked calendars were read, cancel rows from
-/// before the upgrade that no full listing found, and store each calendar's
-/// new sync token and window.
-fn finish_pass(tx: &mut WriteTx<'_>, user_id: i64, listings: Vec<Listing>, legacy_window: Option<(String, String)>) -> ApiResult<Counts> {
-    let mut counts = Counts::default();
-    let ticked: HashSet<String> = google_store::ticked(tx.conn(), user_id)?.into_iter().map(|c| c.calendar_id).collect();
-    for l in &listings {
-        if !ticked.contains(&l.calendar.calendar_id) {
-            continue;
-        }
-        let mut gone: Vec<String> = l.cancelled.clone();
-        if let Some((from, to)) = &l.full {
-            for link in google_store::links_in_window(tx.conn(), user_id, &l.calendar.calendar_id, from, to)? {
-                if !l.seen.contains(&link.event_id) {
-                    gone.push(link.event_id);
-                }
-            }
-        }
-        for event_id in gone {
-            apply_cancellation(tx, user_id, &l.calendar.calendar_id, &event_id, &mut counts)?;
-        }
-    }
-    if let Some((from, to)) = legacy_window {
-        for id in google_store::unlinked_meetings_in_window(tx.conn(), user_id, &from, &to)? {
-            cancel_meeting(tx, id, &mut counts)?;
-        }
-    }
-    for l in &listings {
-        if let Some(next) = &l.next {
-            google_store::save_sync_token(tx.conn(), user_id, &l.calendar.calendar_id, next.as_ref().map(Secret::expose))?;
-        }
-        let end = l.full.as_ref().map(|(_, to)| to.clone()).or_else(|| l.calendar.window_end.clone());
-        if let Some(end) = end {
-            google_store::save_window_end(tx.conn(), user_id, &l.calendar.calendar_id, &end)?;
-        }
-    }
-    Ok(counts)
-}
-
-/// The first of the user's clients whose email is an attendee's.
-fn link_client(conn: &Connection, user_id: i64, emails: &[String]) -> rusqlite::Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2 COLLATE NOCASE ORDER BY id LIMIT 1")?;
-    for e in emails {
-        if let Some(id) = stmt.query_row(rusqlite::params![user_id, e], |r| r.get(0)).optional()? {
-            return Ok(Some(id));
-        }
-    }
-    Ok(None)
+    PageEntry::Meeting(Box::new(EventMeeting {
+        event_id: ev.id,
+        ical_uid: ev.i_cal_uid.filter(|u| !u.is_empty()),
+        occurrence,
+        series_id: ev.recurring_event_id,
+        fields,
+    }))
 }
 
 /// The fields of a Google event syncgate keeps.
@@ -1082,44 +756,6 @@ pub struct GAttendee {
     pub is_self: Option<bool>,
     pub organizer: Option<bool>,
     pub resource: Option<bool>,
-}
-
-/// A meeting's synced columns, from an event.
-#[derive(Debug, PartialEq)]
-pub struct MeetingFields {
-    pub title: String,
-    pub description: Option<String>,
-    pub location: Option<String>,
-    pub meeting_url: Option<String>,
-    pub starts_at: String,
-    pub ends_at: String,
-    pub all_day: bool,
-    pub timezone: Option<String>,
-    pub attendees: Value,
-    /// Other people's addresses, for linking a client.
-    pub attendee_emails: Vec<String>,
-    /// The user declined the invitation: the meeting is `canceled`.
-    pub declined: bool,
-}
-
-impl MeetingFields {
-    fn columns(&self) -> Vec<(&'static str, SqlValue)> {
-        let text = |v: &Option<String>| v.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
-        vec![
-            ("title", SqlValue::Text(self.title.clone())),
-            ("description", text(&self.description)),
-            ("location", text(&self.location)),
-            ("meeting_url", text(&self.meeting_url)),
-            ("starts_at", SqlValue::Text(self.starts_at.clone())),
-            ("ends_at", SqlValue::Text(self.ends_at.clone())),
-            ("all_day", SqlValue::Integer(self.all_day as i64)),
-            ("timezone", text(&self.timezone)),
-            // Confirmed and tentative events both show as scheduled; one the
-            // user declined does not take place for them.
-            ("status", SqlValue::Text(if self.declined { "canceled" } else { "scheduled" }.into())),
-            ("attendees", SqlValue::Text(self.attendees.to_string())),
-        ]
-    }
 }
 
 fn clip(s: &Option<String>, max: usize) -> Option<String> {

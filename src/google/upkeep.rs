@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use super::sync::{SyncError, SyncTrigger};
 use super::GoogleSync;
 use crate::backoff::Backoff;
+use crate::store::google_status::RenewalFailure;
 use crate::store::timefmt;
 
 /// How often used sign-in states are pruned.
@@ -123,35 +124,19 @@ impl GoogleSync {
 
     /// Users whose calendar syncs: a refresh token, and access not revoked.
     async fn connected_users(&self) -> Result<Vec<i64>, SyncError> {
-        Ok(self.store.read(|c| Ok(crate::store::google::connected_users(c)?)).await?)
+        Ok(self.store.connected_google_users().await?)
     }
 
     /// Each ticked calendar of each connected user with its active, fully
     /// registered channel (the one expiring last, should there be two).
     async fn channel_views(&self) -> Result<Vec<ChannelView>, SyncError> {
-        let rows: Vec<ChannelView> = self
-            .store
-            .read(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
-                     FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected = 1
-                     LEFT JOIN calendar_watch_channels c
-                       ON c.user_id = u.id AND c.state = 'active' AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
-                     WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0 AND u.status = 'active'
-                     ORDER BY u.id, g.calendar_id, c.expiration",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok(ChannelView {
-                        user_id: r.get(0)?,
-                        calendar_id: r.get(1)?,
-                        expiration: r.get::<_, Option<String>>(2)?.as_deref().and_then(timefmt::parse),
-                        registered_at: r.get::<_, Option<String>>(3)?.as_deref().and_then(timefmt::parse),
-                        webhook_url: r.get(4)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await?;
+        let rows = self.store.ticked_calendar_channels().await?.into_iter().map(|c| ChannelView {
+            user_id: c.user_id,
+            calendar_id: c.calendar_id,
+            expiration: c.expiration.as_deref().and_then(timefmt::parse),
+            registered_at: c.registered_at.as_deref().and_then(timefmt::parse),
+            webhook_url: c.webhook_url,
+        });
         let mut views: Vec<ChannelView> = Vec::new();
         for view in rows {
             // Ordered by expiration: a later row of the same calendar replaces the earlier.
@@ -172,11 +157,10 @@ impl GoogleSync {
             if self.shutting_down() {
                 return Err(SyncError::ShuttingDown);
             }
-            let known = self.store.read(move |c| Ok(crate::store::google::has_calendar_list(c, user_id)?)).await?;
-            if known {
+            if self.store.has_google_calendar_list(user_id).await? {
                 continue;
             }
-            let creds = self.store.read(move |c| Ok(super::sync::load_creds(c, user_id)?)).await?;
+            let creds = self.credentials(user_id).await?;
             let Some(mut creds) = creds else { continue };
             if let Err(e) = self.ticked_calendars(user_id, &mut creds, &mut false).await {
                 tracing::warn!(user = user_id, error = %e, "google catch-up: cannot read the user's calendar list; their sync will try again");
@@ -317,36 +301,15 @@ impl GoogleSync {
         let Retry { failures, at } = wait;
         let wait_s = to_std(at - timefmt::now()).as_secs_f64();
         tracing::warn!("google channel renewal for user {user_id} failed ({failures} in a row): {error}; next try in {wait_s:.1} s");
-        self.record_renewal(user_id, Some((failures, error.to_string(), Some(timefmt::format(at))))).await;
+        let failure = RenewalFailure { failures, error: error.to_string(), next_attempt_at: Some(timefmt::format(at)) };
+        self.record_renewal(user_id, Some(failure)).await;
         self.channels_changed.notify_one();
     }
 
     /// `google_sync_status`: a success (None) or a failure (failures in a
     /// row, error, next try).
-    async fn record_renewal(&self, user_id: i64, failure: Option<(u32, String, Option<String>)>) {
-        let done = self
-            .store
-            .writer
-            .write(move |tx| {
-                let now = tx.now().to_string();
-                let conn = tx.conn();
-                conn.execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", [user_id])?;
-                match &failure {
-                    None => conn.execute(
-                        "UPDATE google_sync_status SET renewals = renewals + 1, last_renewal_at = ?2, renewal_failures = 0,
-                            next_renewal_attempt_at = NULL WHERE user_id = ?1",
-                        rusqlite::params![user_id, now],
-                    )?,
-                    Some((failures, error, next)) => conn.execute(
-                        "UPDATE google_sync_status SET renewal_failures = ?2, last_renewal_error = ?3, last_renewal_error_at = ?4,
-                            next_renewal_attempt_at = ?5 WHERE user_id = ?1",
-                        rusqlite::params![user_id, failures, error, now, next],
-                    )?,
-                };
-                Ok(())
-            })
-            .await;
-        if let Err(e) = done {
+    async fn record_renewal(&self, user_id: i64, failure: Option<RenewalFailure>) {
+        if let Err(e) = self.store.record_channel_renewal(user_id, failure).await {
             tracing::debug!(user = user_id, error = %e, "could not record a channel renewal");
         }
     }
@@ -451,15 +414,7 @@ async fn prune_states(google: Arc<GoogleSync>) {
         if google.shutting_down() {
             return;
         }
-        let pruned = google
-            .store
-            .writer
-            .write(|tx| {
-                let now = tx.now().to_string();
-                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
-            })
-            .await;
-        match pruned {
+        match google.store.prune_google_oauth_states().await {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "dropped expired Google sign-in states"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not drop expired Google sign-in states"),

@@ -220,7 +220,7 @@ impl BookingStore for SqliteBooking<'_, '_> {
     }
 
     fn google_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>> {
-        Ok(google_copy(self.tx.conn(), user, google_event_id, starts_at, email)?)
+        Ok(super::bookings::google_copy(self.tx.conn(), user, google_event_id, starts_at, email)?)
     }
 
     fn client_by_email(&self, user: i64, email: &str) -> StoreResult<Option<i64>> {
@@ -274,35 +274,6 @@ fn insert_delivery(conn: &Connection, now: &str, row: &DeliveryRow) -> rusqlite:
             row.summary
         ])?;
     Ok((n == 1).then(|| conn.last_insert_rowid()))
-}
-
-/// See [`BookingStore::google_copy`].
-fn google_copy(
-    conn: &Connection,
-    user_id: i64,
-    google_event_id: Option<&str>,
-    starts_at: &str,
-    invitee_email: Option<&str>,
-) -> rusqlite::Result<Option<i64>> {
-    if let Some(event_id) = google_event_id {
-        return conn
-            .prepare_cached(
-                "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND (external_id = ?2 OR google_event_id = ?2)
-                 ORDER BY id LIMIT 1",
-            )?
-            .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
-            .optional();
-    }
-    let Some(email) = invitee_email.filter(|e| !e.is_empty()) else { return Ok(None) };
-    conn.prepare_cached(
-        "SELECT m.id FROM meetings m
-         WHERE m.user_id = ?1 AND m.source = 'google' AND m.starts_at = ?2 AND m.status <> 'canceled'
-           AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(m.attendees) THEN m.attendees ELSE '[]' END) a
-                       WHERE lower(json_extract(a.value, '$.email')) = lower(?3))
-         ORDER BY m.id LIMIT 1",
-    )?
-    .query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0))
-    .optional()
 }
 
 /// What the public `GET /api/calendly/webhook/test` may tell.
@@ -416,18 +387,6 @@ pub(crate) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
         last_accepted_at: last_accepted(conn)?,
         stored_signing_keys: stored_key_count(conn)?,
     })
-}
-
-/// [`health`] as the admin health page shows it: an error sentence instead
-/// of the details when they cannot be read.
-pub(crate) fn admin_health(conn: &Connection) -> Value {
-    match health(conn) {
-        Ok(h) => serde_json::to_value(h).unwrap_or(Value::Null),
-        Err(e) => {
-            tracing::error!(error = %e, "reading Calendly webhook health failed");
-            serde_json::json!({"error": "the Calendly webhook log could not be read"})
-        }
-    }
 }
 
 fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
@@ -594,31 +553,6 @@ mod tests {
         )
         .unwrap();
         c
-    }
-
-    fn google_meeting(c: &Connection, user: i64, ext: &str, start: &str, people: &str, status: &str) -> i64 {
-        c.execute(
-            "INSERT INTO meetings (user_id, source, external_id, google_event_id, title, starts_at, ends_at, status, attendees, created_at, updated_at)
-             VALUES (?1, 'google', ?2, ?2, 'm', ?3, ?3, ?4, ?5, 't', 't')",
-            rusqlite::params![user, ext, start, status, people],
-        )
-        .unwrap();
-        c.last_insert_rowid()
-    }
-
-    const T: &str = "2026-12-01T10:00:00.000Z";
-
-    #[test]
-    fn a_calendly_booking_finds_its_google_copy() {
-        let c = db();
-        let g = google_meeting(&c, 1, "g1", T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
-        google_meeting(&c, 1, "g9", T, r#"[{"email":"client@y.com"}]"#, "canceled");
-        assert_eq!(google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
-        assert_eq!(google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");
-        assert_eq!(google_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(), Some(g));
-        assert_eq!(google_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(), None);
-        assert_eq!(google_copy(&c, 1, None, T, None).unwrap(), None);
-        assert_eq!(google_copy(&c, 2, Some("g1"), T, None).unwrap(), None, "another adviser");
     }
 
     #[test]

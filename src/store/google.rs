@@ -1,10 +1,102 @@
-//! The SQL of the Google sync's own tables: a user's calendars
-//! (`google_calendars`: the calendar list, the ticks, each ticked calendar's
-//! sync token and window) and which meeting each (calendar, event) is
-//! (`google_event_links`). Meetings themselves are written only through the
-//! writer's logged calls, never here.
+//! A user's Google calendars (`google_calendars`: the calendar list, the
+//! ticks, each ticked calendar's sync token and window) and which meeting
+//! each (calendar, event) is (`google_event_links`). The operations callers
+//! use are the `impl Store` block at the top; the row helpers below it are
+//! the store's own, shared with [`super::google_sync`]. Meetings themselves
+//! are written only through the writer's logged calls, never here.
+
+use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension};
+
+use super::{google_sync, Store, StoreResult};
+
+/// The calendar list as stored after a read of Google's.
+#[derive(Debug, Clone)]
+pub struct SavedCalendarList {
+    /// Every calendar on the list, the primary first, then by name.
+    pub calendars: Vec<CalendarRow>,
+    /// Ticked calendars that left Google's list: let go of like an untick.
+    pub gone: Vec<String>,
+}
+
+/// What a new set of ticks changed.
+#[derive(Debug, Clone, Default)]
+pub struct SelectionChange {
+    pub added: Vec<String>,
+    pub dropped: Vec<String>,
+}
+
+impl Store {
+    /// Every calendar on the user's list, the primary first, then by name.
+    pub async fn google_calendars(&self, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
+        self.read(move |c| Ok(calendars(c, user_id)?)).await
+    }
+
+    /// The user's ticked calendars.
+    pub async fn ticked_google_calendars(&self, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
+        self.read(move |c| Ok(ticked(c, user_id)?)).await
+    }
+
+    /// Has the user's calendar list been read at least once?
+    pub async fn has_google_calendar_list(&self, user_id: i64) -> StoreResult<bool> {
+        self.read(move |c| Ok(has_calendar_list(c, user_id)?)).await
+    }
+
+    /// Store the calendar list Google gave. The first time a user's list is
+    /// stored, the calendars in `configured` (ids) are ticked; after that
+    /// the user's ticks rule. Ticked calendars Google no longer lists are
+    /// let go of (their meetings, as for an untick) in the same transaction.
+    pub async fn save_google_calendar_list(
+        &self,
+        user_id: i64,
+        listed: Vec<ListedCalendar>,
+        configured: HashSet<String>,
+    ) -> StoreResult<SavedCalendarList> {
+        self.writer
+            .write(move |tx| {
+                let first = !has_calendar_list(tx.conn(), user_id)?;
+                let now = tx.now().to_string();
+                let tick = |c: &ListedCalendar| first && configured.contains(&c.calendar_id);
+                let gone = save_calendar_list(tx.conn(), user_id, &listed, &tick, &now)?;
+                for cal in &gone {
+                    google_sync::release_calendar(tx, user_id, cal)?;
+                }
+                Ok(SavedCalendarList { calendars: calendars(tx.conn(), user_id)?, gone })
+            })
+            .await
+    }
+
+    /// Tick exactly the calendars in `chosen` (ids on the user's list). A
+    /// newly ticked calendar starts with a full listing; an unticked one lets
+    /// go of the meetings only it listed, in the same transaction.
+    pub async fn select_google_calendars(&self, user_id: i64, chosen: Vec<String>) -> StoreResult<SelectionChange> {
+        self.writer
+            .write(move |tx| {
+                let now = tx.now().to_string();
+                let mut change = SelectionChange::default();
+                for c in calendars(tx.conn(), user_id)? {
+                    let want = chosen.contains(&c.calendar_id);
+                    if want && !c.selected {
+                        set_selected(tx.conn(), user_id, &c.calendar_id, true, &now)?;
+                        change.added.push(c.calendar_id);
+                    } else if !want && c.selected {
+                        set_selected(tx.conn(), user_id, &c.calendar_id, false, &now)?;
+                        google_sync::release_calendar(tx, user_id, &c.calendar_id)?;
+                        change.dropped.push(c.calendar_id);
+                    }
+                }
+                Ok(change)
+            })
+            .await
+    }
+
+    /// Forget one calendar's sync token (Google answered 410): it is listed in full next.
+    pub async fn forget_google_sync_token(&self, user_id: i64, calendar_id: &str) -> StoreResult<()> {
+        let calendar_id = calendar_id.to_string();
+        self.writer.write(move |tx| Ok(clear_sync_tokens(tx.conn(), user_id, Some(&calendar_id))?)).await
+    }
+}
 
 /// A calendar on a user's list.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +138,7 @@ const CALENDAR_SELECT: &str =
     "SELECT calendar_id, name, color, is_primary, selected, sync_token, window_end, time_zone FROM google_calendars";
 
 /// Every calendar on the user's list, the primary first, then by name.
-pub fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
+pub(super) fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
     let mut stmt =
         conn.prepare_cached(&format!("{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, name COLLATE NOCASE, calendar_id"))?;
     let rows = stmt.query_map([user_id], calendar_from_row)?;
@@ -54,12 +146,12 @@ pub fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<Calend
 }
 
 /// The user's ticked calendars.
-pub fn ticked(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
+pub(super) fn ticked(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
     Ok(calendars(conn, user_id)?.into_iter().filter(|c| c.selected).collect())
 }
 
 /// Has the user's calendar list been read at least once?
-pub fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
+pub(super) fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
     conn.query_row("SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)", [user_id], |r| r.get(0))
 }
 
@@ -67,7 +159,7 @@ pub fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bo
 /// says so (the configured set, the first time only); entries Google no
 /// longer lists are removed. Returns the ids of removed entries that were
 /// ticked, so their meetings can be let go as for an untick.
-pub fn save_calendar_list(
+pub(super) fn save_calendar_list(
     conn: &Connection,
     user_id: i64,
     listed: &[ListedCalendar],
@@ -102,7 +194,7 @@ pub fn save_calendar_list(
 
 /// Tick or untick a calendar. Either way its sync token and window are
 /// forgotten: a ticked calendar starts with a full sync.
-pub fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> rusqlite::Result<usize> {
+pub(super) fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE google_calendars SET selected = ?3, sync_token = NULL, window_end = NULL, updated_at = ?4
          WHERE user_id = ?1 AND calendar_id = ?2",
@@ -111,20 +203,20 @@ pub fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected
 }
 
 /// What the last page of a calendar's listing commits.
-pub fn save_sync_token(conn: &Connection, user_id: i64, calendar_id: &str, token: Option<&str>) -> rusqlite::Result<()> {
+pub(super) fn save_sync_token(conn: &Connection, user_id: i64, calendar_id: &str, token: Option<&str>) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE google_calendars SET sync_token = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
         .execute(rusqlite::params![user_id, calendar_id, token])?;
     Ok(())
 }
 
-pub fn save_window_end(conn: &Connection, user_id: i64, calendar_id: &str, window_end: &str) -> rusqlite::Result<()> {
+pub(super) fn save_window_end(conn: &Connection, user_id: i64, calendar_id: &str, window_end: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE google_calendars SET window_end = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
         .execute(rusqlite::params![user_id, calendar_id, window_end])?;
     Ok(())
 }
 
 /// Forget every sync token of the user (a 410, or another Google account).
-pub fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&str>) -> rusqlite::Result<()> {
+pub(super) fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&str>) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE google_calendars SET sync_token = NULL WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
         rusqlite::params![user_id, calendar_id],
@@ -133,7 +225,7 @@ pub fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&s
 }
 
 /// Another Google account was connected: its calendars are listed afresh.
-pub fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+pub(super) fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM google_calendars WHERE user_id = ?1", [user_id])?;
     conn.execute("DELETE FROM google_event_links WHERE user_id = ?1", [user_id])?;
     Ok(())
@@ -152,7 +244,7 @@ fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventLink> {
 }
 
 /// The meeting a calendar's event is linked to.
-pub fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<Option<EventLink>> {
+pub(super) fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<Option<EventLink>> {
     conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
     )?
@@ -161,7 +253,7 @@ pub fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) 
 }
 
 /// Links of the same event id in any calendar of the user.
-pub fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND event_id = ?2 ORDER BY calendar_id",
     )?;
@@ -171,7 +263,7 @@ pub fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqli
 
 /// Links of the same iCalendar UID *and* occurrence (never the UID alone:
 /// every occurrence of a series shares it).
-pub fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence: &str) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links
          WHERE user_id = ?1 AND ical_uid = ?2 AND occurrence = ?3 ORDER BY calendar_id, event_id",
@@ -181,7 +273,7 @@ pub fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence
 }
 
 /// Every link to a meeting.
-pub fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt =
         conn.prepare_cached("SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE meeting_id = ?1 ORDER BY calendar_id")?;
     let rows = stmt.query_map([meeting_id], link_from_row)?;
@@ -189,7 +281,7 @@ pub fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<
 }
 
 /// Every link of one calendar.
-pub fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 ORDER BY event_id",
     )?;
@@ -198,7 +290,7 @@ pub fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> 
 }
 
 /// Links of one calendar to occurrences of a recurring series.
-pub fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, series_id: &str) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, series_id: &str) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare_cached(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND series_id = ?3",
     )?;
@@ -207,7 +299,13 @@ pub fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, serie
 }
 
 /// Links of one calendar whose meeting overlaps `[from, to)`.
-pub fn links_in_window(conn: &Connection, user_id: i64, calendar_id: &str, from: &str, to: &str) -> rusqlite::Result<Vec<EventLink>> {
+pub(super) fn links_in_window(
+    conn: &Connection,
+    user_id: i64,
+    calendar_id: &str,
+    from: &str,
+    to: &str,
+) -> rusqlite::Result<Vec<EventLink>> {
     let mut stmt = conn.prepare(
         "SELECT l.calendar_id, l.event_id, l.meeting_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id
          WHERE l.user_id = ?1 AND l.calendar_id = ?2 AND m.ends_at > ?3 AND m.starts_at < ?4",
@@ -224,7 +322,7 @@ pub struct LinkKeys<'a> {
     pub series_id: Option<&'a str>,
 }
 
-pub fn save_link(
+pub(super) fn save_link(
     conn: &Connection,
     user_id: i64,
     calendar_id: &str,
@@ -242,20 +340,20 @@ pub fn save_link(
     Ok(())
 }
 
-pub fn delete_link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<()> {
+pub(super) fn delete_link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3")?
         .execute(rusqlite::params![user_id, calendar_id, event_id])?;
     Ok(())
 }
 
-pub fn delete_links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<()> {
+pub(super) fn delete_links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM google_event_links WHERE meeting_id = ?1")?.execute([meeting_id])?;
     Ok(())
 }
 
 /// A `google` meeting imported before links existed (by its event id), or
 /// one whose links all went (a canceled meeting that comes back).
-pub fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Option<i64>> {
+pub(super) fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2")?
         .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
         .optional()
@@ -263,7 +361,7 @@ pub fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -
 
 /// `google` meetings in `[from, to)` that no calendar links, not canceled:
 /// rows imported before the upgrade that a full sync did not list again.
-pub fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, to: &str) -> rusqlite::Result<Vec<i64>> {
+pub(super) fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, to: &str) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.status <> 'canceled' AND m.ends_at > ?2 AND m.starts_at < ?3
@@ -275,21 +373,12 @@ pub fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, 
 
 /// `google` meetings whose home is this calendar and that no calendar
 /// links any more (canceled there earlier): they go when it is unticked.
-pub fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<i64>> {
+pub(super) fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.calendar_id = ?2
            AND NOT EXISTS (SELECT 1 FROM google_event_links l WHERE l.meeting_id = m.id)",
     )?;
     let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], |r| r.get(0))?;
-    rows.collect()
-}
-
-/// Connected users whose calendars sync: a refresh token, access not revoked.
-pub fn connected_users(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare(
-        "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = 'active' ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }

@@ -4,11 +4,15 @@
 pub mod accounts;
 pub mod alerts;
 pub mod backup;
+pub mod bookings;
 pub mod calendly;
 pub mod change_log;
 pub mod changes;
 pub mod error;
 pub mod google;
+pub mod google_accounts;
+pub mod google_status;
+pub mod google_sync;
 pub mod health;
 pub mod login_links;
 pub mod migrations;

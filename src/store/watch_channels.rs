@@ -1,7 +1,18 @@
-//! Reads of `calendar_watch_channels` on the notification path: one lookup
-//! by the unique `channel_id` index per notification, nothing else.
+//! Google push channels (`calendar_watch_channels`): one lookup by the
+//! unique `channel_id` index per notification, and the steps of registering,
+//! replacing and stopping a channel. When to renew is decided by
+//! `google::upkeep`; the calls to Google are `google::channels`'.
+//!
+//! A channel is `active`, or `retiring` while the channel replacing it is
+//! being registered (notifications on both are accepted meanwhile).
 
 use rusqlite::{Connection, OptionalExtension};
+
+use super::google::ticked;
+use super::{Store, StoreResult};
+
+const ACTIVE: &str = "active";
+const RETIRING: &str = "retiring";
 
 /// What a notification is checked against.
 #[derive(Debug)]
@@ -15,10 +26,186 @@ pub struct NotifiedChannel {
     pub expiration: Option<String>,
 }
 
-pub fn find_for_notification(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<NotifiedChannel>> {
+/// A channel as stopping it at Google needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelHandle {
+    pub channel_id: String,
+    /// Unknown until Google answered the watch.
+    pub resource_id: Option<String>,
+}
+
+/// A channel about to be registered at Google.
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    pub user_id: i64,
+    pub calendar_id: String,
+    pub channel_id: String,
+    pub token: String,
+    pub webhook_url: String,
+}
+
+/// A ticked calendar of a connected user, with its active, fully registered
+/// channel if it has one, for the renewal plan.
+#[derive(Debug, Clone)]
+pub struct TickedCalendarChannel {
+    pub user_id: i64,
+    pub calendar_id: String,
+    /// None: no active channel, or its registration never finished.
+    pub expiration: Option<String>,
+    /// When the channel row was last written (its registration).
+    pub registered_at: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+fn find_for_notification(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<NotifiedChannel>> {
     conn.prepare_cached("SELECT user_id, token, resource_id, state, expiration FROM calendar_watch_channels WHERE channel_id = ?1")?
         .query_row([channel_id], |r| {
             Ok(NotifiedChannel { user_id: r.get(0)?, token: r.get(1)?, resource_id: r.get(2)?, state: r.get(3)?, expiration: r.get(4)? })
         })
         .optional()
+}
+
+fn handles(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<ChannelHandle>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| Ok(ChannelHandle { channel_id: r.get(0)?, resource_id: r.get(1)? }))?;
+    rows.collect()
+}
+
+impl Store {
+    /// The channel a notification names (a stopped channel's row is gone).
+    pub async fn channel_for_notification(&self, channel_id: &str) -> StoreResult<Option<NotifiedChannel>> {
+        let channel_id = channel_id.to_string();
+        self.read(move |c| Ok(find_for_notification(c, &channel_id)?)).await
+    }
+
+    /// Write a new `active` channel for a calendar before asking Google for
+    /// it (Google's first notification can come before the watch answer).
+    /// The calendar's previous active channels become `retiring` and are
+    /// returned, to be stopped once the new one is registered.
+    pub async fn open_channel(&self, new: NewChannel) -> StoreResult<Vec<ChannelHandle>> {
+        self.writer
+            .write(move |tx| {
+                let conn = tx.conn();
+                let old = handles(
+                    conn,
+                    "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?3",
+                    rusqlite::params![new.user_id, new.calendar_id, ACTIVE],
+                )?;
+                conn.execute(
+                    "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5",
+                    rusqlite::params![new.user_id, new.calendar_id, tx.now(), RETIRING, ACTIVE],
+                )?;
+                conn.execute(
+                    "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?6)",
+                    rusqlite::params![new.user_id, new.calendar_id, new.channel_id, new.token, new.webhook_url, tx.now(), ACTIVE],
+                )?;
+                Ok(old)
+            })
+            .await
+    }
+
+    /// Google refused the new channel: drop its row, and the channel it was
+    /// to replace (the latest `retiring` one) stays in charge.
+    pub async fn abandon_channel(&self, user_id: i64, calendar_id: &str, channel_id: &str) -> StoreResult<()> {
+        let (calendar_id, channel_id) = (calendar_id.to_string(), channel_id.to_string());
+        self.writer
+            .write(move |tx| {
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&channel_id])?;
+                tx.conn().execute(
+                    "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3
+                     WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5
+                       AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?4)
+                       AND id = (SELECT MAX(id) FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5)",
+                    rusqlite::params![user_id, calendar_id, tx.now(), ACTIVE, RETIRING],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Google registered the channel: what it answered.
+    pub async fn confirm_channel(&self, channel_id: &str, resource_id: Option<String>, expiration: Option<String>) -> StoreResult<()> {
+        let channel_id = channel_id.to_string();
+        self.writer
+            .write(move |tx| {
+                tx.conn().execute(
+                    "UPDATE calendar_watch_channels SET resource_id = ?2, expiration = ?3, updated_at = ?4 WHERE channel_id = ?1",
+                    rusqlite::params![channel_id, resource_id, expiration, tx.now()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The channel was stopped (or given up on): its row goes.
+    pub async fn delete_channel(&self, channel_id: &str) -> StoreResult<()> {
+        let channel_id = channel_id.to_string();
+        self.writer
+            .write(move |tx| {
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&channel_id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every channel of the user, or of one of their calendars.
+    pub async fn user_channels(&self, user_id: i64, calendar_id: Option<&str>) -> StoreResult<Vec<ChannelHandle>> {
+        let calendar_id = calendar_id.map(str::to_string);
+        self.read(move |c| {
+            Ok(handles(
+                c,
+                "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
+                rusqlite::params![user_id, calendar_id],
+            )?)
+        })
+        .await
+    }
+
+    /// Channels a previous run left behind: `retiring` ones (a renewal
+    /// interrupted between registering the new channel and stopping the old
+    /// one) and channels of a calendar that is not ticked.
+    pub async fn leftover_channels(&self, user_id: i64) -> StoreResult<Vec<ChannelHandle>> {
+        self.read(move |c| {
+            let ticked: Vec<String> = ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
+            let mut stmt = c.prepare(
+                "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+            let all = rows.collect::<Result<Vec<(String, Option<String>, String, String)>, _>>()?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, _, cal, state)| state == RETIRING || !ticked.contains(cal))
+                .map(|(channel_id, resource_id, _, _)| ChannelHandle { channel_id, resource_id })
+                .collect())
+        })
+        .await
+    }
+
+    /// Each ticked calendar of each connected user, with its active, fully
+    /// registered channel (one row per channel, by expiration, so the last
+    /// row of a calendar is the channel expiring last).
+    pub async fn ticked_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
+                 FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected = 1
+                 LEFT JOIN calendar_watch_channels c
+                   ON c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
+                 WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0 AND u.status = ?2
+                 ORDER BY u.id, g.calendar_id, c.expiration",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![ACTIVE, crate::model::AccountStatus::Active.as_str()], |r| {
+                Ok(TickedCalendarChannel {
+                    user_id: r.get(0)?,
+                    calendar_id: r.get(1)?,
+                    expiration: r.get(2)?,
+                    registered_at: r.get(3)?,
+                    webhook_url: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }

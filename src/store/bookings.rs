@@ -15,7 +15,9 @@
 //! A booking is recognised by the Google event id Calendly reports
 //! (`calendar_event.external_id`); without one, by the same start time and
 //! an attendee whose email is the invitee's. Only lookups live here; both
-//! callers run inside the store's writer, so the two sides never race.
+//! callers run inside the store's writer, so the two sides never race. They
+//! live in the store because both sides' writes need them inside their
+//! transaction, and neither feature may import the other.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -32,7 +34,7 @@ pub struct BookingMatch {
 /// By `google_event_id` first; else a Calendly meeting without one that
 /// starts at `starts_at` (UTC, as stored) and lists one of `attendee_emails`
 /// among its invitees.
-pub fn calendly_meeting_for_event(
+pub(crate) fn calendly_meeting_for_event(
     conn: &Connection,
     user_id: i64,
     event_id: &str,
@@ -66,7 +68,7 @@ pub fn calendly_meeting_for_event(
 /// meeting that is this booking's Google copy. By the Google event id when
 /// Calendly reports one; without it, a meeting that is not canceled, starts
 /// at `starts_at` (UTC, as stored) and has the invitee among its attendees.
-pub fn google_copy(
+pub(crate) fn google_copy(
     conn: &Connection,
     user_id: i64,
     google_event_id: Option<&str>,

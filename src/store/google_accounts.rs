@@ -1,0 +1,228 @@
+//! A user's Google account as syncgate keeps it: the token columns of
+//! `users` (read only by the Google sync, never shown), connecting a Google
+//! account to a user at sign-in, and the used sign-in states
+//! (`google_oauth_states`) that make each state single-use.
+
+use rusqlite::OptionalExtension;
+
+use super::users::{self, User};
+use super::{google, Store, StoreError, StoreResult, Table};
+use crate::model::{AccountStatus, Role};
+
+/// A user's Google credentials as stored.
+#[derive(Debug, Clone)]
+pub struct GoogleCredentials {
+    pub refresh_token: Option<String>,
+    pub access_token: Option<String>,
+    /// When the access token expires (stored form).
+    pub access_expires_at: Option<String>,
+    /// `invalid_grant`: the user must sign in with Google again.
+    pub needs_reconnect: bool,
+    /// The account is disabled: no sync and no channel until it is enabled.
+    pub disabled: bool,
+}
+
+/// Who signed in with Google, and the tokens Google gave.
+#[derive(Debug, Clone)]
+pub struct GoogleAccount {
+    /// Google's stable id of the account (`sub`).
+    pub sub: String,
+    /// Verified by Google.
+    pub email: String,
+    pub name: Option<String>,
+    pub access_token: String,
+    /// Google sends one only when consent was given (again); None keeps the stored one.
+    pub refresh_token: Option<String>,
+    pub access_expires_at: String,
+}
+
+/// Which user a Google account is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoogleLinkTarget {
+    /// This signed-in user connects their calendar.
+    User(i64),
+    /// Sign in: the user with this Google account, else with its email, else
+    /// a new user when the sign-up policy allows the email.
+    FindOrCreate { may_sign_up: bool },
+}
+
+/// How attaching a Google account ended. Every outcome but `Linked` wrote nothing.
+#[derive(Debug, Clone)]
+pub enum GoogleLink {
+    Linked {
+        user: User,
+        created: bool,
+    },
+    /// The Google account is already connected to another user.
+    TakenByAnotherUser,
+    /// The user who started the connect no longer exists.
+    UserGone,
+    /// Nobody has this email and the policy lets no new address sign up.
+    NoAccount,
+    /// A new user could not be made of it (why, in a sentence).
+    Refused(String),
+}
+
+impl Store {
+    /// The user's Google credentials; None when the user does not exist.
+    pub async fn google_credentials(&self, user_id: i64) -> StoreResult<Option<GoogleCredentials>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
+                     FROM users WHERE id = ?1",
+                    [user_id],
+                    |r| {
+                        Ok(GoogleCredentials {
+                            refresh_token: r.get(0)?,
+                            access_token: r.get(1)?,
+                            access_expires_at: r.get(2)?,
+                            needs_reconnect: r.get::<_, i64>(3)? != 0,
+                            disabled: AccountStatus::parse(&r.get::<_, String>(4)?) != Some(AccountStatus::Active),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// A refreshed access token (and the new refresh token, when Google rotated it).
+    pub async fn save_google_access_token(
+        &self,
+        user_id: i64,
+        access_token: String,
+        access_expires_at: String,
+        refresh_token: Option<String>,
+    ) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| {
+                tx.conn().execute(
+                    "UPDATE users SET google_access_token = ?1, google_token_expires_at = ?2,
+                        google_refresh_token = COALESCE(?3, google_refresh_token) WHERE id = ?4",
+                    rusqlite::params![access_token, access_expires_at, refresh_token, user_id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Google said `invalid_grant`: the user must sign in with Google again,
+    /// and is not synced until they do.
+    pub async fn mark_google_needs_reconnect(&self, user_id: i64) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| {
+                tx.conn().execute(
+                    "UPDATE users SET google_needs_reconnect = 1, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
+                    [user_id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Users whose calendars sync: a refresh token, access not revoked, account active.
+    pub async fn connected_google_users(&self) -> StoreResult<Vec<i64>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([AccountStatus::Active.as_str()], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+        })
+        .await
+    }
+
+    /// Attach a Google account and its tokens to a user (see [`GoogleLinkTarget`]).
+    /// Another Google account than the user had before starts their calendar
+    /// list afresh. A user created here is logged as an insert, so admins see
+    /// it live.
+    pub async fn link_google_account(&self, account: GoogleAccount, target: GoogleLinkTarget) -> StoreResult<GoogleLink> {
+        self.writer
+            .write(move |tx| {
+                let conn = tx.conn();
+                let by_sub: Option<i64> =
+                    conn.query_row("SELECT id FROM users WHERE google_sub = ?1", [&account.sub], |r| r.get(0)).optional()?;
+                let (user_id, created) = match target {
+                    GoogleLinkTarget::User(id) => {
+                        if by_sub.is_some_and(|other| other != id) {
+                            return Ok(GoogleLink::TakenByAnotherUser);
+                        }
+                        if users::get(conn, id)?.is_none() {
+                            return Ok(GoogleLink::UserGone);
+                        }
+                        (id, false)
+                    }
+                    GoogleLinkTarget::FindOrCreate { may_sign_up } => match by_sub {
+                        Some(id) => (id, false),
+                        None => match users::by_email(conn, &account.email)? {
+                            Some(u) => (u.id, false),
+                            None if may_sign_up => {
+                                match users::create(conn, &account.email, account.name.as_deref(), Role::User.as_str()) {
+                                    Ok(id) => (id, true),
+                                    Err(StoreError::Invalid(why)) => return Ok(GoogleLink::Refused(why)),
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                            None => return Ok(GoogleLink::NoAccount),
+                        },
+                    },
+                };
+                let previous_sub: Option<String> =
+                    conn.query_row("SELECT google_sub FROM users WHERE id = ?1", [user_id], |r| r.get(0)).optional()?.flatten();
+                if previous_sub.as_deref() != Some(account.sub.as_str()) {
+                    google::forget_calendars(conn, user_id)?;
+                }
+                conn.execute(
+                    "UPDATE users SET
+                        google_sub = ?1,
+                        google_refresh_token = COALESCE(?2, google_refresh_token),
+                        google_access_token = ?3,
+                        google_token_expires_at = ?4,
+                        google_needs_reconnect = 0,
+                        updated_at = ?5
+                     WHERE id = ?6",
+                    rusqlite::params![
+                        account.sub,
+                        account.refresh_token,
+                        account.access_token,
+                        account.access_expires_at,
+                        tx.now(),
+                        user_id
+                    ],
+                )?;
+                let user = users::get(conn, user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
+                if created {
+                    // A new account, as admins see it live (public columns only).
+                    tx.log_inserted(Table::Users, user_id)?;
+                }
+                Ok(GoogleLink::Linked { user, created })
+            })
+            .await
+    }
+
+    /// Record the use of a sign-in state (by the hash of its nonce). True the
+    /// first time; a replay finds it and gets false.
+    pub async fn use_google_oauth_state(&self, nonce_hash: String, expires_at: String) -> StoreResult<bool> {
+        self.writer
+            .write(move |tx| {
+                let n = tx.conn().execute(
+                    "INSERT INTO google_oauth_states (nonce_hash, expires_at, used_at) VALUES (?1, ?2, ?3) ON CONFLICT (nonce_hash) DO NOTHING",
+                    rusqlite::params![nonce_hash, expires_at, tx.now()],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// Drop used sign-in states that have expired (a replay of one fails its
+    /// expiry check anyway). Returns how many went.
+    pub async fn prune_google_oauth_states(&self) -> StoreResult<usize> {
+        self.writer
+            .write(|tx| {
+                let now = tx.now().to_string();
+                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
+            })
+            .await
+    }
+}
