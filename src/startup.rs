@@ -206,7 +206,7 @@ impl Server {
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
-        let server_file = crate::cli::running::announce(&app.config, addr);
+        let server_file = crate::ops::running::announce(&app.config, addr);
         tokio::pin!(shutdown);
         // A permit per open connection, taken before accepting: past
         // `server.max_connections` new connections wait in the kernel's

@@ -15,7 +15,6 @@ use crate::startup::{Server, StartupError};
 pub use calendly_cmd::CalendlyCommand;
 
 mod calendly_cmd;
-pub mod running;
 mod users_cmd;
 
 #[derive(Parser, Debug)]
@@ -247,15 +246,15 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), users_cmd::UserCommandE
 }
 
 /// `syncgate backup --to FILE`: prints the file written.
-fn backup(config: &Config, to: &std::path::Path) -> Result<(), String> {
-    crate::ops::backup::backup(&config.database, to).map_err(|e| e.to_string())?;
+fn backup(config: &Config, to: &std::path::Path) -> Result<(), crate::store::backup::BackupError> {
+    crate::ops::backup::backup(&config.database, to)?;
     println!("{}", to.display());
     Ok(())
 }
 
 /// `syncgate check`: the schema version and the integrity verdict; fails when not ok.
-fn check(config: &Config) -> Result<(), String> {
-    let integrity = crate::ops::backup::check(&config.database).map_err(|e| e.to_string())?;
+fn check(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let integrity = crate::ops::backup::check(&config.database)?;
     for line in integrity.report() {
         println!("{line}");
     }

@@ -109,7 +109,7 @@ pub fn list(config: &Config) -> CommandResult<()> {
 /// Run a change through the server, or here when none runs; prints the result.
 pub fn change(config: &Config, change: Change) -> CommandResult<()> {
     runtime()?.block_on(async move {
-        let out = match super::running::locate(config).await.map_err(|e| UserCommandError::Setup(e.to_string()))? {
+        let out = match crate::ops::running::locate(config).await.map_err(|e| UserCommandError::Setup(e.to_string()))? {
             Some(url) => through_server(config, &url, change).await?,
             None => directly(config, change).await?,
         };

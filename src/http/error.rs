@@ -104,7 +104,6 @@ impl From<crate::store::StoreError> for ApiError {
             S::Invalid(m) => ApiError::Unprocessable(m),
             S::Unavailable(m) => ApiError::Unavailable(m),
             S::Internal(m) => ApiError::Internal(format!("database: {m}")),
-            S::Api(e) => e,
         }
     }
 }
@@ -112,18 +111,6 @@ impl From<crate::store::StoreError> for ApiError {
 // TRANSITIONAL (seams issue): handlers outside this branch's scope (Calendly,
 // Google) still run SQL and `?` its errors into ApiError; delete both impls
 // once their SQL has moved under store/.
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> ApiError {
-        ApiError::Internal(format!("database: {e}"))
-    }
-}
-
-impl From<r2d2::Error> for ApiError {
-    fn from(e: r2d2::Error) -> ApiError {
-        ApiError::Internal(format!("database pool: {e}"))
-    }
-}
-
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A value the client sent, cut to 60 characters, for quoting in an error message.

@@ -9,3 +9,4 @@ pub mod backup;
 pub mod health;
 pub mod metrics;
 pub mod retention;
+pub mod running;

@@ -19,16 +19,6 @@ pub enum StoreError {
     /// The database failed; the cause is logged, never shown to a client.
     #[error("database: {0}")]
     Internal(String),
-    /// TRANSITIONAL (seams issue, removed before it lands): an HTTP error
-    /// raised inside a writer closure that still lives outside `store/`.
-    #[error("{0}")]
-    Api(crate::http::error::ApiError),
-}
-
-impl From<crate::http::error::ApiError> for StoreError {
-    fn from(e: crate::http::error::ApiError) -> StoreError {
-        StoreError::Api(e)
-    }
 }
 
 impl StoreError {

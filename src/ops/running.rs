@@ -90,22 +90,31 @@ async fn answers(url: &str) -> bool {
     }
 }
 
+/// Why the running server could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    #[error("{} is unreadable ({error}); delete it if no server runs", path.display())]
+    Unreadable { path: std::path::PathBuf, error: serde_json::Error },
+    #[error(
+        "a syncgate server (pid {pid}) runs on this data folder but does not answer at {url}; try again when it does (changes are made through it)"
+    )]
+    NotAnswering { pid: u32, url: String },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: std::path::PathBuf, error: std::io::Error },
+}
+
 /// The URL of the running server, None when no server runs on this data
 /// folder, or an error when one runs but does not answer.
-pub async fn locate(config: &Config) -> Result<Option<String>, String> {
+pub async fn locate(config: &Config) -> Result<Option<String>, LocateError> {
     let path = config.data_dir().join(FILE_NAME);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let file: ServerFile = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{} is unreadable ({e}); delete it if no server runs", path.display()))?;
+            let file: ServerFile = serde_json::from_slice(&bytes).map_err(|e| LocateError::Unreadable { path: path.clone(), error: e })?;
             if answers(&file.url).await {
                 return Ok(Some(file.url));
             }
             if process_alive(file.pid) {
-                return Err(format!(
-                    "a syncgate server (pid {}) runs on this data folder but does not answer at {}; try again when it does (changes are made through it)",
-                    file.pid, file.url
-                ));
+                return Err(LocateError::NotAnswering { pid: file.pid, url: file.url });
             }
             // Left behind by a server that did not stop cleanly.
             let _ = std::fs::remove_file(&path);
@@ -114,6 +123,6 @@ pub async fn locate(config: &Config) -> Result<Option<String>, String> {
         // No server announced itself for this data folder. (The configured
         // address is not tried: a server there may serve another folder.)
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(LocateError::Read { path, error: e }),
     }
 }
