@@ -213,7 +213,7 @@ async fn main() {
     };
 
     run(0, warmup).await;
-    let stats = app.store.writer.stats.clone();
+    let stats = app.store.writer_stats().clone();
     let (b0, r0) = (stats.batches.load(Ordering::Relaxed), stats.requests.load(Ordering::Relaxed));
     let elapsed = run(warmup, total).await;
     let (b1, r1) = (stats.batches.load(Ordering::Relaxed), stats.requests.load(Ordering::Relaxed));

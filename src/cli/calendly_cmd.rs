@@ -72,7 +72,7 @@ pub fn run(config: &Config, cmd: CalendlyCommand) -> Result<(), CalendlyApiError
 async fn subscribe(config: &Config, opts: api::SubscribeOptions) -> Result<(api::Subscription, Vec<String>), CalendlyApiError> {
     let opened = Store::open(&config.database).map_err(|e| CalendlyApiError::Usage(e.to_string()))?;
     let result = api::subscribe(config, &opened.store, opts).await;
-    opened.store.writer.shutdown().await;
+    opened.store.shutdown_writer().await;
     let writer = opened.writer_thread;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     result

@@ -146,7 +146,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token(&config, args).map_err(Into::into),
         Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(Into::into),
         Command::Backup { to } => backup(&config, &to).map_err(Into::into),
-        Command::Check => check(&config).map_err(Into::into),
+        Command::Check => check(&config),
         Command::Calendly(c) => calendly_cmd::run(&config, c).map_err(Into::into),
     };
     match result {

@@ -66,7 +66,7 @@ where
     let opened = Store::open(&config.database).map_err(|e| UserCommandError::Setup(e.to_string()))?;
     let store = opened.store;
     let result = f(store.clone()).await;
-    store.writer.shutdown().await;
+    store.shutdown_writer().await;
     let thread = opened.writer_thread;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     result

@@ -44,7 +44,7 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
     };
     let log = state.store.change_log_extent().await?;
     let hub = &state.hub.stats;
-    let w = &state.store.writer.stats;
+    let w = state.store.writer_stats();
     let batches = w.batches.load(Relaxed).max(1);
     let body = json!({
         "status": if state.alerts.active().is_empty() { "ok" } else { "attention" },

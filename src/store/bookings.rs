@@ -34,7 +34,7 @@ pub struct BookingMatch {
 /// By `google_event_id` first; else a Calendly meeting without one that
 /// starts at `starts_at` (UTC, as stored) and lists one of `attendee_emails`
 /// among its invitees.
-pub(crate) fn calendly_meeting_for_event(
+pub(super) fn calendly_meeting_for_event(
     conn: &Connection,
     user_id: i64,
     event_id: &str,
@@ -68,7 +68,7 @@ pub(crate) fn calendly_meeting_for_event(
 /// meeting that is this booking's Google copy. By the Google event id when
 /// Calendly reports one; without it, a meeting that is not canceled, starts
 /// at `starts_at` (UTC, as stored) and has the invitee among its attendees.
-pub(crate) fn google_copy(
+pub(super) fn google_copy(
     conn: &Connection,
     user_id: i64,
     google_event_id: Option<&str>,

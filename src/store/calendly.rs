@@ -351,7 +351,7 @@ const LOGGED_OUTCOMES: [DeliveryOutcome; 6] = [
 ];
 
 /// [`CalendlyHealth`] on a read connection (also part of the admin health page).
-pub(crate) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
+pub(super) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
     let now = timefmt::now();
     let day = timefmt::format(now - time::Duration::hours(24));
     let week = timefmt::format(now - time::Duration::days(7));

@@ -55,7 +55,7 @@ pub struct Change {
 pub type ChangeBatch = Arc<Vec<Arc<Change>>>;
 
 /// Read logged changes with `seq > after`, oldest first, at most `limit`.
-pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
+pub(super) fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, table_name, op, row_id, user_id, record, old_record, committed_at
          FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -66,7 +66,7 @@ pub fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Resu
 
 /// The same, only `user_id`'s changes (by the `(user_id, seq)` index): a
 /// non-admin replay never reads everyone's rows.
-pub fn read_after_for_user(conn: &Connection, user_id: i64, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
+pub(super) fn read_after_for_user(conn: &Connection, user_id: i64, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, table_name, op, row_id, user_id, record, old_record, committed_at
          FROM changes WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -93,12 +93,12 @@ fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
 }
 
 /// The newest seq in the log (0 when empty).
-pub fn head(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn head(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
 }
 
 /// The oldest seq still retained (None when the log is empty).
-pub fn oldest(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(super) fn oldest(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))
 }
 

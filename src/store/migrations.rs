@@ -21,7 +21,7 @@ pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
@@ -40,13 +40,21 @@ pub enum MigrationError {
     Transaction { name: &'static str, source: rusqlite::Error },
 }
 
+/// Create (or bring) the database file at `path` to schema version `target`
+/// and no further: the file an older syncgate left, for upgrade tests and
+/// tools. Returns (from, to).
+pub fn migrate_file_to(path: &std::path::Path, target: i64) -> Result<(i64, i64), MigrationError> {
+    let mut conn = Connection::open(path).map_err(MigrationError::Version)?;
+    migrate_to(&mut conn, target)
+}
+
 /// Apply every migration after the file's version. Returns (from, to).
-pub fn migrate(conn: &mut Connection) -> Result<(i64, i64), MigrationError> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(i64, i64), MigrationError> {
     migrate_to(conn, latest_version())
 }
 
 /// Apply migrations up to `target` (tests use this to build an old file).
-pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(i64, i64), MigrationError> {
+pub(super) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(i64, i64), MigrationError> {
     let from = version(conn).map_err(MigrationError::Version)?;
     if from > latest_version() {
         return Err(MigrationError::Newer { found: from, known: latest_version() });

@@ -41,18 +41,19 @@ pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
 pub use migrations::MigrationError;
 pub use tables::{PgType, Table};
-pub use writer::{LogHead, WriteTx, Writer, WriterStats};
+pub use writer::{LogHead, WriterStats};
+use writer::{WriteTx, Writer};
 
-pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+type Pool = r2d2::Pool<SqliteConnectionManager>;
 
 /// Handles to the database: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pub pool: Pool,
-    pub writer: Writer,
+    pool: Pool,
+    writer: Writer,
     /// Opens read-only connections outside the pool, for snapshots that hold
     /// a read transaction while a client takes the rows (see `snapshot`).
-    pub readers: std::sync::Arc<SqliteConnectionManager>,
+    readers: std::sync::Arc<SqliteConnectionManager>,
 }
 
 /// What `Store::open` hands to the server besides the store itself.
@@ -97,7 +98,7 @@ impl From<OpenError> for StoreError {
 }
 
 /// Open a connection for a short-lived tool (CLI): migrated, WAL, waits on locks.
-pub fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, OpenError> {
+fn open_connection(cfg: &DatabaseConfig) -> Result<Connection, OpenError> {
     let path = Path::new(&cfg.path);
     if let Some(parent) = path.parent() {
         files::create_private_dir(parent).map_err(|source| OpenError::DataFolder { dir: parent.to_path_buf(), source })?;
@@ -143,7 +144,7 @@ impl Store {
     }
 
     /// Run a read on a pooled connection off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,

@@ -36,7 +36,7 @@ fn add(conn: &Connection, at: &str, reason: &str, n: u64) -> rusqlite::Result<()
 
 /// Refusals counted in minutes whose last refusal is at or after `since`
 /// (a minute that straddles `since` counts whole). For the store's alert reads.
-pub(crate) fn count_since(conn: &Connection, since: &str) -> rusqlite::Result<i64> {
+pub(super) fn count_since(conn: &Connection, since: &str) -> rusqlite::Result<i64> {
     conn.query_row("SELECT COALESCE(SUM(count), 0) FROM calendly_rejections WHERE last_at >= ?1", [since], |r| r.get(0))
 }
 
@@ -49,7 +49,7 @@ pub(super) fn by_reason_since(conn: &Connection, since: &str) -> rusqlite::Resul
 }
 
 /// Delete up to `limit` minutes older than `before`; returns how many went.
-pub(crate) fn prune(conn: &Connection, before: &str, limit: i64) -> rusqlite::Result<usize> {
+pub(super) fn prune(conn: &Connection, before: &str, limit: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM calendly_rejections WHERE rowid IN (SELECT rowid FROM calendly_rejections WHERE last_at < ?1 LIMIT ?2)",
         params![before, limit],

@@ -15,7 +15,7 @@ pub fn select_sql(table: Table) -> String {
 }
 
 /// Convert a row selected with [`select_sql`] to its JSON object.
-pub fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
+pub(super) fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
     let mut map = Map::with_capacity(table.columns().len());
     for (i, (name, ty)) in table.columns().iter().enumerate() {
         let v = match (row.get_ref(i)?, ty) {
@@ -33,7 +33,7 @@ pub fn row_to_json(table: Table, row: &Row<'_>) -> rusqlite::Result<Value> {
     Ok(Value::Object(map))
 }
 
-pub fn get(conn: &Connection, table: Table, id: i64) -> rusqlite::Result<Option<Value>> {
+pub(super) fn get(conn: &Connection, table: Table, id: i64) -> rusqlite::Result<Option<Value>> {
     // Cached: the writer reads every row it writes back through here.
     conn.prepare_cached(&format!("{} WHERE id = ?1", select_sql(table)))?.query_row([id], |r| row_to_json(table, r)).optional()
 }

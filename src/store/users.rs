@@ -89,11 +89,11 @@ fn touch_last_seen(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
+pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
     conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row).optional()
 }
 
-pub fn by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<User>> {
+pub(super) fn by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<User>> {
     conn.query_row(&format!("{SELECT} WHERE email = ?1"), [email.trim()], from_row).optional()
 }
 
@@ -120,7 +120,7 @@ pub fn valid_email(email: &str) -> bool {
 }
 
 /// Create a user (`role` is `user` or `admin`); returns its id.
-pub fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> StoreResult<i64> {
+pub(super) fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> StoreResult<i64> {
     let email = email.trim();
     if !valid_email(email) {
         return Err(StoreError::Invalid(format!("\"{email}\" is not an email address")));

@@ -129,14 +129,14 @@ impl super::Store {
 
 /// A cheap, cloneable handle for sending write requests.
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     tx: mpsc::Sender<Msg>,
     pub head: Arc<AtomicI64>,
     pub stats: Arc<WriterStats>,
 }
 
 /// The open transaction a request runs in.
-pub struct WriteTx<'c> {
+pub(super) struct WriteTx<'c> {
     conn: &'c Connection,
     now: String,
     changes: Vec<Change>,
@@ -145,7 +145,7 @@ pub struct WriteTx<'c> {
 impl<'c> WriteTx<'c> {
     /// The connection, for reads and for writes to tables that are not synced
     /// (users, channels, webhook events). Never write clients/meetings/pipeline here.
-    pub fn conn(&self) -> &Connection {
+    pub(super) fn conn(&self) -> &Connection {
         self.conn
     }
 
@@ -276,7 +276,7 @@ fn constraint_error(e: rusqlite::Error) -> StoreError {
 impl Writer {
     /// Run `f` in the writer's transaction; resolves after COMMIT. An `Err`
     /// from `f` rolls back everything `f` did and nothing else.
-    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
@@ -307,7 +307,7 @@ impl Writer {
 }
 
 /// Start the writer thread on an open, migrated connection.
-pub fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
+pub(super) fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
     // Every row write uses a cached statement (parsing costs more than the
     // write itself); keep enough for the column sets of all tables and ops.

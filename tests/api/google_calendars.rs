@@ -209,8 +209,8 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     config.google.full_sync_concurrency = 1;
     let mut rows: Vec<(String, i64)> = Vec::new();
     {
-        let mut db = rusqlite::Connection::open(&config.database.path).unwrap();
-        syncgate::store::migrations::migrate_to(&mut db, 5).unwrap();
+        syncgate::store::migrations::migrate_file_to(std::path::Path::new(&config.database.path), 5).unwrap();
+        let db = rusqlite::Connection::open(&config.database.path).unwrap();
         let now = "2026-01-01T00:00:00.000Z";
         for (email, sub) in [(ADA, "1001"), ("bob@example.com", "1002")] {
             let refresh = fake.issue_refresh_token(email);

@@ -101,8 +101,14 @@ impl TestApp {
 
     /// Add a user directly in the database; returns (id, token).
     pub fn add_user(&self, email: &str, role: &str) -> (i64, String) {
-        let conn = syncgate::store::open_connection(&self.config.database).expect("open db");
-        let id = syncgate::store::users::create(&conn, email, Some("Test User"), role).expect("create user");
+        let conn = open_db(&self.config);
+        let now = syncgate::store::timefmt::format(syncgate::store::timefmt::now());
+        conn.execute(
+            "INSERT INTO users (email, name, role, created_at, updated_at) VALUES (?1, 'Test User', ?2, ?3, ?3)",
+            rusqlite::params![email, role, now],
+        )
+        .expect("create user");
+        let id = conn.last_insert_rowid();
         (id, self.app.tokens.user_token(id, role, 3600))
     }
 
@@ -307,4 +313,13 @@ pub fn parse_frame(text: &str, v2: bool) -> Frame {
             payload: v["payload"].clone(),
         }
     }
+}
+
+/// The test's own connection to the server's SQLite file, for setting up
+/// rows and reading back what the server wrote (the way an operator's
+/// `sqlite3` would), never through syncgate's store internals.
+pub fn open_db(config: &syncgate::config::Config) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(&config.database.path).expect("open the database file");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn
 }

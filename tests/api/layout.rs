@@ -152,3 +152,36 @@ fn every_module_says_what_it_owns() {
         sources().into_iter().filter(|(rel, text)| rel != "main.rs" && !text.starts_with("//!")).map(|(rel, _)| rel).collect();
     assert!(silent.is_empty(), "modules without a //! line: {silent:?}");
 }
+
+#[test]
+fn the_store_hands_out_no_connection() {
+    // A public store item whose signature names a connection, a transaction
+    // or the writer's closure would let SQL leak out again; inside store/
+    // such helpers are `pub(super)` or private.
+    let leaky = ["Connection", "WriteTx", "Transaction", "rusqlite", "r2d2"];
+    let mut offenders = Vec::new();
+    for (rel, text) in sources() {
+        if !rel.starts_with("store/") {
+            continue;
+        }
+        let code = non_test(&text);
+        let mut rest = code;
+        while let Some(i) = rest.find("pub ") {
+            let item = &rest[i..];
+            let end = item.find(['{', ';', '\n']).unwrap_or(item.len());
+            let signature = &item[..end];
+            // Function signatures run over several lines: read them to the body.
+            let signature = if signature.starts_with("pub fn") || signature.starts_with("pub async fn") {
+                &item[..item.find(['{', ';']).unwrap_or(item.len())]
+            } else {
+                signature
+            };
+            let public_item = !signature.starts_with("pub mod") && !signature.starts_with("pub use");
+            if public_item && leaky.iter().any(|l| signature.contains(l)) {
+                offenders.push(format!("{rel}: {}", signature.split_whitespace().collect::<Vec<_>>().join(" ")));
+            }
+            rest = &item[4..];
+        }
+    }
+    assert!(offenders.is_empty(), "public store items that hand out SQL access: {offenders:#?}");
+}

@@ -47,7 +47,7 @@ async fn liveness_and_readiness() {
 #[tokio::test]
 async fn readiness_fails_when_the_writer_has_stopped() {
     let app = spawn_app().await;
-    app.app.store.writer.shutdown().await;
+    app.app.store.shutdown_writer().await;
     let (status, body) = app.get("/health/ready", "").await;
     assert_eq!(status, 503);
     assert_ne!(body["checks"]["writer"], "ok");

@@ -41,7 +41,7 @@ async fn restart_keeps_data_and_continues_seq() {
     let (s, _) = app.get(&format!("/api/pipeline/{}", d["id"]), &tok).await;
     assert_eq!(s, 404, "a delete stays deleted");
     assert_eq!(app.changes(), before, "the log is kept as it was");
-    assert_eq!(app.app.store.writer.head.load(std::sync::atomic::Ordering::Acquire), max_seq, "the writer knows the head");
+    assert_eq!(app.app.store.log_head().get(), max_seq, "the writer knows the head");
 
     let (s, c3) = app.post("/api/clients", &tok, &json!({"name": "Alan"})).await;
     assert_eq!(s, 201);
@@ -65,9 +65,10 @@ async fn an_old_schema_upgrades_on_start() {
     let config = test_config(dir.path());
     // A data file at schema version 1, with a row in it.
     {
-        let mut conn = rusqlite::Connection::open(&config.database.path).unwrap();
-        migrations::migrate_to(&mut conn, 1).unwrap();
-        assert_eq!(migrations::version(&conn).unwrap(), 1);
+        migrations::migrate_file_to(std::path::Path::new(&config.database.path), 1).unwrap();
+        let conn = rusqlite::Connection::open(&config.database.path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
         conn.execute_batch(
             "INSERT INTO users (id, email, role, created_at, updated_at) VALUES (1, 'ada@example.com', 'user', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
              INSERT INTO meetings (id, user_id, source, title, starts_at, ends_at, created_at, updated_at)
@@ -110,8 +111,8 @@ async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
     {
-        let mut conn = rusqlite::Connection::open(&config.database.path).unwrap();
-        migrations::migrate(&mut conn).unwrap();
+        migrations::migrate_file_to(std::path::Path::new(&config.database.path), migrations::latest_version()).unwrap();
+        let conn = rusqlite::Connection::open(&config.database.path).unwrap();
         conn.pragma_update(None, "user_version", migrations::latest_version() + 1).unwrap();
     }
     let err = match syncgate::startup::Server::build(config).await {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::types::Value as SqlValue;
 use serde_json::{json, Value};
+use syncgate::store::records::{NewRecord, RecordChange, Visibility};
 use syncgate::store::Table;
 
 use crate::helpers::{spawn_app_with, TestApp, Ws};
@@ -22,17 +22,14 @@ fn all_tables() -> Value {
 async fn write_clients(app: &TestApp, owners: &[i64], n: usize, concurrency: usize) {
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let writer = app.app.store.writer.clone();
+        let store = app.app.store.clone();
         let owners = owners.to_vec();
         tasks.push(tokio::spawn(async move {
             let mut i = t;
             while i < n {
                 let owner = owners[i % owners.len()];
                 let name = format!("client {i}");
-                writer
-                    .write(move |tx| tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(name))]))
-                    .await
-                    .expect("write acknowledged");
+                store.create_record(new_client(owner, name, None)).await.expect("write acknowledged");
                 i += concurrency;
             }
         }));
@@ -135,22 +132,25 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
         tokio::spawn(async move {
             let mut i = 0i64;
             while !stop.load(Ordering::Acquire) {
-                let w = app.app.store.writer.clone();
+                let store = app.app.store.clone();
                 let owner = if i % 3 == 0 { bob } else { ann };
-                w.write(move |tx| {
-                    let r =
-                        tx.insert(Table::Clients, &[("user_id", SqlValue::Integer(owner)), ("name", SqlValue::Text(format!("new {i}")))])?;
-                    let id = r["id"].as_i64().unwrap_or(0);
-                    if i % 2 == 0 {
-                        tx.update(Table::Clients, id - 5, &[("name", SqlValue::Text(format!("renamed {i}")))])?;
-                    }
-                    if i % 5 == 0 {
-                        tx.delete(Table::Clients, id - 7)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .unwrap();
+                let r = store.create_record(new_client(owner, format!("new {i}"), None)).await.unwrap();
+                let id = r["id"].as_i64().unwrap_or(0);
+                if i % 2 == 0 {
+                    // Rows that are gone already are simply not there to change.
+                    let _ = store
+                        .change_record(RecordChange {
+                            table: Table::Clients,
+                            id: id - 5,
+                            visible: Visibility::Everyone,
+                            columns: vec![("name", json!(format!("renamed {i}")))],
+                            client_id: None,
+                        })
+                        .await;
+                }
+                if i % 5 == 0 {
+                    let _ = store.delete_record(Table::Clients, id - 7, Visibility::Everyone).await;
+                }
                 i += 1;
             }
             i
@@ -274,23 +274,12 @@ async fn a_client_that_reads_nothing_delays_no_one_and_ends_caught_up_or_closed_
     let notes = "x".repeat(2000);
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let w = app.app.store.writer.clone();
+        let store = app.app.store.clone();
         let notes = notes.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..750 {
                 let notes = notes.clone();
-                w.write(move |tx| {
-                    tx.insert(
-                        Table::Clients,
-                        &[
-                            ("user_id", SqlValue::Integer(ann)),
-                            ("name", SqlValue::Text(format!("c{t}-{i}"))),
-                            ("notes", SqlValue::Text(notes)),
-                        ],
-                    )
-                })
-                .await
-                .unwrap();
+                store.create_record(new_client(ann, format!("c{t}-{i}"), Some(notes))).await.unwrap();
             }
         }));
     }
@@ -451,4 +440,13 @@ async fn a_quiet_socket_far_behind_the_head_is_not_taken_for_a_slow_one() {
     assert_eq!(app.app.hub.stats.closed_slow.load(Ordering::Relaxed), 0, "nobody was closed as slow");
     ws.send(None, "phoenix", "heartbeat", json!({})).await;
     assert_eq!(ws.recv_event("phx_reply").await.payload["status"], "ok", "the socket is still open");
+}
+
+/// A client row for `owner`, as the REST create would store it.
+fn new_client(owner: i64, name: String, notes: Option<String>) -> NewRecord {
+    let mut columns = vec![("name", json!(name))];
+    if let Some(n) = notes {
+        columns.push(("notes", json!(n)));
+    }
+    NewRecord { table: Table::Clients, owner, columns, client_id: None }
 }

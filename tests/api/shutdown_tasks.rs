@@ -50,7 +50,7 @@ async fn a_renewal_in_flight_at_shutdown_finishes_and_is_recorded() {
 
     // The database, read after the stop, has the same channel with what Google
     // returned, nothing half-registered, and the renewal counted.
-    let db = syncgate::store::open_connection(&config.database).unwrap();
+    let db = crate::helpers::open_db(&config);
     let row: (String, Option<String>, Option<String>) = db
         .query_row(
             "SELECT channel_id, resource_id, expiration FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
@@ -99,7 +99,7 @@ async fn an_alert_post_being_retried_does_not_hold_the_shutdown() {
     assert_eq!(r.status().as_u16(), 201);
     let (took, config, _dir) = stop_timed(app).await;
     assert!(took < Duration::from_secs(5), "the stop sat out the alert's retry waits: {took:?}");
-    let db = syncgate::store::open_connection(&config.database).unwrap();
+    let db = crate::helpers::open_db(&config);
     let n: i64 = db.query_row("SELECT COUNT(*) FROM clients WHERE name = 'kept'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1, "the acknowledged write survived");
 }
