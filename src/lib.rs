@@ -4,31 +4,59 @@
 //! allowed to see it over a Supabase-Realtime-compatible WebSocket.
 //!
 //! # Layout
-//! - [`config`]: the settings, their defaults, `config.toml` and `SYNCGATE_*` overrides.
-//! - [`duration`]: `180s` / `15m` / `24h` / `7d` durations used in config and flags.
-//! - [`error`]: the one JSON error shape every 4xx/5xx answer uses.
-//! - [`auth`]: HS256 tokens (user tokens, anon key), login links.
-//! - [`identity`]: who a token is now (user exists, active, role, not signed
-//!   out): the one check REST and realtime share, cached per user.
-//! - [`accounts`]: account changes (invite, role, disable, remove, sign out
-//!   everywhere) and what they set off: the audit log, open sockets checked
-//!   again, Google channels stopped or restarted.
-//! - [`store`]: the schema and migrations, the read pool, the single group-commit
-//!   writer and the `changes` log it keeps in the same transaction as each write.
-//! - [`api`]: REST routes for clients, meetings and pipeline.
-//! - [`realtime`]: the WebSocket protocol, sessions and the in-memory fanout hub.
-//! - [`webhooks`]: inbound Calendly deliveries and Google Calendar notifications.
-//! - [`calendly_api`]: the client for Calendly's API behind `syncgate calendly subscribe|status`.
-//! - [`google`]: Google sign-in, the calendars each user ticks, their push channels and the
-//!   per-user incremental calendar sync.
-//! - [`alerts`]: the webhook health monitor (expiring channels, revoked access, rejected or disabled Calendly hooks).
-//! - [`metrics`]: Prometheus counters and histograms, rendered at `/metrics`.
+//! One folder (or file) per part. An import only goes down this list, never
+//! back up (`tests/api/layout.rs` checks it, with the other seams below).
+//! - [`duration`], [`backoff`], [`model`]: `15m`-style durations; the one
+//!   retry wait; the closed value sets (meeting status, delivery outcome,
+//!   sync kind, role) with their text forms.
+//! - [`config`]: the settings, their defaults, `config.toml` and `SYNCGATE_*`
+//!   overrides, validation, the JWT secret file and the data folder's private files.
+//! - [`store`]: every SQL statement, behind domain operations on [`store::Store`]
+//!   (nothing outside it sees a connection): migrations, the read pool, the one
+//!   group-commit writer and the `changes` log it keeps in the same transaction
+//!   as each write; `StoreError`.
+//! - [`counters`]: the Prometheus handles the webhook and sync code count into.
+//! - [`auth`]: HS256 tokens, login links, and the identity check REST and
+//!   realtime share (user exists, active, role, not signed out), cached per user.
+//! - [`http`]: the HTTP edge the routes share: `ApiError` (the one JSON error
+//!   shape, mapped from the parts' typed errors), the identity filter, body and
+//!   query limits, replies, recover, CORS, the log throttle.
+//! - [`realtime`]: the Supabase-Realtime socket: protocol, sessions, the hub
+//!   and the fanout step.
+//! - [`calendly`]: the Calendly webhook (signature, payload, booking) and the
+//!   Calendly API client behind `syncgate calendly`.
+//! - [`google`]: Google sign-in, the calendars a user ticks, push channels and
+//!   their renewal, the incremental sync, and their routes.
+//! - [`api`]: REST for clients, meetings and pipeline, `/api/me`, login links.
 //! - [`web`]: the embedded browser UI under `static/`.
-//! - [`http_limits`]: the request-body idle timeout (408) hyper lacks.
-//! - [`backoff`]: the one retry wait (exponential, jittered, capped, `Retry-After` honoured).
-//! - [`server`]: wiring: binds the listener, runs background tasks, shuts down cleanly
-//!   (every task told to stop and awaited, the writers before the writer is drained).
-//! - [`cli`]: the `syncgate` command line (serve, user, token, login-link, ...).
+//! - [`accounts`]: account changes (invite, role, disable, remove, sign out
+//!   everywhere) and what they set off in realtime and Google.
+//! - [`ops`]: health, `/metrics`, admin health, alerts, retention, backup and
+//!   check, the running-server file.
+//! - [`startup`]: the wiring: builds each part with the handles it needs,
+//!   combines the route table, serves, shuts down in order (every task told to
+//!   stop and awaited, before the writer is drained). Only [`cli`] imports it.
+//! - [`cli`]: the `syncgate` command line.
+//!
+//! # The path of one Calendly delivery to a browser
+//! 1. `startup.rs` accepts the connection and hands the request to the route table.
+//! 2. `calendly/mod.rs` reads the body within its limit, checks it with
+//!    `calendly/signature.rs`, parses it with `calendly/payload.rs`.
+//! 3. `calendly/booking.rs` decides what the delivery means, step by step, through
+//!    `store/calendly.rs`'s `BookingStore`, inside one request of
+//!    `store/writer.rs`, which writes each row and its `changes` row together
+//!    and answers after COMMIT (then the webhook answers 200).
+//! 4. `realtime/hub.rs` takes the committed batch from the writer's feed and
+//!    appends each change to the feeds of the users allowed to see it.
+//! 5. `realtime/fanout.rs` turns what is new for one socket into frames, each
+//!    encoded once (`realtime/protocol.rs`).
+//! 6. `realtime/session.rs` writes them to the socket.
+//!
+//! A Google notification takes the same path from step 3: `google/routes.rs`
+//! checks the channel (`store/watch_channels.rs`) and queues a sync;
+//! `google/sync.rs` lists the changed events with `google/client.rs`, decides
+//! what each one means, and applies the page with `store/google_sync.rs`
+//! through the writer.
 
 pub mod accounts;
 pub mod api;

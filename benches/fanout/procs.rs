@@ -76,9 +76,11 @@ fn read_listen_line(child: &mut Child, prefix: &str) -> Result<SocketAddr, Strin
 }
 
 impl ServerProc {
-    /// `target/release/syncgate serve` in a fresh data folder, with one user.
+    /// `target/release/syncgate serve` (or the binary `FANOUT_SYNCGATE_BIN`
+    /// names, to compare two builds in one run) in a fresh data folder, with one user.
     pub fn syncgate() -> Result<ServerProc, String> {
-        let bin = env!("CARGO_BIN_EXE_syncgate");
+        let bin_override = std::env::var("FANOUT_SYNCGATE_BIN").ok();
+        let bin = bin_override.as_deref().unwrap_or(env!("CARGO_BIN_EXE_syncgate"));
         // tmpfs by default: the disk is shared with other jobs, and this bench measures fanout, not fsync.
         let base = std::env::var_os("FANOUT_DATA_DIR")
             .map(std::path::PathBuf::from)
