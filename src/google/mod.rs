@@ -17,7 +17,7 @@
 //!   quietly: catch-up on start, channel renewal before expiry, the
 //!   safety-net sync, pruning used sign-in states.
 //! - [`health`]: what admins see.
-//! - [`routes`], [`calendar_routes`]: the HTTP surface (sign-in, the push
+//! - [`mod@routes`], [`calendar_routes`]: the HTTP surface (sign-in, the push
 //!   endpoint, channel setup, `/api/me/calendars`, the admin report).
 
 pub mod calendar_routes;

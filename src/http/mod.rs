@@ -2,7 +2,7 @@
 //! request gets ([`error`]), who is calling ([`identity`]), request bodies
 //! and queries read within their limits ([`request`]), answers — JSON, the
 //! small HTML pages, the signed-in redirect ([`reply`]) —, warp's own
-//! rejections turned into the error shape ([`recover`]), the CORS origin
+//! rejections turned into the error shape ([`mod@recover`]), the CORS origin
 //! check ([`cors`]), the body idle timeout ([`limits`]) and the per-key log
 //! throttle webhook handlers share ([`log_throttle`]).
 

@@ -2,7 +2,7 @@
 //! everywhere, remove; and the audit log they write. Each runs inside one
 //! writer transaction, so the last-admin rule is checked where the write
 //! happens (two concurrent demotions cannot both pass), and every change of
-//! a user or of their synced rows goes through [`WriteTx`] and is logged
+//! a user or of their synced rows goes through `WriteTx` and is logged
 //! (a `users` change carries only the public columns).
 
 use rusqlite::types::Value as SqlValue;

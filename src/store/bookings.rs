@@ -4,11 +4,11 @@
 //! with the Google event id in `google_event_id`, whichever comes first:
 //!
 //! - **Calendly first.** The Google sync finds the Calendly meeting
-//!   ([`calendly_meeting_for_event`]) and leaves the event to it: no second
+//!   (`calendly_meeting_for_event`) and leaves the event to it: no second
 //!   meeting, now or on later edits of the event. A match made by time and
 //!   email stores the event id on the meeting, so later edits match by id.
 //! - **Google first.** The Calendly delivery finds the `google` meeting
-//!   ([`google_copy`]) and takes it over: one UPDATE turns it into the
+//!   (`google_copy`) and takes it over: one UPDATE turns it into the
 //!   Calendly meeting (source, external id, Calendly's fields), keeping its
 //!   id, its notes and its client link.
 //!

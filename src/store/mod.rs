@@ -1,5 +1,5 @@
 //! Storage: the SQLite file, its migrations, a pool of read connections and
-//! the single [`writer::Writer`]. All SQL lives under this module's children.
+//! the single `writer::Writer`. All SQL lives under this module's children.
 
 pub mod accounts;
 pub mod alerts;

@@ -4,7 +4,7 @@
 //! rolls back alone. A caller hears back only after COMMIT; then the batch's
 //! changes are published, in seq order, on the feed the realtime hub reads.
 //!
-//! A request is a closure over [`WriteTx`]; row writes go through
+//! A request is a closure over `WriteTx`; row writes go through
 //! `insert` / `update` / `delete`, which write the row and its `changes` row
 //! together, so nothing can change a synced row without logging it.
 
