@@ -43,6 +43,13 @@ macro_rules! text_enum {
                 s.serialize_str(self.as_str())
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("unknown {} \"{text}\"", stringify!($name))))
+            }
+        }
     };
 }
 
@@ -52,6 +59,19 @@ text_enum! {
         Scheduled = "scheduled",
         Canceled = "canceled",
         NoShow = "no_show",
+    }
+}
+
+text_enum! {
+    /// Where one Calendly invitee stands: its `calendly_invitees.state` and its
+    /// entry's `status` in the meeting's invitee list (`expected` only as a
+    /// link: an invitee a reschedule announced, not yet delivered).
+    InviteeState {
+        Active = "active",
+        Canceled = "canceled",
+        Rescheduled = "rescheduled",
+        NoShow = "no_show",
+        Expected = "expected",
     }
 }
 
@@ -128,6 +148,10 @@ mod tests {
         for k in SyncKind::ALL {
             assert_eq!(SyncKind::parse(&k.to_string()), Some(*k));
         }
+        for i in InviteeState::ALL {
+            assert_eq!(serde_json::from_value::<InviteeState>(serde_json::json!(i.as_str())).unwrap(), *i);
+        }
+        assert!(serde_json::from_value::<InviteeState>(serde_json::json!("gone")).is_err());
         assert_eq!(MeetingStatus::parse("cancelled"), None);
     }
 }

@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::payload::{Delivery, Invitee, Kind, ScheduledEvent};
-use crate::model::{DeliveryOutcome, MeetingStatus};
+use crate::model::{DeliveryOutcome, InviteeState, MeetingStatus};
 use crate::store::calendly::{BookedMeeting, BookingStore, DeliveryRow, InviteeLink};
 use crate::store::{Store, StoreError, StoreResult};
 
@@ -185,7 +185,7 @@ pub struct Entry {
     pub email: Option<String>,
     /// active | no_show | canceled | rescheduled
     #[serde(default = "active")]
-    pub status: String,
+    pub status: InviteeState,
     #[serde(default)]
     pub client_id: Option<i64>,
     #[serde(default)]
@@ -194,13 +194,13 @@ pub struct Entry {
     pub canceled_by: Option<String>,
 }
 
-fn active() -> String {
-    "active".into()
+fn active() -> InviteeState {
+    InviteeState::Active
 }
 
 impl Entry {
     fn is_live(&self) -> bool {
-        self.status == "active" || self.status == "no_show"
+        matches!(self.status, InviteeState::Active | InviteeState::NoShow)
     }
 }
 
@@ -213,7 +213,7 @@ fn derive(entries: &[Entry], expected: i64, event_canceled: bool) -> MeetingStat
     if live.is_empty() && expected == 0 {
         return if entries.is_empty() { MeetingStatus::Scheduled } else { MeetingStatus::Canceled };
     }
-    if expected == 0 && live.iter().all(|e| e.status == "no_show") {
+    if expected == 0 && live.iter().all(|e| e.status == InviteeState::NoShow) {
         return MeetingStatus::NoShow;
     }
     MeetingStatus::Scheduled
@@ -418,8 +418,16 @@ impl Booking<'_> {
     }
 
     /// Link an invitee to a meeting in a state.
-    fn link(&mut self, uri: &str, user_id: i64, meeting_id: i64, state: &str, old: Option<&str>, new: Option<&str>) -> StoreResult<()> {
-        self.book.link_invitee(uri, &InviteeLink { user_id, meeting_id, state: state.into() }, old, new)
+    fn link(
+        &mut self,
+        uri: &str,
+        user_id: i64,
+        meeting_id: i64,
+        state: InviteeState,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> StoreResult<()> {
+        self.book.link_invitee(uri, &InviteeLink { user_id, meeting_id, state }, old, new)
     }
 
     /// Upsert the client by the invitee's email (per adviser); an existing
@@ -510,15 +518,15 @@ impl Booking<'_> {
         draft.take_event(se);
 
         // Terminal invitee states stay; an expected invitee has now arrived.
-        let state = match own.as_ref().filter(|l| l.user_id == self.user).map(|l| l.state.as_str()) {
-            Some(s @ ("canceled" | "rescheduled" | "no_show")) => s.to_string(),
-            _ => "active".to_string(),
+        let state = match own.as_ref().filter(|l| l.user_id == self.user).map(|l| l.state) {
+            Some(s @ (InviteeState::Canceled | InviteeState::Rescheduled | InviteeState::NoShow)) => s,
+            _ => InviteeState::Active,
         };
         let fresh = Entry {
             uri: inv.uri.clone(),
             name: inv.name.clone(),
             email: inv.email.clone(),
-            status: state.clone(),
+            status: state,
             client_id: client,
             cancel_reason: None,
             canceled_by: None,
@@ -527,16 +535,16 @@ impl Booking<'_> {
             e.name = fresh.name;
             e.email = fresh.email;
             e.client_id = fresh.client_id.or(e.client_id);
-            e.status = state.clone();
+            e.status = state;
         } else if let Some(e) = inv.old_invitee.as_deref().and_then(|o| draft.entry_mut(o)) {
             *e = fresh;
         } else {
             draft.entries.push(fresh);
         }
         if let Some(e) = inv.old_invitee.as_deref().and_then(|o| draft.entry_mut(o)) {
-            e.status = "rescheduled".into();
+            e.status = InviteeState::Rescheduled;
         }
-        if state == "active" {
+        if state == InviteeState::Active {
             draft.cancel_url = inv.cancel_url.clone();
             draft.reschedule_url = inv.reschedule_url.clone();
         }
@@ -546,24 +554,24 @@ impl Booking<'_> {
         let expected = match draft.id {
             Some(id) => {
                 let n = self.book.expected_invitees(id)?;
-                n - i64::from(own.as_ref().is_some_and(|l| l.meeting_id == id && l.state == "expected"))
+                n - i64::from(own.as_ref().is_some_and(|l| l.meeting_id == id && l.state == InviteeState::Expected))
             }
             None => 0,
         };
         let status = derive(&draft.entries, expected, se.is_canceled());
         draft.set_status(status, None);
         let id = self.save(draft)?;
-        self.link(&inv.uri, self.user, id, &state, inv.old_invitee.as_deref(), None)?;
+        self.link(&inv.uri, self.user, id, state, inv.old_invitee.as_deref(), None)?;
 
         if let Some(o) = inv.old_invitee.as_deref() {
             match old {
                 Some(ol) if ol.meeting_id != id => {
-                    self.link(o, ol.user_id, ol.meeting_id, "rescheduled", None, Some(&inv.uri))?;
+                    self.link(o, ol.user_id, ol.meeting_id, InviteeState::Rescheduled, None, Some(&inv.uri))?;
                     self.left_behind(ol.meeting_id, o)?;
                 }
                 // Unknown predecessor: remember it, so its late cancel finds this meeting.
-                Some(ol) => self.link(o, ol.user_id, id, "rescheduled", None, Some(&inv.uri))?,
-                None => self.link(o, self.user, id, "rescheduled", None, Some(&inv.uri))?,
+                Some(ol) => self.link(o, ol.user_id, id, InviteeState::Rescheduled, None, Some(&inv.uri))?,
+                None => self.link(o, self.user, id, InviteeState::Rescheduled, None, Some(&inv.uri))?,
             }
         }
         Ok(Some(id))
@@ -574,7 +582,7 @@ impl Booking<'_> {
     fn left_behind(&mut self, meeting: i64, old_uri: &str) -> StoreResult<()> {
         let Some(mut m) = Draft::load(&*self.book, meeting)? else { return Ok(()) };
         if let Some(e) = m.entry_mut(old_uri) {
-            e.status = "rescheduled".into();
+            e.status = InviteeState::Rescheduled;
         }
         let expected = self.book.expected_invitees(meeting)?;
         let status = derive(&m.entries, expected, false);
@@ -625,21 +633,25 @@ impl Booking<'_> {
                 uri: inv.uri.clone(),
                 name: inv.name.clone(),
                 email: inv.email.clone(),
-                status: "active".into(),
+                status: InviteeState::Active,
                 client_id: client,
                 cancel_reason: None,
                 canceled_by: None,
             });
         }
-        let state = if rescheduled || own.as_ref().is_some_and(|l| l.state == "rescheduled") { "rescheduled" } else { "canceled" };
+        let state = if rescheduled || own.as_ref().is_some_and(|l| l.state == InviteeState::Rescheduled) {
+            InviteeState::Rescheduled
+        } else {
+            InviteeState::Canceled
+        };
         let (reason, by) = match &inv.cancellation {
             Some(c) => (c.reason.clone(), c.canceled_by.clone()),
             None => (None, None),
         };
         if let Some(e) = draft.entry_mut(&inv.uri) {
-            if e.status != "rescheduled" {
-                e.status = state.into();
-                if state == "canceled" {
+            if e.status != InviteeState::Rescheduled {
+                e.status = state;
+                if state == InviteeState::Canceled {
                     e.cancel_reason = reason.clone();
                     e.canceled_by = by.clone();
                 }
@@ -668,7 +680,7 @@ impl Booking<'_> {
         let id = self.save(draft)?;
         self.link(&inv.uri, self.user, id, state, inv.old_invitee.as_deref(), inv.new_invitee.as_deref())?;
         if let Some(n) = announce {
-            self.link(n, self.user, id, "expected", Some(&inv.uri), None)?;
+            self.link(n, self.user, id, InviteeState::Expected, Some(&inv.uri), None)?;
         }
         Ok(Some(id))
     }
@@ -706,20 +718,20 @@ impl Booking<'_> {
                 uri: inv.uri.clone(),
                 name: inv.name.clone(),
                 email: inv.email.clone(),
-                status: "active".into(),
+                status: InviteeState::Active,
                 client_id: draft.client_id,
                 cancel_reason: None,
                 canceled_by: None,
             });
         }
-        let mut state = own.as_ref().map(|l| l.state.clone()).unwrap_or_else(|| "active".into());
+        let mut state = own.as_ref().map(|l| l.state).unwrap_or(InviteeState::Active);
         if let Some(e) = draft.entry_mut(&inv.uri) {
-            match (on, e.status.as_str()) {
-                (true, "active") => e.status = "no_show".into(),
-                (false, "no_show") => e.status = "active".into(),
+            match (on, e.status) {
+                (true, InviteeState::Active) => e.status = InviteeState::NoShow,
+                (false, InviteeState::NoShow) => e.status = InviteeState::Active,
                 _ => {}
             }
-            state = e.status.clone();
+            state = e.status;
         }
         // A canceled meeting stays canceled; otherwise its invitees decide.
         if draft.status != MeetingStatus::Canceled {
@@ -728,7 +740,7 @@ impl Booking<'_> {
             draft.set_status(status, None);
         }
         let id = self.save(draft)?;
-        self.link(&inv.uri, self.user, id, &state, None, None)?;
+        self.link(&inv.uri, self.user, id, state, None, None)?;
         Ok(Some(id))
     }
 }
@@ -739,7 +751,8 @@ mod tests {
     use MeetingStatus::{Canceled, NoShow, Scheduled};
 
     fn e(uri: &str, status: &str) -> Entry {
-        Entry { uri: uri.into(), name: None, email: None, status: status.into(), client_id: None, cancel_reason: None, canceled_by: None }
+        let status = InviteeState::parse(status).expect("a known invitee state");
+        Entry { uri: uri.into(), name: None, email: None, status, client_id: None, cancel_reason: None, canceled_by: None }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::error::{StoreError, StoreResult};
 use super::tables::Table;
 use super::writer::WriteTx;
 use super::{rejections, timefmt, users, Store};
-use crate::model::{DeliveryOutcome, MeetingStatus};
+use crate::model::{DeliveryOutcome, InviteeState, MeetingStatus};
 
 /// One row of the delivery log.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct InviteeLink {
     pub meeting_id: i64,
     /// active | no_show | canceled | rescheduled | expected (announced by a
     /// reschedule, not delivered yet).
-    pub state: String,
+    pub state: InviteeState,
 }
 
 /// The columns of a meeting a Calendly booking owns (source `calendly`).
@@ -176,12 +176,16 @@ impl BookingStore for SqliteBooking<'_, '_> {
     }
 
     fn invitee(&self, uri: &str) -> StoreResult<Option<InviteeLink>> {
-        Ok(self
+        let row = self
             .tx
             .conn()
             .prepare_cached("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1")?
-            .query_row([uri], |r| Ok(InviteeLink { user_id: r.get(0)?, meeting_id: r.get(1)?, state: r.get(2)? }))
-            .optional()?)
+            .query_row([uri], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .optional()?;
+        let Some((user_id, meeting_id, state)) = row else { return Ok(None) };
+        let state =
+            InviteeState::parse(&state).ok_or_else(|| StoreError::internal(format!("invitee {uri} has an unknown state {state}")))?;
+        Ok(Some(InviteeLink { user_id, meeting_id, state }))
     }
 
     fn link_invitee(&mut self, uri: &str, link: &InviteeLink, old: Option<&str>, new: Option<&str>) -> StoreResult<()> {
@@ -194,7 +198,7 @@ impl BookingStore for SqliteBooking<'_, '_> {
                     state = excluded.state, old_invitee = COALESCE(excluded.old_invitee, old_invitee),
                     new_invitee = COALESCE(excluded.new_invitee, new_invitee), updated_at = excluded.updated_at",
             )?
-            .execute(rusqlite::params![uri, link.user_id, link.meeting_id, link.state, old, new, self.tx.now()])?;
+            .execute(rusqlite::params![uri, link.user_id, link.meeting_id, link.state.as_str(), old, new, self.tx.now()])?;
         Ok(())
     }
 
