@@ -93,6 +93,22 @@ async fn an_old_database_upgrades() {
     assert_eq!(rest.applied, MIGRATIONS[5..].iter().map(|m| m.name).collect::<Vec<_>>());
 }
 
+/// A migration that fails leaves nothing of itself, is not recorded, and the
+/// error carries the server's own sentence.
+#[tokio::test]
+async fn a_failing_migration_rolls_back_and_says_why() {
+    let Some(db) = PgDatabase::create("a_failing_migration_rolls_back_and_says_why").await else { return };
+    let client = db.connect().await;
+    client.batch_execute("CREATE TABLE changes (seq bigint)").await.unwrap();
+    let url = PgUrl::parse(&db.url).unwrap();
+    let e = pg_migrations::migrate(&url).await.unwrap_err();
+    assert!(matches!(e, PgMigrationError::Failed { name: "0001_foundation", .. }), "{e}");
+    assert!(e.to_string().contains(r#"relation "changes" already exists"#), "{e}");
+    assert!(recorded_versions(&client).await.is_empty());
+    let users: Option<String> = client.query_one("SELECT to_regclass('users')::text", &[]).await.unwrap().get(0);
+    assert_eq!(users, None, "0001 rolled back whole");
+}
+
 /// Nodes starting together: each migration is applied by exactly one runner
 /// (the others wait on the lock, then find it done).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,4 +230,5 @@ async fn a_refused_connection_never_shows_the_password() {
     assert!(matches!(e, PgMigrationError::Connect { .. }), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("postgres://syncgate:***@127.0.0.1:1/syncgate"), "{shown}");
+    assert!(e.to_string().contains("refused"), "the sentence says why: {e}");
 }

@@ -159,18 +159,28 @@ pub struct IncompatibleDatabase {
 /// URL in every sentence is the redacted one.
 #[derive(Debug, thiserror::Error)]
 pub enum PgMigrationError {
-    #[error("cannot connect to the database {url}: {source}")]
+    #[error("cannot connect to the database {url}: {}", why(.source))]
     Connect { url: String, source: tokio_postgres::Error },
-    #[error("cannot take the migration lock on the database {url}: {source}")]
+    #[error("cannot take the migration lock on the database {url}: {}", why(.source))]
     Lock { url: String, source: tokio_postgres::Error },
-    #[error("cannot read the schema version of the database {url}: {source}")]
+    #[error("cannot read the schema version of the database {url}: {}", why(.source))]
     Version { url: String, source: tokio_postgres::Error },
     #[error("the database {url} records migration {version} as needing syncgate {text:?}, which is not a version number")]
     BadMinimum { url: String, version: i32, text: String },
     #[error(transparent)]
     Incompatible(#[from] IncompatibleDatabase),
-    #[error("migration {name} failed on the database {url}: {source}")]
+    #[error("migration {name} failed on the database {url}: {}", why(.source))]
     Failed { name: &'static str, url: String, source: tokio_postgres::Error },
+}
+
+/// What went wrong, in full: tokio-postgres's own `Display` says only "db
+/// error" for an error the server reported, and keeps the server's sentence
+/// (which never holds a password) in the error's source.
+fn why(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// What one run of [`migrate`] did.
@@ -274,7 +284,7 @@ async fn connect(url: &PgUrl) -> Result<Client, PgMigrationError> {
         url.config().connect(NoTls).await.map_err(|source| PgMigrationError::Connect { url: shown.clone(), source })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(database = %shown, error = %e, "PostgreSQL migration connection ended with an error");
+            tracing::warn!(database = %shown, error = %why(&e), "PostgreSQL migration connection ended with an error");
         }
     });
     Ok(client)
