@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh machine: installs what it needs
-# (npm packages; Chromium for the browser tests), then runs the Rust unit and
-# integration tests and the JavaScript tests (the real @supabase/realtime-js
-# client and a headless Chromium) against the real binary.
+# (npm packages; Chromium for the browser tests; PostgreSQL for the tests of
+# the PostgreSQL engine, which run on a throwaway cluster of their own), then
+# runs the Rust unit and integration tests and the JavaScript tests (the real
+# @supabase/realtime-js client and a headless Chromium) against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-off build gains nothing from incremental caches; they only take disk.
@@ -15,8 +16,17 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --locked --bins
 
+echo "== throwaway PostgreSQL"
+# shellcheck source=scripts/throwaway-postgres.sh
+source scripts/throwaway-postgres.sh
+trap stop_throwaway_postgres EXIT
+# An interrupted run still stops the cluster (bash runs the EXIT trap on exit).
+trap 'exit 130' INT TERM
+start_throwaway_postgres
+
 echo "== cargo test"
 cargo test --locked -- --test-threads=2
+stop_throwaway_postgres
 
 if [ -d static/tests ] || grep -q chromium tests/js/package.json 2>/dev/null; then
   if ! command -v chromium >/dev/null 2>&1; then

@@ -14,7 +14,8 @@
 //! - [`store`]: every SQL statement, behind domain operations on [`store::Store`]
 //!   (nothing outside it sees a connection): migrations, the read pool, the one
 //!   group-commit writer and the `changes` log it keeps in the same transaction
-//!   as each write; `StoreError`.
+//!   as each write; `StoreError`. `store/pg/` is the PostgreSQL engine as far
+//!   as it goes: its numbered migrations (one per SQLite migration) and runner.
 //! - [`counters`]: the Prometheus handles the webhook and sync code count into.
 //! - [`auth`]: HS256 tokens, login links, and the identity check REST and
 //!   realtime share (user exists, active, role, not signed out), cached per user.

@@ -1,5 +1,6 @@
 //! Storage: the SQLite file, its migrations, a pool of read connections and
-//! the single `writer::Writer`. All SQL lives under this module's children.
+//! the single `writer::Writer`. All SQL lives under this module's children;
+//! [`pg`] holds what exists of the PostgreSQL engine so far (its migrations).
 
 pub mod accounts;
 pub mod alerts;
@@ -16,6 +17,7 @@ pub mod google_sync;
 pub mod health;
 pub mod login_links;
 pub mod migrations;
+pub mod pg;
 pub mod records;
 pub mod rejections;
 pub mod retention;

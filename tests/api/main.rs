@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, one module per feature. Every test
-//! starts the real server on 127.0.0.1:0 with a fresh SQLite file.
+//! starts the real server on 127.0.0.1:0 with a fresh SQLite file; the
+//! PostgreSQL tests (`pg_schema`) each make a database of their own.
 
 mod accounts;
 mod accounts_cli;
@@ -31,7 +32,10 @@ mod layout;
 mod logs;
 mod metrics;
 mod ops;
+mod pg_database;
+mod pg_schema;
 mod realtime;
 mod restart;
 mod resume;
+mod schema_shape;
 mod shutdown_tasks;
