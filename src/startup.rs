@@ -53,8 +53,6 @@ pub struct AppInner {
     pub alerts: Arc<crate::ops::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
-    /// The identity check REST and realtime share, with its per-user cache.
-    pub identities: Arc<crate::auth::identity::Identities>,
     /// The tokens and the identity check, as routes use them.
     pub auth: crate::http::Authenticator,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
@@ -185,7 +183,6 @@ impl Server {
             shutdown: shutdown_rx,
             tasks: tasks.clone(),
             started: Instant::now(),
-            identities,
             log_throttle: Default::default(),
         }));
         let routes = routes(app.clone())?;
@@ -402,8 +399,7 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         metrics: app.metrics.clone(),
         config: Arc::new(app.config.calendly.clone()),
         log_throttle: app.log_throttle.clone(),
-        tokens: app.tokens.clone(),
-        identities: app.identities.clone(),
+        auth: app.auth.clone(),
     };
     let all = crate::api::routes(rest(&app))
         .or(crate::accounts::routes::routes(accounts(&app)))

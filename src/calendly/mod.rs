@@ -31,14 +31,12 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::auth::identity::{Identities, Identity};
-use crate::auth::Tokens;
 use crate::config::CalendlyConfig;
 use crate::counters::Metrics;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::log_throttle::LogThrottle;
 use crate::http::PeerAddr;
-use crate::http::{bearer, json_response, respond};
+use crate::http::{authenticate, json_response, respond, Authenticator};
 use crate::model::DeliveryOutcome;
 use crate::store::calendly::DeliveryRow;
 use crate::store::{Store, StoreError};
@@ -57,8 +55,7 @@ pub struct CalendlyState {
     /// The server's one throttle for refused-delivery log lines.
     pub log_throttle: Arc<LogThrottle>,
     /// The identity check of the admin route.
-    pub tokens: Tokens,
-    pub identities: Arc<Identities>,
+    pub auth: Authenticator,
 }
 
 /// Per-server state: the parts, the signing keys in use and the refusal counts.
@@ -302,7 +299,7 @@ async fn public_status(w: Arc<Webhook>) -> ApiResult<Response> {
 /// `GET /api/admin/health/calendly`: the store's Calendly health for admins,
 /// with how many keys the configuration holds. Never a key or a payload.
 async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Response> {
-    let who = authenticate(&w.state, auth).await?;
+    let who = authenticate(&w.state.auth, auth).await?;
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see webhook details".into()));
     }
@@ -315,15 +312,4 @@ async fn admin_status(w: Arc<Webhook>, auth: Option<String>) -> ApiResult<Respon
     };
     v["configured_signing_keys"] = json!(configured_keys(&w.state.config).count());
     Ok(json_response(StatusCode::OK, &v))
-}
-
-/// `Authorization: Bearer <jwt>` → the caller, or 401: the REST identity
-/// check (`api::authenticate`) on this part's own handles.
-async fn authenticate(state: &CalendlyState, header: Option<String>) -> ApiResult<Identity> {
-    let token = bearer(header.as_deref())?;
-    let claims = state.tokens.verify(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    if claims.is_anon() {
-        return Err(ApiError::Unauthorized("the anon key cannot call the REST API; sign in as a user".into()));
-    }
-    Ok(state.identities.check(&claims).await?.identity)
 }

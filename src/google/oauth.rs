@@ -175,15 +175,6 @@ pub fn may_sign_up(auth: &SignUpPolicy, email: &str) -> bool {
     }
 }
 
-/// Google's `error` parameter as it goes into a message: at most 60 characters.
-fn clip(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_string()
-    }
-}
-
 /// The value of our state cookie in a `Cookie` header.
 pub fn cookie_nonce(header: Option<&str>) -> Option<String> {
     header?.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == STATE_COOKIE).map(|(_, v)| v.trim().to_string())
@@ -227,7 +218,8 @@ impl GoogleSync {
     /// background.
     pub async fn finish_sign_in(self: &Arc<Self>, q: Callback, cookie: Option<String>) -> Result<User, SignInError> {
         if let Some(err) = q.error.as_deref() {
-            let err = clip(err);
+            // Google's `error` parameter, as it goes into a message.
+            let err = crate::http::clip(err);
             return Err(if err == "access_denied" { SignInError::Cancelled } else { SignInError::Failed(err) });
         }
         let (Some(code), Some(state)) = (q.code.filter(|c| !c.is_empty() && c.len() <= 2048), q.state) else {

@@ -26,9 +26,9 @@ use super::GoogleSync;
 use crate::auth::identity::Identity;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::log_throttle::LogThrottle;
-use crate::http::reply::redirect_with_token;
+use crate::http::reply::{html_escape, html_page, redirect_with_token};
 use crate::http::Authenticator;
-use crate::http::{auth_header, body, json_response, respond};
+use crate::http::{auth_header, body, json_response, respond, with_state};
 use crate::model::DeliveryOutcome;
 use crate::store::timefmt;
 
@@ -51,10 +51,6 @@ impl GoogleRoutesState {
     pub(crate) async fn caller(&self, auth: Option<String>) -> ApiResult<Identity> {
         crate::http::authenticate(&self.auth, auth).await
     }
-}
-
-fn with_state(state: GoogleRoutesState) -> impl Filter<Extract = (GoogleRoutesState,), Error = Infallible> + Clone {
-    warp::any().map(move || state.clone())
 }
 
 fn not_configured() -> ApiError {
@@ -229,7 +225,11 @@ async fn callback(app: GoogleRoutesState, q: Query, headers: HeaderMap) -> Respo
                 if let ApiError::Internal(cause) = &e {
                     tracing::error!(error = %cause, "internal error");
                 }
-                html_page(e.status(), "Sign-in with Google did not work", &e.public_message())
+                html_page(
+                    e.status(),
+                    "Sign-in with Google did not work",
+                    &format!("<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>", html_escape(&e.public_message())),
+                )
             } else {
                 e.into_response()
             }
@@ -238,24 +238,6 @@ async fn callback(app: GoogleRoutesState, q: Query, headers: HeaderMap) -> Respo
     if let Ok(c) = HeaderValue::from_str(&app.google.clear_state_cookie()) {
         res.headers_mut().append(header::SET_COOKIE, c);
     }
-    res
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-fn html_page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to syncgate</a></p></body></html>",
-        t = html_escape(title),
-        m = html_escape(message)
-    );
-    let mut res = Response::new(body.into());
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 

@@ -108,9 +108,6 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-// TRANSITIONAL (seams issue): handlers outside this branch's scope (Calendly,
-// Google) still run SQL and `?` its errors into ApiError; delete both impls
-// once their SQL has moved under store/.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A value the client sent, cut to 60 characters, for quoting in an error message.
