@@ -241,3 +241,9 @@ CREATE TABLE calendly_rejections (
 CREATE INDEX calendly_rejections_last ON calendly_rejections (last_at);
 
 CREATE INDEX changes_user_seq ON changes (user_id, seq);
+
+-- The change log's head: the writer numbers each batch's changes from it.
+CREATE TABLE seq_head (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);

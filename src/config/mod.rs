@@ -85,6 +85,13 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
+    /// PostgreSQL instead of SQLite: `postgres://user:pass@host:5432/db`
+    /// (`?sslmode=disable|prefer|require|verify-full`, `sslrootcert=`, or a
+    /// Unix-socket `host=/run/postgresql`). Empty: the SQLite file at `path`.
+    #[serde(serialize_with = "expose")]
+    pub url: SecretString,
+    /// How long connecting to PostgreSQL, or waiting for a pooled connection, may take.
+    pub connect_timeout: Dur,
     pub path: String,
     /// SQLite `synchronous`: off | normal | full | extra.
     pub synchronous: String,
@@ -95,7 +102,14 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: "data/syncgate.db".into(), synchronous: "full".into(), read_pool_size: 8, max_batch: 256 }
+        DatabaseConfig {
+            url: SecretString::default(),
+            connect_timeout: Dur::secs(5),
+            path: "data/syncgate.db".into(),
+            synchronous: "full".into(),
+            read_pool_size: 8,
+            max_batch: 256,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::sql::args;
 use super::error::{StoreError, StoreResult};
 use super::login_links::{self, NewLoginLink};
 use super::tables::Table;
@@ -33,7 +34,7 @@ impl Actor {
     }
 }
 
-fn user_row(tx: &WriteTx<'_>, id: i64) -> StoreResult<Value> {
+fn user_row(tx: &WriteTx<'_, '_>, id: i64) -> StoreResult<Value> {
     tx.get(Table::Users, id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))
 }
 
@@ -68,7 +69,7 @@ fn is_active_admin(row: &Value) -> bool {
     field(row, "role") == Role::Admin.as_str() && field(row, "status") == AccountStatus::Active.as_str()
 }
 
-fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
+fn audit(tx: &WriteTx<'_, '_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
     tx.conn()
         .prepare_cached(
             "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -86,7 +87,7 @@ fn audit(tx: &WriteTx<'_>, actor: &Actor, action: &str, target: &Value, detail: 
 }
 
 /// Create a user (active); returns the public row.
-fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, role: Role) -> StoreResult<Value> {
+fn invite(tx: &mut WriteTx<'_, '_>, actor: &Actor, email: &str, name: Option<&str>, role: Role) -> StoreResult<Value> {
     let email = email.trim();
     if !users::valid_email(email) {
         return Err(StoreError::Invalid(format!("\"{email}\" is not an email address")));
@@ -108,7 +109,7 @@ fn invite(tx: &mut WriteTx<'_>, actor: &Actor, email: &str, name: Option<&str>, 
 }
 
 /// `admin` or `user`. Demoting the last active admin is refused.
-fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: Role) -> StoreResult<Value> {
+fn set_role(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64, role: Role) -> StoreResult<Value> {
     let row = user_row(tx, id)?;
     let before = field(&row, "role").to_string();
     if before == role.as_str() {
@@ -125,7 +126,7 @@ fn set_role(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, role: Role) -> StoreRe
 }
 
 /// `active` or `disabled`. Disabling the last active admin is refused.
-fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: AccountStatus) -> StoreResult<Value> {
+fn set_status(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64, status: AccountStatus) -> StoreResult<Value> {
     let row = user_row(tx, id)?;
     if field(&row, "status") == status.as_str() {
         return Ok(row);
@@ -145,7 +146,7 @@ fn set_status(tx: &mut WriteTx<'_>, actor: &Actor, id: i64, status: AccountStatu
 }
 
 /// Sign out everywhere: every token issued until now is refused.
-fn sign_out(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Value> {
+fn sign_out(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64) -> StoreResult<Value> {
     user_row(tx, id)?;
     let now = tx.now().to_string();
     let after = tx
@@ -168,7 +169,7 @@ pub struct Removed {
 /// others that pointed at their clients lose the link, logged too), their
 /// sign-in links, channels and sync state. Their Calendly signing keys stay
 /// (other hosts' deliveries may be signed with them), unassigned.
-fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> {
+fn remove(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64) -> StoreResult<Removed> {
     let row = user_row(tx, id)?;
     if is_active_admin(&row) {
         ensure_another_admin(tx.conn(), id, "removed")?;
@@ -178,7 +179,7 @@ fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> 
     if field(&row, "status") == AccountStatus::Active.as_str() {
         tx.update(Table::Users, id, &[("status", SqlValue::Text(AccountStatus::Disabled.as_str().into()))])?;
     }
-    let ids_where = |tx: &WriteTx<'_>, sql: &str| -> StoreResult<Vec<i64>> {
+    let ids_where = |tx: &WriteTx<'_, '_>, sql: &str| -> StoreResult<Vec<i64>> {
         let mut stmt = tx.conn().prepare(sql)?;
         let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
         Ok(ids)
@@ -204,8 +205,8 @@ fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> 
         }
     }
     let conn = tx.conn();
-    conn.execute("UPDATE calendly_signing_keys SET user_id = NULL WHERE user_id = ?1", [id])?;
-    conn.execute("UPDATE calendly_webhook_events SET user_id = NULL, meeting_id = NULL WHERE user_id = ?1", [id])?;
+    conn.execute("UPDATE calendly_signing_keys SET user_id = NULL WHERE user_id = ?1", args![id])?;
+    conn.execute("UPDATE calendly_webhook_events SET user_id = NULL, meeting_id = NULL WHERE user_id = ?1", args![id])?;
     // Every other table that refers to users (sign-in links, channels, sync
     // state, and whatever later migrations add) loses this user's rows.
     let refs: Vec<(String, String)> = {
@@ -220,7 +221,7 @@ fn remove(tx: &mut WriteTx<'_>, actor: &Actor, id: i64) -> StoreResult<Removed> 
         if Table::parse(&table).is_some() {
             continue;
         }
-        conn.execute(&format!("DELETE FROM \"{table}\" WHERE \"{column}\" = ?1"), [id])?;
+        conn.execute(&format!("DELETE FROM \"{table}\" WHERE \"{column}\" = ?1"), args![id])?;
     }
     tx.delete(Table::Users, id)?;
     audit(tx, actor, "remove", &row, json!({"rows_deleted": deleted}))?;
@@ -269,7 +270,7 @@ pub struct AccountChange {
     pub user: User,
 }
 
-fn public_user(tx: &WriteTx<'_>, id: i64) -> StoreResult<User> {
+fn public_user(tx: &WriteTx<'_, '_>, id: i64) -> StoreResult<User> {
     users::get(tx.conn(), id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))
 }
 

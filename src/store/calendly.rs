@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::sql::args;
 use super::error::{StoreError, StoreResult};
 use super::tables::Table;
 use super::writer::WriteTx;
@@ -146,15 +147,15 @@ pub trait BookingStore {
 }
 
 /// [`BookingStore`] on SQLite, inside the writer's transaction.
-struct SqliteBooking<'a, 'c> {
-    tx: &'a mut WriteTx<'c>,
+struct SqliteBooking<'a, 'b, 'c> {
+    tx: &'a mut WriteTx<'b, 'c>,
 }
 
 fn id_of(row: &Value, what: &str) -> StoreResult<i64> {
     row.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal(format!("{what} row without id")))
 }
 
-impl BookingStore for SqliteBooking<'_, '_> {
+impl BookingStore for SqliteBooking<'_, '_, '_> {
     fn record_delivery(&mut self, row: DeliveryRow) -> StoreResult<Option<i64>> {
         Ok(insert_delivery(self.tx.conn(), self.tx.now(), &row)?)
     }
@@ -162,7 +163,7 @@ impl BookingStore for SqliteBooking<'_, '_> {
     fn settle_delivery(&mut self, delivery: i64, meeting: Option<i64>, summary: &str) -> StoreResult<()> {
         self.tx.conn().execute(
             "UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3",
-            rusqlite::params![meeting, summary, delivery],
+            args![meeting, summary, delivery],
         )?;
         Ok(())
     }
@@ -465,7 +466,7 @@ impl Store {
     }
 
     pub async fn calendly_health(&self) -> StoreResult<CalendlyHealth> {
-        self.read(health).await
+        self.read(|c| health(c)).await
     }
 
     /// Store a new signing key, with the syncgate user it belongs to. Refused
@@ -499,7 +500,7 @@ impl Store {
                 }
                 conn.execute(
                     "INSERT INTO calendly_signing_keys (signing_key, user_id, callback_url, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    rusqlite::params![key.signing_key, user_id, key.callback_url, key.scope, tx.now()],
+                    args![key.signing_key, user_id, key.callback_url, key.scope, tx.now()],
                 )?;
                 Ok(StoredSigningKey { id: conn.last_insert_rowid(), user_id })
             })
@@ -519,7 +520,7 @@ impl Store {
                 let conn = tx.conn();
                 conn.execute(
                     "UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2",
-                    rusqlite::params![subscription_uri, key.id],
+                    args![subscription_uri, key.id],
                 )?;
                 if let Some(id) = key.user_id {
                     set_calendly_user_uri(conn, tx.now(), id, &calendly_user_uri)?;
@@ -541,7 +542,7 @@ impl Store {
 
     /// Calendly never got the key: an unused key must not linger as accepted.
     pub async fn drop_calendly_signing_key(&self, key: StoredSigningKey) -> StoreResult<()> {
-        self.writer.write(move |tx| Ok(tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", [key.id]).map(|_| ())?)).await
+        self.writer.write(move |tx| Ok(tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", args![key.id]).map(|_| ())?)).await
     }
 }
 

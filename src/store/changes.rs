@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
 use serde_json::Value;
 
 use super::error::StoreResult;
+use super::sql::{args, Conn, Row};
 use super::tables::Table;
 use super::Store;
 
@@ -55,51 +55,53 @@ pub struct Change {
 pub type ChangeBatch = Arc<Vec<Arc<Change>>>;
 
 /// Read logged changes with `seq > after`, oldest first, at most `limit`.
-pub(super) fn read_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn read_after(conn: &Conn<'_>, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
+    conn.query_map(
         "SELECT seq, table_name, op, row_id, user_id, record, old_record, committed_at
          FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![after, limit as i64], change_from_row)?;
-    rows.collect()
+        args![after, limit],
+        change_from_row,
+    )
 }
 
 /// The same, only `user_id`'s changes (by the `(user_id, seq)` index): a
 /// non-admin replay never reads everyone's rows.
-pub(super) fn read_after_for_user(conn: &Connection, user_id: i64, after: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn read_after_for_user(conn: &Conn<'_>, user_id: i64, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
+    conn.query_map(
         "SELECT seq, table_name, op, row_id, user_id, record, old_record, committed_at
          FROM changes WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, after, limit as i64], change_from_row)?;
-    rows.collect()
+        args![user_id, after, limit],
+        change_from_row,
+    )
 }
 
-fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Change> {
-    let table: String = r.get(1)?;
-    let op: String = r.get(2)?;
-    let record: Option<String> = r.get(5)?;
-    let old: Option<String> = r.get(6)?;
+fn change_from_row(r: &Row) -> StoreResult<Change> {
+    let table = Table::parse(&r.get::<String>(1)?).unwrap_or(Table::Meetings);
+    // Records come back in the table's column order whatever the engine
+    // kept (PostgreSQL's jsonb orders keys its own way).
+    let record = |i: usize| -> StoreResult<Option<Value>> {
+        Ok(r.get::<Option<String>>(i)?.and_then(|s| serde_json::from_str(&s).ok()).map(|v| table.in_column_order(v)))
+    };
     Ok(Change {
         seq: r.get(0)?,
-        table: Table::parse(&table).unwrap_or(Table::Meetings),
-        op: Op::parse(&op).unwrap_or(Op::Update),
+        table,
+        op: Op::parse(&r.get::<String>(2)?).unwrap_or(Op::Update),
         row_id: r.get(3)?,
         user_id: r.get(4)?,
-        record: record.and_then(|s| serde_json::from_str(&s).ok()),
-        old_record: old.and_then(|s| serde_json::from_str(&s).ok()),
+        record: record(5)?,
+        old_record: record(6)?,
         committed_at: r.get(7)?,
     })
 }
 
-/// The newest seq in the log (0 when empty).
-pub(super) fn head(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
+/// The newest seq ever logged (0 when none was); pruning never lowers it.
+pub(super) fn head(conn: &Conn<'_>) -> StoreResult<i64> {
+    conn.value("SELECT seq FROM seq_head WHERE id = 1", args![])
 }
 
 /// The oldest seq still retained (None when the log is empty).
-pub(super) fn oldest(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT MIN(seq) FROM changes", [], |r| r.get(0))
+pub(super) fn oldest(conn: &Conn<'_>) -> StoreResult<Option<i64>> {
+    conn.value("SELECT MIN(seq) FROM changes", args![])
 }
 
 /// What the log holds right now, read in one snapshot: a resume decides from
@@ -124,9 +126,9 @@ impl Store {
     /// The log's oldest retained seq and its head, from one read snapshot.
     pub async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.read(|c| {
-            let tx = c.unchecked_transaction()?;
-            let bounds = LogBounds { oldest: oldest(&tx)?, head: head(&tx)? };
-            tx.commit()?;
+            c.begin_snapshot()?;
+            let bounds = LogBounds { oldest: oldest(c)?, head: head(c)? };
+            c.end_snapshot()?;
             Ok(bounds)
         })
         .await
@@ -137,13 +139,13 @@ impl Store {
     /// everyone's; with the head seen by the same read.
     pub async fn replay_after(&self, owner: Option<i64>, after: i64, limit: usize) -> StoreResult<ReplayPage> {
         self.read(move |c| {
-            let tx = c.unchecked_transaction()?;
+            c.begin_snapshot()?;
             let changes = match owner {
-                Some(u) => read_after_for_user(&tx, u, after, limit)?,
-                None => read_after(&tx, after, limit)?,
+                Some(u) => read_after_for_user(c, u, after, limit)?,
+                None => read_after(c, after, limit)?,
             };
-            let head = head(&tx)?;
-            tx.commit()?;
+            let head = head(c)?;
+            c.end_snapshot()?;
             Ok(ReplayPage { changes, head })
         })
         .await
@@ -157,7 +159,7 @@ mod tests {
     /// A user's replay reads through the (user_id, seq) index, not a scan of everyone's changes.
     #[test]
     fn a_users_replay_uses_the_user_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut conn).unwrap();
         let plan: Vec<String> = conn
             .prepare("EXPLAIN QUERY PLAN SELECT seq FROM changes WHERE user_id = 7 AND seq > 3 ORDER BY seq LIMIT 10")

@@ -3,6 +3,7 @@
 //! account to a user at sign-in, and the used sign-in states
 //! (`google_oauth_states`) that make each state single-use.
 
+use super::sql::args;
 use rusqlite::OptionalExtension;
 
 use super::users::{self, User};
@@ -100,7 +101,7 @@ impl Store {
                 tx.conn().execute(
                     "UPDATE users SET google_access_token = ?1, google_token_expires_at = ?2,
                         google_refresh_token = COALESCE(?3, google_refresh_token) WHERE id = ?4",
-                    rusqlite::params![access_token, access_expires_at, refresh_token, user_id],
+                    args![access_token, access_expires_at, refresh_token, user_id],
                 )?;
                 Ok(())
             })
@@ -114,7 +115,7 @@ impl Store {
             .write(move |tx| {
                 tx.conn().execute(
                     "UPDATE users SET google_needs_reconnect = 1, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
-                    [user_id],
+                    args![user_id],
                 )?;
                 Ok(())
             })
@@ -182,7 +183,7 @@ impl Store {
                         google_needs_reconnect = 0,
                         updated_at = ?5
                      WHERE id = ?6",
-                    rusqlite::params![
+                    args![
                         account.sub,
                         account.refresh_token,
                         account.access_token,
@@ -208,7 +209,7 @@ impl Store {
             .write(move |tx| {
                 let n = tx.conn().execute(
                     "INSERT INTO google_oauth_states (nonce_hash, expires_at, used_at) VALUES (?1, ?2, ?3) ON CONFLICT (nonce_hash) DO NOTHING",
-                    rusqlite::params![nonce_hash, expires_at, tx.now()],
+                    args![nonce_hash, expires_at, tx.now()],
                 )?;
                 Ok(n == 1)
             })
@@ -221,7 +222,7 @@ impl Store {
         self.writer
             .write(|tx| {
                 let now = tx.now().to_string();
-                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", [now])?)
+                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", args![now])?)
             })
             .await
     }

@@ -3,6 +3,7 @@
 //! safety net found), and the rows of the admins' Google health report.
 //! Never a token.
 
+use super::sql::args;
 use serde::Serialize;
 
 use super::{Store, StoreResult};
@@ -107,7 +108,7 @@ impl Store {
                     "INSERT INTO google_sync_status (user_id, last_notification_at, notifications) VALUES (?1, ?2, 1)
                      ON CONFLICT (user_id) DO UPDATE SET last_notification_at = excluded.last_notification_at,
                          notifications = notifications + 1",
-                    rusqlite::params![user_id, tx.now()],
+                    args![user_id, tx.now()],
                 )?;
                 Ok(())
             })
@@ -120,7 +121,7 @@ impl Store {
             .write(move |tx| {
                 let now = tx.now().to_string();
                 let ok = pass.outcome == SyncOutcome::Ok;
-                tx.conn().execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", [user_id])?;
+                tx.conn().execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", args![user_id])?;
                 tx.conn().execute(
                     "UPDATE google_sync_status SET
                         last_sync_at = ?2,
@@ -138,7 +139,7 @@ impl Store {
                         last_safety_net_at = CASE WHEN ?11 THEN ?2 ELSE last_safety_net_at END,
                         last_safety_net_changes_at = CASE WHEN ?11 AND ?12 > 0 THEN ?2 ELSE last_safety_net_changes_at END
                      WHERE user_id = ?1",
-                    rusqlite::params![
+                    args![
                         user_id,
                         now,
                         pass.kind.map(SyncKind::as_str),
@@ -164,17 +165,17 @@ impl Store {
             .write(move |tx| {
                 let now = tx.now().to_string();
                 let conn = tx.conn();
-                conn.execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", [user_id])?;
+                conn.execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", args![user_id])?;
                 match &failure {
                     None => conn.execute(
                         "UPDATE google_sync_status SET renewals = renewals + 1, last_renewal_at = ?2, renewal_failures = 0,
                             next_renewal_attempt_at = NULL WHERE user_id = ?1",
-                        rusqlite::params![user_id, now],
+                        args![user_id, now],
                     )?,
                     Some(f) => conn.execute(
                         "UPDATE google_sync_status SET renewal_failures = ?2, last_renewal_error = ?3, last_renewal_error_at = ?4,
                             next_renewal_attempt_at = ?5 WHERE user_id = ?1",
-                        rusqlite::params![user_id, f.failures, f.error, now, f.next_attempt_at],
+                        args![user_id, f.failures, f.error, now, f.next_attempt_at],
                     )?,
                 };
                 Ok(())

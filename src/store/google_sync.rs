@@ -165,11 +165,11 @@ impl Store {
 
 /// The meeting, if it is still a `google` one (a Calendly delivery may have
 /// taken a Google meeting over as its booking; then it is Calendly's).
-fn google_meeting(tx: &WriteTx<'_>, id: i64) -> StoreResult<Option<Value>> {
+fn google_meeting(tx: &WriteTx<'_, '_>, id: i64) -> StoreResult<Option<Value>> {
     Ok(tx.get(Table::Meetings, id)?.filter(|m| m.get("source").and_then(Value::as_str) == Some("google")))
 }
 
-fn apply_events(tx: &mut WriteTx<'_>, user_id: i64, page: &CalendarPage) -> StoreResult<SyncCounts> {
+fn apply_events(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &CalendarPage) -> StoreResult<SyncCounts> {
     let mut counts = SyncCounts::default();
     let still_ticked = rows::ticked(tx.conn(), user_id)?.iter().any(|c| c.calendar_id == page.calendar_id);
     if !still_ticked {
@@ -188,7 +188,7 @@ fn apply_events(tx: &mut WriteTx<'_>, user_id: i64, page: &CalendarPage) -> Stor
 
 /// An event that is not a meeting: if an earlier version of syncgate made a
 /// meeting of it, that row goes (a DELETE: it never was a meeting).
-fn remove_non_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
+fn remove_non_meeting(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
     let mut meetings: Vec<i64> = rows::links_by_event(tx.conn(), user_id, event_id)?.into_iter().map(|l| l.meeting_id).collect();
     if let Some(id) = rows::meeting_by_external_id(tx.conn(), user_id, event_id)? {
         meetings.push(id);
@@ -210,7 +210,7 @@ fn remove_non_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, eve
 /// event id in another calendar, else the same iCalendar UID *and*
 /// occurrence, else a row from before links existed. Links to meetings that
 /// no longer exist (deleted through REST) are dropped on the way.
-fn find_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, ev: &EventMeeting) -> StoreResult<Option<(i64, Value)>> {
+fn find_meeting(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, ev: &EventMeeting) -> StoreResult<Option<(i64, Value)>> {
     let mut candidates: Vec<EventLink> = Vec::new();
     candidates.extend(rows::link(tx.conn(), user_id, calendar_id, &ev.event_id)?);
     candidates.extend(rows::links_by_event(tx.conn(), user_id, &ev.event_id)?);
@@ -231,7 +231,7 @@ fn find_meeting(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, ev: &Even
     Ok(None)
 }
 
-fn upsert_event(tx: &mut WriteTx<'_>, user_id: i64, page: &CalendarPage, ev: &EventMeeting, counts: &mut SyncCounts) -> StoreResult<()> {
+fn upsert_event(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &CalendarPage, ev: &EventMeeting, counts: &mut SyncCounts) -> StoreResult<()> {
     let calendar_id = page.calendar_id.as_str();
     let fields = &ev.fields;
     let keys = LinkKeys {
@@ -310,7 +310,7 @@ fn upsert_event(tx: &mut WriteTx<'_>, user_id: i64, page: &CalendarPage, ev: &Ev
 /// meeting unless another ticked calendar still lists it (then that one
 /// becomes its home). A cancelled id that names a recurring series also
 /// covers the occurrences of it this calendar listed.
-fn apply_cancellation(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
+fn apply_cancellation(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
     let mut links: Vec<EventLink> = rows::link(tx.conn(), user_id, calendar_id, event_id)?.into_iter().collect();
     links.extend(rows::links_of_series(tx.conn(), user_id, calendar_id, event_id)?);
     if links.is_empty() {
@@ -339,7 +339,7 @@ fn apply_cancellation(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str, eve
     Ok(())
 }
 
-fn cancel_meeting(tx: &mut WriteTx<'_>, id: i64, counts: &mut SyncCounts) -> StoreResult<()> {
+fn cancel_meeting(tx: &mut WriteTx<'_, '_>, id: i64, counts: &mut SyncCounts) -> StoreResult<()> {
     let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
     let canceled = MeetingStatus::Canceled.as_str();
     if before.get("status").and_then(Value::as_str) != Some(canceled) {
@@ -350,7 +350,7 @@ fn cancel_meeting(tx: &mut WriteTx<'_>, id: i64, counts: &mut SyncCounts) -> Sto
 }
 
 /// The meeting's home calendar `from` let it go; `to` still lists it.
-fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, counts: &mut SyncCounts) -> StoreResult<()> {
+fn rehome(tx: &mut WriteTx<'_, '_>, user_id: i64, id: i64, from: &str, to: &str, counts: &mut SyncCounts) -> StoreResult<()> {
     let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
     if before.get("calendar_id").and_then(Value::as_str).is_some_and(|h| h != from) {
         return Ok(());
@@ -367,7 +367,7 @@ fn rehome(tx: &mut WriteTx<'_>, user_id: i64, id: i64, from: &str, to: &str, cou
 /// Let go of an unticked (or vanished) calendar: its links go; a meeting
 /// only it listed is removed (a DELETE), one another ticked calendar lists
 /// moves there. Returns how many meetings changed.
-pub(super) fn release_calendar(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: &str) -> StoreResult<u64> {
+pub(super) fn release_calendar(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str) -> StoreResult<u64> {
     let mut counts = SyncCounts::default();
     for l in rows::links_of_calendar(tx.conn(), user_id, calendar_id)? {
         rows::delete_link(tx.conn(), user_id, &l.calendar_id, &l.event_id)?;
@@ -393,7 +393,7 @@ pub(super) fn release_calendar(tx: &mut WriteTx<'_>, user_id: i64, calendar_id: 
 }
 
 fn finish_pass(
-    tx: &mut WriteTx<'_>,
+    tx: &mut WriteTx<'_, '_>,
     user_id: i64,
     listings: &[CalendarListing],
     legacy_window: Option<(String, String)>,

@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::sql::args;
 use super::error::StoreResult;
 use super::users::{self, User};
 use super::Store;
@@ -70,7 +71,7 @@ impl Store {
                 if !user.is_active() {
                     return Ok(Redemption::Disabled);
                 }
-                tx.conn().execute("UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2", rusqlite::params![now, code_hash])?;
+                tx.conn().execute("UPDATE login_links SET used_at = ?1 WHERE code_hash = ?2", args![now, code_hash])?;
                 Ok(Redemption::SignedIn(user))
             })
             .await

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_accounts", include_str!("migrations/0007_accounts.sql")),
     ("0008_calendly_rejections", include_str!("migrations/0008_calendly_rejections.sql")),
     ("0009_changes_by_user", include_str!("migrations/0009_changes_by_user.sql")),
+    ("0010_seq_head", include_str!("migrations/0010_seq_head.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -1,6 +1,9 @@
-//! Storage: the SQLite file, its migrations, a pool of read connections and
-//! the single `writer::Writer`. All SQL lives under this module's children;
-//! [`pg`] holds what exists of the PostgreSQL engine so far (its migrations).
+//! Storage on either engine: an embedded SQLite file (the default) or a
+//! PostgreSQL database (`database.url`), each with its migrations, a pool of
+//! read connections and the single `writer::Writer`. All SQL lives under this
+//! module's children, written once over [`sql::Conn`]; [`pg`] holds what only
+//! PostgreSQL needs (connections, TLS, migrations, the URL that hides its
+//! password).
 
 pub mod accounts;
 pub mod alerts;
@@ -23,6 +26,7 @@ pub mod rejections;
 pub mod retention;
 pub mod rows;
 pub mod snapshot;
+pub mod sql;
 pub mod stats;
 pub mod tables;
 pub mod timefmt;
@@ -36,14 +40,17 @@ use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
+use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 
 use crate::config::{files, DatabaseConfig};
 pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
 pub use migrations::MigrationError;
+pub use sql::Engine;
 pub use tables::{PgType, Table};
 pub use writer::{LogHead, WriterStats};
+use sql::Conn;
 use writer::{WriteTx, Writer};
 
 type Pool = r2d2::Pool<SqliteConnectionManager>;
@@ -51,11 +58,26 @@ type Pool = r2d2::Pool<SqliteConnectionManager>;
 /// Handles to the database: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    db: Db,
     writer: Writer,
-    /// Opens read-only connections outside the pool, for snapshots that hold
-    /// a read transaction while a client takes the rows (see `snapshot`).
-    readers: std::sync::Arc<SqliteConnectionManager>,
+}
+
+/// The engine behind a store, with its read connections.
+#[derive(Clone)]
+enum Db {
+    Sqlite {
+        pool: Pool,
+        /// Opens read-only connections outside the pool, for snapshots that
+        /// hold a read transaction while a client takes the rows (see `snapshot`).
+        readers: std::sync::Arc<SqliteConnectionManager>,
+    },
+    Postgres {
+        /// Reads of REST requests, sessions and background tasks.
+        pool: deadpool_postgres::Pool,
+        /// Snapshot reads, which hold a transaction while a client takes the
+        /// rows: a pool of their own, so stalled clients never drain `pool`.
+        snapshots: deadpool_postgres::Pool,
+    },
 }
 
 /// What `Store::open` hands to the server besides the store itself.
@@ -73,7 +95,8 @@ fn pragmas(conn: &Connection, synchronous: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Why the database could not be opened, naming the file.
+/// Why the database could not be opened, naming the file (or the
+/// PostgreSQL URL, password hidden).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the data folder {}: {source}", dir.display())]
@@ -90,6 +113,12 @@ pub enum OpenError {
     Migration(#[from] MigrationError),
     #[error("cannot open the read pool: {0}")]
     Pool(r2d2::Error),
+    #[error(transparent)]
+    PgUrl(#[from] pg::PgUrlError),
+    #[error(transparent)]
+    PgMigration(#[from] pg::PgMigrationError),
+    #[error("cannot use the PostgreSQL database {url}: {reason}")]
+    Postgres { url: String, reason: String },
 }
 
 /// A store that cannot be opened cannot take work; the sentence names the file.
@@ -125,8 +154,13 @@ pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 }
 
 impl Store {
-    /// Create the folder and file if needed, migrate, start the writer and the read pool.
+    /// Open the configured engine: PostgreSQL when `database.url` is set,
+    /// else the SQLite file (created with its folder if needed). Migrates,
+    /// then starts the writer and the read pool.
     pub fn open(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
+        if config_names_postgres(cfg) {
+            return Store::open_postgres(cfg);
+        }
         let conn = open_connection(cfg)?;
         let read_only = || {
             let sync = cfg.synchronous.clone();
@@ -141,22 +175,68 @@ impl Store {
         let readers = std::sync::Arc::new(read_only());
         let pool = r2d2::Pool::builder().max_size(cfg.read_pool_size).min_idle(Some(1)).build(manager).map_err(OpenError::Pool)?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
-        let (writer, writer_thread) = writer::spawn(conn, cfg.max_batch, feed_tx);
-        Ok(Opened { store: Store { pool, writer, readers }, feed, writer_thread })
+        let (writer, writer_thread) = writer::spawn_sqlite(conn, cfg.max_batch, feed_tx);
+        Ok(Opened { store: Store { db: Db::Sqlite { pool, readers }, writer }, feed, writer_thread })
+    }
+
+    /// Connect to PostgreSQL, migrate it (under the migration lock, refusing
+    /// a database this binary is too old for), and start the writer and pools.
+    fn open_postgres(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
+        let url = pg::PgUrl::parse(cfg.url.expose_secret())?;
+        let shown = url.to_string();
+        let timeout = cfg.connect_timeout.0;
+        let migrated = pg::conn::block_on_anywhere(async {
+            tokio::time::timeout(timeout, pg::migrations::migrate(&url))
+                .await
+                .map_err(|_| OpenError::Postgres { url: shown.clone(), reason: format!("no answer within {timeout:?}") })?
+                .map_err(OpenError::from)
+        })?;
+        tracing::info!(database = %shown, schema = migrated.to, applied = migrated.applied.len(), "PostgreSQL database ready");
+        let failed = |e: StoreError| OpenError::Postgres { url: shown.clone(), reason: e.to_string() };
+        let pool = pg::conn::pool(&url, cfg.read_pool_size as usize, timeout).map_err(failed)?;
+        let snapshots = pg::conn::pool(&url, cfg.read_pool_size as usize, timeout).map_err(failed)?;
+        let writer_pool = pg::conn::pool(&url, 1, timeout).map_err(failed)?;
+        let (feed_tx, feed) = mpsc::unbounded_channel();
+        let (writer, writer_thread) = writer::spawn_postgres(writer_pool, cfg.max_batch, feed_tx).map_err(failed)?;
+        Ok(Opened { store: Store { db: Db::Postgres { pool, snapshots }, writer }, feed, writer_thread })
+    }
+
+    /// Which engine holds the data.
+    pub fn engine(&self) -> Engine {
+        match self.db {
+            Db::Sqlite { .. } => Engine::Sqlite,
+            Db::Postgres { .. } => Engine::Postgres,
+        }
     }
 
     /// Run a read on a pooled connection off the async runtime.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> StoreResult<T> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            f(&conn)
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || match db {
+            Db::Sqlite { pool, .. } => {
+                let conn = pool.get()?;
+                f(&Conn::Sqlite(&conn))
+            }
+            Db::Postgres { pool, .. } => {
+                let client = pg::conn::get(&pool)?;
+                let conn = Conn::Pg(pg::conn::PgConn::new(&client));
+                let result = f(&conn);
+                if let Conn::Pg(c) = &conn {
+                    c.release();
+                }
+                result
+            }
         })
         .await
         .map_err(|e| StoreError::internal(format!("read task failed: {e}")))?
     }
+}
+
+/// Whether the configuration selects PostgreSQL (a non-blank `database.url`).
+pub fn config_names_postgres(cfg: &DatabaseConfig) -> bool {
+    !cfg.url.expose_secret().trim().is_empty()
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::error::{StoreError, StoreResult};
 use super::rows;
+use super::sql::{args, ToSqlValue};
 use super::tables::{PgType, Table};
 use super::writer::WriteTx;
 use super::Store;
@@ -124,39 +125,38 @@ fn sort_value(v: &SortValue) -> SqlValue {
 }
 
 /// The WHERE condition of a filter, with its one parameter written `$`.
-fn condition(filter: &RecordFilter) -> (&'static str, SqlValue) {
+/// `like` is the engine's case-insensitive LIKE (a search ignores case on both).
+fn condition(filter: &RecordFilter, like: &str) -> (String, SqlValue) {
+    let fixed = |cond: &str, v: SqlValue| (cond.to_string(), v);
     match filter {
         RecordFilter::Mentions(text) => {
-            let like = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            ("(name LIKE $ ESCAPE '\\' OR email LIKE $ ESCAPE '\\' OR phone LIKE $ ESCAPE '\\')", SqlValue::Text(like))
+            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            (format!("(name {like} $ ESCAPE '\\' OR email {like} $ ESCAPE '\\' OR phone {like} $ ESCAPE '\\')"), SqlValue::Text(pattern))
         }
-        RecordFilter::EndsAfter(t) => ("ends_at > $", SqlValue::Text(t.clone())),
-        RecordFilter::StartsBefore(t) => ("starts_at < $", SqlValue::Text(t.clone())),
-        RecordFilter::Status(s) => ("status = $", SqlValue::Text(s.as_str().into())),
-        RecordFilter::Source(s) => ("source = $", SqlValue::Text(s.clone())),
-        RecordFilter::Stage(s) => ("stage = $", SqlValue::Text(s.clone())),
-        RecordFilter::ClientId(id) => ("client_id = $", SqlValue::Integer(*id)),
+        RecordFilter::EndsAfter(t) => fixed("ends_at > $", SqlValue::Text(t.clone())),
+        RecordFilter::StartsBefore(t) => fixed("starts_at < $", SqlValue::Text(t.clone())),
+        RecordFilter::Status(s) => fixed("status = $", SqlValue::Text(s.as_str().into())),
+        RecordFilter::Source(s) => fixed("source = $", SqlValue::Text(s.clone())),
+        RecordFilter::Stage(s) => fixed("stage = $", SqlValue::Text(s.clone())),
+        RecordFilter::ClientId(id) => fixed("client_id = $", SqlValue::Integer(*id)),
     }
 }
 
 /// A client id on a record must name one of the record owner's clients.
-fn check_client(tx: &WriteTx<'_>, client_id: i64, owner: i64) -> StoreResult<()> {
-    let found: Option<i64> =
-        rusqlite::OptionalExtension::optional(tx.conn().query_row("SELECT user_id FROM clients WHERE id = ?1", [client_id], |r| r.get(0)))?;
+fn check_client(tx: &WriteTx<'_, '_>, client_id: i64, owner: i64) -> StoreResult<()> {
+    let found: Option<i64> = tx.conn().value_opt("SELECT user_id FROM clients WHERE id = ?1", args![client_id])?;
     match found {
         Some(o) if o == owner => Ok(()),
         _ => Err(StoreError::Invalid(format!("client_id {client_id} is not one of this user's clients"))),
     }
 }
 
-fn ids_where(tx: &WriteTx<'_>, sql: &str, id: i64) -> StoreResult<Vec<i64>> {
-    let mut stmt = tx.conn().prepare(sql)?;
-    let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(ids)
+fn ids_where(tx: &WriteTx<'_, '_>, sql: &str, id: i64) -> StoreResult<Vec<i64>> {
+    tx.conn().query_map(sql, args![id], |r| r.get(0))
 }
 
 /// The visible row, or NotFound (another user's row is not told apart from a missing one).
-fn visible_row(tx: &WriteTx<'_>, table: Table, id: i64, visible: Visibility) -> StoreResult<Value> {
+fn visible_row(tx: &WriteTx<'_, '_>, table: Table, id: i64, visible: Visibility) -> StoreResult<Value> {
     match tx.get(table, id)? {
         Some(r) if visible.allows(&r) => Ok(r),
         _ => Err(not_found(table, id)),
@@ -175,7 +175,7 @@ impl Store {
                 conds.push(format!("user_id = ?{}", params.len()));
             }
             for f in &q.filters {
-                let (cond, v) = condition(f);
+                let (cond, v) = condition(f, conn.like());
                 params.push(v);
                 conds.push(cond.replace('$', &format!("?{}", params.len())));
             }
@@ -193,17 +193,15 @@ impl Store {
                 sql.push_str(&conds.join(" AND "));
             }
             sql.push_str(&format!(" ORDER BY {} LIMIT {}", q.order.join(", "), q.limit));
-            let mut stmt = conn.prepare(&sql)?;
-            let items =
-                stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| rows::row_to_json(q.table, r))?.collect::<Result<_, _>>()?;
-            Ok(items)
+            let args: Vec<&dyn ToSqlValue> = params.iter().map(|p| p as &dyn ToSqlValue).collect();
+            conn.query_map(&sql, &args, |r| Ok(rows::row_to_json(q.table, r)))
         })
         .await
     }
 
     /// One record, if it exists.
     pub async fn record(&self, table: Table, id: i64) -> StoreResult<Option<Value>> {
-        self.read(move |c| Ok(rows::get(c, table, id)?)).await
+        self.read(move |c| rows::get(c, table, id)).await
     }
 
     /// Insert a record (and its change row); returns it as stored.

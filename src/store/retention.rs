@@ -7,6 +7,7 @@
 
 use time::OffsetDateTime;
 
+use super::sql::args;
 use super::error::StoreResult;
 use super::{changes, rejections, timefmt, Store};
 
@@ -28,7 +29,7 @@ impl Store {
                 Ok(tx.conn().execute(
                     "DELETE FROM changes WHERE seq IN (
                         SELECT seq FROM changes WHERE committed_at < ?1 OR seq <= ?2 ORDER BY seq LIMIT ?3)",
-                    rusqlite::params![cutoff, head.saturating_sub(keep), limit as i64],
+                    args![cutoff, head.saturating_sub(keep), limit as i64],
                 )?)
             })
             .await
@@ -44,7 +45,7 @@ impl Store {
                 Ok(tx.conn().execute(
                     "UPDATE calendly_webhook_events SET payload = NULL WHERE id IN (
                         SELECT id FROM calendly_webhook_events WHERE payload IS NOT NULL AND received_at < ?1 LIMIT ?2)",
-                    rusqlite::params![cutoff, limit as i64],
+                    args![cutoff, limit as i64],
                 )?)
             })
             .await
@@ -57,7 +58,7 @@ impl Store {
             .write(move |tx| {
                 Ok(tx.conn().execute(
                     "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-                    rusqlite::params![cutoff, limit as i64],
+                    args![cutoff, limit as i64],
                 )?)
             })
             .await
@@ -73,7 +74,7 @@ impl Store {
                 let events = tx.conn().execute(
                     "DELETE FROM calendly_webhook_events WHERE id IN (
                         SELECT id FROM calendly_webhook_events WHERE received_at < ?1 LIMIT ?2)",
-                    rusqlite::params![cutoff, limit as i64],
+                    args![cutoff, limit as i64],
                 )?;
                 let minutes = rejections::prune(tx.conn(), &cutoff, limit as i64)?;
                 Ok(events.max(minutes))

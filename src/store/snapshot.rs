@@ -4,18 +4,18 @@
 //! however many rows there are and however slowly the client reads.
 //!
 //! The transaction lives on a blocking thread with a connection of its own
-//! (not the REST read pool, which stalled clients must not drain); it ends
+//! (not the REST read pool (on PostgreSQL, one of the snapshot pool), which stalled clients must not drain); it ends
 //! when the last page is taken or the reader is dropped (a client too slow
 //! for `realtime.flush_timeout` is dropped, so that bounds how long it is held).
 
 use std::ops::ControlFlow;
 
-use rusqlite::Connection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{StoreError, StoreResult};
-use super::{changes, rows, Store, Table};
+use super::sql::{args, Conn, Row};
+use super::{changes, pg, rows, Db, Store, Table};
 
 /// One page: matching rows, each with its table.
 pub type Page = Vec<(Table, Value)>;
@@ -60,19 +60,37 @@ impl Store {
     where
         F: Fn(Table, Value) -> Option<Value> + Send + 'static,
     {
-        let readers = self.readers.clone();
+        let db = self.db.clone();
         let (opened_tx, opened_rx) = oneshot::channel::<Header>();
         // One page waits while the session writes the previous one.
         let (page_tx, pages) = mpsc::channel::<StoreResult<Page>>(1);
         tokio::task::spawn_blocking(move || {
-            let conn = match r2d2::ManageConnection::connect(&*readers) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = opened_tx.send(Header::Failed(StoreError::internal(format!("cannot open a snapshot connection: {e}"))));
-                    return;
-                }
+            let failed = |e: String, opened: oneshot::Sender<Header>| {
+                let _ = opened.send(Header::Failed(StoreError::Unavailable(format!("cannot open a snapshot connection: {e}"))));
             };
-            if let Err(e) = read(&conn, req, opened_tx, page_tx) {
+            let outcome = match db {
+                Db::Sqlite { readers, .. } => match r2d2::ManageConnection::connect(&*readers) {
+                    Ok(c) => {
+                        // A snapshot reads each row once: a small page cache is enough, and 16
+                        // connections at SQLite's default 2 MB each would be most of the cost.
+                        let _ = c.pragma_update(None, "cache_size", -256);
+                        read(&Conn::Sqlite(&c), req, opened_tx, page_tx)
+                    }
+                    Err(e) => return failed(e.to_string(), opened_tx),
+                },
+                Db::Postgres { snapshots, .. } => match pg::conn::get(&snapshots) {
+                    Ok(client) => {
+                        let conn = Conn::Pg(pg::conn::PgConn::new(&client));
+                        let outcome = read(&conn, req, opened_tx, page_tx);
+                        if let Conn::Pg(c) = &conn {
+                            c.release();
+                        }
+                        outcome
+                    }
+                    Err(e) => return failed(e.to_string(), opened_tx),
+                },
+            };
+            if let Err(e) = outcome {
                 tracing::warn!(error = %e, "snapshot read failed");
             }
         });
@@ -92,23 +110,15 @@ enum Header {
     Failed(StoreError),
 }
 
-fn read<F>(
-    conn: &Connection,
-    req: Request<F>,
-    opened: oneshot::Sender<Header>,
-    pages: mpsc::Sender<StoreResult<Page>>,
-) -> rusqlite::Result<()>
+fn read<F>(conn: &Conn<'_>, req: Request<F>, opened: oneshot::Sender<Header>, pages: mpsc::Sender<StoreResult<Page>>) -> StoreResult<()>
 where
     F: Fn(Table, Value) -> Option<Value>,
 {
-    // A snapshot reads each row once: a small page cache is enough, and 16
-    // connections at SQLite's default 2 MB each would be most of the cost.
-    conn.pragma_update(None, "cache_size", -256)?;
-    let tx = conn.unchecked_transaction()?;
-    let head = match changes::head(&tx) {
+    conn.begin_snapshot()?;
+    let head = match changes::head(conn) {
         Ok(h) => h,
         Err(e) => {
-            let _ = opened.send(Header::Failed(StoreError::internal(format!("snapshot head: {e}"))));
+            let _ = opened.send(Header::Failed(e.clone()));
             return Err(e);
         }
     };
@@ -117,12 +127,12 @@ where
     // matches means reading every row once more.
     let mut upper = 0usize;
     for &t in &req.tables {
-        upper += count(&tx, t, req.owner)?;
+        upper += count(conn, t, req.owner)?;
     }
     if upper > req.cap {
         let mut matching = 0usize;
         for &t in &req.tables {
-            let walked = walk(&tx, t, req.owner, page, |batch| {
+            let walked = walk(conn, t, req.owner, page, |batch| {
                 matching += batch.into_iter().filter_map(|r| (req.keep)(t, r)).count();
                 if matching > req.cap {
                     ControlFlow::Break(())
@@ -132,15 +142,15 @@ where
             })?;
             if walked.is_break() {
                 let _ = opened.send(Header::TooMany(matching));
-                return Ok(());
+                return conn.end_snapshot();
             }
         }
     }
     if opened.send(Header::Head(head)).is_err() {
-        return Ok(());
+        return conn.end_snapshot();
     }
     for &t in &req.tables {
-        let walked = walk(&tx, t, req.owner, page, |batch| {
+        let walked = walk(conn, t, req.owner, page, |batch| {
             // Pages are cut by size too (rows may carry large notes), so a
             // stalled client holds at most a few of them.
             let mut out: Page = Vec::new();
@@ -162,22 +172,22 @@ where
             ControlFlow::Continue(())
         })?;
         if walked.is_break() {
-            return Ok(());
+            return conn.end_snapshot();
         }
     }
-    tx.commit()
+    conn.end_snapshot()
 }
 
 /// Hand `visit` the owner's rows of `t` in id order, `page` at a time (keyset
 /// paging, so each page is one indexed range read), until they run out or
 /// `visit` breaks.
 fn walk(
-    conn: &Connection,
+    conn: &Conn<'_>,
     t: Table,
     owner: Option<i64>,
     page: usize,
     mut visit: impl FnMut(Vec<Value>) -> ControlFlow<()>,
-) -> rusqlite::Result<ControlFlow<()>> {
+) -> StoreResult<ControlFlow<()>> {
     let mut after = 0;
     loop {
         let batch = read_page(conn, t, owner, after, page)?;
@@ -207,26 +217,19 @@ fn approx_size(v: &Value) -> usize {
     }
 }
 
-fn count(conn: &Connection, t: Table, owner: Option<i64>) -> rusqlite::Result<usize> {
+fn count(conn: &Conn<'_>, t: Table, owner: Option<i64>) -> StoreResult<usize> {
     let n: i64 = match owner {
-        Some(u) => conn.query_row(&format!("SELECT COUNT(*) FROM {} WHERE user_id = ?1", t.name()), [u], |r| r.get(0))?,
-        None => conn.query_row(&format!("SELECT COUNT(*) FROM {}", t.name()), [], |r| r.get(0))?,
+        Some(u) => conn.value(&format!("SELECT COUNT(*) FROM {} WHERE user_id = ?1", t.name()), args![u])?,
+        None => conn.value(&format!("SELECT COUNT(*) FROM {}", t.name()), args![])?,
     };
     Ok(n.max(0) as usize)
 }
 
-fn read_page(conn: &Connection, t: Table, owner: Option<i64>, after: i64, limit: usize) -> rusqlite::Result<Vec<Value>> {
+fn read_page(conn: &Conn<'_>, t: Table, owner: Option<i64>, after: i64, limit: usize) -> StoreResult<Vec<Value>> {
     let base = rows::select_sql(t);
+    let to_json = |r: &Row| Ok(rows::row_to_json(t, r));
     match owner {
-        Some(u) => {
-            let mut stmt = conn.prepare_cached(&format!("{base} WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"))?;
-            let r = stmt.query_map(rusqlite::params![u, after, limit as i64], |r| rows::row_to_json(t, r))?;
-            r.collect()
-        }
-        None => {
-            let mut stmt = conn.prepare_cached(&format!("{base} WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
-            let r = stmt.query_map(rusqlite::params![after, limit as i64], |r| rows::row_to_json(t, r))?;
-            r.collect()
-        }
+        Some(u) => conn.query_map(&format!("{base} WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"), args![u, after, limit], to_json),
+        None => conn.query_map(&format!("{base} WHERE id > ?1 ORDER BY id LIMIT ?2"), args![after, limit], to_json),
     }
 }

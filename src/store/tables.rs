@@ -146,6 +146,20 @@ impl Table {
     }
 
     /// The user a row belongs to: `user_id`, or the id itself for a user.
+    /// `record` with its keys in the table's column order (a JSON object
+    /// read back from PostgreSQL's jsonb has them in jsonb's own order).
+    pub fn in_column_order(self, record: serde_json::Value) -> serde_json::Value {
+        let serde_json::Value::Object(mut map) = record else { return record };
+        let mut ordered = serde_json::Map::with_capacity(map.len());
+        for (name, _) in self.columns() {
+            if let Some(v) = map.remove(*name) {
+                ordered.insert((*name).to_string(), v);
+            }
+        }
+        ordered.extend(map);
+        serde_json::Value::Object(ordered)
+    }
+
     pub fn owner_of(self, record: &serde_json::Value) -> i64 {
         let key = if self == Table::Users { "id" } else { "user_id" };
         record.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0)

@@ -6,6 +6,7 @@
 //! A channel is `active`, or `retiring` while the channel replacing it is
 //! being registered (notifications on both are accepted meanwhile).
 
+use super::sql::args;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::google::ticked;
@@ -93,12 +94,12 @@ impl Store {
                 )?;
                 conn.execute(
                     "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5",
-                    rusqlite::params![new.user_id, new.calendar_id, tx.now(), RETIRING, ACTIVE],
+                    args![new.user_id, new.calendar_id, tx.now(), RETIRING, ACTIVE],
                 )?;
                 conn.execute(
                     "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?6)",
-                    rusqlite::params![new.user_id, new.calendar_id, new.channel_id, new.token, new.webhook_url, tx.now(), ACTIVE],
+                    args![new.user_id, new.calendar_id, new.channel_id, new.token, new.webhook_url, tx.now(), ACTIVE],
                 )?;
                 Ok(old)
             })
@@ -111,13 +112,13 @@ impl Store {
         let (calendar_id, channel_id) = (calendar_id.to_string(), channel_id.to_string());
         self.writer
             .write(move |tx| {
-                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&channel_id])?;
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", args![channel_id])?;
                 tx.conn().execute(
                     "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3
                      WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5
                        AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?4)
                        AND id = (SELECT MAX(id) FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5)",
-                    rusqlite::params![user_id, calendar_id, tx.now(), ACTIVE, RETIRING],
+                    args![user_id, calendar_id, tx.now(), ACTIVE, RETIRING],
                 )?;
                 Ok(())
             })
@@ -131,7 +132,7 @@ impl Store {
             .write(move |tx| {
                 tx.conn().execute(
                     "UPDATE calendar_watch_channels SET resource_id = ?2, expiration = ?3, updated_at = ?4 WHERE channel_id = ?1",
-                    rusqlite::params![channel_id, resource_id, expiration, tx.now()],
+                    args![channel_id, resource_id, expiration, tx.now()],
                 )?;
                 Ok(())
             })
@@ -143,7 +144,7 @@ impl Store {
         let channel_id = channel_id.to_string();
         self.writer
             .write(move |tx| {
-                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", [&channel_id])?;
+                tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", args![channel_id])?;
                 Ok(())
             })
             .await

@@ -1,17 +1,22 @@
-//! `GroupCommitWriter`: the only writer of the synced tables. One thread owns
-//! one connection; requests queue on a channel and are committed in batches
-//! (group commit), each request inside its own savepoint so a failing request
-//! rolls back alone. A caller hears back only after COMMIT; then the batch's
-//! changes are published, in seq order, on the feed the realtime hub reads.
+//! `GroupCommitWriter`: the only writer of the synced tables, on either
+//! engine. One thread owns one connection; requests queue on a channel and
+//! are committed in batches (group commit), each request inside its own
+//! savepoint so a failing request rolls back alone. A caller hears back only
+//! after COMMIT; then the batch's changes are published, in seq order, on
+//! the feed the realtime hub reads.
 //!
 //! A request is a closure over `WriteTx`; row writes go through
-//! `insert` / `update` / `delete`, which write the row and its `changes` row
-//! together, so nothing can change a synced row without logging it.
+//! `insert` / `update` / `delete`, which write the row and remember its
+//! change. The batch's change rows are numbered and inserted at the end of
+//! the batch, in the same transaction (see [`log_changes`] for why the end),
+//! so nothing can change a synced row without logging it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
@@ -20,12 +25,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::changes::{Change, ChangeBatch, Op};
 use super::error::{StoreError, StoreResult};
+use super::pg::conn::PgConn;
 use super::rows;
+use super::sql::{args, Conn, Engine, ToSqlValue};
 use super::tables::Table;
 use super::timefmt;
 
 type Deliver = Box<dyn FnOnce(StoreResult<()>) + Send>;
-type JobFn = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Deliver) + Send>;
+/// A queued request: run in the batch's transaction (`Ok`), or refused
+/// without running when the writer has no database to run it on (`Err`).
+type JobFn = Box<dyn FnOnce(Result<&mut WriteTx<'_, '_>, StoreError>) -> (bool, Deliver) + Send>;
+
+/// PostgreSQL keeps the state of 64 subtransactions (savepoints) per
+/// transaction in a fast cache; a transaction with more overflows it, which
+/// slows snapshot checks in every session of the server. One savepoint per
+/// request, so a batch stops at 64 there.
+const PG_MAX_BATCH: usize = 64;
 
 enum Msg {
     Job(JobFn),
@@ -136,16 +151,17 @@ pub(super) struct Writer {
 }
 
 /// The open transaction a request runs in.
-pub(super) struct WriteTx<'c> {
-    conn: &'c Connection,
+pub(super) struct WriteTx<'a, 'c> {
+    conn: &'a Conn<'c>,
     now: String,
+    /// This request's changes, numbered when the batch ends.
     changes: Vec<Change>,
 }
 
-impl<'c> WriteTx<'c> {
+impl<'a, 'c> WriteTx<'a, 'c> {
     /// The connection, for reads and for writes to tables that are not synced
     /// (users, channels, webhook events). Never write clients/meetings/pipeline here.
-    pub(super) fn conn(&self) -> &Connection {
+    pub(super) fn conn(&self) -> &'a Conn<'c> {
         self.conn
     }
 
@@ -155,26 +171,32 @@ impl<'c> WriteTx<'c> {
     }
 
     pub fn get(&self, table: Table, id: i64) -> StoreResult<Option<Value>> {
-        Ok(rows::get(self.conn, table, id)?)
+        rows::get(self.conn, table, id)
     }
 
     /// Insert a row (`created_at` / `updated_at` are set here) and log it.
     pub fn insert(&mut self, table: Table, values: &[(&str, SqlValue)]) -> StoreResult<Value> {
         check_columns(table, values)?;
         let mut cols: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
-        let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        let mut params: Vec<&dyn ToSqlValue> = values.iter().map(|(_, v)| v as &dyn ToSqlValue).collect();
         for c in ["created_at", "updated_at"] {
             if !cols.contains(&c) {
                 cols.push(c);
-                params.push(SqlValue::Text(self.now.clone()));
+                params.push(&self.now);
             }
         }
         let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!("INSERT INTO {} ({}) VALUES ({})", table.name(), cols.join(", "), placeholders.join(", "));
-        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
-        let id = self.conn.last_insert_rowid();
-        let record = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("inserted row vanished"))?;
-        self.log(table, Op::Insert, id, Some(record.clone()), None)?;
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
+            table.name(),
+            cols.join(", "),
+            placeholders.join(", "),
+            rows::column_list(table)
+        );
+        let row = self.conn.query_one(&sql, &params)?;
+        let record = rows::row_to_json(table, &row);
+        let id = record.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal("the inserted row has no id"))?;
+        self.log(table, Op::Insert, id, Some(record.clone()), None);
         Ok(record)
     }
 
@@ -188,19 +210,18 @@ impl<'c> WriteTx<'c> {
             return Ok(Some(old));
         }
         let sets: Vec<String> = values.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
-        let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
-        params.push(SqlValue::Integer(id));
-        let sql = format!("UPDATE {} SET {} WHERE id = ?{}", table.name(), sets.join(", "), params.len());
-        self.conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params.iter())).map_err(constraint_error)?;
-        let new = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
-        if new == old {
+        let mut params: Vec<&dyn ToSqlValue> = values.iter().map(|(_, v)| v as &dyn ToSqlValue).collect();
+        params.push(&id);
+        let sql =
+            format!("UPDATE {} SET {} WHERE id = ?{} RETURNING {}", table.name(), sets.join(", "), params.len(), rows::column_list(table));
+        let row = self.conn.query_opt(&sql, &params)?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
+        if rows::row_to_json(table, &row) == old {
             return Ok(Some(old));
         }
-        self.conn
-            .prepare_cached(&format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2", table.name()))?
-            .execute(rusqlite::params![self.now, id])?;
-        let new = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
-        self.log(table, Op::Update, id, Some(new.clone()), Some(old))?;
+        let sql = format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2 RETURNING {}", table.name(), rows::column_list(table));
+        let row = self.conn.query_opt(&sql, args![self.now, id])?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
+        let new = rows::row_to_json(table, &row);
+        self.log(table, Op::Update, id, Some(new.clone()), Some(old));
         Ok(Some(new))
     }
 
@@ -213,36 +234,22 @@ impl<'c> WriteTx<'c> {
             return Err(StoreError::internal("rows of the data tables are inserted with WriteTx::insert"));
         }
         let record = rows::get(self.conn, table, id)?.ok_or_else(|| StoreError::internal("the row to log does not exist"))?;
-        self.log(table, Op::Insert, id, Some(record), None)
+        self.log(table, Op::Insert, id, Some(record), None);
+        Ok(())
     }
 
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> StoreResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };
-        self.conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table.name()))?.execute([id]).map_err(constraint_error)?;
-        self.log(table, Op::Delete, id, None, Some(old.clone()))?;
+        self.conn.execute(&format!("DELETE FROM {} WHERE id = ?1", table.name()), args![id])?;
+        self.log(table, Op::Delete, id, None, Some(old.clone()));
         Ok(Some(old))
     }
 
-    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) -> StoreResult<()> {
+    /// Remember a change; its seq is given when the batch ends.
+    fn log(&mut self, table: Table, op: Op, row_id: i64, record: Option<Value>, old_record: Option<Value>) {
         let owner = table.owner_of(record.as_ref().or(old_record.as_ref()).unwrap_or(&Value::Null));
-        self.conn
-            .prepare_cached(
-                "INSERT INTO changes (table_name, op, row_id, user_id, record, old_record, committed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(rusqlite::params![
-                table.name(),
-                op.as_str(),
-                row_id,
-                owner,
-                record.as_ref().map(Value::to_string),
-                old_record.as_ref().map(Value::to_string),
-                self.now,
-            ])?;
-        let seq = self.conn.last_insert_rowid();
-        self.changes.push(Change { seq, table, op, row_id, user_id: owner, record, old_record, committed_at: self.now.clone() });
-        Ok(())
+        self.changes.push(Change { seq: 0, table, op, row_id, user_id: owner, record, old_record, committed_at: self.now.clone() });
     }
 }
 
@@ -255,22 +262,63 @@ fn check_columns(table: Table, values: &[(&str, SqlValue)]) -> StoreResult<()> {
     Ok(())
 }
 
-/// Constraint failures are the caller's input problem (e.g. a duplicate
-/// email), everything else is ours.
-fn constraint_error(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-            let m = msg.clone().unwrap_or_default();
-            if m.contains("UNIQUE") {
-                StoreError::Conflict(format!("a row with the same unique value already exists ({m})"))
-            } else if m.contains("FOREIGN KEY") {
-                StoreError::Invalid("the row refers to something that does not exist".into())
-            } else {
-                StoreError::Invalid(format!("the row breaks a rule of the table ({m})"))
-            }
-        }
-        _ => StoreError::from(e),
+/// Number the batch's changes and insert them, just before COMMIT.
+///
+/// Why here and why this way: `seq` must grow in commit order, or a reader
+/// that has seen seq 6 skips a seq 5 that commits after it, for good. A
+/// sequence or identity column hands out numbers at INSERT time, which is
+/// not commit order once two writers (two nodes) commit concurrently. So
+/// the numbers come from the one-row `seq_head`, whose row lock serializes
+/// them: the `UPDATE … RETURNING` takes that lock here, after every request
+/// of the batch has run and outside all their savepoints (a lock taken in a
+/// savepoint that rolls back would be released with it), and COMMIT releases
+/// it. It is held only across the change-row insert and the commit, and as
+/// the last lock the transaction takes it cannot close a deadlock cycle with
+/// the row locks taken earlier in the batch. The next writer's numbers start
+/// after ours and its commit comes after ours: seq order is commit order.
+/// (SQLite has one writer for the file, but uses the same code.)
+fn log_changes(conn: &Conn<'_>, changes: &mut [Change]) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
     }
+    let n = changes.len() as i64;
+    let last: i64 = conn.value("UPDATE seq_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq", args![n])?;
+    for (i, c) in changes.iter_mut().enumerate() {
+        c.seq = last - n + 1 + i as i64;
+    }
+    // Few statement shapes (so each stays prepared), few statements per batch.
+    let mut rest: &[Change] = changes;
+    while !rest.is_empty() {
+        let take = [64, 16, 4, 1].into_iter().find(|&k| k <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(take);
+        insert_change_rows(conn, chunk)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+const CHANGE_COLUMNS: usize = 8;
+
+fn insert_change_rows(conn: &Conn<'_>, chunk: &[Change]) -> StoreResult<()> {
+    let tuples: Vec<String> = (0..chunk.len())
+        .map(|r| {
+            let ph: Vec<String> = (1..=CHANGE_COLUMNS).map(|c| format!("?{}", r * CHANGE_COLUMNS + c)).collect();
+            format!("({})", ph.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO changes (seq, table_name, op, row_id, user_id, record, old_record, committed_at) VALUES {}",
+        tuples.join(", ")
+    );
+    let texts: Vec<(Option<String>, Option<String>)> =
+        chunk.iter().map(|c| (c.record.as_ref().map(Value::to_string), c.old_record.as_ref().map(Value::to_string))).collect();
+    let names: Vec<(&str, &str)> = chunk.iter().map(|c| (c.table.name(), c.op.as_str())).collect();
+    let mut params: Vec<&dyn ToSqlValue> = Vec::with_capacity(chunk.len() * CHANGE_COLUMNS);
+    for ((c, (record, old)), (table, op)) in chunk.iter().zip(&texts).zip(&names) {
+        params.extend_from_slice(&[&c.seq, table, op, &c.row_id, &c.user_id, record, old, &c.committed_at]);
+    }
+    conn.execute(&sql, &params)?;
+    Ok(())
 }
 
 impl Writer {
@@ -279,19 +327,25 @@ impl Writer {
     pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_, '_>) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        let job: JobFn = Box::new(move |wtx| {
-            let result = f(wtx);
-            let ok = result.is_ok();
-            let deliver: Deliver = Box::new(move |commit| {
-                let _ = tx.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(e),
+        let job: JobFn = Box::new(move |wtx| match wtx {
+            Ok(wtx) => {
+                let result = f(wtx);
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |commit| {
+                    let _ = tx.send(match commit {
+                        Ok(()) => result,
+                        Err(e) => Err(e),
+                    });
                 });
-            });
-            (ok, deliver)
+                (ok, deliver)
+            }
+            Err(refused) => {
+                let _ = tx.send(Err(refused));
+                (false, Box::new(|_| ()))
+            }
         });
         self.tx.send(Msg::Job(job)).await.map_err(|_| StoreError::Unavailable("the server is shutting down".into()))?;
         rx.await.map_err(|_| StoreError::internal("the write request was lost (writer stopped or the request panicked)"))?
@@ -306,24 +360,101 @@ impl Writer {
     }
 }
 
-/// Start the writer thread on an open, migrated connection.
-pub(super) fn spawn(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
+/// Where the writer's transactions go.
+enum Target {
+    Sqlite(Connection),
+    Postgres(PgTarget),
+}
+
+/// The writer's PostgreSQL connection, taken again after it is lost.
+struct PgTarget {
+    pool: deadpool_postgres::Pool,
+    client: Option<deadpool_postgres::Object>,
+    /// After a failed attempt to connect, the next one waits until then.
+    retry_at: Option<Instant>,
+    backoff: crate::backoff::Backoff,
+    /// Failed attempts to connect in a row.
+    attempts: u32,
+    /// A COMMIT whose outcome is unknown (the connection dropped during it):
+    /// the log holds the truth, to be read and published before anything else.
+    unsure: bool,
+}
+
+impl PgTarget {
+    /// The connection, reconnecting when it is gone; refuses fast while
+    /// backing off, so callers get 503 at once rather than queueing.
+    fn client(&mut self) -> StoreResult<&deadpool_postgres::Object> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(StoreError::Unavailable("the database is not reachable; reconnecting".into()));
+            }
+            match super::pg::conn::get(&self.pool) {
+                Ok(c) => {
+                    if self.retry_at.take().is_some() {
+                        tracing::info!("writer reconnected to PostgreSQL");
+                    }
+                    self.attempts = 0;
+                    self.client = Some(c);
+                }
+                Err(e) => {
+                    let wait = self.backoff.delay(self.attempts);
+                    self.attempts = self.attempts.saturating_add(1);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "writer cannot reach PostgreSQL");
+                    self.retry_at = Some(Instant::now() + wait);
+                    return Err(e);
+                }
+            }
+        }
+        self.client.as_ref().ok_or_else(|| StoreError::internal("no writer connection"))
+    }
+}
+
+/// Start the writer thread on an open, migrated SQLite connection.
+pub(super) fn spawn_sqlite(conn: Connection, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
     // Every row write uses a cached statement (parsing costs more than the
     // write itself); keep enough for the column sets of all tables and ops.
     conn.set_prepared_statement_cache_capacity(256);
-    let head = Arc::new(AtomicI64::new(super::changes::head(&conn).unwrap_or(0)));
+    let head = super::changes::head(&Conn::Sqlite(&conn)).unwrap_or(0);
+    spawn(Target::Sqlite(conn), head, max_batch, feed)
+}
+
+/// Start the writer thread on a migrated PostgreSQL database (`pool` holds
+/// the writer's one connection).
+pub(super) fn spawn_postgres(
+    pool: deadpool_postgres::Pool,
+    max_batch: usize,
+    feed: mpsc::UnboundedSender<ChangeBatch>,
+) -> StoreResult<(Writer, JoinHandle<()>)> {
+    let client = super::pg::conn::get(&pool)?;
+    let head = super::changes::head(&Conn::Pg(PgConn::new(&client)))?;
+    let target = PgTarget {
+        pool,
+        client: Some(client),
+        retry_at: None,
+        backoff: crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        attempts: 0,
+        unsure: false,
+    };
+    Ok(spawn(Target::Postgres(target), head, max_batch.min(PG_MAX_BATCH), feed))
+}
+
+fn spawn(target: Target, head: i64, max_batch: usize, feed: mpsc::UnboundedSender<ChangeBatch>) -> (Writer, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<Msg>(max_batch.max(1) * 16);
+    let head = Arc::new(AtomicI64::new(head));
     let stats = Arc::new(WriterStats::default());
     let writer = Writer { tx, head: head.clone(), stats: stats.clone() };
     let handle = std::thread::Builder::new()
         .name("syncgate-writer".into())
-        .spawn(move || run(conn, rx, max_batch, feed, head, stats))
+        .spawn(move || run(target, rx, max_batch.max(1), feed, head, stats))
         .expect("spawning the writer thread");
     (writer, handle)
 }
 
 fn run(
-    conn: Connection,
+    mut target: Target,
     mut rx: mpsc::Receiver<Msg>,
     max_batch: usize,
     feed: mpsc::UnboundedSender<ChangeBatch>,
@@ -333,16 +464,14 @@ fn run(
     let mut stopping: Option<oneshot::Sender<()>> = None;
     loop {
         let mut batch: Vec<JobFn> = Vec::new();
-        let first = match rx.blocking_recv() {
+        let first = match next_message(&mut target, &mut rx, &feed, &head) {
             Some(m) => m,
             None => break,
         };
         let mut take = |m: Msg, batch: &mut Vec<JobFn>| match m {
             Msg::Job(j) => batch.push(j),
-            Msg::Shutdown(done) => {
-                // Commit what is already queued, then stop accepting.
-                rx_close_later(&mut stopping, done);
-            }
+            // Commit what is already queued, then stop accepting.
+            Msg::Shutdown(done) => stopping = Some(done),
         };
         take(first, &mut batch);
         while batch.len() < max_batch {
@@ -359,8 +488,16 @@ fn run(
                 }
             }
         }
-        if !batch.is_empty() {
-            commit_batch(&conn, batch, &feed, &head, &stats);
+        // On shutdown everything left is committed, in batches of the cap.
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(max_batch));
+            match &mut target {
+                Target::Sqlite(conn) => {
+                    commit_batch(&Conn::Sqlite(conn), batch, &feed, &head, &stats);
+                }
+                Target::Postgres(pg) => commit_pg_batch(pg, batch, &feed, &head, &stats),
+            }
+            batch = rest;
         }
         if let Some(done) = stopping.take() {
             let _ = done.send(());
@@ -370,55 +507,160 @@ fn run(
     tracing::info!("writer stopped; every queued write is committed");
 }
 
-/// Run a parameterless statement, parsed once per connection: the per-request
-/// savepoint statements are on the hot path of every write.
-fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+/// The next request. On PostgreSQL, while a commit's outcome is unknown,
+/// keep trying (with backoff) to publish from the log what did commit, even
+/// when no request comes.
+fn next_message(
+    target: &mut Target,
+    rx: &mut mpsc::Receiver<Msg>,
+    feed: &mpsc::UnboundedSender<ChangeBatch>,
+    head: &AtomicI64,
+) -> Option<Msg> {
+    let Target::Postgres(pg) = target else { return rx.blocking_recv() };
+    loop {
+        if pg.unsure {
+            recover(pg, feed, head);
+        }
+        if !pg.unsure {
+            return rx.blocking_recv();
+        }
+        let wait = pg.retry_at.map_or(Duration::from_millis(200), |t| t.saturating_duration_since(Instant::now()));
+        match super::pg::conn::block_on(tokio::time::timeout(wait.max(Duration::from_millis(50)), rx.recv())) {
+            Ok(m) => return m,
+            Err(_) => continue,
+        }
+    }
 }
 
-fn rx_close_later(slot: &mut Option<oneshot::Sender<()>>, done: oneshot::Sender<()>) {
-    *slot = Some(done);
+/// After a COMMIT whose outcome is unknown: publish, from the log, every
+/// change past the published head (a write that did commit is broadcast
+/// even though its caller heard 503), then carry on from the log's head.
+fn recover(pg: &mut PgTarget, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &AtomicI64) {
+    let Ok(client) = pg.client() else { return };
+    let conn = Conn::Pg(PgConn::new(client));
+    loop {
+        let after = head.load(Ordering::Acquire);
+        match super::changes::read_after(&conn, after, 1000) {
+            Ok(found) if found.is_empty() => {
+                pg.unsure = false;
+                tracing::info!(head = after, "writer resumed after a commit of unknown outcome; the log and the feed agree");
+                return;
+            }
+            Ok(found) => {
+                let n = found.len();
+                if let Some(last) = found.last() {
+                    head.store(last.seq, Ordering::Release);
+                }
+                tracing::warn!(changes = n, "published changes of a commit whose caller heard 503: it did commit");
+                let _ = feed.send(Arc::new(found.into_iter().map(Arc::new).collect()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change log after a lost commit; retrying");
+                pg.client = None;
+                return;
+            }
+        }
+    }
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<JobFn>, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &AtomicI64, stats: &WriterStats) {
-    let started = std::time::Instant::now();
+fn commit_pg_batch(
+    pg: &mut PgTarget,
+    batch: Vec<JobFn>,
+    feed: &mpsc::UnboundedSender<ChangeBatch>,
+    head: &AtomicI64,
+    stats: &WriterStats,
+) {
+    if pg.unsure {
+        recover(pg, feed, head);
+    }
+    let refused = if pg.unsure {
+        Err(StoreError::Unavailable("the database connection was lost; reconnecting".into()))
+    } else {
+        pg.client().map(|_| ())
+    };
+    if let Err(e) = refused {
+        for job in batch {
+            let _ = catch_unwind(AssertUnwindSafe(|| job(Err(e.clone()))));
+        }
+        return;
+    }
+    let Some(client) = pg.client.as_ref() else { return };
+    let outcome = commit_batch(&Conn::Pg(PgConn::new(client)), batch, feed, head, stats);
+    match outcome {
+        CommitOutcome::Committed | CommitOutcome::RolledBack => {}
+        CommitOutcome::Unknown => {
+            pg.unsure = true;
+            pg.client = None;
+        }
+    }
+}
+
+/// Run a parameterless statement (transaction control on the hot path).
+fn exec(conn: &Conn<'_>, sql: &str) -> StoreResult<()> {
+    conn.execute(sql, args![]).map(|_| ())
+}
+
+enum CommitOutcome {
+    Committed,
+    /// Nothing of the batch remains; callers heard why.
+    RolledBack,
+    /// The connection dropped during COMMIT: the batch may or may not have
+    /// committed. Callers heard 503; the log decides what is published.
+    Unknown,
+}
+
+fn commit_batch(
+    conn: &Conn<'_>,
+    batch: Vec<JobFn>,
+    feed: &mpsc::UnboundedSender<ChangeBatch>,
+    head: &AtomicI64,
+    stats: &WriterStats,
+) -> CommitOutcome {
+    let started = Instant::now();
     let n = batch.len() as u64;
     let now = timefmt::format(timefmt::now());
     let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
     let mut committed: Vec<Change> = Vec::new();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let begin = match conn.engine() {
+        Engine::Sqlite => "BEGIN IMMEDIATE",
+        Engine::Postgres => "BEGIN",
+    };
+    if let Err(e) = exec(conn, begin) {
         tracing::error!(error = %e, "writer could not begin a transaction");
-        // Nothing ran; every caller hears about it.
-        drop(batch);
-        return;
+        for job in batch {
+            let _ = catch_unwind(AssertUnwindSafe(|| job(Err(e.clone()))));
+        }
+        return CommitOutcome::RolledBack;
     }
     for job in batch {
-        if let Err(e) = exec_cached(conn, "SAVEPOINT request") {
+        if let Err(e) = exec(conn, "SAVEPOINT request") {
             tracing::error!(error = %e, "writer could not open a savepoint");
+            let _ = catch_unwind(AssertUnwindSafe(|| job(Err(e.clone()))));
             continue;
         }
         let mut wtx = WriteTx { conn, now: now.clone(), changes: Vec::new() };
-        let outcome = catch_unwind(AssertUnwindSafe(|| job(&mut wtx)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| job(Ok(&mut wtx))));
         match outcome {
             Ok((true, deliver)) => {
-                let _ = exec_cached(conn, "RELEASE request");
+                let _ = exec(conn, "RELEASE request");
                 committed.extend(wtx.changes);
                 delivers.push(deliver);
             }
             Ok((false, deliver)) => {
-                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
+                let _ = exec(conn, "ROLLBACK TO request").and_then(|()| exec(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 delivers.push(deliver);
             }
             Err(_) => {
                 // A panicking request loses only itself; its caller sees an internal error.
                 tracing::error!("a write request panicked; it was rolled back");
-                let _ = exec_cached(conn, "ROLLBACK TO request").and_then(|()| exec_cached(conn, "RELEASE request"));
+                let _ = exec(conn, "ROLLBACK TO request").and_then(|()| exec(conn, "RELEASE request"));
                 stats.failed_requests.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
-    match conn.execute_batch("COMMIT") {
+    let commit = log_changes(conn, &mut committed).and_then(|()| exec(conn, "COMMIT"));
+    match commit {
         Ok(()) => {
             if let Some(last) = committed.last() {
                 head.store(last.seq, Ordering::Release);
@@ -434,13 +676,27 @@ fn commit_batch(conn: &Connection, batch: Vec<JobFn>, feed: &mpsc::UnboundedSend
             for d in delivers {
                 d(Ok(()));
             }
+            CommitOutcome::Committed
         }
         Err(e) => {
-            tracing::error!(error = %e, "commit failed; the batch was rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
-            for d in delivers {
-                d(Err(StoreError::internal(format!("commit failed: {e}"))));
+            // A lost PostgreSQL connection says nothing about whether the
+            // server committed before it went; any other failure (a refused
+            // COMMIT, a failed change-row insert) rolled everything back.
+            let lost = matches!(conn, Conn::Pg(c) if c.is_closed()) || matches!(e, StoreError::Unavailable(_));
+            if lost && !committed.is_empty() {
+                tracing::error!(error = %e, "the database connection was lost during COMMIT; its outcome is unknown");
+                let answer = StoreError::Unavailable("the database connection was lost while saving; the change may or may not be saved".into());
+                for d in delivers {
+                    d(Err(answer.clone()));
+                }
+                return CommitOutcome::Unknown;
             }
+            tracing::error!(error = %e, "commit failed; the batch was rolled back");
+            let _ = exec(conn, "ROLLBACK");
+            for d in delivers {
+                d(Err(e.clone()));
+            }
+            CommitOutcome::RolledBack
         }
     }
 }
@@ -461,7 +717,7 @@ mod tests {
         .unwrap();
         let uid = conn.last_insert_rowid();
         let (feed_tx, feed) = mpsc::unbounded_channel();
-        let (writer, _thread) = spawn(conn, 64, feed_tx);
+        let (writer, _thread) = spawn_sqlite(conn, 64, feed_tx);
         (writer, uid, feed)
     }
 

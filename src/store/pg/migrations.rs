@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[PgMigration] = &[
         sql: include_str!("migrations/0009_changes_by_user.sql"),
         min_binary_version: V0_1_0,
     },
+    PgMigration { version: 10, name: "0010_seq_head", sql: include_str!("migrations/0010_seq_head.sql"), min_binary_version: V0_1_0 },
 ];
 
 pub fn latest_version() -> i32 {

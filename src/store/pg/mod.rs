@@ -1,9 +1,11 @@
-//! PostgreSQL, the second engine (#17), first step: the database URL that
-//! never shows its password, and the schema by numbered migrations with the
-//! version check. The running server still uses SQLite only; the store is
-//! made engine-generic in a later step.
+//! What only PostgreSQL needs: the URL that never shows its password, TLS
+//! from `sslmode`, pooled connections with a blocking face for the store's
+//! shared code (`conn`), and the schema by numbered migrations with the
+//! version check.
 
+pub mod conn;
 pub mod migrations;
+pub mod tls;
 pub mod url;
 
 pub use migrations::{BinaryVersion, IncompatibleDatabase, PgMigrationError};
