@@ -51,6 +51,13 @@ pub enum Command {
     },
     /// Print the schema version and run SQLite's integrity check.
     Check,
+    /// Copy the SQLite database (database.path) into an empty PostgreSQL
+    /// database, change log and ids included; stop the server first.
+    MoveToPostgres {
+        /// postgres://user:password@host:5432/db (as database.url takes it).
+        #[arg(long, env = "SYNCGATE_MOVE_TO_URL", hide_env_values = true)]
+        url: String,
+    },
     /// Calendly webhook subscriptions.
     #[command(subcommand)]
     Calendly(CalendlyCommand),
@@ -147,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::LoginLink { user } => users_cmd::login_link(&config, user).map_err(Into::into),
         Command::Backup { to } => backup(&config, &to).map_err(Into::into),
         Command::Check => check(&config),
+        Command::MoveToPostgres { url } => move_to_postgres(&config, &url),
         Command::Calendly(c) => calendly_cmd::run(&config, c).map_err(Into::into),
     };
     match result {
@@ -249,6 +257,21 @@ fn token(config: &Config, args: TokenArgs) -> Result<(), users_cmd::UserCommandE
 fn backup(config: &Config, to: &std::path::Path) -> Result<(), crate::store::backup::BackupError> {
     crate::ops::backup::backup(&config.database, to)?;
     println!("{}", to.display());
+    Ok(())
+}
+
+/// `syncgate move-to-postgres`: refuses while a server serves this data
+/// folder, then copies and prints each table's count.
+fn move_to_postgres(config: &Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(server) = rt.block_on(crate::ops::running::locate(config))? {
+        return Err(format!("a syncgate server serves this data folder at {server}: stop it first, then move").into());
+    }
+    let moved = crate::store::move_to_pg::move_to_postgres(&config.database, url)?;
+    for (table, rows) in &moved.tables {
+        println!("{table}\t{rows}");
+    }
+    println!("moved; the change log's head is seq {}. Start syncgate with database.url set to this database.", moved.seq_head);
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::sql::args;
 use super::error::{StoreError, StoreResult};
 use super::login_links::{self, NewLoginLink};
+use super::sql::args;
 use super::tables::Table;
 use super::users::{self, User};
 use super::writer::WriteTx;

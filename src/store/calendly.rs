@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::sql::args;
 use super::error::{StoreError, StoreResult};
+use super::sql::args;
 use super::tables::Table;
 use super::writer::WriteTx;
 use super::{rejections, timefmt, users, Store};
@@ -161,10 +161,9 @@ impl BookingStore for SqliteBooking<'_, '_, '_> {
     }
 
     fn settle_delivery(&mut self, delivery: i64, meeting: Option<i64>, summary: &str) -> StoreResult<()> {
-        self.tx.conn().execute(
-            "UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3",
-            args![meeting, summary, delivery],
-        )?;
+        self.tx
+            .conn()
+            .execute("UPDATE calendly_webhook_events SET meeting_id = ?1, summary = ?2 WHERE id = ?3", args![meeting, summary, delivery])?;
         Ok(())
     }
 
@@ -518,10 +517,7 @@ impl Store {
         self.writer
             .write(move |tx| {
                 let conn = tx.conn();
-                conn.execute(
-                    "UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2",
-                    args![subscription_uri, key.id],
-                )?;
+                conn.execute("UPDATE calendly_signing_keys SET subscription_uri = ?1 WHERE id = ?2", args![subscription_uri, key.id])?;
                 if let Some(id) = key.user_id {
                     set_calendly_user_uri(conn, tx.now(), id, &calendly_user_uri)?;
                 }
@@ -542,7 +538,9 @@ impl Store {
 
     /// Calendly never got the key: an unused key must not linger as accepted.
     pub async fn drop_calendly_signing_key(&self, key: StoredSigningKey) -> StoreResult<()> {
-        self.writer.write(move |tx| Ok(tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", args![key.id]).map(|_| ())?)).await
+        self.writer
+            .write(move |tx| Ok(tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", args![key.id]).map(|_| ())?))
+            .await
     }
 }
 

@@ -154,8 +154,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// A user's replay reads through the (user_id, seq) index, not a scan of everyone's changes.
     #[test]
     fn a_users_replay_uses_the_user_index() {

@@ -183,14 +183,7 @@ impl Store {
                         google_needs_reconnect = 0,
                         updated_at = ?5
                      WHERE id = ?6",
-                    args![
-                        account.sub,
-                        account.refresh_token,
-                        account.access_token,
-                        account.access_expires_at,
-                        tx.now(),
-                        user_id
-                    ],
+                    args![account.sub, account.refresh_token, account.access_token, account.access_expires_at, tx.now(), user_id],
                 )?;
                 let user = users::get(conn, user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
                 if created {

@@ -121,7 +121,8 @@ impl Store {
             .write(move |tx| {
                 let now = tx.now().to_string();
                 let ok = pass.outcome == SyncOutcome::Ok;
-                tx.conn().execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", args![user_id])?;
+                tx.conn()
+                    .execute("INSERT INTO google_sync_status (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING", args![user_id])?;
                 tx.conn().execute(
                     "UPDATE google_sync_status SET
                         last_sync_at = ?2,

@@ -4,8 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::sql::args;
 use super::error::StoreResult;
+use super::sql::args;
 use super::users::{self, User};
 use super::Store;
 

@@ -20,6 +20,7 @@ pub mod google_sync;
 pub mod health;
 pub mod login_links;
 pub mod migrations;
+pub mod move_to_pg;
 pub mod pg;
 pub mod records;
 pub mod rejections;
@@ -47,10 +48,10 @@ use crate::config::{files, DatabaseConfig};
 pub use changes::{Change, ChangeBatch, Op};
 pub use error::{StoreError, StoreResult};
 pub use migrations::MigrationError;
+use sql::Conn;
 pub use sql::Engine;
 pub use tables::{PgType, Table};
 pub use writer::{LogHead, WriterStats};
-use sql::Conn;
 use writer::{WriteTx, Writer};
 
 type Pool = r2d2::Pool<SqliteConnectionManager>;
@@ -182,10 +183,14 @@ impl Store {
     /// Connect to PostgreSQL, migrate it (under the migration lock, refusing
     /// a database this binary is too old for), and start the writer and pools.
     fn open_postgres(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
+        pg::conn::blocking_anywhere(|| Store::open_postgres_blocking(cfg))
+    }
+
+    fn open_postgres_blocking(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
         let url = pg::PgUrl::parse(cfg.url.expose_secret())?;
         let shown = url.to_string();
         let timeout = cfg.connect_timeout.0;
-        let migrated = pg::conn::block_on_anywhere(async {
+        let migrated = pg::conn::block_on(async {
             tokio::time::timeout(timeout, pg::migrations::migrate(&url))
                 .await
                 .map_err(|_| OpenError::Postgres { url: shown.clone(), reason: format!("no answer within {timeout:?}") })?

@@ -7,8 +7,8 @@
 
 use time::OffsetDateTime;
 
-use super::sql::args;
 use super::error::StoreResult;
+use super::sql::args;
 use super::{changes, rejections, timefmt, Store};
 
 /// The stored form of a cutoff: rows stamped before it are due. None keeps

@@ -563,13 +563,7 @@ fn recover(pg: &mut PgTarget, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &
     }
 }
 
-fn commit_pg_batch(
-    pg: &mut PgTarget,
-    batch: Vec<JobFn>,
-    feed: &mpsc::UnboundedSender<ChangeBatch>,
-    head: &AtomicI64,
-    stats: &WriterStats,
-) {
+fn commit_pg_batch(pg: &mut PgTarget, batch: Vec<JobFn>, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &AtomicI64, stats: &WriterStats) {
     if pg.unsure {
         recover(pg, feed, head);
     }
@@ -685,7 +679,8 @@ fn commit_batch(
             let lost = matches!(conn, Conn::Pg(c) if c.is_closed()) || matches!(e, StoreError::Unavailable(_));
             if lost && !committed.is_empty() {
                 tracing::error!(error = %e, "the database connection was lost during COMMIT; its outcome is unknown");
-                let answer = StoreError::Unavailable("the database connection was lost while saving; the change may or may not be saved".into());
+                let answer =
+                    StoreError::Unavailable("the database connection was lost while saving; the change may or may not be saved".into());
                 for d in delivers {
                     d(Err(answer.clone()));
                 }

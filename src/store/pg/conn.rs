@@ -50,24 +50,20 @@ pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     runtime().handle().block_on(f)
 }
 
-/// Wait for `f` from anywhere, an async task included: for one-off work at
-/// startup and in the CLI, where parking one thread briefly is harmless.
-pub(crate) fn block_on_anywhere<F>(f: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
+/// Run blocking code that waits on PostgreSQL from anywhere, an async task
+/// included (on a thread of its own then): for one-off work at startup and
+/// in the CLI, where parking the caller's thread briefly is harmless.
+pub(crate) fn blocking_anywhere<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if tokio::runtime::Handle::try_current().is_err() {
-        return block_on(f);
+        return f();
     }
-    std::thread::scope(|s| s.spawn(|| block_on(f)).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
 }
 
 /// A pool of connections to `url`, at most `size` of them.
 pub(crate) fn pool(url: &PgUrl, size: usize, timeout: Duration) -> StoreResult<Pool> {
-    let manager = Manager::from_config(url.config().clone(), super::tls::connector(url)?, ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    });
+    let manager =
+        Manager::from_config(url.config().clone(), super::tls::connector(url)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size.max(1))
         .timeouts(Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) })
