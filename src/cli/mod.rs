@@ -260,6 +260,29 @@ fn backup(config: &Config, to: &std::path::Path) -> Result<(), crate::store::bac
     Ok(())
 }
 
+/// `syncgate check` on PostgreSQL: connectivity and the schema version (and
+/// the oldest syncgate the database allows). Integrity is PostgreSQL's own
+/// business (its checksums, `amcheck`); this does not pretend to check it.
+fn check_postgres(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::config::ExposeSecret;
+    use crate::store::pg;
+    let url = pg::PgUrl::parse(config.database.url.expose_secret())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let wait = config.database.connect_timeout.0;
+    let schema = rt
+        .block_on(async { tokio::time::timeout(wait, pg::migrations::check_compatible(&url)).await })
+        .map_err(|_| format!("the database {url} did not answer within {wait:?}"))??;
+    println!("PostgreSQL {url}: connected");
+    println!("schema version {} (this syncgate: {})", schema.version, pg::migrations::latest_version());
+    if let Some(min) = schema.min_binary_version {
+        println!("oldest syncgate this database allows: {min} (this is {})", pg::BinaryVersion::this_binary());
+    }
+    if schema.version < pg::migrations::latest_version() {
+        println!("the next `syncgate serve` applies the missing migrations");
+    }
+    Ok(())
+}
+
 /// `syncgate move-to-postgres`: refuses while a server serves this data
 /// folder, then copies and prints each table's count.
 fn move_to_postgres(config: &Config, url: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -277,6 +300,9 @@ fn move_to_postgres(config: &Config, url: &str) -> Result<(), Box<dyn std::error
 
 /// `syncgate check`: the schema version and the integrity verdict; fails when not ok.
 fn check(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    if crate::store::config_names_postgres(&config.database) {
+        return check_postgres(config);
+    }
     let integrity = crate::ops::backup::check(&config.database)?;
     for line in integrity.report() {
         println!("{line}");

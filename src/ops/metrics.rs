@@ -45,6 +45,17 @@ fn gauge(name: &str, help: &str, value: f64) -> Vec<MetricFamily> {
     }
 }
 
+/// A gauge labelled with the database engine (`engine="sqlite"|"postgres"`).
+fn labelled_gauge(name: &str, help: &str, engine: &str, value: f64) -> Vec<MetricFamily> {
+    match prometheus::GaugeVec::new(prometheus::Opts::new(name, help), &["engine"]) {
+        Ok(g) => {
+            g.with_label_values(&[engine]).set(value);
+            g.collect()
+        }
+        Err(_) => vec![],
+    }
+}
+
 fn counter(name: &str, help: &str, value: u64) -> Vec<MetricFamily> {
     match prometheus::IntCounter::new(name, help) {
         Ok(c) => {
@@ -114,6 +125,15 @@ pub async fn render(state: &MetricsState) -> Result<String, ApiError> {
         let secs = (t - crate::store::timefmt::now()).as_seconds_f64();
         families.extend(gauge("syncgate_google_channel_soonest_expiry_seconds", "Seconds until the soonest Google channel expires.", secs));
     }
+    let pool = state.store.pool_status();
+    let engine = match state.store.engine() {
+        crate::store::Engine::Sqlite => "sqlite",
+        crate::store::Engine::Postgres => "postgres",
+    };
+    families.extend(labelled_gauge("syncgate_db_pool_connections", "Read connections open in the pool.", engine, pool.open as f64));
+    families.extend(labelled_gauge("syncgate_db_pool_idle_connections", "Read connections open and idle.", engine, pool.idle as f64));
+    families.extend(labelled_gauge("syncgate_db_pool_max_connections", "Most read connections the pool opens.", engine, pool.max as f64));
+    families.extend(labelled_gauge("syncgate_db_pool_waiting", "Reads waiting for a pooled connection.", engine, pool.waiting as f64));
     families.extend(gauge("syncgate_uptime_seconds", "Seconds since the server started.", state.started.elapsed().as_secs_f64()));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();

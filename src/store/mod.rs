@@ -81,6 +81,16 @@ enum Db {
     },
 }
 
+/// The read pool's connections (see [`Store::pool_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub open: usize,
+    pub idle: usize,
+    pub max: usize,
+    /// Readers waiting for a connection (PostgreSQL; SQLite's pool does not count them).
+    pub waiting: usize,
+}
+
 /// What `Store::open` hands to the server besides the store itself.
 pub struct Opened {
     pub store: Store,
@@ -204,6 +214,26 @@ impl Store {
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn_postgres(writer_pool, cfg.max_batch, feed_tx).map_err(failed)?;
         Ok(Opened { store: Store { db: Db::Postgres { pool, snapshots }, writer }, feed, writer_thread })
+    }
+
+    /// The read connections now: how many are open, how many idle, the
+    /// most there may be, and how many readers wait for one (`/metrics`).
+    pub fn pool_status(&self) -> PoolStatus {
+        match &self.db {
+            Db::Sqlite { pool, .. } => {
+                let state = pool.state();
+                PoolStatus {
+                    open: state.connections as usize,
+                    idle: state.idle_connections as usize,
+                    max: pool.max_size() as usize,
+                    waiting: 0,
+                }
+            }
+            Db::Postgres { pool, .. } => {
+                let status = pool.status();
+                PoolStatus { open: status.size, idle: status.available, max: status.max_size, waiting: status.waiting }
+            }
+        }
     }
 
     /// Which engine holds the data.
