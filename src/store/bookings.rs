@@ -19,7 +19,10 @@
 //! live in the store because both sides' writes need them inside their
 //! transaction, and neither feature may import the other.
 
-use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::error::StoreResult;
+use super::sql::{args, Conn};
 
 /// The Calendly meeting a Google event is the copy of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,30 +38,30 @@ pub struct BookingMatch {
 /// starts at `starts_at` (UTC, as stored) and lists one of `attendee_emails`
 /// among its invitees.
 pub(super) fn calendly_meeting_for_event(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user_id: i64,
     event_id: &str,
     starts_at: &str,
     attendee_emails: &[String],
-) -> rusqlite::Result<Option<BookingMatch>> {
-    let by_id: Option<i64> = conn
-        .prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND google_event_id = ?2 ORDER BY id LIMIT 1")?
-        .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
-        .optional()?;
+) -> StoreResult<Option<BookingMatch>> {
+    let by_id: Option<i64> = conn.value_opt(
+        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND google_event_id = ?2 ORDER BY id LIMIT 1",
+        args![user_id, event_id],
+    )?;
     if let Some(meeting_id) = by_id {
         return Ok(Some(BookingMatch { meeting_id, by_event_id: true }));
     }
-    // A malformed `invitees` value must not fail the sync: it then matches nothing.
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id FROM meetings m
-         WHERE m.user_id = ?1 AND m.source = 'calendly' AND m.google_event_id IS NULL AND m.starts_at = ?2 AND m.status <> 'canceled'
-           AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(m.invitees) THEN m.invitees ELSE '[]' END) i
-                       WHERE lower(json_extract(i.value, '$.email')) = lower(?3))
-         ORDER BY m.id LIMIT 1",
+    let candidates = people_at(
+        conn,
+        "SELECT id, invitees FROM meetings
+         WHERE user_id = ?1 AND source = 'calendly' AND google_event_id IS NULL AND starts_at = ?2 AND status <> 'canceled'
+         ORDER BY id",
+        user_id,
+        starts_at,
     )?;
     for email in attendee_emails {
-        if let Some(meeting_id) = stmt.query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0)).optional()? {
-            return Ok(Some(BookingMatch { meeting_id, by_event_id: false }));
+        if let Some((meeting_id, _)) = candidates.iter().find(|(_, people)| lists_email(people, email)) {
+            return Ok(Some(BookingMatch { meeting_id: *meeting_id, by_event_id: false }));
         }
     }
     Ok(None)
@@ -69,39 +72,58 @@ pub(super) fn calendly_meeting_for_event(
 /// Calendly reports one; without it, a meeting that is not canceled, starts
 /// at `starts_at` (UTC, as stored) and has the invitee among its attendees.
 pub(super) fn google_copy(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user_id: i64,
     google_event_id: Option<&str>,
     starts_at: &str,
     invitee_email: Option<&str>,
-) -> rusqlite::Result<Option<i64>> {
+) -> StoreResult<Option<i64>> {
     if let Some(event_id) = google_event_id {
-        return conn
-            .prepare_cached(
-                "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND (external_id = ?2 OR google_event_id = ?2)
-                 ORDER BY id LIMIT 1",
-            )?
-            .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
-            .optional();
+        return conn.value_opt(
+            "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND (external_id = ?2 OR google_event_id = ?2)
+             ORDER BY id LIMIT 1",
+            args![user_id, event_id],
+        );
     }
     let Some(email) = invitee_email.filter(|e| !e.is_empty()) else { return Ok(None) };
-    conn.prepare_cached(
-        "SELECT m.id FROM meetings m
-         WHERE m.user_id = ?1 AND m.source = 'google' AND m.starts_at = ?2 AND m.status <> 'canceled'
-           AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(m.attendees) THEN m.attendees ELSE '[]' END) a
-                       WHERE lower(json_extract(a.value, '$.email')) = lower(?3))
-         ORDER BY m.id LIMIT 1",
-    )?
-    .query_row(rusqlite::params![user_id, starts_at, email], |r| r.get(0))
-    .optional()
+    let candidates = people_at(
+        conn,
+        "SELECT id, attendees FROM meetings
+         WHERE user_id = ?1 AND source = 'google' AND starts_at = ?2 AND status <> 'canceled'
+         ORDER BY id",
+        user_id,
+        starts_at,
+    )?;
+    Ok(candidates.into_iter().find(|(_, people)| lists_email(people, email)).map(|(id, _)| id))
+}
+
+/// The meetings `sql` selects (id, a people column) for a user at a start
+/// time, lowest id first, with their people lists parsed. The email match is
+/// made here rather than in SQL because the JSON functions differ (SQLite's
+/// json_each over text, PostgreSQL's jsonb_array_elements), and a start time
+/// narrows the candidates to a handful. A malformed value must not fail the
+/// caller (a Google sync, a delivery): it then lists nobody.
+fn people_at(conn: &Conn<'_>, sql: &str, user_id: i64, starts_at: &str) -> StoreResult<Vec<(i64, Value)>> {
+    conn.query_map(sql, args![user_id, starts_at], |r| {
+        let people = r.get::<Option<String>>(1)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        Ok((r.get(0)?, people))
+    })
+}
+
+/// Whether a people list (a JSON array of objects) has one whose `email` is
+/// `email`, compared without regard to ASCII case as SQLite's lower() did.
+fn lists_email(people: &Value, email: &str) -> bool {
+    people
+        .as_array()
+        .is_some_and(|list| list.iter().any(|p| p.get("email").and_then(Value::as_str).is_some_and(|e| e.eq_ignore_ascii_case(email))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
+    fn db() -> rusqlite::Connection {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut c).unwrap();
         c.execute_batch(
             "INSERT INTO users (id, email, role, created_at, updated_at) VALUES (1, 'a@x.com', 'user', 't', 't'), (2, 'b@x.com', 'user', 't', 't');",
@@ -111,27 +133,29 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn meeting(c: &Connection, user: i64, source: &str, ext: &str, gev: Option<&str>, start: &str, people: &str, status: &str) -> i64 {
+    fn meeting(c: &Conn<'_>, user: i64, source: &str, ext: &str, gev: Option<&str>, start: &str, people: &str, status: &str) -> i64 {
         let col = if source == "calendly" { "invitees" } else { "attendees" };
-        c.execute(
+        c.value(
             &format!(
                 "INSERT INTO meetings (user_id, source, external_id, google_event_id, title, starts_at, ends_at, status, {col}, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'm', ?5, ?5, ?6, ?7, 't', 't')"
+                 VALUES (?1, ?2, ?3, ?4, 'm', ?5, ?5, ?6, ?7, 't', 't') RETURNING id"
             ),
-            rusqlite::params![user, source, ext, gev, start, status, people],
+            args![user, source, ext, gev, start, status, people],
         )
-        .unwrap();
-        c.last_insert_rowid()
+        .unwrap()
     }
 
     const T: &str = "2026-12-01T10:00:00.000Z";
 
     #[test]
     fn a_google_event_finds_its_calendly_booking_by_id_then_by_time_and_email() {
-        let c = db();
+        let db = db();
+        let c = Conn::Sqlite(&db);
         let by_id = meeting(&c, 1, "calendly", "https://cal/ev1", Some("g1"), T, "[]", "scheduled");
         let plain = meeting(&c, 1, "calendly", "https://cal/ev2", None, T, r#"[{"uri":"u","email":"Client@Y.com"}]"#, "scheduled");
         meeting(&c, 1, "calendly", "https://cal/ev3", None, T, "not json", "scheduled");
+        meeting(&c, 1, "calendly", "https://cal/ev4", None, T, r#"["client@y.com"]"#, "scheduled");
+        meeting(&c, 1, "calendly", "https://cal/ev5", None, T, r#"{"email":"client@y.com"}"#, "scheduled");
         let emails = vec!["client@y.com".to_string()];
         assert_eq!(calendly_meeting_for_event(&c, 1, "g1", T, &[]).unwrap(), Some(BookingMatch { meeting_id: by_id, by_event_id: true }));
         assert_eq!(
@@ -140,12 +164,18 @@ mod tests {
         );
         assert_eq!(calendly_meeting_for_event(&c, 1, "g2", "2026-12-01T11:00:00.000Z", &emails).unwrap(), None, "another time");
         assert_eq!(calendly_meeting_for_event(&c, 1, "g2", T, &["other@y.com".into()]).unwrap(), None, "another person");
+        assert_eq!(
+            calendly_meeting_for_event(&c, 1, "g2", T, &["nobody@y.com".into(), "CLIENT@y.com".into()]).unwrap(),
+            Some(BookingMatch { meeting_id: plain, by_event_id: false }),
+            "any of the attendees"
+        );
         assert_eq!(calendly_meeting_for_event(&c, 2, "g1", T, &emails).unwrap(), None, "another adviser");
     }
 
     #[test]
     fn a_calendly_booking_finds_its_google_copy() {
-        let c = db();
+        let db = db();
+        let c = Conn::Sqlite(&db);
         let g =
             meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
         meeting(&c, 1, "google", "g9", Some("g9"), T, r#"[{"email":"client@y.com"}]"#, "canceled");

@@ -10,13 +10,13 @@
 //! rows commit together (and the HTTP 2xx follows that commit), or nothing
 //! of the delivery is kept.
 
+// The neutral SQL layer's value type (see `sql`), as `WriteTx` takes it.
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::error::{StoreError, StoreResult};
-use super::sql::args;
+use super::sql::{args, Conn};
 use super::tables::Table;
 use super::writer::WriteTx;
 use super::{rejections, timefmt, users, Store};
@@ -146,8 +146,8 @@ pub trait BookingStore {
     fn update_meeting(&mut self, id: i64, meeting: &BookedMeeting) -> StoreResult<Option<Value>>;
 }
 
-/// [`BookingStore`] on SQLite, inside the writer's transaction.
-struct SqliteBooking<'a, 'b, 'c> {
+/// [`BookingStore`] over the writer's transaction (either engine).
+struct TxBooking<'a, 'b, 'c> {
     tx: &'a mut WriteTx<'b, 'c>,
 }
 
@@ -155,9 +155,9 @@ fn id_of(row: &Value, what: &str) -> StoreResult<i64> {
     row.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal(format!("{what} row without id")))
 }
 
-impl BookingStore for SqliteBooking<'_, '_, '_> {
+impl BookingStore for TxBooking<'_, '_, '_> {
     fn record_delivery(&mut self, row: DeliveryRow) -> StoreResult<Option<i64>> {
-        Ok(insert_delivery(self.tx.conn(), self.tx.now(), &row)?)
+        insert_delivery(self.tx.conn(), self.tx.now(), &row)
     }
 
     fn settle_delivery(&mut self, delivery: i64, meeting: Option<i64>, summary: &str) -> StoreResult<()> {
@@ -168,7 +168,7 @@ impl BookingStore for SqliteBooking<'_, '_, '_> {
     }
 
     fn user_by_calendly_uri(&self, uri: &str) -> StoreResult<Option<i64>> {
-        Ok(self.tx.conn().query_row("SELECT id FROM users WHERE calendly_user_uri = ?1", [uri], |r| r.get(0)).optional()?)
+        self.tx.conn().value_opt("SELECT id FROM users WHERE calendly_user_uri = ?1", args![uri])
     }
 
     fn user_by_email(&self, email: &str) -> StoreResult<Option<i64>> {
@@ -176,47 +176,37 @@ impl BookingStore for SqliteBooking<'_, '_, '_> {
     }
 
     fn invitee(&self, uri: &str) -> StoreResult<Option<InviteeLink>> {
-        let row = self
-            .tx
-            .conn()
-            .prepare_cached("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1")?
-            .query_row([uri], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
-            .optional()?;
-        let Some((user_id, meeting_id, state)) = row else { return Ok(None) };
+        let row =
+            self.tx.conn().query_opt("SELECT user_id, meeting_id, state FROM calendly_invitees WHERE invitee_uri = ?1", args![uri])?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.get(2)?;
         let state =
             InviteeState::parse(&state).ok_or_else(|| StoreError::internal(format!("invitee {uri} has an unknown state {state}")))?;
-        Ok(Some(InviteeLink { user_id, meeting_id, state }))
+        Ok(Some(InviteeLink { user_id: row.get(0)?, meeting_id: row.get(1)?, state }))
     }
 
     fn link_invitee(&mut self, uri: &str, link: &InviteeLink, old: Option<&str>, new: Option<&str>) -> StoreResult<()> {
-        self.tx
-            .conn()
-            .prepare_cached(
-                "INSERT INTO calendly_invitees (invitee_uri, user_id, meeting_id, state, old_invitee, new_invitee, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (invitee_uri) DO UPDATE SET user_id = excluded.user_id, meeting_id = excluded.meeting_id,
-                    state = excluded.state, old_invitee = COALESCE(excluded.old_invitee, old_invitee),
-                    new_invitee = COALESCE(excluded.new_invitee, new_invitee), updated_at = excluded.updated_at",
-            )?
-            .execute(rusqlite::params![uri, link.user_id, link.meeting_id, link.state.as_str(), old, new, self.tx.now()])?;
+        // The kept values are named by table: PostgreSQL finds a bare
+        // column ambiguous next to `excluded`'s.
+        self.tx.conn().execute(
+            "INSERT INTO calendly_invitees (invitee_uri, user_id, meeting_id, state, old_invitee, new_invitee, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (invitee_uri) DO UPDATE SET user_id = excluded.user_id, meeting_id = excluded.meeting_id,
+                state = excluded.state, old_invitee = COALESCE(excluded.old_invitee, calendly_invitees.old_invitee),
+                new_invitee = COALESCE(excluded.new_invitee, calendly_invitees.new_invitee), updated_at = excluded.updated_at",
+            args![uri, link.user_id, link.meeting_id, link.state.as_str(), old, new, self.tx.now()],
+        )?;
         Ok(())
     }
 
     fn expected_invitees(&self, meeting: i64) -> StoreResult<i64> {
-        Ok(self
-            .tx
-            .conn()
-            .prepare_cached("SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'")?
-            .query_row([meeting], |r| r.get(0))?)
+        self.tx.conn().value("SELECT COUNT(*) FROM calendly_invitees WHERE meeting_id = ?1 AND state = 'expected'", args![meeting])
     }
 
     fn calendly_meeting(&self, user: i64, event_uri: &str) -> StoreResult<Option<i64>> {
-        Ok(self
-            .tx
+        self.tx
             .conn()
-            .prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2")?
-            .query_row(rusqlite::params![user, event_uri], |r| r.get(0))
-            .optional()?)
+            .value_opt("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND external_id = ?2", args![user, event_uri])
     }
 
     fn meeting(&self, id: i64) -> StoreResult<Option<Value>> {
@@ -224,16 +214,13 @@ impl BookingStore for SqliteBooking<'_, '_, '_> {
     }
 
     fn google_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>> {
-        Ok(super::bookings::google_copy(self.tx.conn(), user, google_event_id, starts_at, email)?)
+        super::bookings::google_copy(self.tx.conn(), user, google_event_id, starts_at, email)
     }
 
     fn client_by_email(&self, user: i64, email: &str) -> StoreResult<Option<i64>> {
-        Ok(self
-            .tx
-            .conn()
-            .prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2")?
-            .query_row(rusqlite::params![user, email], |r| r.get(0))
-            .optional()?)
+        // Emails compare without regard to case: SQLite's column is COLLATE
+        // NOCASE, PostgreSQL's unique index is on lower(email).
+        self.tx.conn().value_opt("SELECT id FROM clients WHERE user_id = ?1 AND lower(email) = lower(?2)", args![user, email])
     }
 
     fn add_client(&mut self, user: i64, name: &str, email: &str) -> StoreResult<i64> {
@@ -256,16 +243,17 @@ impl BookingStore for SqliteBooking<'_, '_, '_> {
     }
 }
 
-/// Insert a delivery-log row: its id, or None when its dedupe key is taken.
-fn insert_delivery(conn: &Connection, now: &str, row: &DeliveryRow) -> rusqlite::Result<Option<i64>> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO calendly_webhook_events
-                (event, invitee_uri, dedupe_key, received_at, outcome, error, payload, user_id, host, summary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )?
-        .execute(rusqlite::params![
+/// Insert a delivery-log row: its id, or None when its dedupe key is taken
+/// (no row comes back from a conflict that did nothing; a NULL key never
+/// conflicts).
+fn insert_delivery(conn: &Conn<'_>, now: &str, row: &DeliveryRow) -> StoreResult<Option<i64>> {
+    conn.value_opt(
+        "INSERT INTO calendly_webhook_events
+            (event, invitee_uri, dedupe_key, received_at, outcome, error, payload, user_id, host, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (dedupe_key) DO NOTHING
+         RETURNING id",
+        args![
             row.event,
             row.invitee_uri,
             row.dedupe_key,
@@ -276,8 +264,8 @@ fn insert_delivery(conn: &Connection, now: &str, row: &DeliveryRow) -> rusqlite:
             row.user_id,
             row.host,
             row.summary
-        ])?;
-    Ok((n == 1).then(|| conn.last_insert_rowid()))
+        ],
+    )
 }
 
 /// What the public `GET /api/calendly/webhook/test` may tell.
@@ -355,7 +343,7 @@ const LOGGED_OUTCOMES: [DeliveryOutcome; 6] = [
 ];
 
 /// [`CalendlyHealth`] on a read connection (also part of the admin health page).
-pub(super) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
+pub(super) fn health(conn: &Conn<'_>) -> StoreResult<CalendlyHealth> {
     let now = timefmt::now();
     let day = timefmt::format(now - time::Duration::hours(24));
     let week = timefmt::format(now - time::Duration::days(7));
@@ -363,26 +351,30 @@ pub(super) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
     for o in LOGGED_OUTCOMES {
         outcomes.set(o.as_str(), 0);
     }
-    let mut stmt = conn.prepare("SELECT outcome, COUNT(*) FROM calendly_webhook_events WHERE received_at >= ?1 GROUP BY outcome")?;
-    for row in stmt.query_map([&day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (o, n) = row?;
-        outcomes.set(&o, n);
+    for row in conn.query("SELECT outcome, COUNT(*) FROM calendly_webhook_events WHERE received_at >= ?1 GROUP BY outcome", args![day])? {
+        outcomes.set(&row.get::<String>(0)?, row.get(1)?);
     }
     // Refusals are counted per minute, not stored as rows.
     let reasons = Counts(rejections::by_reason_since(conn, &day)?);
     outcomes.set(DeliveryOutcome::Rejected.as_str(), reasons.0.iter().map(|(_, n)| n).sum());
-    let mut stmt = conn.prepare(
+    let unmatched_hosts_7d = conn.query_map(
         "SELECT host, COUNT(*), MAX(received_at) FROM calendly_webhook_events
          WHERE outcome = 'unmatched' AND received_at >= ?1 GROUP BY host ORDER BY 3 DESC LIMIT 50",
+        args![week],
+        |r| Ok(UnmatchedHost { host: r.get(0)?, deliveries: r.get(1)?, last_at: r.get(2)? }),
     )?;
-    let unmatched_hosts_7d = stmt
-        .query_map([&week], |r| Ok(UnmatchedHost { host: r.get(0)?, deliveries: r.get(1)?, last_at: r.get(2)? }))?
-        .collect::<Result<_, _>>()?;
     let last_delivery = conn
-        .query_row("SELECT received_at, event, outcome, error, summary FROM calendly_webhook_events ORDER BY id DESC LIMIT 1", [], |r| {
-            Ok(LastDelivery { received_at: r.get(0)?, event: r.get(1)?, outcome: r.get(2)?, error: r.get(3)?, summary: r.get(4)? })
+        .query_opt("SELECT received_at, event, outcome, error, summary FROM calendly_webhook_events ORDER BY id DESC LIMIT 1", args![])?
+        .map(|r| {
+            Ok::<_, StoreError>(LastDelivery {
+                received_at: r.get(0)?,
+                event: r.get(1)?,
+                outcome: r.get(2)?,
+                error: r.get(3)?,
+                summary: r.get(4)?,
+            })
         })
-        .optional()?;
+        .transpose()?;
     Ok(CalendlyHealth {
         outcomes_24h: outcomes,
         rejected_by_reason_24h: reasons,
@@ -393,22 +385,20 @@ pub(super) fn health(conn: &Connection) -> StoreResult<CalendlyHealth> {
     })
 }
 
-fn last_accepted(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+fn last_accepted(conn: &Conn<'_>) -> StoreResult<Option<String>> {
+    conn.value_opt(
         "SELECT received_at FROM calendly_webhook_events WHERE outcome = 'accepted' ORDER BY received_at DESC, id DESC LIMIT 1",
-        [],
-        |r| r.get(0),
+        args![],
     )
-    .optional()
 }
 
-fn stored_key_count(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0))
+fn stored_key_count(conn: &Conn<'_>) -> StoreResult<i64> {
+    conn.value("SELECT COUNT(*) FROM calendly_signing_keys", args![])
 }
 
 /// Not a logged change: the column only steers matching. Returns the rows changed.
-fn set_calendly_user_uri(conn: &Connection, now: &str, user_id: i64, uri: &str) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3", rusqlite::params![uri, now, user_id])
+fn set_calendly_user_uri(conn: &Conn<'_>, now: &str, user_id: i64, uri: &str) -> StoreResult<usize> {
+    conn.execute("UPDATE users SET calendly_user_uri = ?1, updated_at = ?2 WHERE id = ?3", args![uri, now, user_id])
 }
 
 /// A signing key `syncgate calendly subscribe` generated, to be stored
@@ -442,22 +432,17 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut dyn BookingStore) -> StoreResult<T> + Send + 'static,
     {
-        self.writer.write(move |tx| book(&mut SqliteBooking { tx })).await
+        self.writer.write(move |tx| book(&mut TxBooking { tx })).await
     }
 
     /// Log a delivery that was not booked (invalid, or booking it failed).
     pub async fn record_calendly_delivery(&self, row: DeliveryRow) -> StoreResult<()> {
-        self.writer.write(move |tx| Ok(insert_delivery(tx.conn(), tx.now(), &row).map(|_| ())?)).await
+        self.writer.write(move |tx| insert_delivery(tx.conn(), tx.now(), &row).map(|_| ())).await
     }
 
     /// The signing keys `syncgate calendly subscribe` stored, newest first.
     pub async fn calendly_signing_keys(&self) -> StoreResult<Vec<String>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.read(|conn| conn.query_map("SELECT signing_key FROM calendly_signing_keys ORDER BY id DESC", args![], |r| r.get(0))).await
     }
 
     pub async fn calendly_webhook_status(&self) -> StoreResult<WebhookStatus> {
@@ -465,7 +450,7 @@ impl Store {
     }
 
     pub async fn calendly_health(&self) -> StoreResult<CalendlyHealth> {
-        self.read(|c| health(c)).await
+        self.read(health).await
     }
 
     /// Store a new signing key, with the syncgate user it belongs to. Refused
@@ -483,13 +468,8 @@ impl Store {
                     },
                 };
                 if let Some(id) = user_id {
-                    let holder: Option<i64> = conn
-                        .query_row(
-                            "SELECT id FROM users WHERE calendly_user_uri = ?1 AND id != ?2",
-                            rusqlite::params![key.calendly_user_uri, id],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
+                    let holder: Option<i64> =
+                        conn.value_opt("SELECT id FROM users WHERE calendly_user_uri = ?1 AND id <> ?2", args![key.calendly_user_uri, id])?;
                     if let Some(other) = holder {
                         return Err(StoreError::Conflict(format!(
                             "the Calendly user {} is already linked to syncgate user {other}",
@@ -497,11 +477,12 @@ impl Store {
                         )));
                     }
                 }
-                conn.execute(
-                    "INSERT INTO calendly_signing_keys (signing_key, user_id, callback_url, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                let id = conn.value(
+                    "INSERT INTO calendly_signing_keys (signing_key, user_id, callback_url, scope, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
                     args![key.signing_key, user_id, key.callback_url, key.scope, tx.now()],
                 )?;
-                Ok(StoredSigningKey { id: conn.last_insert_rowid(), user_id })
+                Ok(StoredSigningKey { id, user_id })
             })
             .await
     }
@@ -538,9 +519,7 @@ impl Store {
 
     /// Calendly never got the key: an unused key must not linger as accepted.
     pub async fn drop_calendly_signing_key(&self, key: StoredSigningKey) -> StoreResult<()> {
-        self.writer
-            .write(move |tx| Ok(tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", args![key.id]).map(|_| ())?))
-            .await
+        self.writer.write(move |tx| tx.conn().execute("DELETE FROM calendly_signing_keys WHERE id = ?1", args![key.id]).map(|_| ())).await
     }
 }
 
@@ -548,8 +527,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
+    fn db() -> rusqlite::Connection {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
         crate::store::migrations::migrate(&mut c).unwrap();
         c.execute_batch(
             "INSERT INTO users (id, email, role, created_at, updated_at) VALUES (1, 'a@x.com', 'user', 't', 't'), (2, 'b@x.com', 'user', 't', 't');",
@@ -560,7 +539,8 @@ mod tests {
 
     #[test]
     fn a_delivery_is_logged_once_per_dedupe_key() {
-        let c = db();
+        let db = db();
+        let c = Conn::Sqlite(&db);
         const OLD: &str = "2020-01-01T00:00:00.000Z";
         let row = DeliveryRow { dedupe_key: Some("invitee.created|u".into()), ..DeliveryRow::new(DeliveryOutcome::Accepted) };
         assert!(insert_delivery(&c, OLD, &row).unwrap().is_some());
