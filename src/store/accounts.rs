@@ -6,13 +6,12 @@
 //! (a `users` change carries only the public columns).
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::error::{StoreError, StoreResult};
 use super::login_links::{self, NewLoginLink};
-use super::sql::args;
+use super::sql::{args, Conn, Engine, Row};
 use super::tables::Table;
 use super::users::{self, User};
 use super::writer::WriteTx;
@@ -43,9 +42,8 @@ fn field<'a>(row: &'a Value, name: &str) -> &'a str {
 }
 
 /// Refuse when `id` is the only active admin left.
-fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> StoreResult<()> {
-    let others: i64 =
-        conn.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", [id], |r| r.get(0))?;
+fn ensure_another_admin(conn: &Conn<'_>, id: i64, what: &str) -> StoreResult<()> {
+    let others: i64 = conn.value("SELECT COUNT(*) FROM users WHERE role = 'admin' AND status = 'active' AND id <> ?1", args![id])?;
     if others == 0 {
         return Err(StoreError::Conflict(format!(
             "user {id} is the last active admin and cannot be {what}; make another user admin first"
@@ -57,7 +55,7 @@ fn ensure_another_admin(conn: &Connection, id: i64, what: &str) -> StoreResult<(
 /// What [`remove`] refuses, checked on a read connection: a user that does
 /// not exist, or the last active admin (callers check before doing anything
 /// outside the database; `remove` checks again in its transaction).
-fn check_removable(conn: &Connection, id: i64) -> StoreResult<()> {
+fn check_removable(conn: &Conn<'_>, id: i64) -> StoreResult<()> {
     let account = users::account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("user {id} does not exist")))?;
     if account.admin && account.active {
         ensure_another_admin(conn, id, "removed")?;
@@ -70,19 +68,18 @@ fn is_active_admin(row: &Value) -> bool {
 }
 
 fn audit(tx: &WriteTx<'_, '_>, actor: &Actor, action: &str, target: &Value, detail: Value) -> StoreResult<()> {
-    tx.conn()
-        .prepare_cached(
-            "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(rusqlite::params![
+    tx.conn().execute(
+        "INSERT INTO audit_log (at, actor_id, actor, action, target_id, target, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        args![
             tx.now(),
             actor.user_id,
             actor.label,
             action,
             target.get("id").and_then(Value::as_i64),
             target.get("email").and_then(Value::as_str),
-            detail.to_string(),
-        ])?;
+            detail,
+        ],
+    )?;
     Ok(())
 }
 
@@ -179,11 +176,7 @@ fn remove(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64) -> StoreResult<Remov
     if field(&row, "status") == AccountStatus::Active.as_str() {
         tx.update(Table::Users, id, &[("status", SqlValue::Text(AccountStatus::Disabled.as_str().into()))])?;
     }
-    let ids_where = |tx: &WriteTx<'_, '_>, sql: &str| -> StoreResult<Vec<i64>> {
-        let mut stmt = tx.conn().prepare(sql)?;
-        let ids = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
-        Ok(ids)
-    };
+    let ids_where = |tx: &WriteTx<'_, '_>, sql: &str| -> StoreResult<Vec<i64>> { tx.conn().query_map(sql, args![id], |r| r.get(0)) };
     for table in [Table::Meetings, Table::Pipeline] {
         let linked = ids_where(
             tx,
@@ -209,14 +202,20 @@ fn remove(tx: &mut WriteTx<'_, '_>, actor: &Actor, id: i64) -> StoreResult<Remov
     conn.execute("UPDATE calendly_webhook_events SET user_id = NULL, meeting_id = NULL WHERE user_id = ?1", args![id])?;
     // Every other table that refers to users (sign-in links, channels, sync
     // state, and whatever later migrations add) loses this user's rows.
-    let refs: Vec<(String, String)> = {
-        let mut stmt = conn.prepare(
+    // Each engine lists its foreign keys its own way.
+    let refs_sql = match conn.engine() {
+        Engine::Sqlite => {
             "SELECT m.name, f.\"from\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f
-             WHERE m.type = 'table' AND f.\"table\" = 'users' ORDER BY m.name",
-        )?;
-        let refs = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-        refs
+             WHERE m.type = 'table' AND f.\"table\" = 'users' ORDER BY m.name"
+        }
+        Engine::Postgres => {
+            "SELECT t.relname::text, a.attname::text FROM pg_constraint c
+             JOIN pg_class t ON t.oid = c.conrelid
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+             WHERE c.contype = 'f' AND c.confrelid = 'users'::regclass ORDER BY t.relname, a.attname"
+        }
     };
+    let refs: Vec<(String, String)> = conn.query_map(refs_sql, args![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     for (table, column) in refs {
         if Table::parse(&table).is_some() {
             continue;
@@ -242,25 +241,27 @@ pub struct AuditEntry {
 }
 
 /// Audit entries, newest first, before `before_id` (paging).
-fn audit_page(conn: &Connection, limit: usize, before_id: Option<i64>) -> rusqlite::Result<Vec<AuditEntry>> {
-    let mut stmt = conn.prepare(
+fn audit_page(conn: &Conn<'_>, limit: usize, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+    conn.query_map(
         "SELECT id, at, actor_id, actor, action, target_id, target, detail FROM audit_log
          WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![before_id.unwrap_or(i64::MAX), limit as i64], |r| {
-        let detail: Option<String> = r.get(7)?;
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            actor_id: r.get(2)?,
-            actor: r.get(3)?,
-            action: r.get(4)?,
-            target_id: r.get(5)?,
-            target: r.get(6)?,
-            detail: detail.and_then(|d| serde_json::from_str::<Value>(&d).ok()).unwrap_or(Value::Null),
-        })
-    })?;
-    rows.collect()
+        args![before_id.unwrap_or(i64::MAX), limit as i64],
+        audit_entry,
+    )
+}
+
+fn audit_entry(r: &Row) -> StoreResult<AuditEntry> {
+    let detail: Option<String> = r.get(7)?;
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor_id: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        target_id: r.get(5)?,
+        target: r.get(6)?,
+        detail: detail.and_then(|d| serde_json::from_str::<Value>(&d).ok()).unwrap_or(Value::Null),
+    })
 }
 
 /// A role and/or status change: the status before, and the user after.
@@ -338,6 +339,6 @@ impl Store {
 
     /// Up to `limit` audit entries, newest first, before the entry `before_id`.
     pub async fn audit_page(&self, limit: usize, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
-        self.read(move |c| Ok(audit_page(c, limit, before_id)?)).await
+        self.read(move |c| audit_page(c, limit, before_id)).await
     }
 }

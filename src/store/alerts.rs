@@ -6,6 +6,7 @@
 use time::OffsetDateTime;
 
 use super::error::StoreResult;
+use super::sql::{args, Row};
 use super::{rejections, timefmt, Store};
 
 /// A user as an alert names them.
@@ -63,48 +64,49 @@ impl Store {
     /// Read what the webhook health alerts are decided from.
     pub async fn alert_facts(&self, window: AlertWindow) -> StoreResult<AlertFacts> {
         self.read(move |conn| {
-            let user = |r: &rusqlite::Row<'_>| Ok(AlertUser { id: r.get(0)?, email: r.get(1)? });
+            let user = |r: &Row| -> StoreResult<AlertUser> { Ok(AlertUser { id: r.get(0)?, email: r.get(1)? }) };
+            // Flags are tested as `flag` / `NOT flag`: boolean on PostgreSQL, 0/1 on SQLite.
             let soon = timefmt::format(window.expiring_before);
-            let mut stmt = conn.prepare(
+            let expiring_channels = conn.query_map(
                 "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
                  WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
-                   AND u.google_needs_reconnect = 0 ORDER BY c.user_id",
+                   AND NOT u.google_needs_reconnect ORDER BY c.user_id",
+                args![soon],
+                |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }),
             )?;
-            let expiring_channels = stmt
-                .query_map([&soon], |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }))?
-                .collect::<rusqlite::Result<_>>()?;
 
-            let mut stmt = conn.prepare(
-                "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+            let missing_channels = conn.query_map(
+                "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect
                  AND u.status = 'active'
                  AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
-                      OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1
+                      OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected
                                  AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
                  ORDER BY u.id",
+                args![],
+                user,
             )?;
-            let missing_channels = stmt.query_map([], user)?.collect::<rusqlite::Result<_>>()?;
 
-            let mut stmt = conn.prepare("SELECT id, email FROM users WHERE google_needs_reconnect = 1 ORDER BY id")?;
-            let needs_reconnect = stmt.query_map([], user)?.collect::<rusqlite::Result<_>>()?;
+            let needs_reconnect = conn.query_map("SELECT id, email FROM users WHERE google_needs_reconnect ORDER BY id", args![], user)?;
 
+            // Safety-net changes after the last notification, or with no notification ever.
             let quiet_since = timefmt::format(window.quiet_since);
-            let mut stmt = conn.prepare(
+            let pushes_stopped = conn.query_map(
                 "SELECT s.user_id, u.email FROM google_sync_status s JOIN users u ON u.id = s.user_id
-                 WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0
+                 WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect
                    AND (s.last_notification_at IS NULL OR s.last_notification_at < ?1)
                    AND s.last_safety_net_changes_at IS NOT NULL
-                   AND s.last_safety_net_changes_at > COALESCE(s.last_notification_at, '')
+                   AND (s.last_notification_at IS NULL OR s.last_safety_net_changes_at > s.last_notification_at)
                  ORDER BY s.user_id",
+                args![quiet_since],
+                user,
             )?;
-            let pushes_stopped = stmt.query_map([&quiet_since], user)?.collect::<rusqlite::Result<_>>()?;
 
-            let mut stmt = conn.prepare(
+            let failing_renewals = conn.query_map(
                 "SELECT s.user_id, u.email, s.renewal_failures, COALESCE(s.last_renewal_error, '') FROM google_sync_status s JOIN users u ON u.id = s.user_id
                  WHERE s.renewal_failures > 0 ORDER BY s.user_id",
+                args![],
+                |r| Ok(FailingRenewal { user: user(r)?, failures: r.get(2)?, last_error: r.get(3)? }),
             )?;
-            let failing_renewals = stmt
-                .query_map([], |r| Ok(FailingRenewal { user: user(r)?, failures: r.get(2)?, last_error: r.get(3)? }))?
-                .collect::<rusqlite::Result<_>>()?;
 
             let calendly_rejected = rejections::count_since(conn, &timefmt::format(window.rejections_since))?;
             Ok(AlertFacts { expiring_channels, missing_channels, needs_reconnect, pushes_stopped, failing_renewals, calendly_rejected })

@@ -2,12 +2,21 @@
 //! SQLite's online backup (a consistent copy taken page by page while the
 //! server runs) and its integrity check. These work on files, not on an open
 //! [`Store`](super::Store): the commands run beside a server, or without one.
+//!
+//! They are SQLite's: a PostgreSQL database is backed up with its own tools
+//! (pg_dump, the provider's backups), and `copy_database` says so rather than
+//! copy a SQLite file that is not the data.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::error::StoreError;
 use crate::config::DatabaseConfig;
+
+/// Why `backup` refuses on PostgreSQL.
+const PG_BACKUP_REFUSAL: &str =
+    "on PostgreSQL, back up with pg_dump (or your provider's backups); syncgate backup copies SQLite files only";
 
 /// Why a backup or a check could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +39,18 @@ pub enum BackupError {
     CopyDamaged { path: PathBuf, verdict: String },
     #[error("reading {}: {cause}", .path.display())]
     Read { path: PathBuf, cause: String },
+    /// The operation does not apply to the configured database (PostgreSQL).
+    #[error(transparent)]
+    Refused(StoreError),
 }
 
 /// Copy the configured database to a new file `to` (created 0600: it holds
 /// the same secrets), consistent as of the moment the copy finishes; returns
 /// the copy's integrity check.
 pub fn copy_database(db: &DatabaseConfig, to: &Path) -> Result<Integrity, BackupError> {
+    if super::config_names_postgres(db) {
+        return Err(BackupError::Refused(StoreError::Invalid(PG_BACKUP_REFUSAL.into())));
+    }
     let src = super::open_connection(db).map_err(|e| BackupError::OpenSource(e.to_string()))?;
     let create = |cause: String| BackupError::Create { path: to.to_path_buf(), cause };
     super::files::create_private_file(to).map_err(|e| create(e.to_string()))?;

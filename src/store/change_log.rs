@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::error::StoreResult;
+use super::sql::args;
 use super::Store;
 
 /// The retained part of the change log.
@@ -17,7 +18,7 @@ pub struct ChangeLogExtent {
 impl Store {
     pub async fn change_log_extent(&self) -> StoreResult<ChangeLogExtent> {
         self.read(|c| {
-            let retained: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
+            let retained: i64 = c.value("SELECT COUNT(*) FROM changes", args![])?;
             Ok(ChangeLogExtent { retained, oldest_seq: super::changes::oldest(c)? })
         })
         .await

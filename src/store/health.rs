@@ -2,12 +2,13 @@
 //! no-op request through the writer, for readiness.
 
 use super::error::{StoreError, StoreResult};
+use super::sql::args;
 use super::Store;
 
 impl Store {
     /// A trivial read on a pooled connection: the database file answers.
     pub async fn ping(&self) -> StoreResult<()> {
-        let one = self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
+        let one: i64 = self.read(|c| c.value("SELECT 1", args![])).await?;
         if one == 1 {
             Ok(())
         } else {

@@ -2,10 +2,8 @@
 //! code itself is shown once and never kept): add one, look whether one
 //! could still be used, and redeem one.
 
-use rusqlite::{Connection, OptionalExtension};
-
 use super::error::StoreResult;
-use super::sql::args;
+use super::sql::{args, Conn};
 use super::users::{self, User};
 use super::Store;
 
@@ -28,21 +26,22 @@ pub enum Redemption {
     Disabled,
 }
 
-pub(super) fn add(conn: &Connection, user_id: i64, link: &NewLoginLink) -> StoreResult<()> {
+pub(super) fn add(conn: &Conn<'_>, user_id: i64, link: &NewLoginLink) -> StoreResult<()> {
     conn.execute(
         "INSERT INTO login_links (code_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-        rusqlite::params![link.code_hash, user_id, link.expires_at],
+        args![link.code_hash, user_id, link.expires_at],
     )?;
     Ok(())
 }
 
 /// The user of a link that is neither used nor expired at `now`.
-fn usable(conn: &Connection, code_hash: &str, now: &str) -> StoreResult<Option<i64>> {
+/// Times come back as our fixed-width UTC text on both engines, so text
+/// order is time order.
+fn usable(conn: &Conn<'_>, code_hash: &str, now: &str) -> StoreResult<Option<i64>> {
     let row: Option<(i64, String, Option<String>)> = conn
-        .query_row("SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1", [code_hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
+        .query_opt("SELECT user_id, expires_at, used_at FROM login_links WHERE code_hash = ?1", args![code_hash])?
+        .map(|r| Ok::<_, super::error::StoreError>((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .transpose()?;
     Ok(match row {
         Some((user_id, expires_at, None)) if expires_at.as_str() > now => Some(user_id),
         _ => None,

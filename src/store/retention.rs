@@ -12,7 +12,8 @@ use super::sql::args;
 use super::{changes, rejections, timefmt, Store};
 
 /// The stored form of a cutoff: rows stamped before it are due. None keeps
-/// every row (no stored time is before year 0).
+/// every row (no stored time is before year 0). Bound as a parameter, it is
+/// compared as text on SQLite and as a timestamptz on PostgreSQL.
 fn stamp(before: Option<OffsetDateTime>) -> String {
     before.map(timefmt::format).unwrap_or_else(|| "0000-01-01T00:00:00.000Z".into())
 }
@@ -26,11 +27,11 @@ impl Store {
         self.writer
             .write(move |tx| {
                 let head = changes::head(tx.conn())?;
-                Ok(tx.conn().execute(
+                tx.conn().execute(
                     "DELETE FROM changes WHERE seq IN (
                         SELECT seq FROM changes WHERE committed_at < ?1 OR seq <= ?2 ORDER BY seq LIMIT ?3)",
                     args![cutoff, head.saturating_sub(keep), limit as i64],
-                )?)
+                )
             })
             .await
     }
@@ -42,11 +43,11 @@ impl Store {
         let cutoff = stamp(before);
         self.writer
             .write(move |tx| {
-                Ok(tx.conn().execute(
+                tx.conn().execute(
                     "UPDATE calendly_webhook_events SET payload = NULL WHERE id IN (
                         SELECT id FROM calendly_webhook_events WHERE payload IS NOT NULL AND received_at < ?1 LIMIT ?2)",
                     args![cutoff, limit as i64],
-                )?)
+                )
             })
             .await
     }
@@ -56,10 +57,10 @@ impl Store {
         let cutoff = stamp(before);
         self.writer
             .write(move |tx| {
-                Ok(tx.conn().execute(
+                tx.conn().execute(
                     "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
                     args![cutoff, limit as i64],
-                )?)
+                )
             })
             .await
     }

@@ -2,6 +2,7 @@
 //! of the change log is kept, and the Google push channels held.
 
 use super::error::StoreResult;
+use super::sql::args;
 use super::{timefmt, Store};
 
 /// What `/metrics` reads from the database at each scrape.
@@ -19,10 +20,10 @@ impl Store {
     /// Read the facts `/metrics` reports, in one go.
     pub async fn metrics_facts(&self) -> StoreResult<StoreFacts> {
         self.read(|c| {
-            let retained_changes: i64 = c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))?;
-            let watch_channels: i64 = c.query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0))?;
+            let retained_changes: i64 = c.value("SELECT COUNT(*) FROM changes", args![])?;
+            let watch_channels: i64 = c.value("SELECT COUNT(*) FROM calendar_watch_channels", args![])?;
             let soonest: Option<String> =
-                c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", [], |r| r.get(0))?;
+                c.value("SELECT MIN(expiration) FROM calendar_watch_channels WHERE expiration IS NOT NULL", args![])?;
             Ok(StoreFacts { retained_changes, watch_channels, soonest_channel_expiry: soonest.as_deref().and_then(timefmt::parse) })
         })
         .await

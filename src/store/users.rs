@@ -3,10 +3,10 @@
 //! (invite, role, disable, remove, sign out everywhere) are in
 //! [`accounts`](super::accounts).
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::error::{StoreError, StoreResult};
+use super::sql::{args, Conn, Row};
 use super::{timefmt, Store};
 use crate::model::{AccountStatus, Role};
 
@@ -38,12 +38,14 @@ impl User {
     }
 }
 
+/// `IS NOT NULL` and `EXISTS` are 0/1 on SQLite and booleans on
+/// PostgreSQL; `Row::get::<bool>` reads either.
 const SELECT: &str = "SELECT id, email, name, role, timezone, calendly_user_uri,
     google_refresh_token IS NOT NULL, google_needs_reconnect, status, last_seen,
     calendly_user_uri IS NOT NULL OR EXISTS (SELECT 1 FROM calendly_signing_keys k WHERE k.user_id = users.id)
     FROM users";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+fn from_row(r: &Row) -> StoreResult<User> {
     Ok(User {
         id: r.get(0)?,
         email: r.get(1)?,
@@ -52,7 +54,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         timezone: r.get(4)?,
         calendly_user_uri: r.get(5)?,
         google_connected: r.get(6)?,
-        google_needs_reconnect: r.get::<_, i64>(7)? != 0,
+        google_needs_reconnect: r.get(7)?,
         status: r.get(8)?,
         last_seen: r.get(9)?,
         calendly_connected: r.get(10)?,
@@ -68,39 +70,37 @@ pub struct Account {
     pub tokens_valid_after_ms: Option<i64>,
 }
 
-pub(super) fn account(conn: &Connection, id: i64) -> rusqlite::Result<Option<Account>> {
-    conn.prepare_cached("SELECT role, status, tokens_valid_after FROM users WHERE id = ?1")?
-        .query_row([id], |r| {
-            let after: Option<String> = r.get(2)?;
-            Ok(Account {
-                admin: r.get::<_, String>(0)? == Role::Admin.as_str(),
-                active: r.get::<_, String>(1)? == AccountStatus::Active.as_str(),
-                // An unreadable stamp signs out every token rather than none.
-                tokens_valid_after_ms: after
-                    .map(|a| timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
-            })
-        })
-        .optional()
+pub(super) fn account(conn: &Conn<'_>, id: i64) -> StoreResult<Option<Account>> {
+    let Some(r) = conn.query_opt("SELECT role, status, tokens_valid_after FROM users WHERE id = ?1", args![id])? else {
+        return Ok(None);
+    };
+    let after: Option<String> = r.get(2)?;
+    Ok(Some(Account {
+        admin: r.get::<String>(0)? == Role::Admin.as_str(),
+        active: r.get::<String>(1)? == AccountStatus::Active.as_str(),
+        // An unreadable stamp signs out every token rather than none.
+        tokens_valid_after_ms: after.map(|a| timefmt::parse(&a).map_or(i64::MAX, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
+    }))
 }
 
 /// Record that the user was seen (not a synced change: never logged).
-fn touch_last_seen(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?.execute(rusqlite::params![id, now])?;
+fn touch_last_seen(conn: &Conn<'_>, id: i64, now: &str) -> StoreResult<()> {
+    conn.execute("UPDATE users SET last_seen = ?2 WHERE id = ?1", args![id, now])?;
     Ok(())
 }
 
-pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
-    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row).optional()
+pub(super) fn get(conn: &Conn<'_>, id: i64) -> StoreResult<Option<User>> {
+    conn.query_opt(&format!("{SELECT} WHERE id = ?1"), args![id])?.as_ref().map(from_row).transpose()
 }
 
-pub(super) fn by_email(conn: &Connection, email: &str) -> rusqlite::Result<Option<User>> {
-    conn.query_row(&format!("{SELECT} WHERE email = ?1"), [email.trim()], from_row).optional()
+/// Emails match without regard to case on both engines (SQLite's column is
+/// `COLLATE NOCASE`, PostgreSQL's unique index is on `lower(email)`).
+pub(super) fn by_email(conn: &Conn<'_>, email: &str) -> StoreResult<Option<User>> {
+    conn.query_opt(&format!("{SELECT} WHERE lower(email) = lower(?1)"), args![email.trim()])?.as_ref().map(from_row).transpose()
 }
 
-fn list(conn: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY id"))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.collect()
+fn list(conn: &Conn<'_>) -> StoreResult<Vec<User>> {
+    conn.query_map(&format!("{SELECT} ORDER BY id"), args![], from_row)
 }
 
 /// A plausible email: one `@`, something on both sides, a dot in the domain.
@@ -120,7 +120,7 @@ pub fn valid_email(email: &str) -> bool {
 }
 
 /// Create a user (`role` is `user` or `admin`); returns its id.
-pub(super) fn create(conn: &Connection, email: &str, name: Option<&str>, role: &str) -> StoreResult<i64> {
+pub(super) fn create(conn: &Conn<'_>, email: &str, name: Option<&str>, role: &str) -> StoreResult<i64> {
     let email = email.trim();
     if !valid_email(email) {
         return Err(StoreError::Invalid(format!("\"{email}\" is not an email address")));
@@ -130,11 +130,10 @@ pub(super) fn create(conn: &Connection, email: &str, name: Option<&str>, role: &
         return Err(StoreError::Conflict(format!("a user with email {email} already exists")));
     }
     let now = timefmt::format(timefmt::now());
-    conn.execute(
-        "INSERT INTO users (email, name, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-        rusqlite::params![email, name, role.as_str(), now],
-    )?;
-    Ok(conn.last_insert_rowid())
+    conn.value(
+        "INSERT INTO users (email, name, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+        args![email, name, role.as_str(), now],
+    )
 }
 
 /// A user as `GET /api/me` shows them.
@@ -150,31 +149,29 @@ pub struct Profile {
 impl Store {
     /// One user, without secrets.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        self.read(move |c| Ok(get(c, id)?)).await
+        self.read(move |c| get(c, id)).await
     }
 
     /// Every user, by id.
     pub async fn users(&self) -> StoreResult<Vec<User>> {
-        self.read(|c| Ok(list(c)?)).await
+        self.read(list).await
     }
 
     /// What the identity check needs to know about a user.
     pub async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
-        self.read(move |c| Ok(account(c, id)?)).await
+        self.read(move |c| account(c, id)).await
     }
 
     /// Record that the user was seen now (not a synced change: never logged).
     pub async fn touch_last_seen(&self, id: i64) -> StoreResult<()> {
-        self.writer.write(move |tx| Ok(touch_last_seen(tx.conn(), id, tx.now())?)).await
+        self.writer.write(move |tx| touch_last_seen(tx.conn(), id, tx.now())).await
     }
 
     /// The user and when their first Google channel expires.
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
             let expires: Option<String> =
-                c.query_row("SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", [id], |r| {
-                    r.get(0)
-                })?;
+                c.value("SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", args![id])?;
             Ok(get(c, id)?.map(|user| Profile { user, google_channel_expires_at: expires }))
         })
         .await
