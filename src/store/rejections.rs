@@ -40,40 +40,20 @@ fn add(conn: &Conn<'_>, at: &str, reason: &str, n: u64) -> StoreResult<()> {
     Ok(())
 }
 
-/// TRANSITIONAL (until `calendly::health` is on the neutral API): the reads
-/// below take a [`Conn`] or, from code not yet ported, SQLite's connection.
-pub(super) trait AnyConn {
-    fn with_conn<T>(&self, f: impl FnOnce(&Conn<'_>) -> T) -> T;
-}
-
-impl AnyConn for Conn<'_> {
-    fn with_conn<T>(&self, f: impl FnOnce(&Conn<'_>) -> T) -> T {
-        f(self)
-    }
-}
-
-impl AnyConn for rusqlite::Connection {
-    fn with_conn<T>(&self, f: impl FnOnce(&Conn<'_>) -> T) -> T {
-        f(&Conn::Sqlite(self))
-    }
-}
-
 /// Refusals counted in minutes whose last refusal is at or after `since`
 /// (a minute that straddles `since` counts whole). For the store's alert reads.
-pub(super) fn count_since(conn: &impl AnyConn, since: &str) -> StoreResult<i64> {
+pub(super) fn count_since(conn: &Conn<'_>, since: &str) -> StoreResult<i64> {
     // SUM of a bigint is numeric on PostgreSQL.
-    conn.with_conn(|c| c.value("SELECT COALESCE(CAST(SUM(count) AS BIGINT), 0) FROM calendly_rejections WHERE last_at >= ?1", args![since]))
+    conn.value("SELECT COALESCE(CAST(SUM(count) AS BIGINT), 0) FROM calendly_rejections WHERE last_at >= ?1", args![since])
 }
 
 /// The same, by reason.
-pub(super) fn by_reason_since(conn: &impl AnyConn, since: &str) -> StoreResult<Vec<(String, i64)>> {
-    conn.with_conn(|c| {
-        c.query_map(
-            "SELECT reason, CAST(SUM(count) AS BIGINT) FROM calendly_rejections WHERE last_at >= ?1 GROUP BY reason ORDER BY reason",
-            args![since],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-    })
+pub(super) fn by_reason_since(conn: &Conn<'_>, since: &str) -> StoreResult<Vec<(String, i64)>> {
+    conn.query_map(
+        "SELECT reason, CAST(SUM(count) AS BIGINT) FROM calendly_rejections WHERE last_at >= ?1 GROUP BY reason ORDER BY reason",
+        args![since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Delete up to `limit` minutes older than `before`; returns how many went.

@@ -181,8 +181,21 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// A placeholder's value, converted to whatever type PostgreSQL inferred for it.
-#[derive(Debug)]
 struct PgArg(SqlValue);
+
+/// tokio-postgres logs each statement's parameters at debug level: a value
+/// may be a secret (a Google token, a signing key), so only its kind shows.
+impl std::fmt::Debug for PgArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            SqlValue::Null => f.write_str("NULL"),
+            SqlValue::Integer(_) => f.write_str("<integer>"),
+            SqlValue::Real(_) => f.write_str("<real>"),
+            SqlValue::Text(t) => write!(f, "<text, {} bytes>", t.len()),
+            SqlValue::Blob(b) => write!(f, "<blob, {} bytes>", b.len()),
+        }
+    }
+}
 
 impl ToSql for PgArg {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
