@@ -19,10 +19,10 @@
 use std::collections::HashSet;
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::google::{self as rows, EventLink, LinkKeys};
+use super::sql::{args, Conn};
 use super::{bookings, Store, StoreError, StoreResult, Table, WriteTx};
 use crate::model::MeetingStatus;
 
@@ -188,7 +188,13 @@ fn apply_events(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &CalendarPage) -> 
 
 /// An event that is not a meeting: if an earlier version of syncgate made a
 /// meeting of it, that row goes (a DELETE: it never was a meeting).
-fn remove_non_meeting(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
+fn remove_non_meeting(
+    tx: &mut WriteTx<'_, '_>,
+    user_id: i64,
+    calendar_id: &str,
+    event_id: &str,
+    counts: &mut SyncCounts,
+) -> StoreResult<()> {
     let mut meetings: Vec<i64> = rows::links_by_event(tx.conn(), user_id, event_id)?.into_iter().map(|l| l.meeting_id).collect();
     if let Some(id) = rows::meeting_by_external_id(tx.conn(), user_id, event_id)? {
         meetings.push(id);
@@ -231,7 +237,13 @@ fn find_meeting(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, ev: &
     Ok(None)
 }
 
-fn upsert_event(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &CalendarPage, ev: &EventMeeting, counts: &mut SyncCounts) -> StoreResult<()> {
+fn upsert_event(
+    tx: &mut WriteTx<'_, '_>,
+    user_id: i64,
+    page: &CalendarPage,
+    ev: &EventMeeting,
+    counts: &mut SyncCounts,
+) -> StoreResult<()> {
     let calendar_id = page.calendar_id.as_str();
     let fields = &ev.fields;
     let keys = LinkKeys {
@@ -310,7 +322,13 @@ fn upsert_event(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &CalendarPage, ev:
 /// meeting unless another ticked calendar still lists it (then that one
 /// becomes its home). A cancelled id that names a recurring series also
 /// covers the occurrences of it this calendar listed.
-fn apply_cancellation(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, event_id: &str, counts: &mut SyncCounts) -> StoreResult<()> {
+fn apply_cancellation(
+    tx: &mut WriteTx<'_, '_>,
+    user_id: i64,
+    calendar_id: &str,
+    event_id: &str,
+    counts: &mut SyncCounts,
+) -> StoreResult<()> {
     let mut links: Vec<EventLink> = rows::link(tx.conn(), user_id, calendar_id, event_id)?.into_iter().collect();
     links.extend(rows::links_of_series(tx.conn(), user_id, calendar_id, event_id)?);
     if links.is_empty() {
@@ -434,11 +452,13 @@ fn finish_pass(
 }
 
 /// The first of the user's clients whose email is an attendee's.
-fn link_client(conn: &Connection, user_id: i64, emails: &[String]) -> rusqlite::Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2 COLLATE NOCASE ORDER BY id LIMIT 1")?;
+/// (`lower()` on both sides is SQLite's `COLLATE NOCASE` of the column, on both engines.)
+fn link_client(conn: &Conn<'_>, user_id: i64, emails: &[String]) -> StoreResult<Option<i64>> {
     for e in emails {
-        if let Some(id) = stmt.query_row(rusqlite::params![user_id, e], |r| r.get(0)).optional()? {
-            return Ok(Some(id));
+        let found = conn
+            .value_opt("SELECT id FROM clients WHERE user_id = ?1 AND lower(email) = lower(?2) ORDER BY id LIMIT 1", args![user_id, e])?;
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
