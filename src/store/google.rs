@@ -7,8 +7,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension};
-
+use super::sql::{args, Conn, Row};
 use super::{google_sync, Store, StoreResult};
 
 /// The calendar list as stored after a read of Google's.
@@ -30,17 +29,17 @@ pub struct SelectionChange {
 impl Store {
     /// Every calendar on the user's list, the primary first, then by name.
     pub async fn google_calendars(&self, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
-        self.read(move |c| Ok(calendars(c, user_id)?)).await
+        self.read(move |c| calendars(c, user_id)).await
     }
 
     /// The user's ticked calendars.
     pub async fn ticked_google_calendars(&self, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
-        self.read(move |c| Ok(ticked(c, user_id)?)).await
+        self.read(move |c| ticked(c, user_id)).await
     }
 
     /// Has the user's calendar list been read at least once?
     pub async fn has_google_calendar_list(&self, user_id: i64) -> StoreResult<bool> {
-        self.read(move |c| Ok(has_calendar_list(c, user_id)?)).await
+        self.read(move |c| has_calendar_list(c, user_id)).await
     }
 
     /// Store the calendar list Google gave. The first time a user's list is
@@ -94,7 +93,7 @@ impl Store {
     /// Forget one calendar's sync token (Google answered 410): it is listed in full next.
     pub async fn forget_google_sync_token(&self, user_id: i64, calendar_id: &str) -> StoreResult<()> {
         let calendar_id = calendar_id.to_string();
-        self.writer.write(move |tx| Ok(clear_sync_tokens(tx.conn(), user_id, Some(&calendar_id))?)).await
+        self.writer.write(move |tx| clear_sync_tokens(tx.conn(), user_id, Some(&calendar_id))).await
     }
 }
 
@@ -121,13 +120,13 @@ pub struct ListedCalendar {
     pub time_zone: Option<String>,
 }
 
-fn calendar_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CalendarRow> {
+fn calendar_from_row(r: &Row) -> StoreResult<CalendarRow> {
     Ok(CalendarRow {
         calendar_id: r.get(0)?,
         name: r.get(1)?,
         color: r.get(2)?,
-        primary: r.get::<_, i64>(3)? != 0,
-        selected: r.get::<_, i64>(4)? != 0,
+        primary: r.get(3)?,
+        selected: r.get(4)?,
         sync_token: r.get(5)?,
         window_end: r.get(6)?,
         time_zone: r.get(7)?,
@@ -138,21 +137,24 @@ const CALENDAR_SELECT: &str =
     "SELECT calendar_id, name, color, is_primary, selected, sync_token, window_end, time_zone FROM google_calendars";
 
 /// Every calendar on the user's list, the primary first, then by name.
-pub(super) fn calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, name COLLATE NOCASE, calendar_id"))?;
-    let rows = stmt.query_map([user_id], calendar_from_row)?;
-    rows.collect()
+/// (`lower(name)` is SQLite's `COLLATE NOCASE` on both engines; the
+/// calendar id, unique per user, breaks ties.)
+pub(super) fn calendars(conn: &Conn<'_>, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
+    conn.query_map(
+        &format!("{CALENDAR_SELECT} WHERE user_id = ?1 ORDER BY is_primary DESC, lower(name), calendar_id"),
+        args![user_id],
+        calendar_from_row,
+    )
 }
 
 /// The user's ticked calendars.
-pub(super) fn ticked(conn: &Connection, user_id: i64) -> rusqlite::Result<Vec<CalendarRow>> {
+pub(super) fn ticked(conn: &Conn<'_>, user_id: i64) -> StoreResult<Vec<CalendarRow>> {
     Ok(calendars(conn, user_id)?.into_iter().filter(|c| c.selected).collect())
 }
 
 /// Has the user's calendar list been read at least once?
-pub(super) fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)", [user_id], |r| r.get(0))
+pub(super) fn has_calendar_list(conn: &Conn<'_>, user_id: i64) -> StoreResult<bool> {
+    conn.value("SELECT EXISTS (SELECT 1 FROM google_calendars WHERE user_id = ?1)", args![user_id])
 }
 
 /// Store the calendar list Google gave. New entries are ticked when `tick`
@@ -160,30 +162,27 @@ pub(super) fn has_calendar_list(conn: &Connection, user_id: i64) -> rusqlite::Re
 /// longer lists are removed. Returns the ids of removed entries that were
 /// ticked, so their meetings can be let go as for an untick.
 pub(super) fn save_calendar_list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user_id: i64,
     listed: &[ListedCalendar],
     tick: &dyn Fn(&ListedCalendar) -> bool,
     now: &str,
-) -> rusqlite::Result<Vec<String>> {
+) -> StoreResult<Vec<String>> {
     let known: Vec<CalendarRow> = calendars(conn, user_id)?;
     for c in listed {
         let selected = tick(c);
-        conn.prepare_cached(
+        conn.execute(
             "INSERT INTO google_calendars (user_id, calendar_id, name, color, is_primary, selected, time_zone, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (user_id, calendar_id) DO UPDATE SET name = excluded.name, color = excluded.color,
                  is_primary = excluded.is_primary, time_zone = excluded.time_zone, updated_at = excluded.updated_at",
-        )?
-        .execute(rusqlite::params![user_id, c.calendar_id, c.name, c.color, c.primary, selected, c.time_zone, now])?;
+            args![user_id, c.calendar_id, c.name, c.color, c.primary, selected, c.time_zone, now],
+        )?;
     }
     let mut gone_ticked = Vec::new();
     for k in known {
         if !listed.iter().any(|c| c.calendar_id == k.calendar_id) {
-            conn.execute(
-                "DELETE FROM google_calendars WHERE user_id = ?1 AND calendar_id = ?2",
-                rusqlite::params![user_id, k.calendar_id],
-            )?;
+            conn.execute("DELETE FROM google_calendars WHERE user_id = ?1 AND calendar_id = ?2", args![user_id, k.calendar_id])?;
             if k.selected {
                 gone_ticked.push(k.calendar_id);
             }
@@ -194,40 +193,44 @@ pub(super) fn save_calendar_list(
 
 /// Tick or untick a calendar. Either way its sync token and window are
 /// forgotten: a ticked calendar starts with a full sync.
-pub(super) fn set_selected(conn: &Connection, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> rusqlite::Result<usize> {
+pub(super) fn set_selected(conn: &Conn<'_>, user_id: i64, calendar_id: &str, selected: bool, now: &str) -> StoreResult<usize> {
     conn.execute(
         "UPDATE google_calendars SET selected = ?3, sync_token = NULL, window_end = NULL, updated_at = ?4
          WHERE user_id = ?1 AND calendar_id = ?2",
-        rusqlite::params![user_id, calendar_id, selected, now],
+        args![user_id, calendar_id, selected, now],
     )
 }
 
 /// What the last page of a calendar's listing commits.
-pub(super) fn save_sync_token(conn: &Connection, user_id: i64, calendar_id: &str, token: Option<&str>) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE google_calendars SET sync_token = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
-        .execute(rusqlite::params![user_id, calendar_id, token])?;
+pub(super) fn save_sync_token(conn: &Conn<'_>, user_id: i64, calendar_id: &str, token: Option<&str>) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE google_calendars SET sync_token = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected",
+        args![user_id, calendar_id, token],
+    )?;
     Ok(())
 }
 
-pub(super) fn save_window_end(conn: &Connection, user_id: i64, calendar_id: &str, window_end: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE google_calendars SET window_end = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected = 1")?
-        .execute(rusqlite::params![user_id, calendar_id, window_end])?;
+pub(super) fn save_window_end(conn: &Conn<'_>, user_id: i64, calendar_id: &str, window_end: &str) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE google_calendars SET window_end = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND selected",
+        args![user_id, calendar_id, window_end],
+    )?;
     Ok(())
 }
 
 /// Forget every sync token of the user (a 410, or another Google account).
-pub(super) fn clear_sync_tokens(conn: &Connection, user_id: i64, calendar_id: Option<&str>) -> rusqlite::Result<()> {
+pub(super) fn clear_sync_tokens(conn: &Conn<'_>, user_id: i64, calendar_id: Option<&str>) -> StoreResult<()> {
     conn.execute(
-        "UPDATE google_calendars SET sync_token = NULL WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
-        rusqlite::params![user_id, calendar_id],
+        "UPDATE google_calendars SET sync_token = NULL WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR calendar_id = ?2)",
+        args![user_id, calendar_id],
     )?;
     Ok(())
 }
 
 /// Another Google account was connected: its calendars are listed afresh.
-pub(super) fn forget_calendars(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM google_calendars WHERE user_id = ?1", [user_id])?;
-    conn.execute("DELETE FROM google_event_links WHERE user_id = ?1", [user_id])?;
+pub(super) fn forget_calendars(conn: &Conn<'_>, user_id: i64) -> StoreResult<()> {
+    conn.execute("DELETE FROM google_calendars WHERE user_id = ?1", args![user_id])?;
+    conn.execute("DELETE FROM google_event_links WHERE user_id = ?1", args![user_id])?;
     Ok(())
 }
 
@@ -239,79 +242,75 @@ pub struct EventLink {
     pub meeting_id: i64,
 }
 
-fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventLink> {
+fn link_from_row(r: &Row) -> StoreResult<EventLink> {
     Ok(EventLink { calendar_id: r.get(0)?, event_id: r.get(1)?, meeting_id: r.get(2)? })
 }
 
 /// The meeting a calendar's event is linked to.
-pub(super) fn link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<Option<EventLink>> {
-    conn.prepare_cached(
+pub(super) fn link(conn: &Conn<'_>, user_id: i64, calendar_id: &str, event_id: &str) -> StoreResult<Option<EventLink>> {
+    conn.query_opt(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
+        args![user_id, calendar_id, event_id],
     )?
-    .query_row(rusqlite::params![user_id, calendar_id, event_id], link_from_row)
-    .optional()
+    .map(|r| link_from_row(&r))
+    .transpose()
 }
 
 /// Links of the same event id in any calendar of the user.
-pub(super) fn links_by_event(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn links_by_event(conn: &Conn<'_>, user_id: i64, event_id: &str) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND event_id = ?2 ORDER BY calendar_id",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, event_id], link_from_row)?;
-    rows.collect()
+        args![user_id, event_id],
+        link_from_row,
+    )
 }
 
 /// Links of the same iCalendar UID *and* occurrence (never the UID alone:
 /// every occurrence of a series shares it).
-pub(super) fn links_by_ical(conn: &Connection, user_id: i64, ical_uid: &str, occurrence: &str) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn links_by_ical(conn: &Conn<'_>, user_id: i64, ical_uid: &str, occurrence: &str) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links
          WHERE user_id = ?1 AND ical_uid = ?2 AND occurrence = ?3 ORDER BY calendar_id, event_id",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, ical_uid, occurrence], link_from_row)?;
-    rows.collect()
+        args![user_id, ical_uid, occurrence],
+        link_from_row,
+    )
 }
 
 /// Every link to a meeting.
-pub(super) fn links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE meeting_id = ?1 ORDER BY calendar_id")?;
-    let rows = stmt.query_map([meeting_id], link_from_row)?;
-    rows.collect()
+pub(super) fn links_of_meeting(conn: &Conn<'_>, meeting_id: i64) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
+        "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE meeting_id = ?1 ORDER BY calendar_id",
+        args![meeting_id],
+        link_from_row,
+    )
 }
 
 /// Every link of one calendar.
-pub(super) fn links_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn links_of_calendar(conn: &Conn<'_>, user_id: i64, calendar_id: &str) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 ORDER BY event_id",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], link_from_row)?;
-    rows.collect()
+        args![user_id, calendar_id],
+        link_from_row,
+    )
 }
 
 /// Links of one calendar to occurrences of a recurring series.
-pub(super) fn links_of_series(conn: &Connection, user_id: i64, calendar_id: &str, series_id: &str) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn links_of_series(conn: &Conn<'_>, user_id: i64, calendar_id: &str, series_id: &str) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
         "SELECT calendar_id, event_id, meeting_id FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND series_id = ?3",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, series_id], link_from_row)?;
-    rows.collect()
+        args![user_id, calendar_id, series_id],
+        link_from_row,
+    )
 }
 
 /// Links of one calendar whose meeting overlaps `[from, to)`.
-pub(super) fn links_in_window(
-    conn: &Connection,
-    user_id: i64,
-    calendar_id: &str,
-    from: &str,
-    to: &str,
-) -> rusqlite::Result<Vec<EventLink>> {
-    let mut stmt = conn.prepare(
+pub(super) fn links_in_window(conn: &Conn<'_>, user_id: i64, calendar_id: &str, from: &str, to: &str) -> StoreResult<Vec<EventLink>> {
+    conn.query_map(
         "SELECT l.calendar_id, l.event_id, l.meeting_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id
          WHERE l.user_id = ?1 AND l.calendar_id = ?2 AND m.ends_at > ?3 AND m.starts_at < ?4",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id, from, to], link_from_row)?;
-    rows.collect()
+        args![user_id, calendar_id, from, to],
+        link_from_row,
+    )
 }
 
 /// What identifies an event across calendars besides its id.
@@ -323,62 +322,62 @@ pub struct LinkKeys<'a> {
 }
 
 pub(super) fn save_link(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user_id: i64,
     calendar_id: &str,
     event_id: &str,
     meeting_id: i64,
     keys: &LinkKeys<'_>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> StoreResult<()> {
+    conn.execute(
         "INSERT INTO google_event_links (user_id, calendar_id, event_id, meeting_id, ical_uid, occurrence, series_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (user_id, calendar_id, event_id) DO UPDATE SET meeting_id = excluded.meeting_id,
              ical_uid = excluded.ical_uid, occurrence = excluded.occurrence, series_id = excluded.series_id",
-    )?
-    .execute(rusqlite::params![user_id, calendar_id, event_id, meeting_id, keys.ical_uid, keys.occurrence, keys.series_id])?;
+        args![user_id, calendar_id, event_id, meeting_id, keys.ical_uid, keys.occurrence, keys.series_id],
+    )?;
     Ok(())
 }
 
-pub(super) fn delete_link(conn: &Connection, user_id: i64, calendar_id: &str, event_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3")?
-        .execute(rusqlite::params![user_id, calendar_id, event_id])?;
+pub(super) fn delete_link(conn: &Conn<'_>, user_id: i64, calendar_id: &str, event_id: &str) -> StoreResult<()> {
+    conn.execute(
+        "DELETE FROM google_event_links WHERE user_id = ?1 AND calendar_id = ?2 AND event_id = ?3",
+        args![user_id, calendar_id, event_id],
+    )?;
     Ok(())
 }
 
-pub(super) fn delete_links_of_meeting(conn: &Connection, meeting_id: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM google_event_links WHERE meeting_id = ?1")?.execute([meeting_id])?;
+pub(super) fn delete_links_of_meeting(conn: &Conn<'_>, meeting_id: i64) -> StoreResult<()> {
+    conn.execute("DELETE FROM google_event_links WHERE meeting_id = ?1", args![meeting_id])?;
     Ok(())
 }
 
 /// A `google` meeting imported before links existed (by its event id), or
 /// one whose links all went (a canceled meeting that comes back).
-pub(super) fn meeting_by_external_id(conn: &Connection, user_id: i64, event_id: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2")?
-        .query_row(rusqlite::params![user_id, event_id], |r| r.get(0))
-        .optional()
+pub(super) fn meeting_by_external_id(conn: &Conn<'_>, user_id: i64, event_id: &str) -> StoreResult<Option<i64>> {
+    conn.value_opt("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'google' AND external_id = ?2", args![user_id, event_id])
 }
 
 /// `google` meetings in `[from, to)` that no calendar links, not canceled:
 /// rows imported before the upgrade that a full sync did not list again.
-pub(super) fn unlinked_meetings_in_window(conn: &Connection, user_id: i64, from: &str, to: &str) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare(
+pub(super) fn unlinked_meetings_in_window(conn: &Conn<'_>, user_id: i64, from: &str, to: &str) -> StoreResult<Vec<i64>> {
+    conn.query_map(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.status <> 'canceled' AND m.ends_at > ?2 AND m.starts_at < ?3
            AND NOT EXISTS (SELECT 1 FROM google_event_links l WHERE l.meeting_id = m.id)",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, from, to], |r| r.get(0))?;
-    rows.collect()
+        args![user_id, from, to],
+        |r| r.get(0),
+    )
 }
 
 /// `google` meetings whose home is this calendar and that no calendar
 /// links any more (canceled there earlier): they go when it is unticked.
-pub(super) fn unlinked_meetings_of_calendar(conn: &Connection, user_id: i64, calendar_id: &str) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare(
+pub(super) fn unlinked_meetings_of_calendar(conn: &Conn<'_>, user_id: i64, calendar_id: &str) -> StoreResult<Vec<i64>> {
+    conn.query_map(
         "SELECT m.id FROM meetings m
          WHERE m.user_id = ?1 AND m.source = 'google' AND m.calendar_id = ?2
            AND NOT EXISTS (SELECT 1 FROM google_event_links l WHERE l.meeting_id = m.id)",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![user_id, calendar_id], |r| r.get(0))?;
-    rows.collect()
+        args![user_id, calendar_id],
+        |r| r.get(0),
+    )
 }

@@ -4,7 +4,6 @@
 //! (`google_oauth_states`) that make each state single-use.
 
 use super::sql::args;
-use rusqlite::OptionalExtension;
 
 use super::users::{self, User};
 use super::{google, Store, StoreError, StoreResult, Table};
@@ -68,22 +67,21 @@ impl Store {
     /// The user's Google credentials; None when the user does not exist.
     pub async fn google_credentials(&self, user_id: i64) -> StoreResult<Option<GoogleCredentials>> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
-                     FROM users WHERE id = ?1",
-                    [user_id],
-                    |r| {
-                        Ok(GoogleCredentials {
-                            refresh_token: r.get(0)?,
-                            access_token: r.get(1)?,
-                            access_expires_at: r.get(2)?,
-                            needs_reconnect: r.get::<_, i64>(3)? != 0,
-                            disabled: AccountStatus::parse(&r.get::<_, String>(4)?) != Some(AccountStatus::Active),
-                        })
-                    },
-                )
-                .optional()?)
+            conn.query_opt(
+                "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
+                 FROM users WHERE id = ?1",
+                args![user_id],
+            )?
+            .map(|r| {
+                Ok(GoogleCredentials {
+                    refresh_token: r.get(0)?,
+                    access_token: r.get(1)?,
+                    access_expires_at: r.get(2)?,
+                    needs_reconnect: r.get(3)?,
+                    disabled: AccountStatus::parse(&r.get::<String>(4)?) != Some(AccountStatus::Active),
+                })
+            })
+            .transpose()
         })
         .await
     }
@@ -100,7 +98,7 @@ impl Store {
             .write(move |tx| {
                 tx.conn().execute(
                     "UPDATE users SET google_access_token = ?1, google_token_expires_at = ?2,
-                        google_refresh_token = COALESCE(?3, google_refresh_token) WHERE id = ?4",
+                        google_refresh_token = COALESCE(CAST(?3 AS TEXT), google_refresh_token) WHERE id = ?4",
                     args![access_token, access_expires_at, refresh_token, user_id],
                 )?;
                 Ok(())
@@ -114,7 +112,7 @@ impl Store {
         self.writer
             .write(move |tx| {
                 tx.conn().execute(
-                    "UPDATE users SET google_needs_reconnect = 1, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
+                    "UPDATE users SET google_needs_reconnect = TRUE, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
                     args![user_id],
                 )?;
                 Ok(())
@@ -125,11 +123,11 @@ impl Store {
     /// Users whose calendars sync: a refresh token, access not revoked, account active.
     pub async fn connected_google_users(&self) -> StoreResult<Vec<i64>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND google_needs_reconnect = 0 AND status = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([AccountStatus::Active.as_str()], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+            conn.query_map(
+                "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND NOT google_needs_reconnect AND status = ?1 ORDER BY id",
+                args![AccountStatus::Active.as_str()],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -142,8 +140,7 @@ impl Store {
         self.writer
             .write(move |tx| {
                 let conn = tx.conn();
-                let by_sub: Option<i64> =
-                    conn.query_row("SELECT id FROM users WHERE google_sub = ?1", [&account.sub], |r| r.get(0)).optional()?;
+                let by_sub: Option<i64> = conn.value_opt("SELECT id FROM users WHERE google_sub = ?1", args![account.sub])?;
                 let (user_id, created) = match target {
                     GoogleLinkTarget::User(id) => {
                         if by_sub.is_some_and(|other| other != id) {
@@ -170,17 +167,17 @@ impl Store {
                     },
                 };
                 let previous_sub: Option<String> =
-                    conn.query_row("SELECT google_sub FROM users WHERE id = ?1", [user_id], |r| r.get(0)).optional()?.flatten();
+                    conn.value_opt::<Option<String>>("SELECT google_sub FROM users WHERE id = ?1", args![user_id])?.flatten();
                 if previous_sub.as_deref() != Some(account.sub.as_str()) {
                     google::forget_calendars(conn, user_id)?;
                 }
                 conn.execute(
                     "UPDATE users SET
                         google_sub = ?1,
-                        google_refresh_token = COALESCE(?2, google_refresh_token),
+                        google_refresh_token = COALESCE(CAST(?2 AS TEXT), google_refresh_token),
                         google_access_token = ?3,
                         google_token_expires_at = ?4,
-                        google_needs_reconnect = 0,
+                        google_needs_reconnect = FALSE,
                         updated_at = ?5
                      WHERE id = ?6",
                     args![account.sub, account.refresh_token, account.access_token, account.access_expires_at, tx.now(), user_id],
@@ -215,7 +212,7 @@ impl Store {
         self.writer
             .write(|tx| {
                 let now = tx.now().to_string();
-                Ok(tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", args![now])?)
+                tx.conn().execute("DELETE FROM google_oauth_states WHERE expires_at <= ?1", args![now])
             })
             .await
     }

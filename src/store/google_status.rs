@@ -3,8 +3,9 @@
 //! safety net found), and the rows of the admins' Google health report.
 //! Never a token.
 
-use super::sql::args;
 use serde::Serialize;
+
+use super::sql::{args, Conn};
 
 use super::{Store, StoreResult};
 use crate::model::{SyncKind, SyncOutcome};
@@ -107,7 +108,7 @@ impl Store {
                 tx.conn().execute(
                     "INSERT INTO google_sync_status (user_id, last_notification_at, notifications) VALUES (?1, ?2, 1)
                      ON CONFLICT (user_id) DO UPDATE SET last_notification_at = excluded.last_notification_at,
-                         notifications = notifications + 1",
+                         notifications = google_sync_status.notifications + 1",
                     args![user_id, tx.now()],
                 )?;
                 Ok(())
@@ -126,7 +127,7 @@ impl Store {
                 tx.conn().execute(
                     "UPDATE google_sync_status SET
                         last_sync_at = ?2,
-                        last_sync_kind = COALESCE(?3, last_sync_kind),
+                        last_sync_kind = COALESCE(CAST(?3 AS TEXT), last_sync_kind),
                         last_sync_outcome = ?4,
                         last_error = ?5,
                         last_full_sync_at = CASE WHEN ?6 THEN ?2 ELSE last_full_sync_at END,
@@ -137,8 +138,8 @@ impl Store {
                         canceled = canceled + ?10,
                         safety_net_syncs = safety_net_syncs + ?11,
                         safety_net_changes = safety_net_changes + ?12,
-                        last_safety_net_at = CASE WHEN ?11 THEN ?2 ELSE last_safety_net_at END,
-                        last_safety_net_changes_at = CASE WHEN ?11 AND ?12 > 0 THEN ?2 ELSE last_safety_net_changes_at END
+                        last_safety_net_at = CASE WHEN ?13 THEN ?2 ELSE last_safety_net_at END,
+                        last_safety_net_changes_at = CASE WHEN ?13 AND ?12 > 0 THEN ?2 ELSE last_safety_net_changes_at END
                      WHERE user_id = ?1",
                     args![
                         user_id,
@@ -151,8 +152,10 @@ impl Store {
                         pass.created as i64,
                         pass.updated as i64,
                         pass.canceled as i64,
-                        pass.safety_net,
-                        if pass.safety_net { pass.changes as i64 } else { 0 }
+                        pass.safety_net as i64,
+                        if pass.safety_net { pass.changes as i64 } else { 0 },
+                        // ?11 is a count on PostgreSQL (bigint); the CASEs need a boolean of their own.
+                        pass.safety_net
                     ],
                 )?;
                 Ok(())
@@ -186,15 +189,15 @@ impl Store {
 
     /// When Google last pushed, for anyone (the public status page).
     pub async fn last_google_notification_at(&self) -> StoreResult<Option<String>> {
-        self.read(|conn| Ok(last_notification_at(conn)?)).await
+        self.read(last_notification_at).await
     }
 
     /// Every connected (or once connected) user's status and every channel.
     pub async fn google_health_rows(&self) -> StoreResult<GoogleHealthRows> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
+            let users = conn.query_map(
                 "SELECT u.id, u.email, u.google_refresh_token IS NOT NULL, u.google_needs_reconnect,
-                        EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected = 1 AND g.sync_token IS NOT NULL),
+                        EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected AND g.sync_token IS NOT NULL),
                         s.last_notification_at, COALESCE(s.notifications, 0), s.last_sync_at, s.last_sync_kind, s.last_sync_outcome,
                         s.last_error, s.last_full_sync_at, COALESCE(s.syncs, 0), COALESCE(s.failed_syncs, 0),
                         COALESCE(s.created, 0), COALESCE(s.updated, 0), COALESCE(s.canceled, 0),
@@ -204,14 +207,13 @@ impl Store {
                  FROM users u LEFT JOIN google_sync_status s ON s.user_id = u.id
                  WHERE u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL OR s.user_id IS NOT NULL
                  ORDER BY u.id",
-            )?;
-            let users = stmt
-                .query_map([], |r| {
+                args![],
+                |r| {
                     Ok(GoogleUserStatus {
                         user_id: r.get(0)?,
                         email: r.get(1)?,
                         connected: r.get(2)?,
-                        needs_reconnect: r.get::<_, i64>(3)? != 0,
+                        needs_reconnect: r.get(3)?,
                         has_sync_token: r.get(4)?,
                         last_notification_at: r.get(5)?,
                         notifications: r.get(6)?,
@@ -236,14 +238,13 @@ impl Store {
                         last_safety_net_at: r.get(25)?,
                         last_safety_net_changes_at: r.get(26)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut stmt = conn.prepare(
+                },
+            )?;
+            let channels = conn.query_map(
                 "SELECT user_id, channel_id, calendar_id, resource_id, expiration, state, webhook_url, created_at
                  FROM calendar_watch_channels ORDER BY user_id, id",
-            )?;
-            let channels = stmt
-                .query_map([], |r| {
+                args![],
+                |r| {
                     Ok(WatchChannelStatus {
                         user_id: r.get(0)?,
                         channel_id: r.get(1)?,
@@ -254,14 +255,14 @@ impl Store {
                         webhook_url: r.get(6)?,
                         created_at: r.get(7)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                },
+            )?;
             Ok(GoogleHealthRows { users, channels, last_notification_at: last_notification_at(conn)? })
         })
         .await
     }
 }
 
-fn last_notification_at(conn: &rusqlite::Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT MAX(last_notification_at) FROM google_sync_status", [], |r| r.get(0))
+fn last_notification_at(conn: &Conn<'_>) -> StoreResult<Option<String>> {
+    conn.value("SELECT MAX(last_notification_at) FROM google_sync_status", args![])
 }

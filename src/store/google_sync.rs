@@ -19,10 +19,10 @@
 use std::collections::HashSet;
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::google::{self as rows, EventLink, LinkKeys};
+use super::sql::{args, Conn};
 use super::{bookings, Store, StoreError, StoreResult, Table, WriteTx};
 use crate::model::MeetingStatus;
 
@@ -452,11 +452,13 @@ fn finish_pass(
 }
 
 /// The first of the user's clients whose email is an attendee's.
-fn link_client(conn: &Connection, user_id: i64, emails: &[String]) -> rusqlite::Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached("SELECT id FROM clients WHERE user_id = ?1 AND email = ?2 COLLATE NOCASE ORDER BY id LIMIT 1")?;
+/// (`lower()` on both sides is SQLite's `COLLATE NOCASE` of the column, on both engines.)
+fn link_client(conn: &Conn<'_>, user_id: i64, emails: &[String]) -> StoreResult<Option<i64>> {
     for e in emails {
-        if let Some(id) = stmt.query_row(rusqlite::params![user_id, e], |r| r.get(0)).optional()? {
-            return Ok(Some(id));
+        let found = conn
+            .value_opt("SELECT id FROM clients WHERE user_id = ?1 AND lower(email) = lower(?2) ORDER BY id LIMIT 1", args![user_id, e])?;
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)

@@ -6,10 +6,8 @@
 //! A channel is `active`, or `retiring` while the channel replacing it is
 //! being registered (notifications on both are accepted meanwhile).
 
-use super::sql::args;
-use rusqlite::{Connection, OptionalExtension};
-
 use super::google::ticked;
+use super::sql::{args, Conn, ToSqlValue};
 use super::{Store, StoreResult};
 
 const ACTIVE: &str = "active";
@@ -58,25 +56,24 @@ pub struct TickedCalendarChannel {
     pub webhook_url: Option<String>,
 }
 
-fn find_for_notification(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<NotifiedChannel>> {
-    conn.prepare_cached("SELECT user_id, token, resource_id, state, expiration FROM calendar_watch_channels WHERE channel_id = ?1")?
-        .query_row([channel_id], |r| {
-            Ok(NotifiedChannel { user_id: r.get(0)?, token: r.get(1)?, resource_id: r.get(2)?, state: r.get(3)?, expiration: r.get(4)? })
-        })
-        .optional()
+fn find_for_notification(conn: &Conn<'_>, channel_id: &str) -> StoreResult<Option<NotifiedChannel>> {
+    conn.query_opt(
+        "SELECT user_id, token, resource_id, state, expiration FROM calendar_watch_channels WHERE channel_id = ?1",
+        args![channel_id],
+    )?
+    .map(|r| Ok(NotifiedChannel { user_id: r.get(0)?, token: r.get(1)?, resource_id: r.get(2)?, state: r.get(3)?, expiration: r.get(4)? }))
+    .transpose()
 }
 
-fn handles(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<ChannelHandle>> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(params, |r| Ok(ChannelHandle { channel_id: r.get(0)?, resource_id: r.get(1)? }))?;
-    rows.collect()
+fn handles(conn: &Conn<'_>, sql: &str, args: &[&dyn ToSqlValue]) -> StoreResult<Vec<ChannelHandle>> {
+    conn.query_map(sql, args, |r| Ok(ChannelHandle { channel_id: r.get(0)?, resource_id: r.get(1)? }))
 }
 
 impl Store {
     /// The channel a notification names (a stopped channel's row is gone).
     pub async fn channel_for_notification(&self, channel_id: &str) -> StoreResult<Option<NotifiedChannel>> {
         let channel_id = channel_id.to_string();
-        self.read(move |c| Ok(find_for_notification(c, &channel_id)?)).await
+        self.read(move |c| find_for_notification(c, &channel_id)).await
     }
 
     /// Write a new `active` channel for a calendar before asking Google for
@@ -90,7 +87,7 @@ impl Store {
                 let old = handles(
                     conn,
                     "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?3",
-                    rusqlite::params![new.user_id, new.calendar_id, ACTIVE],
+                    args![new.user_id, new.calendar_id, ACTIVE],
                 )?;
                 conn.execute(
                     "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5",
@@ -154,11 +151,12 @@ impl Store {
     pub async fn user_channels(&self, user_id: i64, calendar_id: Option<&str>) -> StoreResult<Vec<ChannelHandle>> {
         let calendar_id = calendar_id.map(str::to_string);
         self.read(move |c| {
-            Ok(handles(
+            handles(
                 c,
-                "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND (?2 IS NULL OR calendar_id = ?2)",
-                rusqlite::params![user_id, calendar_id],
-            )?)
+                "SELECT channel_id, resource_id FROM calendar_watch_channels
+                 WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR calendar_id = ?2)",
+                args![user_id, calendar_id],
+            )
         })
         .await
     }
@@ -169,11 +167,11 @@ impl Store {
     pub async fn leftover_channels(&self, user_id: i64) -> StoreResult<Vec<ChannelHandle>> {
         self.read(move |c| {
             let ticked: Vec<String> = ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
-            let mut stmt = c.prepare(
+            let all: Vec<(String, Option<String>, String, String)> = c.query_map(
                 "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
+                args![user_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let rows = stmt.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
-            let all = rows.collect::<Result<Vec<(String, Option<String>, String, String)>, _>>()?;
             Ok(all
                 .into_iter()
                 .filter(|(_, _, cal, state)| state == RETIRING || !ticked.contains(cal))
@@ -188,24 +186,25 @@ impl Store {
     /// row of a calendar is the channel expiring last).
     pub async fn ticked_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
         self.read(|c| {
-            let mut stmt = c.prepare(
+            // NULLS FIRST is SQLite's own order, spelled out for PostgreSQL (which puts NULLs last).
+            c.query_map(
                 "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
-                 FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected = 1
+                 FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected
                  LEFT JOIN calendar_watch_channels c
                    ON c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
-                 WHERE u.google_refresh_token IS NOT NULL AND u.google_needs_reconnect = 0 AND u.status = ?2
-                 ORDER BY u.id, g.calendar_id, c.expiration",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![ACTIVE, crate::model::AccountStatus::Active.as_str()], |r| {
-                Ok(TickedCalendarChannel {
-                    user_id: r.get(0)?,
-                    calendar_id: r.get(1)?,
-                    expiration: r.get(2)?,
-                    registered_at: r.get(3)?,
-                    webhook_url: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                 WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect AND u.status = ?2
+                 ORDER BY u.id, g.calendar_id, c.expiration NULLS FIRST",
+                args![ACTIVE, crate::model::AccountStatus::Active.as_str()],
+                |r| {
+                    Ok(TickedCalendarChannel {
+                        user_id: r.get(0)?,
+                        calendar_id: r.get(1)?,
+                        expiration: r.get(2)?,
+                        registered_at: r.get(3)?,
+                        webhook_url: r.get(4)?,
+                    })
+                },
+            )
         })
         .await
     }
