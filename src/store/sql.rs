@@ -388,15 +388,3 @@ mod tests {
         assert_eq!(conn.value::<Option<String>>("SELECT ?1", args![none]).unwrap(), None);
     }
 }
-
-/// TRANSITIONAL (removed when every store file is on the neutral API):
-/// code not yet ported reaches SQLite's connection directly.
-impl std::ops::Deref for Conn<'_> {
-    type Target = rusqlite::Connection;
-    fn deref(&self) -> &rusqlite::Connection {
-        match self {
-            Conn::Sqlite(c) => c,
-            Conn::Pg(_) => panic!("this store operation is not yet ported to PostgreSQL"),
-        }
-    }
-}

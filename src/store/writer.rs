@@ -720,9 +720,8 @@ mod tests {
     async fn logged(writer: &Writer) -> Vec<(i64, Option<Value>)> {
         writer
             .write(|tx| {
-                let mut st = tx.conn().prepare("SELECT seq, record FROM changes ORDER BY seq")?;
-                let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))?;
-                let rows: Vec<(i64, Option<String>)> = rows.collect::<rusqlite::Result<_>>()?;
+                let rows: Vec<(i64, Option<String>)> =
+                    tx.conn().query_map("SELECT seq, record FROM changes ORDER BY seq", args![], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 Ok(rows.into_iter().map(|(seq, rec)| (seq, rec.and_then(|s| serde_json::from_str(&s).ok()))).collect())
             })
             .await
@@ -747,14 +746,8 @@ mod tests {
         );
         let (r1, r3) = (r1.expect("first commits"), r3.expect("third commits"));
         assert!(matches!(r2, Err(StoreError::Conflict(_))), "the failing request hears its own error");
-        let names: Vec<String> = writer
-            .write(|tx| {
-                let mut st = tx.conn().prepare("SELECT name FROM clients ORDER BY id")?;
-                let names = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-                Ok(names)
-            })
-            .await
-            .unwrap();
+        let names: Vec<String> =
+            writer.write(|tx| tx.conn().query_map("SELECT name FROM clients ORDER BY id", args![], |r| r.get::<String>(0))).await.unwrap();
         assert_eq!(names, vec!["first", "third"]);
         let ch = logged(&writer).await;
         assert_eq!(ch.len(), 2, "only the committed inserts are logged: {ch:?}");
