@@ -34,6 +34,7 @@ mod metrics;
 mod ops;
 mod pg_database;
 mod pg_schema;
+mod pg_tls;
 mod realtime;
 mod restart;
 mod resume;
