@@ -36,6 +36,7 @@ mod pg_database;
 mod pg_private;
 mod pg_schema;
 mod pg_writer;
+mod pg_tls;
 mod realtime;
 mod restart;
 mod resume;

@@ -11,8 +11,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use super::tls::ConnectError;
 use super::url::PgUrl;
 
 /// One numbered step of the PostgreSQL schema.
@@ -162,6 +163,8 @@ pub struct IncompatibleDatabase {
 pub enum PgMigrationError {
     #[error("cannot connect to the database {url}: {}", why(.source))]
     Connect { url: String, source: tokio_postgres::Error },
+    #[error("cannot set up TLS for the database {url}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("cannot take the migration lock on the database {url}: {}", why(.source))]
     Lock { url: String, source: tokio_postgres::Error },
     #[error("cannot read the schema version of the database {url}: {}", why(.source))]
@@ -278,17 +281,13 @@ async fn read_schema(client: &Client, shown: &str) -> Result<DatabaseSchema, PgM
     Ok(schema)
 }
 
-/// A connection of its own, driven on a task until the client is dropped.
+/// A connection of its own, driven on a task until the client is dropped,
+/// encrypted and verified as the pool's connections (`tls`).
 async fn connect(url: &PgUrl) -> Result<Client, PgMigrationError> {
-    let shown = url.to_string();
-    let (client, connection) =
-        url.config().connect(NoTls).await.map_err(|source| PgMigrationError::Connect { url: shown.clone(), source })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(database = %shown, error = %why(&e), "PostgreSQL migration connection ended with an error");
-        }
-    });
-    Ok(client)
+    super::tls::connect(url).await.map_err(|e| match e {
+        ConnectError::Connect(source) => PgMigrationError::Connect { url: url.to_string(), source },
+        ConnectError::Tls(reason) => PgMigrationError::Tls { url: url.to_string(), reason: reason.to_string() },
+    })
 }
 
 #[cfg(test)]
