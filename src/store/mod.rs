@@ -198,6 +198,11 @@ impl Store {
 
     fn open_postgres_blocking(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
         let url = pg::PgUrl::parse(cfg.url.expose_secret())?;
+        // The data folder still holds what is per node: `server.json` (how
+        // the CLI finds this server) and a generated secret on loopback.
+        if let Some(dir) = Path::new(&cfg.path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            files::create_private_dir(dir).map_err(|source| OpenError::DataFolder { dir: dir.to_path_buf(), source })?;
+        }
         let shown = url.to_string();
         let timeout = cfg.connect_timeout.0;
         let migrated = pg::conn::block_on(async {
