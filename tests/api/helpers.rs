@@ -1,5 +1,13 @@
 //! `spawn_app()` starts syncgate exactly as `serve` does, on 127.0.0.1:0 with a
 //! throwaway data folder, and returns a `TestApp` with verb helpers.
+//!
+//! The engine: SQLite (the file in the data folder) unless
+//! `SYNCGATE_TEST_ENGINE=postgres`, where every server a test starts (and
+//! every `syncgate` subprocess, through [`engine_env`] / [`config_env`]) uses
+//! a fresh schema of its own on the PostgreSQL server
+//! `SYNCGATE_TEST_DATABASE_URL` names. Tests read and write the database
+//! through [`TestDb`] (`app.db()`, [`open_db`]), the same SQL on both engines.
+//! Tests about SQLite itself return early through [`sqlite_only`].
 
 #![allow(dead_code)]
 
@@ -350,10 +358,12 @@ pub fn on_postgres() -> bool {
 
 /// For a test about SQLite itself (its file, WAL, backup, PRAGMAs): on the
 /// PostgreSQL engine, print why it does not apply and return true (the test
-/// then returns, passing).
+/// then returns, passing). The line goes straight to stderr, past the test
+/// harness's capture, so a run shows what it skipped.
 pub fn sqlite_only(test: &str, why: &str) -> bool {
     if on_postgres() {
-        eprintln!("skipped {test} on PostgreSQL: {why}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped {test} on PostgreSQL: {why}");
         return true;
     }
     false
