@@ -2,8 +2,9 @@
 # The whole test suite, runnable on a fresh machine: installs what it needs
 # (npm packages; Chromium for the browser tests; PostgreSQL for the tests of
 # the PostgreSQL engine, which run on a throwaway cluster of their own), then
-# runs the Rust unit and integration tests and the JavaScript tests (the real
-# @supabase/realtime-js client and a headless Chromium) against the real binary.
+# runs the Rust unit and integration tests, the integration suite once more on
+# PostgreSQL, and the JavaScript tests (the real @supabase/realtime-js client
+# and a headless Chromium) against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-off build gains nothing from incremental caches; they only take disk.
@@ -25,7 +26,16 @@ trap 'exit 130' INT TERM
 start_throwaway_postgres
 
 echo "== cargo test"
+started=$SECONDS
 cargo test --locked -- --test-threads=2
+echo "== sqlite suite: $((SECONDS - started)) s"
+
+# The integration suite again, every server on PostgreSQL (a schema of its
+# own per test on the throwaway cluster); the tests about SQLite itself skip.
+echo "== cargo test --test api on PostgreSQL"
+started=$SECONDS
+SYNCGATE_TEST_ENGINE=postgres cargo test --locked --test api -- --test-threads=2
+echo "== postgres suite: $((SECONDS - started)) s"
 stop_throwaway_postgres
 
 if [ -d static/tests ] || grep -q chromium tests/js/package.json 2>/dev/null; then

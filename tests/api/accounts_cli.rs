@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use syncgate::config::Config;
+
 use crate::helpers::{spawn_app, start, TestApp, SECRET};
 
-async fn syncgate(app_db: &str, args: &[&str]) -> Output {
+async fn syncgate(config: &Config, args: &[&str]) -> Output {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SYNCGATE") {
             c.env_remove(k);
         }
     }
-    c.env("SYNCGATE_DATABASE__PATH", app_db)
+    c.envs(crate::helpers::config_env(config));
+    c.env("SYNCGATE_DATABASE__PATH", &config.database.path)
         .env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
         .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
         .args(args)
@@ -30,7 +33,7 @@ fn stdout(o: &Output) -> String {
 }
 
 async fn ok(app: &TestApp, args: &[&str]) -> String {
-    let o = syncgate(&app.config.database.path, args).await;
+    let o = syncgate(&app.config, args).await;
     assert!(o.status.success(), "syncgate {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     stdout(&o)
 }
@@ -58,11 +61,11 @@ async fn cli_user_commands_go_through_the_running_server_and_reach_open_sockets(
     assert_eq!(lines[1].len(), 8, "{list}");
 
     // The last admin rule, through the server: a clear error and a failing exit.
-    let o = syncgate(&app.config.database.path, &["user", "role", &boss_id.to_string(), "user"]).await;
+    let o = syncgate(&app.config, &["user", "role", &boss_id.to_string(), "user"]).await;
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("last active admin"), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let o = syncgate(&app.config.database.path, &["user", "remove", &uid.to_string()]).await;
+    let o = syncgate(&app.config, &["user", "remove", &uid.to_string()]).await;
     assert!(!o.status.success(), "remove needs --yes");
     assert_eq!(ok(&app, &["user", "remove", &uid.to_string(), "--yes"]).await.trim(), uid.to_string());
     for _ in 0..2 {
@@ -86,7 +89,7 @@ async fn cli_user_commands_write_directly_when_no_server_runs() {
     let (boss_id, _) = app.add_user("boss@example.com", "admin");
     let (uid, user) = app.add_user("ann@example.com", "user");
     let (config, dir) = app.stop().await;
-    let db = config.database.path.clone();
+    let db = config.clone();
     assert!(!dir.path().join("server.json").exists(), "a clean stop removes the server file");
     let run = |args: Vec<String>| {
         let db = db.clone();

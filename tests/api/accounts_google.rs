@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
 use serde_json::json;
 
 use crate::fake_google::FakeGoogle;
@@ -24,15 +23,11 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 fn channel_rows(app: &TestApp, user: i64) -> i64 {
-    app.db().query_row("SELECT COUNT(*) FROM calendar_watch_channels WHERE user_id = ?1", [user], |r| r.get(0)).unwrap()
+    app.db().value("SELECT COUNT(*) FROM calendar_watch_channels WHERE user_id = ?1", &[json!(user)])
 }
 
 fn google_meeting(app: &TestApp, summary: &str) -> bool {
-    app.db()
-        .query_row("SELECT id FROM meetings WHERE source = 'google' AND title = ?1", [summary], |r| r.get::<_, i64>(0))
-        .optional()
-        .unwrap()
-        .is_some()
+    app.db().value_opt::<i64>("SELECT id FROM meetings WHERE source = 'google' AND title = ?1", &[json!(summary)]).is_some()
 }
 
 /// Sign `email` in with Google (an existing user) and wait for the channel.

@@ -62,7 +62,7 @@ async fn each_alert_is_raised_once_and_cleared_once() {
     let db = app.db();
 
     // A user whose Google access was revoked.
-    db.execute("UPDATE users SET google_needs_reconnect = 1 WHERE id = ?1", [uid]).unwrap();
+    db.execute("UPDATE users SET google_needs_reconnect = ?2 WHERE id = ?1", &[json!(uid), json!(true)]);
     wait_for(&got, |g| count(g, "syncgate alert:", "must reconnect Google") == 1, "the reconnect alert").await;
     let (status, health) = app.get("/api/admin/health", &admin).await;
     assert_eq!(status, 200);
@@ -73,18 +73,14 @@ async fn each_alert_is_raised_once_and_cleared_once() {
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&got.lock().unwrap(), "syncgate alert:", "must reconnect Google"), 1, "raised once, not on every check");
-    db.execute("UPDATE users SET google_needs_reconnect = 0 WHERE id = ?1", [uid]).unwrap();
+    db.execute("UPDATE users SET google_needs_reconnect = ?2 WHERE id = ?1", &[json!(uid), json!(false)]);
     wait_for(&got, |g| count(g, "syncgate resolved:", "must reconnect Google") == 1, "the reconnect alert to clear").await;
 
     // A channel about to expire.
-    db.execute(
-        "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
-         VALUES (?1, 'primary', 'chan-1', 'res-1', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?2, ?2)",
-        rusqlite::params![uid, syncgate::store::timefmt::format(syncgate::store::timefmt::now() + time::Duration::minutes(20))],
-    )
-    .unwrap();
+    db.execute("INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
+         VALUES (?1, 'primary', 'chan-1', 'res-1', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?2, ?2)", &[json!(uid), json!(syncgate::store::timefmt::format(syncgate::store::timefmt::now() + time::Duration::minutes(20)))]);
     wait_for(&got, |g| count(g, "syncgate alert:", "has not been renewed") == 1, "the expiring channel alert").await;
-    db.execute("DELETE FROM calendar_watch_channels WHERE channel_id = 'chan-1'", []).unwrap();
+    db.execute("DELETE FROM calendar_watch_channels WHERE channel_id = 'chan-1'", &[]);
     wait_for(&got, |g| count(g, "syncgate resolved:", "has not been renewed") == 1, "the channel alert to clear").await;
 
     // Calendly deliveries with bad signatures, above the threshold.
@@ -156,26 +152,20 @@ async fn failing_renewals_and_stopped_pushes_are_raised_and_cleared() {
     // Connected, with a live channel, so only the conditions under test can fire.
     // The channel first: the monitor checks every 100 ms, and a connected user
     // without one for a moment would rightly raise `google_channel_missing`.
-    db.execute(
-        "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
-         VALUES (?1, 'primary', 'chan-ok', 'res', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?3, ?3)",
-        rusqlite::params![uid, syncgate::store::timefmt::format(now + time::Duration::days(5)), ago(1)],
-    )
-    .unwrap();
-    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", [uid]).unwrap();
+    db.execute("INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, resource_id, token, expiration, webhook_url, state, created_at, updated_at)
+         VALUES (?1, 'primary', 'chan-ok', 'res', 'tok', ?2, 'http://127.0.0.1/hook', 'active', ?3, ?3)", &[json!(uid), json!(syncgate::store::timefmt::format(now + time::Duration::days(5))), json!(ago(1))]);
+    db.execute("UPDATE users SET google_refresh_token = 'r' WHERE id = ?1", &[json!(uid)]);
     db.execute(
         "INSERT INTO google_sync_status (user_id, renewal_failures, last_renewal_error, last_notification_at, last_safety_net_changes_at)
          VALUES (?1, 2, 'Google refused the watch request: HTTP 400', ?2, ?3)",
-        rusqlite::params![uid, ago(48), ago(1)],
-    )
-    .unwrap();
+        &[json!(uid), json!(ago(48)), json!(ago(1))],
+    );
     wait_for(&got, |g| count(g, "syncgate alert:", "failed 2 time(s)") == 1, "the renewal alert").await;
     wait_for(&got, |g| count(g, "syncgate alert:", "pushes have stopped arriving") == 1, "the stopped-pushes alert").await;
     db.execute(
         "UPDATE google_sync_status SET renewal_failures = 0, last_notification_at = ?2 WHERE user_id = ?1",
-        rusqlite::params![uid, ago(0)],
-    )
-    .unwrap();
+        &[json!(uid), json!(ago(0))],
+    );
     wait_for(&got, |g| count(g, "syncgate resolved:", "failed 2 time(s)") == 1, "the renewal alert to clear").await;
     wait_for(&got, |g| count(g, "syncgate resolved:", "pushes have stopped arriving") == 1, "the stopped-pushes alert to clear").await;
     let g = got.lock().unwrap();

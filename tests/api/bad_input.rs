@@ -11,7 +11,7 @@ use crate::helpers::{decode, spawn_app, TestApp, SECRET};
 /// What a refused request must not change: the change log and every synced table.
 fn snapshot(app: &TestApp) -> (usize, i64, i64, i64) {
     let db = app.db();
-    let n = |t: &str| db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap();
+    let n = |t: &str| db.count(t);
     (app.changes().len(), n("clients"), n("meetings"), n("pipeline"))
 }
 

@@ -131,7 +131,7 @@ async fn app() -> TestApp {
 /// The adviser whose Calendly user is the host; returns (id, token).
 fn adviser(app: &TestApp) -> (i64, String) {
     let (id, token) = app.add_user(HOST_EMAIL, "user");
-    app.db().execute("UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2", rusqlite::params![HOST_URI, id]).unwrap();
+    app.db().execute("UPDATE users SET calendly_user_uri = ?1 WHERE id = ?2", &[json!(HOST_URI), json!(id)]);
     (id, token)
 }
 
@@ -181,9 +181,7 @@ async fn clients(app: &TestApp, token: &str) -> Vec<Value> {
 
 /// (outcome, error) of every logged delivery, oldest first.
 fn event_log(app: &TestApp) -> Vec<(String, Option<String>)> {
-    let conn = app.db();
-    let mut stmt = conn.prepare("SELECT outcome, error FROM calendly_webhook_events ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+    app.db().rows_as("SELECT outcome, error FROM calendly_webhook_events ORDER BY id", &[])
 }
 
 fn statuses(inv: &Value) -> Vec<(String, String)> {
@@ -471,14 +469,9 @@ async fn a_booking_takes_over_its_google_copy() {
         let app = app().await;
         let (uid, token) = adviser(&app);
         let db = app.db();
-        db.execute(
-            "INSERT INTO meetings (user_id, source, external_id, title, starts_at, ends_at, attendees, notes, created_at, updated_at)
+        let google_id: i64 = db.value("INSERT INTO meetings (user_id, source, external_id, title, starts_at, ends_at, attendees, notes, created_at, updated_at)
              VALUES (?1, 'google', 'gcal-in1aaaaaaaaaaaaa', 'Financial review', '2026-12-01T10:00:00.000Z', '2026-12-01T10:30:00.000Z',
-                     '[{\"email\":\"jane@example.com\"}]', 'bring the pension papers', '2026-11-23T00:00:00.000Z', '2026-11-23T00:00:00.000Z')",
-            [uid],
-        )
-        .unwrap();
-        let google_id = db.last_insert_rowid();
+                     '[{\"email\":\"jane@example.com\"}]', 'bring the pension papers', '2026-11-23T00:00:00.000Z', '2026-11-23T00:00:00.000Z') RETURNING id", &[json!(uid)]);
         let mut body = created(&ev1(), "IN1AAAAAAAAAAAAA", "jane@example.com", "Jane Client");
         if !with_event_id {
             body["payload"]["scheduled_event"]["calendar_event"] = Value::Null;
@@ -675,14 +668,8 @@ async fn forged_stale_and_malformed_signatures_are_refused() {
     assert!(app.changes().is_empty());
     // No row of their own: counted per minute and reason.
     assert!(event_log(&app).is_empty(), "refused deliveries wrote rows: {:?}", event_log(&app));
-    let counted: Vec<(String, i64)> = app
-        .db()
-        .prepare("SELECT reason, SUM(count) FROM calendly_rejections GROUP BY reason ORDER BY reason")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let counted: Vec<(String, i64)> =
+        app.db().rows_as("SELECT reason, CAST(SUM(count) AS BIGINT) FROM calendly_rejections GROUP BY reason ORDER BY reason", &[]);
     let mut expected: std::collections::BTreeMap<String, i64> = Default::default();
     for (_, _, _, code) in &cases {
         *expected.entry(code.to_string()).or_default() += 1;
@@ -753,11 +740,7 @@ async fn rotated_and_stored_keys_are_accepted() {
     let stored = "stored-by-subscribe-0123456789abcdef";
     assert_eq!(post_signed(&app, &c, Some(signature::sign(stored, now(), &c))).await.0, 401);
     app.db()
-        .execute(
-            "INSERT INTO calendly_signing_keys (signing_key, callback_url, scope, created_at) VALUES (?1, 'http://x/api/calendly/webhook', 'user', '2026-01-01T00:00:00.000Z')",
-            [stored],
-        )
-        .unwrap();
+        .execute("INSERT INTO calendly_signing_keys (signing_key, callback_url, scope, created_at) VALUES (?1, 'http://x/api/calendly/webhook', 'user', '2026-01-01T00:00:00.000Z')", &[json!(stored)]);
     assert_eq!(post_signed(&app, &c, Some(signature::sign(stored, now(), &c))).await.0, 200);
     assert_eq!(only_meeting(&app, &token).await["invitees"].as_array().unwrap().len(), 3);
 }
@@ -863,6 +846,7 @@ fn syncgate(dir: &Path, fake: &FakeCalendly) -> Command {
             c.env_remove(k);
         }
     }
+    c.envs(crate::helpers::engine_env(dir));
     c.env("SYNCGATE_DATABASE__PATH", dir.join("data").join("syncgate.db"))
         .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
         .env("SYNCGATE_SERVER__PUBLIC_URL", "https://sync.example.com")
@@ -879,8 +863,8 @@ async fn run(mut cmd: Command, args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("data").join("syncgate.db")).unwrap()
+fn db(dir: &Path) -> crate::helpers::TestDb {
+    crate::helpers::open_db_in(dir, &dir.join("data").join("syncgate.db"))
 }
 
 #[tokio::test]
@@ -910,10 +894,9 @@ async fn subscribe_creates_a_subscription_and_stores_its_key_and_the_users_uri()
     assert!(!out.contains(&key) && !err.contains(&key), "the signing key is never printed");
 
     let conn = db(dir.path());
-    let (stored, stored_sub): (String, String) =
-        conn.query_row("SELECT signing_key, subscription_uri FROM calendly_signing_keys", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let (stored, stored_sub): (String, String) = conn.row_as("SELECT signing_key, subscription_uri FROM calendly_signing_keys", &[]);
     assert_eq!((stored.as_str(), stored_sub.as_str()), (key.as_str(), sub_uri.as_str()));
-    let linked: String = conn.query_row("SELECT calendly_user_uri FROM users WHERE id = ?1", [uid], |r| r.get(0)).unwrap();
+    let linked: String = conn.value("SELECT calendly_user_uri FROM users WHERE id = ?1", &[json!(uid)]);
     assert_eq!(linked, fake_calendly::USER_URI);
 
     // A second subscribe with a fresh key for an organization-wide hook, URL given as the full webhook URL.
@@ -938,7 +921,7 @@ async fn subscribe_creates_a_subscription_and_stores_its_key_and_the_users_uri()
         (Some("https://other.example.com/api/calendly/webhook"), Some("organization"))
     );
     assert!(sent.get("user").is_none());
-    let n: i64 = conn.query_row("SELECT COUNT(DISTINCT signing_key) FROM calendly_signing_keys", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn.value("SELECT COUNT(DISTINCT signing_key) FROM calendly_signing_keys", &[]);
     assert_eq!(n, 2);
 }
 
@@ -968,7 +951,7 @@ async fn subscribe_reports_calendlys_errors_and_keeps_no_key() {
         run(syncgate(dir.path(), &fake), &["calendly", "subscribe", "--token", fake_calendly::TOKEN, "--scope", "team"]).await;
     assert!(!ok && err.contains("--scope"), "{err}");
 
-    let n: i64 = db(dir.path()).query_row("SELECT COUNT(*) FROM calendly_signing_keys", [], |r| r.get(0)).unwrap();
+    let n: i64 = db(dir.path()).value("SELECT COUNT(*) FROM calendly_signing_keys", &[]);
     assert_eq!(n, 0, "a key Calendly never accepted is not kept");
 }
 

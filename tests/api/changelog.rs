@@ -20,7 +20,7 @@ fn new_changes(app: &TestApp, before: usize) -> Vec<ChangeRow> {
 }
 
 fn count(app: &TestApp, table: &str) -> i64 {
-    app.db().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    app.db().count(table)
 }
 
 fn assert_one_change(changes: &[ChangeRow], table: &str, op: &str, owner: i64, record: Option<&Value>, old: Option<&Value>) {
@@ -197,13 +197,12 @@ async fn source_owned_meeting_fields_cannot_change_here() {
     // A meeting Google synced in (written straight to the file: the sync is not under test).
     let now = "2026-11-20T08:00:00.000Z";
     let db = app.db();
-    db.execute(
+    let id: i64 = db.value(
         "INSERT INTO meetings (user_id, source, external_id, title, starts_at, ends_at, created_at, updated_at)
-         VALUES (?1, 'google', 'evt-1', 'Synced call', '2026-11-23T10:00:00.000Z', '2026-11-23T11:00:00.000Z', ?2, ?2)",
-        rusqlite::params![uid, now],
-    )
-    .expect("insert a google meeting");
-    let (_, g) = app.get(&format!("/api/meetings/{}", db.last_insert_rowid()), &tok).await;
+         VALUES (?1, 'google', 'evt-1', 'Synced call', '2026-11-23T10:00:00.000Z', '2026-11-23T11:00:00.000Z', ?2, ?2) RETURNING id",
+        &[json!(uid), json!(now)],
+    );
+    let (_, g) = app.get(&format!("/api/meetings/{id}"), &tok).await;
     let path = format!("/api/meetings/{}", g["id"]);
     let (s, got) = app.get(&path, &tok).await;
     assert_eq!(s, 200);

@@ -28,6 +28,7 @@ pub(crate) fn syncgate(dir: &Path) -> Command {
             c.env_remove(k);
         }
     }
+    c.envs(crate::helpers::engine_env(dir));
     c.env("SYNCGATE_DATABASE__PATH", db_path(dir)).env("SYNCGATE_SERVER__BIND", "127.0.0.1:0").kill_on_drop(true);
     c
 }
@@ -215,8 +216,8 @@ async fn users_tokens_and_login_links_work_against_a_running_server() {
 
     let status = server.terminate().await;
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    let conn = rusqlite::Connection::open(db_path(d)).unwrap();
-    let n: i64 = conn.query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0)).unwrap();
+    let conn = crate::helpers::open_db_in(d, &db_path(d));
+    let n: i64 = conn.value("SELECT COUNT(*) FROM clients", &[]);
     assert_eq!(n, 1, "the acknowledged write is on disk after shutdown");
 }
 
@@ -273,6 +274,13 @@ async fn a_public_bind_without_a_secret_refuses_to_start() {
 
 #[tokio::test]
 async fn a_partial_config_toml_in_the_working_directory_is_read() {
+    // Which file a setting came from shows in where the SQLite file appears.
+    if crate::helpers::sqlite_only(
+        "a_partial_config_toml_in_the_working_directory_is_read",
+        "it reads database.path through the SQLite file's location",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Only one key, a relative path: it resolves against the working directory.

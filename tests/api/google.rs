@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 
 use crate::fake_google::FakeGoogle;
@@ -133,12 +132,12 @@ async fn callback(app: &TestApp, url: &str, cookie: Option<&str>, html: bool) ->
 }
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
-    app.db().query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap()
+    app.db().value("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected", &[json!(user)])
 }
 
 /// Finished sync passes of a user.
 pub(crate) fn syncs(app: &TestApp, user: i64) -> i64 {
-    app.db().query_row("SELECT syncs FROM google_sync_status WHERE user_id = ?1", [user], |r| r.get(0)).optional().unwrap().unwrap_or(0)
+    app.db().value_opt("SELECT syncs FROM google_sync_status WHERE user_id = ?1", &[json!(user)]).unwrap_or(0)
 }
 
 /// Wait until a pass that started after `before` finished and nothing is queued.
@@ -158,9 +157,7 @@ pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i
     eventually("the first full sync and the push channel", || {
         let resource: Option<String> = app
             .db()
-            .query_row("SELECT resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", [id], |r| r.get(0))
-            .optional()
-            .unwrap()
+            .value_opt("SELECT resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", &[json!(id)])
             .flatten();
         (sync_token_of(app, id).is_some() && resource.is_some() && !app.app.google.sync_pending(id)).then_some(())
     })
@@ -170,11 +167,7 @@ pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i
 
 /// The meeting synced from a Google event, as REST returns it.
 async fn meeting(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
-    let id: Option<i64> = app
-        .db()
-        .query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
-        .optional()
-        .unwrap();
+    let id: Option<i64> = app.db().value_opt("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)]);
     let id = id?;
     let (s, m) = app.get(&format!("/api/meetings/{id}"), jwt).await;
     assert_eq!(s, 200);
@@ -182,14 +175,11 @@ async fn meeting(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
 }
 
 fn meeting_id(app: &TestApp, event_id: &str) -> Option<i64> {
-    app.db().query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0)).optional().unwrap()
+    app.db().value_opt("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)])
 }
 
 fn status_of(app: &TestApp, event_id: &str) -> Option<String> {
-    app.db()
-        .query_row("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
-        .optional()
-        .unwrap()
+    app.db().value_opt("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)])
 }
 
 /// Notify every channel of `email` and wait for the sync it causes.
@@ -227,12 +217,8 @@ async fn sign_in_with_google_signs_in_stores_tokens_syncs_and_watches() {
     // The channel Google registered, with the resource id and expiry Google returned.
     let channels = fake.active_channels("ada@example.com");
     assert_eq!(channels.len(), 1);
-    let (cid, token, resource, expiration): (String, String, Option<String>, Option<String>) = app
-        .db()
-        .query_row("SELECT channel_id, token, resource_id, expiration FROM calendar_watch_channels WHERE user_id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .unwrap();
+    let (cid, token, resource, expiration): (String, String, Option<String>, Option<String>) =
+        app.db().row_as("SELECT channel_id, token, resource_id, expiration FROM calendar_watch_channels WHERE user_id = ?1", &[json!(id)]);
     assert_eq!(cid, channels[0].id);
     assert_eq!(Some(token), channels[0].token);
     assert_eq!(resource.as_deref(), Some(channels[0].resource_id.as_str()));
@@ -252,7 +238,7 @@ async fn unknown_addresses_are_refused_with_a_page_saying_why_unless_the_policy_
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let page = r.text().await.unwrap();
     assert!(page.contains("stranger@example.com has no syncgate account"), "{page}");
-    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).unwrap();
+    let n: i64 = app.db().value("SELECT COUNT(*) FROM users", &[]);
     assert_eq!(n, 0, "nobody was created");
 
     // A non-browser gets the same refusal as JSON.
@@ -340,7 +326,7 @@ async fn connect_attaches_a_google_account_to_the_signed_in_user() {
     let (_, me) = app.get("/api/me", &jwt).await;
     assert_eq!((me["email"].as_str(), me["google_connected"].as_bool()), (Some("bob@work.example"), Some(true)));
     let mid = eventually("the connected calendar's meeting", || meeting_id(&app, &ev)).await;
-    let owner: i64 = app.db().query_row("SELECT user_id FROM meetings WHERE id = ?1", [mid], |r| r.get(0)).unwrap();
+    let owner: i64 = app.db().value("SELECT user_id FROM meetings WHERE id = ?1", &[json!(mid)]);
     assert_eq!(owner, bob);
 
     // One Google account belongs to one syncgate user.
@@ -468,7 +454,7 @@ async fn a_burst_of_fifty_notifications_costs_at_most_two_list_passes() {
     let used = fake.list_passes("ada@example.com") - passes;
     assert!((1..=2).contains(&used), "{used} list passes for one burst");
     assert_eq!(fake.max_concurrent_lists("ada@example.com"), 1, "never two syncs of one user at once");
-    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM meetings WHERE external_id = ?1", [&id], |r| r.get(0)).unwrap();
+    let n: i64 = app.db().value("SELECT COUNT(*) FROM meetings WHERE external_id = ?1", &[json!(&id)]);
     assert_eq!(n, 1);
 }
 
@@ -482,7 +468,7 @@ async fn pages_are_all_read_and_the_token_moves_only_with_the_last_one() {
         fake.create_event("ada@example.com", timed(&format!("Full {i}"), i + 1, 10));
     }
     let (ada, _jwt) = connect(&app, &fake, "ada@example.com").await;
-    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM meetings WHERE source = 'google'", [], |r| r.get(0)).unwrap();
+    let n: i64 = app.db().value("SELECT COUNT(*) FROM meetings WHERE source = 'google'", &[]);
     assert_eq!(n, 5);
     assert!(logs_text().contains(&format!("google sync user {ada}: 5 created, 0 updated, 0 canceled (full, 3 pages)")));
 
@@ -653,11 +639,8 @@ async fn channel_setup_replaces_the_old_channel_and_delete_stops_it() {
     let active = fake.active_channels("ada@example.com");
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].id, info["channel_id"].as_str().unwrap());
-    let rows: Vec<(String, String)> = {
-        let db = app.db();
-        let mut st = db.prepare("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1").unwrap();
-        st.query_map([ada], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
-    };
+    let rows: Vec<(String, String)> =
+        app.db().rows_as("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1", &[json!(ada)]);
     assert_eq!(rows, vec![(active[0].id.clone(), "active".to_string())]);
     // The old channel is gone here too.
     assert_eq!(fake.notify_channel(&old.id, "exists").await, 404);
@@ -666,7 +649,7 @@ async fn channel_setup_replaces_the_old_channel_and_delete_stops_it() {
     let (s, _) = app.delete("/api/calendar/webhook", &jwt).await;
     assert_eq!(s, 204);
     assert!(fake.active_channels("ada@example.com").is_empty());
-    let n: i64 = app.db().query_row("SELECT COUNT(*) FROM calendar_watch_channels", [], |r| r.get(0)).unwrap();
+    let n: i64 = app.db().value("SELECT COUNT(*) FROM calendar_watch_channels", &[]);
     assert_eq!(n, 0);
     let (s, body) = app.delete("/api/calendar/webhook", &jwt).await;
     assert_eq!((s, body["error"].as_str()), (404, Some("not_found")));
@@ -694,7 +677,7 @@ async fn status_pages_public_minimal_and_admin_detailed() {
     assert_eq!(keys, vec!["reachable", "google_configured", "last_notification_at"]);
     assert_eq!(body["google_configured"], true);
     eventually("the notification time", || {
-        let t: Option<String> = app.db().query_row("SELECT MAX(last_notification_at) FROM google_sync_status", [], |r| r.get(0)).unwrap();
+        let t: Option<String> = app.db().value("SELECT MAX(last_notification_at) FROM google_sync_status", &[]);
         t
     })
     .await;
@@ -754,8 +737,7 @@ async fn google_tokens_never_appear_in_logs_or_responses() {
     }
     bodies.push(app.get("/api/admin/health/google", &admin_jwt).await.1.to_string());
     bodies.push(app.post("/api/calendar/webhook/setup", &jwt, &json!({})).await.1.to_string());
-    let channel_token: String =
-        app.db().query_row("SELECT token FROM calendar_watch_channels WHERE user_id = ?1", [ada], |r| r.get(0)).unwrap();
+    let channel_token: String = app.db().value("SELECT token FROM calendar_watch_channels WHERE user_id = ?1", &[json!(ada)]);
 
     let logs = logs_text();
     assert!(logs.contains(&format!("google sync user {ada}:")), "the capture works");

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 use syncgate::config::Config;
 use syncgate::duration::Dur;
@@ -58,7 +57,7 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 fn syncs(app: &TestApp, user: i64) -> i64 {
-    app.db().query_row("SELECT syncs FROM google_sync_status WHERE user_id = ?1", [user], |r| r.get(0)).optional().unwrap().unwrap_or(0)
+    app.db().value_opt("SELECT syncs FROM google_sync_status WHERE user_id = ?1", &[json!(user)]).unwrap_or(0)
 }
 
 async fn wait_synced(app: &TestApp, user: i64, before: i64) {
@@ -68,17 +67,13 @@ async fn wait_synced(app: &TestApp, user: i64, before: i64) {
 /// Every ticked calendar of the user has a sync token and a registered channel, and no pass runs.
 fn settled(app: &TestApp, user: i64) -> bool {
     let db = app.db();
-    let unready: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM google_calendars g WHERE g.user_id = ?1 AND g.selected = 1 AND (g.sync_token IS NULL OR NOT EXISTS
+    let unready: i64 = db.value(
+        "SELECT COUNT(*) FROM google_calendars g WHERE g.user_id = ?1 AND g.selected AND (g.sync_token IS NULL OR NOT EXISTS
                (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = g.user_id AND c.calendar_id = g.calendar_id
                   AND c.state = 'active' AND c.resource_id IS NOT NULL))",
-            [user],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let ticked: i64 =
-        db.query_row("SELECT COUNT(*) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap();
+        &[json!(user)],
+    );
+    let ticked: i64 = db.value("SELECT COUNT(*) FROM google_calendars WHERE user_id = ?1 AND selected", &[json!(user)]);
     ticked > 0 && unready == 0 && !app.app.google.sync_pending(user)
 }
 
@@ -115,11 +110,10 @@ async fn push(app: &TestApp, fake: &FakeGoogle, calendar: &str, user: i64) {
 
 /// (id, title, status, calendar_id) of the user's google meetings, by start.
 fn meetings(app: &TestApp, user: i64) -> Vec<(i64, String, String, Option<String>)> {
-    let db = app.db();
-    let mut stmt = db
-        .prepare("SELECT id, title, status, calendar_id FROM meetings WHERE user_id = ?1 AND source = 'google' ORDER BY starts_at, id")
-        .unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
+    app.db().rows_as(
+        "SELECT id, title, status, calendar_id FROM meetings WHERE user_id = ?1 AND source = 'google' ORDER BY starts_at, id",
+        &[json!(user)],
+    )
 }
 
 fn titles(app: &TestApp, user: i64) -> Vec<String> {
@@ -130,15 +124,10 @@ fn titles(app: &TestApp, user: i64) -> Vec<String> {
 
 /// The meeting a calendar's event is, as REST returns it.
 async fn meeting_of(app: &TestApp, jwt: &str, event_id: &str) -> Option<Value> {
-    let id: Option<i64> =
-        app.db().query_row("SELECT meeting_id FROM google_event_links WHERE event_id = ?1", [event_id], |r| r.get(0)).optional().unwrap();
+    let id: Option<i64> = app.db().value_opt("SELECT meeting_id FROM google_event_links WHERE event_id = ?1", &[json!(event_id)]);
     let id = match id {
         Some(id) => id,
-        None => app
-            .db()
-            .query_row("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
-            .optional()
-            .unwrap()?,
+        None => app.db().value_opt("SELECT id FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)])?,
     };
     let (s, m) = app.get(&format!("/api/meetings/{id}"), jwt).await;
     (s == 200).then_some(m)
@@ -208,54 +197,54 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     google_config(&fake, &mut config);
     config.google.full_sync_concurrency = 1;
     let mut rows: Vec<(String, i64)> = Vec::new();
+    let mut users: Vec<i64> = Vec::new();
     {
-        syncgate::store::migrations::migrate_file_to(std::path::Path::new(&config.database.path), 5).unwrap();
-        let db = rusqlite::Connection::open(&config.database.path).unwrap();
+        crate::helpers::migrate_to(&config, 5);
+        let db = crate::helpers::open_db(&config);
         let now = "2026-01-01T00:00:00.000Z";
         for (email, sub) in [(ADA, "1001"), ("bob@example.com", "1002")] {
             let refresh = fake.issue_refresh_token(email);
-            db.execute(
+            users.push(db.value::<i64>(
                 "INSERT INTO users (email, role, google_sub, google_refresh_token, google_sync_token, created_at, updated_at)
-                 VALUES (?1, 'user', ?2, ?3, 'fake-sync-from-long-ago', ?4, ?4)",
-                rusqlite::params![email, sub, refresh, now],
-            )
-            .unwrap();
+                 VALUES (?1, 'user', ?2, ?3, 'fake-sync-from-long-ago', ?4, ?4) RETURNING id",
+                &[json!(email), json!(sub), json!(refresh), json!(now)],
+            ));
         }
+        let (ada_id, bob_id) = (users[0], users[1]);
         let mut insert = |user: i64, event: &str, title: &str, days: i64| {
             let start = format!("{}T08:00:00.000Z", day(days));
             let end = format!("{}T09:00:00.000Z", day(days));
-            db.execute(
+            let id: i64 = db.value(
                 "INSERT INTO meetings (user_id, source, external_id, google_event_id, title, starts_at, ends_at, created_at, updated_at)
-                 VALUES (?1, 'google', ?2, ?2, ?3, ?4, ?5, ?6, ?6)",
-                rusqlite::params![user, event, title, start, end, now],
-            )
-            .unwrap();
-            rows.push((event.to_string(), db.last_insert_rowid()));
+                 VALUES (?1, 'google', ?2, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+                &[json!(user), json!(event), json!(title), json!(start), json!(end), json!(now)],
+            );
+            rows.push((event.to_string(), id));
         };
-        insert(1, &review, "Client review", 2);
-        insert(1, &ooo, "Out of office", 3);
-        insert(1, &focus, "Focus time", 4);
-        insert(1, &gone, "Deleted while on the old version", 5);
-        insert(2, &bob_event, "Bob's review", 2);
+        insert(ada_id, &review, "Client review", 2);
+        insert(ada_id, &ooo, "Out of office", 3);
+        insert(ada_id, &focus, "Focus time", 4);
+        insert(ada_id, &gone, "Deleted while on the old version", 5);
+        insert(bob_id, &bob_event, "Bob's review", 2);
     }
     let id_of = |event: &str| rows.iter().find(|r| r.0 == event).unwrap().1;
 
     // Slow lists, so two full syncs at once would overlap.
     fake.set_list_delay(Duration::from_millis(300));
     let app = start(config, dir).await;
-    eventually("both users' upgrade syncs", || (settled(&app, 1) && settled(&app, 2)).then_some(())).await;
+    eventually("both users' upgrade syncs", || (settled(&app, users[0]) && settled(&app, users[1])).then_some(())).await;
     fake.set_list_delay(Duration::ZERO);
     assert_eq!(fake.max_concurrent_lists_all(), 1, "full syncs are staggered (google.full_sync_concurrency = 1)");
     let changes = meeting_changes_after(&app, 0);
     assert!(changes.contains(&("DELETE".into(), id_of(&ooo))), "{changes:?}");
     assert!(changes.contains(&("DELETE".into(), id_of(&focus))), "{changes:?}");
     assert_eq!(changes.iter().filter(|c| c.0 == "DELETE").count(), 2, "only the non-meetings go: {changes:?}");
-    let ada = meetings(&app, 1);
+    let ada = meetings(&app, users[0]);
     assert_eq!(ada.len(), 2, "{ada:?}");
     assert_eq!(ada[0], (id_of(&review), "Client review".to_string(), "scheduled".to_string(), Some(ADA.to_string())), "kept, same id");
     assert_eq!(ada[1].0, id_of(&gone));
     assert_eq!(ada[1].2, "canceled", "what Google no longer lists is canceled");
-    assert_eq!(meetings(&app, 2)[0].0, id_of(&bob_event));
+    assert_eq!(meetings(&app, users[1])[0].0, id_of(&bob_event));
     // One full listing per user (the old token is gone).
     let log = fake.list_log();
     assert!(log.iter().all(|c| !c.sync_token && c.time_min), "{log:?}");
@@ -263,8 +252,8 @@ async fn an_upgrade_gives_each_user_one_full_sync_that_removes_non_meetings_impo
     assert_eq!(fake.list_passes("bob@example.com"), 1);
     // And each now syncs incrementally, pushed on its new channel.
     fake.update_event(ADA, &review, json!({"summary": "Client review, moved room"}));
-    push(&app, &fake, ADA, 1).await;
-    assert_eq!(meetings(&app, 1)[0].1, "Client review, moved room");
+    push(&app, &fake, ADA, users[0]).await;
+    assert_eq!(meetings(&app, users[0])[0].1, "Client review, moved room");
 }
 
 // ---- 2. declined invitations -------------------------------------------------
@@ -508,12 +497,8 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     assert_eq!(occ.len(), 4, "every occurrence is a meeting: {occ:?}");
 
     // Cancel the second occurrence only; edit the third only.
-    let ids: Vec<String> = {
-        let db = app.db();
-        let mut stmt =
-            db.prepare("SELECT l.event_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id ORDER BY m.starts_at").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
-    };
+    let ids: Vec<String> =
+        app.db().column("SELECT l.event_id FROM google_event_links l JOIN meetings m ON m.id = l.meeting_id ORDER BY m.starts_at", &[]);
     assert!(ids.iter().all(|i| i.starts_with(&format!("{weekly_id}_"))), "{ids:?}");
     let seq = last_seq(&app);
     fake.cancel_occurrence(ADA, &weekly_id, &ids[1]);
@@ -538,11 +523,7 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     let endless = fake.create_event(ADA, weekly("Endless standup", 2, "INTERVAL=1"));
     push(&app, &fake, ADA, ada).await;
     let horizon = format!("{}", day(31));
-    let standups: Vec<String> = {
-        let db = app.db();
-        let mut stmt = db.prepare("SELECT starts_at FROM meetings WHERE title = 'Endless standup' ORDER BY starts_at").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
-    };
+    let standups: Vec<String> = app.db().column("SELECT starts_at FROM meetings WHERE title = 'Endless standup' ORDER BY starts_at", &[]);
     assert!((4..=5).contains(&standups.len()), "about a month of weekly occurrences: {standups:?}");
     assert!(standups.iter().all(|s| s.as_str() < horizon.as_str()), "{standups:?}");
 
@@ -579,8 +560,7 @@ async fn recurring_series_occurrences_cancellations_splits_and_a_window_that_mov
     })
     .await;
     let horizon = format!("{}", day(61));
-    let newest: String =
-        app.db().query_row("SELECT MAX(starts_at) FROM meetings WHERE title = 'Standup (new time)'", [], |r| r.get(0)).unwrap();
+    let newest: String = app.db().value("SELECT MAX(starts_at) FROM meetings WHERE title = 'Standup (new time)'", &[]);
     assert!(newest < horizon, "{newest}");
     // Bounded: one listing of the new slice, not a whole-window resync.
     let slice: Vec<_> = fake.list_log().into_iter().skip(lists).filter(|c| c.time_min).collect();
@@ -627,11 +607,7 @@ async fn all_day_events_keep_their_dates_and_timed_events_their_instant_and_own_
 // ---- the idle cost with two calendars ----------------------------------------------
 
 fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
-    app.db()
-        .query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [user], |r| r.get(0))
-        .optional()
-        .unwrap()
-        .unwrap_or(0)
+    app.db().value_opt(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), &[json!(user)]).unwrap_or(0)
 }
 
 /// What an idle connected user with two ticked calendars costs in Google
@@ -679,9 +655,9 @@ async fn an_idle_user_with_two_calendars_costs_about_fifteen_google_calls_a_day(
     .await;
     let (config, _dir) = app.stop().await;
     let end = calls(&fake);
-    let db = rusqlite::Connection::open(&config.database.path).unwrap();
+    let db = crate::helpers::open_db(&config);
     let counter = |column: &str| -> f64 {
-        db.query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [uid], |r| r.get::<_, i64>(0)).unwrap() as f64
+        db.value::<i64>(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), &[json!(uid)]) as f64
     };
     let syncs = counter("safety_net_syncs") - base_syncs as f64;
     let renewals = counter("renewals") - base_renewals as f64;

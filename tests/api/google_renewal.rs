@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 use syncgate::calendly::signature;
 use syncgate::config::Config;
@@ -82,16 +81,12 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
-    app.db().query_row("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected = 1", [user], |r| r.get(0)).unwrap()
+    app.db().value("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected", &[json!(user)])
 }
 
 /// A `google_sync_status` counter of a user (0 before the first row).
 fn status_count(app: &TestApp, user: i64, column: &str) -> i64 {
-    app.db()
-        .query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [user], |r| r.get(0))
-        .optional()
-        .unwrap()
-        .unwrap_or(0)
+    app.db().value_opt(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), &[json!(user)]).unwrap_or(0)
 }
 
 /// Wait until a pass that started after `before` finished and nothing is queued.
@@ -110,19 +105,15 @@ async fn notify_and_sync(app: &TestApp, fake: &FakeGoogle, email: &str, user: i6
 /// The user's active channel row: (channel id, resource id, expiration, webhook url).
 pub(crate) fn active_row(app: &TestApp, user: i64) -> Option<(String, Option<String>, Option<String>, String)> {
     app.db()
-        .query_row(
+        .row_opt(
             "SELECT channel_id, resource_id, expiration, webhook_url FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
-            [user],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            &[json!(user)],
         )
-        .optional()
-        .unwrap()
+        .map(|row| serde_json::from_value(Value::Array(row)).expect("an active channel row"))
 }
 
 fn channel_rows(app: &TestApp, user: i64) -> Vec<(String, String)> {
-    let db = app.db();
-    let mut stmt = db.prepare("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id").unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+    app.db().rows_as("SELECT channel_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id", &[json!(user)])
 }
 
 /// Sign `email` in with Google as an existing user; waits for the first full
@@ -157,23 +148,15 @@ pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i
 
 /// (id, title, source, google_event_id) of every meeting of the user.
 fn meetings_of(app: &TestApp, user: i64) -> Vec<(i64, String, String, Option<String>)> {
-    let db = app.db();
-    let mut stmt = db.prepare("SELECT id, title, source, google_event_id FROM meetings WHERE user_id = ?1 ORDER BY id").unwrap();
-    stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
+    app.db().rows_as("SELECT id, title, source, google_event_id FROM meetings WHERE user_id = ?1 ORDER BY id", &[json!(user)])
 }
 
 fn title_of(app: &TestApp, event_id: &str) -> Option<String> {
-    app.db()
-        .query_row("SELECT title FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
-        .optional()
-        .unwrap()
+    app.db().value_opt("SELECT title FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)])
 }
 
 fn status_of(app: &TestApp, event_id: &str) -> Option<String> {
-    app.db()
-        .query_row("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", [event_id], |r| r.get(0))
-        .optional()
-        .unwrap()
+    app.db().value_opt("SELECT status FROM meetings WHERE source = 'google' AND external_id = ?1", &[json!(event_id)])
 }
 
 /// The admin report's entry for one user.
@@ -364,10 +347,10 @@ async fn on_start_missing_expired_and_left_over_channels_are_put_right() {
     {
         // As if syncgate had died in the middle of renewing A's channel (old
         // one already `retiring`, new one not registered) ...
-        let db = rusqlite::Connection::open(&config.database.path).unwrap();
-        db.execute("UPDATE calendar_watch_channels SET state = 'retiring' WHERE channel_id = ?1", [&a_old]).unwrap();
+        let db = crate::helpers::open_db(&config);
+        db.execute("UPDATE calendar_watch_channels SET state = 'retiring' WHERE channel_id = ?1", &[json!(&a_old)]);
         // ... and had been down past the expiry of B's channel.
-        db.execute("UPDATE calendar_watch_channels SET expiration = '2020-01-01T00:00:00.000Z' WHERE channel_id = ?1", [&b_old]).unwrap();
+        db.execute("UPDATE calendar_watch_channels SET expiration = '2020-01-01T00:00:00.000Z' WHERE channel_id = ?1", &[json!(&b_old)]);
     }
     let app = start(config, dir).await;
 
@@ -502,9 +485,9 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
     // call of slack per kind.
     let (config, _dir) = app.stop().await;
     let end = calls(&fake);
-    let db = rusqlite::Connection::open(&config.database.path).unwrap();
+    let db = crate::helpers::open_db(&config);
     let counter = |column: &str| -> f64 {
-        let n: i64 = db.query_row(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), [uid], |r| r.get(0)).unwrap();
+        let n: i64 = db.value(&format!("SELECT {column} FROM google_sync_status WHERE user_id = ?1"), &[json!(uid)]);
         n as f64
     };
     let syncs = counter("safety_net_syncs") - base_syncs as f64;

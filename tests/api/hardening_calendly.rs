@@ -2,7 +2,7 @@
 //! minute and reason that health, the alert and /metrics read and that
 //! survives a restart; delivery rows are deleted after `calendly.keep_outcomes`.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::metrics::scrape;
@@ -30,7 +30,7 @@ async fn forge(app: &TestApp, n: usize) {
 }
 
 fn delivery_rows(app: &TestApp) -> i64 {
-    app.db().query_row("SELECT COUNT(*) FROM calendly_webhook_events", [], |r| r.get(0)).unwrap()
+    app.db().value("SELECT COUNT(*) FROM calendly_webhook_events", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +42,7 @@ async fn forged_deliveries_write_no_rows_and_their_count_survives_a_restart() {
 
     forge(&app, 400).await;
     assert_eq!(delivery_rows(&app), 0, "a refused delivery writes no row of its own");
-    let minutes: i64 = app.db().query_row("SELECT COUNT(*) FROM calendly_rejections", [], |r| r.get(0)).unwrap();
+    let minutes: i64 = app.db().value("SELECT COUNT(*) FROM calendly_rejections", &[]);
     assert!((1..=4).contains(&minutes), "one row per minute and reason, not per delivery: {minutes}");
 
     let m = scrape(&app, None).await;
@@ -73,30 +73,21 @@ async fn delivery_rows_of_every_outcome_are_deleted_after_keep_outcomes() {
     for (outcome, days) in [("accepted", 91), ("unmatched", 120), ("invalid", 95), ("failed", 100), ("accepted", 89), ("ignored", 1)] {
         db.execute(
             "INSERT INTO calendly_webhook_events (event, received_at, outcome) VALUES ('invitee.created', ?1, ?2)",
-            rusqlite::params![fmt(days), outcome],
-        )
-        .unwrap();
+            &[json!(fmt(days)), json!(outcome)],
+        );
     }
     db.execute(
         "INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-01T00:00Z', 'mismatch', 5, ?1)",
-        [fmt(91)],
-    )
-    .unwrap();
+        &[json!(fmt(91))],
+    );
     db.execute(
         "INSERT INTO calendly_rejections (minute, reason, count, last_at) VALUES ('2000-01-02T00:00Z', 'mismatch', 5, ?1)",
-        [fmt(2)],
-    )
-    .unwrap();
+        &[json!(fmt(2))],
+    );
     syncgate::ops::retention::Retention::new(app.app.store.clone(), &app.config).drop_outcomes_once().await.unwrap();
-    let kept: Vec<String> = db
-        .prepare("SELECT outcome FROM calendly_webhook_events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let kept: Vec<String> = db.column("SELECT outcome FROM calendly_webhook_events ORDER BY id", &[]);
     assert_eq!(kept, vec!["accepted", "ignored"]);
-    let minutes: i64 = db.query_row("SELECT COUNT(*) FROM calendly_rejections", [], |r| r.get(0)).unwrap();
+    let minutes: i64 = db.value("SELECT COUNT(*) FROM calendly_rejections", &[]);
     assert_eq!(minutes, 1);
 }
 
@@ -109,6 +100,7 @@ async fn refused_deliveries_are_logged_once_per_source_per_minute() {
     let mut serve = Command::new(bin);
     serve
         .current_dir(dir.path())
+        .envs(crate::helpers::engine_env(dir.path()))
         .env("SYNCGATE_DATABASE__PATH", dir.path().join("s.db"))
         .env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
         .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")

@@ -2,6 +2,8 @@
 //! expired channel gets 404 and no sync; a flood on an unknown channel is
 //! logged once a minute per channel, not once per request.
 
+use serde_json::json;
+
 use crate::fake_google::FakeGoogle;
 use crate::google::{connect, google_app, logs_text, syncs, wait_synced};
 
@@ -14,10 +16,9 @@ async fn stopped_and_expired_channels_get_404_and_no_sync() {
 
     // Expired (its renewal failed and it lapsed): whatever arrives on it is a replay.
     let c = fake.active_channels("ada@example.com").remove(0);
-    let stored: String =
-        app.db().query_row("SELECT expiration FROM calendar_watch_channels WHERE channel_id = ?1", [&c.id], |r| r.get(0)).unwrap();
+    let stored: String = app.db().value("SELECT expiration FROM calendar_watch_channels WHERE channel_id = ?1", &[json!(&c.id)]);
     let set_expiration = |exp: &str| {
-        app.db().execute("UPDATE calendar_watch_channels SET expiration = ?2 WHERE channel_id = ?1", [&c.id, exp]).unwrap();
+        app.db().execute("UPDATE calendar_watch_channels SET expiration = ?2 WHERE channel_id = ?1", &[json!(&c.id), json!(exp)]);
     };
     set_expiration("2020-01-01T00:00:00.000Z");
     let before = syncs(&app, ada);

@@ -14,19 +14,24 @@ use crate::helpers::*;
 /// snapshot reads the tables, whatever wrote them), each with `notes_len`
 /// bytes of notes, the first `early` of them in 2026-01, the rest in 2026-06.
 fn seed_meetings(app: &TestApp, user: i64, n: usize, early: usize, notes_len: usize) {
-    let mut db = app.db();
-    let tx = db.transaction().unwrap();
+    let db = app.db();
+    db.batch("BEGIN");
     let notes = "n".repeat(notes_len);
     for i in 0..n {
         let day = if i < early { "2026-01-10" } else { "2026-06-10" };
-        tx.execute(
+        db.execute(
             "INSERT INTO meetings (user_id, source, title, starts_at, ends_at, notes, created_at, updated_at)
              VALUES (?1, 'manual', ?2, ?3, ?4, ?5, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
-            rusqlite::params![user, format!("m{i}"), format!("{day}T10:00:00.000Z"), format!("{day}T11:00:00.000Z"), notes],
-        )
-        .unwrap();
+            &[
+                json!(user),
+                json!(format!("m{i}")),
+                json!(format!("{day}T10:00:00.000Z")),
+                json!(format!("{day}T11:00:00.000Z")),
+                json!(notes),
+            ],
+        );
     }
-    tx.commit().unwrap();
+    db.batch("COMMIT");
 }
 
 fn meetings_binding(filter: Option<&str>) -> Value {

@@ -79,7 +79,7 @@ async fn another_users_client_cannot_be_referenced() {
     let before = app.changes().len();
     let counts = |app: &TestApp| -> (i64, i64, i64) {
         let db = app.db();
-        let n = |t: &str| db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap();
+        let n = |t: &str| db.count(t);
         (n("clients"), n("meetings"), n("pipeline"))
     };
     let rows_before = counts(&app);

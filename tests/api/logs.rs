@@ -13,6 +13,7 @@ async fn json_logs_carry_request_ids_and_never_a_secret() {
     let db = dir.path().join("s.db");
     let env = |c: &mut Command| {
         c.current_dir(dir.path())
+            .envs(crate::helpers::engine_env(dir.path()))
             .env("SYNCGATE_DATABASE__PATH", &db)
             .env("SYNCGATE_AUTH__JWT_SECRET", secret)
             .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")

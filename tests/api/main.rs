@@ -1,6 +1,9 @@
 //! The integration suite: one test binary, one module per feature. Every test
-//! starts the real server on 127.0.0.1:0 with a fresh SQLite file; the
-//! PostgreSQL tests (`pg_schema`) each make a database of their own.
+//! starts the real server on 127.0.0.1:0 with a fresh SQLite file, or with
+//! `SYNCGATE_TEST_ENGINE=postgres` a fresh schema of its own on the
+//! PostgreSQL server `SYNCGATE_TEST_DATABASE_URL` names (`helpers`); the
+//! tests reach the database through `helpers::TestDb`, whichever the engine.
+//! The PostgreSQL tests (`pg_schema`) each make a database of their own.
 
 mod accounts;
 mod accounts_cli;
@@ -42,3 +45,4 @@ mod restart;
 mod resume;
 mod schema_shape;
 mod shutdown_tasks;
+mod test_db;

@@ -8,7 +8,7 @@ use serde_json::json;
 use syncgate::config::{Config, ExposeSecret};
 use syncgate::store::migrations;
 
-use crate::helpers::{spawn_app, start, test_config};
+use crate::helpers::{self, spawn_app, start, test_config, Engine};
 
 #[tokio::test]
 async fn restart_keeps_data_and_continues_seq() {
@@ -64,30 +64,34 @@ async fn an_old_schema_upgrades_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
     // A data file at schema version 1, with a row in it.
-    {
-        migrations::migrate_file_to(std::path::Path::new(&config.database.path), 1).unwrap();
-        let conn = rusqlite::Connection::open(&config.database.path).unwrap();
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 1);
-        conn.execute_batch(
-            "INSERT INTO users (id, email, role, created_at, updated_at) VALUES (1, 'ada@example.com', 'user', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');
-             INSERT INTO meetings (id, user_id, source, title, starts_at, ends_at, created_at, updated_at)
-               VALUES (1, 1, 'manual', 'Old', '2026-11-23T10:00:00.000Z', '2026-11-23T11:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');",
-        )
-        .unwrap();
-    }
+    let (user, meeting) = {
+        helpers::migrate_to(&config, 1);
+        let conn = helpers::open_db(&config);
+        assert_eq!(helpers::schema_version(&conn), 1);
+        // Ids as the database gives them (an explicit id would not move PostgreSQL's identity on).
+        let user: i64 = conn.value(
+            "INSERT INTO users (email, role, created_at, updated_at) VALUES ('ada@example.com', 'user', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z') RETURNING id",
+            &[],
+        );
+        let meeting: i64 = conn.value(
+            "INSERT INTO meetings (user_id, source, title, starts_at, ends_at, created_at, updated_at)
+               VALUES (?1, 'manual', 'Old', '2026-11-23T10:00:00.000Z', '2026-11-23T11:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z') RETURNING id",
+            &[json!(user)],
+        );
+        (user, meeting)
+    };
     assert!(migrations::latest_version() > 1, "there is something to upgrade");
 
     let app = start(config, dir).await;
-    let v: i64 = app.db().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v = helpers::schema_version(&app.db());
     assert_eq!(v, migrations::latest_version(), "upgraded to the latest schema");
 
-    let tok = app.token_for(1, "user", 3600);
-    let (s, m) = app.get("/api/meetings/1", &tok).await;
+    let tok = app.token_for(user, "user", 3600);
+    let (s, m) = app.get(&format!("/api/meetings/{meeting}"), &tok).await;
     assert_eq!(s, 200, "the old row reads through the new schema: {m}");
     assert_eq!(m["title"], "Old");
     assert_eq!(m["starts_at"], "2026-11-23T10:00:00.000Z");
-    let (s, p) = app.patch("/api/meetings/1", &tok, &json!({"notes": "after upgrade"})).await;
+    let (s, p) = app.patch(&format!("/api/meetings/{meeting}"), &tok, &json!({"notes": "after upgrade"})).await;
     assert_eq!(s, 200, "{p}");
     let (s, n) = app
         .post("/api/meetings", &tok, &json!({"title": "New", "starts_at": "2026-11-24T10:00:00Z", "ends_at": "2026-11-24T11:00:00Z"}))
@@ -100,7 +104,7 @@ async fn an_old_schema_upgrades_on_start() {
     // Starting again on the upgraded file changes nothing.
     let (config, dir) = app.stop().await;
     let app = start(config, dir).await;
-    let v: i64 = app.db().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v = helpers::schema_version(&app.db());
     assert_eq!(v, migrations::latest_version());
     let (s, _) = app.get(&format!("/api/meetings/{}", n["id"]), &tok).await;
     assert_eq!(s, 200);
@@ -111,9 +115,18 @@ async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
     {
-        migrations::migrate_file_to(std::path::Path::new(&config.database.path), migrations::latest_version()).unwrap();
-        let conn = rusqlite::Connection::open(&config.database.path).unwrap();
-        conn.pragma_update(None, "user_version", migrations::latest_version() + 1).unwrap();
+        helpers::migrate_to(&config, migrations::latest_version());
+        let conn = helpers::open_db(&config);
+        match conn.engine() {
+            Engine::Sqlite => conn.batch(&format!("PRAGMA user_version = {}", migrations::latest_version() + 1)),
+            // PostgreSQL refuses a database whose newest migration needs a newer binary.
+            Engine::Postgres => {
+                conn.execute(
+                    "INSERT INTO syncgate_schema (version, name, min_binary_version) VALUES (?1, 'from_the_future', '99.0.0')",
+                    &[json!(migrations::latest_version() + 1)],
+                );
+            }
+        }
     }
     let err = match syncgate::startup::Server::build(config).await {
         Ok(_) => panic!("a file from a newer syncgate must not be opened"),

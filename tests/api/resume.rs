@@ -217,9 +217,7 @@ async fn snapshot_then_live_ends_equal_to_the_table_while_writes_run() {
         }
     }
     // The client's state equals the table.
-    let conn = app.db();
-    let mut stmt = conn.prepare("SELECT id, name FROM clients WHERE user_id = ?1 ORDER BY id").unwrap();
-    let table: Vec<(i64, String)> = stmt.query_map([ann], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect();
+    let table: Vec<(i64, String)> = app.db().rows_as("SELECT id, name FROM clients WHERE user_id = ?1 ORDER BY id", &[json!(ann)]);
     let mine: Vec<(i64, String)> = state.iter().map(|(id, r)| (*id, r["name"].as_str().unwrap().to_string())).collect();
     assert_eq!(mine, table);
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::OptionalExtension;
+use serde_json::json;
 use syncgate::duration::Dur;
 
 use crate::fake_google::FakeGoogle;
@@ -51,22 +51,15 @@ async fn a_renewal_in_flight_at_shutdown_finishes_and_is_recorded() {
     // The database, read after the stop, has the same channel with what Google
     // returned, nothing half-registered, and the renewal counted.
     let db = crate::helpers::open_db(&config);
-    let row: (String, Option<String>, Option<String>) = db
-        .query_row(
-            "SELECT channel_id, resource_id, expiration FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
-            [uid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let row: (String, Option<String>, Option<String>) = db.row_as(
+        "SELECT channel_id, resource_id, expiration FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'",
+        &[json!(uid)],
+    );
     assert_eq!((row.0.as_str(), row.1.as_deref()), (new.id.as_str(), Some(new.resource_id.as_str())));
     assert!(row.2.is_some(), "the new channel's expiration was stored");
-    let states: Vec<String> = {
-        let mut stmt = db.prepare("SELECT state FROM calendar_watch_channels WHERE user_id = ?1").unwrap();
-        stmt.query_map([uid], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
-    };
+    let states: Vec<String> = db.column("SELECT state FROM calendar_watch_channels WHERE user_id = ?1", &[json!(uid)]);
     assert_eq!(states, vec!["active".to_string()], "only the new channel is kept");
-    let renewals: Option<i64> =
-        db.query_row("SELECT renewals FROM google_sync_status WHERE user_id = ?1", [uid], |r| r.get(0)).optional().unwrap();
+    let renewals: Option<i64> = db.value_opt("SELECT renewals FROM google_sync_status WHERE user_id = ?1", &[json!(uid)]);
     assert_eq!(renewals, Some(1), "the renewal was recorded before the writer stopped");
 }
 
@@ -81,7 +74,7 @@ async fn an_alert_post_being_retried_does_not_hold_the_shutdown() {
     })
     .await;
     let (uid, _) = app.add_user("ann@example.com", "user");
-    app.db().execute("UPDATE users SET google_needs_reconnect = 1 WHERE id = ?1", [uid]).unwrap();
+    app.db().execute("UPDATE users SET google_needs_reconnect = ?2 WHERE id = ?1", &[json!(uid), json!(true)]);
     let (_, admin) = app.add_user("root@example.com", "admin");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -100,6 +93,6 @@ async fn an_alert_post_being_retried_does_not_hold_the_shutdown() {
     let (took, config, _dir) = stop_timed(app).await;
     assert!(took < Duration::from_secs(5), "the stop sat out the alert's retry waits: {took:?}");
     let db = crate::helpers::open_db(&config);
-    let n: i64 = db.query_row("SELECT COUNT(*) FROM clients WHERE name = 'kept'", [], |r| r.get(0)).unwrap();
+    let n: i64 = db.value("SELECT COUNT(*) FROM clients WHERE name = 'kept'", &[]);
     assert_eq!(n, 1, "the acknowledged write survived");
 }
