@@ -93,26 +93,32 @@ impl<T: ToSqlValue> ToSqlValue for Option<T> {
     }
 }
 
+/// A result column that does not hold what the reader expects: a bug of
+/// ours (the query and its reader disagree), never the caller's input.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct WrongType(String);
+
 /// A value read from a result column.
 pub trait FromSqlValue: Sized {
-    fn from_sql_value(v: &SqlValue) -> Result<Self, String>;
+    fn from_sql_value(v: &SqlValue) -> Result<Self, WrongType>;
 }
 
 impl FromSqlValue for i64 {
-    fn from_sql_value(v: &SqlValue) -> Result<i64, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<i64, WrongType> {
         match v {
             SqlValue::Integer(n) => Ok(*n),
             SqlValue::Real(f) if f.fract() == 0.0 => Ok(*f as i64),
-            other => Err(format!("expected an integer, found {other:?}")),
+            other => Err(WrongType(format!("expected an integer, found {}", kind(other)))),
         }
     }
 }
 macro_rules! int_from_value {
     ($($t:ty),*) => {$(
         impl FromSqlValue for $t {
-            fn from_sql_value(v: &SqlValue) -> Result<$t, String> {
+            fn from_sql_value(v: &SqlValue) -> Result<$t, WrongType> {
                 let n = i64::from_sql_value(v)?;
-                <$t>::try_from(n).map_err(|_| format!("{n} is out of range"))
+                <$t>::try_from(n).map_err(|_| WrongType(format!("{n} is out of range")))
             }
         }
     )*};
@@ -120,49 +126,60 @@ macro_rules! int_from_value {
 int_from_value!(i32, u32, u64, usize, u16);
 
 impl FromSqlValue for bool {
-    fn from_sql_value(v: &SqlValue) -> Result<bool, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<bool, WrongType> {
         Ok(i64::from_sql_value(v)? != 0)
     }
 }
 impl FromSqlValue for f64 {
-    fn from_sql_value(v: &SqlValue) -> Result<f64, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<f64, WrongType> {
         match v {
             SqlValue::Real(f) => Ok(*f),
             SqlValue::Integer(n) => Ok(*n as f64),
-            other => Err(format!("expected a number, found {other:?}")),
+            other => Err(WrongType(format!("expected a number, found {}", kind(other)))),
         }
     }
 }
 impl FromSqlValue for String {
-    fn from_sql_value(v: &SqlValue) -> Result<String, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<String, WrongType> {
         match v {
             SqlValue::Text(s) => Ok(s.clone()),
             SqlValue::Integer(n) => Ok(n.to_string()),
-            other => Err(format!("expected text, found {other:?}")),
+            other => Err(WrongType(format!("expected text, found {}", kind(other)))),
         }
     }
 }
 impl FromSqlValue for SqlValue {
-    fn from_sql_value(v: &SqlValue) -> Result<SqlValue, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<SqlValue, WrongType> {
         Ok(v.clone())
     }
 }
 /// A JSON column (text holding JSON); NULL reads as `null`.
 impl FromSqlValue for Value {
-    fn from_sql_value(v: &SqlValue) -> Result<Value, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<Value, WrongType> {
         match v {
             SqlValue::Null => Ok(Value::Null),
-            SqlValue::Text(s) => serde_json::from_str(s).map_err(|e| format!("not JSON: {e}")),
-            other => Err(format!("expected JSON text, found {other:?}")),
+            SqlValue::Text(s) => serde_json::from_str(s).map_err(|e| WrongType(format!("not JSON: {e}"))),
+            other => Err(WrongType(format!("expected JSON text, found {}", kind(other)))),
         }
     }
 }
 impl<T: FromSqlValue> FromSqlValue for Option<T> {
-    fn from_sql_value(v: &SqlValue) -> Result<Option<T>, String> {
+    fn from_sql_value(v: &SqlValue) -> Result<Option<T>, WrongType> {
         match v {
             SqlValue::Null => Ok(None),
             other => T::from_sql_value(other).map(Some),
         }
+    }
+}
+
+/// What a value is, never the value itself (it may be a secret).
+fn kind(v: &SqlValue) -> &'static str {
+    match v {
+        SqlValue::Null => "NULL",
+        SqlValue::Integer(_) => "an integer",
+        SqlValue::Real(_) => "a real",
+        SqlValue::Text(_) => "text",
+        SqlValue::Blob(_) => "a blob",
     }
 }
 

@@ -525,7 +525,8 @@ fn next_message(
             return rx.blocking_recv();
         }
         let wait = pg.retry_at.map_or(Duration::from_millis(200), |t| t.saturating_duration_since(Instant::now()));
-        match super::pg::conn::block_on(tokio::time::timeout(wait.max(Duration::from_millis(50)), rx.recv())) {
+        let wait = wait.max(Duration::from_millis(50));
+        match super::pg::conn::block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
             Ok(m) => return m,
             Err(_) => continue,
         }
