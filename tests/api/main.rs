@@ -34,6 +34,7 @@ mod join_checks;
 mod layout;
 mod logs;
 mod metrics;
+mod move_to_pg;
 mod ops;
 mod pg_database;
 mod pg_private;
