@@ -15,6 +15,7 @@ mod changelog;
 mod cli;
 mod cors;
 mod crud;
+mod engine_rules;
 mod fake_calendly;
 mod fake_google;
 mod google;
