@@ -38,6 +38,7 @@ mod metrics;
 mod move_to_pg;
 mod ops;
 mod pg_database;
+mod pg_ops;
 mod pg_private;
 mod pg_schema;
 mod pg_tls;
