@@ -52,7 +52,8 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 /// A fresh database on the server; returns its URL.
 async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &str) -> String {
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await.expect("create database");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     let mut url = url::Url::parse(base).expect("database URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
