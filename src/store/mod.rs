@@ -27,7 +27,7 @@ pub mod rejections;
 pub mod retention;
 pub mod rows;
 pub mod snapshot;
-pub mod sql;
+pub(crate) mod sql;
 pub mod stats;
 pub mod tables;
 pub mod timefmt;

@@ -198,14 +198,6 @@ impl Row {
     pub fn value(&self, i: usize) -> &SqlValue {
         self.0.get(i).unwrap_or(&SqlValue::Null)
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Placeholder arguments: `args![id, now]`.

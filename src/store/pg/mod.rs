@@ -3,7 +3,7 @@
 //! shared code (`conn`), and the schema by numbered migrations with the
 //! version check.
 
-pub mod conn;
+pub(crate) mod conn;
 pub mod migrations;
 pub mod tls;
 pub mod url;
