@@ -112,6 +112,28 @@ async fn a_postgresql_restart_under_write_load_loses_nothing_acknowledged() {
     })
     .await;
     let (_, token) = app.add_user("load@example.com", "user");
+    // A browser watching the whole time: the socket is to syncgate, not to
+    // PostgreSQL, so it stays open across the restart.
+    let mut ws = app.ws(&token, "2.0.0").await;
+    ws.join("realtime:clients", json!([{"event": "INSERT", "schema": "public", "table": "clients"}]), Some(&token)).await;
+    ws.joined().await;
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut names = Vec::new();
+            loop {
+                match ws.recv_within(Duration::from_millis(500)).await {
+                    Some(f) if f.event == "postgres_changes" => {
+                        names.push(f.payload["data"]["record"]["name"].as_str().unwrap_or_default().to_string())
+                    }
+                    Some(_) => {}
+                    None if !watching.load(Ordering::Acquire) => return names,
+                    None => {}
+                }
+            }
+        })
+    };
     let app = Arc::new(app);
     let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -156,9 +178,9 @@ async fn a_postgresql_restart_under_write_load_loses_nothing_acknowledged() {
 
     // The server comes back by itself: a fresh create succeeds within a while.
     let back = Instant::now();
-    loop {
+    for attempt in 0.. {
         let (s, _) = app.get("/health/ready", "").await;
-        let (c, _) = app.post("/api/clients", &token, &json!({ "name": "after the restart" })).await;
+        let (c, _) = app.post("/api/clients", &token, &json!({ "name": format!("after the restart {attempt}") })).await;
         if s == 200 && c == 201 {
             break;
         }
@@ -190,6 +212,16 @@ async fn a_postgresql_restart_under_write_load_loses_nothing_acknowledged() {
     assert_eq!(orphans, 0, "every stored client has its change row");
     let logged: i64 = client.query_one("SELECT count(*) FROM changes WHERE table_name = 'clients'", &[]).await.unwrap().get(0);
     assert_eq!(logged as usize, stored.len(), "no change row without its client");
+    // Committed ⇔ broadcast, across the restart: every stored client reached
+    // the browser once — those whose caller heard 503 but did commit too —
+    // and nothing that was not stored.
+    watching.store(false, Ordering::Release);
+    let mut broadcast = watcher.await.expect("watcher");
+    let received = broadcast.len();
+    broadcast.sort();
+    broadcast.dedup();
+    assert_eq!(broadcast.len(), received, "no change broadcast twice");
+    assert_eq!(broadcast.into_iter().collect::<BTreeSet<_>>(), stored, "the browser saw exactly the stored clients");
     let head: i64 = client.query_one("SELECT seq FROM seq_head", &[]).await.unwrap().get(0);
     let max: i64 = client.query_one("SELECT COALESCE(max(seq), 0) FROM changes", &[]).await.unwrap().get(0);
     assert_eq!(head, max, "the log's head is its newest change");
