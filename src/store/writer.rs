@@ -673,7 +673,16 @@ fn commit_batch(
             broken = Some(e);
         }
     }
-    let commit = log_changes(conn, &mut committed).and_then(|()| exec(conn, "COMMIT"));
+    // A transaction that could not end or open a savepoint is not committed
+    // at all: on PostgreSQL it is aborted, and COMMIT of an aborted
+    // transaction answers like a success while it rolls back, which would
+    // acknowledge writes that never happened.
+    // `at_commit`: the failure is COMMIT's own, whose outcome a lost
+    // connection leaves unknown; any earlier failure surely rolled back.
+    let commit = match broken {
+        Some(e) => Err((e, false)),
+        None => log_changes(conn, &mut committed).map_err(|e| (e, false)).and_then(|()| exec(conn, "COMMIT").map_err(|e| (e, true))),
+    };
     match commit {
         Ok(()) => {
             if let Some(last) = committed.last() {
@@ -692,12 +701,13 @@ fn commit_batch(
             }
             CommitOutcome::Committed
         }
-        Err(e) => {
-            // A lost PostgreSQL connection says nothing about whether the
+        Err((e, at_commit)) => {
+            // A connection lost during COMMIT says nothing about whether the
             // server committed before it went; any other failure (a refused
-            // COMMIT, a failed change-row insert) rolled everything back.
+            // COMMIT, a failed change-row insert, a broken savepoint) rolled
+            // everything back.
             let lost = matches!(conn, Conn::Pg(c) if c.is_closed()) || matches!(e, StoreError::Unavailable(_));
-            if lost && !committed.is_empty() {
+            if lost && at_commit && !committed.is_empty() {
                 tracing::error!(error = %e, "the database connection was lost during COMMIT; its outcome is unknown");
                 let answer =
                     StoreError::Unavailable("the database connection was lost while saving; the change may or may not be saved".into());
