@@ -1,6 +1,6 @@
 //! syncgate keeps financial advisers' meetings in sync with Google Calendar and
 //! Calendly by webhooks, stores them with clients and a sales pipeline in an
-//! embedded SQLite file, and pushes every committed change to the browsers
+//! embedded SQLite file (or a PostgreSQL database), and pushes every committed change to the browsers
 //! allowed to see it over a Supabase-Realtime-compatible WebSocket.
 //!
 //! # Layout
@@ -14,8 +14,10 @@
 //! - [`store`]: every SQL statement, behind domain operations on [`store::Store`]
 //!   (nothing outside it sees a connection): migrations, the read pool, the one
 //!   group-commit writer and the `changes` log it keeps in the same transaction
-//!   as each write; `StoreError`. `store/pg/` is the PostgreSQL engine as far
-//!   as it goes: its numbered migrations (one per SQLite migration) and runner.
+//!   as each write; `StoreError`. The SQL is written once over `store::sql`
+//!   for both engines; `store/pg/` holds what only PostgreSQL needs (its
+//!   connections and TLS, its numbered migrations and runner, the URL that
+//!   hides its password); `store::move_to_pg` moves a SQLite team across.
 //! - [`counters`]: the Prometheus handles the webhook and sync code count into.
 //! - [`auth`]: HS256 tokens, login links, and the identity check REST and
 //!   realtime share (user exists, active, role, not signed out), cached per user.

@@ -3,7 +3,8 @@
 //! `SYNCGATE_TEST_ENGINE=postgres` a fresh schema of its own on the
 //! PostgreSQL server `SYNCGATE_TEST_DATABASE_URL` names (`helpers`); the
 //! tests reach the database through `helpers::TestDb`, whichever the engine.
-//! The PostgreSQL tests (`pg_schema`) each make a database of their own.
+//! The PostgreSQL-specific tests (`pg_*`, `move_to_pg`) each make a database
+//! (or a whole cluster, `pg_private`) of their own.
 
 mod accounts;
 mod accounts_cli;
