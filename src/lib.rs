@@ -1,7 +1,8 @@
 //! syncgate keeps financial advisers' meetings in sync with Google Calendar and
 //! Calendly by webhooks, stores them with clients and a sales pipeline in an
-//! embedded SQLite file (or a PostgreSQL database), and pushes every committed change to the browsers
-//! allowed to see it over a Supabase-Realtime-compatible WebSocket.
+//! embedded SQLite file (or a PostgreSQL database), and pushes every
+//! committed change to the browsers allowed to see it over a
+//! Supabase-Realtime-compatible WebSocket.
 //!
 //! # Layout
 //! One folder (or file) per part. An import only goes down this list, never
