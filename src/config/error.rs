@@ -56,6 +56,14 @@ pub enum ConfigError {
          set it in config.toml or SYNCGATE_AUTH__JWT_SECRET"
     )]
     SecretRequired { bind: SocketAddr },
+    /// A secret generated into one node's data folder would sign tokens that
+    /// the other nodes sharing the database refuse.
+    #[error(
+        "auth.jwt_secret must be set when database.url is set: every syncgate on that database must sign \
+         tokens with the same secret, and a generated one lives in a single node's data folder; \
+         set it in config.toml or SYNCGATE_AUTH__JWT_SECRET"
+    )]
+    SharedDatabaseSecretRequired,
     #[error("cannot create the data folder {}: {source}", dir.display())]
     DataFolder { dir: PathBuf, source: std::io::Error },
 }

@@ -27,6 +27,9 @@ pub fn check_secret(config: &Config) -> Result<(), ConfigError> {
     if !configured.is_empty() {
         return check_configured(configured);
     }
+    if !config.database.url.expose_secret().trim().is_empty() {
+        return Err(ConfigError::SharedDatabaseSecretRequired);
+    }
     let file = secret_file(config);
     match std::fs::read(&file) {
         Ok(bytes) => check_file_secret(&file, &bytes).map(|_| ()),
@@ -65,6 +68,9 @@ pub fn resolve_secret(config: &Config) -> Result<(SecretString, Option<String>),
     let bind = config.bind_addr()?;
     if !bind.ip().is_loopback() {
         return Err(ConfigError::SecretRequired { bind });
+    }
+    if !config.database.url.expose_secret().trim().is_empty() {
+        return Err(ConfigError::SharedDatabaseSecretRequired);
     }
     let dir = config.data_dir();
     files::create_private_dir(&dir).map_err(|source| ConfigError::DataFolder { dir, source })?;

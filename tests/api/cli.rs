@@ -228,6 +228,17 @@ async fn without_a_secret_a_loopback_server_generates_one_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let secret_file = d.join("data").join("jwt_secret");
+    if crate::helpers::on_postgres() {
+        // A shared database needs one secret for every node: none is generated.
+        for args in [&["user", "add", "--email", "ada@example.com"][..], &["serve"][..]] {
+            let out = run(syncgate(d), args).await;
+            assert!(!out.status.success(), "{args:?} must refuse");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("auth.jwt_secret must be set when database.url is set"), "{stderr}");
+        }
+        assert!(!secret_file.exists(), "no secret is generated for a shared database");
+        return;
+    }
     let id = ok(syncgate(d), &["user", "add", "--email", "ada@example.com"]).await;
     let id = only_line(&id).to_string();
 

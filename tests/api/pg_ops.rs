@@ -82,3 +82,32 @@ async fn metrics_show_the_read_pool_of_the_engine() {
     let open = m[&format!("syncgate_db_pool_connections{{engine={engine}}}")];
     assert!(open >= 1.0, "a read was served from the pool: {open}");
 }
+
+/// Nodes sharing a database must share the signing secret: with
+/// `database.url` set and no `auth.jwt_secret`, nothing starts and no
+/// secret is generated into the data folder.
+#[tokio::test]
+async fn a_shared_database_needs_a_configured_secret() {
+    let Some(db) = PgDatabase::create("a_shared_database_needs_a_configured_secret").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["serve"][..], &["token", "--anon"][..]] {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SYNCGATE") {
+                c.env_remove(k);
+            }
+        }
+        let out = c
+            .current_dir(dir.path())
+            .env("SYNCGATE_DATABASE__URL", &db.url)
+            .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run syncgate");
+        assert!(!out.status.success(), "{args:?} must refuse");
+        assert!(text(&out.stderr).contains("auth.jwt_secret must be set when database.url is set"), "{}", text(&out.stderr));
+    }
+    assert!(!dir.path().join("data").join("jwt_secret").exists());
+}
