@@ -38,14 +38,14 @@ pub(crate) fn connector(url: &PgUrl) -> StoreResult<Tls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match (url.ssl_mode(), url.root_cert()) {
         // `disable` never handshakes; `prefer`/`require` without roots encrypt only.
-        (SslMode::Disable, _) | (_, None) => Arc::new(EncryptOnly { provider: provider.clone() }),
+        (SslMode::Disable, _) | (_, None) => Arc::new(NameUnchecked { roots: None, provider: provider.clone() }),
         (SslMode::VerifyFull, Some(roots)) => {
             let roots = Arc::new(root_store(roots)?);
             WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| StoreError::Unavailable(format!("cannot check PostgreSQL server certificates: {e}")))?
         }
-        (_, Some(roots)) => Arc::new(ChainOnly { roots: Arc::new(root_store(roots)?), provider: provider.clone() }),
+        (_, Some(roots)) => Arc::new(NameUnchecked { roots: Some(Arc::new(root_store(roots)?)), provider: provider.clone() }),
     };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -132,57 +132,19 @@ fn root_store(roots: &RootCert) -> StoreResult<RootCertStore> {
     Ok(store)
 }
 
-/// `prefer` and `require` without roots: any certificate is taken (libpq's
-/// meaning), but the server must still prove it holds the certificate's key.
+/// Every mode but `verify-full`: the host name is not looked at.
+/// - Without roots (`prefer` and `require` without `sslrootcert`): any
+///   certificate is taken (libpq's meaning), but the server must still prove
+///   it holds the certificate's key.
+/// - With roots (`verify-ca`, and `prefer`/`require` with a `sslrootcert`):
+///   the chain must lead to one of them.
 #[derive(Debug)]
-struct EncryptOnly {
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca` (and `prefer`/`require` with a `sslrootcert`): the chain must
-/// lead to one of the roots; the host name is not looked at.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -191,14 +153,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
