@@ -1,0 +1,656 @@
+//! Several nodes on one PostgreSQL: 1, then 2, then 3 `syncgate serve`
+//! processes (the release binary, as children) on one fresh database, each
+//! count in the same run. W writers `POST /api/clients` over keep-alive
+//! connections, spread round-robin over the nodes, for a fixed time; S
+//! realtime subscribers per node (vsn 2.0.0, `postgres_changes` on `clients`)
+//! receive every write. Printed per node count: acknowledged writes/s,
+//! delivered change frames/s, the nodes' CPU per write, and write → frame
+//! latency p50/p99 split into subscribers on the node that took the write and
+//! on another node (which receive it through their tail of the change log),
+//! then the same as ratios to the 1-node run. Every subscriber must receive
+//! every write once, in seq order: missing, duplicate and out-of-order frames
+//! are counted and printed.
+//!
+//! One box cannot show a speed-up (the nodes, PostgreSQL and this client
+//! share its cores); the point is the cost of the cluster path.
+//!
+//! Run: `SYNCGATE_BENCH_DATABASE_URL=postgres://user@127.0.0.1:5432/postgres
+//! cargo bench --bench cluster` (a superuser URL on 127.0.0.1: each node count
+//! gets a database of its own, dropped afterwards; `SYNCGATE_TEST_DATABASE_URL`
+//! is used when the first is not set). Knobs: `SYNCGATE_BENCH_SECS` (measured
+//! seconds per node count, 10), `SYNCGATE_BENCH_WARM` (seconds of warm-up
+//! before, 2), `SYNCGATE_BENCH_WRITERS` (16), `SYNCGATE_BENCH_SUBSCRIBERS`
+//! (per node, 8), `SYNCGATE_BENCH_NODES` (largest count, 3),
+//! `SYNCGATE_BENCH_ROUNDS` (the 1..N sequence repeated, 1). Other
+//! `SYNCGATE_*` variables reach the nodes (e.g. `SYNCGATE_CLUSTER__POLL_INTERVAL`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_postgres::NoTls;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A fixed secret, the same on every node (as a cluster requires), so the
+/// bench can mint tokens they all accept.
+const SECRET: &str = "cluster-bench-secret-0123456789abcdef-not-for-production";
+
+struct Knobs {
+    secs: u64,
+    warm: u64,
+    writers: usize,
+    subscribers: usize,
+    nodes: usize,
+    rounds: usize,
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let num = |name: &str, default: usize| -> usize {
+            std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+        };
+        Knobs {
+            secs: num("SYNCGATE_BENCH_SECS", 10) as u64,
+            warm: std::env::var("SYNCGATE_BENCH_WARM").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
+            writers: num("SYNCGATE_BENCH_WRITERS", 16),
+            subscribers: num("SYNCGATE_BENCH_SUBSCRIBERS", 8),
+            nodes: num("SYNCGATE_BENCH_NODES", 3),
+            rounds: num("SYNCGATE_BENCH_ROUNDS", 1),
+        }
+    }
+}
+
+/// One `syncgate serve` child in a data folder of its own.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Start a node on `db_url` and wait until it announces its address in
+    /// `server.json` (the first node also migrates the database).
+    fn start(bin: &str, db_url: &str, id: &str, subscribers: usize) -> Result<Node, String> {
+        let dir = tempfile::Builder::new().prefix("cluster-bench").tempdir().map_err(|e| e.to_string())?;
+        let data = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("node.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("SYNCGATE_DATABASE__URL", db_url)
+            .env("SYNCGATE_DATABASE__PATH", data.join("syncgate.db"))
+            .env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
+            .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+            .env("SYNCGATE_CLUSTER__NODE_ID", id)
+            .env("SYNCGATE_REALTIME__MAX_SOCKETS_PER_USER", (subscribers + 100).to_string())
+            // The subscribers send no heartbeats; none should be closed as idle mid-run.
+            .env("SYNCGATE_REALTIME__IDLE_TIMEOUT", "1h")
+            .env_remove("SYNCGATE_LOG")
+            .env("SYNCGATE_LOG__LEVEL", std::env::var("SYNCGATE_LOG__LEVEL").unwrap_or_else(|_| "warn".into()))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{bin}: {e}"))?;
+        let mut node = Node { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(addr) = announced(&data) {
+                node.addr = addr;
+                return Ok(node);
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                return Err(format!("node {id} exited ({status}): {}", node.log_tail()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {id} did not announce its address within 60 s: {}", node.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// SIGTERM, as a deploy stops a node; SIGKILL if it has not exited within 15 s.
+    fn stop(mut self) {
+        // SAFETY: a signal to our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("  a node did not stop within 15 s of SIGTERM; killed");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The loopback address in `<data>/server.json`, once the node serves.
+fn announced(data: &Path) -> Option<SocketAddr> {
+    #[derive(Deserialize)]
+    struct ServerFile {
+        url: String,
+    }
+    let bytes = std::fs::read(data.join("server.json")).ok()?;
+    let file: ServerFile = serde_json::from_slice(&bytes).ok()?;
+    file.url.strip_prefix("http://")?.parse().ok()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
+async fn connect_pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A fresh database on the server; returns its URL.
+async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &str) -> String {
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let mut url = url::Url::parse(base).expect("database URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// One acknowledged write: the row id, which node took it, when it was sent
+/// and when its response arrived (ns after the run's base instant).
+struct Write {
+    id: i64,
+    node: usize,
+    sent: u64,
+    done: u64,
+}
+
+/// One change frame as a subscriber received it.
+struct Frame {
+    id: i64,
+    seq: i64,
+    at: u64,
+}
+
+/// A keep-alive HTTP/1.1 connection that creates clients; returns each new row's id.
+struct RestWriter {
+    stream: TcpStream,
+    head: String,
+    buf: Vec<u8>,
+}
+
+impl RestWriter {
+    async fn connect(addr: SocketAddr, token: &str) -> Result<RestWriter, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let head =
+            format!("POST /api/clients HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n");
+        Ok(RestWriter { stream, head, buf: Vec::with_capacity(4096) })
+    }
+
+    async fn create(&mut self, name: &str) -> Result<i64, String> {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let req = format!("{}Content-Length: {}\r\n\r\n{body}", self.head, body.len());
+        self.stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        let (end, len) = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                if !head.starts_with("http/1.1 201") {
+                    return Err(format!("write refused: {}", head.lines().next().unwrap_or("")));
+                }
+                let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+                break (end, len.ok_or("a response without Content-Length")?);
+            }
+            self.read_more(&mut chunk).await?;
+        };
+        while self.buf.len() < end + 4 + len {
+            self.read_more(&mut chunk).await?;
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            id: i64,
+        }
+        let row: Row = serde_json::from_slice(&self.buf[end + 4..end + 4 + len]).map_err(|e| format!("response body: {e}"))?;
+        Ok(row.id)
+    }
+
+    async fn read_more(&mut self, chunk: &mut [u8]) -> Result<(), String> {
+        let n = self.stream.read(chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the response".into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// What a subscriber reads of a frame: `[join_ref, ref, topic, event, payload]`.
+#[derive(Deserialize)]
+struct WireFrame<'a>(serde::de::IgnoredAny, serde::de::IgnoredAny, serde::de::IgnoredAny, &'a str, Payload);
+
+#[derive(Deserialize)]
+struct Payload {
+    status: Option<String>,
+    data: Option<ChangeData>,
+}
+
+#[derive(Deserialize)]
+struct ChangeData {
+    seq: i64,
+    record: Option<RowId>,
+}
+
+#[derive(Deserialize)]
+struct RowId {
+    id: i64,
+}
+
+/// Connect and join `realtime:bench` for every change to `clients`; returns
+/// once the join is answered ok. The socket then records every change frame
+/// until `stop` is set.
+async fn subscribe(
+    addr: SocketAddr,
+    token: &str,
+    base: Instant,
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<Result<Vec<Frame>, String>>, String> {
+    let url = format!("ws://{addr}/realtime/v1/websocket?apikey={token}&vsn=2.0.0");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("connect: {e}"))?;
+    let join = format!(
+        r#"["1","1","realtime:bench","phx_join",{{"config":{{"broadcast":{{"ack":false,"self":false}},"presence":{{"key":"","enabled":false}},"postgres_changes":[{{"event":"*","schema":"public","table":"clients"}}],"private":false}},"access_token":"{token}"}}]"#
+    );
+    ws.send(Message::text(join)).await.map_err(|e| format!("join: {e}"))?;
+    loop {
+        let msg = ws.next().await.ok_or("closed before the join reply")?.map_err(|e| format!("join reply: {e}"))?;
+        if let Message::Text(text) = msg {
+            let frame: WireFrame = serde_json::from_str(text.as_str()).map_err(|e| format!("join reply {text}: {e}"))?;
+            if frame.3 == "phx_reply" {
+                if frame.4.status.as_deref() != Some("ok") {
+                    return Err(format!("join refused: {text}"));
+                }
+                break;
+            }
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let mut frames = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(msg) = msg else { return Err("socket closed".into()) };
+                    let at = base.elapsed().as_nanos() as u64;
+                    let Message::Text(text) = msg.map_err(|e| e.to_string())? else { continue };
+                    let Ok(frame) = serde_json::from_str::<WireFrame>(text.as_str()) else { continue };
+                    if frame.3 != "postgres_changes" {
+                        continue;
+                    }
+                    if let Some(ChangeData { seq, record: Some(RowId { id }) }) = frame.4.data {
+                        frames.push(Frame { id, seq, at });
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ = tick.tick() => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(frames);
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// The numbers of one node count.
+struct Outcome {
+    nodes: usize,
+    subscribers: usize,
+    writes_per_sec: f64,
+    frames_per_sec: f64,
+    write_p50_ms: f64,
+    /// Write → frame, ms: p50 and p99 on the node that took the write, on another node.
+    same: Option<(f64, f64)>,
+    other: Option<(f64, f64)>,
+    cpu_us_per_write: f64,
+    missing: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    errors: Vec<String>,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |ns| *ns as f64 / 1e6)
+}
+
+fn p50_p99(mut ns: Vec<u64>) -> Option<(f64, f64)> {
+    if ns.is_empty() {
+        return None;
+    }
+    ns.sort_unstable();
+    Some((percentile(&ns, 0.5), percentile(&ns, 0.99)))
+}
+
+/// Start `n` nodes on a fresh database, load them, stop them.
+async fn run(n: usize, k: &Knobs, bin: &str, admin: &tokio_postgres::Client, base_url: &str) -> Result<Outcome, String> {
+    let db_name = format!("sg_bench_cluster_{n}");
+    let db_url = fresh_database(admin, base_url, &db_name).await;
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let (url, bin) = (db_url.clone(), bin.to_string());
+        let sockets = k.subscribers;
+        let node = tokio::task::spawn_blocking(move || Node::start(&bin, &url, &format!("bench-{}", i + 1), sockets))
+            .await
+            .map_err(|e| e.to_string())??;
+        nodes.push(node);
+    }
+    let result = load(&nodes, k, &db_url).await;
+    for node in nodes {
+        if result.is_err() {
+            eprintln!("  node log tail:\n{}", node.log_tail());
+        }
+        tokio::task::spawn_blocking(move || node.stop()).await.map_err(|e| e.to_string())?;
+    }
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await.map_err(|e| e.to_string())?;
+    result
+}
+
+async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String> {
+    let n = nodes.len();
+    let uid: i64 = connect_pg(db_url)
+        .await
+        .query_one(
+            "INSERT INTO users (email, role, created_at, updated_at) VALUES ('bench@example.com', 'user', now(), now()) RETURNING id",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("add the user: {e}"))?
+        .get(0);
+    let token = syncgate::auth::Tokens::new(SECRET).user_token(uid, "user", 3600);
+    let base = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let stop_subscribers = Arc::new(AtomicBool::new(false));
+    let mut subscribers = Vec::with_capacity(n * k.subscribers);
+    for (i, node) in nodes.iter().enumerate() {
+        for _ in 0..k.subscribers {
+            let task = subscribe(node.addr, &token, base, received.clone(), stop_subscribers.clone()).await?;
+            subscribers.push((i, task));
+        }
+    }
+    let cpu_of_nodes = || nodes.iter().map(|nd| cpu_secs(nd.pid())).sum::<f64>();
+
+    let window_start = base.elapsed() + Duration::from_secs(k.warm);
+    let window_end = window_start + Duration::from_secs(k.secs);
+    let (from_ns, to_ns) = (window_start.as_nanos() as u64, window_end.as_nanos() as u64);
+    let cpu_at_start = Arc::new(Mutex::new(None::<f64>));
+    let mut writers = Vec::with_capacity(k.writers);
+    for w in 0..k.writers {
+        let node = w % n;
+        let mut rest = RestWriter::connect(nodes[node].addr, &token).await?;
+        writers.push(tokio::spawn(async move {
+            let (mut done, mut error) = (Vec::new(), None);
+            let mut i = 0;
+            while base.elapsed() < window_end {
+                let sent = base.elapsed().as_nanos() as u64;
+                match rest.create(&format!("w{w}-{i}")).await {
+                    Ok(id) => done.push(Write { id, node, sent, done: base.elapsed().as_nanos() as u64 }),
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            (done, error)
+        }));
+    }
+    // The nodes' CPU over the measured window, read at its edges.
+    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
+    let cpu_probe = {
+        let cpu_at_start = cpu_at_start.clone();
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(window_start.saturating_sub(base.elapsed())).await;
+            *cpu_at_start.lock().unwrap() = Some(pids.iter().map(|p| cpu_secs(*p)).sum::<f64>());
+            tokio::time::sleep(window_end.saturating_sub(base.elapsed())).await;
+            pids.iter().map(|p| cpu_secs(*p)).sum::<f64>()
+        })
+    };
+    let mut writes = Vec::new();
+    let mut errors = Vec::new();
+    for w in writers {
+        let (mut done, error) = w.await.map_err(|e| e.to_string())?;
+        writes.append(&mut done);
+        errors.extend(error);
+    }
+    let cpu_at_end = cpu_probe.await.map_err(|e| e.to_string())?;
+    let cpu = cpu_at_end - cpu_at_start.lock().unwrap().unwrap_or_else(cpu_of_nodes);
+
+    // Every subscriber should now get every acknowledged write; wait for the
+    // stragglers (generously: a node that missed a wake-up polls).
+    let expected = (writes.len() * subscribers.len()) as u64;
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_subscribers.store(true, Ordering::Relaxed);
+
+    let by_id: HashMap<i64, &Write> = writes.iter().map(|w| (w.id, w)).collect();
+    let (mut same, mut other) = (Vec::new(), Vec::new());
+    let (mut frames_in_window, mut missing, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64, 0u64);
+    for (node, task) in subscribers {
+        let frames = match task.await.map_err(|e| e.to_string())? {
+            Ok(frames) => frames,
+            Err(e) => {
+                errors.push(format!("a subscriber on node {}: {e}", node + 1));
+                Vec::new()
+            }
+        };
+        let mut seen = std::collections::HashSet::with_capacity(frames.len());
+        let mut last_seq = i64::MIN;
+        for f in &frames {
+            if !seen.insert(f.id) {
+                duplicates += 1;
+            }
+            if f.seq <= last_seq {
+                out_of_order += 1;
+            }
+            last_seq = last_seq.max(f.seq);
+            if (from_ns..to_ns).contains(&f.at) {
+                frames_in_window += 1;
+            }
+            if let Some(w) = by_id.get(&f.id) {
+                if (from_ns..to_ns).contains(&w.sent) {
+                    let lat = f.at.saturating_sub(w.sent);
+                    if w.node == node {
+                        same.push(lat);
+                    } else {
+                        other.push(lat);
+                    }
+                }
+            }
+        }
+        missing += by_id.keys().filter(|id| !seen.contains(id)).count() as u64;
+    }
+    let measured: Vec<&Write> = writes.iter().filter(|w| (from_ns..to_ns).contains(&w.sent)).collect();
+    let mut rtt: Vec<u64> = measured.iter().map(|w| w.done - w.sent).collect();
+    rtt.sort_unstable();
+    let secs = k.secs as f64;
+    Ok(Outcome {
+        nodes: n,
+        subscribers: n * k.subscribers,
+        writes_per_sec: measured.len() as f64 / secs,
+        frames_per_sec: frames_in_window as f64 / secs,
+        write_p50_ms: percentile(&rtt, 0.5),
+        same: p50_p99(same),
+        other: p50_p99(other),
+        cpu_us_per_write: cpu * 1e6 / measured.len().max(1) as f64,
+        missing,
+        duplicates,
+        out_of_order,
+        errors,
+    })
+}
+
+fn ms(p: Option<(f64, f64)>) -> String {
+    p.map_or("–".into(), |(p50, p99)| format!("{p50:.2} / {p99:.2}"))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn print_round(outcomes: &[Outcome]) {
+    println!(
+        "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | nodes' CPU per write (µs) | missing / duplicate / out of order |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} | {} / {} / {} |",
+            o.nodes,
+            o.subscribers,
+            o.writes_per_sec,
+            o.frames_per_sec,
+            o.write_p50_ms,
+            ms(o.same),
+            ms(o.other),
+            o.cpu_us_per_write,
+            o.missing,
+            o.duplicates,
+            o.out_of_order
+        );
+    }
+    let Some(one) = outcomes.iter().find(|o| o.nodes == 1) else { return };
+    let (one_p50, one_p99) = one.same.unwrap_or((0.0, 0.0));
+    println!();
+    println!("against 1 node (latencies against 1 node's, where every subscriber is on the writer's node):");
+    println!();
+    println!("| nodes | writes/s | frames/s | frames/s per subscriber | CPU per write | same node p50 / p99 | other node p50 / p99 |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes.iter().filter(|o| o.nodes > 1) {
+        let pair = |p: Option<(f64, f64)>| p.map_or("–".into(), |(a, b)| format!("{} / {}", ratio(a, one_p50), ratio(b, one_p99)));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            o.nodes,
+            ratio(o.writes_per_sec, one.writes_per_sec),
+            ratio(o.frames_per_sec, one.frames_per_sec),
+            ratio(o.frames_per_sec / o.subscribers as f64, one.frames_per_sec / one.subscribers as f64),
+            ratio(o.cpu_us_per_write, one.cpu_us_per_write),
+            pair(o.same),
+            pair(o.other)
+        );
+    }
+}
+
+/// Whether the URL's host is this machine's loopback (the bench talks to nothing else).
+fn is_loopback(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+}
+
+fn main() {
+    let Some(base_url) = ["SYNCGATE_BENCH_DATABASE_URL", "SYNCGATE_TEST_DATABASE_URL"].iter().find_map(|v| std::env::var(v).ok()) else {
+        eprintln!("set SYNCGATE_BENCH_DATABASE_URL to a PostgreSQL superuser URL on 127.0.0.1 to run this benchmark");
+        return;
+    };
+    if !is_loopback(&base_url) {
+        eprintln!("the benchmark runs only against a PostgreSQL on 127.0.0.1");
+        std::process::exit(2);
+    }
+    let k = Knobs::from_env();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_syncgate"));
+    let bin = bin.to_string_lossy();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let admin = rt.block_on(connect_pg(&base_url));
+    let version: String = rt.block_on(admin.query_one("SHOW server_version", &[])).expect("version").get(0);
+    let fsync: String = rt.block_on(admin.query_one("SHOW fsync", &[])).expect("setting").get(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "syncgate cluster benchmark: 1..{} nodes on one PostgreSQL, {} writers spread over the nodes, {} subscribers per node, {} s measured after {} s warm-up, {} round(s)",
+        k.nodes, k.writers, k.subscribers, k.secs, k.warm, k.rounds
+    );
+    println!("  PostgreSQL {version} on 127.0.0.1 (fsync={fsync}); cores: {cores}");
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("  load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    }
+    let mut failed = false;
+    for r in 0..k.rounds {
+        println!();
+        if k.rounds > 1 {
+            println!("round {}:", r + 1);
+            println!();
+        }
+        let mut outcomes = Vec::new();
+        for n in 1..=k.nodes {
+            match rt.block_on(run(n, &k, &bin, &admin, &base_url)) {
+                Ok(o) => {
+                    if let Some(e) = o.errors.first() {
+                        eprintln!("  {n} node(s): {} errors, first: {e}", o.errors.len());
+                    }
+                    failed |= !o.errors.is_empty() || o.missing > 0 || o.duplicates > 0 || o.out_of_order > 0;
+                    outcomes.push(o);
+                }
+                Err(e) => {
+                    eprintln!("  {n} node(s): {e}");
+                    failed = true;
+                }
+            }
+        }
+        print_round(&outcomes);
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!();
+        println!("  load average at end: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
