@@ -4,10 +4,11 @@
 //! connections, spread round-robin over the nodes, for a fixed time; S
 //! realtime subscribers per node (vsn 2.0.0, `postgres_changes` on `clients`)
 //! receive every write. Printed per node count: acknowledged writes/s,
-//! delivered change frames/s, the nodes' CPU per write, and write → frame
-//! latency p50/p99 split into subscribers on the node that took the write and
-//! on another node (which receive it through their tail of the change log),
-//! then the same as ratios to the 1-node run. Every subscriber must receive
+//! delivered change frames/s, the CPU per write of the nodes and of their
+//! PostgreSQL backends, and write → frame latency p50/p99 split into
+//! subscribers on the node that took the write and on another node (which
+//! receive it through their tail of the change log), then the same as ratios
+//! to the 1-node run. Every subscriber must receive
 //! every write once, in seq order: missing, duplicate and out-of-order frames
 //! are counted and printed.
 //!
@@ -29,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -176,6 +177,13 @@ fn cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(11) + ticks(12)) as f64 / hz
+}
+
+/// CPU seconds of each PostgreSQL backend connected to the client's database
+/// (the server runs on this machine, so its processes are in `/proc`).
+async fn backend_cpu(client: &tokio_postgres::Client) -> HashMap<u32, f64> {
+    let rows = client.query("SELECT pid FROM pg_stat_activity WHERE datname = current_database()", &[]).await.unwrap_or_default();
+    rows.iter().map(|r| r.get::<_, i32>(0) as u32).map(|pid| (pid, cpu_secs(pid))).collect()
 }
 
 async fn connect_pg(url: &str) -> tokio_postgres::Client {
@@ -353,6 +361,7 @@ struct Outcome {
     same: Option<(f64, f64)>,
     other: Option<(f64, f64)>,
     cpu_us_per_write: f64,
+    pg_cpu_us_per_write: f64,
     missing: u64,
     duplicates: u64,
     out_of_order: u64,
@@ -418,12 +427,10 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
             subscribers.push((i, task));
         }
     }
-    let cpu_of_nodes = || nodes.iter().map(|nd| cpu_secs(nd.pid())).sum::<f64>();
 
     let window_start = base.elapsed() + Duration::from_secs(k.warm);
     let window_end = window_start + Duration::from_secs(k.secs);
     let (from_ns, to_ns) = (window_start.as_nanos() as u64, window_end.as_nanos() as u64);
-    let cpu_at_start = Arc::new(Mutex::new(None::<f64>));
     let mut writers = Vec::with_capacity(k.writers);
     for w in 0..k.writers {
         let node = w % n;
@@ -445,16 +452,19 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
             (done, error)
         }));
     }
-    // The nodes' CPU over the measured window, read at its edges.
-    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
+    // CPU over the measured window, read at its edges: the nodes', and that
+    // of the PostgreSQL backends serving this database (the tails' reads included).
     let cpu_probe = {
-        let cpu_at_start = cpu_at_start.clone();
-        let pids = pids.clone();
+        let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
+        let probe = connect_pg(db_url).await;
         tokio::spawn(async move {
             tokio::time::sleep(window_start.saturating_sub(base.elapsed())).await;
-            *cpu_at_start.lock().unwrap() = Some(pids.iter().map(|p| cpu_secs(*p)).sum::<f64>());
+            let (nodes_before, pg_before) = (pids.iter().map(|p| cpu_secs(*p)).sum::<f64>(), backend_cpu(&probe).await);
             tokio::time::sleep(window_end.saturating_sub(base.elapsed())).await;
-            pids.iter().map(|p| cpu_secs(*p)).sum::<f64>()
+            let (nodes_after, pg_after) = (pids.iter().map(|p| cpu_secs(*p)).sum::<f64>(), backend_cpu(&probe).await);
+            // A backend that started in the window counts from zero.
+            let pg = pg_after.iter().map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0)).sum::<f64>();
+            (nodes_after - nodes_before, pg)
         })
     };
     let mut writes = Vec::new();
@@ -464,8 +474,7 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
         writes.append(&mut done);
         errors.extend(error);
     }
-    let cpu_at_end = cpu_probe.await.map_err(|e| e.to_string())?;
-    let cpu = cpu_at_end - cpu_at_start.lock().unwrap().unwrap_or_else(cpu_of_nodes);
+    let (nodes_cpu, pg_cpu) = cpu_probe.await.map_err(|e| e.to_string())?;
 
     // Every subscriber should now get every acknowledged write; wait for the
     // stragglers (generously: a node that missed a wake-up polls).
@@ -525,7 +534,8 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
         write_p50_ms: percentile(&rtt, 0.5),
         same: p50_p99(same),
         other: p50_p99(other),
-        cpu_us_per_write: cpu * 1e6 / measured.len().max(1) as f64,
+        cpu_us_per_write: nodes_cpu * 1e6 / measured.len().max(1) as f64,
+        pg_cpu_us_per_write: pg_cpu * 1e6 / measured.len().max(1) as f64,
         missing,
         duplicates,
         out_of_order,
@@ -547,12 +557,12 @@ fn ratio(a: f64, b: f64) -> String {
 
 fn print_round(outcomes: &[Outcome]) {
     println!(
-        "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | nodes' CPU per write (µs) | missing / duplicate / out of order |"
+        "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | CPU per write, nodes + PostgreSQL (µs) | missing / duplicate / out of order |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} | {} / {} / {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} + {:.0} | {} / {} / {} |",
             o.nodes,
             o.subscribers,
             o.writes_per_sec,
@@ -561,6 +571,7 @@ fn print_round(outcomes: &[Outcome]) {
             ms(o.same),
             ms(o.other),
             o.cpu_us_per_write,
+            o.pg_cpu_us_per_write,
             o.missing,
             o.duplicates,
             o.out_of_order
@@ -571,7 +582,7 @@ fn print_round(outcomes: &[Outcome]) {
     println!();
     println!("against 1 node (latencies against 1 node's, where every subscriber is on the writer's node):");
     println!();
-    println!("| nodes | writes/s | frames/s | frames/s per subscriber | CPU per write | same node p50 / p99 | other node p50 / p99 |");
+    println!("| nodes | writes/s | frames/s | frames/s per subscriber | CPU per write (nodes + PostgreSQL) | same node p50 / p99 | other node p50 / p99 |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes.iter().filter(|o| o.nodes > 1) {
         let pair = |p: Option<(f64, f64)>| p.map_or("–".into(), |(a, b)| format!("{} / {}", ratio(a, one_p50), ratio(b, one_p99)));
@@ -581,7 +592,7 @@ fn print_round(outcomes: &[Outcome]) {
             ratio(o.writes_per_sec, one.writes_per_sec),
             ratio(o.frames_per_sec, one.frames_per_sec),
             ratio(o.frames_per_sec / o.subscribers as f64, one.frames_per_sec / one.subscribers as f64),
-            ratio(o.cpu_us_per_write, one.cpu_us_per_write),
+            ratio(o.cpu_us_per_write + o.pg_cpu_us_per_write, one.cpu_us_per_write + one.pg_cpu_us_per_write),
             pair(o.same),
             pair(o.other)
         );
