@@ -22,7 +22,9 @@
 //! seconds per node count, 10), `SYNCGATE_BENCH_WARM` (seconds of warm-up
 //! before, 2), `SYNCGATE_BENCH_WRITERS` (16), `SYNCGATE_BENCH_SUBSCRIBERS`
 //! (per node, 8), `SYNCGATE_BENCH_NODES` (largest count, 3),
-//! `SYNCGATE_BENCH_ROUNDS` (the 1..N sequence repeated, 1). Other
+//! `SYNCGATE_BENCH_ROUNDS` (the 1..N sequence repeated, with medians at the
+//! end, 1), `SYNCGATE_BENCH_BASELINE_BIN` (another build of syncgate, run
+//! with 1 node first in each round: the cost of the cluster path on one node). Other
 //! `SYNCGATE_*` variables reach the nodes (e.g. `SYNCGATE_CLUSTER__POLL_INTERVAL`).
 
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ struct Knobs {
     subscribers: usize,
     nodes: usize,
     rounds: usize,
+    /// Another build, run with 1 node at the start of each round (e.g. the tree before #18).
+    baseline: Option<String>,
 }
 
 impl Knobs {
@@ -65,6 +69,7 @@ impl Knobs {
             subscribers: num("SYNCGATE_BENCH_SUBSCRIBERS", 8),
             nodes: num("SYNCGATE_BENCH_NODES", 3),
             rounds: num("SYNCGATE_BENCH_ROUNDS", 1),
+            baseline: std::env::var("SYNCGATE_BENCH_BASELINE_BIN").ok().filter(|b| !b.is_empty()),
         }
     }
 }
@@ -351,8 +356,11 @@ async fn subscribe(
 }
 
 /// The numbers of one node count.
+#[derive(Clone)]
 struct Outcome {
     nodes: usize,
+    /// Run by the baseline build.
+    baseline: bool,
     subscribers: usize,
     writes_per_sec: f64,
     frames_per_sec: f64,
@@ -528,6 +536,7 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
     let secs = k.secs as f64;
     Ok(Outcome {
         nodes: n,
+        baseline: false,
         subscribers: n * k.subscribers,
         writes_per_sec: measured.len() as f64 / secs,
         frames_per_sec: frames_in_window as f64 / secs,
@@ -555,15 +564,23 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+fn label(o: &Outcome) -> String {
+    if o.baseline {
+        format!("{} (baseline)", o.nodes)
+    } else {
+        o.nodes.to_string()
+    }
+}
+
 fn print_round(outcomes: &[Outcome]) {
     println!(
         "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | CPU per write, nodes + PostgreSQL (µs) | missing / duplicate / out of order |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         println!(
             "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} + {:.0} | {} / {} / {} |",
-            o.nodes,
+            label(o),
             o.subscribers,
             o.writes_per_sec,
             o.frames_per_sec,
@@ -577,18 +594,18 @@ fn print_round(outcomes: &[Outcome]) {
             o.out_of_order
         );
     }
-    let Some(one) = outcomes.iter().find(|o| o.nodes == 1) else { return };
+    let Some(one) = outcomes.iter().find(|o| o.nodes == 1 && !o.baseline) else { return };
     let (one_p50, one_p99) = one.same.unwrap_or((0.0, 0.0));
     println!();
-    println!("against 1 node (latencies against 1 node's, where every subscriber is on the writer's node):");
+    println!("against 1 node of this build (latencies against its p50 / p99, where every subscriber is on the writer's node):");
     println!();
     println!("| nodes | writes/s | frames/s | frames/s per subscriber | CPU per write (nodes + PostgreSQL) | same node p50 / p99 | other node p50 / p99 |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for o in outcomes.iter().filter(|o| o.nodes > 1) {
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes.iter().filter(|o| !std::ptr::eq(*o, one)) {
         let pair = |p: Option<(f64, f64)>| p.map_or("–".into(), |(a, b)| format!("{} / {}", ratio(a, one_p50), ratio(b, one_p99)));
         println!(
             "| {} | {} | {} | {} | {} | {} | {} |",
-            o.nodes,
+            label(o),
             ratio(o.writes_per_sec, one.writes_per_sec),
             ratio(o.frames_per_sec, one.frames_per_sec),
             ratio(o.frames_per_sec / o.subscribers as f64, one.frames_per_sec / one.subscribers as f64),
@@ -596,6 +613,42 @@ fn print_round(outcomes: &[Outcome]) {
             pair(o.same),
             pair(o.other)
         );
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => xs[n / 2],
+        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// The median of each number over the rounds' runs of one setup; the counts of
+/// missing, duplicate and out-of-order frames are summed.
+fn median_outcome(runs: &[&Outcome]) -> Outcome {
+    let med = |f: &dyn Fn(&Outcome) -> f64| median(runs.iter().map(|o| f(o)).collect());
+    let med_pair = |f: &dyn Fn(&Outcome) -> Option<(f64, f64)>| {
+        let pairs: Vec<(f64, f64)> = runs.iter().filter_map(|o| f(o)).collect();
+        (!pairs.is_empty()).then(|| (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect())))
+    };
+    Outcome {
+        nodes: runs[0].nodes,
+        baseline: runs[0].baseline,
+        subscribers: runs[0].subscribers,
+        writes_per_sec: med(&|o| o.writes_per_sec),
+        frames_per_sec: med(&|o| o.frames_per_sec),
+        write_p50_ms: med(&|o| o.write_p50_ms),
+        same: med_pair(&|o| o.same),
+        other: med_pair(&|o| o.other),
+        cpu_us_per_write: med(&|o| o.cpu_us_per_write),
+        pg_cpu_us_per_write: med(&|o| o.pg_cpu_us_per_write),
+        missing: runs.iter().map(|o| o.missing).sum(),
+        duplicates: runs.iter().map(|o| o.duplicates).sum(),
+        out_of_order: runs.iter().map(|o| o.out_of_order).sum(),
+        errors: Vec::new(),
     }
 }
 
@@ -632,7 +685,11 @@ fn main() {
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("  load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     }
+    if let Some(b) = &k.baseline {
+        println!("  baseline: 1 node of {b} first in each round");
+    }
     let mut failed = false;
+    let mut all: Vec<Outcome> = Vec::new();
     for r in 0..k.rounds {
         println!();
         if k.rounds > 1 {
@@ -640,9 +697,11 @@ fn main() {
             println!();
         }
         let mut outcomes = Vec::new();
-        for n in 1..=k.nodes {
-            match rt.block_on(run(n, &k, &bin, &admin, &base_url)) {
-                Ok(o) => {
+        let setups = k.baseline.iter().map(|b| (1, b.as_str(), true)).chain((1..=k.nodes).map(|n| (n, bin.as_ref(), false)));
+        for (n, bin, baseline) in setups {
+            match rt.block_on(run(n, &k, bin, &admin, &base_url)) {
+                Ok(mut o) => {
+                    o.baseline = baseline;
                     if let Some(e) = o.errors.first() {
                         eprintln!("  {n} node(s): {} errors, first: {e}", o.errors.len());
                     }
@@ -656,6 +715,18 @@ fn main() {
             }
         }
         print_round(&outcomes);
+        all.extend(outcomes);
+    }
+    if k.rounds > 1 {
+        let mut setups: Vec<(usize, bool)> = all.iter().map(|o| (o.nodes, o.baseline)).collect();
+        setups.sort_by_key(|(n, baseline)| (*n, !*baseline));
+        setups.dedup();
+        let medians: Vec<Outcome> =
+            setups.iter().map(|s| median_outcome(&all.iter().filter(|o| (o.nodes, o.baseline) == *s).collect::<Vec<_>>())).collect();
+        println!();
+        println!("medians of {} rounds:", k.rounds);
+        println!();
+        print_round(&medians);
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!();
