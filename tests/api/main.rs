@@ -49,4 +49,5 @@ mod restart;
 mod resume;
 mod schema_shape;
 mod shutdown_tasks;
+mod tail;
 mod test_db;
