@@ -187,7 +187,8 @@ impl Leases {
     /// until the work under it has ended and handed it back (a renewal in
     /// flight at shutdown finishes under a live lease).
     pub async fn keep(self: Arc<Leases>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.ttl / 3);
+        let every = self.ttl / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -217,6 +218,12 @@ impl Leases {
 
     fn holding(&self) -> bool {
         !self.held().is_empty() || self.short.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    }
+
+    /// The first round, before the node serves: the work a free lease
+    /// guards starts at once on the first node up, as on a single node.
+    pub async fn take_free(&self) {
+        self.round(false).await;
     }
 
     /// One round: renew what is held, take what is free (not when

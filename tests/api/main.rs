@@ -37,6 +37,7 @@ mod layout;
 mod logs;
 mod metrics;
 mod move_to_pg;
+mod nodes;
 mod ops;
 mod pg_database;
 mod pg_ops;
