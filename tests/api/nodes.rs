@@ -116,3 +116,31 @@ async fn a_node_that_stops_hands_its_leases_to_the_other() {
     let ids: Vec<&str> = h["cluster"]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![b_id.as_str()], "a node that stopped cleanly leaves the registry");
 }
+
+#[tokio::test]
+async fn without_its_listener_a_node_still_delivers_every_change_by_the_poll() {
+    if !on_postgres() {
+        return;
+    }
+    let a = spawn_app_with(short_intervals).await;
+    // B's LISTEN connection can never open: every wake-up is lost.
+    let b = second_node(&a, |c| c.database.listen_url = "postgres://nobody@127.0.0.1:1/none?sslmode=disable".into()).await;
+    let (_, token) = a.add_user("ann@example.com", "user");
+    let mut ws = b.ws(&token, "2.0.0").await;
+    ws.join("realtime:room", json!([{"event": "*", "schema": "public", "table": "clients"}]), Some(&token)).await;
+    ws.joined().await;
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let (s, row) = a.post("/api/clients", &token, &json!({"name": format!("client {i}")})).await;
+        assert_eq!(s, 201, "{row}");
+        written.push(row["id"].as_i64().unwrap());
+    }
+    let mut heard = Vec::new();
+    while heard.len() < written.len() {
+        let f = tokio::time::timeout(Duration::from_secs(10), ws.recv_event("postgres_changes")).await.expect("the poll delivers");
+        heard.push(f.payload["data"]["record"]["id"].as_i64().unwrap());
+    }
+    assert_eq!(heard, written, "every change, in order");
+    let (status, ready) = b.get("/health/ready", "").await;
+    assert_eq!(status, 200, "a node whose listener is down still serves: {ready}");
+}
