@@ -142,6 +142,7 @@ impl Server {
         }
         let node_id = crate::cluster::node_id(&config);
         let leases = crate::cluster::Leases::new(store.clone(), &node_id, config.cluster.lease_ttl.0, &crate::cluster::NAMED_LEASES);
+        leases.take_free().await;
         tasks.spawn(leases.clone().keep(shutdown_rx.clone()));
         let watchdog = tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag, shutdown_rx.clone()));
         let bind = config.bind_addr()?;

@@ -30,6 +30,8 @@ pub struct Lease {
     /// Work runs under it ([`Lease::run_while_held`]) and hands it back at
     /// shutdown; a lease without (one only consulted) the keeper releases.
     guards_work: std::sync::atomic::AtomicBool,
+    /// The keeper has tried to take it at least once.
+    tried: watch::Sender<bool>,
 }
 
 impl Lease {
@@ -78,6 +80,16 @@ impl Lease {
         }
     }
 
+    /// Wait until this node knows whether it holds the lease (the keeper's
+    /// first try), or `shutdown`.
+    pub async fn settled(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut tried = self.tried.subscribe();
+        tokio::select! {
+            _ = tried.wait_for(|t| *t) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
     async fn hand_back(&self, fence: &Fence) {
         self.held.send_if_modified(|held| {
             let ours = held.as_ref().is_some_and(|f| f.token == fence.token);
@@ -115,6 +127,7 @@ impl Leases {
                     renewed: Mutex::new(None),
                     store: store.clone(),
                     guards_work: Default::default(),
+                    tried: watch::channel(false).0,
                 })
             })
             .collect();
@@ -133,6 +146,11 @@ impl Leases {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `cluster.lease_ttl`.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Take the short lease `name` if nobody holds it; the keeper renews it
@@ -169,7 +187,8 @@ impl Leases {
     /// until the work under it has ended and handed it back (a renewal in
     /// flight at shutdown finishes under a live lease).
     pub async fn keep(self: Arc<Leases>, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.ttl / 3);
+        let every = self.ttl / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -199,6 +218,12 @@ impl Leases {
 
     fn holding(&self) -> bool {
         !self.held().is_empty() || self.short.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    }
+
+    /// The first round, before the node serves: the work a free lease
+    /// guards starts at once on the first node up, as on a single node.
+    pub async fn take_free(&self) {
+        self.round(false).await;
     }
 
     /// One round: renew what is held, take what is free (not when
@@ -239,6 +264,7 @@ impl Leases {
                     Err(e) => tracing::debug!(name = lease.name, error = %e, "cannot take a lease now"),
                 },
             }
+            lease.tried.send_replace(true);
         }
         let short: Vec<Fence> = self.short.lock().map(|s| s.values().map(|(f, _)| f.clone()).collect()).unwrap_or_default();
         for fence in short {
