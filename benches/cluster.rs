@@ -208,6 +208,34 @@ async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &str) 
     url.to_string()
 }
 
+/// The nodes' counters over the measured window, summed over the nodes
+/// (`None`: a build that does not export them).
+struct Counters {
+    tail_reads: Option<f64>,
+    batches: Option<f64>,
+    requests: Option<f64>,
+}
+
+/// Every sample of the nodes' `/metrics`, summed by name over labels and nodes.
+async fn scrape(addrs: &[SocketAddr]) -> HashMap<String, f64> {
+    let mut sums = HashMap::new();
+    for addr in addrs {
+        let Ok(mut stream) = TcpStream::connect(addr).await else { continue };
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        if stream.write_all(req.as_bytes()).await.is_err() || stream.read_to_string(&mut text).await.is_err() {
+            continue;
+        }
+        for line in text.lines().filter(|l| l.starts_with("syncgate_")) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sums.entry(name.to_string()).or_insert(0.0) += v;
+            }
+        }
+    }
+    sums
+}
+
 /// One acknowledged write: the row id, which node took it, when it was sent
 /// and when its response arrived (ns after the run's base instant).
 struct Write {
@@ -370,6 +398,10 @@ struct Outcome {
     other: Option<(f64, f64)>,
     cpu_us_per_write: f64,
     pg_cpu_us_per_write: f64,
+    /// Writer requests per transaction, over all nodes.
+    mean_batch: Option<f64>,
+    /// Reads of the change log by all the nodes' tails, per write (none before #18).
+    tail_reads_per_write: Option<f64>,
     missing: u64,
     duplicates: u64,
     out_of_order: u64,
@@ -460,19 +492,29 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
             (done, error)
         }));
     }
-    // CPU over the measured window, read at its edges: the nodes', and that
-    // of the PostgreSQL backends serving this database (the tails' reads included).
-    let cpu_probe = {
+    // Read at the measured window's edges: the nodes' CPU, that of the
+    // PostgreSQL backends serving this database (the tails' reads included),
+    // and the nodes' tail and writer counters.
+    let probe = {
         let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
-        let probe = connect_pg(db_url).await;
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|nd| nd.addr).collect();
+        let pg = connect_pg(db_url).await;
         tokio::spawn(async move {
             tokio::time::sleep(window_start.saturating_sub(base.elapsed())).await;
-            let (nodes_before, pg_before) = (pids.iter().map(|p| cpu_secs(*p)).sum::<f64>(), backend_cpu(&probe).await);
+            let nodes_before = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+            let (pg_before, metrics_before) = (backend_cpu(&pg).await, scrape(&addrs).await);
             tokio::time::sleep(window_end.saturating_sub(base.elapsed())).await;
-            let (nodes_after, pg_after) = (pids.iter().map(|p| cpu_secs(*p)).sum::<f64>(), backend_cpu(&probe).await);
+            let nodes_after = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+            let (pg_after, metrics_after) = (backend_cpu(&pg).await, scrape(&addrs).await);
             // A backend that started in the window counts from zero.
             let pg = pg_after.iter().map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0)).sum::<f64>();
-            (nodes_after - nodes_before, pg)
+            let counted = |name: &str| Some(metrics_after.get(name)? - metrics_before.get(name)?);
+            let counters = Counters {
+                tail_reads: counted("syncgate_tail_reads_total"),
+                batches: counted("syncgate_writer_batch_size_count"),
+                requests: counted("syncgate_writer_batch_size_sum"),
+            };
+            (nodes_after - nodes_before, pg, counters)
         })
     };
     let mut writes = Vec::new();
@@ -482,7 +524,7 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
         writes.append(&mut done);
         errors.extend(error);
     }
-    let (nodes_cpu, pg_cpu) = cpu_probe.await.map_err(|e| e.to_string())?;
+    let (nodes_cpu, pg_cpu, counters) = probe.await.map_err(|e| e.to_string())?;
 
     // Every subscriber should now get every acknowledged write; wait for the
     // stragglers (generously: a node that missed a wake-up polls).
@@ -545,6 +587,8 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
         other: p50_p99(other),
         cpu_us_per_write: nodes_cpu * 1e6 / measured.len().max(1) as f64,
         pg_cpu_us_per_write: pg_cpu * 1e6 / measured.len().max(1) as f64,
+        mean_batch: counters.requests.zip(counters.batches).map(|(r, b)| r / b.max(1.0)),
+        tail_reads_per_write: counters.tail_reads.map(|t| t / measured.len().max(1) as f64),
         missing,
         duplicates,
         out_of_order,
@@ -574,12 +618,12 @@ fn label(o: &Outcome) -> String {
 
 fn print_round(outcomes: &[Outcome]) {
     println!(
-        "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | CPU per write, nodes + PostgreSQL (µs) | missing / duplicate / out of order |"
+        "| nodes | subscribers | writes/s | frames/s | write round trip p50 (ms) | same node p50 / p99 (ms) | other node p50 / p99 (ms) | CPU per write, nodes + PostgreSQL (µs) | mean batch | tail reads per write | missing / duplicate / out of order |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} + {:.0} | {} / {} / {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.0} + {:.0} | {} | {} | {} / {} / {} |",
             label(o),
             o.subscribers,
             o.writes_per_sec,
@@ -589,6 +633,8 @@ fn print_round(outcomes: &[Outcome]) {
             ms(o.other),
             o.cpu_us_per_write,
             o.pg_cpu_us_per_write,
+            o.mean_batch.map_or("–".into(), |b| format!("{b:.1}")),
+            o.tail_reads_per_write.map_or("–".into(), |t| format!("{t:.2}")),
             o.missing,
             o.duplicates,
             o.out_of_order
@@ -630,6 +676,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// missing, duplicate and out-of-order frames are summed.
 fn median_outcome(runs: &[&Outcome]) -> Outcome {
     let med = |f: &dyn Fn(&Outcome) -> f64| median(runs.iter().map(|o| f(o)).collect());
+    let med_opt = |f: &dyn Fn(&Outcome) -> Option<f64>| {
+        let xs: Vec<f64> = runs.iter().filter_map(|o| f(o)).collect();
+        (!xs.is_empty()).then(|| median(xs))
+    };
     let med_pair = |f: &dyn Fn(&Outcome) -> Option<(f64, f64)>| {
         let pairs: Vec<(f64, f64)> = runs.iter().filter_map(|o| f(o)).collect();
         (!pairs.is_empty()).then(|| (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect())))
@@ -645,6 +695,8 @@ fn median_outcome(runs: &[&Outcome]) -> Outcome {
         other: med_pair(&|o| o.other),
         cpu_us_per_write: med(&|o| o.cpu_us_per_write),
         pg_cpu_us_per_write: med(&|o| o.pg_cpu_us_per_write),
+        mean_batch: med_opt(&|o| o.mean_batch),
+        tail_reads_per_write: med_opt(&|o| o.tail_reads_per_write),
         missing: runs.iter().map(|o| o.missing).sum(),
         duplicates: runs.iter().map(|o| o.duplicates).sum(),
         out_of_order: runs.iter().map(|o| o.out_of_order).sum(),
