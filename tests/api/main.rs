@@ -14,6 +14,8 @@ mod bad_input;
 mod calendly;
 mod changelog;
 mod cli;
+mod cluster;
+mod cluster_nodes;
 mod cors;
 mod crud;
 mod engine_rules;
