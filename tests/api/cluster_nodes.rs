@@ -56,6 +56,9 @@ impl Node {
     }
 }
 
+/// A row of `cluster_leases`: (name, holder, token, expires_at).
+pub type Lease = (String, Option<String>, i64, Option<String>);
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The folder whose schema every node uses (see `helpers::database_url`).
@@ -278,7 +281,7 @@ impl Cluster {
 
     /// `cluster_leases` as (name, holder, token, expires_at); the error when
     /// the table is not there.
-    pub fn leases(&self) -> Result<Vec<(String, Option<String>, i64, Option<String>)>, String> {
+    pub fn leases(&self) -> Result<Vec<Lease>, String> {
         let rows = self.db().try_rows("SELECT name, holder, CAST(token AS BIGINT), expires_at FROM cluster_leases ORDER BY name", &[])?;
         rows.into_iter().map(|r| serde_json::from_value(Value::Array(r.clone())).map_err(|e| format!("{r:?}: {e}"))).collect()
     }
@@ -294,10 +297,10 @@ impl Cluster {
     }
 
     /// The last `n` lines of node `i`'s log, without colours and without
-    /// the one-per-request lines (the load would hide everything else).
+    /// the informational lines of requests (the load would hide everything else).
     pub fn log_tail(&self, i: usize, n: usize) -> String {
         let text = self.log(i);
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" request method=")).collect();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" INFO request{")).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
@@ -372,6 +375,8 @@ pub struct SubState {
     pub errors: Vec<String>,
     /// Whether the current connection's join was answered ok.
     pub joined: bool,
+    /// How each connection ended: the close code, 1006 for none (a reset).
+    pub closes: Vec<u16>,
 }
 
 /// A realtime client joined to every data table (`event: *`), following
@@ -530,7 +535,14 @@ async fn follow(bases: Arc<Vec<String>>, token: String, v2: bool, state: Arc<Mut
             };
             let text = match msg {
                 Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break true,
+                Some(Ok(Message::Close(frame))) => {
+                    st().closes.push(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+                    break true;
+                }
+                None | Some(Err(_)) => {
+                    st().closes.push(1006);
+                    break true;
+                }
                 Some(Ok(_)) => continue,
             };
             let f = helpers::parse_frame(text.as_str(), v2);
