@@ -489,10 +489,6 @@ async fn follow(bases: Arc<Vec<String>>, token: String, v2: bool, state: Arc<Mut
     let mut first = true;
     while !stop.load(Ordering::Acquire) {
         let node = st().node;
-        if !first {
-            st().reconnects += 1;
-        }
-        first = false;
         let ws_url = format!(
             "{}/realtime/v1/websocket?apikey={}&vsn={}",
             bases[node].replacen("http://", "ws://", 1),
@@ -506,6 +502,10 @@ async fn follow(bases: Arc<Vec<String>>, token: String, v2: bool, state: Arc<Mut
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        if !first {
+            st().reconnects += 1;
+        }
+        first = false;
         let mut ws = Ws { inner, v2, next_ref: 1 };
         let mut config = json!({"postgres_changes": [{"event": "*", "schema": "public"}]});
         let since = {
