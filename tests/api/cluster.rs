@@ -121,7 +121,7 @@ impl Writers {
 }
 
 async fn write_loop(w: usize, bases: Arc<Vec<String>>, nodes: Vec<usize>, token: String, stop: Arc<AtomicBool>) -> WriteLog {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_idle_timeout(Duration::from_secs(5)).build().unwrap();
     let mut log = WriteLog::default();
     let mut at = w % nodes.len();
     let mut i = 0u64;
@@ -495,11 +495,17 @@ async fn a_paused_node_catches_up_in_order() {
     eprintln!("{:.1} s into the pause node1 shows {paused_id}: {shown:?}", paused_at.elapsed().as_secs_f64());
     heartbeats.dedup();
 
-    // Asked while paused, answered once it runs again.
+    // Asked while paused (on a connection of its own: the kernel accepts it),
+    // answered once it runs again.
     let asked = {
-        let http = cluster.http.clone();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build().unwrap();
         let url = cluster.url(paused, "/health/ready");
-        tokio::spawn(async move { helpers::decode(http.get(url).send().await.expect("ready answers after SIGCONT")).await })
+        tokio::spawn(async move {
+            match http.get(url).send().await {
+                Ok(r) => helpers::decode(r).await,
+                Err(e) => (0, json!(e.to_string())),
+            }
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.resume(paused);

@@ -111,7 +111,14 @@ impl Cluster {
             nodes,
             shared,
             db_url,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().unwrap(),
+            // Idle connections are dropped before the nodes' keep-alive
+            // (server.header_timeout, 10 s) ends them, also across a pause.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             tokens: syncgate::auth::Tokens::new(helpers::SECRET),
             env: base_env,
             _one_at_a_time: permit,
