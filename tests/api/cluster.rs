@@ -378,6 +378,31 @@ async fn three_nodes_deliver_every_change_once_in_order() {
     assert!(writes.acked.len() > 100, "the load wrote something: {}", writes.acked.len());
     assert_eq!(lost_writes(&log, &writes.acked), vec![], "every acknowledged write is in the log");
     assert_streams(&delivered);
+
+    // Every node says who it is and has published the whole log; each lists all three.
+    for i in 0..3 {
+        let id = cluster.nodes[i].id.clone();
+        let ready = within(20, "every node's tail at the head", || async {
+            let (s, r) = cluster.ready(i).await;
+            (s == 200 && r["tail"]["lag"] == 0).then_some(r)
+        })
+        .await;
+        assert_eq!(ready["node"], id.as_str(), "{ready}");
+        let health = cluster.cluster_health(i, &people.admin.1).await;
+        assert_eq!(health["node"], id.as_str(), "{health}");
+        let listed: Vec<(String, bool, bool)> = health["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| (n["id"].as_str().unwrap_or_default().to_string(), n["alive"] == true, n["settings_match"] == true))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ids: Vec<&str> = listed.iter().map(|n| n.0.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["node1", "node2", "node3"], "{health}");
+        assert!(listed.iter().all(|n| n.1 && n.2), "all alive, same settings: {health}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
