@@ -158,7 +158,7 @@ CREATE TABLE google_sync_status (
     created              INTEGER NOT NULL DEFAULT 0,
     updated              INTEGER NOT NULL DEFAULT 0,
     canceled             INTEGER NOT NULL DEFAULT 0
-, renewals INTEGER NOT NULL DEFAULT 0, last_renewal_at TEXT, renewal_failures INTEGER NOT NULL DEFAULT 0, last_renewal_error TEXT, last_renewal_error_at TEXT, next_renewal_attempt_at TEXT, safety_net_syncs INTEGER NOT NULL DEFAULT 0, safety_net_changes INTEGER NOT NULL DEFAULT 0, last_safety_net_at TEXT, last_safety_net_changes_at TEXT);
+, renewals INTEGER NOT NULL DEFAULT 0, last_renewal_at TEXT, renewal_failures INTEGER NOT NULL DEFAULT 0, last_renewal_error TEXT, last_renewal_error_at TEXT, next_renewal_attempt_at TEXT, safety_net_syncs INTEGER NOT NULL DEFAULT 0, safety_net_changes INTEGER NOT NULL DEFAULT 0, last_safety_net_at TEXT, last_safety_net_changes_at TEXT, passes_wanted INTEGER NOT NULL DEFAULT 0, passes_done INTEGER NOT NULL DEFAULT 0);
 
 CREATE TABLE google_calendars (
     user_id     INTEGER NOT NULL REFERENCES users (id),
@@ -246,4 +246,23 @@ CREATE INDEX changes_user_seq ON changes (user_id, seq);
 CREATE TABLE seq_head (
     id  INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL
+);
+
+-- Several nodes: who is serving (heartbeats) and who holds which lease.
+CREATE TABLE cluster_nodes (
+    id                   TEXT PRIMARY KEY,
+    address              TEXT NOT NULL,
+    version              TEXT NOT NULL,
+    started_at           TEXT NOT NULL,
+    heartbeat_at         TEXT NOT NULL,
+    published_seq        INTEGER NOT NULL DEFAULT 0,
+    settings_fingerprint TEXT NOT NULL
+);
+
+CREATE TABLE cluster_leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT,
+    token       INTEGER NOT NULL DEFAULT 0,
+    acquired_at TEXT,
+    expires_at  TEXT
 );

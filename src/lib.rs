@@ -19,6 +19,9 @@
 //!   for both engines; `store/pg/` holds what only PostgreSQL needs (its
 //!   connections and TLS, its numbered migrations and runner, the URL that
 //!   hides its password); `store::move_to_pg` moves a SQLite team across.
+//! - [`cluster`]: several nodes on one PostgreSQL: the change-log tail that
+//!   feeds the hub every node's commits in seq order, leases (with fencing)
+//!   for work that must run on one node, the node registry and heartbeat.
 //! - [`counters`]: the Prometheus handles the webhook and sync code count into.
 //! - [`auth`]: HS256 tokens, login links, and the identity check REST and
 //!   realtime share (user exists, active, role, not signed out), cached per user.
@@ -68,6 +71,7 @@ pub mod auth;
 pub mod backoff;
 pub mod calendly;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod duration;

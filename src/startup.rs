@@ -57,6 +57,8 @@ pub struct AppInner {
     pub auth: crate::http::Authenticator,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
     pub log_throttle: Arc<crate::http::log_throttle::LogThrottle>,
+    /// This node among the others: registry, leases, tail.
+    pub node: Arc<crate::cluster::Node>,
 }
 
 impl Deref for App {
@@ -102,8 +104,10 @@ pub struct Server {
     /// The long-running loops, by name (for the shutdown log); what they
     /// spawn is in `AppInner::tasks`.
     loops: Vec<(&'static str, JoinHandle<()>)>,
-    /// Publishes committed changes to sockets; ends when the writer has
-    /// stopped and its feed is closed.
+    /// Orders every node's committed changes for the hub; ends when the
+    /// writer has stopped and its feed is closed.
+    tail_runner: JoinHandle<()>,
+    /// Publishes committed changes to sockets; ends after the tail.
     hub_runner: JoinHandle<()>,
     /// Closes lagging sessions; ends on the shutdown signal.
     watchdog: JoinHandle<()>,
@@ -124,25 +128,50 @@ impl Server {
         let store = opened.store;
         let hub = Hub::with_replays(store.log_head(), config.realtime.queue_size, config.realtime.concurrent_replays);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let hub_runner = tokio::spawn(hub.clone().run(opened.feed));
+        let tasks = TaskTracker::new();
+        // Every committed change, this node's or another's, reaches the hub
+        // through the tail, in seq order; the listener wakes it.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let tail = crate::cluster::Tail::new(store.clone(), wake.clone(), config.cluster.poll_interval.0);
+        let tail_stats = tail.stats.clone();
+        let (ordered_tx, ordered) = tokio::sync::mpsc::unbounded_channel();
+        let tail_runner = tokio::spawn(tail.run(opened.feed, ordered_tx));
+        let hub_runner = tokio::spawn(hub.clone().run(ordered));
+        if let Some(listener) = store.change_listener(wake, shutdown_rx.clone()) {
+            tasks.spawn(listener);
+        }
+        let node_id = crate::cluster::node_id(&config);
+        let leases = crate::cluster::Leases::new(store.clone(), &node_id, config.cluster.lease_ttl.0, &crate::cluster::NAMED_LEASES);
+        tasks.spawn(leases.clone().keep(shutdown_rx.clone()));
         let watchdog = tokio::spawn(crate::realtime::watchdog(hub.clone(), config.realtime.max_lag, shutdown_rx.clone()));
         let bind = config.bind_addr()?;
         let listener = TcpListener::bind(bind).await.map_err(|source| StartupError::Bind { addr: bind, source })?;
         let addr = listener.local_addr().map_err(StartupError::LocalAddr)?;
         let public_url = config.public_url(addr);
         let metrics = Arc::new(crate::counters::Metrics::new(store.writer_stats()));
-        let tasks = TaskTracker::new();
+        let node =
+            Arc::new(crate::cluster::Node::new(&config, secret.expose_secret(), &public_url, store.clone(), leases.clone(), tail_stats));
+        tasks.spawn(node.clone().keep_registered(shutdown_rx.clone()));
         let google = crate::google::GoogleSync::new(
             &config,
             store.clone(),
             &public_url,
             secret.expose_secret(),
-            shutdown_rx.clone(),
-            tasks.clone(),
-            metrics.clone(),
+            crate::google::Background {
+                shutdown: shutdown_rx.clone(),
+                tasks: tasks.clone(),
+                metrics: metrics.clone(),
+                leases: leases.clone(),
+            },
         )
         .map_err(StartupError::Google)?;
-        let mut loops = vec![("google upkeep", tasks.spawn(crate::google::run(google.clone())))];
+        let mut loops = vec![(
+            "google upkeep",
+            tasks.spawn(under_lease(&leases, crate::cluster::GOOGLE_UPKEEP, shutdown_rx.clone(), {
+                let google = google.clone();
+                move || crate::google::run(google.clone())
+            })),
+        )];
         let identities = Arc::new(crate::auth::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let tokens = Tokens::new(secret.expose_secret());
         let realtime = crate::realtime::RealtimeState {
@@ -161,13 +190,20 @@ impl Server {
             },
         };
         let retention = crate::ops::retention::Retention::new(store.clone(), &config);
-        loops.push(("retention", tasks.spawn(crate::ops::retention::run(retention, shutdown_rx.clone()))));
+        loops.push((
+            "retention",
+            tasks.spawn(under_lease(&leases, crate::cluster::RETENTION, shutdown_rx.clone(), {
+                let shutdown = shutdown_rx.clone();
+                move || crate::ops::retention::run(retention.clone(), shutdown.clone())
+            })),
+        ));
         let alerts = crate::ops::alerts::AlertState {
             store: store.clone(),
             monitor: Arc::default(),
             config: config.clone(),
             tasks: tasks.clone(),
             shutdown: shutdown_rx.clone(),
+            notifier: leases.get(crate::cluster::ALERTS),
         };
         loops.push(("alerts", tasks.spawn(crate::ops::alerts::run(alerts.clone()))));
         let app = App(Arc::new(AppInner {
@@ -184,9 +220,22 @@ impl Server {
             tasks: tasks.clone(),
             started: Instant::now(),
             log_throttle: Default::default(),
+            node,
         }));
         let routes = routes(app.clone())?;
-        Ok(Server { app, routes, listener, addr, shutdown_tx, writer_thread: opened.writer_thread, loops, hub_runner, watchdog, realtime })
+        Ok(Server {
+            app,
+            routes,
+            listener,
+            addr,
+            shutdown_tx,
+            writer_thread: opened.writer_thread,
+            loops,
+            tail_runner,
+            hub_runner,
+            watchdog,
+            realtime,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -199,7 +248,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then shut down in order.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
-        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, loops, hub_runner, watchdog, realtime } = self;
+        let Server { app, routes, listener, addr, shutdown_tx, writer_thread, loops, tail_runner, hub_runner, watchdog, realtime } = self;
         let svc = warp::service(routes);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tracing::info!(%addr, public_url = %app.public_url, "serving");
@@ -282,8 +331,12 @@ impl Server {
             f.remove();
         }
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
-        // The writer is gone, so the hub's feed is closed: the runner ends
-        // once it has published the last batches.
+        // The writer is gone, so the tail's feed is closed: the tail ends
+        // after one last read of the log, then the hub once it has published
+        // the last batches.
+        if tokio::time::timeout(grace, tail_runner).await.is_err() {
+            tracing::warn!("the change-log tail was still reading after {}; leaving it", app.config.server.shutdown_grace);
+        }
         if tokio::time::timeout(grace, hub_runner).await.is_err() {
             tracing::warn!("the realtime hub was still publishing after {}; leaving it", app.config.server.shutdown_grace);
         }
@@ -388,6 +441,7 @@ fn admin_health(app: &App) -> crate::ops::admin_health::AdminHealthState {
         hub: app.hub.clone(),
         alerts: app.alerts.clone(),
         started: app.started,
+        node: app.node.clone(),
     }
 }
 
@@ -416,7 +470,12 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
             log_throttle: app.log_throttle.clone(),
         }))
         .unify()
-        .or(crate::ops::health::routes(crate::ops::health::HealthState { store: app.store.clone(), hub: app.hub.clone() }))
+        .or(crate::ops::health::routes(crate::ops::health::HealthState {
+            store: app.store.clone(),
+            hub: app.hub.clone(),
+            node: app.node.clone(),
+            poll_interval: app.config.cluster.poll_interval.0,
+        }))
         .unify()
         .or(crate::ops::metrics::routes(crate::ops::metrics::MetricsState {
             counters: app.metrics.clone(),
@@ -425,6 +484,7 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
             token: app.config.metrics.token.clone(),
             concurrent_replays: app.config.realtime.concurrent_replays,
             started: app.started,
+            node: app.node.clone(),
         }))
         .unify()
         .or(crate::web::config_route(crate::realtime::PATH, &app.tokens.anon_key()))
@@ -452,4 +512,24 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
             .map_err(|_| StartupError::CorsOrigin { origin: o.clone() })?;
     }
     Ok(all.with(cors).map(warp::Reply::into_response).boxed())
+}
+
+/// Run a background loop only while this node holds the lease `name`.
+fn under_lease<F, Fut>(
+    leases: &crate::cluster::Leases,
+    name: &'static str,
+    shutdown: watch::Receiver<bool>,
+    work: F,
+) -> impl std::future::Future<Output = ()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let lease = leases.get(name);
+    async move {
+        match lease {
+            Some(lease) => lease.run_while_held(shutdown, work).await,
+            None => tracing::error!(name, "no such lease; the work it guards does not run"),
+        }
+    }
 }

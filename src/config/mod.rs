@@ -40,6 +40,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +93,10 @@ pub struct DatabaseConfig {
     pub url: SecretString,
     /// How long connecting to PostgreSQL, or waiting for a pooled connection, may take.
     pub connect_timeout: Dur,
+    /// A direct connection for `LISTEN` (the change-log wake-up), when `url`
+    /// goes through a transaction-mode pooler that cannot hold one. Empty: `url`.
+    #[serde(serialize_with = "expose")]
+    pub listen_url: SecretString,
     pub path: String,
     /// SQLite `synchronous`: off | normal | full | extra.
     pub synchronous: String,
@@ -105,11 +110,34 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: SecretString::default(),
             connect_timeout: Dur::secs(5),
+            listen_url: SecretString::default(),
             path: "data/syncgate.db".into(),
             synchronous: "full".into(),
             read_pool_size: 8,
             max_batch: 256,
         }
+    }
+}
+
+/// Several nodes on one PostgreSQL database (see `cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// This node's name in `/api/admin/health` and on `/metrics`. Empty: the
+    /// host name and a random suffix, new on every start.
+    pub node_id: String,
+    /// The change log is read at least this often, even when no
+    /// notification arrives (notifications are lost while the listener reconnects).
+    pub poll_interval: Dur,
+    /// A lease (work that must run on one node) moves to another node this
+    /// long after its holder stopped renewing it; leases and heartbeats are
+    /// renewed every third of it.
+    pub lease_ttl: Dur,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { node_id: String::new(), poll_interval: Dur::secs(1), lease_ttl: Dur::secs(15) }
     }
 }
 

@@ -58,6 +58,8 @@ impl Config {
             ("realtime.idle_timeout", self.realtime.idle_timeout),
             ("changes.retention_age", self.changes.retention_age),
             ("changes.prune_interval", self.changes.prune_interval),
+            ("cluster.poll_interval", self.cluster.poll_interval),
+            ("cluster.lease_ttl", self.cluster.lease_ttl),
             ("google.channel_ttl", self.google.channel_ttl),
             ("calendly.tolerance", self.calendly.tolerance),
             ("calendly.keep_payloads", self.calendly.keep_payloads),
@@ -79,6 +81,14 @@ impl Config {
         // Set in code, a duration skips the parser's cap: check it here too.
         if let Some((key, _)) = positive.iter().chain(others.iter()).find(|(_, value)| *value > Dur::MAX) {
             return Err(ConfigError::TooLong { key });
+        }
+        let id = &self.cluster.node_id;
+        if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(ConfigError::Choice {
+                key: "cluster.node_id",
+                value: id.chars().take(80).collect(),
+                hint: "use at most 64 letters, digits, dots, dashes and underscores, or leave it empty",
+            });
         }
         for origin in &self.server.cors_origins {
             if let Some(why) = origin_problem(origin) {

@@ -117,21 +117,33 @@ pub struct GoogleSync {
     /// changes set off by a request): shutdown waits for them before the
     /// writer is drained, so none is cut off between Google and the database.
     pub(crate) tasks: TaskTracker,
+    /// One user's sync runs under their lease (`google_sync:<id>`), on one node at a time.
+    pub(crate) leases: Arc<crate::cluster::Leases>,
+}
+
+/// What Google work shares with the rest of the server.
+pub struct Background {
+    pub shutdown: watch::Receiver<bool>,
+    /// Where its tasks run (shutdown awaits them).
+    pub tasks: TaskTracker,
+    /// Syncs and calls to Google are counted here.
+    pub metrics: Arc<Metrics>,
+    /// This node's leases: one user's sync holds theirs.
+    pub leases: Arc<crate::cluster::Leases>,
 }
 
 impl GoogleSync {
     /// Build from the configuration. `secret` is the JWT secret (the state
     /// key is derived from it); `public_url` gives the default redirect and
-    /// webhook URLs. Syncs and calls to Google are counted in `metrics`.
+    /// webhook URLs.
     pub fn new(
         config: &Config,
         store: Store,
         public_url: &str,
         secret: &str,
-        shutdown: watch::Receiver<bool>,
-        tasks: TaskTracker,
-        metrics: Arc<Metrics>,
+        background: Background,
     ) -> Result<Arc<GoogleSync>, HttpClientError> {
+        let Background { shutdown, tasks, metrics, leases } = background;
         install_tls();
         let cfg = config.google.clone();
         let base = public_url.trim_end_matches('/');
@@ -185,6 +197,7 @@ impl GoogleSync {
             metrics,
             shutdown,
             tasks,
+            leases,
         }))
     }
 

@@ -210,18 +210,68 @@ impl GoogleSync {
         let me = self.clone();
         self.tasks.spawn(async move {
             let _guard = PassGuard { google: me.clone(), user_id };
-            let mut trigger = trigger;
-            loop {
-                me.run_pass(user_id, trigger).await;
-                let mut map = me.passes.lock().unwrap_or_else(|p| p.into_inner());
-                match map.get_mut(&user_id) {
-                    Some(again @ Some(_)) if !me.shutting_down() => {
-                        trigger = again.take().unwrap_or(SyncTrigger::Push);
+            me.passes_for(user_id, trigger).await;
+        });
+    }
+
+    /// A request of this node marked while its task ran ("go again"), taken.
+    fn take_again(&self, user_id: i64) -> Option<SyncTrigger> {
+        let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(&user_id).and_then(Option::take)
+    }
+
+    /// Syncs of one user across nodes: the request is counted in the
+    /// database, then this node takes the user's sync lease or leaves the
+    /// request to the node that holds it. The holder goes round until every
+    /// counted request is served, gives the lease back, and looks once more
+    /// (a request counted while it held the lease, by a node that then
+    /// failed to take it, is served either way). So one user is never
+    /// synced on two nodes at once, and a burst over several nodes still
+    /// costs few passes.
+    async fn passes_for(self: &Arc<Self>, user_id: i64, mut trigger: SyncTrigger) {
+        let lease = format!("{}{user_id}", crate::cluster::GOOGLE_SYNC_PREFIX);
+        let counted = |me: Arc<Self>| async move {
+            if let Err(e) = me.store.want_google_pass(user_id).await {
+                tracing::debug!(user = user_id, error = %e, "could not count a sync request");
+            }
+        };
+        counted(self.clone()).await;
+        loop {
+            let Some(fence) = self.leases.try_take(&lease).await else {
+                // Another node syncs this user and serves what was counted;
+                // a request of this node marked meanwhile is counted too.
+                match self.take_again(user_id) {
+                    Some(t) if !self.shutting_down() => {
+                        trigger = t;
+                        counted(self.clone()).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
                     }
                     _ => return,
                 }
+            };
+            loop {
+                let wanted = self.store.google_passes(user_id).await.map(|(w, _)| w).unwrap_or(0);
+                crate::store::cluster::fenced(fence.clone(), self.run_pass(user_id, trigger)).await;
+                if let Err(e) = self.store.google_passes_done(user_id, wanted).await {
+                    tracing::debug!(user = user_id, error = %e, "could not record the served sync requests");
+                }
+                let again = self.take_again(user_id);
+                if again.is_some() {
+                    counted(self.clone()).await;
+                }
+                let (wanted, done) = self.store.google_passes(user_id).await.unwrap_or((0, 0));
+                if wanted <= done || self.shutting_down() {
+                    break;
+                }
+                trigger = again.unwrap_or(SyncTrigger::Push);
             }
-        });
+            self.leases.give_back(&fence).await;
+            match self.store.google_passes(user_id).await {
+                Ok((wanted, done)) if wanted > done && !self.shutting_down() => trigger = SyncTrigger::Push,
+                _ => return,
+            }
+        }
     }
 
     /// Is a pass running (or queued) for this user?

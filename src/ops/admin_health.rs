@@ -27,6 +27,8 @@ pub struct AdminHealthState {
     pub hub: Arc<Hub>,
     pub alerts: Arc<AlertMonitor>,
     pub started: Instant,
+    /// This node, for the `cluster` part (nodes, leases).
+    pub node: Arc<crate::cluster::Node>,
 }
 
 async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Response> {
@@ -43,6 +45,13 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
         }
     };
     let log = state.store.change_log_extent().await?;
+    let cluster = match state.node.view().await {
+        Ok(view) => serde_json::to_value(view).map_err(ApiError::internal)?,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the node registry failed");
+            json!({"error": "the node registry could not be read"})
+        }
+    };
     let hub = &state.hub.stats;
     let w = state.store.writer_stats();
     let batches = w.batches.load(Relaxed).max(1);
@@ -68,6 +77,7 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
             "mean_batch_size": w.requests.load(Relaxed) as f64 / batches as f64,
         },
         "changes": {"head_seq": state.hub.head(), "oldest_seq": log.oldest_seq, "retained": log.retained},
+        "cluster": cluster,
     });
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -30,6 +30,18 @@ pub struct AlertState {
     /// Alert POSTs run here, so shutdown awaits them.
     pub tasks: TaskTracker,
     pub shutdown: watch::Receiver<bool>,
+    /// With several nodes every node checks (so each one's
+    /// `/api/admin/health` shows the alerts), but only the holder of this
+    /// lease calls Calendly's API and POSTs to `alerts.webhook_url`, so an
+    /// alert is announced once. None: this node always does.
+    pub notifier: Option<Arc<crate::cluster::Lease>>,
+}
+
+impl AlertState {
+    /// Does this node announce alerts and check Calendly now?
+    fn announces(&self) -> bool {
+        self.notifier.as_ref().is_none_or(|l| l.fence().is_some())
+    }
 }
 
 /// One condition that needs an operator.
@@ -170,7 +182,7 @@ pub fn evaluate(facts: AlertFacts, config: &Config, now: time::OffsetDateTime) -
 /// Disabled Calendly subscriptions, checked at most every `alerts.calendly_check_interval`.
 async fn calendly_alerts(state: &AlertState, now: &str) -> Vec<Alert> {
     let token = state.config.calendly.token.expose_secret().trim();
-    if token.is_empty() {
+    if token.is_empty() || !state.announces() {
         return vec![];
     }
     let due = {
@@ -262,7 +274,7 @@ const NOTIFY_ATTEMPTS: u32 = 6;
 /// background. A shutdown lets the POST in flight finish but waits for no retry.
 fn notify(state: &AlertState, text: String) {
     let url = state.config.alerts.webhook_url.trim().to_string();
-    if url.is_empty() {
+    if url.is_empty() || !state.announces() {
         return;
     }
     let mut shutdown = state.shutdown.clone();

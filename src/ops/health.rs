@@ -20,6 +20,10 @@ use crate::store::{Store, StoreResult};
 pub struct HealthState {
     pub store: Store,
     pub hub: Arc<Hub>,
+    /// This node: its id and its change-log tail.
+    pub node: Arc<crate::cluster::Node>,
+    /// `cluster.poll_interval`: a working tail reads at least this often.
+    pub poll_interval: Duration,
 }
 
 /// How long a readiness check may take before it counts as failed.
@@ -37,19 +41,20 @@ pub fn routes(state: HealthState) -> BoxedFilter<(Response,)> {
     let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
         let state = state.clone();
         async move {
-            let checks = readiness(&state).await;
+            let (checks, tail) = readiness(&state).await;
             let ok = checks.iter().all(|(_, v)| v.is_none());
             let detail: serde_json::Map<String, Value> =
                 checks.into_iter().map(|(k, v)| (k.to_string(), v.map(Value::String).unwrap_or_else(|| "ok".into()))).collect();
             let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json(status, &json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail}))
+            json(status, &json!({"status": if ok { "ok" } else { "unavailable" }, "checks": detail, "node": state.node.id, "tail": tail}))
         }
     });
     basic.or(live).unify().or(ready).unify().boxed()
 }
 
-/// Each readiness check: None when fine, else why not.
-async fn readiness(state: &HealthState) -> Vec<(&'static str, Option<String>)> {
+/// Each readiness check: None when fine, else why not; and where the
+/// node's tail stands against the log's head read now.
+async fn readiness(state: &HealthState) -> (Vec<(&'static str, Option<String>)>, Value) {
     let verdict = |r: Result<StoreResult<()>, tokio::time::error::Elapsed>, silent: &str| match r {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(ApiError::from(e).public_message()),
@@ -59,5 +64,17 @@ async fn readiness(state: &HealthState) -> Vec<(&'static str, Option<String>)> {
     // A no-op request through the writer proves its thread commits.
     let writer = verdict(tokio::time::timeout(CHECK_WAIT, state.store.writer_ping()).await, "the writer did not answer within 2 s");
     let hub = (!state.hub.is_alive()).then(|| "the realtime hub is not running".to_string());
-    vec![("database", db), ("writer", writer), ("hub", hub)]
+    let published = state.hub.published();
+    let head = tokio::time::timeout(CHECK_WAIT, state.store.read_log_head()).await.ok().and_then(Result::ok);
+    let tail_view = match head {
+        Some(head) => json!({"published": published, "head": head, "lag": (head - published).max(0)}),
+        None => json!({"published": published, "head": null, "lag": null}),
+    };
+    // The tail reads at every poll; one that has not reached the head for
+    // several polls is stuck (the database unreadable) or drowning.
+    let stale_after = (state.poll_interval * 5).max(Duration::from_secs(5));
+    let since = state.node.tail.since_caught_up();
+    let tail = (since > stale_after)
+        .then(|| format!("the change-log tail has not caught up for {} s; changes from other nodes are late", since.as_secs()));
+    (vec![("database", db), ("writer", writer), ("hub", hub), ("tail", tail)], tail_view)
 }

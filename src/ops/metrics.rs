@@ -33,6 +33,8 @@ pub struct MetricsState {
     /// `realtime.concurrent_replays`, to report how many are running.
     pub concurrent_replays: usize,
     pub started: Instant,
+    /// This node: its id labels every sample (`node="…"`), its tail is measured.
+    pub node: Arc<crate::cluster::Node>,
 }
 
 fn gauge(name: &str, help: &str, value: f64) -> Vec<MetricFamily> {
@@ -135,10 +137,48 @@ pub async fn render(state: &MetricsState) -> Result<String, ApiError> {
     families.extend(labelled_gauge("syncgate_db_pool_max_connections", "Most read connections the pool opens.", engine, pool.max as f64));
     families.extend(labelled_gauge("syncgate_db_pool_waiting", "Reads waiting for a pooled connection.", engine, pool.waiting as f64));
     families.extend(gauge("syncgate_uptime_seconds", "Seconds since the server started.", state.started.elapsed().as_secs_f64()));
+    let tail = &state.node.tail;
+    let published = tail.published.load(Relaxed);
+    families.extend(gauge("syncgate_tail_published_seq", "Seq of the newest change this node's hub has published.", published as f64));
+    families.extend(gauge(
+        "syncgate_tail_lag",
+        "Changes committed (by any node) that this node's hub has not published yet.",
+        (tail.head_seen.load(Relaxed).max(state.hub.head()) - published).max(0) as f64,
+    ));
+    families.extend(counter("syncgate_tail_reads_total", "Reads of the change log by this node's tail.", tail.reads.load(Relaxed)));
+    families.extend(counter(
+        "syncgate_tail_read_changes_total",
+        "Changes the tail read from the log (other nodes' commits, or this node's after a lost commit).",
+        tail.read_changes.load(Relaxed),
+    ));
+    families.extend(gauge(
+        "syncgate_leases_held",
+        "Named leases (work that runs on one node) this node holds.",
+        state.node.leases.held().len() as f64,
+    ));
+    if let Ok(nodes) = state.node.view_nodes().await {
+        families.extend(gauge("syncgate_cluster_nodes_alive", "Nodes with a recent heartbeat, this one included.", nodes as f64));
+    }
+    label_all(&mut families, "node", &state.node.id);
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buf = Vec::new();
     TextEncoder::new().encode(&families, &mut buf).map_err(ApiError::internal)?;
     String::from_utf8(buf).map_err(ApiError::internal)
+}
+
+/// Put `name="value"` on every sample: with several nodes behind one
+/// scrape target, each series says which node it is.
+fn label_all(families: &mut [MetricFamily], name: &str, value: &str) {
+    for family in families {
+        for metric in family.mut_metric() {
+            let mut pair = prometheus::proto::LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            let mut labels = metric.take_label();
+            labels.push(pair);
+            metric.set_label(labels);
+        }
+    }
 }
 
 /// `GET /metrics`

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_calendly_rejections", include_str!("migrations/0008_calendly_rejections.sql")),
     ("0009_changes_by_user", include_str!("migrations/0009_changes_by_user.sql")),
     ("0010_seq_head", include_str!("migrations/0010_seq_head.sql")),
+    ("0011_cluster", include_str!("migrations/0011_cluster.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -12,6 +12,7 @@ pub mod bookings;
 pub mod calendly;
 pub mod change_log;
 pub mod changes;
+pub mod cluster;
 pub mod error;
 pub mod google;
 pub mod google_accounts;
@@ -78,6 +79,8 @@ enum Db {
         /// Snapshot reads, which hold a transaction while a client takes the
         /// rows: a pool of their own, so stalled clients never drain `pool`.
         snapshots: deadpool_postgres::Pool,
+        /// Where the node LISTENs for other nodes' commits (`database.listen_url`, else `url`).
+        listen: std::sync::Arc<pg::PgUrl>,
     },
 }
 
@@ -198,6 +201,10 @@ impl Store {
 
     fn open_postgres_blocking(cfg: &DatabaseConfig) -> Result<Opened, OpenError> {
         let url = pg::PgUrl::parse(cfg.url.expose_secret())?;
+        let listen = match cfg.listen_url.expose_secret().trim() {
+            "" => url.clone(),
+            other => pg::PgUrl::parse(other)?,
+        };
         // The data folder still holds what is per node: `server.json` (how
         // the CLI finds this server) and a generated secret on loopback.
         if let Some(dir) = Path::new(&cfg.path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -218,7 +225,11 @@ impl Store {
         let writer_pool = pg::conn::pool(&url, 1, timeout).map_err(failed)?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn_postgres(writer_pool, cfg.max_batch, feed_tx).map_err(failed)?;
-        Ok(Opened { store: Store { db: Db::Postgres { pool, snapshots }, writer }, feed, writer_thread })
+        Ok(Opened {
+            store: Store { db: Db::Postgres { pool, snapshots, listen: std::sync::Arc::new(listen) }, writer },
+            feed,
+            writer_thread,
+        })
     }
 
     /// The read connections now: how many are open, how many idle, the
@@ -238,6 +249,20 @@ impl Store {
                 let status = pool.status();
                 PoolStatus { open: status.size, idle: status.available, max: status.max_size, waiting: status.waiting }
             }
+        }
+    }
+
+    /// On PostgreSQL, the task that wakes `wake` whenever any node commits
+    /// changes (and after each reconnect), until `shutdown`; None on SQLite,
+    /// where this process is the only writer.
+    pub fn change_listener(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        match &self.db {
+            Db::Sqlite { .. } => None,
+            Db::Postgres { listen, .. } => Some(pg::listen::listen(listen.as_ref().clone(), writer::CHANGES_CHANNEL, wake, shutdown)),
         }
     }
 

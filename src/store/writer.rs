@@ -100,6 +100,11 @@ impl LogHead {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Acquire)
     }
+
+    /// Another node committed up to `seq` (the change-log tail saw it).
+    pub fn advance(&self, seq: i64) {
+        self.0.fetch_max(seq, Ordering::AcqRel);
+    }
 }
 
 impl super::Store {
@@ -324,7 +329,28 @@ fn insert_change_rows(conn: &Conn<'_>, chunk: &[Change]) -> StoreResult<()> {
 impl Writer {
     /// Run `f` in the writer's transaction; resolves after COMMIT. An `Err`
     /// from `f` rolls back everything `f` did and nothing else.
+    ///
+    /// Made under a lease (`cluster::fenced`), the request first checks, in
+    /// the same transaction, that the lease is still this holder's.
     pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_, '_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_under(super::cluster::current_fence(), f).await
+    }
+
+    /// [`Writer::write`] without the lease check: the lease and registry
+    /// writes themselves, which a lease holder makes too.
+    pub(super) async fn write_unfenced<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_, '_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_under(None, f).await
+    }
+
+    async fn write_under<T, F>(&self, fence: Option<super::cluster::Fence>, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_, '_>) -> StoreResult<T> + Send + 'static,
@@ -332,7 +358,10 @@ impl Writer {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
         let job: JobFn = Box::new(move |wtx| match wtx {
             Ok(wtx) => {
-                let result = f(wtx);
+                let result = match &fence {
+                    Some(fence) => super::cluster::check_fence(wtx.conn, fence, &wtx.now).and_then(|()| f(wtx)),
+                    None => f(wtx),
+                };
                 let ok = result.is_ok();
                 let deliver: Deliver = Box::new(move |commit| {
                     let _ = tx.send(match commit {
@@ -550,7 +579,7 @@ fn recover(pg: &mut PgTarget, feed: &mpsc::UnboundedSender<ChangeBatch>, head: &
             Ok(found) => {
                 let n = found.len();
                 if let Some(last) = found.last() {
-                    head.store(last.seq, Ordering::Release);
+                    head.fetch_max(last.seq, Ordering::AcqRel);
                 }
                 tracing::warn!(changes = n, "published changes of a commit whose caller heard 503: it did commit");
                 let _ = feed.send(Arc::new(found.into_iter().map(Arc::new).collect()));
@@ -603,6 +632,20 @@ fn step(conn: &Conn<'_>, statements: &[&str]) -> StoreResult<()> {
     match conn.engine() {
         Engine::Sqlite => statements.iter().try_for_each(|s| exec(conn, s)),
         Engine::Postgres => conn.batch(&statements.join("; ")),
+    }
+}
+
+/// The channel every node LISTENs on: a payload-free wake-up to read the
+/// change log (`cluster::tail`).
+pub const CHANGES_CHANNEL: &str = "syncgate_changes";
+
+/// COMMIT; on PostgreSQL a batch with changes also wakes every node's tail,
+/// in the same message (a NOTIFY is delivered only if the transaction
+/// commits, and after it has).
+fn commit(conn: &Conn<'_>, changed: bool) -> StoreResult<()> {
+    match conn.engine() {
+        Engine::Postgres if changed => conn.batch(&format!("NOTIFY {CHANGES_CHANNEL}; COMMIT")),
+        _ => exec(conn, "COMMIT"),
     }
 }
 
@@ -681,12 +724,14 @@ fn commit_batch(
     // connection leaves unknown; any earlier failure surely rolled back.
     let commit = match broken {
         Some(e) => Err((e, false)),
-        None => log_changes(conn, &mut committed).map_err(|e| (e, false)).and_then(|()| exec(conn, "COMMIT").map_err(|e| (e, true))),
+        None => log_changes(conn, &mut committed)
+            .map_err(|e| (e, false))
+            .and_then(|()| commit(conn, !committed.is_empty()).map_err(|e| (e, true))),
     };
     match commit {
         Ok(()) => {
             if let Some(last) = committed.last() {
-                head.store(last.seq, Ordering::Release);
+                head.fetch_max(last.seq, Ordering::AcqRel);
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n, Ordering::Relaxed);

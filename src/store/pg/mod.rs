@@ -4,6 +4,7 @@
 //! version check.
 
 pub(crate) mod conn;
+pub mod listen;
 pub mod migrations;
 pub mod tls;
 pub mod url;

@@ -1,0 +1,290 @@
+//! What several nodes on one database share: the node registry
+//! (`cluster_nodes`), the leases for work that must run on one node at a
+//! time (`cluster_leases`), and the fence that makes a lease holder's writes
+//! check, in their own transaction, that the lease is still theirs.
+//!
+//! A lease's `token` rises by one on every acquisition. A task running under
+//! a lease wraps its work in [`fenced`]; every write it makes through the
+//! writer then first reads the lease row (locked `FOR SHARE` on PostgreSQL,
+//! so a takeover waits for the write's COMMIT) and refuses to write when the
+//! holder, the token or the expiry no longer match. A session advisory lock
+//! would not do: it vanishes with its connection while the node's task keeps
+//! running, so two nodes could act at once.
+//!
+//! Times are the nodes' clocks (the same ones that check token expiry), so
+//! the nodes' clocks must agree to well within `cluster.lease_ttl`.
+
+use super::error::{StoreError, StoreResult};
+use super::sql::{args, Conn, Engine, Row};
+use super::{changes, timefmt, Store};
+
+/// A lease as held: the fencing token of this holder's acquisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+tokio::task_local! {
+    /// The lease the current task's writes are made under (see [`fenced`]).
+    static FENCE: Fence;
+}
+
+/// Run `work` with every write it makes through the store checked against
+/// `fence` in the write's own transaction.
+pub async fn fenced<F: std::future::Future>(fence: Fence, work: F) -> F::Output {
+    FENCE.scope(fence, work).await
+}
+
+/// The fence of the task that is submitting a write, if it runs under one.
+pub(super) fn current_fence() -> Option<Fence> {
+    FENCE.try_with(Fence::clone).ok()
+}
+
+/// Refuse the write unless `fence` still holds at `now` (called first in the
+/// write's transaction).
+pub(super) fn check_fence(conn: &Conn<'_>, fence: &Fence, now: &str) -> StoreResult<()> {
+    let lock = match conn.engine() {
+        Engine::Sqlite => "",
+        // A takeover's UPDATE waits until this write has committed.
+        Engine::Postgres => " FOR SHARE",
+    };
+    let held = conn
+        .value_opt::<i64>(
+            &format!("SELECT token FROM cluster_leases WHERE name = ?1 AND holder = ?2 AND token = ?3 AND expires_at > ?4{lock}"),
+            args![fence.lease.as_str(), fence.holder.as_str(), fence.token, now],
+        )?
+        .is_some();
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!("this node no longer holds the lease {}; another node does this work now", fence.lease)))
+    }
+}
+
+/// A lease row, as `/api/admin/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseRow {
+    pub name: String,
+    pub holder: Option<String>,
+    pub token: i64,
+    pub acquired_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// A node as it registered itself, with its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRow {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// The newest seq the node's hub had published at its last heartbeat.
+    pub published_seq: i64,
+    pub settings_fingerprint: String,
+}
+
+fn node_from_row(r: &Row) -> StoreResult<NodeRow> {
+    Ok(NodeRow {
+        id: r.get(0)?,
+        address: r.get(1)?,
+        version: r.get(2)?,
+        started_at: r.get(3)?,
+        heartbeat_at: r.get(4)?,
+        published_seq: r.get(5)?,
+        settings_fingerprint: r.get(6)?,
+    })
+}
+
+fn later(now: &str, ttl: std::time::Duration) -> String {
+    let at = timefmt::parse(now).unwrap_or_else(timefmt::now);
+    timefmt::format(at + time::Duration::try_from(ttl).unwrap_or(time::Duration::SECOND))
+}
+
+impl Store {
+    /// Take `name` for `holder` until `ttl` from now, if nobody holds it or
+    /// its holder let it expire; returns the new fencing token, or None
+    /// when another holder's lease is live.
+    pub async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<Option<i64>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.writer
+            .write_unfenced(move |tx| {
+                let now = tx.now().to_string();
+                tx.conn().value_opt::<i64>(
+                    "INSERT INTO cluster_leases (name, holder, token, acquired_at, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_leases.token + 1,
+                         acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                     WHERE cluster_leases.holder IS NULL OR cluster_leases.expires_at IS NULL OR cluster_leases.expires_at <= excluded.acquired_at
+                     RETURNING token",
+                    args![name, holder, now.as_str(), later(&now, ttl)],
+                )
+            })
+            .await
+    }
+
+    /// Extend a lease this holder still has (same token) to `ttl` from now;
+    /// false when it was taken over meanwhile.
+    pub async fn renew_lease(&self, fence: &Fence, ttl: std::time::Duration) -> StoreResult<bool> {
+        let fence = fence.clone();
+        self.writer
+            .write_unfenced(move |tx| {
+                let until = later(tx.now(), ttl);
+                let n = tx.conn().execute(
+                    "UPDATE cluster_leases SET expires_at = ?4 WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                    args![fence.lease.as_str(), fence.holder.as_str(), fence.token, until],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// Give a lease up (a clean stop, or the work is done), so another node
+    /// can take it at once instead of after its expiry.
+    pub async fn release_lease(&self, fence: &Fence) -> StoreResult<()> {
+        let fence = fence.clone();
+        self.writer
+            .write_unfenced(move |tx| {
+                tx.conn().execute(
+                    "UPDATE cluster_leases SET holder = NULL, expires_at = NULL WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                    args![fence.lease.as_str(), fence.holder.as_str(), fence.token],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The leases whose name does not start with `skip_prefix` (per-user
+    /// leases are many and short), by name.
+    pub async fn leases(&self, skip_prefix: &str) -> StoreResult<Vec<LeaseRow>> {
+        let pattern = format!("{skip_prefix}%");
+        self.read(move |c| {
+            c.query_map(
+                "SELECT name, holder, token, acquired_at, expires_at FROM cluster_leases WHERE name NOT LIKE ?1 ORDER BY name",
+                args![pattern],
+                |r| Ok(LeaseRow { name: r.get(0)?, holder: r.get(1)?, token: r.get(2)?, acquired_at: r.get(3)?, expires_at: r.get(4)? }),
+            )
+        })
+        .await
+    }
+
+    /// Register this node, or refresh its row (same id started again).
+    pub async fn register_node(&self, node: NodeRow) -> StoreResult<()> {
+        self.writer
+            .write_unfenced(move |tx| {
+                tx.conn().execute(
+                    "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, published_seq, settings_fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version,
+                         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                         published_seq = excluded.published_seq, settings_fingerprint = excluded.settings_fingerprint",
+                    args![
+                        node.id,
+                        node.address,
+                        node.version,
+                        node.started_at,
+                        node.heartbeat_at,
+                        node.published_seq,
+                        node.settings_fingerprint
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// This node is alive and has published up to `published`; nodes silent
+    /// for longer than `forget_after` are dropped from the registry.
+    pub async fn heartbeat(&self, id: &str, published: i64, forget_after: std::time::Duration) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer
+            .write_unfenced(move |tx| {
+                let now = tx.now().to_string();
+                let forget_before = timefmt::format(
+                    timefmt::parse(&now).unwrap_or_else(timefmt::now)
+                        - time::Duration::try_from(forget_after).unwrap_or(time::Duration::DAY),
+                );
+                tx.conn().execute(
+                    "UPDATE cluster_nodes SET heartbeat_at = ?2, published_seq = ?3 WHERE id = ?1",
+                    args![id.as_str(), now.as_str(), published],
+                )?;
+                tx.conn().execute("DELETE FROM cluster_nodes WHERE heartbeat_at < ?1", args![forget_before])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// This node stopped cleanly: its row goes.
+    pub async fn deregister_node(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.writer
+            .write_unfenced(move |tx| {
+                tx.conn().execute("DELETE FROM cluster_nodes WHERE id = ?1", args![id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every registered node, by id.
+    pub async fn nodes(&self) -> StoreResult<Vec<NodeRow>> {
+        self.read(|c| {
+            c.query_map(
+                "SELECT id, address, version, started_at, heartbeat_at, published_seq, settings_fingerprint FROM cluster_nodes ORDER BY id",
+                args![],
+                node_from_row,
+            )
+        })
+        .await
+    }
+
+    /// The head of the change log as the database has it now (every node's
+    /// commits, not only this node's).
+    pub async fn read_log_head(&self) -> StoreResult<i64> {
+        self.read(changes::head).await
+    }
+}
+
+/// Google syncs asked for and finished, per user (`google_sync_status`):
+/// how a request made on a node that could not take the user's sync lease
+/// reaches the node that holds it.
+impl Store {
+    /// Count one more sync asked for this user.
+    pub async fn want_google_pass(&self, user_id: i64) -> StoreResult<()> {
+        self.writer
+            .write_unfenced(move |tx| {
+                tx.conn().execute(
+                    "INSERT INTO google_sync_status (user_id, passes_wanted) VALUES (?1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET passes_wanted = google_sync_status.passes_wanted + 1",
+                    args![user_id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Syncs asked for so far, and finished, for this user.
+    pub async fn google_passes(&self, user_id: i64) -> StoreResult<(i64, i64)> {
+        self.read(move |c| {
+            Ok(c.query_opt("SELECT passes_wanted, passes_done FROM google_sync_status WHERE user_id = ?1", args![user_id])?
+                .map(|r| Ok::<_, StoreError>((r.get::<i64>(0)?, r.get::<i64>(1)?)))
+                .transpose()?
+                .unwrap_or((0, 0)))
+        })
+        .await
+    }
+
+    /// A pass that started when `wanted` syncs had been asked for has
+    /// finished: every one of them is served.
+    pub async fn google_passes_done(&self, user_id: i64, wanted: i64) -> StoreResult<()> {
+        self.writer
+            .write_unfenced(move |tx| {
+                tx.conn().execute(
+                    "UPDATE google_sync_status SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2",
+                    args![user_id, wanted],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}
