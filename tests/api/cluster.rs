@@ -530,7 +530,10 @@ async fn a_paused_node_catches_up_in_order() {
             }
         }
         if Instant::now() > deadline {
-            break Err(format!("node1 never showed {paused_id} behind and not alive: {health}"));
+            let sessions = cluster.stalled_sessions().join("\n  ");
+            break Err(format!(
+                "node1 never showed {paused_id} behind and not alive: {health}\nPostgreSQL sessions waiting or idle in a transaction meanwhile:\n  {sessions}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -298,6 +298,24 @@ impl Cluster {
         self.leases().ok()?.into_iter().find(|l| l.0 == name).and_then(|l| l.1)
     }
 
+    /// PostgreSQL sessions (of the whole server) waiting for a lock or idle
+    /// inside a transaction for more than a second, with their last
+    /// statement: why writes stall while a node is paused.
+    pub fn stalled_sessions(&self) -> Vec<String> {
+        let rows = self.db().try_rows(
+            "SELECT pid, state, COALESCE(wait_event_type, ''), left(query, 100), CAST(EXTRACT(EPOCH FROM now() - xact_start) AS DOUBLE PRECISION) \
+             FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND xact_start < now() - interval '1 second' \
+             AND (wait_event_type = 'Lock' OR state LIKE 'idle in transaction%')",
+            &[],
+        );
+        match rows {
+            Ok(rows) => {
+                rows.iter().map(|r| format!("pid {} {} {} for {:.1} s: {}", r[0], r[1], r[2], r[4].as_f64().unwrap_or(0.0), r[3])).collect()
+            }
+            Err(e) => vec![format!("(cannot read pg_stat_activity: {e})")],
+        }
+    }
+
     /// The index of the node with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
