@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use syncgate::calendly::signature;
 
-use crate::cluster_nodes::{load_secs, settle, within, Cluster, Delivered, Subscriber};
+use crate::cluster_nodes::{load_secs, settle, sqlite_pass, within, Cluster, Delivered, Subscriber};
 use crate::fake_google::{self, FakeGoogle};
 use crate::helpers;
 
@@ -352,7 +352,7 @@ fn calendly_meetings(cluster: &Cluster, user: i64) -> HashMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_every_change_once_in_order() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("three_nodes_deliver_every_change_once_in_order") {
         return;
     }
     let began = Instant::now();
@@ -407,7 +407,7 @@ async fn three_nodes_deliver_every_change_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_its_leases_move() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("a_killed_node_loses_nothing_and_its_leases_move") {
         return;
     }
     let began = Instant::now();
@@ -501,7 +501,7 @@ async fn a_killed_node_loses_nothing_and_its_leases_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_catches_up_in_order() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("a_paused_node_catches_up_in_order") {
         return;
     }
     let began = Instant::now();
@@ -584,7 +584,7 @@ async fn a_paused_node_catches_up_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_google_burst_over_two_nodes_coalesces() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("a_google_burst_over_two_nodes_coalesces") {
         return;
     }
     let fake = FakeGoogle::start().await;
@@ -638,7 +638,7 @@ async fn a_google_burst_over_two_nodes_coalesces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_calendly_delivery_posted_to_two_nodes_makes_one_meeting() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("one_calendly_delivery_posted_to_two_nodes_makes_one_meeting") {
         return;
     }
     let cluster = Cluster::start(2, &calendly_env()).await;
@@ -681,7 +681,7 @@ async fn one_calendly_delivery_posted_to_two_nodes_makes_one_meeting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_no_webhook_and_leaves_no_gap() {
-    if !helpers::on_postgres() {
+    if sqlite_pass("a_rolling_restart_loses_no_webhook_and_leaves_no_gap") {
         return;
     }
     let began = Instant::now();

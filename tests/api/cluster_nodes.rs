@@ -31,6 +31,17 @@ use crate::helpers::{self, TestDb, Ws};
 /// each hold a pool of PostgreSQL connections and two cores of CPU.
 static ONE_CLUSTER_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
+/// Cluster tests run on the PostgreSQL pass only: on SQLite, say so (past
+/// the test harness's capture, as `helpers::sqlite_only` does) and return true.
+pub fn sqlite_pass(test: &str) -> bool {
+    if helpers::on_postgres() {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {test} on SQLite: several nodes share one PostgreSQL");
+    true
+}
+
 /// The seconds a load phase runs: `SYNCGATE_TEST_CLUSTER_SECS` (CI: unset, 10).
 pub fn load_secs() -> u64 {
     std::env::var("SYNCGATE_TEST_CLUSTER_SECS").ok().and_then(|s| s.trim().parse().ok()).filter(|s| *s > 0).unwrap_or(10)
