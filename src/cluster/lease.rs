@@ -30,6 +30,8 @@ pub struct Lease {
     /// Work runs under it ([`Lease::run_while_held`]) and hands it back at
     /// shutdown; a lease without (one only consulted) the keeper releases.
     guards_work: std::sync::atomic::AtomicBool,
+    /// The keeper has tried to take it at least once.
+    tried: watch::Sender<bool>,
 }
 
 impl Lease {
@@ -78,6 +80,16 @@ impl Lease {
         }
     }
 
+    /// Wait until this node knows whether it holds the lease (the keeper's
+    /// first try), or `shutdown`.
+    pub async fn settled(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut tried = self.tried.subscribe();
+        tokio::select! {
+            _ = tried.wait_for(|t| *t) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+
     async fn hand_back(&self, fence: &Fence) {
         self.held.send_if_modified(|held| {
             let ours = held.as_ref().is_some_and(|f| f.token == fence.token);
@@ -115,6 +127,7 @@ impl Leases {
                     renewed: Mutex::new(None),
                     store: store.clone(),
                     guards_work: Default::default(),
+                    tried: watch::channel(false).0,
                 })
             })
             .collect();
@@ -133,6 +146,11 @@ impl Leases {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// `cluster.lease_ttl`.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Take the short lease `name` if nobody holds it; the keeper renews it
@@ -239,6 +257,7 @@ impl Leases {
                     Err(e) => tracing::debug!(name = lease.name, error = %e, "cannot take a lease now"),
                 },
             }
+            lease.tried.send_replace(true);
         }
         let short: Vec<Fence> = self.short.lock().map(|s| s.values().map(|(f, _)| f.clone()).collect()).unwrap_or_default();
         for fence in short {

@@ -63,15 +63,21 @@ pub struct Retry {
     pub at: OffsetDateTime,
 }
 
-/// Run the upkeep until shutdown (spawned by `Server::build`).
+/// Run the upkeep until shutdown, on the node that holds the upkeep lease
+/// (`Server::build`); the node that takes the lease over catches up first,
+/// as after a start (the one before may have died mid-renewal).
 pub async fn run(google: Arc<GoogleSync>) {
     if !google.enabled() {
         return;
     }
-    google.tasks.spawn(prune_states(google.clone()));
-    google.catch_up().await;
-    google.tasks.spawn(safety_net(google.clone()));
-    renewals(google).await;
+    // One future, not spawned tasks: with several nodes this runs only
+    // while the node holds the upkeep lease, and all of it stops when the
+    // lease is lost (and runs under its fence).
+    let upkeep = async {
+        google.catch_up().await;
+        tokio::join!(safety_net(google.clone()), renewals(google.clone()), orphaned_syncs(google.clone()));
+    };
+    tokio::join!(prune_states(google.clone()), upkeep);
 }
 
 /// A ticked calendar's active channel, as the renewal plan needs it.
@@ -216,7 +222,11 @@ impl GoogleSync {
         for &user_id in &fine {
             self.enqueue_for(user_id, SyncTrigger::CatchUp);
         }
-        tracing::info!(users = users.len(), new_channels = replace.len(), "google catch-up after start: syncing every connected user");
+        tracing::info!(
+            users = users.len(),
+            new_channels = replace.len(),
+            "google catch-up (start, or this node took the upkeep lease over): syncing every connected user"
+        );
         let mut renewed: HashSet<i64> = HashSet::new();
         for (user_id, calendar_id, why) in replace {
             if self.shutting_down() {
@@ -403,6 +413,30 @@ async fn safety_net(google: Arc<GoogleSync>) {
 }
 
 /// Drop used sign-in states once they have expired.
+/// Syncs asked for on a node that died before serving them (it counted the
+/// request, or held the user's sync lease): after a lease time nobody holds
+/// that lease, and the upkeep node runs them.
+async fn orphaned_syncs(google: Arc<GoogleSync>) {
+    let mut tick = tokio::time::interval(google.leases.ttl());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = google.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match google.store.unserved_google_passes(crate::cluster::GOOGLE_SYNC_PREFIX).await {
+            Ok(users) => {
+                for user_id in users.into_iter().filter(|u| !google.sync_pending(*u)) {
+                    tracing::info!(user = user_id, "google sync asked for on a node that stopped before serving it; running it here");
+                    google.enqueue_for(user_id, SyncTrigger::Push);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot look for orphaned Google syncs"),
+        }
+    }
+}
+
 async fn prune_states(google: Arc<GoogleSync>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     let mut shutdown = google.shutdown.clone();

@@ -307,6 +307,11 @@ pub async fn run(state: AlertState) {
     let mut tick = tokio::time::interval(state.config.alerts.check_interval.0.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = state.shutdown.clone();
+    // An alert raised before this node knows whether it announces would
+    // never be announced by it.
+    if let Some(lease) = &state.notifier {
+        lease.settled(shutdown.clone()).await;
+    }
     loop {
         tokio::select! {
             _ = tick.tick() => {}

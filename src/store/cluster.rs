@@ -274,6 +274,24 @@ impl Store {
         .await
     }
 
+    /// Users with a sync asked for and not served, whose sync lease nobody
+    /// holds: the node that counted the request or held the lease died.
+    pub async fn unserved_google_passes(&self, lease_prefix: &str) -> StoreResult<Vec<i64>> {
+        let prefix = lease_prefix.to_string();
+        let now = timefmt::format(timefmt::now());
+        self.read(move |c| {
+            c.query_map(
+                "SELECT s.user_id FROM google_sync_status s WHERE s.passes_wanted > s.passes_done
+                 AND NOT EXISTS (SELECT 1 FROM cluster_leases l WHERE l.name = ?1 || CAST(s.user_id AS TEXT)
+                                 AND l.holder IS NOT NULL AND l.expires_at > ?2)
+                 ORDER BY s.user_id",
+                args![prefix, now],
+                |r| r.get::<i64>(0),
+            )
+        })
+        .await
+    }
+
     /// A pass that started when `wanted` syncs had been asked for has
     /// finished: every one of them is served.
     pub async fn google_passes_done(&self, user_id: i64, wanted: i64) -> StoreResult<()> {
@@ -286,5 +304,50 @@ impl Store {
                 Ok(())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::DatabaseConfig;
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        let db = DatabaseConfig { path: dir.path().join("t.db").to_string_lossy().into_owned(), ..Default::default() };
+        Store::open(&db).unwrap().store
+    }
+
+    async fn rejections(store: &Store) -> i64 {
+        store.read(|c| c.value("SELECT COALESCE(CAST(SUM(count) AS BIGINT), 0) FROM calendly_rejections", args![])).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_under_a_lease_another_node_took_over_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let ttl = Duration::from_millis(300);
+        let a = store.acquire_lease("retention", "node-a", ttl).await.unwrap().expect("a free lease is taken");
+        assert_eq!(store.acquire_lease("retention", "node-b", ttl).await.unwrap(), None, "a live lease is not taken");
+        let held_by_a = Fence { lease: "retention".into(), holder: "node-a".into(), token: a };
+        fenced(held_by_a.clone(), store.count_calendly_rejections(vec![("bad_signature", 1)])).await.expect("the holder writes");
+        assert!(store.renew_lease(&held_by_a, ttl).await.unwrap(), "the holder renews");
+
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let b = store.acquire_lease("retention", "node-b", ttl).await.unwrap().expect("an expired lease is taken over");
+        assert_eq!(b, a + 1, "every acquisition gets the next fencing token");
+        let refused = fenced(held_by_a.clone(), store.count_calendly_rejections(vec![("bad_signature", 1)])).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert_eq!(rejections(&store).await, 1, "the refused write left nothing behind");
+        assert!(!store.renew_lease(&held_by_a, ttl).await.unwrap(), "the old holder cannot renew what it lost");
+
+        // Handed back, it is free at once, with the next token.
+        let held_by_b = Fence { lease: "retention".into(), holder: "node-b".into(), token: b };
+        store.release_lease(&held_by_b).await.unwrap();
+        assert_eq!(store.acquire_lease("retention", "node-a", ttl).await.unwrap(), Some(b + 1));
+        // Writes outside any lease are never checked.
+        store.count_calendly_rejections(vec![("bad_signature", 1)]).await.unwrap();
+        assert_eq!(rejections(&store).await, 2);
     }
 }

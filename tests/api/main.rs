@@ -53,4 +53,5 @@ mod restart;
 mod resume;
 mod schema_shape;
 mod shutdown_tasks;
+mod tail;
 mod test_db;

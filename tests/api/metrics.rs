@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 /// Scrape and parse; returns sample name (with sorted labels) → value.
+/// Every sample must carry the server's `node` label, which the keys leave out.
 pub async fn scrape(app: &TestApp, token: Option<&str>) -> HashMap<String, f64> {
     let mut req = app.http.get(app.url("/metrics"));
     if let Some(t) = token {
@@ -20,8 +21,10 @@ pub async fn scrape(app: &TestApp, token: Option<&str>) -> HashMap<String, f64> 
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
     let mut out = HashMap::new();
+    let node = app.app.node.id.as_str();
     for s in parsed.samples {
-        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(s.labels.get("node"), Some(node), "{} carries the node label", s.metric);
+        let mut labels: Vec<String> = s.labels.iter().filter(|(k, _)| k.as_str() != "node").map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         let key = if labels.is_empty() { s.metric.clone() } else { format!("{}{{{}}}", s.metric, labels.join(",")) };
         let v = match s.value {
@@ -41,7 +44,13 @@ async fn liveness_and_readiness() {
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = app.get("/health/ready", "").await;
     assert_eq!(status, 200);
-    assert_eq!(body["checks"], json!({"database": "ok", "writer": "ok", "hub": "ok"}));
+    assert_eq!(body["checks"], json!({"database": "ok", "writer": "ok", "hub": "ok", "tail": "ok"}));
+    assert_eq!(body["node"], app.app.node.id.as_str());
+    assert_eq!(body["tail"], json!({"published": 0, "head": 0, "lag": 0}), "{body}");
+    let (_, token) = app.add_user("ann@example.com", "user");
+    app.post("/api/clients", &token, &json!({"name": "Grace"})).await;
+    let (_, body) = app.get("/health/ready", "").await;
+    assert_eq!(body["tail"], json!({"published": 1, "head": 1, "lag": 0}), "{body}");
 }
 
 #[tokio::test]

@@ -50,12 +50,23 @@ pub async fn listen(url: PgUrl, channel: &'static str, wake: Arc<Notify>, mut sh
     }
 }
 
+/// Why a listening connection ended. Neither kind quotes the password.
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    #[error("{0}")]
+    Tls(crate::store::StoreError),
+    #[error("{}", why(.0))]
+    Database(tokio_postgres::Error),
+    #[error("the connection closed")]
+    Closed,
+}
+
 /// One connection's life: connect, LISTEN, forward notifications until it ends.
-async fn session(url: &PgUrl, channel: &str, wake: &Notify) -> Result<(), String> {
-    let tls = connector(url).map_err(|e| e.to_string())?;
+async fn session(url: &PgUrl, channel: &str, wake: &Notify) -> Result<(), ListenError> {
+    let tls = connector(url).map_err(ListenError::Tls)?;
     let mut config = url.config().clone();
     config.keepalives(true).keepalives_idle(KEEPALIVE);
-    let (client, mut connection) = config.connect(tls).await.map_err(|e| why(&e))?;
+    let (client, mut connection) = config.connect(tls).await.map_err(ListenError::Database)?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let statement = format!("LISTEN {channel}");
     let listen = client.batch_execute(&statement);
@@ -64,13 +75,13 @@ async fn session(url: &PgUrl, channel: &str, wake: &Notify) -> Result<(), String
     loop {
         tokio::select! {
             done = &mut listen => {
-                done.map_err(|e| why(&e))?;
+                done.map_err(ListenError::Database)?;
                 break;
             }
             message = messages.next() => match message {
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(why(&e)),
-                None => return Err("the connection closed".into()),
+                Some(Err(e)) => return Err(ListenError::Database(e)),
+                None => return Err(ListenError::Closed),
             },
         }
     }
@@ -83,7 +94,7 @@ async fn session(url: &PgUrl, channel: &str, wake: &Notify) -> Result<(), String
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(why(&e)),
+                Some(Err(e)) => return Err(ListenError::Database(e)),
                 None => return Ok(()),
             },
             _ = ping.tick() => {
@@ -93,14 +104,14 @@ async fn session(url: &PgUrl, channel: &str, wake: &Notify) -> Result<(), String
                 loop {
                     tokio::select! {
                         done = &mut check => {
-                            done.map_err(|e| why(&e))?;
+                            done.map_err(ListenError::Database)?;
                             break;
                         }
                         message = messages.next() => match message {
                             Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                             Some(Ok(_)) => {}
-                            Some(Err(e)) => return Err(why(&e)),
-                            None => return Err("the connection closed".into()),
+                            Some(Err(e)) => return Err(ListenError::Database(e)),
+                            None => return Err(ListenError::Closed),
                         },
                     }
                 }
