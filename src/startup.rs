@@ -150,8 +150,7 @@ impl Server {
         let addr = listener.local_addr().map_err(StartupError::LocalAddr)?;
         let public_url = config.public_url(addr);
         let metrics = Arc::new(crate::counters::Metrics::new(store.writer_stats()));
-        let node =
-            Arc::new(crate::cluster::Node::new(&config, secret.expose_secret(), &public_url, store.clone(), leases.clone(), tail_stats));
+        let node = Arc::new(crate::cluster::Node::new(&config, secret.expose_secret(), addr, store.clone(), leases.clone(), tail_stats));
         tasks.spawn(node.clone().keep_registered(shutdown_rx.clone()));
         let google = crate::google::GoogleSync::new(
             &config,

@@ -42,7 +42,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// This node: who it is and what it shares with the others.
 pub struct Node {
     pub id: String,
-    /// `server.public_url` or the bound address, as other nodes see it in the registry.
+    /// Where this node listens (its own address, not the load balancer's
+    /// `server.public_url`), as the registry shows it.
     pub address: String,
     pub started_at: String,
     /// A digest of the settings every node must share (never the settings themselves).
@@ -59,13 +60,17 @@ pub fn node_id(config: &Config) -> String {
     if !configured.is_empty() {
         return configured.to_string();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}-{:06x}", host_name(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// This machine's name, as far as it can be read (letters, digits, `.-_`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).take(40).collect::<String>())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
-    format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        .unwrap_or_else(|| "node".into())
 }
 
 /// A digest of the settings that must agree across nodes: the JWT secret,
@@ -128,10 +133,20 @@ pub struct ClusterView {
 }
 
 impl Node {
-    pub fn new(config: &Config, secret: &str, address: &str, store: Store, leases: Arc<Leases>, tail: Arc<TailStats>) -> Node {
+    /// `bound`: where this node listens; the registry shows it with the
+    /// host name when it listens on every interface.
+    pub fn new(
+        config: &Config,
+        secret: &str,
+        bound: std::net::SocketAddr,
+        store: Store,
+        leases: Arc<Leases>,
+        tail: Arc<TailStats>,
+    ) -> Node {
+        let address = if bound.ip().is_unspecified() { format!("{}:{}", host_name(), bound.port()) } else { bound.to_string() };
         Node {
             id: leases.node().to_string(),
-            address: address.to_string(),
+            address,
             started_at: timefmt::format(timefmt::now()),
             fingerprint: settings_fingerprint(config, secret),
             lease_ttl: config.cluster.lease_ttl.0,

@@ -97,6 +97,10 @@ pub struct DatabaseConfig {
     /// goes through a transaction-mode pooler that cannot hold one. Empty: `url`.
     #[serde(serialize_with = "expose")]
     pub listen_url: SecretString,
+    /// PostgreSQL ends a writer session that sits this long inside a
+    /// transaction (its node paused or cut off mid-batch), releasing the row
+    /// locks the other nodes' writers wait on.
+    pub stalled_writer_timeout: Dur,
     pub path: String,
     /// SQLite `synchronous`: off | normal | full | extra.
     pub synchronous: String,
@@ -111,6 +115,7 @@ impl Default for DatabaseConfig {
             url: SecretString::default(),
             connect_timeout: Dur::secs(5),
             listen_url: SecretString::default(),
+            stalled_writer_timeout: Dur::secs(5),
             path: "data/syncgate.db".into(),
             synchronous: "full".into(),
             read_pool_size: 8,

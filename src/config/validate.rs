@@ -59,6 +59,7 @@ impl Config {
             ("changes.retention_age", self.changes.retention_age),
             ("changes.prune_interval", self.changes.prune_interval),
             ("cluster.poll_interval", self.cluster.poll_interval),
+            ("database.stalled_writer_timeout", self.database.stalled_writer_timeout),
             ("cluster.lease_ttl", self.cluster.lease_ttl),
             ("google.channel_ttl", self.google.channel_ttl),
             ("calendly.tolerance", self.calendly.tolerance),

@@ -109,16 +109,14 @@ impl Store {
     /// when another holder's lease is live.
     pub async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<Option<i64>> {
         let (name, holder) = (name.to_string(), holder.to_string());
-        self.writer
-            .write_unfenced(move |tx| {
-                let now = tx.now().to_string();
-                tx.conn().value_opt::<i64>(
+        self.bookkeeping(move |conn, now| {
+                conn.value_opt::<i64>(
                     "INSERT INTO cluster_leases (name, holder, token, acquired_at, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
                      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_leases.token + 1,
                          acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
                      WHERE cluster_leases.holder IS NULL OR cluster_leases.expires_at IS NULL OR cluster_leases.expires_at <= excluded.acquired_at
                      RETURNING token",
-                    args![name, holder, now.as_str(), later(&now, ttl)],
+                    args![name, holder, now, later(now, ttl)],
                 )
             })
             .await
@@ -128,31 +126,29 @@ impl Store {
     /// false when it was taken over meanwhile.
     pub async fn renew_lease(&self, fence: &Fence, ttl: std::time::Duration) -> StoreResult<bool> {
         let fence = fence.clone();
-        self.writer
-            .write_unfenced(move |tx| {
-                let until = later(tx.now(), ttl);
-                let n = tx.conn().execute(
-                    "UPDATE cluster_leases SET expires_at = ?4 WHERE name = ?1 AND holder = ?2 AND token = ?3",
-                    args![fence.lease.as_str(), fence.holder.as_str(), fence.token, until],
-                )?;
-                Ok(n == 1)
-            })
-            .await
+        self.bookkeeping(move |conn, now| {
+            let until = later(now, ttl);
+            let n = conn.execute(
+                "UPDATE cluster_leases SET expires_at = ?4 WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                args![fence.lease.as_str(), fence.holder.as_str(), fence.token, until],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Give a lease up (a clean stop, or the work is done), so another node
     /// can take it at once instead of after its expiry.
     pub async fn release_lease(&self, fence: &Fence) -> StoreResult<()> {
         let fence = fence.clone();
-        self.writer
-            .write_unfenced(move |tx| {
-                tx.conn().execute(
-                    "UPDATE cluster_leases SET holder = NULL, expires_at = NULL WHERE name = ?1 AND holder = ?2 AND token = ?3",
-                    args![fence.lease.as_str(), fence.holder.as_str(), fence.token],
-                )?;
-                Ok(())
-            })
-            .await
+        self.bookkeeping(move |conn, _| {
+            conn.execute(
+                "UPDATE cluster_leases SET holder = NULL, expires_at = NULL WHERE name = ?1 AND holder = ?2 AND token = ?3",
+                args![fence.lease.as_str(), fence.holder.as_str(), fence.token],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// The leases whose name does not start with `skip_prefix` (per-user
@@ -171,59 +167,54 @@ impl Store {
 
     /// Register this node, or refresh its row (same id started again).
     pub async fn register_node(&self, node: NodeRow) -> StoreResult<()> {
-        self.writer
-            .write_unfenced(move |tx| {
-                tx.conn().execute(
-                    "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, published_seq, settings_fingerprint)
+        self.bookkeeping(move |conn, _| {
+            conn.execute(
+                "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, published_seq, settings_fingerprint)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version,
                          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
                          published_seq = excluded.published_seq, settings_fingerprint = excluded.settings_fingerprint",
-                    args![
-                        node.id,
-                        node.address,
-                        node.version,
-                        node.started_at,
-                        node.heartbeat_at,
-                        node.published_seq,
-                        node.settings_fingerprint
-                    ],
-                )?;
-                Ok(())
-            })
-            .await
+                args![
+                    node.id,
+                    node.address,
+                    node.version,
+                    node.started_at,
+                    node.heartbeat_at,
+                    node.published_seq,
+                    node.settings_fingerprint
+                ],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// This node is alive and has published up to `published`; nodes silent
     /// for longer than `forget_after` are dropped from the registry.
     pub async fn heartbeat(&self, id: &str, published: i64, forget_after: std::time::Duration) -> StoreResult<()> {
         let id = id.to_string();
-        self.writer
-            .write_unfenced(move |tx| {
-                let now = tx.now().to_string();
-                let forget_before = timefmt::format(
-                    timefmt::parse(&now).unwrap_or_else(timefmt::now)
-                        - time::Duration::try_from(forget_after).unwrap_or(time::Duration::DAY),
-                );
-                tx.conn().execute(
-                    "UPDATE cluster_nodes SET heartbeat_at = ?2, published_seq = ?3 WHERE id = ?1",
-                    args![id.as_str(), now.as_str(), published],
-                )?;
-                tx.conn().execute("DELETE FROM cluster_nodes WHERE heartbeat_at < ?1", args![forget_before])?;
-                Ok(())
-            })
-            .await
+        self.bookkeeping(move |conn, now| {
+            let forget_before = timefmt::format(
+                timefmt::parse(now).unwrap_or_else(timefmt::now) - time::Duration::try_from(forget_after).unwrap_or(time::Duration::DAY),
+            );
+            conn.execute(
+                "UPDATE cluster_nodes SET heartbeat_at = ?2, published_seq = ?3 WHERE id = ?1",
+                args![id.as_str(), now, published],
+            )?;
+            conn.execute("DELETE FROM cluster_nodes WHERE heartbeat_at < ?1", args![forget_before])?;
+            Ok(())
+        })
+        .await
     }
 
     /// This node stopped cleanly: its row goes.
     pub async fn deregister_node(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
-        self.writer
-            .write_unfenced(move |tx| {
-                tx.conn().execute("DELETE FROM cluster_nodes WHERE id = ?1", args![id])?;
-                Ok(())
-            })
-            .await
+        self.bookkeeping(move |conn, _| {
+            conn.execute("DELETE FROM cluster_nodes WHERE id = ?1", args![id])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Every registered node, by id.
@@ -251,16 +242,15 @@ impl Store {
 impl Store {
     /// Count one more sync asked for this user.
     pub async fn want_google_pass(&self, user_id: i64) -> StoreResult<()> {
-        self.writer
-            .write_unfenced(move |tx| {
-                tx.conn().execute(
-                    "INSERT INTO google_sync_status (user_id, passes_wanted) VALUES (?1, 1)
+        self.bookkeeping(move |conn, _| {
+            conn.execute(
+                "INSERT INTO google_sync_status (user_id, passes_wanted) VALUES (?1, 1)
                      ON CONFLICT (user_id) DO UPDATE SET passes_wanted = google_sync_status.passes_wanted + 1",
-                    args![user_id],
-                )?;
-                Ok(())
-            })
-            .await
+                args![user_id],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Syncs asked for so far, and finished, for this user.
@@ -295,15 +285,11 @@ impl Store {
     /// A pass that started when `wanted` syncs had been asked for has
     /// finished: every one of them is served.
     pub async fn google_passes_done(&self, user_id: i64, wanted: i64) -> StoreResult<()> {
-        self.writer
-            .write_unfenced(move |tx| {
-                tx.conn().execute(
-                    "UPDATE google_sync_status SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2",
-                    args![user_id, wanted],
-                )?;
-                Ok(())
-            })
-            .await
+        self.bookkeeping(move |conn, _| {
+            conn.execute("UPDATE google_sync_status SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2", args![user_id, wanted])?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -222,7 +222,12 @@ impl Store {
         let failed = |e: StoreError| OpenError::Postgres { url: shown.clone(), reason: e.to_string() };
         let pool = pg::conn::pool(&url, cfg.read_pool_size as usize, timeout).map_err(failed)?;
         let snapshots = pg::conn::pool(&url, cfg.read_pool_size as usize, timeout).map_err(failed)?;
-        let writer_pool = pg::conn::pool(&url, 1, timeout).map_err(failed)?;
+        // A writer stopped inside a transaction (its node paused, or cut off
+        // before ROLLBACK) would hold its row locks, and so every other
+        // node's writer, until PostgreSQL ends its session.
+        let stalled = cfg.stalled_writer_timeout.0.as_millis().max(1);
+        let writer_pool =
+            pg::conn::pool_with(&url, 1, timeout, &[("idle_in_transaction_session_timeout", stalled.to_string())]).map_err(failed)?;
         let (feed_tx, feed) = mpsc::unbounded_channel();
         let (writer, writer_thread) = writer::spawn_postgres(writer_pool, cfg.max_batch, feed_tx).map_err(failed)?;
         Ok(Opened {
@@ -271,6 +276,31 @@ impl Store {
         match self.db {
             Db::Sqlite { .. } => Engine::Sqlite,
             Db::Postgres { .. } => Engine::Postgres,
+        }
+    }
+
+    /// Bookkeeping that must not wait behind the data writer or hold locks
+    /// in its batches: leases, the node registry, counts of Google syncs
+    /// asked for, `last_seen`. On PostgreSQL each statement commits on its
+    /// own (one row lock at a time, so it cannot close a deadlock between
+    /// nodes' batches, and a writer queue under load does not delay a
+    /// heartbeat into a lost lease); on SQLite, where this process is the
+    /// only writer, it is one request of the writer. `f` gets the
+    /// connection and the time now.
+    async fn bookkeeping<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn<'_>, &str) -> StoreResult<T> + Send + 'static,
+    {
+        match self.db {
+            Db::Sqlite { .. } => self.writer.write_unfenced(move |tx| f(tx.conn(), tx.now())).await,
+            Db::Postgres { .. } => {
+                self.read(move |c| {
+                    let now = timefmt::format(timefmt::now());
+                    f(c, &now)
+                })
+                .await
+            }
         }
     }
 

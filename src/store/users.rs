@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::error::{StoreError, StoreResult};
-use super::sql::{args, Conn, Row};
+use super::sql::{args, Conn, Engine, Row};
 use super::{timefmt, Store};
 use crate::model::{AccountStatus, Role};
 
@@ -85,7 +85,13 @@ pub(super) fn account(conn: &Conn<'_>, id: i64) -> StoreResult<Option<Account>> 
 
 /// Record that the user was seen (not a synced change: never logged).
 fn touch_last_seen(conn: &Conn<'_>, id: i64, now: &str) -> StoreResult<()> {
-    conn.execute("UPDATE users SET last_seen = ?2 WHERE id = ?1", args![id, now])?;
+    let sql = match conn.engine() {
+        Engine::Sqlite => "UPDATE users SET last_seen = ?2 WHERE id = ?1",
+        // Never waits for a writer that holds the row (another node's
+        // batch changing the account): the stamp is approximate anyway.
+        Engine::Postgres => "UPDATE users SET last_seen = ?2 WHERE id = (SELECT id FROM users WHERE id = ?1 FOR UPDATE SKIP LOCKED)",
+    };
+    conn.execute(sql, args![id, now])?;
     Ok(())
 }
 
@@ -164,7 +170,7 @@ impl Store {
 
     /// Record that the user was seen now (not a synced change: never logged).
     pub async fn touch_last_seen(&self, id: i64) -> StoreResult<()> {
-        self.writer.write(move |tx| touch_last_seen(tx.conn(), id, tx.now())).await
+        self.bookkeeping(move |c, now| touch_last_seen(c, id, now)).await
     }
 
     /// The user and when their first Google channel expires.

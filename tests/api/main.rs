@@ -4,7 +4,9 @@
 //! PostgreSQL server `SYNCGATE_TEST_DATABASE_URL` names (`helpers`); the
 //! tests reach the database through `helpers::TestDb`, whichever the engine.
 //! The PostgreSQL-specific tests (`pg_*`, `move_to_pg`) each make a database
-//! (or a whole cluster, `pg_private`) of their own.
+//! (or a whole cluster, `pg_private`) of their own. The cluster tests
+//! (`cluster`, PostgreSQL pass only) run several `syncgate serve` processes
+//! on one schema (`cluster_nodes`).
 
 mod accounts;
 mod accounts_cli;
@@ -14,6 +16,8 @@ mod bad_input;
 mod calendly;
 mod changelog;
 mod cli;
+mod cluster;
+mod cluster_nodes;
 mod cors;
 mod crud;
 mod engine_rules;

@@ -62,8 +62,21 @@ pub(crate) fn blocking_anywhere<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// A pool of connections to `url`, at most `size` of them.
 pub(crate) fn pool(url: &PgUrl, size: usize, timeout: Duration) -> StoreResult<Pool> {
-    let manager =
-        Manager::from_config(url.config().clone(), super::tls::connector(url)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    pool_with(url, size, timeout, &[])
+}
+
+/// The same, each session started with these settings (`-c name=value`,
+/// after whatever `options` the URL gives).
+pub(crate) fn pool_with(url: &PgUrl, size: usize, timeout: Duration, settings: &[(&str, String)]) -> StoreResult<Pool> {
+    let mut config = url.config().clone();
+    if !settings.is_empty() {
+        let mut options = config.get_options().unwrap_or_default().to_string();
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+        config.options(options.trim());
+    }
+    let manager = Manager::from_config(config, super::tls::connector(url)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size.max(1))
         .timeouts(Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) })
