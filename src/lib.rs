@@ -53,8 +53,11 @@
 //!    `store/calendly.rs`'s `BookingStore`, inside one request of
 //!    `store/writer.rs`, which writes each row and its `changes` row together
 //!    and answers after COMMIT (then the webhook answers 200).
-//! 4. `realtime/hub.rs` takes the committed batch from the writer's feed and
-//!    appends each change to the feeds of the users allowed to see it.
+//! 4. `cluster/tail.rs` passes the committed batch on in seq order (after
+//!    reading the log for any seqs another node committed before it), and
+//!    `realtime/hub.rs` appends each change to the feeds of the users
+//!    allowed to see it. Another node's commits take the same step: its
+//!    NOTIFY (or the poll) wakes the tail, which reads them from the log.
 //! 5. `realtime/fanout.rs` turns what is new for one socket into frames, each
 //!    encoded once (`realtime/protocol.rs`).
 //! 6. `realtime/session.rs` writes them to the socket.

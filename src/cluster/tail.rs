@@ -30,7 +30,7 @@ const PAGE: usize = 1000;
 pub struct TailStats {
     /// The newest seq handed to the hub.
     pub published: AtomicI64,
-    /// The log's head as the last read saw it.
+    /// The newest seq the tail has read or been handed.
     pub head_seen: AtomicI64,
     /// Milliseconds since `started` of the last read that reached the head.
     last_caught_up_ms: AtomicU64,
@@ -159,12 +159,15 @@ impl Tail {
     /// hand them over; returns the new published seq.
     async fn read_log(&self, mut published: i64, hub: &mpsc::UnboundedSender<ChangeBatch>) -> crate::store::StoreResult<i64> {
         loop {
-            let page = self.store.replay_after(None, published, PAGE).await?;
+            // One statement, one round trip: this runs after every commit of every node.
+            let changes = self.store.changes_after(published, PAGE).await?;
             self.stats.reads.fetch_add(1, Ordering::Relaxed);
-            self.stats.head_seen.fetch_max(page.head, Ordering::AcqRel);
-            self.head.advance(page.head);
-            let full = page.changes.len() == PAGE;
-            let fresh: Vec<Arc<Change>> = page.changes.into_iter().filter(|c| c.seq > published).map(Arc::new).collect();
+            let full = changes.len() == PAGE;
+            if let Some(last) = changes.last() {
+                self.stats.head_seen.fetch_max(last.seq, Ordering::AcqRel);
+                self.head.advance(last.seq);
+            }
+            let fresh: Vec<Arc<Change>> = changes.into_iter().filter(|c| c.seq > published).map(Arc::new).collect();
             if let Some(last) = fresh.last() {
                 if fresh[0].seq != published + 1 {
                     // Retention pruned them before this node read them (it was
@@ -178,9 +181,8 @@ impl Tail {
                 let _ = hub.send(Arc::new(fresh));
             }
             if !full {
-                if published >= page.head {
-                    self.stats.last_caught_up_ms.store(self.stats.started.elapsed().as_millis() as u64, Ordering::Release);
-                }
+                // Everything committed when the statement ran has been read.
+                self.stats.last_caught_up_ms.store(self.stats.started.elapsed().as_millis() as u64, Ordering::Release);
                 return Ok(published);
             }
         }
@@ -188,5 +190,6 @@ impl Tail {
 
     fn published(&self, seq: i64) {
         self.stats.published.fetch_max(seq, Ordering::AcqRel);
+        self.stats.head_seen.fetch_max(seq, Ordering::AcqRel);
     }
 }

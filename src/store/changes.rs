@@ -134,6 +134,12 @@ impl Store {
         .await
     }
 
+    /// Up to `limit` logged changes with a seq above `after`, oldest first,
+    /// in one statement (the change-log tail's read after every commit).
+    pub async fn changes_after(&self, after: i64, limit: usize) -> StoreResult<Vec<Change>> {
+        self.read(move |c| read_after(c, after, limit)).await
+    }
+
     /// Up to `limit` logged changes with a seq above `after`, oldest first:
     /// only `owner`'s (by the `(user_id, seq)` index) or, with None,
     /// everyone's; with the head seen by the same read.

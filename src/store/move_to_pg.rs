@@ -39,6 +39,10 @@ pub const TABLES: &[&str] = &[
     "seq_head",
 ];
 
+/// Tables that describe running nodes (their registry and leases), not
+/// data: the PostgreSQL nodes fill them when they start.
+pub const NOT_MOVED: &[&str] = &["cluster_nodes", "cluster_leases"];
+
 /// Rows per INSERT statement.
 const CHUNK: usize = 200;
 
@@ -204,7 +208,7 @@ fn insert_rows(target: &Conn<'_>, table: &str, columns: &[String], rows: &[Row])
 mod tests {
     use super::*;
 
-    /// A table a migration adds must be moved too.
+    /// A table a migration adds must be moved too (or be said not to be).
     #[test]
     fn every_table_is_moved() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -216,7 +220,7 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
-        let mut listed: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
+        let mut listed: Vec<String> = TABLES.iter().chain(NOT_MOVED).map(|t| t.to_string()).collect();
         tables.sort();
         listed.sort();
         assert_eq!(tables, listed);

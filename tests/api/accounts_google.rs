@@ -35,18 +35,7 @@ async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> i64 {
     fake.add_account(email, "Ada Adviser");
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
-    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string();
-    let r = app.http.get(location(&r)).send().await.unwrap();
-    let r = app.http.get(location(&r)).header("cookie", cookie).send().await.unwrap();
+    let r = crate::fake_google::sign_in(&app.http, &app.base).await;
     assert_eq!(r.status().as_u16(), 303);
     eventually("the push channel", || {
         !fake.active_channels(email).is_empty() && channel_rows(app, id) == 1 && !app.app.google.sync_pending(id)

@@ -202,10 +202,6 @@ fn google_env(fake: &FakeGoogle, channel_ttl: &str, renew_before: &str) -> Vec<(
     ]
 }
 
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
 /// The user's active channel: (channel id, resource id).
 fn active_channel(cluster: &Cluster, user: i64) -> Option<(String, Option<String>)> {
     cluster
@@ -220,20 +216,7 @@ async fn connect_google(cluster: &Cluster, fake: &FakeGoogle, email: &str, node:
     fake.add_account(email, "Ada Adviser");
     let (id, _) = cluster.add_user(email, "user");
     fake.consent_as(email);
-    let r = cluster.http.get(cluster.url(node, "/api/auth/google")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string();
-    let r = cluster.http.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
-    let r = cluster.http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap();
+    let r = fake_google::sign_in(&cluster.http, cluster.url(node, "").trim_end_matches('/')).await;
     assert_eq!(r.status().as_u16(), 303, "signed in");
     within(30, "the first full sync and the push channel", || async {
         let synced: Option<String> =

@@ -385,6 +385,32 @@ fn present(mut ev: Value, email: &str) -> Value {
     ev
 }
 
+/// Walk a browser through "Sign in with Google" on the server at `base`
+/// (whose Google settings point at the fake, which consents as whoever
+/// `consent_as` named): start, the fake's consent page, the callback with
+/// the state cookie. Returns the callback's answer (303 when signed in).
+pub async fn sign_in(http: &reqwest::Client, base: &str) -> reqwest::Response {
+    let r = http.get(format!("{base}/api/auth/google")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("syncgate_google_state="))
+        .and_then(|c| c.split(';').next())
+        .expect("a state cookie")
+        .to_string();
+    let r = http.get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
+    http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap()
+}
+
+/// Where a redirect points.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
         syncgate::google::install_tls();

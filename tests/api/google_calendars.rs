@@ -82,19 +82,7 @@ fn settled(app: &TestApp, user: i64) -> bool {
 async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i64, String) {
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
-    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string();
-    let r = app.http.get(location(&r)).send().await.unwrap();
-    let r = app.http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap();
+    let r = crate::fake_google::sign_in(&app.http, &app.base).await;
     assert_eq!(r.status().as_u16(), 303);
     let jwt = location(&r).strip_prefix("/#access_token=").expect("signed in").to_string();
     eventually("the first sync of every ticked calendar and their channels", || settled(app, id).then_some(())).await;

@@ -13,7 +13,7 @@ use syncgate::calendly::signature;
 use syncgate::config::Config;
 use syncgate::duration::Dur;
 
-use crate::fake_google::{FakeChannel, FakeGoogle};
+use crate::fake_google::{location, FakeChannel, FakeGoogle};
 use crate::helpers::{decode, spawn_app_with, start, TestApp};
 
 // ---- helpers ---------------------------------------------------------------
@@ -76,10 +76,6 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
     })
 }
 
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
 fn sync_token_of(app: &TestApp, user: i64) -> Option<String> {
     app.db().value("SELECT MAX(sync_token) FROM google_calendars WHERE user_id = ?1 AND selected", &[json!(user)])
 }
@@ -122,20 +118,7 @@ pub(crate) async fn connect(app: &TestApp, fake: &FakeGoogle, email: &str) -> (i
     fake.add_account(email, "Ada Adviser");
     let (id, _) = app.add_user(email, "user");
     fake.consent_as(email);
-    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string();
-    let r = app.http.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
-    let r = app.http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap();
+    let r = crate::fake_google::sign_in(&app.http, &app.base).await;
     assert_eq!(r.status().as_u16(), 303);
     let jwt = location(&r).strip_prefix("/#access_token=").expect("lands on / with the token in the fragment").to_string();
     eventually("the first full sync and the push channel", || {

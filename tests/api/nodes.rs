@@ -4,12 +4,13 @@
 //! a node that stops hands its leases to the other. (Several real `syncgate
 //! serve` processes under load, killed and paused: `cluster`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncgate::config::Config;
 use syncgate::duration::Dur;
 
+use crate::cluster_nodes::within;
 use crate::helpers::{on_postgres, spawn_app_with, TestApp};
 
 fn short_intervals(c: &mut Config) {
@@ -26,17 +27,6 @@ async fn second_node(first: &TestApp, tweak: impl FnOnce(&mut Config)) -> TestAp
         tweak(c);
     })
     .await
-}
-
-async fn until<T>(what: &str, wait: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn lease_holder(health: &Value, name: &str) -> Option<String> {
@@ -73,7 +63,7 @@ async fn nodes_list_each_other_and_warn_when_their_shared_settings_differ() {
     let a = spawn_app_with(short_intervals).await;
     let b = second_node(&a, |c| c.auth.jwt_secret = "another-secret-another-secret-another-0123".into()).await;
     let (_, admin) = a.add_user("root@example.com", "admin");
-    let health = until("both nodes in A's registry", Duration::from_secs(10), async || {
+    let health = within(10, "both nodes in A's registry", || async {
         let (_, h) = a.get("/api/admin/health", &admin).await;
         (h["cluster"]["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(h)
     })
@@ -107,7 +97,7 @@ async fn a_node_that_stops_hands_its_leases_to_the_other() {
     let b_id = b.app.node.id.clone();
     a.stop().await;
     // A clean stop hands them back at once; B takes them at its next round.
-    until("B to hold every lease", Duration::from_secs(10), async || {
+    within(10, "B to hold every lease", || async {
         let (_, h) = b.get("/api/admin/health", &admin).await;
         ["google_upkeep", "retention", "alerts"].iter().all(|n| lease_holder(&h, n).as_deref() == Some(b_id.as_str())).then_some(())
     })
