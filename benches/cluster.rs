@@ -94,6 +94,8 @@ impl Node {
             .env("SYNCGATE_DATABASE__PATH", data.join("syncgate.db"))
             .env("SYNCGATE_AUTH__JWT_SECRET", SECRET)
             .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+            // The same on every node, as a cluster requires (the default, http://<bind>, differs by port).
+            .env("SYNCGATE_SERVER__PUBLIC_URL", "http://127.0.0.1:8080")
             .env("SYNCGATE_CLUSTER__NODE_ID", id)
             .env("SYNCGATE_REALTIME__MAX_SOCKETS_PER_USER", (subscribers + 100).to_string())
             // The subscribers send no heartbeats; none should be closed as idle mid-run.
