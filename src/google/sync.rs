@@ -220,6 +220,18 @@ impl GoogleSync {
         map.get_mut(&user_id).and_then(Option::take)
     }
 
+    /// The task is about to end: take a request marked meanwhile, or remove
+    /// the "pass running" mark in the same step, so a request that comes
+    /// after starts a new task instead of being marked on one that is gone.
+    fn finish_or_again(&self, user_id: i64) -> Option<SyncTrigger> {
+        let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = map.get_mut(&user_id).and_then(Option::take) {
+            return Some(again);
+        }
+        map.remove(&user_id);
+        None
+    }
+
     /// Syncs of one user across nodes: the request is counted in the
     /// database, then this node takes the user's sync lease or leaves the
     /// request to the node that holds it. The holder goes round until every
@@ -240,7 +252,7 @@ impl GoogleSync {
             let Some(fence) = self.leases.try_take(&lease).await else {
                 // Another node syncs this user and serves what was counted;
                 // a request of this node marked meanwhile is counted too.
-                match self.take_again(user_id) {
+                match self.finish_or_again(user_id) {
                     Some(t) if !self.shutting_down() => {
                         trigger = t;
                         counted(self.clone()).await;
@@ -267,9 +279,18 @@ impl GoogleSync {
                 trigger = again.unwrap_or(SyncTrigger::Push);
             }
             self.leases.give_back(&fence).await;
+            if self.shutting_down() {
+                return;
+            }
             match self.store.google_passes(user_id).await {
-                Ok((wanted, done)) if wanted > done && !self.shutting_down() => trigger = SyncTrigger::Push,
-                _ => return,
+                Ok((wanted, done)) if wanted > done => trigger = self.take_again(user_id).unwrap_or(SyncTrigger::Push),
+                _ => match self.finish_or_again(user_id) {
+                    Some(t) => {
+                        trigger = t;
+                        counted(self.clone()).await;
+                    }
+                    None => return,
+                },
             }
         }
     }
