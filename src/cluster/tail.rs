@@ -158,7 +158,10 @@ impl Tail {
     /// Read every change after `published` from the log, page by page, and
     /// hand them over; returns the new published seq.
     async fn read_log(&self, mut published: i64, hub: &mpsc::UnboundedSender<ChangeBatch>) -> crate::store::StoreResult<i64> {
+        let from = published;
+        let mut pages = 0usize;
         loop {
+            pages += 1;
             // One statement, one round trip: this runs after every commit of every node.
             let changes = self.store.changes_after(published, PAGE).await?;
             self.stats.reads.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +185,18 @@ impl Tail {
             }
             if !full {
                 // Everything committed when the statement ran has been read.
+                let since = self.stats.since_caught_up();
                 self.stats.last_caught_up_ms.store(self.stats.started.elapsed().as_millis() as u64, Ordering::Release);
+                // Far behind (paused, cut off, just resumed): say so once it is over.
+                if pages > 1 || since > self.poll * 3 {
+                    tracing::info!(
+                        changes = published - from,
+                        seq = published,
+                        behind_ms = since.as_millis() as u64,
+                        "tail caught up: read {} changes from the log",
+                        published - from
+                    );
+                }
                 return Ok(published);
             }
         }
