@@ -1,7 +1,8 @@
 //! Property tests over every parser that reads outside bytes (issue 13, item
 //! 6): timestamps, the Calendly signature header and payload, Google
 //! notification headers and event JSON, realtime frames, bindings and
-//! filters, list cursors, config durations and environment values. The
+//! filters, list cursors, config durations and environment values, and
+//! PostgREST query strings (`/rest/v1`). The
 //! property is first of all "never panics" (a panic on an input path drops a
 //! connection or kills the writer); where a parser accepts, its output is
 //! also checked to be what the rest of the server relies on.
@@ -270,6 +271,70 @@ proptest! {
         if let Ok(l) = loaded {
             // What loads is what starts: the same checks startup makes.
             prop_assert!(l.config.validate().is_ok());
+        }
+    }
+}
+
+/// Text shaped like what `@supabase/postgrest-js` puts in a query string,
+/// with every piece able to be wrong: operators, quotes, parentheses, nesting.
+fn postgrest_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("eq.".to_string()),
+        Just("not.".to_string()),
+        Just("in.(".to_string()),
+        Just("is.null".to_string()),
+        Just("or(".to_string()),
+        Just("and(".to_string()),
+        Just("not.or(".to_string()),
+        Just(")".to_string()),
+        Just(",".to_string()),
+        Just("\"".to_string()),
+        Just("\\".to_string()),
+        Just("*".to_string()),
+        Just(".".to_string()),
+        "[a-z_]{1,8}",
+        "[0-9]{1,4}",
+        ".{0,3}",
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// Every PostgREST query string is parsed or refused with a PGRST100
+    /// that says why, never a panic; what parses stays within the bounds.
+    #[test]
+    fn postgrest_query_strings_never_panic(
+        pairs in prop::collection::vec(
+            (prop_oneof![
+                Just("select".to_string()), Just("order".to_string()), Just("or".to_string()), Just("and".to_string()),
+                Just("limit".to_string()), Just("offset".to_string()), Just("columns".to_string()), "[a-z_ ]{1,8}",
+            ], prop_oneof![postgrest_text(), postgrest_text().prop_map(|t| format!("({t})"))]),
+            0..6,
+        ),
+    ) {
+        use syncgate::api::rest_v1::query::{parse, Limits, Filter};
+        let limits = Limits::default();
+        match parse(&pairs, limits) {
+            Ok(q) => {
+                fn count(f: &Filter, depth: usize, max_depth: &mut usize) -> usize {
+                    *max_depth = (*max_depth).max(depth);
+                    match f {
+                        Filter::Cond { .. } => 1,
+                        Filter::Group { items, .. } => items.iter().map(|i| count(i, depth + 1, max_depth)).sum(),
+                    }
+                }
+                let mut depth = 0;
+                let n: usize = q.filters.iter().map(|f| count(f, 0, &mut depth)).sum();
+                prop_assert!(n <= limits.max_conditions);
+                prop_assert!(depth <= limits.max_depth);
+            }
+            Err(e) => {
+                prop_assert_eq!(e.code, "PGRST100");
+                prop_assert!(e.message.starts_with("failed to parse "));
+                prop_assert!(e.details.is_some());
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod input;
 pub mod login_link;
 pub mod meetings;
 pub mod pipeline;
+pub mod rest_v1;
 
 use bytes::Bytes;
 use serde_json::Value;
