@@ -27,6 +27,9 @@
 //! with 1 node first in each round: the cost of the cluster path on one node). Other
 //! `SYNCGATE_*` variables reach the nodes (e.g. `SYNCGATE_CLUSTER__POLL_INTERVAL`).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,11 +38,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{connect_pg, cpu_secs, env_usize, fresh_database, median};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::NoTls;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A fixed secret, the same on every node (as a cluster requires), so the
@@ -59,9 +62,7 @@ struct Knobs {
 
 impl Knobs {
     fn from_env() -> Knobs {
-        let num = |name: &str, default: usize| -> usize {
-            std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
-        };
+        let num = env_usize;
         Knobs {
             secs: num("SYNCGATE_BENCH_SECS", 10) as u64,
             warm: std::env::var("SYNCGATE_BENCH_WARM").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
@@ -170,44 +171,11 @@ fn announced(data: &Path) -> Option<SocketAddr> {
     file.url.strip_prefix("http://")?.parse().ok()
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
-}
-
 /// CPU seconds of each PostgreSQL backend connected to the client's database
 /// (the server runs on this machine, so its processes are in `/proc`).
 async fn backend_cpu(client: &tokio_postgres::Client) -> HashMap<u32, f64> {
     let rows = client.query("SELECT pid FROM pg_stat_activity WHERE datname = current_database()", &[]).await.unwrap_or_default();
-    rows.iter().map(|r| r.get::<_, i32>(0) as u32).map(|pid| (pid, cpu_secs(pid))).collect()
-}
-
-async fn connect_pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-/// A fresh database on the server; returns its URL.
-async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &str) -> String {
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let mut url = url::Url::parse(base).expect("database URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
+    rows.iter().map(|r| r.get::<_, i32>(0) as u32).map(|pid| (pid, cpu_secs(&pid.to_string()))).collect()
 }
 
 /// The nodes' counters over the measured window, summed over the nodes
@@ -503,10 +471,10 @@ async fn load(nodes: &[Node], k: &Knobs, db_url: &str) -> Result<Outcome, String
         let pg = connect_pg(db_url).await;
         tokio::spawn(async move {
             tokio::time::sleep(window_start.saturating_sub(base.elapsed())).await;
-            let nodes_before = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+            let nodes_before = pids.iter().map(|p| cpu_secs(&p.to_string())).sum::<f64>();
             let (pg_before, metrics_before) = (backend_cpu(&pg).await, scrape(&addrs).await);
             tokio::time::sleep(window_end.saturating_sub(base.elapsed())).await;
-            let nodes_after = pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+            let nodes_after = pids.iter().map(|p| cpu_secs(&p.to_string())).sum::<f64>();
             let (pg_after, metrics_after) = (backend_cpu(&pg).await, scrape(&addrs).await);
             // A backend that started in the window counts from zero.
             let pg = pg_after.iter().map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0)).sum::<f64>();
@@ -661,16 +629,6 @@ fn print_round(outcomes: &[Outcome]) {
             pair(o.same),
             pair(o.other)
         );
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => xs[n / 2],
-        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
     }
 }
 

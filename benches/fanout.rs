@@ -18,6 +18,9 @@
 //! only (c), `-- --sizes` prints the in-memory sizes behind it; SYNCGATE_* variables reach the syncgate child (e.g.
 //! SYNCGATE_REALTIME__READ_BUFFER_SIZE for the memory breakdown).
 
+#[path = "common/mod.rs"]
+mod common;
+
 mod fanout {
     pub mod client;
     pub mod procs;

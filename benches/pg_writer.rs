@@ -11,12 +11,15 @@
 //! when the first is not set). `SYNCGATE_BENCH_WRITES` (writes per task per
 //! mode and round, default 50), `SYNCGATE_BENCH_ROUNDS` (default 5).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{connect_pg, env_usize, fresh_database, median};
 use serde_json::{json, Value};
 use syncgate::config::DatabaseConfig;
 use syncgate::store::{Store, Table};
-use tokio_postgres::NoTls;
 
 const TASKS: usize = 64;
 
@@ -40,23 +43,6 @@ fn client_values(uid: i64, task: usize, i: usize) -> Vec<(&'static str, Value)> 
         ("phone", Value::from("+1 555 0100")),
         ("notes", Value::Null),
     ]
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-/// A fresh database on the server; returns its URL.
-async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &str) -> String {
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let mut url = url::Url::parse(base).expect("database URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
 }
 
 /// 64 tasks, each awaiting one acknowledged write after another.
@@ -96,7 +82,7 @@ async fn writer_run(cfg: DatabaseConfig, add_user: impl AsyncFnOnce() -> i64, pe
 /// the row; each batch writes its rows, takes the seq lock, numbers and
 /// inserts the change rows in one statement, and commits.
 async fn bare_run(url: &str, batch: usize, writes: usize) -> Run {
-    let client = connect(url).await;
+    let client = connect_pg(url).await;
     let uid: i64 = client
         .query_one(
             "INSERT INTO users (email, role, created_at, updated_at) VALUES ('bare@example.com', 'user', now(), now()) RETURNING id",
@@ -154,20 +140,6 @@ async fn bare_run(url: &str, batch: usize, writes: usize) -> Run {
     Run { writes, elapsed: started.elapsed(), mean_batch: batch as f64 }
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     let Some(base) = ["SYNCGATE_BENCH_DATABASE_URL", "SYNCGATE_TEST_DATABASE_URL"].iter().find_map(|v| std::env::var(v).ok()) else {
         eprintln!("set SYNCGATE_BENCH_DATABASE_URL to a PostgreSQL superuser URL to run this benchmark");
@@ -178,7 +150,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let admin = rt.block_on(connect(&base));
+    let admin = rt.block_on(connect_pg(&base));
     let version: String = rt.block_on(admin.query_one("SHOW server_version", &[])).expect("version").get(0);
     let sync: String = rt.block_on(admin.query_one("SHOW synchronous_commit", &[])).expect("setting").get(0);
     let fsync: String = rt.block_on(admin.query_one("SHOW fsync", &[])).expect("setting").get(0);
@@ -201,7 +173,7 @@ fn main() {
         let w = rt.block_on(writer_run(
             cfg,
             async move || {
-                connect(&user_url)
+                connect_pg(&user_url)
                     .await
                     .query_one("INSERT INTO users (email, role, created_at, updated_at) VALUES ('w@example.com', 'user', now(), now()) RETURNING id", &[])
                     .await

@@ -9,10 +9,14 @@
 //! (default 5), `SYNCGATE_BENCH_DIR` (where the database files go; default
 //! the target folder's tmp, i.e. the project's disk, not a tmpfs).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::{env_usize, median};
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
 use syncgate::config::DatabaseConfig;
@@ -205,20 +209,6 @@ fn bench_dir() -> PathBuf {
     match std::env::var_os("SYNCGATE_BENCH_DIR") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use memchr::memmem;
 
 use super::client::{connect_ws, masked_text, Target};
+pub use crate::common::cpu_secs;
 
 /// A fixed secret so the bench can mint tokens syncgate accepts.
 const SECRET: &str = "fanout-bench-secret-0123456789abcdef-not-for-production";
@@ -178,22 +179,6 @@ impl ServerProc {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
-}
-
-/// utime + stime of `/proc/<pid>` (`self` for this process), in seconds.
-pub fn cpu_secs(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
 }
 
 impl Drop for ServerProc {
