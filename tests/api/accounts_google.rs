@@ -18,10 +18,6 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
 fn channel_rows(app: &TestApp, user: i64) -> i64 {
     app.db().value("SELECT COUNT(*) FROM calendar_watch_channels WHERE user_id = ?1", &[json!(user)])
 }
@@ -109,18 +105,7 @@ async fn a_google_sign_up_reaches_admins_watching_users() {
     let email = "newcomer@example.org";
     fake.add_account(email, "New Comer");
     fake.consent_as(email);
-    let r = app.http.get(app.url("/api/auth/google")).send().await.unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
-    let r = app.http.get(location(&r)).send().await.unwrap();
-    let r = app.http.get(location(&r)).header("cookie", cookie).send().await.unwrap();
+    let r = crate::fake_google::sign_in(&app.http, &app.base).await;
     assert_eq!(r.status().as_u16(), 303);
     let f = ws.recv_event("postgres_changes").await;
     let data = &f.payload["data"];

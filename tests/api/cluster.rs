@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use syncgate::calendly::signature;
 
-use crate::cluster_nodes::{load_secs, settle, sqlite_pass, within, Cluster, Delivered, Subscriber};
+use crate::cluster_nodes::{load_secs, settle, sqlite_pass, Cluster, Delivered, Subscriber};
 use crate::fake_google::{self, FakeGoogle};
 use crate::helpers;
+use crate::helpers::within;
 
 // ---------------------------------------------------------------- people
 

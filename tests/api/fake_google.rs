@@ -392,18 +392,22 @@ fn present(mut ev: Value, email: &str) -> Value {
 pub async fn sign_in(http: &reqwest::Client, base: &str) -> reqwest::Response {
     let r = http.get(format!("{base}/api/auth/google")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let cookie = r
-        .headers()
+    let cookie = state_cookie(&r);
+    let r = http.get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
+    http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap()
+}
+
+/// The `syncgate_google_state=…` cookie a sign-in start sets.
+pub fn state_cookie(r: &reqwest::Response) -> String {
+    r.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find(|c| c.starts_with("syncgate_google_state="))
         .and_then(|c| c.split(';').next())
         .expect("a state cookie")
-        .to_string();
-    let r = http.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 302, "the fake consent page accepts the request");
-    http.get(location(&r)).header("cookie", cookie).header("accept", "text/html").send().await.unwrap()
+        .to_string()
 }
 
 /// Where a redirect points.

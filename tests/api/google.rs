@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fake_google::FakeGoogle;
+use crate::fake_google::{location, state_cookie, FakeGoogle};
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 // ---- helpers ---------------------------------------------------------------
@@ -74,24 +74,8 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
     })
 }
 
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-}
-
 /// A browser's trip to Google's consent page and back, up to (not
 /// including) the callback request: (callback URL, state cookie).
-/// The `syncgate_google_state=…` cookie a sign-in start sets.
-fn state_cookie(r: &reqwest::Response) -> String {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("syncgate_google_state="))
-        .and_then(|c| c.split(';').next())
-        .expect("a state cookie")
-        .to_string()
-}
-
 async fn consent(app: &TestApp, fake: &FakeGoogle, email: &str, path: &str) -> (String, String) {
     fake.consent_as(email);
     let r = app.http.get(app.url(path)).send().await.unwrap();

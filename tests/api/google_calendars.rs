@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use syncgate::config::Config;
 use syncgate::duration::Dur;
 
-use crate::fake_google::FakeGoogle;
+use crate::fake_google::{location, FakeGoogle};
 use crate::helpers::{spawn_app_with, start, test_config, TestApp};
 
 const ADA: &str = "ada@example.com";
@@ -50,10 +50,6 @@ fn timed(summary: &str, days: i64, hour: u8) -> Value {
         "start": {"dateTime": at(days, hour), "timeZone": "Europe/Berlin"},
         "end": {"dateTime": at(days, hour + 1), "timeZone": "Europe/Berlin"},
     })
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 fn syncs(app: &TestApp, user: i64) -> i64 {

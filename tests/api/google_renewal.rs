@@ -36,22 +36,6 @@ pub(crate) async fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T
     within(30, what, f).await
 }
 
-/// [`within`] for checks that need to await (API calls).
-async fn within_async<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 fn secs(s: u64) -> Dur {
     Dur::secs(s)
 }
@@ -208,7 +192,7 @@ async fn a_channel_is_renewed_before_it_expires_and_a_push_on_the_old_one_during
     assert_eq!(late, 404);
 
     // Admins see the renewal (recorded just after the old channel is stopped).
-    let (report, entry) = within_async(10, "the renewal in the admin report", || async {
+    let (report, entry) = crate::helpers::within(10, "the renewal in the admin report", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
         (entry["renewals"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })
@@ -235,7 +219,7 @@ async fn a_failed_renewal_is_retried_with_backoff_and_admins_see_it() {
     // Google refuses the next three registrations.
     fake.fail_next("watch", 403, "forbidden", 3);
 
-    let failing = within_async(15, "a renewal failure shown to admins", || async {
+    let failing = crate::helpers::within(15, "a renewal failure shown to admins", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
         (entry["renewal_failures"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })
@@ -249,7 +233,7 @@ async fn a_failed_renewal_is_retried_with_backoff_and_admins_see_it() {
 
     // The retries go on until Google accepts; then the old channel is stopped
     // and the failure streak is over (the last error stays visible).
-    let (report, entry) = within_async(20, "a renewal that finally works", || async {
+    let (report, entry) = crate::helpers::within(20, "a renewal that finally works", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
         (entry["renewal_failures"] == 0 && entry["renewals"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })
@@ -394,7 +378,7 @@ async fn the_safety_net_sync_brings_changes_no_notification_announced_and_counts
     fake.update_event("ada@example.com", &ev, json!({"summary": "Changed, never pushed"}));
     eventually("the safety net to find the change", || (title_of(&app, &ev).as_deref() == Some("Changed, never pushed")).then_some(()))
         .await;
-    let (report, entry) = within_async(30, "the safety net's find counted", || async {
+    let (report, entry) = crate::helpers::within(30, "the safety net's find counted", || async {
         let (report, entry) = admin_entry(&app, &admin, uid).await;
         (entry["safety_net_changes"].as_i64().unwrap_or(0) >= 1).then_some((report, entry))
     })

@@ -804,3 +804,20 @@ pub fn config_env(config: &Config) -> Vec<(&'static str, String)> {
         vec![("SYNCGATE_DATABASE__URL", url.to_string())]
     }
 }
+
+/// Poll `f` (which may await: API calls, database reads) until it gives a
+/// value; panics with `what` after `secs`.
+pub async fn within<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

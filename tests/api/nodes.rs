@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 use syncgate::config::Config;
 use syncgate::duration::Dur;
 
-use crate::cluster_nodes::within;
-use crate::helpers::{on_postgres, spawn_app_with, TestApp};
+use crate::helpers::{on_postgres, spawn_app_with, within, TestApp};
 
 fn short_intervals(c: &mut Config) {
     c.cluster.poll_interval = Dur::millis(200);
