@@ -456,6 +456,13 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         auth: app.auth.clone(),
     };
     let all = crate::api::routes(rest(&app))
+        .or(crate::api::rest_v1::routes(crate::api::rest_v1::RestV1State {
+            store: app.store.clone(),
+            auth: app.auth.clone(),
+            limits: app.config.rest.clone(),
+            max_body_bytes: app.config.server.max_body_bytes,
+        }))
+        .unify()
         .or(crate::accounts::routes::routes(accounts(&app)))
         .unify()
         .or(crate::ops::admin_health::routes(admin_health(&app)))
@@ -497,8 +504,20 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
         return Ok(all.boxed());
     }
     let mut cors = warp::cors()
-        .allow_methods(vec!["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
-        .allow_headers(vec!["authorization", "content-type"])
+        .allow_methods(vec!["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
+        // What supabase-js sends to /rest/v1 besides the two /api needs.
+        .allow_headers(vec![
+            "authorization",
+            "content-type",
+            "apikey",
+            "prefer",
+            "x-client-info",
+            "accept-profile",
+            "content-profile",
+            "range",
+            "range-unit",
+        ])
+        .expose_headers(vec!["content-range", "x-request-id"])
         .max_age(600);
     for o in &app.config.server.cors_origins {
         if o == "*" {

@@ -41,6 +41,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
     pub cluster: ClusterConfig,
+    pub rest: RestConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +144,29 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig { node_id: String::new(), poll_interval: Dur::secs(1), lease_ttl: Dur::secs(15) }
+    }
+}
+
+/// Supabase's data API at `/rest/v1` (PostgREST's dialect): what one request may ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestConfig {
+    /// Most rows one answer holds, and most rows one PATCH or DELETE may
+    /// change (PostgREST's `db-max-rows`); a larger `limit` is cut to it.
+    pub max_rows: usize,
+    /// Most conditions in one request's filters and `or`/`and` trees together.
+    pub max_conditions: usize,
+    /// Deepest nesting of `or(…)`/`and(…)`.
+    pub max_depth: usize,
+    /// Most values in one `in.(…)`.
+    pub max_in_values: usize,
+    /// Longest query string, in bytes.
+    pub max_query_bytes: usize,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig { max_rows: 1000, max_conditions: 64, max_depth: 8, max_in_values: 500, max_query_bytes: 16 * 1024 }
     }
 }
 

@@ -46,6 +46,11 @@ impl Config {
             ("server.max_body_bytes", self.server.max_body_bytes as u64),
             ("calendly.max_body_bytes", self.calendly.max_body_bytes as u64),
             ("changes.retention_rows", self.changes.retention_rows),
+            ("rest.max_rows", self.rest.max_rows as u64),
+            ("rest.max_conditions", self.rest.max_conditions as u64),
+            ("rest.max_depth", self.rest.max_depth as u64),
+            ("rest.max_in_values", self.rest.max_in_values as u64),
+            ("rest.max_query_bytes", self.rest.max_query_bytes as u64),
         ];
         if let Some((key, _)) = at_least_one.into_iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { key });

@@ -206,37 +206,12 @@ impl Store {
 
     /// Insert a record (and its change row); returns it as stored.
     pub async fn create_record(&self, new: NewRecord) -> StoreResult<Value> {
-        self.writer
-            .write(move |tx| {
-                if let Some(c) = new.client_id {
-                    check_client(tx, c, new.owner)?;
-                }
-                let mut values: Vec<(&str, SqlValue)> = vec![("user_id", SqlValue::Integer(new.owner))];
-                values.extend(new.columns.iter().map(|(c, v)| (*c, column_value(new.table, c, v))));
-                if let Some(c) = new.client_id {
-                    values.push(("client_id", SqlValue::Integer(c)));
-                }
-                tx.insert(new.table, &values)
-            })
-            .await
+        self.writer.write(move |tx| insert_in(tx, &new)).await
     }
 
     /// Change a visible record (and log it); returns it after the change.
     pub async fn change_record(&self, change: RecordChange) -> StoreResult<Value> {
-        self.writer
-            .write(move |tx| {
-                let (table, id) = (change.table, change.id);
-                let existing = visible_row(tx, table, id, change.visible)?;
-                let mut values: Vec<(&str, SqlValue)> = change.columns.iter().map(|(c, v)| (*c, column_value(table, c, v))).collect();
-                if let Some(client) = change.client_id {
-                    if let Some(c) = client {
-                        check_client(tx, c, rows::owner_of(&existing))?;
-                    }
-                    values.push(("client_id", client.map_or(SqlValue::Null, SqlValue::Integer)));
-                }
-                tx.update(table, id, &values)?.ok_or_else(|| not_found(table, id))
-            })
-            .await
+        self.writer.write(move |tx| change_in(tx, &change)).await
     }
 
     /// Delete a visible record (and log it). A client takes its pipeline
@@ -245,17 +220,51 @@ impl Store {
         self.writer
             .write(move |tx| {
                 visible_row(tx, table, id, visible)?;
-                if table == Table::Clients {
-                    for m in ids_where(tx, "SELECT id FROM meetings WHERE client_id = ?1 ORDER BY id", id)? {
-                        tx.update(Table::Meetings, m, &[("client_id", SqlValue::Null)])?;
-                    }
-                    for d in ids_where(tx, "SELECT id FROM pipeline WHERE client_id = ?1 ORDER BY id", id)? {
-                        tx.delete(Table::Pipeline, d)?;
-                    }
-                }
-                tx.delete(table, id)?;
+                delete_in(tx, table, id)?;
                 Ok(())
             })
             .await
     }
+}
+
+/// Insert a record in the writer's transaction (its client checked).
+pub(super) fn insert_in(tx: &mut WriteTx<'_, '_>, new: &NewRecord) -> StoreResult<Value> {
+    if let Some(c) = new.client_id {
+        check_client(tx, c, new.owner)?;
+    }
+    let mut values: Vec<(&str, SqlValue)> = vec![("user_id", SqlValue::Integer(new.owner))];
+    values.extend(new.columns.iter().map(|(c, v)| (*c, column_value(new.table, c, v))));
+    if let Some(c) = new.client_id {
+        values.push(("client_id", SqlValue::Integer(c)));
+    }
+    tx.insert(new.table, &values)
+}
+
+/// Change a visible record in the writer's transaction; NotFound if it is gone or not the caller's.
+pub(super) fn change_in(tx: &mut WriteTx<'_, '_>, change: &RecordChange) -> StoreResult<Value> {
+    let (table, id) = (change.table, change.id);
+    let existing = visible_row(tx, table, id, change.visible)?;
+    let mut values: Vec<(&str, SqlValue)> = change.columns.iter().map(|(c, v)| (*c, column_value(table, c, v))).collect();
+    if let Some(client) = change.client_id {
+        if let Some(c) = client {
+            check_client(tx, c, rows::owner_of(&existing))?;
+        }
+        values.push(("client_id", client.map_or(SqlValue::Null, SqlValue::Integer)));
+    }
+    tx.update(table, id, &values)?.ok_or_else(|| not_found(table, id))
+}
+
+/// Delete a record in the writer's transaction (the caller checked it may);
+/// a client takes its pipeline entries with it and is cleared from its
+/// meetings, each change logged. Returns the deleted row, if there was one.
+pub(super) fn delete_in(tx: &mut WriteTx<'_, '_>, table: Table, id: i64) -> StoreResult<Option<Value>> {
+    if table == Table::Clients {
+        for m in ids_where(tx, "SELECT id FROM meetings WHERE client_id = ?1 ORDER BY id", id)? {
+            tx.update(Table::Meetings, m, &[("client_id", SqlValue::Null)])?;
+        }
+        for d in ids_where(tx, "SELECT id FROM pipeline WHERE client_id = ?1 ORDER BY id", id)? {
+            tx.delete(Table::Pipeline, d)?;
+        }
+    }
+    tx.delete(table, id)
 }

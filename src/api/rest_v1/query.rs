@@ -116,6 +116,8 @@ pub struct Query {
     pub offset: Option<u64>,
     /// `columns=` of an insert (the columns to take from each object).
     pub columns: Option<Vec<String>>,
+    /// `on_conflict=` of an upsert (refused by the routes: no upserts here).
+    pub on_conflict: Option<Vec<String>>,
 }
 
 /// A column name as PostgREST takes it here: letters, digits, `_`.
@@ -135,6 +137,7 @@ pub fn parse(pairs: &[(String, String)], limits: Limits) -> Result<Query, QueryE
             "limit" => q.limit = Some(number("limit", value)?),
             "offset" => q.offset = Some(number("offset", value)?),
             "columns" => q.columns = Some(column_list("columns", value)?),
+            "on_conflict" => q.on_conflict = Some(column_list("on_conflict", value)?),
             "or" | "and" => {
                 let tree = format!("{key}{value}");
                 let mut p = TreeParser { text: &tree, pos: 0, limits, conditions: &mut conditions };
