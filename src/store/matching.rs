@@ -215,10 +215,7 @@ fn like_to_glob(pattern: &str) -> String {
                 out.push('?');
                 continue;
             }
-            '\\' => match chars.next() {
-                Some(next) => next,
-                None => '\\',
-            },
+            '\\' => chars.next().unwrap_or('\\'),
             other => other,
         };
         match literal {
