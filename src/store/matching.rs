@@ -137,8 +137,8 @@ pub struct Rows {
 pub enum Affected {
     /// The rows as written (after an insert or update, before a delete).
     Rows(Vec<Value>),
-    /// More rows matched than the write may touch; nothing was written.
-    TooMany,
+    /// This many rows matched, more than the write may touch; nothing was written.
+    TooMany(u64),
     /// Exactly one row was required and this many matched; nothing was written.
     NotOne(usize),
 }
@@ -344,7 +344,7 @@ impl Store {
                     return Ok(Affected::NotOne(ids.len()));
                 }
                 if ids.len() > max {
-                    return Ok(Affected::TooMany);
+                    return Ok(Affected::TooMany(count_rows(tx.conn(), table, visible, &condition)?));
                 }
                 let mut gone = Vec::with_capacity(ids.len());
                 for id in ids {

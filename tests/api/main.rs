@@ -52,6 +52,7 @@ mod pg_schema;
 mod pg_tls;
 mod pg_writer;
 mod realtime;
+mod rest_v1;
 mod restart;
 mod resume;
 mod schema_shape;

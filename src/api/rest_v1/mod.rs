@@ -337,11 +337,11 @@ fn require_filters(req: &Request, verb: &str) -> RestResult<Condition> {
 }
 
 /// The most rows a write may change, and the refusal when more match.
-fn write_cap(state: &RestV1State, req: &Request) -> (usize, impl Fn(usize) -> RestError) {
+fn write_cap(state: &RestV1State, req: &Request) -> (usize, impl Fn(u64) -> RestError) {
     let max_rows = state.limits.max_rows;
     let strict = req.prefer.max_affected;
     let cap = strict.map_or(max_rows, |m| m.min(max_rows));
-    let refusal = move |matched: usize| match strict {
+    let refusal = move |matched: u64| match strict {
         Some(m) if m < max_rows => {
             RestError::new(StatusCode::BAD_REQUEST, "PGRST124", "Query result exceeds max-affected preference constraint")
                 .details(format!("The query affects {matched} rows"))
@@ -370,9 +370,10 @@ async fn update(state: &RestV1State, req: Request, body: &[u8]) -> RestResult<Re
     let (cap, too_many) = write_cap(state, &req);
     let visible = visibility(who);
     let q = RowsQuery { table, visible, condition: condition.clone(), order: Vec::new(), limit: cap + 1, offset: 0, count: false };
-    let rows = state.store.matching_rows(q).await?.rows;
+    let rows = state.store.matching_rows(q.clone()).await?.rows;
     if rows.len() > cap {
-        return Err(too_many(rows.len()));
+        let all = state.store.matching_rows(RowsQuery { limit: 0, count: true, ..q }).await?;
+        return Err(too_many(all.total.unwrap_or(rows.len() as u64)));
     }
     if req.accept.single && rows.len() != 1 {
         return Err(RestError::not_one(rows.len()));
@@ -401,7 +402,7 @@ async fn delete(state: &RestV1State, req: Request) -> RestResult<Response> {
     let (cap, too_many) = write_cap(state, &req);
     match state.store.delete_matching(req.table, visibility(who), condition, cap, req.accept.single).await? {
         Affected::Rows(rows) => written(&req, StatusCode::OK, StatusCode::NO_CONTENT, rows),
-        Affected::TooMany => Err(too_many(cap + 1)),
+        Affected::TooMany(matched) => Err(too_many(matched)),
         Affected::NotOne(n) => Err(RestError::not_one(n)),
     }
 }

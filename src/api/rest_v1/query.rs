@@ -138,7 +138,7 @@ pub fn parse(pairs: &[(String, String)], limits: Limits) -> Result<Query, QueryE
             "offset" => q.offset = Some(number("offset", value)?),
             "columns" => q.columns = Some(column_list("columns", value)?),
             "on_conflict" => q.on_conflict = Some(column_list("on_conflict", value)?),
-            "or" | "and" => {
+            "or" | "and" | "not.or" | "not.and" => {
                 let tree = format!("{key}{value}");
                 let mut p = TreeParser { text: &tree, pos: 0, limits, conditions: &mut conditions };
                 let f = p.group(false, 1)?;
@@ -539,6 +539,7 @@ mod tests {
     fn bounds_hold_whatever_the_query_says() {
         let deep = format!("({}id.eq.1{})", "or(".repeat(20), ")".repeat(20));
         assert!(q(&[("or", &deep)]).unwrap_err().details.unwrap().contains("deep"));
+        assert!(q(&[("not.or", "(id.eq.1,id.eq.2)")]).unwrap().filters[0] != q(&[("or", "(id.eq.1,id.eq.2)")]).unwrap().filters[0]);
         let many: Vec<(String, String)> = (0..100).map(|_| ("id".to_string(), "eq.1".to_string())).collect();
         assert!(parse(&many, Limits::default()).unwrap_err().details.unwrap().contains("conditions"));
         let wide = format!("(id.in.({}))", vec!["1"; 600].join(","));
