@@ -41,6 +41,17 @@ pub fn check_json_object(body: &[u8]) -> ApiResult<()> {
     }
 }
 
+/// A body that sets a NOT NULL column to null is refused, never read as
+/// "leave it as it is". (`user_id: null` means the caller, as when absent.)
+pub fn refuse_nulls(table: crate::store::Table, body: &[u8]) -> ApiResult<()> {
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+        if let Some((k, _)) = map.iter().find(|(k, v)| v.is_null() && k.as_str() != "user_id" && table.required(k)) {
+            return Err(ApiError::Unprocessable(format!("{k} may not be null")));
+        }
+    }
+    Ok(())
+}
+
 /// Deserialize a body into a struct that refuses unknown fields and wrong types.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| {

@@ -156,6 +156,7 @@ pub fn singular(table: Table) -> &'static str {
 async fn create<R: Resource>(state: RestState, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
     let who = authenticate(&state.auth, auth).await?;
     input::check_json_object(&body)?;
+    input::refuse_nulls(R::TABLE, &body)?;
     let owner = input::owner_for_create(&body, who)?;
     let cols = R::create(&body)?;
     let new = NewRecord { table: R::TABLE, owner, columns: cols.values, client_id: cols.client_id.flatten() };
@@ -167,6 +168,7 @@ async fn create<R: Resource>(state: RestState, auth: Option<String>, body: Bytes
 async fn patch<R: Resource>(state: RestState, id: i64, auth: Option<String>, body: Bytes) -> ApiResult<Response> {
     let who = authenticate(&state.auth, auth).await?;
     input::check_json_object(&body)?;
+    input::refuse_nulls(R::TABLE, &body)?;
     let existing = visible::<R>(&state, who, id).await?;
     let cols = R::patch(&existing, &body)?;
     let change = RecordChange { table: R::TABLE, id, visible: visibility(who), columns: cols.values, client_id: cols.client_id };

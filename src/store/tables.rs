@@ -165,6 +165,31 @@ impl Table {
         record.get(key).and_then(serde_json::Value::as_i64).unwrap_or(0)
     }
 
+    /// Does the schema declare the column NOT NULL? (For the data tables; a
+    /// request that sets one to null is refused before it reaches the database.)
+    pub fn required(self, column: &str) -> bool {
+        let required: &[&str] = match self {
+            Table::Clients => &["id", "user_id", "name", "created_at", "updated_at"],
+            Table::Meetings => &[
+                "id",
+                "user_id",
+                "source",
+                "title",
+                "starts_at",
+                "ends_at",
+                "all_day",
+                "status",
+                "attendees",
+                "invitees",
+                "created_at",
+                "updated_at",
+            ],
+            Table::Pipeline => &["id", "user_id", "title", "stage", "value", "created_at", "updated_at"],
+            Table::Users => &[],
+        };
+        required.contains(&column)
+    }
+
     pub fn column_type(self, column: &str) -> Option<PgType> {
         self.columns().iter().find(|(n, _)| *n == column).map(|(_, t)| *t)
     }

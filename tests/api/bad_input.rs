@@ -380,3 +380,19 @@ async fn a_body_without_a_length_is_refused_unread() {
     assert!(json_body.contains("\"error\""), "the JSON error shape: {resp}");
     assert_eq!(snapshot(&app), before, "nothing written");
 }
+
+/// A null for a column that always has a value is refused, not read as
+/// "leave it as it is" (a 200 that changed nothing would tell the caller it worked).
+#[tokio::test]
+async fn null_for_a_required_column_is_refused_not_ignored() {
+    let app = crate::helpers::spawn_app().await;
+    let (_, tok) = app.add_user("ann@example.com", "user");
+    let (_, c) = app.post("/api/clients", &tok, &serde_json::json!({"name": "Acme"})).await;
+    let before = app.changes().len();
+    let (s, e) = app.patch(&format!("/api/clients/{}", c["id"]), &tok, &serde_json::json!({"name": null})).await;
+    assert_eq!((s, e["message"].as_str()), (422, Some("name may not be null")));
+    let (s, _) = app.post("/api/pipeline", &tok, &serde_json::json!({"title": "Deal", "value": null})).await;
+    assert_eq!(s, 422);
+    assert_eq!(app.changes().len(), before);
+    assert_eq!(app.get(&format!("/api/clients/{}", c["id"]), &tok).await.1["name"], "Acme");
+}

@@ -282,6 +282,8 @@ async fn every_refusal_is_postgrest_shaped_and_writes_nothing() {
         (Method::PATCH, format!("meetings?id=eq.{}", m[5]), Some(json!({"title": "Renamed"})), 409, "P0001"),
         (Method::PATCH, format!("meetings?id=eq.{}", m[0]), Some(json!({"source": "google"})), 400, "428C9"),
         (Method::PATCH, format!("meetings?id=eq.{}", m[0]), Some(json!({"user_id": bob})), 403, "42501"),
+        (Method::PATCH, format!("meetings?id=eq.{}", m[0]), Some(json!({"title": null})), 400, "23502"),
+        (Method::POST, "pipeline".into(), Some(json!({"title": "Deal", "value": null})), 400, "23502"),
         (Method::POST, "clients?on_conflict=email".into(), Some(json!({"name": "Up"})), 400, "PGRST100"),
     ];
     for (method, q, body, status, code) in cases {
@@ -424,4 +426,27 @@ async fn browsers_on_listed_origins_may_call_with_supabase_js_headers() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// The NOT NULL columns the server refuses a null for are the schema's own.
+#[tokio::test]
+async fn required_columns_are_the_schema_s_not_null_columns() {
+    let app = spawn_app().await;
+    let db = app.db();
+    for table in [syncgate::store::Table::Clients, syncgate::store::Table::Meetings, syncgate::store::Table::Pipeline] {
+        let sql = match db.engine() {
+            crate::helpers::Engine::Sqlite => "SELECT name, \"notnull\" FROM pragma_table_info(?1)",
+            crate::helpers::Engine::Postgres => {
+                "SELECT column_name::text, CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END FROM information_schema.columns \
+                 WHERE table_name = ?1 AND table_schema = current_schema()"
+            }
+        };
+        for row in db.rows(sql, &[json!(table.name())]) {
+            let (name, not_null) = (row[0].as_str().unwrap().to_string(), row[1].as_i64().unwrap() == 1);
+            // SQLite reports its INTEGER PRIMARY KEY as nullable; it never is.
+            if name != "id" {
+                assert_eq!(table.required(&name), not_null, "{}.{name}", table.name());
+            }
+        }
+    }
 }

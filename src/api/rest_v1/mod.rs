@@ -247,10 +247,18 @@ fn patch_columns(table: Table, existing: &Value, body: &[u8]) -> Result<Columns,
     }
 }
 
-/// Every key must be a column of the table (`PGRST204`).
+/// Every key must be a column of the table (`PGRST204`), and a NOT NULL
+/// column cannot be set to null (`23502`; `user_id: null` means the caller).
 fn check_keys(table: Table, object: &Map<String, Value>) -> RestResult<()> {
-    match object.keys().find(|k| table.column_type(k).is_none()) {
-        Some(k) => Err(RestError::no_body_column(table.name(), k)),
+    if let Some(k) = object.keys().find(|k| table.column_type(k).is_none()) {
+        return Err(RestError::no_body_column(table.name(), k));
+    }
+    match object.iter().find(|(k, v)| v.is_null() && k.as_str() != "user_id" && table.required(k)) {
+        Some((k, _)) => Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "23502",
+            format!("null value in column \"{k}\" of relation \"{}\" violates not-null constraint", table.name()),
+        )),
         None => Ok(()),
     }
 }
