@@ -3,8 +3,9 @@
 # (npm packages; Chromium for the browser tests; PostgreSQL for the tests of
 # the PostgreSQL engine, which run on a throwaway cluster of their own), then
 # runs the Rust unit and integration tests, the integration suite once more on
-# PostgreSQL, and the JavaScript tests (the real @supabase/realtime-js client
-# and a headless Chromium) against the real binary.
+# PostgreSQL, and the JavaScript tests (the real @supabase/realtime-js and
+# @supabase/supabase-js clients and a headless Chromium) against the real
+# binary, the supabase-js tests on both engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-off build gains nothing from incremental caches; they only take disk.
@@ -36,7 +37,10 @@ echo "== cargo test --test api on PostgreSQL"
 started=$SECONDS
 SYNCGATE_TEST_ENGINE=postgres cargo test --locked --test api -- --test-threads=2
 echo "== postgres suite: $((SECONDS - started)) s"
-stop_throwaway_postgres
+# The cluster stays up for the JavaScript tests: the supabase-js tests run
+# once more on PostgreSQL, on an empty database of their own.
+"$throwaway_pg_bin/psql" -X "$SYNCGATE_TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qc 'CREATE DATABASE syncgate_js'
+export SYNCGATE_JS_DATABASE_URL="${SYNCGATE_TEST_DATABASE_URL%/*}/syncgate_js"
 
 if [ -d static/tests ] || grep -q chromium tests/js/package.json 2>/dev/null; then
   if ! command -v chromium >/dev/null 2>&1; then
@@ -51,3 +55,5 @@ echo "== javascript tests"
 cd tests/js
 npm ci --no-audit --no-fund
 SYNCGATE_BIN="$(cd ../.. && pwd)/target/debug/syncgate" npm test
+cd ../..
+stop_throwaway_postgres
