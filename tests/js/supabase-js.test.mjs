@@ -403,10 +403,9 @@ for (const engine of engines) {
       assert.deepEqual([steal.status, steal.error?.code], [403, '42501']);
     });
 
-    // js-findings.md #1: a null for a NOT NULL column is PostgreSQL's 23502
-    // there, and nothing is written; here PATCH ignores the null (200) and
-    // POST stores the default. A todo until the server answers 23502.
-    test('null for a NOT NULL column is refused with 23502 and changes nothing', { todo: 'js-findings #1' }, async () => {
+    // A null for a NOT NULL column is PostgreSQL's 23502, and nothing is
+    // written (never a 200 that kept the old value, nor a stored default).
+    test('null for a NOT NULL column is refused with 23502 and changes nothing', async () => {
       const made = await sbAnn.from('pipeline').insert({ title: 'Nullable?', stage: 'lead', value: 5 }).select('id').single();
       assert.equal(made.error, null);
       const upd = await sbAnn.from('pipeline').update({ value: null }).eq('id', made.data.id).select('value');
