@@ -310,6 +310,7 @@ proptest! {
             (prop_oneof![
                 Just("select".to_string()), Just("order".to_string()), Just("or".to_string()), Just("and".to_string()),
                 Just("limit".to_string()), Just("offset".to_string()), Just("columns".to_string()), "[a-z_ ]{1,8}",
+                Just("title".to_string()), Just("starts_at".to_string()), Just("client_id".to_string()), Just("all_day".to_string()),
             ], prop_oneof![postgrest_text(), postgrest_text().prop_map(|t| format!("({t})"))]),
             0..6,
         ),
@@ -329,6 +330,19 @@ proptest! {
                 let n: usize = q.filters.iter().map(|f| count(f, 0, &mut depth)).sum();
                 prop_assert!(n <= limits.max_conditions);
                 prop_assert!(depth <= limits.max_depth);
+                // What parses is then typed for each table: a column or a
+                // value it refuses is a 4xx in PostgREST's words, never a panic.
+                use syncgate::api::rest_v1::translate;
+                use syncgate::store::Table;
+                for table in [Table::Clients, Table::Meetings, Table::Pipeline] {
+                    let typed = translate::condition(table, &q.filters)
+                        .and_then(|_| translate::order(table, &q.order))
+                        .and_then(|_| translate::projection(table, q.select.as_deref()));
+                    if let Err(e) = typed {
+                        prop_assert!(e.status.is_client_error(), "{:?}", e);
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
             }
             Err(e) => {
                 prop_assert_eq!(e.code, "PGRST100");
