@@ -46,24 +46,33 @@ CREATE TABLE clients (
 );
 
 CREATE TABLE meetings (
-    id          INTEGER PRIMARY KEY,
-    user_id     INTEGER NOT NULL REFERENCES users (id),
-    source      TEXT NOT NULL CHECK (source IN ('google', 'calendly', 'manual')),
-    external_id TEXT,
-    title       TEXT NOT NULL,
-    description TEXT,
-    location    TEXT,
-    meeting_url TEXT,
-    starts_at   TEXT NOT NULL,
-    ends_at     TEXT NOT NULL,
-    all_day     INTEGER NOT NULL DEFAULT 0,
-    timezone    TEXT,
-    status      TEXT NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'canceled', 'no_show')),
-    client_id   INTEGER REFERENCES clients (id),
-    attendees   TEXT NOT NULL DEFAULT '[]',
-    notes       TEXT,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL, invitees TEXT NOT NULL DEFAULT '[]', cancel_url TEXT, reschedule_url TEXT, cancel_reason TEXT, canceled_by TEXT, previous_starts_at TEXT, google_event_id TEXT, calendar_id TEXT, calendar_name TEXT,
+    id                 INTEGER PRIMARY KEY,
+    user_id            INTEGER NOT NULL REFERENCES users (id),
+    source             TEXT NOT NULL CHECK (source IN ('google', 'calendly', 'manual', 'microsoft')),
+    external_id        TEXT,
+    title              TEXT NOT NULL,
+    description        TEXT,
+    location           TEXT,
+    meeting_url        TEXT,
+    starts_at          TEXT NOT NULL,
+    ends_at            TEXT NOT NULL,
+    all_day            INTEGER NOT NULL DEFAULT 0,
+    timezone           TEXT,
+    status             TEXT NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'canceled', 'no_show')),
+    client_id          INTEGER REFERENCES clients (id),
+    attendees          TEXT NOT NULL DEFAULT '[]',
+    notes              TEXT,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    invitees           TEXT NOT NULL DEFAULT '[]',
+    cancel_url         TEXT,
+    reschedule_url     TEXT,
+    cancel_reason      TEXT,
+    canceled_by        TEXT,
+    previous_starts_at TEXT,
+    google_event_id    TEXT,
+    calendar_id        TEXT,
+    calendar_name      TEXT,
     UNIQUE (user_id, source, external_id)
 );
 
@@ -91,7 +100,8 @@ CREATE TABLE calendar_watch_channels (
     webhook_url TEXT NOT NULL,
     state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retiring')),
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    provider    TEXT NOT NULL DEFAULT 'google' CHECK (provider IN ('google', 'microsoft'))
 );
 
 CREATE TABLE calendly_webhook_events (
@@ -206,7 +216,7 @@ CREATE INDEX pipeline_user ON pipeline (user_id);
 CREATE INDEX pipeline_client ON pipeline (client_id);
 
 CREATE UNIQUE INDEX calendar_watch_channels_one_active
-    ON calendar_watch_channels (user_id, calendar_id) WHERE state = 'active';
+    ON calendar_watch_channels (provider, user_id, calendar_id) WHERE state = 'active';
 
 CREATE INDEX calendly_webhook_events_received ON calendly_webhook_events (received_at);
 
@@ -265,4 +275,67 @@ CREATE TABLE cluster_leases (
     token       INTEGER NOT NULL DEFAULT 0,
     acquired_at TEXT,
     expires_at  TEXT
+);
+
+-- A user's Microsoft account: the tenant (tid) and object id (oid) are who
+-- it is; username (preferred_username) is only shown. Tokens never leave
+-- the store except to call Microsoft.
+CREATE TABLE microsoft_accounts (
+    user_id          INTEGER PRIMARY KEY REFERENCES users (id),
+    tenant_id        TEXT NOT NULL,
+    object_id        TEXT NOT NULL,
+    username         TEXT,
+    refresh_token    TEXT,
+    access_token     TEXT,
+    token_expires_at TEXT,
+    needs_reconnect  INTEGER NOT NULL DEFAULT 0,
+    connected_at     TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (tenant_id, object_id)
+);
+
+-- The user's Outlook calendars, which of them sync, and each one's delta
+-- link (written in the transaction of the page it ends).
+CREATE TABLE microsoft_calendars (
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    calendar_id TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    color       TEXT,
+    is_primary  INTEGER NOT NULL DEFAULT 0,
+    selected    INTEGER NOT NULL DEFAULT 0,
+    delta_link  TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, calendar_id)
+);
+
+-- What operations see per connected user, as google_sync_status holds for
+-- Google (the same columns, so one set of store operations serves both),
+-- plus the notification items refused for a wrong clientState.
+CREATE TABLE microsoft_sync_status (
+    user_id                    INTEGER PRIMARY KEY REFERENCES users (id),
+    last_notification_at       TEXT,
+    notifications              INTEGER NOT NULL DEFAULT 0,
+    last_sync_at               TEXT,
+    last_sync_kind             TEXT,
+    last_sync_outcome          TEXT,
+    last_error                 TEXT,
+    last_full_sync_at          TEXT,
+    syncs                      INTEGER NOT NULL DEFAULT 0,
+    failed_syncs               INTEGER NOT NULL DEFAULT 0,
+    created                    INTEGER NOT NULL DEFAULT 0,
+    updated                    INTEGER NOT NULL DEFAULT 0,
+    canceled                   INTEGER NOT NULL DEFAULT 0,
+    renewals                   INTEGER NOT NULL DEFAULT 0,
+    last_renewal_at            TEXT,
+    renewal_failures           INTEGER NOT NULL DEFAULT 0,
+    last_renewal_error         TEXT,
+    last_renewal_error_at      TEXT,
+    next_renewal_attempt_at    TEXT,
+    safety_net_syncs           INTEGER NOT NULL DEFAULT 0,
+    safety_net_changes         INTEGER NOT NULL DEFAULT 0,
+    last_safety_net_at         TEXT,
+    last_safety_net_changes_at TEXT,
+    passes_wanted              INTEGER NOT NULL DEFAULT 0,
+    passes_done                INTEGER NOT NULL DEFAULT 0,
+    dropped_notifications      INTEGER NOT NULL DEFAULT 0
 );

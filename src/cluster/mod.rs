@@ -74,7 +74,9 @@ fn host_name() -> String {
 }
 
 /// A digest of the settings that must agree across nodes: the JWT secret,
-/// the public URL, the Google and Calendly credentials. Compared, never shown.
+/// the public URL, the Google, Calendly and Microsoft credentials. Compared,
+/// never shown. (Microsoft's count only once set, so a node of the version
+/// before them agrees with one that has them unset.)
 pub fn settings_fingerprint(config: &Config, secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"syncgate settings fingerprint\0");
@@ -86,7 +88,10 @@ pub fn settings_fingerprint(config: &Config, secret: &str) -> String {
         &config.calendly.signing_keys.iter().map(|k| k.expose_secret().trim().to_string()).collect::<Vec<_>>().join(","),
         config.calendly.token.expose_secret().trim(),
     ];
-    for p in parts {
+    let microsoft =
+        [config.microsoft.client_id.trim(), config.microsoft.client_secret.expose_secret().trim(), config.microsoft.tenant.trim()];
+    let microsoft_set = config.microsoft_enabled();
+    for p in parts.iter().chain(microsoft.iter().filter(|_| microsoft_set)) {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
     }

@@ -36,6 +36,7 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub changes: ChangesConfig,
     pub google: GoogleConfig,
+    pub microsoft: MicrosoftConfig,
     pub calendly: CalendlyConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -304,6 +305,66 @@ pub struct GoogleConfig {
     pub sync_future: Dur,
 }
 
+/// Microsoft 365 / Outlook calendars through Microsoft Graph (see
+/// `docs/microsoft-graph.md`). Off until `client_id` and `client_secret` are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MicrosoftConfig {
+    /// The app registration's Application (client) id.
+    pub client_id: String,
+    #[serde(serialize_with = "expose")]
+    pub client_secret: SecretString,
+    /// Whose accounts may connect: `organizations` (any work or school
+    /// account), `common`, or the firm's tenant id (only the firm's).
+    pub tenant: String,
+    /// Empty: `<public_url>/api/auth/microsoft/callback`.
+    pub redirect_url: String,
+    /// Empty: `<public_url>/api/microsoft/webhook` (Graph requires https).
+    pub webhook_url: String,
+    /// The identity platform, `{tenant}/oauth2/v2.0/authorize|token` under it.
+    pub login_base_url: String,
+    /// Graph, `me/…` and `subscriptions` under it.
+    pub graph_base_url: String,
+    /// The calendars synced for a user who has not chosen (`primary` is the
+    /// user's default calendar).
+    pub calendars: Vec<String>,
+    /// Most full syncs (whole window) running at once.
+    pub full_sync_concurrency: usize,
+    /// Lifetime asked for each subscription (Graph caps Outlook event
+    /// subscriptions at under 7 days), and how long before expiry it is extended.
+    pub subscription_ttl: Dur,
+    pub renew_before: Dur,
+    /// An incremental (delta) sync per connected user this often, staggered; `0s` turns it off.
+    pub safety_net_interval: Dur,
+    /// The window of a full sync: this far back and this far ahead.
+    pub sync_past: Dur,
+    pub sync_future: Dur,
+    /// Events per delta page asked for (`Prefer: odata.maxpagesize`).
+    pub page_size: usize,
+}
+
+impl Default for MicrosoftConfig {
+    fn default() -> Self {
+        MicrosoftConfig {
+            client_id: String::new(),
+            client_secret: SecretString::default(),
+            tenant: "organizations".into(),
+            redirect_url: String::new(),
+            webhook_url: String::new(),
+            login_base_url: "https://login.microsoftonline.com".into(),
+            graph_base_url: "https://graph.microsoft.com/v1.0".into(),
+            calendars: vec!["primary".into()],
+            full_sync_concurrency: 2,
+            subscription_ttl: Dur::secs(4230 * 60),
+            renew_before: Dur::secs(86_400),
+            safety_net_interval: Dur::secs(6 * 3600),
+            sync_past: Dur::secs(30 * 86_400),
+            sync_future: Dur::secs(365 * 86_400),
+            page_size: 100,
+        }
+    }
+}
+
 impl Default for GoogleConfig {
     fn default() -> Self {
         GoogleConfig {
@@ -459,6 +520,10 @@ impl Config {
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         }
+    }
+
+    pub fn microsoft_enabled(&self) -> bool {
+        !self.microsoft.client_id.is_empty() && !self.microsoft.client_secret.expose_secret().is_empty()
     }
 
     pub fn google_enabled(&self) -> bool {

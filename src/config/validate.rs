@@ -47,6 +47,8 @@ impl Config {
             ("calendly.max_body_bytes", self.calendly.max_body_bytes as u64),
             ("changes.retention_rows", self.changes.retention_rows),
             ("rest.max_rows", self.rest.max_rows as u64),
+            ("microsoft.full_sync_concurrency", self.microsoft.full_sync_concurrency as u64),
+            ("microsoft.page_size", self.microsoft.page_size as u64),
             ("rest.max_conditions", self.rest.max_conditions as u64),
             ("rest.max_depth", self.rest.max_depth as u64),
             ("rest.max_in_values", self.rest.max_in_values as u64),
@@ -67,6 +69,7 @@ impl Config {
             ("database.stalled_writer_timeout", self.database.stalled_writer_timeout),
             ("cluster.lease_ttl", self.cluster.lease_ttl),
             ("google.channel_ttl", self.google.channel_ttl),
+            ("microsoft.subscription_ttl", self.microsoft.subscription_ttl),
             ("calendly.tolerance", self.calendly.tolerance),
             ("calendly.keep_payloads", self.calendly.keep_payloads),
             ("alerts.check_interval", self.alerts.check_interval),
@@ -81,6 +84,10 @@ impl Config {
             ("google.safety_net_interval", self.google.safety_net_interval),
             ("google.sync_past", self.google.sync_past),
             ("google.sync_future", self.google.sync_future),
+            ("microsoft.renew_before", self.microsoft.renew_before),
+            ("microsoft.safety_net_interval", self.microsoft.safety_net_interval),
+            ("microsoft.sync_past", self.microsoft.sync_past),
+            ("microsoft.sync_future", self.microsoft.sync_future),
             ("alerts.channel_expiry_warning", self.alerts.channel_expiry_warning),
             ("alerts.silent_push_after", self.alerts.silent_push_after),
         ];
@@ -94,6 +101,14 @@ impl Config {
                 key: "cluster.node_id",
                 value: id.chars().take(80).collect(),
                 hint: "use at most 64 letters, digits, dots, dashes and underscores, or leave it empty",
+            });
+        }
+        let tenant = &self.microsoft.tenant;
+        if tenant.is_empty() || tenant.len() > 64 || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')) {
+            return Err(ConfigError::Choice {
+                key: "microsoft.tenant",
+                value: tenant.chars().take(80).collect(),
+                hint: "use organizations, common, or the firm's tenant id (a GUID or its domain)",
             });
         }
         for origin in &self.server.cors_origins {
@@ -110,6 +125,10 @@ impl Config {
             ("google.token_url", &self.google.token_url, false),
             ("google.userinfo_url", &self.google.userinfo_url, false),
             ("calendly.api_base_url", &self.calendly.api_base_url, false),
+            ("microsoft.redirect_url", &self.microsoft.redirect_url, true),
+            ("microsoft.webhook_url", &self.microsoft.webhook_url, true),
+            ("microsoft.login_base_url", &self.microsoft.login_base_url, false),
+            ("microsoft.graph_base_url", &self.microsoft.graph_base_url, false),
             ("alerts.webhook_url", &self.alerts.webhook_url, true),
         ];
         for (key, value, may_be_empty) in urls {

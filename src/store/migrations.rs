@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_changes_by_user", include_str!("migrations/0009_changes_by_user.sql")),
     ("0010_seq_head", include_str!("migrations/0010_seq_head.sql")),
     ("0011_cluster", include_str!("migrations/0011_cluster.sql")),
+    ("0012_microsoft", include_str!("migrations/0012_microsoft.sql")),
 ];
 
 pub fn latest_version() -> i64 {

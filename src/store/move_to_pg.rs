@@ -37,6 +37,9 @@ pub const TABLES: &[&str] = &[
     "audit_log",
     "calendly_rejections",
     "seq_head",
+    "microsoft_accounts",
+    "microsoft_calendars",
+    "microsoft_sync_status",
 ];
 
 /// Tables that describe running nodes (their registry and leases), not

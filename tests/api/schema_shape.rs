@@ -66,8 +66,15 @@ const SQLITE_TIMESTAMPS: &[&str] = &["at", "expiration", "window_end", "minute",
 const SQLITE_DATES: &[(&str, &str)] = &[("pipeline", "expected_close")];
 const SQLITE_JSON: &[(&str, &str)] =
     &[("meetings", "attendees"), ("meetings", "invitees"), ("changes", "record"), ("changes", "old_record"), ("audit_log", "detail")];
-const SQLITE_FLAGS: &[(&str, &str)] =
-    &[("users", "google_needs_reconnect"), ("meetings", "all_day"), ("google_calendars", "is_primary"), ("google_calendars", "selected")];
+const SQLITE_FLAGS: &[(&str, &str)] = &[
+    ("users", "google_needs_reconnect"),
+    ("meetings", "all_day"),
+    ("google_calendars", "is_primary"),
+    ("google_calendars", "selected"),
+    ("microsoft_accounts", "needs_reconnect"),
+    ("microsoft_calendars", "is_primary"),
+    ("microsoft_calendars", "selected"),
+];
 
 fn sqlite_family(table: &str, column: &str, declared: &str) -> Family {
     let listed = |list: &[(&str, &str)]| list.contains(&(table, column));

@@ -70,6 +70,7 @@ pub const MIGRATIONS: &[PgMigration] = &[
     },
     PgMigration { version: 10, name: "0010_seq_head", sql: include_str!("migrations/0010_seq_head.sql"), min_binary_version: V0_1_0 },
     PgMigration { version: 11, name: "0011_cluster", sql: include_str!("migrations/0011_cluster.sql"), min_binary_version: V0_1_0 },
+    PgMigration { version: 12, name: "0012_microsoft", sql: include_str!("migrations/0012_microsoft.sql"), min_binary_version: V0_1_0 },
 ];
 
 pub fn latest_version() -> i32 {
