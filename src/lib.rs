@@ -32,8 +32,12 @@
 //!   and the fanout step.
 //! - [`calendly`]: the Calendly webhook (signature, payload, booking) and the
 //!   Calendly API client behind `syncgate calendly`.
+//! - [`provider`]: what the calendar providers share: credentials that
+//!   never print, the handles their background work runs with.
 //! - [`google`]: Google sign-in, the calendars a user ticks, push channels and
 //!   their renewal, the incremental sync, and their routes.
+//! - [`microsoft`]: Microsoft 365 / Outlook: connect, Graph subscriptions,
+//!   the delta sync, and their routes.
 //! - [`api`]: REST for clients, meetings and pipeline, `/api/me`, login links.
 //! - [`web`]: the embedded browser UI under `static/`.
 //! - [`accounts`]: account changes (invite, role, disable, remove, sign out
@@ -80,8 +84,10 @@ pub mod counters;
 pub mod duration;
 pub mod google;
 pub mod http;
+pub mod microsoft;
 pub mod model;
 pub mod ops;
+pub mod provider;
 pub mod realtime;
 pub mod startup;
 pub mod store;

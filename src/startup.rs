@@ -53,6 +53,8 @@ pub struct AppInner {
     pub alerts: Arc<crate::ops::alerts::AlertMonitor>,
     /// Google sign-in, channels and the per-user sync scheduler.
     pub google: Arc<crate::google::GoogleSync>,
+    /// Microsoft 365 connect, subscriptions and the per-user delta sync.
+    pub microsoft: Arc<crate::microsoft::MicrosoftSync>,
     /// The tokens and the identity check, as routes use them.
     pub auth: crate::http::Authenticator,
     /// Repeated warnings (e.g. notifications for an unknown channel), at most once a minute per key.
@@ -157,7 +159,7 @@ impl Server {
             store.clone(),
             &public_url,
             secret.expose_secret(),
-            crate::google::Background {
+            crate::provider::Background {
                 shutdown: shutdown_rx.clone(),
                 tasks: tasks.clone(),
                 metrics: metrics.clone(),
@@ -165,6 +167,18 @@ impl Server {
             },
         )
         .map_err(StartupError::Google)?;
+        let microsoft = crate::microsoft::MicrosoftSync::new(
+            &config,
+            store.clone(),
+            &public_url,
+            secret.expose_secret(),
+            crate::provider::Background {
+                shutdown: shutdown_rx.clone(),
+                tasks: tasks.clone(),
+                metrics: metrics.clone(),
+                leases: leases.clone(),
+            },
+        );
         let mut loops = vec![(
             "google upkeep",
             tasks.spawn(under_lease(&leases, crate::cluster::GOOGLE_UPKEEP, shutdown_rx.clone(), {
@@ -210,6 +224,7 @@ impl Server {
             metrics,
             alerts: alerts.monitor,
             google,
+            microsoft,
             auth: crate::http::Authenticator::new(tokens.clone(), identities.clone()),
             tokens,
             config,

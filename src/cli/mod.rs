@@ -124,7 +124,7 @@ pub struct TokenArgs {
 
 pub fn main() -> ExitCode {
     // Before any HTTP client is built (reqwest has no TLS provider of its own here).
-    crate::google::install_tls();
+    crate::provider::install_tls();
     let cli = Cli::parse();
     let loaded = match Config::load(cli.config.as_deref()) {
         Ok(l) => l,

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::client::CallError;
 use super::sync::{Creds, SyncError};
-use super::{GoogleSync, Secret};
+use super::GoogleSync;
+use crate::provider::Secret;
 use crate::store::timefmt;
 use crate::store::watch_channels::{ChannelHandle, NewChannel};
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Secret;
 use crate::config::{ExposeSecret, GoogleConfig};
 use crate::counters::Metrics;
+use crate::provider::Secret;
 
 /// Why a call to Google failed, in the terms the caller acts on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -144,7 +144,7 @@ pub struct GoogleApi {
 
 impl GoogleApi {
     pub fn new(cfg: &GoogleConfig, redirect_url: &str, metrics: Option<Arc<Metrics>>) -> Result<GoogleApi, HttpClientError> {
-        super::install_tls();
+        crate::provider::install_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))

@@ -33,7 +33,6 @@ pub mod upkeep;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
@@ -46,41 +45,6 @@ pub use health::admin_health;
 pub use routes::{routes, GoogleRoutesState};
 pub use sync::{SyncError, SyncReport, SyncTrigger};
 pub use upkeep::run;
-
-/// Make rustls use the ring provider. reqwest is built with
-/// `rustls-no-provider` (aws-lc needs cmake), so this must run before any
-/// `reqwest::Client` is built; calling it again is harmless.
-pub fn install_tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A credential (OAuth token, sync token, channel token). Prints as `***` in
-/// `Debug` and `Display`, so it cannot reach a log line by accident; read it
-/// with [`Secret::expose`] only where it is sent or stored.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Everything Google-related the server shares: configuration, the HTTP
 /// client, and the per-user sync scheduler. One per server.
@@ -121,17 +85,6 @@ pub struct GoogleSync {
     pub(crate) leases: Arc<crate::cluster::Leases>,
 }
 
-/// What Google work shares with the rest of the server.
-pub struct Background {
-    pub shutdown: watch::Receiver<bool>,
-    /// Where its tasks run (shutdown awaits them).
-    pub tasks: TaskTracker,
-    /// Syncs and calls to Google are counted here.
-    pub metrics: Arc<Metrics>,
-    /// This node's leases: one user's sync holds theirs.
-    pub leases: Arc<crate::cluster::Leases>,
-}
-
 impl GoogleSync {
     /// Build from the configuration. `secret` is the JWT secret (the state
     /// key is derived from it); `public_url` gives the default redirect and
@@ -141,10 +94,10 @@ impl GoogleSync {
         store: Store,
         public_url: &str,
         secret: &str,
-        background: Background,
+        background: crate::provider::Background,
     ) -> Result<Arc<GoogleSync>, HttpClientError> {
-        let Background { shutdown, tasks, metrics, leases } = background;
-        install_tls();
+        let crate::provider::Background { shutdown, tasks, metrics, leases } = background;
+        crate::provider::install_tls();
         let cfg = config.google.clone();
         let base = public_url.trim_end_matches('/');
         let redirect_url = if cfg.redirect_url.trim().is_empty() {
@@ -241,17 +194,5 @@ impl GoogleSync {
     pub(crate) fn selection_lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.selection_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(user_id).or_default().clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Secret;
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("ya29.very-secret");
-        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "*** *** Some(***)");
-        assert_eq!(s.expose(), "ya29.very-secret");
     }
 }

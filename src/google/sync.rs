@@ -59,9 +59,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{CallError, EventsPage, ListMode};
-use super::{GoogleSync, Secret};
+use super::GoogleSync;
 use crate::backoff::Backoff;
 use crate::model::{SyncKind, SyncOutcome};
+use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
 use crate::store::google_status::SyncRecord;

@@ -1012,7 +1012,7 @@ async fn serve_accepts_deliveries_signed_with_the_subscribed_key_and_logs_one_li
 
     let mut ev = ev1();
     ev.host_uri = fake_calendly::USER_URI.into();
-    syncgate::google::install_tls();
+    syncgate::provider::install_tls();
     let http = reqwest::Client::new();
     for (k, id) in [(key.as_str(), "IN1AAAAAAAAAAAAA"), ("configured-key-two", "IN2AAAAAAAAAAAAA")] {
         let raw = serde_json::to_vec(&created(&ev, id, "jane@example.com", "Jane Client")).unwrap();

@@ -129,7 +129,7 @@ impl Served {
 
 pub(crate) fn http() -> reqwest::Client {
     // reqwest has no TLS provider of its own here; one must be installed first.
-    syncgate::google::install_tls();
+    syncgate::provider::install_tls();
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 

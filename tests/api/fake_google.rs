@@ -417,7 +417,7 @@ pub fn location(r: &reqwest::Response) -> String {
 
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
-        syncgate::google::install_tls();
+        syncgate::provider::install_tls();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake google binds");
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {

@@ -454,7 +454,7 @@ pub fn id_token_claims(id_token: &str) -> Value {
 
 impl FakeGraph {
     pub async fn start() -> FakeGraph {
-        syncgate::google::install_tls();
+        syncgate::provider::install_tls();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake graph binds");
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {

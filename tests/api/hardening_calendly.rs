@@ -110,7 +110,7 @@ async fn refused_deliveries_are_logged_once_per_source_per_minute() {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.trim().trim_start_matches("syncgate listening on ").to_string();
-    syncgate::google::install_tls();
+    syncgate::provider::install_tls();
     let http = reqwest::Client::new();
     // The same minute, as far as the clock allows: two sources, many refusals each.
     let minute = syncgate::auth::unix_now() / 60;

@@ -41,7 +41,7 @@ async fn json_logs_carry_request_ids_and_never_a_secret() {
     assert!(line.starts_with("syncgate listening on http://127.0.0.1:"), "{line}");
     let base = line.trim().trim_start_matches("syncgate listening on ").to_string();
 
-    syncgate::google::install_tls();
+    syncgate::provider::install_tls();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = http.get(format!("{base}/api/clients")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);

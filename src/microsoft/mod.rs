@@ -1,0 +1,119 @@
+//! Microsoft 365 / Outlook calendars through Microsoft Graph, to the
+//! standard of the Google sync: connect (the identity platform's
+//! authorization-code flow with PKCE; an account is its tenant and object
+//! id, never an email), Graph subscriptions as push channels with
+//! `clientState`, lifecycle notifications, and the incremental sync by
+//! `calendarView/delta` that turns events into `microsoft` meetings. The
+//! facts it relies on are in `docs/microsoft-graph.md`. The Microsoft tables
+//! are written through the store's Microsoft operations; nothing here runs
+//! SQL. Never logs or returns a Microsoft token (they travel as
+//! [`Secret`](crate::provider::Secret)).
+//!
+//! - [`oauth`]: consent URL with PKCE and the signed single-use state, the
+//!   code exchange, who the account is and who may sign in with it.
+//! - [`client`]: the calls to Graph (calendars, delta pages, subscriptions)
+//!   and what their errors mean, `Retry-After` included.
+//! - [`events`]: which events are meetings and how one becomes a meeting.
+//! - [`mod@routes`]: the HTTP surface.
+
+pub mod client;
+pub mod events;
+pub mod oauth;
+pub mod routes;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, MicrosoftConfig};
+use crate::counters::Metrics;
+use crate::store::Store;
+
+/// Everything Microsoft-related the server shares. One per server.
+pub struct MicrosoftSync {
+    pub(crate) cfg: MicrosoftConfig,
+    pub(crate) store: Store,
+    /// HMAC key for the OAuth `state`, derived from the JWT secret (not Google's).
+    pub(crate) state_key: [u8; 32],
+    pub(crate) redirect_url: String,
+    pub(crate) webhook_url: String,
+    /// Cookies get `Secure` when the public URL is https.
+    pub(crate) secure_cookies: bool,
+    enabled: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Every task Microsoft work runs in; shutdown waits for them.
+    pub(crate) tasks: TaskTracker,
+    pub(crate) leases: Arc<crate::cluster::Leases>,
+}
+
+impl MicrosoftSync {
+    /// Build from the configuration. `secret` is the JWT secret (the state
+    /// key is derived from it); `public_url` gives the default redirect and
+    /// webhook URLs.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        public_url: &str,
+        secret: &str,
+        background: crate::provider::Background,
+    ) -> Arc<MicrosoftSync> {
+        let crate::provider::Background { shutdown, tasks, metrics, leases } = background;
+        crate::provider::install_tls();
+        let cfg = config.microsoft.clone();
+        let base = public_url.trim_end_matches('/');
+        let or_default = |set: &str, path: &str| if set.trim().is_empty() { format!("{base}{path}") } else { set.trim().to_string() };
+        let redirect_url = or_default(&cfg.redirect_url, "/api/auth/microsoft/callback");
+        let webhook_url = or_default(&cfg.webhook_url, "/api/microsoft/webhook");
+        let enabled = config.microsoft_enabled();
+        if enabled {
+            tracing::info!(%redirect_url, %webhook_url, tenant = %cfg.tenant, "Microsoft 365 calendar sync is on");
+            if !webhook_url.starts_with("https://") {
+                tracing::warn!(%webhook_url, "Microsoft Graph only delivers notifications to https addresses; set server.public_url or microsoft.webhook_url");
+            }
+        } else {
+            tracing::info!(
+                "Microsoft 365 is not configured (microsoft.client_id and microsoft.client_secret are empty): Outlook sync is off"
+            );
+        }
+        let state_key = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"syncgate microsoft oauth state\0");
+            h.update(secret.as_bytes());
+            h.finalize().into()
+        };
+        Arc::new(MicrosoftSync {
+            cfg,
+            store,
+            state_key,
+            redirect_url,
+            webhook_url,
+            secure_cookies: base.starts_with("https://"),
+            enabled,
+            metrics,
+            shutdown,
+            tasks,
+            leases,
+        })
+    }
+
+    /// Are client credentials configured? Without them every Microsoft
+    /// route answers 503 and nothing syncs.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn webhook_url(&self) -> &str {
+        &self.webhook_url
+    }
+
+    pub fn redirect_url(&self) -> &str {
+        &self.redirect_url
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
