@@ -5,10 +5,12 @@
 //! the user's `tokens_valid_after`, see [`identity`]) and an optional `role`;
 //! `nbf` is honoured when present. The anon key is `{"role":"anon"}` and is
 //! good only as the realtime `apikey`. The single-use sign-in links of
-//! `syncgate login-link` are in [`login_links`].
+//! `syncgate login-link` are in [`login_links`]. The OAuth `state`, PKCE and
+//! sign-up policy the calendar providers share are in [`oauth_state`].
 
 pub mod identity;
 pub mod login_links;
+pub mod oauth_state;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
