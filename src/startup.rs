@@ -492,6 +492,12 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
             log_throttle: app.log_throttle.clone(),
         }))
         .unify()
+        .or(crate::microsoft::routes::routes(crate::microsoft::routes::MicrosoftRoutesState {
+            microsoft: app.microsoft.clone(),
+            auth: app.auth.clone(),
+            token_ttl_secs: app.config.auth.token_ttl.as_secs() as i64,
+        }))
+        .unify()
         .or(crate::ops::health::routes(crate::ops::health::HealthState {
             store: app.store.clone(),
             hub: app.hub.clone(),

@@ -21,7 +21,8 @@ pub mod events;
 pub mod oauth;
 pub mod routes;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -33,7 +34,14 @@ use crate::store::Store;
 /// Everything Microsoft-related the server shares. One per server.
 pub struct MicrosoftSync {
     pub(crate) cfg: MicrosoftConfig,
+    /// Who may sign up by signing in with Microsoft (a verified identity only).
+    pub(crate) sign_up: crate::auth::oauth_state::SignUpPolicy,
     pub(crate) store: Store,
+    /// Calls to the identity platform (and Graph's organization, at sign-in).
+    /// None only when it could not be built; then Microsoft is off.
+    http: Option<reqwest::Client>,
+    /// One token refresh per user at a time (see [`MicrosoftSync::access_token`]).
+    refresh_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// HMAC key for the OAuth `state`, derived from the JWT secret (not Google's).
     pub(crate) state_key: [u8; 32],
     pub(crate) redirect_url: String,
@@ -66,13 +74,19 @@ impl MicrosoftSync {
         let or_default = |set: &str, path: &str| if set.trim().is_empty() { format!("{base}{path}") } else { set.trim().to_string() };
         let redirect_url = or_default(&cfg.redirect_url, "/api/auth/microsoft/callback");
         let webhook_url = or_default(&cfg.webhook_url, "/api/microsoft/webhook");
-        let enabled = config.microsoft_enabled();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "could not build the HTTP client for Microsoft: Outlook sync is off"))
+            .ok();
+        let enabled = config.microsoft_enabled() && http.is_some();
         if enabled {
             tracing::info!(%redirect_url, %webhook_url, tenant = %cfg.tenant, "Microsoft 365 calendar sync is on");
             if !webhook_url.starts_with("https://") {
                 tracing::warn!(%webhook_url, "Microsoft Graph only delivers notifications to https addresses; set server.public_url or microsoft.webhook_url");
             }
-        } else {
+        } else if http.is_some() {
             tracing::info!(
                 "Microsoft 365 is not configured (microsoft.client_id and microsoft.client_secret are empty): Outlook sync is off"
             );
@@ -86,7 +100,10 @@ impl MicrosoftSync {
         };
         Arc::new(MicrosoftSync {
             cfg,
+            sign_up: crate::auth::oauth_state::SignUpPolicy::from(&config.auth),
             store,
+            http,
+            refresh_locks: Mutex::new(HashMap::new()),
             state_key,
             redirect_url,
             webhook_url,
@@ -103,6 +120,11 @@ impl MicrosoftSync {
     /// route answers 503 and nothing syncs.
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The client for the identity platform; `enabled()` promises it.
+    pub(crate) fn http(&self) -> Result<&reqwest::Client, oauth::TokenError> {
+        self.http.as_ref().ok_or_else(|| oauth::TokenError::Network("no HTTP client".into()))
     }
 
     pub fn webhook_url(&self) -> &str {

@@ -21,6 +21,7 @@ pub mod google_sync;
 pub mod health;
 pub mod login_links;
 pub mod matching;
+pub mod microsoft_accounts;
 pub mod migrations;
 pub mod move_to_pg;
 pub mod pg;

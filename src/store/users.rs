@@ -150,6 +150,8 @@ pub struct Profile {
     /// When the user's first Google push channel runs out (one per ticked
     /// calendar; each is renewed automatically before then).
     pub google_channel_expires_at: Option<String>,
+    /// The Outlook connection: whether, as whom, and whether it must be redone.
+    pub microsoft: super::microsoft_accounts::MicrosoftStatus,
 }
 
 impl Store {
@@ -173,12 +175,16 @@ impl Store {
         self.bookkeeping(move |c, now| touch_last_seen(c, id, now)).await
     }
 
-    /// The user and when their first Google channel expires.
+    /// The user, when their first Google channel expires, and their Outlook connection.
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
-            let expires: Option<String> =
-                c.value("SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", args![id])?;
-            Ok(get(c, id)?.map(|user| Profile { user, google_channel_expires_at: expires }))
+            let expires: Option<String> = c.value(
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active' AND provider = 'google'",
+                args![id],
+            )?;
+            let Some(user) = get(c, id)? else { return Ok(None) };
+            let microsoft = super::microsoft_accounts::status(c, id)?;
+            Ok(Some(Profile { user, google_channel_expires_at: expires, microsoft }))
         })
         .await
     }
