@@ -5,7 +5,8 @@
 //! `code_verifier`, refresh with a new refresh token each time, `invalid_grant`
 //! with AADSTS `error_codes` once revoked), an unsigned id_token with `tid`,
 //! `oid`, `preferred_username`, `name` and, when a test sets one, an `email`
-//! that proves nothing; `/v1.0/me`, `/v1.0/me/calendars`, calendar-view delta
+//! that proves nothing; `/v1.0/me`, `/v1.0/organization` (the tenant's
+//! verified domains), `/v1.0/me/calendars`, calendar-view delta
 //! for the default calendar and per calendar (window only on the first
 //! request, pages of N with opaque `$skiptoken` links, a `$deltatoken` link
 //! only on the last page, changes and `@removed` entries on the next round,
@@ -222,6 +223,8 @@ struct State {
     calls: HashMap<String, u64>,
     delta_log: Vec<DeltaCall>,
     deliveries: Vec<Delivery>,
+    /// By tenant id (lowercased): the domains `GET /organization` lists as verified.
+    verified_domains: HashMap<String, Vec<String>>,
 }
 
 struct Inner {
@@ -495,6 +498,16 @@ impl FakeGraph {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Point syncgate's `[microsoft]` at this fake (tenant left as configured).
+    /// The redirect URI is registered once the server knows its address:
+    /// `register_redirect_uri(app.microsoft.redirect_url())`.
+    pub fn configure(&self, c: &mut syncgate::config::Config) {
+        c.microsoft.client_id = CLIENT_ID.into();
+        c.microsoft.client_secret = CLIENT_SECRET.into();
+        c.microsoft.login_base_url = self.base.clone();
+        c.microsoft.graph_base_url = self.graph_url();
+    }
+
     // ---- test controls -------------------------------------------------
 
     /// A work account in tenant `tid` with object id `oid`, signing in as
@@ -514,6 +527,17 @@ impl FakeGraph {
     /// The `email` claim of the account's id_tokens (unverified: any value).
     pub fn set_email_claim(&self, upn: &str, email: Option<&str>) {
         self.account_mut(upn, |a| a.email = email.map(str::to_string));
+    }
+
+    /// The domains tenant `tid` has verified (`GET /organization`'s `verifiedDomains`).
+    pub fn set_verified_domains(&self, tid: &str, domains: &[&str]) {
+        self.st().verified_domains.insert(tid.to_lowercase(), domains.iter().map(|d| d.to_string()).collect());
+    }
+
+    /// Every access and refresh token issued so far (to prove none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let st = self.st();
+        st.access.keys().chain(st.refresh.keys()).cloned().collect()
     }
 
     /// Another calendar of the account; returns its id.
@@ -923,6 +947,7 @@ impl FakeGraph {
             }
             ("GET", ["v1.0", "me"]) => self.me(&headers),
             ("GET", ["v1.0", "me", "calendars"]) => self.calendars(&headers),
+            ("GET", ["v1.0", "organization"]) => self.organization(&headers),
             ("GET", ["v1.0", "me", "calendarView", "delta"]) => self.delta(None, &q, &headers),
             ("GET", ["v1.0", "me", "calendars", id, "calendarView", "delta"]) => self.delta(Some(id), &q, &headers),
             ("POST", ["v1.0", "subscriptions"]) => self.subscribe(&headers, &body).await,
@@ -1117,6 +1142,33 @@ impl FakeGraph {
         reply(
             200,
             &json!({"@odata.context": format!("{}/v1.0/$metadata#users/$entity", self.base), "id": a.oid, "userPrincipalName": a.upn, "displayName": a.name, "mail": a.email.clone().unwrap_or_else(|| a.upn.clone())}),
+        )
+    }
+
+    /// `GET /v1.0/organization?$select=verifiedDomains`: the signed-in
+    /// account's tenant and the domains it verified (the first is the default).
+    fn organization(&self, headers: &HeaderMap) -> Response {
+        if let Some((s, ra)) = self.take_failure("organization") {
+            return Self::injected(s, ra);
+        }
+        let upn = match self.bearer(headers) {
+            Ok(u) => u,
+            Err(r) => return *r,
+        };
+        let st = self.st();
+        let tid = st.accounts[&upn].tid.clone();
+        let domains: Vec<Value> = st
+            .verified_domains
+            .get(&tid.to_lowercase())
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| json!({"name": d, "isDefault": i == 0, "isInitial": false, "type": "Managed", "capabilities": "Email"}))
+            .collect();
+        reply(
+            200,
+            &json!({"@odata.context": format!("{}/v1.0/$metadata#organization(verifiedDomains)", self.base), "value": [{"id": tid, "verifiedDomains": domains}]}),
         )
     }
 
