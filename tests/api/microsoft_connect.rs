@@ -141,6 +141,19 @@ async fn connect_links_tenant_and_object_id_to_the_signed_in_user_who_then_signs
     let r = sign_in_as(&app, &fake, "ada@firm.example").await;
     assert_eq!(signed_in_user(&r), ada);
 
+    // A disabled user is not signed in by it.
+    app.db().execute("UPDATE users SET status = 'disabled' WHERE id = ?1", &[json!(ada)]);
+    let (s, body) = decode(sign_in_as(&app, &fake, "ada@firm.example").await).await;
+    assert_eq!(s, 401, "{body}");
+    app.db().execute("UPDATE users SET status = 'active' WHERE id = ?1", &[json!(ada)]);
+
+    // Saying no at Microsoft's page changes nothing.
+    fake.deny_next_consent();
+    let (s, body) = decode(sign_in_as(&app, &fake, "ada@firm.example").await).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("cancelled"), "{body}");
+    assert_eq!(account_row(&app, ada), Some((T1.into(), O1.into())));
+
     // Disconnect forgets it: no more sign-in with it.
     let (s, _) = app.delete("/api/me/microsoft", &token).await;
     assert_eq!(s, 204);
