@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::google::sync::SyncError;
-use crate::google::{GoogleSync, SyncTrigger};
+use crate::google::GoogleSync;
+use crate::provider::scheduler::SyncTrigger;
 use crate::http::{ApiResult, Authenticator};
 use crate::model::{AccountStatus, Role};
 use crate::realtime::Hub;

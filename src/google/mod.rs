@@ -43,7 +43,7 @@ use crate::store::Store;
 pub use client::HttpClientError;
 pub use health::admin_health;
 pub use routes::{routes, GoogleRoutesState};
-pub use sync::{SyncError, SyncReport, SyncTrigger};
+pub use sync::{SyncError, SyncReport};
 pub use upkeep::run;
 
 /// Everything Google-related the server shares: configuration, the HTTP
@@ -61,9 +61,8 @@ pub struct GoogleSync {
     /// Cookies get `Secure` when the public URL is https.
     pub(crate) secure_cookies: bool,
     enabled: bool,
-    /// Users with a sync under way; `Some(trigger)` means "run once more
-    /// when done", for that reason.
-    passes: Mutex<HashMap<i64, Option<SyncTrigger>>>,
+    /// When each user's sync passes run (coalesced here, one node at a time).
+    passes: Arc<crate::provider::scheduler::Passes>,
     /// Serializes channel changes per user (setup, delete, renewal).
     channel_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Serializes calendar selection changes per user.
@@ -131,6 +130,14 @@ impl GoogleSync {
             h.update(secret.as_bytes());
             h.finalize().into()
         };
+        let passes = crate::provider::scheduler::Passes::new(
+            crate::model::Provider::Google,
+            crate::cluster::GOOGLE_SYNC_PREFIX,
+            store.clone(),
+            leases.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
         Ok(Arc::new(GoogleSync {
             cfg,
             sign_up: oauth::SignUpPolicy::from(&config.auth),
@@ -141,7 +148,7 @@ impl GoogleSync {
             webhook_url,
             secure_cookies: base.starts_with("https://"),
             enabled,
-            passes: Mutex::new(HashMap::new()),
+            passes,
             channel_locks: Mutex::new(HashMap::new()),
             selection_locks: Mutex::new(HashMap::new()),
             full_syncs: Arc::new(tokio::sync::Semaphore::new(config.google.full_sync_concurrency.max(1))),

@@ -33,7 +33,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::sync::{SyncError, SyncTrigger};
+use super::sync::SyncError;
+use crate::provider::scheduler::SyncTrigger;
 use super::GoogleSync;
 use crate::backoff::Backoff;
 use crate::store::google_status::RenewalFailure;
@@ -412,7 +413,6 @@ async fn safety_net(google: Arc<GoogleSync>) {
     }
 }
 
-/// Drop used sign-in states once they have expired.
 /// Syncs asked for on a node that died before serving them (it counted the
 /// request, or held the user's sync lease): after a lease time nobody holds
 /// that lease, and the upkeep node runs them.
@@ -425,18 +425,13 @@ async fn orphaned_syncs(google: Arc<GoogleSync>) {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        match google.store.unserved_google_passes(crate::cluster::GOOGLE_SYNC_PREFIX).await {
-            Ok(users) => {
-                for user_id in users.into_iter().filter(|u| !google.sync_pending(*u)) {
-                    tracing::info!(user = user_id, "google sync asked for on a node that stopped before serving it; running it here");
-                    google.enqueue_for(user_id, SyncTrigger::Push);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot look for orphaned Google syncs"),
+        if google.enabled() {
+            google.passes.orphaned(&google).await;
         }
     }
 }
 
+/// Drop used sign-in states once they have expired.
 async fn prune_states(google: Arc<GoogleSync>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     let mut shutdown = google.shutdown.clone();

@@ -1,7 +1,10 @@
 //! What the calendar providers (Google, Microsoft) share, so the second
 //! one is not a copy of the first: credentials that cannot reach a log
 //! ([`Secret`]), the handles their background work runs with
-//! ([`Background`]), and the TLS setup their HTTP clients need.
+//! ([`Background`]), the TLS setup their HTTP clients need, and when each
+//! user's sync passes run ([`scheduler`]).
+
+pub mod scheduler;
 
 use std::sync::Arc;
 
