@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use crate::google::sync::SyncError;
 use crate::google::GoogleSync;
-use crate::provider::scheduler::SyncTrigger;
 use crate::http::{ApiResult, Authenticator};
 use crate::model::{AccountStatus, Role};
+use crate::provider::scheduler::SyncTrigger;
 use crate::realtime::Hub;
 use crate::store::accounts::{Actor, Removed};
 use crate::store::users::User;

@@ -218,7 +218,6 @@ impl Syncer for GoogleSync {
             tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
         }
     }
-
 }
 
 impl GoogleSync {

@@ -34,9 +34,9 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::sync::SyncError;
-use crate::provider::scheduler::SyncTrigger;
 use super::GoogleSync;
 use crate::backoff::Backoff;
+use crate::provider::scheduler::SyncTrigger;
 use crate::store::google_status::RenewalFailure;
 use crate::store::timefmt;
 
@@ -137,7 +137,7 @@ impl GoogleSync {
     /// Each ticked calendar of each connected user with its active, fully
     /// registered channel (the one expiring last, should there be two).
     async fn channel_views(&self) -> Result<Vec<ChannelView>, SyncError> {
-        let rows = self.store.ticked_calendar_channels().await?.into_iter().map(|c| ChannelView {
+        let rows = self.store.ticked_google_calendar_channels().await?.into_iter().map(|c| ChannelView {
             user_id: c.user_id,
             calendar_id: c.calendar_id,
             expiration: c.expiration.as_deref().and_then(timefmt::parse),

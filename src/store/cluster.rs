@@ -14,10 +14,10 @@
 //! Times are the nodes' clocks (the same ones that check token expiry), so
 //! the nodes' clocks must agree to well within `cluster.lease_ttl`.
 
-use crate::model::Provider;
 use super::error::{StoreError, StoreResult};
 use super::sql::{args, Conn, Engine, Row};
 use super::{changes, timefmt, Store};
+use crate::model::Provider;
 
 /// A lease as held: the fencing token of this holder's acquisition.
 #[derive(Debug, Clone, PartialEq, Eq)]

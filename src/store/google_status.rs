@@ -242,7 +242,7 @@ impl Store {
             )?;
             let channels = conn.query_map(
                 "SELECT user_id, channel_id, calendar_id, resource_id, expiration, state, webhook_url, created_at
-                 FROM calendar_watch_channels ORDER BY user_id, id",
+                 FROM calendar_watch_channels WHERE provider = 'google' ORDER BY user_id, id",
                 args![],
                 |r| {
                     Ok(WatchChannelStatus {

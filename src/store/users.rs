@@ -176,8 +176,10 @@ impl Store {
     /// The user and when their first Google channel expires.
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
-            let expires: Option<String> =
-                c.value("SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active'", args![id])?;
+            let expires: Option<String> = c.value(
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE provider = 'google' AND user_id = ?1 AND state = 'active'",
+                args![id],
+            )?;
             Ok(get(c, id)?.map(|user| Profile { user, google_channel_expires_at: expires }))
         })
         .await
