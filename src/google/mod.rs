@@ -185,7 +185,7 @@ impl GoogleSync {
     pub fn record_notification(&self, user_id: i64) {
         let store = self.store.clone();
         self.tasks.spawn(async move {
-            if let Err(e) = store.record_google_notification(user_id).await {
+            if let Err(e) = store.record_notification(crate::model::Provider::Google, user_id).await {
                 tracing::debug!(user = user_id, error = %e, "could not record a Google notification");
             }
         });

@@ -399,7 +399,7 @@ async fn notification(app: GoogleRoutesState, headers: HeaderMap) -> ApiResult<R
 
 /// `GET /api/calendar/webhook/test`: reachable, configured, last notification. Nothing else.
 async fn public_status(app: GoogleRoutesState) -> ApiResult<Response> {
-    let last = app.google.store.last_google_notification_at().await?;
+    let last = app.google.store.last_notification_at(crate::model::Provider::Google).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"reachable": true, "google_configured": app.google.enabled(), "last_notification_at": last}),

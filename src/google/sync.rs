@@ -61,13 +61,13 @@ use serde_json::Value;
 use super::client::{CallError, EventsPage, ListMode};
 use super::GoogleSync;
 use crate::backoff::Backoff;
-use crate::model::SyncOutcome;
+use crate::model::{Provider, SyncOutcome};
 use crate::provider::scheduler::{SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
-use crate::store::google_status::SyncRecord;
 use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry, SyncCounts};
+use crate::store::sync_status::SyncRecord;
 use crate::store::{timefmt, StoreError};
 
 pub use crate::store::google_sync::MeetingFields;
@@ -214,7 +214,7 @@ impl Syncer for GoogleSync {
             canceled: report.canceled,
             changes: report.changes(),
         };
-        if let Err(e) = self.store.record_google_sync(user_id, record).await {
+        if let Err(e) = self.store.record_sync(Provider::Google, user_id, record).await {
             tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
         }
     }

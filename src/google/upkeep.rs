@@ -37,7 +37,7 @@ use super::sync::SyncError;
 use super::GoogleSync;
 use crate::backoff::Backoff;
 use crate::provider::scheduler::SyncTrigger;
-use crate::store::google_status::RenewalFailure;
+use crate::store::sync_status::RenewalFailure;
 use crate::store::timefmt;
 
 /// How often used sign-in states are pruned.
@@ -320,7 +320,7 @@ impl GoogleSync {
     /// `google_sync_status`: a success (None) or a failure (failures in a
     /// row, error, next try).
     async fn record_renewal(&self, user_id: i64, failure: Option<RenewalFailure>) {
-        if let Err(e) = self.store.record_channel_renewal(user_id, failure).await {
+        if let Err(e) = self.store.record_channel_renewal(crate::model::Provider::Google, user_id, failure).await {
             tracing::debug!(user = user_id, error = %e, "could not record a channel renewal");
         }
     }

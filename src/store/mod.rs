@@ -31,6 +31,7 @@ pub mod rows;
 pub mod snapshot;
 pub(crate) mod sql;
 pub mod stats;
+pub mod sync_status;
 pub mod tables;
 pub mod timefmt;
 pub mod users;
