@@ -66,11 +66,12 @@ use crate::provider::scheduler::{SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
-use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry, SyncCounts};
+use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry};
 use crate::store::sync_status::SyncRecord;
+use crate::store::synced_meetings::SyncCounts;
 use crate::store::{timefmt, StoreError};
 
-pub use crate::store::google_sync::MeetingFields;
+use crate::store::synced_meetings::MeetingFields;
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
 const MAX_RETRIES: u32 = 5;
