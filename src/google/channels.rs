@@ -139,7 +139,7 @@ impl GoogleSync {
             self.stop_one(user_id, &mut creds, &old).await;
         }
         // The renewal scheduler plans from the stored expirations; tell it.
-        self.channels_changed.notify_one();
+        self.renewals.changed();
         Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
     }
 
@@ -164,11 +164,7 @@ impl GoogleSync {
             self.stop_one(user_id, &mut creds, &channel).await;
         }
         // Push was turned off: a pending renewal retry must not bring it back.
-        self.renewal_retries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(u, c), _| *u != user_id || calendar_id.as_ref().is_some_and(|only| only != c));
-        self.channels_changed.notify_one();
+        self.renewals.forget(user_id, calendar_id.as_deref());
         Ok(n)
     }
 

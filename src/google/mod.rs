@@ -33,7 +33,7 @@ pub mod upkeep;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, GoogleConfig};
@@ -69,11 +69,8 @@ pub struct GoogleSync {
     selection_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Full listings running at once (`google.full_sync_concurrency`).
     pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
-    /// Channels (user, calendar) whose renewal failed: when to try again (see [`upkeep`]).
-    pub(crate) renewal_retries: Mutex<HashMap<(i64, String), upkeep::Retry>>,
-    /// Wakes the renewal scheduler when a channel was registered or removed,
-    /// so a short-lived channel is renewed in time.
-    pub(crate) channels_changed: Notify,
+    /// When channels are renewed, and failed renewals' next tries.
+    pub(crate) renewals: crate::provider::upkeep::Renewals,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Every task Google work runs in (upkeep loops, sync passes, channel
@@ -138,6 +135,8 @@ impl GoogleSync {
             tasks.clone(),
             shutdown.clone(),
         );
+        let renewals =
+            crate::provider::upkeep::Renewals::new(crate::model::Provider::Google, store.clone(), cfg.renew_before.0, cfg.channel_ttl.0);
         Ok(Arc::new(GoogleSync {
             cfg,
             sign_up: oauth::SignUpPolicy::from(&config.auth),
@@ -152,8 +151,7 @@ impl GoogleSync {
             channel_locks: Mutex::new(HashMap::new()),
             selection_locks: Mutex::new(HashMap::new()),
             full_syncs: Arc::new(tokio::sync::Semaphore::new(config.google.full_sync_concurrency.max(1))),
-            renewal_retries: Mutex::new(HashMap::new()),
-            channels_changed: Notify::new(),
+            renewals,
             metrics,
             shutdown,
             tasks,

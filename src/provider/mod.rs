@@ -2,9 +2,11 @@
 //! one is not a copy of the first: credentials that cannot reach a log
 //! ([`Secret`]), the handles their background work runs with
 //! ([`Background`]), the TLS setup their HTTP clients need, and when each
-//! user's sync passes run ([`scheduler`]).
+//! user's sync passes run ([`scheduler`]), and the upkeep that renews push
+//! channels and runs the safety net ([`upkeep`]).
 
 pub mod scheduler;
+pub mod upkeep;
 
 use std::sync::Arc;
 
