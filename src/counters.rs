@@ -33,6 +33,10 @@ pub struct Metrics {
     pub google_sync_seconds: HistogramVec,
     /// `endpoint` = token | userinfo | watch | stop | events_list; `status` = HTTP status or `error`.
     pub google_api_calls: IntCounterVec,
+    /// Every try of a Microsoft Graph call: `call` = calendars | delta | subscribe |
+    /// renew | reauthorize | unsubscribe; `outcome` = ok | unauthorized | state_gone |
+    /// not_found | throttled | refused | network | bad_response.
+    pub microsoft_api_calls: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,6 +60,11 @@ impl Metrics {
         let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
         let google_api_calls =
             counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
+        let microsoft_api_calls = counter(
+            "syncgate_microsoft_api_calls_total",
+            "Tries of calls to Microsoft Graph, by call and outcome (a throttled try counts as one).",
+            &["call", "outcome"],
+        );
         let google_sync_seconds = HistogramVec::new(
             HistogramOpts::new("syncgate_google_sync_duration_seconds", "Duration of Google Calendar syncs, by kind.")
                 .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
@@ -77,7 +86,7 @@ impl Metrics {
         }
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
-        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls }
+        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls, microsoft_api_calls }
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {
