@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::store::google_sync::MeetingFields;
+use crate::store::synced_meetings::MeetingFields;
 use crate::store::timefmt;
 
 /// Longest description kept (as Google's).
