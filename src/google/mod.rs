@@ -43,7 +43,7 @@ use crate::store::Store;
 pub use client::HttpClientError;
 pub use health::admin_health;
 pub use routes::{routes, GoogleRoutesState};
-pub use sync::{SyncError, SyncReport};
+pub use sync::SyncError;
 pub use upkeep::run;
 
 /// Everything Google-related the server shares: configuration, the HTTP

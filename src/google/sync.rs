@@ -62,7 +62,7 @@ use super::client::{CallError, EventsPage, ListMode};
 use super::GoogleSync;
 use crate::backoff::Backoff;
 use crate::model::{Provider, SyncOutcome};
-use crate::provider::scheduler::{SyncTrigger, Syncer};
+use crate::provider::scheduler::{SyncReport, SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
@@ -82,27 +82,6 @@ const REFRESH_MARGIN_SECS: i64 = 60;
 /// A runaway pagination guard (250 events a page).
 const MAX_PAGES: usize = 2000;
 const MAX_TEXT: usize = 20_000;
-
-/// What one pass did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SyncReport {
-    pub full: bool,
-    pub pages: usize,
-    pub created: u64,
-    pub updated: u64,
-    pub canceled: u64,
-    /// Rows removed: events that are not meetings, imported by an earlier version.
-    pub removed: u64,
-    /// Events left alone (owned by Calendly, not meetings, unreadable, deletions of unknown events).
-    pub skipped: u64,
-}
-
-impl SyncReport {
-    /// Meeting changes the pass made.
-    pub fn changes(&self) -> u64 {
-        self.created + self.updated + self.canceled + self.removed
-    }
-}
 
 /// Why a pass (or a channel change) stopped.
 #[derive(Debug, thiserror::Error)]

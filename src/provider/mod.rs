@@ -51,6 +51,19 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// One async lock per user, made on first use: serializes one user's
+/// changes of a kind (their channels, their token refresh) on this node.
+#[derive(Default)]
+pub struct UserLocks(std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UserLocks {
+    /// The user's lock (the same one for every caller).
+    pub fn lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(user_id).or_default().clone()
+    }
+}
+
 /// What a provider's background work shares with the rest of the server.
 pub struct Background {
     pub shutdown: watch::Receiver<bool>,

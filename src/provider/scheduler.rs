@@ -60,6 +60,27 @@ impl SyncTrigger {
     }
 }
 
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    pub full: bool,
+    pub pages: usize,
+    pub created: u64,
+    pub updated: u64,
+    pub canceled: u64,
+    /// Rows removed: events that are not meetings (imported by an earlier version, or changed since).
+    pub removed: u64,
+    /// Events left alone (owned by Calendly, not meetings, unreadable, deletions of unknown events).
+    pub skipped: u64,
+}
+
+impl SyncReport {
+    /// Meeting changes the pass made.
+    pub fn changes(&self) -> u64 {
+        self.created + self.updated + self.canceled + self.removed
+    }
+}
+
 /// A provider's sync: one pass for one user, with its own log line and bookkeeping.
 pub trait Syncer: Send + Sync + 'static {
     fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) -> impl Future<Output = ()> + Send;

@@ -145,6 +145,29 @@ impl Store {
             .await
     }
 
+    /// The address the user's Microsoft account signs in with (its
+    /// `preferred_username`): how the user is told apart among an event's attendees.
+    pub async fn outlook_address(&self, user_id: i64) -> StoreResult<Option<String>> {
+        self.read(move |c| {
+            Ok(c.value_opt::<Option<String>>("SELECT username FROM microsoft_accounts WHERE user_id = ?1", args![user_id])?.flatten())
+        })
+        .await
+    }
+
+    /// A notification item for this user carried a wrong `clientState`: it was
+    /// not Graph's, and was dropped (admins see the count).
+    pub async fn record_dropped_notifications(&self, user_id: i64, items: u64) -> StoreResult<()> {
+        self.bookkeeping(move |conn, _| {
+            conn.execute(
+                "INSERT INTO microsoft_sync_status (user_id, dropped_notifications) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET dropped_notifications = microsoft_sync_status.dropped_notifications + ?2",
+                args![user_id, items],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Forget a calendar's delta link: its next round lists the window in full.
     pub async fn forget_delta_link(&self, user_id: i64, calendar_id: &str) -> StoreResult<()> {
         let calendar_id = calendar_id.to_string();

@@ -231,4 +231,47 @@ impl Store {
         })
         .await
     }
+
+    /// Each ticked Outlook calendar of each connected user, with its active
+    /// subscription if it has one (ordered as for Google).
+    pub async fn ticked_outlook_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
+        self.read(|c| {
+            c.query_map(
+                "SELECT u.id, m.calendar_id, c.expiration, c.updated_at, c.webhook_url
+                 FROM users u JOIN microsoft_accounts a ON a.user_id = u.id
+                 JOIN microsoft_calendars m ON m.user_id = u.id AND m.selected
+                 LEFT JOIN calendar_watch_channels c
+                   ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = m.calendar_id
+                 WHERE a.refresh_token IS NOT NULL AND NOT a.needs_reconnect AND u.status = ?2
+                 ORDER BY u.id, m.calendar_id, c.expiration NULLS FIRST",
+                args![ACTIVE, crate::model::AccountStatus::Active.as_str(), Provider::Microsoft.as_str()],
+                |r| {
+                    Ok(TickedCalendarChannel {
+                        user_id: r.get(0)?,
+                        calendar_id: r.get(1)?,
+                        expiration: r.get(2)?,
+                        registered_at: r.get(3)?,
+                        webhook_url: r.get(4)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// The active channel of one of the user's calendars at a provider, if any.
+    pub async fn active_channel(&self, provider: Provider, user_id: i64, calendar_id: &str) -> StoreResult<Option<ChannelHandle>> {
+        let calendar_id = calendar_id.to_string();
+        self.read(move |c| {
+            Ok(handles(
+                c,
+                "SELECT channel_id, resource_id FROM calendar_watch_channels
+                 WHERE provider = ?3 AND user_id = ?1 AND calendar_id = ?2 AND state = ?4 ORDER BY id DESC",
+                args![user_id, calendar_id, provider.as_str(), ACTIVE],
+            )?
+            .into_iter()
+            .next())
+        })
+        .await
+    }
 }
