@@ -73,6 +73,7 @@ CREATE TABLE meetings (
     google_event_id    TEXT,
     calendar_id        TEXT,
     calendar_name      TEXT,
+    microsoft_event_id TEXT,
     UNIQUE (user_id, source, external_id)
 );
 
@@ -223,6 +224,8 @@ CREATE INDEX calendly_webhook_events_received ON calendly_webhook_events (receiv
 CREATE INDEX changes_committed_at ON changes (committed_at);
 
 CREATE INDEX meetings_google_event ON meetings (user_id, google_event_id);
+
+CREATE INDEX meetings_microsoft_event ON meetings (user_id, microsoft_event_id);
 
 CREATE INDEX calendly_invitees_meeting ON calendly_invitees (meeting_id, state);
 

@@ -14,6 +14,9 @@ pub const WEBHOOK_OUTCOMES: &[(&str, &[DeliveryOutcome])] = {
     &[
         ("calendly", &[Accepted, Duplicate, Unmatched, Ignored, Invalid, Failed, Rejected]),
         ("google", &[Accepted, UnknownChannel, Rejected, Invalid]),
+        // One count per notification item (a Graph POST is a batch);
+        // Rejected: a wrong clientState.
+        ("microsoft", &[Accepted, UnknownChannel, Rejected, Invalid]),
     ]
 };
 /// Kinds and outcomes of a Google sync pass (also exported at 0 from startup).
@@ -33,6 +36,13 @@ pub struct Metrics {
     pub google_sync_seconds: HistogramVec,
     /// `endpoint` = token | userinfo | watch | stop | events_list; `status` = HTTP status or `error`.
     pub google_api_calls: IntCounterVec,
+    /// Every try of a Microsoft Graph call: `call` = calendars | delta | subscribe |
+    /// renew | reauthorize | unsubscribe; `outcome` = ok | unauthorized | state_gone |
+    /// not_found | throttled | refused | network | bad_response.
+    pub microsoft_api_calls: IntCounterVec,
+    /// As `google_syncs`, for Outlook calendars.
+    pub microsoft_syncs: IntCounterVec,
+    pub microsoft_sync_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -56,13 +66,25 @@ impl Metrics {
         let google_syncs = counter("syncgate_google_syncs_total", "Google Calendar syncs, by kind and outcome.", &["kind", "outcome"]);
         let google_api_calls =
             counter("syncgate_google_api_calls_total", "Calls to Google's APIs, by endpoint and HTTP status.", &["endpoint", "status"]);
-        let google_sync_seconds = HistogramVec::new(
-            HistogramOpts::new("syncgate_google_sync_duration_seconds", "Duration of Google Calendar syncs, by kind.")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let _ = registry.register(Box::new(google_sync_seconds.clone()));
+        let microsoft_api_calls = counter(
+            "syncgate_microsoft_api_calls_total",
+            "Tries of calls to Microsoft Graph, by call and outcome (a throttled try counts as one).",
+            &["call", "outcome"],
+        );
+        let microsoft_syncs =
+            counter("syncgate_microsoft_syncs_total", "Outlook calendar syncs (Microsoft Graph), by kind and outcome.", &["kind", "outcome"]);
+        let histogram = |name: &str, help: &str| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                &["kind"],
+            )
+            .expect("valid metric");
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
+        let google_sync_seconds = histogram("syncgate_google_sync_duration_seconds", "Duration of Google Calendar syncs, by kind.");
+        let microsoft_sync_seconds =
+            histogram("syncgate_microsoft_sync_duration_seconds", "Duration of Outlook calendar syncs (Microsoft Graph), by kind.");
         // Touching a label set creates its series at 0.
         for (source, outcomes) in WEBHOOK_OUTCOMES {
             for outcome in *outcomes {
@@ -72,12 +94,24 @@ impl Metrics {
         for kind in SYNC_KINDS {
             for outcome in SYNC_OUTCOMES {
                 google_syncs.with_label_values(&[kind.as_str(), outcome.as_str()]);
+                microsoft_syncs.with_label_values(&[kind.as_str(), outcome.as_str()]);
             }
             google_sync_seconds.with_label_values(&[kind.as_str()]);
+            microsoft_sync_seconds.with_label_values(&[kind.as_str()]);
         }
         let _ = registry.register(Box::new(writer.batch_size.clone()));
         let _ = registry.register(Box::new(writer.commit_seconds.clone()));
-        Metrics { registry, webhooks, calendly_rejected, google_syncs, google_sync_seconds, google_api_calls }
+        Metrics {
+            registry,
+            webhooks,
+            calendly_rejected,
+            google_syncs,
+            google_sync_seconds,
+            google_api_calls,
+            microsoft_api_calls,
+            microsoft_syncs,
+            microsoft_sync_seconds,
+        }
     }
 
     pub fn webhook(&self, source: &str, outcome: &str) {

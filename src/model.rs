@@ -1,6 +1,6 @@
 //! The domain's vocabulary: the closed sets of values syncgate stores, logs
 //! and counts (meeting status, account status and role, webhook delivery
-//! outcome, Google sync kind), each with its text form written once here.
+//! outcome, calendar provider, sync kind), each with its text form written once here.
 
 use std::fmt;
 
@@ -115,7 +115,16 @@ text_enum! {
 }
 
 text_enum! {
-    /// What a Google sync pass did: an incremental page walk from the stored
+    /// A calendar provider: the `provider` of a push channel, and which of
+    /// each provider's tables a shared store operation reads.
+    Provider {
+        Google = "google",
+        Microsoft = "microsoft",
+    }
+}
+
+text_enum! {
+    /// What a calendar sync pass did: an incremental page walk from the stored
     /// sync token, a full listing of the window, or the safety-net pass.
     SyncKind {
         Incremental = "incremental",

@@ -1,6 +1,6 @@
 //! Property tests over every parser that reads outside bytes (issue 13, item
 //! 6): timestamps, the Calendly signature header and payload, Google
-//! notification headers and event JSON, realtime frames, bindings and
+//! notification headers and event JSON, Microsoft Graph event JSON, realtime frames, bindings and
 //! filters, list cursors, config durations and environment values, and
 //! PostgREST query strings (`/rest/v1`). The
 //! property is first of all "never panics" (a panic on an input path drops a
@@ -21,6 +21,7 @@ use syncgate::calendly::signature::{self, CalendlySignature};
 use syncgate::duration::Dur;
 use syncgate::google::routes::NotificationHeaders;
 use syncgate::google::sync::{to_meeting, GEvent};
+use syncgate::microsoft::events::{is_meeting, to_meeting as graph_to_meeting, GraphEvent};
 use syncgate::realtime::channel::Binding;
 use syncgate::realtime::filter::RowFilter;
 use syncgate::realtime::protocol::{decode, Vsn};
@@ -192,6 +193,48 @@ proptest! {
                 prop_assert!(timefmt::parse(&m.starts_at).is_some(), "{}", m.starts_at);
                 prop_assert!(timefmt::parse(&m.ends_at).is_some(), "{}", m.ends_at);
                 prop_assert!(m.ends_at >= m.starts_at);
+            }
+        }
+    }
+
+    #[test]
+    fn graph_event_json_never_panics(
+        ev in json_value(),
+        start in prop_oneof![timestamp_like(), "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,9})?", ".{0,24}"],
+        end in prop_oneof![timestamp_like(), "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,9})?", ".{0,24}"],
+        zone in proptest::option::of(prop_oneof![Just("UTC".to_string()), ".{0,20}"]),
+        all_day in proptest::option::of(any::<bool>()),
+        show_as in proptest::option::of(prop_oneof![Just("busy".to_string()), Just("oof".to_string()), Just("free".to_string()), ".{0,12}"]),
+        kind in proptest::option::of(prop_oneof![Just("occurrence".to_string()), Just("seriesMaster".to_string()), ".{0,12}"]),
+        response in proptest::option::of(prop_oneof![Just("Declined".to_string()), ".{0,12}"]),
+        me in ".{0,30}",
+        text in ".{0,40}",
+        cancelled in proptest::option::of(any::<bool>()),
+    ) {
+        // Anything JSON: deserialized or refused, never a panic.
+        if let Ok(e) = serde_json::from_value::<GraphEvent>(ev.clone()) {
+            let _ = is_meeting(&e);
+            let _ = graph_to_meeting(&e, &me);
+        }
+        // Graph-shaped, with random values where Graph puts strings and objects.
+        let shaped = json!({
+            "id": "AAkALg", "subject": text.clone(), "isAllDay": all_day, "showAs": show_as, "type": kind,
+            "isCancelled": cancelled,
+            "responseStatus": {"response": response},
+            "start": {"dateTime": start, "timeZone": zone},
+            "end": {"dateTime": end, "timeZone": zone},
+            "organizer": {"emailAddress": {"address": me.clone()}},
+            "attendees": [{"emailAddress": {"address": me.clone(), "name": text.clone()}, "status": {"response": response}},
+                {"emailAddress": {"address": text.clone()}, "type": "resource"}],
+            "location": {"displayName": text.clone()}, "onlineMeeting": {"joinUrl": text},
+        });
+        if let Ok(e) = serde_json::from_value::<GraphEvent>(shaped) {
+            let _ = is_meeting(&e);
+            if let Some(m) = graph_to_meeting(&e, &me) {
+                prop_assert!(timefmt::parse(&m.starts_at).is_some(), "{}", m.starts_at);
+                prop_assert!(timefmt::parse(&m.ends_at).is_some(), "{}", m.ends_at);
+                prop_assert!(m.ends_at >= m.starts_at);
+                prop_assert!(m.title.chars().count() <= 500);
             }
         }
     }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::google::sync::SyncError;
-use crate::google::{GoogleSync, SyncTrigger};
+use crate::google::GoogleSync;
 use crate::http::{ApiResult, Authenticator};
 use crate::model::{AccountStatus, Role};
+use crate::provider::scheduler::SyncTrigger;
 use crate::realtime::Hub;
 use crate::store::accounts::{Actor, Removed};
 use crate::store::users::User;

@@ -23,7 +23,7 @@
 //!
 //! A booking is also written to the adviser's Google Calendar, so the
 //! Google sync may have stored its copy first: a delivery that finds no
-//! Calendly meeting takes that `google` row over ([`BookingStore::google_copy`]:
+//! Calendly meeting takes that `google` row over ([`BookingStore::calendar_copy`]:
 //! by `calendar_event.external_id`, else start time and the invitee's email)
 //! with one UPDATE, keeping its id, notes and client link.
 //!
@@ -284,12 +284,16 @@ impl Draft {
         Ok(Some(Draft::from_row(id, row)))
     }
 
-    /// The Google copy of a booking, taken over by the Calendly meeting: same
-    /// row (id, notes, client link kept), now source `calendly` at `se`.
+    /// The calendar copy of a booking (Google or Outlook), taken over by the
+    /// Calendly meeting: same row (id, notes, client link kept), now source
+    /// `calendly` at `se`.
     fn adopt(id: i64, row: Value, se: &ScheduledEvent) -> Draft {
+        let from_google = text_of(&row, "source").as_deref() == Some("google");
         let mut d = Draft::from_row(id, row);
-        // Its Google event id is what the Google sync will match later.
-        let google_id = d.google_event_id.clone().or_else(|| Some(d.external_id.clone())).filter(|g| !g.is_empty());
+        // Its Google event id is what the Google sync will match later (an
+        // Outlook copy keeps its own in microsoft_event_id, which the
+        // Calendly fields never write).
+        let google_id = d.google_event_id.clone().or_else(|| from_google.then(|| d.external_id.clone())).filter(|g| !g.is_empty());
         d.external_id = se.uri.clone();
         d.google_event_id = google_id;
         d.entries.clear();
@@ -446,7 +450,7 @@ impl Booking<'_> {
     /// copy when the Google sync got there first (see `store::bookings`),
     /// else a new one.
     fn fresh(&mut self, se: &ScheduledEvent, inv: &Invitee) -> StoreResult<Draft> {
-        let copy = self.book.google_copy(self.user, se.google_event_id.as_deref(), &se.starts_at, inv.email.as_deref())?;
+        let copy = self.book.calendar_copy(self.user, se.google_event_id.as_deref(), &se.starts_at, inv.email.as_deref())?;
         if let Some(id) = copy {
             if let Some(row) = self.book.meeting(id)? {
                 return Ok(Draft::adopt(id, row, se));

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::client::CallError;
 use super::sync::{Creds, SyncError};
 use super::GoogleSync;
+use crate::model::Provider;
 use crate::provider::Secret;
 use crate::store::timefmt;
 use crate::store::watch_channels::{ChannelHandle, NewChannel};
@@ -81,6 +82,7 @@ impl GoogleSync {
         let previous = self
             .store
             .open_channel(NewChannel {
+                provider: Provider::Google,
                 user_id,
                 calendar_id: calendar_id.clone(),
                 channel_id: channel_id.clone(),
@@ -117,7 +119,7 @@ impl GoogleSync {
             Ok(w) => w,
             Err(e) => {
                 // Undo: drop the new row, the previous channel stays in charge.
-                let undo = self.store.abandon_channel(user_id, &calendar_id, &channel_id).await;
+                let undo = self.store.abandon_channel(Provider::Google, user_id, &calendar_id, &channel_id).await;
                 if let Err(u) = undo {
                     tracing::warn!(user = user_id, error = %u, "could not undo a failed channel registration");
                 }
@@ -137,7 +139,7 @@ impl GoogleSync {
             self.stop_one(user_id, &mut creds, &old).await;
         }
         // The renewal scheduler plans from the stored expirations; tell it.
-        self.channels_changed.notify_one();
+        self.renewals.changed();
         Ok(ChannelInfo { channel_id, calendar_id, resource_id, expiration, webhook_url, state: "active".into() })
     }
 
@@ -155,18 +157,14 @@ impl GoogleSync {
     async fn stop_channels_of(self: &Arc<Self>, user_id: i64, calendar_id: Option<String>) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let channels = self.store.user_channels(user_id, calendar_id.as_deref()).await?;
+        let channels = self.store.user_channels(Provider::Google, user_id, calendar_id.as_deref()).await?;
         let mut creds = self.credentials(user_id).await?.ok_or(SyncError::NotConnected)?;
         let n = channels.len();
         for channel in channels {
             self.stop_one(user_id, &mut creds, &channel).await;
         }
         // Push was turned off: a pending renewal retry must not bring it back.
-        self.renewal_retries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(u, c), _| *u != user_id || calendar_id.as_ref().is_some_and(|only| only != c));
-        self.channels_changed.notify_one();
+        self.renewals.forget(user_id, calendar_id.as_deref());
         Ok(n)
     }
 
@@ -178,7 +176,7 @@ impl GoogleSync {
     pub async fn stop_leftover_channels(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
         let lock = self.channel_lock(user_id);
         let _held = lock.lock().await;
-        let channels = self.store.leftover_channels(user_id).await?;
+        let channels = self.store.leftover_google_channels(user_id).await?;
         if channels.is_empty() {
             return Ok(0);
         }

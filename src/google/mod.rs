@@ -33,7 +33,7 @@ pub mod upkeep;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, GoogleConfig};
@@ -43,7 +43,7 @@ use crate::store::Store;
 pub use client::HttpClientError;
 pub use health::admin_health;
 pub use routes::{routes, GoogleRoutesState};
-pub use sync::{SyncError, SyncReport, SyncTrigger};
+pub use sync::SyncError;
 pub use upkeep::run;
 
 /// Everything Google-related the server shares: configuration, the HTTP
@@ -61,20 +61,16 @@ pub struct GoogleSync {
     /// Cookies get `Secure` when the public URL is https.
     pub(crate) secure_cookies: bool,
     enabled: bool,
-    /// Users with a sync under way; `Some(trigger)` means "run once more
-    /// when done", for that reason.
-    passes: Mutex<HashMap<i64, Option<SyncTrigger>>>,
+    /// When each user's sync passes run (coalesced here, one node at a time).
+    passes: Arc<crate::provider::scheduler::Passes>,
     /// Serializes channel changes per user (setup, delete, renewal).
     channel_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Serializes calendar selection changes per user.
     selection_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Full listings running at once (`google.full_sync_concurrency`).
     pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
-    /// Channels (user, calendar) whose renewal failed: when to try again (see [`upkeep`]).
-    pub(crate) renewal_retries: Mutex<HashMap<(i64, String), upkeep::Retry>>,
-    /// Wakes the renewal scheduler when a channel was registered or removed,
-    /// so a short-lived channel is renewed in time.
-    pub(crate) channels_changed: Notify,
+    /// When channels are renewed, and failed renewals' next tries.
+    pub(crate) renewals: crate::provider::upkeep::Renewals,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Every task Google work runs in (upkeep loops, sync passes, channel
@@ -131,6 +127,16 @@ impl GoogleSync {
             h.update(secret.as_bytes());
             h.finalize().into()
         };
+        let passes = crate::provider::scheduler::Passes::new(
+            crate::model::Provider::Google,
+            crate::cluster::GOOGLE_SYNC_PREFIX,
+            store.clone(),
+            leases.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        let renewals =
+            crate::provider::upkeep::Renewals::new(crate::model::Provider::Google, store.clone(), cfg.renew_before.0, cfg.channel_ttl.0);
         Ok(Arc::new(GoogleSync {
             cfg,
             sign_up: oauth::SignUpPolicy::from(&config.auth),
@@ -141,12 +147,11 @@ impl GoogleSync {
             webhook_url,
             secure_cookies: base.starts_with("https://"),
             enabled,
-            passes: Mutex::new(HashMap::new()),
+            passes,
             channel_locks: Mutex::new(HashMap::new()),
             selection_locks: Mutex::new(HashMap::new()),
             full_syncs: Arc::new(tokio::sync::Semaphore::new(config.google.full_sync_concurrency.max(1))),
-            renewal_retries: Mutex::new(HashMap::new()),
-            channels_changed: Notify::new(),
+            renewals,
             metrics,
             shutdown,
             tasks,
@@ -178,7 +183,7 @@ impl GoogleSync {
     pub fn record_notification(&self, user_id: i64) {
         let store = self.store.clone();
         self.tasks.spawn(async move {
-            if let Err(e) = store.record_google_notification(user_id).await {
+            if let Err(e) = store.record_notification(crate::model::Provider::Google, user_id).await {
                 tracing::debug!(user = user_id, error = %e, "could not record a Google notification");
             }
         });

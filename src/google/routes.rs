@@ -349,7 +349,9 @@ async fn notification(app: GoogleRoutesState, headers: HeaderMap) -> ApiResult<R
     };
     let NotificationHeaders { channel_id, state, message, .. } = &n;
     // One lookup by the unique channel_id index; a stopped channel's row is gone.
-    let Some(channel) = app.google.store.channel_for_notification(channel_id).await? else {
+    let channel = app.google.store.channel_for_notification(channel_id).await?;
+    // A Graph subscription's id is not a Google channel, whatever else the request says.
+    let Some(channel) = channel.filter(|c| c.provider == crate::model::Provider::Google) else {
         // A flood on one dead channel costs one log line a minute, not one per request.
         if app.log_throttle.should_log(&format!("google-channel:{channel_id}")) {
             tracing::warn!("google notification refused: unknown channel {channel_id} (state {state}, message {message}); further ones for it are not logged for a minute");
@@ -397,7 +399,7 @@ async fn notification(app: GoogleRoutesState, headers: HeaderMap) -> ApiResult<R
 
 /// `GET /api/calendar/webhook/test`: reachable, configured, last notification. Nothing else.
 async fn public_status(app: GoogleRoutesState) -> ApiResult<Response> {
-    let last = app.google.store.last_google_notification_at().await?;
+    let last = app.google.store.last_notification_at(crate::model::Provider::Google).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"reachable": true, "google_configured": app.google.enabled(), "last_notification_at": last}),

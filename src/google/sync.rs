@@ -61,15 +61,17 @@ use serde_json::Value;
 use super::client::{CallError, EventsPage, ListMode};
 use super::GoogleSync;
 use crate::backoff::Backoff;
-use crate::model::{SyncKind, SyncOutcome};
+use crate::model::{Provider, SyncOutcome};
+use crate::provider::scheduler::{SyncReport, SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
-use crate::store::google_status::SyncRecord;
-use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry, SyncCounts};
+use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry};
+use crate::store::sync_status::SyncRecord;
+use crate::store::synced_meetings::SyncCounts;
 use crate::store::{timefmt, StoreError};
 
-pub use crate::store::google_sync::MeetingFields;
+use crate::store::synced_meetings::MeetingFields;
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
 const MAX_RETRIES: u32 = 5;
@@ -80,60 +82,6 @@ const REFRESH_MARGIN_SECS: i64 = 60;
 /// A runaway pagination guard (250 events a page).
 const MAX_PAGES: usize = 2000;
 const MAX_TEXT: usize = 20_000;
-
-/// What one pass did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SyncReport {
-    pub full: bool,
-    pub pages: usize,
-    pub created: u64,
-    pub updated: u64,
-    pub canceled: u64,
-    /// Rows removed: events that are not meetings, imported by an earlier version.
-    pub removed: u64,
-    /// Events left alone (owned by Calendly, not meetings, unreadable, deletions of unknown events).
-    pub skipped: u64,
-}
-
-impl SyncReport {
-    /// Meeting changes the pass made.
-    pub fn changes(&self) -> u64 {
-        self.created + self.updated + self.canceled + self.removed
-    }
-}
-
-/// Why a sync pass runs. Ordered by precedence: when requests for a user
-/// coalesce into one pass, it counts as the strongest of them (a pass that
-/// also answers a push is not a safety-net find).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SyncTrigger {
-    /// The slow periodic sync (`google.safety_net_interval`).
-    SafetyNet,
-    /// Startup, or a channel that lapsed: changes may have gone unannounced.
-    CatchUp,
-    /// A push notification, a sign-in, or an explicit request.
-    Push,
-}
-
-impl SyncTrigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncTrigger::SafetyNet => "safety_net",
-            SyncTrigger::CatchUp => "catch_up",
-            SyncTrigger::Push => "push",
-        }
-    }
-    /// What a pass for this reason did, shown to admins and in metrics:
-    /// `full` when it had to list the whole window, else `safety_net` or
-    /// `incremental`.
-    pub fn kind(self, full: bool) -> SyncKind {
-        match (full, self) {
-            (true, _) => SyncKind::Full,
-            (false, SyncTrigger::SafetyNet) => SyncKind::SafetyNet,
-            (false, _) => SyncKind::Incremental,
-        }
-    }
-}
 
 /// Why a pass (or a channel change) stopped.
 #[derive(Debug, thiserror::Error)]
@@ -174,19 +122,6 @@ impl From<GoogleCredentials> for Creds {
     }
 }
 
-/// Removes a user's "pass running" mark when the pass task ends, however it ends.
-struct PassGuard {
-    google: Arc<GoogleSync>,
-    user_id: i64,
-}
-
-impl Drop for PassGuard {
-    fn drop(&mut self) {
-        let mut map = self.google.passes.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&self.user_id);
-    }
-}
-
 impl GoogleSync {
     /// Ask for a sync of this user because Google pushed (or the user signed
     /// in). Returns at once: starts a pass, or marks the running one to go
@@ -197,110 +132,18 @@ impl GoogleSync {
 
     /// [`GoogleSync::enqueue`] with the reason the pass is wanted.
     pub fn enqueue_for(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
-        if !self.enabled() || self.shutting_down() {
-            return;
-        }
-        {
-            let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(again) = map.get_mut(&user_id) {
-                *again = Some(again.map_or(trigger, |t| t.max(trigger)));
-                return;
-            }
-            map.insert(user_id, None);
-        }
-        let me = self.clone();
-        self.tasks.spawn(async move {
-            let _guard = PassGuard { google: me.clone(), user_id };
-            me.passes_for(user_id, trigger).await;
-        });
-    }
-
-    /// A request of this node marked while its task ran ("go again"), taken.
-    fn take_again(&self, user_id: i64) -> Option<SyncTrigger> {
-        let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        map.get_mut(&user_id).and_then(Option::take)
-    }
-
-    /// The task is about to end: take a request marked meanwhile, or remove
-    /// the "pass running" mark in the same step, so a request that comes
-    /// after starts a new task instead of being marked on one that is gone.
-    fn finish_or_again(&self, user_id: i64) -> Option<SyncTrigger> {
-        let mut map = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(again) = map.get_mut(&user_id).and_then(Option::take) {
-            return Some(again);
-        }
-        map.remove(&user_id);
-        None
-    }
-
-    /// Syncs of one user across nodes: the request is counted in the
-    /// database, then this node takes the user's sync lease or leaves the
-    /// request to the node that holds it. The holder goes round until every
-    /// counted request is served, gives the lease back, and looks once more
-    /// (a request counted while it held the lease, by a node that then
-    /// failed to take it, is served either way). So one user is never
-    /// synced on two nodes at once, and a burst over several nodes still
-    /// costs few passes.
-    async fn passes_for(self: &Arc<Self>, user_id: i64, mut trigger: SyncTrigger) {
-        let lease = format!("{}{user_id}", crate::cluster::GOOGLE_SYNC_PREFIX);
-        let counted = |me: Arc<Self>| async move {
-            if let Err(e) = me.store.want_google_pass(user_id).await {
-                tracing::debug!(user = user_id, error = %e, "could not count a sync request");
-            }
-        };
-        counted(self.clone()).await;
-        loop {
-            let Some(fence) = self.leases.try_take(&lease).await else {
-                // Another node syncs this user and serves what was counted;
-                // a request of this node marked meanwhile is counted too.
-                match self.finish_or_again(user_id) {
-                    Some(t) if !self.shutting_down() => {
-                        trigger = t;
-                        counted(self.clone()).await;
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    _ => return,
-                }
-            };
-            loop {
-                let wanted = self.store.google_passes(user_id).await.map(|(w, _)| w).unwrap_or(0);
-                crate::store::cluster::fenced(fence.clone(), self.run_pass(user_id, trigger)).await;
-                if let Err(e) = self.store.google_passes_done(user_id, wanted).await {
-                    tracing::debug!(user = user_id, error = %e, "could not record the served sync requests");
-                }
-                let again = self.take_again(user_id);
-                if again.is_some() {
-                    counted(self.clone()).await;
-                }
-                let (wanted, done) = self.store.google_passes(user_id).await.unwrap_or((0, 0));
-                if wanted <= done || self.shutting_down() {
-                    break;
-                }
-                trigger = again.unwrap_or(SyncTrigger::Push);
-            }
-            self.leases.give_back(&fence).await;
-            if self.shutting_down() {
-                return;
-            }
-            match self.store.google_passes(user_id).await {
-                Ok((wanted, done)) if wanted > done => trigger = self.take_again(user_id).unwrap_or(SyncTrigger::Push),
-                _ => match self.finish_or_again(user_id) {
-                    Some(t) => {
-                        trigger = t;
-                        counted(self.clone()).await;
-                    }
-                    None => return,
-                },
-            }
+        if self.enabled() {
+            self.passes.enqueue(self, user_id, trigger);
         }
     }
 
     /// Is a pass running (or queued) for this user?
     pub fn sync_pending(&self, user_id: i64) -> bool {
-        self.passes.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&user_id)
+        self.passes.pending(user_id)
     }
+}
 
+impl Syncer for GoogleSync {
     /// One pass, with its log line, its row in `google_sync_status` and its metrics.
     async fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
         let started = std::time::Instant::now();
@@ -351,11 +194,13 @@ impl GoogleSync {
             canceled: report.canceled,
             changes: report.changes(),
         };
-        if let Err(e) = self.store.record_google_sync(user_id, record).await {
+        if let Err(e) = self.store.record_sync(Provider::Google, user_id, record).await {
             tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
         }
     }
+}
 
+impl GoogleSync {
     /// One sync of one user: every ticked calendar, each incremental when it
     /// has a sync token, else listed in full; cancellations last (see the
     /// module doc).

@@ -1,7 +1,12 @@
 //! What the calendar providers (Google, Microsoft) share, so the second
 //! one is not a copy of the first: credentials that cannot reach a log
 //! ([`Secret`]), the handles their background work runs with
-//! ([`Background`]), and the TLS setup their HTTP clients need.
+//! ([`Background`]), the TLS setup their HTTP clients need, and when each
+//! user's sync passes run ([`scheduler`]), and the upkeep that renews push
+//! channels and runs the safety net ([`upkeep`]).
+
+pub mod scheduler;
+pub mod upkeep;
 
 use std::sync::Arc;
 
@@ -43,6 +48,19 @@ impl std::fmt::Debug for Secret {
 impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// One async lock per user, made on first use: serializes one user's
+/// changes of a kind (their channels, their token refresh) on this node.
+#[derive(Default)]
+pub struct UserLocks(std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UserLocks {
+    /// The user's lock (the same one for every caller).
+    pub fn lock(&self, user_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(user_id).or_default().clone()
     }
 }
 

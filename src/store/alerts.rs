@@ -69,7 +69,7 @@ impl Store {
             let soon = timefmt::format(window.expiring_before);
             let expiring_channels = conn.query_map(
                 "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
-                 WHERE c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
+                 WHERE c.provider = 'google' AND c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
                    AND NOT u.google_needs_reconnect ORDER BY c.user_id",
                 args![soon],
                 |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }),
@@ -78,9 +78,10 @@ impl Store {
             let missing_channels = conn.query_map(
                 "SELECT u.id, u.email FROM users u WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect
                  AND u.status = 'active'
-                 AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id)
+                 AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.provider = 'google' AND c.user_id = u.id)
                       OR EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected
-                                 AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.user_id = u.id AND c.calendar_id = g.calendar_id)))
+                                 AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c
+                                                 WHERE c.provider = 'google' AND c.user_id = u.id AND c.calendar_id = g.calendar_id)))
                  ORDER BY u.id",
                 args![],
                 user,

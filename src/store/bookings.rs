@@ -1,20 +1,26 @@
 //! One meeting per booking. Calendly writes every booking into the
-//! adviser's Google Calendar, so one booking arrives twice: as a Calendly
-//! delivery and as a Google event. It is ONE meeting, source `calendly`,
-//! with the Google event id in `google_event_id`, whichever comes first:
+//! adviser's Google or Outlook calendar, so one booking arrives twice: as a
+//! Calendly delivery and as a calendar event. It is ONE meeting, source
+//! `calendly`, with the event's id in `google_event_id` (Google) or
+//! `microsoft_event_id` (Outlook), whichever comes first:
 //!
 //! - **Calendly first.** The Google sync finds the Calendly meeting
 //!   (`calendly_meeting_for_event`) and leaves the event to it: no second
 //!   meeting, now or on later edits of the event. A match made by time and
 //!   email stores the event id on the meeting, so later edits match by id.
 //! - **Google first.** The Calendly delivery finds the `google` meeting
-//!   (`google_copy`) and takes it over: one UPDATE turns it into the
+//!   (`calendar_copy`) and takes it over: one UPDATE turns it into the
 //!   Calendly meeting (source, external id, Calendly's fields), keeping its
 //!   id, its notes and its client link.
+//! - **Outlook** is the same both ways (`calendly_meeting_for_outlook_event`,
+//!   `calendar_copy`). The Outlook meeting carries its event id in
+//!   `microsoft_event_id` from the start, and a takeover keeps that column.
 //!
 //! A booking is recognised by the Google event id Calendly reports
-//! (`calendar_event.external_id`); without one, by the same start time and
-//! an attendee whose email is the invitee's. Only lookups live here; both
+//! (`calendar_event.external_id`, for Google calendars only); without one
+//! (always for Outlook: Calendly reports Outlook's ordinary id, not the
+//! immutable one syncgate asks Graph for), by the same start time and an
+//! attendee whose email is the invitee's. Only lookups live here; both
 //! callers run inside the store's writer, so the two sides never race. They
 //! live in the store because both sides' writes need them inside their
 //! transaction, and neither feature may import the other.
@@ -67,11 +73,46 @@ pub(super) fn calendly_meeting_for_event(
     Ok(None)
 }
 
-/// For a Calendly delivery that has no meeting yet: the user's `google`
-/// meeting that is this booking's Google copy. By the Google event id when
-/// Calendly reports one; without it, a meeting that is not canceled, starts
-/// at `starts_at` (UTC, as stored) and has the invitee among its attendees.
-pub(super) fn google_copy(
+/// For the Outlook sync: the user's Calendly meeting this event belongs to.
+/// By `microsoft_event_id` first; else a Calendly meeting without a calendar
+/// event yet that starts at `starts_at` and lists one of `attendee_emails`.
+pub(super) fn calendly_meeting_for_outlook_event(
+    conn: &Conn<'_>,
+    user_id: i64,
+    event_id: &str,
+    starts_at: &str,
+    attendee_emails: &[String],
+) -> StoreResult<Option<BookingMatch>> {
+    let by_id: Option<i64> = conn.value_opt(
+        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND microsoft_event_id = ?2 ORDER BY id LIMIT 1",
+        args![user_id, event_id],
+    )?;
+    if let Some(meeting_id) = by_id {
+        return Ok(Some(BookingMatch { meeting_id, by_event_id: true }));
+    }
+    let candidates = people_at(
+        conn,
+        "SELECT id, invitees FROM meetings
+         WHERE user_id = ?1 AND source = 'calendly' AND microsoft_event_id IS NULL AND google_event_id IS NULL
+           AND starts_at = ?2 AND status <> 'canceled'
+         ORDER BY id",
+        user_id,
+        starts_at,
+    )?;
+    for email in attendee_emails {
+        if let Some((meeting_id, _)) = candidates.iter().find(|(_, people)| lists_email(people, email)) {
+            return Ok(Some(BookingMatch { meeting_id: *meeting_id, by_event_id: false }));
+        }
+    }
+    Ok(None)
+}
+
+/// For a Calendly delivery that has no meeting yet: the user's `google` or
+/// `microsoft` meeting that is this booking's calendar copy. By the Google
+/// event id when Calendly reports one; without it, a meeting of either
+/// calendar that is not canceled, starts at `starts_at` (UTC, as stored) and
+/// has the invitee among its attendees.
+pub(super) fn calendar_copy(
     conn: &Conn<'_>,
     user_id: i64,
     google_event_id: Option<&str>,
@@ -89,7 +130,7 @@ pub(super) fn google_copy(
     let candidates = people_at(
         conn,
         "SELECT id, attendees FROM meetings
-         WHERE user_id = ?1 AND source = 'google' AND starts_at = ?2 AND status <> 'canceled'
+         WHERE user_id = ?1 AND source IN ('google', 'microsoft') AND starts_at = ?2 AND status <> 'canceled'
          ORDER BY id",
         user_id,
         starts_at,
@@ -173,17 +214,38 @@ mod tests {
     }
 
     #[test]
-    fn a_calendly_booking_finds_its_google_copy() {
+    fn a_calendly_booking_finds_its_calendar_copy() {
         let db = db();
         let c = Conn::Sqlite(&db);
         let g =
             meeting(&c, 1, "google", "g1", Some("g1"), T, r#"[{"email":"me@x.com","self":true},{"email":"client@y.com"}]"#, "scheduled");
         meeting(&c, 1, "google", "g9", Some("g9"), T, r#"[{"email":"client@y.com"}]"#, "canceled");
-        assert_eq!(google_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
-        assert_eq!(google_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");
-        assert_eq!(google_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(), Some(g));
-        assert_eq!(google_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(), None);
-        assert_eq!(google_copy(&c, 1, None, T, None).unwrap(), None);
-        assert_eq!(google_copy(&c, 2, Some("g1"), T, None).unwrap(), None, "another adviser");
+        assert_eq!(calendar_copy(&c, 1, Some("g1"), "whenever", None).unwrap(), Some(g));
+        assert_eq!(calendar_copy(&c, 1, Some("g2"), T, Some("client@y.com")).unwrap(), None, "an id that names no copy");
+        assert_eq!(calendar_copy(&c, 1, None, T, Some("CLIENT@y.com")).unwrap(), Some(g));
+        assert_eq!(calendar_copy(&c, 1, None, T, Some("someone@y.com")).unwrap(), None);
+        assert_eq!(calendar_copy(&c, 1, None, T, None).unwrap(), None);
+        assert_eq!(calendar_copy(&c, 2, Some("g1"), T, None).unwrap(), None, "another adviser");
+        let outlook = meeting(&c, 2, "microsoft", "AAMk1", None, T, r#"[{"email":"client@y.com"}]"#, "scheduled");
+        assert_eq!(calendar_copy(&c, 2, None, T, Some("client@y.com")).unwrap(), Some(outlook), "an Outlook copy by time and email");
+    }
+
+    #[test]
+    fn an_outlook_event_finds_its_calendly_booking_by_id_then_by_time_and_email() {
+        let db = db();
+        let c = Conn::Sqlite(&db);
+        let plain = meeting(&c, 1, "calendly", "https://cal/ev2", None, T, r#"[{"uri":"u","email":"client@y.com"}]"#, "scheduled");
+        let emails = vec!["client@y.com".to_string()];
+        assert_eq!(
+            calendly_meeting_for_outlook_event(&c, 1, "AAMk1", T, &emails).unwrap(),
+            Some(BookingMatch { meeting_id: plain, by_event_id: false })
+        );
+        c.execute("UPDATE meetings SET microsoft_event_id = 'AAMk1' WHERE id = ?1", args![plain]).unwrap();
+        assert_eq!(
+            calendly_meeting_for_outlook_event(&c, 1, "AAMk1", "2027-01-01T00:00:00.000Z", &[]).unwrap(),
+            Some(BookingMatch { meeting_id: plain, by_event_id: true }),
+            "by id, even after the booking moved"
+        );
+        assert_eq!(calendly_meeting_for_outlook_event(&c, 1, "AAMk2", T, &emails).unwrap(), None, "the booking has its event");
     }
 }

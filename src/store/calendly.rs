@@ -137,7 +137,7 @@ pub trait BookingStore {
     /// `google::bookings`): by the Google event id Calendly reports; without
     /// one, a meeting not canceled, at `starts_at`, with the invitee among
     /// its attendees.
-    fn google_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>>;
+    fn calendar_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>>;
     fn client_by_email(&self, user: i64, email: &str) -> StoreResult<Option<i64>>;
     fn add_client(&mut self, user: i64, name: &str, email: &str) -> StoreResult<i64>;
     fn add_meeting(&mut self, user: i64, meeting: &BookedMeeting) -> StoreResult<i64>;
@@ -213,8 +213,8 @@ impl BookingStore for TxBooking<'_, '_, '_> {
         self.tx.get(Table::Meetings, id)
     }
 
-    fn google_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>> {
-        super::bookings::google_copy(self.tx.conn(), user, google_event_id, starts_at, email)
+    fn calendar_copy(&self, user: i64, google_event_id: Option<&str>, starts_at: &str, email: Option<&str>) -> StoreResult<Option<i64>> {
+        super::bookings::calendar_copy(self.tx.conn(), user, google_event_id, starts_at, email)
     }
 
     fn client_by_email(&self, user: i64, email: &str) -> StoreResult<Option<i64>> {

@@ -17,6 +17,7 @@
 use super::error::{StoreError, StoreResult};
 use super::sql::{args, Conn, Engine, Row};
 use super::{changes, timefmt, Store};
+use crate::model::Provider;
 
 /// A lease as held: the fencing token of this holder's acquisition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,16 +237,27 @@ impl Store {
     }
 }
 
-/// Google syncs asked for and finished, per user (`google_sync_status`):
-/// how a request made on a node that could not take the user's sync lease
-/// reaches the node that holds it.
+/// The table of a provider's per-user sync bookkeeping (the same columns for each).
+pub(super) fn sync_status_table(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Google => "google_sync_status",
+        Provider::Microsoft => "microsoft_sync_status",
+    }
+}
+
+/// Syncs asked for and finished, per user and provider (its
+/// `*_sync_status` table): how a request made on a node that could not
+/// take the user's sync lease reaches the node that holds it.
 impl Store {
     /// Count one more sync asked for this user.
-    pub async fn want_google_pass(&self, user_id: i64) -> StoreResult<()> {
+    pub async fn want_pass(&self, provider: Provider, user_id: i64) -> StoreResult<()> {
+        let table = sync_status_table(provider);
         self.bookkeeping(move |conn, _| {
             conn.execute(
-                "INSERT INTO google_sync_status (user_id, passes_wanted) VALUES (?1, 1)
-                     ON CONFLICT (user_id) DO UPDATE SET passes_wanted = google_sync_status.passes_wanted + 1",
+                &format!(
+                    "INSERT INTO {table} (user_id, passes_wanted) VALUES (?1, 1)
+                     ON CONFLICT (user_id) DO UPDATE SET passes_wanted = {table}.passes_wanted + 1"
+                ),
                 args![user_id],
             )?;
             Ok(())
@@ -254,9 +266,10 @@ impl Store {
     }
 
     /// Syncs asked for so far, and finished, for this user.
-    pub async fn google_passes(&self, user_id: i64) -> StoreResult<(i64, i64)> {
+    pub async fn passes(&self, provider: Provider, user_id: i64) -> StoreResult<(i64, i64)> {
+        let table = sync_status_table(provider);
         self.read(move |c| {
-            Ok(c.query_opt("SELECT passes_wanted, passes_done FROM google_sync_status WHERE user_id = ?1", args![user_id])?
+            Ok(c.query_opt(&format!("SELECT passes_wanted, passes_done FROM {table} WHERE user_id = ?1"), args![user_id])?
                 .map(|r| Ok::<_, StoreError>((r.get::<i64>(0)?, r.get::<i64>(1)?)))
                 .transpose()?
                 .unwrap_or((0, 0)))
@@ -266,15 +279,18 @@ impl Store {
 
     /// Users with a sync asked for and not served, whose sync lease nobody
     /// holds: the node that counted the request or held the lease died.
-    pub async fn unserved_google_passes(&self, lease_prefix: &str) -> StoreResult<Vec<i64>> {
+    pub async fn unserved_passes(&self, provider: Provider, lease_prefix: &str) -> StoreResult<Vec<i64>> {
+        let table = sync_status_table(provider);
         let prefix = lease_prefix.to_string();
         let now = timefmt::format(timefmt::now());
         self.read(move |c| {
             c.query_map(
-                "SELECT s.user_id FROM google_sync_status s WHERE s.passes_wanted > s.passes_done
-                 AND NOT EXISTS (SELECT 1 FROM cluster_leases l WHERE l.name = ?1 || CAST(s.user_id AS TEXT)
-                                 AND l.holder IS NOT NULL AND l.expires_at > ?2)
-                 ORDER BY s.user_id",
+                &format!(
+                    "SELECT s.user_id FROM {table} s WHERE s.passes_wanted > s.passes_done
+                     AND NOT EXISTS (SELECT 1 FROM cluster_leases l WHERE l.name = ?1 || CAST(s.user_id AS TEXT)
+                                     AND l.holder IS NOT NULL AND l.expires_at > ?2)
+                     ORDER BY s.user_id"
+                ),
                 args![prefix, now],
                 |r| r.get::<i64>(0),
             )
@@ -284,9 +300,10 @@ impl Store {
 
     /// A pass that started when `wanted` syncs had been asked for has
     /// finished: every one of them is served.
-    pub async fn google_passes_done(&self, user_id: i64, wanted: i64) -> StoreResult<()> {
+    pub async fn passes_done(&self, provider: Provider, user_id: i64, wanted: i64) -> StoreResult<()> {
+        let table = sync_status_table(provider);
         self.bookkeeping(move |conn, _| {
-            conn.execute("UPDATE google_sync_status SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2", args![user_id, wanted])?;
+            conn.execute(&format!("UPDATE {table} SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2"), args![user_id, wanted])?;
             Ok(())
         })
         .await

@@ -83,6 +83,7 @@ const MEETING_COLUMNS: &[(&str, PgType)] = &[
     ("google_event_id", Text),
     ("calendar_id", Text),
     ("calendar_name", Text),
+    ("microsoft_event_id", Text),
     ("created_at", Timestamptz),
     ("updated_at", Timestamptz),
 ];

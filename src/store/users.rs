@@ -179,7 +179,7 @@ impl Store {
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
             let expires: Option<String> = c.value(
-                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE user_id = ?1 AND state = 'active' AND provider = 'google'",
+                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE provider = 'google' AND user_id = ?1 AND state = 'active'",
                 args![id],
             )?;
             let Some(user) = get(c, id)? else { return Ok(None) };

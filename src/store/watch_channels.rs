@@ -1,7 +1,9 @@
-//! Google push channels (`calendar_watch_channels`): one lookup by the
-//! unique `channel_id` index per notification, and the steps of registering,
-//! replacing and stopping a channel. When to renew is decided by
-//! `google::upkeep`; the calls to Google are `google::channels`'.
+//! Push channels of both providers (`calendar_watch_channels`): a Google
+//! channel, or a Graph subscription (its id as `channel_id`, its
+//! `clientState` as `token`). One lookup by the unique `channel_id` index per
+//! notification, and the steps of registering, replacing and stopping a
+//! channel, each for one provider's channels only. When to renew is decided
+//! by each provider's upkeep; the calls are the provider's.
 //!
 //! A channel is `active`, or `retiring` while the channel replacing it is
 //! being registered (notifications on both are accepted meanwhile).
@@ -9,6 +11,7 @@
 use super::google::ticked;
 use super::sql::{args, Conn, ToSqlValue};
 use super::{Store, StoreResult};
+use crate::model::Provider;
 
 const ACTIVE: &str = "active";
 const RETIRING: &str = "retiring";
@@ -16,7 +19,9 @@ const RETIRING: &str = "retiring";
 /// What a notification is checked against.
 #[derive(Debug)]
 pub struct NotifiedChannel {
+    pub provider: Provider,
     pub user_id: i64,
+    pub calendar_id: String,
     pub token: String,
     pub resource_id: Option<String>,
     /// `active`, or `retiring` during a renewal's overlap (both still live).
@@ -33,9 +38,10 @@ pub struct ChannelHandle {
     pub resource_id: Option<String>,
 }
 
-/// A channel about to be registered at Google.
+/// A channel about to be registered at its provider.
 #[derive(Debug, Clone)]
 pub struct NewChannel {
+    pub provider: Provider,
     pub user_id: i64,
     pub calendar_id: String,
     pub channel_id: String,
@@ -58,10 +64,21 @@ pub struct TickedCalendarChannel {
 
 fn find_for_notification(conn: &Conn<'_>, channel_id: &str) -> StoreResult<Option<NotifiedChannel>> {
     conn.query_opt(
-        "SELECT user_id, token, resource_id, state, expiration FROM calendar_watch_channels WHERE channel_id = ?1",
+        "SELECT user_id, token, resource_id, state, expiration, provider, calendar_id FROM calendar_watch_channels WHERE channel_id = ?1",
         args![channel_id],
     )?
-    .map(|r| Ok(NotifiedChannel { user_id: r.get(0)?, token: r.get(1)?, resource_id: r.get(2)?, state: r.get(3)?, expiration: r.get(4)? }))
+    .map(|r| {
+        let provider: String = r.get(5)?;
+        Ok(NotifiedChannel {
+            provider: Provider::parse(&provider).unwrap_or(Provider::Google),
+            user_id: r.get(0)?,
+            calendar_id: r.get(6)?,
+            token: r.get(1)?,
+            resource_id: r.get(2)?,
+            state: r.get(3)?,
+            expiration: r.get(4)?,
+        })
+    })
     .transpose()
 }
 
@@ -84,19 +101,22 @@ impl Store {
         self.writer
             .write(move |tx| {
                 let conn = tx.conn();
+                let provider = new.provider.as_str();
                 let old = handles(
                     conn,
-                    "SELECT channel_id, resource_id FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?3",
-                    args![new.user_id, new.calendar_id, ACTIVE],
+                    "SELECT channel_id, resource_id FROM calendar_watch_channels
+                     WHERE provider = ?4 AND user_id = ?1 AND calendar_id = ?2 AND state = ?3",
+                    args![new.user_id, new.calendar_id, ACTIVE, provider],
                 )?;
                 conn.execute(
-                    "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3 WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5",
-                    args![new.user_id, new.calendar_id, tx.now(), RETIRING, ACTIVE],
+                    "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3
+                     WHERE provider = ?6 AND user_id = ?1 AND calendar_id = ?2 AND state = ?5",
+                    args![new.user_id, new.calendar_id, tx.now(), RETIRING, ACTIVE, provider],
                 )?;
                 conn.execute(
-                    "INSERT INTO calendar_watch_channels (user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?6)",
-                    args![new.user_id, new.calendar_id, new.channel_id, new.token, new.webhook_url, tx.now(), ACTIVE],
+                    "INSERT INTO calendar_watch_channels (provider, user_id, calendar_id, channel_id, token, webhook_url, state, created_at, updated_at)
+                     VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?7, ?6, ?6)",
+                    args![new.user_id, new.calendar_id, new.channel_id, new.token, new.webhook_url, tx.now(), ACTIVE, provider],
                 )?;
                 Ok(old)
             })
@@ -105,17 +125,19 @@ impl Store {
 
     /// Google refused the new channel: drop its row, and the channel it was
     /// to replace (the latest `retiring` one) stays in charge.
-    pub async fn abandon_channel(&self, user_id: i64, calendar_id: &str, channel_id: &str) -> StoreResult<()> {
+    pub async fn abandon_channel(&self, provider: Provider, user_id: i64, calendar_id: &str, channel_id: &str) -> StoreResult<()> {
         let (calendar_id, channel_id) = (calendar_id.to_string(), channel_id.to_string());
         self.writer
             .write(move |tx| {
                 tx.conn().execute("DELETE FROM calendar_watch_channels WHERE channel_id = ?1", args![channel_id])?;
                 tx.conn().execute(
                     "UPDATE calendar_watch_channels SET state = ?4, updated_at = ?3
-                     WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5
-                       AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?4)
-                       AND id = (SELECT MAX(id) FROM calendar_watch_channels WHERE user_id = ?1 AND calendar_id = ?2 AND state = ?5)",
-                    args![user_id, calendar_id, tx.now(), ACTIVE, RETIRING],
+                     WHERE provider = ?6 AND user_id = ?1 AND calendar_id = ?2 AND state = ?5
+                       AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels
+                                       WHERE provider = ?6 AND user_id = ?1 AND calendar_id = ?2 AND state = ?4)
+                       AND id = (SELECT MAX(id) FROM calendar_watch_channels
+                                 WHERE provider = ?6 AND user_id = ?1 AND calendar_id = ?2 AND state = ?5)",
+                    args![user_id, calendar_id, tx.now(), ACTIVE, RETIRING, provider.as_str()],
                 )?;
                 Ok(())
             })
@@ -147,15 +169,15 @@ impl Store {
             .await
     }
 
-    /// Every channel of the user, or of one of their calendars.
-    pub async fn user_channels(&self, user_id: i64, calendar_id: Option<&str>) -> StoreResult<Vec<ChannelHandle>> {
+    /// Every channel of the user at this provider, or of one of their calendars.
+    pub async fn user_channels(&self, provider: Provider, user_id: i64, calendar_id: Option<&str>) -> StoreResult<Vec<ChannelHandle>> {
         let calendar_id = calendar_id.map(str::to_string);
         self.read(move |c| {
             handles(
                 c,
                 "SELECT channel_id, resource_id FROM calendar_watch_channels
-                 WHERE user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR calendar_id = ?2)",
-                args![user_id, calendar_id],
+                 WHERE provider = ?3 AND user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR calendar_id = ?2)",
+                args![user_id, calendar_id, provider.as_str()],
             )
         })
         .await
@@ -164,12 +186,13 @@ impl Store {
     /// Channels a previous run left behind: `retiring` ones (a renewal
     /// interrupted between registering the new channel and stopping the old
     /// one) and channels of a calendar that is not ticked.
-    pub async fn leftover_channels(&self, user_id: i64) -> StoreResult<Vec<ChannelHandle>> {
+    pub async fn leftover_google_channels(&self, user_id: i64) -> StoreResult<Vec<ChannelHandle>> {
         self.read(move |c| {
             let ticked: Vec<String> = ticked(c, user_id)?.into_iter().map(|t| t.calendar_id).collect();
             let all: Vec<(String, Option<String>, String, String)> = c.query_map(
-                "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels WHERE user_id = ?1 ORDER BY id",
-                args![user_id],
+                "SELECT channel_id, resource_id, calendar_id, state FROM calendar_watch_channels
+                 WHERE provider = ?2 AND user_id = ?1 ORDER BY id",
+                args![user_id, Provider::Google.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             Ok(all
@@ -181,20 +204,20 @@ impl Store {
         .await
     }
 
-    /// Each ticked calendar of each connected user, with its active, fully
-    /// registered channel (one row per channel, by expiration, so the last
-    /// row of a calendar is the channel expiring last).
-    pub async fn ticked_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
+    /// Each ticked calendar of each connected Google user, with its active,
+    /// fully registered channel (one row per channel, by expiration, so the
+    /// last row of a calendar is the channel expiring last).
+    pub async fn ticked_google_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
         self.read(|c| {
             // NULLS FIRST is SQLite's own order, spelled out for PostgreSQL (which puts NULLs last).
             c.query_map(
                 "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
                  FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected
                  LEFT JOIN calendar_watch_channels c
-                   ON c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
+                   ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
                  WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect AND u.status = ?2
                  ORDER BY u.id, g.calendar_id, c.expiration NULLS FIRST",
-                args![ACTIVE, crate::model::AccountStatus::Active.as_str()],
+                args![ACTIVE, crate::model::AccountStatus::Active.as_str(), Provider::Google.as_str()],
                 |r| {
                     Ok(TickedCalendarChannel {
                         user_id: r.get(0)?,
@@ -205,6 +228,49 @@ impl Store {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    /// Each ticked Outlook calendar of each connected user, with its active
+    /// subscription if it has one (ordered as for Google).
+    pub async fn ticked_outlook_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
+        self.read(|c| {
+            c.query_map(
+                "SELECT u.id, m.calendar_id, c.expiration, c.updated_at, c.webhook_url
+                 FROM users u JOIN microsoft_accounts a ON a.user_id = u.id
+                 JOIN microsoft_calendars m ON m.user_id = u.id AND m.selected
+                 LEFT JOIN calendar_watch_channels c
+                   ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = m.calendar_id
+                 WHERE a.refresh_token IS NOT NULL AND NOT a.needs_reconnect AND u.status = ?2
+                 ORDER BY u.id, m.calendar_id, c.expiration NULLS FIRST",
+                args![ACTIVE, crate::model::AccountStatus::Active.as_str(), Provider::Microsoft.as_str()],
+                |r| {
+                    Ok(TickedCalendarChannel {
+                        user_id: r.get(0)?,
+                        calendar_id: r.get(1)?,
+                        expiration: r.get(2)?,
+                        registered_at: r.get(3)?,
+                        webhook_url: r.get(4)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// The active channel of one of the user's calendars at a provider, if any.
+    pub async fn active_channel(&self, provider: Provider, user_id: i64, calendar_id: &str) -> StoreResult<Option<ChannelHandle>> {
+        let calendar_id = calendar_id.to_string();
+        self.read(move |c| {
+            Ok(handles(
+                c,
+                "SELECT channel_id, resource_id FROM calendar_watch_channels
+                 WHERE provider = ?3 AND user_id = ?1 AND calendar_id = ?2 AND state = ?4 ORDER BY id DESC",
+                args![user_id, calendar_id, provider.as_str(), ACTIVE],
+            )?
+            .into_iter()
+            .next())
         })
         .await
     }

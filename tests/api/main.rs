@@ -42,6 +42,7 @@ mod join_checks;
 mod layout;
 mod logs;
 mod metrics;
+mod microsoft_client;
 mod microsoft_connect;
 mod move_to_pg;
 mod nodes;

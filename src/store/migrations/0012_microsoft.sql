@@ -5,7 +5,8 @@
 -- binary still runs on it during a rolling deploy; sign-in states of both
 -- providers go to google_oauth_states, which keeps its name for that reason.
 
--- meetings.source gains 'microsoft'. SQLite cannot change a CHECK in place,
+-- meetings.source gains 'microsoft', and meetings gain microsoft_event_id
+-- (NULL for every existing row). SQLite cannot change a CHECK in place,
 -- so the table is rebuilt with the same columns, rows and indexes (no table
 -- refers to meetings, so dropping the old one cascades to nothing).
 CREATE TABLE meetings_new (
@@ -36,6 +37,7 @@ CREATE TABLE meetings_new (
     google_event_id    TEXT,
     calendar_id        TEXT,
     calendar_name      TEXT,
+    microsoft_event_id TEXT,
     UNIQUE (user_id, source, external_id)
 );
 INSERT INTO meetings_new (id, user_id, source, external_id, title, description, location, meeting_url, starts_at, ends_at,
@@ -50,6 +52,10 @@ ALTER TABLE meetings_new RENAME TO meetings;
 CREATE INDEX meetings_user_starts ON meetings (user_id, starts_at);
 CREATE INDEX meetings_client ON meetings (client_id);
 CREATE INDEX meetings_google_event ON meetings (user_id, google_event_id);
+-- The Outlook event of a meeting (its immutable id), kept when a Calendly
+-- booking takes the Outlook copy over, so later edits of the event still
+-- find the booking (as google_event_id does for Google).
+CREATE INDEX meetings_microsoft_event ON meetings (user_id, microsoft_event_id);
 
 -- Push channels of either provider: a Google channel or a Graph subscription
 -- (channel_id: the subscription id; token: its clientState). Still at most

@@ -3,6 +3,8 @@
 -- and the Microsoft tables.
 ALTER TABLE meetings DROP CONSTRAINT meetings_source_check;
 ALTER TABLE meetings ADD CONSTRAINT meetings_source_check CHECK (source IN ('google', 'calendly', 'manual', 'microsoft'));
+ALTER TABLE meetings ADD COLUMN microsoft_event_id text;
+CREATE INDEX meetings_microsoft_event ON meetings (user_id, microsoft_event_id);
 
 ALTER TABLE calendar_watch_channels ADD COLUMN provider text NOT NULL DEFAULT 'google' CHECK (provider IN ('google', 'microsoft'));
 DROP INDEX calendar_watch_channels_one_active;

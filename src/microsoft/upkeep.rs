@@ -1,0 +1,198 @@
+//! The background work that keeps the Outlook sync from failing quietly,
+//! on the node that holds the `microsoft_upkeep` lease. The schedules are
+//! the providers' shared ones ([`crate::provider::upkeep`]); this module
+//! says what they mean for Graph:
+//!
+//! - **Catch-up on start** (or on taking the lease over): every connected
+//!   user's calendar list is read, each ticked calendar gets a subscription
+//!   when it has no live one, one is due, or it was made for another
+//!   webhook address, and every connected user is synced (their delta links
+//!   make that cheap).
+//! - **Renewal before expiry**: a subscription is extended in place
+//!   `microsoft.renew_before` ahead (at the latest halfway through its
+//!   life), recreated only when Graph says it is gone; failures back off
+//!   and show to admins.
+//! - **Safety net**: a delta sync per connected user every
+//!   `microsoft.safety_net_interval`, staggered.
+//! - Sync requests counted by a node that died are served here.
+
+use std::sync::Arc;
+
+use super::sync::SyncError;
+use super::MicrosoftSync;
+use crate::provider::scheduler::SyncTrigger;
+use crate::provider::upkeep::{renewals, safety_net, ChannelView, Channels, Renewals};
+use crate::store::{timefmt, StoreResult};
+
+/// Run the upkeep until shutdown (or until this node loses the lease).
+pub async fn run(ms: Arc<MicrosoftSync>) {
+    if !ms.enabled() {
+        return;
+    }
+    ms.catch_up().await;
+    let every = ms.cfg.safety_net_interval.0;
+    let net = async {
+        if every.is_zero() {
+            tracing::info!("the Microsoft safety-net sync is off (microsoft.safety_net_interval = 0s)");
+        } else {
+            safety_net(ms.clone(), every).await;
+        }
+    };
+    tokio::join!(net, renewals(ms.clone()), orphaned_syncs(ms.clone()));
+}
+
+impl MicrosoftSync {
+    async fn channel_views(&self) -> StoreResult<Vec<ChannelView>> {
+        let rows = self.store.ticked_outlook_calendar_channels().await?.into_iter().map(|c| ChannelView {
+            user_id: c.user_id,
+            calendar_id: c.calendar_id,
+            expiration: c.expiration.as_deref().and_then(timefmt::parse),
+            registered_at: c.registered_at.as_deref().and_then(timefmt::parse),
+            webhook_url: c.webhook_url,
+        });
+        let mut views: Vec<ChannelView> = Vec::new();
+        for view in rows {
+            // Ordered by expiration: a later row of the same calendar replaces the earlier.
+            match views.last_mut() {
+                Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
+                _ => views.push(view),
+            }
+        }
+        Ok(views)
+    }
+
+    /// On start: calendar lists, subscriptions where needed, then a sync of
+    /// every connected user.
+    pub(crate) async fn catch_up(self: &Arc<Self>) {
+        let users = match self.store.connected_microsoft_users().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "microsoft catch-up: cannot read the connected users; relying on renewal and the safety net");
+                return;
+            }
+        };
+        if users.is_empty() {
+            return;
+        }
+        for &user_id in &users {
+            if self.shutting_down() {
+                return;
+            }
+            let listed = async {
+                let token = self.access_token(user_id).await?;
+                self.refresh_calendars(user_id, &token).await
+            };
+            if let Err(e) = listed.await {
+                tracing::warn!(user = user_id, "microsoft catch-up: cannot read the user's calendar list: {e}");
+            }
+        }
+        let views = match self.channel_views().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "microsoft catch-up: cannot read the subscriptions; relying on renewal and the safety net");
+                return;
+            }
+        };
+        let now = timefmt::now();
+        let mut replaced = 0;
+        for v in &views {
+            // A subscription's URL is fixed at creation: another address needs a new one.
+            let moved = v.webhook_url.as_deref().is_some_and(|url| url != self.webhook_url);
+            let why = match v.expiration {
+                None => "no live subscription",
+                Some(exp) if exp <= now => "the subscription expired",
+                _ if moved => "the webhook address changed",
+                Some(exp) if self.renewals.renew_at(exp, v.registered_at) <= now => "the subscription is due for renewal",
+                _ => continue,
+            };
+            if self.shutting_down() {
+                return;
+            }
+            let made = if moved {
+                match self.store.outlook_calendars(v.user_id).await {
+                    Ok(cals) => match cals.into_iter().find(|c| c.calendar_id == v.calendar_id) {
+                        Some(cal) => self.subscribe(v.user_id, &cal).await.map(|_| true),
+                        None => Ok(false),
+                    },
+                    Err(e) => Err(SyncError::Store(e)),
+                }
+            } else {
+                self.extend_subscription(v.user_id, &v.calendar_id).await
+            };
+            match made {
+                Ok(_) => {
+                    replaced += 1;
+                    self.renewals.succeeded(v.user_id, &v.calendar_id).await;
+                }
+                Err(e) => self.renewals.failed(v.user_id, &v.calendar_id, &format!("{e} ({why})")).await,
+            }
+        }
+        for &user_id in &users {
+            self.enqueue_for(user_id, SyncTrigger::CatchUp);
+        }
+        tracing::info!(
+            users = users.len(),
+            subscriptions = replaced,
+            "microsoft catch-up (start, or this node took the upkeep lease over): syncing every connected user"
+        );
+    }
+}
+
+impl Channels for MicrosoftSync {
+    fn renewals(&self) -> &Renewals {
+        &self.renewals
+    }
+
+    async fn views(&self) -> StoreResult<Vec<ChannelView>> {
+        self.channel_views().await
+    }
+
+    async fn renew(self: &Arc<Self>, user_id: i64, calendar_id: &str, why: &'static str) -> bool {
+        match self.extend_subscription(user_id, calendar_id).await {
+            Ok(recreated) => {
+                self.renewals.succeeded(user_id, calendar_id).await;
+                if recreated {
+                    // Graph had dropped it: what changed meanwhile was not announced.
+                    self.enqueue_for(user_id, SyncTrigger::CatchUp);
+                }
+                true
+            }
+            Err(SyncError::ShuttingDown) => false,
+            Err(e @ (SyncError::NeedsReconnect | SyncError::NotConnected)) => {
+                self.renewals.forget(user_id, Some(calendar_id));
+                tracing::warn!(user = user_id, "microsoft subscription renewal skipped ({why}): {e}");
+                false
+            }
+            Err(e) => {
+                self.renewals.failed(user_id, calendar_id, &e.to_string()).await;
+                false
+            }
+        }
+    }
+
+    async fn connected_users(&self) -> StoreResult<Vec<i64>> {
+        self.store.connected_microsoft_users().await
+    }
+
+    fn enqueue_for(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
+        MicrosoftSync::enqueue_for(self, user_id, trigger);
+    }
+
+    fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Syncs asked for on a node that died before serving them.
+async fn orphaned_syncs(ms: Arc<MicrosoftSync>) {
+    let mut tick = tokio::time::interval(ms.leases.ttl());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = ms.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        ms.passes.orphaned(&ms).await;
+    }
+}
