@@ -90,6 +90,8 @@ pub enum StartupError {
     CorsOrigin { origin: String },
     #[error(transparent)]
     Google(#[from] crate::google::HttpClientError),
+    #[error(transparent)]
+    Microsoft(#[from] crate::microsoft::client::HttpClientError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -178,7 +180,8 @@ impl Server {
                 metrics: metrics.clone(),
                 leases: leases.clone(),
             },
-        );
+        )
+        .map_err(StartupError::Microsoft)?;
         let mut loops = vec![(
             "google upkeep",
             tasks.spawn(under_lease(&leases, crate::cluster::GOOGLE_UPKEEP, shutdown_rx.clone(), {
@@ -186,6 +189,13 @@ impl Server {
                 move || crate::google::run(google.clone())
             })),
         )];
+        loops.push((
+            "microsoft upkeep",
+            tasks.spawn(under_lease(&leases, crate::cluster::MICROSOFT_UPKEEP, shutdown_rx.clone(), {
+                let microsoft = microsoft.clone();
+                move || crate::microsoft::upkeep::run(microsoft.clone())
+            })),
+        ));
         let identities = Arc::new(crate::auth::identity::Identities::new(store.clone(), config.auth.user_cache.0));
         let tokens = Tokens::new(secret.expose_secret());
         let realtime = crate::realtime::RealtimeState {
@@ -443,6 +453,7 @@ fn accounts(app: &App) -> crate::accounts::AccountsState {
         auth: app.auth.clone(),
         sockets: app.hub.clone(),
         google: app.google.clone(),
+        microsoft: app.microsoft.clone(),
         public_url: app.public_url.clone(),
         max_body_bytes: app.config.server.max_body_bytes,
     }
@@ -496,6 +507,12 @@ pub fn routes(app: App) -> Result<BoxedFilter<(Response,)>, StartupError> {
             microsoft: app.microsoft.clone(),
             auth: app.auth.clone(),
             token_ttl_secs: app.config.auth.token_ttl.as_secs() as i64,
+        }))
+        .unify()
+        .or(crate::microsoft::webhook::routes(crate::microsoft::webhook::WebhookState {
+            microsoft: app.microsoft.clone(),
+            log_throttle: app.log_throttle.clone(),
+            max_body_bytes: app.config.server.max_body_bytes,
         }))
         .unify()
         .or(crate::ops::health::routes(crate::ops::health::HealthState {

@@ -34,6 +34,8 @@ pub struct AccountsState {
     pub sockets: Arc<Hub>,
     /// Google channels, stopped or re-created with the account.
     pub google: Arc<GoogleSync>,
+    /// Outlook subscriptions go and come back with the account too.
+    pub microsoft: Arc<crate::microsoft::MicrosoftSync>,
     /// Where login links point.
     pub public_url: String,
     /// `server.max_body_bytes`.
@@ -76,6 +78,19 @@ pub async fn update(state: &AccountsState, actor: Actor, id: i64, role: Option<R
     let change = state.store.change_account(actor, id, role, status).await?;
     changed(state, id);
     let now = AccountStatus::parse(&change.user.status);
+    if now.is_some() && change.status_before != now && state.microsoft.enabled() {
+        let microsoft = state.microsoft.clone();
+        if now == Some(AccountStatus::Disabled) {
+            state.microsoft.tasks.spawn(async move {
+                let n = microsoft.unsubscribe_all(id).await;
+                if n > 0 {
+                    tracing::info!(user = id, subscriptions = n, "account disabled: Outlook subscriptions deleted");
+                }
+            });
+        } else {
+            microsoft.connected(id);
+        }
+    }
     if now.is_some() && change.status_before != now && state.google.enabled() {
         let google = state.google.clone();
         if now == Some(AccountStatus::Disabled) {
@@ -123,6 +138,9 @@ pub async fn remove(state: &AccountsState, actor: Actor, id: i64) -> ApiResult<R
                 "removing a user: Google did not answer in time; their channels are deleted here and lapse at Google"
             ),
         }
+    }
+    if state.microsoft.enabled() && tokio::time::timeout(GOOGLE_WAIT, state.microsoft.unsubscribe_all(id)).await.is_err() {
+        tracing::warn!(user = id, "removing a user: Microsoft Graph did not answer in time; their subscriptions lapse there on their own");
     }
     let removed = state.store.remove_account(actor, id).await?;
     changed(state, id);

@@ -32,9 +32,12 @@ pub use tail::{Tail, TailStats};
 pub const GOOGLE_UPKEEP: &str = "google_upkeep";
 pub const RETENTION: &str = "retention";
 pub const ALERTS: &str = "alerts";
-pub const NAMED_LEASES: [&str; 3] = [GOOGLE_UPKEEP, RETENTION, ALERTS];
+pub const MICROSOFT_UPKEEP: &str = "microsoft_upkeep";
+pub const NAMED_LEASES: [&str; 4] = [GOOGLE_UPKEEP, RETENTION, ALERTS, MICROSOFT_UPKEEP];
 /// Short leases of one user's Google sync: `google_sync:<user id>`.
 pub const GOOGLE_SYNC_PREFIX: &str = "google_sync:";
+/// Short leases of one user's Outlook sync: `microsoft_sync:<user id>`.
+pub const MICROSOFT_SYNC_PREFIX: &str = "microsoft_sync:";
 
 /// A node that has not heartbeated for this long is dropped from the registry.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);

@@ -14,12 +14,20 @@
 //! - [`client`]: the calls to Graph (calendars, delta pages, subscriptions)
 //!   and what their errors mean, `Retry-After` included.
 //! - [`events`]: which events are meetings and how one becomes a meeting.
-//! - [`mod@routes`]: the HTTP surface.
+//! - [`sync`]: one pass of a user's delta rounds, on the shared scheduler.
+//! - [`subscriptions`]: one Graph subscription per ticked calendar: made,
+//!   extended in place, recreated when gone, deleted.
+//! - [`upkeep`]: catch-up, renewal and the safety net (the shared schedules).
+//! - [`mod@routes`], [`webhook`]: the HTTP surface (connect, and Graph's notifications).
 
 pub mod client;
 pub mod events;
 pub mod oauth;
 pub mod routes;
+pub mod subscriptions;
+pub mod sync;
+pub mod upkeep;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +62,16 @@ pub struct MicrosoftSync {
     /// Every task Microsoft work runs in; shutdown waits for them.
     pub(crate) tasks: TaskTracker,
     pub(crate) leases: Arc<crate::cluster::Leases>,
+    /// Microsoft Graph (calendars, delta pages, subscriptions).
+    pub(crate) api: client::GraphApi,
+    /// When each user's sync passes run (coalesced here, one node at a time).
+    pub(crate) passes: Arc<crate::provider::scheduler::Passes>,
+    /// When subscriptions are extended, and failed renewals' next tries.
+    pub(crate) renewals: crate::provider::upkeep::Renewals,
+    /// Full rounds (whole windows) running at once (`microsoft.full_sync_concurrency`).
+    pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
+    /// One change of a user's subscriptions at a time on this node.
+    pub(crate) subscription_locks: crate::provider::UserLocks,
 }
 
 impl MicrosoftSync {
@@ -66,7 +84,7 @@ impl MicrosoftSync {
         public_url: &str,
         secret: &str,
         background: crate::provider::Background,
-    ) -> Arc<MicrosoftSync> {
+    ) -> Result<Arc<MicrosoftSync>, client::HttpClientError> {
         let crate::provider::Background { shutdown, tasks, metrics, leases } = background;
         crate::provider::install_tls();
         let cfg = config.microsoft.clone();
@@ -80,6 +98,7 @@ impl MicrosoftSync {
             .build()
             .map_err(|e| tracing::error!(error = %e, "could not build the HTTP client for Microsoft: Outlook sync is off"))
             .ok();
+        let api = client::GraphApi::new(&cfg, Some(metrics.clone()))?;
         let enabled = config.microsoft_enabled() && http.is_some();
         if enabled {
             tracing::info!(%redirect_url, %webhook_url, tenant = %cfg.tenant, "Microsoft 365 calendar sync is on");
@@ -98,7 +117,27 @@ impl MicrosoftSync {
             h.update(secret.as_bytes());
             h.finalize().into()
         };
-        Arc::new(MicrosoftSync {
+        let passes = crate::provider::scheduler::Passes::new(
+            crate::model::Provider::Microsoft,
+            crate::cluster::MICROSOFT_SYNC_PREFIX,
+            store.clone(),
+            leases.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
+        let renewals = crate::provider::upkeep::Renewals::new(
+            crate::model::Provider::Microsoft,
+            store.clone(),
+            cfg.renew_before.0,
+            cfg.subscription_ttl.0,
+        );
+        let full_syncs = Arc::new(tokio::sync::Semaphore::new(cfg.full_sync_concurrency.max(1)));
+        Ok(Arc::new(MicrosoftSync {
+            api,
+            passes,
+            renewals,
+            full_syncs,
+            subscription_locks: crate::provider::UserLocks::default(),
             cfg,
             sign_up: crate::auth::oauth_state::SignUpPolicy::from(&config.auth),
             store,
@@ -113,7 +152,7 @@ impl MicrosoftSync {
             shutdown,
             tasks,
             leases,
-        })
+        }))
     }
 
     /// Are client credentials configured? Without them every Microsoft

@@ -375,6 +375,7 @@ impl MicrosoftSync {
             MicrosoftLink::Refused(why) => return Err(SignInError::Refused(why)),
         };
         tracing::info!(user = user.id, created, connect = matches!(claims.purpose, Purpose::Connect(_)), tenant = %who.tid, "signed in with Microsoft");
+        self.connected(user.id);
         Ok(user)
     }
 

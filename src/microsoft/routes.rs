@@ -162,6 +162,8 @@ async fn callback(app: MicrosoftRoutesState, q: Query, headers: HeaderMap) -> Re
 async fn disconnect(app: MicrosoftRoutesState, auth: Option<String>) -> ApiResult<Response> {
     app.configured()?;
     let who = app.caller(auth).await?;
+    // At Graph first, while the tokens to do so still exist.
+    app.microsoft.unsubscribe_all(who.user_id).await;
     if app.microsoft.store.disconnect_microsoft(who.user_id).await? {
         tracing::info!(user = who.user_id, "Outlook disconnected");
     }

@@ -39,6 +39,26 @@ impl MicrosoftSync {
         Some(out)
     }
 
+    /// The user connected Outlook (or signed in with it, or was enabled
+    /// again): subscriptions for their calendars, then a sync. In the
+    /// background; a subscription that cannot be made now is retried by
+    /// the renewal scheduler, and the sync runs either way.
+    pub fn connected(self: &Arc<Self>, user_id: i64) {
+        if !self.enabled() {
+            return;
+        }
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            match me.ensure_subscriptions(user_id).await {
+                Ok(n) if n > 0 => tracing::info!(user = user_id, subscriptions = n, "Outlook connected: subscribed to its calendars"),
+                Ok(_) | Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => {}
+                Err(e) => tracing::warn!(user = user_id, "Outlook connected, but a subscription could not be made yet: {e}"),
+            }
+            me.renewals.changed();
+            me.enqueue_for(user_id, crate::provider::scheduler::SyncTrigger::CatchUp);
+        });
+    }
+
     /// A subscription for every ticked calendar that has no live one (after
     /// a connect, on start). Returns how many were made.
     pub async fn ensure_subscriptions(self: &Arc<Self>, user_id: i64) -> Result<usize, SyncError> {
