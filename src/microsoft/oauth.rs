@@ -66,6 +66,18 @@ pub enum TokenError {
     Unreadable,
 }
 
+impl TokenError {
+    /// The label `outcome` of `syncgate_microsoft_api_calls_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            TokenError::InvalidGrant => "invalid_grant",
+            TokenError::Refused { .. } => "refused",
+            TokenError::Network(_) => "network",
+            TokenError::Unreadable => "bad_response",
+        }
+    }
+}
+
 /// Why a sign-in or connect did not work. Each message is a sentence safe
 /// to show; the HTTP edge picks the status.
 #[derive(Debug, thiserror::Error)]
@@ -250,8 +262,24 @@ impl MicrosoftSync {
         Ok(Started { location: url.to_string(), set_cookie: started.set_cookie })
     }
 
+    /// Count a call to Microsoft in `syncgate_microsoft_api_calls_total`
+    /// (the identity platform's are `token` and `organization`).
+    fn count<T>(&self, call: &'static str, result: &Result<T, TokenError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.microsoft_api_calls.with_label_values(&[call, outcome]).inc();
+    }
+
     /// POST a form to the token endpoint.
     async fn token_call(&self, form: &[(&str, &str)]) -> Result<Tokens, TokenError> {
+        let result = self.token_call_uncounted(form).await;
+        self.count("token", &result);
+        result
+    }
+
+    async fn token_call_uncounted(&self, form: &[(&str, &str)]) -> Result<Tokens, TokenError> {
         let secret = secrecy::ExposeSecret::expose_secret(&self.cfg.client_secret);
         let mut form = form.to_vec();
         form.extend([("client_id", self.cfg.client_id.as_str()), ("client_secret", secret), ("scope", SCOPES)]);
@@ -290,6 +318,12 @@ impl MicrosoftSync {
     /// (`GET /organization?$select=verifiedDomains`, with its new token).
     /// A refusal (a personal account has no organization) is no domains.
     async fn verified_domains(&self, access: &Secret) -> Result<Vec<String>, TokenError> {
+        let result = self.verified_domains_uncounted(access).await;
+        self.count("organization", &result);
+        result
+    }
+
+    async fn verified_domains_uncounted(&self, access: &Secret) -> Result<Vec<String>, TokenError> {
         let url = format!("{}/organization?$select=verifiedDomains", self.cfg.graph_base_url.trim_end_matches('/'));
         let res = self
             .http()?
@@ -397,10 +431,9 @@ impl MicrosoftSync {
         let lease = format!("microsoft_token:{user_id}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let refresh = match self.stored_token(user_id).await? {
-                Stored::Fresh(token) => return Ok(token),
-                Stored::Refresh(refresh) => refresh,
-            };
+            if let Stored::Fresh(token) = self.stored_token(user_id).await? {
+                return Ok(token);
+            }
             if self.shutting_down() {
                 return Err(AccessError::ShuttingDown);
             }
@@ -414,7 +447,6 @@ impl MicrosoftSync {
                 self.leases.give_back(&fence).await;
                 return result;
             }
-            drop(refresh);
             if std::time::Instant::now() > deadline {
                 return Err(AccessError::Busy);
             }

@@ -438,6 +438,10 @@ async fn invalid_grant_shows_needs_reconnect_and_no_token_is_in_any_answer_or_lo
     let e = app.app.microsoft.access_token(ada).await.unwrap_err();
     bodies.push(e.to_string());
     assert_eq!(fake.calls("token"), calls + 1, "not retried once marked");
+    let counted = |outcome: &str| app.app.metrics.microsoft_api_calls.with_label_values(&["token", outcome]).get();
+    assert_eq!(counted("invalid_grant"), 1, "the identity platform's calls are counted");
+    assert!(counted("ok") >= 3);
+    assert_eq!(app.app.metrics.microsoft_api_calls.with_label_values(&["organization", "ok"]).get(), 2);
     let (s, me) = app.get("/api/me", &token).await;
     assert_eq!(s, 200);
     assert_eq!(me["microsoft"], json!({"connected": true, "username": "ada@firm.example", "needs_reconnect": true}));
