@@ -71,8 +71,11 @@ impl Metrics {
             "Tries of calls to Microsoft Graph, by call and outcome (a throttled try counts as one).",
             &["call", "outcome"],
         );
-        let microsoft_syncs =
-            counter("syncgate_microsoft_syncs_total", "Outlook calendar syncs (Microsoft Graph), by kind and outcome.", &["kind", "outcome"]);
+        let microsoft_syncs = counter(
+            "syncgate_microsoft_syncs_total",
+            "Outlook calendar syncs (Microsoft Graph), by kind and outcome.",
+            &["kind", "outcome"],
+        );
         let histogram = |name: &str, help: &str| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),

@@ -80,9 +80,7 @@ impl MicrosoftSync {
     pub async fn subscribe(self: &Arc<Self>, user_id: i64, cal: &OutlookCalendar) -> Result<String, SyncError> {
         let me = self.clone();
         let cal = cal.clone();
-        self.one_at_a_time(user_id, async move { me.subscribe_now(user_id, &cal).await })
-            .await
-            .unwrap_or(Err(SyncError::Busy))
+        self.one_at_a_time(user_id, async move { me.subscribe_now(user_id, &cal).await }).await.unwrap_or(Err(SyncError::Busy))
     }
 
     async fn subscribe_now(self: &Arc<Self>, user_id: i64, cal: &OutlookCalendar) -> Result<String, SyncError> {
@@ -167,7 +165,8 @@ impl MicrosoftSync {
                 Err(e) => return Err(e.into()),
             }
         }
-        let Some(cal) = self.store.outlook_calendars(user_id).await?.into_iter().find(|c| c.calendar_id == calendar_id && c.selected) else {
+        let Some(cal) = self.store.outlook_calendars(user_id).await?.into_iter().find(|c| c.calendar_id == calendar_id && c.selected)
+        else {
             return Ok(false);
         };
         self.subscribe_now(user_id, &cal).await?;

@@ -228,10 +228,7 @@ fn lifecycle(ms: &Arc<MicrosoftSync>, user_id: i64, calendar_id: &str, id: &str,
 /// `GET /api/microsoft/webhook/test`: reachable, configured, last notification.
 async fn public_status(ms: Arc<MicrosoftSync>) -> ApiResult<Response> {
     let last = ms.store.last_notification_at(Provider::Microsoft).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"reachable": true, "configured": ms.enabled(), "last_notification_at": last}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"reachable": true, "configured": ms.enabled(), "last_notification_at": last})))
 }
 
 /// The notification endpoint and its status page.
