@@ -1,6 +1,6 @@
-//! `/api/meetings`: manual meetings are fully editable; on `google` and
-//! `calendly` meetings the source owns title, times, place and status, and
-//! only the local fields (`client_id`, `notes`) change here.
+//! `/api/meetings`: manual meetings are fully editable; on `google`,
+//! `microsoft` and `calendly` meetings the source owns title, times, place
+//! and status, and only the local fields (`client_id`, `notes`) change here.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use crate::store::Table;
 pub struct Meetings;
 
 /// Where meetings come from: synced ones belong to their source.
-const SOURCES: [&str; 3] = ["google", "calendly", "manual"];
+const SOURCES: [&str; 4] = ["google", "microsoft", "calendly", "manual"];
 const MANUAL: &str = "manual";
 
 #[derive(Deserialize)]
@@ -124,7 +124,7 @@ impl Resource for Meetings {
         }
         if let Some(s) = q.get("source") {
             if !SOURCES.contains(&s.as_str()) {
-                return Err(ApiError::BadRequest("source must be one of google, calendly, manual".into()));
+                return Err(ApiError::BadRequest(format!("source must be one of {}", SOURCES.join(", "))));
             }
             lq.filters.push(RecordFilter::Source(s.clone()));
         }

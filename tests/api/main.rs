@@ -44,6 +44,7 @@ mod logs;
 mod metrics;
 mod microsoft_client;
 mod microsoft_connect;
+mod microsoft_sync;
 mod move_to_pg;
 mod nodes;
 mod ops;

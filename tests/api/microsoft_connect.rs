@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use crate::fake_graph::{self, FakeGraph};
 use crate::helpers::{spawn_app_with, TestApp};
 
-const T1: &str = "11111111-1111-4111-8111-111111111111";
+pub(crate) const T1: &str = "11111111-1111-4111-8111-111111111111";
 const T2: &str = "22222222-2222-4222-8222-222222222222";
-const O1: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub(crate) const O1: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const O2: &str = "aaaaaaaa-0000-4000-8000-000000000002";
 
-async fn ms_app(fake: &FakeGraph, tweak: impl FnOnce(&mut syncgate::config::Config)) -> TestApp {
+pub(crate) async fn ms_app(fake: &FakeGraph, tweak: impl FnOnce(&mut syncgate::config::Config)) -> TestApp {
     // Every log line of the binary is captured from here on (see `google`).
     crate::google::logs_text();
     let app = spawn_app_with(|c| {
@@ -93,7 +93,7 @@ async fn sign_in_as(app: &TestApp, fake: &FakeGraph, upn: &str) -> reqwest::Resp
 }
 
 /// A whole "Connect Outlook" as `upn` by the holder of `token`.
-async fn connect_as(app: &TestApp, fake: &FakeGraph, token: &str, upn: &str) -> reqwest::Response {
+pub(crate) async fn connect_as(app: &TestApp, fake: &FakeGraph, token: &str, upn: &str) -> reqwest::Response {
     fake.consent_as(upn);
     let (cookie, url) = start_connect(app, token).await;
     let back = authorize(app, &url).await;
