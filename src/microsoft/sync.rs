@@ -110,22 +110,32 @@ impl MicrosoftSync {
 
     /// One sync of one user: every ticked calendar's delta round.
     pub async fn sync_user(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) -> Result<SyncReport, SyncError> {
-        let token = self.access_token(user_id).await?;
+        let mut token = self.access_token(user_id).await?;
         let self_address = self.store.outlook_address(user_id).await?.unwrap_or_default();
         let calendars = self.ticked(user_id, &token, trigger == SyncTrigger::CatchUp).await?;
         let mut report = SyncReport::default();
-        for cal in calendars {
-            if self.shutting_down() {
-                return Err(SyncError::ShuttingDown);
-            }
-            match self.round(user_id, &token, &self_address, &cal, &mut report).await {
-                Err(SyncError::Api(CallError::DeltaStateGone)) if cal.delta_link.is_some() => {
-                    tracing::info!(user = user_id, calendar = %cal.calendar_id, "microsoft delta link expired; listing the calendar in full once");
-                    self.store.forget_delta_link(user_id, &cal.calendar_id).await?;
-                    let fresh = OutlookCalendar { delta_link: None, ..cal };
-                    self.round(user_id, &token, &self_address, &fresh, &mut report).await?;
+        for mut cal in calendars {
+            // A round is tried again at most twice: with a fresh token after a
+            // 401, and in full after an expired delta link (rounds replay safely).
+            let (mut refreshed, mut relisted) = (false, false);
+            loop {
+                if self.shutting_down() {
+                    return Err(SyncError::ShuttingDown);
                 }
-                other => other?,
+                match self.round(user_id, &token, &self_address, &cal, &mut report).await {
+                    Err(SyncError::Api(CallError::Unauthorized)) if !refreshed => {
+                        refreshed = true;
+                        self.store.expire_microsoft_access_token(user_id, token.expose().to_string()).await?;
+                        token = self.access_token(user_id).await?;
+                    }
+                    Err(SyncError::Api(CallError::DeltaStateGone)) if cal.delta_link.is_some() && !relisted => {
+                        relisted = true;
+                        tracing::info!(user = user_id, calendar = %cal.calendar_id, "microsoft delta link expired; listing the calendar in full once");
+                        self.store.forget_delta_link(user_id, &cal.calendar_id).await?;
+                        cal.delta_link = None;
+                    }
+                    other => break other?,
+                }
             }
         }
         Ok(report)

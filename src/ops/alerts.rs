@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, ExposeSecret};
-use crate::store::alerts::{AlertFacts, AlertWindow};
+use crate::store::alerts::{AlertFacts, AlertWindow, ProviderFacts};
 use crate::store::{timefmt, Store};
 
 /// What the alert check uses.
@@ -96,71 +96,122 @@ fn window(config: &Config, now: time::OffsetDateTime) -> AlertWindow {
     }
 }
 
-/// What the database-backed findings mean: one alert each.
-pub fn evaluate(facts: AlertFacts, config: &Config, now: time::OffsetDateTime) -> Vec<Alert> {
-    let now_s = timefmt::format(now);
-    let mut out = Vec::new();
+/// How a provider's alerts are named and what to do about each.
+struct ProviderWords {
+    name: &'static str,
+    channel: &'static str,
+    channel_expiring: &'static str,
+    channel_missing: &'static str,
+    needs_reconnect: &'static str,
+    pushes_stopped: &'static str,
+    renewal_failing: &'static str,
+    expiring_action: &'static str,
+    missing_action: &'static str,
+    reconnect_action: &'static str,
+    stopped_action: &'static str,
+}
 
+const GOOGLE: ProviderWords = ProviderWords {
+    name: "Google",
+    channel: "push channel",
+    channel_expiring: "google_channel_expiring",
+    channel_missing: "google_channel_missing",
+    needs_reconnect: "google_needs_reconnect",
+    pushes_stopped: "google_pushes_stopped",
+    renewal_failing: "google_renewal_failing",
+    expiring_action: "check the renewal errors in /api/admin/health; POST /api/calendar/webhook/setup as that user makes a new channel",
+    missing_action: "POST /api/calendar/webhook/setup as that user, or restart syncgate (it recreates missing channels)",
+    reconnect_action: "ask the user to open Integrations and press Reconnect Google",
+    stopped_action:
+        "check that server.public_url is reachable over HTTPS from Google and renew the channel (POST /api/calendar/webhook/setup)",
+};
+
+const MICROSOFT: ProviderWords = ProviderWords {
+    name: "Microsoft",
+    channel: "Graph subscription",
+    channel_expiring: "microsoft_channel_expiring",
+    channel_missing: "microsoft_channel_missing",
+    needs_reconnect: "microsoft_needs_reconnect",
+    pushes_stopped: "microsoft_pushes_stopped",
+    renewal_failing: "microsoft_renewal_failing",
+    expiring_action:
+        "check the renewal errors in /api/admin/health; the user pressing Reconnect Outlook, or a restart, makes a new subscription",
+    missing_action: "restart syncgate (it subscribes where a subscription is missing), or ask the user to press Reconnect Outlook",
+    reconnect_action: "ask the user to open Integrations and press Reconnect Outlook",
+    stopped_action: "check that microsoft.webhook_url (or server.public_url) is reachable over HTTPS from Microsoft Graph",
+};
+
+/// One provider's findings, one alert each.
+fn provider_alerts(w: &ProviderWords, facts: ProviderFacts, config: &Config, now_s: &str, out: &mut Vec<Alert>) {
+    let name = w.name;
     // A channel about to expire that was not renewed. Users who must reconnect
     // get their own alert instead (their channels cannot be renewed).
     for c in facts.expiring_channels {
-        let verb = if c.expiration.as_str() <= now_s.as_str() { "expired" } else { "expires" };
+        let verb = if c.expiration.as_str() <= now_s { "expired" } else { "expires" };
         out.push(alert(
-            "google_channel_expiring",
+            w.channel_expiring,
             &format!("channel:{}", c.channel_id),
-            format!("Google push channel of user {} ({}) {verb} at {} and has not been renewed", c.user.id, c.user.email, c.expiration),
-            "check the renewal errors in /api/admin/health; POST /api/calendar/webhook/setup as that user makes a new channel",
-            &now_s,
+            format!("{name} {} of user {} ({}) {verb} at {} and has not been renewed", w.channel, c.user.id, c.user.email, c.expiration),
+            w.expiring_action,
+            now_s,
         ));
     }
-
     // Connected users without any channel, or with a ticked calendar that
-    // has none: Google cannot push (those) changes to them.
+    // has none: the provider cannot push (those) changes to them.
     for u in facts.missing_channels {
         out.push(alert(
-            "google_channel_missing",
+            w.channel_missing,
             &format!("user:{}", u.id),
-            format!("user {} ({}) is connected to Google but has no push channel (for at least one ticked calendar), so changes arrive only by the safety-net sync", u.id, u.email),
-            "POST /api/calendar/webhook/setup as that user, or restart syncgate (it recreates missing channels)",
-            &now_s,
+            format!(
+                "user {} ({}) is connected to {name} but has no {} (for at least one ticked calendar), so changes arrive only by the safety-net sync",
+                u.id, u.email, w.channel
+            ),
+            w.missing_action,
+            now_s,
         ));
     }
-
     for u in facts.needs_reconnect {
         out.push(alert(
-            "google_needs_reconnect",
+            w.needs_reconnect,
             &format!("user:{}", u.id),
-            format!("user {} ({}) must reconnect Google: access was revoked or expired, so their calendar is not syncing", u.id, u.email),
-            "ask the user to open Integrations and press Reconnect Google",
-            &now_s,
+            format!("user {} ({}) must reconnect {name}: access was revoked or expired, so their calendar is not syncing", u.id, u.email),
+            w.reconnect_action,
+            now_s,
         ));
     }
-
     // Pushes stopped: no notification for long while safety-net syncs keep finding changes.
     for u in facts.pushes_stopped {
         out.push(alert(
-            "google_pushes_stopped",
+            w.pushes_stopped,
             &format!("user:{}", u.id),
             format!(
-                "no Google notification for user {} ({}) for more than {} while safety-net syncs keep finding changes: pushes have stopped arriving",
+                "no {name} notification for user {} ({}) for more than {} while safety-net syncs keep finding changes: pushes have stopped arriving",
                 u.id, u.email, config.alerts.silent_push_after
             ),
-            "check that server.public_url is reachable over HTTPS from Google and renew the channel (POST /api/calendar/webhook/setup)",
-            &now_s,
+            w.stopped_action,
+            now_s,
         ));
     }
     for r in facts.failing_renewals {
         out.push(alert(
-            "google_renewal_failing",
+            w.renewal_failing,
             &format!("user:{}", r.user.id),
             format!(
-                "renewing the Google push channel of user {} ({}) failed {} time(s): {}",
-                r.user.id, r.user.email, r.failures, r.last_error
+                "renewing the {name} {} of user {} ({}) failed {} time(s): {}",
+                w.channel, r.user.id, r.user.email, r.failures, r.last_error
             ),
             "look at the error; syncgate keeps retrying with backoff (also after the channel expired) until a renewal succeeds",
-            &now_s,
+            now_s,
         ));
     }
+}
+
+/// What the database-backed findings mean: one alert each.
+pub fn evaluate(facts: AlertFacts, config: &Config, now: time::OffsetDateTime) -> Vec<Alert> {
+    let now_s = timefmt::format(now);
+    let mut out = Vec::new();
+    provider_alerts(&GOOGLE, facts.google, config, &now_s, &mut out);
+    provider_alerts(&MICROSOFT, facts.microsoft, config, &now_s, &mut out);
 
     // Calendly deliveries refused (bad or stale signatures) above the threshold.
     let rejected = facts.calendly_rejected;

@@ -168,6 +168,19 @@ impl Store {
         .await
     }
 
+    /// Graph refused this access token (401) before its time: if it is still
+    /// the stored one, it counts as expired, so the next use refreshes it.
+    pub async fn expire_microsoft_access_token(&self, user_id: i64, access_token: String) -> StoreResult<()> {
+        self.bookkeeping(move |conn, now| {
+            conn.execute(
+                "UPDATE microsoft_accounts SET token_expires_at = ?3 WHERE user_id = ?1 AND access_token = ?2",
+                args![user_id, access_token, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Forget a calendar's delta link: its next round lists the window in full.
     pub async fn forget_delta_link(&self, user_id: i64, calendar_id: &str) -> StoreResult<()> {
         let calendar_id = calendar_id.to_string();

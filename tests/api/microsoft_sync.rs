@@ -235,3 +235,55 @@ async fn an_expired_delta_link_gives_one_full_round_and_a_restart_catches_up() {
     let _ = later;
     assert_eq!(fake.active_subscriptions(UPN).len(), 1, "the restart kept the one subscription");
 }
+
+#[tokio::test]
+async fn revoked_access_and_failing_renewals_show_as_microsoft_alerts_without_a_token_anywhere() {
+    let (fake, app, user, token) = connected(|c| {
+        c.alerts.check_interval = syncgate::duration::Dur::millis(100);
+    })
+    .await;
+    let (_, admin) = app.add_user("root@contoso.example", "admin");
+    within(10, "the first sync", || async { (fake.delta_passes(UPN) >= 1).then_some(()) }).await;
+
+    // Renewals fail at Graph: retried with backoff, and admins see it.
+    let sub = fake.active_subscriptions(UPN).remove(0);
+    fake.fail_next("renew", 500, None, 100);
+    assert_eq!(fake.lifecycle(&sub.id, "reauthorizationRequired").await, 202);
+    let alert = within(10, "the renewal alert", || async {
+        let (_, health) = app.get("/api/admin/health", &admin).await;
+        health["alerts"].as_array()?.iter().find(|a| a["kind"] == "microsoft_renewal_failing").cloned()
+    })
+    .await;
+    assert!(alert["message"].as_str().unwrap().contains(UPN), "{alert}");
+
+    // Access revoked at Microsoft: the next sync finds out, Ann must reconnect.
+    fake.revoke(UPN);
+    fake.expire_access_tokens(UPN);
+    fake.notify(UPN, "updated", "unknown-event").await;
+    let (_, me) = within(10, "needs reconnect", || async {
+        let (s, me) = app.get("/api/me", &token).await;
+        (me["microsoft"]["needs_reconnect"] == true).then_some((s, me))
+    })
+    .await;
+    assert_eq!(me["microsoft"]["connected"], true);
+    within(10, "the reconnect alert", || async {
+        let (_, health) = app.get("/api/admin/health", &admin).await;
+        health["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["kind"] == "microsoft_needs_reconnect" && a["key"] == format!("microsoft_needs_reconnect:user:{user}"))
+            .then_some(())
+    })
+    .await;
+    // No Microsoft token in any answer or log line.
+    let (_, health) = app.get("/api/admin/health", &admin).await;
+    let text = crate::google::logs_text();
+    for t in fake.issued_tokens() {
+        assert!(!text.contains(&t), "a Microsoft token reached the log");
+        assert!(!health.to_string().contains(&t) && !me.to_string().contains(&t), "a Microsoft token reached an answer");
+    }
+    for s in fake.subscriptions(UPN) {
+        let cs = s.client_state.unwrap_or_default();
+        assert!(!text.contains(&cs) && !health.to_string().contains(&cs), "a clientState reached the log or an answer");
+    }
+}
