@@ -74,6 +74,8 @@ struct ProviderTables {
     provider: Provider,
     /// A condition on `users u`: connected, and access not revoked.
     connected: &'static str,
+    /// A condition on `users u`: access not known to be revoked.
+    not_revoked: &'static str,
     /// `id, email` of the users who must reconnect.
     needs_reconnect: &'static str,
     /// The provider's calendar table (`user_id`, `calendar_id`, `selected`).
@@ -83,6 +85,7 @@ struct ProviderTables {
 const GOOGLE: ProviderTables = ProviderTables {
     provider: Provider::Google,
     connected: "u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect",
+    not_revoked: "NOT u.google_needs_reconnect",
     needs_reconnect: "SELECT id, email FROM users WHERE google_needs_reconnect ORDER BY id",
     calendars: "google_calendars",
 };
@@ -91,6 +94,7 @@ const MICROSOFT: ProviderTables = ProviderTables {
     provider: Provider::Microsoft,
     connected:
         "EXISTS (SELECT 1 FROM microsoft_accounts a WHERE a.user_id = u.id AND a.refresh_token IS NOT NULL AND NOT a.needs_reconnect)",
+    not_revoked: "NOT EXISTS (SELECT 1 FROM microsoft_accounts a WHERE a.user_id = u.id AND a.needs_reconnect)",
     needs_reconnect:
         "SELECT u.id, u.email FROM microsoft_accounts a JOIN users u ON u.id = a.user_id WHERE a.needs_reconnect ORDER BY u.id",
     calendars: "microsoft_calendars",
@@ -103,14 +107,14 @@ fn user(r: &Row) -> StoreResult<AlertUser> {
 /// One provider's findings. Flags are tested as `flag` / `NOT flag`:
 /// boolean on PostgreSQL, 0/1 on SQLite.
 fn provider_facts(conn: &Conn<'_>, t: &ProviderTables, window: &AlertWindow) -> StoreResult<ProviderFacts> {
-    let (provider, connected, calendars) = (t.provider.as_str(), t.connected, t.calendars);
+    let (provider, connected, not_revoked, calendars) = (t.provider.as_str(), t.connected, t.not_revoked, t.calendars);
     let status = sync_status_table(t.provider);
     let soon = timefmt::format(window.expiring_before);
     let expiring_channels = conn.query_map(
         &format!(
             "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
              WHERE c.provider = ?2 AND c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
-               AND {connected} ORDER BY c.user_id"
+               AND {not_revoked} ORDER BY c.user_id"
         ),
         args![soon, provider],
         |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }),
