@@ -47,7 +47,7 @@ pub(crate) fn google_config(fake: &FakeGoogle, c: &mut Config) {
 }
 
 /// An RFC 3339 time `days` from now at `hour`:00 UTC.
-fn at(days: i64, hour: u8) -> String {
+pub(crate) fn at(days: i64, hour: u8) -> String {
     let d = (time::OffsetDateTime::now_utc() + time::Duration::days(days)).date();
     format!("{d}T{hour:02}:00:00Z")
 }
@@ -482,13 +482,13 @@ async fn an_idle_connected_user_costs_a_handful_of_google_calls_a_day() {
 
 // ---- one meeting per booking -------------------------------------------------
 
-const CALENDLY_KEY: &str = "calendly-signing-key-for-the-google-tests-01";
+pub(crate) const CALENDLY_KEY: &str = "calendly-signing-key-for-the-google-tests-01";
 
 /// An `invitee.created` delivery as Calendly documents it: invitee `invitee`
 /// (`email`) books scheduled event `event` at `start` with the adviser
 /// `host`; `google_event_id` is `calendar_event.external_id` (None: Calendly
 /// reported no calendar event).
-fn booking(host: &str, event: &str, invitee: &str, email: &str, start: &str, end: &str, google_event_id: Option<&str>) -> Value {
+pub(crate) fn booking(host: &str, event: &str, invitee: &str, email: &str, start: &str, end: &str, google_event_id: Option<&str>) -> Value {
     let ev_uri = format!("https://api.calendly.com/scheduled_events/{event}");
     json!({
         "event": "invitee.created",
@@ -525,7 +525,7 @@ fn booking(host: &str, event: &str, invitee: &str, email: &str, start: &str, end
 }
 
 /// Post a delivery signed as Calendly signs it; it must be accepted.
-async fn deliver(app: &TestApp, body: &Value) {
+pub(crate) async fn deliver(app: &TestApp, body: &Value) {
     let raw = serde_json::to_vec(body).unwrap();
     let header = signature::sign(CALENDLY_KEY, syncgate::auth::unix_now(), &raw);
     let r = app

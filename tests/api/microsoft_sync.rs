@@ -287,3 +287,60 @@ async fn revoked_access_and_failing_renewals_show_as_microsoft_alerts_without_a_
         assert!(!text.contains(&cs) && !health.to_string().contains(&cs), "a clientState reached the log or an answer");
     }
 }
+
+/// Calendly writes each booking into the adviser's Outlook calendar too; it
+/// reports Outlook's ordinary event id, not the immutable one syncgate
+/// reads, so the two are matched by start time and the invitee's address.
+#[tokio::test]
+async fn a_calendly_booking_and_its_outlook_copy_are_one_meeting_whichever_arrives_first() {
+    use crate::google_renewal::{at, booking, deliver, CALENDLY_KEY};
+    let (fake, app, user, token) = connected(|c| c.calendly.signing_keys = vec![CALENDLY_KEY.into()]).await;
+    let cal = fake.default_calendar(UPN);
+    within(10, "the first sync", || async { (fake.delta_passes(UPN) >= 1).then_some(()) }).await;
+    for (i, (name, calendly_first)) in [("one", true), ("two", false)].into_iter().enumerate() {
+        let start = at(3 + i as i64, 10);
+        let end = format!("{}T10:30:00Z", &start[..10]);
+        let invitee = format!("client.{name}@example.com");
+        let mut delivery = booking(UPN, &format!("EV{name}AAAAAAAAAAA"), &format!("IN{name}AAAAAAAAAAA"), &invitee, &start, &end, None);
+        delivery["payload"]["scheduled_event"]["calendar_event"] =
+            json!({"kind": "office365", "external_id": format!("AAMkOrdinary{name}")});
+        let outlook = json!({
+            "subject": "Financial review (30 min) between Ann Adviser and Client Person",
+            "start": {"dateTime": &start[..19], "timeZone": "UTC"},
+            "end": {"dateTime": &end[..19], "timeZone": "UTC"},
+            "attendees": [{"emailAddress": {"address": invitee}, "type": "required"}],
+        });
+        let copy_of = |app: &TestApp| {
+            app.db().rows(
+                "SELECT id, source, microsoft_event_id FROM meetings WHERE user_id = ?1 AND starts_at = ?2",
+                &[json!(user), json!(syncgate::store::timefmt::normalize(&start).unwrap())],
+            )
+        };
+        if calendly_first {
+            deliver(&app, &delivery).await;
+            let id = fake.create_event(UPN, &cal, outlook);
+            fake.notify(UPN, "created", &id).await;
+            within(10, "the Outlook copy to be matched", || async {
+                copy_of(&app).first().filter(|r| r[2].as_str() == Some(id.as_str())).map(|_| ())
+            })
+            .await;
+            // A later edit in Outlook does not make a second meeting either.
+            fake.update_event(UPN, &id, json!({"location": {"displayName": "Room 2"}}));
+            fake.notify(UPN, "updated", &id).await;
+            within(10, "the edit's sync", || async { (fake.delta_passes(UPN) >= 3 + i).then_some(()) }).await;
+        } else {
+            let id = fake.create_event(UPN, &cal, outlook);
+            fake.notify(UPN, "created", &id).await;
+            within(10, "the Outlook meeting", || async { copy_of(&app).first().filter(|r| r[1] == "microsoft").map(|_| ()) }).await;
+            deliver(&app, &delivery).await;
+            fake.update_event(UPN, &id, json!({"subject": "Edited in Outlook"}));
+            fake.notify(UPN, "updated", &id).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let rows = copy_of(&app);
+        assert_eq!(rows.len(), 1, "case {name}: one meeting per booking: {rows:?}");
+        assert_eq!(rows[0][1], "calendly", "case {name}");
+        assert!(rows[0][2].as_str().is_some_and(|e| e.starts_with("AAkALg")), "case {name}: the Outlook event is remembered: {rows:?}");
+    }
+    assert!(meetings(&app, &token).await.is_empty(), "no Outlook meeting left beside the bookings");
+}
