@@ -11,7 +11,7 @@ export const STAGES = [
   ['won', 'Won'],
   ['lost', 'Lost'],
 ];
-export const SOURCES = { google: 'Google', calendly: 'Calendly', manual: 'Manual' };
+export const SOURCES = { google: 'Google', microsoft: 'Outlook', calendly: 'Calendly', manual: 'Manual' };
 
 const dialog = () => document.getElementById('dialog');
 let fieldSeq = 0;

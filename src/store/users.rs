@@ -150,6 +150,9 @@ pub struct Profile {
     /// When the user's first Google push channel runs out (one per ticked
     /// calendar; each is renewed automatically before then).
     pub google_channel_expires_at: Option<String>,
+    /// When the user's first Graph subscription runs out (one per connected
+    /// calendar; each is renewed in place before then).
+    pub microsoft_subscription_expires_at: Option<String>,
     /// The Outlook connection: whether, as whom, and whether it must be redone.
     pub microsoft: super::microsoft_accounts::MicrosoftStatus,
 }
@@ -175,16 +178,21 @@ impl Store {
         self.bookkeeping(move |c, now| touch_last_seen(c, id, now)).await
     }
 
-    /// The user, when their first Google channel expires, and their Outlook connection.
+    /// The user, when their first Google channel and first Graph
+    /// subscription expire, and their Outlook connection.
     pub async fn profile(&self, id: i64) -> StoreResult<Option<Profile>> {
         self.read(move |c| {
-            let expires: Option<String> = c.value(
-                "SELECT MIN(expiration) FROM calendar_watch_channels WHERE provider = 'google' AND user_id = ?1 AND state = 'active'",
-                args![id],
-            )?;
+            let first_expiry = |provider: &str| -> StoreResult<Option<String>> {
+                c.value(
+                    "SELECT MIN(expiration) FROM calendar_watch_channels WHERE provider = ?1 AND user_id = ?2 AND state = 'active'",
+                    args![provider, id],
+                )
+            };
+            let google_channel_expires_at = first_expiry("google")?;
+            let microsoft_subscription_expires_at = first_expiry("microsoft")?;
             let Some(user) = get(c, id)? else { return Ok(None) };
             let microsoft = super::microsoft_accounts::status(c, id)?;
-            Ok(Some(Profile { user, google_channel_expires_at: expires, microsoft }))
+            Ok(Some(Profile { user, google_channel_expires_at, microsoft_subscription_expires_at, microsoft }))
         })
         .await
     }

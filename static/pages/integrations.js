@@ -1,6 +1,6 @@
 // Integrations: is Google Calendar connected (and does it need a
 // reconnect), which of the user's Google calendars sync (a tick each), is
-// Calendly linked, when did each source last deliver a webhook, and for
+// Outlook (Microsoft 365) connected and as whom, is Calendly linked, when did each source last deliver a webhook, and for
 // admins the server's health report.
 
 import { h, fmtDateTime, ago } from '/dom.js';
@@ -63,6 +63,7 @@ async function getJson(path, withAuth) {
 export function mount(main, ctx) {
   document.title = 'Integrations · syncgate';
   const google = h('div', { class: 'status-body', id: 'google-status' }, 'Checking…');
+  const outlook = h('div', { class: 'status-body', id: 'outlook-status' }, 'Checking…');
   const calendly = h('div', { class: 'status-body', id: 'calendly-status' }, 'Checking…');
   const admin = h('section', { class: 'panel', 'aria-labelledby': 'health-h', hidden: true },
     h('h2', { id: 'health-h' }, 'Server health'), h('div', { id: 'admin-health' }));
@@ -72,6 +73,7 @@ export function mount(main, ctx) {
     h('div', { class: 'page-head' }, h('h1', {}, 'Integrations'), refresh),
     checked,
     h('section', { class: 'panel', 'aria-labelledby': 'google-h' }, h('h2', { id: 'google-h' }, 'Google Calendar'), google),
+    h('section', { class: 'panel', 'aria-labelledby': 'outlook-h' }, h('h2', { id: 'outlook-h' }, 'Outlook (Microsoft 365)'), outlook),
     h('section', { class: 'panel', 'aria-labelledby': 'calendly-h' }, h('h2', { id: 'calendly-h' }, 'Calendly'), calendly),
     admin);
 
@@ -80,11 +82,13 @@ export function mount(main, ctx) {
     const mine = ++seq;
     refresh.disabled = true;
     const me = await ctx.refreshMe().catch(() => ctx.me);
-    const [gs, cs] = await Promise.all([getJson('/api/calendar/webhook/test'), getJson('/api/calendly/webhook/test')]);
+    const [gs, ms, cs] = await Promise.all([
+      getJson('/api/calendar/webhook/test'), getJson('/api/microsoft/webhook/test'), getJson('/api/calendly/webhook/test')]);
     const report = me && me.role === 'admin' ? await adminReport() : null;
     if (mine !== seq) return;
     refresh.disabled = false;
     renderGoogle(me, gs, report);
+    renderOutlook(me, ms);
     renderCalendly(me, cs);
     if (report) {
       admin.hidden = false;
@@ -137,6 +141,76 @@ export function mount(main, ctx) {
     const calendars = h('div', { id: 'google-calendars' });
     google.replaceChildren(state, h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])), calendars, action);
     if (me && me.google_connected && !me.google_needs_reconnect && configured !== false) loadCalendars(calendars);
+  }
+
+  /**
+   * Outlook's card. Whether the server has Microsoft set up comes from its
+   * public webhook status (`configured`), which needs no sign-in and no
+   * route of its own; the connection itself from `/api/me`'s `microsoft`.
+   */
+  function renderOutlook(me, ms) {
+    const configured = ms.body ? ms.body.configured : undefined;
+    const status = (me && me.microsoft) || {};
+    const account = status.username ? ` as ${status.username}` : '';
+    // As for Google: the consent URL is asked for with the token in a
+    // header, so the token never appears in a URL.
+    const connect = async (ev) => {
+      const button = ev.currentTarget;
+      button.disabled = true;
+      try {
+        const { url, location } = await api('POST', '/api/auth/microsoft/connect');
+        window.location.assign(url || location);
+      } catch (e) {
+        button.disabled = false;
+        checked.textContent = `Could not start connecting Outlook: ${e.message}`;
+      }
+    };
+    const disconnect = async (ev) => {
+      const button = ev.currentTarget;
+      button.disabled = true;
+      try {
+        await api('DELETE', '/api/me/microsoft');
+        checked.textContent = 'Outlook disconnected.';
+        load();
+      } catch (e) {
+        button.disabled = false;
+        checked.textContent = `Could not disconnect Outlook: ${e.message}`;
+      }
+    };
+    const connectButton = (text, primary) =>
+      h('button', { type: 'button', class: primary ? 'primary' : '', id: 'outlook-connect', onclick: connect }, text);
+    const disconnectButton = () => h('button', { type: 'button', class: 'danger', id: 'outlook-disconnect', onclick: disconnect }, 'Disconnect Outlook');
+    let state;
+    let actions = [];
+    if (configured === false) {
+      state = h('p', { class: 'state' }, 'Not available.');
+      actions = [h('p', { class: 'hint', id: 'outlook-not-configured' },
+        'Outlook is not set up on this server (an administrator registers an app in Microsoft Entra and adds its client id and secret under [microsoft]).')];
+    } else if (status.needs_reconnect) {
+      state = h('p', { class: 'state bad' }, `Needs reconnect${account}: Microsoft no longer accepts the stored permission, so changes in your Outlook calendar are not arriving. Reconnect to resume.`);
+      actions = [connectButton('Reconnect Outlook', true), ' ', disconnectButton()];
+    } else if (status.connected) {
+      state = h('p', { class: 'state good' }, `Connected${account}: changes in your Outlook calendar arrive here within seconds.`);
+      actions = [connectButton('Reconnect Outlook', false), ' ', disconnectButton()];
+    } else {
+      state = h('p', { class: 'state' }, 'Not connected.');
+      actions = [connectButton('Connect Outlook', true)];
+    }
+    const facts = [];
+    if (status.connected && status.username) facts.push(['Account', status.username]);
+    if (ms.body) {
+      if (configured !== false) {
+        facts.push(['Webhook endpoint', ms.body.reachable ? 'reachable' : 'not reachable']);
+        facts.push(['Last notification from Microsoft (any user)', when(ms.body.last_notification_at)]);
+      }
+    } else {
+      facts.push(['Webhook endpoint', ms.status ? `status unknown (the server answered ${ms.status})` : 'the server cannot be reached']);
+    }
+    if (status.connected && !status.needs_reconnect && me.microsoft_subscription_expires_at) {
+      facts.push(['Subscription expires', whenAhead(me.microsoft_subscription_expires_at)]);
+    }
+    const dl = facts.length ? h('dl', { class: 'details' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])) : null;
+    outlook.replaceChildren(state, ...(dl ? [dl] : []), h('p', { class: 'actions' }, actions));
   }
 
   /** The calendar's colour dot (set through the CSSOM: the page's CSP allows no inline style attribute). */
