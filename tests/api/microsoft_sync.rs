@@ -344,3 +344,48 @@ async fn a_calendly_booking_and_its_outlook_copy_are_one_meeting_whichever_arriv
     }
     assert!(meetings(&app, &token).await.is_empty(), "no Outlook meeting left beside the bookings");
 }
+
+/// What an idle connected Outlook user costs in Graph calls (BENCHMARKS.md
+/// "Graph calls of an idle connected user"): the real upkeep against the
+/// fake with its intervals scaled down — a safety-net pass every second,
+/// subscriptions of 6 s extended 3 s before expiry, access tokens that
+/// expire at once — counting every call the fake receives, then scaled back
+/// to the defaults (`safety_net_interval = 6h`, `subscription_ttl = 4230m`,
+/// `renew_before = 1d`; Microsoft's access tokens last about an hour).
+#[tokio::test]
+async fn an_idle_outlook_user_costs_few_graph_calls() {
+    let (fake, _app, _, _) = connected(|c| {
+        c.microsoft.safety_net_interval = syncgate::duration::Dur::secs(1);
+        c.microsoft.subscription_ttl = syncgate::duration::Dur::secs(6);
+        c.microsoft.renew_before = syncgate::duration::Dur::secs(3);
+    })
+    .await;
+    within(10, "the first sync", || async { (fake.delta_passes(UPN) >= 1).then_some(()) }).await;
+    // From here on every token expires at once: each call that needs one refreshes.
+    fake.set_access_token_lifetime(1);
+    fake.expire_access_tokens(UPN);
+    let count = |e: &str| fake.calls(e);
+    let before = ["delta", "renew", "token", "calendars", "subscribe", "me"].map(count);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = ["delta", "renew", "token", "calendars", "subscribe", "me"].map(count);
+    let d: Vec<u64> = after.iter().zip(before.iter()).map(|(a, b)| a - b).collect();
+    let (delta, renew, token, calendars, subscribe, me) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+    // Idle: each safety-net pass is one delta call (one page, nothing new);
+    // a subscription is extended in place, never made again; the calendar
+    // list is not read; every refresh serves a call that needed it.
+    assert!(delta >= 4, "safety-net passes ran: {d:?}");
+    assert!(renew >= 1, "the subscription was extended: {d:?}");
+    assert_eq!((subscribe, calendars, me), (0, 0, 0), "nothing else while idle: {d:?}");
+    assert!(token <= delta + renew + 1, "at most one refresh per call that needed a token: {d:?}");
+    assert!(token + 1 >= delta, "an expired token is refreshed before the call: {d:?}");
+    // At the defaults: 4 safety-net passes a day, each a delta call and (the
+    // token having expired since) one refresh; an extension every
+    // 4230 min - 1 day = 46.5 h, with its refresh.
+    let per_day = 4.0 * 2.0 + (24.0 / 46.5) * 2.0;
+    println!(
+        "idle Outlook user, measured over 7 s: {delta} delta calls, {renew} extensions, {token} token refreshes; \
+         at the defaults about {per_day:.1} Graph calls a day (4 delta + 4 refreshes + {:.2} extensions + {:.2} refreshes)",
+        24.0 / 46.5,
+        24.0 / 46.5
+    );
+}
