@@ -61,13 +61,12 @@ use serde_json::Value;
 use super::client::{CallError, EventsPage, ListMode};
 use super::GoogleSync;
 use crate::backoff::Backoff;
-use crate::model::{Provider, SyncOutcome};
-use crate::provider::scheduler::{SyncReport, SyncTrigger, Syncer};
+use crate::model::Provider;
+use crate::provider::scheduler::{record_pass, PassEnd, PassWords, SyncReport, SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
 use crate::store::google_accounts::GoogleCredentials;
 use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry};
-use crate::store::sync_status::SyncRecord;
 use crate::store::synced_meetings::SyncCounts;
 use crate::store::{timefmt, StoreError};
 
@@ -148,57 +147,23 @@ impl Syncer for GoogleSync {
     async fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
         let started = std::time::Instant::now();
         let result = self.sync_user(user_id).await;
-        let (kind, outcome, error, report) = match &result {
-            Ok(r) => {
-                let kind = trigger.kind(r.full);
-                tracing::info!(
-                    trigger = trigger.as_str(),
-                    removed = r.removed,
-                    "google sync user {user_id}: {} created, {} updated, {} canceled ({kind}, {} {})",
-                    r.created,
-                    r.updated,
-                    r.canceled,
-                    r.pages,
-                    if r.pages == 1 { "page" } else { "pages" }
-                );
-                if trigger == SyncTrigger::SafetyNet && r.changes() > 0 {
-                    tracing::warn!(
-                        "google safety-net sync user {user_id} found {} change(s) no push notification announced; \
-                         if this keeps happening, Google's notifications are not arriving (check the channel and google.webhook_url)",
-                        r.changes()
-                    );
-                }
-                (Some(kind), SyncOutcome::Ok, None, r.clone())
-            }
+        let end = match &result {
+            Ok(r) => PassEnd::Done(r),
             Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => return,
-            Err(SyncError::NeedsReconnect) => {
-                tracing::warn!("google sync user {user_id} stopped: Google access was revoked; the user must sign in with Google again");
-                (None, SyncOutcome::NeedsReconnect, Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
-            }
-            Err(e) => {
-                tracing::warn!(trigger = trigger.as_str(), "google sync user {user_id} failed: {e}");
-                (None, SyncOutcome::Error, Some(e.to_string()), SyncReport::default())
-            }
+            Err(e @ SyncError::NeedsReconnect) => PassEnd::NeedsReconnect(e.to_string()),
+            Err(e) => PassEnd::Failed(e.to_string()),
         };
-        let metric_kind = kind.unwrap_or_else(|| trigger.kind(false)).as_str();
-        self.metrics.google_syncs.with_label_values(&[metric_kind, outcome.as_str()]).inc();
-        self.metrics.google_sync_seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
-        let record = SyncRecord {
-            kind,
-            outcome,
-            error,
-            full: report.full,
-            safety_net: trigger == SyncTrigger::SafetyNet,
-            created: report.created,
-            updated: report.updated,
-            canceled: report.canceled,
-            changes: report.changes(),
-        };
-        if let Err(e) = self.store.record_sync(Provider::Google, user_id, record).await {
-            tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
-        }
+        let metrics = (&self.metrics.google_syncs, &self.metrics.google_sync_seconds);
+        record_pass(Provider::Google, &PASS_WORDS, &self.store, metrics, user_id, trigger, started, end).await;
     }
 }
+
+/// How Google's pass log lines say it.
+const PASS_WORDS: PassWords = PassWords {
+    name: "google",
+    not_arriving: "Google's notifications are not arriving (check the channel and google.webhook_url)",
+    reconnect: "Google access was revoked; the user must sign in with Google again",
+};
 
 impl GoogleSync {
     /// One sync of one user: every ticked calendar, each incremental when it

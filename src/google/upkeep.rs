@@ -36,7 +36,7 @@ use std::time::Duration;
 use super::sync::SyncError;
 use super::GoogleSync;
 use crate::provider::scheduler::SyncTrigger;
-use crate::provider::upkeep::{renewals, safety_net, ChannelView, Channels, Renewals};
+use crate::provider::upkeep::{orphaned_syncs, renewals, safety_net, views_from, ChannelView, Channels, Renewals};
 use crate::store::{timefmt, StoreResult};
 
 /// How often used sign-in states are pruned.
@@ -61,7 +61,7 @@ pub async fn run(google: Arc<GoogleSync>) {
                 safety_net(google.clone(), every).await;
             }
         };
-        tokio::join!(net, renewals(google.clone()), orphaned_syncs(google.clone()));
+        tokio::join!(net, renewals(google.clone()), orphaned_syncs(google.clone(), google.passes.clone(), google.leases.ttl()));
     };
     tokio::join!(prune_states(google.clone()), upkeep);
 }
@@ -70,22 +70,7 @@ impl GoogleSync {
     /// Each ticked calendar of each connected user with its active, fully
     /// registered channel (the one expiring last, should there be two).
     async fn channel_views(&self) -> StoreResult<Vec<ChannelView>> {
-        let rows = self.store.ticked_google_calendar_channels().await?.into_iter().map(|c| ChannelView {
-            user_id: c.user_id,
-            calendar_id: c.calendar_id,
-            expiration: c.expiration.as_deref().and_then(timefmt::parse),
-            registered_at: c.registered_at.as_deref().and_then(timefmt::parse),
-            webhook_url: c.webhook_url,
-        });
-        let mut views: Vec<ChannelView> = Vec::new();
-        for view in rows {
-            // Ordered by expiration: a later row of the same calendar replaces the earlier.
-            match views.last_mut() {
-                Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
-                _ => views.push(view),
-            }
-        }
-        Ok(views)
+        Ok(views_from(self.store.ticked_google_calendar_channels().await?))
     }
 
     /// Make sure every connected user's calendar list has been read (after
@@ -231,24 +216,6 @@ impl Channels for GoogleSync {
 
     fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.clone()
-    }
-}
-
-/// Syncs asked for on a node that died before serving them (it counted the
-/// request, or held the user's sync lease): after a lease time nobody holds
-/// that lease, and the upkeep node runs them.
-async fn orphaned_syncs(google: Arc<GoogleSync>) {
-    let mut tick = tokio::time::interval(google.leases.ttl());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = google.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        if google.enabled() {
-            google.passes.orphaned(&google).await;
-        }
     }
 }
 

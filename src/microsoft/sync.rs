@@ -17,11 +17,10 @@ use super::client::{CallError, DeltaPage, DeltaStart};
 use super::events;
 use super::oauth::AccessError;
 use super::MicrosoftSync;
-use crate::model::{Provider, SyncOutcome};
-use crate::provider::scheduler::{SyncReport, SyncTrigger, Syncer};
+use crate::model::Provider;
+use crate::provider::scheduler::{record_pass, PassEnd, PassWords, SyncReport, SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::microsoft_sync::{ListedCalendar, OutlookCalendar, OutlookEntry, OutlookPage, RoundEnd};
-use crate::store::sync_status::SyncRecord;
 use crate::store::{timefmt, StoreError};
 
 /// A runaway pagination guard (pages of `microsoft.page_size` events).
@@ -211,6 +210,13 @@ impl MicrosoftSync {
     }
 }
 
+/// How Outlook's pass log lines say it.
+const PASS_WORDS: PassWords = PassWords {
+    name: "microsoft",
+    not_arriving: "Graph's notifications are not arriving (check microsoft.webhook_url)",
+    reconnect: "Microsoft access was revoked; the user must connect Outlook again",
+};
+
 /// What one delta item means for the meetings.
 fn entry(ev: events::GraphEvent, self_address: &str) -> OutlookEntry {
     let event_id = ev.id.clone();
@@ -231,55 +237,14 @@ impl Syncer for MicrosoftSync {
     async fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
         let started = std::time::Instant::now();
         let result = self.sync_user(user_id, trigger).await;
-        let (kind, outcome, error, report) = match &result {
-            Ok(r) => {
-                let kind = trigger.kind(r.full);
-                tracing::info!(
-                    trigger = trigger.as_str(),
-                    removed = r.removed,
-                    "microsoft sync user {user_id}: {} created, {} updated, {} canceled ({kind}, {} {})",
-                    r.created,
-                    r.updated,
-                    r.canceled,
-                    r.pages,
-                    if r.pages == 1 { "page" } else { "pages" }
-                );
-                if trigger == SyncTrigger::SafetyNet && r.changes() > 0 {
-                    tracing::warn!(
-                        "microsoft safety-net sync user {user_id} found {} change(s) no notification announced; \
-                         if this keeps happening, Graph's notifications are not arriving (check microsoft.webhook_url)",
-                        r.changes()
-                    );
-                }
-                (Some(kind), SyncOutcome::Ok, None, r.clone())
-            }
+        let end = match &result {
+            Ok(r) => PassEnd::Done(r),
             Err(SyncError::NotConnected) | Err(SyncError::ShuttingDown) => return,
-            Err(SyncError::NeedsReconnect) => {
-                tracing::warn!("microsoft sync user {user_id} stopped: Microsoft access was revoked; the user must connect Outlook again");
-                (None, SyncOutcome::NeedsReconnect, Some(SyncError::NeedsReconnect.to_string()), SyncReport::default())
-            }
-            Err(e) => {
-                tracing::warn!(trigger = trigger.as_str(), "microsoft sync user {user_id} failed: {e}");
-                (None, SyncOutcome::Error, Some(e.to_string()), SyncReport::default())
-            }
+            Err(e @ SyncError::NeedsReconnect) => PassEnd::NeedsReconnect(e.to_string()),
+            Err(e) => PassEnd::Failed(e.to_string()),
         };
-        let metric_kind = kind.unwrap_or_else(|| trigger.kind(false)).as_str();
-        self.metrics.microsoft_syncs.with_label_values(&[metric_kind, outcome.as_str()]).inc();
-        self.metrics.microsoft_sync_seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
-        let record = SyncRecord {
-            kind,
-            outcome,
-            error,
-            full: report.full,
-            safety_net: trigger == SyncTrigger::SafetyNet,
-            created: report.created,
-            updated: report.updated,
-            canceled: report.canceled,
-            changes: report.changes(),
-        };
-        if let Err(e) = self.store.record_sync(Provider::Microsoft, user_id, record).await {
-            tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
-        }
+        let metrics = (&self.metrics.microsoft_syncs, &self.metrics.microsoft_sync_seconds);
+        record_pass(Provider::Microsoft, &PASS_WORDS, &self.store, metrics, user_id, trigger, started, end).await;
         // A throttled pass comes back when Graph said it may.
         if let Err(SyncError::Api(CallError::Throttled { retry_after })) = &result {
             let wait = retry_after.unwrap_or(Duration::from_secs(60)).min(Duration::from_secs(3600));

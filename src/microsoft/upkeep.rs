@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::sync::SyncError;
 use super::MicrosoftSync;
 use crate::provider::scheduler::SyncTrigger;
-use crate::provider::upkeep::{renewals, safety_net, ChannelView, Channels, Renewals};
+use crate::provider::upkeep::{orphaned_syncs, renewals, safety_net, views_from, ChannelView, Channels, Renewals};
 use crate::store::{timefmt, StoreResult};
 
 /// Run the upkeep until shutdown (or until this node loses the lease).
@@ -38,27 +38,12 @@ pub async fn run(ms: Arc<MicrosoftSync>) {
             safety_net(ms.clone(), every).await;
         }
     };
-    tokio::join!(net, renewals(ms.clone()), orphaned_syncs(ms.clone()));
+    tokio::join!(net, renewals(ms.clone()), orphaned_syncs(ms.clone(), ms.passes.clone(), ms.leases.ttl()));
 }
 
 impl MicrosoftSync {
     async fn channel_views(&self) -> StoreResult<Vec<ChannelView>> {
-        let rows = self.store.ticked_outlook_calendar_channels().await?.into_iter().map(|c| ChannelView {
-            user_id: c.user_id,
-            calendar_id: c.calendar_id,
-            expiration: c.expiration.as_deref().and_then(timefmt::parse),
-            registered_at: c.registered_at.as_deref().and_then(timefmt::parse),
-            webhook_url: c.webhook_url,
-        });
-        let mut views: Vec<ChannelView> = Vec::new();
-        for view in rows {
-            // Ordered by expiration: a later row of the same calendar replaces the earlier.
-            match views.last_mut() {
-                Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
-                _ => views.push(view),
-            }
-        }
-        Ok(views)
+        Ok(views_from(self.store.ticked_outlook_calendar_channels().await?))
     }
 
     /// On start: calendar lists, subscriptions where needed, then a sync of
@@ -180,19 +165,5 @@ impl Channels for MicrosoftSync {
 
     fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.clone()
-    }
-}
-
-/// Syncs asked for on a node that died before serving them.
-async fn orphaned_syncs(ms: Arc<MicrosoftSync>) {
-    let mut tick = tokio::time::interval(ms.leases.ttl());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = ms.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        ms.passes.orphaned(&ms).await;
     }
 }

@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Leases;
-use crate::model::{Provider, SyncKind};
+use crate::model::{Provider, SyncKind, SyncOutcome};
+use crate::store::sync_status::SyncRecord;
 use crate::store::Store;
 
 /// Why a sync pass runs. Ordered by precedence: when requests for a user
@@ -78,6 +79,91 @@ impl SyncReport {
     /// Meeting changes the pass made.
     pub fn changes(&self) -> u64 {
         self.created + self.updated + self.canceled + self.removed
+    }
+}
+
+/// How one pass ended, as its provider saw it.
+pub enum PassEnd<'a> {
+    Done(&'a SyncReport),
+    /// `invalid_grant`: the user must connect again (the sentence says how).
+    NeedsReconnect(String),
+    Failed(String),
+}
+
+/// The words a provider's pass log lines use.
+pub struct PassWords {
+    /// `google`, `microsoft`: the log lines start with it.
+    pub name: &'static str,
+    /// What "changes no notification announced" points the operator to.
+    pub not_arriving: &'static str,
+    /// What the user must do after `invalid_grant`.
+    pub reconnect: &'static str,
+}
+
+/// The end of a pass, the same for every provider: its log line, its
+/// metrics (`syncs` by kind and outcome, `seconds` by kind) and its row in
+/// the provider's `*_sync_status`.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_pass(
+    provider: Provider,
+    words: &PassWords,
+    store: &Store,
+    (syncs, seconds): (&prometheus::IntCounterVec, &prometheus::HistogramVec),
+    user_id: i64,
+    trigger: SyncTrigger,
+    started: std::time::Instant,
+    end: PassEnd<'_>,
+) {
+    let name = words.name;
+    let empty = SyncReport::default();
+    let (kind, outcome, error, report) = match end {
+        PassEnd::Done(r) => {
+            let kind = trigger.kind(r.full);
+            tracing::info!(
+                trigger = trigger.as_str(),
+                removed = r.removed,
+                "{name} sync user {user_id}: {} created, {} updated, {} canceled ({kind}, {} {})",
+                r.created,
+                r.updated,
+                r.canceled,
+                r.pages,
+                if r.pages == 1 { "page" } else { "pages" }
+            );
+            if trigger == SyncTrigger::SafetyNet && r.changes() > 0 {
+                tracing::warn!(
+                    "{name} safety-net sync user {user_id} found {} change(s) no push notification announced; \
+                     if this keeps happening, {}",
+                    r.changes(),
+                    words.not_arriving
+                );
+            }
+            (Some(kind), SyncOutcome::Ok, None, r)
+        }
+        PassEnd::NeedsReconnect(why) => {
+            tracing::warn!("{name} sync user {user_id} stopped: {}", words.reconnect);
+            (None, SyncOutcome::NeedsReconnect, Some(why), &empty)
+        }
+        PassEnd::Failed(why) => {
+            tracing::warn!(trigger = trigger.as_str(), "{name} sync user {user_id} failed: {why}");
+            (None, SyncOutcome::Error, Some(why), &empty)
+        }
+    };
+    let metric_kind = kind.unwrap_or_else(|| trigger.kind(false)).as_str();
+    syncs.with_label_values(&[metric_kind, outcome.as_str()]).inc();
+    seconds.with_label_values(&[metric_kind]).observe(started.elapsed().as_secs_f64());
+    let record = SyncRecord {
+        kind,
+        outcome,
+        error,
+        full: report.full,
+        safety_net: trigger == SyncTrigger::SafetyNet,
+        created: report.created,
+        updated: report.updated,
+        canceled: report.canceled,
+        changes: report.changes(),
+    };
+    if let Err(e) = store.record_sync(provider, user_id, record).await {
+        tracing::debug!(user = user_id, error = %e, "could not record the sync outcome");
     }
 }
 

@@ -20,6 +20,7 @@ use super::scheduler::SyncTrigger;
 use crate::backoff::Backoff;
 use crate::model::Provider;
 use crate::store::sync_status::RenewalFailure;
+use crate::store::watch_channels::TickedCalendarChannel;
 use crate::store::{timefmt, Store, StoreResult};
 
 /// The renewal scheduler plans again at least this often; it is also woken
@@ -45,6 +46,26 @@ pub struct ChannelView {
     pub expiration: Option<OffsetDateTime>,
     pub registered_at: Option<OffsetDateTime>,
     pub webhook_url: Option<String>,
+}
+
+/// Stored channels as the renewal plan sees them: one per ticked calendar,
+/// the one expiring last (the rows come ordered by calendar, then expiration).
+pub fn views_from(rows: Vec<TickedCalendarChannel>) -> Vec<ChannelView> {
+    let mut views: Vec<ChannelView> = Vec::new();
+    for c in rows {
+        let view = ChannelView {
+            user_id: c.user_id,
+            calendar_id: c.calendar_id,
+            expiration: c.expiration.as_deref().and_then(timefmt::parse),
+            registered_at: c.registered_at.as_deref().and_then(timefmt::parse),
+            webhook_url: c.webhook_url,
+        };
+        match views.last_mut() {
+            Some(last) if last.user_id == view.user_id && last.calendar_id == view.calendar_id => *last = view,
+            _ => views.push(view),
+        }
+    }
+    views
 }
 
 /// A renewal that is due at `due`, of the channel expiring at `expiration`
@@ -283,6 +304,26 @@ pub async fn safety_net<C: Channels>(channels: Arc<C>, every: Duration) {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Sync requests counted by a node that died before serving them: looked
+/// for every `every` (the lease time, after which nobody holds their lease)
+/// and served here.
+pub async fn orphaned_syncs<C: Channels + super::scheduler::Syncer>(
+    channels: Arc<C>,
+    passes: Arc<super::scheduler::Passes>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = channels.shutdown();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        passes.orphaned(&channels).await;
     }
 }
 

@@ -50,32 +50,11 @@ pub(super) fn calendly_meeting_for_event(
     starts_at: &str,
     attendee_emails: &[String],
 ) -> StoreResult<Option<BookingMatch>> {
-    let by_id: Option<i64> = conn.value_opt(
-        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND google_event_id = ?2 ORDER BY id LIMIT 1",
-        args![user_id, event_id],
-    )?;
-    if let Some(meeting_id) = by_id {
-        return Ok(Some(BookingMatch { meeting_id, by_event_id: true }));
-    }
-    let candidates = people_at(
-        conn,
-        "SELECT id, invitees FROM meetings
-         WHERE user_id = ?1 AND source = 'calendly' AND google_event_id IS NULL AND starts_at = ?2 AND status <> 'canceled'
-         ORDER BY id",
-        user_id,
-        starts_at,
-    )?;
-    for email in attendee_emails {
-        if let Some((meeting_id, _)) = candidates.iter().find(|(_, people)| lists_email(people, email)) {
-            return Ok(Some(BookingMatch { meeting_id: *meeting_id, by_event_id: false }));
-        }
-    }
-    Ok(None)
+    calendly_meeting_by(conn, "google_event_id", "google_event_id IS NULL", user_id, event_id, starts_at, attendee_emails)
 }
 
-/// For the Outlook sync: the user's Calendly meeting this event belongs to.
-/// By `microsoft_event_id` first; else a Calendly meeting without a calendar
-/// event yet that starts at `starts_at` and lists one of `attendee_emails`.
+/// For the Outlook sync: the same, by `microsoft_event_id`; a booking
+/// already linked to a calendar event of either kind is not taken again.
 pub(super) fn calendly_meeting_for_outlook_event(
     conn: &Conn<'_>,
     user_id: i64,
@@ -83,8 +62,23 @@ pub(super) fn calendly_meeting_for_outlook_event(
     starts_at: &str,
     attendee_emails: &[String],
 ) -> StoreResult<Option<BookingMatch>> {
+    let unlinked = "microsoft_event_id IS NULL AND google_event_id IS NULL";
+    calendly_meeting_by(conn, "microsoft_event_id", unlinked, user_id, event_id, starts_at, attendee_emails)
+}
+
+/// The Calendly meeting whose `id_column` is `event_id`; else one matching
+/// `unlinked` at `starts_at` that lists one of `attendee_emails`.
+fn calendly_meeting_by(
+    conn: &Conn<'_>,
+    id_column: &'static str,
+    unlinked: &'static str,
+    user_id: i64,
+    event_id: &str,
+    starts_at: &str,
+    attendee_emails: &[String],
+) -> StoreResult<Option<BookingMatch>> {
     let by_id: Option<i64> = conn.value_opt(
-        "SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND microsoft_event_id = ?2 ORDER BY id LIMIT 1",
+        &format!("SELECT id FROM meetings WHERE user_id = ?1 AND source = 'calendly' AND {id_column} = ?2 ORDER BY id LIMIT 1"),
         args![user_id, event_id],
     )?;
     if let Some(meeting_id) = by_id {
@@ -92,10 +86,11 @@ pub(super) fn calendly_meeting_for_outlook_event(
     }
     let candidates = people_at(
         conn,
-        "SELECT id, invitees FROM meetings
-         WHERE user_id = ?1 AND source = 'calendly' AND microsoft_event_id IS NULL AND google_event_id IS NULL
-           AND starts_at = ?2 AND status <> 'canceled'
-         ORDER BY id",
+        &format!(
+            "SELECT id, invitees FROM meetings
+             WHERE user_id = ?1 AND source = 'calendly' AND {unlinked} AND starts_at = ?2 AND status <> 'canceled'
+             ORDER BY id"
+        ),
         user_id,
         starts_at,
     )?;
