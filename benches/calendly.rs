@@ -14,6 +14,9 @@
 //! `SYNCGATE_BENCH_DIR` (where the database goes; default the target
 //! folder's tmp, i.e. the project's disk).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +26,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use syncgate::calendly::signature;
 use syncgate::config::Config;
-use syncgate::startup::Server;
 use tokio_tungstenite::tungstenite::Message;
 
 const SENDERS: usize = 64;
@@ -101,28 +103,13 @@ async fn main() {
     config.database.path = dir.path().join("bench.db").to_string_lossy().into_owned();
     config.auth.jwt_secret = "bench-secret-bench-secret-bench-secret-01".into();
     config.calendly.signing_keys = vec![KEY.into()];
-    let server = Server::build(config.clone()).await.expect("server builds");
-    let addr = server.addr();
-    let app = server.app();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Running::start(config.clone()).await;
+    let (addr, app) = (server.addr, server.app.clone());
 
     // The adviser, added as an operator would (the admin API), linked to the
     // Calendly host as `syncgate calendly subscribe` links it.
     let http = reqwest::Client::builder().pool_max_idle_per_host(SENDERS).build().unwrap();
-    let added: Value = http
-        .post(format!("http://{addr}/api/admin/users"))
-        .bearer_auth(app.tokens.operator_token(60))
-        .json(&json!({"email": "bench.adviser@example.com", "name": "Bench Adviser", "role": "user", "link": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let uid = added["user"]["id"].as_i64().expect("the adviser was added");
+    let uid = server.add_adviser(&http).await;
     app.store.link_calendly_user(uid, HOST_URI.into()).await.unwrap();
     let token = app.tokens.user_token(uid, "user", 3600);
 
@@ -245,7 +232,6 @@ async fn main() {
     println!("  writer: mean batch {mean_batch:.1} requests per commit");
 
     subscriber.abort();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), server.stop()).await;
     assert_eq!(missing, 0, "every accepted delivery reached the subscriber");
 }

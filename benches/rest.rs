@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use syncgate::config::Config;
-use syncgate::startup::Server;
 
 const CLIENTS: usize = 16;
 const MEETINGS: usize = 2000;
@@ -73,26 +72,11 @@ async fn main() {
         }
         _ => "SQLite",
     };
-    let server = Server::build(config).await.expect("server builds");
-    let addr = server.addr();
-    let app = server.app();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Running::start(config).await;
+    let addr = server.addr;
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
-    let added: Value = http
-        .post(format!("http://{addr}/api/admin/users"))
-        .bearer_auth(app.tokens.operator_token(60))
-        .json(&json!({"email": "bench.adviser@example.com", "name": "Bench Adviser", "role": "user", "link": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let uid = added["user"]["id"].as_i64().expect("the adviser was added");
-    let token = app.tokens.user_token(uid, "user", 3600);
+    let uid = server.add_adviser(&http).await;
+    let token = server.app.tokens.user_token(uid, "user", 3600);
 
     // 2,000 meetings over ~83 days, every third canceled, inserted 500 at a time.
     let start = time::macros::datetime!(2027-01-01 08:00 UTC);
@@ -141,6 +125,5 @@ async fn main() {
         common::median(api),
         common::median(ratios)
     );
-    let _ = stop_tx.send(());
-    let _ = running.await;
+    server.stop().await;
 }

@@ -55,3 +55,47 @@ pub async fn fresh_database(admin: &tokio_postgres::Client, base: &str, name: &s
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
+
+/// A server built as `serve` builds it, running in this process until `stop`.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub app: syncgate::startup::App,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn start(config: syncgate::config::Config) -> Running {
+        let server = syncgate::startup::Server::build(config).await.expect("server builds");
+        let (addr, app) = (server.addr(), server.app());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Running { addr, app, stop, task }
+    }
+
+    /// The bench adviser, added as an operator would (the admin API): their id.
+    pub async fn add_adviser(&self, http: &reqwest::Client) -> i64 {
+        let added: serde_json::Value = http
+            .post(format!("http://{}/api/admin/users", self.addr))
+            .bearer_auth(self.app.tokens.operator_token(60))
+            .json(&serde_json::json!({"email": "bench.adviser@example.com", "name": "Bench Adviser", "role": "user", "link": false}))
+            .send()
+            .await
+            .expect("the admin API answers")
+            .json()
+            .await
+            .expect("JSON");
+        added["user"]["id"].as_i64().expect("the adviser was added")
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
