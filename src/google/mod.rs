@@ -16,7 +16,6 @@
 //! - [`upkeep`]: the background work that keeps push sync from failing
 //!   quietly: catch-up on start, channel renewal before expiry, the
 //!   safety-net sync, pruning used sign-in states.
-//! - [`health`]: what admins see.
 //! - [`mod@routes`], [`calendar_routes`]: the HTTP surface (sign-in, the push
 //!   endpoint, channel setup, `/api/me/calendars`, the admin report).
 
@@ -24,7 +23,6 @@ pub mod calendar_routes;
 pub mod calendars;
 pub mod channels;
 pub mod client;
-pub mod health;
 pub mod oauth;
 pub mod routes;
 pub mod sync;
@@ -41,7 +39,6 @@ use crate::counters::Metrics;
 use crate::store::Store;
 
 pub use client::HttpClientError;
-pub use health::admin_health;
 pub use routes::{routes, GoogleRoutesState};
 pub use sync::SyncError;
 pub use upkeep::run;

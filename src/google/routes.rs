@@ -412,7 +412,7 @@ async fn admin_report(app: GoogleRoutesState, auth: Option<String>) -> ApiResult
     if !who.admin {
         return Err(ApiError::Forbidden("only admins can see this".into()));
     }
-    let mut report = super::admin_health(&app.google.store).await;
+    let mut report = crate::provider::health::admin_health(&app.google.store, crate::model::Provider::Google).await;
     let cfg = &app.google.cfg;
     if let Some(o) = report.as_object_mut() {
         o.insert("configured".into(), app.google.enabled().into());

@@ -28,6 +28,26 @@ impl MicrosoftSync {
         timefmt::now() + time::Duration::try_from(self.cfg.subscription_ttl.0).unwrap_or(time::Duration::days(2))
     }
 
+    /// A call to Graph with the user's token; when Graph refuses the token
+    /// before its time (401), the token counts as expired and the call is
+    /// made once more with a fresh one. Returns the call's answer and the
+    /// token it used.
+    async fn with_token<T, F, Fut>(self: &Arc<Self>, user_id: i64, call: F) -> Result<(T, Secret), SyncError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let token = self.access_token(user_id).await?;
+        match call(token.clone()).await {
+            Err(CallError::Unauthorized) => {
+                self.store.expire_microsoft_access_token(user_id, token.expose().to_string()).await?;
+                let token = self.access_token(user_id).await?;
+                Ok((call(token.clone()).await?, token))
+            }
+            other => Ok((other?, token)),
+        }
+    }
+
     /// Run `f` holding the user's subscription lock here and their lease
     /// across nodes; None when another node is changing them right now.
     async fn one_at_a_time<T>(self: &Arc<Self>, user_id: i64, f: impl std::future::Future<Output = T>) -> Option<T> {
@@ -84,7 +104,6 @@ impl MicrosoftSync {
     }
 
     async fn subscribe_now(self: &Arc<Self>, user_id: i64, cal: &OutlookCalendar) -> Result<String, SyncError> {
-        let token = self.access_token(user_id).await?;
         let client_state = Secret::new(crate::auth::random_token(32));
         let new = NewSubscription {
             calendar: if cal.primary { "primary".into() } else { cal.calendar_id.clone() },
@@ -93,7 +112,12 @@ impl MicrosoftSync {
             client_state: client_state.clone(),
             expiration: self.expiration(),
         };
-        let sub = self.api.create_subscription(&token, &new).await?;
+        let (sub, token) = self
+            .with_token(user_id, |token| {
+                let (me, new) = (self.clone(), new.clone());
+                async move { me.api.create_subscription(&token, &new).await }
+            })
+            .await?;
         let replaced = self
             .store
             .open_channel(NewChannel {
@@ -141,10 +165,15 @@ impl MicrosoftSync {
     }
 
     async fn extend_now(self: &Arc<Self>, user_id: i64, calendar_id: &str) -> Result<bool, SyncError> {
-        let token = self.access_token(user_id).await?;
         let current = self.store.active_channel(Provider::Microsoft, user_id, calendar_id).await?;
         if let Some(channel) = current {
-            match self.api.renew_subscription(&token, &channel.channel_id, self.expiration()).await {
+            let extended = self
+                .with_token(user_id, |token| {
+                    let (me, id) = (self.clone(), channel.channel_id.clone());
+                    async move { me.api.renew_subscription(&token, &id, me.expiration()).await }
+                })
+                .await;
+            match extended.map(|(sub, _)| sub) {
                 Ok(sub) => {
                     self.store.confirm_channel(&sub.id, None, sub.expires_at.clone()).await?;
                     tracing::info!(
@@ -156,13 +185,13 @@ impl MicrosoftSync {
                     self.renewals.changed();
                     return Ok(false);
                 }
-                Err(CallError::NotFound) => {
+                Err(SyncError::Api(CallError::NotFound)) => {
                     tracing::info!(user = user_id, subscription = %channel.channel_id, "Microsoft Graph no longer has the subscription; making a new one");
                     if let Err(e) = self.store.delete_channel(&channel.channel_id).await {
                         tracing::warn!(user = user_id, error = %e, "could not forget a gone Microsoft Graph subscription");
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         let Some(cal) = self.store.outlook_calendars(user_id).await?.into_iter().find(|c| c.calendar_id == calendar_id && c.selected)

@@ -36,7 +36,8 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
     if !who.admin {
         return Err(ApiError::Forbidden("only admins may see the health details".into()));
     }
-    let google = crate::google::admin_health(&state.store).await;
+    let google = crate::provider::health::admin_health(&state.store, crate::model::Provider::Google).await;
+    let microsoft = crate::provider::health::admin_health(&state.store, crate::model::Provider::Microsoft).await;
     let calendly = match state.store.calendly_health().await {
         Ok(health) => serde_json::to_value(health).map_err(ApiError::internal)?,
         Err(e) => {
@@ -61,6 +62,7 @@ async fn health(state: AdminHealthState, auth: Option<String>) -> ApiResult<Resp
         "uptime_seconds": state.started.elapsed().as_secs(),
         "alerts": state.alerts.active(),
         "google": google,
+        "microsoft": microsoft,
         "calendly": calendly,
         "realtime": {
             "sockets": hub.sockets.load(Relaxed),

@@ -3,8 +3,10 @@
 //! ([`Secret`]), the handles their background work runs with
 //! ([`Background`]), the TLS setup their HTTP clients need, and when each
 //! user's sync passes run ([`scheduler`]), and the upkeep that renews push
-//! channels and runs the safety net ([`upkeep`]).
+//! channels and runs the safety net ([`upkeep`]), and what admins see of
+//! each provider ([`health`]).
 
+pub mod health;
 pub mod scheduler;
 pub mod upkeep;
 

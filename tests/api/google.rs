@@ -678,7 +678,7 @@ async fn status_pages_public_minimal_and_admin_detailed() {
     assert_eq!(u["user_id"], ada);
     assert_eq!(u["last_sync_outcome"], "ok");
     assert!(u["syncs"].as_i64().unwrap() >= 2);
-    assert_eq!(syncgate::google::admin_health(&app.app.store).await["connected_users"], 1);
+    assert_eq!(syncgate::provider::health::admin_health(&app.app.store, syncgate::model::Provider::Google).await["connected_users"], 1);
 }
 
 #[tokio::test]

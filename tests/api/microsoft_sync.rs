@@ -275,8 +275,16 @@ async fn revoked_access_and_failing_renewals_show_as_microsoft_alerts_without_a_
             .then_some(())
     })
     .await;
-    // No Microsoft token in any answer or log line.
+    // Admins see Ann's Outlook state beside Google's: must reconnect, her
+    // subscription, her renewal failures, her syncs.
     let (_, health) = app.get("/api/admin/health", &admin).await;
+    let ms = &health["microsoft"];
+    assert_eq!(ms["needs_reconnect"], json!([user]), "{ms}");
+    assert_eq!(ms["renewal_failing"], json!([user]), "{ms}");
+    let ann = ms["users"].as_array().unwrap().iter().find(|u| u["user_id"] == user).cloned().unwrap();
+    assert!(ann["syncs"].as_i64().unwrap() >= 1 && ann["has_sync_token"] == true, "{ann}");
+    assert_eq!(ms["channels"].as_array().unwrap().len(), 1, "{ms}");
+    // No Microsoft token in any answer or log line.
     let text = crate::google::logs_text();
     for t in fake.issued_tokens() {
         assert!(!text.contains(&t), "a Microsoft token reached the log");

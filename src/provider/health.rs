@@ -1,24 +1,27 @@
-//! What admins (and `/api/admin/health`) see about Google: connected users,
-//! who needs to reconnect, how their last syncs went, when Google last
-//! pushed, every channel with its expiry, channel renewals and their
-//! failures, and what the safety-net sync found. Never a token.
+//! What admins (and `/api/admin/health`) see about each calendar provider:
+//! connected users, who needs to reconnect, how their last syncs went, when
+//! the provider last notified, every channel (Google's push channels,
+//! Graph's subscriptions) with its expiry, renewals and their failures, and
+//! what the safety-net sync found. Never a token.
 //!
 //! `push_gap_suspected` flags a user whose last safety-net find is newer than
-//! Google's last notification: changes are happening that no push announced.
+//! the provider's last notification: changes are happening that no
+//! notification announced.
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::store::google_status::{GoogleHealthRows, GoogleUserStatus};
+use crate::model::Provider;
+use crate::store::sync_health::{HealthRows, UserSyncStatus};
 use crate::store::{timefmt, Store};
 
-/// The Google part of the admin health report.
-pub async fn admin_health(store: &Store) -> Value {
-    match store.google_health_rows().await {
+/// One provider's part of the admin health report.
+pub async fn admin_health(store: &Store, provider: Provider) -> Value {
+    match store.health_rows(provider).await {
         Ok(rows) => report(rows),
         Err(e) => {
-            tracing::error!(error = %e, "cannot read the Google health report");
-            json!({"error": "the Google health report could not be read"})
+            tracing::error!(error = %e, "cannot read the {provider} health report");
+            json!({"error": format!("the {provider} health report could not be read")})
         }
     }
 }
@@ -27,11 +30,11 @@ pub async fn admin_health(store: &Store) -> Value {
 #[derive(Serialize)]
 struct UserHealth {
     #[serde(flatten)]
-    status: GoogleUserStatus,
+    status: UserSyncStatus,
     push_gap_suspected: bool,
 }
 
-fn report(rows: GoogleHealthRows) -> Value {
+fn report(rows: HealthRows) -> Value {
     let users: Vec<UserHealth> = rows
         .users
         .into_iter()
@@ -75,8 +78,8 @@ fn report(rows: GoogleHealthRows) -> Value {
     })
 }
 
-/// The safety net found changes after Google's last push (or Google never
-/// pushed): notifications are probably not arriving.
+/// The safety net found changes after the provider's last notification (or
+/// it never notified): notifications are probably not arriving.
 fn push_gap(last_safety_net_find: Option<&str>, last_notification: Option<&str>) -> bool {
     match (last_safety_net_find, last_notification) {
         (Some(found), Some(pushed)) => found > pushed,

@@ -1,16 +1,19 @@
-//! The rows of the admins' Google health report: per user, how their
-//! Google sync is doing (from `google_sync_status`, written through
-//! [`sync_status`](super::sync_status)), and every Google channel. Never a token.
+//! The rows of the admins' health report of each calendar provider: per
+//! user, how their sync is doing (from the provider's `*_sync_status`,
+//! written through [`sync_status`](super::sync_status)), and every channel
+//! of the provider. Never a token.
 
 use serde::Serialize;
 
-use super::sql::{args, Conn};
+use super::cluster::sync_status_table;
+use super::sql::args;
 
 use super::{Store, StoreResult};
+use crate::model::Provider;
 
-/// One user's row of the Google health report.
+/// One user's row of a provider's health report.
 #[derive(Debug, Clone, Serialize)]
-pub struct GoogleUserStatus {
+pub struct UserSyncStatus {
     pub user_id: i64,
     pub email: String,
     pub connected: bool,
@@ -53,34 +56,53 @@ pub struct WatchChannelStatus {
     pub created_at: String,
 }
 
-/// The rows of the Google health report.
+/// The rows of a provider's health report.
 #[derive(Debug, Clone)]
-pub struct GoogleHealthRows {
+pub struct HealthRows {
     /// Users who connected Google once, or have a status row.
-    pub users: Vec<GoogleUserStatus>,
+    pub users: Vec<UserSyncStatus>,
     pub channels: Vec<WatchChannelStatus>,
     pub last_notification_at: Option<String>,
 }
 
 impl Store {
-    /// Every connected (or once connected) user's status and every channel.
-    pub async fn google_health_rows(&self) -> StoreResult<GoogleHealthRows> {
-        self.read(|conn| {
+    /// Every connected (or once connected) user's status and every channel of the provider.
+    pub async fn health_rows(&self, provider: Provider) -> StoreResult<HealthRows> {
+        let (account, connected, needs_reconnect, has_sync_token, known) = match provider {
+            Provider::Google => (
+                "",
+                "u.google_refresh_token IS NOT NULL",
+                "u.google_needs_reconnect",
+                "EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected AND g.sync_token IS NOT NULL)",
+                "u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL OR s.user_id IS NOT NULL",
+            ),
+            Provider::Microsoft => (
+                "LEFT JOIN microsoft_accounts a ON a.user_id = u.id",
+                "a.refresh_token IS NOT NULL",
+                "(a.needs_reconnect IS NOT NULL AND a.needs_reconnect)",
+                "EXISTS (SELECT 1 FROM microsoft_calendars m WHERE m.user_id = u.id AND m.selected AND m.delta_link IS NOT NULL)",
+                "a.user_id IS NOT NULL OR s.user_id IS NOT NULL",
+            ),
+        };
+        let status = sync_status_table(provider);
+        self.read(move |conn| {
             let users = conn.query_map(
-                "SELECT u.id, u.email, u.google_refresh_token IS NOT NULL, u.google_needs_reconnect,
-                        EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected AND g.sync_token IS NOT NULL),
+                &format!(
+                "SELECT u.id, u.email, {connected}, {needs_reconnect},
+                        {has_sync_token},
                         s.last_notification_at, COALESCE(s.notifications, 0), s.last_sync_at, s.last_sync_kind, s.last_sync_outcome,
                         s.last_error, s.last_full_sync_at, COALESCE(s.syncs, 0), COALESCE(s.failed_syncs, 0),
                         COALESCE(s.created, 0), COALESCE(s.updated, 0), COALESCE(s.canceled, 0),
                         COALESCE(s.renewals, 0), s.last_renewal_at, COALESCE(s.renewal_failures, 0), s.last_renewal_error,
                         s.last_renewal_error_at, s.next_renewal_attempt_at,
                         COALESCE(s.safety_net_syncs, 0), COALESCE(s.safety_net_changes, 0), s.last_safety_net_at, s.last_safety_net_changes_at
-                 FROM users u LEFT JOIN google_sync_status s ON s.user_id = u.id
-                 WHERE u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL OR s.user_id IS NOT NULL
-                 ORDER BY u.id",
+                 FROM users u {account} LEFT JOIN {status} s ON s.user_id = u.id
+                 WHERE {known}
+                 ORDER BY u.id"
+                ),
                 args![],
                 |r| {
-                    Ok(GoogleUserStatus {
+                    Ok(UserSyncStatus {
                         user_id: r.get(0)?,
                         email: r.get(1)?,
                         connected: r.get(2)?,
@@ -113,8 +135,8 @@ impl Store {
             )?;
             let channels = conn.query_map(
                 "SELECT user_id, channel_id, calendar_id, resource_id, expiration, state, webhook_url, created_at
-                 FROM calendar_watch_channels WHERE provider = 'google' ORDER BY user_id, id",
-                args![],
+                 FROM calendar_watch_channels WHERE provider = ?1 ORDER BY user_id, id",
+                args![provider.as_str()],
                 |r| {
                     Ok(WatchChannelStatus {
                         user_id: r.get(0)?,
@@ -128,12 +150,9 @@ impl Store {
                     })
                 },
             )?;
-            Ok(GoogleHealthRows { users, channels, last_notification_at: last_notification_at(conn)? })
+            let last_notification_at = conn.value(&format!("SELECT MAX(last_notification_at) FROM {status}"), args![])?;
+            Ok(HealthRows { users, channels, last_notification_at })
         })
         .await
     }
-}
-
-fn last_notification_at(conn: &Conn<'_>) -> StoreResult<Option<String>> {
-    conn.value("SELECT MAX(last_notification_at) FROM google_sync_status", args![])
 }
