@@ -65,8 +65,8 @@ use crate::model::Provider;
 use crate::provider::scheduler::{record_pass, PassEnd, PassWords, SyncReport, SyncTrigger, Syncer};
 use crate::provider::Secret;
 use crate::store::google::CalendarRow;
-use crate::store::google_accounts::GoogleCredentials;
 use crate::store::google_sync::{CalendarListing, CalendarPage, EventMeeting, PageEntry};
+use crate::store::provider_accounts::Credentials;
 use crate::store::synced_meetings::SyncCounts;
 use crate::store::{timefmt, StoreError};
 
@@ -109,8 +109,8 @@ pub(crate) struct Creds {
     pub disabled: bool,
 }
 
-impl From<GoogleCredentials> for Creds {
-    fn from(c: GoogleCredentials) -> Creds {
+impl From<Credentials> for Creds {
+    fn from(c: Credentials) -> Creds {
         Creds {
             refresh: c.refresh_token.map(Secret::new),
             access: c.access_token.map(Secret::new),
@@ -429,7 +429,7 @@ impl GoogleSync {
     }
     /// The user's stored Google credentials; None when the user does not exist.
     pub(crate) async fn credentials(&self, user_id: i64) -> Result<Option<Creds>, StoreError> {
-        Ok(self.store.google_credentials(user_id).await?.map(Creds::from))
+        Ok(self.store.credentials(Provider::Google, user_id).await?.map(Creds::from))
     }
 
     /// Sleep, unless the server is shutting down.
@@ -458,7 +458,7 @@ impl GoogleSync {
             match self.api.refresh(&refresh).await {
                 Ok(t) => break t,
                 Err(CallError::InvalidGrant) => {
-                    self.store.mark_google_needs_reconnect(user_id).await?;
+                    self.store.mark_needs_reconnect(Provider::Google, user_id).await?;
                     creds.needs_reconnect = true;
                     return Err(SyncError::NeedsReconnect);
                 }
@@ -474,7 +474,8 @@ impl GoogleSync {
         let access = tokens.access_token.clone();
         let new_refresh = tokens.refresh_token.clone();
         self.store
-            .save_google_access_token(
+            .save_tokens(
+                Provider::Google,
                 user_id,
                 access.expose().to_string(),
                 expires_at.clone(),

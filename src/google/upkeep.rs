@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use super::sync::SyncError;
 use super::GoogleSync;
+use crate::model::Provider;
 use crate::provider::scheduler::SyncTrigger;
 use crate::provider::upkeep::{orphaned_syncs, renewals, safety_net, views_from, ChannelView, Channels, Renewals};
 use crate::store::{timefmt, StoreResult};
@@ -70,14 +71,14 @@ impl GoogleSync {
     /// Each ticked calendar of each connected user with its active, fully
     /// registered channel (the one expiring last, should there be two).
     async fn channel_views(&self) -> StoreResult<Vec<ChannelView>> {
-        Ok(views_from(self.store.ticked_google_calendar_channels().await?))
+        Ok(views_from(self.store.ticked_calendar_channels(Provider::Google).await?))
     }
 
     /// Make sure every connected user's calendar list has been read (after
     /// the upgrade that brought several calendars, nobody's has), so their
     /// ticked calendars are known. Returns the connected users.
     async fn resolve_calendars(self: &Arc<Self>) -> Result<Vec<i64>, SyncError> {
-        let users = self.store.connected_google_users().await?;
+        let users = self.store.connected_users(Provider::Google).await?;
         for &user_id in &users {
             if self.shutting_down() {
                 return Err(SyncError::ShuttingDown);
@@ -207,7 +208,7 @@ impl Channels for GoogleSync {
     }
 
     async fn connected_users(&self) -> StoreResult<Vec<i64>> {
-        self.store.connected_google_users().await
+        self.store.connected_users(Provider::Google).await
     }
 
     fn enqueue_for(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::MicrosoftSync;
 use crate::auth::oauth_state::{self, OAuthStates, Purpose, StateError};
+use crate::model::Provider;
 use crate::provider::Secret;
 use crate::store::microsoft_accounts::{MicrosoftAccount, MicrosoftLink, MicrosoftLinkTarget, MicrosoftSignUp};
 use crate::store::users::User;
@@ -456,7 +457,7 @@ impl MicrosoftSync {
 
     /// The stored access token if it is good for another minute, else the refresh token.
     async fn stored_token(&self, user_id: i64) -> Result<Stored, AccessError> {
-        let creds = self.store.microsoft_credentials(user_id).await?.ok_or(AccessError::NotConnected)?;
+        let creds = self.store.credentials(Provider::Microsoft, user_id).await?.ok_or(AccessError::NotConnected)?;
         if creds.disabled {
             return Err(AccessError::Disabled);
         }
@@ -482,7 +483,8 @@ impl MicrosoftSync {
             match me.token_call(&[("grant_type", "refresh_token"), ("refresh_token", refresh.expose())]).await {
                 Ok(tokens) => {
                     store
-                        .save_microsoft_tokens(
+                        .save_tokens(
+                            Provider::Microsoft,
                             user_id,
                             tokens.access_token.expose().to_string(),
                             expires_at(tokens.expires_in),
@@ -492,7 +494,7 @@ impl MicrosoftSync {
                     Ok(tokens.access_token)
                 }
                 Err(TokenError::InvalidGrant) => {
-                    if store.mark_microsoft_needs_reconnect(user_id).await? {
+                    if store.mark_needs_reconnect(Provider::Microsoft, user_id).await? {
                         tracing::warn!(
                             user = user_id,
                             "Microsoft refused the refresh token (invalid_grant): Outlook sync stops until the user connects Outlook again"

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::sync::SyncError;
 use super::MicrosoftSync;
+use crate::model::Provider;
 use crate::provider::scheduler::SyncTrigger;
 use crate::provider::upkeep::{orphaned_syncs, renewals, safety_net, views_from, ChannelView, Channels, Renewals};
 use crate::store::{timefmt, StoreResult};
@@ -43,13 +44,13 @@ pub async fn run(ms: Arc<MicrosoftSync>) {
 
 impl MicrosoftSync {
     async fn channel_views(&self) -> StoreResult<Vec<ChannelView>> {
-        Ok(views_from(self.store.ticked_outlook_calendar_channels().await?))
+        Ok(views_from(self.store.ticked_calendar_channels(Provider::Microsoft).await?))
     }
 
     /// On start: calendar lists, subscriptions where needed, then a sync of
     /// every connected user.
     pub(crate) async fn catch_up(self: &Arc<Self>) {
-        let users = match self.store.connected_microsoft_users().await {
+        let users = match self.store.connected_users(Provider::Microsoft).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = %e, "microsoft catch-up: cannot read the connected users; relying on renewal and the safety net");
@@ -156,7 +157,7 @@ impl Channels for MicrosoftSync {
     }
 
     async fn connected_users(&self) -> StoreResult<Vec<i64>> {
-        self.store.connected_microsoft_users().await
+        self.store.connected_users(Provider::Microsoft).await
     }
 
     fn enqueue_for(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {

@@ -5,8 +5,8 @@
 
 use time::OffsetDateTime;
 
-use super::cluster::sync_status_table;
 use super::error::StoreResult;
+use super::provider_accounts::{provider_sql, ProviderSql};
 use super::sql::{args, Conn, Row};
 use super::{rejections, timefmt, Store};
 use crate::model::Provider;
@@ -69,59 +69,29 @@ pub struct AlertFacts {
     pub calendly_rejected: i64,
 }
 
-/// Where a provider keeps what its alerts read.
-struct ProviderTables {
-    provider: Provider,
-    /// A condition on `users u`: connected, and access not revoked.
-    connected: &'static str,
-    /// A condition on `users u`: access not known to be revoked.
-    not_revoked: &'static str,
-    /// `id, email` of the users who must reconnect.
-    needs_reconnect: &'static str,
-    /// The provider's calendar table (`user_id`, `calendar_id`, `selected`).
-    calendars: &'static str,
-}
-
-const GOOGLE: ProviderTables = ProviderTables {
-    provider: Provider::Google,
-    connected: "u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect",
-    not_revoked: "NOT u.google_needs_reconnect",
-    needs_reconnect: "SELECT id, email FROM users WHERE google_needs_reconnect ORDER BY id",
-    calendars: "google_calendars",
-};
-
-const MICROSOFT: ProviderTables = ProviderTables {
-    provider: Provider::Microsoft,
-    connected:
-        "EXISTS (SELECT 1 FROM microsoft_accounts a WHERE a.user_id = u.id AND a.refresh_token IS NOT NULL AND NOT a.needs_reconnect)",
-    not_revoked: "NOT EXISTS (SELECT 1 FROM microsoft_accounts a WHERE a.user_id = u.id AND a.needs_reconnect)",
-    needs_reconnect:
-        "SELECT u.id, u.email FROM microsoft_accounts a JOIN users u ON u.id = a.user_id WHERE a.needs_reconnect ORDER BY u.id",
-    calendars: "microsoft_calendars",
-};
-
 fn user(r: &Row) -> StoreResult<AlertUser> {
     Ok(AlertUser { id: r.get(0)?, email: r.get(1)? })
 }
 
 /// One provider's findings. Flags are tested as `flag` / `NOT flag`:
-/// boolean on PostgreSQL, 0/1 on SQLite.
-fn provider_facts(conn: &Conn<'_>, t: &ProviderTables, window: &AlertWindow) -> StoreResult<ProviderFacts> {
-    let (provider, connected, not_revoked, calendars) = (t.provider.as_str(), t.connected, t.not_revoked, t.calendars);
-    let status = sync_status_table(t.provider);
+/// boolean on PostgreSQL, 0/1 on SQLite. A user's account columns are
+/// reached by the provider's join after `users u`.
+fn provider_facts(conn: &Conn<'_>, p: &ProviderSql, window: &AlertWindow) -> StoreResult<ProviderFacts> {
+    let (provider, join, status, calendars) = (p.provider.as_str(), p.join, p.status_table, p.calendars);
+    let (connected, revoked) = (p.connected(), p.needs_reconnect);
     let soon = timefmt::format(window.expiring_before);
     let expiring_channels = conn.query_map(
         &format!(
-            "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
+            "SELECT c.user_id, u.email, c.channel_id, c.expiration FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id {join}
              WHERE c.provider = ?2 AND c.state = 'active' AND c.expiration IS NOT NULL AND c.expiration < ?1
-               AND {not_revoked} ORDER BY c.user_id"
+               AND NOT {revoked} ORDER BY c.user_id"
         ),
         args![soon, provider],
         |r| Ok(ExpiringChannel { user: user(r)?, channel_id: r.get(2)?, expiration: r.get(3)? }),
     )?;
     let missing_channels = conn.query_map(
         &format!(
-            "SELECT u.id, u.email FROM users u WHERE {connected} AND u.status = 'active'
+            "SELECT u.id, u.email FROM users u {join} WHERE {connected} AND u.status = 'active'
              AND (NOT EXISTS (SELECT 1 FROM calendar_watch_channels c WHERE c.provider = ?1 AND c.user_id = u.id)
                   OR EXISTS (SELECT 1 FROM {calendars} g WHERE g.user_id = u.id AND g.selected
                              AND NOT EXISTS (SELECT 1 FROM calendar_watch_channels c
@@ -131,12 +101,13 @@ fn provider_facts(conn: &Conn<'_>, t: &ProviderTables, window: &AlertWindow) -> 
         args![provider],
         user,
     )?;
-    let needs_reconnect = conn.query_map(t.needs_reconnect, args![], user)?;
+    let needs_reconnect =
+        conn.query_map(&format!("SELECT u.id, u.email FROM users u {join} WHERE {revoked} ORDER BY u.id"), args![], user)?;
     // Safety-net changes after the last notification, or with no notification ever.
     let quiet_since = timefmt::format(window.quiet_since);
     let pushes_stopped = conn.query_map(
         &format!(
-            "SELECT s.user_id, u.email FROM {status} s JOIN users u ON u.id = s.user_id
+            "SELECT s.user_id, u.email FROM {status} s JOIN users u ON u.id = s.user_id {join}
              WHERE {connected}
                AND (s.last_notification_at IS NULL OR s.last_notification_at < ?1)
                AND s.last_safety_net_changes_at IS NOT NULL
@@ -161,8 +132,8 @@ impl Store {
     /// Read what the webhook health alerts are decided from.
     pub async fn alert_facts(&self, window: AlertWindow) -> StoreResult<AlertFacts> {
         self.read(move |conn| {
-            let google = provider_facts(conn, &GOOGLE, &window)?;
-            let microsoft = provider_facts(conn, &MICROSOFT, &window)?;
+            let google = provider_facts(conn, provider_sql(Provider::Google), &window)?;
+            let microsoft = provider_facts(conn, provider_sql(Provider::Microsoft), &window)?;
             let calendly_rejected = rejections::count_since(conn, &timefmt::format(window.rejections_since))?;
             Ok(AlertFacts { google, microsoft, calendly_rejected })
         })

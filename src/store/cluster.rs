@@ -15,6 +15,7 @@
 //! the nodes' clocks must agree to well within `cluster.lease_ttl`.
 
 use super::error::{StoreError, StoreResult};
+use super::provider_accounts::provider_sql;
 use super::sql::{args, Conn, Engine, Row};
 use super::{changes, timefmt, Store};
 use crate::model::Provider;
@@ -237,21 +238,13 @@ impl Store {
     }
 }
 
-/// The table of a provider's per-user sync bookkeeping (the same columns for each).
-pub(super) fn sync_status_table(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Google => "google_sync_status",
-        Provider::Microsoft => "microsoft_sync_status",
-    }
-}
-
 /// Syncs asked for and finished, per user and provider (its
 /// `*_sync_status` table): how a request made on a node that could not
 /// take the user's sync lease reaches the node that holds it.
 impl Store {
     /// Count one more sync asked for this user.
     pub async fn want_pass(&self, provider: Provider, user_id: i64) -> StoreResult<()> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.bookkeeping(move |conn, _| {
             conn.execute(
                 &format!(
@@ -267,7 +260,7 @@ impl Store {
 
     /// Syncs asked for so far, and finished, for this user.
     pub async fn passes(&self, provider: Provider, user_id: i64) -> StoreResult<(i64, i64)> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.read(move |c| {
             Ok(c.query_opt(&format!("SELECT passes_wanted, passes_done FROM {table} WHERE user_id = ?1"), args![user_id])?
                 .map(|r| Ok::<_, StoreError>((r.get::<i64>(0)?, r.get::<i64>(1)?)))
@@ -280,7 +273,7 @@ impl Store {
     /// Users with a sync asked for and not served, whose sync lease nobody
     /// holds: the node that counted the request or held the lease died.
     pub async fn unserved_passes(&self, provider: Provider, lease_prefix: &str) -> StoreResult<Vec<i64>> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         let prefix = lease_prefix.to_string();
         let now = timefmt::format(timefmt::now());
         self.read(move |c| {
@@ -301,7 +294,7 @@ impl Store {
     /// A pass that started when `wanted` syncs had been asked for has
     /// finished: every one of them is served.
     pub async fn passes_done(&self, provider: Provider, user_id: i64, wanted: i64) -> StoreResult<()> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.bookkeeping(move |conn, _| {
             conn.execute(&format!("UPDATE {table} SET passes_done = ?2 WHERE user_id = ?1 AND passes_done < ?2"), args![user_id, wanted])?;
             Ok(())

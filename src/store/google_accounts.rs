@@ -7,20 +7,7 @@ use super::sql::args;
 
 use super::users::{self, User};
 use super::{google, Store, StoreError, StoreResult, Table};
-use crate::model::{AccountStatus, Role};
-
-/// A user's Google credentials as stored.
-#[derive(Debug, Clone)]
-pub struct GoogleCredentials {
-    pub refresh_token: Option<String>,
-    pub access_token: Option<String>,
-    /// When the access token expires (stored form).
-    pub access_expires_at: Option<String>,
-    /// `invalid_grant`: the user must sign in with Google again.
-    pub needs_reconnect: bool,
-    /// The account is disabled: no sync and no channel until it is enabled.
-    pub disabled: bool,
-}
+use crate::model::Role;
 
 /// Who signed in with Google, and the tokens Google gave.
 #[derive(Debug, Clone)]
@@ -64,74 +51,6 @@ pub enum GoogleLink {
 }
 
 impl Store {
-    /// The user's Google credentials; None when the user does not exist.
-    pub async fn google_credentials(&self, user_id: i64) -> StoreResult<Option<GoogleCredentials>> {
-        self.read(move |conn| {
-            conn.query_opt(
-                "SELECT google_refresh_token, google_access_token, google_token_expires_at, google_needs_reconnect, status
-                 FROM users WHERE id = ?1",
-                args![user_id],
-            )?
-            .map(|r| {
-                Ok(GoogleCredentials {
-                    refresh_token: r.get(0)?,
-                    access_token: r.get(1)?,
-                    access_expires_at: r.get(2)?,
-                    needs_reconnect: r.get(3)?,
-                    disabled: AccountStatus::parse(&r.get::<String>(4)?) != Some(AccountStatus::Active),
-                })
-            })
-            .transpose()
-        })
-        .await
-    }
-
-    /// A refreshed access token (and the new refresh token, when Google rotated it).
-    pub async fn save_google_access_token(
-        &self,
-        user_id: i64,
-        access_token: String,
-        access_expires_at: String,
-        refresh_token: Option<String>,
-    ) -> StoreResult<()> {
-        self.writer
-            .write(move |tx| {
-                tx.conn().execute(
-                    "UPDATE users SET google_access_token = ?1, google_token_expires_at = ?2,
-                        google_refresh_token = COALESCE(CAST(?3 AS TEXT), google_refresh_token) WHERE id = ?4",
-                    args![access_token, access_expires_at, refresh_token, user_id],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// Google said `invalid_grant`: the user must sign in with Google again,
-    /// and is not synced until they do.
-    pub async fn mark_google_needs_reconnect(&self, user_id: i64) -> StoreResult<()> {
-        self.writer
-            .write(move |tx| {
-                tx.conn().execute(
-                    "UPDATE users SET google_needs_reconnect = TRUE, google_access_token = NULL, google_token_expires_at = NULL WHERE id = ?1",
-                    args![user_id],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// Users whose calendars sync: a refresh token, access not revoked, account active.
-    pub async fn connected_google_users(&self) -> StoreResult<Vec<i64>> {
-        self.read(|conn| {
-            conn.query_map(
-                "SELECT id FROM users WHERE google_refresh_token IS NOT NULL AND NOT google_needs_reconnect AND status = ?1 ORDER BY id",
-                args![AccountStatus::Active.as_str()],
-                |r| r.get(0),
-            )
-        })
-        .await
-    }
-
     /// Attach a Google account and its tokens to a user (see [`GoogleLinkTarget`]).
     /// Another Google account than the user had before starts their calendar
     /// list afresh. A user created here is logged as an insert, so admins see

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::sql::{args, Conn};
 use super::users::{self, User};
 use super::{Store, StoreError, StoreResult, Table};
-use crate::model::{AccountStatus, Role};
+use crate::model::Role;
 
 /// Who signed in with Microsoft, and the tokens the identity platform gave.
 #[derive(Debug, Clone)]
@@ -62,19 +62,6 @@ pub enum MicrosoftLink {
     AddressTaken,
     /// A new user could not be made of it (why, in a sentence).
     Refused(String),
-}
-
-/// A user's Microsoft credentials as stored.
-#[derive(Debug, Clone)]
-pub struct MicrosoftCredentials {
-    pub refresh_token: Option<String>,
-    pub access_token: Option<String>,
-    /// When the access token expires (stored form).
-    pub access_expires_at: Option<String>,
-    /// `invalid_grant`: the user must connect again.
-    pub needs_reconnect: bool,
-    /// The account is disabled: nothing is done for it.
-    pub disabled: bool,
 }
 
 /// What `GET /api/me` shows of a user's Microsoft account: never a token.
@@ -189,76 +176,6 @@ impl Store {
                 Ok(MicrosoftLink::Linked { user, created })
             })
             .await
-    }
-
-    /// The user's Microsoft credentials; None when they have not connected.
-    pub async fn microsoft_credentials(&self, user_id: i64) -> StoreResult<Option<MicrosoftCredentials>> {
-        self.read(move |conn| {
-            conn.query_opt(
-                "SELECT a.refresh_token, a.access_token, a.token_expires_at, a.needs_reconnect, u.status
-                 FROM microsoft_accounts a JOIN users u ON u.id = a.user_id WHERE a.user_id = ?1",
-                args![user_id],
-            )?
-            .map(|r| {
-                Ok(MicrosoftCredentials {
-                    refresh_token: r.get(0)?,
-                    access_token: r.get(1)?,
-                    access_expires_at: r.get(2)?,
-                    needs_reconnect: r.get(3)?,
-                    disabled: AccountStatus::parse(&r.get::<String>(4)?) != Some(AccountStatus::Active),
-                })
-            })
-            .transpose()
-        })
-        .await
-    }
-
-    /// A refreshed access token and the refresh token that came with it
-    /// (Microsoft rotates them: the newest replaces the stored one).
-    pub async fn save_microsoft_tokens(
-        &self,
-        user_id: i64,
-        access_token: String,
-        access_expires_at: String,
-        refresh_token: Option<String>,
-    ) -> StoreResult<()> {
-        self.bookkeeping(move |conn, now| {
-            conn.execute(
-                "UPDATE microsoft_accounts SET access_token = ?1, token_expires_at = ?2,
-                    refresh_token = COALESCE(CAST(?3 AS TEXT), refresh_token), updated_at = ?4 WHERE user_id = ?5",
-                args![access_token, access_expires_at, refresh_token, now, user_id],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The identity platform said `invalid_grant`: the user must connect
-    /// again, and is not synced until they do. True when this changed it
-    /// (so the caller says so once).
-    pub async fn mark_microsoft_needs_reconnect(&self, user_id: i64) -> StoreResult<bool> {
-        self.bookkeeping(move |conn, now| {
-            let n = conn.execute(
-                "UPDATE microsoft_accounts SET needs_reconnect = TRUE, access_token = NULL, token_expires_at = NULL, updated_at = ?1
-                 WHERE user_id = ?2 AND NOT needs_reconnect",
-                args![now, user_id],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// Users whose Outlook calendars sync: connected, access not revoked, account active.
-    pub async fn connected_microsoft_users(&self) -> StoreResult<Vec<i64>> {
-        self.read(|conn| {
-            conn.query_map(
-                "SELECT a.user_id FROM microsoft_accounts a JOIN users u ON u.id = a.user_id
-                 WHERE a.refresh_token IS NOT NULL AND NOT a.needs_reconnect AND u.status = ?1 ORDER BY a.user_id",
-                args![AccountStatus::Active.as_str()],
-                |r| r.get(0),
-            )
-        })
-        .await
     }
 
     /// Forget the user's Microsoft account: its tokens, the account row and

@@ -25,6 +25,7 @@ pub mod microsoft_sync;
 pub mod migrations;
 pub mod move_to_pg;
 pub mod pg;
+pub mod provider_accounts;
 pub mod records;
 pub mod rejections;
 pub mod retention;

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::cluster::sync_status_table;
+use super::provider_accounts::provider_sql;
 use super::sql::args;
 
 use super::{Store, StoreResult};
@@ -68,23 +68,12 @@ pub struct HealthRows {
 impl Store {
     /// Every connected (or once connected) user's status and every channel of the provider.
     pub async fn health_rows(&self, provider: Provider) -> StoreResult<HealthRows> {
-        let (account, connected, needs_reconnect, has_sync_token, known) = match provider {
-            Provider::Google => (
-                "",
-                "u.google_refresh_token IS NOT NULL",
-                "u.google_needs_reconnect",
-                "EXISTS (SELECT 1 FROM google_calendars g WHERE g.user_id = u.id AND g.selected AND g.sync_token IS NOT NULL)",
-                "u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL OR s.user_id IS NOT NULL",
-            ),
-            Provider::Microsoft => (
-                "LEFT JOIN microsoft_accounts a ON a.user_id = u.id",
-                "a.refresh_token IS NOT NULL",
-                "(a.needs_reconnect IS NOT NULL AND a.needs_reconnect)",
-                "EXISTS (SELECT 1 FROM microsoft_calendars m WHERE m.user_id = u.id AND m.selected AND m.delta_link IS NOT NULL)",
-                "a.user_id IS NOT NULL OR s.user_id IS NOT NULL",
-            ),
-        };
-        let status = sync_status_table(provider);
+        let p = provider_sql(provider);
+        let (account, status, calendars, sync_state) = (p.join, p.status_table, p.calendars, p.sync_state);
+        let (connected, needs_reconnect, linked) = (format!("{} IS NOT NULL", p.refresh_token), p.needs_reconnect, p.linked);
+        let has_sync_token =
+            format!("EXISTS (SELECT 1 FROM {calendars} g WHERE g.user_id = u.id AND g.selected AND g.{sync_state} IS NOT NULL)");
+        let known = format!("{linked} OR s.user_id IS NOT NULL");
         self.read(move |conn| {
             let users = conn.query_map(
                 &format!(

@@ -3,7 +3,7 @@
 //! the last pass and its outcome, channel renewals, what the safety net
 //! found. Written once for Google and Microsoft; never a token.
 
-use super::cluster::sync_status_table;
+use super::provider_accounts::provider_sql;
 use super::sql::args;
 use super::{Store, StoreResult};
 use crate::model::{Provider, SyncKind, SyncOutcome};
@@ -47,7 +47,7 @@ fn stored_outcome(outcome: SyncOutcome) -> &'static str {
 impl Store {
     /// The provider notified a change for this user.
     pub async fn record_notification(&self, provider: Provider, user_id: i64) -> StoreResult<()> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.writer
             .write(move |tx| {
                 tx.conn().execute(
@@ -65,7 +65,7 @@ impl Store {
 
     /// A sync pass of this user ended.
     pub async fn record_sync(&self, provider: Provider, user_id: i64, pass: SyncRecord) -> StoreResult<()> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.writer
             .write(move |tx| {
                 let now = tx.now().to_string();
@@ -115,7 +115,7 @@ impl Store {
 
     /// A channel renewal of this user worked (None) or failed.
     pub async fn record_channel_renewal(&self, provider: Provider, user_id: i64, failure: Option<RenewalFailure>) -> StoreResult<()> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.writer
             .write(move |tx| {
                 let now = tx.now().to_string();
@@ -144,7 +144,7 @@ impl Store {
 
     /// When the provider last notified, for anyone (the public status page).
     pub async fn last_notification_at(&self, provider: Provider) -> StoreResult<Option<String>> {
-        let table = sync_status_table(provider);
+        let table = provider_sql(provider).status_table;
         self.read(move |c| c.value(&format!("SELECT MAX(last_notification_at) FROM {table}"), args![])).await
     }
 }

@@ -9,6 +9,7 @@
 //! being registered (notifications on both are accepted meanwhile).
 
 use super::google::ticked;
+use super::provider_accounts::provider_sql;
 use super::sql::{args, Conn, ToSqlValue};
 use super::{Store, StoreResult};
 use crate::model::Provider;
@@ -204,57 +205,35 @@ impl Store {
         .await
     }
 
-    /// Each ticked calendar of each connected Google user, with its active,
-    /// fully registered channel (one row per channel, by expiration, so the
-    /// last row of a calendar is the channel expiring last).
-    pub async fn ticked_google_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
-        self.read(|c| {
-            // NULLS FIRST is SQLite's own order, spelled out for PostgreSQL (which puts NULLs last).
-            c.query_map(
-                "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
-                 FROM users u JOIN google_calendars g ON g.user_id = u.id AND g.selected
-                 LEFT JOIN calendar_watch_channels c
-                   ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND c.resource_id IS NOT NULL
-                 WHERE u.google_refresh_token IS NOT NULL AND NOT u.google_needs_reconnect AND u.status = ?2
-                 ORDER BY u.id, g.calendar_id, c.expiration NULLS FIRST",
-                args![ACTIVE, crate::model::AccountStatus::Active.as_str(), Provider::Google.as_str()],
-                |r| {
-                    Ok(TickedCalendarChannel {
-                        user_id: r.get(0)?,
-                        calendar_id: r.get(1)?,
-                        expiration: r.get(2)?,
-                        registered_at: r.get(3)?,
-                        webhook_url: r.get(4)?,
-                    })
-                },
-            )
-        })
-        .await
-    }
-
-    /// Each ticked Outlook calendar of each connected user, with its active
-    /// subscription if it has one (ordered as for Google).
-    pub async fn ticked_outlook_calendar_channels(&self) -> StoreResult<Vec<TickedCalendarChannel>> {
-        self.read(|c| {
-            c.query_map(
-                "SELECT u.id, m.calendar_id, c.expiration, c.updated_at, c.webhook_url
-                 FROM users u JOIN microsoft_accounts a ON a.user_id = u.id
-                 JOIN microsoft_calendars m ON m.user_id = u.id AND m.selected
-                 LEFT JOIN calendar_watch_channels c
-                   ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = m.calendar_id
-                 WHERE a.refresh_token IS NOT NULL AND NOT a.needs_reconnect AND u.status = ?2
-                 ORDER BY u.id, m.calendar_id, c.expiration NULLS FIRST",
-                args![ACTIVE, crate::model::AccountStatus::Active.as_str(), Provider::Microsoft.as_str()],
-                |r| {
-                    Ok(TickedCalendarChannel {
-                        user_id: r.get(0)?,
-                        calendar_id: r.get(1)?,
-                        expiration: r.get(2)?,
-                        registered_at: r.get(3)?,
-                        webhook_url: r.get(4)?,
-                    })
-                },
-            )
+    /// Each ticked calendar of each connected user of the provider, with its
+    /// active channel once the provider confirmed it (one row per channel,
+    /// by expiration, so the last row of a calendar is the channel expiring
+    /// last; a calendar without one has a single row of NULLs).
+    pub async fn ticked_calendar_channels(&self, provider: Provider) -> StoreResult<Vec<TickedCalendarChannel>> {
+        let p = provider_sql(provider);
+        // NULLS FIRST is SQLite's own order, spelled out for PostgreSQL (which puts NULLs last).
+        let sql = format!(
+            "SELECT u.id, g.calendar_id, c.expiration, c.updated_at, c.webhook_url
+             FROM users u {join} JOIN {calendars} g ON g.user_id = u.id AND g.selected
+             LEFT JOIN calendar_watch_channels c
+               ON c.provider = ?3 AND c.user_id = u.id AND c.state = ?1 AND c.calendar_id = g.calendar_id AND {registered}
+             WHERE {connected} AND u.status = ?2
+             ORDER BY u.id, g.calendar_id, c.expiration NULLS FIRST",
+            join = p.join,
+            calendars = p.calendars,
+            registered = p.channel_registered,
+            connected = p.connected(),
+        );
+        self.read(move |c| {
+            c.query_map(&sql, args![ACTIVE, crate::model::AccountStatus::Active.as_str(), provider.as_str()], |r| {
+                Ok(TickedCalendarChannel {
+                    user_id: r.get(0)?,
+                    calendar_id: r.get(1)?,
+                    expiration: r.get(2)?,
+                    registered_at: r.get(3)?,
+                    webhook_url: r.get(4)?,
+                })
+            })
         })
         .await
     }
