@@ -9,13 +9,12 @@
 //! (unknown channel → 404, wrong token or resource → 403, no sync) and
 //! answered at once; the sync runs in the background, coalesced per user.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -26,9 +25,9 @@ use super::GoogleSync;
 use crate::auth::identity::Identity;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::log_throttle::LogThrottle;
-use crate::http::reply::{html_escape, html_page, redirect_with_token};
+use crate::http::sign_in::{consent_json, to_consent, Consent, Landing};
 use crate::http::Authenticator;
-use crate::http::{auth_header, body, json_response, respond, with_state};
+use crate::http::{auth_header, body, json_response, query, respond, with_state, QueryParams};
 use crate::model::DeliveryOutcome;
 use crate::store::timefmt;
 
@@ -55,16 +54,6 @@ impl GoogleRoutesState {
 
 fn not_configured() -> ApiError {
     ApiError::Unavailable("Google is not configured on this server (google.client_id and google.client_secret are empty)".into())
-}
-
-/// A request's query parameters, by name.
-type Query = HashMap<String, String>;
-
-fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Query>())
-        .or(warp::any().map(HashMap::new))
-        .unify()
 }
 
 /// Every Google route, `/api/me/calendars` included.
@@ -157,7 +146,7 @@ pub fn routes(app: GoogleRoutesState) -> BoxedFilter<(Response,)> {
 /// With `connect=1` the caller must be signed in with an Authorization header
 /// (scripts). A browser page uses `POST /api/auth/google/connect` instead, so
 /// its token never travels in a URL (history, proxy logs).
-async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: Query) -> ApiResult<Response> {
+async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: QueryParams) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
@@ -169,76 +158,34 @@ async fn start_sign_in(app: GoogleRoutesState, auth: Option<String>, q: Query) -
         }
     };
     let started = app.google.start_sign_in(purpose).map_err(sign_in_error)?;
-    let mut res = Response::new(Default::default());
-    *res.status_mut() = StatusCode::SEE_OTHER;
-    let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("consent URL is not a header value"))?;
-    res.headers_mut().insert(header::LOCATION, location);
-    if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    to_consent(Consent { location: &started.location, set_cookie: &started.set_cookie })
 }
 
 /// `POST /api/auth/google/connect` (JWT): for a signed-in page. Answers
-/// `{"location": <Google's consent URL>}` and sets the state cookie; the page
-/// then navigates there. The state names the user, so no token is in any URL.
+/// `{"location": <Google's consent URL>}` (also as `url`) and sets the state
+/// cookie; the page then navigates there ([`consent_json`]).
 async fn start_connect(app: GoogleRoutesState, auth: Option<String>) -> ApiResult<Response> {
     if !app.google.enabled() {
         return Err(not_configured());
     }
     let who = app.caller(auth).await?;
     let started = app.google.start_sign_in(Purpose::Connect(who.user_id)).map_err(sign_in_error)?;
-    let mut res = json_response(StatusCode::OK, &serde_json::json!({"location": started.location}));
-    if let Ok(c) = HeaderValue::from_str(&started.set_cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(consent_json(Consent { location: &started.location, set_cookie: &started.set_cookie }))
 }
 
 /// `GET /api/auth/google/callback?code=…&state=…`: land signed in on `/`,
 /// or a page (JSON for non-browsers) saying why not.
-async fn callback(app: GoogleRoutesState, q: Query, headers: HeaderMap) -> Response {
-    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+async fn callback(app: GoogleRoutesState, q: QueryParams, headers: HeaderMap) -> Response {
     let result = if app.google.enabled() {
         let cookie = oauth::cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
         let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
-        match app.google.finish_sign_in(cb, cookie).await {
-            Ok(user) if !user.is_active() => Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into())),
-            other => other.map_err(sign_in_error),
-        }
+        app.google.finish_sign_in(cb, cookie).await.map_err(sign_in_error)
     } else {
         Err(not_configured())
     };
-    let mut res = match result {
-        Ok(user) => {
-            let token = app.auth.tokens().user_token(user.id, &user.role, app.token_ttl_secs);
-            redirect_with_token(&token)
-        }
-        Err(e) => {
-            match &e {
-                ApiError::Internal(_) => {}
-                other => tracing::warn!(status = other.status().as_u16(), reason = %other, "Google sign-in refused"),
-            }
-            if wants_html {
-                if let ApiError::Internal(cause) = &e {
-                    tracing::error!(error = %cause, "internal error");
-                }
-                html_page(
-                    e.status(),
-                    "Sign-in with Google did not work",
-                    &format!("<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>", html_escape(&e.public_message())),
-                )
-            } else {
-                e.into_response()
-            }
-        }
-    };
-    if let Ok(c) = HeaderValue::from_str(&app.google.clear_state_cookie()) {
-        res.headers_mut().append(header::SET_COOKIE, c);
-    }
-    res
+    let clear_cookie = app.google.clear_state_cookie();
+    Landing { provider: "Google", auth: &app.auth, token_ttl_secs: app.token_ttl_secs, clear_cookie: &clear_cookie }
+        .answer(result, &headers)
 }
 
 /// What a refused sign-in answers.

@@ -2,7 +2,8 @@
 //! request gets ([`error`]), who is calling ([`identity`]), request bodies
 //! and queries read within their limits ([`request`]), answers — JSON, the
 //! small HTML pages, the signed-in redirect ([`reply`]) —, warp's own
-//! rejections turned into the error shape ([`mod@recover`]), the CORS origin
+//! rejections turned into the error shape ([`mod@recover`]), what every
+//! provider's sign-in routes answer ([`sign_in`]), the CORS origin
 //! check ([`cors`]), the body idle timeout ([`limits`]) and the per-key log
 //! throttle webhook handlers share ([`log_throttle`]).
 
@@ -14,6 +15,7 @@ pub mod log_throttle;
 pub mod recover;
 pub mod reply;
 pub mod request;
+pub mod sign_in;
 
 pub use cors::origin_allowed;
 pub use error::{clip, ApiError, ApiResult};

@@ -6,12 +6,10 @@
 //! [`super::oauth`]. Every route answers 503 while Microsoft is not
 //! configured. No answer carries a Microsoft token.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -20,9 +18,9 @@ use super::MicrosoftSync;
 use crate::auth::identity::Identity;
 use crate::auth::oauth_state::Purpose;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::reply::{html_escape, html_page, redirect_with_token};
+use crate::http::sign_in::{consent_json, to_consent, Consent, Landing};
 use crate::http::Authenticator;
-use crate::http::{auth_header, json_response, respond, with_state};
+use crate::http::{auth_header, query, respond, with_state, QueryParams};
 
 /// What Microsoft's routes need: the Microsoft part, and the identity check.
 #[derive(Clone)]
@@ -50,16 +48,6 @@ impl MicrosoftRoutesState {
     }
 }
 
-/// A request's query parameters, by name.
-type Query = HashMap<String, String>;
-
-fn query() -> impl Filter<Extract = (Query,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .map(|q: String| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Query>())
-        .or(warp::any().map(HashMap::new))
-        .unify()
-}
-
 /// Every Microsoft connect route.
 pub fn routes(app: MicrosoftRoutesState) -> BoxedFilter<(Response,)> {
     let start = warp::path!("api" / "auth" / "microsoft" / "start")
@@ -85,76 +73,38 @@ pub fn routes(app: MicrosoftRoutesState) -> BoxedFilter<(Response,)> {
     start.or(connect).unify().or(callback).unify().or(disconnect).unify().boxed()
 }
 
-fn no_store(res: &mut Response, set_cookie: &str) {
-    if let Ok(c) = HeaderValue::from_str(set_cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
 /// `GET /api/auth/microsoft/start`: redirect to Microsoft's sign-in page (sign in with Microsoft).
 async fn start_sign_in(app: MicrosoftRoutesState) -> ApiResult<Response> {
     app.configured()?;
     let started = app.microsoft.start_sign_in(Purpose::SignIn).map_err(sign_in_error)?;
-    let mut res = Response::new(Default::default());
-    *res.status_mut() = StatusCode::SEE_OTHER;
-    let location = HeaderValue::from_str(&started.location).map_err(|_| ApiError::internal("sign-in URL is not a header value"))?;
-    res.headers_mut().insert(header::LOCATION, location);
-    no_store(&mut res, &started.set_cookie);
-    Ok(res)
+    to_consent(Consent { location: &started.location, set_cookie: &started.set_cookie })
 }
 
 /// `POST /api/auth/microsoft/connect` (JWT): "Connect Outlook" for a
-/// signed-in page. Answers `{"url": <Microsoft's sign-in URL>}` (also as
-/// `location`, the key Google's connect answers with) and sets the state
-/// cookie; the page then navigates there. The state names the user, so no
-/// token is in any URL.
+/// signed-in page. Answers `{"location": <Microsoft's sign-in URL>}` (also
+/// as `url`) and sets the state cookie; the page then navigates there
+/// ([`consent_json`]).
 async fn start_connect(app: MicrosoftRoutesState, auth: Option<String>) -> ApiResult<Response> {
     app.configured()?;
     let who = app.caller(auth).await?;
     let started = app.microsoft.start_sign_in(Purpose::Connect(who.user_id)).map_err(sign_in_error)?;
-    let mut res = json_response(StatusCode::OK, &serde_json::json!({"url": started.location, "location": started.location}));
-    no_store(&mut res, &started.set_cookie);
-    Ok(res)
+    Ok(consent_json(Consent { location: &started.location, set_cookie: &started.set_cookie }))
 }
 
 /// `GET /api/auth/microsoft/callback?code=…&state=…`: land signed in on `/`,
 /// or a page (JSON for non-browsers) saying why not.
-async fn callback(app: MicrosoftRoutesState, q: Query, headers: HeaderMap) -> Response {
-    let wants_html = crate::http::reply::wants_html(&headers);
+async fn callback(app: MicrosoftRoutesState, q: QueryParams, headers: HeaderMap) -> Response {
     let result = match app.configured() {
         Ok(()) => {
             let cookie = app.microsoft.cookie_nonce(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
             let cb = Callback { code: q.get("code").cloned(), state: q.get("state").cloned(), error: q.get("error").cloned() };
-            match app.microsoft.finish_sign_in(cb, cookie).await {
-                Ok(user) if !user.is_active() => Err(ApiError::Unauthorized("this account is disabled; ask an admin to enable it".into())),
-                other => other.map_err(sign_in_error),
-            }
+            app.microsoft.finish_sign_in(cb, cookie).await.map_err(sign_in_error)
         }
         Err(e) => Err(e),
     };
-    let mut res = match result {
-        Ok(user) => redirect_with_token(&app.auth.tokens().user_token(user.id, &user.role, app.token_ttl_secs)),
-        Err(e) => {
-            match &e {
-                ApiError::Internal(cause) => tracing::error!(error = %cause, "Microsoft sign-in failed"),
-                other => tracing::warn!(status = other.status().as_u16(), reason = %other, "Microsoft sign-in refused"),
-            }
-            if wants_html {
-                html_page(
-                    e.status(),
-                    "Sign-in with Microsoft did not work",
-                    &format!("<p>{}</p><p><a href=\"/\">Back to syncgate</a></p>", html_escape(&e.public_message())),
-                )
-            } else {
-                e.into_response()
-            }
-        }
-    };
-    if let Ok(c) = HeaderValue::from_str(&app.microsoft.clear_state_cookie()) {
-        res.headers_mut().append(header::SET_COOKIE, c);
-    }
-    res
+    let clear_cookie = app.microsoft.clear_state_cookie();
+    Landing { provider: "Microsoft", auth: &app.auth, token_ttl_secs: app.token_ttl_secs, clear_cookie: &clear_cookie }
+        .answer(result, &headers)
 }
 
 /// `DELETE /api/me/microsoft` (JWT): forget the caller's Microsoft account
