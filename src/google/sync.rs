@@ -70,7 +70,7 @@ use crate::store::provider_accounts::Credentials;
 use crate::store::synced_meetings::SyncCounts;
 use crate::store::{timefmt, StoreError};
 
-use crate::store::synced_meetings::MeetingFields;
+use crate::store::synced_meetings::{clip, Attendee, Attendees, MeetingFields, MAX_DESCRIPTION, MAX_LOCATION, MAX_TITLE, MAX_URL};
 
 /// Retries of one call that hits a rate limit or a 5xx before the pass gives up.
 const MAX_RETRIES: u32 = 5;
@@ -80,7 +80,6 @@ pub(crate) const CALL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500)
 const REFRESH_MARGIN_SECS: i64 = 60;
 /// A runaway pagination guard (250 events a page).
 const MAX_PAGES: usize = 2000;
-const MAX_TEXT: usize = 20_000;
 
 /// Why a pass (or a channel change) stopped.
 #[derive(Debug, thiserror::Error)]
@@ -641,14 +640,6 @@ pub struct GAttendee {
     pub resource: Option<bool>,
 }
 
-fn clip(s: &Option<String>, max: usize) -> Option<String> {
-    let s = s.as_deref()?.trim();
-    if s.is_empty() {
-        return None;
-    }
-    Some(s.chars().take(max).collect())
-}
-
 /// A start or end as a UTC timestamp; `date` (all-day) is midnight UTC of that day.
 fn instant(t: &GTime) -> Option<(String, bool)> {
     if let Some(dt) = t.date_time.as_deref() {
@@ -669,7 +660,7 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
         _ => starts_at.clone(),
     };
     let timezone = start.time_zone.clone().or_else(|| cal_tz.map(str::to_string)).filter(|t| !t.is_empty() && t.len() <= 100);
-    let meeting_url = clip(&ev.hangout_link, 2000).or_else(|| {
+    let meeting_url = clip(ev.hangout_link.as_deref(), MAX_URL).or_else(|| {
         ev.conference_data
             .as_ref()?
             .get("entryPoints")?
@@ -679,41 +670,31 @@ pub fn to_meeting(ev: &GEvent, cal_tz: Option<&str>) -> Option<MeetingFields> {
             .get("uri")?
             .as_str()
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-            .map(|u| u.chars().take(2000).collect())
+            .map(|u| u.chars().take(MAX_URL).collect())
     });
-    let mut attendees = Vec::new();
-    let mut emails = Vec::new();
-    for a in ev.attendees.iter().flatten().take(500) {
-        let Some(email) = a.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) else { continue };
-        let mut o = serde_json::Map::new();
-        o.insert("email".into(), Value::String(email.to_string()));
-        if let Some(n) = a.display_name.as_deref().filter(|n| !n.is_empty()) {
-            o.insert("name".into(), Value::String(n.chars().take(200).collect()));
-        }
-        if let Some(r) = a.response_status.as_deref() {
-            o.insert("response_status".into(), Value::String(r.to_string()));
-        }
-        if a.organizer == Some(true) {
-            o.insert("organizer".into(), Value::Bool(true));
-        }
-        if a.is_self == Some(true) {
-            o.insert("self".into(), Value::Bool(true));
-        } else if a.resource != Some(true) {
-            emails.push(email.to_string());
-        }
-        attendees.push(Value::Object(o));
+    let mut attendees = Attendees::default();
+    for a in ev.attendees.iter().flatten() {
+        attendees.push(Attendee {
+            email: a.email.as_deref().unwrap_or_default(),
+            name: a.display_name.as_deref(),
+            response_status: a.response_status.as_deref(),
+            organizer: a.organizer == Some(true),
+            is_self: a.is_self == Some(true),
+            resource: a.resource == Some(true),
+        });
     }
+    let (attendees, attendee_emails) = attendees.into_parts();
     Some(MeetingFields {
-        title: clip(&ev.summary, 500).unwrap_or_else(|| "(no title)".into()),
-        description: clip(&ev.description, MAX_TEXT),
-        location: clip(&ev.location, 1000),
+        title: clip(ev.summary.as_deref(), MAX_TITLE).unwrap_or_else(|| "(no title)".into()),
+        description: clip(ev.description.as_deref(), MAX_DESCRIPTION),
+        location: clip(ev.location.as_deref(), MAX_LOCATION),
         meeting_url,
         starts_at,
         ends_at,
         all_day,
         timezone,
-        attendees: Value::Array(attendees),
-        attendee_emails: emails,
+        attendees,
+        attendee_emails,
         declined: ev.declined_by_self(),
     })
 }

@@ -6,15 +6,9 @@
 //! functions: no I/O, and no input makes them panic.
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::store::synced_meetings::MeetingFields;
+use crate::store::synced_meetings::{clip, Attendee, Attendees, MeetingFields, MAX_DESCRIPTION, MAX_LOCATION, MAX_TITLE, MAX_URL};
 use crate::store::timefmt;
-
-/// Longest description kept (as Google's).
-const MAX_TEXT: usize = 20_000;
-/// Most attendees kept per event (as Google's).
-const MAX_ATTENDEES: usize = 500;
 
 /// The fields of a Graph `event` syncgate reads. Everything is optional and
 /// defaulted, so an event with odd or missing fields still deserializes and
@@ -180,14 +174,6 @@ pub fn is_meeting(ev: &GraphEvent) -> bool {
     why_not_a_meeting(ev).is_none()
 }
 
-fn clip(s: Option<&str>, max: usize) -> Option<String> {
-    let s = s?.trim();
-    if s.is_empty() {
-        return None;
-    }
-    Some(s.chars().take(max).collect())
-}
-
 /// Zone names that mean UTC. syncgate asks Graph for UTC; a time in any
 /// other zone would need a Windows-zone table to convert, so it is treated
 /// as unreadable rather than guessed.
@@ -266,65 +252,56 @@ pub fn to_meeting(ev: &GraphEvent, self_address: &str) -> Option<MeetingFields> 
         .flatten()
         .map(str::trim)
         .find(|u| u.starts_with("https://") || u.starts_with("http://"))
-        .map(|u| u.chars().take(2000).collect());
+        .map(|u| u.chars().take(MAX_URL).collect());
     let organizer = ev.organizer.as_ref().and_then(|o| o.email_address.as_ref());
     let organizer_address = organizer.and_then(|e| e.address.as_deref()).map(str::trim).filter(|a| !a.is_empty());
     let own_response = ev.response_status.as_ref().and_then(|r| r.response.as_deref()).filter(|r| !r.trim().is_empty());
 
-    let mut attendees = Vec::new();
-    let mut emails = Vec::new();
-    let mut push = |address: &str, name: Option<&str>, response: Option<&str>, resource: bool| {
-        let mut o = serde_json::Map::new();
-        o.insert("email".into(), Value::String(address.chars().take(320).collect()));
-        if let Some(n) = name.map(str::trim).filter(|n| !n.is_empty()) {
-            o.insert("name".into(), Value::String(n.chars().take(200).collect()));
-        }
-        let mine = same_address(Some(address), self_address);
-        // The user's own answer is the top-level responseStatus; their
-        // attendee entry may still say `none`.
-        if let Some(r) = if mine { own_response.or(response) } else { response } {
-            o.insert("response_status".into(), Value::String(google_response(r).into()));
-        }
-        if same_address(organizer_address, address) {
-            o.insert("organizer".into(), Value::Bool(true));
-        }
-        if mine {
-            o.insert("self".into(), Value::Bool(true));
-        } else if !resource {
-            emails.push(address.chars().take(320).collect());
-        }
-        attendees.push(Value::Object(o));
-    };
+    let mut attendees = Attendees::default();
     let mut listed_organizer = false;
-    let listed = ev.attendees.iter().flatten().filter(|a| a.address().is_some()).take(MAX_ATTENDEES);
-    let mut count = 0;
-    for a in listed {
+    for a in ev.attendees.iter().flatten() {
         let Some(address) = a.address() else { continue };
-        count += 1;
-        listed_organizer |= same_address(organizer_address, address);
-        let name = a.email_address.as_ref().and_then(|e| e.name.as_deref());
+        let mine = same_address(Some(address), self_address);
         let response = a.status.as_ref().and_then(|s| s.response.as_deref());
-        push(address, name, response, is(a.attendee_type.as_deref(), "resource"));
+        let organizer = same_address(organizer_address, address);
+        let added = attendees.push(Attendee {
+            email: address,
+            name: a.email_address.as_ref().and_then(|e| e.name.as_deref()),
+            // The user's own answer is the top-level responseStatus; their
+            // attendee entry may still say `none`.
+            response_status: if mine { own_response.or(response) } else { response }.map(google_response),
+            organizer,
+            is_self: mine,
+            resource: is(a.attendee_type.as_deref(), "resource"),
+        });
+        listed_organizer |= added && organizer;
     }
     // Outlook does not list the organizer among the attendees; Google does.
     // A client who sent the invitation is only known as its organizer.
     if let (Some(address), false) = (organizer_address, listed_organizer) {
-        if count < MAX_ATTENDEES {
-            push(address, organizer.and_then(|o| o.name.as_deref()), Some("organizer"), false);
-        }
+        let is_self = same_address(Some(address), self_address);
+        attendees.push(Attendee {
+            email: address,
+            name: organizer.and_then(|o| o.name.as_deref()),
+            response_status: Some(google_response(if is_self { own_response.unwrap_or("organizer") } else { "organizer" })),
+            organizer: true,
+            is_self,
+            resource: false,
+        });
     }
+    let (attendees, attendee_emails) = attendees.into_parts();
 
     Some(MeetingFields {
-        title: clip(ev.subject.as_deref(), 500).unwrap_or_else(|| "(no title)".into()),
-        description: clip(ev.body_preview.as_deref(), MAX_TEXT),
-        location: clip(ev.location.as_ref().and_then(|l| l.display_name.as_deref()), 1000),
+        title: clip(ev.subject.as_deref(), MAX_TITLE).unwrap_or_else(|| "(no title)".into()),
+        description: clip(ev.body_preview.as_deref(), MAX_DESCRIPTION),
+        location: clip(ev.location.as_ref().and_then(|l| l.display_name.as_deref()), MAX_LOCATION),
         meeting_url,
         starts_at,
         ends_at,
         all_day,
         timezone,
-        attendees: Value::Array(attendees),
-        attendee_emails: emails,
+        attendees,
+        attendee_emails,
         declined: ev.is_cancelled == Some(true) || ev.declined_by(self_address),
     })
 }
@@ -333,7 +310,8 @@ pub fn to_meeting(ev: &GraphEvent, self_address: &str) -> Option<MeetingFields> 
 mod tests {
     use super::*;
     use crate::model::MeetingStatus;
-    use serde_json::json;
+    use crate::store::synced_meetings::MAX_ATTENDEES;
+    use serde_json::{json, Value};
 
     const ME: &str = "ada@contoso.example";
 
@@ -520,7 +498,7 @@ mod tests {
         let long = "x".repeat(30_000);
         let e = sample(json!({"subject": long, "bodyPreview": long, "location": {"displayName": long}}));
         let m = to_meeting(&e, ME).unwrap();
-        assert_eq!((m.title.len(), m.description.unwrap().len(), m.location.unwrap().len()), (500, MAX_TEXT, 1000));
+        assert_eq!((m.title.len(), m.description.unwrap().len(), m.location.unwrap().len()), (MAX_TITLE, MAX_DESCRIPTION, MAX_LOCATION));
         let blank = sample(json!({"subject": "  ", "bodyPreview": "", "location": {"displayName": ""}}));
         let m = to_meeting(&blank, ME).unwrap();
         assert_eq!((m.title.as_str(), m.description, m.location), ("(no title)", None, None));

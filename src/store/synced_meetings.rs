@@ -1,6 +1,7 @@
 //! What both calendar syncs write the same way: a meeting's synced columns
-//! as an event gives them ([`MeetingFields`]), what a write did
-//! ([`SyncCounts`]), and the client an event's attendees name.
+//! as an event gives them ([`MeetingFields`], its texts [`clip`]ped and its
+//! people gathered by [`Attendees`]), what a write did ([`SyncCounts`]), and
+//! the client an event's attendees name.
 
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
@@ -8,6 +9,87 @@ use serde_json::Value;
 use super::sql::{args, Conn};
 use super::StoreResult;
 use crate::model::MeetingStatus;
+
+/// The most of each text a synced meeting keeps (characters), and of its
+/// attendees: an event's fields are the provider's user's input, of any size.
+pub const MAX_TITLE: usize = 500;
+pub const MAX_DESCRIPTION: usize = 20_000;
+pub const MAX_LOCATION: usize = 1_000;
+pub const MAX_URL: usize = 2_000;
+pub const MAX_ATTENDEES: usize = 500;
+const MAX_NAME: usize = 200;
+const MAX_ADDRESS: usize = 320;
+
+/// Text as a meeting keeps it: trimmed, None when empty, cut at `max` characters.
+pub fn clip(s: Option<&str>, max: usize) -> Option<String> {
+    let s = s?.trim();
+    if s.is_empty() {
+        return None;
+    }
+    Some(s.chars().take(max).collect())
+}
+
+/// One person on an event, as a provider lists them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attendee<'a> {
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    /// In Google's words (`accepted`, `declined`, `tentative`, `needsAction`),
+    /// which the UI reads for every source.
+    pub response_status: Option<&'a str>,
+    pub organizer: bool,
+    /// The syncing user themself.
+    pub is_self: bool,
+    /// A room or equipment: listed, never taken for a client.
+    pub resource: bool,
+}
+
+/// A meeting's `attendees` (JSON, the same shape for every provider) and the
+/// other people's addresses a client is linked by, gathered one person at
+/// a time.
+#[derive(Debug, Default)]
+pub struct Attendees {
+    listed: Vec<Value>,
+    emails: Vec<String>,
+}
+
+impl Attendees {
+    /// Add a person; one without an address is skipped, and past
+    /// [`MAX_ATTENDEES`] nobody is added. True when added.
+    pub fn push(&mut self, a: Attendee<'_>) -> bool {
+        let Some(email) = clip(Some(a.email), MAX_ADDRESS) else { return false };
+        if self.is_full() {
+            return false;
+        }
+        let mut o = serde_json::Map::new();
+        o.insert("email".into(), Value::String(email.clone()));
+        if let Some(name) = clip(a.name, MAX_NAME) {
+            o.insert("name".into(), Value::String(name));
+        }
+        if let Some(r) = a.response_status {
+            o.insert("response_status".into(), Value::String(r.to_string()));
+        }
+        if a.organizer {
+            o.insert("organizer".into(), Value::Bool(true));
+        }
+        if a.is_self {
+            o.insert("self".into(), Value::Bool(true));
+        } else if !a.resource {
+            self.emails.push(email);
+        }
+        self.listed.push(Value::Object(o));
+        true
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.listed.len() >= MAX_ATTENDEES
+    }
+
+    /// The `attendees` column and the addresses for client linking.
+    pub fn into_parts(self) -> (Value, Vec<String>) {
+        (Value::Array(self.listed), self.emails)
+    }
+}
 
 /// A meeting's synced columns, as a calendar event gives them.
 #[derive(Debug, PartialEq)]
