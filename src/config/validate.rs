@@ -7,6 +7,10 @@ use std::path::Path;
 use super::{Config, ConfigError};
 use crate::duration::Dur;
 
+/// The longest lifetime Graph gives a subscription to Outlook events
+/// (minutes; docs/microsoft-graph.md).
+const MAX_GRAPH_SUBSCRIPTION_MINUTES: u64 = 10_080;
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
@@ -101,6 +105,16 @@ impl Config {
                 key: "cluster.node_id",
                 value: id.chars().take(80).collect(),
                 hint: "use at most 64 letters, digits, dots, dashes and underscores, or leave it empty",
+            });
+        }
+        // Graph refuses to create or extend an event subscription past its
+        // maximum lifetime; a longer setting would fail every subscription.
+        let graph_max = std::time::Duration::from_secs(MAX_GRAPH_SUBSCRIPTION_MINUTES * 60);
+        if self.microsoft.subscription_ttl.0 > graph_max {
+            return Err(ConfigError::Choice {
+                key: "microsoft.subscription_ttl",
+                value: format!("{}m", self.microsoft.subscription_ttl.0.as_secs() / 60),
+                hint: "Graph allows at most 10080m (7 days) for Outlook events; the default 4230m is accepted by every Graph version",
             });
         }
         let tenant = &self.microsoft.tenant;

@@ -20,6 +20,8 @@ async fn a_bad_value_stops_serve_before_the_listening_line_naming_its_key() {
         ("SYNCGATE_CHANGES__RETENTION_AGE", "1000y", "changes.retention_age"),
         ("SYNCGATE_REALTIME__MAX_SOCKETS_PER_USER", "0", "realtime.max_sockets_per_user"),
         ("SYNCGATE_LOG__LEVEL", "syncgate=loudest", "log.level"),
+        ("SYNCGATE_MICROSOFT__SUBSCRIPTION_TTL", "10081m", "microsoft.subscription_ttl"),
+        ("SYNCGATE_MICROSOFT__TENANT", "not a tenant!", "microsoft.tenant"),
     ];
     for (var, value, key) in cases {
         let mut cmd = syncgate(d);
