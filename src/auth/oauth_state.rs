@@ -21,6 +21,15 @@ use crate::store::{timefmt, Store, StoreError};
 /// How long a consent round trip may take.
 pub const STATE_TTL_SECS: i64 = 600;
 
+/// A provider's key for its states, derived from the JWT secret and the
+/// provider's name: one provider's state is never accepted by another.
+pub fn state_key(provider: &str, jwt_secret: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(format!("syncgate {provider} oauth state\0").as_bytes());
+    h.update(jwt_secret.as_bytes());
+    h.finalize().into()
+}
+
 /// What the sign-in is for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Purpose {

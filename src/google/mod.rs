@@ -109,21 +109,11 @@ impl GoogleSync {
         } else {
             tracing::info!("Google Calendar is not configured (google.client_id and google.client_secret are empty): Google sign-in and calendar sync are off");
         }
-        if enabled && cfg.renew_before.0 >= cfg.channel_ttl.0 {
-            tracing::warn!(
-                "google.renew_before ({}) is not shorter than google.channel_ttl ({}); channels are renewed halfway through their life instead",
-                cfg.renew_before,
-                cfg.channel_ttl
-            );
+        if enabled {
+            crate::provider::upkeep::warn_if_renewed_halfway("google", cfg.renew_before, "channel_ttl", cfg.channel_ttl);
         }
         let api = client::GoogleApi::new(&cfg, &redirect_url, Some(metrics.clone()))?;
-        let state_key = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            h.update(b"syncgate google oauth state\0");
-            h.update(secret.as_bytes());
-            h.finalize().into()
-        };
+        let state_key = crate::auth::oauth_state::state_key("google", secret);
         let passes = crate::provider::scheduler::Passes::new(
             crate::model::Provider::Google,
             crate::cluster::GOOGLE_SYNC_PREFIX,

@@ -105,18 +105,13 @@ impl MicrosoftSync {
             if !webhook_url.starts_with("https://") {
                 tracing::warn!(%webhook_url, "Microsoft Graph only delivers notifications to https addresses; set server.public_url or microsoft.webhook_url");
             }
+            crate::provider::upkeep::warn_if_renewed_halfway("microsoft", cfg.renew_before, "subscription_ttl", cfg.subscription_ttl);
         } else if http.is_some() {
             tracing::info!(
                 "Microsoft 365 is not configured (microsoft.client_id and microsoft.client_secret are empty): Outlook sync is off"
             );
         }
-        let state_key = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            h.update(b"syncgate microsoft oauth state\0");
-            h.update(secret.as_bytes());
-            h.finalize().into()
-        };
+        let state_key = crate::auth::oauth_state::state_key("microsoft", secret);
         let passes = crate::provider::scheduler::Passes::new(
             crate::model::Provider::Microsoft,
             crate::cluster::MICROSOFT_SYNC_PREFIX,

@@ -125,6 +125,16 @@ pub fn retry_after(failures: u32, margin: Duration) -> Duration {
     Backoff::new(RETRY_BASE, cap).delay(failures.saturating_sub(1))
 }
 
+/// Say at startup when a provider's `renew_before` is not shorter than its
+/// channels' life (`ttl_key`): they are then renewed halfway through it.
+pub fn warn_if_renewed_halfway(provider: &str, renew_before: crate::duration::Dur, ttl_key: &str, ttl: crate::duration::Dur) {
+    if renew_before.0 >= ttl.0 {
+        tracing::warn!(
+            "{provider}.renew_before ({renew_before}) is not shorter than {provider}.{ttl_key} ({ttl}); channels are renewed halfway through their life instead"
+        );
+    }
+}
+
 impl Renewals {
     /// `renew_before` ahead of expiry, for channels asked for with a life of `ttl`.
     pub fn new(provider: Provider, store: Store, renew_before: Duration, ttl: Duration) -> Renewals {
