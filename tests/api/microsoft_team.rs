@@ -61,7 +61,7 @@ async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_
     assert_eq!(s, 200, "{patched}");
     assert_eq!(outlook(&patched), json!({"connected": true, "needs_reconnect": false}), "{patched}");
     let line = ok(&app, &["user", "enable", &ann.to_string()]).await;
-    assert_eq!(line.trim_end().split('\t').last(), Some("yes"), "{line}");
+    assert_eq!(line.trim_end().split('\t').next_back(), Some("yes"), "{line}");
 
     // Access revoked at Microsoft: the next sync gets invalid_grant and the
     // admin list says Ann must reconnect.
