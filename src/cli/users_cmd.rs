@@ -72,17 +72,25 @@ where
     result
 }
 
-/// One user as a `user list` line: id, email, name, role, status, last seen,
-/// Google (yes, no, reconnect), Calendly (yes, no); tab-separated, `-` for none.
-pub fn line(u: &User) -> String {
-    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-    let google = if u.google_needs_reconnect {
+/// A connection's state as a `user list` column: `reconnect`, `yes` or `no`.
+fn connection(connected: bool, needs_reconnect: bool) -> &'static str {
+    if needs_reconnect {
         "reconnect"
-    } else if u.google_connected {
+    } else if connected {
         "yes"
     } else {
         "no"
-    };
+    }
+}
+
+/// One user as a `user list` line: id, email, name, role, status, last seen,
+/// Google (yes, no, reconnect), Calendly (yes, no), Outlook (yes, no,
+/// reconnect); tab-separated, `-` for none. New columns go at the end, so
+/// scripts that cut the earlier ones keep working.
+pub fn line(u: &User) -> String {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let google = connection(u.google_connected, u.google_needs_reconnect);
+    let outlook = connection(u.microsoft_connected, u.microsoft_needs_reconnect);
     [
         u.id.to_string(),
         clean(&u.email),
@@ -92,6 +100,7 @@ pub fn line(u: &User) -> String {
         u.last_seen.clone().unwrap_or_else(|| "-".into()),
         google.into(),
         if u.calendly_connected { "yes" } else { "no" }.into(),
+        outlook.into(),
     ]
     .join("\t")
 }
@@ -136,6 +145,10 @@ struct UserView {
     google_connected: bool,
     google_needs_reconnect: bool,
     calendly_connected: bool,
+    #[serde(default)]
+    microsoft_connected: bool,
+    #[serde(default)]
+    microsoft_needs_reconnect: bool,
 }
 
 impl From<UserView> for User {
@@ -149,6 +162,8 @@ impl From<UserView> for User {
             calendly_user_uri: None,
             google_connected: v.google_connected,
             google_needs_reconnect: v.google_needs_reconnect,
+            microsoft_connected: v.microsoft_connected,
+            microsoft_needs_reconnect: v.microsoft_needs_reconnect,
             status: v.status,
             last_seen: v.last_seen,
             calendly_connected: v.calendly_connected,

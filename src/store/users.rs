@@ -21,6 +21,10 @@ pub struct User {
     pub calendly_user_uri: Option<String>,
     pub google_connected: bool,
     pub google_needs_reconnect: bool,
+    /// The user has connected a Microsoft account (Outlook calendars).
+    pub microsoft_connected: bool,
+    /// Microsoft answered `invalid_grant`: the user must connect Outlook again.
+    pub microsoft_needs_reconnect: bool,
     /// `active` or `disabled`.
     pub status: String,
     /// Last time a token of this user was accepted (at most a minute stale).
@@ -39,10 +43,14 @@ impl User {
 }
 
 /// `IS NOT NULL` and `EXISTS` are 0/1 on SQLite and booleans on
-/// PostgreSQL; `Row::get::<bool>` reads either.
+/// PostgreSQL; `Row::get::<bool>` reads either. The Outlook state comes
+/// from `microsoft_accounts` (at most one row per user) in the same
+/// statement, so a row never mixes two moments.
 const SELECT: &str = "SELECT id, email, name, role, timezone, calendly_user_uri,
     google_refresh_token IS NOT NULL, google_needs_reconnect, status, last_seen,
-    calendly_user_uri IS NOT NULL OR EXISTS (SELECT 1 FROM calendly_signing_keys k WHERE k.user_id = users.id)
+    calendly_user_uri IS NOT NULL OR EXISTS (SELECT 1 FROM calendly_signing_keys k WHERE k.user_id = users.id),
+    EXISTS (SELECT 1 FROM microsoft_accounts m WHERE m.user_id = users.id),
+    EXISTS (SELECT 1 FROM microsoft_accounts m WHERE m.user_id = users.id AND m.needs_reconnect)
     FROM users";
 
 fn from_row(r: &Row) -> StoreResult<User> {
@@ -58,6 +66,8 @@ fn from_row(r: &Row) -> StoreResult<User> {
         status: r.get(8)?,
         last_seen: r.get(9)?,
         calendly_connected: r.get(10)?,
+        microsoft_connected: r.get(11)?,
+        microsoft_needs_reconnect: r.get(12)?,
     })
 }
 

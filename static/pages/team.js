@@ -14,9 +14,17 @@ function lastSeen(iso) {
   return iso ? h('time', { datetime: iso, title: fmtDateTime(iso) }, ago(iso)) : h('span', { class: 'muted' }, 'never');
 }
 
+// A calendar connection as the column names it: null when not connected.
+function connection(name, connected, needsReconnect) {
+  return needsReconnect ? `${name} (needs reconnect)` : connected ? name : null;
+}
+
 function connections(u) {
-  const google = u.google_needs_reconnect ? 'Google (needs reconnect)' : u.google_connected ? 'Google' : null;
-  const parts = [google, u.calendly_connected ? 'Calendly' : null].filter(Boolean);
+  const parts = [
+    connection('Google', u.google_connected, u.google_needs_reconnect),
+    connection('Outlook', u.microsoft_connected, u.microsoft_needs_reconnect),
+    u.calendly_connected ? 'Calendly' : null,
+  ].filter(Boolean);
   return parts.length ? parts.join(', ') : h('span', { class: 'muted' }, 'none');
 }
 

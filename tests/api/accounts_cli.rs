@@ -11,7 +11,7 @@ use syncgate::config::Config;
 
 use crate::helpers::{spawn_app, start, TestApp, SECRET};
 
-async fn syncgate(config: &Config, args: &[&str]) -> Output {
+pub(crate) async fn syncgate(config: &Config, args: &[&str]) -> Output {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SYNCGATE") {
@@ -32,7 +32,7 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-async fn ok(app: &TestApp, args: &[&str]) -> String {
+pub(crate) async fn ok(app: &TestApp, args: &[&str]) -> String {
     let o = syncgate(&app.config, args).await;
     assert!(o.status.success(), "syncgate {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     stdout(&o)
@@ -58,7 +58,7 @@ async fn cli_user_commands_go_through_the_running_server_and_reach_open_sockets(
     let lines: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert_eq!(lines[1][..5], [uid.to_string().as_str(), "ann@example.com", "Test User", "user", "active"], "{list}");
-    assert_eq!(lines[1].len(), 8, "{list}");
+    assert_eq!(lines[1].len(), 9, "{list}");
 
     // The last admin rule, through the server: a clear error and a failing exit.
     let o = syncgate(&app.config, &["user", "role", &boss_id.to_string(), "user"]).await;

@@ -45,6 +45,7 @@ mod metrics;
 mod microsoft_client;
 mod microsoft_connect;
 mod microsoft_sync;
+mod microsoft_team;
 mod move_to_pg;
 mod nodes;
 mod ops;

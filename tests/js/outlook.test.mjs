@@ -5,6 +5,8 @@
 // Outlook meeting is labelled so on the Meetings page; a revoked grant
 // (invalid_grant on refresh) shows "Needs reconnect", Reconnect mends it,
 // and Disconnect deletes the subscription at Graph and shows "Not connected".
+// An admin's Team page shows the same state in Ann's "Connected" cell:
+// "Outlook", "Outlook (needs reconnect)", then none.
 // A server without Microsoft says so instead of offering a button.
 // Each step waits up to 10 s and prints the delay it saw; none asserts a time.
 import { test, before, after } from 'node:test';
@@ -64,11 +66,25 @@ async function consent(A) {
   await A.nav('Integrations');
 }
 
+/** Ann's "Connected" cell on the admin's Team page, freshly loaded. */
+async function teamConnected(T) {
+  await T.nav('Meetings');
+  await T.nav('Team');
+  const cell = T.page.locator('#team-rows tr', { hasText: EMAIL }).locator('td').nth(2);
+  await cell.waitFor();
+  return cell;
+}
+
 test('Outlook on Integrations: connect, connected with expiry, needs reconnect, reconnect, disconnect', { skip }, async () => {
   const ann = sg.addUser(EMAIL);
+  const boss = sg.addUser('boss@example.com', 'admin');
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const A = await UiPage.open('A (integrations)', context);
   await A.signIn(sg.loginLink(ann.id));
+  const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const T = await UiPage.open('T (team)', adminContext);
+  await T.signIn(sg.loginLink(boss.id));
+  assert.equal(await (await teamConnected(T)).innerText(), 'none');
   await A.nav('Integrations');
   const card = A.page.locator('#outlook-status');
   saw('not connected yet', await visible(card.getByText('Not connected.')));
@@ -86,6 +102,7 @@ test('Outlook on Integrations: connect, connected with expiry, needs reconnect, 
   saw('subscription expiry shown', await visible(card.locator('dt', { hasText: 'Subscription expires' })));
   assert.match(await card.innerText(), /Subscription expires\s+.*\(in \d+ days?\)/);
   assert.equal(await A.page.locator('#outlook-connect').innerText(), 'Reconnect Outlook');
+  saw('Team page: "Outlook"', await visible((await teamConnected(T)).getByText('Outlook', { exact: true })));
 
   // The Outlook meeting, labelled as such.
   await A.nav('Meetings');
@@ -100,6 +117,7 @@ test('Outlook on Integrations: connect, connected with expiry, needs reconnect, 
   saw('"Needs reconnect" shown', await visible(card.getByText(/^Needs reconnect as ann\.lee@contoso\.com/)));
   assert.equal(await A.page.locator('#outlook-connect').innerText(), 'Reconnect Outlook');
   assert.doesNotMatch(await card.innerText(), /Subscription expires/, 'no expiry while nothing arrives');
+  saw('Team page: "Outlook (needs reconnect)"', await visible((await teamConnected(T)).getByText('Outlook (needs reconnect)', { exact: true })));
 
   // Reconnect mends it.
   microsoft.refuse = false;
@@ -115,12 +133,15 @@ test('Outlook on Integrations: connect, connected with expiry, needs reconnect, 
   assert.equal(await A.page.locator('#outlook-disconnect').count(), 0);
   for (const id of live) assert.ok(microsoft.deleted.includes(id), `subscription ${id} deleted at Graph`);
   assert.deepEqual((await me(ann.token)).microsoft, { connected: false, username: null, needs_reconnect: false });
+  assert.equal(await (await teamConnected(T)).innerText(), 'none', 'the Team page no longer says Outlook');
 
   // No Microsoft token reached the page.
   const html = await A.page.content();
   assert.doesNotMatch(html, /fake-access|fake-refresh|fake-code/);
   assert.deepEqual(A.unexpectedErrors(), [], 'no console errors');
+  assert.deepEqual(T.unexpectedErrors(), [], 'no console errors on the Team page');
   await context.close();
+  await adminContext.close();
 });
 
 test('a server without Microsoft says so on the Outlook card', { skip }, async () => {
