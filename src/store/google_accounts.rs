@@ -96,16 +96,17 @@ impl Store {
                         google_refresh_token = COALESCE(CAST(?2 AS TEXT), google_refresh_token),
                         google_access_token = ?3,
                         google_token_expires_at = ?4,
-                        google_needs_reconnect = FALSE,
-                        updated_at = ?5
-                     WHERE id = ?6",
-                    args![account.sub, account.refresh_token, account.access_token, account.access_expires_at, tx.now(), user_id],
+                        google_needs_reconnect = FALSE
+                     WHERE id = ?5",
+                    args![account.sub, account.refresh_token, account.access_token, account.access_expires_at, user_id],
                 )?;
-                let user = users::get(conn, user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
                 if created {
                     // A new account, as admins see it live (public columns only).
                     tx.log_inserted(Table::Users, user_id)?;
+                } else {
+                    tx.log_updated(Table::Users, user_id)?;
                 }
+                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
                 Ok(GoogleLink::Linked { user, created })
             })
             .await

@@ -168,11 +168,13 @@ impl Store {
                         )?;
                     }
                 }
-                let user = users::get(conn, user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
                 if created {
                     // A new account, as admins see it live (public columns only).
                     tx.log_inserted(Table::Users, user_id)?;
+                } else {
+                    tx.log_updated(Table::Users, user_id)?;
                 }
+                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
                 Ok(MicrosoftLink::Linked { user, created })
             })
             .await
@@ -185,7 +187,11 @@ impl Store {
             .write(move |tx| {
                 let conn = tx.conn();
                 forget(conn, user_id)?;
-                Ok(conn.execute("DELETE FROM microsoft_accounts WHERE user_id = ?1", args![user_id])? == 1)
+                let gone = conn.execute("DELETE FROM microsoft_accounts WHERE user_id = ?1", args![user_id])? == 1;
+                if gone {
+                    tx.log_updated(Table::Users, user_id)?;
+                }
+                Ok(gone)
             })
             .await
     }

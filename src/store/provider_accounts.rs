@@ -6,7 +6,7 @@
 //! The pieces are constants: no request text reaches them.
 
 use super::sql::args;
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, Table};
 use crate::model::{AccountStatus, Provider};
 
 /// One provider's tables and account columns, as SQL pieces.
@@ -28,6 +28,10 @@ pub(super) struct ProviderSql {
     pub account_user_key: &'static str,
     /// The columns of `account_table`, unqualified, for UPDATEs.
     pub columns: TokenColumns,
+    /// `account_table` has an `updated_at` of its own to move with the
+    /// tokens. `users.updated_at` is not one: it is a logged column, moved
+    /// only with a logged change.
+    pub stamped: bool,
     /// The provider's calendar list (`user_id`, `calendar_id`, `selected`).
     pub calendars: &'static str,
     /// The calendar column with the incremental sync state (sync token, delta link).
@@ -64,6 +68,7 @@ const GOOGLE: ProviderSql = ProviderSql {
         token_expires_at: "google_token_expires_at",
         needs_reconnect: "google_needs_reconnect",
     },
+    stamped: false,
     calendars: "google_calendars",
     sync_state: "sync_token",
     status_table: "google_sync_status",
@@ -86,6 +91,7 @@ const MICROSOFT: ProviderSql = ProviderSql {
         token_expires_at: "token_expires_at",
         needs_reconnect: "needs_reconnect",
     },
+    stamped: true,
     calendars: "microsoft_calendars",
     sync_state: "delta_link",
     status_table: "microsoft_sync_status",
@@ -148,7 +154,8 @@ impl Store {
     }
 
     /// A refreshed access token, and the refresh token that came with it
-    /// when the provider rotated it (None keeps the stored one).
+    /// when the provider rotated it (None keeps the stored one). Nobody sees
+    /// it: nothing is logged.
     pub async fn save_tokens(
         &self,
         provider: Provider,
@@ -160,16 +167,21 @@ impl Store {
         let p = provider_sql(provider);
         let c = &p.columns;
         let sql = format!(
-            "UPDATE {table} SET {access} = ?1, {expires} = ?2, {refresh} = COALESCE(CAST(?3 AS TEXT), {refresh}), updated_at = ?4
-             WHERE {key} = ?5",
+            "UPDATE {table} SET {access} = ?2, {expires} = ?3, {refresh} = COALESCE(CAST(?4 AS TEXT), {refresh}){stamp}
+             WHERE {key} = ?1",
             table = p.account_table,
             key = p.account_user_key,
             access = c.access_token,
             expires = c.token_expires_at,
             refresh = c.refresh_token,
+            stamp = if p.stamped { ", updated_at = ?5" } else { "" },
         );
         self.bookkeeping(move |conn, now| {
-            conn.execute(&sql, args![access_token, access_expires_at, refresh_token, now, user_id])?;
+            if p.stamped {
+                conn.execute(&sql, args![user_id, access_token, access_expires_at, refresh_token, now])?;
+            } else {
+                conn.execute(&sql, args![user_id, access_token, access_expires_at, refresh_token])?;
+            }
             Ok(())
         })
         .await
@@ -177,20 +189,31 @@ impl Store {
 
     /// The provider said `invalid_grant`: the user must connect again, and is
     /// not synced until they do. True when this changed it (so the caller
-    /// says so once).
+    /// says so once); admins following `users` see it at once.
     pub async fn mark_needs_reconnect(&self, provider: Provider, user_id: i64) -> StoreResult<bool> {
         let p = provider_sql(provider);
         let c = &p.columns;
         let sql = format!(
-            "UPDATE {table} SET {needs} = TRUE, {access} = NULL, {expires} = NULL, updated_at = ?1
-             WHERE {key} = ?2 AND NOT {needs}",
+            "UPDATE {table} SET {needs} = TRUE, {access} = NULL, {expires} = NULL{stamp}
+             WHERE {key} = ?1 AND NOT {needs}",
             table = p.account_table,
             key = p.account_user_key,
             needs = c.needs_reconnect,
             access = c.access_token,
             expires = c.token_expires_at,
+            stamp = if p.stamped { ", updated_at = ?2" } else { "" },
         );
-        self.bookkeeping(move |conn, now| Ok(conn.execute(&sql, args![now, user_id])? == 1)).await
+        self.writer
+            .write(move |tx| {
+                let now = tx.now().to_string();
+                let changed =
+                    if p.stamped { tx.conn().execute(&sql, args![user_id, now])? } else { tx.conn().execute(&sql, args![user_id])? } == 1;
+                if changed {
+                    tx.log_updated(Table::Users, user_id)?;
+                }
+                Ok(changed)
+            })
+            .await
     }
 
     /// Users whose calendars at the provider sync: connected, access not

@@ -243,6 +243,22 @@ impl<'a, 'c> WriteTx<'a, 'c> {
         Ok(())
     }
 
+    /// A user's calendar connection changed (connected, must reconnect,
+    /// disconnected): columns the log does not carry. Their row's
+    /// `updated_at` moves and the UPDATE is logged, so pages that follow
+    /// `users` (the Team page) read it again. Only for `users`.
+    pub fn log_updated(&mut self, table: Table, id: i64) -> StoreResult<()> {
+        if table != Table::Users {
+            return Err(StoreError::internal("rows of the data tables are updated with WriteTx::update"));
+        }
+        let Some(old) = rows::get(self.conn, table, id)? else { return Ok(()) };
+        let sql = format!("UPDATE {} SET updated_at = ?1 WHERE id = ?2 RETURNING {}", table.name(), rows::column_list(table));
+        let row = self.conn.query_opt(&sql, args![self.now, id])?.ok_or_else(|| StoreError::internal("updated row vanished"))?;
+        let new = rows::row_to_json(table, &row);
+        self.log(table, Op::Update, id, Some(new), Some(old));
+        Ok(())
+    }
+
     /// Delete a row and log it. Returns the deleted row, or None if absent.
     pub fn delete(&mut self, table: Table, id: i64) -> StoreResult<Option<Value>> {
         let Some(old) = rows::get(self.conn, table, id)? else { return Ok(None) };

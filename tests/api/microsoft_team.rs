@@ -1,13 +1,15 @@
 //! Who has Outlook connected, as admins see it: `GET /api/admin/users`
 //! (`microsoft_connected`, `microsoft_needs_reconnect`) and `syncgate user
 //! list` (its last column), through a real connect against the fake Graph,
-//! a revoked grant found by a sync, and a disconnect.
+//! a revoked grant found by a sync, and a disconnect. Each of the three is
+//! an UPDATE of the user's row on an admin's `users` channel, so the Team
+//! page reads the list again at once.
 
 use serde_json::{json, Value};
 
 use crate::accounts_cli::ok;
 use crate::fake_graph::FakeGraph;
-use crate::helpers::{within, TestApp};
+use crate::helpers::{within, TestApp, Ws};
 use crate::microsoft_connect::{connect_as, ms_app, O1, T1};
 
 const UPN: &str = "ann@contoso.example";
@@ -33,6 +35,21 @@ async fn cli_line(app: &TestApp, user: i64) -> Vec<String> {
         .unwrap_or_else(|| panic!("user {user} is in the list: {list}"))
 }
 
+/// The next change on an admin's `users` channel: it is about `user`, an UPDATE.
+async fn updated(team: &mut Ws, user: i64, why: &str) {
+    let data = loop {
+        let f = team.recv_within(std::time::Duration::from_secs(10)).await.unwrap_or_else(|| panic!("{why}: a users change"));
+        if f.event == "postgres_changes" {
+            break f.payload["data"].clone();
+        }
+    };
+    assert_eq!(
+        (data["table"].as_str(), data["type"].as_str(), data["record"]["id"].as_i64()),
+        (Some("users"), Some("UPDATE"), Some(user)),
+        "{why}: {data}"
+    );
+}
+
 #[tokio::test]
 async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_and_the_cli() {
     let fake = FakeGraph::start().await;
@@ -41,6 +58,9 @@ async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_
     let (boss, admin) = app.add_user("boss@contoso.example", "admin");
     let (ann, token) = app.add_user(UPN, "user");
     let not_connected = json!({"connected": false, "needs_reconnect": false});
+    let mut team = app.ws(&admin, "2.0.0").await;
+    team.join("realtime:team", json!([{"event": "*", "schema": "public", "table": "users"}]), Some(&admin)).await;
+    team.joined().await;
 
     assert_eq!(outlook(&listed(&app, &admin, ann).await), not_connected);
     assert_eq!(cli_line(&app, ann).await[8], "no");
@@ -48,6 +68,7 @@ async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_
     // Ann connects Outlook: admins see it; the Google and Calendly fields are untouched.
     let r = connect_as(&app, &fake, &token, UPN).await;
     assert_eq!(r.status().as_u16(), 303, "connected");
+    updated(&mut team, ann, "connect").await;
     let u = listed(&app, &admin, ann).await;
     assert_eq!(outlook(&u), json!({"connected": true, "needs_reconnect": false}), "{u}");
     assert_eq!((u["google_connected"].as_bool(), u["calendly_connected"].as_bool()), (Some(false), Some(false)), "{u}");
@@ -75,6 +96,7 @@ async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_
     })
     .await;
     assert_eq!(outlook(&u), json!({"connected": true, "needs_reconnect": true}), "{u}");
+    updated(&mut team, ann, "needs reconnect").await;
     assert_eq!(cli_line(&app, ann).await[8], "reconnect");
     for t in fake.issued_tokens() {
         assert!(!u.to_string().contains(&t), "a Microsoft token reached the admin list");
@@ -83,6 +105,7 @@ async fn admins_see_outlook_connected_then_needs_reconnect_then_gone_in_the_api_
     // Ann disconnects Outlook: gone from the list.
     let (s, _) = app.delete("/api/me/microsoft", &token).await;
     assert_eq!(s, 204);
+    updated(&mut team, ann, "disconnect").await;
     assert_eq!(outlook(&listed(&app, &admin, ann).await), not_connected);
     assert_eq!(cli_line(&app, ann).await[8], "no");
 }
