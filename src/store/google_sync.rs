@@ -23,9 +23,8 @@ use serde_json::Value;
 
 use super::google::{self as rows, EventLink, LinkKeys};
 
-use super::synced_meetings::{link_client, MeetingFields, SyncCounts};
-use super::{bookings, Store, StoreError, StoreResult, Table, WriteTx};
-use crate::model::MeetingStatus;
+use super::synced_meetings::{cancel_meeting, insert_meeting, leave_to_booking, update_meeting, EventOf, MeetingFields, SyncCounts};
+use super::{bookings, Store, StoreResult, Table, WriteTx};
 
 /// A meeting-type event with readable times, and what identifies it across calendars.
 #[derive(Debug)]
@@ -213,16 +212,7 @@ fn upsert_event(
             }
             cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
             cols.push(("calendar_name", SqlValue::Text(page.calendar_name.clone())));
-            // client_id is the adviser's to set; fill it only while empty.
-            if before.get("client_id").is_none_or(Value::is_null) {
-                if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                    cols.push(("client_id", SqlValue::Integer(c)));
-                }
-            }
-            let after = tx.update(Table::Meetings, id, &cols)?;
-            if after.as_ref() != Some(&before) {
-                counts.updated += 1;
-            }
+            update_meeting(tx, user_id, id, &before, cols, &fields.attendee_emails, counts)?;
         }
         None => {
             // An endless series is imported only up to the window's end; the
@@ -231,31 +221,16 @@ fn upsert_event(
                 counts.skipped += 1;
                 return Ok(());
             }
-            // The Google copy of a Calendly booking: the Calendly meeting is
-            // the booking, now and on every later edit of this event. Found by
-            // time and email, it learns the event id so later edits match by id.
+            let event = EventOf { user_id, source: "google", event_id: &ev.event_id, event_id_column: "google_event_id" };
             if let Some(booking) =
                 bookings::calendly_meeting_for_event(tx.conn(), user_id, &ev.event_id, &fields.starts_at, &fields.attendee_emails)?
             {
-                if !booking.by_event_id {
-                    tx.update(Table::Meetings, booking.meeting_id, &[("google_event_id", SqlValue::Text(ev.event_id.clone()))])?;
-                }
-                counts.skipped += 1;
-                return Ok(());
+                return leave_to_booking(tx, &event, booking, counts);
             }
-            cols.push(("user_id", SqlValue::Integer(user_id)));
-            cols.push(("source", SqlValue::Text("google".into())));
-            cols.push(("external_id", SqlValue::Text(ev.event_id.clone())));
-            cols.push(("google_event_id", SqlValue::Text(ev.event_id.clone())));
             cols.push(("calendar_id", SqlValue::Text(calendar_id.to_string())));
             cols.push(("calendar_name", SqlValue::Text(page.calendar_name.clone())));
-            if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                cols.push(("client_id", SqlValue::Integer(c)));
-            }
-            let row = tx.insert(Table::Meetings, &cols)?;
-            let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal("inserted meeting has no id"))?;
+            let id = insert_meeting(tx, &event, cols, &fields.attendee_emails, counts)?;
             rows::save_link(tx.conn(), user_id, calendar_id, &ev.event_id, id, &keys)?;
-            counts.created += 1;
         }
     }
     Ok(())
@@ -296,16 +271,6 @@ fn apply_cancellation(
             None => cancel_meeting(tx, l.meeting_id, counts)?,
             Some(other) => rehome(tx, user_id, l.meeting_id, calendar_id, &other.calendar_id, counts)?,
         }
-    }
-    Ok(())
-}
-
-fn cancel_meeting(tx: &mut WriteTx<'_, '_>, id: i64, counts: &mut SyncCounts) -> StoreResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
-    let canceled = MeetingStatus::Canceled.as_str();
-    if before.get("status").and_then(Value::as_str) != Some(canceled) {
-        tx.update(Table::Meetings, id, &[("status", SqlValue::Text(canceled.into()))])?;
-        counts.canceled += 1;
     }
     Ok(())
 }

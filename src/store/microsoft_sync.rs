@@ -21,11 +21,10 @@
 use std::collections::HashSet;
 
 use rusqlite::types::Value as SqlValue;
-use serde_json::Value;
 
 use super::sql::{args, Conn};
-use super::synced_meetings::{link_client, MeetingFields, SyncCounts};
-use super::{bookings, Store, StoreError, StoreResult, Table, WriteTx};
+use super::synced_meetings::{cancel_meeting, insert_meeting, leave_to_booking, update_meeting, EventOf, MeetingFields, SyncCounts};
+use super::{bookings, Store, StoreResult, Table, WriteTx};
 use crate::model::MeetingStatus;
 
 const SOURCE: &str = "microsoft";
@@ -241,7 +240,7 @@ fn apply_page(tx: &mut WriteTx<'_, '_>, user_id: i64, page: &OutlookPage, end: O
             )?;
             for (id, event_id) in listed {
                 if !seen.contains(&event_id) {
-                    cancel(tx, id, &mut counts)?;
+                    cancel_meeting(tx, id, &mut counts)?;
                 }
             }
         }
@@ -264,47 +263,24 @@ fn upsert(
     let mut cols = fields.columns();
     cols.push(("calendar_id", SqlValue::Text(page.calendar_id.clone())));
     cols.push(("calendar_name", SqlValue::Text(page.calendar_name.clone())));
+    let event = EventOf { user_id, source: SOURCE, event_id, event_id_column: "microsoft_event_id" };
     match outlook_meeting(tx.conn(), user_id, event_id)? {
         Some(id) => {
             let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
-            // client_id is the adviser's to set; fill it only while empty.
-            if before.get("client_id").is_none_or(Value::is_null) {
-                if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                    cols.push(("client_id", SqlValue::Integer(c)));
-                }
-            }
-            let after = tx.update(Table::Meetings, id, &cols)?;
-            if after.as_ref() != Some(&before) {
-                counts.updated += 1;
-            }
+            update_meeting(tx, user_id, id, &before, cols, &fields.attendee_emails, counts)?;
         }
         None => {
-            // The Outlook copy of a Calendly booking: the Calendly meeting is
-            // the booking, now and on every later edit of this event.
             if let Some(booking) =
                 bookings::calendly_meeting_for_outlook_event(tx.conn(), user_id, event_id, &fields.starts_at, &fields.attendee_emails)?
             {
-                if !booking.by_event_id {
-                    tx.update(Table::Meetings, booking.meeting_id, &[("microsoft_event_id", SqlValue::Text(event_id.to_string()))])?;
-                }
-                counts.skipped += 1;
-                return Ok(());
+                return leave_to_booking(tx, &event, booking, counts);
             }
             // A canceled event we never had a meeting for stays out.
             if fields.status() == MeetingStatus::Canceled {
                 counts.skipped += 1;
                 return Ok(());
             }
-            cols.push(("user_id", SqlValue::Integer(user_id)));
-            cols.push(("source", SqlValue::Text(SOURCE.into())));
-            cols.push(("external_id", SqlValue::Text(event_id.to_string())));
-            cols.push(("microsoft_event_id", SqlValue::Text(event_id.to_string())));
-            if let Some(c) = link_client(tx.conn(), user_id, &fields.attendee_emails)? {
-                cols.push(("client_id", SqlValue::Integer(c)));
-            }
-            let row = tx.insert(Table::Meetings, &cols)?;
-            row.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal("inserted meeting has no id"))?;
-            counts.created += 1;
+            insert_meeting(tx, &event, cols, &fields.attendee_emails, counts)?;
         }
     }
     Ok(())
@@ -323,17 +299,7 @@ fn cancel_in(tx: &mut WriteTx<'_, '_>, user_id: i64, calendar_id: &str, event_id
         counts.skipped += 1;
         return Ok(());
     }
-    cancel(tx, id, counts)
-}
-
-fn cancel(tx: &mut WriteTx<'_, '_>, id: i64, counts: &mut SyncCounts) -> StoreResult<()> {
-    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
-    let canceled = MeetingStatus::Canceled.as_str();
-    if before.get("status").and_then(Value::as_str) != Some(canceled) {
-        tx.update(Table::Meetings, id, &[("status", SqlValue::Text(canceled.into()))])?;
-        counts.canceled += 1;
-    }
-    Ok(())
+    cancel_meeting(tx, id, counts)
 }
 
 /// Let go of a calendar that no longer syncs: its meetings are removed (a

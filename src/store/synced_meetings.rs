@@ -1,13 +1,15 @@
 //! What both calendar syncs write the same way: a meeting's synced columns
 //! as an event gives them ([`MeetingFields`], its texts [`clip`]ped and its
-//! people gathered by [`Attendees`]), what a write did ([`SyncCounts`]), and
-//! the client an event's attendees name.
+//! people gathered by [`Attendees`]), what a write did ([`SyncCounts`]), the
+//! client an event's attendees name, and the steps every event takes — a
+//! new meeting, an update, a booking's calendar copy, a cancellation.
 
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
 
+use super::bookings::BookingMatch;
 use super::sql::{args, Conn};
-use super::StoreResult;
+use super::{StoreError, StoreResult, Table, WriteTx};
 use crate::model::MeetingStatus;
 
 /// The most of each text a synced meeting keeps (characters), and of its
@@ -160,4 +162,84 @@ pub(super) fn link_client(conn: &Conn<'_>, user_id: i64, emails: &[String]) -> S
         }
     }
     Ok(None)
+}
+
+/// Whose event a meeting is: its user, its source, and the event id with
+/// the column that keeps it (`google_event_id`, `microsoft_event_id`).
+pub(super) struct EventOf<'a> {
+    pub user_id: i64,
+    pub source: &'static str,
+    pub event_id: &'a str,
+    pub event_id_column: &'static str,
+}
+
+/// A new meeting of the event, with its client when an attendee is one.
+/// `cols` are the event's columns ([`MeetingFields::columns`] and its calendar).
+pub(super) fn insert_meeting(
+    tx: &mut WriteTx<'_, '_>,
+    event: &EventOf<'_>,
+    mut cols: Vec<(&'static str, SqlValue)>,
+    attendee_emails: &[String],
+    counts: &mut SyncCounts,
+) -> StoreResult<i64> {
+    cols.push(("user_id", SqlValue::Integer(event.user_id)));
+    cols.push(("source", SqlValue::Text(event.source.into())));
+    cols.push(("external_id", SqlValue::Text(event.event_id.to_string())));
+    cols.push((event.event_id_column, SqlValue::Text(event.event_id.to_string())));
+    if let Some(c) = link_client(tx.conn(), event.user_id, attendee_emails)? {
+        cols.push(("client_id", SqlValue::Integer(c)));
+    }
+    let row = tx.insert(Table::Meetings, &cols)?;
+    let id = row.get("id").and_then(Value::as_i64).ok_or_else(|| StoreError::internal("inserted meeting has no id"))?;
+    counts.created += 1;
+    Ok(id)
+}
+
+/// The event's columns over its meeting `id` (as it was: `before`). The
+/// client is the adviser's to set: filled only while empty.
+pub(super) fn update_meeting(
+    tx: &mut WriteTx<'_, '_>,
+    user_id: i64,
+    id: i64,
+    before: &Value,
+    mut cols: Vec<(&'static str, SqlValue)>,
+    attendee_emails: &[String],
+    counts: &mut SyncCounts,
+) -> StoreResult<()> {
+    if before.get("client_id").is_none_or(Value::is_null) {
+        if let Some(c) = link_client(tx.conn(), user_id, attendee_emails)? {
+            cols.push(("client_id", SqlValue::Integer(c)));
+        }
+    }
+    if tx.update(Table::Meetings, id, &cols)?.as_ref() != Some(before) {
+        counts.updated += 1;
+    }
+    Ok(())
+}
+
+/// The event is the calendar copy of a Calendly booking: the Calendly
+/// meeting stays the booking, now and on every later edit of the event.
+/// Found by time and address, it learns the event id so later edits match by id.
+pub(super) fn leave_to_booking(
+    tx: &mut WriteTx<'_, '_>,
+    event: &EventOf<'_>,
+    booking: BookingMatch,
+    counts: &mut SyncCounts,
+) -> StoreResult<()> {
+    if !booking.by_event_id {
+        tx.update(Table::Meetings, booking.meeting_id, &[(event.event_id_column, SqlValue::Text(event.event_id.to_string()))])?;
+    }
+    counts.skipped += 1;
+    Ok(())
+}
+
+/// The meeting is canceled (once: an already canceled one is left as it is).
+pub(super) fn cancel_meeting(tx: &mut WriteTx<'_, '_>, id: i64, counts: &mut SyncCounts) -> StoreResult<()> {
+    let Some(before) = tx.get(Table::Meetings, id)? else { return Ok(()) };
+    let canceled = MeetingStatus::Canceled.as_str();
+    if before.get("status").and_then(Value::as_str) != Some(canceled) {
+        tx.update(Table::Meetings, id, &[("status", SqlValue::Text(canceled.into()))])?;
+        counts.canceled += 1;
+    }
+    Ok(())
 }
