@@ -4,11 +4,12 @@
 // endpoint, userinfo, calendarList.list, events.list per calendar (a full
 // listing, or what changed since a sync token; nextSyncToken on the one
 // page), events.watch and channels.stop.
-import http from 'node:http';
+import { FakeService } from './fake-service.mjs';
 import { randomUUID } from 'node:crypto';
 
-export class FakeGoogle {
+export class FakeGoogle extends FakeService {
   constructor() {
+    super();
     this.accounts = new Map(); // email -> { sub, name, calendars: [{ id, summary, color, primary, events: [{ seq, body }] }] }
     this.codes = new Map();
     this.access = new Map();
@@ -18,18 +19,11 @@ export class FakeGoogle {
   }
 
   static async start() {
-    const fake = new FakeGoogle();
-    fake.server = http.createServer((req, res) => fake.handle(req, res).catch((e) => {
-      res.writeHead(500, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 500, message: String(e) } }));
-    }));
-    await new Promise((r) => fake.server.listen(0, '127.0.0.1', r));
-    fake.base = `http://127.0.0.1:${fake.server.address().port}`;
-    return fake;
+    return FakeService.listen(new FakeGoogle());
   }
 
-  async close() {
-    await new Promise((r) => this.server.close(r));
+  errorBody(e) {
+    return { error: { code: 500, message: String(e) } };
   }
 
   /** The `SYNCGATE_GOOGLE__*` settings that point syncgate here. */

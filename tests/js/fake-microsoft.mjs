@@ -9,7 +9,7 @@
 // for a revoked grant. Graph: /me/calendars, one calendar-view delta page
 // ending in a deltaLink, and subscriptions (create after the validation
 // handshake, renew, delete).
-import http from 'node:http';
+import { FakeService } from './fake-service.mjs';
 import { createHash, randomUUID } from 'node:crypto';
 
 const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';
@@ -18,8 +18,9 @@ function b64url(v) {
   return Buffer.from(JSON.stringify(v)).toString('base64url');
 }
 
-export class FakeMicrosoft {
+export class FakeMicrosoft extends FakeService {
   constructor() {
+    super();
     this.accounts = new Map(); // upn -> { oid, name, events: [] }
     this.codes = new Map(); // code -> { upn, challenge, redirect }
     this.access = new Map(); // access token -> upn
@@ -35,18 +36,11 @@ export class FakeMicrosoft {
   }
 
   static async start() {
-    const fake = new FakeMicrosoft();
-    fake.server = http.createServer((req, res) => fake.handle(req, res).catch((e) => {
-      res.writeHead(500, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'InternalServerError', message: String(e) } }));
-    }));
-    await new Promise((r) => fake.server.listen(0, '127.0.0.1', r));
-    fake.base = `http://127.0.0.1:${fake.server.address().port}`;
-    return fake;
+    return FakeService.listen(new FakeMicrosoft());
   }
 
-  async close() {
-    await new Promise((r) => this.server.close(r));
+  errorBody(e) {
+    return { error: { code: 'InternalServerError', message: String(e) } };
   }
 
   /** The `SYNCGATE_MICROSOFT__*` settings that point syncgate here. */
