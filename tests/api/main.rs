@@ -47,6 +47,7 @@ mod microsoft_client;
 mod microsoft_connect;
 mod microsoft_e2e;
 mod microsoft_sync;
+mod microsoft_throttling;
 mod move_to_pg;
 mod nodes;
 mod ops;
