@@ -46,6 +46,7 @@ mod microsoft_account_changes;
 mod microsoft_client;
 mod microsoft_connect;
 mod microsoft_e2e;
+mod microsoft_recurring;
 mod microsoft_sync;
 mod microsoft_throttling;
 mod move_to_pg;
