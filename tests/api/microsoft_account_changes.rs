@@ -1,6 +1,7 @@
 //! Account changes and Outlook subscriptions, against the fake Graph: an
 //! admin disabling a user, removing one, or the user disconnecting Outlook
-//! deletes their Graph subscriptions at Graph first (none is left active
+//! (through the admin API or `syncgate user …`) deletes their Graph
+//! subscriptions at Graph first (none is left active
 //! there) and here, so a notification for one syncs nothing any more;
 //! enabling the user again, and connecting again, makes exactly one
 //! subscription per ticked calendar.
@@ -79,17 +80,47 @@ async fn disabling_deletes_the_subscriptions_at_graph_and_enabling_and_reconnect
     assert!(before.iter().all(|old| !fake.active_subscriptions(UPN).iter().any(|s| s.id == old.id)), "the old ones stay deleted");
 }
 
+/// `syncgate user …` as an operator runs it next to the server (which it
+/// goes through while one runs).
+async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SYNCGATE") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(crate::helpers::config_env(&app.config))
+        .env("SYNCGATE_DATABASE__PATH", &app.config.database.path)
+        .env("SYNCGATE_AUTH__JWT_SECRET", crate::helpers::SECRET)
+        .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(30), c.output()).await.expect("the command finishes").expect("runs")
+}
+
 #[tokio::test]
 async fn removing_a_user_deletes_their_subscriptions_at_graph_first() {
     let (fake, app, user, _) = connected(|_| {}).await;
     let (_, boss) = app.add_user("boss@contoso.example", "admin");
     let before = fake.active_subscriptions(UPN);
     assert_eq!(before.len(), 1);
+    // Through the admin API, as the Team page does.
     let (s, body) = app.delete(&format!("/api/admin/users/{user}"), &boss).await;
     assert_eq!(s, 200, "{body}");
     assert!(fake.active_subscriptions(UPN).is_empty(), "deleted at Graph before the account went");
     assert_eq!(subscription_rows(&app, user), 0);
     notifications_sync_nothing(&fake, &app, &before, "unknown-event").await;
+
+    // Through the CLI next to the running server: the same.
+    let (other, token) = app.add_user("bob@contoso.example", "user");
+    fake.add_account(crate::microsoft_connect::T1, "aaaaaaaa-0000-4000-8000-00000000000b", "bob@contoso.example", "Bob");
+    assert_eq!(connect_as(&app, &fake, &token, "bob@contoso.example").await.status().as_u16(), 303);
+    within(15, "Bob's subscription", || async { (fake.active_subscriptions("bob@contoso.example").len() == 1).then_some(()) }).await;
+    let o = cli(&app, &["user", "remove", &other.to_string(), "--yes"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(fake.active_subscriptions("bob@contoso.example").is_empty(), "deleted at Graph before the account went");
+    assert_eq!(subscription_rows(&app, other), 0);
 }
 
 #[tokio::test]
