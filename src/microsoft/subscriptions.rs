@@ -94,6 +94,8 @@ impl MicrosoftSync {
             match self.subscribe(user_id, &cal).await {
                 Ok(_) => made += 1,
                 Err(e @ (SyncError::NotConnected | SyncError::NeedsReconnect | SyncError::ShuttingDown)) => return Err(e),
+                // Another node is making this user's subscriptions right now.
+                Err(SyncError::Busy) => {}
                 Err(e) => {
                     // Failed renewals are the renewal scheduler's to retry
                     // (with backoff); without this one the calendar would
