@@ -72,6 +72,9 @@ pub struct MicrosoftSync {
     pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
     /// One change of a user's subscriptions at a time on this node.
     pub(crate) subscription_locks: crate::provider::UserLocks,
+    /// Users whose last pass Graph throttled past what a call waits, and
+    /// until when (its `Retry-After`): no pass for them before then.
+    pub(crate) throttled: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
 impl MicrosoftSync {
@@ -133,6 +136,7 @@ impl MicrosoftSync {
             renewals,
             full_syncs,
             subscription_locks: crate::provider::UserLocks::default(),
+            throttled: Mutex::new(HashMap::new()),
             cfg,
             sign_up: crate::auth::oauth_state::SignUpPolicy::from(&config.auth),
             store,

@@ -427,12 +427,23 @@ impl MicrosoftSync {
     /// `microsoft_token:<id>`); whoever waited finds the fresh token stored.
     /// `invalid_grant` marks the account "needs reconnect" (logged once).
     pub async fn access_token(self: &Arc<Self>, user_id: i64) -> Result<Secret, AccessError> {
+        self.token_for(user_id, false).await
+    }
+
+    /// An access token to delete the user's subscriptions at Graph, even
+    /// when their account was just disabled: the deletion is what the
+    /// disable asks for, and without it Graph keeps notifying for days.
+    pub(crate) async fn access_token_to_clean_up(self: &Arc<Self>, user_id: i64) -> Result<Secret, AccessError> {
+        self.token_for(user_id, true).await
+    }
+
+    async fn token_for(self: &Arc<Self>, user_id: i64, even_if_disabled: bool) -> Result<Secret, AccessError> {
         let lock = self.refresh_lock(user_id);
         let _one_here = lock.lock().await;
         let lease = format!("microsoft_token:{user_id}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if let Stored::Fresh(token) = self.stored_token(user_id).await? {
+            if let Stored::Fresh(token) = self.stored_token(user_id, even_if_disabled).await? {
                 return Ok(token);
             }
             if self.shutting_down() {
@@ -440,7 +451,7 @@ impl MicrosoftSync {
             }
             if let Some(fence) = self.leases.try_take(&lease).await {
                 // Another node may have refreshed between the read and the lease.
-                let result = match self.stored_token(user_id).await {
+                let result = match self.stored_token(user_id, even_if_disabled).await {
                     Ok(Stored::Fresh(token)) => Ok(token),
                     Ok(Stored::Refresh(refresh)) => self.refresh(user_id, refresh).await,
                     Err(e) => Err(e),
@@ -456,9 +467,9 @@ impl MicrosoftSync {
     }
 
     /// The stored access token if it is good for another minute, else the refresh token.
-    async fn stored_token(&self, user_id: i64) -> Result<Stored, AccessError> {
+    async fn stored_token(&self, user_id: i64, even_if_disabled: bool) -> Result<Stored, AccessError> {
         let creds = self.store.credentials(Provider::Microsoft, user_id).await?.ok_or(AccessError::NotConnected)?;
-        if creds.disabled {
+        if creds.disabled && !even_if_disabled {
             return Err(AccessError::Disabled);
         }
         if creds.needs_reconnect {

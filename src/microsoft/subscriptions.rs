@@ -86,13 +86,29 @@ impl MicrosoftSync {
         let calendars = self.store.outlook_calendars(user_id).await?;
         let calendars = if calendars.is_empty() { self.refresh_calendars(user_id, &token).await? } else { calendars };
         let mut made = 0;
+        let mut first_error = None;
         for cal in calendars.into_iter().filter(|c| c.selected) {
-            if self.store.active_channel(Provider::Microsoft, user_id, &cal.calendar_id).await?.is_none() {
-                self.subscribe(user_id, &cal).await?;
-                made += 1;
+            if self.store.active_channel(Provider::Microsoft, user_id, &cal.calendar_id).await?.is_some() {
+                continue;
+            }
+            match self.subscribe(user_id, &cal).await {
+                Ok(_) => made += 1,
+                Err(e @ (SyncError::NotConnected | SyncError::NeedsReconnect | SyncError::ShuttingDown)) => return Err(e),
+                // Another node is making this user's subscriptions right now.
+                Err(SyncError::Busy) => {}
+                Err(e) => {
+                    // Failed renewals are the renewal scheduler's to retry
+                    // (with backoff); without this one the calendar would
+                    // stay without a subscription until the next restart.
+                    self.renewals.failed(user_id, &cal.calendar_id, &e.to_string()).await;
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(made)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(made),
+        }
     }
 
     /// Make a new subscription for the calendar; the one it replaces (if
@@ -212,7 +228,8 @@ impl MicrosoftSync {
                 return 0;
             }
         };
-        let token = self.access_token(user_id).await.ok();
+        // The account may be disabled already: that is why these go.
+        let token = self.access_token_to_clean_up(user_id).await.ok();
         for channel in &channels {
             match &token {
                 Some(token) => self.drop_subscription(user_id, token, &channel.channel_id).await,

@@ -210,6 +210,21 @@ impl MicrosoftSync {
     }
 }
 
+impl MicrosoftSync {
+    /// Is the user's sync waiting out a `Retry-After` of Graph's?
+    fn throttled_now(&self, user_id: i64) -> bool {
+        let mut map = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&user_id) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                map.remove(&user_id);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// How Outlook's pass log lines say it.
 const PASS_WORDS: PassWords = PassWords {
     name: "microsoft",
@@ -235,6 +250,13 @@ fn entry(ev: events::GraphEvent, self_address: &str) -> OutlookEntry {
 impl Syncer for MicrosoftSync {
     /// One pass, with its log line, its row in `microsoft_sync_status` and its metrics.
     async fn run_pass(self: &Arc<Self>, user_id: i64, trigger: SyncTrigger) {
+        // Graph said when to come back: a pass before then (for a
+        // notification meanwhile) would only be throttled again; the pass
+        // scheduled for then reads whatever changed.
+        if self.throttled_now(user_id) {
+            tracing::debug!(user = user_id, "microsoft sync waits for Graph's Retry-After");
+            return;
+        }
         let started = std::time::Instant::now();
         let result = self.sync_user(user_id, trigger).await;
         let end = match &result {
@@ -248,6 +270,7 @@ impl Syncer for MicrosoftSync {
         // A throttled pass comes back when Graph said it may.
         if let Err(SyncError::Api(CallError::Throttled { retry_after })) = &result {
             let wait = retry_after.unwrap_or(Duration::from_secs(60)).min(Duration::from_secs(3600));
+            self.throttled.lock().unwrap_or_else(|p| p.into_inner()).insert(user_id, std::time::Instant::now() + wait);
             let me = self.clone();
             self.tasks.spawn(async move {
                 let mut shutdown = me.shutdown.clone();

@@ -3,7 +3,9 @@
 //! every node once and in order; a killed node loses no acknowledged write
 //! and its subscribers and leases move; a paused node catches up; a Google
 //! burst and a Calendly double delivery spread over two nodes still act
-//! once; a rolling restart loses no webhook and leaves no realtime gap.
+//! once; a rolling restart loses no webhook and leaves no realtime gap; an
+//! Outlook burst over two nodes is few delta passes, and the Microsoft
+//! upkeep moves off a killed node and keeps extending the subscription.
 //! Intervals are short (poll 200ms, lease_ttl 2s) and every wait is a poll
 //! with a generous ceiling, never a timing assert. PostgreSQL only.
 
@@ -17,6 +19,7 @@ use syncgate::calendly::signature;
 
 use crate::cluster_nodes::{load_secs, settle, sqlite_pass, Cluster, Delivered, Subscriber};
 use crate::fake_google::{self, FakeGoogle};
+use crate::fake_graph::{self, FakeGraph};
 use crate::helpers;
 use crate::helpers::within;
 
@@ -231,6 +234,65 @@ async fn connect_google(cluster: &Cluster, fake: &FakeGoogle, email: &str, node:
 
 fn now_ms() -> i64 {
     syncgate::auth::unix_now_ms()
+}
+
+// ---------------------------------------------------------------- Microsoft
+
+const OUTLOOK_UPN: &str = "ann@contoso.example";
+
+fn microsoft_env(fake: &FakeGraph, subscription_ttl: &str, renew_before: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SYNCGATE_MICROSOFT__CLIENT_ID", fake_graph::CLIENT_ID.into()),
+        ("SYNCGATE_MICROSOFT__CLIENT_SECRET", fake_graph::CLIENT_SECRET.into()),
+        ("SYNCGATE_MICROSOFT__LOGIN_BASE_URL", fake.base.clone()),
+        ("SYNCGATE_MICROSOFT__GRAPH_BASE_URL", fake.graph_url()),
+        ("SYNCGATE_MICROSOFT__SAFETY_NET_INTERVAL", "0s".into()),
+        ("SYNCGATE_MICROSOFT__SUBSCRIPTION_TTL", subscription_ttl.into()),
+        ("SYNCGATE_MICROSOFT__RENEW_BEFORE", renew_before.into()),
+    ]
+}
+
+/// Connect Outlook as Ann through node `node` ("Connect Outlook" while
+/// signed in, the fake's consent, the callback with the state cookie);
+/// waits for her subscription and first sync. Returns her user id.
+async fn connect_outlook(cluster: &Cluster, fake: &FakeGraph, node: usize) -> i64 {
+    use crate::microsoft_connect::{O1, T1};
+    fake.add_account(T1, O1, OUTLOOK_UPN, "Ann Adviser");
+    // Every node's redirect URI is the shared public URL's (node 1's).
+    fake.register_redirect_uri(&format!("{}/api/auth/microsoft/callback", cluster.base(0)));
+    let (id, token) = cluster.add_user(OUTLOOK_UPN, "user");
+    fake.consent_as(OUTLOOK_UPN);
+    let r = cluster.http.post(cluster.url(node, "/api/auth/microsoft/connect")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("syncgate_microsoft_state=").map(|_| c.split(';').next().unwrap_or_default().to_string()))
+        .expect("a state cookie");
+    let body: Value = r.json().await.unwrap();
+    let r = cluster.http.get(body["url"].as_str().expect("a sign-in URL")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "the fake's consent");
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    let r = cluster.http.get(back).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "connected");
+    within(30, "the subscription and the first sync", || async {
+        (fake.active_subscriptions(OUTLOOK_UPN).len() == 1 && fake.delta_passes(OUTLOOK_UPN) >= 1).then_some(())
+    })
+    .await;
+    outlook_quiet(cluster, id).await;
+    id
+}
+
+/// Wait until every Outlook sync asked for the user, on any node, is served.
+async fn outlook_quiet(cluster: &Cluster, user: i64) {
+    within(30, "the user's Outlook sync requests served", || async {
+        let row =
+            cluster.db().row_opt("SELECT passes_wanted, passes_done FROM microsoft_sync_status WHERE user_id = ?1", &[json!(user)])?;
+        (row[0].as_i64() <= row[1].as_i64()).then_some(())
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------- Calendly
@@ -771,4 +833,97 @@ async fn a_rolling_restart_loses_no_webhook_and_leaves_no_gap() {
     for d in &delivered {
         assert!(d.state.reconnects >= 1, "every node restarted, so every subscriber moved at least once");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_microsoft_burst_over_two_nodes_coalesces() {
+    if sqlite_pass("a_microsoft_burst_over_two_nodes_coalesces") {
+        return;
+    }
+    let fake = FakeGraph::start().await;
+    let cluster = Cluster::start(2, &microsoft_env(&fake, "4230m", "1d")).await;
+    let user = connect_outlook(&cluster, &fake, 0).await;
+    let sub = fake.active_subscriptions(OUTLOOK_UPN).remove(0);
+    let passes_before = fake.delta_passes(OUTLOOK_UPN);
+    // Slow delta answers: two passes at once would overlap and show.
+    fake.set_delta_delay(Duration::from_millis(300));
+    let cal = fake.default_calendar(OUTLOOK_UPN);
+    let day = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let ids: Vec<String> = (0..20)
+        .map(|k| {
+            let at = |h: i64| crate::microsoft_e2e::naive(day + time::Duration::minutes(30 * k + h));
+            fake.create_event(
+                OUTLOOK_UPN,
+                &cal,
+                json!({"subject": format!("Burst {k}"), "start": {"dateTime": at(0), "timeZone": "UTC"}, "end": {"dateTime": at(20), "timeZone": "UTC"}}),
+            )
+        })
+        .collect();
+    // One notification per event, over both nodes at once, as Graph's
+    // deliveries behind a load balancer would come.
+    let sends = ids.iter().enumerate().map(|(k, id)| {
+        let item = fake.notification_item(&sub.id, "created", id);
+        let url = cluster.url(k % 2, "/api/microsoft/webhook");
+        let fake = fake.clone();
+        async move { fake.send_batch(&url, vec![item]).await }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    assert!(answers.iter().all(|s| *s == 202), "every notification accepted: {answers:?}");
+    let count = || {
+        cluster.db().rows_as::<(String, i64)>(
+            "SELECT microsoft_event_id, COUNT(*) FROM meetings WHERE user_id = ?1 AND source = 'microsoft' GROUP BY microsoft_event_id",
+            &[json!(user)],
+        )
+    };
+    within(30, "all twenty meetings", || async { (count().len() == 20).then_some(()) }).await;
+    outlook_quiet(&cluster, user).await;
+    let passes = fake.delta_passes(OUTLOOK_UPN) - passes_before;
+    let concurrent = fake.max_concurrent_deltas(OUTLOOK_UPN);
+    eprintln!("20 Outlook notifications over 2 nodes: {passes} delta passes, at most {concurrent} delta calls at once");
+    assert!((1..=3).contains(&passes), "the burst coalesced into few passes: {passes}");
+    assert!(concurrent <= 1, "never two delta rounds for one user at once: {concurrent}");
+    let twice: Vec<(String, i64)> = count().into_iter().filter(|(_, n)| *n != 1).collect();
+    assert_eq!(twice, vec![], "every change arrived once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_microsoft_upkeep_moves_off_a_killed_node_and_keeps_extending_the_subscription() {
+    if sqlite_pass("the_microsoft_upkeep_moves_off_a_killed_node_and_keeps_extending_the_subscription") {
+        return;
+    }
+    let fake = FakeGraph::start().await;
+    // Subscriptions of 12 s, extended 8 s before expiry: every 4 s or so.
+    let mut cluster = Cluster::start(2, &microsoft_env(&fake, "12s", "8s")).await;
+    let (_, admin) = cluster.add_user("root@contoso.example", "admin");
+    connect_outlook(&cluster, &fake, 0).await;
+    let first = fake.active_subscriptions(OUTLOOK_UPN).remove(0);
+    // One node holds the upkeep, both say so, and it extends in place.
+    let holder = within(20, "the microsoft_upkeep lease", || async { cluster.lease_holder("microsoft_upkeep") }).await;
+    for node in 0..2 {
+        let health = cluster.cluster_health(node, &admin).await;
+        let l = health["leases"].as_array().and_then(|a| a.iter().find(|l| l["name"] == "microsoft_upkeep").cloned());
+        let l = l.unwrap_or_else(|| panic!("node{} lists microsoft_upkeep: {health}", node + 1));
+        assert_eq!(l["holder"], holder.as_str(), "{l}");
+    }
+    within(20, "an extension before the kill", || async {
+        fake.active_subscriptions(OUTLOOK_UPN).into_iter().find(|s| s.id == first.id && s.renewals >= 1).map(|_| ())
+    })
+    .await;
+
+    let victim = cluster.index_of(&holder).expect("the holder is a node");
+    cluster.kill(victim).await;
+    let renewals_at_kill = fake.subscriptions(OUTLOOK_UPN).iter().map(|s| s.renewals).max().unwrap_or(0);
+    let survivor = cluster.nodes[1 - victim].id.clone();
+    within(20, "the upkeep lease on the live node", || async {
+        (cluster.lease_holder("microsoft_upkeep").as_deref() == Some(survivor.as_str())).then_some(())
+    })
+    .await;
+    // The live node keeps extending the same subscription in place.
+    let extended = within(30, "two extensions after the kill", || async {
+        fake.active_subscriptions(OUTLOOK_UPN).into_iter().find(|s| s.id == first.id && s.renewals >= renewals_at_kill + 2)
+    })
+    .await;
+    eprintln!("microsoft_upkeep moved from {holder} to {survivor}; the subscription extended {} times in all", extended.renewals);
+    assert_eq!(fake.subscriptions(OUTLOOK_UPN).len(), 1, "never recreated, never a second one");
+    assert_eq!(fake.active_subscriptions(OUTLOOK_UPN).len(), 1);
 }

@@ -10,7 +10,8 @@
 //! for the default calendar and per calendar (window only on the first
 //! request, pages of N with opaque `$skiptoken` links, a `$deltatoken` link
 //! only on the last page, changes and `@removed` entries on the next round,
-//! occurrences of a series as `type: occurrence` items with `seriesMasterId`,
+//! occurrences of a series as `type: occurrence` items with `seriesMasterId`
+//! (edited ones as `type: exception`, cancelled ones `@removed`),
 //! 410 `syncStateNotFound` for dead tokens), immutable ids on request, and
 //! subscriptions (create and a notification-URL change run the validation
 //! handshake, maximum lifetime enforced, PATCH renewal, DELETE, 404 once
@@ -20,7 +21,8 @@
 //!
 //! What it leaves out: times are UTC only (`Prefer: outlook.timezone` is not
 //! applied), a series repeats daily or weekly from its start (no
-//! `daysOfWeek`, no edited occurrences), and it speaks plain HTTP on
+//! `daysOfWeek`; an edited or cancelled occurrence re-lists the whole
+//! series on the next round, a replay Graph's pages allow), and it speaks plain HTTP on
 //! loopback where Graph insists on HTTPS notification URLs.
 
 #![allow(dead_code)]
@@ -110,6 +112,11 @@ struct Event {
     body: Value,
     seq: u64,
     deleted: bool,
+    /// A series' edited occurrences (by id suffix): the fields that differ;
+    /// calendar view lists them as `type: exception`.
+    exceptions: HashMap<String, Value>,
+    /// A series' cancelled occurrences (by id suffix): no longer listed.
+    cancelled: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +232,13 @@ struct State {
     deliveries: Vec<Delivery>,
     /// By tenant id (lowercased): the domains `GET /organization` lists as verified.
     verified_domains: HashMap<String, Vec<String>>,
+    /// Delta rounds also list each series' master (see `list_series_masters`).
+    list_series_masters: bool,
+    /// How long each delta request takes to answer (latency, for overlap tests).
+    delta_delay: Duration,
+    /// Delta requests being answered now, and the most at once, per account.
+    deltas_now: HashMap<String, u32>,
+    deltas_max: HashMap<String, u32>,
 }
 
 struct Inner {
@@ -325,11 +339,22 @@ fn occurrence_body(series: &Value, at: OffsetDateTime, suffix: &str) -> Value {
     b
 }
 
+/// An edited occurrence: the occurrence with the fields that differ, as
+/// calendar view lists it (`type: exception`, same id as the occurrence).
+fn exception_body(series: &Value, at: OffsetDateTime, suffix: &str, patch: &Value) -> Value {
+    let mut b = occurrence_body(series, at, suffix);
+    for (k, v) in patch.as_object().into_iter().flatten() {
+        b[k] = v.clone();
+    }
+    b["type"] = json!("exception");
+    b
+}
+
 /// What a delta round holds for one calendar: on the first round the live
 /// events and occurrences in the window; on a later one everything changed
 /// after `since` — live ones in the window in full, the rest (deleted, or
 /// changed outside the window) as `@removed`.
-fn rows(cal: &Calendar, since: Option<u64>, start: i64, end: i64) -> Vec<Row> {
+fn rows(cal: &Calendar, since: Option<u64>, start: i64, end: i64, with_masters: bool) -> Vec<Row> {
     let mut out = Vec::new();
     for e in &cal.events {
         if since.is_some_and(|s| e.seq <= s) || (since.is_none() && e.deleted) {
@@ -342,9 +367,21 @@ fn rows(cal: &Calendar, since: Option<u64>, start: i64, end: i64) -> Vec<Row> {
             body,
         };
         if is_series(&e.body) {
+            if with_masters && !e.deleted {
+                out.push(row(None, Some(e.body.clone())));
+            }
             for (at, suffix) in occurrences(&e.body, start, end) {
-                let body = (!e.deleted).then(|| occurrence_body(&e.body, at, &suffix));
-                out.push(row(Some(suffix), body));
+                let body = (!e.deleted && !e.cancelled.contains(&suffix))
+                    .then(|| match e.exceptions.get(&suffix) {
+                        None => occurrence_body(&e.body, at, &suffix),
+                        Some(patch) => exception_body(&e.body, at, &suffix, patch),
+                    })
+                    // An exception moved out of the window leaves it.
+                    .filter(|b| span(b).is_some_and(|(s, en)| en > start && s < end));
+                // A first round lists what is there; a later one also what went.
+                if body.is_some() || since.is_some() {
+                    out.push(row(Some(suffix), body));
+                }
             }
             continue;
         }
@@ -618,7 +655,15 @@ impl FakeGraph {
         }
         event["lastModifiedDateTime"] = json!(now);
         event["@odata.etag"] = json!(format!("W/\"{seq}\""));
-        let ev = Event { rest_id, immutable_id: immutable_id.clone(), body: event, seq, deleted: false };
+        let ev = Event {
+            rest_id,
+            immutable_id: immutable_id.clone(),
+            body: event,
+            seq,
+            deleted: false,
+            exceptions: HashMap::new(),
+            cancelled: Vec::new(),
+        };
         self.account_mut(upn, |a| a.calendar_mut(calendar).expect("calendar exists").events.push(ev));
         immutable_id
     }
@@ -642,6 +687,35 @@ impl FakeGraph {
                 ev.body[k] = v.clone();
             }
         });
+    }
+
+    /// Edit one occurrence of a series (its id as a delta round lists it,
+    /// `{series id}_{suffix}`, either id format): the fields in `patch`
+    /// (a new `start`/`end` moves it). Later rounds list it as an
+    /// `exception` with the same id.
+    pub fn update_occurrence(&self, upn: &str, occurrence_id: &str, patch: Value) {
+        let (series, suffix) = occurrence_id.rsplit_once('_').expect("an occurrence id");
+        let suffix = suffix.to_string();
+        self.change(upn, series, |ev| {
+            let slot = ev.exceptions.entry(suffix).or_insert_with(|| json!({}));
+            for (k, v) in patch.as_object().expect("patch is an object") {
+                slot[k] = v.clone();
+            }
+        });
+    }
+
+    /// Cancel (delete) one occurrence of a series: later rounds list it as `@removed`.
+    pub fn cancel_occurrence(&self, upn: &str, occurrence_id: &str) {
+        let (series, suffix) = occurrence_id.rsplit_once('_').expect("an occurrence id");
+        let suffix = suffix.to_string();
+        self.change(upn, series, |ev| ev.cancelled.push(suffix));
+    }
+
+    /// Delta rounds also list each series' master (`type: seriesMaster`)
+    /// beside its occurrences. The pages read do not say whether calendar
+    /// view does; a test turns this on to show the master never becomes a meeting.
+    pub fn list_series_masters(&self, on: bool) {
+        self.st().list_series_masters = on;
     }
 
     /// Delete an event: later delta rounds list it as `@removed`.
@@ -768,6 +842,16 @@ impl FakeGraph {
 
     pub fn delta_log(&self) -> Vec<DeltaCall> {
         self.st().delta_log.clone()
+    }
+
+    /// Every delta request waits this long before it is answered.
+    pub fn set_delta_delay(&self, delay: Duration) {
+        self.st().delta_delay = delay;
+    }
+
+    /// The most delta requests of the account answered at the same time.
+    pub fn max_concurrent_deltas(&self, upn: &str) -> u32 {
+        self.st().deltas_max.get(&upn.to_lowercase()).copied().unwrap_or(0)
     }
 
     /// Delta passes of the account: delta requests that start a round (no `$skiptoken`).
@@ -948,8 +1032,8 @@ impl FakeGraph {
             ("GET", ["v1.0", "me"]) => self.me(&headers),
             ("GET", ["v1.0", "me", "calendars"]) => self.calendars(&headers),
             ("GET", ["v1.0", "organization"]) => self.organization(&headers),
-            ("GET", ["v1.0", "me", "calendarView", "delta"]) => self.delta(None, &q, &headers),
-            ("GET", ["v1.0", "me", "calendars", id, "calendarView", "delta"]) => self.delta(Some(id), &q, &headers),
+            ("GET", ["v1.0", "me", "calendarView", "delta"]) => self.slow_delta(None, &q, &headers).await,
+            ("GET", ["v1.0", "me", "calendars", id, "calendarView", "delta"]) => self.slow_delta(Some(id), &q, &headers).await,
             ("POST", ["v1.0", "subscriptions"]) => self.subscribe(&headers, &body).await,
             ("PATCH", ["v1.0", "subscriptions", id]) => self.renew(id, &headers, &body).await,
             ("DELETE", ["v1.0", "subscriptions", id]) => self.unsubscribe(id, &headers),
@@ -1191,6 +1275,28 @@ impl FakeGraph {
         reply(200, &json!({"@odata.context": format!("{}/v1.0/$metadata#users('{}')/calendars", self.base, a.oid), "value": value}))
     }
 
+    /// A delta request answered after `set_delta_delay`, counted while it runs.
+    async fn slow_delta(&self, calendar: Option<&str>, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+        let account = self.bearer(headers).ok().unwrap_or_default();
+        let delay = {
+            let mut st = self.st();
+            let now = {
+                let n = st.deltas_now.entry(account.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let max = st.deltas_max.entry(account.clone()).or_default();
+            *max = (*max).max(now);
+            st.delta_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let res = self.delta(calendar, q, headers);
+        *self.st().deltas_now.entry(account).or_default() -= 1;
+        res
+    }
+
     /// `GET /v1.0/me/calendarView/delta` (the default calendar) and
     /// `GET /v1.0/me/calendars/{id}/calendarView/delta`.
     fn delta(&self, calendar: Option<&str>, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
@@ -1280,7 +1386,7 @@ impl FakeGraph {
             };
             let seq = st.seq;
             let a = &st.accounts[upn];
-            let rows = rows(a.calendar(&cal_id).unwrap(), since, start, end);
+            let rows = rows(a.calendar(&cal_id).unwrap(), since, start, end, st.list_series_masters);
             let next = rand_hex();
             st.delta_tokens.insert(next.clone(), DeltaToken { upn: upn.into(), calendar: cal_id.clone(), start, end, seq, valid: true });
             Pending { upn: upn.into(), calendar: cal_id.clone(), rows: rows.into(), delta_token: next }
