@@ -341,6 +341,9 @@ pub struct MicrosoftConfig {
     pub sync_future: Dur,
     /// Events per delta page asked for (`Prefer: odata.maxpagesize`).
     pub page_size: usize,
+    /// The longest `Retry-After` waited out inside one Graph call; a longer
+    /// one ends the call, and the sync or renewal comes back after it.
+    pub max_retry_wait: Dur,
 }
 
 impl Default for MicrosoftConfig {
@@ -361,6 +364,7 @@ impl Default for MicrosoftConfig {
             sync_past: Dur::secs(30 * 86_400),
             sync_future: Dur::secs(365 * 86_400),
             page_size: 100,
+            max_retry_wait: Dur::secs(30),
         }
     }
 }

@@ -92,6 +92,7 @@ impl Config {
             ("microsoft.safety_net_interval", self.microsoft.safety_net_interval),
             ("microsoft.sync_past", self.microsoft.sync_past),
             ("microsoft.sync_future", self.microsoft.sync_future),
+            ("microsoft.max_retry_wait", self.microsoft.max_retry_wait),
             ("alerts.channel_expiry_warning", self.alerts.channel_expiry_warning),
             ("alerts.silent_push_after", self.alerts.silent_push_after),
         ];

@@ -190,7 +190,7 @@ impl GoogleSync {
     /// A channel could not be registered: schedule the next try with backoff
     /// and show the failure to admins.
     pub(crate) async fn channel_failed(&self, user_id: i64, calendar_id: &str, error: &str) {
-        self.renewals.failed(user_id, calendar_id, error).await;
+        self.renewals.failed(user_id, calendar_id, error, None).await;
     }
 }
 

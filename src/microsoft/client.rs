@@ -23,13 +23,10 @@ use crate::store::timefmt;
 const IMMUTABLE_IDS: &str = "IdType=\"ImmutableId\"";
 /// Times in UTC, so [`super::events`] needs no Windows-zone table.
 const UTC_TIMES: &str = "outlook.timezone=\"UTC\"";
-/// A `Retry-After` up to this long is waited out inside the call; a longer
-/// one is handed back ([`CallError::Throttled`]) for the sync to come back later.
-pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
 /// Tries of one call while Graph throttles (the first included).
 const MAX_TRIES: u32 = 3;
-/// The wait when a throttling answer names none: 1 s, then 2 s (jittered).
-const THROTTLE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), MAX_INLINE_WAIT);
+/// The first wait when a throttling answer names none (then doubled, jittered).
+const THROTTLE_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// A runaway guard for the calendar list (a mailbox has a few dozen).
 const MAX_CALENDAR_PAGES: usize = 20;
 
@@ -158,6 +155,10 @@ pub struct GraphApi {
     /// `https://graph.microsoft.com/v1.0`, no trailing slash.
     base: reqwest::Url,
     page_size: usize,
+    /// A `Retry-After` up to this long (`microsoft.max_retry_wait`) is waited
+    /// out inside the call; a longer one is handed back
+    /// ([`CallError::Throttled`]) for the sync or renewal to come back later.
+    max_inline_wait: Duration,
     /// Counts every attempt by call and outcome (`microsoft_api_calls`).
     metrics: Option<Arc<Metrics>>,
 }
@@ -176,7 +177,7 @@ impl GraphApi {
         // makes every call a BadResponse rather than a startup panic.
         let base = reqwest::Url::parse(cfg.graph_base_url.trim().trim_end_matches('/'))
             .unwrap_or_else(|_| reqwest::Url::parse("https://graph.microsoft.com/v1.0").expect("a URL"));
-        Ok(GraphApi { http, base, page_size: cfg.page_size.clamp(1, 1000), metrics })
+        Ok(GraphApi { http, base, page_size: cfg.page_size.clamp(1, 1000), max_inline_wait: cfg.max_retry_wait.0, metrics })
     }
 
     /// `{base}/<segments...>`, each segment percent-encoded (ids may hold `/`, `+`, `=`).
@@ -203,7 +204,7 @@ impl GraphApi {
     /// Send a request built by `build` (again on each try), with the
     /// bearer token and the `Prefer` headers every call takes. Throttling
     /// answers are retried here while the wait is at most
-    /// [`MAX_INLINE_WAIT`], [`MAX_TRIES`] tries in all; every try is counted.
+    /// `max_inline_wait`, [`MAX_TRIES`] tries in all; every try is counted.
     async fn send(
         &self,
         call: &'static str,
@@ -225,8 +226,8 @@ impl GraphApi {
             self.count(call, res.outcome());
             match res {
                 CallError::Throttled { retry_after } if attempt < MAX_TRIES => {
-                    let wait = retry_after.unwrap_or_else(|| THROTTLE_BACKOFF.delay(attempt - 1));
-                    if wait > MAX_INLINE_WAIT {
+                    let wait = retry_after.unwrap_or_else(|| Backoff::new(THROTTLE_FIRST_WAIT, self.max_inline_wait).delay(attempt - 1));
+                    if wait > self.max_inline_wait {
                         return Err(res);
                     }
                     tracing::debug!(call, wait_ms = wait.as_millis() as u64, "Microsoft Graph is throttling; waiting as asked");

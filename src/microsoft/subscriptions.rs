@@ -100,7 +100,7 @@ impl MicrosoftSync {
                     // Failed renewals are the renewal scheduler's to retry
                     // (with backoff); without this one the calendar would
                     // stay without a subscription until the next restart.
-                    self.renewals.failed(user_id, &cal.calendar_id, &e.to_string()).await;
+                    self.renewals.failed(user_id, &cal.calendar_id, &e.to_string(), e.retry_after()).await;
                     first_error.get_or_insert(e);
                 }
             }

@@ -47,6 +47,16 @@ pub enum SyncError {
     Busy,
 }
 
+impl SyncError {
+    /// How long Graph asked to be left alone, when it throttled the call.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SyncError::Api(CallError::Throttled { retry_after }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 impl From<AccessError> for SyncError {
     fn from(e: AccessError) -> SyncError {
         match e {

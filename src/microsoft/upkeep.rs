@@ -110,7 +110,7 @@ impl MicrosoftSync {
                     replaced += 1;
                     self.renewals.succeeded(v.user_id, &v.calendar_id).await;
                 }
-                Err(e) => self.renewals.failed(v.user_id, &v.calendar_id, &format!("{e} ({why})")).await,
+                Err(e) => self.renewals.failed(v.user_id, &v.calendar_id, &format!("{e} ({why})"), e.retry_after()).await,
             }
         }
         for &user_id in &users {
@@ -150,7 +150,7 @@ impl Channels for MicrosoftSync {
                 false
             }
             Err(e) => {
-                self.renewals.failed(user_id, calendar_id, &e.to_string()).await;
+                self.renewals.failed(user_id, calendar_id, &e.to_string(), e.retry_after()).await;
                 false
             }
         }

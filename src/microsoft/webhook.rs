@@ -210,8 +210,7 @@ fn lifecycle(ms: &Arc<MicrosoftSync>, user_id: i64, calendar_id: &str, id: &str,
                     Ok(true) => me.enqueue_for(user_id, SyncTrigger::CatchUp),
                     Ok(false) => {}
                     Err(e) => {
-                        let error = e.to_string();
-                        me.renewals.failed(user_id, &calendar_id, &error).await;
+                        me.renewals.failed(user_id, &calendar_id, &e.to_string(), e.retry_after()).await;
                     }
                 }
             });

@@ -31,6 +31,9 @@ const SAFETY_NET_RECHECK: Duration = Duration::from_secs(60);
 /// Renewal retries: the first wait, and the longest (also at most a quarter
 /// of the renewal margin, so several tries fit before the channel lapses).
 const RETRY_BASE: Duration = Duration::from_secs(5);
+/// The longest a provider's `Retry-After` holds a renewal back: a throttled
+/// provider is obeyed, but a channel must not lapse on one huge answer.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(3600);
 const RETRY_CAP: Duration = Duration::from_secs(15 * 60);
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
 /// A channel is not renewed sooner than this after it was registered, even
@@ -204,14 +207,15 @@ impl Renewals {
         self.changed();
     }
 
-    /// A renewal failed: schedule the next try with backoff and show the
-    /// failure to admins.
-    pub async fn failed(&self, user_id: i64, calendar_id: &str, error: &str) {
+    /// A renewal failed: schedule the next try with backoff — and no sooner
+    /// than the provider asked (`Retry-After` of a throttled call, at most
+    /// [`MAX_PROVIDER_WAIT`]) — and show the failure to admins.
+    pub async fn failed(&self, user_id: i64, calendar_id: &str, error: &str, provider_wait: Option<Duration>) {
         let Retry { failures, at } = {
             let mut map = self.retries();
             let key = (user_id, calendar_id.to_string());
             let failures = map.get(&key).map_or(1, |r| r.failures.saturating_add(1));
-            let wait = retry_after(failures, self.margin());
+            let wait = retry_after(failures, self.margin()).max(provider_wait.unwrap_or_default().min(MAX_PROVIDER_WAIT));
             let at = timefmt::now() + time::Duration::try_from(wait).unwrap_or(time::Duration::MINUTE);
             map.insert(key, Retry { failures, at });
             Retry { failures, at }

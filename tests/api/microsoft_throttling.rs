@@ -4,8 +4,9 @@
 //! call's tries ends the pass, which comes back when Graph said; a long
 //! `Retry-After` is not waited inside a call and is not hammered; a 429 on
 //! a subscription create (at connect) or extension (at renewal) still ends
-//! with one live subscription per calendar. Delta and subscription calls
-//! are counted at the fake.
+//! with one live subscription per calendar, and a renewal throttled for
+//! long is not tried again before Graph's `Retry-After`. Delta and
+//! subscription calls are counted at the fake.
 
 use std::time::Duration;
 
@@ -82,13 +83,15 @@ async fn a_429_on_creating_or_extending_a_subscription_still_ends_with_one() {
     let app = ms_app(&fake, |c| {
         c.microsoft.subscription_ttl = syncgate::duration::Dur::secs(8);
         c.microsoft.renew_before = syncgate::duration::Dur::secs(5);
+        // Waits up to 1 s inside a call; a longer Retry-After ends the call.
+        c.microsoft.max_retry_wait = syncgate::duration::Dur::secs(1);
     })
     .await;
-    let (_, token) = app.add_user(UPN, "user");
-    // At connect: a short 429 (waited inside the call), then a long one (the
-    // create fails; the renewal scheduler makes it).
+    let (ann, token) = app.add_user(UPN, "user");
+    // At connect: a short 429 (waited inside the call), then a longer one
+    // (the create fails; the renewal scheduler makes it once it has passed).
     fake.fail_next("subscribe", 429, Some(1), 1);
-    fake.fail_next("subscribe", 429, Some(600), 1);
+    fake.fail_next("subscribe", 429, Some(2), 1);
     assert_eq!(connect_as(&app, &fake, &token, UPN).await.status().as_u16(), 303);
     let first = within(20, "the subscription", || async { fake.active_subscriptions(UPN).pop() }).await;
     assert_eq!(fake.calls("subscribe"), 3, "two throttled creates and the one that worked");
@@ -97,7 +100,7 @@ async fn a_429_on_creating_or_extending_a_subscription_still_ends_with_one() {
     // At renewal: the same, on the PATCH; extended in place all the same.
     let renews = fake.calls("renew");
     fake.fail_next("renew", 429, Some(1), 1);
-    fake.fail_next("renew", 429, Some(600), 1);
+    fake.fail_next("renew", 429, Some(2), 1);
     let extended =
         within(20, "an extension", || async { fake.active_subscriptions(UPN).into_iter().find(|s| s.id == first.id && s.renewals >= 1) })
             .await;
@@ -105,4 +108,21 @@ async fn a_429_on_creating_or_extending_a_subscription_still_ends_with_one() {
     assert!(fake.calls("renew") - renews >= 3, "two throttled extensions and the one that worked");
     assert_eq!(fake.subscriptions(UPN).len(), 1, "extended in place, never a second one");
     assert_eq!(fake.active_subscriptions(UPN).len(), 1);
+
+    // Graph asks for ten minutes: the next try is planned no sooner (and
+    // shown to admins so), and nothing is sent meanwhile.
+    let (_, admin) = app.add_user("boss@contoso.example", "admin");
+    let renews = fake.calls("renew");
+    fake.fail_next("renew", 429, Some(600), 1);
+    let next: String = within(20, "the throttled renewal recorded", || async {
+        let (s, health) = app.get("/api/admin/health", &admin).await;
+        assert_eq!(s, 200, "{health}");
+        let me = health["microsoft"]["users"].as_array()?.iter().find(|u| u["user_id"] == ann)?.clone();
+        (me["renewal_failures"].as_i64()? >= 1).then(|| me["next_renewal_attempt_at"].as_str().map(str::to_string))?
+    })
+    .await;
+    let at = time::OffsetDateTime::parse(&next, &time::format_description::well_known::Rfc3339).expect("a time");
+    assert!(at - time::OffsetDateTime::now_utc() > time::Duration::minutes(9), "the retry waits for Graph: {next}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.calls("renew") - renews, 1, "no extension while Graph said to wait");
 }
