@@ -95,9 +95,23 @@ impl GoogleSync {
         Ok(users)
     }
 
-    /// On start: stop leftovers, new channels where needed, then a sync
-    /// for every connected user.
+    /// On start: stop leftovers (and the channels of users disabled while
+    /// no server ran), new channels where needed, then a sync for every
+    /// connected user.
     pub(crate) async fn catch_up(self: &Arc<Self>) {
+        match self.store.disabled_users_with_channels(Provider::Google).await {
+            Ok(disabled) => {
+                for user_id in disabled {
+                    match self.stop_channels(user_id).await {
+                        Ok(n) => tracing::info!(user = user_id, channels = n, "google catch-up: a disabled user's channels stopped"),
+                        Err(e) => {
+                            tracing::warn!(user = user_id, error = %e, "google catch-up: a disabled user's channels could not be stopped")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "google catch-up: cannot read disabled users' channels"),
+        }
         let users = match self.resolve_calendars().await {
             Ok(u) => u,
             Err(SyncError::ShuttingDown) => return,

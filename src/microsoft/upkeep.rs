@@ -47,9 +47,19 @@ impl MicrosoftSync {
         Ok(views_from(self.store.ticked_calendar_channels(Provider::Microsoft).await?))
     }
 
-    /// On start: calendar lists, subscriptions where needed, then a sync of
+    /// On start: the subscriptions of users disabled while no server ran
+    /// deleted, calendar lists, subscriptions where needed, then a sync of
     /// every connected user.
     pub(crate) async fn catch_up(self: &Arc<Self>) {
+        match self.store.disabled_users_with_channels(Provider::Microsoft).await {
+            Ok(disabled) => {
+                for user_id in disabled {
+                    let n = self.unsubscribe_all(user_id).await;
+                    tracing::info!(user = user_id, subscriptions = n, "microsoft catch-up: a disabled user's subscriptions deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "microsoft catch-up: cannot read disabled users' subscriptions"),
+        }
         let users = match self.store.connected_users(Provider::Microsoft).await {
             Ok(u) => u,
             Err(e) => {

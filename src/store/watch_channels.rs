@@ -205,6 +205,21 @@ impl Store {
         .await
     }
 
+    /// Disabled users who still have channels at the provider: disabled
+    /// while no server ran (`syncgate user disable` writes the database
+    /// itself), so nobody told the provider. Their channels go at startup.
+    pub async fn disabled_users_with_channels(&self, provider: Provider) -> StoreResult<Vec<i64>> {
+        self.read(move |c| {
+            c.query_map(
+                "SELECT DISTINCT c.user_id FROM calendar_watch_channels c JOIN users u ON u.id = c.user_id
+                 WHERE c.provider = ?1 AND u.status <> ?2 ORDER BY c.user_id",
+                args![provider.as_str(), crate::model::AccountStatus::Active.as_str()],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     /// Each ticked calendar of each connected user of the provider, with its
     /// active channel once the provider confirmed it (one row per channel,
     /// by expiration, so the last row of a calendar is the channel expiring

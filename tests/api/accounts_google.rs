@@ -1,7 +1,8 @@
 //! Accounts and Google Calendar: disabling a user stops their push channels
 //! and sync (their data stays); enabling re-creates the channel and runs a
 //! catch-up sync that brings in what changed meanwhile; removing a user stops
-//! their channels at Google before the account is deleted.
+//! their channels at Google before the account is deleted; a user disabled
+//! while no server ran has their channels stopped when the server starts.
 
 use std::time::{Duration, Instant};
 
@@ -112,4 +113,22 @@ async fn a_google_sign_up_reaches_admins_watching_users() {
     assert_eq!((data["table"].as_str(), data["type"].as_str()), (Some("users"), Some("INSERT")), "{data}");
     assert_eq!(data["record"]["email"], email);
     assert!(data["record"].get("google_refresh_token").is_none());
+}
+
+#[tokio::test]
+async fn a_user_disabled_while_no_server_ran_has_their_channels_stopped_at_the_next_start() {
+    let fake = FakeGoogle::start().await;
+    let app = spawn_app_with(|c| fake.configure(c)).await;
+    let email = "ada@example.com";
+    let id = connect(&app, &fake, email).await;
+    let (config, dir) = app.stop().await;
+    let out = crate::microsoft_account_changes::cli_on(&config, &["user", "disable", &id.to_string()]).await;
+    assert!(out.status.success(), "disabled offline: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fake.active_channels(email).len(), 1, "no server ran to tell Google");
+
+    let app = crate::helpers::start(config, dir).await;
+    eventually("the channel stopped at Google and deleted here by the start", || {
+        fake.active_channels(email).is_empty() && channel_rows(&app, id) == 0
+    })
+    .await;
 }

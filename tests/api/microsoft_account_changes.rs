@@ -4,7 +4,8 @@
 //! subscriptions at Graph first (none is left active
 //! there) and here, so a notification for one syncs nothing any more;
 //! enabling the user again, and connecting again, makes exactly one
-//! subscription per ticked calendar.
+//! subscription per ticked calendar. A user disabled while no server ran
+//! loses their subscriptions at Graph when the server starts.
 
 use std::time::Duration;
 
@@ -83,14 +84,19 @@ async fn disabling_deletes_the_subscriptions_at_graph_and_enabling_and_reconnect
 /// `syncgate user …` as an operator runs it next to the server (which it
 /// goes through while one runs).
 async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    cli_on(&app.config, args).await
+}
+
+/// `syncgate <args>` on the data of a server with `config` (running or not).
+pub(crate) async fn cli_on(config: &syncgate::config::Config, args: &[&str]) -> std::process::Output {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SYNCGATE") {
             c.env_remove(k);
         }
     }
-    c.envs(crate::helpers::config_env(&app.config))
-        .env("SYNCGATE_DATABASE__PATH", &app.config.database.path)
+    c.envs(crate::helpers::config_env(config))
+        .env("SYNCGATE_DATABASE__PATH", &config.database.path)
         .env("SYNCGATE_AUTH__JWT_SECRET", crate::helpers::SECRET)
         .env("SYNCGATE_SERVER__BIND", "127.0.0.1:0")
         .args(args)
@@ -138,4 +144,20 @@ async fn disconnecting_deletes_the_subscription_and_its_notifications_sync_nothi
     within(15, "the new subscription and sync", || async { titled(&app, &token, "After disconnect").await }).await;
     settled(&app, user).await;
     assert_eq!(fake.active_subscriptions(UPN).len(), 1);
+}
+
+#[tokio::test]
+async fn a_user_disabled_while_no_server_ran_loses_their_subscriptions_at_the_next_start() {
+    let (fake, app, user, _) = connected(|_| {}).await;
+    within(10, "the subscription", || async { (fake.active_subscriptions(UPN).len() == 1).then_some(()) }).await;
+    let (config, dir) = app.stop().await;
+    let out = cli_on(&config, &["user", "disable", &user.to_string()]).await;
+    assert!(out.status.success(), "disabled offline: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fake.active_subscriptions(UPN).len(), 1, "no server ran to tell Graph");
+
+    let app = crate::helpers::start(config, dir).await;
+    within(20, "the subscription deleted at Graph by the start", || async { fake.active_subscriptions(UPN).is_empty().then_some(()) })
+        .await;
+    within(10, "and here", || async { (subscription_rows(&app, user) == 0).then_some(()) }).await;
+    assert_eq!(fake.subscriptions(UPN).len(), 1, "none made again for a disabled user");
 }
