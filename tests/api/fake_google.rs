@@ -21,7 +21,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,9 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use warp::http::{HeaderMap, Method, StatusCode};
-use warp::path::FullPath;
 use warp::reply::Response;
-use warp::Filter;
+
+use crate::fake_service;
 
 pub const CLIENT_ID: &str = "fake-client-id.apps.googleusercontent.com";
 pub const CLIENT_SECRET: &str = "fake-client-secret";
@@ -417,25 +416,17 @@ pub fn location(r: &reqwest::Response) -> String {
 
 impl FakeGoogle {
     pub async fn start() -> FakeGoogle {
-        syncgate::provider::install_tls();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake google binds");
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = fake_service::bind("fake google").await;
         let inner = Arc::new(Inner {
             state: Mutex::new(State { page_size: 250, expires_in: 3599, ..Default::default() }),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         });
         let fake = FakeGoogle { addr, base: format!("http://{addr}"), inner };
         let handler = fake.clone();
-        let route = warp::method()
-            .and(warp::path::full())
-            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .and_then(move |m: Method, p: FullPath, q: String, h: HeaderMap, b: Bytes| {
-                let fake = handler.clone();
-                async move { Ok::<_, Infallible>(fake.handle(m, p.as_str().to_string(), q, h, b).await) }
-            });
-        tokio::spawn(warp::serve(route).incoming(listener).run());
+        fake_service::serve(listener, move |r| {
+            let fake = handler.clone();
+            async move { fake.handle(r.method, r.path, r.query, r.headers, r.body).await }
+        });
         fake
     }
 

@@ -28,7 +28,6 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,9 +38,9 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use time::OffsetDateTime;
 use warp::http::{HeaderMap, Method, StatusCode};
-use warp::path::FullPath;
 use warp::reply::Response;
-use warp::Filter;
+
+use crate::fake_service;
 
 pub const CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
 pub const CLIENT_SECRET: &str = "fake-graph-client-secret";
@@ -494,25 +493,17 @@ pub fn id_token_claims(id_token: &str) -> Value {
 
 impl FakeGraph {
     pub async fn start() -> FakeGraph {
-        syncgate::provider::install_tls();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("fake graph binds");
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = fake_service::bind("fake graph").await;
         let inner = Arc::new(Inner {
             state: Mutex::new(State { page_size: 100, expires_in: 3599, max_minutes: MAX_SUBSCRIPTION_MINUTES, ..Default::default() }),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         });
         let fake = FakeGraph { addr, base: format!("http://{addr}"), inner };
         let handler = fake.clone();
-        let route = warp::method()
-            .and(warp::path::full())
-            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .and_then(move |m: Method, p: FullPath, q: String, h: HeaderMap, b: Bytes| {
-                let fake = handler.clone();
-                async move { Ok::<_, Infallible>(fake.handle(m, p.as_str().to_string(), q, h, b).await) }
-            });
-        tokio::spawn(warp::serve(route).incoming(listener).run());
+        fake_service::serve(listener, move |r| {
+            let fake = handler.clone();
+            async move { fake.handle(r.method, r.path, r.query, r.headers, r.body).await }
+        });
         fake
     }
 
@@ -1526,17 +1517,20 @@ impl FakeGraph {
         }
     }
 
+    /// What every call on one subscription checks first: an injected
+    /// failure, the bearer, and that the subscription is the caller's and live.
+    fn own_subscription(&self, call: &str, id: &str, headers: &HeaderMap) -> Result<FakeSubscription, Box<Response>> {
+        if let Some((s, ra)) = self.take_failure(call) {
+            return Err(Box::new(Self::injected(s, ra)));
+        }
+        let upn = self.bearer(headers)?;
+        self.live_subscription(id, &upn)
+    }
+
     /// `PATCH /v1.0/subscriptions/{id}`: a new expiration (which also
     /// reauthorizes); a changed notificationUrl is validated first.
     async fn renew(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-        if let Some((s, ra)) = self.take_failure("renew") {
-            return Self::injected(s, ra);
-        }
-        let upn = match self.bearer(headers) {
-            Ok(u) => u,
-            Err(r) => return *r,
-        };
-        let current = match self.live_subscription(id, &upn) {
+        let current = match self.own_subscription("renew", id, headers) {
             Ok(s) => s,
             Err(r) => return *r,
         };
@@ -1572,14 +1566,7 @@ impl FakeGraph {
 
     /// `DELETE /v1.0/subscriptions/{id}`
     fn unsubscribe(&self, id: &str, headers: &HeaderMap) -> Response {
-        if let Some((s, ra)) = self.take_failure("unsubscribe") {
-            return Self::injected(s, ra);
-        }
-        let upn = match self.bearer(headers) {
-            Ok(u) => u,
-            Err(r) => return *r,
-        };
-        if let Err(r) = self.live_subscription(id, &upn) {
+        if let Err(r) = self.own_subscription("unsubscribe", id, headers) {
             return *r;
         }
         self.st().subscriptions.iter_mut().find(|s| s.id == id).unwrap().removed = true;
@@ -1589,14 +1576,7 @@ impl FakeGraph {
     /// `POST /v1.0/subscriptions/{id}/reauthorize`: answers a
     /// `reauthorizationRequired` without changing the expiration.
     fn reauthorize(&self, id: &str, headers: &HeaderMap) -> Response {
-        if let Some((s, ra)) = self.take_failure("reauthorize") {
-            return Self::injected(s, ra);
-        }
-        let upn = match self.bearer(headers) {
-            Ok(u) => u,
-            Err(r) => return *r,
-        };
-        if let Err(r) = self.live_subscription(id, &upn) {
+        if let Err(r) = self.own_subscription("reauthorize", id, headers) {
             return *r;
         }
         self.st().subscriptions.iter_mut().find(|s| s.id == id).unwrap().needs_reauth = false;

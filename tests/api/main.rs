@@ -24,6 +24,7 @@ mod engine_rules;
 mod fake_calendly;
 mod fake_google;
 mod fake_graph;
+mod fake_service;
 mod google;
 mod google_calendars;
 mod google_renewal;

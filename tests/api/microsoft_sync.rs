@@ -3,7 +3,8 @@
 //! engines: the validation handshake; a connect subscribes and syncs; a
 //! batch with one forged `clientState` is served except that item; a burst
 //! costs few delta passes; subscriptions are extended in place before
-//! expiry; `subscriptionRemoved` makes a new one, `missed` syncs; an
+//! expiry; `subscriptionRemoved` makes a new one, `missed` syncs,
+//! `reauthorizationRequired` extends the same one; an
 //! expired delta link gives one full round; a restart catches up;
 //! disconnect deletes the subscription at Graph.
 
@@ -204,6 +205,15 @@ async fn subscriptions_are_extended_in_place_and_recreated_only_when_graph_remov
     fake.create_event(UPN, &cal, event("Lost notification", &soon(7), &soon(8)));
     assert_eq!(fake.lifecycle(&new.id, "missed").await, 202);
     within(10, "the missed change", || async { meeting_titled(&app, &token, "Lost notification").await }).await;
+
+    // `reauthorizationRequired`: answered by extending the same subscription.
+    assert_eq!(fake.lifecycle(&new.id, "reauthorizationRequired").await, 202);
+    let answered = within(10, "the reauthorization answered", || async {
+        fake.active_subscriptions(UPN).into_iter().find(|s| s.id == new.id && !s.needs_reauth)
+    })
+    .await;
+    assert!(answered.renewals >= 1, "extended in place");
+    assert_eq!(fake.active_subscriptions(UPN).len(), 1, "never a second one");
 }
 
 #[tokio::test]
