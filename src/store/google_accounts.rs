@@ -6,7 +6,7 @@
 use super::sql::args;
 
 use super::users::{self, User};
-use super::{google, Store, StoreError, StoreResult, Table};
+use super::{google, Store, StoreError, StoreResult};
 use crate::model::Role;
 
 /// Who signed in with Google, and the tokens Google gave.
@@ -100,13 +100,7 @@ impl Store {
                      WHERE id = ?5",
                     args![account.sub, account.refresh_token, account.access_token, account.access_expires_at, user_id],
                 )?;
-                if created {
-                    // A new account, as admins see it live (public columns only).
-                    tx.log_inserted(Table::Users, user_id)?;
-                } else {
-                    tx.log_updated(Table::Users, user_id)?;
-                }
-                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
+                let user = users::account_linked(tx, user_id, created)?;
                 Ok(GoogleLink::Linked { user, created })
             })
             .await

@@ -168,13 +168,7 @@ impl Store {
                         )?;
                     }
                 }
-                if created {
-                    // A new account, as admins see it live (public columns only).
-                    tx.log_inserted(Table::Users, user_id)?;
-                } else {
-                    tx.log_updated(Table::Users, user_id)?;
-                }
-                let user = users::get(tx.conn(), user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))?;
+                let user = users::account_linked(tx, user_id, created)?;
                 Ok(MicrosoftLink::Linked { user, created })
             })
             .await

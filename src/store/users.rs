@@ -105,6 +105,19 @@ fn touch_last_seen(conn: &Conn<'_>, id: i64, now: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// A calendar provider's account was attached to the user (`created`: the
+/// user was made for it), in the writer transaction that did it: logged as
+/// admins see it live — a new user's INSERT, else an UPDATE (their
+/// connections changed) — and the user as they are now.
+pub(super) fn account_linked(tx: &mut super::WriteTx<'_, '_>, user_id: i64, created: bool) -> StoreResult<User> {
+    if created {
+        tx.log_inserted(super::Table::Users, user_id)?;
+    } else {
+        tx.log_updated(super::Table::Users, user_id)?;
+    }
+    get(tx.conn(), user_id)?.ok_or_else(|| StoreError::internal("signed-in user vanished"))
+}
+
 pub(super) fn get(conn: &Conn<'_>, id: i64) -> StoreResult<Option<User>> {
     conn.query_opt(&format!("{SELECT} WHERE id = ?1"), args![id])?.as_ref().map(from_row).transpose()
 }
