@@ -72,9 +72,10 @@ pub struct MicrosoftSync {
     pub(crate) full_syncs: Arc<tokio::sync::Semaphore>,
     /// One change of a user's subscriptions at a time on this node.
     pub(crate) subscription_locks: crate::provider::UserLocks,
-    /// Users whose last pass Graph throttled past what a call waits, and
-    /// until when (its `Retry-After`): no pass for them before then.
-    pub(crate) throttled: Mutex<HashMap<i64, std::time::Instant>>,
+    /// Users whose last pass Graph throttled past what a call waits: until
+    /// when (its `Retry-After`) no pass runs for them, and what the pass
+    /// that comes back then is for (the strongest reason asked meanwhile).
+    pub(crate) throttled: Mutex<HashMap<i64, (std::time::Instant, crate::provider::scheduler::SyncTrigger)>>,
 }
 
 impl MicrosoftSync {

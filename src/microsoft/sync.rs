@@ -221,11 +221,15 @@ impl MicrosoftSync {
 }
 
 impl MicrosoftSync {
-    /// Is the user's sync waiting out a `Retry-After` of Graph's?
-    fn throttled_now(&self, user_id: i64) -> bool {
+    /// Is the user's sync waiting out a `Retry-After` of Graph's? If so, the
+    /// pass that comes back then also serves `trigger`.
+    fn throttled_now(&self, user_id: i64, trigger: SyncTrigger) -> bool {
         let mut map = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&user_id) {
-            Some(until) if *until > std::time::Instant::now() => true,
+        match map.get_mut(&user_id) {
+            Some((until, wanted)) if *until > std::time::Instant::now() => {
+                *wanted = (*wanted).max(trigger);
+                true
+            }
             Some(_) => {
                 map.remove(&user_id);
                 false
@@ -263,7 +267,7 @@ impl Syncer for MicrosoftSync {
         // Graph said when to come back: a pass before then (for a
         // notification meanwhile) would only be throttled again; the pass
         // scheduled for then reads whatever changed.
-        if self.throttled_now(user_id) {
+        if self.throttled_now(user_id, trigger) {
             tracing::debug!(user = user_id, "microsoft sync waits for Graph's Retry-After");
             return;
         }
@@ -280,12 +284,16 @@ impl Syncer for MicrosoftSync {
         // A throttled pass comes back when Graph said it may.
         if let Err(SyncError::Api(CallError::Throttled { retry_after })) = &result {
             let wait = retry_after.unwrap_or(Duration::from_secs(60)).min(Duration::from_secs(3600));
-            self.throttled.lock().unwrap_or_else(|p| p.into_inner()).insert(user_id, std::time::Instant::now() + wait);
+            self.throttled.lock().unwrap_or_else(|p| p.into_inner()).insert(user_id, (std::time::Instant::now() + wait, trigger));
             let me = self.clone();
             self.tasks.spawn(async move {
                 let mut shutdown = me.shutdown.clone();
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => me.enqueue_for(user_id, SyncTrigger::Push),
+                    _ = tokio::time::sleep(wait) => {
+                        // This pass's reason, or a stronger one skipped meanwhile.
+                        let wanted = me.throttled.lock().unwrap_or_else(|p| p.into_inner()).remove(&user_id).map_or(trigger, |(_, t)| t);
+                        me.enqueue_for(user_id, wanted);
+                    }
                     _ = shutdown.wait_for(|stop| *stop) => {}
                 }
             });
