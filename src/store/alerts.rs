@@ -78,7 +78,7 @@ fn user(r: &Row) -> StoreResult<AlertUser> {
 /// reached by the provider's join after `users u`.
 fn provider_facts(conn: &Conn<'_>, p: &ProviderSql, window: &AlertWindow) -> StoreResult<ProviderFacts> {
     let (provider, join, status, calendars) = (p.provider.as_str(), p.join, p.status_table, p.calendars);
-    let (connected, revoked) = (p.connected(), p.needs_reconnect);
+    let (connected, revoked) = (p.connected(), p.needs_reconnect());
     let soon = timefmt::format(window.expiring_before);
     let expiring_channels = conn.query_map(
         &format!(

@@ -5,7 +5,7 @@
 //! alerts, the health report, channel upkeep — are written once for both.
 //! The pieces are constants: no request text reaches them.
 
-use super::sql::args;
+use super::sql::{args, ToSqlValue};
 use super::{Store, StoreResult, Table};
 use crate::model::{AccountStatus, Provider};
 
@@ -18,15 +18,12 @@ pub(super) struct ProviderSql {
     /// A condition: the user has an account at this provider (connected or
     /// needing to reconnect).
     pub linked: &'static str,
-    pub refresh_token: &'static str,
-    pub access_token: &'static str,
-    pub token_expires_at: &'static str,
-    /// A boolean: the provider refused the refresh token (false without an account).
-    pub needs_reconnect: &'static str,
-    /// The table the account's token columns are written in, and its user key.
+    /// The table the account's token columns are written in, its name in
+    /// reads (`u` for `users`, else the join's alias), and its user key.
     pub account_table: &'static str,
+    pub alias: &'static str,
     pub account_user_key: &'static str,
-    /// The columns of `account_table`, unqualified, for UPDATEs.
+    /// The token columns of `account_table`, unqualified.
     pub columns: TokenColumns,
     /// `account_table` has an `updated_at` of its own to move with the
     /// tokens. `users.updated_at` is not one: it is a logged column, moved
@@ -56,11 +53,8 @@ const GOOGLE: ProviderSql = ProviderSql {
     provider: Provider::Google,
     join: "",
     linked: "(u.google_sub IS NOT NULL OR u.google_refresh_token IS NOT NULL)",
-    refresh_token: "u.google_refresh_token",
-    access_token: "u.google_access_token",
-    token_expires_at: "u.google_token_expires_at",
-    needs_reconnect: "u.google_needs_reconnect",
     account_table: "users",
+    alias: "u",
     account_user_key: "id",
     columns: TokenColumns {
         refresh_token: "google_refresh_token",
@@ -79,11 +73,8 @@ const MICROSOFT: ProviderSql = ProviderSql {
     provider: Provider::Microsoft,
     join: "LEFT JOIN microsoft_accounts a ON a.user_id = u.id",
     linked: "a.user_id IS NOT NULL",
-    refresh_token: "a.refresh_token",
-    access_token: "a.access_token",
-    token_expires_at: "a.token_expires_at",
-    needs_reconnect: "COALESCE(a.needs_reconnect, FALSE)",
     account_table: "microsoft_accounts",
+    alias: "a",
     account_user_key: "user_id",
     columns: TokenColumns {
         refresh_token: "refresh_token",
@@ -107,10 +98,41 @@ pub(super) fn provider_sql(provider: Provider) -> &'static ProviderSql {
 }
 
 impl ProviderSql {
+    /// An account column as a read after `users u` and [`Self::join`] names it.
+    pub fn column(&self, name: &str) -> String {
+        format!("{}.{name}", self.alias)
+    }
+
+    /// A boolean: the provider refused the refresh token (false without an account).
+    pub fn needs_reconnect(&self) -> String {
+        format!("COALESCE({}, FALSE)", self.column(self.columns.needs_reconnect))
+    }
+
     /// A condition on `users u` (after [`Self::join`]): the provider's
     /// calendars sync for this user — a refresh token, access not revoked.
     pub fn connected(&self) -> String {
-        format!("({} IS NOT NULL AND NOT {})", self.refresh_token, self.needs_reconnect)
+        format!("({} IS NOT NULL AND NOT {})", self.column(self.columns.refresh_token), self.needs_reconnect())
+    }
+
+    /// `, updated_at = ?n` when the account table keeps its own (see
+    /// [`Self::stamped`]), else nothing.
+    fn stamp(&self, n: usize) -> String {
+        if self.stamped {
+            format!(", updated_at = ?{n}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The arguments of a statement with [`Self::stamp`], `now` the last:
+    /// left out without a stamp (PostgreSQL refuses a parameter the
+    /// statement does not use).
+    fn stamped_args<'a>(&self, args: &'a [&'a dyn ToSqlValue]) -> &'a [&'a dyn ToSqlValue] {
+        if self.stamped {
+            args
+        } else {
+            &args[..args.len() - 1]
+        }
     }
 }
 
@@ -135,7 +157,12 @@ impl Store {
         let p = provider_sql(provider);
         let sql = format!(
             "SELECT {}, {}, {}, {}, u.status FROM users u {} WHERE u.id = ?1 AND {}",
-            p.refresh_token, p.access_token, p.token_expires_at, p.needs_reconnect, p.join, p.linked
+            p.column(p.columns.refresh_token),
+            p.column(p.columns.access_token),
+            p.column(p.columns.token_expires_at),
+            p.needs_reconnect(),
+            p.join,
+            p.linked
         );
         self.read(move |conn| {
             conn.query_opt(&sql, args![user_id])?
@@ -174,14 +201,10 @@ impl Store {
             access = c.access_token,
             expires = c.token_expires_at,
             refresh = c.refresh_token,
-            stamp = if p.stamped { ", updated_at = ?5" } else { "" },
+            stamp = p.stamp(5),
         );
         self.bookkeeping(move |conn, now| {
-            if p.stamped {
-                conn.execute(&sql, args![user_id, access_token, access_expires_at, refresh_token, now])?;
-            } else {
-                conn.execute(&sql, args![user_id, access_token, access_expires_at, refresh_token])?;
-            }
+            conn.execute(&sql, p.stamped_args(args![user_id, access_token, access_expires_at, refresh_token, now]))?;
             Ok(())
         })
         .await
@@ -201,13 +224,12 @@ impl Store {
             needs = c.needs_reconnect,
             access = c.access_token,
             expires = c.token_expires_at,
-            stamp = if p.stamped { ", updated_at = ?2" } else { "" },
+            stamp = p.stamp(2),
         );
         self.writer
             .write(move |tx| {
                 let now = tx.now().to_string();
-                let changed =
-                    if p.stamped { tx.conn().execute(&sql, args![user_id, now])? } else { tx.conn().execute(&sql, args![user_id])? } == 1;
+                let changed = tx.conn().execute(&sql, p.stamped_args(args![user_id, now]))? == 1;
                 if changed {
                     tx.log_updated(Table::Users, user_id)?;
                 }

@@ -70,7 +70,8 @@ impl Store {
     pub async fn health_rows(&self, provider: Provider) -> StoreResult<HealthRows> {
         let p = provider_sql(provider);
         let (account, status, calendars, sync_state) = (p.join, p.status_table, p.calendars, p.sync_state);
-        let (connected, needs_reconnect, linked) = (format!("{} IS NOT NULL", p.refresh_token), p.needs_reconnect, p.linked);
+        let (connected, needs_reconnect, linked) =
+            (format!("{} IS NOT NULL", p.column(p.columns.refresh_token)), p.needs_reconnect(), p.linked);
         let has_sync_token =
             format!("EXISTS (SELECT 1 FROM {calendars} g WHERE g.user_id = u.id AND g.selected AND g.{sync_state} IS NOT NULL)");
         let known = format!("{linked} OR s.user_id IS NOT NULL");
