@@ -149,6 +149,18 @@ pub struct GraphSubscription {
     pub expires_at: Option<String>,
 }
 
+/// One page of a Graph collection: its items, the link to the next page,
+/// and on a delta round's last page the link the next round starts from.
+#[derive(Deserialize)]
+struct ODataPage {
+    #[serde(default)]
+    value: Vec<Value>,
+    #[serde(default, rename = "@odata.nextLink")]
+    next_link: Option<Secret>,
+    #[serde(default, rename = "@odata.deltaLink")]
+    delta_link: Option<Secret>,
+}
+
 /// Microsoft Graph, reached with a user's access token.
 pub struct GraphApi {
     http: reqwest::Client,
@@ -246,18 +258,11 @@ impl GraphApi {
 
     /// `GET /me/calendars`, every page: the user's own calendars.
     pub async fn calendars(&self, token: &Secret) -> Result<Vec<GraphCalendar>, CallError> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            value: Vec<Value>,
-            #[serde(default, rename = "@odata.nextLink")]
-            next_link: Option<Secret>,
-        }
         let mut url = self.url(&["me", "calendars"])?;
         let mut out = Vec::new();
         for _ in 0..MAX_CALENDAR_PAGES {
             let res = self.send("calendars", token, || self.http.get(url.clone())).await?;
-            let page: Page = read_json(res).await?;
+            let page: ODataPage = read_json(res).await?;
             for item in page.value {
                 match serde_json::from_value::<GraphCalendar>(item) {
                     Ok(c) if !c.id.is_empty() && c.id.len() <= 1024 => out.push(c),
@@ -289,16 +294,7 @@ impl GraphApi {
         };
         let page_size = format!("odata.maxpagesize={}", self.page_size);
         let res = self.send("delta", token, || self.http.get(url.clone()).header("Prefer", page_size.as_str())).await?;
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            value: Vec<Value>,
-            #[serde(default, rename = "@odata.nextLink")]
-            next_link: Option<Secret>,
-            #[serde(default, rename = "@odata.deltaLink")]
-            delta_link: Option<Secret>,
-        }
-        let raw: Page = read_json(res).await?;
+        let raw: ODataPage = read_json(res).await?;
         let mut page = DeltaPage { next_link: raw.next_link, delta_link: raw.delta_link, ..DeltaPage::default() };
         for item in raw.value {
             if item.get("@removed").is_some() {

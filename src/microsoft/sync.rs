@@ -283,7 +283,7 @@ impl Syncer for MicrosoftSync {
         record_pass(Provider::Microsoft, &PASS_WORDS, &self.store, metrics, user_id, trigger, started, end).await;
         // A throttled pass comes back when Graph said it may.
         if let Err(SyncError::Api(CallError::Throttled { retry_after })) = &result {
-            let wait = retry_after.unwrap_or(Duration::from_secs(60)).min(Duration::from_secs(3600));
+            let wait = retry_after.unwrap_or(Duration::from_secs(60)).min(crate::provider::upkeep::MAX_PROVIDER_WAIT);
             self.throttled.lock().unwrap_or_else(|p| p.into_inner()).insert(user_id, (std::time::Instant::now() + wait, trigger));
             let me = self.clone();
             self.tasks.spawn(async move {

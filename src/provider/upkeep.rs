@@ -31,8 +31,9 @@ const SAFETY_NET_RECHECK: Duration = Duration::from_secs(60);
 /// Renewal retries: the first wait, and the longest (also at most a quarter
 /// of the renewal margin, so several tries fit before the channel lapses).
 const RETRY_BASE: Duration = Duration::from_secs(5);
-/// The longest a provider's `Retry-After` holds a renewal back: a throttled
-/// provider is obeyed, but a channel must not lapse on one huge answer.
+/// The longest a provider's `Retry-After` holds a renewal or a sync back: a
+/// throttled provider is obeyed, but a channel must not lapse, nor a user
+/// go unsynced, on one huge answer.
 pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(3600);
 const RETRY_CAP: Duration = Duration::from_secs(15 * 60);
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
